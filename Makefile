@@ -1,0 +1,133 @@
+# mpilm — build, test, benchmark, install.
+#
+#   make deps      install missing Debian packages (idempotent; root or sudo)
+#   make           build ./mpilm
+#   make test      deps + build + every unit test and every multi-rank test
+#   make check     the same tests built with AddressSanitizer + UBSan
+#   make bench     benchmarks against the named peers
+#   make demo      the main job end to end on the shipped sample
+#   make install PREFIX=/usr/local
+#
+# Every source file under src/<module>/ is part of libmpilm.a except
+# src/cli/main.c; every tests/unit/test_*.c is a Criterion test binary and every
+# tests/mpi/*.c a program run under mpirun. New files need no edit here.
+
+PREFIX  ?= /usr/local
+BUILD   ?= build
+SAN     ?= 0
+PORTABLE ?= 0
+
+CC := mpicc
+
+# The best instruction set this CPU runs, or plain x86-64 with PORTABLE=1
+# (for a binary that must run on other machines of a cluster).
+CPU_FLAGS := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
+ifeq ($(PORTABLE),1)
+  MARCH := x86-64
+else ifneq ($(and $(findstring avx512f,$(CPU_FLAGS)),$(findstring avx512bw,$(CPU_FLAGS)),$(findstring avx512vl,$(CPU_FLAGS)),$(findstring avx512dq,$(CPU_FLAGS))),)
+  MARCH := x86-64-v4
+else ifneq ($(and $(findstring avx2,$(CPU_FLAGS)),$(findstring fma,$(CPU_FLAGS)),$(findstring bmi2,$(CPU_FLAGS))),)
+  MARCH := x86-64-v3
+else
+  MARCH := x86-64
+endif
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation
+CFLAGS  ?= -O2
+CFLAGS  += -std=c17 -D_GNU_SOURCE -march=$(MARCH) -fopenmp -g $(WARN) -Isrc -MMD -MP
+LDLIBS  := -lblis -lzstd -lxxhash -lcjson -lm
+LDFLAGS += -fopenmp
+
+ifeq ($(SAN),1)
+  CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDFLAGS += -fsanitize=address,undefined
+endif
+
+LIB_SRC   := $(filter-out src/cli/main.c,$(sort $(wildcard src/*/*.c)))
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+MAIN_OBJ  := $(BUILD)/src/cli/main.o
+UNIT_SRC  := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
+MPI_SRC   := $(sort $(wildcard tests/mpi/*.c))
+MPI_BIN   := $(MPI_SRC:tests/mpi/%.c=$(BUILD)/tests/mpi/%)
+BENCH_SRC := $(sort $(wildcard tests/bench/*.c))
+BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/tests/bench/%)
+TEST_HELPERS := $(sort $(wildcard tests/common/*.c))
+TEST_HELPER_OBJ := $(TEST_HELPERS:%.c=$(BUILD)/%.o)
+
+# The mpilm binary lives at the top for users; sanitizer builds keep theirs
+# under their build directory.
+ifeq ($(SAN),1)
+  MPILM := $(BUILD)/mpilm
+else
+  MPILM := mpilm
+endif
+
+DEB_PACKAGES := build-essential libopenmpi-dev openmpi-bin libscalapack-openmpi-dev libblis-dev \
+                libzstd-dev zstd libcriterion-dev libxxhash-dev libcjson-dev pkg-config gnuplot-nox
+
+.PHONY: all deps test check bench demo install clean tests reference
+.DEFAULT_GOAL := all
+
+all: $(MPILM)
+
+$(MPILM): $(MAIN_OBJ) $(BUILD)/libmpilm.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libmpilm.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(TEST_HELPER_OBJ) $(BUILD)/libmpilm.a
+	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
+
+$(BUILD)/tests/mpi/%: $(BUILD)/tests/mpi/%.o $(TEST_HELPER_OBJ) $(BUILD)/libmpilm.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libmpilm.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+tests: $(MPILM) $(UNIT_BIN) $(MPI_BIN)
+
+# Installs only what is missing; a no-op when everything is present.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "deps: all present"; exit 0; fi; \
+	echo "deps: installing$$missing"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	else echo "deps: need root (or sudo) to install:$$missing" >&2; exit 1; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing
+
+test: deps
+	$(MAKE) tests
+	BUILD=$(BUILD) MPILM=./$(MPILM) sh tests/run.sh
+
+check: deps
+	$(MAKE) SAN=1 BUILD=build/san tests
+	BUILD=build/san MPILM=./build/san/mpilm SAN=1 sh tests/run.sh
+
+bench: deps $(MPILM) $(BENCH_BIN)
+	BUILD=$(BUILD) MPILM=./$(MPILM) sh tests/bench/run.sh
+
+demo: deps $(MPILM)
+	MPILM=./$(MPILM) sh launch/demo.sh
+
+# Regenerates the PyTorch fixtures under tests/reference/ (needs python3-torch).
+reference:
+	sh tests/reference/make.sh
+
+install: $(MPILM)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/mpilm
+	install -m 755 $(MPILM) $(DESTDIR)$(PREFIX)/bin/mpilm
+	cp -r launch $(DESTDIR)$(PREFIX)/share/mpilm/
+
+clean:
+	rm -rf build mpilm
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,49 @@
+/* base/fileio — whole-file I/O and crash-safe replacement of files.
+ *
+ * Owns: the atomic write protocol used by every writer of mpilm:
+ *   1. write into "DIR/.NAME.tmp" (same directory, so rename is atomic),
+ *   2. fsync the file, close it,
+ *   3. rename over NAME,
+ *   4. fsync DIR so the rename itself is durable.
+ * A crash before 3 leaves the old NAME intact (the stale temp file is ignored
+ * and removed by the next writer of NAME); after 3 the new content is complete.
+ * Must not touch: anything above libc.
+ */
+#ifndef MPILM_BASE_FILEIO_H
+#define MPILM_BASE_FILEIO_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "status.h"
+
+/* Streaming atomic writer. */
+typedef struct atomic_file {
+    FILE *f;
+    char path[4096];
+    char tmp_path[4096];
+} atomic_file;
+
+status_t atomic_file_open(atomic_file *af, const char *path);
+status_t atomic_file_write(atomic_file *af, const void *data, size_t len);
+status_t atomic_file_commit(atomic_file *af);   /* steps 2-4; closes af */
+void atomic_file_abort(atomic_file *af);        /* removes the temp file */
+
+/* One-shot form: the whole content at once. */
+status_t atomic_write_file(const char *path, const void *data, size_t len);
+
+/* fsync a directory (after creating, renaming or removing entries in it). */
+status_t fsync_dir(const char *dir);
+
+/* Reads a whole file into a NUL-terminated malloc'd buffer. */
+status_t read_file(const char *path, char **data, size_t *len);
+
+/* mkdir -p. */
+status_t make_dirs(const char *path, int mode);
+
+/* Test hook: when the environment variable MPILM_TEST_CRASH names a phase
+ * ("atomic:before_fsync", "atomic:before_rename", ...), the process kills
+ * itself with SIGKILL on reaching that phase, simulating a crash there. */
+void crash_point(const char *phase);
+
+#endif

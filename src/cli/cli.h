@@ -1,0 +1,44 @@
+/* cli — the mpilm command line: one file per subcommand, no library logic.
+ *
+ * Owns: option parsing, loading the configuration (the schema of DESIGN §8 is
+ * in schema.c), MPI start-up for the commands that need it, turning a status
+ * into a message and an exit code.
+ * Must not touch: anything a library module should own.
+ */
+#ifndef MPILM_CLI_H
+#define MPILM_CLI_H
+
+#include "base/config.h"
+#include "base/status.h"
+
+#define MPILM_VERSION "0.1.0"
+
+typedef struct command {
+    const char *name;
+    const char *summary;
+    const char *usage;              /* full --help text */
+    int (*run)(int argc, char **argv); /* NULL: not built yet */
+    const char *missing;            /* when run is NULL: what is not there yet */
+} command;
+
+extern const command commands[];
+extern const int n_commands;
+
+/* The configuration schema of DESIGN §8. */
+extern const config_key mpilm_schema[];
+extern const int mpilm_schema_len;
+
+/* 1 if argv holds -h or --help. */
+int cli_wants_help(int argc, char **argv);
+
+/* A config from the schema defaults, FILE (may be NULL) and "--set" overrides. */
+status_t cli_load_config(config **out, const char *path, char *const *sets, int n_sets);
+
+/* MPI_Init_thread (funneled) and the log's rank prefix; idempotent. */
+void cli_mpi_init(int *argc, char ***argv);
+void cli_mpi_finalize(void);
+
+/* Ends the command: message through st_die() unless st is ST_OK. */
+int cli_finish(status_t st);
+
+#endif

@@ -1,0 +1,59 @@
+/* The subcommand table: names, one-line summaries and --help texts (DESIGN §8). */
+#include "cli.h"
+
+int cmd_train(int argc, char **argv);
+
+const command commands[] = {
+    {"prep", "tokenize raw text into a dataset of zstd token shards",
+     "usage: mpilm prep (--vocab DIR | --train-vocab N) --tokenizer bpe|wordpiece --out datasets/NAME FILE...\n"
+     "\n"
+     "Tokenizes raw UTF-8 text (one sentence per line, a blank line between documents)\n"
+     "into datasets/NAME/: the vocab files, manifest.json and *.zst shards.\n"
+     "Runs in parallel under mpirun (ranks split the input files).\n"
+     "\n"
+     "  --vocab DIR          use the vocabulary in DIR (vocab.txt, or encoder.json + vocab.bpe)\n"
+     "  --train-vocab N      train a vocabulary of N tokens from the input first\n"
+     "  --tokenizer KIND     bpe (GPT-2 byte-level) or wordpiece (BERT)\n"
+     "  --out DIR            dataset directory to create\n"
+     "  --replace-invalid    replace invalid UTF-8 with U+FFFD instead of refusing it\n",
+     NULL, "the data pipeline (tokenizers, shard writer)"},
+    {"train", "train a model (under mpirun for pipeline and data parallelism)",
+     "usage: mpilm train --config FILE [--set section.key=value]... [--resume auto|PATH] [--print-config]\n"
+     "\n"
+     "Trains the model of FILE; keys and defaults in docs/usage.md. Writes\n"
+     "RUN_DIR/metrics.jsonl and checkpoints RUN_DIR/step-NNNNNNN/ with RUN_DIR/latest.\n"
+     "\n"
+     "  --config FILE        INI configuration (launch/configs/ has examples)\n"
+     "  --set S.K=V          override one key (repeatable), e.g. --set train.steps=50\n"
+     "  --resume auto|PATH   continue from RUN_DIR/latest (auto) or from a checkpoint\n"
+     "  --print-config       print the effective configuration with the origin of each value and exit\n",
+     cmd_train, NULL},
+    {"eval", "evaluate a checkpoint on a dataset",
+     "usage: mpilm eval --ckpt PATH --data DATASET [--max-samples N] [--json FILE]\n"
+     "\n"
+     "Causal-LM loss and perplexity, or MLM loss/accuracy and NSP loss/accuracy.\n",
+     NULL, "evaluation (needs checkpoints)"},
+    {"generate", "generate text from a GPT checkpoint",
+     "usage: mpilm generate --ckpt PATH --prompt TEXT [--max-tokens N] [--temperature T]\n"
+     "                      [--top-k K] [--top-p P] [--seed S] [--json]\n",
+     NULL, "generation (needs checkpoints)"},
+    {"export", "export a checkpoint to Hugging Face safetensors",
+     "usage: mpilm export --ckpt PATH --format hf --out DIR\n", NULL, "export (needs checkpoints)"},
+    {"import", "import a Hugging Face safetensors model as a checkpoint",
+     "usage: mpilm import --hf DIR --out RUN_DIR\n", NULL, "import (needs checkpoints)"},
+    {"inspect", "verify and describe a shard, dataset or checkpoint",
+     "usage: mpilm inspect SHARD|DATASET|CHECKPOINT\n"
+     "\n"
+     "Prints the header or manifest and verifies every checksum; exits non-zero on any fault.\n",
+     NULL, "shard and checkpoint inspection"},
+    {"plot", "draw loss, learning-rate and throughput curves of a run",
+     "usage: mpilm plot RUN_DIR [--out PREFIX]\n", NULL, "plots (gnuplot)"},
+    {"tokenize", "tokenize stdin lines to token ids",
+     "usage: mpilm tokenize --vocab DIR [--tokenizer bpe|wordpiece] [--json]\n"
+     "\n"
+     "One output line per input line: token ids separated by spaces, or with --json\n"
+     "{\"ids\":[...],\"tokens\":[...]}.\n",
+     NULL, "the tokenizers"},
+};
+
+const int n_commands = (int)(sizeof commands / sizeof commands[0]);

@@ -1,0 +1,62 @@
+/* The configuration contract of DESIGN §8. Keys may be added; none renamed
+ * without an alias. docs/usage.md lists them with the same defaults. */
+#include "cli.h"
+
+#define NO_RANGE 1, 0
+#define ANY_COUNT 1e18
+
+const config_key mpilm_schema[] = {
+    {"run", "name", CFG_STRING, "run", NULL, NO_RANGE, "run name; run directory = checkpoints/NAME/ unless dir is set"},
+    {"run", "dir", CFG_STRING, "", NULL, NO_RANGE, "run directory (overrides checkpoints/NAME/)"},
+    {"run", "threads", CFG_INT, "auto", "auto", 1, 1024, "threads per rank; BLIS_NUM_THREADS / OMP_NUM_THREADS win"},
+
+    {"model", "family", CFG_ENUM, "gpt", "gpt|bert", NO_RANGE, "model family"},
+    {"model", "n_layer", CFG_INT, "4", NULL, 1, 1024, "transformer blocks"},
+    {"model", "d_model", CFG_INT, "256", NULL, 8, 65536, "hidden size"},
+    {"model", "n_head", CFG_INT, "4", NULL, 1, 1024, "attention heads (must divide d_model)"},
+    {"model", "d_ff", CFG_INT, "1024", NULL, 1, 1 << 20, "feed-forward inner size"},
+    {"model", "seq_len", CFG_INT, "128", NULL, 2, 1 << 20, "tokens per training sequence"},
+    {"model", "max_positions", CFG_INT, "512", NULL, 2, 1 << 20, "rows of the position table (>= seq_len)"},
+    {"model", "vocab_size", CFG_INT, "8192", NULL, 8, 1 << 24, "vocabulary size"},
+    {"model", "positions", CFG_ENUM, "learned", "learned|sinusoidal", NO_RANGE, "position embeddings"},
+    {"model", "norm", CFG_ENUM, "auto", "auto|pre|post", NO_RANGE, "LayerNorm placement; auto = post for bert, pre for gpt"},
+    {"model", "dropout", CFG_FLOAT, "0.1", NULL, 0, 0.99, "dropout probability"},
+    {"model", "recompute", CFG_BOOL, "false", NULL, NO_RANGE, "recompute block activations in backward"},
+
+    {"data", "source", CFG_ENUM, "random", "dataset|random", NO_RANGE, "training samples from a prepared dataset or random tokens"},
+    {"data", "path", CFG_STRING, "", NULL, NO_RANGE, "dataset directory written by mpilm prep"},
+    {"data", "mask_prob", CFG_FLOAT, "0.15", NULL, 0, 1, "MLM: fraction of tokens chosen"},
+    {"data", "nsp", CFG_BOOL, "true", NULL, NO_RANGE, "BERT: next-sentence prediction"},
+
+    {"train", "steps", CFG_INT, "100", NULL, 0, ANY_COUNT, "optimizer steps"},
+    {"train", "micro_batch", CFG_INT, "8", NULL, 1, 1 << 20, "sequences per micro-batch"},
+    {"train", "micro_batches", CFG_INT, "1", NULL, 1, 1 << 20, "micro-batches per step and replica"},
+    {"train", "lr", CFG_FLOAT, "3e-4", NULL, 0, 10, "peak learning rate"},
+    {"train", "min_lr", CFG_FLOAT, "0", NULL, 0, 10, "learning rate at the end of decay"},
+    {"train", "warmup_steps", CFG_INT, "0", NULL, 0, ANY_COUNT, "linear warm-up steps"},
+    {"train", "decay", CFG_ENUM, "cosine", "linear|cosine", NO_RANGE, "decay after warm-up"},
+    {"train", "weight_decay", CFG_FLOAT, "0.01", NULL, 0, 10, "AdamW decoupled weight decay"},
+    {"train", "beta1", CFG_FLOAT, "0.9", NULL, 0, 1, "AdamW beta1"},
+    {"train", "beta2", CFG_FLOAT, "0.999", NULL, 0, 1, "AdamW beta2"},
+    {"train", "eps", CFG_FLOAT, "1e-8", NULL, 0, 1, "AdamW epsilon"},
+    {"train", "clip", CFG_FLOAT, "1.0", NULL, 0, 1e9, "global grad-norm clip (0 = off)"},
+    {"train", "seed", CFG_INT, "1234", NULL, 0, ANY_COUNT, "seed of every random decision"},
+
+    {"dist", "pp", CFG_INT, "1", NULL, 1, 4096, "pipeline stages"},
+    {"dist", "dp", CFG_INT, "auto", "auto", 1, 1 << 20, "data-parallel replicas; auto = world / (pp * tp)"},
+    {"dist", "tp", CFG_INT, "1", NULL, 1, 4096, "tensor-parallel ranks per stage"},
+    {"dist", "schedule", CFG_ENUM, "1f1b", "gpipe|1f1b", NO_RANGE, "pipeline schedule"},
+    {"dist", "zero", CFG_INT, "0", NULL, 0, 2, "ZeRO stage"},
+    {"dist", "stages", CFG_STRING, "", NULL, NO_RANGE, "optional layer counts per stage, e.g. 5,7"},
+    {"dist", "tp_mode", CFG_ENUM, "1d", "1d|2d", NO_RANGE, "tensor-parallel mode"},
+    {"dist", "hang_timeout", CFG_FLOAT, "600", NULL, 1, 1e9, "seconds before the watchdog reports and ends the job"},
+
+    {"ckpt", "every_steps", CFG_INT, "0", NULL, 0, ANY_COUNT, "checkpoint every N steps (0 = off)"},
+    {"ckpt", "every_minutes", CFG_FLOAT, "0", NULL, 0, 1e9, "checkpoint every N minutes (0 = off)"},
+    {"ckpt", "keep", CFG_INT, "3", NULL, 1, 1 << 20, "checkpoints kept"},
+    {"ckpt", "on_error", CFG_ENUM, "stop", "stop|continue", NO_RANGE, "what a failed save does"},
+
+    {"log", "every", CFG_INT, "10", NULL, 1, ANY_COUNT, "progress line every N steps"},
+};
+
+const int mpilm_schema_len = (int)(sizeof mpilm_schema / sizeof mpilm_schema[0]);

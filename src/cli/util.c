@@ -1,0 +1,57 @@
+#include <mpi.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "cli.h"
+
+int cli_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return 1;
+    return 0;
+}
+
+status_t cli_load_config(config **out, const char *path, char *const *sets, int n_sets)
+{
+    config *c = config_new(mpilm_schema, mpilm_schema_len);
+    FAIL_IF(!c, ST_NOMEM, "out of memory creating the configuration");
+    status_t st = path ? config_load_file(c, path) : ST_OK;
+    for (int i = 0; st == ST_OK && i < n_sets; i++) st = config_set_arg(c, sets[i]);
+    if (st != ST_OK) {
+        config_free(c);
+        return st;
+    }
+    *out = c;
+    return ST_OK;
+}
+
+void cli_mpi_init(int *argc, char ***argv)
+{
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (initialized) return;
+    int provided;
+    MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    /* Errors come back as return codes so they can be reported with context
+     * and end the job through st_die(). */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    log_set_rank(rank, size);
+}
+
+void cli_mpi_finalize(void)
+{
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    if (initialized && !finalized) MPI_Finalize();
+}
+
+int cli_finish(status_t st)
+{
+    if (st != ST_OK) st_die(st);
+    cli_mpi_finalize();
+    return 0;
+}
