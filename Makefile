@@ -68,6 +68,8 @@ DEB_PACKAGES := build-essential libopenmpi-dev openmpi-bin libscalapack-openmpi-
 
 .PHONY: all deps test check bench demo install clean tests reference
 .DEFAULT_GOAL := all
+# Keep test objects between builds (they are intermediate files of pattern rules).
+.SECONDARY:
 
 all: $(MPILM)
 
