@@ -69,7 +69,7 @@ DEB_PACKAGES := build-essential libopenmpi-dev openmpi-bin libscalapack-openmpi-
 .PHONY: all deps test check bench demo install clean tests reference
 .DEFAULT_GOAL := all
 # Keep test objects between builds (they are intermediate files of pattern rules).
-.SECONDARY:
+.SECONDARY: $(UNIT_BIN:%=%.o) $(MPI_BIN:%=%.o) $(BENCH_BIN:%=%.o)
 
 all: $(MPILM)
 
