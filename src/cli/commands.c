@@ -2,6 +2,7 @@
 #include "cli.h"
 
 int cmd_train(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 const command commands[] = {
     {"prep", "tokenize raw text into a dataset of zstd token shards",
@@ -47,7 +48,12 @@ const command commands[] = {
      "Prints the header or manifest and verifies every checksum; exits non-zero on any fault.\n",
      NULL, "shard and checkpoint inspection"},
     {"plot", "draw loss, learning-rate and throughput curves of a run",
-     "usage: mpilm plot RUN_DIR [--out PREFIX]\n", NULL, "plots (gnuplot)"},
+     "usage: mpilm plot RUN_DIR [--out PREFIX]\n"
+     "\n"
+     "Draws loss per objective, learning rate and tokens/s against step from\n"
+     "RUN_DIR/metrics.jsonl into PREFIX.png and PREFIX.svg (default PREFIX = RUN_DIR/curves),\n"
+     "keeping the data (PREFIX.dat) and the gnuplot script (PREFIX.gp) beside them.\n",
+     cmd_plot, NULL},
     {"tokenize", "tokenize stdin lines to token ids",
      "usage: mpilm tokenize --vocab DIR [--tokenizer bpe|wordpiece] [--json]\n"
      "\n"
