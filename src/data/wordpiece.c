@@ -13,21 +13,14 @@ enum { MAX_WORD_CHARS = 100 };
 
 /* ---- normalizer + pre-tokenizer */
 
-/* What BERT does with each ASCII byte. */
-enum { A_DROP, A_SPACE, A_PUNCT, A_KEEP, A_UPPER };
-static unsigned char ascii_action[128];
-
-static void ascii_action_init(void)
-{
-    for (int c = 0; c < 128; c++) {
-        unsigned char a = A_KEEP;
-        if (c < 0x20 || c == 0x7F) a = A_DROP;
-        if (c == '\t' || c == '\n' || c == '\r' || c == ' ') a = A_SPACE;
-        if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126)) a = A_PUNCT;
-        if (c >= 'A' && c <= 'Z') a = A_UPPER;
-        ascii_action[c] = a;
-    }
-}
+/* What BERT does with each ASCII byte: control characters go, \t \n \r and
+ * space separate words, the ASCII punctuation ranges are words of their own. */
+enum { A_KEEP, A_DROP, A_SPACE, A_PUNCT, A_UPPER };
+static const unsigned char ascii_action[128] = {
+    [0 ... 8] = A_DROP, ['\t'] = A_SPACE, ['\n'] = A_SPACE, [0x0B ... 0x0C] = A_DROP, ['\r'] = A_SPACE,
+    [0x0E ... 0x1F] = A_DROP, [' '] = A_SPACE, ['!' ... '/'] = A_PUNCT, [':' ... '@'] = A_PUNCT,
+    ['A' ... 'Z'] = A_UPPER, ['[' ... '`'] = A_PUNCT, ['{' ... '~'] = A_PUNCT, [0x7F] = A_DROP,
+};
 
 typedef struct word_builder {
     tokenizer *t;
@@ -203,32 +196,48 @@ status_t wordpiece_encode(tokenizer *t, const char *text, size_t len, uint32_t *
 
 /* ---- decoding: BERT's detokenization */
 
-/* Hugging Face's clean_up_tokenization: the space before these goes. */
-static const char *const cleanup_suffixes[] = {".", "?", "!", ",", "n't", "'m", "'s", "'ve", "'re"};
+/* Hugging Face's clean_up_tokenization: these replacements, in this order. */
+static const char *const cleanup_rules[][2] = {
+    {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"},
+    {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"},
+};
 
-static int token_drops_space(const char *tok)
+/* Replaces every from in s[0..len) by the shorter to, in place; returns the new length. */
+static size_t replace_all(char *s, size_t len, const char *from, const char *to)
 {
-    for (size_t i = 0; i < sizeof cleanup_suffixes / sizeof *cleanup_suffixes; i++)
-        if (strcmp(tok, cleanup_suffixes[i]) == 0) return 1;
-    return 0;
+    size_t from_len = strlen(from), to_len = strlen(to), k = 0;
+    for (size_t i = 0; i < len;) {
+        if (i + from_len <= len && memcmp(s + i, from, from_len) == 0) {
+            memcpy(s + k, to, to_len);
+            k += to_len;
+            i += from_len;
+        } else {
+            s[k++] = s[i++];
+        }
+    }
+    return k;
 }
 
+/* Tokens joined by spaces, "##" pieces glued to the previous one, then the
+ * clean-up rules (as Hugging Face's WordPiece decoder with cleanup on). */
 status_t wordpiece_decode(const tokenizer *t, const uint32_t *ids, size_t n_ids, char **out, size_t *n, size_t *cap)
 {
     size_t start = *n;
     for (size_t i = 0; i < n_ids; i++) {
         const char *tok = t->token_text[ids[i]];
         size_t len = strlen(tok);
-        int glue = tok[0] == '#' && tok[1] == '#' && len > 2;
+        int glue = len > 2 && tok[0] == '#' && tok[1] == '#';
         if (glue) {
             tok += 2;
             len -= 2;
         }
         TRY(bytes_reserve(out, cap, *n + len + 2));
-        if (*n > start && !glue && !token_drops_space(tok)) (*out)[(*n)++] = ' ';
+        if (*n > start && !glue) (*out)[(*n)++] = ' ';
         memcpy(*out + *n, tok, len);
         *n += len;
     }
+    for (size_t r = 0; r < sizeof cleanup_rules / sizeof *cleanup_rules; r++)
+        *n = start + replace_all(*out + start, *n - start, cleanup_rules[r][0], cleanup_rules[r][1]);
     TRY(bytes_reserve(out, cap, *n + 1));
     (*out)[*n] = 0;
     return ST_OK;
@@ -246,7 +255,6 @@ status_t wordpiece_load(tokenizer *t, const char *dir)
     TRY(read_file(path, &t->file_data[0], &t->file_len[0]));
     const char *data = t->file_data[0];
     size_t len = t->file_len[0];
-    if (!ascii_action['A']) ascii_action_init();
     t->lowercase = t->strip_accents = 1;
     uint32_t lines = 0;
     for (size_t i = 0; i < len; i++) lines += data[i] == '\n';
