@@ -314,3 +314,227 @@ Test(tokenizer_bad_input, decode_refuses_ids_outside_the_vocabulary)
     free(out);
     tokenizer_free(t);
 }
+
+/* ---- training */
+
+static char train_dir[64];
+
+static void make_train_dir(void)
+{
+    strcpy(train_dir, "/tmp/mpilm-toktrain-XXXXXX");
+    cr_assert_not_null(mkdtemp(train_dir));
+}
+
+static void remove_train_dir(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", train_dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* Trains on tiny.txt into train_dir/sub and loads the result. */
+static tokenizer *train_tiny(tokenizer_kind kind, uint32_t vocab_size, const char *sub)
+{
+    char corpus[4096], out[256];
+    const char *files[1] = {ref_shared_path("corpora/tiny.txt", corpus, sizeof corpus)};
+    snprintf(out, sizeof out, "%s/%s", train_dir, sub);
+    cr_assert_eq(tokenizer_train(kind, files, 1, vocab_size, out), ST_OK, "%s", st_message());
+    tokenizer *t = NULL;
+    tokenizer_kind detected;
+    cr_assert_eq(tokenizer_detect(out, &detected), ST_OK);
+    cr_assert_eq(detected, kind);
+    cr_assert_eq(tokenizer_load(out, kind, &t), ST_OK, "%s", st_message());
+    return t;
+}
+
+static void expect_round_trip(tokenizer *t, const char *text, const char *expected)
+{
+    expect_decode(t, text, expected ? expected : text);
+}
+
+Test(tokenizer_train, bpe_vocab_has_the_size_loads_round_trips_and_is_deterministic, .init = make_train_dir,
+     .fini = remove_train_dir)
+{
+    tokenizer *a = train_tiny(TOKENIZER_BPE, 600, "a");
+    tokenizer *b = train_tiny(TOKENIZER_BPE, 600, "b");
+    cr_expect_eq(tokenizer_vocab_size(a), 600);
+    cr_expect_eq(tokenizer_special(a, TOKEN_EOT), 599);
+    cr_expect_eq(tokenizer_fingerprint(a), tokenizer_fingerprint(b), "training is not deterministic");
+    /* every line of the corpus round-trips, and merges shorten it */
+    char path[4096];
+    char *data;
+    size_t len, n_ids = 0, cap = 0;
+    uint32_t *ids = NULL;
+    FILE *f = fopen(ref_shared_path("corpora/tiny.txt", path, sizeof path), "rb");
+    cr_assert_not_null(f);
+    data = malloc(1 << 20);
+    len = fread(data, 1, 1 << 20, f);
+    fclose(f);
+    cr_assert_eq(tokenizer_encode(a, data, len, &ids, &n_ids, &cap), ST_OK);
+    cr_expect_lt(n_ids, len / 2, "%zu tokens for %zu bytes: merges hardly apply", n_ids, len);
+    char *out = NULL;
+    size_t out_len = 0, out_cap = 0;
+    cr_assert_eq(tokenizer_decode(a, ids, n_ids, &out, &out_len, &out_cap), ST_OK);
+    cr_expect(out_len == len && memcmp(out, data, len) == 0, "the corpus does not round-trip");
+    expect_round_trip(a, "Zürich: naïve façade, 42 €<|endoftext|>", NULL);
+    free(out);
+    free(ids);
+    free(data);
+    tokenizer_free(a);
+    tokenizer_free(b);
+}
+
+Test(tokenizer_train, wordpiece_vocab_has_the_size_specials_first_and_round_trips, .init = make_train_dir,
+     .fini = remove_train_dir)
+{
+    tokenizer *a = train_tiny(TOKENIZER_WORDPIECE, 500, "a");
+    tokenizer *b = train_tiny(TOKENIZER_WORDPIECE, 500, "b");
+    cr_expect_eq(tokenizer_vocab_size(a), 500);
+    for (int s = TOKEN_PAD; s <= TOKEN_MASK; s++) cr_expect_eq(tokenizer_special(a, (special_token)s), s);
+    cr_expect_eq(tokenizer_fingerprint(a), tokenizer_fingerprint(b), "training is not deterministic");
+    expect_round_trip(a, "The parser was copied from the original version.", "the parser was copied from the original version.");
+    expect_round_trip(a, "Python code, and Protocol packets!", "python code, and protocol packets!");
+    uint32_t *ids;
+    size_t n = encode_str(a, "\xe4\xb8\xad", &ids); /* a character never seen: [UNK] */
+    cr_expect_eq(n, 1);
+    cr_expect_eq(ids[0], (uint32_t)tokenizer_special(a, TOKEN_UNK));
+    free(ids);
+    tokenizer_free(a);
+    tokenizer_free(b);
+}
+
+Test(tokenizer_train, refuses_too_small_vocabularies_and_missing_files, .init = make_train_dir, .fini = remove_train_dir)
+{
+    char corpus[4096];
+    const char *files[1] = {ref_shared_path("corpora/tiny.txt", corpus, sizeof corpus)};
+    cr_expect_eq(tokenizer_train(TOKENIZER_BPE, files, 1, 200, train_dir), ST_USAGE);
+    cr_expect(strstr(st_message(), "at least 257 tokens"), "%s", st_message());
+    cr_expect_eq(tokenizer_train(TOKENIZER_WORDPIECE, files, 1, 50, train_dir), ST_USAGE);
+    cr_expect(strstr(st_message(), "distinct WordPiece symbols"), "%s", st_message());
+    const char *missing[1] = {"/nonexistent/corpus.txt"};
+    cr_expect_eq(tokenizer_train(TOKENIZER_BPE, missing, 1, 300, train_dir), ST_IO);
+    cr_expect(strstr(st_message(), "/nonexistent/corpus.txt"), "%s", st_message());
+}
+
+/* ---- the incremental trainer against a naive one (full recount per merge) */
+
+#include "data/tokenizer_internal.h"
+#include "data/unicode_props.h"
+
+enum { NAIVE_MAX_SYMBOLS = 700 };
+
+typedef struct naive {
+    strmap words;   /* distinct pre-tokens */
+    long counts[1 << 14];
+    char *sym[NAIVE_MAX_SYMBOLS]; /* byte-level strings */
+    uint32_t n_sym;
+} naive;
+
+static status_t naive_count(void *ctx, const char *piece, size_t len)
+{
+    naive *nv = ctx;
+    uint64_t h = strmap_hash(piece, len);
+    int64_t i = strmap_find(&nv->words, piece, len, h);
+    if (i >= 0) {
+        nv->counts[i]++;
+        return ST_OK;
+    }
+    uint32_t e;
+    TRY(strmap_add(&nv->words, piece, len, h, 0, &e));
+    cr_assert_lt(e, 1 << 14);
+    nv->counts[e] = 1;
+    return ST_OK;
+}
+
+static uint32_t naive_symbol(naive *nv, const char *s)
+{
+    for (uint32_t i = 0; i < nv->n_sym; i++)
+        if (strcmp(nv->sym[i], s) == 0) return i;
+    cr_assert_lt(nv->n_sym, NAIVE_MAX_SYMBOLS);
+    nv->sym[nv->n_sym] = strdup(s);
+    return nv->n_sym++;
+}
+
+Test(tokenizer_train, incremental_bpe_makes_the_same_merges_as_a_full_recount, .init = make_train_dir,
+     .fini = remove_train_dir)
+{
+    enum { N_MERGES = 120 };
+    const char *text = "the quick brown fox jumps over the lazy dog; the dog sleeps, the fox thinks\n"
+                       "a aa aaa aaaa aaaaa banana bandana ananas -- 1234 12345 1212 'tis they're\n"
+                       "the theory of these thermal themes: there, then, them, theirs!!";
+    char corpus[256];
+    snprintf(corpus, sizeof corpus, "%s/corpus.txt", train_dir);
+    FILE *f = fopen(corpus, "wb");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    const char *files[1] = {corpus};
+    char out[256];
+    snprintf(out, sizeof out, "%s/bpe", train_dir);
+    cr_assert_eq(tokenizer_train(TOKENIZER_BPE, files, 1, 257 + N_MERGES, out), ST_OK, "%s", st_message());
+
+    static naive nv;
+    memset(&nv, 0, sizeof nv);
+    cr_assert_eq(strmap_init(&nv.words, 64), ST_OK);
+    for (const char *line = text; *line;) {
+        size_t n = strcspn(line, "\n");
+        cr_assert_eq(bpe_pretokenize(line, n, naive_count, &nv), ST_OK);
+        line += n + (line[n] == '\n');
+    }
+    for (int pass = 0; pass < 2; pass++) /* byte symbols in GPT-2's id order */
+        for (unsigned b = 0; b < 256; b++) {
+            uint32_t cp = bpe_byte_to_unicode(b);
+            if ((cp < 256) != (pass == 0)) continue;
+            char s[4] = {0};
+            if (cp < 0x80) s[0] = (char)cp;
+            else s[0] = (char)(0xC0 | cp >> 6), s[1] = (char)(0x80 | (cp & 63));
+            naive_symbol(&nv, s);
+        }
+    static uint32_t seq[1 << 14][64], len[1 << 14];
+    for (uint32_t w = 0; w < nv.words.n; w++) {
+        len[w] = nv.words.key_len[w];
+        for (uint32_t i = 0; i < len[w]; i++) {
+            uint32_t cp = bpe_byte_to_unicode((unsigned char)strmap_key(&nv.words, w)[i]);
+            for (uint32_t s = 0; s < 256; s++) {
+                uint32_t c0;
+                unicode_utf8_decode((const unsigned char *)nv.sym[s], strlen(nv.sym[s]), &c0);
+                if (c0 == cp) seq[w][i] = s;
+            }
+        }
+    }
+    static long pc[NAIVE_MAX_SYMBOLS][NAIVE_MAX_SYMBOLS];
+    char expected[1 << 14] = "#version: 0.2\n";
+    for (int m = 0; m < N_MERGES; m++) {
+        memset(pc, 0, sizeof pc);
+        for (uint32_t w = 0; w < nv.words.n; w++)
+            for (uint32_t i = 0; i + 1 < len[w]; i++) pc[seq[w][i]][seq[w][i + 1]] += nv.counts[w];
+        long best = 0;
+        uint32_t ba = 0, bb = 0;
+        for (uint32_t a = 0; a < nv.n_sym; a++)
+            for (uint32_t b = 0; b < nv.n_sym; b++)
+                if (pc[a][b] > best) best = pc[a][b], ba = a, bb = b;
+        if (best == 0) break;
+        char merged[256];
+        snprintf(merged, sizeof merged, "%s%s", nv.sym[ba], nv.sym[bb]);
+        uint32_t c = naive_symbol(&nv, merged);
+        snprintf(expected + strlen(expected), sizeof expected - strlen(expected), "%s %s\n", nv.sym[ba], nv.sym[bb]);
+        for (uint32_t w = 0; w < nv.words.n; w++) {
+            uint32_t k = 0;
+            for (uint32_t i = 0; i < len[w];) {
+                if (i + 1 < len[w] && seq[w][i] == ba && seq[w][i + 1] == bb) seq[w][k++] = c, i += 2;
+                else seq[w][k++] = seq[w][i++];
+            }
+            len[w] = k;
+        }
+    }
+    char path[300], got[1 << 14] = {0};
+    snprintf(path, sizeof path, "%s/vocab.bpe", out);
+    f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    size_t n = fread(got, 1, sizeof got - 1, f);
+    fclose(f);
+    got[n] = 0;
+    cr_expect_str_eq(got, expected);
+    for (uint32_t i = 0; i < nv.n_sym; i++) free(nv.sym[i]);
+    strmap_free(&nv.words);
+}
