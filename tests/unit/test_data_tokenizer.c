@@ -49,7 +49,7 @@ static void check_reference(const char *vocab_rel, tokenizer_kind kind, const ch
     for (long i = 0; i < n; i++) {
         size_t got = 0;
         cr_assert_eq(tokenizer_encode(t, recs[i].text, recs[i].text_len, &ids, &got, &cap), ST_OK);
-        if (got == recs[i].n_ids && memcmp(ids, recs[i].ids, got * sizeof *ids) == 0) continue;
+        if (got == recs[i].n_ids && (got == 0 || memcmp(ids, recs[i].ids, got * sizeof *ids) == 0)) continue;
         if (bad++ < 10) {
             fprintf(stderr, "%s line %ld differs: %s\n", ref_rel, i + 1, recs[i].text);
             print_ids("expected", recs[i].ids, recs[i].n_ids);
@@ -85,7 +85,7 @@ Test(tokenizer, bpe_decode_reproduces_every_reference_text_byte_for_byte)
         size_t got = 0, text_len = 0;
         cr_assert_eq(tokenizer_encode(t, recs[i].text, recs[i].text_len, &ids, &got, &cap), ST_OK);
         cr_assert_eq(tokenizer_decode(t, ids, got, &text, &text_len, &text_cap), ST_OK);
-        bad += text_len != recs[i].text_len || memcmp(text, recs[i].text, text_len) != 0;
+        bad += text_len != recs[i].text_len || (text_len && memcmp(text, recs[i].text, text_len) != 0);
     }
     cr_expect_eq(bad, 0, "%ld reference texts do not round-trip", bad);
     free(ids);
