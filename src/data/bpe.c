@@ -331,9 +331,10 @@ status_t bpe_load(tokenizer *t, const char *dir)
 
 /* ---- encoding */
 
-/* Applies the merges to one word's symbols (t->work_ids[0..n)); returns the
- * final count. Lowest rank first; equal pairs left to right. */
-static size_t bpe_merge_word(const tokenizer *t, uint32_t *sym, int32_t *rank, size_t n)
+/* Applies the merges to the symbols sym[0..n) of a short word; returns the
+ * final count. Lowest rank first; equal pairs left to right. Quadratic in n,
+ * which beats a heap for the short words that make up nearly all text. */
+static size_t bpe_merge_short(const tokenizer *t, uint32_t *sym, int32_t *rank, size_t n)
 {
     uint32_t merged;
     for (size_t i = 0; i + 1 < n; i++) rank[i] = merge_find(&t->merges, sym[i], sym[i + 1], &merged);
@@ -363,6 +364,86 @@ static size_t bpe_merge_word(const tokenizer *t, uint32_t *sym, int32_t *rank, s
     return n;
 }
 
+/* Min-heap of (rank << 32 | position): lowest rank, then leftmost, first. */
+static void heap_push_u64(uint64_t *heap, size_t *n, uint64_t v)
+{
+    size_t i = (*n)++;
+    while (i > 0 && heap[(i - 1) / 2] > v) {
+        heap[i] = heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    heap[i] = v;
+}
+
+static uint64_t heap_pop_u64(uint64_t *heap, size_t *n)
+{
+    uint64_t top = heap[0], last = heap[--*n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && heap[c + 1] < heap[c]) c++;
+        if (heap[c] >= last) break;
+        heap[i] = heap[c];
+        i = c;
+    }
+    if (*n) heap[i] = last;
+    return top;
+}
+
+/* The same merges for a long word in O(n log n), as Hugging Face does: the
+ * symbols form a linked list (next[i], or -1; a merged-away symbol has
+ * next[i] == -2) and a heap holds every candidate pair; an entry whose pair
+ * has changed since it was pushed is skipped when popped. */
+static size_t bpe_merge_long(const tokenizer *t, uint32_t *sym, int32_t *next, int32_t *prev, uint64_t *heap, size_t n)
+{
+    size_t n_heap = 0;
+    uint32_t merged;
+    for (size_t i = 0; i < n; i++) {
+        next[i] = i + 1 < n ? (int32_t)i + 1 : -1;
+        prev[i] = (int32_t)i - 1;
+        int32_t r = i + 1 < n ? merge_find(&t->merges, sym[i], sym[i + 1], &merged) : -1;
+        if (r >= 0) heap_push_u64(heap, &n_heap, (uint64_t)r << 32 | i);
+    }
+    while (n_heap) {
+        uint64_t top = heap_pop_u64(heap, &n_heap);
+        uint32_t pos = (uint32_t)top, rank = (uint32_t)(top >> 32);
+        int32_t nx = next[pos];
+        if (nx < 0 || merge_find(&t->merges, sym[pos], sym[nx], &merged) != (int32_t)rank) continue;
+        sym[pos] = merged;
+        next[pos] = next[nx];
+        if (next[nx] >= 0) prev[next[nx]] = (int32_t)pos;
+        next[nx] = -2;
+        int32_t r;
+        if (prev[pos] >= 0 && (r = merge_find(&t->merges, sym[prev[pos]], sym[pos], &merged)) >= 0)
+            heap_push_u64(heap, &n_heap, (uint64_t)r << 32 | (uint32_t)prev[pos]);
+        if (next[pos] >= 0 && (r = merge_find(&t->merges, sym[pos], sym[next[pos]], &merged)) >= 0)
+            heap_push_u64(heap, &n_heap, (uint64_t)r << 32 | pos);
+    }
+    size_t k = 0;
+    for (int32_t i = 0; i >= 0; i = next[i]) sym[k++] = sym[i];
+    return k;
+}
+
+enum { BPE_LONG_WORD = 64 };
+
+/* Scratch for a word of len bytes. */
+static status_t bpe_reserve_work(tokenizer *t, size_t len)
+{
+    if (len <= t->work_cap) return ST_OK;
+    size_t cap = t->work_cap;
+    TRY(ids_reserve(&t->work_ids, &cap, len));
+    int32_t *r = realloc(t->work_rank, cap * sizeof *r);
+    if (r) t->work_rank = r;
+    int32_t *nx = realloc(t->work_next, cap * sizeof *nx);
+    if (nx) t->work_next = nx;
+    uint64_t *h = realloc(t->work_heap, 2 * cap * sizeof *h);
+    if (h) t->work_heap = h;
+    FAIL_IF(!r || !nx || !h, ST_NOMEM, "out of memory encoding a word of %zu bytes", len);
+    t->work_cap = cap;
+    return ST_OK;
+}
+
 typedef struct encode_ctx {
     tokenizer *t;
     uint32_t **ids;
@@ -377,16 +458,11 @@ static status_t bpe_encode_piece(void *ctx_, const char *piece, size_t len)
     uint32_t count;
     const uint32_t *hit = word_cache_get(&t->cache, piece, len, h, &count);
     if (!hit) {
-        if (len > t->work_cap) {
-            size_t cap = t->work_cap;
-            TRY(ids_reserve(&t->work_ids, &cap, len));
-            int32_t *r = realloc(t->work_rank, cap * sizeof *r);
-            FAIL_IF(!r, ST_NOMEM, "out of memory encoding a word of %zu bytes", len);
-            t->work_rank = r;
-            t->work_cap = cap;
-        }
+        TRY(bpe_reserve_work(t, len));
         for (size_t i = 0; i < len; i++) t->work_ids[i] = t->byte_id[(unsigned char)piece[i]];
-        count = (uint32_t)bpe_merge_word(t, t->work_ids, t->work_rank, len);
+        count = (uint32_t)(len < BPE_LONG_WORD ? bpe_merge_short(t, t->work_ids, t->work_rank, len)
+                                               : bpe_merge_long(t, t->work_ids, t->work_next, t->work_rank,
+                                                                t->work_heap, len));
         hit = t->work_ids;
         TRY(word_cache_put(&t->cache, piece, len, h, hit, count));
     }

@@ -76,6 +76,8 @@ void tokenizer_free(tokenizer *t)
     for (int i = 0; i < 2; i++) free(t->file_data[i]);
     free(t->work_ids);
     free(t->work_rank);
+    free(t->work_next);
+    free(t->work_heap);
     free(t->word_buf);
     free(t);
 }

@@ -80,7 +80,9 @@ struct tokenizer {
     /* both */
     word_cache cache;
     uint32_t *work_ids;         /* scratch of one word's symbols / ids */
-    int32_t *work_rank;
+    int32_t *work_rank;         /* BPE, short words: rank of the pair at each position */
+    int32_t *work_next;         /* BPE, long words: linked list of symbols ... */
+    uint64_t *work_heap;        /* ... and a min-heap of (rank, position) */
     size_t work_cap;
     char *word_buf;             /* scratch of one normalized word */
     size_t word_cap;
