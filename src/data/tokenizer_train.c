@@ -570,6 +570,9 @@ status_t tokenizer_train(tokenizer_kind kind, const char *const *files, int n_fi
     if (st == ST_OK) st = train_merges(&tr, vocab_size - reserved);
     if (st == ST_OK) st = make_dirs(out_dir, 0755);
     if (st == ST_OK) st = wordpiece ? write_wordpiece_file(&tr, out_dir) : write_bpe_files(&tr, out_dir);
+    if (st == ST_OK && tr.symbols.n + reserved < vocab_size)
+        log_warn("the corpus ran out of pairs to merge: the vocabulary has %u tokens, not the %u asked for",
+                 tr.symbols.n + reserved, vocab_size);
     if (st == ST_OK)
         log_info("trained a %s vocabulary of %u tokens (%u merges) from %u distinct words into %s",
                  wordpiece ? "WordPiece" : "BPE", tr.symbols.n + reserved, tr.n_merges, c.words.n, out_dir);
