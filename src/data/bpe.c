@@ -444,38 +444,21 @@ static status_t bpe_reserve_work(tokenizer *t, size_t len)
     return ST_OK;
 }
 
-typedef struct encode_ctx {
-    tokenizer *t;
-    uint32_t **ids;
-    size_t *n, *cap;
-} encode_ctx;
-
-static status_t bpe_encode_piece(void *ctx_, const char *piece, size_t len)
+/* The merged ids of one pre-token into t->work_ids. */
+static status_t bpe_word(tokenizer *t, const char *piece, size_t len, uint32_t *count)
 {
-    encode_ctx *c = ctx_;
-    tokenizer *t = c->t;
-    uint64_t h = strmap_hash(piece, len);
-    uint32_t count;
-    const uint32_t *hit = word_cache_get(&t->cache, piece, len, h, &count);
-    if (!hit) {
-        TRY(bpe_reserve_work(t, len));
-        for (size_t i = 0; i < len; i++) t->work_ids[i] = t->byte_id[(unsigned char)piece[i]];
-        count = (uint32_t)(len < BPE_LONG_WORD ? bpe_merge_short(t, t->work_ids, t->work_rank, len)
-                                               : bpe_merge_long(t, t->work_ids, t->work_next, t->work_rank,
-                                                                t->work_heap, len));
-        hit = t->work_ids;
-        TRY(word_cache_put(&t->cache, piece, len, h, hit, count));
-    }
-    TRY(ids_reserve(c->ids, c->cap, *c->n + count));
-    memcpy(*c->ids + *c->n, hit, count * sizeof *hit);
-    *c->n += count;
+    TRY(bpe_reserve_work(t, len));
+    for (size_t i = 0; i < len; i++) t->work_ids[i] = t->byte_id[(unsigned char)piece[i]];
+    *count = (uint32_t)(len < BPE_LONG_WORD ? bpe_merge_short(t, t->work_ids, t->work_rank, len)
+                                            : bpe_merge_long(t, t->work_ids, t->work_next, t->work_rank,
+                                                             t->work_heap, len));
     return ST_OK;
 }
 
 status_t bpe_encode(tokenizer *t, const char *text, size_t len, uint32_t **ids, size_t *n, size_t *cap)
 {
-    encode_ctx c = {t, ids, n, cap};
-    return bpe_pretokenize(text, len, bpe_encode_piece, &c);
+    encode_sink sink = {t, ids, n, cap, bpe_word};
+    return bpe_pretokenize(text, len, encode_sink_word, &sink);
 }
 
 status_t bpe_decode(const tokenizer *t, const uint32_t *ids, size_t n_ids, char **out, size_t *n, size_t *cap)

@@ -1,4 +1,4 @@
-/* The string → value hash map and the word cache of the tokenizers. */
+/* The string → value hash map, the word cache and growable arrays of the tokenizers. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,26 +98,14 @@ status_t strmap_add(strmap *m, const char *key, size_t len, uint64_t hash, uint3
     return ST_OK;
 }
 
-status_t bytes_reserve(char **buf, size_t *cap, size_t need)
+status_t array_reserve(void **array, size_t *cap, size_t need, size_t elem_size)
 {
     if (need <= *cap) return ST_OK;
     size_t c = *cap ? *cap : 64;
     while (c < need) c *= 2;
-    char *p = realloc(*buf, c);
-    FAIL_IF(!p, ST_NOMEM, "out of memory growing a buffer to %zu bytes", c);
-    *buf = p;
-    *cap = c;
-    return ST_OK;
-}
-
-status_t ids_reserve(uint32_t **ids, size_t *cap, size_t need)
-{
-    if (need <= *cap) return ST_OK;
-    size_t c = *cap ? *cap : 64;
-    while (c < need) c *= 2;
-    uint32_t *p = realloc(*ids, c * sizeof *p);
-    FAIL_IF(!p, ST_NOMEM, "out of memory growing an id array to %zu entries", c);
-    *ids = p;
+    void *p = realloc(*array, c * elem_size);
+    FAIL_IF(!p, ST_NOMEM, "out of memory growing an array to %zu elements of %zu bytes", c, elem_size);
+    *array = p;
     *cap = c;
     return ST_OK;
 }
@@ -160,5 +148,23 @@ status_t word_cache_put(word_cache *c, const char *key, size_t len, uint64_t has
     c->ids[c->n_ids] = count;
     memcpy(c->ids + c->n_ids + 1, ids, count * sizeof *ids);
     c->n_ids += count + 1;
+    return ST_OK;
+}
+
+status_t encode_sink_word(void *ctx, const char *word, size_t len)
+{
+    encode_sink *sink = ctx;
+    tokenizer *t = sink->t;
+    uint64_t h = strmap_hash(word, len);
+    uint32_t count;
+    const uint32_t *hit = word_cache_get(&t->cache, word, len, h, &count);
+    if (!hit) {
+        TRY(sink->encode_word(t, word, len, &count));
+        hit = t->work_ids;
+        TRY(word_cache_put(&t->cache, word, len, h, hit, count));
+    }
+    TRY(ids_reserve(sink->ids, sink->cap, *sink->n + count));
+    memcpy(*sink->ids + *sink->n, hit, count * sizeof *hit);
+    *sink->n += count;
     return ST_OK;
 }

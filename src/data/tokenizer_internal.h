@@ -48,9 +48,30 @@ void word_cache_free(word_cache *c);
 const uint32_t *word_cache_get(const word_cache *c, const char *key, size_t len, uint64_t hash, uint32_t *count);
 status_t word_cache_put(word_cache *c, const char *key, size_t len, uint64_t hash, const uint32_t *ids, uint32_t count);
 
-/* Growable arrays, shared helpers. */
-status_t ids_reserve(uint32_t **ids, size_t *cap, size_t need);
-status_t bytes_reserve(char **buf, size_t *cap, size_t need);
+/* Growable arrays: room for need elements of elem_size bytes in *array
+ * (capacity *cap, doubled as needed). */
+status_t array_reserve(void **array, size_t *cap, size_t need, size_t elem_size);
+static inline status_t ids_reserve(uint32_t **ids, size_t *cap, size_t need)
+{
+    return array_reserve((void **)ids, cap, need, sizeof **ids);
+}
+static inline status_t bytes_reserve(char **buf, size_t *cap, size_t need)
+{
+    return array_reserve((void **)buf, cap, need, 1);
+}
+
+/* Where encoded ids go, and how a word missing from the word cache is encoded
+ * (into t->work_ids, its count in *count). */
+typedef struct encode_sink {
+    tokenizer *t;
+    uint32_t **ids;
+    size_t *n, *cap;
+    status_t (*encode_word)(tokenizer *t, const char *word, size_t len, uint32_t *count);
+} encode_sink;
+
+/* A pretoken_fn (ctx: an encode_sink) that appends the ids of one word,
+ * through the word cache. */
+status_t encode_sink_word(void *ctx, const char *word, size_t len);
 
 /* Merge table of byte-level BPE: (left, right) → (rank, merged id). */
 typedef struct merge_table {

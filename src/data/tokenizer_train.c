@@ -29,7 +29,7 @@ typedef struct pair_info {
     uint32_t a, b;
     int64_t count;
     uint32_t *words; /* indices of words that held the pair when it was counted (may repeat or be stale) */
-    uint32_t n_words, cap_words;
+    size_t n_words, cap_words;
     uint32_t touched; /* last merge that raised the count */
 } pair_info;
 
@@ -52,7 +52,8 @@ typedef struct trainer {
     uint32_t n_words;
     /* pairs */
     pair_info *pairs;
-    uint32_t n_pairs, cap_pairs;
+    uint32_t n_pairs;
+    size_t cap_pairs;
     uint64_t *pair_keys; /* open addressing: a << 32 | b, UINT64_MAX empty */
     uint32_t *pair_slots;
     uint32_t pair_mask;
@@ -62,7 +63,8 @@ typedef struct trainer {
     size_t n_touched, cap_touched;
     /* the merges made, in order */
     uint32_t (*merges)[3]; /* a, b, result */
-    uint32_t n_merges, cap_merges;
+    uint32_t n_merges;
+    size_t cap_merges;
 } trainer;
 
 /* ---- pair index */
@@ -112,13 +114,7 @@ static status_t pair_get(trainer *tr, uint32_t a, uint32_t b, uint32_t *out)
         TRY(pair_index_grow(tr));
         return pair_get(tr, a, b, out);
     }
-    if (tr->n_pairs == tr->cap_pairs) {
-        uint32_t cap = tr->cap_pairs ? 2 * tr->cap_pairs : 1 << 14;
-        pair_info *p = realloc(tr->pairs, cap * sizeof *p);
-        FAIL_IF(!p, ST_NOMEM, "out of memory for %u symbol pairs", cap);
-        tr->pairs = p;
-        tr->cap_pairs = cap;
-    }
+    TRY(array_reserve((void **)&tr->pairs, &tr->cap_pairs, (size_t)tr->n_pairs + 1, sizeof *tr->pairs));
     tr->pair_keys[h] = key;
     tr->pair_slots[h] = tr->n_pairs;
     tr->pairs[tr->n_pairs] = (pair_info){.a = a, .b = b};
@@ -129,13 +125,7 @@ static status_t pair_get(trainer *tr, uint32_t a, uint32_t b, uint32_t *out)
 static status_t pair_add_word(pair_info *p, uint32_t w)
 {
     if (p->n_words && p->words[p->n_words - 1] == w) return ST_OK;
-    if (p->n_words == p->cap_words) {
-        uint32_t cap = p->cap_words ? 2 * p->cap_words : 4;
-        uint32_t *words = realloc(p->words, cap * sizeof *words);
-        FAIL_IF(!words, ST_NOMEM, "out of memory for the positions index");
-        p->words = words;
-        p->cap_words = cap;
-    }
+    TRY(ids_reserve(&p->words, &p->cap_words, p->n_words + 1));
     p->words[p->n_words++] = w;
     return ST_OK;
 }
@@ -144,13 +134,7 @@ static status_t pair_touch(trainer *tr, uint32_t p)
 {
     if (tr->pairs[p].touched == tr->n_merges + 1) return ST_OK;
     tr->pairs[p].touched = tr->n_merges + 1;
-    if (tr->n_touched == tr->cap_touched) {
-        size_t cap = tr->cap_touched ? 2 * tr->cap_touched : 1 << 12;
-        uint32_t *t = realloc(tr->touched, cap * sizeof *t);
-        FAIL_IF(!t, ST_NOMEM, "out of memory for the touched pairs");
-        tr->touched = t;
-        tr->cap_touched = cap;
-    }
+    TRY(ids_reserve(&tr->touched, &tr->cap_touched, tr->n_touched + 1));
     tr->touched[tr->n_touched++] = p;
     return ST_OK;
 }
@@ -184,13 +168,7 @@ static int heap_before(const trainer *tr, heap_entry x, heap_entry y)
 
 static status_t heap_push(trainer *tr, uint32_t pair)
 {
-    if (tr->n_heap == tr->cap_heap) {
-        size_t cap = tr->cap_heap ? 2 * tr->cap_heap : 1 << 14;
-        heap_entry *h = realloc(tr->heap, cap * sizeof *h);
-        FAIL_IF(!h, ST_NOMEM, "out of memory for the pair heap");
-        tr->heap = h;
-        tr->cap_heap = cap;
-    }
+    TRY(array_reserve((void **)&tr->heap, &tr->cap_heap, tr->n_heap + 1, sizeof *tr->heap));
     heap_entry e = {tr->pairs[pair].count, pair};
     size_t i = tr->n_heap++;
     while (i > 0 && heap_before(tr, e, tr->heap[(i - 1) / 2])) {
@@ -248,13 +226,7 @@ static status_t count_word(void *ctx, const char *word, size_t len)
     }
     uint32_t e;
     TRY(strmap_add(&c->words, word, len, h, 0, &e));
-    if (e >= c->cap) {
-        size_t cap = c->cap ? 2 * c->cap : 1 << 16;
-        int64_t *p = realloc(c->counts, cap * sizeof *p);
-        FAIL_IF(!p, ST_NOMEM, "out of memory counting words");
-        c->counts = p;
-        c->cap = cap;
-    }
+    TRY(array_reserve((void **)&c->counts, &c->cap, (size_t)e + 1, sizeof *c->counts));
     c->counts[e] = 1;
     return ST_OK;
 }
@@ -356,13 +328,7 @@ static status_t trainer_merge_pair(trainer *tr, uint32_t p)
     uint32_t a = tr->pairs[p].a, b = tr->pairs[p].b, c;
     TRY(merged_symbol(tr, a, b, &c));
     uint32_t stamp = tr->n_merges + 1;
-    if (stamp > tr->cap_merges) {
-        uint32_t cap = 2 * tr->cap_merges + 1024;
-        uint32_t(*m)[3] = realloc(tr->merges, cap * sizeof *m);
-        FAIL_IF(!m, ST_NOMEM, "out of memory for %u merges", cap);
-        tr->merges = m;
-        tr->cap_merges = cap;
-    }
+    TRY(array_reserve((void **)&tr->merges, &tr->cap_merges, stamp, sizeof *tr->merges));
     tr->merges[stamp - 1][0] = a;
     tr->merges[stamp - 1][1] = b;
     tr->merges[stamp - 1][2] = c;

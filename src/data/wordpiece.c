@@ -164,34 +164,10 @@ unknown:
     return ST_OK;
 }
 
-typedef struct encode_ctx {
-    tokenizer *t;
-    uint32_t **ids;
-    size_t *n, *cap;
-} encode_ctx;
-
-static status_t wordpiece_encode_word(void *ctx_, const char *word, size_t len)
-{
-    encode_ctx *c = ctx_;
-    tokenizer *t = c->t;
-    uint64_t h = strmap_hash(word, len);
-    uint32_t count;
-    const uint32_t *hit = word_cache_get(&t->cache, word, len, h, &count);
-    if (!hit) {
-        TRY(wordpiece_word(t, word, len, &count));
-        hit = t->work_ids;
-        TRY(word_cache_put(&t->cache, word, len, h, hit, count));
-    }
-    TRY(ids_reserve(c->ids, c->cap, *c->n + count));
-    memcpy(*c->ids + *c->n, hit, count * sizeof *hit);
-    *c->n += count;
-    return ST_OK;
-}
-
 status_t wordpiece_encode(tokenizer *t, const char *text, size_t len, uint32_t **ids, size_t *n, size_t *cap)
 {
-    encode_ctx c = {t, ids, n, cap};
-    return wordpiece_pretokenize(t, text, len, wordpiece_encode_word, &c);
+    encode_sink sink = {t, ids, n, cap, wordpiece_word};
+    return wordpiece_pretokenize(t, text, len, encode_sink_word, &sink);
 }
 
 /* ---- decoding: BERT's detokenization */

@@ -156,7 +156,23 @@ Test(tokenizer, special_tokens_in_text_become_their_ids)
     tokenizer_free(wp);
 }
 
-Test(tokenizer, detect_and_fingerprint_and_save)
+/* A fresh temporary directory for each test that declares these fixtures. */
+static char tmp_dir[64];
+
+static void make_tmp_dir(void)
+{
+    strcpy(tmp_dir, "/tmp/mpilm-tok-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmp_dir));
+}
+
+static void remove_tmp_dir(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+Test(tokenizer, detect_and_fingerprint_and_save, .init = make_tmp_dir, .fini = remove_tmp_dir)
 {
     char dir[4096];
     tokenizer_kind kind;
@@ -168,62 +184,42 @@ Test(tokenizer, detect_and_fingerprint_and_save)
     cr_expect(strstr(st_message(), "no vocabulary found"));
 
     tokenizer *a = load_shared("vocab/gpt2", TOKENIZER_BPE);
-    char tmp[] = "/tmp/mpilm-tok-XXXXXX";
-    cr_assert_not_null(mkdtemp(tmp));
-    cr_assert_eq(tokenizer_save(a, tmp), ST_OK);
+    cr_assert_eq(tokenizer_save(a, tmp_dir), ST_OK);
     tokenizer *b = NULL;
-    cr_assert_eq(tokenizer_load(tmp, TOKENIZER_BPE, &b), ST_OK);
+    cr_assert_eq(tokenizer_load(tmp_dir, TOKENIZER_BPE, &b), ST_OK);
     cr_expect_eq(tokenizer_fingerprint(a), tokenizer_fingerprint(b));
     tokenizer *c = load_shared("vocab/bert-base-uncased", TOKENIZER_WORDPIECE);
     cr_expect_neq(tokenizer_fingerprint(a), tokenizer_fingerprint(c));
     tokenizer_free(a);
     tokenizer_free(b);
     tokenizer_free(c);
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-    cr_assert_eq(system(cmd), 0);
 }
 
 /* ---- bad vocabularies: each message names the file and the position */
 
-static char bad_dir[64];
-
 static void write_file(const char *name, const char *content)
 {
     char path[256];
-    snprintf(path, sizeof path, "%s/%s", bad_dir, name);
+    snprintf(path, sizeof path, "%s/%s", tmp_dir, name);
     FILE *f = fopen(path, "wb");
     cr_assert_not_null(f);
     fputs(content, f);
     fclose(f);
 }
 
-static void make_bad_dir(void)
-{
-    strcpy(bad_dir, "/tmp/mpilm-tokbad-XXXXXX");
-    cr_assert_not_null(mkdtemp(bad_dir));
-}
-
-static void remove_bad_dir(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", bad_dir);
-    cr_assert_eq(system(cmd), 0);
-}
-
 /* Loading fails with a message holding every one of the given fragments. */
 static void expect_load_error(tokenizer_kind kind, const char *frag1, const char *frag2)
 {
     tokenizer *t = NULL;
-    status_t st = tokenizer_load(bad_dir, kind, &t);
+    status_t st = tokenizer_load(tmp_dir, kind, &t);
     cr_assert_neq(st, ST_OK, "loading should fail (%s)", frag1);
     cr_assert_null(t);
     cr_expect(strstr(st_message(), frag1), "message \"%s\" lacks \"%s\"", st_message(), frag1);
     if (frag2) cr_expect(strstr(st_message(), frag2), "message \"%s\" lacks \"%s\"", st_message(), frag2);
 }
 
-/* A 256-byte alphabet + "ab" as encoder.json text, with extra entries appended. */
-static char *tiny_encoder(const char *extra)
+/* Writes an encoder.json of the 256-byte alphabet + "ab", with extra entries appended. */
+static void write_tiny_encoder(const char *extra)
 {
     size_t cap = 8192, n = 0;
     char *s = malloc(cap);
@@ -238,20 +234,19 @@ static char *tiny_encoder(const char *extra)
         n += (size_t)snprintf(s + n, cap - n, "\"\\u%04x\": %d, ", cp, b);
     }
     snprintf(s + n, cap - n, "\"ab\": 256%s}", extra);
-    return s;
+    write_file("encoder.json", s);
+    free(s);
 }
 
-Test(tokenizer_bad_input, missing_files_are_named, .init = make_bad_dir, .fini = remove_bad_dir)
+Test(tokenizer_bad_input, missing_files_are_named, .init = make_tmp_dir, .fini = remove_tmp_dir)
 {
     expect_load_error(TOKENIZER_BPE, "encoder.json: missing", NULL);
     expect_load_error(TOKENIZER_WORDPIECE, "vocab.txt: missing", NULL);
-    char *enc = tiny_encoder("");
-    write_file("encoder.json", enc);
-    free(enc);
+    write_tiny_encoder("");
     expect_load_error(TOKENIZER_BPE, "vocab.bpe: missing", NULL);
 }
 
-Test(tokenizer_bad_input, malformed_json_gives_the_byte_offset, .init = make_bad_dir, .fini = remove_bad_dir)
+Test(tokenizer_bad_input, malformed_json_gives_the_byte_offset, .init = make_tmp_dir, .fini = remove_tmp_dir)
 {
     write_file("encoder.json", "{\"a\": 0, \"b\" 1}");
     write_file("vocab.bpe", "#version: 0.2\n");
@@ -262,18 +257,16 @@ Test(tokenizer_bad_input, malformed_json_gives_the_byte_offset, .init = make_bad
     expect_load_error(TOKENIZER_BPE, "entry 1 (\"b\")", "ids must be 0..N-1");
 }
 
-Test(tokenizer_bad_input, merge_naming_an_unknown_token_gives_the_line, .init = make_bad_dir, .fini = remove_bad_dir)
+Test(tokenizer_bad_input, merge_naming_an_unknown_token_gives_the_line, .init = make_tmp_dir, .fini = remove_tmp_dir)
 {
-    char *enc = tiny_encoder("");
-    write_file("encoder.json", enc);
-    free(enc);
+    write_tiny_encoder("");
     write_file("vocab.bpe", "#version: 0.2\na b\nab zz\n");
     expect_load_error(TOKENIZER_BPE, "vocab.bpe: line 3", "unknown token \"zz\"");
     write_file("vocab.bpe", "#version: 0.2\na  b\n");
     expect_load_error(TOKENIZER_BPE, "vocab.bpe: line 2: malformed merge", NULL);
     write_file("vocab.bpe", "#version: 0.2\na b\n");
     tokenizer *t = NULL;
-    cr_assert_eq(tokenizer_load(bad_dir, TOKENIZER_BPE, &t), ST_OK, "%s", st_message());
+    cr_assert_eq(tokenizer_load(tmp_dir, TOKENIZER_BPE, &t), ST_OK, "%s", st_message());
     uint32_t *ids;
     size_t n = encode_str(t, "abab", &ids);
     cr_expect_eq(n, 2);
@@ -282,18 +275,16 @@ Test(tokenizer_bad_input, merge_naming_an_unknown_token_gives_the_line, .init = 
     tokenizer_free(t);
 }
 
-Test(tokenizer_bad_input, duplicate_tokens_are_refused, .init = make_bad_dir, .fini = remove_bad_dir)
+Test(tokenizer_bad_input, duplicate_tokens_are_refused, .init = make_tmp_dir, .fini = remove_tmp_dir)
 {
-    char *enc = tiny_encoder(", \"ab\": 257");
-    write_file("encoder.json", enc);
-    free(enc);
+    write_tiny_encoder(", \"ab\": 257");
     write_file("vocab.bpe", "#version: 0.2\n");
     expect_load_error(TOKENIZER_BPE, "encoder.json: duplicate token \"ab\"", "ids 256 and 257");
     write_file("vocab.txt", "[PAD]\n[UNK]\nhello\nworld\nhello\n");
     expect_load_error(TOKENIZER_WORDPIECE, "vocab.txt: line 5: duplicate token \"hello\" (first at line 3)", NULL);
 }
 
-Test(tokenizer_bad_input, empty_or_unkless_wordpiece_vocab_is_refused, .init = make_bad_dir, .fini = remove_bad_dir)
+Test(tokenizer_bad_input, empty_or_unkless_wordpiece_vocab_is_refused, .init = make_tmp_dir, .fini = remove_tmp_dir)
 {
     write_file("vocab.txt", "");
     expect_load_error(TOKENIZER_WORDPIECE, "vocab.txt: empty vocabulary", NULL);
@@ -317,27 +308,12 @@ Test(tokenizer_bad_input, decode_refuses_ids_outside_the_vocabulary)
 
 /* ---- training */
 
-static char train_dir[64];
-
-static void make_train_dir(void)
-{
-    strcpy(train_dir, "/tmp/mpilm-toktrain-XXXXXX");
-    cr_assert_not_null(mkdtemp(train_dir));
-}
-
-static void remove_train_dir(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", train_dir);
-    cr_assert_eq(system(cmd), 0);
-}
-
-/* Trains on tiny.txt into train_dir/sub and loads the result. */
+/* Trains on tiny.txt into tmp_dir/sub and loads the result. */
 static tokenizer *train_tiny(tokenizer_kind kind, uint32_t vocab_size, const char *sub)
 {
     char corpus[4096], out[256];
     const char *files[1] = {ref_shared_path("corpora/tiny.txt", corpus, sizeof corpus)};
-    snprintf(out, sizeof out, "%s/%s", train_dir, sub);
+    snprintf(out, sizeof out, "%s/%s", tmp_dir, sub);
     cr_assert_eq(tokenizer_train(kind, files, 1, vocab_size, out), ST_OK, "%s", st_message());
     tokenizer *t = NULL;
     tokenizer_kind detected;
@@ -352,8 +328,8 @@ static void expect_round_trip(tokenizer *t, const char *text, const char *expect
     expect_decode(t, text, expected ? expected : text);
 }
 
-Test(tokenizer_train, bpe_vocab_has_the_size_loads_round_trips_and_is_deterministic, .init = make_train_dir,
-     .fini = remove_train_dir)
+Test(tokenizer_train, bpe_vocab_has_the_size_loads_round_trips_and_is_deterministic, .init = make_tmp_dir,
+     .fini = remove_tmp_dir)
 {
     tokenizer *a = train_tiny(TOKENIZER_BPE, 600, "a");
     tokenizer *b = train_tiny(TOKENIZER_BPE, 600, "b");
@@ -384,8 +360,8 @@ Test(tokenizer_train, bpe_vocab_has_the_size_loads_round_trips_and_is_determinis
     tokenizer_free(b);
 }
 
-Test(tokenizer_train, wordpiece_vocab_has_the_size_specials_first_and_round_trips, .init = make_train_dir,
-     .fini = remove_train_dir)
+Test(tokenizer_train, wordpiece_vocab_has_the_size_specials_first_and_round_trips, .init = make_tmp_dir,
+     .fini = remove_tmp_dir)
 {
     tokenizer *a = train_tiny(TOKENIZER_WORDPIECE, 500, "a");
     tokenizer *b = train_tiny(TOKENIZER_WORDPIECE, 500, "b");
@@ -403,16 +379,16 @@ Test(tokenizer_train, wordpiece_vocab_has_the_size_specials_first_and_round_trip
     tokenizer_free(b);
 }
 
-Test(tokenizer_train, refuses_too_small_vocabularies_and_missing_files, .init = make_train_dir, .fini = remove_train_dir)
+Test(tokenizer_train, refuses_too_small_vocabularies_and_missing_files, .init = make_tmp_dir, .fini = remove_tmp_dir)
 {
     char corpus[4096];
     const char *files[1] = {ref_shared_path("corpora/tiny.txt", corpus, sizeof corpus)};
-    cr_expect_eq(tokenizer_train(TOKENIZER_BPE, files, 1, 200, train_dir), ST_USAGE);
+    cr_expect_eq(tokenizer_train(TOKENIZER_BPE, files, 1, 200, tmp_dir), ST_USAGE);
     cr_expect(strstr(st_message(), "at least 257 tokens"), "%s", st_message());
-    cr_expect_eq(tokenizer_train(TOKENIZER_WORDPIECE, files, 1, 50, train_dir), ST_USAGE);
+    cr_expect_eq(tokenizer_train(TOKENIZER_WORDPIECE, files, 1, 50, tmp_dir), ST_USAGE);
     cr_expect(strstr(st_message(), "distinct WordPiece symbols"), "%s", st_message());
     const char *missing[1] = {"/nonexistent/corpus.txt"};
-    cr_expect_eq(tokenizer_train(TOKENIZER_BPE, missing, 1, 300, train_dir), ST_IO);
+    cr_expect_eq(tokenizer_train(TOKENIZER_BPE, missing, 1, 300, tmp_dir), ST_IO);
     cr_expect(strstr(st_message(), "/nonexistent/corpus.txt"), "%s", st_message());
 }
 
@@ -455,22 +431,22 @@ static uint32_t naive_symbol(naive *nv, const char *s)
     return nv->n_sym++;
 }
 
-Test(tokenizer_train, incremental_bpe_makes_the_same_merges_as_a_full_recount, .init = make_train_dir,
-     .fini = remove_train_dir)
+Test(tokenizer_train, incremental_bpe_makes_the_same_merges_as_a_full_recount, .init = make_tmp_dir,
+     .fini = remove_tmp_dir)
 {
     enum { N_MERGES = 120 };
     const char *text = "the quick brown fox jumps over the lazy dog; the dog sleeps, the fox thinks\n"
                        "a aa aaa aaaa aaaaa banana bandana ananas -- 1234 12345 1212 'tis they're\n"
                        "the theory of these thermal themes: there, then, them, theirs!!";
     char corpus[256];
-    snprintf(corpus, sizeof corpus, "%s/corpus.txt", train_dir);
+    snprintf(corpus, sizeof corpus, "%s/corpus.txt", tmp_dir);
     FILE *f = fopen(corpus, "wb");
     cr_assert_not_null(f);
     fputs(text, f);
     fclose(f);
     const char *files[1] = {corpus};
     char out[256];
-    snprintf(out, sizeof out, "%s/bpe", train_dir);
+    snprintf(out, sizeof out, "%s/bpe", tmp_dir);
     cr_assert_eq(tokenizer_train(TOKENIZER_BPE, files, 1, 257 + N_MERGES, out), ST_OK, "%s", st_message());
 
     static naive nv;
