@@ -10,6 +10,8 @@
 #include "../common/ref_jsonl.h"
 #include "base/status.h"
 #include "data/tokenizer.h"
+#include "data/tokenizer_internal.h"
+#include "data/unicode_props.h"
 
 static tokenizer *load_shared(const char *rel, tokenizer_kind kind)
 {
@@ -224,15 +226,7 @@ static void write_tiny_encoder(const char *extra)
     size_t cap = 8192, n = 0;
     char *s = malloc(cap);
     n += (size_t)snprintf(s + n, cap - n, "{");
-    for (int b = 0; b < 256; b++) {
-        unsigned cp = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE ? (unsigned)b : 0;
-        if (!cp) {
-            unsigned k = 0;
-            for (int x = 0; x < b; x++) k += !((x >= 0x21 && x <= 0x7E) || (x >= 0xA1 && x <= 0xAC) || x >= 0xAE);
-            cp = 256 + k;
-        }
-        n += (size_t)snprintf(s + n, cap - n, "\"\\u%04x\": %d, ", cp, b);
-    }
+    for (unsigned b = 0; b < 256; b++) n += (size_t)snprintf(s + n, cap - n, "\"\\u%04x\": %u, ", bpe_byte_to_unicode(b), b);
     snprintf(s + n, cap - n, "\"ab\": 256%s}", extra);
     write_file("encoder.json", s);
     free(s);
@@ -394,9 +388,6 @@ Test(tokenizer_train, refuses_too_small_vocabularies_and_missing_files, .init = 
 
 /* ---- the incremental trainer against a naive one (full recount per merge) */
 
-#include "data/tokenizer_internal.h"
-#include "data/unicode_props.h"
-
 enum { NAIVE_MAX_SYMBOLS = 700 };
 
 typedef struct naive {
@@ -513,4 +504,52 @@ Test(tokenizer_train, incremental_bpe_makes_the_same_merges_as_a_full_recount, .
     cr_expect_str_eq(got, expected);
     for (uint32_t i = 0; i < nv.n_sym; i++) free(nv.sym[i]);
     strmap_free(&nv.words);
+}
+
+/* ---- the subtle rules of ../shared/vocab/reference/README.md, one by one */
+
+static void expect_ids(tokenizer *t, const char *text, size_t len, const uint32_t *want, size_t n_want)
+{
+    uint32_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    cr_assert_eq(tokenizer_encode(t, text, len, &ids, &n, &cap), ST_OK);
+    cr_expect_eq(n, n_want, "\"%s\": %zu ids, expected %zu", text, n, n_want);
+    if (n == n_want && n) cr_expect_arr_eq(ids, want, n * sizeof *ids, "\"%s\"", text);
+    free(ids);
+}
+
+#define EXPECT_IDS(t, text, ...)                                                                                    \
+    do {                                                                                                            \
+        const uint32_t want_[] = {__VA_ARGS__};                                                                     \
+        expect_ids(t, text, sizeof text - 1, want_, sizeof want_ / sizeof *want_);                                 \
+    } while (0)
+
+Test(tokenizer_rules, bpe_whitespace_contractions_and_classes)
+{
+    tokenizer *t = load_shared("vocab/gpt2", TOKENIZER_BPE);
+    EXPECT_IDS(t, " \xc2\x85x", 220, 126, 227, 87);  /* U+0085 is \s */
+    EXPECT_IDS(t, "I'M", 40, 6, 44);                  /* contractions in lower case only */
+    EXPECT_IDS(t, "she'S", 7091, 6, 50);
+    EXPECT_IDS(t, "hello  world", 31373, 220, 995);  /* the last space joins the word */
+    EXPECT_IDS(t, "a\x00" "b", 64, 188, 65);          /* NUL is an ordinary byte */
+    tokenizer_free(t);
+}
+
+Test(tokenizer_rules, wordpiece_cleaning_sigma_and_long_words)
+{
+    tokenizer *t = load_shared("vocab/bert-base-uncased", TOKENIZER_WORDPIECE);
+    EXPECT_IDS(t, "a\x0b" "b", 11113);                /* \v is Cc: dropped, the neighbours glue ("ab") */
+    EXPECT_IDS(t, "\xce\xa3\xce\x8a\xce\xa3", 1173, 18199, 29733); /* ΣΊΣ → σ ##ι ##σ: no final sigma */
+    char word[102];
+    memset(word, 'a', 101);
+    word[101] = 0;
+    uint32_t *ids;
+    size_t n = encode_str(t, word, &ids);         /* 101 characters: [UNK] */
+    cr_expect(n == 1 && ids[0] == 100);
+    free(ids);
+    word[100] = 0;
+    n = encode_str(t, word, &ids);                /* 100 characters: pieces */
+    cr_expect(n > 1);
+    free(ids);
+    tokenizer_free(t);
 }
