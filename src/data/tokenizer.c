@@ -87,6 +87,13 @@ uint32_t tokenizer_vocab_size(const tokenizer *t) { return t->n_vocab; }
 int32_t tokenizer_special(const tokenizer *t, special_token which) { return t->special[which]; }
 uint64_t tokenizer_fingerprint(const tokenizer *t) { return t->fingerprint; }
 
+void tokenizer_set_case(tokenizer *t, int lowercase, int strip_accents)
+{
+    /* The word cache is keyed by normalized words, so it stays valid. */
+    t->lowercase = lowercase;
+    t->strip_accents = strip_accents;
+}
+
 const char *tokenizer_token(const tokenizer *t, uint32_t id)
 {
     return id < t->n_vocab ? t->token_text[id] : NULL;

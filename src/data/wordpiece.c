@@ -231,7 +231,7 @@ status_t wordpiece_load(tokenizer *t, const char *dir)
     TRY(read_file(path, &t->file_data[0], &t->file_len[0]));
     const char *data = t->file_data[0];
     size_t len = t->file_len[0];
-    t->lowercase = t->strip_accents = 1;
+    int cased = 0;
     uint32_t lines = 0;
     for (size_t i = 0; i < len; i++) lines += data[i] == '\n';
     if (len > 0 && data[len - 1] != '\n') lines++;
@@ -253,11 +253,13 @@ status_t wordpiece_load(tokenizer *t, const char *dir)
                 path, id + 1, (int)n, s, t->vocab.value[other] + 1);
         uint32_t e;
         TRY(strmap_add(&t->vocab, s, n, h, id, &e));
+        for (size_t k = 0; s[0] != '[' && k < n && !cased; k++) cased = s[k] >= 'A' && s[k] <= 'Z';
         for (int k = 0; k < TOKEN_EOT; k++)
             if (strlen(tokenizer_special_names[k]) == n && memcmp(s, tokenizer_special_names[k], n) == 0)
                 t->special[k] = (int32_t)id;
     }
     t->n_vocab = id;
+    t->lowercase = t->strip_accents = !cased;
     for (uint32_t k = 0; k < id; k++) t->token_text[t->vocab.value[k]] = (char *)strmap_key(&t->vocab, k);
     FAIL_IF(t->special[TOKEN_UNK] < 0, ST_FORMAT, "%s: no [UNK] token (WordPiece needs one); add a line [UNK]", path);
     return ST_OK;

@@ -553,3 +553,16 @@ Test(tokenizer_rules, wordpiece_cleaning_sigma_and_long_words)
     free(ids);
     tokenizer_free(t);
 }
+
+Test(tokenizer_rules, case_folding_follows_the_vocabulary_and_can_be_set, .init = make_tmp_dir, .fini = remove_tmp_dir)
+{
+    write_file("vocab.txt", "[PAD]\n[UNK]\nHello\nhello\ncafe\ncaf\n##\xc3\xa9\n");
+    tokenizer *t = NULL;
+    cr_assert_eq(tokenizer_load(tmp_dir, TOKENIZER_WORDPIECE, &t), ST_OK, "%s", st_message());
+    EXPECT_IDS(t, "Hello hello caf\xc3\xa9", 2, 3, 5, 6); /* cased vocabulary: no folding */
+    tokenizer_set_case(t, 1, 1);
+    EXPECT_IDS(t, "Hello hello caf\xc3\xa9", 3, 3, 4);
+    tokenizer_set_case(t, 1, 0);
+    EXPECT_IDS(t, "HELLO CAF\xc3\x89", 3, 5, 6);
+    tokenizer_free(t);
+}
