@@ -99,7 +99,9 @@ const char *tokenizer_token(const tokenizer *t, uint32_t id)
     return id < t->n_vocab ? t->token_text[id] : NULL;
 }
 
-int tokenizer_match_special(const tokenizer *t, const char *text, size_t len, size_t *match_len)
+/* The special token whose string starts text[0..len) (its length in
+ * *match_len), or -1. */
+static int tokenizer_match_special(const tokenizer *t, const char *text, size_t len, size_t *match_len)
 {
     for (int i = 0; i < 6; i++) {
         if (t->special[i] < 0) continue;

@@ -2,7 +2,8 @@
  *
  * Owns: the tokenizer object, the string → value hash map used for vocabularies
  * and word caches, and the per-kind entry points that tokenizer.c dispatches to.
- * Must not touch: anything outside src/data/tokenizer*.c, bpe*.c, wordpiece.c.
+ * Included only by src/data/{tokenizer,tokenizer_train,bpe,wordpiece,strmap}.c
+ * and the tokenizer's unit test. Must not touch: shards, models, MPI.
  */
 #ifndef MPILM_DATA_TOKENIZER_INTERNAL_H
 #define MPILM_DATA_TOKENIZER_INTERNAL_H
@@ -101,7 +102,7 @@ struct tokenizer {
     /* both */
     word_cache cache;
     uint32_t *work_ids;         /* scratch of one word's symbols / ids */
-    int32_t *work_rank;         /* BPE, short words: rank of the pair at each position */
+    int32_t *work_rank;         /* BPE: short words, rank of the pair at each position; long words, previous symbol */
     int32_t *work_next;         /* BPE, long words: linked list of symbols ... */
     uint64_t *work_heap;        /* ... and a min-heap of (rank, position) */
     size_t work_cap;
@@ -128,9 +129,6 @@ status_t wordpiece_load(tokenizer *t, const char *dir);
 status_t wordpiece_encode(tokenizer *t, const char *text, size_t len, uint32_t **ids, size_t *n, size_t *cap);
 status_t wordpiece_decode(const tokenizer *t, const uint32_t *ids, size_t n_ids, char **out, size_t *n, size_t *cap);
 
-/* Special tokens in text: the special whose string starts at text[0..len), and
- * its length, or -1. */
-int tokenizer_match_special(const tokenizer *t, const char *text, size_t len, size_t *match_len);
 extern const char *const tokenizer_special_names[6];
 
 #endif
