@@ -231,19 +231,23 @@ static status_t count_word(void *ctx, const char *word, size_t len)
     return ST_OK;
 }
 
+/* Counts the words of every line of path, streaming (the corpus may be large). */
 static status_t count_file_words(tokenizer *norm, const char *path, word_counter *c)
 {
-    char *data;
-    size_t len;
-    TRY(read_file(path, &data, &len));
+    FILE *f = fopen(path, "rb");
+    FAIL_IF(!f, ST_IO, "%s: cannot open the training corpus; check the path", path);
+    char *line = NULL;
+    size_t line_cap = 0;
+    ssize_t n;
     status_t st = ST_OK;
-    for (size_t i = 0; st == ST_OK && i < len;) {
-        const char *nl = memchr(data + i, '\n', len - i);
-        size_t n = nl ? (size_t)(nl - data - i) : len - i;
-        st = norm ? wordpiece_pretokenize(norm, data + i, n, count_word, c) : bpe_pretokenize(data + i, n, count_word, c);
-        i += n + 1;
+    while (st == ST_OK && (n = getline(&line, &line_cap, f)) >= 0) {
+        if (n > 0 && line[n - 1] == '\n') n--;
+        st = norm ? wordpiece_pretokenize(norm, line, (size_t)n, count_word, c)
+                  : bpe_pretokenize(line, (size_t)n, count_word, c);
     }
-    free(data);
+    if (st == ST_OK && ferror(f)) st = st_fail(ST_IO, "%s: read error", path);
+    free(line);
+    fclose(f);
     return st;
 }
 
