@@ -3,6 +3,7 @@
 
 int cmd_train(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 const command commands[] = {
     {"prep", "tokenize raw text into a dataset of zstd token shards",
@@ -58,8 +59,13 @@ const command commands[] = {
      "usage: mpilm tokenize --vocab DIR [--tokenizer bpe|wordpiece] [--json]\n"
      "\n"
      "One output line per input line: token ids separated by spaces, or with --json\n"
-     "{\"ids\":[...],\"tokens\":[...]}.\n",
-     NULL, "the tokenizers"},
+     "{\"ids\":[...],\"tokens\":[...]}. No [CLS]/[SEP] or end-of-text token is added;\n"
+     "special-token strings in the text ([CLS], <|endoftext|>, ...) become their ids.\n"
+     "\n"
+     "  --vocab DIR          vocab.txt (WordPiece), or encoder.json/vocab.json + vocab.bpe/merges.txt (BPE)\n"
+     "  --tokenizer KIND     bpe or wordpiece (default: detected from the files in DIR)\n"
+     "  --json               one JSON object per line with the ids and the token strings\n",
+     cmd_tokenize, NULL},
 };
 
 const int n_commands = (int)(sizeof commands / sizeof commands[0]);

@@ -34,6 +34,11 @@ void tokenizer_free(tokenizer *t);
 tokenizer_kind tokenizer_get_kind(const tokenizer *t);
 uint32_t tokenizer_vocab_size(const tokenizer *t);
 int32_t tokenizer_special(const tokenizer *t, special_token which);
+/* WordPiece only (no effect on BPE): lowercasing and accent stripping (NFD,
+ * then nonspacing marks removed), as BERT's do_lower_case. Loading turns both
+ * on for an uncased vocabulary (no token outside [brackets] holds an ASCII
+ * capital, as bert-base-uncased) and off otherwise (bert-base-cased). */
+void tokenizer_set_case(tokenizer *t, int lowercase, int strip_accents);
 /* XXH3-64 over the vocabulary files' bytes, in a fixed order. */
 uint64_t tokenizer_fingerprint(const tokenizer *t);
 /* The token string of id (BPE: in its byte-to-unicode form), or NULL. */
