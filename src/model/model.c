@@ -1,0 +1,384 @@
+/* model — stage creation (the buffer plan), initialisation, forward and
+ * backward of a stage. Blocks and heads are in model_block.c, model_head.c. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/hash.h"
+#include "model/model_internal.h"
+
+status_t model_config_check(const model_config *c)
+{
+    FAIL_IF(c->d_model % c->n_head != 0, ST_CONFIG,
+            "model.n_head = %d does not divide model.d_model = %d (expected a divisor, e.g. %d)",
+            c->n_head, c->d_model, c->d_model / 64 > 0 ? c->d_model / 64 : 1);
+    FAIL_IF(c->seq_len > c->max_positions, ST_CONFIG,
+            "model.seq_len = %d exceeds model.max_positions = %d (raise max_positions or lower seq_len)",
+            c->seq_len, c->max_positions);
+    FAIL_IF(c->n_layer < 1 || c->d_ff < 1 || c->vocab_size < 8, ST_CONFIG,
+            "model: n_layer, d_ff must be >= 1 and vocab_size >= 8 (found %d, %d, %d)",
+            c->n_layer, c->d_ff, c->vocab_size);
+    FAIL_IF(c->dropout < 0.0f || c->dropout >= 1.0f, ST_CONFIG,
+            "model.dropout = %g is outside [0, 1)", c->dropout);
+    return ST_OK;
+}
+
+/* ---- the buffer plan --------------------------------------------------------
+ * Two passes over the same carving code: the first counts floats, the second
+ * hands out pointers into one 64-byte aligned arena. */
+typedef struct carver {
+    float *base;
+    size_t used;
+} carver;
+
+static float *carve(carver *cv, size_t n)
+{
+    float *p = cv->base ? cv->base + cv->used : NULL;
+    cv->used += (n + 15) & ~(size_t)15; /* keep every buffer 64-byte aligned */
+    return p;
+}
+
+static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *out)
+{
+    size_t N = (size_t)m->B * m->cfg.seq_len, C = m->cfg.d_model, F = m->cfg.d_ff;
+    size_t att = (size_t)m->B * m->cfg.n_head * m->cfg.seq_len * m->cfg.seq_len;
+    a->ln1 = carve(cv, N * C);
+    a->ln1_mean = carve(cv, N);
+    a->ln1_rstd = carve(cv, N);
+    a->qkv = carve(cv, 3 * N * C);
+    a->att = carve(cv, att);
+    a->atty = carve(cv, N * C);
+    a->res1 = carve(cv, N * C);
+    a->ln2_mean = carve(cv, N);
+    a->ln2_rstd = carve(cv, N);
+    a->fch = carve(cv, N * F);
+    a->fch_gelu = carve(cv, N * F);
+    /* the block output is the next layer's input: pre-LN res2, post-LN ln2 */
+    if (m->cfg.pre_ln) {
+        a->ln2 = carve(cv, N * C);
+        a->res2 = out;
+    } else {
+        a->res2 = carve(cv, N * C);
+        a->ln2 = out;
+    }
+}
+
+static void carve_slot(carver *cv, model_stage *m, slot_acts *s)
+{
+    size_t N = (size_t)m->B * m->cfg.seq_len, C = m->cfg.d_model;
+    for (int i = 0; i <= m->n_local; i++) s->xs[i] = carve(cv, N * C);
+    for (int i = 0; i < m->n_local; i++) {
+        block_acts *a = &s->blocks[i];
+        if (m->cfg.recompute) {
+            *a = m->shared;
+            if (m->cfg.pre_ln) a->res2 = s->xs[i + 1]; else a->ln2 = s->xs[i + 1];
+        } else {
+            carve_block(cv, m, a, s->xs[i + 1]);
+        }
+    }
+    if (m->first && m->cfg.family == MODEL_BERT) {
+        s->emb_sum = carve(cv, N * C);
+        s->emb_mean = carve(cv, N);
+        s->emb_rstd = carve(cv, N);
+    }
+    /* backward updates the gradient in place: dinput is doutput afterwards */
+    s->doutput = carve(cv, N * C);
+    s->dinput = m->first ? NULL : s->doutput;
+}
+
+static void carve_scratch(carver *cv, model_stage *m)
+{
+    const model_config *c = &m->cfg;
+    size_t N = (size_t)m->B * c->seq_len, C = c->d_model, F = c->d_ff, V = c->vocab_size;
+    size_t att = (size_t)m->B * c->n_head * c->seq_len * c->seq_len;
+    scratch *s = &m->s;
+    if (m->cfg.recompute) carve_block(cv, m, &m->shared, NULL);
+    s->tmp = carve(cv, N * C);
+    s->dA = carve(cv, N * C);
+    s->dtmp = carve(cv, N * C);
+    s->dfch = carve(cv, N * (F > C ? F : C)); /* also d(ln1) of a pre-LN block */
+    s->dqkv = carve(cv, 3 * N * C);
+    s->datt = carve(cv, att);
+    if (m->last) {
+        s->logits = carve(cv, (size_t)HEAD_ROWS * V);
+        s->row_loss = carve(cv, N);
+        s->h_in = carve(cv, N * C);
+        s->h_t = carve(cv, N * C);
+        s->h_g = carve(cv, N * C);
+        s->h_l = carve(cv, N * C);
+        s->h_mean = carve(cv, N);
+        s->h_rstd = carve(cv, N);
+        s->dh_l = carve(cv, N * C);
+        s->dh_g = carve(cv, N * C);
+        s->rows = (int32_t *)carve(cv, N);
+        s->row_targets = (int32_t *)carve(cv, N);
+        s->pool_in = carve(cv, (size_t)m->B * C);
+        s->pool = carve(cv, (size_t)m->B * C);
+        s->dpool = carve(cv, (size_t)m->B * C);
+        s->dpool_in = carve(cv, (size_t)m->B * C);
+        s->nsp = carve(cv, (size_t)m->B * 2);
+    }
+    if (c->sinusoidal && m->first) s->sin_pos = carve(cv, (size_t)c->max_positions * C);
+}
+
+static void carve_all(carver *cv, model_stage *m)
+{
+    carve_scratch(cv, m);
+    for (int i = 0; i < m->n_slots; i++) carve_slot(cv, m, &m->slots[i]);
+}
+
+static status_t alloc_slots(model_stage *m)
+{
+    m->slots = calloc((size_t)m->n_slots, sizeof *m->slots);
+    FAIL_IF(!m->slots, ST_NOMEM, "model: out of memory");
+    for (int i = 0; i < m->n_slots; i++) {
+        m->slots[i].xs = calloc((size_t)m->n_local + 1, sizeof(float *));
+        m->slots[i].blocks = calloc((size_t)m->n_local + 1, sizeof(block_acts));
+        FAIL_IF(!m->slots[i].xs || !m->slots[i].blocks, ST_NOMEM, "model: out of memory");
+    }
+    m->p.blocks = calloc((size_t)m->n_local + 1, sizeof(block_params));
+    m->g.blocks = calloc((size_t)m->n_local + 1, sizeof(block_params));
+    FAIL_IF(!m->p.blocks || !m->g.blocks, ST_NOMEM, "model: out of memory");
+    return ST_OK;
+}
+
+/* Allocates n floats 64-byte aligned and touches every page now, so the
+ * first training step pays no page faults. */
+static float *alloc_touched(size_t n)
+{
+    size_t bytes = ((n * sizeof(float)) + 63) & ~(size_t)63;
+    float *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+static status_t stage_plan(model_stage *m)
+{
+    TRY(model_table_build(&m->cfg, m->layer_begin, m->layer_end, m->first, m->last,
+                          &m->tensors, &m->n_tensors, &m->n_params));
+    TRY(alloc_slots(m));
+    m->params = alloc_touched(m->n_params);
+    m->grads = alloc_touched(m->n_params);
+    carver cv = {0};
+    carve_all(&cv, m);
+    m->arena = alloc_touched(cv.used);
+    FAIL_IF(!m->params || !m->grads || !m->arena, ST_NOMEM,
+            "model: out of memory allocating %.1f MiB of parameters, gradients and activations "
+            "(lower train.micro_batch or model sizes, or set model.recompute = true)",
+            (2.0 * m->n_params + cv.used) * 4.0 / 1048576.0);
+    cv = (carver){.base = m->arena};
+    carve_all(&cv, m);
+    TRY(model_views(m, m->params, &m->p));
+    TRY(model_views(m, m->grads, &m->g));
+    if (m->s.sin_pos) {
+        sinusoidal_positions(m->s.sin_pos, m->cfg.max_positions, m->cfg.d_model);
+        m->p.wpe = m->s.sin_pos;
+        m->g.wpe = NULL;
+    }
+    return ST_OK;
+}
+
+status_t model_stage_create(model_stage **out, const model_config *cfg, int layer_begin,
+                            int layer_end, int B, int n_slots)
+{
+    TRY(model_config_check(cfg));
+    FAIL_IF(layer_begin < 0 || layer_end > cfg->n_layer || layer_begin > layer_end, ST_CONFIG,
+            "model: layer range [%d, %d) is outside [0, %d)", layer_begin, layer_end, cfg->n_layer);
+    FAIL_IF(B < 1 || n_slots < 1, ST_CONFIG, "model: micro-batch %d and slots %d must be >= 1", B, n_slots);
+    model_stage *m = calloc(1, sizeof *m);
+    FAIL_IF(!m, ST_NOMEM, "model: out of memory");
+    m->cfg = *cfg;
+    m->layer_begin = layer_begin;
+    m->layer_end = layer_end;
+    m->n_local = layer_end - layer_begin;
+    m->B = B;
+    m->n_slots = n_slots;
+    m->first = layer_begin == 0;
+    m->last = layer_end == cfg->n_layer;
+    status_t st = stage_plan(m);
+    if (st != ST_OK) {
+        model_stage_free(m);
+        return st;
+    }
+    *out = m;
+    return ST_OK;
+}
+
+void model_stage_free(model_stage *m)
+{
+    if (!m) return;
+    for (int i = 0; m->slots && i < m->n_slots; i++) {
+        free(m->slots[i].xs);
+        free(m->slots[i].blocks);
+    }
+    free(m->slots);
+    free(m->p.blocks);
+    free(m->g.blocks);
+    free(m->tensors);
+    free(m->params);
+    free(m->grads);
+    free(m->arena);
+    free(m);
+}
+
+int model_stage_first(const model_stage *m) { return m->first; }
+int model_stage_last(const model_stage *m) { return m->last; }
+const model_config *model_stage_config(const model_stage *m) { return &m->cfg; }
+float *model_params(model_stage *m) { return m->params; }
+float *model_grads(model_stage *m) { return m->grads; }
+size_t model_n_params(const model_stage *m) { return m->n_params; }
+int model_n_tensors(const model_stage *m) { return m->n_tensors; }
+const model_tensor *model_tensor_at(const model_stage *m, int i) { return &m->tensors[i]; }
+
+const model_tensor *model_tensor_find(const model_stage *m, const char *name)
+{
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+float *model_stage_input(model_stage *m, int slot) { return m->slots[slot].xs[0]; }
+float *model_stage_output(model_stage *m, int slot) { return m->slots[slot].xs[m->n_local]; }
+float *model_stage_dinput(model_stage *m, int slot) { return m->slots[slot].dinput; }
+float *model_stage_doutput(model_stage *m, int slot) { return m->slots[slot].doutput; }
+
+/* ---- initialisation ---------------------------------------------------------- */
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static int is_layernorm(const char *name)
+{
+    return strstr(name, "LayerNorm") || strstr(name, "ln_");
+}
+
+void model_init_params(model_stage *m, uint64_t seed)
+{
+    rng_key key = rng_key_make(seed, RNG_INIT);
+    float std_resid = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layer);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const model_tensor *t = &m->tensors[i];
+        float *p = m->params + t->offset;
+        if (t->ndim == 2) {
+            /* the stream is the name's hash: the same tensor gets the same
+             * values in whatever stage it lives */
+            uint64_t stream = hash64(t->name, strlen(t->name));
+            int resid = m->cfg.family == MODEL_GPT && ends_with(t->name, "c_proj.weight");
+            rng_fill_normal(key, stream, resid ? std_resid : 0.02f, p, t->numel);
+        } else {
+            float v = is_layernorm(t->name) && ends_with(t->name, "weight") ? 1.0f : 0.0f;
+            for (size_t j = 0; j < t->numel; j++) p[j] = v;
+        }
+    }
+}
+
+double model_flops_per_microbatch(const model_config *c, int B)
+{
+    model_tensor *t;
+    int n;
+    double params = 0.0;
+    if (model_full_table(c, &t, &n) == ST_OK) {
+        for (int i = 0; i < n; i++) params += (double)t[i].numel;
+        free(t);
+    }
+    double tokens = (double)B * c->seq_len;
+    return 6.0 * params * tokens + 12.0 * c->n_layer * c->d_model * (double)c->seq_len * tokens;
+}
+
+/* ---- forward and backward of a stage ------------------------------------------ */
+
+dropout_site model_dropout(const model_stage *m, const model_pass *pass, int layer, int site)
+{
+    dropout_site d = {0};
+    if (!pass->train || m->cfg.dropout <= 0.0f) return d;
+    d.key = rng_key_make(pass->seed, RNG_DROPOUT);
+    d.stream = (pass->sample0 << 20) | ((uint64_t)(layer + 1) << 4) | (uint64_t)site;
+    d.p = m->cfg.dropout;
+    return d;
+}
+
+enum { SITE_EMB = 0 };
+
+static status_t check_ids(const model_stage *m, const batch *b)
+{
+    size_t N = (size_t)m->B * m->cfg.seq_len;
+    FAIL_IF(b->B != m->B || b->T != m->cfg.seq_len, ST_ERROR,
+            "model: batch is %dx%d, the stage was planned for %dx%d", b->B, b->T, m->B, m->cfg.seq_len);
+    for (size_t i = 0; i < N; i++) {
+        FAIL_IF(b->input_ids[i] < 0 || b->input_ids[i] >= m->cfg.vocab_size, ST_FORMAT,
+                "model: token id %d at sample %zu position %zu is outside the vocabulary [0, %d) "
+                "(the dataset's vocabulary does not match model.vocab_size)",
+                b->input_ids[i], i / m->cfg.seq_len, i % m->cfg.seq_len, m->cfg.vocab_size);
+        FAIL_IF(m->cfg.family == MODEL_BERT && (b->token_type_ids[i] < 0 || b->token_type_ids[i] > 1),
+                ST_FORMAT, "model: token type %d at position %zu (expected 0 or 1)", b->token_type_ids[i], i);
+    }
+    return ST_OK;
+}
+
+static void embed_forward(model_stage *m, slot_acts *s, const batch *b, const model_pass *pass)
+{
+    const model_config *c = &m->cfg;
+    size_t N = (size_t)m->B * c->seq_len;
+    float *x0 = s->xs[0];
+    if (c->family == MODEL_BERT) {
+        embedding_forward(s->emb_sum, b->input_ids, b->token_type_ids, m->p.wte, m->p.wpe,
+                          m->p.wtt, m->B, c->seq_len, c->d_model);
+        layernorm_forward(x0, s->emb_mean, s->emb_rstd, s->emb_sum, m->p.emb_ln_w,
+                          m->p.emb_ln_b, (int)N, c->d_model, 1e-12f);
+    } else {
+        embedding_forward(x0, b->input_ids, NULL, m->p.wte, m->p.wpe, NULL, m->B, c->seq_len,
+                          c->d_model);
+    }
+    dropout_forward(x0, x0, N * c->d_model, model_dropout(m, pass, -1, SITE_EMB));
+}
+
+static void embed_backward(model_stage *m, slot_acts *s, float *dx, const batch *b,
+                           const model_pass *pass)
+{
+    const model_config *c = &m->cfg;
+    size_t N = (size_t)m->B * c->seq_len;
+    dropout_backward(dx, dx, N * c->d_model, model_dropout(m, pass, -1, SITE_EMB));
+    float *demb = dx;
+    if (c->family == MODEL_BERT) {
+        demb = m->s.dA;
+        memset(demb, 0, N * c->d_model * sizeof(float));
+        layernorm_backward(demb, m->g.emb_ln_w, m->g.emb_ln_b, dx, s->emb_sum, m->p.emb_ln_w,
+                           s->emb_mean, s->emb_rstd, (int)N, c->d_model);
+    }
+    embedding_backward(m->g.wte, m->g.wpe, m->g.wtt, demb, b->input_ids, b->token_type_ids,
+                       m->B, c->seq_len, c->d_model);
+}
+
+status_t model_forward(model_stage *m, int slot, const batch *b, const model_pass *pass,
+                       model_losses *losses)
+{
+    FAIL_IF(slot < 0 || slot >= m->n_slots, ST_ERROR, "model: slot %d outside [0, %d)", slot, m->n_slots);
+    slot_acts *s = &m->slots[slot];
+    if (m->first) {
+        TRY(check_ids(m, b));
+        embed_forward(m, s, b, pass);
+    }
+    for (int i = 0; i < m->n_local; i++)
+        block_forward(m, m->layer_begin + i, &m->p.blocks[i], &s->blocks[i], s->xs[i], b, pass);
+    if (m->last) TRY(head_forward(m, slot, b, pass, losses));
+    return ST_OK;
+}
+
+status_t model_backward(model_stage *m, int slot, const batch *b, const model_pass *pass)
+{
+    FAIL_IF(slot < 0 || slot >= m->n_slots, ST_ERROR, "model: slot %d outside [0, %d)", slot, m->n_slots);
+    slot_acts *s = &m->slots[slot];
+    /* the gradient flows backward through one buffer, updated in place */
+    float *dx = s->doutput;
+    for (int i = m->n_local - 1; i >= 0; i--) {
+        if (m->cfg.recompute)
+            block_forward(m, m->layer_begin + i, &m->p.blocks[i], &s->blocks[i], s->xs[i], b, pass);
+        block_backward(m, m->layer_begin + i, &m->p.blocks[i], &m->g.blocks[i], &s->blocks[i],
+                       s->xs[i], dx, b, pass);
+    }
+    if (m->first) embed_backward(m, s, dx, b, pass);
+    return ST_OK;
+}

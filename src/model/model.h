@@ -1,0 +1,121 @@
+/* model — BERT and GPT over a range of layers (a pipeline stage is just a range).
+ *
+ * Owns: the model configuration, the flat parameter table (Hugging Face names
+ * and layouts, docs/design.md), parameter initialisation, the activation plan,
+ * and forward/backward of layers [layer_begin, layer_end) with the embeddings
+ * on the first range and the heads (MLM+NSP or LM) and the loss on the last.
+ * Must not touch: MPI, pipelines, optimizers, files.
+ *
+ * All parameters of a stage live in one contiguous float buffer; gradients use
+ * the same layout. A stage keeps the activations of n_slots micro-batches in
+ * flight (a pipeline schedule's need); slot s is independent of the others.
+ */
+#ifndef MPILM_MODEL_MODEL_H
+#define MPILM_MODEL_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/rng.h"
+#include "base/status.h"
+#include "data/batch.h"
+
+typedef enum { MODEL_GPT = 0, MODEL_BERT = 1 } model_family;
+
+typedef struct model_config {
+    model_family family;
+    int n_layer, d_model, n_head, d_ff, seq_len, max_positions, vocab_size;
+    int sinusoidal;   /* 1: fixed sinusoidal positions instead of a learned table */
+    int pre_ln;       /* 1: pre-LN blocks (GPT's), 0: post-LN (BERT's) */
+    float dropout;
+    int recompute;    /* 1: keep only block inputs; recompute the rest in backward */
+} model_config;
+
+/* Checks the shapes (n_head divides d_model, seq_len <= max_positions, ...);
+ * the message names the config key. */
+status_t model_config_check(const model_config *c);
+
+typedef struct model_tensor {
+    char name[80];
+    int ndim;
+    int64_t shape[2];
+    size_t offset, numel; /* in floats, within the stage's buffer */
+    int decay;            /* AdamW weight decay applies (2-D weights) */
+} model_tensor;
+
+/* What one forward pass of the last stage measured (sums, so micro-batches and
+ * ranks add up; divide by the counts for means). */
+typedef struct model_losses {
+    double lm_loss_sum, mlm_loss_sum, nsp_loss_sum;
+    int lm_count, mlm_count, nsp_count;       /* rows that had a target */
+    int lm_correct, mlm_correct, nsp_correct; /* argmax == target */
+} model_losses;
+
+typedef struct model_stage model_stage;
+
+/* A stage over layers [layer_begin, layer_end) for micro-batches of B
+ * sequences of cfg->seq_len tokens, with n_slots micro-batches in flight.
+ * Plans and allocates every buffer now (parameters, gradients, activations,
+ * scratch); nothing is allocated afterwards. */
+status_t model_stage_create(model_stage **out, const model_config *cfg, int layer_begin,
+                            int layer_end, int B, int n_slots);
+void model_stage_free(model_stage *m);
+
+int model_stage_first(const model_stage *m); /* holds the embeddings */
+int model_stage_last(const model_stage *m);  /* holds the heads */
+const model_config *model_stage_config(const model_stage *m);
+
+float *model_params(model_stage *m);
+float *model_grads(model_stage *m);
+size_t model_n_params(const model_stage *m);
+int model_n_tensors(const model_stage *m);
+const model_tensor *model_tensor_at(const model_stage *m, int i);
+const model_tensor *model_tensor_find(const model_stage *m, const char *name);
+
+/* The tensor table of the whole model (all layers, one copy of the tied
+ * embedding), for checkpoints and exports. *n receives its length; the
+ * offsets are global. Caller frees. */
+status_t model_full_table(const model_config *cfg, model_tensor **table, int *n);
+
+/* Initialises every parameter from (seed, tensor name), so any split into
+ * stages gives the same values: normal(0, 0.02) for weights and embeddings
+ * (GPT's residual projections scaled by 1/sqrt(2 n_layer)), zero biases,
+ * LayerNorm weight 1. */
+void model_init_params(model_stage *m, uint64_t seed);
+
+/* The activation a non-first stage receives (B,T,C) and the one a non-last
+ * stage sends, for slot s; and their gradients. Backward consumes doutput in
+ * place and leaves dinput there (the two are one buffer). */
+float *model_stage_input(model_stage *m, int slot);
+float *model_stage_output(model_stage *m, int slot);
+float *model_stage_dinput(model_stage *m, int slot);
+float *model_stage_doutput(model_stage *m, int slot);
+
+/* What a forward pass does with randomness and the loss. */
+typedef struct model_pass {
+    int train;          /* 1: dropout on, and the last stage starts backward */
+    uint64_t seed;      /* dropout key */
+    uint64_t sample0;   /* global index of the micro-batch's first sample: the
+                           dropout stream, so masks do not depend on the layout */
+    float loss_scale;   /* d(total loss)/d(this micro-batch's mean loss) */
+    float *logits;      /* if not NULL: (B,T,V) logits of every position (tests, eval) */
+    float *nsp_logits;  /* if not NULL: (B,2) */
+} model_pass;
+
+/* Forward of slot s. The first stage reads b->input_ids / token_type_ids;
+ * every stage reads b->attention_mask (BERT); the last stage reads the labels,
+ * adds to *losses and, when training, already runs the heads' backward (the
+ * logits are consumed chunk by chunk and never stored whole). */
+status_t model_forward(model_stage *m, int slot, const batch *b, const model_pass *pass,
+                       model_losses *losses);
+
+/* Backward of slot s: from the heads' gradient (last stage) or
+ * model_stage_doutput (others) down to model_stage_dinput (non-first) or the
+ * embeddings. Gradients ACCUMULATE into model_grads (zero them per step). */
+status_t model_backward(model_stage *m, int slot, const batch *b, const model_pass *pass);
+
+/* Floating-point operations of one forward+backward of one micro-batch of
+ * the whole model (for MFU): 6 * params * tokens + 12 * L * C * T * tokens. */
+double model_flops_per_microbatch(const model_config *c, int B);
+
+#endif

@@ -1,0 +1,180 @@
+/* model/head — the output heads and their loss, with the heads' backward run
+ * right away when training: the logits are made HEAD_ROWS rows at a time,
+ * turned into their gradient by the fused cross-entropy and consumed, so the
+ * (rows, V) matrix is never stored whole. What backward needs is left in the
+ * slot's doutput: d(loss)/d(stage output).
+ *
+ * GPT: logits = LN_f(x) wte^T over every position with a target.
+ * BERT: MLM over the masked positions only (the other rows carry no loss):
+ *       h = LN(gelu(x Wt + bt)); logits = h wte^T + bias;
+ *       NSP on [CLS]: pooled = tanh(x_0 Wp + bp); nsp = pooled Ws + bs. */
+#include <math.h>
+#include <string.h>
+
+#include "model/model_internal.h"
+
+/* Logits of rows h (R,C) against the tied embedding, chunk by chunk; fills
+ * pass->logits rows (at their batch positions) if asked; when training,
+ * leaves d(loss)/d(h) in dh (R,C) and adds to the embedding and bias grads.
+ * Returns the loss sum. */
+static double tied_logits_loss(model_stage *m, const float *h, float *dh, int R,
+                               const int32_t *rows, const int32_t *targets, const float *bias,
+                               float *dbias, float scale, const model_pass *pass, int *correct)
+{
+    int C = m->cfg.d_model, V = m->cfg.vocab_size;
+    double loss = 0.0;
+    for (int r0 = 0; r0 < R; r0 += HEAD_ROWS) {
+        int n = R - r0 < HEAD_ROWS ? R - r0 : HEAD_ROWS;
+        const float *hc = h + (size_t)r0 * C;
+        linear_forward(m->s.logits, V, hc, m->p.wte, bias, W_OUT_IN, n, C, V);
+        if (pass->logits)
+            for (int i = 0; i < n; i++)
+                memcpy(pass->logits + (size_t)rows[r0 + i] * V, m->s.logits + (size_t)i * V,
+                       (size_t)V * sizeof(float));
+        loss += crossentropy_fused(m->s.logits, V, targets + r0, n, V, scale, m->s.row_loss,
+                                   correct);
+        if (pass->train)
+            linear_backward(dh + (size_t)r0 * C, m->g.wte, dbias, m->s.logits, V, hc, m->p.wte,
+                            W_OUT_IN, n, C, V, 0);
+    }
+    return loss;
+}
+
+static status_t check_label(const model_stage *m, int label, size_t pos)
+{
+    FAIL_IF(label >= m->cfg.vocab_size || (label < 0 && label != LABEL_IGNORE), ST_FORMAT,
+            "model: label %d at sample %zu position %zu is neither a token id below %d nor -100",
+            label, pos / m->cfg.seq_len, pos % m->cfg.seq_len, m->cfg.vocab_size);
+    return ST_OK;
+}
+
+/* The rows that get logits: those with a target, or every row when the
+ * caller wants all logits. Returns how many have a target in *valid. */
+static status_t select_rows(model_stage *m, const batch *b, const model_pass *pass, int *R,
+                            int *valid)
+{
+    int N = m->B * m->cfg.seq_len, r = 0, v = 0;
+    for (int i = 0; i < N; i++) {
+        TRY(check_label(m, b->labels[i], (size_t)i));
+        int has = b->labels[i] != LABEL_IGNORE;
+        v += has;
+        if (has || pass->logits) {
+            m->s.rows[r] = i;
+            m->s.row_targets[r++] = b->labels[i];
+        }
+    }
+    *R = r;
+    *valid = v;
+    return ST_OK;
+}
+
+static void gather_rows(float *dst, const float *src, const int32_t *rows, int R, int C)
+{
+    #pragma omp parallel for schedule(static)
+    for (int r = 0; r < R; r++)
+        memcpy(dst + (size_t)r * C, src + (size_t)rows[r] * C, (size_t)C * sizeof(float));
+}
+
+static void scatter_add_rows(float *dst, const float *src, const int32_t *rows, int R, int C)
+{
+    #pragma omp parallel for schedule(static)
+    for (int r = 0; r < R; r++) {
+        float *d = dst + (size_t)rows[r] * C;
+        const float *s = src + (size_t)r * C;
+        for (int c = 0; c < C; c++) d[c] += s[c];
+    }
+}
+
+static status_t gpt_head(model_stage *m, slot_acts *s, const batch *b, const model_pass *pass,
+                         model_losses *losses)
+{
+    int C = m->cfg.d_model, R, valid;
+    const float *x = s->xs[m->n_local];
+    TRY(select_rows(m, b, pass, &R, &valid));
+    gather_rows(m->s.h_in, x, m->s.rows, R, C);
+    layernorm_forward(m->s.h_l, m->s.h_mean, m->s.h_rstd, m->s.h_in, m->p.lnf_w, m->p.lnf_b, R,
+                      C, 1e-5f);
+    float scale = valid ? pass->loss_scale / (float)valid : 0.0f;
+    losses->lm_loss_sum += tied_logits_loss(m, m->s.h_l, m->s.dh_l, R, m->s.rows,
+                                            m->s.row_targets, NULL, NULL, scale, pass,
+                                            &losses->lm_correct);
+    losses->lm_count += valid;
+    if (!pass->train) return ST_OK;
+    memset(m->s.h_t, 0, (size_t)R * C * sizeof(float));
+    layernorm_backward(m->s.h_t, m->g.lnf_w, m->g.lnf_b, m->s.dh_l, m->s.h_in, m->p.lnf_w,
+                       m->s.h_mean, m->s.h_rstd, R, C);
+    memset(s->doutput, 0, (size_t)m->B * m->cfg.seq_len * C * sizeof(float));
+    scatter_add_rows(s->doutput, m->s.h_t, m->s.rows, R, C);
+    return ST_OK;
+}
+
+static status_t bert_mlm(model_stage *m, slot_acts *s, const batch *b, const model_pass *pass,
+                         model_losses *losses)
+{
+    int C = m->cfg.d_model, R, valid;
+    const float *x = s->xs[m->n_local];
+    TRY(select_rows(m, b, pass, &R, &valid));
+    scratch *k = &m->s;
+    gather_rows(k->h_in, x, k->rows, R, C);
+    linear_forward(k->h_t, C, k->h_in, m->p.tr_w, m->p.tr_b, W_OUT_IN, R, C, C);
+    gelu_forward(k->h_g, k->h_t, (size_t)R * C, GELU_ERF);
+    layernorm_forward(k->h_l, k->h_mean, k->h_rstd, k->h_g, m->p.tr_ln_w, m->p.tr_ln_b, R, C,
+                      1e-12f);
+    float scale = valid ? pass->loss_scale / (float)valid : 0.0f;
+    losses->mlm_loss_sum += tied_logits_loss(m, k->h_l, k->dh_l, R, k->rows, k->row_targets,
+                                             m->p.dec_b, m->g.dec_b, scale, pass,
+                                             &losses->mlm_correct);
+    losses->mlm_count += valid;
+    if (!pass->train) return ST_OK;
+    memset(k->dh_g, 0, (size_t)R * C * sizeof(float));
+    layernorm_backward(k->dh_g, m->g.tr_ln_w, m->g.tr_ln_b, k->dh_l, k->h_g, m->p.tr_ln_w,
+                       k->h_mean, k->h_rstd, R, C);
+    gelu_backward(k->dh_g, k->h_t, k->dh_g, (size_t)R * C, GELU_ERF);
+    linear_backward(k->dh_l, m->g.tr_w, m->g.tr_b, k->dh_g, C, k->h_in, m->p.tr_w, W_OUT_IN, R,
+                    C, C, 0);
+    scatter_add_rows(s->doutput, k->dh_l, k->rows, R, C);
+    return ST_OK;
+}
+
+static status_t bert_nsp(model_stage *m, slot_acts *s, const batch *b, const model_pass *pass,
+                         model_losses *losses)
+{
+    int B = m->B, T = m->cfg.seq_len, C = m->cfg.d_model;
+    scratch *k = &m->s;
+    const float *x = s->xs[m->n_local];
+    for (int i = 0; i < B; i++) {
+        FAIL_IF(b->next_sentence_label[i] < 0 || b->next_sentence_label[i] > 1, ST_FORMAT,
+                "model: NSP label %d of sample %d (expected 0 = next, 1 = random)",
+                b->next_sentence_label[i], i);
+        memcpy(k->pool_in + (size_t)i * C, x + (size_t)i * T * C, (size_t)C * sizeof(float));
+    }
+    linear_forward(k->pool, C, k->pool_in, m->p.pool_w, m->p.pool_b, W_OUT_IN, B, C, C);
+    for (size_t i = 0; i < (size_t)B * C; i++) k->pool[i] = tanhf(k->pool[i]);
+    linear_forward(k->nsp, 2, k->pool, m->p.nsp_w, m->p.nsp_b, W_OUT_IN, B, C, 2);
+    if (pass->nsp_logits) memcpy(pass->nsp_logits, k->nsp, (size_t)B * 2 * sizeof(float));
+    float scale = pass->loss_scale / (float)B;
+    losses->nsp_loss_sum += crossentropy_fused(k->nsp, 2, b->next_sentence_label, B, 2, scale,
+                                               k->row_loss, &losses->nsp_correct);
+    losses->nsp_count += B;
+    if (!pass->train) return ST_OK;
+    linear_backward(k->dpool, m->g.nsp_w, m->g.nsp_b, k->nsp, 2, k->pool, m->p.nsp_w, W_OUT_IN,
+                    B, C, 2, 0);
+    for (size_t i = 0; i < (size_t)B * C; i++) k->dpool[i] *= 1.0f - k->pool[i] * k->pool[i];
+    linear_backward(k->dpool_in, m->g.pool_w, m->g.pool_b, k->dpool, C, k->pool_in, m->p.pool_w,
+                    W_OUT_IN, B, C, C, 0);
+    for (int i = 0; i < B; i++) {
+        float *d = s->doutput + (size_t)i * T * C;
+        for (int c = 0; c < C; c++) d[c] += k->dpool_in[(size_t)i * C + c];
+    }
+    return ST_OK;
+}
+
+status_t head_forward(model_stage *m, int slot, const batch *b, const model_pass *pass,
+                      model_losses *losses)
+{
+    slot_acts *s = &m->slots[slot];
+    if (m->cfg.family == MODEL_GPT) return gpt_head(m, s, b, pass, losses);
+    memset(s->doutput, 0, (size_t)m->B * m->cfg.seq_len * m->cfg.d_model * sizeof(float));
+    TRY(bert_mlm(m, s, b, pass, losses));
+    return bert_nsp(m, s, b, pass, losses);
+}

@@ -1,0 +1,78 @@
+/* model/internal — the stage's layout: named views into the flat buffers and
+ * the activation plan. Shared by the model's files only. */
+#ifndef MPILM_MODEL_INTERNAL_H
+#define MPILM_MODEL_INTERNAL_H
+
+#include "model/model.h"
+#include "tensor/tensor.h"
+
+/* One block's parameters (views into the params or the grads buffer). BERT's
+ * query/key/value weights are stored back to back, so qkv_w is one (3C,C)
+ * matrix and qkv_b one (3C) vector. */
+typedef struct block_params {
+    float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
+    float *ln2_w, *ln2_b, *fc_w, *fc_b, *fc2_w, *fc2_b;
+} block_params;
+
+typedef struct stage_params {
+    float *wte, *wpe, *wtt, *emb_ln_w, *emb_ln_b;          /* first stage */
+    block_params *blocks;                                  /* n_local */
+    float *lnf_w, *lnf_b;                                  /* GPT head */
+    float *pool_w, *pool_b, *tr_w, *tr_b, *tr_ln_w, *tr_ln_b, *dec_b, *nsp_w, *nsp_b; /* BERT */
+} stage_params;
+
+/* One block's activations. Pre-LN: res2 is the block output; post-LN: ln2 is. */
+typedef struct block_acts {
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res1;
+    float *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *res2;
+} block_acts;
+
+typedef struct slot_acts {
+    float **xs;          /* n_local + 1 layer inputs; xs[n_local] is the output */
+    block_acts *blocks;  /* n_local (shared set when recomputing) */
+    float *emb_sum, *emb_mean, *emb_rstd; /* BERT embedding LayerNorm input */
+    float *dinput, *doutput;
+} slot_acts;
+
+typedef struct scratch {
+    float *tmp, *dA, *dtmp, *dfch, *dqkv, *datt;
+    float *logits, *row_loss;         /* (RC,V), (B*T) */
+    float *h_in, *h_t, *h_g, *h_l, *h_mean, *h_rstd, *dh_l, *dh_g; /* head rows (B*T,C) */
+    int32_t *rows, *row_targets;      /* head rows and their targets (B*T) */
+    float *pool_in, *pool, *dpool, *dpool_in, *nsp; /* (B,C) and (B,2) */
+    float *sin_pos;                   /* (P,C) sinusoidal table, or NULL */
+} scratch;
+
+struct model_stage {
+    model_config cfg;
+    int layer_begin, layer_end, n_local, B, n_slots, first, last;
+    model_tensor *tensors;
+    int n_tensors;
+    size_t n_params;
+    float *params, *grads;
+    stage_params p, g;       /* views into params and grads */
+    slot_acts *slots;
+    block_acts shared;       /* recompute: the one set of block activations */
+    scratch s;
+    void *arena;             /* activations and scratch, one allocation */
+};
+
+enum { HEAD_ROWS = 256 };   /* rows of logits materialised at once */
+
+/* tensor table of a range (model_table.c) */
+status_t model_table_build(const model_config *c, int layer_begin, int layer_end, int first,
+                           int last, model_tensor **out, int *n, size_t *total);
+status_t model_views(const model_stage *m, float *base, stage_params *v);
+
+/* blocks and heads (model_block.c, model_head.c) */
+void block_forward(model_stage *m, int l, const block_params *p, const block_acts *a,
+                   const float *x, const batch *b, const model_pass *pass);
+void block_backward(model_stage *m, int l, const block_params *p, const block_params *g,
+                    const block_acts *a, const float *x, float *dx, const batch *b,
+                    const model_pass *pass);
+status_t head_forward(model_stage *m, int slot, const batch *b, const model_pass *pass,
+                      model_losses *losses);
+
+dropout_site model_dropout(const model_stage *m, const model_pass *pass, int layer, int site);
+
+#endif

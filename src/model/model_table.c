@@ -1,0 +1,222 @@
+/* model/table — the named parameter table of a layer range, in Hugging Face
+ * names and layouts (docs/design.md lists it), and views into flat buffers. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model_internal.h"
+
+typedef struct table_builder {
+    model_tensor *t;
+    int n, cap;
+    size_t total;
+} table_builder;
+
+static status_t add(table_builder *tb, int64_t d0, int64_t d1, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* d1 == 0: a vector of d0. Weight decay for 2-D tensors only. */
+static status_t add(table_builder *tb, int64_t d0, int64_t d1, const char *fmt, ...)
+{
+    if (tb->n == tb->cap) {
+        int cap = tb->cap ? 2 * tb->cap : 64;
+        model_tensor *t = realloc(tb->t, (size_t)cap * sizeof *t);
+        FAIL_IF(!t, ST_NOMEM, "model: out of memory for the tensor table");
+        tb->t = t;
+        tb->cap = cap;
+    }
+    model_tensor *t = &tb->t[tb->n++];
+    memset(t, 0, sizeof *t);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->name, sizeof t->name, fmt, ap);
+    va_end(ap);
+    t->ndim = d1 ? 2 : 1;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->numel = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+    t->offset = tb->total;
+    t->decay = d1 != 0;
+    tb->total += t->numel;
+    return ST_OK;
+}
+
+static status_t add_bert_layer(table_builder *tb, const model_config *c, int i)
+{
+    int64_t C = c->d_model, F = c->d_ff;
+    const char *pre = "bert.encoder.layer";
+    /* query, key, value weights back to back: one (3C, C) matrix */
+    TRY(add(tb, C, C, "%s.%d.attention.self.query.weight", pre, i));
+    TRY(add(tb, C, C, "%s.%d.attention.self.key.weight", pre, i));
+    TRY(add(tb, C, C, "%s.%d.attention.self.value.weight", pre, i));
+    TRY(add(tb, C, 0, "%s.%d.attention.self.query.bias", pre, i));
+    TRY(add(tb, C, 0, "%s.%d.attention.self.key.bias", pre, i));
+    TRY(add(tb, C, 0, "%s.%d.attention.self.value.bias", pre, i));
+    TRY(add(tb, C, C, "%s.%d.attention.output.dense.weight", pre, i));
+    TRY(add(tb, C, 0, "%s.%d.attention.output.dense.bias", pre, i));
+    TRY(add(tb, C, 0, "%s.%d.attention.output.LayerNorm.weight", pre, i));
+    TRY(add(tb, C, 0, "%s.%d.attention.output.LayerNorm.bias", pre, i));
+    TRY(add(tb, F, C, "%s.%d.intermediate.dense.weight", pre, i));
+    TRY(add(tb, F, 0, "%s.%d.intermediate.dense.bias", pre, i));
+    TRY(add(tb, C, F, "%s.%d.output.dense.weight", pre, i));
+    TRY(add(tb, C, 0, "%s.%d.output.dense.bias", pre, i));
+    TRY(add(tb, C, 0, "%s.%d.output.LayerNorm.weight", pre, i));
+    TRY(add(tb, C, 0, "%s.%d.output.LayerNorm.bias", pre, i));
+    return ST_OK;
+}
+
+static status_t add_gpt_layer(table_builder *tb, const model_config *c, int i)
+{
+    int64_t C = c->d_model, F = c->d_ff;
+    TRY(add(tb, C, 0, "transformer.h.%d.ln_1.weight", i));
+    TRY(add(tb, C, 0, "transformer.h.%d.ln_1.bias", i));
+    TRY(add(tb, C, 3 * C, "transformer.h.%d.attn.c_attn.weight", i));
+    TRY(add(tb, 3 * C, 0, "transformer.h.%d.attn.c_attn.bias", i));
+    TRY(add(tb, C, C, "transformer.h.%d.attn.c_proj.weight", i));
+    TRY(add(tb, C, 0, "transformer.h.%d.attn.c_proj.bias", i));
+    TRY(add(tb, C, 0, "transformer.h.%d.ln_2.weight", i));
+    TRY(add(tb, C, 0, "transformer.h.%d.ln_2.bias", i));
+    TRY(add(tb, C, F, "transformer.h.%d.mlp.c_fc.weight", i));
+    TRY(add(tb, F, 0, "transformer.h.%d.mlp.c_fc.bias", i));
+    TRY(add(tb, F, C, "transformer.h.%d.mlp.c_proj.weight", i));
+    TRY(add(tb, C, 0, "transformer.h.%d.mlp.c_proj.bias", i));
+    return ST_OK;
+}
+
+static const char *wte_name(const model_config *c)
+{
+    return c->family == MODEL_BERT ? "bert.embeddings.word_embeddings.weight" : "transformer.wte.weight";
+}
+
+static status_t add_embeddings(table_builder *tb, const model_config *c)
+{
+    int64_t C = c->d_model;
+    TRY(add(tb, c->vocab_size, C, "%s", wte_name(c)));
+    if (c->family == MODEL_BERT) {
+        if (!c->sinusoidal) TRY(add(tb, c->max_positions, C, "bert.embeddings.position_embeddings.weight"));
+        TRY(add(tb, 2, C, "bert.embeddings.token_type_embeddings.weight"));
+        TRY(add(tb, C, 0, "bert.embeddings.LayerNorm.weight"));
+        TRY(add(tb, C, 0, "bert.embeddings.LayerNorm.bias"));
+    } else if (!c->sinusoidal) {
+        TRY(add(tb, c->max_positions, C, "transformer.wpe.weight"));
+    }
+    return ST_OK;
+}
+
+/* The heads; a last stage that is not also the first holds its own copy of
+ * the tied word embedding (the pipeline keeps the two copies equal). */
+static status_t add_heads(table_builder *tb, const model_config *c, int first)
+{
+    int64_t C = c->d_model;
+    if (!first) TRY(add(tb, c->vocab_size, C, "%s", wte_name(c)));
+    if (c->family == MODEL_GPT) {
+        TRY(add(tb, C, 0, "transformer.ln_f.weight"));
+        TRY(add(tb, C, 0, "transformer.ln_f.bias"));
+        return ST_OK;
+    }
+    TRY(add(tb, C, C, "bert.pooler.dense.weight"));
+    TRY(add(tb, C, 0, "bert.pooler.dense.bias"));
+    TRY(add(tb, C, C, "cls.predictions.transform.dense.weight"));
+    TRY(add(tb, C, 0, "cls.predictions.transform.dense.bias"));
+    TRY(add(tb, C, 0, "cls.predictions.transform.LayerNorm.weight"));
+    TRY(add(tb, C, 0, "cls.predictions.transform.LayerNorm.bias"));
+    TRY(add(tb, c->vocab_size, 0, "cls.predictions.bias"));
+    TRY(add(tb, 2, C, "cls.seq_relationship.weight"));
+    TRY(add(tb, 2, 0, "cls.seq_relationship.bias"));
+    return ST_OK;
+}
+
+status_t model_table_build(const model_config *c, int layer_begin, int layer_end, int first,
+                           int last, model_tensor **out, int *n, size_t *total)
+{
+    table_builder tb = {0};
+    status_t st = ST_OK;
+    if (first) st = add_embeddings(&tb, c);
+    for (int i = layer_begin; st == ST_OK && i < layer_end; i++)
+        st = c->family == MODEL_BERT ? add_bert_layer(&tb, c, i) : add_gpt_layer(&tb, c, i);
+    if (st == ST_OK && last) st = add_heads(&tb, c, first);
+    if (st != ST_OK) {
+        free(tb.t);
+        return st;
+    }
+    *out = tb.t;
+    *n = tb.n;
+    *total = tb.total;
+    return ST_OK;
+}
+
+status_t model_full_table(const model_config *cfg, model_tensor **table, int *n)
+{
+    size_t total;
+    return model_table_build(cfg, 0, cfg->n_layer, 1, 1, table, n, &total);
+}
+
+static float *view(const model_stage *m, float *base, const char *fmt, int i)
+{
+    char name[80];
+    snprintf(name, sizeof name, fmt, i);
+    const model_tensor *t = model_tensor_find(m, name);
+    return t ? base + t->offset : NULL;
+}
+
+static void block_views(const model_stage *m, float *base, int i, block_params *b)
+{
+    if (m->cfg.family == MODEL_BERT) {
+        const char *pre = "bert.encoder.layer.%d.";
+        char f[128];
+#define V(field, suffix) (snprintf(f, sizeof f, "%s%s", pre, suffix), b->field = view(m, base, f, i))
+        V(qkv_w, "attention.self.query.weight");
+        V(qkv_b, "attention.self.query.bias");
+        V(proj_w, "attention.output.dense.weight");
+        V(proj_b, "attention.output.dense.bias");
+        V(ln1_w, "attention.output.LayerNorm.weight");
+        V(ln1_b, "attention.output.LayerNorm.bias");
+        V(fc_w, "intermediate.dense.weight");
+        V(fc_b, "intermediate.dense.bias");
+        V(fc2_w, "output.dense.weight");
+        V(fc2_b, "output.dense.bias");
+        V(ln2_w, "output.LayerNorm.weight");
+        V(ln2_b, "output.LayerNorm.bias");
+#undef V
+        return;
+    }
+    b->ln1_w = view(m, base, "transformer.h.%d.ln_1.weight", i);
+    b->ln1_b = view(m, base, "transformer.h.%d.ln_1.bias", i);
+    b->qkv_w = view(m, base, "transformer.h.%d.attn.c_attn.weight", i);
+    b->qkv_b = view(m, base, "transformer.h.%d.attn.c_attn.bias", i);
+    b->proj_w = view(m, base, "transformer.h.%d.attn.c_proj.weight", i);
+    b->proj_b = view(m, base, "transformer.h.%d.attn.c_proj.bias", i);
+    b->ln2_w = view(m, base, "transformer.h.%d.ln_2.weight", i);
+    b->ln2_b = view(m, base, "transformer.h.%d.ln_2.bias", i);
+    b->fc_w = view(m, base, "transformer.h.%d.mlp.c_fc.weight", i);
+    b->fc_b = view(m, base, "transformer.h.%d.mlp.c_fc.bias", i);
+    b->fc2_w = view(m, base, "transformer.h.%d.mlp.c_proj.weight", i);
+    b->fc2_b = view(m, base, "transformer.h.%d.mlp.c_proj.bias", i);
+}
+
+status_t model_views(const model_stage *m, float *base, stage_params *v)
+{
+    block_params *blocks = v->blocks;
+    memset(v, 0, sizeof *v);
+    v->blocks = blocks;
+    int bert = m->cfg.family == MODEL_BERT;
+    v->wte = view(m, base, bert ? "bert.embeddings.word_embeddings.weight" : "transformer.wte.weight", 0);
+    v->wpe = view(m, base, bert ? "bert.embeddings.position_embeddings.weight" : "transformer.wpe.weight", 0);
+    v->wtt = view(m, base, "bert.embeddings.token_type_embeddings.weight", 0);
+    v->emb_ln_w = view(m, base, "bert.embeddings.LayerNorm.weight", 0);
+    v->emb_ln_b = view(m, base, "bert.embeddings.LayerNorm.bias", 0);
+    for (int i = 0; i < m->n_local; i++) block_views(m, base, m->layer_begin + i, &v->blocks[i]);
+    v->lnf_w = view(m, base, "transformer.ln_f.weight", 0);
+    v->lnf_b = view(m, base, "transformer.ln_f.bias", 0);
+    v->pool_w = view(m, base, "bert.pooler.dense.weight", 0);
+    v->pool_b = view(m, base, "bert.pooler.dense.bias", 0);
+    v->tr_w = view(m, base, "cls.predictions.transform.dense.weight", 0);
+    v->tr_b = view(m, base, "cls.predictions.transform.dense.bias", 0);
+    v->tr_ln_w = view(m, base, "cls.predictions.transform.LayerNorm.weight", 0);
+    v->tr_ln_b = view(m, base, "cls.predictions.transform.LayerNorm.bias", 0);
+    v->dec_b = view(m, base, "cls.predictions.bias", 0);
+    v->nsp_w = view(m, base, "cls.seq_relationship.weight", 0);
+    v->nsp_b = view(m, base, "cls.seq_relationship.bias", 0);
+    return ST_OK;
+}

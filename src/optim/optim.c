@@ -1,0 +1,56 @@
+/* optim — AdamW (torch.optim.AdamW), schedules, clipping. */
+#include <math.h>
+
+#include "optim/optim.h"
+
+double optim_lr(const optim_config *c, int64_t t)
+{
+    if (c->warmup_steps > 0 && t <= c->warmup_steps) return c->lr * (double)t / (double)c->warmup_steps;
+    int64_t span = c->total_steps - c->warmup_steps;
+    double p = (double)(t - c->warmup_steps) / (double)(span > 1 ? span : 1);
+    p = p < 0.0 ? 0.0 : p > 1.0 ? 1.0 : p;
+    if (c->decay == DECAY_LINEAR) return c->lr + (c->min_lr - c->lr) * p;
+    return c->min_lr + (c->lr - c->min_lr) * 0.5 * (1.0 + cos(M_PI * p));
+}
+
+double optim_sum_squares(const float *g, size_t n)
+{
+    enum { BLOCKS = 64 };
+    double part[BLOCKS] = {0};
+    size_t per = (n + BLOCKS - 1) / BLOCKS;
+    #pragma omp parallel for schedule(static)
+    for (int b = 0; b < BLOCKS; b++) {
+        size_t i0 = (size_t)b * per, i1 = i0 + per < n ? i0 + per : n;
+        double s = 0.0;
+        for (size_t i = i0; i < i1; i++) s += (double)g[i] * g[i];
+        part[b] = s;
+    }
+    double s = 0.0;
+    for (int b = 0; b < BLOCKS; b++) s += part[b];
+    return s;
+}
+
+float optim_clip_factor(const optim_config *c, double norm)
+{
+    if (c->clip <= 0.0) return 1.0f;
+    double coef = c->clip / (norm + 1e-6);
+    return coef < 1.0 ? (float)coef : 1.0f;
+}
+
+void optim_adamw(const optim_config *c, int64_t t, double lr, float *p, const float *g,
+                 float *m, float *v, size_t n, int decay, float grad_scale)
+{
+    float b1 = (float)c->beta1, b2 = (float)c->beta2, eps = (float)c->eps;
+    double bc1 = 1.0 - pow(c->beta1, (double)t), bc2 = 1.0 - pow(c->beta2, (double)t);
+    float step = (float)(lr / bc1), sqrt_bc2 = (float)sqrt(bc2);
+    float shrink = decay ? (float)(1.0 - lr * c->weight_decay) : 1.0f;
+    #pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] * grad_scale;
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * shrink - step * mi / (sqrtf(vi) / sqrt_bc2 + eps);
+    }
+}

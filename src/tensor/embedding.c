@@ -1,0 +1,85 @@
+/* tensor/embedding — token/position/segment embeddings and the fused softmax
+ * cross-entropy of the output heads. */
+#include <math.h>
+#include <string.h>
+
+#include "tensor/tensor.h"
+
+void embedding_forward(float *out, const int32_t *ids, const int32_t *types, const float *wte,
+                       const float *wpe, const float *wtt, int B, int T, int C)
+{
+    #pragma omp parallel for schedule(static)
+    for (int bt = 0; bt < B * T; bt++) {
+        float *o = out + (size_t)bt * C;
+        const float *w = wte + (size_t)ids[bt] * C;
+        const float *p = wpe ? wpe + (size_t)(bt % T) * C : NULL;
+        const float *s = wtt ? wtt + (size_t)types[bt] * C : NULL;
+        for (int c = 0; c < C; c++) o[c] = w[c] + (p ? p[c] : 0.0f) + (s ? s[c] : 0.0f);
+    }
+}
+
+/* Scatter-add. Threads own blocks of channels, so rows that share a token id
+ * never race and the sums are in a fixed order. */
+void embedding_backward(float *dwte, float *dwpe, float *dwtt, const float *dout,
+                        const int32_t *ids, const int32_t *types, int B, int T, int C)
+{
+    #pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < C; c0 += 16) {
+        int c1 = c0 + 16 < C ? c0 + 16 : C;
+        for (int bt = 0; bt < B * T; bt++) {
+            const float *d = dout + (size_t)bt * C;
+            for (int c = c0; c < c1; c++) {
+                if (dwte) dwte[(size_t)ids[bt] * C + c] += d[c];
+                if (dwpe) dwpe[(size_t)(bt % T) * C + c] += d[c];
+                if (dwtt) dwtt[(size_t)types[bt] * C + c] += d[c];
+            }
+        }
+    }
+}
+
+void sinusoidal_positions(float *pe, int P, int C)
+{
+    for (int t = 0; t < P; t++)
+        for (int i = 0; i < C; i += 2) {
+            double angle = t / pow(10000.0, (double)i / C);
+            pe[(size_t)t * C + i] = (float)sin(angle);
+            if (i + 1 < C) pe[(size_t)t * C + i + 1] = (float)cos(angle);
+        }
+}
+
+/* One pass for max and argmax, one for the sum of exponentials, one writing
+ * the gradient over the logits: the probabilities are never stored apart.
+ * Row losses go to row_loss and are summed in row order (deterministic). */
+double crossentropy_fused(float *logits, int ld, const int32_t *targets, int N, int V,
+                          float scale, float *row_loss, int *correct)
+{
+    int hits = 0;
+    #pragma omp parallel for schedule(static) reduction(+ : hits)
+    for (int n = 0; n < N; n++) {
+        float *row = logits + (size_t)n * ld;
+        int y = targets[n];
+        row_loss[n] = 0.0f;
+        if (y < 0) {
+            memset(row, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        float mx = row[0];
+        int arg = 0;
+        for (int v = 1; v < V; v++)
+            if (row[v] > mx) { mx = row[v]; arg = v; }
+        float sum = 0.0f;
+        for (int v = 0; v < V; v++) {
+            row[v] = expf(row[v] - mx);
+            sum += row[v];
+        }
+        hits += arg == y;
+        row_loss[n] = logf(sum) - logf(row[y]);
+        float k = scale / sum;
+        for (int v = 0; v < V; v++) row[v] *= k;
+        row[y] -= scale;
+    }
+    if (correct) *correct += hits;
+    double loss = 0.0;
+    for (int n = 0; n < N; n++) loss += row_loss[n];
+    return loss;
+}

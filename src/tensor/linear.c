@@ -1,0 +1,78 @@
+/* tensor/linear — GEMM through BLIS and the linear layers built on it. */
+#include <blis.h>
+#include <string.h>
+
+#include "tensor/tensor.h"
+
+static void gemm_rntm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *Bm, int ldb, float beta, float *Cm, int ldc, rntm_t *rntm)
+{
+    if (M == 0 || N == 0) return;
+    /* Row-major operands are BLIS matrices with row stride ld, column stride 1. */
+    bli_sgemm_ex(ta ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, tb ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
+                 M, N, K, &alpha, (float *)A, lda, 1, (float *)Bm, ldb, 1, &beta, Cm, ldc, 1,
+                 NULL, rntm);
+}
+
+void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+          const float *Bm, int ldb, float beta, float *Cm, int ldc)
+{
+    gemm_rntm(ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, NULL);
+}
+
+void gemm_1t(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *Bm, int ldb, float beta, float *Cm, int ldc)
+{
+    rntm_t rntm = BLIS_RNTM_INITIALIZER;
+    bli_rntm_set_num_threads(1, &rntm);
+    gemm_rntm(ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, &rntm);
+}
+
+/* inp (N,C), weight (OC,C) [W_OUT_IN] or (C,OC) [W_IN_OUT], out (N,OC) stride ldo. */
+void linear_forward(float *out, int ldo, const float *inp, const float *weight,
+                    const float *bias, weight_layout lay, int N, int C, int OC)
+{
+    float beta = 0.0f;
+    if (bias) {
+        #pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * ldo, bias, (size_t)OC * sizeof(float));
+        beta = 1.0f;
+    }
+    if (lay == W_OUT_IN)
+        gemm(0, 1, N, OC, C, 1.0f, inp, C, weight, C, beta, out, ldo);
+    else
+        gemm(0, 0, N, OC, C, 1.0f, inp, C, weight, OC, beta, out, ldo);
+}
+
+/* Column sums of dout (N,OC) added to dbias (OC). Each thread owns a block of
+ * columns, so the sum needs no reduction step and stays deterministic. */
+static void bias_backward(float *dbias, const float *dout, int ldd, int N, int OC)
+{
+    #pragma omp parallel for schedule(static)
+    for (int o0 = 0; o0 < OC; o0 += 64) {
+        int o1 = o0 + 64 < OC ? o0 + 64 : OC;
+        float acc[64] = {0};
+        for (int n = 0; n < N; n++) {
+            const float *row = dout + (size_t)n * ldd;
+            for (int o = o0; o < o1; o++) acc[o - o0] += row[o];
+        }
+        for (int o = o0; o < o1; o++) dbias[o] += acc[o - o0];
+    }
+}
+
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, int ldd,
+                     const float *inp, const float *weight, weight_layout lay, int N, int C,
+                     int OC, int accumulate)
+{
+    float beta = accumulate ? 1.0f : 0.0f;
+    if (lay == W_OUT_IN) {
+        /* dinp (N,C) = dout (N,OC) W (OC,C); dW (OC,C) += dout^T inp */
+        if (dinp) gemm(0, 0, N, C, OC, 1.0f, dout, ldd, weight, C, beta, dinp, C);
+        gemm(1, 0, OC, C, N, 1.0f, dout, ldd, inp, C, 1.0f, dweight, C);
+    } else {
+        /* dinp (N,C) = dout (N,OC) W^T, W (C,OC); dW (C,OC) += inp^T dout */
+        if (dinp) gemm(0, 1, N, C, OC, 1.0f, dout, ldd, weight, OC, beta, dinp, C);
+        gemm(1, 0, C, OC, N, 1.0f, inp, C, dout, ldd, 1.0f, dweight, OC);
+    }
+    if (dbias) bias_backward(dbias, dout, ldd, N, OC);
+}

@@ -1,0 +1,146 @@
+/* tensor/pointwise — LayerNorm, GELU, dropout: one pass over memory each. */
+#include <math.h>
+#include <string.h>
+
+#include "tensor/internal.h"
+
+/* inp, out (N,C); mean, rstd (N); weight, bias (C). Statistics in double so
+ * rows with a large mean do not lose the variance. */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *weight, const float *bias, int N, int C, float eps)
+{
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *y = out + (size_t)n * C;
+        double s = 0.0;
+        for (int c = 0; c < C; c++) s += x[c];
+        float m = (float)(s / C);
+        double v = 0.0;
+        for (int c = 0; c < C; c++) {
+            float d = x[c] - m;
+            v += (double)d * d;
+        }
+        float r = (float)(1.0 / sqrt(v / C + eps));
+        for (int c = 0; c < C; c++) y[c] = (x[c] - m) * r * weight[c] + bias[c];
+        mean[n] = m;
+        rstd[n] = r;
+    }
+}
+
+/* dinp (N,C) accumulates; dweight, dbias (C) accumulate. Parameter gradients
+ * are summed per block of columns by one thread each (deterministic). */
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, const float *mean,
+                        const float *rstd, int N, int C)
+{
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+        float *dx = dinp + (size_t)n * C;
+        float m = mean[n], r = rstd[n];
+        float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+        for (int c = 0; c < C; c++) {
+            float norm = (x[c] - m) * r;
+            float dnorm = weight[c] * dy[c];
+            dnorm_mean += dnorm;
+            dnorm_norm_mean += dnorm * norm;
+        }
+        dnorm_mean /= C;
+        dnorm_norm_mean /= C;
+        for (int c = 0; c < C; c++) {
+            float norm = (x[c] - m) * r;
+            float dnorm = weight[c] * dy[c];
+            dx[c] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * r;
+        }
+    }
+    #pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < C; c0 += 64) {
+        int c1 = c0 + 64 < C ? c0 + 64 : C;
+        float dw[64] = {0}, db[64] = {0};
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+            float m = mean[n], r = rstd[n];
+            for (int c = c0; c < c1; c++) {
+                dw[c - c0] += (x[c] - m) * r * dy[c];
+                db[c - c0] += dy[c];
+            }
+        }
+        for (int c = c0; c < c1; c++) {
+            dweight[c] += dw[c - c0];
+            dbias[c] += db[c - c0];
+        }
+    }
+}
+
+#define SQRT_2_OVER_PI 0.7978845608028654f
+#define INV_SQRT_2 0.7071067811865476f
+#define INV_SQRT_2PI 0.3989422804014327f
+
+void gelu_forward(float *out, const float *inp, size_t n, gelu_kind kind)
+{
+    if (kind == GELU_ERF) {
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * INV_SQRT_2));
+    } else {
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            float x = inp[i];
+            out[i] = 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * (x + 0.044715f * x * x * x)));
+        }
+    }
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n, gelu_kind kind)
+{
+    if (kind == GELU_ERF) {
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            float x = inp[i];
+            float cdf = 0.5f * (1.0f + erff(x * INV_SQRT_2));
+            float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
+            dinp[i] = (cdf + x * pdf) * dout[i];
+        }
+    } else {
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            float x = inp[i];
+            float u = SQRT_2_OVER_PI * (x + 0.044715f * x * x * x);
+            float t = tanhf(u);
+            float sech2 = 1.0f - t * t;
+            float du = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);
+            dinp[i] = (0.5f * (1.0f + t) + 0.5f * x * sech2 * du) * dout[i];
+        }
+    }
+}
+
+/* ---- dropout (masks: see tensor/internal.h) ------------------------------ */
+
+void dropout_forward(float *out, const float *inp, size_t n, dropout_site d)
+{
+    if (d.p <= 0.0f) {
+        if (out != inp) memcpy(out, inp, n * sizeof(float));
+        return;
+    }
+    drop_plan pl = drop_plan_make(d);
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = inp[i] * drop_factor(&pl, i);
+}
+
+void dropout_backward(float *dinp, const float *dout, size_t n, dropout_site d)
+{
+    dropout_forward(dinp, dout, n, d);
+}
+
+void dropout_add_forward(float *out, const float *res, const float *inp, size_t n,
+                         dropout_site d)
+{
+    if (d.p <= 0.0f) {
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) out[i] = res[i] + inp[i];
+        return;
+    }
+    drop_plan pl = drop_plan_make(d);
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = res[i] + inp[i] * drop_factor(&pl, i);
+}

@@ -1,0 +1,136 @@
+/* tensor — the numerical kernels of mpilm: forward/backward pairs on plain
+ * float arrays, GEMM through BLIS, the rest fused loops threaded with OpenMP.
+ *
+ * Owns: BLIS set-up (kernel set, threads), GEMM, linear layers, LayerNorm,
+ * GELU, softmax-attention, embeddings, fused softmax cross-entropy, dropout.
+ * Must not touch: MPI, models, files.
+ *
+ * Dimension letters (as everywhere in mpilm): B batch, T time (sequence),
+ * C channels (d_model), OC output channels, NH heads, hs = C/NH head size,
+ * V vocabulary, N rows (= B*T unless said otherwise).
+ * Conventions (llm.c's): forward functions overwrite their outputs; backward
+ * functions ACCUMULATE (+=) into parameter gradients, and into input
+ * gradients where the comment says so, so residual branches and tied weights
+ * need no special case. Nothing here allocates.
+ */
+#ifndef MPILM_TENSOR_TENSOR_H
+#define MPILM_TENSOR_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/rng.h"
+#include "base/status.h"
+
+/* ---- runtime: BLIS kernel set and threads ---------------------------------- */
+
+typedef struct tensor_runtime {
+    int threads;          /* threads per rank used by BLIS and OpenMP */
+    char arch[32];        /* BLIS kernel set in use, e.g. "skx" */
+    int arch_chosen;      /* 1 when mpilm chose it because BLIS would fall back to generic */
+    char threads_origin[32]; /* "run.threads", "auto", "BLIS_NUM_THREADS", "OMP_NUM_THREADS" */
+} tensor_runtime;
+
+/* Chooses the BLIS kernel set and the thread count; call once before any
+ * kernel. requested: run.threads (-1 = auto); local_ranks: ranks of this job on
+ * this node (auto divides the usable cores among them). A user's
+ * BLIS_ARCH_TYPE, BLIS_NUM_THREADS or OMP_NUM_THREADS wins. */
+status_t tensor_runtime_init(int requested, int local_ranks, tensor_runtime *rt);
+
+/* ---- GEMM ------------------------------------------------------------------ */
+
+/* Row-major C[M,N] = alpha * op(A) op(B) + beta * C, op = transpose when ta/tb.
+ * lda, ldb, ldc are row strides. Uses the runtime's threads. */
+void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+          const float *Bm, int ldb, float beta, float *Cm, int ldc);
+/* The same on one thread, for calls from inside a parallel region. */
+void gemm_1t(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *Bm, int ldb, float beta, float *Cm, int ldc);
+
+/* ---- linear: out = inp W (+ bias) ---------------------------------------- */
+
+typedef enum { W_OUT_IN = 0, W_IN_OUT = 1 } weight_layout; /* nn.Linear / Conv1D */
+
+/* inp (N,C), weight (OC,C) or (C,OC), bias (OC) or NULL, out (N,OC) with row stride ldo. */
+void linear_forward(float *out, int ldo, const float *inp, const float *weight,
+                    const float *bias, weight_layout lay, int N, int C, int OC);
+/* dout (N,OC) row stride ldd. dinp (N,C): overwritten (accumulate = 0) or
+ * added to (1); may be NULL. dweight, dbias accumulate (dbias may be NULL). */
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, int ldd,
+                     const float *inp, const float *weight, weight_layout lay, int N, int C,
+                     int OC, int accumulate);
+
+/* ---- LayerNorm ------------------------------------------------------------ */
+
+/* inp, out (N,C); mean, rstd (N) saved for backward; weight, bias (C). */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *weight, const float *bias, int N, int C, float eps);
+/* dinp (N,C) accumulates; dweight, dbias accumulate. */
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, const float *mean,
+                        const float *rstd, int N, int C);
+
+/* ---- GELU ------------------------------------------------------------------ */
+
+typedef enum { GELU_ERF = 0, GELU_TANH = 1 } gelu_kind;
+
+/* out = gelu(inp), n elements. */
+void gelu_forward(float *out, const float *inp, size_t n, gelu_kind kind);
+/* dinp = gelu'(inp) * dout (overwrites; dinp may alias dout). */
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n, gelu_kind kind);
+
+/* ---- attention ------------------------------------------------------------- */
+
+/* qkv (B,T,3C): q | k | v on the channel axis, head h in columns [h*hs, (h+1)*hs)
+ * of each. att (B,NH,T,T) keeps the probabilities for backward. out (B,T,C).
+ * causal: key j > query i is masked; key_mask (B,T) or NULL: key j of sequence
+ * b is masked when key_mask[b*T + j] == 0. Masked weights are exactly 0.
+ * scratch (B,NH,T,T) holds the dropped probabilities when dropout is on.
+ * dropout_p > 0 drops probabilities with the mask of (key, stream) (see dropout). */
+typedef struct dropout_site {
+    rng_key key;     /* rng_key_make(seed, RNG_DROPOUT) */
+    uint64_t stream; /* unique per (step, sample block, layer, site) */
+    float p;         /* 0 = off */
+} dropout_site;
+
+void attention_forward(float *out, float *att, float *scratch, const float *qkv,
+                       const int32_t *key_mask,
+                       int causal, dropout_site drop, int B, int T, int C, int NH);
+/* dqkv (B,T,3C) overwritten; datt (B,NH,T,T) scratch. */
+void attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
+                        const float *att, int causal, dropout_site drop, int B, int T, int C,
+                        int NH);
+
+/* ---- dropout ---------------------------------------------------------------- */
+
+/* out = inp * mask / (1-p) with mask regenerated from (key, stream, index), so
+ * backward needs no stored mask. out may alias inp. p = 0: copy. */
+void dropout_forward(float *out, const float *inp, size_t n, dropout_site d);
+/* dinp = dout * mask / (1-p); dinp may alias dout. */
+void dropout_backward(float *dinp, const float *dout, size_t n, dropout_site d);
+/* out += dropout(inp): the residual add of a dropped branch in one pass. */
+void dropout_add_forward(float *out, const float *res, const float *inp, size_t n,
+                         dropout_site d);
+
+/* ---- embeddings ------------------------------------------------------------ */
+
+/* out (B*T,C) = wte[ids] + wpe[t] (wpe may be NULL) + wtt[types] (wtt may be NULL). */
+void embedding_forward(float *out, const int32_t *ids, const int32_t *types, const float *wte,
+                       const float *wpe, const float *wtt, int B, int T, int C);
+/* dwte, dwpe, dwtt accumulate (each may be NULL). */
+void embedding_backward(float *dwte, float *dwpe, float *dwtt, const float *dout,
+                        const int32_t *ids, const int32_t *types, int B, int T, int C);
+/* pe (P,C): the sinusoidal table of "Attention is all you need". */
+void sinusoidal_positions(float *pe, int P, int C);
+
+/* ---- cross-entropy, fused with softmax ------------------------------------ */
+
+/* logits (N,V) row stride ld, overwritten by scale * d(loss_n)/d(logits_n)
+ * (softmax minus one-hot); rows whose target is negative (-100) get zero
+ * gradient and loss. row_loss (N) receives each row's loss. Returns the SUM
+ * of the row losses; *correct (may be NULL) gains the rows whose argmax is the
+ * target. Targets >= V must be rejected by the caller. */
+double crossentropy_fused(float *logits, int ld, const int32_t *targets, int N, int V,
+                          float scale, float *row_loss, int *correct);
+
+#endif

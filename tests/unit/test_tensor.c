@@ -1,0 +1,320 @@
+/* tensor kernels: every backward against central finite differences of a
+ * scalar loss L = sum(out * R) (R fixed random), accumulated in double. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/tensor.h"
+
+static void fill(float *x, size_t n, uint64_t stream, float std)
+{
+    rng_fill_normal(rng_key_make(7, RNG_TEST), stream, std, x, n);
+}
+
+static float *vec(size_t n, uint64_t stream, float std)
+{
+    float *x = calloc(n ? n : 1, sizeof *x);
+    if (stream) fill(x, n, stream, std);
+    return x;
+}
+
+static double dot(const float *a, const float *b, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* A kernel under test: forward writes ctx->out from the inputs. */
+typedef struct fd_case {
+    void (*forward)(struct fd_case *);
+    float *out, *R;
+    size_t n_out;
+    void *ctx;
+} fd_case;
+
+static double fd_loss(fd_case *c)
+{
+    c->forward(c);
+    return dot(c->out, c->R, c->n_out);
+}
+
+/* Compares grad (analytic) with central differences on up to 40 entries of x. */
+static void fd_check(fd_case *c, float *x, const float *grad, size_t n, const char *what)
+{
+    float h = 1e-2f;
+    double worst = 0.0;
+    size_t step = n > 40 ? n / 40 : 1;
+    for (size_t i = 0; i < n; i += step) {
+        float keep = x[i];
+        x[i] = keep + h;
+        double lp = fd_loss(c);
+        x[i] = keep - h;
+        double lm = fd_loss(c);
+        x[i] = keep;
+        double num = (lp - lm) / (2.0 * h);
+        double err = fabs(num - grad[i]) / (fabs(num) + fabs(grad[i]) + 1e-2);
+        if (err > worst) worst = err;
+    }
+    c->forward(c);
+    cr_expect(worst < 2e-2, "%s: finite differences disagree (worst relative error %g)", what, worst);
+}
+
+TestSuite(tensor, .init = NULL);
+
+static void setup(void) { tensor_runtime rt; tensor_runtime_init(1, 1, &rt); }
+
+/* ---- linear ---- */
+typedef struct { float *inp, *w, *b; int N, C, OC; weight_layout lay; } lin_ctx;
+static void lin_fwd(fd_case *c)
+{
+    lin_ctx *k = c->ctx;
+    linear_forward(c->out, k->OC, k->inp, k->w, k->b, k->lay, k->N, k->C, k->OC);
+}
+
+static void check_linear(weight_layout lay)
+{
+    setup();
+    lin_ctx k = {.N = 5, .C = 7, .OC = 6, .lay = lay};
+    k.inp = vec(35, 1, 1), k.w = vec(42, 2, 1), k.b = vec(6, 3, 1);
+    fd_case c = {lin_fwd, vec(30, 0, 0), vec(30, 4, 1), 30, &k};
+    float *dinp = vec(35, 5, 1), *dw = vec(42, 0, 0), *db = vec(6, 0, 0);
+    float *dinp0 = vec(35, 5, 1);
+    linear_forward(c.out, 6, k.inp, k.w, k.b, lay, 5, 7, 6);
+    linear_backward(dinp, dw, db, c.R, 6, k.inp, k.w, lay, 5, 7, 6, 1);
+    for (int i = 0; i < 35; i++) dinp[i] -= dinp0[i]; /* accumulate = 1 added to the old values */
+    fd_check(&c, k.inp, dinp, 35, "linear dinp");
+    fd_check(&c, k.w, dw, 42, "linear dweight");
+    fd_check(&c, k.b, db, 6, "linear dbias");
+    /* accumulate = 0 overwrites */
+    float *dinp2 = vec(35, 9, 1);
+    float *dw2 = vec(42, 0, 0), *db2 = vec(6, 0, 0);
+    linear_backward(dinp2, dw2, db2, c.R, 6, k.inp, k.w, lay, 5, 7, 6, 0);
+    for (int i = 0; i < 35; i++) cr_expect_float_eq(dinp2[i], dinp[i], 1e-5);
+}
+
+Test(tensor, linear_out_in_backward_matches_finite_differences) { check_linear(W_OUT_IN); }
+Test(tensor, linear_in_out_backward_matches_finite_differences) { check_linear(W_IN_OUT); }
+
+Test(tensor, gemm_transposes_match_naive_loops)
+{
+    setup();
+    int M = 9, N = 11, K = 13;
+    float *A = vec((size_t)M * K, 1, 1), *B = vec((size_t)K * N, 2, 1), *C = vec((size_t)M * N, 0, 0);
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            /* op(A) is M x K: stored K x M when transposed */
+            gemm(ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f, C, N);
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double s = 0.0;
+                    for (int k = 0; k < K; k++)
+                        s += (double)(ta ? A[k * M + i] : A[i * K + k]) * (tb ? B[j * K + k] : B[k * N + j]);
+                    cr_expect(fabs(s - C[i * N + j]) < 1e-4, "gemm(%d,%d)[%d,%d]", ta, tb, i, j);
+                }
+        }
+}
+
+/* ---- layernorm ---- */
+typedef struct { float *inp, *w, *b, *mean, *rstd; int N, C; } ln_ctx;
+static void ln_fwd(fd_case *c)
+{
+    ln_ctx *k = c->ctx;
+    layernorm_forward(c->out, k->mean, k->rstd, k->inp, k->w, k->b, k->N, k->C, 1e-5f);
+}
+
+Test(tensor, layernorm_backward_matches_finite_differences)
+{
+    setup();
+    ln_ctx k = {.N = 4, .C = 9};
+    k.inp = vec(36, 1, 2), k.w = vec(9, 2, 1), k.b = vec(9, 3, 1), k.mean = vec(4, 0, 0), k.rstd = vec(4, 0, 0);
+    for (int i = 0; i < 9; i++) k.inp[i] += 3.0f; /* a row with a large mean */
+    fd_case c = {ln_fwd, vec(36, 0, 0), vec(36, 4, 1), 36, &k};
+    float *dinp = vec(36, 0, 0), *dw = vec(9, 0, 0), *db = vec(9, 0, 0);
+    ln_fwd(&c);
+    layernorm_backward(dinp, dw, db, c.R, k.inp, k.w, k.mean, k.rstd, 4, 9);
+    fd_check(&c, k.inp, dinp, 36, "layernorm dinp");
+    fd_check(&c, k.w, dw, 9, "layernorm dweight");
+    fd_check(&c, k.b, db, 9, "layernorm dbias");
+}
+
+Test(tensor, layernorm_output_is_normalised)
+{
+    setup();
+    float *x = vec(64, 1, 5), *y = vec(64, 0, 0), *w = vec(64, 0, 0), *b = vec(64, 0, 0), m, r;
+    for (int i = 0; i < 64; i++) w[i] = 1.0f;
+    layernorm_forward(y, &m, &r, x, w, b, 1, 64, 1e-5f);
+    double s = 0, s2 = 0;
+    for (int i = 0; i < 64; i++) s += y[i], s2 += (double)y[i] * y[i];
+    cr_expect(fabs(s / 64) < 1e-5 && fabs(s2 / 64 - 1.0) < 1e-3, "mean %g var %g", s / 64, s2 / 64);
+}
+
+/* ---- gelu ---- */
+typedef struct { float *inp; size_t n; gelu_kind kind; } gelu_ctx;
+static void gelu_fwd(fd_case *c) { gelu_ctx *k = c->ctx; gelu_forward(c->out, k->inp, k->n, k->kind); }
+
+static void check_gelu(gelu_kind kind)
+{
+    setup();
+    gelu_ctx k = {vec(50, 1, 2), 50, kind};
+    fd_case c = {gelu_fwd, vec(50, 0, 0), vec(50, 2, 1), 50, &k};
+    float *d = vec(50, 0, 0);
+    gelu_backward(d, k.inp, c.R, 50, kind);
+    fd_check(&c, k.inp, d, 50, kind == GELU_ERF ? "gelu erf" : "gelu tanh");
+}
+
+Test(tensor, gelu_erf_backward_matches_finite_differences) { check_gelu(GELU_ERF); }
+Test(tensor, gelu_tanh_backward_matches_finite_differences) { check_gelu(GELU_TANH); }
+
+Test(tensor, gelu_forms_match_known_values)
+{
+    float x[3] = {-1.0f, 0.5f, 2.0f}, y[3], z[3];
+    gelu_forward(y, x, 3, GELU_ERF);
+    gelu_forward(z, x, 3, GELU_TANH);
+    /* torch.nn.functional.gelu(x) and gelu(x, approximate='tanh') */
+    cr_expect_float_eq(y[0], -0.15865526f, 1e-6);
+    cr_expect_float_eq(y[2], 1.9544997f, 1e-6);
+    cr_expect_float_eq(z[0], -0.15880801f, 1e-6);
+    cr_expect_float_eq(z[1], 0.34571401f, 1e-6);
+}
+
+/* ---- attention ---- */
+typedef struct { float *qkv, *att, *scr; int32_t *mask; int causal, B, T, C, NH; dropout_site d; } att_ctx;
+static void att_fwd(fd_case *c)
+{
+    att_ctx *k = c->ctx;
+    attention_forward(c->out, k->att, k->scr, k->qkv, k->mask, k->causal, k->d, k->B, k->T, k->C, k->NH);
+}
+
+static void check_attention(int causal, int masked, float p)
+{
+    setup();
+    int B = 2, T = 7, C = 8, NH = 2;
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
+    att_ctx k = {.qkv = vec(nq, 1, 1), .att = vec(na, 0, 0), .scr = vec(na, 0, 0), .causal = causal,
+                 .B = B, .T = T, .C = C, .NH = NH};
+    k.d.key = rng_key_make(3, RNG_DROPOUT);
+    k.d.stream = 11;
+    k.d.p = p;
+    int32_t mask[14] = {1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1};
+    if (masked) k.mask = mask;
+    fd_case c = {att_fwd, vec(no, 0, 0), vec(no, 2, 1), no, &k};
+    float *dqkv = vec(nq, 0, 0), *datt = vec(na, 0, 0);
+    att_fwd(&c);
+    attention_backward(dqkv, datt, c.R, k.qkv, k.att, causal, k.d, B, T, C, NH);
+    fd_check(&c, k.qkv, dqkv, nq, "attention dqkv");
+    /* masked keys get weight exactly 0, rows sum to 1 */
+    for (int bh = 0; bh < B * NH; bh++)
+        for (int i = 0; i < T; i++) {
+            double s = 0;
+            for (int j = 0; j < T; j++) {
+                float a = k.att[((size_t)bh * T + i) * T + j];
+                s += a;
+                if ((causal && j > i) || (masked && !mask[(bh / NH) * T + j])) cr_expect(a == 0.0f);
+            }
+            cr_expect(fabs(s - 1.0) < 1e-5, "row sums to %g", s);
+        }
+}
+
+Test(tensor, attention_plain_backward_matches_finite_differences) { check_attention(0, 0, 0); }
+Test(tensor, attention_causal_backward_matches_finite_differences) { check_attention(1, 0, 0); }
+Test(tensor, attention_padding_backward_matches_finite_differences) { check_attention(0, 1, 0); }
+Test(tensor, attention_dropout_backward_matches_finite_differences) { check_attention(1, 0, 0.3f); }
+
+Test(tensor, causal_attention_ignores_future_tokens)
+{
+    setup();
+    int B = 1, T = 6, C = 4, NH = 1;
+    float *qkv = vec(72, 1, 1), *att = vec(36, 0, 0), *o1 = vec(24, 0, 0), *o2 = vec(24, 0, 0);
+    dropout_site d = {0};
+    attention_forward(o1, att, NULL, qkv, NULL, 1, d, B, T, C, NH);
+    for (int c = 0; c < 12; c++) qkv[5 * 12 + c] += 10.0f; /* change the last token */
+    attention_forward(o2, att, NULL, qkv, NULL, 1, d, B, T, C, NH);
+    for (int i = 0; i < 20; i++) cr_expect(o1[i] == o2[i], "position %d changed", i / 4);
+}
+
+/* ---- dropout ---- */
+Test(tensor, dropout_keeps_the_expected_fraction_and_is_reproducible)
+{
+    size_t n = 1 << 20;
+    float *x = vec(n, 0, 0), *y = vec(n, 0, 0), *z = vec(n, 0, 0);
+    for (size_t i = 0; i < n; i++) x[i] = 1.0f;
+    dropout_site d = {rng_key_make(1, RNG_DROPOUT), 5, 0.1f};
+    dropout_forward(y, x, n, d);
+    dropout_forward(z, x, n, d);
+    size_t zeros = 0;
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        zeros += y[i] == 0.0f;
+        sum += y[i];
+        cr_assert(y[i] == z[i]);
+    }
+    cr_expect(fabs((double)zeros / n - 26.0 / 256) < 0.002, "dropped %g", (double)zeros / n);
+    cr_expect(fabs(sum / n - 1.0) < 0.01, "mean %g (expected 1: inverted dropout)", sum / n);
+    d.stream = 6;
+    dropout_forward(z, x, n, d);
+    cr_expect(memcmp(y, z, n * sizeof(float)) != 0, "another stream gives another mask");
+}
+
+/* ---- embeddings ---- */
+typedef struct { int32_t *ids, *types; float *wte, *wpe, *wtt; int B, T, C; } emb_ctx;
+static void emb_fwd(fd_case *c)
+{
+    emb_ctx *k = c->ctx;
+    embedding_forward(c->out, k->ids, k->types, k->wte, k->wpe, k->wtt, k->B, k->T, k->C);
+}
+
+Test(tensor, embedding_backward_matches_finite_differences)
+{
+    setup();
+    int32_t ids[6] = {3, 1, 3, 0, 4, 3}, types[6] = {0, 0, 1, 0, 1, 1};
+    emb_ctx k = {ids, types, vec(25, 1, 1), vec(15, 2, 1), vec(10, 3, 1), 2, 3, 5};
+    fd_case c = {emb_fwd, vec(30, 0, 0), vec(30, 4, 1), 30, &k};
+    float *dwte = vec(25, 0, 0), *dwpe = vec(15, 0, 0), *dwtt = vec(10, 0, 0);
+    emb_fwd(&c);
+    embedding_backward(dwte, dwpe, dwtt, c.R, ids, types, 2, 3, 5);
+    fd_check(&c, k.wte, dwte, 25, "embedding dwte");
+    fd_check(&c, k.wpe, dwpe, 15, "embedding dwpe");
+    fd_check(&c, k.wtt, dwtt, 10, "embedding dwtt");
+}
+
+Test(tensor, sinusoidal_positions_follow_the_formula)
+{
+    float pe[4 * 6];
+    sinusoidal_positions(pe, 4, 6);
+    cr_expect_float_eq(pe[0], 0.0f, 1e-7);
+    cr_expect_float_eq(pe[1], 1.0f, 1e-7);
+    cr_expect_float_eq(pe[3 * 6 + 2], (float)sin(3.0 / pow(10000.0, 2.0 / 6)), 1e-6);
+    cr_expect_float_eq(pe[3 * 6 + 3], (float)cos(3.0 / pow(10000.0, 2.0 / 6)), 1e-6);
+}
+
+/* ---- cross-entropy ---- */
+Test(tensor, crossentropy_gradient_matches_finite_differences_and_ignores_minus_100)
+{
+    int N = 4, V = 7;
+    int32_t t[4] = {2, -100, 6, 0};
+    float *x = vec(28, 1, 2), *g = vec(28, 0, 0), *rl = vec(4, 0, 0);
+    memcpy(g, x, 28 * sizeof(float));
+    int correct = 0;
+    double loss = crossentropy_fused(g, V, t, N, V, 1.0f, rl, &correct);
+    for (int v = 0; v < V; v++) cr_expect(g[V + v] == 0.0f, "ignored row has zero gradient");
+    cr_expect(rl[1] == 0.0f);
+    float *tmp = vec(28, 0, 0);
+    for (int i = 0; i < 28; i += 1) {
+        float keep = x[i];
+        x[i] = keep + 1e-2f;
+        memcpy(tmp, x, 28 * sizeof(float));
+        double lp = crossentropy_fused(tmp, V, t, N, V, 1.0f, rl, NULL);
+        x[i] = keep - 1e-2f;
+        memcpy(tmp, x, 28 * sizeof(float));
+        double lm = crossentropy_fused(tmp, V, t, N, V, 1.0f, rl, NULL);
+        x[i] = keep;
+        cr_expect(fabs((lp - lm) / 2e-2 - g[i]) < 2e-3, "dlogit %d: %g vs %g", i, (lp - lm) / 2e-2, g[i]);
+    }
+    /* the loss of one row by hand */
+    double z = 0;
+    for (int v = 0; v < V; v++) z += exp(x[v]);
+    double row0 = log(z) - x[2];
+    cr_expect(fabs(rl[0] - row0) < 1e-5 && loss > row0, "row loss %g vs %g", rl[0], row0);
+}
