@@ -1,0 +1,274 @@
+/* model: whole-model gradients against finite differences, stage composition
+ * (a pipeline split computes what one stage computes), recompute, dropout
+ * determinism, bad batches. The comparison against PyTorch is in
+ * test_model_reference.c. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "tensor/tensor.h"
+
+static model_config tiny(model_family f)
+{
+    model_config c = {.family = f, .n_layer = 2, .d_model = 16, .n_head = 2, .d_ff = 24,
+                      .seq_len = 6, .max_positions = 8, .vocab_size = 19,
+                      .pre_ln = f == MODEL_GPT};
+    return c;
+}
+
+static void fill_batch(batch *b, model_family f, int V)
+{
+    rng_key k = rng_key_make(5, RNG_TEST);
+    int N = b->B * b->T;
+    for (int i = 0; i < N; i++) {
+        uint32_t r[4];
+        rng_bits(k, (uint64_t)i, 0, 0, r);
+        b->input_ids[i] = (int32_t)rng_below(r[0], (uint32_t)V);
+        b->token_type_ids[i] = f == MODEL_BERT && (i % b->T) >= b->T / 2;
+        b->attention_mask[i] = 1;
+        b->labels[i] = LABEL_IGNORE;
+        if (f == MODEL_BERT && rng_below(r[1], 3) == 0) b->labels[i] = (int32_t)rng_below(r[2], (uint32_t)V);
+    }
+    for (int s = 0; s < b->B; s++) {
+        b->next_sentence_label[s] = s % 2;
+        for (int t = 0; f == MODEL_GPT && t + 1 < b->T; t++)
+            b->labels[s * b->T + t] = b->input_ids[s * b->T + t + 1];
+    }
+    if (f == MODEL_BERT) { /* padding at the tail of the last sequence */
+        for (int t = b->T - 2; t < b->T; t++) {
+            b->attention_mask[(b->B - 1) * b->T + t] = 0;
+            b->labels[(b->B - 1) * b->T + t] = LABEL_IGNORE;
+        }
+        b->labels[1] = 4; /* at least one masked position */
+    }
+}
+
+static double mean_loss(const model_losses *l)
+{
+    if (l->lm_count) return l->lm_loss_sum / l->lm_count;
+    return (l->mlm_count ? l->mlm_loss_sum / l->mlm_count : 0.0) + l->nsp_loss_sum / l->nsp_count;
+}
+
+/* Forward (and backward) through stages in order, passing activations. */
+static double run(model_stage **st, int n, const batch *b, model_pass *pass, int backward)
+{
+    model_losses l = {0};
+    for (int i = 0; i < n; i++) {
+        if (i > 0) {
+            size_t bytes = (size_t)b->B * b->T * model_stage_config(st[i])->d_model * sizeof(float);
+            memcpy(model_stage_input(st[i], 0), model_stage_output(st[i - 1], 0), bytes);
+        }
+        cr_assert_eq(model_forward(st[i], 0, b, pass, &l), ST_OK, "%s", st_message());
+    }
+    for (int i = n - 1; backward && i >= 0; i--) {
+        if (i < n - 1) {
+            size_t bytes = (size_t)b->B * b->T * model_stage_config(st[i])->d_model * sizeof(float);
+            memcpy(model_stage_doutput(st[i], 0), model_stage_dinput(st[i + 1], 0), bytes);
+        }
+        cr_assert_eq(model_backward(st[i], 0, b, pass), ST_OK, "%s", st_message());
+    }
+    return mean_loss(&l);
+}
+
+static void init(void) { tensor_runtime rt; tensor_runtime_init(1, 1, &rt); }
+
+static void check_gradients(model_config c)
+{
+    init();
+    model_stage *m;
+    cr_assert_eq(model_stage_create(&m, &c, 0, c.n_layer, 2, 1), ST_OK, "%s", st_message());
+    model_init_params(m, 42);
+    /* non-trivial LayerNorm and bias values so every parameter matters */
+    float *p = model_params(m);
+    for (int i = 0; i < model_n_tensors(m); i++) {
+        const model_tensor *t = model_tensor_at(m, i);
+        if (t->ndim == 1) rng_fill_normal(rng_key_make(9, RNG_TEST), (uint64_t)i, 0.1f, p + t->offset, t->numel);
+        if (t->ndim == 1 && strstr(t->name, "weight"))
+            for (size_t j = 0; j < t->numel; j++) p[t->offset + j] += 1.0f;
+    }
+    for (int i = 0; i < model_n_tensors(m); i++) {
+        const model_tensor *t = model_tensor_at(m, i);
+        if (t->ndim == 2) for (size_t j = 0; j < t->numel; j++) p[t->offset + j] *= 10.0f;
+    }
+    batch b;
+    batch_alloc(&b, 2, c.seq_len);
+    fill_batch(&b, c.family, c.vocab_size);
+    model_pass pass = {.train = 1, .seed = 1, .loss_scale = 1.0f};
+    memset(model_grads(m), 0, model_n_params(m) * sizeof(float));
+    run(&m, 1, &b, &pass, 1);
+    float *g = malloc(model_n_params(m) * sizeof(float));
+    memcpy(g, model_grads(m), model_n_params(m) * sizeof(float));
+    model_pass eval = pass;
+    eval.train = 0;
+    double worst = 0.0;
+    const char *worst_name = "";
+    for (int i = 0; i < model_n_tensors(m); i++) {
+        const model_tensor *t = model_tensor_at(m, i);
+        for (size_t j = 0; j < t->numel; j += t->numel / 5 + 1) {
+            size_t at = t->offset + j;
+            float keep = p[at], h = 1e-2f;
+            p[at] = keep + h;
+            double lp = run(&m, 1, &b, &eval, 0);
+            p[at] = keep - h;
+            double lm = run(&m, 1, &b, &eval, 0);
+            p[at] = keep;
+            double num = (lp - lm) / (2.0 * h);
+            double err = fabs(num - g[at]) / (fabs(num) + fabs(g[at]) + 1e-3);
+            if (err > worst) { worst = err; worst_name = t->name; }
+        }
+    }
+    cr_expect(worst < 3e-2, "gradient of %s disagrees with finite differences (relative %g)", worst_name, worst);
+    free(g);
+    batch_free(&b);
+    model_stage_free(m);
+}
+
+Test(model, gpt_gradients_match_finite_differences) { check_gradients(tiny(MODEL_GPT)); }
+Test(model, bert_gradients_match_finite_differences) { check_gradients(tiny(MODEL_BERT)); }
+
+Test(model, bert_sinusoidal_pre_ln_gradients_match_finite_differences)
+{
+    model_config c = tiny(MODEL_BERT);
+    c.sinusoidal = 1;
+    c.pre_ln = 1;
+    check_gradients(c);
+}
+
+/* Copies every tensor of src into the tensor of the same name in dst. */
+static void copy_by_name(model_stage *dst, model_stage *src)
+{
+    for (int i = 0; i < model_n_tensors(dst); i++) {
+        const model_tensor *t = model_tensor_at(dst, i);
+        const model_tensor *s = model_tensor_find(src, t->name);
+        cr_assert(s, "%s missing", t->name);
+        memcpy(model_params(dst) + t->offset, model_params(src) + s->offset, t->numel * sizeof(float));
+    }
+}
+
+static void check_split(model_family f, int recompute)
+{
+    init();
+    model_config c = tiny(f);
+    c.n_layer = 3;
+    c.dropout = 0.2f;
+    model_stage *whole, *st[3];
+    cr_assert_eq(model_stage_create(&whole, &c, 0, 3, 2, 1), ST_OK);
+    model_init_params(whole, 7);
+    c.recompute = recompute;
+    cr_assert_eq(model_stage_create(&st[0], &c, 0, 1, 2, 2), ST_OK);
+    cr_assert_eq(model_stage_create(&st[1], &c, 1, 2, 2, 2), ST_OK);
+    cr_assert_eq(model_stage_create(&st[2], &c, 2, 3, 2, 2), ST_OK);
+    for (int i = 0; i < 3; i++) model_init_params(st[i], 7); /* the same values by name... */
+    /* ...which copy_by_name must not change */
+    float *before = malloc(model_n_params(st[2]) * sizeof(float));
+    memcpy(before, model_params(st[2]), model_n_params(st[2]) * sizeof(float));
+    copy_by_name(st[2], whole);
+    cr_expect(memcmp(before, model_params(st[2]), model_n_params(st[2]) * sizeof(float)) == 0,
+              "initialisation depends on the split");
+    batch b;
+    batch_alloc(&b, 2, c.seq_len);
+    fill_batch(&b, f, c.vocab_size);
+    model_pass pass = {.train = 1, .seed = 3, .sample0 = 10, .loss_scale = 1.0f};
+    double l1 = run(&whole, 1, &b, &pass, 1);
+    double l3 = run(st, 3, &b, &pass, 1);
+    cr_expect(fabs(l1 - l3) < 1e-6, "split loss %g vs %g", l3, l1);
+    double worst = 0.0;
+    for (int s = 0; s < 3; s++)
+        for (int i = 0; i < model_n_tensors(st[s]); i++) {
+            const model_tensor *t = model_tensor_at(st[s], i);
+            const model_tensor *w = model_tensor_find(whole, t->name);
+            for (size_t j = 0; j < t->numel; j++) {
+                float a = model_grads(st[s])[t->offset + j];
+                /* the tied embedding's gradient is split between the first and last stage */
+                if (t->ndim == 2 && t->shape[0] == c.vocab_size && s == 0)
+                    a += model_grads(st[2])[model_tensor_find(st[2], t->name)->offset + j];
+                if (t->ndim == 2 && t->shape[0] == c.vocab_size && s == 2) continue;
+                double e = fabs(a - model_grads(whole)[w->offset + j]);
+                if (e > worst) worst = e;
+            }
+        }
+    cr_expect(worst < 1e-5, "split gradients differ by %g", worst);
+    free(before);
+    batch_free(&b);
+    for (int i = 0; i < 3; i++) model_stage_free(st[i]);
+    model_stage_free(whole);
+}
+
+Test(model, gpt_three_stages_compute_what_one_stage_computes) { check_split(MODEL_GPT, 0); }
+Test(model, bert_three_stages_compute_what_one_stage_computes) { check_split(MODEL_BERT, 0); }
+Test(model, recompute_gives_the_same_gradients) { check_split(MODEL_GPT, 1); check_split(MODEL_BERT, 1); }
+
+Test(model, dropout_depends_on_seed_and_sample_not_on_repetition)
+{
+    init();
+    model_config c = tiny(MODEL_GPT);
+    c.dropout = 0.1f;
+    model_stage *m;
+    cr_assert_eq(model_stage_create(&m, &c, 0, 2, 2, 1), ST_OK);
+    model_init_params(m, 1);
+    batch b;
+    batch_alloc(&b, 2, c.seq_len);
+    fill_batch(&b, MODEL_GPT, c.vocab_size);
+    model_pass pass = {.train = 1, .seed = 3, .loss_scale = 1.0f};
+    double a = run(&m, 1, &b, &pass, 0), a2 = run(&m, 1, &b, &pass, 0);
+    pass.sample0 = 2;
+    double d = run(&m, 1, &b, &pass, 0);
+    pass.train = 0;
+    double e = run(&m, 1, &b, &pass, 0);
+    cr_expect(a == a2, "same seed and sample, same loss");
+    cr_expect(a != d && a != e, "other samples or eval mode give other masks");
+    batch_free(&b);
+    model_stage_free(m);
+}
+
+Test(model, bad_token_ids_and_labels_are_refused_with_their_position)
+{
+    init();
+    model_config c = tiny(MODEL_GPT);
+    model_stage *m;
+    cr_assert_eq(model_stage_create(&m, &c, 0, 2, 2, 1), ST_OK);
+    batch b;
+    batch_alloc(&b, 2, c.seq_len);
+    fill_batch(&b, MODEL_GPT, c.vocab_size);
+    model_pass pass = {.train = 1, .loss_scale = 1.0f};
+    model_losses l = {0};
+    b.input_ids[7] = 19;
+    cr_expect_eq(model_forward(m, 0, &b, &pass, &l), ST_FORMAT);
+    cr_expect(strstr(st_message(), "sample 1 position 1") && strstr(st_message(), "vocab"), "%s", st_message());
+    b.input_ids[7] = 3;
+    b.labels[2] = -5;
+    cr_expect_eq(model_forward(m, 0, &b, &pass, &l), ST_FORMAT);
+    cr_expect(strstr(st_message(), "label -5"), "%s", st_message());
+    batch_free(&b);
+    model_stage_free(m);
+}
+
+Test(model, bad_shapes_are_refused_naming_the_key)
+{
+    model_config c = tiny(MODEL_BERT);
+    c.n_head = 3;
+    model_stage *m;
+    cr_expect_eq(model_stage_create(&m, &c, 0, 2, 2, 1), ST_CONFIG);
+    cr_expect(strstr(st_message(), "model.n_head"), "%s", st_message());
+    c = tiny(MODEL_BERT);
+    c.seq_len = 9;
+    cr_expect_eq(model_stage_create(&m, &c, 0, 2, 2, 1), ST_CONFIG);
+    cr_expect(strstr(st_message(), "max_positions"), "%s", st_message());
+}
+
+Test(model, tensor_table_uses_hugging_face_names_and_shapes)
+{
+    model_config c = tiny(MODEL_GPT);
+    model_stage *m;
+    cr_assert_eq(model_stage_create(&m, &c, 0, 2, 1, 1), ST_OK);
+    const model_tensor *t = model_tensor_find(m, "transformer.h.1.attn.c_attn.weight");
+    cr_assert(t);
+    cr_expect(t->shape[0] == 16 && t->shape[1] == 48 && t->decay);
+    t = model_tensor_find(m, "transformer.h.0.ln_1.bias");
+    cr_expect(t && !t->decay);
+    size_t expect = 19 * 16 + 8 * 16 + 2 * (4 * 16 + 16 * 48 + 48 + 16 * 16 + 16 + 16 * 24 + 24 + 24 * 16 + 16) + 32;
+    cr_expect_eq(model_n_params(m), expect);
+    model_stage_free(m);
+}
