@@ -33,8 +33,8 @@ else
 endif
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation
-CFLAGS  ?= -O2
-CFLAGS  += -std=c17 -D_GNU_SOURCE -march=$(MARCH) -fopenmp -g $(WARN) -Isrc -MMD -MP
+CFLAGS  ?= -O3
+CFLAGS  += -std=c17 -D_GNU_SOURCE -march=$(MARCH) -fopenmp -fno-math-errno -fno-trapping-math -g $(WARN) -Isrc -MMD -MP
 LDLIBS  := -lblis -lzstd -lxxhash -lcjson -lm
 LDFLAGS += -fopenmp
 

@@ -1,11 +1,12 @@
-/* mpilm train: options and configuration; the training loop lives in the
- * library modules (model/, optim/, dist/). */
+/* mpilm train: options and configuration; the training loop lives in
+ * train/ (over model/, optim/, data/). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "base/log.h"
 #include "cli.h"
+#include "train/train.h"
 
 typedef struct train_options {
     const char *config_path;
@@ -43,6 +44,17 @@ static status_t parse_options(int argc, char **argv, train_options *o)
     return ST_OK;
 }
 
+static status_t run_training(const config *cfg)
+{
+    train_config tc;
+    TRY(train_config_load(cfg, &tc));
+    trainer *t = NULL;
+    status_t st = trainer_create(&t, &tc, MPI_COMM_WORLD);
+    if (st == ST_OK) st = trainer_run(t);
+    trainer_free(t);
+    return st;
+}
+
 int cmd_train(int argc, char **argv)
 {
     train_options o = {0};
@@ -56,7 +68,14 @@ int cmd_train(int argc, char **argv)
         config_free(cfg);
         return 0;
     }
+    if (o.resume) {
+        config_free(cfg);
+        return cli_finish(st_fail(ST_USAGE, "train: --resume %s: checkpoints are not built yet in this version; "
+                                            "start without --resume", o.resume));
+    }
+    cli_mpi_init(&argc, &argv);
+    st = run_training(cfg);
     config_free(cfg);
-    return cli_finish(st_fail(ST_ERROR, "train: the training loop is not built yet in this version "
-                                        "(model and optimizer modules are missing); see README.md"));
+    if (st == ST_OK) cli_mpi_finalize();
+    return cli_finish(st);
 }

@@ -27,6 +27,7 @@ const config_key mpilm_schema[] = {
     {"data", "path", CFG_STRING, "", NULL, NO_RANGE, "dataset directory written by mpilm prep"},
     {"data", "mask_prob", CFG_FLOAT, "0.15", NULL, 0, 1, "MLM: fraction of tokens chosen"},
     {"data", "nsp", CFG_BOOL, "true", NULL, NO_RANGE, "BERT: next-sentence prediction"},
+    {"data", "random_samples", CFG_INT, "0", NULL, 0, ANY_COUNT, "data.source = random: repeat this many samples (0 = never repeat)"},
 
     {"train", "steps", CFG_INT, "100", NULL, 0, ANY_COUNT, "optimizer steps"},
     {"train", "micro_batch", CFG_INT, "8", NULL, 1, 1 << 20, "sequences per micro-batch"},

@@ -307,7 +307,7 @@ static status_t bpe_load_merges(tokenizer *t, const char *path, const char *data
                 (int)n, s);
         size_t a_len = (size_t)(sp - s), b_len = n - a_len - 1;
         FAIL_IF(n >= sizeof raw, ST_FORMAT, "%s: line %d: merge longer than %zu bytes", path, line, sizeof raw);
-        uint32_t a, b;
+        uint32_t a = 0, b = 0;
         size_t ra, rb;
         TRY(bpe_merge_side(t, path, line, s, a_len, &a, raw, &ra));
         TRY(bpe_merge_side(t, path, line, sp + 1, b_len, &b, raw + ra, &rb));

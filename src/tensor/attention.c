@@ -26,7 +26,7 @@ static void softmax_rows(float *S, int i0, int i1, int T, int kend, int causal,
             if (!key_mask || key_mask[j]) mx = row[j] > mx ? row[j] : mx;
         float sum = 0.0f;
         for (int j = 0; j < jend; j++) {
-            float e = (!key_mask || key_mask[j]) ? expf(row[j] - mx) : 0.0f;
+            float e = (!key_mask || key_mask[j]) ? exp_fast(row[j] - mx) : 0.0f;
             row[j] = e;
             sum += e;
         }

@@ -3,7 +3,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "tensor/tensor.h"
+#include "tensor/internal.h"
 
 void embedding_forward(float *out, const int32_t *ids, const int32_t *types, const float *wte,
                        const float *wpe, const float *wtt, int B, int T, int C)
@@ -67,13 +67,13 @@ double crossentropy_fused(float *logits, int ld, const int32_t *targets, int N, 
         int arg = 0;
         for (int v = 1; v < V; v++)
             if (row[v] > mx) { mx = row[v]; arg = v; }
-        float sum = 0.0f;
+        float xy = row[y], sum = 0.0f;
         for (int v = 0; v < V; v++) {
-            row[v] = expf(row[v] - mx);
+            row[v] = exp_fast(row[v] - mx);
             sum += row[v];
         }
         hits += arg == y;
-        row_loss[n] = logf(sum) - logf(row[y]);
+        row_loss[n] = logf(sum) - (xy - mx);
         float k = scale / sum;
         for (int v = 0; v < V; v++) row[v] *= k;
         row[y] -= scale;

@@ -3,8 +3,46 @@
 #define MPILM_TENSOR_INTERNAL_H
 
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "tensor/tensor.h"
+
+/* Vectorisable exp, tanh and erf for float (libm's are scalar calls and were
+ * a third of a GPT step). exp: Cody-Waite reduction x = n ln2 + r, |r| <=
+ * ln2/2, degree-6 polynomial (Cephes expf), scaled by 2^n through the
+ * exponent bits; relative error < 2e-7 over the float range. */
+static inline float exp_fast(float x)
+{
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* tanh(u) = 1 - 2 / (exp(2u) + 1): absolute error ~1e-7 (what GELU needs). */
+static inline float tanh_fast(float u) { return 1.0f - 2.0f / (exp_fast(2.0f * u) + 1.0f); }
+
+/* erf by Abramowitz & Stegun 7.1.26: absolute error < 1.5e-7. */
+static inline float erf_fast(float x)
+{
+    float a = fabsf(x);
+    float t = 1.0f / (1.0f + 0.3275911f * a);
+    float y = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+    float e = 1.0f - y * exp_fast(-a * a);
+    return x < 0.0f ? -e : e;
+}
 
 /* Dropout masks. The keep/drop decision of element i is byte (i % 8) of a
  * 64-bit keyed hash (splitmix64's finaliser) of (key, stream, i / 8):

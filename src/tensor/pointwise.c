@@ -81,12 +81,12 @@ void gelu_forward(float *out, const float *inp, size_t n, gelu_kind kind)
 {
     if (kind == GELU_ERF) {
         #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * INV_SQRT_2));
+        for (size_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erf_fast(inp[i] * INV_SQRT_2));
     } else {
         #pragma omp parallel for simd schedule(static)
         for (size_t i = 0; i < n; i++) {
             float x = inp[i];
-            out[i] = 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * (x + 0.044715f * x * x * x)));
+            out[i] = 0.5f * x * (1.0f + tanh_fast(SQRT_2_OVER_PI * (x + 0.044715f * x * x * x)));
         }
     }
 }
@@ -97,8 +97,8 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n, g
         #pragma omp parallel for simd schedule(static)
         for (size_t i = 0; i < n; i++) {
             float x = inp[i];
-            float cdf = 0.5f * (1.0f + erff(x * INV_SQRT_2));
-            float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
+            float cdf = 0.5f * (1.0f + erf_fast(x * INV_SQRT_2));
+            float pdf = INV_SQRT_2PI * exp_fast(-0.5f * x * x);
             dinp[i] = (cdf + x * pdf) * dout[i];
         }
     } else {
@@ -106,7 +106,7 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n, g
         for (size_t i = 0; i < n; i++) {
             float x = inp[i];
             float u = SQRT_2_OVER_PI * (x + 0.044715f * x * x * x);
-            float t = tanhf(u);
+            float t = tanh_fast(u);
             float sech2 = 1.0f - t * t;
             float du = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);
             dinp[i] = (0.5f * (1.0f + t) + 0.5f * x * sech2 * du) * dout[i];

@@ -1,30 +1,34 @@
 /* tensor/runtime — which BLIS kernels run, on how many threads.
  *
- * Debian's BLIS 0.9.0 does not recognise recent x86-64 CPUs and silently runs
- * its portable "generic" kernels, ~5x slower than its own AVX-512/AVX2 ones.
- * BLIS reads BLIS_ARCH_TYPE once, when it initialises, so the choice must be
- * made before the first BLIS call: when the user has not set it, we pick the
- * kernel set from the CPU's features (skx for AVX-512, haswell for AVX2+FMA);
- * both run on any CPU with those features, Intel or AMD. */
+ * Debian's BLIS 0.9.0 does not recognise some recent x86-64 CPUs and then
+ * silently runs its portable "generic" kernels, ~5x slower than its own
+ * AVX-512/AVX2 ones. It reads BLIS_ARCH_TYPE once, when it initialises, and
+ * parses it as a NUMBER (the arch_t id; a name such as "skx" reads as 0, which
+ * only happens to be skx). So before the first BLIS call, unless the user set
+ * it, we set the id of the kernel set the CPU's features call for: skx for
+ * AVX-512 (F, DQ, BW, VL), haswell for AVX2 + FMA; both run on any CPU with
+ * those features, Intel or AMD. */
 #include <blis.h>
 #include <omp.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tensor/tensor.h"
 
-static const char *arch_for_cpu(void)
+/* The arch_t id for this CPU, or -1 to leave the choice to BLIS. */
+static int arch_for_cpu(void)
 {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-        return "skx";
+        return BLIS_ARCH_SKX;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return "haswell";
-    return NULL;
+        return BLIS_ARCH_HASWELL;
+    return -1;
 }
 
 /* Cores this process may run on; when it may run on all of the node's cores
@@ -52,9 +56,11 @@ status_t tensor_runtime_init(int requested, int local_ranks, tensor_runtime *rt)
     memset(rt, 0, sizeof *rt);
     const char *user_arch = getenv("BLIS_ARCH_TYPE");
     if (!user_arch || !*user_arch) {
-        const char *arch = arch_for_cpu();
-        if (arch) {
-            setenv("BLIS_ARCH_TYPE", arch, 1);
+        int arch = arch_for_cpu();
+        if (arch >= 0) {
+            char id[16];
+            snprintf(id, sizeof id, "%d", arch);
+            setenv("BLIS_ARCH_TYPE", id, 1);
             rt->arch_chosen = 1;
         }
     }
@@ -75,4 +81,31 @@ status_t tensor_runtime_init(int requested, int local_ranks, tensor_runtime *rt)
     bli_thread_set_num_threads(n);
     snprintf(rt->arch, sizeof rt->arch, "%s", bli_arch_string(bli_arch_query_id()));
     return ST_OK;
+}
+
+/* Best of a few 1024^3 sgemm runs on the runtime's threads, in GFLOP/s: the
+ * peak that MFU figures are measured against. Allocates (set-up time only). */
+double tensor_sgemm_peak_gflops(void)
+{
+    enum { S = 1024, REPS = 4 };
+    float *a = aligned_alloc(64, (size_t)S * S * sizeof(float));
+    float *b = aligned_alloc(64, (size_t)S * S * sizeof(float));
+    float *c = aligned_alloc(64, (size_t)S * S * sizeof(float));
+    double best = 0.0;
+    if (a && b && c) {
+        for (size_t i = 0; i < (size_t)S * S; i++) a[i] = b[i] = c[i] = 1e-3f * (float)(i % 97);
+        for (int r = 0; r < REPS; r++) {
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            gemm(0, 0, S, S, S, 1.0f, a, S, b, S, 0.0f, c, S);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+            double g = 2.0 * S * S * (double)S / s / 1e9;
+            if (r > 0 && g > best) best = g; /* the first run warms up */
+        }
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best;
 }

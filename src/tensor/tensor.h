@@ -27,7 +27,7 @@
 typedef struct tensor_runtime {
     int threads;          /* threads per rank used by BLIS and OpenMP */
     char arch[32];        /* BLIS kernel set in use, e.g. "skx" */
-    int arch_chosen;      /* 1 when mpilm chose it because BLIS would fall back to generic */
+    int arch_chosen;      /* 1: mpilm set it from the CPU features (BLIS_ARCH_TYPE unset) */
     char threads_origin[32]; /* "run.threads", "auto", "BLIS_NUM_THREADS", "OMP_NUM_THREADS" */
 } tensor_runtime;
 
@@ -36,6 +36,10 @@ typedef struct tensor_runtime {
  * this node (auto divides the usable cores among them). A user's
  * BLIS_ARCH_TYPE, BLIS_NUM_THREADS or OMP_NUM_THREADS wins. */
 status_t tensor_runtime_init(int requested, int local_ranks, tensor_runtime *rt);
+
+/* The sgemm rate this rank reaches (GFLOP/s, 1024^3, best of a few runs):
+ * the peak that MFU is measured against. Set-up time only: it allocates. */
+double tensor_sgemm_peak_gflops(void);
 
 /* ---- GEMM ------------------------------------------------------------------ */
 

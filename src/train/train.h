@@ -1,0 +1,54 @@
+/* train — the training loop: data → micro-batches → model → gradients →
+ * AdamW, with progress lines and RUN_DIR/metrics.jsonl.
+ *
+ * Owns: turning the configuration into a model, optimizer and data plan; the
+ * step (gradient accumulation over micro-batches, data-parallel gradient
+ * reduction, clipping, the update); metrics. Sits above model/, optim/,
+ * data/ and uses MPI for the data-parallel group.
+ * Must not touch: command-line parsing (cli/), kernel internals (tensor/).
+ */
+#ifndef MPILM_TRAIN_TRAIN_H
+#define MPILM_TRAIN_TRAIN_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "base/config.h"
+#include "base/status.h"
+#include "model/model.h"
+#include "optim/optim.h"
+
+typedef struct train_config {
+    char run_name[128];
+    char run_dir[1024];
+    int threads;              /* -1 = auto */
+    model_config model;
+    optim_config optim;
+    int64_t steps;
+    int micro_batch, micro_batches;
+    uint64_t seed;
+    int random_data;          /* data.source = random */
+    char data_path[1024];
+    double mask_prob;
+    int nsp;
+    int64_t random_samples;   /* data.random_samples: > 0 repeats that many samples */
+    int log_every;
+} train_config;
+
+/* Reads DESIGN §8's keys; errors name the key. */
+status_t train_config_load(const config *cfg, train_config *tc);
+
+typedef struct trainer trainer;
+
+/* Plans and allocates everything for this rank of comm (its data-parallel
+ * group; pp = tp = 1 here) and prints the runtime set-up. */
+status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm);
+/* Runs the configured steps; writes progress and RUN_DIR/metrics.jsonl. */
+status_t trainer_run(trainer *t);
+void trainer_free(trainer *t);
+
+/* For tests: the model, and the mean loss of the last step. */
+model_stage *trainer_model(trainer *t);
+double trainer_last_loss(const trainer *t);
+
+#endif

@@ -1,0 +1,67 @@
+/* train/config — DESIGN §8's keys into a train_config. */
+#include <stdio.h>
+#include <string.h>
+
+#include "train/train.h"
+
+static status_t load_model(const config *cfg, model_config *m)
+{
+    memset(m, 0, sizeof *m);
+    m->family = strcmp(config_str(cfg, "model.family"), "bert") == 0 ? MODEL_BERT : MODEL_GPT;
+    m->n_layer = (int)config_int(cfg, "model.n_layer");
+    m->d_model = (int)config_int(cfg, "model.d_model");
+    m->n_head = (int)config_int(cfg, "model.n_head");
+    m->d_ff = (int)config_int(cfg, "model.d_ff");
+    m->seq_len = (int)config_int(cfg, "model.seq_len");
+    m->max_positions = (int)config_int(cfg, "model.max_positions");
+    m->vocab_size = (int)config_int(cfg, "model.vocab_size");
+    m->sinusoidal = strcmp(config_str(cfg, "model.positions"), "sinusoidal") == 0;
+    const char *norm = config_str(cfg, "model.norm");
+    m->pre_ln = strcmp(norm, "auto") == 0 ? m->family == MODEL_GPT : strcmp(norm, "pre") == 0;
+    m->dropout = (float)config_float(cfg, "model.dropout");
+    m->recompute = config_bool(cfg, "model.recompute");
+    return model_config_check(m);
+}
+
+static void load_optim(const config *cfg, optim_config *o, int64_t steps)
+{
+    o->lr = config_float(cfg, "train.lr");
+    o->min_lr = config_float(cfg, "train.min_lr");
+    o->warmup_steps = config_int(cfg, "train.warmup_steps");
+    o->total_steps = steps;
+    o->decay = strcmp(config_str(cfg, "train.decay"), "linear") == 0 ? DECAY_LINEAR : DECAY_COSINE;
+    o->beta1 = config_float(cfg, "train.beta1");
+    o->beta2 = config_float(cfg, "train.beta2");
+    o->eps = config_float(cfg, "train.eps");
+    o->weight_decay = config_float(cfg, "train.weight_decay");
+    o->clip = config_float(cfg, "train.clip");
+}
+
+status_t train_config_load(const config *cfg, train_config *tc)
+{
+    memset(tc, 0, sizeof *tc);
+    snprintf(tc->run_name, sizeof tc->run_name, "%s", config_str(cfg, "run.name"));
+    const char *dir = config_str(cfg, "run.dir");
+    if (*dir)
+        snprintf(tc->run_dir, sizeof tc->run_dir, "%s", dir);
+    else
+        snprintf(tc->run_dir, sizeof tc->run_dir, "checkpoints/%s", tc->run_name);
+    tc->threads = (int)config_int(cfg, "run.threads");
+    TRY(load_model(cfg, &tc->model));
+    tc->steps = config_int(cfg, "train.steps");
+    tc->micro_batch = (int)config_int(cfg, "train.micro_batch");
+    tc->micro_batches = (int)config_int(cfg, "train.micro_batches");
+    tc->seed = (uint64_t)config_int(cfg, "train.seed");
+    load_optim(cfg, &tc->optim, tc->steps);
+    FAIL_IF(tc->optim.min_lr > tc->optim.lr, ST_CONFIG,
+            "train.min_lr = %g exceeds train.lr = %g (expected min_lr <= lr)", tc->optim.min_lr, tc->optim.lr);
+    tc->random_data = strcmp(config_str(cfg, "data.source"), "random") == 0;
+    snprintf(tc->data_path, sizeof tc->data_path, "%s", config_str(cfg, "data.path"));
+    FAIL_IF(!tc->random_data && !*tc->data_path, ST_CONFIG,
+            "data.source = dataset needs data.path (a directory written by mpilm prep)");
+    tc->mask_prob = config_float(cfg, "data.mask_prob");
+    tc->nsp = config_bool(cfg, "data.nsp");
+    tc->random_samples = config_int(cfg, "data.random_samples");
+    tc->log_every = (int)config_int(cfg, "log.every");
+    return ST_OK;
+}
