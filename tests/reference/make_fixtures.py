@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Builds the PyTorch reference fixtures of mpilm (see README.md here).
 
-A tiny BERT and a tiny GPT are made of PyTorch's own modules (nn.Embedding,
+A tiny BERT and a tiny GPT are made of PyTorch's own modules (torch_models.py: nn.Embedding,
 nn.TransformerEncoderLayer, nn.Linear, nn.LayerNorm, F.cross_entropy), run on
 one fixed batch, differentiated, and trained for 3 AdamW steps. Their weights,
 gradients and outputs are stored under Hugging Face names and layouts (the
@@ -24,8 +24,8 @@ import struct
 import sys
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
+
+from torch_models import Shape, adamw, build_model
 
 L, C, NH, FF, T, P, V, B = 2, 32, 4, 128, 16, 20, 97, 3
 HS = C // NH
@@ -93,108 +93,10 @@ def python_tiny():
     ]
 
 
-# ---- the two models, from torch.nn modules ---------------------------------------
+# ---- the two models ------------------------------------------------------------------
 
-def gelu_tanh(x):
-    return F.gelu(x, approximate="tanh")
-
-
-class TinyBert(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.word = nn.Embedding(V, C)
-        self.pos = nn.Embedding(P, C)
-        self.segment = nn.Embedding(2, C)
-        self.emb_ln = nn.LayerNorm(C, eps=1e-12)
-        layer = nn.TransformerEncoderLayer(C, NH, FF, dropout=0.0, activation=F.gelu, layer_norm_eps=1e-12,
-                                           batch_first=True, norm_first=False)
-        self.encoder = nn.TransformerEncoder(layer, L, enable_nested_tensor=False)
-        self.pooler = nn.Linear(C, C)
-        self.transform = nn.Linear(C, C)
-        self.transform_ln = nn.LayerNorm(C, eps=1e-12)
-        self.mlm_bias = nn.Parameter(torch.zeros(V))
-        self.nsp = nn.Linear(C, 2)
-
-    def forward(self, batch):
-        ids = batch["input_ids"].long()
-        x = self.word(ids) + self.pos(torch.arange(T)) + self.segment(batch["token_type_ids"].long())
-        x = self.encoder(self.emb_ln(x), src_key_padding_mask=batch["attention_mask"] == 0)
-        pooled = torch.tanh(self.pooler(x[:, 0]))
-        logits = F.linear(self.transform_ln(F.gelu(self.transform(x))), self.word.weight, self.mlm_bias)
-        nsp_logits = self.nsp(pooled)
-        mlm_loss = F.cross_entropy(logits.reshape(-1, V), batch["labels"].reshape(-1).long(), ignore_index=-100)
-        nsp_loss = F.cross_entropy(nsp_logits, batch["next_sentence_label"].long())
-        return {"logits": logits, "nsp_logits": nsp_logits, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss,
-                "loss": mlm_loss + nsp_loss}
-
-    def hf_layout(self):
-        """(HF name, module parameter, view of that parameter in HF layout)."""
-        ident = lambda t: t
-        rows = lambda k: (lambda t: t[k * C:(k + 1) * C])
-        out = [("bert.embeddings.word_embeddings.weight", self.word.weight, ident),
-               ("bert.embeddings.position_embeddings.weight", self.pos.weight, ident),
-               ("bert.embeddings.token_type_embeddings.weight", self.segment.weight, ident)]
-        out += norm_layout("bert.embeddings.LayerNorm", self.emb_ln)
-        for i, layer in enumerate(self.encoder.layers):
-            pre, attn = f"bert.encoder.layer.{i}.", layer.self_attn
-            for k, part in enumerate(("query", "key", "value")):
-                out += [(f"{pre}attention.self.{part}.weight", attn.in_proj_weight, rows(k)),
-                        (f"{pre}attention.self.{part}.bias", attn.in_proj_bias, rows(k))]
-            out += linear_layout(pre + "attention.output.dense", attn.out_proj, ident)
-            out += norm_layout(pre + "attention.output.LayerNorm", layer.norm1)
-            out += linear_layout(pre + "intermediate.dense", layer.linear1, ident)
-            out += linear_layout(pre + "output.dense", layer.linear2, ident)
-            out += norm_layout(pre + "output.LayerNorm", layer.norm2)
-        out += linear_layout("bert.pooler.dense", self.pooler, ident)
-        out += linear_layout("cls.predictions.transform.dense", self.transform, ident)
-        out += norm_layout("cls.predictions.transform.LayerNorm", self.transform_ln)
-        out += [("cls.predictions.bias", self.mlm_bias, ident)]
-        out += linear_layout("cls.seq_relationship", self.nsp, ident)
-        return out
-
-
-class TinyGpt(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.wte = nn.Embedding(V, C)
-        self.wpe = nn.Embedding(P, C)
-        layer = nn.TransformerEncoderLayer(C, NH, FF, dropout=0.0, activation=gelu_tanh, layer_norm_eps=1e-5,
-                                           batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, L, enable_nested_tensor=False)
-        self.ln_f = nn.LayerNorm(C, eps=1e-5)
-
-    def forward(self, batch):
-        x = self.wte(batch["input_ids"].long()) + self.wpe(torch.arange(T))
-        causal = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-        x = self.blocks(x, mask=causal)
-        logits = F.linear(self.ln_f(x), self.wte.weight)
-        lm_loss = F.cross_entropy(logits.reshape(-1, V), batch["labels"].reshape(-1).long(), ignore_index=-100)
-        return {"logits": logits, "lm_loss": lm_loss, "loss": lm_loss}
-
-    def hf_layout(self):
-        ident = lambda t: t
-        transpose = lambda t: t.t()
-        out = [("transformer.wte.weight", self.wte.weight, ident),
-               ("transformer.wpe.weight", self.wpe.weight, ident)]
-        for i, layer in enumerate(self.blocks.layers):
-            pre, attn = f"transformer.h.{i}.", layer.self_attn
-            out += norm_layout(pre + "ln_1", layer.norm1)
-            out += [(pre + "attn.c_attn.weight", attn.in_proj_weight, transpose),
-                    (pre + "attn.c_attn.bias", attn.in_proj_bias, ident)]
-            out += linear_layout(pre + "attn.c_proj", attn.out_proj, transpose)
-            out += norm_layout(pre + "ln_2", layer.norm2)
-            out += linear_layout(pre + "mlp.c_fc", layer.linear1, transpose)
-            out += linear_layout(pre + "mlp.c_proj", layer.linear2, transpose)
-        out += norm_layout("transformer.ln_f", self.ln_f)
-        return out
-
-
-def linear_layout(name, linear, weight_view):
-    return [(name + ".weight", linear.weight, weight_view), (name + ".bias", linear.bias, lambda t: t)]
-
-
-def norm_layout(name, norm):
-    return [(name + ".weight", norm.weight, lambda t: t), (name + ".bias", norm.bias, lambda t: t)]
+def tiny_shape(family):
+    return Shape(family, n_layer=L, d_model=C, n_head=NH, d_ff=FF, seq_len=T, max_positions=P, vocab_size=V)
 
 
 def init_parameters(model, seed):
@@ -366,11 +268,7 @@ def contract_steps(plain, w0, batch):
 
 def torch_steps(model, batch):
     o = OPT
-    decay = [p for p in model.parameters() if p.dim() == 2]
-    no_decay = [p for p in model.parameters() if p.dim() != 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": o["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"])
+    opt = adamw(model, o["lr"], (o["beta1"], o["beta2"]), o["eps"], o["weight_decay"])
     layout = model.hf_layout()
     record = {"loss_steps": [], "grad_norm_steps": [], "lr_steps": []}
     for step in range(1, STEPS + 1):
@@ -400,8 +298,8 @@ def assert_close(what, a, b, tol=TOL):
 
 def build(family, out_dir):
     torch.manual_seed(0)
-    model, plain, batch_of = (TinyBert(), bert_plain, bert_batch) if family == "bert" else \
-        (TinyGpt(), gpt_plain, gpt_batch)
+    model = build_model(tiny_shape(family))
+    plain, batch_of = (bert_plain, bert_batch) if family == "bert" else (gpt_plain, gpt_batch)
     init_parameters(model, seed=1 if family == "bert" else 2)
     model.train()   # dropout is 0; training mode keeps torch off its fused inference path
     layout = model.hf_layout()
