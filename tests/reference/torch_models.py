@@ -152,6 +152,20 @@ def build_model(shape):
     return Bert(shape) if shape.family == "bert" else Gpt(shape)
 
 
+def init_like_hf(model, generator, std=0.02):
+    """As Hugging Face initialises BERT and GPT-2: matrices and embeddings
+    N(0, std), biases 0, LayerNorm weights 1 (torch's defaults would give the
+    tied output layer logits of magnitude sqrt(d_model))."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.copy_(std * torch.randn(p.shape, generator=generator))
+            elif name.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.zero_()
+
+
 def adamw(model, lr, betas, eps, weight_decay):
     """torch.optim.AdamW with weight decay on 2-D tensors only (weights and embeddings)."""
     decay = [p for p in model.parameters() if p.dim() == 2]
