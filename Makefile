@@ -5,6 +5,7 @@
 #   make test      deps + build + every unit test and every multi-rank test
 #   make check     the same tests built with AddressSanitizer + UBSan
 #   make bench     benchmarks against the named peers
+#   make bench-deps  the peers' packages (PyTorch, jemalloc); make deps never needs them
 #   make demo      the main job end to end on the shipped sample
 #   make install PREFIX=/usr/local
 #
@@ -65,8 +66,9 @@ endif
 
 DEB_PACKAGES := build-essential libopenmpi-dev openmpi-bin libscalapack-openmpi-dev libblis-dev \
                 libzstd-dev zstd libcriterion-dev libxxhash-dev libcjson-dev pkg-config gnuplot-nox
+BENCH_DEB_PACKAGES := python3-torch libjemalloc2
 
-.PHONY: all deps test check bench demo install clean tests reference
+.PHONY: all deps bench-deps test check bench demo install clean tests reference
 .DEFAULT_GOAL := all
 # Keep test objects between builds (they are intermediate files of pattern rules).
 .SECONDARY: $(UNIT_BIN:%=%.o) $(MPI_BIN:%=%.o) $(BENCH_BIN:%=%.o)
@@ -95,16 +97,24 @@ $(BUILD)/tests/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libmpilm.a
 
 tests: $(MPILM) $(UNIT_BIN) $(MPI_BIN)
 
-# Installs only what is missing; a no-op when everything is present.
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+# Installs only what is missing of $(1); a no-op when everything is present.
+define install_missing
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
 	done; \
-	if [ -z "$$missing" ]; then echo "deps: all present"; exit 0; fi; \
-	echo "deps: installing$$missing"; \
+	if [ -z "$$missing" ]; then echo "$@: all present"; exit 0; fi; \
+	echo "$@: installing$$missing"; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
-	else echo "deps: need root (or sudo) to install:$$missing" >&2; exit 1; fi; \
+	else echo "$@: need root (or sudo) to install:$$missing" >&2; exit 1; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing
+endef
+
+deps:
+	$(call install_missing,$(DEB_PACKAGES))
+
+# Only for the PyTorch peer of make bench and make reference; make deps never needs torch.
+bench-deps:
+	$(call install_missing,$(BENCH_DEB_PACKAGES))
 
 test: deps
 	$(MAKE) tests
