@@ -1,5 +1,6 @@
 /* train — the training loop (pp = tp = 1; data parallel over comm). */
 #include <math.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,5 +214,9 @@ status_t trainer_run(trainer *t)
             mark_step = step + 1;
         }
     }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    log_msg(LOG_INFO, "done: %lld steps in %.1f s; peak RSS %.0f MiB (rank 0)", (long long)tc->steps,
+            time_now() - start, ru.ru_maxrss / 1024.0);
     return ST_OK;
 }
