@@ -28,13 +28,14 @@ mpilm_run() {
   else
     launch=""
   fi
-  OMP_NUM_THREADS=$3 BLIS_NUM_THREADS=$3 /usr/bin/time -f "rss_kib %M" $launch "$MPILM" train \
+  OMP_NUM_THREADS=$3 BLIS_NUM_THREADS=$3 $launch "$MPILM" train \
     --config "launch/configs/$1.ini" --set train.steps=$steps --set log.every=1 \
     --set train.micro_batches=$((2 / $2)) --set run.dir="$d/run-$1-$2" > "$log" 2>&1 || { tail -5 "$log" >&2; return 1; }
   tps=$(tail -n +3 "$d/run-$1-$2/metrics.jsonl" | sed 's/.*"tokens_per_s":\([0-9.]*\).*/\1/' | median)
-  rss=$(sed -n 's/^rss_kib \([0-9]*\)/\1/p' "$log" | tail -1)
+  # every rank holds the same model: all ranks' memory = rank 0's times ranks
+  rss=$(sed -n 's/.*peak RSS \([0-9]*\) MiB.*/\1/p' "$log" | tail -1)
   params=$(sed -n 's/.*model: \([0-9]*\) parameters.*/\1/p' "$log" | head -1)
-  echo "$tps $((rss / 1024)) $params"
+  echo "$tps $((rss * $2)) $params"
 }
 
 printf '%-11s %12s %12s %7s %8s %8s %10s %10s %6s\n' model mpilm_tok/s torch_tok/s ratio mpilm_MFU torch_MFU mpilm_RSS torch_RSS RSS_x
@@ -44,7 +45,7 @@ for m in $MODELS; do
   best=""
   for layout in "1 2" "2 1"; do
     r=$(mpilm_run "$m" $layout) || continue
-    echo "mpilm $m ranks x threads = $layout: $r (tokens/s, RSS MiB of one rank's process tree, params)"
+    echo "mpilm $m ranks x threads = $layout: $r (tokens/s, RSS MiB of all ranks, params)"
     if [ -z "$best" ] || awk "BEGIN { exit !($(echo "$r" | cut -d' ' -f1) > $(echo "$best" | cut -d' ' -f1)) }"; then best=$r; fi
   done
   [ -n "$best" ] || { echo "mpilm $m failed"; continue; }
@@ -64,6 +65,6 @@ for m in $MODELS; do
   awk -v m="$m" -v mt="$m_tps" -v tt="$t_tps" -v mr="$m_rss" -v tr="$t_rss" -v p="$params" -v L=$L -v C=$C -v T=$T -v peak="$peak" 'BEGIN {
     fpt = 6 * p + 12 * L * C * T
     mm = peak > 0 ? 100 * mt * fpt / (peak * 1e9) : 0; tm = peak > 0 ? 100 * tt * fpt / (peak * 1e9) : 0
-    printf "%-11s %12.0f %12.0f %7.2f %7.1f%% %7.1f%% %9dM %9dM %6.2f\n", m, mt, tt, tt > 0 ? mt / tt : 0, mm, tm, mr, tr, tr > 0 ? mr / tr : 0 }'
+    printf "%-11s %12.0f %12.0f %7.2f %7.1f%% %7.1f%% %9dM %9dM %6.2f\n", m, mt, tt, (tt > 0 ? mt / tt : 0), mm, tm, mr, tr, (tr > 0 ? mr / tr : 0) }'
 done
 echo "targets: tokens/s ratio >= 1.25 (gpt-mini, bert-mini), >= 1.1 (gpt2-small); RSS_x <= 0.7"
