@@ -146,6 +146,30 @@ status_t dataset_check_shard(const dataset *d, int i, const shard_header *h)
     return ST_OK;
 }
 
+status_t dataset_verify_shard(const dataset *d, int i)
+{
+    const dataset_shard *s = &d->shards[i];
+    char path[4200];
+    dataset_shard_path(d, i, path, sizeof path);
+    struct stat sb;
+    FAIL_IF(stat(path, &sb) != 0, ST_IO, "%s: missing shard listed in %s; re-run mpilm prep", path, DATASET_MANIFEST);
+    FAIL_IF((uint64_t)sb.st_size != s->bytes, ST_FORMAT,
+            "%s: size %llu bytes differs from %s (%llu bytes); the shard is truncated or replaced, re-run mpilm prep",
+            path, (unsigned long long)sb.st_size, DATASET_MANIFEST, (unsigned long long)s->bytes);
+    shard_reader *r;
+    TRY(shard_reader_open(&r, path));
+    status_t st = dataset_check_shard(d, i, shard_reader_header(r));
+    if (st == ST_OK) st = shard_reader_verify(r);
+    shard_reader_close(r);
+    uint64_t h = 0;
+    if (st == ST_OK) st = hash_file(path, &h);
+    if (st == ST_OK && h != s->hash)
+        st = st_fail(ST_FORMAT, "%s: file checksum mismatch at byte 0 (expected %016llx from %s, found %016llx); the "
+                     "shard was changed after mpilm prep", path, (unsigned long long)s->hash, DATASET_MANIFEST,
+                     (unsigned long long)h);
+    return st;
+}
+
 /* ---------------------------------------------------------------- reading */
 
 typedef struct json_ctx { const char *path; const cJSON *obj; } json_ctx;

@@ -59,6 +59,10 @@ void dataset_shard_path(const dataset *d, int i, char *buf, size_t len);
 /* Checks a shard's header against the manifest (fingerprint, width, counts). */
 status_t dataset_check_shard(const dataset *d, int i, const shard_header *h);
 
+/* Checks shard i completely: size and XXH3 of the file against the manifest,
+ * its header against the manifest, then every frame (shard_reader_verify). */
+status_t dataset_verify_shard(const dataset *d, int i);
+
 /* 1 when dir holds a manifest.json. */
 int dataset_is_dataset(const char *dir);
 
