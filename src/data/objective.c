@@ -8,7 +8,7 @@
 
 #include "stream_internal.h"
 
-uint32_t pack_draw(pack_rng *r)
+static uint32_t pack_draw(pack_rng *r)
 {
     if (r->have == 0) {
         rng_bits(r->key, r->epoch, r->group, r->counter++, r->bits);
@@ -17,7 +17,7 @@ uint32_t pack_draw(pack_rng *r)
     return r->bits[--r->have];
 }
 
-uint32_t pack_below(pack_rng *r, uint32_t n) { return rng_below(pack_draw(r), n); }
+static uint32_t pack_below(pack_rng *r, uint32_t n) { return rng_below(pack_draw(r), n); }
 
 static status_t emit(stream_group *g, sample_desc d)
 {
@@ -32,15 +32,14 @@ static status_t pack_causal(stream *s)
     uint32_t T = (uint32_t)s->spec.seq_len;
     uint32_t n = g->n_tokens > T ? (g->n_tokens - 1) / T : 0;
     for (uint32_t j = 0; j < n; j++) {
-        uint32_t start = j * T, sent = 0;
-        /* the document of the window's first token, for origins */
-        uint32_t lo = 0, hi = g->n_sents;
+        /* the document of the window's first token, for stream_last_origin */
+        uint32_t start = j * T, lo = 0, hi = g->n_sents;
         while (hi - lo > 1) {
             uint32_t mid = (lo + hi) / 2;
-            if (g->sents[mid].start <= start) lo = mid; else hi = mid;
+            if (g->sents[mid].start <= start) lo = mid;
+            else hi = mid;
         }
-        sent = lo;
-        TRY(emit(g, (sample_desc){start, T + 1, 0, 0, g->sents[sent].doc, g->sents[sent].doc, LABEL_IGNORE}));
+        TRY(emit(g, (sample_desc){start, T + 1, 0, 0, g->sents[lo].doc, g->sents[lo].doc, LABEL_IGNORE}));
     }
     return ST_OK;
 }
@@ -159,7 +158,7 @@ status_t objective_pack(stream *s)
 static int is_special(const stream *s, int32_t id)
 {
     for (int k = 0; k < s->n_special; k++)
-        if (s->nonspecial_skip[k] == id) return id != s->special_ids[TOKEN_UNK];
+        if (s->special_sorted[k] == id) return id != s->special_ids[TOKEN_UNK];
     return 0;
 }
 
@@ -167,7 +166,7 @@ static int is_special(const stream *s, int32_t id)
 static int32_t random_nonspecial(const stream *s, uint32_t bits)
 {
     int32_t id = (int32_t)rng_below(bits, s->ds.info.vocab_size - (uint32_t)s->n_special);
-    for (int k = 0; k < s->n_special && s->nonspecial_skip[k] <= id; k++) id++;
+    for (int k = 0; k < s->n_special && s->special_sorted[k] <= id; k++) id++;
     return id;
 }
 

@@ -131,13 +131,9 @@ status_t shard_writer_open(shard_writer **out, const char *path, uint64_t finger
     ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, ZSTD_LEVEL);
     ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_checksumFlag, 1);
     ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_contentSizeFlag, 1);
-    status_t st = atomic_file_open(&w->af, path);
-    if (st != ST_OK) {
-        free(w->tokens), free(w->bounds), free(w->cbuf), ZSTD_freeCCtx(w->cctx), free(w);
-        return st;
-    }
     uint8_t head[FRAME_HEAD + SHARD_HEADER_BYTES] = {0}; /* rewritten by close */
-    st = writer_put(w, head, sizeof head);
+    status_t st = atomic_file_open(&w->af, path);
+    if (st == ST_OK) st = writer_put(w, head, sizeof head);
     if (st != ST_OK) {
         shard_writer_abort(w);
         return st;
@@ -390,7 +386,6 @@ status_t shard_reader_open(shard_reader **out, const char *path)
 
 const shard_header *shard_reader_header(const shard_reader *r) { return &r->hdr; }
 const shard_frame *shard_reader_frame(const shard_reader *r, uint32_t i) { return &r->frames[i]; }
-const char *shard_reader_path(const shard_reader *r) { return r->path; }
 
 static status_t check_hash(const shard_reader *r, const char *what, uint32_t i, uint64_t offset, uint64_t want,
                            const void *data, size_t len)

@@ -78,7 +78,6 @@ typedef struct shard_reader shard_reader;
 status_t shard_reader_open(shard_reader **out, const char *path);
 const shard_header *shard_reader_header(const shard_reader *r);
 const shard_frame *shard_reader_frame(const shard_reader *r, uint32_t i);
-const char *shard_reader_path(const shard_reader *r);
 /* Reads frame i: records[n_records] (may be NULL) and tokens[n_tokens] widened
  * to u32 (may be NULL); checks both checksums and the zstd content checksum. */
 status_t shard_reader_read(shard_reader *r, uint32_t i, uint32_t *records, uint32_t *tokens);

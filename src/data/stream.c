@@ -55,7 +55,7 @@ static status_t load_blocks(stream *s)
         for (uint32_t f = 0; f < h->n_frames; f++) {
             const shard_frame *e = shard_reader_frame(r, f);
             uint64_t first = docs + !(e->flags & SHARD_FRAME_DOC_CONTINUES);
-            s->blocks[s->n_blocks++] = (stream_block){i, f, e->n_tokens, e->n_records, first};
+            s->blocks[s->n_blocks++] = (stream_block){i, f, e->n_records, first};
             docs += e->n_doc_starts;
         }
     }
@@ -305,14 +305,14 @@ static status_t setup_specials(stream *s)
 {
     const int32_t *sp = s->ds.info.special;
     s->eot = sp[TOKEN_EOT] >= 0 ? sp[TOKEN_EOT] : sp[TOKEN_SEP];
-    s->nonspecial_skip = malloc(6 * sizeof *s->nonspecial_skip);
-    FAIL_IF(!s->nonspecial_skip, ST_NOMEM, "out of memory");
+    s->special_sorted = malloc(6 * sizeof *s->special_sorted);
+    FAIL_IF(!s->special_sorted, ST_NOMEM, "out of memory");
     for (int k = 0; k < 6; k++) {
         int32_t id = sp[k];
         if (id < 0) continue;
         int i = s->n_special++;
-        while (i > 0 && s->nonspecial_skip[i - 1] > id) s->nonspecial_skip[i] = s->nonspecial_skip[i - 1], i--;
-        s->nonspecial_skip[i] = id;
+        while (i > 0 && s->special_sorted[i - 1] > id) s->special_sorted[i] = s->special_sorted[i - 1], i--;
+        s->special_sorted[i] = id;
     }
     memcpy(s->special_ids, sp, sizeof s->special_ids);
     return ST_OK;
@@ -361,7 +361,7 @@ void stream_close(stream *s)
     free(s->perm);
     free(s->records);
     free(s->frame_tokens);
-    free(s->nonspecial_skip);
+    free(s->special_sorted);
     free(s->origins);
     free(s->g.sents);
     free(s->g.docs);

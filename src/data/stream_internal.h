@@ -13,7 +13,7 @@
 /* One data frame of one shard, in dataset order. */
 typedef struct stream_block {
     uint32_t shard, frame;
-    uint32_t n_tokens, n_records;
+    uint32_t n_records;
     uint64_t first_doc;   /* global document id of the frame's first record */
 } stream_block;
 
@@ -81,7 +81,7 @@ struct stream {
     uint64_t taken;             /* samples of this step taken by this rank */
     uint64_t totals[STREAM_EPOCH_RING], totals_epoch[STREAM_EPOCH_RING];
     int32_t special_ids[6];
-    int32_t *nonspecial_skip;   /* sorted special ids, for uniform non-special draws */
+    int32_t *special_sorted;    /* the special ids in increasing order (n_special) */
     int n_special;
     int32_t eot;                /* the causal document separator */
     rng_key key_mask, key_shuffle, key_nsp;
@@ -92,8 +92,6 @@ struct stream {
 /* objective.c */
 status_t objective_pack(stream *s);  /* fills g.descs from g.sents/g.docs */
 void objective_build(stream *s, const sample_desc *d, uint64_t epoch, uint64_t sample, batch *b, int row);
-uint32_t pack_draw(pack_rng *r);
-uint32_t pack_below(pack_rng *r, uint32_t n);
 status_t grow_array(void **p, uint32_t *cap, uint32_t need, size_t elem);
 
 #endif

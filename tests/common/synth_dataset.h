@@ -16,8 +16,8 @@ typedef struct synth_spec {
     uint64_t seed;
 } synth_spec;
 
-/* Token id k of the document/sentence layout is a pure function of the spec,
- * so tests can regenerate what was written. Returns 0 on success. */
+/* Writes dir/vocab.txt, n_shards shards and dir/manifest.json; the content is
+ * a pure function of the spec. Returns 0 on success. */
 int synth_dataset_make(const char *dir, const synth_spec *spec);
 
 /* Makes a fresh temporary directory (mkdtemp) under $TMPDIR; returns 0 on success. */

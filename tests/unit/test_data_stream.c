@@ -57,6 +57,8 @@ static int rows_equal(const batch *a, int ra, const batch *b, int rb)
 Test(stream, causal_targets_are_the_inputs_shifted_by_one, .init = small, .fini = cleanup)
 {
     stream *s = open_stream(spec_of(STREAM_CAUSAL, 0, 0, 1, 8));
+    cr_assert_eq(stream_info(s)->vocab_size, V);
+    cr_assert_eq(stream_info(s)->special[TOKEN_SEP], 3, "[SEP] separates documents in a WordPiece dataset");
     batch b, b2;
     batch_alloc(&b, 8, 64);
     batch_alloc(&b2, 1, 64);
