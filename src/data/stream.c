@@ -287,7 +287,7 @@ static status_t check_spec(const stream_spec *sp, const dataset_info *in)
             sp->seq_len, min_t);
     FAIL_IF(!(sp->mask_prob >= 0 && sp->mask_prob <= 1), ST_CONFIG, "stream: mask_prob %g is outside [0, 1]",
             sp->mask_prob);
-    FAIL_IF(in->vocab_size > (uint32_t)sp->vocab_size, ST_CONFIG,
+    FAIL_IF(sp->vocab_size < 1 || in->vocab_size > (uint32_t)sp->vocab_size, ST_CONFIG,
             "%s: the dataset's vocabulary has %u tokens, more than the model's vocab_size %d; set model.vocab_size "
             ">= %u", sp->path, in->vocab_size, sp->vocab_size, in->vocab_size);
     const int32_t *sp_ids = in->special;

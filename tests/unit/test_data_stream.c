@@ -179,12 +179,11 @@ Test(stream, mlm_masking_statistics_over_a_million_tokens, .init = large, .fini 
         next(s, &b);
         for (int i = 0; i < 64 * 64; i++) {
             int32_t id = b.input_ids[i], lab = b.labels[i];
-            int special_pos = id == 0 || id == 2 || id == 3;
-            if (special_pos && lab == LABEL_IGNORE) continue; /* [PAD] [CLS] [SEP] */
-            cr_assert(!(id <= 3 && id != 1 && lab != LABEL_IGNORE && id != 4), "a special token was masked");
+            if ((id == 0 || id == 2 || id == 3) && lab == LABEL_IGNORE) continue; /* [PAD] [CLS] [SEP] */
             eligible++;
             if (lab == LABEL_IGNORE) continue;
-            cr_assert_geq(lab, 5, "label %d is a special id", lab);
+            /* the data holds no special id, so a chosen special token would show as a label < 5 */
+            cr_assert_geq(lab, 5, "a special token (id %d) was chosen for prediction", lab);
             chosen++;
             if (id == 4) as_mask++;
             else if (id == lab) kept++;
