@@ -155,8 +155,9 @@ Test(stream, cursor_resume_continues_exactly, .init = small, .fini = cleanup)
 Test(stream, epochs_wrap_with_a_new_order_and_new_masks, .init = small, .fini = cleanup)
 {
     stream *s = open_stream(spec_of(STREAM_MLM, 1, 0, 1, 16));
-    batch b;
+    batch b, e1;
     batch_alloc(&b, 16, 64);
+    batch_alloc(&e1, 16, 64);
     uint64_t max_epoch = 0;
     for (int i = 0; i < 400 && max_epoch < 2; i++) {
         next(s, &b);
@@ -165,8 +166,19 @@ Test(stream, epochs_wrap_with_a_new_order_and_new_masks, .init = small, .fini = 
         max_epoch = o.epoch;
     }
     cr_assert_geq(max_epoch, 2, "the stream did not wrap into a third epoch");
+    /* the first samples of epoch 0 and of epoch 1 */
+    stream_cursor c = {.epoch = 0, .sample = 0};
+    cr_assert_eq(stream_cursor_set(s, &c), ST_OK);
+    next(s, &b);
+    c.epoch = 1;
+    cr_assert_eq(stream_cursor_set(s, &c), ST_OK);
+    next(s, &e1);
+    int same = 0;
+    for (int r = 0; r < 16; r++) same += rows_equal(&b, r, &e1, r);
+    cr_assert_eq(same, 0, "%d of 16 samples repeat at the start of the next epoch", same);
     stream_close(s);
     batch_free(&b);
+    batch_free(&e1);
 }
 
 Test(stream, mlm_masking_statistics_over_a_million_tokens, .init = large, .fini = cleanup)
