@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "data/shard.h"
 
@@ -241,8 +242,20 @@ status_t prep_piece_encode(tokenizer *t, const char *const *files, const prep_pi
     return st;
 }
 
+/* Removes shards n, n+1, ... left in dir by an earlier, larger run. */
+static void remove_stale_shards(const char *dir, int n)
+{
+    for (;; n++) {
+        char name[64], path[4200];
+        dataset_shard_name(n, name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        if (unlink(path) != 0) return;
+    }
+}
+
 status_t prep_finish(const char *dir, const tokenizer *t, int n_shards, dataset_info *info)
 {
+    remove_stale_shards(dir, n_shards);
     dataset_info in;
     TRY(dataset_manifest_write(dir, t, n_shards, &in));
     FAIL_IF(in.n_sentences == 0, ST_USAGE,

@@ -49,8 +49,8 @@ void prep_plan_free(prep_plan *plan);
 status_t prep_piece_encode(tokenizer *t, const char *const *files, const prep_piece *piece, int replace_invalid,
                            const char *out_path, prep_stats *stats);
 
-/* Writes the manifest over shards 0..n_shards-1 of dir; fails when the whole
- * input held no sentence. */
+/* Writes the manifest over shards 0..n_shards-1 of dir (removing higher-
+ * numbered shards of an earlier run); fails when the input held no sentence. */
 status_t prep_finish(const char *dir, const tokenizer *t, int n_shards, dataset_info *info);
 
 /* Offset of the first byte of s[0..n) that is not valid UTF-8, or n. */

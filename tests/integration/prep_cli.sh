@@ -30,6 +30,12 @@ zstd -q -dc "$S" | od -An -v -tu2 -w2 | tr -d ' ' >"$T/shard.ids"
 $MPILM tokenize --vocab "$BERT" <"$TINY" | tr ' ' '\n' | sed '/^$/d' >"$T/direct.ids"
 cmp -s "$T/shard.ids" "$T/direct.ids" || fail "the shard's token stream differs from mpilm tokenize"
 
+cp "$TINY" "$T/copy.txt"
+$MPILM prep --vocab "$BERT" --out "$T/one" "$TINY" "$T/copy.txt" >"$T/log" 2>&1 || fail "prep of two files: $(cat "$T/log")"
+$MPILM inspect "$T/one" | grep -q "2 shards, .* 404 documents, 3482 sentences, 91160 tokens" || fail "two files: $($MPILM inspect "$T/one")"
+$MPILM prep --vocab "$BERT" --out "$T/one" "$TINY" >"$T/log" 2>&1 || fail "prep again: $(cat "$T/log")"
+diff -r "$T/one" "$T/two" >/dev/null || fail "preparing into an existing dataset does not replace it"
+
 $MPIRUN -np 2 $MPILM prep --train-vocab 2000 --tokenizer wordpiece --out "$T/trained" "$TINY" >"$T/log" 2>&1 ||
   fail "prep --train-vocab: $(cat "$T/log")"
 $MPILM inspect "$T/trained" | grep -q "vocab 2000 tokens" || fail "trained vocabulary size"
