@@ -4,6 +4,8 @@
 int cmd_train(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_prep(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
 
 const command commands[] = {
     {"prep", "tokenize raw text into a dataset of zstd token shards",
@@ -11,14 +13,16 @@ const command commands[] = {
      "\n"
      "Tokenizes raw UTF-8 text (one sentence per line, a blank line between documents)\n"
      "into datasets/NAME/: the vocab files, manifest.json and *.zst shards.\n"
-     "Runs in parallel under mpirun (ranks split the input files).\n"
+     "Runs in parallel under mpirun: the input is cut into pieces at document boundaries\n"
+     "(independent of the rank count, so the dataset is the same for any -np) and the\n"
+     "ranks share them.\n"
      "\n"
      "  --vocab DIR          use the vocabulary in DIR (vocab.txt, or encoder.json + vocab.bpe)\n"
      "  --train-vocab N      train a vocabulary of N tokens from the input first\n"
      "  --tokenizer KIND     bpe (GPT-2 byte-level) or wordpiece (BERT)\n"
      "  --out DIR            dataset directory to create\n"
      "  --replace-invalid    replace invalid UTF-8 with U+FFFD instead of refusing it\n",
-     NULL, "the data pipeline (tokenizers, shard writer)"},
+     cmd_prep, NULL},
     {"train", "train a model (under mpirun for pipeline and data parallelism)",
      "usage: mpilm train --config FILE [--set section.key=value]... [--resume auto|PATH] [--print-config]\n"
      "\n"
@@ -47,7 +51,7 @@ const command commands[] = {
      "usage: mpilm inspect SHARD|DATASET|CHECKPOINT\n"
      "\n"
      "Prints the header or manifest and verifies every checksum; exits non-zero on any fault.\n",
-     NULL, "shard and checkpoint inspection"},
+     cmd_inspect, NULL},
     {"plot", "draw loss, learning-rate and throughput curves of a run",
      "usage: mpilm plot RUN_DIR [--out PREFIX]\n"
      "\n"

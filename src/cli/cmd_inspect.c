@@ -1,0 +1,74 @@
+/* mpilm inspect: describe and verify a shard, a dataset (or, later, a
+ * checkpoint). Each kind of path has an inspector: a detector and a run
+ * function; the first whose detector accepts the path runs. */
+#include <stdio.h>
+
+#include "cli.h"
+#include "data/dataset.h"
+#include "data/shard.h"
+
+typedef struct inspector {
+    const char *what;
+    int (*detect)(const char *path);
+    status_t (*run)(const char *path);
+} inspector;
+
+static void print_header(const shard_header *h)
+{
+    printf("  format version %u, token width %u bytes, vocab %u tokens, fingerprint %016llx\n", h->version,
+           h->token_width, h->vocab_size, (unsigned long long)h->fingerprint);
+    printf("  %u frames, %llu documents, %llu sentences, %llu tokens\n", h->n_frames,
+           (unsigned long long)h->n_documents, (unsigned long long)h->n_sentences, (unsigned long long)h->n_tokens);
+}
+
+static status_t inspect_shard(const char *path)
+{
+    shard_reader *r;
+    TRY(shard_reader_open(&r, path));
+    printf("shard %s\n", path);
+    print_header(shard_reader_header(r));
+    status_t st = shard_reader_verify(r);
+    shard_reader_close(r);
+    if (st == ST_OK) printf("  every checksum verified: ok\n");
+    return st;
+}
+
+static status_t inspect_dataset(const char *path)
+{
+    dataset d;
+    TRY(dataset_open(&d, path));
+    const dataset_info *in = &d.info;
+    printf("dataset %s\n", path);
+    printf("  tokenizer %s, vocab %u tokens, fingerprint %016llx, token width %u\n",
+           in->kind == TOKENIZER_BPE ? "bpe" : "wordpiece", in->vocab_size, (unsigned long long)in->fingerprint,
+           in->token_width);
+    printf("  special ids: pad %d, unk %d, cls %d, sep %d, mask %d, eot %d\n", in->special[TOKEN_PAD],
+           in->special[TOKEN_UNK], in->special[TOKEN_CLS], in->special[TOKEN_SEP], in->special[TOKEN_MASK],
+           in->special[TOKEN_EOT]);
+    printf("  %d shards, %llu bytes, %llu documents, %llu sentences, %llu tokens\n", in->n_shards,
+           (unsigned long long)in->n_bytes, (unsigned long long)in->n_documents, (unsigned long long)in->n_sentences,
+           (unsigned long long)in->n_tokens);
+    status_t st = ST_OK;
+    for (int i = 0; st == ST_OK && i < in->n_shards; i++) {
+        st = dataset_verify_shard(&d, i);
+        if (st == ST_OK) printf("  %s: %llu tokens, ok\n", d.shards[i].file, (unsigned long long)d.shards[i].n_tokens);
+    }
+    dataset_close(&d);
+    if (st == ST_OK) printf("  every checksum verified: ok\n");
+    return st;
+}
+
+static const inspector inspectors[] = {
+    {"dataset", dataset_is_dataset, inspect_dataset},
+    {"shard", shard_is_shard, inspect_shard},
+};
+
+int cmd_inspect(int argc, char **argv)
+{
+    if (argc != 2) return cli_finish(st_fail(ST_USAGE, "inspect: give one SHARD, DATASET or CHECKPOINT path"));
+    const char *path = argv[1];
+    for (size_t i = 0; i < sizeof inspectors / sizeof inspectors[0]; i++)
+        if (inspectors[i].detect(path)) return cli_finish(inspectors[i].run(path));
+    return cli_finish(st_fail(ST_USAGE, "%s: not a shard, dataset or checkpoint; pass a *.zst shard, a dataset "
+                                        "directory with manifest.json or a checkpoint directory", path));
+}

@@ -1,0 +1,134 @@
+/* mpilm prep: raw text → datasets/NAME/ (vocab files, shards, manifest.json).
+ * Under mpirun rank r encodes the pieces i with i % size == r; rank 0 writes
+ * the vocabulary first and the manifest last. */
+#include <getopt.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/fileio.h"
+#include "base/log.h"
+#include "base/timer.h"
+#include "cli.h"
+#include "data/prep.h"
+
+typedef struct prep_options {
+    const char *vocab, *kind, *out;
+    long train_vocab;
+    int replace_invalid;
+    const char *const *files;
+    int n_files;
+} prep_options;
+
+static status_t parse_options(int argc, char **argv, prep_options *o)
+{
+    static const struct option long_options[] = {
+        {"vocab", required_argument, 0, 'v'},      {"train-vocab", required_argument, 0, 'n'},
+        {"tokenizer", required_argument, 0, 't'},  {"out", required_argument, 0, 'o'},
+        {"replace-invalid", no_argument, 0, 'r'},  {0, 0, 0, 0},
+    };
+    optind = 1;
+    opterr = 0;
+    int ch;
+    char *end;
+    while ((ch = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        switch (ch) {
+        case 'v': o->vocab = optarg; break;
+        case 't': o->kind = optarg; break;
+        case 'o': o->out = optarg; break;
+        case 'r': o->replace_invalid = 1; break;
+        case 'n':
+            o->train_vocab = strtol(optarg, &end, 10);
+            FAIL_IF(*end || o->train_vocab < 2 || o->train_vocab > (1L << 31), ST_USAGE,
+                    "prep: --train-vocab needs a vocabulary size (found '%s')", optarg);
+            break;
+        default:
+            return st_fail(ST_USAGE, "prep: unknown or incomplete option '%s' (see mpilm prep --help)", argv[optind - 1]);
+        }
+    }
+    FAIL_IF(!o->vocab == !o->train_vocab, ST_USAGE, "prep: give exactly one of --vocab DIR and --train-vocab N");
+    FAIL_IF(!o->out, ST_USAGE, "prep: --out DIR is required (e.g. --out datasets/NAME)");
+    FAIL_IF(o->train_vocab && !o->kind, ST_USAGE, "prep: --train-vocab needs --tokenizer bpe|wordpiece");
+    FAIL_IF(o->kind && strcmp(o->kind, "bpe") != 0 && strcmp(o->kind, "wordpiece") != 0, ST_USAGE,
+            "prep: --tokenizer must be bpe or wordpiece (found '%s')", o->kind);
+    FAIL_IF(optind >= argc, ST_USAGE, "prep: no input FILE given (see mpilm prep --help)");
+    o->files = (const char *const *)argv + optind;
+    o->n_files = argc - optind;
+    return ST_OK;
+}
+
+/* Rank 0 puts the vocabulary into the dataset directory (trained or copied). */
+static status_t write_vocab(const prep_options *o, tokenizer_kind kind)
+{
+    TRY(make_dirs(o->out, 0755));
+    if (o->train_vocab) {
+        log_info("prep: training a %s vocabulary of %ld tokens", o->kind, o->train_vocab);
+        return tokenizer_train(kind, o->files, o->n_files, (uint32_t)o->train_vocab, o->out);
+    }
+    tokenizer *t;
+    TRY(tokenizer_load(o->vocab, kind, &t));
+    status_t st = tokenizer_save(t, o->out);
+    tokenizer_free(t);
+    return st;
+}
+
+static status_t encode_pieces(const prep_options *o, tokenizer *t, const prep_plan *plan, int rank, int size)
+{
+    double t0 = time_now();
+    uint64_t done = 0;
+    for (int i = rank; i < plan->n_pieces; i += size) {
+        char name[64], path[4200];
+        dataset_shard_name(i, name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s", o->out, name);
+        prep_stats stats;
+        TRY(prep_piece_encode(t, o->files, &plan->pieces[i], o->replace_invalid, path, &stats));
+        done += stats.bytes;
+        if (stats.replaced) log_warn("prep: %s: %llu invalid UTF-8 bytes replaced by U+FFFD", name,
+                                     (unsigned long long)stats.replaced);
+        log_info("prep: %s done (%d of %d), %.1f MB/s on rank 0", name, i + 1, plan->n_pieces,
+                 (double)done / 1e6 / (time_now() - t0 + 1e-9));
+    }
+    return ST_OK;
+}
+
+static status_t run_prep(const prep_options *o, int rank, int size)
+{
+    double t0 = time_now();
+    tokenizer_kind kind = TOKENIZER_BPE;
+    if (o->kind) kind = strcmp(o->kind, "bpe") == 0 ? TOKENIZER_BPE : TOKENIZER_WORDPIECE;
+    else TRY(tokenizer_detect(o->vocab, &kind));
+    prep_plan plan;
+    TRY(prep_plan_make(o->files, o->n_files, &plan));
+    status_t st = rank == 0 ? write_vocab(o, kind) : ST_OK;
+    if (st != ST_OK) st_die(st); /* the other ranks wait in the barrier */
+    MPI_Barrier(MPI_COMM_WORLD);
+    tokenizer *t = NULL;
+    st = tokenizer_load(o->out, kind, &t);
+    if (st == ST_OK) st = encode_pieces(o, t, &plan, rank, size);
+    if (st != ST_OK) st_die(st);
+    MPI_Barrier(MPI_COMM_WORLD);
+    dataset_info info;
+    if (rank == 0) st = prep_finish(o->out, t, plan.n_pieces, &info);
+    double secs = time_now() - t0;
+    if (st == ST_OK && rank == 0)
+        log_info("prep: %s: %d shards, %llu documents, %llu sentences, %llu tokens from %.1f MB in %.2f s "
+                 "(%.1f MB/s on %d ranks)", o->out, plan.n_pieces, (unsigned long long)info.n_documents,
+                 (unsigned long long)info.n_sentences, (unsigned long long)info.n_tokens,
+                 (double)plan.total_bytes / 1e6, secs, (double)plan.total_bytes / 1e6 / secs, size);
+    tokenizer_free(t);
+    prep_plan_free(&plan);
+    return st;
+}
+
+int cmd_prep(int argc, char **argv)
+{
+    prep_options o = {0};
+    status_t st = parse_options(argc, argv, &o);
+    if (st != ST_OK) return cli_finish(st);
+    cli_mpi_init(&argc, &argv);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    return cli_finish(run_prep(&o, rank, size));
+}

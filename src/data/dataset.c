@@ -1,0 +1,299 @@
+/* data/dataset: manifest.json of a dataset directory (docs/formats.md). */
+#include "dataset.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/fileio.h"
+#include "base/hash.h"
+
+static const char *const special_keys[6] = {"pad", "unk", "cls", "sep", "mask", "eot"};
+
+void dataset_shard_name(int i, char *buf, size_t len) { snprintf(buf, len, "train-%05d.zst", i); }
+
+void dataset_shard_path(const dataset *d, int i, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s", d->dir, d->shards[i].file);
+}
+
+int dataset_is_dataset(const char *dir)
+{
+    char path[4200];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s", dir, DATASET_MANIFEST);
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* Reads shard i's header and hashes the file. */
+static status_t describe_shard(const char *dir, int i, dataset_shard *s, shard_header *h)
+{
+    char path[4200];
+    dataset_shard_name(i, s->file, sizeof s->file);
+    snprintf(path, sizeof path, "%s/%s", dir, s->file);
+    shard_reader *r;
+    TRY(shard_reader_open(&r, path));
+    *h = *shard_reader_header(r);
+    shard_reader_close(r);
+    struct stat sb;
+    FAIL_IF(stat(path, &sb) != 0, ST_IO, "%s: cannot stat the shard", path);
+    TRY(hash_file(path, &s->hash));
+    s->bytes = (uint64_t)sb.st_size;
+    s->n_documents = h->n_documents, s->n_sentences = h->n_sentences, s->n_tokens = h->n_tokens;
+    s->n_frames = h->n_frames;
+    return ST_OK;
+}
+
+static cJSON *hex_item(uint64_t v)
+{
+    char hex[17];
+    hash_to_hex(v, hex);
+    return cJSON_CreateString(hex);
+}
+
+static cJSON *shard_json(const dataset_shard *s)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "file", s->file);
+    cJSON_AddNumberToObject(o, "bytes", (double)s->bytes);
+    cJSON_AddItemToObject(o, "xxh3", hex_item(s->hash));
+    cJSON_AddNumberToObject(o, "frames", s->n_frames);
+    cJSON_AddNumberToObject(o, "documents", (double)s->n_documents);
+    cJSON_AddNumberToObject(o, "sentences", (double)s->n_sentences);
+    cJSON_AddNumberToObject(o, "tokens", (double)s->n_tokens);
+    return o;
+}
+
+static cJSON *manifest_json(const dataset_info *in, const dataset_shard *shards)
+{
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "format", "mpilm-dataset");
+    cJSON_AddNumberToObject(m, "version", DATASET_VERSION);
+    cJSON_AddStringToObject(m, "tokenizer", in->kind == TOKENIZER_BPE ? "bpe" : "wordpiece");
+    cJSON_AddNumberToObject(m, "vocab_size", in->vocab_size);
+    cJSON_AddItemToObject(m, "fingerprint", hex_item(in->fingerprint));
+    cJSON_AddNumberToObject(m, "token_width", in->token_width);
+    cJSON *sp = cJSON_AddObjectToObject(m, "special");
+    for (int k = 0; k < 6; k++) cJSON_AddNumberToObject(sp, special_keys[k], in->special[k]);
+    cJSON *arr = cJSON_AddArrayToObject(m, "shards");
+    for (int i = 0; i < in->n_shards; i++) cJSON_AddItemToArray(arr, shard_json(&shards[i]));
+    cJSON *tot = cJSON_AddObjectToObject(m, "totals");
+    cJSON_AddNumberToObject(tot, "shards", in->n_shards);
+    cJSON_AddNumberToObject(tot, "bytes", (double)in->n_bytes);
+    cJSON_AddNumberToObject(tot, "documents", (double)in->n_documents);
+    cJSON_AddNumberToObject(tot, "sentences", (double)in->n_sentences);
+    cJSON_AddNumberToObject(tot, "tokens", (double)in->n_tokens);
+    return m;
+}
+
+static void info_from_tokenizer(const tokenizer *t, dataset_info *in)
+{
+    memset(in, 0, sizeof *in);
+    in->kind = tokenizer_get_kind(t);
+    in->vocab_size = tokenizer_vocab_size(t);
+    in->fingerprint = tokenizer_fingerprint(t);
+    in->token_width = in->vocab_size <= 65536 ? 2 : 4;
+    for (int k = 0; k < 6; k++) in->special[k] = tokenizer_special(t, (special_token)k);
+}
+
+status_t dataset_manifest_write(const char *dir, const tokenizer *t, int n_shards, dataset_info *info)
+{
+    dataset d = {.shards = calloc((size_t)n_shards + 1, sizeof(dataset_shard))};
+    FAIL_IF(!d.shards, ST_NOMEM, "%s: out of memory for the manifest", dir);
+    snprintf(d.dir, sizeof d.dir, "%s", dir);
+    info_from_tokenizer(t, &d.info);
+    d.info.n_shards = n_shards;
+    status_t st = ST_OK;
+    for (int i = 0; st == ST_OK && i < n_shards; i++) {
+        shard_header h = {0};
+        st = describe_shard(dir, i, &d.shards[i], &h);
+        if (st == ST_OK) st = dataset_check_shard(&d, i, &h);
+        d.info.n_bytes += d.shards[i].bytes;
+        d.info.n_documents += h.n_documents, d.info.n_sentences += h.n_sentences, d.info.n_tokens += h.n_tokens;
+    }
+    char *text = NULL;
+    if (st == ST_OK) {
+        cJSON *m = manifest_json(&d.info, d.shards);
+        text = cJSON_Print(m);
+        cJSON_Delete(m);
+        if (!text) st = st_fail(ST_NOMEM, "%s: out of memory writing the manifest", dir);
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, DATASET_MANIFEST);
+    if (st == ST_OK) st = atomic_write_file(path, text, strlen(text));
+    free(text);
+    if (st == ST_OK && info) *info = d.info;
+    free(d.shards);
+    return st;
+}
+
+status_t dataset_check_shard(const dataset *d, int i, const shard_header *h)
+{
+    const dataset_shard *s = &d->shards[i];
+    FAIL_IF(h->fingerprint != d->info.fingerprint, ST_FORMAT,
+            "%s/%s: vocabulary fingerprint mismatch at byte 24 (the shard has %016llx, the dataset vocabulary %016llx); "
+            "the shard was made with another vocabulary, re-run mpilm prep", d->dir, s->file,
+            (unsigned long long)h->fingerprint, (unsigned long long)d->info.fingerprint);
+    FAIL_IF(h->vocab_size != d->info.vocab_size || h->token_width != d->info.token_width, ST_FORMAT,
+            "%s/%s: vocabulary size %u / token width %u differ from the dataset's (%u / %u); re-run mpilm prep", d->dir,
+            s->file, h->vocab_size, h->token_width, d->info.vocab_size, d->info.token_width);
+    FAIL_IF(s->n_tokens && (h->n_tokens != s->n_tokens || h->n_documents != s->n_documents ||
+                            h->n_sentences != s->n_sentences || h->n_frames != s->n_frames), ST_FORMAT,
+            "%s/%s: counts differ from %s (shard: %llu tokens, manifest: %llu); re-run mpilm prep", d->dir, s->file,
+            DATASET_MANIFEST, (unsigned long long)h->n_tokens, (unsigned long long)s->n_tokens);
+    return ST_OK;
+}
+
+status_t dataset_verify_shard(const dataset *d, int i)
+{
+    const dataset_shard *s = &d->shards[i];
+    char path[4200];
+    dataset_shard_path(d, i, path, sizeof path);
+    struct stat sb;
+    FAIL_IF(stat(path, &sb) != 0, ST_IO, "%s: missing shard listed in %s; re-run mpilm prep", path, DATASET_MANIFEST);
+    FAIL_IF((uint64_t)sb.st_size != s->bytes, ST_FORMAT,
+            "%s: size %llu bytes differs from %s (%llu bytes); the shard is truncated or replaced, re-run mpilm prep",
+            path, (unsigned long long)sb.st_size, DATASET_MANIFEST, (unsigned long long)s->bytes);
+    shard_reader *r;
+    TRY(shard_reader_open(&r, path));
+    status_t st = dataset_check_shard(d, i, shard_reader_header(r));
+    if (st == ST_OK) st = shard_reader_verify(r);
+    shard_reader_close(r);
+    uint64_t h = 0;
+    if (st == ST_OK) st = hash_file(path, &h);
+    if (st == ST_OK && h != s->hash)
+        st = st_fail(ST_FORMAT, "%s: file checksum mismatch at byte 0 (expected %016llx from %s, found %016llx); the "
+                     "shard was changed after mpilm prep", path, (unsigned long long)s->hash, DATASET_MANIFEST,
+                     (unsigned long long)h);
+    return st;
+}
+
+/* ---------------------------------------------------------------- reading */
+
+typedef struct json_ctx { const char *path; const cJSON *obj; } json_ctx;
+
+static status_t json_u64(json_ctx c, const char *key, uint64_t *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c.obj, key);
+    FAIL_IF(!cJSON_IsNumber(v) || v->valuedouble < 0, ST_FORMAT,
+            "%s: \"%s\" is missing or not a non-negative number; re-run mpilm prep", c.path, key);
+    *out = (uint64_t)v->valuedouble;
+    return ST_OK;
+}
+
+static status_t json_hex(json_ctx c, const char *key, uint64_t *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c.obj, key);
+    FAIL_IF(!cJSON_IsString(v) || !hash_from_hex(v->valuestring, out), ST_FORMAT,
+            "%s: \"%s\" is missing or not 16 hex digits; re-run mpilm prep", c.path, key);
+    return ST_OK;
+}
+
+static status_t parse_shard(json_ctx c, dataset_shard *s)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(c.obj, "file");
+    FAIL_IF(!cJSON_IsString(f) || strlen(f->valuestring) >= sizeof s->file || strchr(f->valuestring, '/'), ST_FORMAT,
+            "%s: a shard's \"file\" is missing or not a plain file name", c.path);
+    snprintf(s->file, sizeof s->file, "%s", f->valuestring);
+    uint64_t frames;
+    TRY(json_u64(c, "bytes", &s->bytes));
+    TRY(json_hex(c, "xxh3", &s->hash));
+    TRY(json_u64(c, "frames", &frames));
+    TRY(json_u64(c, "documents", &s->n_documents));
+    TRY(json_u64(c, "sentences", &s->n_sentences));
+    TRY(json_u64(c, "tokens", &s->n_tokens));
+    s->n_frames = (uint32_t)frames;
+    return ST_OK;
+}
+
+static status_t parse_manifest(const char *path, const cJSON *m, dataset *d)
+{
+    json_ctx c = {path, m};
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(m, "format");
+    FAIL_IF(!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "mpilm-dataset") != 0, ST_FORMAT,
+            "%s: not an mpilm dataset manifest (\"format\" is not \"mpilm-dataset\")", path);
+    uint64_t version, vocab, width;
+    TRY(json_u64(c, "version", &version));
+    FAIL_IF(version > DATASET_VERSION, ST_FORMAT,
+            "%s: dataset format version %llu is newer than this mpilm reads (%d); use a newer mpilm", path,
+            (unsigned long long)version, DATASET_VERSION);
+    TRY(json_u64(c, "vocab_size", &vocab));
+    TRY(json_u64(c, "token_width", &width));
+    TRY(json_hex(c, "fingerprint", &d->info.fingerprint));
+    d->info.vocab_size = (uint32_t)vocab, d->info.token_width = (uint32_t)width;
+    const cJSON *shards = cJSON_GetObjectItemCaseSensitive(m, "shards");
+    FAIL_IF(!cJSON_IsArray(shards) || cJSON_GetArraySize(shards) == 0, ST_FORMAT,
+            "%s: \"shards\" is missing or empty; re-run mpilm prep", path);
+    d->info.n_shards = cJSON_GetArraySize(shards);
+    d->shards = calloc((size_t)d->info.n_shards, sizeof *d->shards);
+    FAIL_IF(!d->shards, ST_NOMEM, "%s: out of memory", path);
+    int i = 0;
+    for (const cJSON *s = shards->child; s; s = s->next, i++) {
+        TRY(parse_shard((json_ctx){path, s}, &d->shards[i]));
+        d->info.n_bytes += d->shards[i].bytes;
+        d->info.n_documents += d->shards[i].n_documents;
+        d->info.n_sentences += d->shards[i].n_sentences;
+        d->info.n_tokens += d->shards[i].n_tokens;
+    }
+    return ST_OK;
+}
+
+/* The vocabulary files in the directory must be the ones the manifest names. */
+static status_t check_vocab(dataset *d)
+{
+    tokenizer_kind kind;
+    tokenizer *t;
+    TRY(tokenizer_detect(d->dir, &kind));
+    TRY(tokenizer_load(d->dir, kind, &t));
+    dataset_info from_vocab;
+    info_from_tokenizer(t, &from_vocab);
+    tokenizer_free(t);
+    FAIL_IF(from_vocab.fingerprint != d->info.fingerprint || from_vocab.vocab_size != d->info.vocab_size, ST_FORMAT,
+            "%s/%s: vocabulary fingerprint mismatch (the manifest says %016llx with %u tokens, the vocabulary files in "
+            "the directory give %016llx with %u); put back the dataset's vocabulary or re-run mpilm prep", d->dir,
+            DATASET_MANIFEST, (unsigned long long)d->info.fingerprint, d->info.vocab_size,
+            (unsigned long long)from_vocab.fingerprint, from_vocab.vocab_size);
+    d->info.kind = from_vocab.kind;
+    memcpy(d->info.special, from_vocab.special, sizeof d->info.special);
+    return ST_OK;
+}
+
+status_t dataset_open(dataset *d, const char *dir)
+{
+    memset(d, 0, sizeof *d);
+    snprintf(d->dir, sizeof d->dir, "%s", dir);
+    char path[4200], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/%s", dir, DATASET_MANIFEST);
+    FAIL_IF(!dataset_is_dataset(dir), ST_IO, "%s: no %s there; pass a directory made by mpilm prep", dir,
+            DATASET_MANIFEST);
+    TRY(read_file(path, &text, &len));
+    cJSON *m = cJSON_ParseWithLength(text, len);
+    status_t st = ST_OK;
+    if (!m || !cJSON_IsObject(m))
+        st = st_fail(ST_FORMAT, "%s: malformed JSON near byte %ld; re-run mpilm prep", path,
+                     m ? 0L : (long)(cJSON_GetErrorPtr() - text));
+    if (st == ST_OK) st = parse_manifest(path, m, d);
+    if (st == ST_OK) st = check_vocab(d);
+    cJSON_Delete(m);
+    free(text);
+    if (st != ST_OK) dataset_close(d);
+    return st;
+}
+
+void dataset_close(dataset *d)
+{
+    free(d->shards);
+    d->shards = NULL;
+}
+
+status_t dataset_info_read(const char *dir, dataset_info *info)
+{
+    dataset d;
+    TRY(dataset_open(&d, dir));
+    *info = d.info;
+    dataset_close(&d);
+    return ST_OK;
+}

@@ -1,0 +1,69 @@
+/* data/dataset — a dataset directory as mpilm prep makes it:
+ *     DIR/manifest.json     format version, tokenizer, vocab size and fingerprint,
+ *                           special ids, every shard with size, xxh3 and counts, totals
+ *     DIR/vocab files       as tokenizer_save writes them
+ *     DIR/train-NNNNN.zst   shards (data/shard.h)
+ * Owns: the manifest (writing, reading, checking it against the vocabulary and
+ * the shards).
+ * Must not touch: sample building, models, MPI.
+ */
+#ifndef MPILM_DATA_DATASET_H
+#define MPILM_DATA_DATASET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "data/shard.h"
+#include "data/tokenizer.h"
+
+#define DATASET_VERSION 1
+#define DATASET_MANIFEST "manifest.json"
+
+typedef struct dataset_info {
+    tokenizer_kind kind;
+    uint32_t vocab_size;
+    uint64_t fingerprint;
+    int32_t special[6];     /* indexed by special_token (pad, unk, cls, sep, mask, eot); -1 = none */
+    uint32_t token_width;   /* bytes per token in the shards */
+    int n_shards;
+    uint64_t n_documents, n_sentences, n_tokens, n_bytes;
+} dataset_info;
+
+typedef struct dataset_shard {
+    char file[64];          /* name inside the dataset directory */
+    uint64_t bytes, hash;   /* file size and XXH3-64 of the whole file */
+    uint64_t n_documents, n_sentences, n_tokens;
+    uint32_t n_frames;
+} dataset_shard;
+
+typedef struct dataset {
+    char dir[4096];
+    dataset_info info;
+    dataset_shard *shards;
+} dataset;
+
+/* The name of shard i ("train-00007.zst"). */
+void dataset_shard_name(int i, char *buf, size_t len);
+
+/* Writes DIR/manifest.json for shards 0..n_shards-1 already in DIR, reading
+ * their headers and hashing them; info receives the totals (may be NULL). */
+status_t dataset_manifest_write(const char *dir, const tokenizer *t, int n_shards, dataset_info *info);
+
+/* Reads the manifest and checks it against the vocabulary files in dir. */
+status_t dataset_open(dataset *d, const char *dir);
+void dataset_close(dataset *d);
+status_t dataset_info_read(const char *dir, dataset_info *info);
+void dataset_shard_path(const dataset *d, int i, char *buf, size_t len);
+
+/* Checks a shard's header against the manifest (fingerprint, width, counts). */
+status_t dataset_check_shard(const dataset *d, int i, const shard_header *h);
+
+/* Checks shard i completely: size and XXH3 of the file against the manifest,
+ * its header against the manifest, then every frame (shard_reader_verify). */
+status_t dataset_verify_shard(const dataset *d, int i);
+
+/* 1 when dir holds a manifest.json. */
+int dataset_is_dataset(const char *dir);
+
+#endif

@@ -1,0 +1,266 @@
+/* data/prep: raw text → shards → manifest (prep.h). */
+#include "prep.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "data/shard.h"
+
+/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no
+ * surrogates, at most U+10FFFF), or 0 when it is invalid. */
+static size_t utf8_sequence(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    size_t len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (len == 0 || n < len) return 0;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c == 0xE0) lo = 0xA0;
+    else if (c == 0xED) hi = 0x9F;
+    else if (c == 0xF0) lo = 0x90;
+    else if (c == 0xF4) hi = 0x8F;
+    if (s[1] < lo || s[1] > hi) return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((s[i] & 0xC0) != 0x80) return 0;
+    return len;
+}
+
+size_t utf8_check(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t k = utf8_sequence(s + i, n - i);
+        if (k == 0) return i;
+        i += k;
+    }
+    return n;
+}
+
+/* Replaces each invalid byte of line[0..*len) by U+FFFD, into *out. */
+static status_t utf8_repair(const char *line, size_t len, char **out, size_t *out_cap, size_t *out_len,
+                            uint64_t *replaced)
+{
+    if (*out_cap < 3 * len + 1) {
+        char *p = realloc(*out, 3 * len + 1);
+        FAIL_IF(!p, ST_NOMEM, "out of memory repairing a line of %zu bytes", len);
+        *out = p, *out_cap = 3 * len + 1;
+    }
+    const unsigned char *s = (const unsigned char *)line;
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        size_t k = utf8_sequence(s + i, len - i);
+        if (k == 0) {
+            memcpy(*out + o, "\xEF\xBF\xBD", 3), o += 3, i++, (*replaced)++;
+            continue;
+        }
+        memcpy(*out + o, s + i, k), o += k, i += k;
+    }
+    *out_len = o;
+    return ST_OK;
+}
+
+/* ------------------------------------------------------------ plan */
+
+/* Offset just after the first blank line ("\n\n") at or after from, or size. */
+static status_t next_document(FILE *f, const char *path, uint64_t from, uint64_t size, uint64_t *cut)
+{
+    char buf[65536];
+    int prev_nl = 0;
+    uint64_t at = from;
+    FAIL_IF(fseeko(f, (off_t)from, SEEK_SET) != 0, ST_IO, "%s: cannot seek to byte %llu", path,
+            (unsigned long long)from);
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
+        for (size_t i = 0; i < got; i++, at++) {
+            if (buf[i] == '\n' && prev_nl) {
+                *cut = at + 1;
+                return ST_OK;
+            }
+            prev_nl = buf[i] == '\n';
+        }
+    }
+    *cut = size;
+    return ST_OK;
+}
+
+static status_t plan_add(prep_plan *plan, int file, uint64_t begin, uint64_t end)
+{
+    prep_piece *p = realloc(plan->pieces, (size_t)(plan->n_pieces + 1) * sizeof *p);
+    FAIL_IF(!p, ST_NOMEM, "out of memory planning the shards");
+    plan->pieces = p;
+    plan->pieces[plan->n_pieces++] = (prep_piece){file, begin, end};
+    return ST_OK;
+}
+
+static status_t plan_file(prep_plan *plan, const char *path, int file, uint64_t size, uint64_t piece)
+{
+    FILE *f = fopen(path, "rb");
+    FAIL_IF(!f, ST_IO, "%s: cannot open (%s); check the path", path, strerror(errno));
+    status_t st = ST_OK;
+    for (uint64_t begin = 0; st == ST_OK && begin < size;) {
+        uint64_t cut = size;
+        if (begin + piece < size) st = next_document(f, path, begin + piece - 1, size, &cut);
+        if (st == ST_OK) st = plan_add(plan, file, begin, cut);
+        begin = cut;
+    }
+    fclose(f);
+    return st;
+}
+
+status_t prep_plan_make(const char *const *files, int n_files, prep_plan *plan)
+{
+    memset(plan, 0, sizeof *plan);
+    FAIL_IF(n_files < 1, ST_USAGE, "prep: no input FILE given");
+    uint64_t *sizes = calloc((size_t)n_files, sizeof *sizes);
+    FAIL_IF(!sizes, ST_NOMEM, "out of memory");
+    status_t st = ST_OK;
+    for (int i = 0; st == ST_OK && i < n_files; i++) {
+        struct stat sb;
+        if (stat(files[i], &sb) != 0 || !S_ISREG(sb.st_mode))
+            st = st_fail(ST_IO, "%s: cannot read the input (%s); check the path", files[i],
+                         errno ? strerror(errno) : "not a regular file");
+        else sizes[i] = (uint64_t)sb.st_size, plan->total_bytes += sizes[i];
+    }
+    if (st == ST_OK && plan->total_bytes == 0)
+        st = st_fail(ST_USAGE, "%s%s: empty input (0 bytes); give text with one sentence per line", files[0],
+                     n_files > 1 ? " and the other inputs" : "");
+    uint64_t piece = plan->total_bytes / 64;
+    piece = piece < PREP_PIECE_MIN ? PREP_PIECE_MIN : piece > PREP_PIECE_MAX ? PREP_PIECE_MAX : piece;
+    for (int i = 0; st == ST_OK && i < n_files; i++) st = plan_file(plan, files[i], i, sizes[i], piece);
+    free(sizes);
+    if (st != ST_OK) prep_plan_free(plan);
+    return st;
+}
+
+void prep_plan_free(prep_plan *plan)
+{
+    free(plan->pieces);
+    memset(plan, 0, sizeof *plan);
+}
+
+/* ------------------------------------------------------------ encoding */
+
+static uint64_t line_number(const char *path, uint64_t offset)
+{
+    FILE *f = fopen(path, "rb");
+    uint64_t line = 1, at = 0;
+    char buf[65536];
+    size_t got;
+    while (f && at < offset && (got = fread(buf, 1, sizeof buf, f)) > 0)
+        for (size_t i = 0; i < got && at < offset; i++, at++) line += buf[i] == '\n';
+    if (f) fclose(f);
+    return line;
+}
+
+typedef struct piece_state {
+    tokenizer *t;
+    shard_writer *w;
+    const char *path;
+    int replace_invalid, in_doc;
+    char *fixed;
+    size_t fixed_cap;
+    uint32_t *ids;
+    size_t ids_cap;
+    prep_stats *stats;
+} piece_state;
+
+static int is_blank(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t') return 0;
+    return 1;
+}
+
+/* One input line (without '\n') at file offset `at`. */
+static status_t encode_line(piece_state *ps, const char *line, size_t len, uint64_t at)
+{
+    if (len > 0 && line[len - 1] == '\r') len--;
+    if (is_blank(line, len)) {
+        ps->in_doc = 0;
+        return ST_OK;
+    }
+    size_t bad = utf8_check((const unsigned char *)line, len);
+    if (bad < len && !ps->replace_invalid)
+        return st_fail(ST_FORMAT, "%s: invalid UTF-8 at line %llu, byte offset %llu (byte 0x%02x); fix the text or "
+                       "pass --replace-invalid to replace it with U+FFFD", ps->path,
+                       (unsigned long long)line_number(ps->path, at), (unsigned long long)(at + bad),
+                       (unsigned char)line[bad]);
+    if (bad < len) {
+        TRY(utf8_repair(line, len, &ps->fixed, &ps->fixed_cap, &len, &ps->stats->replaced));
+        line = ps->fixed;
+    }
+    size_t n = 0;
+    TRY(tokenizer_encode(ps->t, line, len, &ps->ids, &n, &ps->ids_cap));
+    if (n == 0) return ST_OK;
+    TRY(shard_writer_add(ps->w, ps->ids, n, !ps->in_doc));
+    ps->stats->documents += !ps->in_doc;
+    ps->stats->sentences++;
+    ps->stats->tokens += n;
+    ps->in_doc = 1;
+    return ST_OK;
+}
+
+static status_t encode_lines(piece_state *ps, FILE *f, const prep_piece *piece)
+{
+    FAIL_IF(fseeko(f, (off_t)piece->begin, SEEK_SET) != 0, ST_IO, "%s: cannot seek to byte %llu", ps->path,
+            (unsigned long long)piece->begin);
+    char *line = NULL;
+    size_t cap = 0;
+    uint64_t at = piece->begin;
+    ssize_t len;
+    status_t st = ST_OK;
+    while (st == ST_OK && at < piece->end && (len = getline(&line, &cap, f)) > 0) {
+        size_t n = (size_t)len;
+        if (at + n > piece->end) n = (size_t)(piece->end - at);
+        st = encode_line(ps, line, n > 0 && line[n - 1] == '\n' ? n - 1 : n, at);
+        at += n;
+    }
+    if (st == ST_OK && ferror(f)) st = st_fail(ST_IO, "%s: read error near byte %llu", ps->path, (unsigned long long)at);
+    free(line);
+    return st;
+}
+
+status_t prep_piece_encode(tokenizer *t, const char *const *files, const prep_piece *piece, int replace_invalid,
+                           const char *out_path, prep_stats *stats)
+{
+    memset(stats, 0, sizeof *stats);
+    piece_state ps = {.t = t, .path = files[piece->file], .replace_invalid = replace_invalid, .stats = stats};
+    FILE *f = fopen(ps.path, "rb");
+    FAIL_IF(!f, ST_IO, "%s: cannot open (%s)", ps.path, strerror(errno));
+    status_t st = shard_writer_open(&ps.w, out_path, tokenizer_fingerprint(t), tokenizer_vocab_size(t));
+    if (st == ST_OK) st = encode_lines(&ps, f, piece);
+    if (st == ST_OK) st = shard_writer_close(ps.w, NULL);
+    else shard_writer_abort(ps.w);
+    fclose(f);
+    free(ps.fixed);
+    free(ps.ids);
+    stats->bytes = piece->end - piece->begin;
+    return st;
+}
+
+/* Removes shards n, n+1, ... left in dir by an earlier, larger run. */
+static void remove_stale_shards(const char *dir, int n)
+{
+    for (;; n++) {
+        char name[64], path[4200];
+        dataset_shard_name(n, name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        if (unlink(path) != 0) return;
+    }
+}
+
+status_t prep_finish(const char *dir, const tokenizer *t, int n_shards, dataset_info *info)
+{
+    remove_stale_shards(dir, n_shards);
+    dataset_info in;
+    TRY(dataset_manifest_write(dir, t, n_shards, &in));
+    FAIL_IF(in.n_sentences == 0, ST_USAGE,
+            "%s: empty input: no sentence in the text (only blank lines, or lines with no token); give text with one "
+            "sentence per line", dir);
+    if (info) *info = in;
+    return ST_OK;
+}

@@ -1,0 +1,265 @@
+/* Tests of data/stream: the objectives' invariants and statistics over more
+ * than a million tokens, layout independence (dp = 1, 2, 4 in one process),
+ * exact resume from a cursor, epoch wrap, and bad specifications. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/synth_dataset.h"
+#include "base/status.h"
+#include "data/stream.h"
+
+#define V 1000
+
+static char dir[4200];
+
+static void make_dataset(int docs_per_shard)
+{
+    cr_assert_eq(synth_tmpdir(dir, sizeof dir, "stream"), 0);
+    synth_spec sp = {.vocab_size = V, .n_shards = 3, .docs_per_shard = docs_per_shard, .max_sents = 12,
+                     .max_len = 40, .seed = 7};
+    cr_assert_eq(synth_dataset_make(dir, &sp), 0, "synthetic dataset: %s", st_message());
+}
+
+static void small(void) { make_dataset(300); }
+static void large(void) { make_dataset(3000); } /* ~3 × 3000 × 7 × 20 ≈ 1.3M tokens */
+static void cleanup(void) { synth_rmdir(dir); }
+
+static stream_spec spec_of(stream_objective obj, int nsp, int rank, int size, int chunk)
+{
+    return (stream_spec){.path = dir, .objective = obj, .seq_len = 64, .mask_prob = 0.15, .nsp = nsp,
+                         .seed = 42, .dp_rank = rank, .dp_size = size, .chunk = chunk, .vocab_size = V};
+}
+
+static stream *open_stream(stream_spec sp)
+{
+    stream *s;
+    status_t st = stream_open(&s, &sp);
+    cr_assert_eq(st, ST_OK, "stream_open: %s", st_message());
+    return s;
+}
+
+static void next(stream *s, batch *b)
+{
+    status_t st = stream_next(s, b);
+    cr_assert_eq(st, ST_OK, "stream_next: %s", st_message());
+}
+
+static int rows_equal(const batch *a, int ra, const batch *b, int rb)
+{
+    size_t T = (size_t)a->T, oa = ra * T, ob = rb * T, n = T * sizeof(int32_t);
+    return !memcmp(a->input_ids + oa, b->input_ids + ob, n) && !memcmp(a->labels + oa, b->labels + ob, n) &&
+           !memcmp(a->token_type_ids + oa, b->token_type_ids + ob, n) &&
+           !memcmp(a->attention_mask + oa, b->attention_mask + ob, n) &&
+           a->next_sentence_label[ra] == b->next_sentence_label[rb];
+}
+
+Test(stream, causal_targets_are_the_inputs_shifted_by_one, .init = small, .fini = cleanup)
+{
+    stream *s = open_stream(spec_of(STREAM_CAUSAL, 0, 0, 1, 8));
+    cr_assert_eq(stream_info(s)->vocab_size, V);
+    cr_assert_eq(stream_info(s)->special[TOKEN_SEP], 3, "[SEP] separates documents in a WordPiece dataset");
+    batch b, b2;
+    batch_alloc(&b, 8, 64);
+    batch_alloc(&b2, 1, 64);
+    for (int step = 0; step < 50; step++) {
+        next(s, &b);
+        for (int r = 0; r < 8; r++)
+            for (int t = 0; t < 64; t++) {
+                size_t o = (size_t)r * 64 + t;
+                cr_assert_eq(b.attention_mask[o], 1);
+                cr_assert_eq(b.token_type_ids[o], 0);
+                if (t + 1 < 64) cr_assert_eq(b.labels[o], b.input_ids[o + 1], "row %d pos %d", r, t);
+            }
+    }
+    batch_free(&b);
+    batch_free(&b2);
+    stream_close(s);
+}
+
+/* The dp = 1 stream, chunk c per rank per step, against dp = 2 and 4. */
+static void check_layout(stream_objective obj, int nsp)
+{
+    const int c = 3, steps = 400;
+    stream *ref = open_stream(spec_of(obj, nsp, 0, 1, c * 4));
+    batch rb;
+    batch_alloc(&rb, c * 4, 64);
+    for (int dp = 2; dp <= 4; dp *= 2) {
+        stream *ranks[4];
+        batch bb[4];
+        for (int r = 0; r < dp; r++) ranks[r] = open_stream(spec_of(obj, nsp, r, dp, c)), batch_alloc(&bb[r], c, 64);
+        stream *one = open_stream(spec_of(obj, nsp, 0, 1, c * dp));
+        batch ob;
+        batch_alloc(&ob, c * dp, 64);
+        for (int step = 0; step < steps; step++) {
+            next(one, &ob);
+            for (int r = 0; r < dp; r++) {
+                next(ranks[r], &bb[r]);
+                for (int i = 0; i < c; i++)
+                    cr_assert(rows_equal(&ob, r * c + i, &bb[r], i), "dp %d step %d rank %d row %d differs", dp, step, r, i);
+            }
+        }
+        for (int r = 0; r < dp; r++) stream_close(ranks[r]), batch_free(&bb[r]);
+        stream_close(one);
+        batch_free(&ob);
+    }
+    stream_origin o;
+    next(ref, &rb);
+    stream_last_origin(ref, 0, &o);
+    cr_assert_eq(o.sample, 0);
+    stream_close(ref);
+    batch_free(&rb);
+}
+
+Test(stream, causal_dp_1_2_4_give_the_same_global_stream, .init = small, .fini = cleanup)
+{
+    check_layout(STREAM_CAUSAL, 0);
+}
+
+Test(stream, mlm_nsp_dp_1_2_4_give_the_same_global_stream, .init = small, .fini = cleanup)
+{
+    check_layout(STREAM_MLM, 1);
+}
+
+/* Reads k batches, takes the cursor, and compares the next n batches with a
+ * fresh stream restored from it. */
+static void check_resume(stream_spec sp, int B, int k, int n)
+{
+    stream *a = open_stream(sp);
+    batch ba, bb;
+    batch_alloc(&ba, B, 64);
+    batch_alloc(&bb, B, 64);
+    for (int i = 0; i < k; i++) next(a, &ba);
+    stream_cursor cur;
+    stream_cursor_get(a, &cur);
+    stream *b = open_stream(sp);
+    cr_assert_eq(stream_cursor_set(b, &cur), ST_OK, "%s", st_message());
+    for (int i = 0; i < n; i++) {
+        next(a, &ba);
+        next(b, &bb);
+        for (int r = 0; r < B; r++) cr_assert(rows_equal(&ba, r, &bb, r), "batch %d row %d differs after resume", i, r);
+    }
+    stream_close(a);
+    stream_close(b);
+    batch_free(&ba);
+    batch_free(&bb);
+}
+
+Test(stream, cursor_resume_continues_exactly, .init = small, .fini = cleanup)
+{
+    check_resume(spec_of(STREAM_CAUSAL, 0, 1, 2, 8), 8, 37, 300);   /* crosses an epoch */
+    check_resume(spec_of(STREAM_MLM, 1, 0, 2, 8), 4, 51, 200);       /* mid-step cursor */
+    check_resume(spec_of(STREAM_MLM, 0, 3, 4, 6), 3, 9, 200);
+}
+
+Test(stream, epochs_wrap_with_a_new_order_and_new_masks, .init = small, .fini = cleanup)
+{
+    stream *s = open_stream(spec_of(STREAM_MLM, 1, 0, 1, 16));
+    batch b, e1;
+    batch_alloc(&b, 16, 64);
+    batch_alloc(&e1, 16, 64);
+    uint64_t max_epoch = 0;
+    for (int i = 0; i < 400 && max_epoch < 2; i++) {
+        next(s, &b);
+        stream_origin o;
+        stream_last_origin(s, 15, &o);
+        max_epoch = o.epoch;
+    }
+    cr_assert_geq(max_epoch, 2, "the stream did not wrap into a third epoch");
+    /* the first samples of epoch 0 and of epoch 1 */
+    stream_cursor c = {.epoch = 0, .sample = 0};
+    cr_assert_eq(stream_cursor_set(s, &c), ST_OK);
+    next(s, &b);
+    c.epoch = 1;
+    cr_assert_eq(stream_cursor_set(s, &c), ST_OK);
+    next(s, &e1);
+    int same = 0;
+    for (int r = 0; r < 16; r++) same += rows_equal(&b, r, &e1, r);
+    cr_assert_eq(same, 0, "%d of 16 samples repeat at the start of the next epoch", same);
+    stream_close(s);
+    batch_free(&b);
+    batch_free(&e1);
+}
+
+Test(stream, mlm_masking_statistics_over_a_million_tokens, .init = large, .fini = cleanup)
+{
+    stream *s = open_stream(spec_of(STREAM_MLM, 0, 0, 1, 64));
+    batch b;
+    batch_alloc(&b, 64, 64);
+    uint64_t eligible = 0, chosen = 0, as_mask = 0, kept = 0, random = 0;
+    while (eligible < 1100000) {
+        next(s, &b);
+        for (int i = 0; i < 64 * 64; i++) {
+            int32_t id = b.input_ids[i], lab = b.labels[i];
+            if ((id == 0 || id == 2 || id == 3) && lab == LABEL_IGNORE) continue; /* [PAD] [CLS] [SEP] */
+            eligible++;
+            if (lab == LABEL_IGNORE) continue;
+            /* the data holds no special id, so a chosen special token would show as a label < 5 */
+            cr_assert_geq(lab, 5, "a special token (id %d) was chosen for prediction", lab);
+            chosen++;
+            if (id == 4) as_mask++;
+            else if (id == lab) kept++;
+            else {
+                random++;
+                cr_assert_geq(id, 5, "random replacement %d is special", id);
+            }
+        }
+    }
+    double f = (double)chosen / (double)eligible;
+    cr_expect(f > 0.147 && f < 0.153, "masked fraction %.4f", f);
+    double m = (double)as_mask / chosen, k = (double)kept / chosen, r = (double)random / chosen;
+    cr_expect(m > 0.79 && m < 0.81, "[MASK] share %.4f", m);
+    cr_expect(k > 0.09 + 0.0 && k < 0.11 + 0.001, "kept share %.4f", k);
+    cr_expect(r > 0.09 && r < 0.11 + 0.001, "random share %.4f", r);
+    stream_close(s);
+    batch_free(&b);
+}
+
+Test(stream, nsp_pairs_are_half_true_and_negatives_come_from_another_document, .init = large, .fini = cleanup)
+{
+    stream *s = open_stream(spec_of(STREAM_MLM, 1, 0, 1, 64));
+    batch b;
+    batch_alloc(&b, 64, 64);
+    uint64_t tokens = 0, pos = 0, n = 0;
+    while (tokens < 1000000) {
+        next(s, &b);
+        for (int r = 0; r < 64; r++) {
+            stream_origin o;
+            stream_last_origin(s, r, &o);
+            int32_t label = b.next_sentence_label[r];
+            const int32_t *ids = b.input_ids + r * 64, *types = b.token_type_ids + r * 64, *att = b.attention_mask + r * 64;
+            cr_assert_eq(ids[0], 2, "row does not start with [CLS]");
+            int len = 0, seps = 0;
+            while (len < 64 && att[len]) seps += ids[len] == 3 && b.labels[r * 64 + len] == LABEL_IGNORE, len++;
+            cr_assert_eq(ids[len - 1], 3, "row does not end with [SEP]");
+            cr_assert_geq(seps, 2);
+            cr_assert_eq(types[len - 1], 1, "segment B has token type 1");
+            for (int t = len; t < 64; t++) cr_assert(ids[t] == 0 && types[t] == 0, "padding is [PAD] type 0");
+            if (label == 0) cr_assert_eq(o.doc_a, o.doc_b, "a true next segment from another document");
+            else cr_assert_neq(o.doc_a, o.doc_b, "a random segment from the same document");
+            pos += label == 0;
+            n++;
+            tokens += (uint64_t)len;
+        }
+    }
+    double f = (double)pos / (double)n;
+    cr_expect(f > 0.49 && f < 0.51, "NSP positives %.4f of %llu pairs", f, (unsigned long long)n);
+    stream_close(s);
+    batch_free(&b);
+}
+
+Test(stream, refuses_a_dataset_vocabulary_larger_than_the_model, .init = small, .fini = cleanup)
+{
+    stream_spec sp = spec_of(STREAM_CAUSAL, 0, 0, 1, 1);
+    sp.vocab_size = 999;
+    stream *s;
+    cr_assert_eq(stream_open(&s, &sp), ST_CONFIG);
+    cr_assert(strstr(st_message(), "1000 tokens, more than the model's vocab_size 999"), "%s", st_message());
+    sp.vocab_size = V;
+    sp.dp_rank = 2, sp.dp_size = 2;
+    cr_assert_eq(stream_open(&s, &sp), ST_CONFIG);
+    sp.dp_rank = 0;
+    sp.path = "/nonexistent-dataset";
+    cr_assert_neq(stream_open(&s, &sp), ST_OK);
+    cr_assert(strstr(st_message(), "/nonexistent-dataset: no manifest.json"), "%s", st_message());
+}
