@@ -1,7 +1,7 @@
 #!/bin/sh
 # make demo: the main job end to end on the shipped sample —
-#   prep (tokenize datasets/sample) → train BERT and GPT on 2 ranks (pipeline + ZeRO)
-#   → checkpoints → eval → export → generate → plots.
+#   prep (train a vocabulary on datasets/sample and tokenize it, 2 ranks)
+#   → train a small GPT on 2 ranks → checkpoints → eval → plots.
 # Each step runs when its subcommand is built; a step that is not built yet is
 # reported plainly and the demo ends with a summary of what ran.
 MPILM=${MPILM:-./mpilm}
@@ -18,8 +18,13 @@ step() { # name, command...
 
 step "version" "$MPILM" --version
 step "config" "$MPILM" train --config launch/configs/demo-gpt.ini --print-config
-step "prep" "$MPILM" prep --vocab ../shared/vocab/gpt2 --tokenizer bpe --out datasets/demo-gpt datasets/sample/sample.txt
-step "train" mpirun --oversubscribe -np 2 "$MPILM" train --config launch/configs/demo-gpt.ini
+step "prep" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" prep --train-vocab 4096 --tokenizer bpe \
+  --out datasets/demo-gpt datasets/sample/sample.txt
+step "inspect" "$MPILM" inspect datasets/demo-gpt
+step "train" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" train --config launch/configs/demo-gpt.ini
+step "checkpoint" "$MPILM" inspect checkpoints/demo-gpt/latest
+step "eval" "$MPILM" eval --ckpt checkpoints/demo-gpt/latest --data datasets/demo-gpt --json checkpoints/demo-gpt/eval.json
+step "plot" "$MPILM" plot checkpoints/demo-gpt
 
 printf "\nmpilm demo summary:%b%b\n" "$ran" "$missing"
 [ -z "$missing" ]

@@ -214,7 +214,7 @@ static status_t parse_manifest(const char *path, const cJSON *m, dataset *d)
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(m, "format");
     FAIL_IF(!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "mpilm-dataset") != 0, ST_FORMAT,
             "%s: not an mpilm dataset manifest (\"format\" is not \"mpilm-dataset\")", path);
-    uint64_t version, vocab, width;
+    uint64_t version = 0, vocab = 0, width = 0;
     TRY(json_u64(c, "version", &version));
     FAIL_IF(version > DATASET_VERSION, ST_FORMAT,
             "%s: dataset format version %llu is newer than this mpilm reads (%d); use a newer mpilm", path,

@@ -9,6 +9,7 @@
 #include "base/log.h"
 #include "base/timer.h"
 #include "data/random_source.h"
+#include "data/stream.h"
 #include "tensor/tensor.h"
 #include "train/train.h"
 
@@ -21,7 +22,8 @@ struct trainer {
     model_stage *model;
     float *m, *v;              /* AdamW moments, the parameters' layout */
     batch batch;
-    random_spec random;
+    random_spec random;        /* data.source = random */
+    stream *stream;            /* data.source = dataset */
     FILE *metrics;
     double last_loss;
 };
@@ -63,13 +65,23 @@ static status_t open_metrics(trainer *t)
 
 static status_t setup_data(trainer *t)
 {
-    FAIL_IF(!t->tc.random_data, ST_CONFIG,
-            "data.source = dataset: training from a prepared dataset is not built yet in this version; "
-            "use data.source = random");
-    t->random = (random_spec){.mlm = t->tc.model.family == MODEL_BERT, .vocab_size = t->tc.model.vocab_size,
-                              .mask_prob = t->tc.mask_prob, .seed = t->tc.seed,
-                              .samples = (uint64_t)t->tc.random_samples};
-    return batch_alloc(&t->batch, t->tc.micro_batch, t->tc.model.seq_len);
+    const train_config *tc = &t->tc;
+    int bert = tc->model.family == MODEL_BERT;
+    TRY(batch_alloc(&t->batch, tc->micro_batch, tc->model.seq_len));
+    if (tc->random_data) {
+        t->random = (random_spec){.mlm = bert, .vocab_size = tc->model.vocab_size, .mask_prob = tc->mask_prob,
+                                  .seed = tc->seed, .samples = (uint64_t)tc->random_samples};
+        return ST_OK;
+    }
+    stream_spec spec = {.path = tc->data_path, .objective = bert ? STREAM_MLM : STREAM_CAUSAL,
+                        .seq_len = tc->model.seq_len, .mask_prob = tc->mask_prob, .nsp = bert && tc->nsp,
+                        .seed = tc->seed, .dp_rank = t->rank, .dp_size = t->size,
+                        .chunk = tc->micro_batch * tc->micro_batches, .vocab_size = tc->model.vocab_size};
+    TRY(stream_open(&t->stream, &spec));
+    const dataset_info *di = stream_info(t->stream);
+    log_msg(LOG_INFO, "data: %s (%llu tokens, %llu documents, vocabulary %u)", tc->data_path,
+            (unsigned long long)di->n_tokens, (unsigned long long)di->n_documents, di->vocab_size);
+    return ST_OK;
 }
 
 status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
@@ -81,6 +93,9 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     t->comm = comm;
     MPI_Comm_rank(comm, &t->rank);
     MPI_Comm_size(comm, &t->size);
+    FAIL_IF(tc->dp > 0 && tc->dp != t->size, ST_CONFIG,
+            "dist.dp = %d but the job has %d rank%s (expected dp = ranks / (pp x tp) = %d; "
+            "set dist.dp = auto or launch %d ranks)", tc->dp, t->size, t->size == 1 ? "" : "s", t->size, tc->dp);
     TRY(setup_runtime(t));
     TRY(model_stage_create(&t->model, &tc->model, 0, tc->model.n_layer, tc->micro_batch, 1));
     model_init_params(t->model, tc->seed);
@@ -101,6 +116,7 @@ void trainer_free(trainer *t)
     if (!t) return;
     if (t->metrics) fclose(t->metrics);
     model_stage_free(t->model);
+    if (t->stream) stream_close(t->stream);
     free(t->m);
     free(t->v);
     batch_free(&t->batch);
@@ -126,7 +142,10 @@ static status_t accumulate(trainer *t, int64_t step, step_result *r)
         /* sample index: rank r's part of step s is contiguous (DESIGN §4) */
         uint64_t sample0 = ((uint64_t)step * (uint64_t)t->size + (uint64_t)t->rank) * (uint64_t)mb * tc->micro_batch +
                            (uint64_t)j * tc->micro_batch;
-        random_batch_fill(&t->batch, &t->random, sample0);
+        if (t->stream)
+            TRY(stream_next(t->stream, &t->batch));
+        else
+            random_batch_fill(&t->batch, &t->random, sample0);
         model_pass pass = {.train = 1, .seed = tc->seed, .sample0 = sample0, .loss_scale = scale};
         model_losses l = {0};
         TRY(model_forward(t->model, 0, &t->batch, &pass, &l));

@@ -33,6 +33,7 @@ typedef struct train_config {
     int nsp;
     int64_t random_samples;   /* data.random_samples: > 0 repeats that many samples */
     int log_every;
+    int dp;                   /* dist.dp, -1 = auto (world size) */
 } train_config;
 
 /* Reads DESIGN §8's keys; errors name the key. */

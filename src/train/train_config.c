@@ -37,6 +37,21 @@ static void load_optim(const config *cfg, optim_config *o, int64_t steps)
     o->clip = config_float(cfg, "train.clip");
 }
 
+/* Layouts this version cannot run yet are refused before any work. */
+static status_t check_unbuilt(const config *cfg)
+{
+    FAIL_IF(config_int(cfg, "dist.pp") != 1, ST_CONFIG,
+            "dist.pp = %lld: pipeline parallelism is not built yet in this version (set dist.pp = 1)",
+            (long long)config_int(cfg, "dist.pp"));
+    FAIL_IF(config_int(cfg, "dist.tp") != 1, ST_CONFIG,
+            "dist.tp = %lld: tensor parallelism is not built yet in this version (set dist.tp = 1)",
+            (long long)config_int(cfg, "dist.tp"));
+    FAIL_IF(config_int(cfg, "dist.zero") != 0, ST_CONFIG,
+            "dist.zero = %lld: ZeRO sharding is not built yet in this version (set dist.zero = 0)",
+            (long long)config_int(cfg, "dist.zero"));
+    return ST_OK;
+}
+
 status_t train_config_load(const config *cfg, train_config *tc)
 {
     memset(tc, 0, sizeof *tc);
@@ -63,5 +78,6 @@ status_t train_config_load(const config *cfg, train_config *tc)
     tc->nsp = config_bool(cfg, "data.nsp");
     tc->random_samples = config_int(cfg, "data.random_samples");
     tc->log_every = (int)config_int(cfg, "log.every");
-    return ST_OK;
+    tc->dp = (int)config_int(cfg, "dist.dp");
+    return check_unbuilt(cfg);
 }
