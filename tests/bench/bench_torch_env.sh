@@ -9,6 +9,7 @@
 #       one line per thread count (default "1 2"), the best over the BLAS
 #       libraries tried: "torch-peer MODEL threads=T tokens_per_s=X
 #       step_ms_median=Y peak_rss_mib=Z blas=NAME arch=A jemalloc=yes|no"
+#       (arch = the BLIS kernel set in use)
 #       (MODEL: gpt-mini, bert-mini, gpt2-small, bert-base; STEPS timed steps
 #       after 2 warm-up steps; dropout 0.1 unless TORCH_DROPOUT says otherwise)
 # Run directly (make bench does), it prints the sgemm peak at 1 and 2 threads
@@ -54,30 +55,38 @@ torch_env_blas_list() {
   [ -n "$te_current" ] || echo "default -"
 }
 
-# GFLOP/s of bench_sgemm "N REPS THREADS" under BLIS_ARCH_TYPE=$1 ("" = BLIS's choice).
-sgemm_gflops() {
+# bench_sgemm's line for "N REPS THREADS" under BLIS_ARCH_TYPE=$1 ("" = BLIS's choice).
+sgemm_run() {
   te_arch=$1; shift
-  env ${te_arch:+BLIS_ARCH_TYPE=$te_arch} "$SGEMM_BIN" "$@" 2>/dev/null | sed -n 's/.*: \([0-9.]*\) GFLOP\/s.*/\1/p'
+  env ${te_arch:+BLIS_ARCH_TYPE=$te_arch} "$SGEMM_BIN" "$@" 2>/dev/null
 }
 
-# Sets TORCH_ENV_ARCH to the fastest BLIS_ARCH_TYPE ("" when BLIS's own choice wins).
+# Sets TORCH_ENV_ARCH to the fastest BLIS_ARCH_TYPE ("" when BLIS's own choice
+# wins) and TORCH_ENV_KERNELS to the kernel set BLIS then reports. A candidate
+# that selects kernels already timed is skipped.
 torch_env_arch() {
-  [ -n "${TORCH_ENV_ARCH+set}" ] && return 0
-  TORCH_ENV_ARCH="" te_best=0
+  [ -n "${TORCH_ENV_KERNELS+set}" ] && return 0
+  TORCH_ENV_ARCH="" TORCH_ENV_KERNELS=unknown te_best=0 te_seen=" "
   if [ -x "$SGEMM_BIN" ]; then
     for te_cand in "" skx zen3 haswell; do
-      te_g=$(sgemm_gflops "$te_cand" 1024 2 1)
+      te_line=$(sgemm_run "$te_cand" 1024 3 1)
+      te_kernels=$(echo "$te_line" | sed -n 's/.* arch=\([^:]*\):.*/\1/p')
+      te_g=$(echo "$te_line" | sed -n 's/.*: \([0-9.]*\) GFLOP\/s.*/\1/p')
       [ -n "$te_g" ] || continue
-      if awk "BEGIN { exit !($te_g > $te_best * 1.05) }"; then te_best=$te_g TORCH_ENV_ARCH=$te_cand; fi
+      case $te_seen in *" $te_kernels "*) continue ;; esac
+      te_seen="$te_seen$te_kernels "
+      if awk "BEGIN { exit !($te_g > $te_best * 1.05) }"; then
+        te_best=$te_g TORCH_ENV_ARCH=$te_cand TORCH_ENV_KERNELS=$te_kernels
+      fi
     done
   fi
-  export TORCH_ENV_ARCH
+  export TORCH_ENV_ARCH TORCH_ENV_KERNELS
 }
 
 sgemm_peak() {
   [ -x "$SGEMM_BIN" ] || { echo "sgemm: $SGEMM_BIN not built (make bench builds it)"; return 1; }
   torch_env_arch
-  env ${TORCH_ENV_ARCH:+BLIS_ARCH_TYPE=$TORCH_ENV_ARCH} "$SGEMM_BIN" 2048 5 "$1"
+  sgemm_run "$TORCH_ENV_ARCH" 2048 5 "$1"
 }
 
 # One run of the peer: torch_peer_run MODEL STEPS THREADS BLAS_DIR -> its JSON line.
@@ -114,7 +123,7 @@ torch_peer() {
           te_best="$te_best peak_rss_mib=$(echo "$te_out" | json_field peak_rss_mib) blas=$te_name"
         fi
       done
-      [ -n "$te_best" ] && echo "torch-peer $te_model threads=$te_threads $te_best arch=${TORCH_ENV_ARCH:-auto} jemalloc=$te_je"
+      [ -n "$te_best" ] && echo "torch-peer $te_model threads=$te_threads $te_best arch=$TORCH_ENV_KERNELS jemalloc=$te_je"
     }
   done
 }
