@@ -52,7 +52,7 @@ static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *
     a->ln2_mean = carve(cv, N);
     a->ln2_rstd = carve(cv, N);
     a->fch = carve(cv, N * F);
-    a->fch_gelu = carve(cv, N * F);
+    a->fch_gelu = m->s.gelu; /* shared: backward recomputes it from fch */
     /* the block output is the next layer's input: pre-LN res2, post-LN ln2 */
     if (m->cfg.pre_ln) {
         a->ln2 = carve(cv, N * C);
@@ -92,6 +92,7 @@ static void carve_scratch(carver *cv, model_stage *m)
     size_t N = (size_t)m->B * c->seq_len, C = c->d_model, F = c->d_ff, V = c->vocab_size;
     size_t att = (size_t)m->B * c->n_head * c->seq_len * c->seq_len;
     scratch *s = &m->s;
+    s->gelu = carve(cv, N * F);
     if (m->cfg.recompute) carve_block(cv, m, &m->shared, NULL);
     s->tmp = carve(cv, N * C);
     s->dA = carve(cv, N * C);

@@ -83,6 +83,7 @@ static void ffn_half_backward(model_stage *m, int l, const block_params *p,
     int N = m->B * c->seq_len, C = c->d_model, F = c->d_ff;
     weight_layout lay = layout_of(m);
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
+    gelu_forward(a->fch_gelu, a->fch, (size_t)N * F, gelu_of(m));
     linear_backward(m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, a->fch_gelu, p->fc2_w, lay, N,
                     F, C, 0);
     gelu_backward(m->s.dfch, a->fch, m->s.dfch, (size_t)N * F, gelu_of(m));

@@ -21,7 +21,9 @@ typedef struct stage_params {
     float *pool_w, *pool_b, *tr_w, *tr_b, *tr_ln_w, *tr_ln_b, *dec_b, *nsp_w, *nsp_b; /* BERT */
 } stage_params;
 
-/* One block's activations. Pre-LN: res2 is the block output; post-LN: ln2 is. */
+/* One block's activations. Pre-LN: res2 is the block output; post-LN: ln2 is.
+ * fch_gelu points to one shared scratch: it is recomputed from fch in backward
+ * (one cheap pass) instead of being kept per layer (N x d_ff floats each). */
 typedef struct block_acts {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res1;
     float *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *res2;
@@ -36,6 +38,7 @@ typedef struct slot_acts {
 
 typedef struct scratch {
     float *tmp, *dA, *dtmp, *dfch, *dqkv, *datt;
+    float *gelu;                      /* gelu(fch) of the block at hand (N,F) */
     float *logits, *row_loss;         /* (RC,V), (B*T) */
     float *h_in, *h_t, *h_g, *h_l, *h_mean, *h_rstd, *dh_l, *dh_g; /* head rows (B*T,C) */
     int32_t *rows, *row_targets;      /* head rows and their targets (B*T) */

@@ -52,7 +52,9 @@ for m in $MODELS; do
   [ -n "$best" ] || { echo "mpilm $m failed"; continue; }
   set -- $best
   m_tps=$1 m_rss=$2 params=$3
-  t_line=$(torch_peer "$m" "$STEPS" 1 2 | tee /dev/stderr | sort -t= -k3 -g | awk '
+  t_out=$(torch_peer "$m" "$STEPS" 1 2)
+  echo "$t_out"
+  t_line=$(echo "$t_out" | awk '
     { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
       if (v["tokens_per_s"] + 0 > best) { best = v["tokens_per_s"] + 0; rss = v["peak_rss_mib"] } }
     END { if (best > 0) print best, rss }')
