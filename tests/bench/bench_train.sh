@@ -9,6 +9,7 @@
 # Environment: BENCH_MODELS (default "gpt-mini bert-mini gpt2-small gpt2-small+recompute"),
 #   BENCH_STEPS (timed steps, default 8; 2 more warm up), MPILM, BUILD.
 MPILM=${MPILM:-./mpilm}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
 . tests/bench/bench_torch_env.sh
 MODELS=${BENCH_MODELS:-gpt-mini bert-mini gpt2-small gpt2-small+recompute}
 STEPS=${BENCH_STEPS:-8}
