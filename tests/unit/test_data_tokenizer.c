@@ -7,16 +7,28 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <unistd.h>
+
 #include "../common/ref_jsonl.h"
 #include "base/status.h"
 #include "data/tokenizer.h"
 #include "data/tokenizer_internal.h"
 #include "data/unicode_props.h"
 
+/* The path of rel under the shared test data (MPILM_SHARED, default
+ * ../shared); the test is skipped, saying why, when that data is absent. */
+static const char *shared(const char *rel, char *buf, size_t size)
+{
+    ref_shared_path(rel, buf, size);
+    if (access(buf, R_OK) != 0)
+        cr_skip_test("%s is absent: the shared vocabularies and corpora are needed (set MPILM_SHARED)", buf);
+    return buf;
+}
+
 static tokenizer *load_shared(const char *rel, tokenizer_kind kind)
 {
     char dir[4096];
-    ref_shared_path(rel, dir, sizeof dir);
+    shared(rel, dir, sizeof dir);
     tokenizer *t = NULL;
     status_t st = tokenizer_load(dir, kind, &t);
     cr_assert_eq(st, ST_OK, "loading %s: %s", dir, st_message());
@@ -26,7 +38,7 @@ static tokenizer *load_shared(const char *rel, tokenizer_kind kind)
 static long load_reference(const char *name, ref_record **recs)
 {
     char path[4096];
-    ref_shared_path(name, path, sizeof path);
+    shared(name, path, sizeof path);
     long n = ref_read_jsonl(path, recs);
     cr_assert_eq(n, 2000, "%s: expected 2000 records, read %ld", path, n);
     return n;
@@ -178,9 +190,9 @@ Test(tokenizer, detect_and_fingerprint_and_save, .init = make_tmp_dir, .fini = r
 {
     char dir[4096];
     tokenizer_kind kind;
-    cr_assert_eq(tokenizer_detect(ref_shared_path("vocab/gpt2", dir, sizeof dir), &kind), ST_OK);
+    cr_assert_eq(tokenizer_detect(shared("vocab/gpt2", dir, sizeof dir), &kind), ST_OK);
     cr_expect_eq(kind, TOKENIZER_BPE);
-    cr_assert_eq(tokenizer_detect(ref_shared_path("vocab/bert-base-uncased", dir, sizeof dir), &kind), ST_OK);
+    cr_assert_eq(tokenizer_detect(shared("vocab/bert-base-uncased", dir, sizeof dir), &kind), ST_OK);
     cr_expect_eq(kind, TOKENIZER_WORDPIECE);
     cr_expect_neq(tokenizer_detect("/nonexistent-dir", &kind), ST_OK);
     cr_expect(strstr(st_message(), "no vocabulary found"));
@@ -306,7 +318,7 @@ Test(tokenizer_bad_input, decode_refuses_ids_outside_the_vocabulary)
 static tokenizer *train_tiny(tokenizer_kind kind, uint32_t vocab_size, const char *sub)
 {
     char corpus[4096], out[256];
-    const char *files[1] = {ref_shared_path("corpora/tiny.txt", corpus, sizeof corpus)};
+    const char *files[1] = {shared("corpora/tiny.txt", corpus, sizeof corpus)};
     snprintf(out, sizeof out, "%s/%s", tmp_dir, sub);
     cr_assert_eq(tokenizer_train(kind, files, 1, vocab_size, out), ST_OK, "%s", st_message());
     tokenizer *t = NULL;
@@ -335,7 +347,7 @@ Test(tokenizer_train, bpe_vocab_has_the_size_loads_round_trips_and_is_determinis
     char *data;
     size_t len, n_ids = 0, cap = 0;
     uint32_t *ids = NULL;
-    FILE *f = fopen(ref_shared_path("corpora/tiny.txt", path, sizeof path), "rb");
+    FILE *f = fopen(shared("corpora/tiny.txt", path, sizeof path), "rb");
     cr_assert_not_null(f);
     data = malloc(1 << 20);
     len = fread(data, 1, 1 << 20, f);
@@ -376,7 +388,7 @@ Test(tokenizer_train, wordpiece_vocab_has_the_size_specials_first_and_round_trip
 Test(tokenizer_train, refuses_too_small_vocabularies_and_missing_files, .init = make_tmp_dir, .fini = remove_tmp_dir)
 {
     char corpus[4096];
-    const char *files[1] = {ref_shared_path("corpora/tiny.txt", corpus, sizeof corpus)};
+    const char *files[1] = {shared("corpora/tiny.txt", corpus, sizeof corpus)};
     cr_expect_eq(tokenizer_train(TOKENIZER_BPE, files, 1, 200, tmp_dir), ST_USAGE);
     cr_expect(strstr(st_message(), "at least 257 tokens"), "%s", st_message());
     cr_expect_eq(tokenizer_train(TOKENIZER_WORDPIECE, files, 1, 50, tmp_dir), ST_USAGE);
