@@ -64,6 +64,7 @@ void model_stage_free(model_stage *m);
 int model_stage_first(const model_stage *m); /* holds the embeddings */
 int model_stage_last(const model_stage *m);  /* holds the heads */
 const model_config *model_stage_config(const model_stage *m);
+int model_stage_batch(const model_stage *m); /* B: sequences per micro-batch */
 
 float *model_params(model_stage *m);
 float *model_grads(model_stage *m);

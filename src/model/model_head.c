@@ -142,20 +142,22 @@ static status_t bert_nsp(model_stage *m, slot_acts *s, const batch *b, const mod
     int B = m->B, T = m->cfg.seq_len, C = m->cfg.d_model;
     scratch *k = &m->s;
     const float *x = s->xs[m->n_local];
+    int valid = 0;
     for (int i = 0; i < B; i++) {
-        FAIL_IF(b->next_sentence_label[i] < 0 || b->next_sentence_label[i] > 1, ST_FORMAT,
-                "model: NSP label %d of sample %d (expected 0 = next, 1 = random)",
-                b->next_sentence_label[i], i);
+        int y = b->next_sentence_label[i];
+        FAIL_IF(y != LABEL_IGNORE && (y < 0 || y > 1), ST_FORMAT,
+                "model: NSP label %d of sample %d (expected 0 = next, 1 = random, or -100 = none)", y, i);
+        valid += y != LABEL_IGNORE;
         memcpy(k->pool_in + (size_t)i * C, x + (size_t)i * T * C, (size_t)C * sizeof(float));
     }
     linear_forward(k->pool, C, k->pool_in, m->p.pool_w, m->p.pool_b, W_OUT_IN, B, C, C);
     for (size_t i = 0; i < (size_t)B * C; i++) k->pool[i] = tanhf(k->pool[i]);
     linear_forward(k->nsp, 2, k->pool, m->p.nsp_w, m->p.nsp_b, W_OUT_IN, B, C, 2);
     if (pass->nsp_logits) memcpy(pass->nsp_logits, k->nsp, (size_t)B * 2 * sizeof(float));
-    float scale = pass->loss_scale / (float)B;
+    float scale = valid ? pass->loss_scale / (float)valid : 0.0f;
     losses->nsp_loss_sum += crossentropy_fused(k->nsp, 2, b->next_sentence_label, B, 2, scale,
                                                k->row_loss, &losses->nsp_correct);
-    losses->nsp_count += B;
+    losses->nsp_count += valid;
     if (!pass->train) return ST_OK;
     linear_backward(k->dpool, m->g.nsp_w, m->g.nsp_b, k->nsp, 2, k->pool, m->p.nsp_w, W_OUT_IN,
                     B, C, 2, 0);

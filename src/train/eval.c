@@ -1,0 +1,154 @@
+/* train/eval — one pass over a dataset's sample stream without dropout or
+ * gradients, the losses summed over tokens (not averaged per batch), so the
+ * figures do not depend on the micro-batch size or the number of ranks. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/fileio.h"
+#include "data/stream.h"
+#include "train/eval.h"
+
+/* Sums reduced over ranks, in this order. */
+enum { S_LM, S_MLM, S_NSP, S_LM_N, S_MLM_N, S_NSP_N, S_MLM_OK, S_NSP_OK, S_SAMPLES, S_TOKENS, S_N };
+
+/* Marks the rows of this batch that are not part of the pass (past the end of
+ * the first epoch or beyond max_samples) as having no target. Returns the rows
+ * kept; *done is set when this rank has reached the end. */
+static int keep_rows(stream *s, batch *b, uint64_t first_global, uint64_t max_samples, int *done)
+{
+    int kept = 0;
+    for (int r = 0; r < b->B; r++) {
+        stream_origin o;
+        stream_last_origin(s, r, &o);
+        int drop = o.epoch > 0 || (max_samples && first_global + (uint64_t)r >= max_samples);
+        if (!drop) {
+            kept++;
+            continue;
+        }
+        *done = 1;
+        for (int t = 0; t < b->T; t++) b->labels[r * b->T + t] = LABEL_IGNORE;
+        b->next_sentence_label[r] = LABEL_IGNORE;
+    }
+    return kept;
+}
+
+static void add_losses(double *sum, const model_losses *l, const batch *b, int kept_rows)
+{
+    sum[S_LM] += l->lm_loss_sum;
+    sum[S_MLM] += l->mlm_loss_sum;
+    sum[S_NSP] += l->nsp_loss_sum;
+    sum[S_LM_N] += l->lm_count;
+    sum[S_MLM_N] += l->mlm_count;
+    sum[S_NSP_N] += l->nsp_count;
+    sum[S_MLM_OK] += l->mlm_correct;
+    sum[S_NSP_OK] += l->nsp_correct;
+    sum[S_SAMPLES] += kept_rows;
+    for (int r = 0; r < b->B; r++) {
+        int has_target = 0;
+        for (int t = 0; t < b->T && !has_target; t++) has_target = b->labels[r * b->T + t] != LABEL_IGNORE;
+        if (!has_target && b->next_sentence_label[r] == LABEL_IGNORE) continue;
+        for (int t = 0; t < b->T; t++) sum[S_TOKENS] += b->attention_mask[r * b->T + t] != 0;
+    }
+}
+
+static void finish(const double *sum, int family, eval_result *out)
+{
+    memset(out, 0, sizeof *out);
+    out->family = family;
+    out->lm_targets = (uint64_t)sum[S_LM_N];
+    out->mlm_targets = (uint64_t)sum[S_MLM_N];
+    out->nsp_targets = (uint64_t)sum[S_NSP_N];
+    out->samples = (uint64_t)sum[S_SAMPLES];
+    out->tokens = (uint64_t)sum[S_TOKENS];
+    if (sum[S_LM_N] > 0) {
+        out->lm_loss = sum[S_LM] / sum[S_LM_N];
+        out->perplexity = exp(out->lm_loss);
+    }
+    if (sum[S_MLM_N] > 0) {
+        out->mlm_loss = sum[S_MLM] / sum[S_MLM_N];
+        out->mlm_accuracy = sum[S_MLM_OK] / sum[S_MLM_N];
+    }
+    if (sum[S_NSP_N] > 0) {
+        out->nsp_loss = sum[S_NSP] / sum[S_NSP_N];
+        out->nsp_accuracy = sum[S_NSP_OK] / sum[S_NSP_N];
+    }
+}
+
+static status_t eval_loop(model_stage *m, stream *s, batch *b, const eval_spec *spec, int rank, int size,
+                          MPI_Comm comm, double *sum)
+{
+    int B = b->B;
+    model_pass pass = {.train = 0, .loss_scale = 1.0f};
+    for (uint64_t it = 0;; it++) {
+        TRY(stream_next(s, b));
+        int done = 0;
+        uint64_t first = (it * (uint64_t)size + (uint64_t)rank) * (uint64_t)B;
+        int kept = keep_rows(s, b, first, spec->max_samples, &done);
+        model_losses l = {0};
+        if (kept > 0) {
+            TRY(model_forward(m, 0, b, &pass, &l));
+            add_losses(sum, &l, b, kept);
+        }
+        /* every rank stops together once any has reached the end */
+        FAIL_IF(MPI_Allreduce(MPI_IN_PLACE, &done, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS, ST_MPI,
+                "eval: MPI_Allreduce failed");
+        if (done) return ST_OK;
+    }
+}
+
+status_t eval_run(model_stage *m, const eval_spec *spec, MPI_Comm comm, eval_result *out)
+{
+    const model_config *c = model_stage_config(m);
+    FAIL_IF(!model_stage_first(m) || !model_stage_last(m), ST_ERROR, "eval: needs a whole model (one stage)");
+    int rank, size, bert = c->family == MODEL_BERT;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    batch b;
+    TRY(batch_alloc(&b, model_stage_batch(m), c->seq_len));
+    stream_spec ss = {.path = spec->data_path, .objective = bert ? STREAM_MLM : STREAM_CAUSAL,
+                      .seq_len = c->seq_len, .mask_prob = spec->mask_prob, .nsp = bert && spec->nsp,
+                      .seed = spec->seed, .dp_rank = rank, .dp_size = size, .chunk = b.B,
+                      .vocab_size = c->vocab_size};
+    stream *s = NULL;
+    double sum[S_N] = {0};
+    status_t st = stream_open(&s, &ss);
+    if (st == ST_OK) st = eval_loop(m, s, &b, spec, rank, size, comm, sum);
+    if (s) stream_close(s);
+    batch_free(&b);
+    TRY(st);
+    FAIL_IF(MPI_Allreduce(MPI_IN_PLACE, sum, S_N, MPI_DOUBLE, MPI_SUM, comm) != MPI_SUCCESS, ST_MPI,
+            "eval: MPI_Allreduce failed");
+    finish(sum, c->family, out);
+    FAIL_IF(out->samples == 0, ST_FORMAT, "%s: eval found no samples (is the dataset empty?)", spec->data_path);
+    return ST_OK;
+}
+
+static void put_figure(FILE *f, const char *key, double v, int present, int last)
+{
+    if (present) fprintf(f, "  \"%s\": %.9g%s\n", key, v, last ? "" : ",");
+    else fprintf(f, "  \"%s\": null%s\n", key, last ? "" : ",");
+}
+
+status_t eval_write_json(const eval_result *r, const char *path)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    FAIL_IF(!f, ST_NOMEM, "eval: out of memory");
+    int lm = r->lm_targets > 0, mlm = r->mlm_targets > 0, nsp = r->nsp_targets > 0;
+    fprintf(f, "{\n");
+    put_figure(f, "perplexity", r->perplexity, lm, 0);
+    put_figure(f, "lm_loss", r->lm_loss, lm, 0);
+    put_figure(f, "mlm_loss", r->mlm_loss, mlm, 0);
+    put_figure(f, "mlm_accuracy", r->mlm_accuracy, mlm, 0);
+    put_figure(f, "nsp_loss", r->nsp_loss, nsp, 0);
+    put_figure(f, "nsp_accuracy", r->nsp_accuracy, nsp, 0);
+    fprintf(f, "  \"samples\": %llu,\n  \"tokens\": %llu\n}\n", (unsigned long long)r->samples,
+            (unsigned long long)r->tokens);
+    fclose(f);
+    status_t st = atomic_write_file(path, text, len);
+    free(text);
+    return st;
+}

@@ -1,0 +1,43 @@
+/* train/eval — evaluation of a model over a prepared dataset: causal-LM loss
+ * and perplexity, MLM loss and accuracy (deterministic masks from a fixed
+ * seed), NSP loss and accuracy; distributed over the ranks of a communicator
+ * (each reads its part of the sample stream, the sums are reduced).
+ * Must not touch: checkpoints and files other than the dataset (the caller
+ * loads the parameters), command-line parsing.
+ */
+#ifndef MPILM_TRAIN_EVAL_H
+#define MPILM_TRAIN_EVAL_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "model/model.h"
+
+typedef struct eval_spec {
+    const char *data_path;
+    uint64_t seed;          /* masks and NSP pairs: the same for every run and layout */
+    double mask_prob;       /* MLM */
+    int nsp;                /* BERT: evaluate NSP (when the dataset can pair sentences) */
+    uint64_t max_samples;   /* 0 = one pass over the whole dataset */
+} eval_spec;
+
+typedef struct eval_result {
+    int family;             /* model_family */
+    double lm_loss, perplexity;           /* GPT */
+    double mlm_loss, mlm_accuracy;        /* BERT */
+    double nsp_loss, nsp_accuracy;        /* BERT with NSP */
+    uint64_t samples, tokens;             /* over all ranks */
+    uint64_t lm_targets, mlm_targets, nsp_targets;
+} eval_result;
+
+/* Runs stage m (a whole model: first and last) over the dataset. Collective
+ * over comm. */
+status_t eval_run(model_stage *m, const eval_spec *spec, MPI_Comm comm, eval_result *out);
+
+/* Writes the result as one JSON object (keys of DESIGN §8: perplexity,
+ * lm_loss, mlm_loss, mlm_accuracy, nsp_loss, nsp_accuracy, samples, tokens;
+ * null where the family has no such figure), atomically. */
+status_t eval_write_json(const eval_result *r, const char *path);
+
+#endif
