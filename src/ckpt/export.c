@@ -1,0 +1,207 @@
+/* ckpt/export — Hugging Face safetensors + config.json, both ways. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/fileio.h"
+#include "ckpt/export.h"
+#include "ckpt/safetensors.h"
+#include "tensor/tensor.h"
+
+static status_t check_expressible(const model_config *c)
+{
+    int bert = c->family == MODEL_BERT;
+    FAIL_IF(bert == c->pre_ln, ST_USAGE,
+            "export: a %s model with %s-LN blocks has no Hugging Face equivalent (%s is %s-LN); "
+            "train with model.norm = auto to export", bert ? "BERT" : "GPT", c->pre_ln ? "pre" : "post",
+            bert ? "BertForPreTraining" : "GPT2LMHeadModel", bert ? "post" : "pre");
+    return ST_OK;
+}
+
+static cJSON *config_json(const model_config *c)
+{
+    cJSON *j = cJSON_CreateObject();
+    if (c->family == MODEL_BERT) {
+        cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray((const char *[]){"BertForPreTraining"}, 1));
+        cJSON_AddStringToObject(j, "model_type", "bert");
+        cJSON_AddNumberToObject(j, "vocab_size", c->vocab_size);
+        cJSON_AddNumberToObject(j, "hidden_size", c->d_model);
+        cJSON_AddNumberToObject(j, "num_hidden_layers", c->n_layer);
+        cJSON_AddNumberToObject(j, "num_attention_heads", c->n_head);
+        cJSON_AddNumberToObject(j, "intermediate_size", c->d_ff);
+        cJSON_AddStringToObject(j, "hidden_act", "gelu");
+        cJSON_AddNumberToObject(j, "hidden_dropout_prob", c->dropout);
+        cJSON_AddNumberToObject(j, "attention_probs_dropout_prob", c->dropout);
+        cJSON_AddNumberToObject(j, "max_position_embeddings", c->max_positions);
+        cJSON_AddNumberToObject(j, "type_vocab_size", 2);
+        cJSON_AddNumberToObject(j, "layer_norm_eps", 1e-12);
+        cJSON_AddStringToObject(j, "position_embedding_type", "absolute");
+    } else {
+        cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray((const char *[]){"GPT2LMHeadModel"}, 1));
+        cJSON_AddStringToObject(j, "model_type", "gpt2");
+        cJSON_AddNumberToObject(j, "vocab_size", c->vocab_size);
+        cJSON_AddNumberToObject(j, "n_embd", c->d_model);
+        cJSON_AddNumberToObject(j, "n_layer", c->n_layer);
+        cJSON_AddNumberToObject(j, "n_head", c->n_head);
+        cJSON_AddNumberToObject(j, "n_inner", c->d_ff);
+        cJSON_AddNumberToObject(j, "n_positions", c->max_positions);
+        cJSON_AddNumberToObject(j, "n_ctx", c->max_positions);
+        cJSON_AddStringToObject(j, "activation_function", "gelu_new");
+        cJSON_AddNumberToObject(j, "resid_pdrop", c->dropout);
+        cJSON_AddNumberToObject(j, "embd_pdrop", c->dropout);
+        cJSON_AddNumberToObject(j, "attn_pdrop", c->dropout);
+        cJSON_AddNumberToObject(j, "layer_norm_epsilon", 1e-5);
+    }
+    cJSON_AddNumberToObject(j, "initializer_range", 0.02);
+    cJSON_AddBoolToObject(j, "tie_word_embeddings", 1);
+    cJSON_AddStringToObject(j, "torch_dtype", "float32");
+    return j;
+}
+
+/* Copies one vocabulary file under its Hugging Face name, if present. */
+static status_t copy_vocab_file(const char *vocab_dir, const char *from, const char *out_dir, const char *to)
+{
+    char src[4096], dst[4096];
+    snprintf(src, sizeof src, "%s/%s", vocab_dir, from);
+    snprintf(dst, sizeof dst, "%s/%s", out_dir, to);
+    char *data;
+    size_t len;
+    if (read_file(src, &data, &len) != ST_OK) return ST_OK; /* that file is not this kind's */
+    status_t st = atomic_write_file(dst, data, len);
+    free(data);
+    return st;
+}
+
+static status_t write_tensors(const model_config *c, const float *params, const char *path, float *sin_pos)
+{
+    model_tensor *t;
+    int n;
+    TRY(model_full_table(c, &t, &n));
+    safet_writer w;
+    status_t st = safet_writer_init(&w);
+    for (int i = 0; st == ST_OK && i < n; i++)
+        st = safet_writer_add(&w, t[i].name, SAFET_F32, t[i].ndim, t[i].shape, params + t[i].offset);
+    if (st == ST_OK && sin_pos) {
+        /* Hugging Face has no sinusoidal option: the fixed table becomes the learned one */
+        int64_t shape[2] = {c->max_positions, c->d_model};
+        st = safet_writer_add(&w, c->family == MODEL_BERT ? "bert.embeddings.position_embeddings.weight"
+                                                          : "transformer.wpe.weight",
+                              SAFET_F32, 2, shape, sin_pos);
+    }
+    if (st == ST_OK) st = safet_writer_meta(&w, "format", "pt");
+    if (st == ST_OK) st = safet_writer_write(&w, path);
+    safet_writer_free(&w);
+    free(t);
+    return st;
+}
+
+status_t export_hf(const model_config *c, const float *params, const char *vocab_dir, const char *out_dir)
+{
+    TRY(check_expressible(c));
+    TRY(make_dirs(out_dir, 0755));
+    char path[4096];
+    float *sin_pos = NULL;
+    if (c->sinusoidal) {
+        sin_pos = malloc((size_t)c->max_positions * c->d_model * sizeof(float));
+        FAIL_IF(!sin_pos, ST_NOMEM, "export: out of memory");
+        sinusoidal_positions(sin_pos, c->max_positions, c->d_model);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+    status_t st = write_tensors(c, params, path, sin_pos);
+    free(sin_pos);
+    TRY(st);
+    cJSON *j = config_json(c);
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    FAIL_IF(!text, ST_NOMEM, "export: out of memory");
+    snprintf(path, sizeof path, "%s/config.json", out_dir);
+    st = atomic_write_file(path, text, strlen(text));
+    free(text);
+    TRY(st);
+    if (!vocab_dir) return ST_OK;
+    TRY(copy_vocab_file(vocab_dir, "vocab.txt", out_dir, "vocab.txt"));
+    TRY(copy_vocab_file(vocab_dir, "encoder.json", out_dir, "vocab.json"));
+    TRY(copy_vocab_file(vocab_dir, "vocab.json", out_dir, "vocab.json"));
+    TRY(copy_vocab_file(vocab_dir, "vocab.bpe", out_dir, "merges.txt"));
+    return copy_vocab_file(vocab_dir, "merges.txt", out_dir, "merges.txt");
+}
+
+/* ---- import ------------------------------------------------------------------ */
+
+static status_t json_int(const cJSON *j, const char *path, const char *key, int *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    FAIL_IF(!cJSON_IsNumber(v), ST_FORMAT, "%s: \"%s\" is missing or not a number", path, key);
+    *out = v->valueint;
+    return ST_OK;
+}
+
+static status_t config_from_json(const cJSON *j, const char *path, model_config *c)
+{
+    memset(c, 0, sizeof *c);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "model_type");
+    FAIL_IF(!cJSON_IsString(type), ST_FORMAT, "%s: \"model_type\" is missing (expected \"bert\" or \"gpt2\")", path);
+    if (strcmp(type->valuestring, "bert") == 0) {
+        c->family = MODEL_BERT;
+        TRY(json_int(j, path, "hidden_size", &c->d_model));
+        TRY(json_int(j, path, "num_hidden_layers", &c->n_layer));
+        TRY(json_int(j, path, "num_attention_heads", &c->n_head));
+        TRY(json_int(j, path, "intermediate_size", &c->d_ff));
+        TRY(json_int(j, path, "max_position_embeddings", &c->max_positions));
+    } else if (strcmp(type->valuestring, "gpt2") == 0) {
+        c->family = MODEL_GPT;
+        c->pre_ln = 1;
+        TRY(json_int(j, path, "n_embd", &c->d_model));
+        TRY(json_int(j, path, "n_layer", &c->n_layer));
+        TRY(json_int(j, path, "n_head", &c->n_head));
+        TRY(json_int(j, path, "n_positions", &c->max_positions));
+        const cJSON *inner = cJSON_GetObjectItemCaseSensitive(j, "n_inner");
+        c->d_ff = cJSON_IsNumber(inner) ? inner->valueint : 4 * c->d_model;
+    } else {
+        return st_fail(ST_FORMAT, "%s: model_type \"%s\" is not supported (expected \"bert\" or \"gpt2\")", path,
+                       type->valuestring);
+    }
+    TRY(json_int(j, path, "vocab_size", &c->vocab_size));
+    c->seq_len = c->max_positions < 512 ? c->max_positions : 512;
+    c->dropout = 0.1f;
+    return model_config_check(c);
+}
+
+static status_t read_config(const char *hf_dir, model_config *c)
+{
+    char path[4096], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/config.json", hf_dir);
+    TRY(read_file(path, &text, &len));
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    FAIL_IF(!j, ST_FORMAT, "%s: not valid JSON", path);
+    status_t st = config_from_json(j, path, c);
+    cJSON_Delete(j);
+    return st;
+}
+
+status_t import_hf(const char *hf_dir, model_config *c, float **params)
+{
+    TRY(read_config(hf_dir, c));
+    model_tensor *t;
+    int n;
+    TRY(model_full_table(c, &t, &n));
+    size_t total = t[n - 1].offset + t[n - 1].numel;
+    float *p = malloc(total * sizeof(float));
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", hf_dir);
+    safet_file *f = NULL;
+    status_t st = p ? safet_open(&f, path) : st_fail(ST_NOMEM, "import: out of memory");
+    for (int i = 0; st == ST_OK && i < n; i++)
+        st = safet_read_f32(f, t[i].name, p + t[i].offset, (int64_t)t[i].numel);
+    safet_close(f);
+    free(t);
+    if (st != ST_OK) {
+        free(p);
+        return st;
+    }
+    *params = p;
+    return ST_OK;
+}
