@@ -115,6 +115,31 @@ status_t model_forward(model_stage *m, int slot, const batch *b, const model_pas
  * embeddings. Gradients ACCUMULATE into model_grads (zero them per step). */
 status_t model_backward(model_stage *m, int slot, const batch *b, const model_pass *pass);
 
+/* ---- generation with a key/value cache (GPT) ------------------------------
+ * A decoder that keeps every layer's keys and values of the positions seen so
+ * far, so each new token costs one position's work, not the whole prefix's.
+ * It reads the parameters of a whole-model stage (first and last). */
+typedef struct model_decoder model_decoder;
+
+status_t model_decoder_create(model_decoder **out, model_stage *m, int max_len);
+void model_decoder_free(model_decoder *d);
+/* Feeds token id at the next position; logits (V) of the next token. Fails
+ * when max_len or max_positions is reached. */
+status_t model_decoder_step(model_decoder *d, int32_t id, const float **logits);
+int model_decoder_length(const model_decoder *d);
+
+/* The next token from logits (V): greedy when temperature is 0, else a draw
+ * from softmax(logits / temperature) restricted to the top_k most likely (0 =
+ * all) and to the smallest set whose probability reaches top_p (1 = all). The
+ * draw is a pure function of (seed, step). work: V floats and V ints. */
+typedef struct sample_params {
+    float temperature, top_p;
+    int top_k;
+    uint64_t seed;
+} sample_params;
+int32_t model_sample(const float *logits, int V, const sample_params *sp, uint64_t step, float *work_p,
+                     int32_t *work_idx);
+
 /* Floating-point operations of one forward+backward of one micro-batch of
  * the whole model (for MFU): 6 * params * tokens + 12 * L * C * T * tokens. */
 double model_flops_per_microbatch(const model_config *c, int B);

@@ -272,3 +272,53 @@ Test(model, tensor_table_uses_hugging_face_names_and_shapes)
     cr_expect_eq(model_n_params(m), expect);
     model_stage_free(m);
 }
+
+/* The cached decoder must give, position by position, the logits of a full
+ * forward pass over the same tokens. */
+Test(model, kv_cache_decoder_matches_the_full_forward)
+{
+    init();
+    model_config c = tiny(MODEL_GPT);
+    model_stage *m;
+    cr_assert_eq(model_stage_create(&m, &c, 0, 2, 1, 1), ST_OK);
+    model_init_params(m, 4);
+    batch b;
+    batch_alloc(&b, 1, c.seq_len);
+    fill_batch(&b, MODEL_GPT, c.vocab_size);
+    float *full = calloc((size_t)c.seq_len * c.vocab_size, sizeof(float));
+    model_pass pass = {.loss_scale = 1.0f, .logits = full};
+    model_losses l = {0};
+    cr_assert_eq(model_forward(m, 0, &b, &pass, &l), ST_OK, "%s", st_message());
+    model_decoder *d;
+    cr_assert_eq(model_decoder_create(&d, m, 64), ST_OK, "%s", st_message());
+    for (int t = 0; t < c.seq_len; t++) {
+        const float *lg;
+        cr_assert_eq(model_decoder_step(d, b.input_ids[t], &lg), ST_OK, "%s", st_message());
+        for (int v = 0; v < c.vocab_size; v++)
+            cr_expect(fabsf(lg[v] - full[(size_t)t * c.vocab_size + v]) < 1e-4f, "position %d token %d: %g vs %g", t, v,
+                      lg[v], full[(size_t)t * c.vocab_size + v]);
+    }
+    const float *lg;
+    for (int t = c.seq_len; t < c.max_positions; t++) cr_assert_eq(model_decoder_step(d, 1, &lg), ST_OK);
+    cr_expect_neq(model_decoder_step(d, 1, &lg), ST_OK, "past max_positions is refused");
+    cr_expect(strstr(st_message(), "limit"), "%s", st_message());
+    model_decoder_free(d);
+    free(full);
+    batch_free(&b);
+    model_stage_free(m);
+}
+
+Test(model, sampling_is_greedy_at_temperature_zero_and_respects_top_k)
+{
+    float logits[6] = {0.1f, 2.0f, 0.5f, 1.9f, -3.0f, 0.0f}, p[6];
+    int32_t idx[6];
+    sample_params greedy = {.temperature = 0.0f, .top_p = 1.0f, .seed = 1};
+    cr_expect_eq(model_sample(logits, 6, &greedy, 0, p, idx), 1);
+    sample_params top2 = {.temperature = 1.0f, .top_p = 1.0f, .top_k = 2, .seed = 1};
+    int seen[6] = {0};
+    for (uint64_t s = 0; s < 400; s++) seen[model_sample(logits, 6, &top2, s, p, idx)]++;
+    cr_expect(seen[1] > 100 && seen[3] > 100 && seen[0] + seen[2] + seen[4] + seen[5] == 0, "top-k 2: %d %d", seen[1], seen[3]);
+    sample_params nucleus = {.temperature = 1.0f, .top_p = 0.3f, .seed = 1};
+    for (uint64_t s = 0; s < 50; s++) cr_expect_eq(model_sample(logits, 6, &nucleus, s, p, idx), 1);
+    cr_expect_eq(model_sample(logits, 6, &top2, 7, p, idx), model_sample(logits, 6, &top2, 7, p, idx), "reproducible");
+}
