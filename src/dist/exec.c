@@ -28,10 +28,10 @@ static void describe_pending(const dist_engine *e, char *buf, size_t n)
     buf[0] = '\0';
     for (int k = 0; k < e->n_slots && used < n; k++) {
         const MPI_Request *r[3] = {&e->recv_req[k], &e->send_act[k], &e->send_grad[k]};
-        static const char *kind[3] = {"receive", "activation send", "gradient send"};
+        static const char *kind[3] = {"receive into", "activation send from", "gradient send from"};
         for (int j = 0; j < 3 && used < n; j++)
             if (*r[j] != MPI_REQUEST_NULL)
-                used += (size_t)snprintf(buf + used, n - used, "%s%s into/from slot %d (micro-batch %d)",
+                used += (size_t)snprintf(buf + used, n - used, "%s%s slot %d (micro-batch %d)",
                                          used ? ", " : "", kind[j], k, e->slot_mb[k]);
     }
     if (!used) snprintf(buf, n, "none besides this wait");
