@@ -1,0 +1,156 @@
+/* dist — pipeline and data parallelism over MPI (tp = 1).
+ *
+ * Owns: the process topology (world = pp x dp; rank = replica * pp + stage;
+ * pipeline, data-parallel and tied-embedding communicators), the partition of
+ * layers over stages, pipeline schedules as per-stage instruction lists and
+ * their verification by simulation, the executor that runs one step's
+ * micro-batches with MPI_Isend/MPI_Irecv, the watchdog, the tied word
+ * embedding's gradient sum, ZeRO 0/1/2 over the dp communicator, global
+ * grad-norm clipping and the AdamW update of a rank's shard.
+ * Must not touch: files, data sources (micro-batches come from a callback),
+ * the model's internals (only model.h), printing (only base/log on a hang).
+ */
+#ifndef MPILM_DIST_DIST_H
+#define MPILM_DIST_DIST_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "model/model.h"
+#include "optim/optim.h"
+
+enum { DIST_MAX_STAGES = 64 };
+
+typedef enum { DIST_GPIPE = 0, DIST_1F1B = 1 } dist_schedule_kind;
+
+/* ---- topology ---------------------------------------------------------------- */
+
+typedef struct dist_config {
+    int pp;                       /* dist.pp: pipeline stages */
+    int dp;                       /* dist.dp: replicas; <= 0 derives world / pp */
+    dist_schedule_kind schedule;  /* dist.schedule */
+    int zero;                     /* dist.zero: 0, 1 or 2 */
+    int n_stages;                 /* dist.stages: explicit layer counts (0 = by cost) */
+    int stages[DIST_MAX_STAGES];
+    double hang_timeout;          /* dist.hang_timeout: seconds per step; <= 0 = none */
+    size_t bucket_bytes;          /* ZeRO-2 reduce-scatter bucket (0 = 4 MiB) */
+} dist_config;
+
+/* Parses dist.stages ("5,7": layer counts per stage) into c->stages. */
+status_t dist_parse_stages(dist_config *c, const char *text);
+
+/* Relative cost of each layer's stage work as the partition estimates it: a
+ * block costs 1; the embeddings add V/(12 C) (their V*C parameters against a
+ * block's 12 C^2) to stage 0; the heads add the same plus the LM-head GEMM
+ * (2 T C V flops against a block's 24 T C^2: V/(12 C) again) to the last. */
+double dist_embed_cost(const model_config *mc);
+double dist_head_cost(const model_config *mc);
+
+/* Layer boundaries: stage s holds [bounds[s], bounds[s+1]), bounds[pp] =
+ * n_layer. From dc->stages when given, else the contiguous split that
+ * minimises the most expensive stage. Refuses pp > n_layer and lists that do
+ * not sum to n_layer, naming the keys. */
+status_t dist_partition(const dist_config *dc, const model_config *mc, int *bounds);
+
+typedef struct dist_topology {
+    int world, rank;              /* in the communicator given */
+    int pp, dp, stage, replica;   /* rank = replica * pp + stage */
+    int bounds[DIST_MAX_STAGES + 1];
+    int layer_begin, layer_end;   /* this rank's stage */
+    MPI_Comm comm;                /* duplicate of the world given */
+    MPI_Comm pipe;                /* the pp ranks of this replica; rank = stage */
+    MPI_Comm dp_comm;             /* the dp ranks of this stage; rank = replica */
+    MPI_Comm tied;                /* first + last stage of this replica (pp > 1), else MPI_COMM_NULL */
+} dist_topology;
+
+/* Checks the layout against the world (before any work) and builds the
+ * communicators. Collective over world. */
+status_t dist_topology_create(dist_topology *t, const dist_config *dc, const model_config *mc, MPI_Comm world);
+void dist_topology_free(dist_topology *t);
+/* The placement, one line per rank: "rank R: replica D stage S layers [a, b)". */
+void dist_topology_describe(const dist_topology *t, char *buf, size_t n);
+
+/* ---- schedules ----------------------------------------------------------------- */
+
+typedef enum { DIST_RECV_ACT, DIST_FWD, DIST_SEND_ACT, DIST_RECV_GRAD, DIST_BWD, DIST_SEND_GRAD } dist_op;
+
+typedef struct dist_instr {
+    dist_op op;
+    int mb;        /* micro-batch of the step, 0..m-1 */
+    int slot;      /* activation slot holding mb on this stage */
+    int peer;      /* stage sent to / received from; -1 for compute */
+    int tag;       /* 2 mb + (0 activation | 1 gradient) */
+    size_t count;  /* floats moved */
+} dist_instr;
+
+/* Every stage's instruction list for one step of m micro-batches.
+ * Invariant (checked by dist_plan_verify): messages pair up, the lists run to
+ * completion with sends that do not block and receives that do, a slot holds
+ * one micro-batch from its receive/forward to its backward/gradient send, and
+ * no stage has more than dist_plan_bound() micro-batches in flight. */
+typedef struct dist_plan {
+    dist_schedule_kind kind;
+    int pp, m;
+    int *n_instr;          /* [pp] */
+    int *n_slots;          /* [pp] activation slots each stage needs */
+    dist_instr **instr;    /* [pp][n_instr[s]] */
+} dist_plan;
+
+const char *dist_op_name(dist_op op);
+/* The documented in-flight bound: gpipe m; 1f1b min(pp - stage, m). */
+int dist_plan_bound(dist_schedule_kind kind, int pp, int m, int stage);
+/* count: floats of one activation (B T C). */
+status_t dist_plan_build(dist_plan *p, dist_schedule_kind kind, int pp, int m, size_t count);
+/* Simulates all stages; on failure names the offending stages and micro-batch. */
+status_t dist_plan_verify(const dist_plan *p);
+void dist_plan_free(dist_plan *p);
+
+/* ---- the step ------------------------------------------------------------------ */
+
+/* Fills b with global micro-batch g (its samples are g B .. g B + B - 1, the
+ * numbering of train.c). Every stage calls it for every micro-batch it runs:
+ * the first stage reads ids and types, every stage attention_mask, the last
+ * the labels. Returns a status (a data error ends the step). */
+typedef status_t (*dist_fill_fn)(void *ctx, uint64_t g, batch *b);
+
+typedef struct dist_engine dist_engine;
+
+/* Per-rank bytes of persistent training state. */
+typedef struct dist_memory {
+    size_t params;       /* the stage's parameters: 4 n */
+    size_t grads;        /* reduced gradients kept for the update: 4 n (zero 0/1), 4 shard (zero 2) */
+    size_t grad_accum;   /* the model's accumulation buffer over micro-batches: 4 n */
+    size_t optimizer;    /* AdamW moments: 8 n (zero 0), 8 shard (zero 1/2) */
+    size_t shard;        /* floats this rank updates: ceil(n / dp), the last shards shorter */
+} dist_memory;
+
+typedef struct dist_step_result {
+    double loss, lm, mlm, nsp;   /* means over the global batch's micro-batches */
+    double grad_norm, lr;
+    double busy_s, step_s;       /* this rank's compute time and the whole step's */
+} dist_step_result;
+
+/* Topology, plan (verified), stage (slots from the plan, parameters from
+ * seed), optimizer state. B: sequences per micro-batch; m: micro-batches per
+ * step and replica. Collective over world. */
+status_t dist_engine_create(dist_engine **out, const dist_config *dc, const model_config *mc,
+                            const optim_config *oc, int B, int m, uint64_t seed, MPI_Comm world);
+void dist_engine_free(dist_engine *e);
+
+model_stage *dist_engine_stage(dist_engine *e);
+const dist_topology *dist_engine_topology(const dist_engine *e);
+const dist_plan *dist_engine_plan(const dist_engine *e);
+dist_memory dist_engine_memory(const dist_engine *e);
+
+/* One training step (step = 0, 1, ...): the schedule's forwards and
+ * backwards (loss scale 1/(m dp)), the tied-embedding gradient sum, the ZeRO
+ * reduction, global clipping, AdamW on this rank's shard, the parameter
+ * all-gather. The result is identical on every rank. On a hang longer than
+ * dist.hang_timeout, every rank logs the instruction it waits in and its
+ * pending requests and returns ST_MPI with that report (the caller ends the
+ * job with st_die, which calls MPI_Abort). */
+status_t dist_train_step(dist_engine *e, int64_t step, dist_fill_fn fill, void *ctx, dist_step_result *r);
+
+#endif

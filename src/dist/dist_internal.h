@@ -1,0 +1,51 @@
+/* dist/dist_internal — the engine's state, shared by the executor (exec.c)
+ * and the step (engine.c, zero.c). Not part of the module's API. */
+#ifndef MPILM_DIST_DIST_INTERNAL_H
+#define MPILM_DIST_DIST_INTERNAL_H
+
+#include "dist/dist.h"
+
+struct dist_engine {
+    dist_config dc;
+    model_config mc;
+    optim_config oc;
+    dist_topology topo;
+    dist_plan plan;
+    model_stage *stage;
+    int B, m, n_slots;
+    uint64_t seed;
+    batch *batches;               /* [n_slots]: the micro-batch each slot holds */
+
+    /* ZeRO: this rank's dp shard [lo, hi) of the n floats; it updates
+     * [ulo, uhi) (the whole buffer for zero 0, the shard otherwise) */
+    size_t n, lo, hi, ulo, uhi;
+    int *counts, *displs;         /* [dp] every rank's shard, for the all-gather */
+    float *adam_m, *adam_v;       /* [uhi - ulo] */
+    float *grad_shard;            /* zero 2: [hi - lo] reduced gradients */
+    int n_buckets;
+    int *bucket_counts;           /* [n_buckets][dp] reduce-scatter receive counts */
+    MPI_Request *coll;            /* [n_buckets + 1] collectives in flight */
+    size_t tied_off, tied_n;      /* the word embedding in this stage's buffer (0, 0: not tied here) */
+
+    /* executor state of the current step */
+    MPI_Request *recv_req, *send_act, *send_grad; /* [n_slots] */
+    int *slot_mb, *slot_fwd;                       /* [n_slots]: live micro-batch (-1 free), forward done */
+    int pc, next_recv;
+    int64_t step;
+    double deadline, busy;
+    double sums[3];               /* per micro-batch mean lm, mlm, nsp losses (last stage) */
+};
+
+/* Waits for *req, polling MPI_Test against the step's deadline; what names
+ * the wait in the watchdog's report. */
+status_t dist_wait(dist_engine *e, MPI_Request *req, const char *what);
+
+/* The schedule's forwards and backwards of one step on this stage. */
+status_t dist_run_pipeline(dist_engine *e, dist_fill_fn fill, void *ctx);
+
+/* Tied-embedding sum and the dp reduction of the gradients (ZeRO 0/1/2);
+ * then the update of this rank's part and the parameter all-gather. */
+status_t dist_sync_grads(dist_engine *e);
+status_t dist_update(dist_engine *e, dist_step_result *r);
+
+#endif

@@ -1,0 +1,177 @@
+/* dist/engine — set-up of a rank's part of the job (topology, verified
+ * plan, stage, shards, optimizer state) and the whole training step. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/timer.h"
+#include "dist/dist_internal.h"
+
+enum { DEFAULT_BUCKET_BYTES = 4 << 20 };
+
+static void *zalloc(size_t n, size_t size) { return calloc(n ? n : 1, size); }
+
+/* Shard r of n floats over dp ranks: [r s, (r + 1) s) clipped to n, s = ceil(n / dp). */
+static void shard_range(size_t n, int dp, int r, size_t *lo, size_t *hi)
+{
+    size_t s = (n + (size_t)dp - 1) / (size_t)dp;
+    *lo = (size_t)r * s < n ? (size_t)r * s : n;
+    *hi = (size_t)(r + 1) * s < n ? (size_t)(r + 1) * s : n;
+}
+
+static status_t setup_shards(dist_engine *e)
+{
+    int dp = e->topo.dp;
+    e->n = model_n_params(e->stage);
+    FAIL_IF(e->n > (size_t)1 << 30, ST_CONFIG, "dist: a stage of %zu parameters is beyond this build's 2^30 per-stage "
+            "limit of MPI counts; raise dist.pp", e->n);
+    shard_range(e->n, dp, e->topo.replica, &e->lo, &e->hi);
+    int sharded = e->dc.zero > 0 && dp > 1;
+    e->ulo = sharded ? e->lo : 0;
+    e->uhi = sharded ? e->hi : e->n;
+    e->counts = zalloc((size_t)dp, sizeof(int));
+    e->displs = zalloc((size_t)dp, sizeof(int));
+    e->adam_m = zalloc(e->uhi - e->ulo, sizeof(float));
+    e->adam_v = zalloc(e->uhi - e->ulo, sizeof(float));
+    FAIL_IF(!e->counts || !e->displs || !e->adam_m || !e->adam_v, ST_NOMEM, "dist: out of memory for the optimizer state");
+    for (int r = 0; r < dp; r++) {
+        size_t lo, hi;
+        shard_range(e->n, dp, r, &lo, &hi);
+        e->counts[r] = (int)(hi - lo);
+        e->displs[r] = (int)lo;
+    }
+    size_t bucket = (e->dc.bucket_bytes ? e->dc.bucket_bytes : DEFAULT_BUCKET_BYTES) / sizeof(float);
+    e->n_buckets = e->dc.zero == 2 && dp > 1 ? (int)((e->n + bucket - 1) / bucket) : 1;
+    if (e->n_buckets < 1) e->n_buckets = 1;
+    e->coll = zalloc((size_t)e->n_buckets + 1, sizeof(MPI_Request));
+    e->bucket_counts = zalloc((size_t)e->n_buckets * dp, sizeof(int));
+    FAIL_IF(!e->coll || !e->bucket_counts, ST_NOMEM, "dist: out of memory");
+    for (int b = 0; b <= e->n_buckets; b++) e->coll[b] = MPI_REQUEST_NULL;
+    if (!(e->dc.zero == 2 && dp > 1)) return ST_OK;
+    e->grad_shard = zalloc(e->hi - e->lo, sizeof(float));
+    FAIL_IF(!e->grad_shard, ST_NOMEM, "dist: out of memory for the gradient shard");
+    size_t per = (e->n + (size_t)e->n_buckets - 1) / (size_t)e->n_buckets;
+    for (int b = 0; b < e->n_buckets; b++) {
+        size_t a = (size_t)b * per, z = a + per < e->n ? a + per : e->n;
+        for (int r = 0; r < dp; r++) {
+            size_t lo = (size_t)e->displs[r], hi = lo + (size_t)e->counts[r];
+            size_t x = a > lo ? a : lo, y = z < hi ? z : hi;
+            e->bucket_counts[(size_t)b * dp + r] = y > x ? (int)(y - x) : 0;
+        }
+    }
+    return ST_OK;
+}
+
+static status_t setup_executor(dist_engine *e)
+{
+    int k = e->n_slots;
+    e->batches = zalloc((size_t)k, sizeof(batch));
+    e->recv_req = zalloc((size_t)k * 3, sizeof(MPI_Request));
+    e->slot_mb = zalloc((size_t)k * 2, sizeof(int));
+    FAIL_IF(!e->batches || !e->recv_req || !e->slot_mb, ST_NOMEM, "dist: out of memory");
+    e->send_act = e->recv_req + k;
+    e->send_grad = e->recv_req + 2 * k;
+    e->slot_fwd = e->slot_mb + k;
+    for (int i = 0; i < 3 * k; i++) e->recv_req[i] = MPI_REQUEST_NULL;
+    for (int i = 0; i < k; i++) TRY(batch_alloc(&e->batches[i], e->B, e->mc.seq_len));
+    return ST_OK;
+}
+
+static void find_tied(dist_engine *e)
+{
+    if (e->topo.tied == MPI_COMM_NULL) return;
+    const char *name = e->mc.family == MODEL_BERT ? "bert.embeddings.word_embeddings.weight" : "transformer.wte.weight";
+    const model_tensor *t = model_tensor_find(e->stage, name);
+    e->tied_off = t->offset;
+    e->tied_n = t->numel;
+}
+
+static status_t engine_setup(dist_engine *e, const model_config *mc, MPI_Comm world)
+{
+    TRY(dist_topology_create(&e->topo, &e->dc, mc, world));
+    size_t count = (size_t)e->B * mc->seq_len * mc->d_model;
+    TRY(dist_plan_build(&e->plan, e->dc.schedule, e->topo.pp, e->m, count));
+    TRY(dist_plan_verify(&e->plan));
+    e->n_slots = e->plan.n_slots[e->topo.stage];
+    TRY(model_stage_create(&e->stage, mc, e->topo.layer_begin, e->topo.layer_end, e->B, e->n_slots));
+    model_init_params(e->stage, e->seed);
+    find_tied(e);
+    TRY(setup_shards(e));
+    return setup_executor(e);
+}
+
+status_t dist_engine_create(dist_engine **out, const dist_config *dc, const model_config *mc,
+                            const optim_config *oc, int B, int m, uint64_t seed, MPI_Comm world)
+{
+    *out = NULL;
+    FAIL_IF(B < 1 || m < 1, ST_CONFIG, "dist: train.micro_batch = %d and train.micro_batches = %d (expected >= 1)", B, m);
+    dist_engine *e = calloc(1, sizeof *e);
+    FAIL_IF(!e, ST_NOMEM, "dist: out of memory");
+    e->topo.comm = e->topo.pipe = e->topo.dp_comm = e->topo.tied = MPI_COMM_NULL;
+    e->dc = *dc;
+    e->mc = *mc;
+    e->oc = *oc;
+    e->B = B;
+    e->m = m;
+    e->seed = seed;
+    status_t st = engine_setup(e, mc, world);
+    if (st != ST_OK) {
+        dist_engine_free(e);
+        return st;
+    }
+    *out = e;
+    return ST_OK;
+}
+
+void dist_engine_free(dist_engine *e)
+{
+    if (!e) return;
+    for (int i = 0; e->batches && i < e->n_slots; i++) batch_free(&e->batches[i]);
+    free(e->batches);
+    free(e->recv_req);
+    free(e->slot_mb);
+    free(e->counts);
+    free(e->displs);
+    free(e->adam_m);
+    free(e->adam_v);
+    free(e->grad_shard);
+    free(e->coll);
+    free(e->bucket_counts);
+    model_stage_free(e->stage);
+    dist_plan_free(&e->plan);
+    dist_topology_free(&e->topo);
+    free(e);
+}
+
+model_stage *dist_engine_stage(dist_engine *e) { return e->stage; }
+const dist_topology *dist_engine_topology(const dist_engine *e) { return &e->topo; }
+const dist_plan *dist_engine_plan(const dist_engine *e) { return &e->plan; }
+
+dist_memory dist_engine_memory(const dist_engine *e)
+{
+    size_t f = sizeof(float), shard = e->hi - e->lo;
+    return (dist_memory){.params = f * e->n,
+                         .grads = f * (e->grad_shard ? shard : e->n),
+                         .grad_accum = f * e->n,
+                         .optimizer = 2 * f * (e->uhi - e->ulo),
+                         .shard = shard};
+}
+
+status_t dist_train_step(dist_engine *e, int64_t step, dist_fill_fn fill, void *ctx, dist_step_result *r)
+{
+    double t0 = time_now();
+    *r = (dist_step_result){0};
+    e->step = step;
+    e->deadline = e->dc.hang_timeout > 0 ? t0 + e->dc.hang_timeout : 0.0;
+    e->busy = 0.0;
+    e->sums[0] = e->sums[1] = e->sums[2] = 0.0;
+    e->pc = e->plan.n_instr[e->topo.stage];
+    memset(model_grads(e->stage), 0, e->n * sizeof(float));
+    TRY(dist_run_pipeline(e, fill, ctx));
+    TRY(dist_sync_grads(e));
+    double t1 = time_now();
+    TRY(dist_update(e, r));
+    e->busy += time_now() - t1;
+    r->busy_s = e->busy;
+    r->step_s = time_now() - t0;
+    return ST_OK;
+}

@@ -1,0 +1,180 @@
+/* dist/exec — runs a stage's instruction list with MPI_Isend/MPI_Irecv, and
+ * the watchdog.
+ *
+ * Receives are posted early: before each forward or backward, the next
+ * receives of the list are posted as soon as their buffer is free (an
+ * activation's slot holds no live micro-batch; a gradient's micro-batch has
+ * been forwarded), so the transfer overlaps the compute. Sends are
+ * MPI_Isend; a slot's sends are completed before a forward writes into the
+ * slot again and at the end of the pipeline phase.
+ *
+ * Watchdog: every wait polls MPI_Test against the step's deadline
+ * (dist.hang_timeout seconds from its start). Past it the rank logs which
+ * instruction and which wait it is in and its pending requests, gives the
+ * other ranks a moment to log theirs, and returns ST_MPI with that report.
+ */
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "base/timer.h"
+#include "dist/dist_internal.h"
+
+static void describe_pending(const dist_engine *e, char *buf, size_t n)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < e->n_slots && used < n; k++) {
+        const MPI_Request *r[3] = {&e->recv_req[k], &e->send_act[k], &e->send_grad[k]};
+        static const char *kind[3] = {"receive into", "activation send from", "gradient send from"};
+        for (int j = 0; j < 3 && used < n; j++)
+            if (*r[j] != MPI_REQUEST_NULL)
+                used += (size_t)snprintf(buf + used, n - used, "%s%s slot %d (micro-batch %d)",
+                                         used ? ", " : "", kind[j], k, e->slot_mb[k]);
+    }
+    if (!used) snprintf(buf, n, "none besides this wait");
+}
+
+static status_t hang(dist_engine *e, const char *what)
+{
+    char pending[512], where[160] = "after the pipeline phase";
+    describe_pending(e, pending, sizeof pending);
+    int s = e->topo.stage;
+    if (e->pc < e->plan.n_instr[s]) {
+        const dist_instr *in = &e->plan.instr[s][e->pc];
+        snprintf(where, sizeof where, "at instruction %d (%s micro-batch %d, peer stage %d)", e->pc,
+                 dist_op_name(in->op), in->mb, in->peer);
+    }
+    char report[1024];
+    snprintf(report, sizeof report,
+             "dist: step %lld exceeded dist.hang_timeout = %g s on rank %d (replica %d, stage %d) %s, waiting for %s; "
+             "pending requests: %s; a peer rank is stuck or dead (see its report) — raise dist.hang_timeout if "
+             "steps are legitimately this slow", (long long)e->step + 1, e->dc.hang_timeout, e->topo.rank,
+             e->topo.replica, s, where, what, pending);
+    log_error("%s", report);
+    sleep(2); /* let the peers reach their own deadline and log before one aborts the job */
+    return st_fail(ST_MPI, "%s", report);
+}
+
+status_t dist_wait(dist_engine *e, MPI_Request *req, const char *what)
+{
+    for (;;) {
+        int done = 0;
+        FAIL_IF(MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS, ST_MPI, "dist: MPI_Test failed waiting for %s",
+                what);
+        if (done) return ST_OK;
+        if (e->deadline > 0 && time_now() > e->deadline) return hang(e, what);
+        sched_yield();
+    }
+}
+
+static float *recv_buffer(dist_engine *e, const dist_instr *in)
+{
+    return in->op == DIST_RECV_ACT ? model_stage_input(e->stage, in->slot) : model_stage_doutput(e->stage, in->slot);
+}
+
+static status_t post_recv(dist_engine *e, const dist_instr *in)
+{
+    if (in->op == DIST_RECV_ACT) e->slot_mb[in->slot] = in->mb, e->slot_fwd[in->slot] = 0;
+    FAIL_IF(MPI_Irecv(recv_buffer(e, in), (int)in->count, MPI_FLOAT, in->peer, in->tag, e->topo.pipe,
+                      &e->recv_req[in->slot]) != MPI_SUCCESS, ST_MPI, "dist: MPI_Irecv of %s micro-batch %d failed",
+            dist_op_name(in->op), in->mb);
+    return ST_OK;
+}
+
+static int recv_ready(const dist_engine *e, const dist_instr *in)
+{
+    if (in->op == DIST_RECV_ACT) return e->slot_mb[in->slot] == -1;
+    return e->slot_mb[in->slot] == in->mb && e->slot_fwd[in->slot];
+}
+
+/* Posts the list's next receives, in order, while their buffers are free. */
+static status_t prefetch(dist_engine *e)
+{
+    int s = e->topo.stage;
+    for (; e->next_recv < e->plan.n_instr[s]; e->next_recv++) {
+        const dist_instr *in = &e->plan.instr[s][e->next_recv];
+        if (in->op != DIST_RECV_ACT && in->op != DIST_RECV_GRAD) continue;
+        if (!recv_ready(e, in)) return ST_OK;
+        TRY(post_recv(e, in));
+    }
+    return ST_OK;
+}
+
+static status_t run_recv(dist_engine *e, const dist_instr *in)
+{
+    if (e->next_recv <= e->pc) {
+        TRY(post_recv(e, in));
+        e->next_recv = e->pc + 1;
+    }
+    char what[96];
+    snprintf(what, sizeof what, "the %s of micro-batch %d from stage %d", in->op == DIST_RECV_ACT ? "activation" :
+             "gradient", in->mb, in->peer);
+    return dist_wait(e, &e->recv_req[in->slot], what);
+}
+
+static status_t run_send(dist_engine *e, const dist_instr *in)
+{
+    int act = in->op == DIST_SEND_ACT;
+    float *buf = act ? model_stage_output(e->stage, in->slot) : model_stage_dinput(e->stage, in->slot);
+    MPI_Request *r = act ? &e->send_act[in->slot] : &e->send_grad[in->slot];
+    FAIL_IF(MPI_Isend(buf, (int)in->count, MPI_FLOAT, in->peer, in->tag, e->topo.pipe, r) != MPI_SUCCESS, ST_MPI,
+            "dist: MPI_Isend of %s micro-batch %d failed", dist_op_name(in->op), in->mb);
+    if (!act) e->slot_mb[in->slot] = -1;
+    return ST_OK;
+}
+
+static status_t finish_sends(dist_engine *e, int slot)
+{
+    TRY(dist_wait(e, &e->send_act[slot], "an activation send to complete"));
+    return dist_wait(e, &e->send_grad[slot], "a gradient send to complete");
+}
+
+static status_t run_compute(dist_engine *e, const dist_instr *in, dist_fill_fn fill, void *ctx)
+{
+    TRY(prefetch(e));
+    double t0 = time_now();
+    batch *b = &e->batches[in->slot];
+    uint64_t g = ((uint64_t)e->step * (uint64_t)e->topo.dp + (uint64_t)e->topo.replica) * (uint64_t)e->m +
+                 (uint64_t)in->mb;
+    model_pass pass = {.train = 1, .seed = e->seed, .sample0 = g * (uint64_t)e->B,
+                       .loss_scale = 1.0f / (float)(e->m * e->topo.dp)};
+    if (in->op == DIST_FWD) {
+        TRY(finish_sends(e, in->slot));
+        e->slot_mb[in->slot] = in->mb;
+        TRY(fill(ctx, g, b));
+        model_losses l = {0};
+        TRY(model_forward(e->stage, in->slot, b, &pass, &l));
+        e->slot_fwd[in->slot] = 1;
+        if (l.lm_count) e->sums[0] += l.lm_loss_sum / l.lm_count;
+        if (l.mlm_count) e->sums[1] += l.mlm_loss_sum / l.mlm_count;
+        if (l.nsp_count) e->sums[2] += l.nsp_loss_sum / l.nsp_count;
+    } else {
+        TRY(model_backward(e->stage, in->slot, b, &pass));
+        if (e->topo.stage == 0) e->slot_mb[in->slot] = -1;
+    }
+    e->busy += time_now() - t0;
+    return ST_OK;
+}
+
+status_t dist_run_pipeline(dist_engine *e, dist_fill_fn fill, void *ctx)
+{
+    int s = e->topo.stage;
+    for (int k = 0; k < e->n_slots; k++) e->slot_mb[k] = -1, e->slot_fwd[k] = 0;
+    e->next_recv = 0;
+    for (e->pc = 0; e->pc < e->plan.n_instr[s]; e->pc++) {
+        const dist_instr *in = &e->plan.instr[s][e->pc];
+        switch (in->op) {
+        case DIST_RECV_ACT:
+        case DIST_RECV_GRAD: TRY(run_recv(e, in)); break;
+        case DIST_SEND_ACT:
+        case DIST_SEND_GRAD: TRY(run_send(e, in)); break;
+        case DIST_FWD:
+        case DIST_BWD: TRY(run_compute(e, in, fill, ctx)); break;
+        }
+    }
+    for (int k = 0; k < e->n_slots; k++) TRY(finish_sends(e, k));
+    return ST_OK;
+}

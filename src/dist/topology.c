@@ -1,0 +1,141 @@
+/* dist/topology — layout checks, the layer partition and the communicators. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist/dist.h"
+
+status_t dist_parse_stages(dist_config *c, const char *text)
+{
+    c->n_stages = 0;
+    const char *p = text;
+    while (p && *p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        FAIL_IF(end == p || errno || v < 1 || v > 1000000, ST_CONFIG,
+                "dist.stages = '%s': bad layer count at '%s' (expected positive integers separated by commas, "
+                "e.g. 5,7)", text, p);
+        FAIL_IF(c->n_stages == DIST_MAX_STAGES, ST_CONFIG, "dist.stages = '%s': more than %d stages", text,
+                DIST_MAX_STAGES);
+        c->stages[c->n_stages++] = (int)v;
+        while (*end == ' ') end++;
+        FAIL_IF(*end && *end != ',', ST_CONFIG, "dist.stages = '%s': unexpected '%c' (expected a comma)", text, *end);
+        p = *end ? end + 1 : end;
+    }
+    return ST_OK;
+}
+
+double dist_embed_cost(const model_config *mc) { return mc->vocab_size / (12.0 * mc->d_model); }
+double dist_head_cost(const model_config *mc) { return 2.0 * dist_embed_cost(mc); }
+
+static double range_cost(const model_config *mc, int a, int b)
+{
+    return (double)(b - a) + (a == 0 ? dist_embed_cost(mc) : 0.0) + (b == mc->n_layer ? dist_head_cost(mc) : 0.0);
+}
+
+/* Exact min-max contiguous split (L and pp are small): best[s][l] = the least
+ * maximum stage cost of layers [0, l) over s stages. */
+static void partition_by_cost(const model_config *mc, int pp, int *bounds)
+{
+    int L = mc->n_layer;
+    double *best = malloc(sizeof(double) * (size_t)(pp + 1) * (L + 1));
+    int *cut = malloc(sizeof(int) * (size_t)(pp + 1) * (L + 1));
+    for (int l = 0; l <= L; l++) best[l] = l == 0 ? 0.0 : 1e300;
+    for (int s = 1; s <= pp; s++)
+        for (int l = 0; l <= L; l++) {
+            double b = 1e300;
+            int c = -1;
+            for (int k = s - 1; k < l; k++) {
+                double prev = best[(s - 1) * (L + 1) + k], here = range_cost(mc, k, l);
+                double v = prev > here ? prev : here;
+                if (v < b - 1e-12) b = v, c = k;
+            }
+            best[s * (L + 1) + l] = b;
+            cut[s * (L + 1) + l] = c;
+        }
+    bounds[pp] = L;
+    for (int s = pp; s >= 1; s--) bounds[s - 1] = cut[s * (L + 1) + bounds[s]];
+    free(best);
+    free(cut);
+}
+
+status_t dist_partition(const dist_config *dc, const model_config *mc, int *bounds)
+{
+    int pp = dc->pp, L = mc->n_layer;
+    FAIL_IF(pp < 1 || pp > DIST_MAX_STAGES, ST_CONFIG, "dist.pp = %d is outside [1, %d]", pp, DIST_MAX_STAGES);
+    FAIL_IF(pp > L, ST_CONFIG,
+            "dist.pp = %d exceeds model.n_layer = %d (expected at most one stage per layer); lower dist.pp", pp, L);
+    if (dc->n_stages == 0) {
+        partition_by_cost(mc, pp, bounds);
+        return ST_OK;
+    }
+    FAIL_IF(dc->n_stages != pp, ST_CONFIG, "dist.stages lists %d stage%s but dist.pp = %d; give one layer count per stage",
+            dc->n_stages, dc->n_stages == 1 ? "" : "s", pp);
+    bounds[0] = 0;
+    for (int s = 0; s < pp; s++) bounds[s + 1] = bounds[s] + dc->stages[s];
+    FAIL_IF(bounds[pp] != L, ST_CONFIG,
+            "dist.stages sums to %d layers (expected model.n_layer = %d); fix the layer counts", bounds[pp], L);
+    return ST_OK;
+}
+
+static status_t check_layout(const dist_config *dc, int world, int *dp)
+{
+    FAIL_IF(dc->pp < 1, ST_CONFIG, "dist.pp = %d (expected >= 1)", dc->pp);
+    FAIL_IF(world % dc->pp != 0, ST_CONFIG,
+            "dist.pp = %d does not divide the %d ranks of the job (expected ranks = dist.pp x dist.dp); "
+            "change dist.pp or the rank count", dc->pp, world);
+    *dp = dc->dp > 0 ? dc->dp : world / dc->pp;
+    FAIL_IF(*dp * dc->pp != world, ST_CONFIG,
+            "dist.pp x dist.dp = %d x %d = %d but the job has %d ranks; set dist.dp = auto or launch %d ranks",
+            dc->pp, *dp, dc->pp * *dp, world, dc->pp * *dp);
+    FAIL_IF(dc->zero < 0 || dc->zero > 2, ST_CONFIG, "dist.zero = %d (expected 0, 1 or 2)", dc->zero);
+    return ST_OK;
+}
+
+static status_t split(MPI_Comm comm, int color, int key, MPI_Comm *out)
+{
+    FAIL_IF(MPI_Comm_split(comm, color, key, out) != MPI_SUCCESS, ST_MPI, "dist: MPI_Comm_split failed");
+    return ST_OK;
+}
+
+status_t dist_topology_create(dist_topology *t, const dist_config *dc, const model_config *mc, MPI_Comm world)
+{
+    memset(t, 0, sizeof *t);
+    t->comm = t->pipe = t->dp_comm = t->tied = MPI_COMM_NULL;
+    MPI_Comm_size(world, &t->world);
+    MPI_Comm_rank(world, &t->rank);
+    TRY(check_layout(dc, t->world, &t->dp));
+    t->pp = dc->pp;
+    TRY(dist_partition(dc, mc, t->bounds));
+    t->stage = t->rank % t->pp;
+    t->replica = t->rank / t->pp;
+    t->layer_begin = t->bounds[t->stage];
+    t->layer_end = t->bounds[t->stage + 1];
+    FAIL_IF(MPI_Comm_dup(world, &t->comm) != MPI_SUCCESS, ST_MPI, "dist: MPI_Comm_dup failed");
+    TRY(split(t->comm, t->replica, t->stage, &t->pipe));
+    TRY(split(t->comm, t->stage, t->replica, &t->dp_comm));
+    int end = t->pp > 1 && (t->stage == 0 || t->stage == t->pp - 1);
+    TRY(split(t->comm, end ? t->replica : MPI_UNDEFINED, t->stage, &t->tied));
+    return ST_OK;
+}
+
+void dist_topology_free(dist_topology *t)
+{
+    MPI_Comm *c[] = {&t->tied, &t->dp_comm, &t->pipe, &t->comm};
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++)
+        if (*c[i] != MPI_COMM_NULL) MPI_Comm_free(c[i]);
+}
+
+void dist_topology_describe(const dist_topology *t, char *buf, size_t n)
+{
+    size_t used = 0;
+    if (n) buf[0] = '\0';
+    for (int r = 0; r < t->world && used < n; r++) {
+        int s = r % t->pp;
+        used += (size_t)snprintf(buf + used, n - used, "rank %d: replica %d stage %d layers [%d, %d)%s%s\n", r,
+                                 r / t->pp, s, t->bounds[s], t->bounds[s + 1], s == 0 ? " +embeddings" : "",
+                                 s == t->pp - 1 ? " +heads" : "");
+    }
+}

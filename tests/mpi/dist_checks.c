@@ -1,0 +1,85 @@
+/* dist under mpirun: layouts that do not fit the world are refused before any
+ * work with messages naming the keys; the placement lists every rank.
+ * With --hang: stage 1 never joins the step, so the watchdog of stage 0 must
+ * end the job with its report (tests/mpi/dist_watchdog.sh checks that).
+ * Exit 0 = as expected. */
+#include <mpi.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "data/random_source.h"
+#include "dist/dist.h"
+
+static int rank, world, failures;
+
+static const model_config MC = {.family = MODEL_GPT, .n_layer = 2, .d_model = 32, .n_head = 2, .d_ff = 64,
+                                .seq_len = 16, .max_positions = 16, .vocab_size = 64, .pre_ln = 1};
+static const optim_config OPT = {.lr = 1e-3, .total_steps = 1, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
+
+static void expect_refused(dist_config dc, const char *needle)
+{
+    dist_engine *e = NULL;
+    status_t st = dist_engine_create(&e, &dc, &MC, &OPT, 2, 2, 1, MPI_COMM_WORLD);
+    if (st == ST_CONFIG && strstr(st_message(), needle)) return;
+    failures++;
+    fprintf(stderr, "rank %d: pp=%d dp=%d: expected a refusal with '%s', got %s: %s\n", rank, dc.pp, dc.dp, needle,
+            st_name(st), st_message());
+    dist_engine_free(e);
+}
+
+static void check_placement(void)
+{
+    dist_config dc = {.pp = world >= 2 ? 2 : 1};
+    dist_topology t;
+    if (dist_topology_create(&t, &dc, &MC, MPI_COMM_WORLD) != ST_OK) {
+        failures++;
+        fprintf(stderr, "rank %d: topology: %s\n", rank, st_message());
+        return;
+    }
+    char buf[4096], want[96];
+    dist_topology_describe(&t, buf, sizeof buf);
+    snprintf(want, sizeof want, "rank %d: replica %d stage %d layers [%d, %d)", world - 1, (world - 1) / dc.pp,
+             (world - 1) % dc.pp, t.bounds[(world - 1) % dc.pp], t.bounds[(world - 1) % dc.pp + 1]);
+    if (!strstr(buf, want) || t.stage != rank % dc.pp || t.replica != rank / dc.pp) {
+        failures++;
+        fprintf(stderr, "rank %d: placement lacks '%s':\n%s", rank, want, buf);
+    }
+    dist_topology_free(&t);
+}
+
+static status_t fill(void *ctx, uint64_t g, batch *b)
+{
+    random_batch_fill(b, ctx, g * (uint64_t)b->B);
+    return ST_OK;
+}
+
+static void hang(void)
+{
+    dist_config dc = {.pp = 2, .hang_timeout = 1.0};
+    dist_engine *e;
+    if (dist_engine_create(&e, &dc, &MC, &OPT, 2, 2, 1, MPI_COMM_WORLD) != ST_OK) st_die(ST_CONFIG);
+    random_spec spec = {.vocab_size = MC.vocab_size, .seed = 1};
+    if (dist_engine_topology(e)->stage == 1) sleep(30); /* a stuck peer */
+    dist_step_result r;
+    status_t st = dist_train_step(e, 0, fill, &spec, &r);
+    if (st != ST_OK) st_die(st);
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    if (argc > 1 && strcmp(argv[1], "--hang") == 0) hang();
+    expect_refused((dist_config){.pp = 3}, "dist.pp = 3 does not divide");
+    expect_refused((dist_config){.pp = 1, .dp = world + 1}, "set dist.dp = auto");
+    if (world % 2 == 0) expect_refused((dist_config){.pp = 2, .zero = 3}, "dist.zero = 3");
+    if (world >= 4) expect_refused((dist_config){.pp = 4}, "dist.pp = 4 exceeds model.n_layer = 2");
+    if (world % 2 == 0) expect_refused((dist_config){.pp = 2, .n_stages = 2, .stages = {1, 2}}, "dist.stages sums to 3");
+    check_placement();
+    int total = 0;
+    MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Finalize();
+    return total ? 1 : 0;
+}
