@@ -56,6 +56,8 @@ int ckpt_is_checkpoint(const char *dir)
     char probe[PATH_MAX + 32];
     snprintf(probe, sizeof probe, "%s/latest", dir);
     if (exists(probe)) return 1;
+    snprintf(probe, sizeof probe, "%s/shard-00000.bin", dir);
+    if (exists(probe)) return 1;
     snprintf(probe, sizeof probe, "%s/%s", dir, CKPT_MANIFEST);
     char *text;
     size_t len;

@@ -109,8 +109,8 @@ void ckpt_close(ckpt_reader *r);
  * parameters' shapes or meaning; the message names the key and both values. */
 status_t ckpt_check_model(const ckpt_reader *r, const model_config *c);
 
-/* 1 when dir is a step directory (holds manifest.json with the checkpoint
- * format) or a run directory with a latest link. */
+/* 1 when dir looks like a step directory (a checkpoint manifest.json or
+ * shard-00000.bin) or a run directory with a latest link. */
 int ckpt_is_checkpoint(const char *dir);
 
 /* The step directories of run_dir, newest first (caller frees with free());
