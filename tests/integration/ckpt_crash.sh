@@ -5,7 +5,7 @@
 # run with a clear error (on_error = stop) or a warning (continue), the
 # previous checkpoint intact, on 1 and 2 ranks; keep = 2 leaves 2 step
 # directories; every_minutes saves on rank 0's clock.
-. tests/integration/ckpt_common.sh
+. tests/common/ckpt_common.sh
 fail() { echo "FAIL ckpt_crash: $*"; exit 1; }
 ref=$d/ref
 train 1 "$d/ref.log" --set ckpt.every_steps=10 --set run.dir="$ref" || { tail -5 "$d/ref.log"; fail "reference run"; }

@@ -4,7 +4,7 @@
 # previous checkpoint and says so), a truncated shard, a missing manifest, a
 # newer format version, another model shape; auto with nothing valid starts
 # from scratch.
-. tests/integration/ckpt_common.sh
+. tests/common/ckpt_common.sh
 fail() { echo "FAIL ckpt_integrity: $*"; exit 1; }
 expect() { # exit-status pattern description -- command...
   want=$1 pat=$2 what=$3; shift 3

@@ -4,7 +4,7 @@
 # run ends exactly as an uninterrupted one (same final loss, same shards).
 # 1 rank: SIGUSR1, and SIGTERM sent twice (the second changes nothing);
 # 2 ranks: SIGUSR1 to mpirun, which forwards it to the ranks.
-. tests/integration/ckpt_common.sh
+. tests/common/ckpt_common.sh
 fail() { echo "FAIL ckpt_preempt: $*"; exit 1; }
 steps=60
 final_loss() { tail -1 "$1/metrics.jsonl" | sed 's/.*"loss":\([^,]*\),.*/\1/'; }

@@ -4,7 +4,7 @@
 # 2 ranks: identical per-step losses and identical final shard files (params,
 # m, v). Then a checkpoint of dp = 2 resumed on dp = 1 with the same global
 # batch: losses within 1e-5.
-. tests/integration/ckpt_common.sh
+. tests/common/ckpt_common.sh
 fail() { echo "FAIL ckpt_resume: $*"; exit 1; }
 
 "$MPILM" prep --train-vocab 400 --tokenizer bpe --out "$d/bpe" datasets/sample/sample.txt > "$d/prep.log" 2>&1 ||

@@ -1,4 +1,4 @@
-# Shared by the ckpt_*.sh tests (sourced): a tiny model config, helpers.
+# Shared by tests/integration/ckpt_*.sh (sourced, not run on its own).
 MPILM=${MPILM:-./mpilm}
 MPIRUN=${MPIRUN:-mpirun --oversubscribe --bind-to none}
 d=$(mktemp -d)
