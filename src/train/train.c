@@ -118,7 +118,7 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     t->v = calloc(n, sizeof(float));
     FAIL_IF(!t->m || !t->v, ST_NOMEM, "train: out of memory for the optimizer state (%zu parameters)", n);
     TRY(setup_data(t));
-    t->saved_step = -1;
+    TRY(trainer_check_global_order(t));
     const char *delay = getenv("MPILM_TEST_STEP_DELAY");
     t->step_delay = delay ? atof(delay) : 0.0;
     if (tc->resume[0]) TRY(trainer_resume(t));

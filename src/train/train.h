@@ -3,8 +3,9 @@
  *
  * Owns: turning the configuration into a model, optimizer and data plan; the
  * step (gradient accumulation over micro-batches, data-parallel gradient
- * reduction, clipping, the update); metrics. Sits above model/, optim/,
- * data/ and uses MPI for the data-parallel group.
+ * reduction, clipping, the update); metrics; when checkpoints are written,
+ * the collective save, resume and preemption (files and format: ckpt/).
+ * Sits above model/, optim/, data/, ckpt/ and uses MPI for the data-parallel group.
  * Must not touch: command-line parsing (cli/), kernel internals (tensor/).
  */
 #ifndef MPILM_TRAIN_TRAIN_H

@@ -41,6 +41,26 @@ static status_t agree(trainer *t, status_t st)
     return st_fail((status_t)worst.code, "%s", msg);
 }
 
+status_t trainer_check_global_order(const trainer *t)
+{
+    model_tensor *full;
+    int n;
+    TRY(model_full_table(&t->tc.model, &full, &n));
+    status_t st = ST_OK;
+    if (n != model_n_tensors(t->model)) st = st_fail(ST_ERROR, "train: the stage holds %d tensors, the full model %d "
+                                                               "(expected one stage = the whole model for pp = 1)",
+                                                     model_n_tensors(t->model), n);
+    for (int i = 0; st == ST_OK && i < n; i++) {
+        const model_tensor *m = model_tensor_at(t->model, i);
+        if (strcmp(m->name, full[i].name) != 0 || m->offset != full[i].offset)
+            st = st_fail(ST_ERROR, "train: stage tensor %d is %s at %zu but the checkpoint order has %s at %zu "
+                                   "(expected the same order for pp = 1)", i, m->name, m->offset, full[i].name,
+                         full[i].offset);
+    }
+    free(full);
+    return st;
+}
+
 static uint64_t global_batch(const trainer *t)
 {
     return (uint64_t)t->tc.micro_batch * (uint64_t)t->tc.micro_batches * (uint64_t)t->size;
@@ -107,7 +127,6 @@ status_t trainer_step_boundary(trainer *t, int64_t done)
     status_t st = save(t, done);
     t->last_save_time = time_now();
     if (st == ST_OK) {
-        t->saved_step = done;
         log_msg(LOG_INFO, "checkpoint step %lld written to %s", (long long)done, tc->run_dir);
     } else if (!flags[0] && tc->ckpt_continue) {
         if (t->rank == 0)
@@ -186,7 +205,6 @@ static status_t restore(trainer *t, const ckpt_reader *r)
     t->start_step = meta->step;
     t->sample_base = meta->next_sample;
     t->last_lr = meta->lr;
-    t->saved_step = meta->step;
     return ST_OK;
 }
 

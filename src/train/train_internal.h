@@ -26,11 +26,13 @@ struct trainer {
     double last_lr;             /* LR of the last step (for the manifest) */
     int64_t start_step;         /* 0, or the step of the checkpoint resumed from */
     uint64_t sample_base;       /* global index of the first sample of start_step */
-    int64_t saved_step;         /* step of the last checkpoint written (-1: none) */
     double last_save_time;
     double step_delay;          /* test hook MPILM_TEST_STEP_DELAY: seconds slept per step */
 };
 
+/* Checkpoints write the stage's buffer as the global flat order (pp = 1):
+ * checks, by name and offset, that the two agree. */
+status_t trainer_check_global_order(const trainer *t);
 /* Chooses and loads the checkpoint of tc.resume (auto or a path) on every
  * rank; leaves the trainer at its step. Sets start_step = 0 when there is none. */
 status_t trainer_resume(trainer *t);
