@@ -1,8 +1,8 @@
-/* mpilm inspect: describe and verify a shard, a dataset (or, later, a
- * checkpoint). Each kind of path has an inspector: a detector and a run
+/* mpilm inspect: describe and verify a shard, a dataset or a checkpoint. Each kind of path has an inspector: a detector and a run
  * function; the first whose detector accepts the path runs. */
 #include <stdio.h>
 
+#include "ckpt/checkpoint.h"
 #include "cli.h"
 #include "data/dataset.h"
 #include "data/shard.h"
@@ -58,7 +58,40 @@ static status_t inspect_dataset(const char *path)
     return st;
 }
 
+static void print_checkpoint(const ckpt_reader *r)
+{
+    const ckpt_meta *m = ckpt_meta_of(r);
+    const model_config *c = &m->model;
+    printf("checkpoint %s\n", ckpt_path(r));
+    printf("  format %s version %d; step %lld, %lld tokens seen, lr %.6g, seed %llu\n", CKPT_FORMAT, CKPT_VERSION,
+           (long long)m->step, (long long)m->tokens_seen, m->lr, (unsigned long long)m->seed);
+    printf("  model %s: %d layers, d_model %d, %d heads, d_ff %d, seq_len %d, max_positions %d, vocab %d, %s "
+           "positions, %s-LN\n", c->family == MODEL_BERT ? "bert" : "gpt", c->n_layer, c->d_model, c->n_head, c->d_ff,
+           c->seq_len, c->max_positions, c->vocab_size, c->sinusoidal ? "sinusoidal" : "learned",
+           c->pre_ln ? "pre" : "post");
+    printf("  written by world %d: pp %d, dp %d, tp %d, zero %d; data %s%s%s\n", m->topo.world, m->topo.pp,
+           m->topo.dp, m->topo.tp, m->topo.zero, m->random_data ? "random" : "dataset ",
+           m->random_data ? "" : m->data_path, ckpt_vocab_dir(r) ? "; vocabulary in vocab/" : "");
+    for (int i = 0; i < ckpt_n_files(r); i++) {
+        const ckpt_file *f = ckpt_file_at(r, i);
+        printf("  %s: rank %d, elements [%llu, %llu), %llu bytes, ok\n", f->name, f->rank,
+               (unsigned long long)f->begin, (unsigned long long)f->end,
+               (unsigned long long)(f->offset[CKPT_SECTIONS - 1] + f->bytes[CKPT_SECTIONS - 1]));
+    }
+}
+
+static status_t inspect_checkpoint(const char *path)
+{
+    ckpt_reader *r;
+    TRY(ckpt_open(&r, path));
+    print_checkpoint(r);
+    ckpt_close(r);
+    printf("  every checksum verified: ok\n");
+    return ST_OK;
+}
+
 static const inspector inspectors[] = {
+    {"checkpoint", ckpt_is_checkpoint, inspect_checkpoint},
     {"dataset", dataset_is_dataset, inspect_dataset},
     {"shard", shard_is_shard, inspect_shard},
 };

@@ -44,10 +44,11 @@ static status_t parse_options(int argc, char **argv, train_options *o)
     return ST_OK;
 }
 
-static status_t run_training(const config *cfg)
+static status_t run_training(const config *cfg, const char *resume)
 {
-    train_config tc;
+    static train_config tc;
     TRY(train_config_load(cfg, &tc));
+    if (resume) snprintf(tc.resume, sizeof tc.resume, "%s", resume);
     trainer *t = NULL;
     status_t st = trainer_create(&t, &tc, MPI_COMM_WORLD);
     if (st == ST_OK) st = trainer_run(t);
@@ -68,14 +69,17 @@ int cmd_train(int argc, char **argv)
         config_free(cfg);
         return 0;
     }
-    if (o.resume) {
+    if (o.resume && !*o.resume) {
         config_free(cfg);
-        return cli_finish(st_fail(ST_USAGE, "train: --resume %s: checkpoints are not built yet in this version; "
-                                            "start without --resume", o.resume));
+        return cli_finish(st_fail(ST_USAGE, "train: --resume needs auto or a checkpoint path"));
     }
     cli_mpi_init(&argc, &argv);
-    st = run_training(cfg);
+    st = run_training(cfg, o.resume);
     config_free(cfg);
-    if (st == ST_OK) cli_mpi_finalize();
+    /* Every rank agreed to stop after a checkpoint: a clean exit, no abort. */
+    if (st == ST_PREEMPTED) {
+        cli_mpi_finalize();
+        return EXIT_PREEMPTED;
+    }
     return cli_finish(st);
 }

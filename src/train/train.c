@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/fileio.h"
 #include "base/log.h"
@@ -11,22 +12,8 @@
 #include "data/random_source.h"
 #include "data/stream.h"
 #include "tensor/tensor.h"
-#include "train/train.h"
+#include "train/train_internal.h"
 
-struct trainer {
-    train_config tc;
-    MPI_Comm comm;
-    int rank, size;
-    tensor_runtime rt;
-    double peak_gflops;        /* sum over ranks */
-    model_stage *model;
-    float *m, *v;              /* AdamW moments, the parameters' layout */
-    batch batch;
-    random_spec random;        /* data.source = random */
-    stream *stream;            /* data.source = dataset */
-    FILE *metrics;
-    double last_loss;
-};
 
 static status_t local_ranks(MPI_Comm comm, int *n)
 {
@@ -52,13 +39,40 @@ static status_t setup_runtime(trainer *t)
     return ST_OK;
 }
 
+/* After a resume from step s, the lines of steps <= s are kept and the run
+ * appends; otherwise the file starts empty. */
+static status_t keep_metrics_until(const char *path, int64_t step)
+{
+    char *text;
+    size_t len;
+    if (read_file(path, &text, &len) != ST_OK) {
+        st_clear();
+        return ST_OK;
+    }
+    size_t kept = 0;
+    for (char *line = text; *line;) {
+        char *nl = strchr(line, '\n');
+        size_t n = nl ? (size_t)(nl - line) + 1 : strlen(line);
+        const char *at = strstr(line, "\"step\":");
+        if (at && at < line + n && strtoll(at + 7, NULL, 10) <= step) {
+            memmove(text + kept, line, n);
+            kept += n;
+        }
+        line += n;
+    }
+    status_t st = atomic_write_file(path, text, kept);
+    free(text);
+    return st;
+}
+
 static status_t open_metrics(trainer *t)
 {
     if (t->rank != 0) return ST_OK;
     TRY(make_dirs(t->tc.run_dir, 0755));
     char path[1100];
     snprintf(path, sizeof path, "%s/metrics.jsonl", t->tc.run_dir);
-    t->metrics = fopen(path, "w");
+    if (t->start_step > 0) TRY(keep_metrics_until(path, t->start_step));
+    t->metrics = fopen(path, t->start_step > 0 ? "a" : "w");
     FAIL_IF(!t->metrics, ST_IO, "%s: cannot open for writing; check that the run directory is writable", path);
     return ST_OK;
 }
@@ -104,6 +118,10 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     t->v = calloc(n, sizeof(float));
     FAIL_IF(!t->m || !t->v, ST_NOMEM, "train: out of memory for the optimizer state (%zu parameters)", n);
     TRY(setup_data(t));
+    TRY(trainer_check_global_order(t));
+    const char *delay = getenv("MPILM_TEST_STEP_DELAY");
+    t->step_delay = delay ? atof(delay) : 0.0;
+    if (tc->resume[0]) TRY(trainer_resume(t));
     TRY(open_metrics(t));
     log_msg(LOG_INFO, "%s model: %zu parameters, %d layers, d_model %d; global batch %d x %d x %d sequences of %d tokens",
             tc->model.family == MODEL_BERT ? "BERT" : "GPT", n, tc->model.n_layer, tc->model.d_model,
@@ -124,6 +142,7 @@ void trainer_free(trainer *t)
 }
 
 model_stage *trainer_model(trainer *t) { return t->model; }
+int64_t trainer_start_step(const trainer *t) { return t->start_step; }
 double trainer_last_loss(const trainer *t) { return t->last_loss; }
 
 /* The losses of one step, summed over micro-batches and ranks. */
@@ -140,7 +159,9 @@ static status_t accumulate(trainer *t, int64_t step, step_result *r)
     double sums[3] = {0};
     for (int j = 0; j < mb; j++) {
         /* sample index: rank r's part of step s is contiguous (DESIGN §4) */
-        uint64_t sample0 = ((uint64_t)step * (uint64_t)t->size + (uint64_t)t->rank) * (uint64_t)mb * tc->micro_batch +
+        uint64_t steps_done = (uint64_t)(step - t->start_step);
+        uint64_t sample0 = t->sample_base +
+                           (steps_done * (uint64_t)t->size + (uint64_t)t->rank) * (uint64_t)mb * tc->micro_batch +
                            (uint64_t)j * tc->micro_batch;
         if (t->stream)
             TRY(stream_next(t->stream, &t->batch));
@@ -212,30 +233,41 @@ static void report(trainer *t, int64_t step, const step_result *r, double tokens
     fflush(t->metrics);
 }
 
+static void sleep_seconds(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
 status_t trainer_run(trainer *t)
 {
     const train_config *tc = &t->tc;
     double tokens_per_step = (double)tc->micro_batch * tc->micro_batches * t->size * tc->model.seq_len;
     double start = time_now(), mark = start;
-    int64_t mark_step = 0;
-    for (int64_t step = 0; step < tc->steps; step++) {
+    int64_t mark_step = t->start_step;
+    t->last_save_time = start;
+    trainer_catch_signals();
+    for (int64_t step = t->start_step; step < tc->steps; step++) {
         memset(model_grads(t->model), 0, model_n_params(t->model) * sizeof(float));
         step_result r = {0};
         TRY(accumulate(t, step, &r));
         TRY(update(t, step, &r));
         t->last_loss = r.loss;
+        t->last_lr = r.lr;
         if ((step + 1) % tc->log_every == 0 || step + 1 == tc->steps) {
             double now = time_now();
             double rate = tokens_per_step * (double)(step + 1 - mark_step) / (now - mark);
-            double eta = (now - start) / (double)(step + 1) * (double)(tc->steps - step - 1);
+            double eta = (now - start) / (double)(step + 1 - t->start_step) * (double)(tc->steps - step - 1);
             report(t, step + 1, &r, rate, now - start, eta);
             mark = now;
             mark_step = step + 1;
         }
+        if (t->step_delay > 0) sleep_seconds(t->step_delay);
+        TRY(trainer_step_boundary(t, step + 1));
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    log_msg(LOG_INFO, "done: %lld steps in %.1f s; peak RSS %.0f MiB (rank 0)", (long long)tc->steps,
+    log_msg(LOG_INFO, "done: %lld steps in %.1f s; peak RSS %.0f MiB (rank 0)", (long long)(tc->steps - t->start_step),
             time_now() - start, ru.ru_maxrss / 1024.0);
     return ST_OK;
 }

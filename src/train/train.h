@@ -3,8 +3,9 @@
  *
  * Owns: turning the configuration into a model, optimizer and data plan; the
  * step (gradient accumulation over micro-batches, data-parallel gradient
- * reduction, clipping, the update); metrics. Sits above model/, optim/,
- * data/ and uses MPI for the data-parallel group.
+ * reduction, clipping, the update); metrics; when checkpoints are written,
+ * the collective save, resume and preemption (files and format: ckpt/).
+ * Sits above model/, optim/, data/, ckpt/ and uses MPI for the data-parallel group.
  * Must not touch: command-line parsing (cli/), kernel internals (tensor/).
  */
 #ifndef MPILM_TRAIN_TRAIN_H
@@ -34,6 +35,12 @@ typedef struct train_config {
     int64_t random_samples;   /* data.random_samples: > 0 repeats that many samples */
     int log_every;
     int dp;                   /* dist.dp, -1 = auto (world size) */
+    int64_t ckpt_every_steps; /* 0 = off */
+    double ckpt_every_minutes;/* 0 = off */
+    int ckpt_keep;
+    int ckpt_continue;        /* ckpt.on_error = continue */
+    char resume[1024];        /* --resume: "", "auto" or a path */
+    char config_text[16384];  /* the effective configuration (config_print), for manifests */
 } train_config;
 
 /* Reads DESIGN §8's keys; errors name the key. */
@@ -44,9 +51,15 @@ typedef struct trainer trainer;
 /* Plans and allocates everything for this rank of comm (its data-parallel
  * group; pp = tp = 1 here) and prints the runtime set-up. */
 status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm);
-/* Runs the configured steps; writes progress and RUN_DIR/metrics.jsonl. */
+/* Runs the configured steps; writes progress, RUN_DIR/metrics.jsonl and
+ * checkpoints (every ckpt.every_steps / ckpt.every_minutes and at the end).
+ * On SIGTERM or SIGUSR1 every rank stops at the next step boundary after a
+ * checkpoint and ST_PREEMPTED is returned. */
 status_t trainer_run(trainer *t);
 void trainer_free(trainer *t);
+
+/* The step training continues from (0, or the checkpoint's after a resume). */
+int64_t trainer_start_step(const trainer *t);
 
 /* For tests: the model, and the mean loss of the last step. */
 model_stage *trainer_model(trainer *t);

@@ -79,5 +79,13 @@ status_t train_config_load(const config *cfg, train_config *tc)
     tc->random_samples = config_int(cfg, "data.random_samples");
     tc->log_every = (int)config_int(cfg, "log.every");
     tc->dp = (int)config_int(cfg, "dist.dp");
+    tc->ckpt_every_steps = config_int(cfg, "ckpt.every_steps");
+    tc->ckpt_every_minutes = config_float(cfg, "ckpt.every_minutes");
+    tc->ckpt_keep = (int)config_int(cfg, "ckpt.keep");
+    tc->ckpt_continue = strcmp(config_str(cfg, "ckpt.on_error"), "continue") == 0;
+    FILE *text = fmemopen(tc->config_text, sizeof tc->config_text - 1, "w");
+    FAIL_IF(!text, ST_NOMEM, "train: out of memory recording the configuration");
+    config_print(cfg, text, 0);
+    fclose(text);
     return check_unbuilt(cfg);
 }

@@ -1,0 +1,120 @@
+/* ckpt/checkpoint — training checkpoints: RUN_DIR/step-NNNNNNN/ with
+ * manifest.json and shard files addressed by global element offsets
+ * (docs/formats.md, "Checkpoints").
+ *
+ * Owns: the manifest (writing, reading, checking), the shard files (one
+ * contiguous global element range of the parameters, then AdamW's m, then v),
+ * the commit protocol of a step directory (temp dir → rename → latest →
+ * pruning), the reader that fills any stage from any layout, and the
+ * inspector's verification.
+ * Must not touch: MPI (train/ runs the collective protocol and calls the
+ * pieces here in order), the training loop, command-line parsing.
+ *
+ * Invariant: a directory RUN_DIR/step-N is complete (every shard fsynced, the
+ * manifest fsynced, the directory fsynced) before its name exists; RUN_DIR/latest
+ * only ever names such a directory.
+ */
+#ifndef MPILM_CKPT_CHECKPOINT_H
+#define MPILM_CKPT_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "data/stream.h"
+#include "model/model.h"
+
+#define CKPT_FORMAT "mpilm-checkpoint"
+#define CKPT_VERSION 1
+#define CKPT_MANIFEST "manifest.json"
+#define CKPT_SECTIONS 3 /* params, exp_avg, exp_avg_sq */
+
+typedef struct ckpt_topology {
+    int world, pp, dp, tp, zero;
+} ckpt_topology;
+
+/* Everything the manifest records besides the model tables and the files. */
+typedef struct ckpt_meta {
+    model_config model;
+    int64_t step, tokens_seen;
+    uint64_t seed;
+    double lr;                    /* the LR of the last step */
+    int random_data;              /* data.source = random */
+    char data_path[1024];
+    stream_cursor cursor;         /* dataset: rank 0's cursor at the step boundary */
+    uint64_t next_sample;         /* the next global sample index (random data; dropout keys) */
+    ckpt_topology topo;
+    const char *config_text;      /* config_print output (no origins), or NULL */
+    const char *vocab_src;        /* directory of vocabulary files to copy, or NULL */
+} ckpt_meta;
+
+/* One shard file: its global element range and where each section lies. */
+typedef struct ckpt_file {
+    char name[32];
+    int rank;
+    uint64_t begin, end;
+    uint64_t offset[CKPT_SECTIONS], bytes[CKPT_SECTIONS], hash[CKPT_SECTIONS];
+} ckpt_file;
+
+/* Names: "step-0000100", "shard-00003.bin". */
+void ckpt_step_name(int64_t step, char *buf, size_t len);
+/* The global element range [begin, end) of shard r of n over total elements. */
+void ckpt_shard_range(uint64_t total, int r, int n, uint64_t *begin, uint64_t *end);
+
+/* --- writing (the collective protocol calls these in this order) --- */
+
+/* Removes a stale temp dir of that step and creates RUN_DIR/.step-N.tmp;
+ * tmp receives its path. */
+status_t ckpt_begin(const char *run_dir, int64_t step, char *tmp, size_t len);
+/* Writes shard file `index` into tmp: elements [begin, end) of the global
+ * flat buffers params, m, v (m, v may be NULL: zeros), fsynced. Test hook:
+ * MPILM_TEST_CKPT_FAIL=write (or write:INDEX) fails it as a full disk would. */
+status_t ckpt_shard_write(const char *tmp, int index, uint64_t begin, uint64_t end, const float *params,
+                          const float *m, const float *v, ckpt_file *out);
+/* Writes tmp/manifest.json (and tmp/vocab/ from meta->vocab_src), fsynced. */
+status_t ckpt_manifest_write(const char *tmp, const ckpt_meta *meta, const ckpt_file *files, int n_files);
+/* Renames tmp to RUN_DIR/step-N, replaces RUN_DIR/latest, keeps the newest
+ * `keep` step directories; fsyncs RUN_DIR after each change. */
+status_t ckpt_commit(const char *run_dir, int64_t step, const char *tmp, int keep);
+/* Removes the temp dir after a failure. */
+void ckpt_abort(const char *tmp);
+
+/* Writes a checkpoint of a full model from one process (import uses it):
+   params of the full table, no optimizer state (moments zero), step 0. */
+status_t ckpt_write_model(const char *run_dir, const model_config *c, const float *params,
+                          const char *vocab_dir /* may be NULL */);
+
+/* --- reading --- */
+
+typedef struct ckpt_reader ckpt_reader;
+
+/* dir: a step directory, or a run directory (its latest). Verifies every checksum. */
+status_t ckpt_open(ckpt_reader **out, const char *dir);
+const model_config *ckpt_model(const ckpt_reader *r);
+const char *ckpt_path(const ckpt_reader *r);        /* the step directory */
+const char *ckpt_vocab_dir(const ckpt_reader *r);   /* step dir/vocab, or NULL */
+int64_t ckpt_step(const ckpt_reader *r);
+const char *ckpt_config_value(const ckpt_reader *r, const char *key); /* "data.path" ... */
+/* The training state the manifest holds (model, step, data position, topology). */
+const ckpt_meta *ckpt_meta_of(const ckpt_reader *r);
+int ckpt_n_files(const ckpt_reader *r);
+const ckpt_file *ckpt_file_at(const ckpt_reader *r, int i);
+/* Fills the parameters of stage m (any layer range) from the checkpoint by name and
+   global offset; moments too when m_out/v_out are not NULL (same layout as params). */
+status_t ckpt_read_stage(const ckpt_reader *r, const model_stage *m, float *params,
+                         float *m_out, float *v_out);
+void ckpt_close(ckpt_reader *r);
+
+/* Refuses a checkpoint whose model differs from c in a key that fixes the
+ * parameters' shapes or meaning; the message names the key and both values. */
+status_t ckpt_check_model(const ckpt_reader *r, const model_config *c);
+
+/* 1 when dir looks like a step directory (a checkpoint manifest.json or
+ * shard-00000.bin) or a run directory with a latest link. */
+int ckpt_is_checkpoint(const char *dir);
+
+/* The step directories of run_dir, newest first (caller frees with free());
+ * *n receives the count. */
+status_t ckpt_list_steps(const char *run_dir, int64_t **steps, int *n);
+
+#endif

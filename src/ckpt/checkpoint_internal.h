@@ -1,0 +1,35 @@
+/* ckpt/checkpoint internals: the manifest as JSON, shared by the writer and
+ * the reader. Must not touch: MPI. */
+#ifndef MPILM_CKPT_CHECKPOINT_INTERNAL_H
+#define MPILM_CKPT_CHECKPOINT_INTERNAL_H
+
+#include <cjson/cJSON.h>
+
+#include "ckpt/checkpoint.h"
+
+extern const char *const ckpt_section_names[CKPT_SECTIONS];
+
+/* The tokenizer a checkpoint carries in its vocab/ directory. */
+typedef struct ckpt_tokenizer {
+    int present;
+    char kind[16];
+    uint64_t fingerprint;
+} ckpt_tokenizer;
+
+/* The whole manifest as a cJSON tree (caller deletes it). */
+status_t ckpt_manifest_build(const ckpt_meta *meta, const ckpt_tokenizer *tok, const ckpt_file *files,
+                             int n_files, cJSON **out);
+
+/* Reads the fields of a parsed manifest; path names the file in messages. */
+status_t ckpt_manifest_parse_meta(const char *path, const cJSON *root, ckpt_meta *meta);
+status_t ckpt_manifest_parse_files(const char *path, const cJSON *root, ckpt_file **files, int *n_files);
+/* Checks the manifest's tensor table against model_full_table of its model;
+ * returns that table (caller frees). */
+status_t ckpt_manifest_check_tensors(const char *path, const cJSON *root, const model_config *c,
+                                     model_tensor **table, int *n);
+
+/* Copies the vocabulary files of src (a dataset or vocab directory) into dst
+ * and describes them. */
+status_t ckpt_copy_vocab(const char *src, const char *dst, ckpt_tokenizer *tok);
+
+#endif

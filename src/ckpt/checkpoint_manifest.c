@@ -1,0 +1,379 @@
+/* ckpt/manifest — manifest.json of a checkpoint, built and parsed
+ * (docs/formats.md, "Checkpoint manifest"). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/hash.h"
+#include "ckpt/checkpoint_internal.h"
+
+const char *const ckpt_section_names[CKPT_SECTIONS] = {"params", "exp_avg", "exp_avg_sq"};
+
+static cJSON *hex_item(uint64_t v)
+{
+    char hex[17];
+    hash_to_hex(v, hex);
+    return cJSON_CreateString(hex);
+}
+
+static cJSON *model_json(const model_config *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "family", c->family == MODEL_BERT ? "bert" : "gpt");
+    cJSON_AddNumberToObject(o, "n_layer", c->n_layer);
+    cJSON_AddNumberToObject(o, "d_model", c->d_model);
+    cJSON_AddNumberToObject(o, "n_head", c->n_head);
+    cJSON_AddNumberToObject(o, "d_ff", c->d_ff);
+    cJSON_AddNumberToObject(o, "seq_len", c->seq_len);
+    cJSON_AddNumberToObject(o, "max_positions", c->max_positions);
+    cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
+    cJSON_AddStringToObject(o, "positions", c->sinusoidal ? "sinusoidal" : "learned");
+    cJSON_AddStringToObject(o, "norm", c->pre_ln ? "pre" : "post");
+    cJSON_AddNumberToObject(o, "dropout", c->dropout);
+    cJSON_AddBoolToObject(o, "recompute", c->recompute);
+    return o;
+}
+
+/* config_print's "[section]" / "key = value" lines as {"section.key": "value"}. */
+static cJSON *config_json(const char *text)
+{
+    cJSON *o = cJSON_CreateObject();
+    char section[64] = "";
+    for (const char *line = text; line && *line;) {
+        const char *nl = strchr(line, '\n');
+        int len = nl ? (int)(nl - line) : (int)strlen(line);
+        const char *eq = memchr(line, '=', (size_t)len);
+        if (len > 2 && line[0] == '[') {
+            snprintf(section, sizeof section, "%.*s", len - 2, line + 1);
+        } else if (eq && eq - line >= 2 && eq[-1] == ' ') {
+            char key[160];
+            snprintf(key, sizeof key, "%s.%.*s", section, (int)(eq - line - 1), line);
+            int vlen = len - (int)(eq - line) - 1;
+            char *value = malloc((size_t)vlen + 1);
+            if (!value) break;
+            snprintf(value, (size_t)vlen + 1, "%.*s", vlen, eq + 1);
+            cJSON_AddStringToObject(o, key, value + (value[0] == ' '));
+            free(value);
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    return o;
+}
+
+static cJSON *data_json(const ckpt_meta *m)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "source", m->random_data ? "random" : "dataset");
+    cJSON_AddStringToObject(o, "path", m->data_path);
+    cJSON_AddNumberToObject(o, "next_sample", (double)m->next_sample);
+    if (m->random_data) return o;
+    cJSON *c = cJSON_AddObjectToObject(o, "cursor");
+    cJSON_AddNumberToObject(c, "epoch", (double)m->cursor.epoch);
+    cJSON_AddNumberToObject(c, "sample", (double)m->cursor.sample);
+    cJSON *extra = cJSON_AddArrayToObject(c, "extra");
+    for (int i = 0; i < 6; i++) cJSON_AddItemToArray(extra, cJSON_CreateNumber((double)m->cursor.extra[i]));
+    return o;
+}
+
+static status_t tensors_json(const model_config *c, cJSON *arr)
+{
+    model_tensor *table;
+    int n;
+    TRY(model_full_table(c, &table, &n));
+    for (int i = 0; i < n; i++) {
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddStringToObject(t, "name", table[i].name);
+        cJSON *shape = cJSON_AddArrayToObject(t, "shape");
+        for (int d = 0; d < table[i].ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)table[i].shape[d]));
+        cJSON_AddNumberToObject(t, "offset", (double)table[i].offset);
+        cJSON_AddNumberToObject(t, "numel", (double)table[i].numel);
+        cJSON_AddItemToArray(arr, t);
+    }
+    free(table);
+    return ST_OK;
+}
+
+static cJSON *file_json(const ckpt_file *f)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", f->name);
+    cJSON_AddNumberToObject(o, "rank", f->rank);
+    cJSON_AddNumberToObject(o, "begin", (double)f->begin);
+    cJSON_AddNumberToObject(o, "end", (double)f->end);
+    cJSON *sections = cJSON_AddObjectToObject(o, "sections");
+    for (int s = 0; s < CKPT_SECTIONS; s++) {
+        cJSON *sec = cJSON_AddObjectToObject(sections, ckpt_section_names[s]);
+        cJSON_AddNumberToObject(sec, "offset", (double)f->offset[s]);
+        cJSON_AddNumberToObject(sec, "bytes", (double)f->bytes[s]);
+        cJSON_AddItemToObject(sec, "xxh3", hex_item(f->hash[s]));
+    }
+    return o;
+}
+
+status_t ckpt_manifest_build(const ckpt_meta *meta, const ckpt_tokenizer *tok, const ckpt_file *files,
+                             int n_files, cJSON **out)
+{
+    cJSON *m = cJSON_CreateObject();
+    FAIL_IF(!m, ST_NOMEM, "checkpoint: out of memory building the manifest");
+    cJSON_AddStringToObject(m, "format", CKPT_FORMAT);
+    cJSON_AddNumberToObject(m, "version", CKPT_VERSION);
+    cJSON_AddItemToObject(m, "model", model_json(&meta->model));
+    cJSON_AddItemToObject(m, "train", config_json(meta->config_text));
+    cJSON_AddNumberToObject(m, "step", (double)meta->step);
+    cJSON_AddNumberToObject(m, "tokens_seen", (double)meta->tokens_seen);
+    char seed[24];
+    snprintf(seed, sizeof seed, "%" PRIu64, meta->seed);
+    cJSON_AddStringToObject(m, "seed", seed);
+    cJSON_AddNumberToObject(m, "lr", meta->lr);
+    cJSON_AddItemToObject(m, "data", data_json(meta));
+    cJSON *topo = cJSON_AddObjectToObject(m, "topology");
+    cJSON_AddNumberToObject(topo, "world", meta->topo.world);
+    cJSON_AddNumberToObject(topo, "pp", meta->topo.pp);
+    cJSON_AddNumberToObject(topo, "dp", meta->topo.dp);
+    cJSON_AddNumberToObject(topo, "tp", meta->topo.tp);
+    cJSON_AddNumberToObject(topo, "zero", meta->topo.zero);
+    status_t st = tensors_json(&meta->model, cJSON_AddArrayToObject(m, "tensors"));
+    cJSON *arr = cJSON_AddArrayToObject(m, "files");
+    for (int i = 0; i < n_files; i++) cJSON_AddItemToArray(arr, file_json(&files[i]));
+    if (tok->present) {
+        cJSON *t = cJSON_AddObjectToObject(m, "tokenizer");
+        cJSON_AddStringToObject(t, "kind", tok->kind);
+        cJSON_AddItemToObject(t, "fingerprint", hex_item(tok->fingerprint));
+    }
+    if (st != ST_OK) {
+        cJSON_Delete(m);
+        return st;
+    }
+    *out = m;
+    return ST_OK;
+}
+
+/* ---- parsing ---- */
+
+typedef struct json_ctx {
+    const char *path;
+    const cJSON *obj;
+    const char *where; /* "model", "files[2]", ... */
+} json_ctx;
+
+static status_t get_num(json_ctx c, const char *key, double *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c.obj, key);
+    FAIL_IF(!cJSON_IsNumber(v), ST_FORMAT,
+            "%s: %s.%s is missing or not a number; the checkpoint is damaged, use another one", c.path, c.where, key);
+    *out = v->valuedouble;
+    return ST_OK;
+}
+
+static status_t get_u64(json_ctx c, const char *key, uint64_t *out)
+{
+    double d = 0;
+    TRY(get_num(c, key, &d));
+    FAIL_IF(d < 0, ST_FORMAT, "%s: %s.%s = %g is negative (expected >= 0); the checkpoint is damaged", c.path, c.where,
+            key, d);
+    *out = (uint64_t)d;
+    return ST_OK;
+}
+
+static status_t get_int(json_ctx c, const char *key, int *out)
+{
+    uint64_t v = 0;
+    TRY(get_u64(c, key, &v));
+    *out = (int)v;
+    return ST_OK;
+}
+
+static status_t get_str(json_ctx c, const char *key, const char **out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c.obj, key);
+    FAIL_IF(!cJSON_IsString(v), ST_FORMAT,
+            "%s: %s.%s is missing or not a string; the checkpoint is damaged, use another one", c.path, c.where, key);
+    *out = v->valuestring;
+    return ST_OK;
+}
+
+static status_t get_obj(json_ctx c, const char *key, json_ctx *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c.obj, key);
+    FAIL_IF(!cJSON_IsObject(v), ST_FORMAT, "%s: \"%s\" is missing or not an object; the checkpoint is damaged",
+            c.path, key);
+    *out = (json_ctx){c.path, v, key};
+    return ST_OK;
+}
+
+static status_t parse_model(json_ctx c, model_config *m)
+{
+    const char *family = "", *positions = "", *norm = "";
+    double dropout = 0;
+    memset(m, 0, sizeof *m);
+    TRY(get_str(c, "family", &family));
+    TRY(get_int(c, "n_layer", &m->n_layer));
+    TRY(get_int(c, "d_model", &m->d_model));
+    TRY(get_int(c, "n_head", &m->n_head));
+    TRY(get_int(c, "d_ff", &m->d_ff));
+    TRY(get_int(c, "seq_len", &m->seq_len));
+    TRY(get_int(c, "max_positions", &m->max_positions));
+    TRY(get_int(c, "vocab_size", &m->vocab_size));
+    TRY(get_str(c, "positions", &positions));
+    TRY(get_str(c, "norm", &norm));
+    TRY(get_num(c, "dropout", &dropout));
+    const cJSON *rc = cJSON_GetObjectItemCaseSensitive(c.obj, "recompute");
+    FAIL_IF(!cJSON_IsBool(rc), ST_FORMAT, "%s: model.recompute is missing or not a boolean", c.path);
+    m->family = strcmp(family, "bert") == 0 ? MODEL_BERT : MODEL_GPT;
+    m->sinusoidal = strcmp(positions, "sinusoidal") == 0;
+    m->pre_ln = strcmp(norm, "pre") == 0;
+    m->dropout = (float)dropout;
+    m->recompute = cJSON_IsTrue(rc);
+    status_t st = model_config_check(m);
+    return st == ST_OK ? ST_OK : st_context(ST_FORMAT, "%s: model: ", c.path);
+}
+
+static status_t parse_data(json_ctx c, ckpt_meta *m)
+{
+    const char *source = "", *path = "";
+    TRY(get_str(c, "source", &source));
+    TRY(get_str(c, "path", &path));
+    m->random_data = strcmp(source, "random") == 0;
+    snprintf(m->data_path, sizeof m->data_path, "%s", path);
+    TRY(get_u64(c, "next_sample", &m->next_sample));
+    if (m->random_data) return ST_OK;
+    json_ctx cur = c;
+    TRY(get_obj(c, "cursor", &cur));
+    cur.where = "data.cursor";
+    TRY(get_u64(cur, "epoch", &m->cursor.epoch));
+    TRY(get_u64(cur, "sample", &m->cursor.sample));
+    const cJSON *extra = cJSON_GetObjectItemCaseSensitive(cur.obj, "extra");
+    FAIL_IF(!cJSON_IsArray(extra) || cJSON_GetArraySize(extra) != 6, ST_FORMAT,
+            "%s: data.cursor.extra is missing or not 6 numbers; the checkpoint is damaged", c.path);
+    for (int i = 0; i < 6; i++) m->cursor.extra[i] = (uint64_t)cJSON_GetArrayItem(extra, i)->valuedouble;
+    return ST_OK;
+}
+
+static status_t parse_topology(json_ctx c, ckpt_topology *t)
+{
+    TRY(get_int(c, "world", &t->world));
+    TRY(get_int(c, "pp", &t->pp));
+    TRY(get_int(c, "dp", &t->dp));
+    TRY(get_int(c, "tp", &t->tp));
+    return get_int(c, "zero", &t->zero);
+}
+
+status_t ckpt_manifest_parse_meta(const char *path, const cJSON *root, ckpt_meta *meta)
+{
+    json_ctx c = {path, root, "manifest"}, sub = c;
+    const char *format = "", *seed = "";
+    double version = 0;
+    memset(meta, 0, sizeof *meta);
+    TRY(get_str(c, "format", &format));
+    FAIL_IF(strcmp(format, CKPT_FORMAT) != 0, ST_FORMAT, "%s: format is \"%s\" (expected \"%s\"); not a checkpoint",
+            path, format, CKPT_FORMAT);
+    TRY(get_num(c, "version", &version));
+    FAIL_IF(version > CKPT_VERSION || version < 1, ST_FORMAT,
+            "%s: checkpoint format version %g is not supported (this mpilm reads version %d); use the mpilm that "
+            "wrote it or a newer one", path, version, CKPT_VERSION);
+    TRY(get_obj(c, "model", &sub));
+    TRY(parse_model(sub, &meta->model));
+    double step = 0, tokens = 0;
+    TRY(get_num(c, "step", &step));
+    TRY(get_num(c, "tokens_seen", &tokens));
+    meta->step = (int64_t)step, meta->tokens_seen = (int64_t)tokens;
+    TRY(get_str(c, "seed", &seed));
+    meta->seed = strtoull(seed, NULL, 10);
+    TRY(get_num(c, "lr", &meta->lr));
+    TRY(get_obj(c, "data", &sub));
+    TRY(parse_data(sub, meta));
+    TRY(get_obj(c, "topology", &sub));
+    return parse_topology(sub, &meta->topo);
+}
+
+static status_t parse_file(json_ctx c, ckpt_file *f)
+{
+    const char *name = "";
+    TRY(get_str(c, "name", &name));
+    FAIL_IF(strlen(name) >= sizeof f->name || strchr(name, '/'), ST_FORMAT,
+            "%s: %s.name \"%s\" is not a shard file name (expected shard-NNNNN.bin)", c.path, c.where, name);
+    snprintf(f->name, sizeof f->name, "%s", name);
+    TRY(get_int(c, "rank", &f->rank));
+    TRY(get_u64(c, "begin", &f->begin));
+    TRY(get_u64(c, "end", &f->end));
+    json_ctx secs = c;
+    TRY(get_obj(c, "sections", &secs));
+    for (int s = 0; s < CKPT_SECTIONS; s++) {
+        json_ctx sec = secs;
+        TRY(get_obj(secs, ckpt_section_names[s], &sec));
+        const char *hex = "";
+        TRY(get_u64(sec, "offset", &f->offset[s]));
+        TRY(get_u64(sec, "bytes", &f->bytes[s]));
+        TRY(get_str(sec, "xxh3", &hex));
+        FAIL_IF(!hash_from_hex(hex, &f->hash[s]), ST_FORMAT, "%s: %s: xxh3 \"%s\" is not 16 hex digits", c.path,
+                f->name, hex);
+        FAIL_IF(f->bytes[s] != (f->end - f->begin) * sizeof(float), ST_FORMAT,
+                "%s: %s: section %s holds %llu bytes (expected %llu for elements [%llu, %llu))", c.path, f->name,
+                ckpt_section_names[s], (unsigned long long)f->bytes[s],
+                (unsigned long long)((f->end - f->begin) * sizeof(float)), (unsigned long long)f->begin,
+                (unsigned long long)f->end);
+    }
+    return ST_OK;
+}
+
+status_t ckpt_manifest_parse_files(const char *path, const cJSON *root, ckpt_file **files, int *n_files)
+{
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "files");
+    FAIL_IF(!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) < 1, ST_FORMAT,
+            "%s: \"files\" is missing or empty; the checkpoint is damaged", path);
+    int n = cJSON_GetArraySize(arr);
+    ckpt_file *f = calloc((size_t)n, sizeof *f);
+    FAIL_IF(!f, ST_NOMEM, "%s: out of memory for %d file entries", path, n);
+    status_t st = ST_OK;
+    uint64_t next = 0;
+    for (int i = 0; st == ST_OK && i < n; i++) {
+        char where[32];
+        snprintf(where, sizeof where, "files[%d]", i);
+        st = parse_file((json_ctx){path, cJSON_GetArrayItem(arr, i), where}, &f[i]);
+        if (st == ST_OK && (f[i].begin != next || f[i].end < f[i].begin))
+            st = st_fail(ST_FORMAT, "%s: %s covers elements [%llu, %llu) (expected to start at %llu); the files must "
+                                    "tile the parameters in order", path, f[i].name, (unsigned long long)f[i].begin,
+                         (unsigned long long)f[i].end, (unsigned long long)next);
+        next = f[i].end;
+    }
+    if (st != ST_OK) {
+        free(f);
+        return st;
+    }
+    *files = f;
+    *n_files = n;
+    return ST_OK;
+}
+
+static status_t check_tensor(const char *path, const cJSON *item, int i, const model_tensor *want)
+{
+    json_ctx c = {path, item, "tensors[]"};
+    const char *name = "";
+    uint64_t offset = 0, numel = 0;
+    TRY(get_str(c, "name", &name));
+    TRY(get_u64(c, "offset", &offset));
+    TRY(get_u64(c, "numel", &numel));
+    FAIL_IF(strcmp(name, want->name) != 0 || offset != want->offset || numel != want->numel, ST_FORMAT,
+            "%s: tensors[%d] is %s at offset %llu with %llu elements (expected %s at %zu with %zu for this model); "
+            "the checkpoint is damaged", path, i, name, (unsigned long long)offset, (unsigned long long)numel,
+            want->name, want->offset, want->numel);
+    return ST_OK;
+}
+
+status_t ckpt_manifest_check_tensors(const char *path, const cJSON *root, const model_config *c,
+                                     model_tensor **table, int *n)
+{
+    TRY(model_full_table(c, table, n));
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "tensors");
+    status_t st = ST_OK;
+    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) != *n)
+        st = st_fail(ST_FORMAT, "%s: \"tensors\" is missing or has %d entries (expected %d for this model)", path,
+                     cJSON_IsArray(arr) ? cJSON_GetArraySize(arr) : 0, *n);
+    for (int i = 0; st == ST_OK && i < *n; i++) st = check_tensor(path, cJSON_GetArrayItem(arr, i), i, &(*table)[i]);
+    if (st != ST_OK) {
+        free(*table);
+        *table = NULL;
+    }
+    return st;
+}

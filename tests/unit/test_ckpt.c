@@ -1,0 +1,198 @@
+/* ckpt/checkpoint: shard ranges tile the parameters; a checkpoint written as
+ * several shards (as dp ranks write it) reads back onto any layer range by
+ * name and global offset, moments included; ckpt_write_model (import's path)
+ * with its vocabulary; keep prunes the oldest; damaged or foreign directories
+ * are refused with the file named. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ckpt/checkpoint.h"
+#include "../common/synth_dataset.h"
+
+static char dir[512];
+
+static void setup(void) { cr_assert_eq(synth_tmpdir(dir, sizeof dir, "ckpt"), 0); }
+static void teardown(void) { synth_rmdir(dir); }
+
+TestSuite(ckpt, .init = setup, .fini = teardown);
+
+static model_config tiny_config(model_family family)
+{
+    return (model_config){.family = family, .n_layer = 3, .d_model = 16, .n_head = 2, .d_ff = 32, .seq_len = 8,
+                          .max_positions = 8, .vocab_size = 40, .pre_ln = family == MODEL_GPT, .dropout = 0.1f};
+}
+
+static size_t full_size(const model_config *c)
+{
+    model_tensor *t;
+    int n;
+    cr_assert_eq(model_full_table(c, &t, &n), ST_OK);
+    size_t total = t[n - 1].offset + t[n - 1].numel;
+    free(t);
+    return total;
+}
+
+Test(ckpt, shard_ranges_tile_the_parameters)
+{
+    for (int n = 1; n <= 7; n++) {
+        uint64_t next = 0;
+        for (int r = 0; r < n; r++) {
+            uint64_t b, e;
+            ckpt_shard_range(1001, r, n, &b, &e);
+            cr_assert_eq(b, next, "dp %d rank %d starts at %llu", n, r, (unsigned long long)b);
+            cr_assert(e - b == 1001 / (uint64_t)n || e - b == 1001 / (uint64_t)n + 1);
+            next = e;
+        }
+        cr_assert_eq(next, 1001);
+    }
+}
+
+/* Writes a 3-shard checkpoint of step 7 with params[i] = i, m = -i, v = 2i. */
+static void write_three_shards(const model_config *c, const char *run, int keep, int64_t step)
+{
+    size_t n = full_size(c);
+    float *p = malloc(n * sizeof *p), *m = malloc(n * sizeof *m), *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) p[i] = (float)i, m[i] = -(float)i, v[i] = 2.0f * (float)i;
+    char tmp[4200];
+    cr_assert_eq(ckpt_begin(run, step, tmp, sizeof tmp), ST_OK, "%s", st_message());
+    ckpt_file files[3];
+    for (int r = 0; r < 3; r++) {
+        uint64_t b, e;
+        ckpt_shard_range(n, r, 3, &b, &e);
+        cr_assert_eq(ckpt_shard_write(tmp, r, b, e, p, m, v, &files[r]), ST_OK, "%s", st_message());
+    }
+    ckpt_meta meta = {.model = *c, .step = step, .seed = 99, .lr = 1e-3, .random_data = 1, .next_sample = 56,
+                      .topo = {3, 1, 3, 1, 0}, .config_text = "[data]\npath = somewhere\n"};
+    cr_assert_eq(ckpt_manifest_write(tmp, &meta, files, 3), ST_OK, "%s", st_message());
+    cr_assert_eq(ckpt_commit(run, step, tmp, keep), ST_OK, "%s", st_message());
+    free(p), free(m), free(v);
+}
+
+Test(ckpt, three_shards_read_back_onto_a_middle_and_a_last_stage)
+{
+    model_config c = tiny_config(MODEL_GPT);
+    char run[600];
+    snprintf(run, sizeof run, "%s/run", dir);
+    write_three_shards(&c, run, 3, 7);
+    ckpt_reader *r;
+    cr_assert_eq(ckpt_open(&r, run), ST_OK, "%s", st_message());
+    cr_assert_eq(ckpt_step(r), 7);
+    cr_assert_str_eq(ckpt_config_value(r, "data.path"), "somewhere");
+    cr_assert_null(ckpt_config_value(r, "data.nothing"));
+    cr_assert_null(ckpt_vocab_dir(r));
+    cr_assert_eq(ckpt_model(r)->d_model, 16);
+    cr_assert_eq(ckpt_meta_of(r)->next_sample, 56);
+    cr_assert_eq(ckpt_n_files(r), 3);
+    model_tensor *full;
+    int nfull;
+    cr_assert_eq(model_full_table(&c, &full, &nfull), ST_OK);
+    for (int first = 1; first <= 2; first++) {
+        model_stage *s;
+        cr_assert_eq(model_stage_create(&s, &c, first, 3, 1, 1), ST_OK, "%s", st_message());
+        size_t n = model_n_params(s);
+        float *p = calloc(n, sizeof *p), *m = calloc(n, sizeof *m), *v = calloc(n, sizeof *v);
+        cr_assert_eq(ckpt_read_stage(r, s, p, m, v), ST_OK, "%s", st_message());
+        for (int i = 0; i < model_n_tensors(s); i++) {
+            const model_tensor *t = model_tensor_at(s, i);
+            size_t g = 0;
+            for (int j = 0; j < nfull; j++)
+                if (strcmp(full[j].name, t->name) == 0) g = full[j].offset;
+            for (size_t k = 0; k < t->numel; k += 7) {
+                cr_assert_eq(p[t->offset + k], (float)(g + k), "%s[%zu]", t->name, k);
+                cr_assert_eq(m[t->offset + k], -(float)(g + k));
+                cr_assert_eq(v[t->offset + k], 2.0f * (float)(g + k));
+            }
+        }
+        free(p), free(m), free(v);
+        model_stage_free(s);
+    }
+    free(full);
+    ckpt_close(r);
+}
+
+Test(ckpt, write_model_has_zero_moments_step_0_and_its_vocabulary)
+{
+    model_config c = tiny_config(MODEL_BERT);
+    char vocab[600], run[600];
+    snprintf(vocab, sizeof vocab, "%s/ds", dir);
+    snprintf(run, sizeof run, "%s/imported", dir);
+    cr_assert_eq(mkdir(vocab, 0755), 0);
+    synth_spec spec = {.vocab_size = 40, .n_shards = 1, .docs_per_shard = 2, .max_sents = 2, .max_len = 3, .seed = 1};
+    cr_assert_eq(synth_dataset_make(vocab, &spec), 0);
+    size_t n = full_size(&c);
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++) p[i] = 0.5f * (float)i;
+    cr_assert_eq(ckpt_write_model(run, &c, p, vocab), ST_OK, "%s", st_message());
+    ckpt_reader *r;
+    cr_assert_eq(ckpt_open(&r, run), ST_OK, "%s", st_message());
+    cr_assert_eq(ckpt_step(r), 0);
+    cr_assert_not_null(ckpt_vocab_dir(r));
+    char path[1200];
+    snprintf(path, sizeof path, "%s/vocab.txt", ckpt_vocab_dir(r));
+    cr_assert_eq(access(path, R_OK), 0, "no %s", path);
+    model_stage *s;
+    cr_assert_eq(model_stage_create(&s, &c, 0, 3, 1, 1), ST_OK);
+    float *q = calloc(n, sizeof *q), *m = malloc(n * sizeof *m);
+    memset(m, 0xff, n * sizeof *m);
+    cr_assert_eq(model_n_params(s), n);
+    cr_assert_eq(ckpt_read_stage(r, s, q, m, NULL), ST_OK, "%s", st_message());
+    cr_assert_eq(memcmp(p, q, n * sizeof *p), 0);
+    for (size_t i = 0; i < n; i++) cr_assert_eq(m[i], 0.0f);
+    free(p), free(q), free(m);
+    model_stage_free(s);
+    ckpt_close(r);
+}
+
+Test(ckpt, keep_prunes_the_oldest_and_latest_names_the_newest)
+{
+    model_config c = tiny_config(MODEL_GPT);
+    char run[600];
+    snprintf(run, sizeof run, "%s/run", dir);
+    for (int64_t step = 10; step <= 40; step += 10) write_three_shards(&c, run, 2, step);
+    int64_t *steps;
+    int n;
+    cr_assert_eq(ckpt_list_steps(run, &steps, &n), ST_OK);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(steps[0], 40);
+    cr_assert_eq(steps[1], 30);
+    free(steps);
+    char link[700], target[64] = "";
+    snprintf(link, sizeof link, "%s/latest", run);
+    cr_assert_gt(readlink(link, target, sizeof target - 1), 0);
+    cr_assert_str_eq(target, "step-0000040");
+}
+
+Test(ckpt, foreign_or_damaged_directories_are_refused)
+{
+    ckpt_reader *r = NULL;
+    cr_assert_eq(ckpt_open(&r, dir), ST_IO);
+    cr_assert(strstr(st_message(), "not a checkpoint"), "%s", st_message());
+    cr_assert_null(r);
+    cr_assert_eq(ckpt_is_checkpoint(dir), 0);
+    model_config c = tiny_config(MODEL_GPT);
+    char run[600], manifest[700];
+    snprintf(run, sizeof run, "%s/run", dir);
+    write_three_shards(&c, run, 1, 5);
+    cr_assert_eq(ckpt_is_checkpoint(run), 1);
+    /* a manifest whose first file does not start at element 0 */
+    snprintf(manifest, sizeof manifest, "%s/step-0000005/manifest.json", run);
+    char cmd[1600];
+    snprintf(cmd, sizeof cmd, "sed -i '0,/\"begin\":\\t[0-9]*/s//\"begin\":\\t3/' %s", manifest);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(ckpt_open(&r, run), ST_FORMAT);
+    cr_assert(strstr(st_message(), "manifest.json: shard-00000.bin: section params holds"), "%s", st_message());
+    /* another model shape */
+    snprintf(run, sizeof run, "%s/run2", dir);
+    write_three_shards(&c, run, 1, 5);
+    cr_assert_eq(ckpt_open(&r, run), ST_OK, "%s", st_message());
+    model_config other = c;
+    other.n_layer = 4;
+    cr_assert_eq(ckpt_check_model(r, &other), ST_CONFIG);
+    cr_assert(strstr(st_message(), "model.n_layer is 3 in the checkpoint but 4"), "%s", st_message());
+    cr_assert_eq(ckpt_check_model(r, &c), ST_OK);
+    ckpt_close(r);
+}
