@@ -1,7 +1,8 @@
 #!/bin/sh
 # make demo: the main job end to end on the shipped sample —
 #   prep (train a vocabulary on datasets/sample and tokenize it, 2 ranks)
-#   → train a small GPT on 2 ranks → checkpoints → eval → plots.
+#   → train a small GPT on 2 ranks → checkpoints → eval (2 ranks) → generate → export
+#   to Hugging Face safetensors → loss curves.
 # Each step runs when its subcommand is built; a step that is not built yet is
 # reported plainly and the demo ends with a summary of what ran.
 MPILM=${MPILM:-./mpilm}
@@ -23,7 +24,10 @@ step "prep" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" prep --train-vo
 step "inspect" "$MPILM" inspect datasets/demo-gpt
 step "train" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" train --config launch/configs/demo-gpt.ini
 step "checkpoint" "$MPILM" inspect checkpoints/demo-gpt/latest
-step "eval" "$MPILM" eval --ckpt checkpoints/demo-gpt/latest --data datasets/demo-gpt --json checkpoints/demo-gpt/eval.json
+step "eval" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" eval --ckpt checkpoints/demo-gpt/latest --data datasets/demo-gpt --json checkpoints/demo-gpt/eval.json
+step "generate" "$MPILM" generate --ckpt checkpoints/demo-gpt/latest --prompt "It is a truth universally" \
+  --max-tokens 30 --temperature 0.8 --top-k 40 --seed 1
+step "export" "$MPILM" export --ckpt checkpoints/demo-gpt/latest --format hf --out checkpoints/demo-gpt/hf
 step "plot" "$MPILM" plot checkpoints/demo-gpt
 
 printf "\nmpilm demo summary:%b%b\n" "$ran" "$missing"

@@ -54,6 +54,8 @@ static cJSON *config_json(const model_config *c)
         cJSON_AddNumberToObject(j, "layer_norm_epsilon", 1e-5);
     }
     cJSON_AddNumberToObject(j, "initializer_range", 0.02);
+    /* not Hugging Face's: the training sequence length, so import restores it */
+    cJSON_AddNumberToObject(j, "mpilm_seq_len", c->seq_len);
     cJSON_AddBoolToObject(j, "tie_word_embeddings", 1);
     cJSON_AddStringToObject(j, "torch_dtype", "float32");
     return j;
@@ -163,7 +165,8 @@ static status_t config_from_json(const cJSON *j, const char *path, model_config 
                        type->valuestring);
     }
     TRY(json_int(j, path, "vocab_size", &c->vocab_size));
-    c->seq_len = c->max_positions < 512 ? c->max_positions : 512;
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(j, "mpilm_seq_len");
+    c->seq_len = cJSON_IsNumber(seq) ? seq->valueint : c->max_positions < 512 ? c->max_positions : 512;
     c->dropout = 0.1f;
     return model_config_check(c);
 }

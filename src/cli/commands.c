@@ -6,6 +6,10 @@ int cmd_plot(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_prep(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 
 const command commands[] = {
     {"prep", "tokenize raw text into a dataset of zstd token shards",
@@ -36,17 +40,32 @@ const command commands[] = {
      cmd_train, NULL},
     {"eval", "evaluate a checkpoint on a dataset",
      "usage: mpilm eval --ckpt PATH --data DATASET [--max-samples N] [--json FILE]\n"
+     "                  [--seed S] [--micro-batch B]\n"
      "\n"
-     "Causal-LM loss and perplexity, or MLM loss/accuracy and NSP loss/accuracy.\n",
-     NULL, "evaluation (needs checkpoints)"},
+     "One pass over the dataset (or its first N samples): causal-LM loss and perplexity, or\n"
+     "MLM loss/accuracy and NSP loss/accuracy, as means over target tokens. Runs under mpirun\n"
+     "with any number of ranks. --json FILE writes perplexity, lm_loss, mlm_loss,\n"
+     "mlm_accuracy, nsp_loss, nsp_accuracy, samples, tokens. MLM masks come from --seed\n"
+     "(default 12345).\n",
+     cmd_eval, NULL},
     {"generate", "generate text from a GPT checkpoint",
      "usage: mpilm generate --ckpt PATH --prompt TEXT [--max-tokens N] [--temperature T]\n"
-     "                      [--top-k K] [--top-p P] [--seed S] [--json]\n",
-     NULL, "generation (needs checkpoints)"},
+     "                      [--top-k K] [--top-p P] [--seed S] [--json]\n"
+     "\n"
+     "--temperature 0 is greedy (default 1); --top-k 0 and --top-p 1 keep every token.\n"
+     "--json prints {\"prompt_ids\":[...],\"ids\":[...],\"text\":\"...\"} (ids: generated only).\n",
+     cmd_generate, NULL},
     {"export", "export a checkpoint to Hugging Face safetensors",
-     "usage: mpilm export --ckpt PATH --format hf --out DIR\n", NULL, "export (needs checkpoints)"},
+     "usage: mpilm export --ckpt PATH --format hf --out DIR\n"
+     "\n"
+     "Writes DIR/model.safetensors and config.json (BertForPreTraining / GPT2LMHeadModel\n"
+     "names) and the vocabulary files.\n",
+     cmd_export, NULL},
     {"import", "import a Hugging Face safetensors model as a checkpoint",
-     "usage: mpilm import --hf DIR --out RUN_DIR\n", NULL, "import (needs checkpoints)"},
+     "usage: mpilm import --hf DIR --out RUN_DIR\n"
+     "\n"
+     "Reads DIR/config.json and model.safetensors (bert or gpt2) into RUN_DIR/step-0000000.\n",
+     cmd_import, NULL},
     {"inspect", "verify and describe a shard, dataset or checkpoint",
      "usage: mpilm inspect SHARD|DATASET|CHECKPOINT\n"
      "\n"

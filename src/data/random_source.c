@@ -48,7 +48,7 @@ static void fill_mlm(batch *b, int s, const random_spec *spec, rng_key key, uint
     }
     uint32_t r[4];
     rng_bits(key, g, (uint32_t)T, 1, r);
-    b->next_sentence_label[s] = (int32_t)(r[0] & 1);
+    b->next_sentence_label[s] = spec->nsp ? (int32_t)(r[0] & 1) : LABEL_IGNORE;
 }
 
 void random_batch_fill(batch *b, const random_spec *spec, uint64_t sample0)
@@ -61,6 +61,6 @@ void random_batch_fill(batch *b, const random_spec *spec, uint64_t sample0)
             fill_mlm(b, s, spec, key, g);
         else
             fill_causal(b, s, spec, key, g);
-        if (!spec->mlm) b->next_sentence_label[s] = 0;
+        if (!spec->mlm) b->next_sentence_label[s] = LABEL_IGNORE;
     }
 }

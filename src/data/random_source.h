@@ -15,7 +15,8 @@
 #include "data/batch.h"
 
 typedef struct random_spec {
-    int mlm;            /* 0: causal LM; 1: MLM (+ NSP labels) */
+    int mlm;            /* 0: causal LM; 1: MLM */
+    int nsp;            /* MLM: random NSP labels (else -100: no NSP loss) */
     int vocab_size;
     double mask_prob;   /* MLM */
     uint64_t seed;

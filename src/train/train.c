@@ -83,7 +83,7 @@ static status_t setup_data(trainer *t)
     int bert = tc->model.family == MODEL_BERT;
     TRY(batch_alloc(&t->batch, tc->micro_batch, tc->model.seq_len));
     if (tc->random_data) {
-        t->random = (random_spec){.mlm = bert, .vocab_size = tc->model.vocab_size, .mask_prob = tc->mask_prob,
+        t->random = (random_spec){.mlm = bert, .nsp = bert && tc->nsp, .vocab_size = tc->model.vocab_size, .mask_prob = tc->mask_prob,
                                   .seed = tc->seed, .samples = (uint64_t)tc->random_samples};
         return ST_OK;
     }

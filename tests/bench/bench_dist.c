@@ -35,7 +35,7 @@ int main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     optim_config oc = {.lr = 1e-4, .total_steps = steps + 1, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .clip = 1};
-    random_spec spec = {.mlm = bert, .vocab_size = mc.vocab_size, .mask_prob = 0.15, .seed = 1};
+    random_spec spec = {.mlm = bert, .nsp = bert, .vocab_size = mc.vocab_size, .mask_prob = 0.15, .seed = 1};
     dist_engine *e;
     if (dist_engine_create(&e, &dc, &mc, &oc, B, m, 1, MPI_COMM_WORLD) != ST_OK) st_die(ST_CONFIG);
     dist_step_result r;

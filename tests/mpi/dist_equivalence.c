@@ -204,7 +204,7 @@ int main(int argc, char **argv)
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     for (int fam = 0; fam < 2; fam++) {
         model_config mc = tiny(fam ? MODEL_BERT : MODEL_GPT);
-        random_spec spec = {.mlm = fam, .vocab_size = mc.vocab_size, .mask_prob = 0.15, .seed = 11};
+        random_spec spec = {.mlm = fam, .nsp = fam, .vocab_size = mc.vocab_size, .mask_prob = 0.15, .seed = 11};
         for (int pp = 1; pp <= world; pp++) {
             if (world % pp) continue;
             int dp = world / pp, ms[2] = {4 / dp, 3};

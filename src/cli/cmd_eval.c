@@ -1,0 +1,102 @@
+/* mpilm eval: a checkpoint's loss, perplexity and accuracies on a dataset,
+ * under any number of ranks (whatever layout wrote the checkpoint). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "base/log.h"
+#include "ckpt/checkpoint.h"
+#include "cli.h"
+#include "tensor/tensor.h"
+#include "train/eval.h"
+
+typedef struct eval_options {
+    const char *ckpt, *data, *json;
+    uint64_t max_samples, seed;
+    int micro_batch;
+} eval_options;
+
+static status_t parse_options(int argc, char **argv, eval_options *o)
+{
+    static const struct option long_options[] = {
+        {"ckpt", required_argument, 0, 'c'},        {"data", required_argument, 0, 'd'},
+        {"max-samples", required_argument, 0, 'n'}, {"json", required_argument, 0, 'j'},
+        {"seed", required_argument, 0, 's'},        {"micro-batch", required_argument, 0, 'b'},
+        {0, 0, 0, 0},
+    };
+    *o = (eval_options){.seed = 12345, .micro_batch = 8};
+    optind = 1;
+    opterr = 0;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        switch (ch) {
+        case 'c': o->ckpt = optarg; break;
+        case 'd': o->data = optarg; break;
+        case 'j': o->json = optarg; break;
+        case 'n': o->max_samples = strtoull(optarg, NULL, 10); break;
+        case 's': o->seed = strtoull(optarg, NULL, 10); break;
+        case 'b': o->micro_batch = atoi(optarg); break;
+        default:
+            return st_fail(ST_USAGE, "eval: unknown or incomplete option '%s' (see mpilm eval --help)", argv[optind - 1]);
+        }
+    }
+    FAIL_IF(optind < argc, ST_USAGE, "eval: unexpected argument '%s' (see mpilm eval --help)", argv[optind]);
+    FAIL_IF(!o->ckpt || !o->data, ST_USAGE, "eval: --ckpt PATH and --data DATASET are required");
+    FAIL_IF(o->micro_batch < 1, ST_USAGE, "eval: --micro-batch must be >= 1");
+    return ST_OK;
+}
+
+static void print_table(const eval_result *r)
+{
+    printf("eval results\n");
+    printf("  %-12s %llu\n  %-12s %llu\n", "samples", (unsigned long long)r->samples, "tokens",
+           (unsigned long long)r->tokens);
+    if (r->lm_targets) printf("  %-12s %.4f\n  %-12s %.3f\n", "lm_loss", r->lm_loss, "perplexity", r->perplexity);
+    if (r->mlm_targets)
+        printf("  %-12s %.4f\n  %-12s %.4f\n", "mlm_loss", r->mlm_loss, "mlm_accuracy", r->mlm_accuracy);
+    if (r->nsp_targets)
+        printf("  %-12s %.4f\n  %-12s %.4f\n", "nsp_loss", r->nsp_loss, "nsp_accuracy", r->nsp_accuracy);
+}
+
+static status_t run_eval(const eval_options *o)
+{
+    int size, rank;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    ckpt_reader *r;
+    TRY(ckpt_open(&r, o->ckpt));
+    model_config c = *ckpt_model(r);
+    c.dropout = 0.0f;
+    tensor_runtime rt;
+    model_stage *m = NULL;
+    status_t st = tensor_runtime_init(-1, size, &rt);
+    if (st == ST_OK) st = model_stage_create(&m, &c, 0, c.n_layer, o->micro_batch, 1);
+    if (st == ST_OK) st = ckpt_read_stage(r, m, model_params(m), NULL, NULL);
+    const char *mask = ckpt_config_value(r, "data.mask_prob"), *nsp = ckpt_config_value(r, "data.nsp");
+    eval_spec spec = {.data_path = o->data, .seed = o->seed, .mask_prob = mask ? atof(mask) : 0.15,
+                      .nsp = !nsp || nsp[0] == 't' || nsp[0] == '1', .max_samples = o->max_samples};
+    eval_result res;
+    if (st == ST_OK) {
+        log_msg(LOG_INFO, "eval: %s (step %lld) on %s, %d rank%s", ckpt_path(r), (long long)ckpt_step(r), o->data,
+                size, size == 1 ? "" : "s");
+        st = eval_run(m, &spec, MPI_COMM_WORLD, &res);
+    }
+    if (st == ST_OK && rank == 0) {
+        print_table(&res);
+        if (o->json) st = eval_write_json(&res, o->json);
+    }
+    model_stage_free(m);
+    ckpt_close(r);
+    return st;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    eval_options o;
+    status_t st = parse_options(argc, argv, &o);
+    if (st != ST_OK) return cli_finish(st);
+    cli_mpi_init(&argc, &argv);
+    st = run_eval(&o);
+    if (st == ST_OK) cli_mpi_finalize();
+    return cli_finish(st);
+}
