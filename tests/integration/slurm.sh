@@ -1,0 +1,148 @@
+#!/bin/sh
+# A real Slurm: installs Debian's slurm-wlm and munge if missing, starts a
+# one-node cluster on this machine as the test's own processes (own munge key
+# and socket, own ports and spool), submits launch/slurm.sbatch with a tiny
+# config on 2 ranks, sends the preemption signal the way a scheduler does
+# (scancel --signal=USR1 --batch), and checks that the job checkpointed,
+# exited 75, requeued itself, resumed from the checkpoint and finished with
+# the same final loss as an uninterrupted run.
+MPILM=${MPILM:-./mpilm}
+REPO=$(pwd)
+skip() { echo "slurm: skipped: $*"; exit 77; }
+fail() { echo "FAIL slurm: $*"; [ -n "${d:-}" ] && tail -20 "$d"/*.log "$d"/job.out 2>/dev/null; exit 1; }
+
+if ! command -v slurmctld >/dev/null 2>&1 || ! command -v slurmd >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then
+  [ "$(id -u)" = 0 ] || skip "slurm-wlm and munge are missing and installing them needs root"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge > /dev/null 2>&1 ||
+    skip "apt-get install slurm-wlm munge failed (no access to Debian's packages?)"
+fi
+[ "$(id -u)" = 0 ] || skip "slurmd must run as root to start jobs (run the tests as root, as CI does)"
+
+d=$(mktemp -d /tmp/mpilm-slurm.XXXXXX)
+chmod 755 "$d"
+pids=""
+cleanup() {
+  for p in $pids; do kill "$p" 2>/dev/null; done
+  sleep 1
+  for p in $pids; do kill -9 "$p" 2>/dev/null; done
+  rm -rf "$d"
+}
+trap cleanup EXIT
+
+# munge with its own key and socket
+mkdir -p "$d/munge"
+chmod 700 "$d/munge"
+dd if=/dev/urandom of="$d/munge/munge.key" bs=1024 count=1 2>/dev/null
+chmod 400 "$d/munge/munge.key"
+munged --force --key-file="$d/munge/munge.key" --socket="$d/munge/munge.socket" --pid-file="$d/munge/munged.pid" \
+  --log-file="$d/munge/munged.log" --seed-file="$d/munge/munge.seed" || skip "munged does not start here"
+pids="$pids $(cat "$d/munge/munged.pid")"
+
+# a one-node cluster; ports from the test's pid so parallel runs do not collide
+port=$((20000 + $$ % 20000))
+host=$(hostname -s)
+cpus=$(nproc)
+mem=$(awk '/MemTotal/ { print int($2 / 1024 / 2) }' /proc/meminfo)
+mkdir -p "$d/state" "$d/spool"
+cat > "$d/slurm.conf" <<CONF
+ClusterName=mpilmtest
+SlurmctldHost=$host
+SlurmctldPort=$port
+SlurmdPort=$((port + 1))
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$d/munge/munge.socket
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation=$d/state
+SlurmdSpoolDir=$d/spool
+SlurmctldPidFile=$d/slurmctld.pid
+SlurmdPidFile=$d/slurmd.pid
+SlurmctldLogFile=$d/slurmctld.log
+SlurmdLogFile=$d/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SchedulerType=sched/builtin
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+JobRequeue=1
+SlurmdTimeout=60
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=test Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+CONF
+export SLURM_CONF="$d/slurm.conf"
+slurmctld -i || skip "slurmctld does not start here (see $d/slurmctld.log)"
+sleep 1
+pids="$pids $(cat "$d/slurmctld.pid" 2>/dev/null)"
+slurmd || skip "slurmd does not start here"
+sleep 1
+pids="$pids $(cat "$d/slurmd.pid" 2>/dev/null)"
+i=0
+until sinfo -h -o %t 2>/dev/null | grep -q idle; do
+  i=$((i + 1)); [ $i -lt 30 ] || skip "the node never became idle: $(sinfo -h -o '%t %E' 2>&1 | head -2)"
+  sleep 1
+done
+sbatch --test-only --chdir="$REPO" launch/slurm.sbatch > "$d/testonly.log" 2>&1 || fail "sbatch --test-only rejects the script"
+
+# the job: a tiny GPT, slowed down so the signal lands mid-run
+cat > "$d/tiny.ini" <<'INI'
+[model]
+family = gpt
+n_layer = 2
+d_model = 32
+n_head = 4
+d_ff = 64
+seq_len = 16
+max_positions = 16
+vocab_size = 97
+dropout = 0.1
+[data]
+source = random
+[train]
+steps = 40
+micro_batch = 4
+lr = 1e-3
+[log]
+every = 1
+INI
+case $MPILM in /*) ;; *) MPILM="$REPO/$MPILM" ;; esac
+export MPILM_CONFIG="$d/tiny.ini" MPILM MPILM_TEST_STEP_DELAY=0.25
+export MPILM_ARGS="--set run.dir=$d/run"
+job=$(sbatch --parsable --chdir="$REPO" --output="$d/job.out" --export=ALL launch/slurm.sbatch) || fail "sbatch"
+i=0
+until [ -f "$d/run/metrics.jsonl" ] && [ "$(wc -l < "$d/run/metrics.jsonl")" -ge 8 ]; do
+  i=$((i + 1)); [ $i -lt 120 ] || fail "the job did not train (state $(squeue -h -j "$job" -o %T))"
+  sleep 0.5
+done
+scancel --signal=USR1 --batch "$job" || fail "scancel --signal=USR1 --batch"
+# Slurm holds a requeued job back for a while (Reason=BeginTime, about two
+# minutes); as the cluster's administrator the test makes it eligible now
+i=0
+until scontrol show job "$job" 2>/dev/null | grep -q "Restarts=1"; do
+  i=$((i + 1)); [ $i -lt 120 ] || fail "the job did not requeue itself after the signal"
+  sleep 0.5
+done
+scontrol update JobId="$job" StartTime=now 2>/dev/null
+# squeue may briefly not list a job being requeued: wait for the second run's end
+i=0
+until [ "$(grep -c "exit status" "$d/job.out" 2>/dev/null)" -ge 2 ]; do
+  i=$((i + 1)); [ $i -lt 240 ] || fail "the requeued job did not finish"
+  sleep 0.5
+done
+grep -q "exit status 75" "$d/job.out" || fail "no preemption exit 75 in the job output"
+grep -q "requeueing job $job" "$d/job.out" || fail "the job did not requeue itself"
+grep -q "restart 1" "$d/job.out" || fail "the requeued job did not run again"
+grep -q "exit status 0" "$d/job.out" || fail "the resumed job did not finish"
+[ "$(tail -1 "$d/run/metrics.jsonl" | sed 's/.*"step":\([0-9]*\).*/\1/')" = 40 ] || fail "the run did not reach step 40"
+
+# the same run without interruption
+unset MPILM_TEST_STEP_DELAY
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 BLIS_NUM_THREADS=1 \
+  mpirun --oversubscribe --bind-to none -np 2 "$MPILM" train --config "$d/tiny.ini" --set run.dir="$d/straight" \
+  > "$d/straight.log" 2>&1 || fail "uninterrupted run"
+a=$(tail -1 "$d/run/metrics.jsonl" | sed 's/.*"loss":\([^,]*\),.*/\1/')
+b=$(tail -1 "$d/straight/metrics.jsonl" | sed 's/.*"loss":\([^,]*\),.*/\1/')
+[ "$a" = "$b" ] || fail "final loss after preemption and requeue $a differs from the uninterrupted $b"
+echo "slurm: job $job trained, was preempted (exit 75), requeued itself, resumed and ended with loss $a = uninterrupted"
