@@ -53,6 +53,8 @@ MPI_SRC   := $(sort $(wildcard tests/mpi/*.c))
 MPI_BIN   := $(MPI_SRC:tests/mpi/%.c=$(BUILD)/tests/mpi/%)
 BENCH_SRC := $(sort $(wildcard tests/bench/*.c))
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/tests/bench/%)
+TOOL_SRC  := $(sort $(wildcard tests/tools/*.c))
+TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%)
 TEST_HELPERS := $(sort $(wildcard tests/common/*.c))
 TEST_HELPER_OBJ := $(TEST_HELPERS:%.c=$(BUILD)/%.o)
 
@@ -71,7 +73,7 @@ BENCH_DEB_PACKAGES := python3-torch libjemalloc2
 .PHONY: all deps bench-deps test check bench demo install clean tests reference
 .DEFAULT_GOAL := all
 # Keep test objects between builds (they are intermediate files of pattern rules).
-.SECONDARY: $(UNIT_BIN:%=%.o) $(MPI_BIN:%=%.o) $(BENCH_BIN:%=%.o)
+.SECONDARY: $(UNIT_BIN:%=%.o) $(MPI_BIN:%=%.o) $(BENCH_BIN:%=%.o) $(TOOL_BIN:%=%.o)
 
 all: $(MPILM)
 
@@ -95,7 +97,11 @@ $(BUILD)/tests/mpi/%: $(BUILD)/tests/mpi/%.o $(TEST_HELPER_OBJ) $(BUILD)/libmpil
 $(BUILD)/tests/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libmpilm.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-tests: $(MPILM) $(UNIT_BIN) $(MPI_BIN)
+# Programs the shell tests call (not tests themselves).
+$(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libmpilm.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+tests: $(MPILM) $(UNIT_BIN) $(MPI_BIN) $(TOOL_BIN)
 
 # Installs only what is missing of $(1); a no-op when everything is present.
 define install_missing

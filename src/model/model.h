@@ -127,6 +127,9 @@ void model_decoder_free(model_decoder *d);
  * when max_len or max_positions is reached. */
 status_t model_decoder_step(model_decoder *d, int32_t id, const float **logits);
 int model_decoder_length(const model_decoder *d);
+/* Work done so far, in position-passes through the blocks (a cache makes it
+ * one per token; recomputing the prefix would make it quadratic). */
+uint64_t model_decoder_work(const model_decoder *d);
 
 /* The next token from logits (V): greedy when temperature is 0, else a draw
  * from softmax(logits / temperature) restricted to the top_k most likely (0 =

@@ -10,6 +10,7 @@
 struct model_decoder {
     model_stage *m;
     int max_len, len;
+    uint64_t work;      /* position-passes through the blocks */
     float *kv;          /* (L, max_len, 2C): keys then values of each position */
     float *x, *h, *qkv, *att, *y, *f, *tmp, *logits, *scores, stat[2];
 };
@@ -61,6 +62,7 @@ void model_decoder_free(model_decoder *d)
 }
 
 int model_decoder_length(const model_decoder *d) { return d->len; }
+uint64_t model_decoder_work(const model_decoder *d) { return d->work; }
 
 /* Attention of the new query (in qkv) over positions 0..t of layer l's cache. */
 static void attend(model_decoder *d, const float *cache, int t)
@@ -121,6 +123,7 @@ status_t model_decoder_step(model_decoder *d, int32_t id, const float **logits)
             c->vocab_size);
     for (int i = 0; i < C; i++) d->x[i] = m->p.wte[(size_t)id * C + i] + m->p.wpe[(size_t)t * C + i];
     for (int l = 0; l < m->n_local; l++) block_step(d, l, &m->p.blocks[l], t);
+    d->work++;
     layernorm_forward(d->h, &d->stat[0], &d->stat[1], d->x, m->p.lnf_w, m->p.lnf_b, 1, C, 1e-5f);
     linear_forward(d->logits, c->vocab_size, d->h, m->p.wte, NULL, W_OUT_IN, 1, C, c->vocab_size);
     d->len++;

@@ -298,6 +298,7 @@ Test(model, kv_cache_decoder_matches_the_full_forward)
             cr_expect(fabsf(lg[v] - full[(size_t)t * c.vocab_size + v]) < 1e-4f, "position %d token %d: %g vs %g", t, v,
                       lg[v], full[(size_t)t * c.vocab_size + v]);
     }
+    cr_expect_eq(model_decoder_work(d), (uint64_t)c.seq_len, "one position-pass per token, whatever the prefix");
     const float *lg;
     for (int t = c.seq_len; t < c.max_positions; t++) cr_assert_eq(model_decoder_step(d, 1, &lg), ST_OK);
     cr_expect_neq(model_decoder_step(d, 1, &lg), ST_OK, "past max_positions is refused");

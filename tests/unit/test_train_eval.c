@@ -70,6 +70,23 @@ Test(eval, bert_masks_are_deterministic_and_weighted_by_token)
     cr_expect(a.mlm_accuracy >= 0 && a.mlm_accuracy <= 1 && a.nsp_accuracy >= 0 && a.nsp_accuracy <= 1);
 }
 
+/* All parameters zero: every logit is 0, the distribution uniform, so the
+ * loss is exactly ln(V) and the perplexity V: an answer known in advance. */
+Test(eval, a_model_with_forced_uniform_logits_scores_ln_v)
+{
+    model_config c = {.family = MODEL_GPT, .n_layer = 1, .d_model = 16, .n_head = 2, .d_ff = 32, .seq_len = 16,
+                      .max_positions = 16, .vocab_size = 64, .pre_ln = 1};
+    model_stage *m;
+    cr_assert_eq(model_stage_create(&m, &c, 0, 1, 3, 1), ST_OK);
+    memset(model_params(m), 0, model_n_params(m) * sizeof(float));
+    eval_spec spec = {.data_path = dir, .seed = 11};
+    eval_result r;
+    cr_assert_eq(eval_run(m, &spec, MPI_COMM_WORLD, &r), ST_OK, "%s", st_message());
+    cr_expect(fabs(r.lm_loss - log(64.0)) < 1e-5, "lm loss %.7f, expected ln 64 = %.7f", r.lm_loss, log(64.0));
+    cr_expect(fabs(r.perplexity - 64.0) < 1e-3, "perplexity %g", r.perplexity);
+    model_stage_free(m);
+}
+
 Test(eval, max_samples_limits_the_pass)
 {
     eval_result a = run(MODEL_GPT, 4, 6);
