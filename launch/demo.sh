@@ -1,8 +1,8 @@
 #!/bin/sh
 # make demo: the main job end to end on the shipped sample —
-#   prep (train a vocabulary on datasets/sample and tokenize it, 2 ranks)
-#   → train a small GPT on 2 ranks → checkpoints → eval (2 ranks) → generate → export
-#   to Hugging Face safetensors → loss curves.
+#   prep (train a vocabulary on datasets/sample and tokenize it, 2 ranks, BPE and
+#   WordPiece) → train a small GPT and a small BERT (MLM+NSP) on 2 ranks → checkpoints
+#   → eval (2 ranks) → export to Hugging Face safetensors → loss curves → generate.
 # Each step runs when its subcommand is built; a step that is not built yet is
 # reported plainly and the demo ends with a summary of what ran.
 MPILM=${MPILM:-./mpilm}
@@ -19,16 +19,28 @@ step() { # name, command...
 
 step "version" "$MPILM" --version
 step "config" "$MPILM" train --config launch/configs/demo-gpt.ini --print-config
-step "prep" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" prep --train-vocab 4096 --tokenizer bpe \
+step "prep gpt" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" prep --train-vocab 4096 --tokenizer bpe \
   --out datasets/demo-gpt datasets/sample/sample.txt
+step "prep bert" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" prep --train-vocab 4096 --tokenizer wordpiece \
+  --out datasets/demo-bert datasets/sample/sample.txt
 step "inspect" "$MPILM" inspect datasets/demo-gpt
-step "train" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" train --config launch/configs/demo-gpt.ini
-step "checkpoint" "$MPILM" inspect checkpoints/demo-gpt/latest
-step "eval" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" eval --ckpt checkpoints/demo-gpt/latest --data datasets/demo-gpt --json checkpoints/demo-gpt/eval.json
+for m in gpt bert; do
+  run=checkpoints/demo-$m
+  step "train $m" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" train --config launch/configs/demo-$m.ini
+  step "checkpoint $m" "$MPILM" inspect $run/latest
+  step "eval $m" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" eval --ckpt $run/latest --data datasets/demo-$m \
+    --json $run/eval.json
+  step "export $m" "$MPILM" export --ckpt $run/latest --format hf --out $run/hf
+  step "plot $m" "$MPILM" plot $run
+done
 step "generate" "$MPILM" generate --ckpt checkpoints/demo-gpt/latest --prompt "It is a truth universally" \
   --max-tokens 30 --temperature 0.8 --top-k 40 --seed 1
-step "export" "$MPILM" export --ckpt checkpoints/demo-gpt/latest --format hf --out checkpoints/demo-gpt/hf
-step "plot" "$MPILM" plot checkpoints/demo-gpt
 
+echo
+echo "Where things are:"
+for m in gpt bert; do
+  echo "  datasets/demo-$m/            prepared dataset (vocabulary, manifest, zstd shards)"
+  echo "  checkpoints/demo-$m/         latest (checkpoint), metrics.jsonl, eval.json, hf/ (Hugging Face export), curves.png/svg"
+done
 printf "\nmpilm demo summary:%b%b\n" "$ran" "$missing"
 [ -z "$missing" ]
