@@ -63,7 +63,7 @@ static void write_three_shards(const model_config *c, const char *run, int keep,
     for (int r = 0; r < 3; r++) {
         uint64_t b, e;
         ckpt_shard_range(n, r, 3, &b, &e);
-        cr_assert_eq(ckpt_shard_write(tmp, r, b, e, p, m, v, &files[r]), ST_OK, "%s", st_message());
+        cr_assert_eq(ckpt_shard_write(tmp, r, b, e, p + b, m + b, v + b, &files[r]), ST_OK, "%s", st_message());
     }
     ckpt_meta meta = {.model = *c, .step = step, .seed = 99, .lr = 1e-3, .random_data = 1, .next_sample = 56,
                       .topo = {3, 1, 3, 1, 0}, .config_text = "[data]\npath = somewhere\n"};
