@@ -1,6 +1,7 @@
 /* train/ckpt — the collective side of checkpoints: when to save (steps,
  * minutes on rank 0's clock, a preemption signal), the save protocol over the
- * data-parallel group (docs/formats.md, "Atomic save protocol"), and resume.
+ * whole job (each rank writes what it owns; docs/formats.md, "Atomic save
+ * protocol"), and resume onto any layout.
  * Every failure on any rank reaches every rank (agree()), so none waits. */
 #include <limits.h>
 #include <signal.h>
