@@ -5,7 +5,8 @@
 #   shard files (params, m, v), with the layout's files (a rank's part of the
 #   last stage is split around the tied embedding copy, which is not written);
 # - reshard: saved at (2,2,1), resumed at (1,4,2), (4,1,0) and (1,1,0) with the
-#   same global batch: per-step losses within 1e-5 of the same-layout resume.
+#   same global batch: per-step losses within 1e-5 of the same-layout resume;
+#   another global batch is refused.
 . tests/common/ckpt_common.sh
 fail() { echo "FAIL ckpt_layouts: $*"; exit 1; }
 layout() { # pp dp zero -> options in $opts, ranks in $np (global batch 2 x 4 sequences)
@@ -61,4 +62,15 @@ for fam in gpt bert; do
     [ "$(grep -c 'shard-.*: rank 3,' "$d/inspect.log")" -eq 2 ] || { cat "$d/inspect.log"; fail "$fam (4,1,0): rank 3 did not write two entries"; }
   done
 done
+
+# another global batch is refused before training (the sample numbering would change)
+layout 1 2 0
+mkdir -p "$d/gb"
+# shellcheck disable=SC2086
+train $np "$d/gb.log" --set model.n_layer=4 $opts --set train.micro_batches=1 --set run.dir="$d/gb" \
+  --resume "$d/gpt-z1/step-0000010"; rc=$?
+[ $rc -eq 2 ] && grep -q "resume with the same global batch" "$d/gb.log" ||
+  { tail -5 "$d/gb.log"; fail "a resume with another global batch was not refused (exit $rc)"; }
+[ ! -e "$d/gb/metrics.jsonl" ] || fail "training started before refusing another global batch"
+echo "another global batch: refused"
 echo "ckpt_layouts: ok"
