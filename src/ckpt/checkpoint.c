@@ -207,11 +207,14 @@ static status_t read_range(const ckpt_reader *r, int s, uint64_t begin, uint64_t
     return ST_OK;
 }
 
-status_t ckpt_read_stage(const ckpt_reader *r, const model_stage *m, float *params, float *m_out, float *v_out)
+status_t ckpt_read_stage_range(const ckpt_reader *r, const model_stage *m, size_t lo, size_t hi, float *params,
+                               float *m_out, float *v_out)
 {
     float *dst[CKPT_SECTIONS] = {params, m_out, v_out};
     for (int i = 0; i < model_n_tensors(m); i++) {
         const model_tensor *t = model_tensor_at(m, i);
+        size_t a = t->offset > lo ? t->offset : lo, z = t->offset + t->numel < hi ? t->offset + t->numel : hi;
+        if (z <= a) continue;
         const model_tensor *g = NULL;
         for (int j = 0; j < r->n_tensors && !g; j++)
             if (strcmp(r->table[j].name, t->name) == 0) g = &r->table[j];
@@ -219,9 +222,14 @@ status_t ckpt_read_stage(const ckpt_reader *r, const model_stage *m, float *para
                 "%s: tensor %s (%zu elements) is %s in the checkpoint; the model does not match it", r->path, t->name,
                 t->numel, g ? "of another size" : "missing");
         for (int s = 0; s < CKPT_SECTIONS; s++)
-            if (dst[s]) TRY(read_range(r, s, g->offset, g->numel, dst[s] + t->offset));
+            if (dst[s]) TRY(read_range(r, s, g->offset + (a - t->offset), z - a, dst[s] + (a - lo)));
     }
     return ST_OK;
+}
+
+status_t ckpt_read_stage(const ckpt_reader *r, const model_stage *m, float *params, float *m_out, float *v_out)
+{
+    return ckpt_read_stage_range(r, m, 0, model_n_params(m), params, m_out, v_out);
 }
 
 static status_t differ(const ckpt_reader *r, const char *key, const char *have, const char *want)

@@ -67,7 +67,8 @@ void ckpt_shard_range(uint64_t total, int r, int n, uint64_t *begin, uint64_t *e
  * tmp receives its path. */
 status_t ckpt_begin(const char *run_dir, int64_t step, char *tmp, size_t len);
 /* Writes shard file `index` into tmp: elements [begin, end) of the global
- * flat buffers params, m, v (m, v may be NULL: zeros), fsynced. Test hook:
+ * flat order, which params, m, v hold ([end - begin] floats each; m, v may be
+ * NULL: zeros), fsynced. Test hook:
  * MPILM_TEST_CKPT_FAIL=write (or write:INDEX) fails it as a full disk would. */
 status_t ckpt_shard_write(const char *tmp, int index, uint64_t begin, uint64_t end, const float *params,
                           const float *m, const float *v, ckpt_file *out);
@@ -103,6 +104,10 @@ const ckpt_file *ckpt_file_at(const ckpt_reader *r, int i);
    global offset; moments too when m_out/v_out are not NULL (same layout as params). */
 status_t ckpt_read_stage(const ckpt_reader *r, const model_stage *m, float *params,
                          float *m_out, float *v_out);
+/* The same for the stage's floats [lo, hi) only: each buffer that is not NULL
+   receives hi - lo floats (a ZeRO shard's moments). */
+status_t ckpt_read_stage_range(const ckpt_reader *r, const model_stage *m, size_t lo, size_t hi, float *params,
+                               float *m_out, float *v_out);
 void ckpt_close(ckpt_reader *r);
 
 /* Refuses a checkpoint whose model differs from c in a key that fixes the

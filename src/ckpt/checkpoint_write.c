@@ -95,7 +95,7 @@ status_t ckpt_shard_write(const char *tmp, int index, uint64_t begin, uint64_t e
     for (int s = 0; st == ST_OK && s < CKPT_SECTIONS; s++) {
         out->offset[s] = (uint64_t)s * bytes;
         out->bytes[s] = bytes;
-        st = write_section(f, path, src[s] ? src[s] + begin : NULL, n, &out->hash[s], test_write_fails(index));
+        st = write_section(f, path, src[s], n, &out->hash[s], test_write_fails(index));
     }
     if (st == ST_OK && (fflush(f) != 0 || fsync(fileno(f)) != 0))
         st = st_fail(ST_IO, "%s: flushing to disk failed (%s); %s", path, strerror(errno), FREE_SPACE_HINT);

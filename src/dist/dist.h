@@ -144,6 +144,16 @@ const dist_topology *dist_engine_topology(const dist_engine *e);
 const dist_plan *dist_engine_plan(const dist_engine *e);
 dist_memory dist_engine_memory(const dist_engine *e);
 
+/* This rank's part of the stage's n floats: its dp shard [lo, hi) (ZeRO's
+ * split, ceil(n / dp) each; computed for zero 0 too) and the AdamW moments
+ * m, v of the floats it updates, [ulo, uhi) (the whole stage for zero 0 or
+ * dp = 1, else the shard). Checkpoints save and restore the moments here. */
+typedef struct dist_shard {
+    size_t n, lo, hi, ulo, uhi;
+    float *m, *v;   /* [uhi - ulo] */
+} dist_shard;
+dist_shard dist_engine_shard(dist_engine *e);
+
 /* One training step (step = 0, 1, ...): the schedule's forwards and
  * backwards (loss scale 1/(m dp)), the tied-embedding gradient sum, the ZeRO
  * reduction, global clipping, AdamW on this rank's shard, the parameter

@@ -156,6 +156,12 @@ dist_memory dist_engine_memory(const dist_engine *e)
                          .shard = shard};
 }
 
+dist_shard dist_engine_shard(dist_engine *e)
+{
+    return (dist_shard){.n = e->n, .lo = e->lo, .hi = e->hi, .ulo = e->ulo, .uhi = e->uhi, .m = e->adam_m,
+                        .v = e->adam_v};
+}
+
 status_t dist_train_step(dist_engine *e, int64_t step, dist_fill_fn fill, void *ctx, dist_step_result *r)
 {
     double t0 = time_now();

@@ -1,4 +1,5 @@
-/* train — the training loop (pp = tp = 1; data parallel over comm). */
+/* train — the training loop: every layout runs through dist_train_step; this
+ * file feeds it micro-batches and reports. */
 #include <math.h>
 #include <sys/resource.h>
 #include <stdio.h>
@@ -81,21 +82,48 @@ static status_t setup_data(trainer *t)
 {
     const train_config *tc = &t->tc;
     int bert = tc->model.family == MODEL_BERT;
-    TRY(batch_alloc(&t->batch, tc->micro_batch, tc->model.seq_len));
     if (tc->random_data) {
         t->random = (random_spec){.mlm = bert, .nsp = bert && tc->nsp, .vocab_size = tc->model.vocab_size, .mask_prob = tc->mask_prob,
                                   .seed = tc->seed, .samples = (uint64_t)tc->random_samples};
         return ST_OK;
     }
+    /* every stage of a replica reads the replica's samples (the same micro-batches) */
     stream_spec spec = {.path = tc->data_path, .objective = bert ? STREAM_MLM : STREAM_CAUSAL,
                         .seq_len = tc->model.seq_len, .mask_prob = tc->mask_prob, .nsp = bert && tc->nsp,
-                        .seed = tc->seed, .dp_rank = t->rank, .dp_size = t->size,
+                        .seed = tc->seed, .dp_rank = t->topo->replica, .dp_size = t->topo->dp,
                         .chunk = tc->micro_batch * tc->micro_batches, .vocab_size = tc->model.vocab_size};
     TRY(stream_open(&t->stream, &spec));
     const dataset_info *di = stream_info(t->stream);
     log_msg(LOG_INFO, "data: %s (%llu tokens, %llu documents, vocabulary %u)", tc->data_path,
             (unsigned long long)di->n_tokens, (unsigned long long)di->n_documents, di->vocab_size);
     return ST_OK;
+}
+
+/* The placement of every rank and its persistent training state. */
+static status_t describe_layout(trainer *t)
+{
+    dist_memory m = dist_engine_memory(t->engine);
+    double mine[4] = {m.params / 1048576.0, m.grads / 1048576.0, m.grad_accum / 1048576.0, m.optimizer / 1048576.0};
+    double *all = t->rank == 0 ? malloc(sizeof mine * (size_t)t->size) : NULL;
+    FAIL_IF(t->rank == 0 && !all, ST_NOMEM, "train: out of memory");
+    MPI_Gather(mine, 4, MPI_DOUBLE, all, 4, MPI_DOUBLE, 0, t->comm);
+    char *text = t->rank == 0 ? malloc((size_t)t->size * 128 + 1) : NULL;
+    if (text) {
+        const dist_topology *p = t->topo;
+        dist_topology_describe(p, text, (size_t)t->size * 128 + 1);
+        size_t len = strlen(text);
+        if (len && text[len - 1] == '\n') text[len - 1] = '\0';
+        log_msg(LOG_INFO, "layout: pp %d x dp %d, %s schedule, ZeRO %d; placement:\n%s", p->pp, p->dp,
+                t->tc.dist.schedule == DIST_GPIPE ? "gpipe" : "1f1b", t->tc.dist.zero, text);
+        for (int r = 0; r < t->size; r++) {
+            const double *a = all + 4 * r;
+            log_msg(LOG_INFO, "rank %d memory: params %.1f + grads %.1f + accumulation %.1f + optimizer %.1f = %.1f MiB",
+                    r, a[0], a[1], a[2], a[3], a[0] + a[1] + a[2] + a[3]);
+        }
+    }
+    free(text);
+    free(all);
+    return t->rank == 0 && !text ? st_fail(ST_NOMEM, "train: out of memory") : ST_OK;
 }
 
 status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
@@ -107,25 +135,26 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     t->comm = comm;
     MPI_Comm_rank(comm, &t->rank);
     MPI_Comm_size(comm, &t->size);
-    FAIL_IF(tc->dp > 0 && tc->dp != t->size, ST_CONFIG,
-            "dist.dp = %d but the job has %d rank%s (expected dp = ranks / (pp x tp) = %d; "
-            "set dist.dp = auto or launch %d ranks)", tc->dp, t->size, t->size == 1 ? "" : "s", t->size, tc->dp);
+    TRY(dist_engine_create(&t->engine, &tc->dist, &tc->model, &tc->optim, tc->micro_batch, tc->micro_batches,
+                           tc->seed, comm));
+    t->topo = dist_engine_topology(t->engine);
     TRY(setup_runtime(t));
-    TRY(model_stage_create(&t->model, &tc->model, 0, tc->model.n_layer, tc->micro_batch, 1));
-    model_init_params(t->model, tc->seed);
-    size_t n = model_n_params(t->model);
-    t->m = calloc(n, sizeof(float));
-    t->v = calloc(n, sizeof(float));
-    FAIL_IF(!t->m || !t->v, ST_NOMEM, "train: out of memory for the optimizer state (%zu parameters)", n);
     TRY(setup_data(t));
-    TRY(trainer_check_global_order(t));
     const char *delay = getenv("MPILM_TEST_STEP_DELAY");
     t->step_delay = delay ? atof(delay) : 0.0;
     if (tc->resume[0]) TRY(trainer_resume(t));
+    t->next_g = ((uint64_t)t->start_step * (uint64_t)t->topo->dp + (uint64_t)t->topo->replica) *
+                (uint64_t)tc->micro_batches;
     TRY(open_metrics(t));
+    TRY(describe_layout(t));
+    model_tensor *full;
+    int n_full;
+    TRY(model_full_table(&tc->model, &full, &n_full));
+    size_t n = full[n_full - 1].offset + full[n_full - 1].numel;
+    free(full);
     log_msg(LOG_INFO, "%s model: %zu parameters, %d layers, d_model %d; global batch %d x %d x %d sequences of %d tokens",
             tc->model.family == MODEL_BERT ? "BERT" : "GPT", n, tc->model.n_layer, tc->model.d_model,
-            tc->micro_batch, tc->micro_batches, t->size, tc->model.seq_len);
+            tc->micro_batch, tc->micro_batches, t->topo->dp, tc->model.seq_len);
     return ST_OK;
 }
 
@@ -133,75 +162,35 @@ void trainer_free(trainer *t)
 {
     if (!t) return;
     if (t->metrics) fclose(t->metrics);
-    model_stage_free(t->model);
     if (t->stream) stream_close(t->stream);
-    free(t->m);
-    free(t->v);
-    batch_free(&t->batch);
+    dist_engine_free(t->engine);
     free(t);
 }
 
-model_stage *trainer_model(trainer *t) { return t->model; }
+model_stage *trainer_model(trainer *t) { return dist_engine_stage(t->engine); }
 int64_t trainer_start_step(const trainer *t) { return t->start_step; }
 double trainer_last_loss(const trainer *t) { return t->last_loss; }
 
-/* The losses of one step, summed over micro-batches and ranks. */
-typedef struct step_result {
-    double loss, lm, mlm, nsp; /* means over the step's micro-batches */
-    double grad_norm, lr;
-} step_result;
-
-static status_t accumulate(trainer *t, int64_t step, step_result *r)
+uint64_t trainer_global_batch(const trainer *t)
 {
-    const train_config *tc = &t->tc;
-    int mb = tc->micro_batches;
-    float scale = 1.0f / (float)(mb * t->size);
-    double sums[3] = {0};
-    for (int j = 0; j < mb; j++) {
-        /* sample index: rank r's part of step s is contiguous (DESIGN §4) */
-        uint64_t steps_done = (uint64_t)(step - t->start_step);
-        uint64_t sample0 = t->sample_base +
-                           (steps_done * (uint64_t)t->size + (uint64_t)t->rank) * (uint64_t)mb * tc->micro_batch +
-                           (uint64_t)j * tc->micro_batch;
-        if (t->stream)
-            TRY(stream_next(t->stream, &t->batch));
-        else
-            random_batch_fill(&t->batch, &t->random, sample0);
-        model_pass pass = {.train = 1, .seed = tc->seed, .sample0 = sample0, .loss_scale = scale};
-        model_losses l = {0};
-        TRY(model_forward(t->model, 0, &t->batch, &pass, &l));
-        TRY(model_backward(t->model, 0, &t->batch, &pass));
-        if (l.lm_count) sums[0] += l.lm_loss_sum / l.lm_count;
-        if (l.mlm_count) sums[1] += l.mlm_loss_sum / l.mlm_count;
-        if (l.nsp_count) sums[2] += l.nsp_loss_sum / l.nsp_count;
-    }
-    MPI_Allreduce(MPI_IN_PLACE, sums, 3, MPI_DOUBLE, MPI_SUM, t->comm);
-    r->lm = sums[0] * scale;
-    r->mlm = sums[1] * scale;
-    r->nsp = sums[2] * scale;
-    r->loss = r->lm + r->mlm + r->nsp;
-    return ST_OK;
+    return (uint64_t)t->tc.micro_batch * (uint64_t)t->tc.micro_batches * (uint64_t)t->topo->dp;
 }
 
-static status_t update(trainer *t, int64_t step, step_result *r)
+/* dist_fill_fn: global micro-batch g = its samples g B .. g B + B - 1 (rank
+ * r's part of a step is contiguous, DESIGN §4). The stream gives a replica's
+ * micro-batches in order; every stage forwards them in that order. */
+static status_t fill_batch(void *ctx, uint64_t g, batch *b)
 {
-    size_t n = model_n_params(t->model);
-    float *g = model_grads(t->model), *p = model_params(t->model);
-    if (t->size > 1)
-        FAIL_IF(MPI_Allreduce(MPI_IN_PLACE, g, (int)n, MPI_FLOAT, MPI_SUM, t->comm) != MPI_SUCCESS, ST_MPI,
-                "train: gradient allreduce failed");
-    r->grad_norm = sqrt(optim_sum_squares(g, n));
-    FAIL_IF(!isfinite(r->grad_norm), ST_ERROR,
-            "train: the gradient norm is %g at step %lld (diverged: lower train.lr or raise warmup_steps)",
-            r->grad_norm, (long long)step + 1);
-    float clip = optim_clip_factor(&t->tc.optim, r->grad_norm);
-    r->lr = optim_lr(&t->tc.optim, step + 1);
-    for (int i = 0; i < model_n_tensors(t->model); i++) {
-        const model_tensor *tt = model_tensor_at(t->model, i);
-        optim_adamw(&t->tc.optim, step + 1, r->lr, p + tt->offset, g + tt->offset, t->m + tt->offset,
-                    t->v + tt->offset, tt->numel, tt->decay, clip);
+    trainer *t = ctx;
+    if (!t->stream) {
+        random_batch_fill(b, &t->random, g * (uint64_t)t->tc.micro_batch);
+        return ST_OK;
     }
-    return ST_OK;
+    uint64_t m = (uint64_t)t->tc.micro_batches;
+    FAIL_IF(g != t->next_g, ST_ERROR, "train: the schedule asked for micro-batch %llu but the data stream is at "
+            "%llu (expected micro-batches in order)", (unsigned long long)g, (unsigned long long)t->next_g);
+    t->next_g = g % m == m - 1 ? g + 1 + m * (uint64_t)(t->topo->dp - 1) : g + 1;
+    return stream_next(t->stream, b);
 }
 
 static void format_eta(char *buf, size_t n, double s)
@@ -210,7 +199,7 @@ static void format_eta(char *buf, size_t n, double s)
     else snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
 }
 
-static void report(trainer *t, int64_t step, const step_result *r, double tokens_per_s, double elapsed,
+static void report(trainer *t, int64_t step, const dist_step_result *r, double tokens_per_s, double elapsed,
                    double eta)
 {
     const train_config *tc = &t->tc;
@@ -242,16 +231,14 @@ static void sleep_seconds(double s)
 status_t trainer_run(trainer *t)
 {
     const train_config *tc = &t->tc;
-    double tokens_per_step = (double)tc->micro_batch * tc->micro_batches * t->size * tc->model.seq_len;
+    double tokens_per_step = (double)trainer_global_batch(t) * tc->model.seq_len;
     double start = time_now(), mark = start;
     int64_t mark_step = t->start_step;
     t->last_save_time = start;
     trainer_catch_signals();
     for (int64_t step = t->start_step; step < tc->steps; step++) {
-        memset(model_grads(t->model), 0, model_n_params(t->model) * sizeof(float));
-        step_result r = {0};
-        TRY(accumulate(t, step, &r));
-        TRY(update(t, step, &r));
+        dist_step_result r;
+        TRY(dist_train_step(t->engine, step, fill_batch, t, &r));
         t->last_loss = r.loss;
         t->last_lr = r.lr;
         if ((step + 1) % tc->log_every == 0 || step + 1 == tc->steps) {

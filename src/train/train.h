@@ -1,11 +1,12 @@
 /* train — the training loop: data → micro-batches → model → gradients →
  * AdamW, with progress lines and RUN_DIR/metrics.jsonl.
  *
- * Owns: turning the configuration into a model, optimizer and data plan; the
- * step (gradient accumulation over micro-batches, data-parallel gradient
- * reduction, clipping, the update); metrics; when checkpoints are written,
- * the collective save, resume and preemption (files and format: ckpt/).
- * Sits above model/, optim/, data/, ckpt/ and uses MPI for the data-parallel group.
+ * Owns: turning the configuration into a layout, model, optimizer and data
+ * plan; feeding micro-batches to the pipeline/ZeRO engine (dist/), which runs
+ * every step on every layout (pp = 1, zero = 0 is just a layout); metrics;
+ * when checkpoints are written, the collective save of what each rank owns,
+ * resume onto any layout, and preemption (files and format: ckpt/).
+ * Sits above dist/, model/, optim/, data/, ckpt/ and uses MPI for the job.
  * Must not touch: command-line parsing (cli/), kernel internals (tensor/).
  */
 #ifndef MPILM_TRAIN_TRAIN_H
@@ -16,6 +17,7 @@
 
 #include "base/config.h"
 #include "base/status.h"
+#include "dist/dist.h"
 #include "model/model.h"
 #include "optim/optim.h"
 
@@ -34,7 +36,7 @@ typedef struct train_config {
     int nsp;
     int64_t random_samples;   /* data.random_samples: > 0 repeats that many samples */
     int log_every;
-    int dp;                   /* dist.dp, -1 = auto (world size) */
+    dist_config dist;         /* dist.*: pp, dp (<= 0 auto), schedule, zero, stages, hang_timeout */
     int64_t ckpt_every_steps; /* 0 = off */
     double ckpt_every_minutes;/* 0 = off */
     int ckpt_keep;
@@ -48,8 +50,9 @@ status_t train_config_load(const config *cfg, train_config *tc);
 
 typedef struct trainer trainer;
 
-/* Plans and allocates everything for this rank of comm (its data-parallel
- * group; pp = tp = 1 here) and prints the runtime set-up. */
+/* Plans and allocates everything for this rank of comm (world = dist.pp x
+ * dist.dp; a bad layout is refused before any work) and prints the runtime
+ * set-up, the placement and this rank's memory. */
 status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm);
 /* Runs the configured steps; writes progress, RUN_DIR/metrics.jsonl and
  * checkpoints (every ckpt.every_steps / ckpt.every_minutes and at the end).
@@ -61,7 +64,7 @@ void trainer_free(trainer *t);
 /* The step training continues from (0, or the checkpoint's after a resume). */
 int64_t trainer_start_step(const trainer *t);
 
-/* For tests: the model, and the mean loss of the last step. */
+/* For tests: this rank's stage of the model, and the mean loss of the last step. */
 model_stage *trainer_model(trainer *t);
 double trainer_last_loss(const trainer *t);
 

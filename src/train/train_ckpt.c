@@ -1,6 +1,7 @@
 /* train/ckpt — the collective side of checkpoints: when to save (steps,
  * minutes on rank 0's clock, a preemption signal), the save protocol over the
- * data-parallel group (docs/formats.md, "Atomic save protocol"), and resume.
+ * whole job (each rank writes what it owns; docs/formats.md, "Atomic save
+ * protocol"), and resume onto any layout.
  * Every failure on any rank reaches every rank (agree()), so none waits. */
 #include <limits.h>
 #include <signal.h>
@@ -41,29 +42,107 @@ static status_t agree(trainer *t, status_t st)
     return st_fail((status_t)worst.code, "%s", msg);
 }
 
-status_t trainer_check_global_order(const trainer *t)
+enum { MAX_PIECES = 2 };
+
+/* A contiguous run of the global flat order that this rank writes, and where
+ * it starts in the stage's buffer. */
+typedef struct piece {
+    uint64_t begin, end;
+    size_t local;
+} piece;
+
+/* This rank's part [a, z) of its stage's floats: its ZeRO shard (zero >= 1,
+ * dp > 1), else the replica-th of dp contiguous parts. */
+static void owned_range(trainer *t, size_t *a, size_t *z)
+{
+    dist_shard sh = dist_engine_shard(t->engine);
+    if (sh.ulo != 0 || sh.uhi != sh.n) {
+        *a = sh.ulo, *z = sh.uhi;
+        return;
+    }
+    uint64_t b, e;
+    ckpt_shard_range(sh.n, t->topo->replica, t->topo->dp, &b, &e);
+    *a = (size_t)b, *z = (size_t)e;
+}
+
+/* The global runs of the owned part, mapped by tensor name, leaving out the
+ * last stage's copy of the tied word embedding (stage 0 writes it). The
+ * stage's other tensors are contiguous in the global order, so the copy
+ * splits the part into at most MAX_PIECES runs. */
+static status_t owned_pieces(trainer *t, piece *out, int *n)
 {
     model_tensor *full;
-    int n;
-    TRY(model_full_table(&t->tc.model, &full, &n));
+    int n_full;
+    TRY(model_full_table(&t->tc.model, &full, &n_full));
+    const model_stage *m = dist_engine_stage(t->engine);
+    size_t a, z;
+    owned_range(t, &a, &z);
+    *n = 0;
     status_t st = ST_OK;
-    if (n != model_n_tensors(t->model)) st = st_fail(ST_ERROR, "train: the stage holds %d tensors, the full model %d "
-                                                               "(expected one stage = the whole model for pp = 1)",
-                                                     model_n_tensors(t->model), n);
-    for (int i = 0; st == ST_OK && i < n; i++) {
-        const model_tensor *m = model_tensor_at(t->model, i);
-        if (strcmp(m->name, full[i].name) != 0 || m->offset != full[i].offset)
-            st = st_fail(ST_ERROR, "train: stage tensor %d is %s at %zu but the checkpoint order has %s at %zu "
-                                   "(expected the same order for pp = 1)", i, m->name, m->offset, full[i].name,
-                         full[i].offset);
+    for (int i = 0; st == ST_OK && i < model_n_tensors(m); i++) {
+        const model_tensor *tt = model_tensor_at(m, i);
+        const model_tensor *g = NULL;
+        for (int j = 0; j < n_full && !g; j++)
+            if (strcmp(full[j].name, tt->name) == 0) g = &full[j];
+        size_t x = tt->offset > a ? tt->offset : a, y = tt->offset + tt->numel < z ? tt->offset + tt->numel : z;
+        if (!g || (t->topo->stage > 0 && g == &full[0]) || y <= x) continue;
+        uint64_t gx = g->offset + (x - tt->offset);
+        piece *p = *n ? &out[*n - 1] : NULL;
+        if (p && p->end == gx && p->local + (p->end - p->begin) == x) {
+            p->end += y - x;
+        } else if (*n == MAX_PIECES) {
+            st = st_fail(ST_ERROR, "train: rank %d's part of stage %d is not %d contiguous runs of the global order "
+                         "(at %s)", t->rank, t->topo->stage, MAX_PIECES, tt->name);
+        } else {
+            out[(*n)++] = (piece){gx, gx + (y - x), x};
+        }
     }
     free(full);
     return st;
 }
 
-static uint64_t global_batch(const trainer *t)
+/* Shard file number of each piece: its place in the global order over all
+ * ranks' pieces (so the files tile the parameters in name order). */
+static status_t number_pieces(trainer *t, const piece *mine, int n, int *index)
 {
-    return (uint64_t)t->tc.micro_batch * (uint64_t)t->tc.micro_batches * (uint64_t)t->size;
+    uint64_t send[2 * MAX_PIECES], *all = malloc(sizeof send * (size_t)t->size);
+    FAIL_IF(!all, ST_NOMEM, "checkpoint: out of memory numbering the shard files");
+    for (int k = 0; k < MAX_PIECES; k++) send[2 * k] = k < n ? mine[k].begin : UINT64_MAX;
+    for (int k = 0; k < MAX_PIECES; k++) send[2 * k + 1] = k < n ? mine[k].end : UINT64_MAX;
+    MPI_Allgather(send, 2 * MAX_PIECES, MPI_UINT64_T, all, 2 * MAX_PIECES, MPI_UINT64_T, t->comm);
+    for (int k = 0; k < n; k++) {
+        index[k] = 0;
+        for (int j = 0; j < 2 * MAX_PIECES * t->size; j += 2)
+            if (all[j] != all[j + 1] && all[j] < mine[k].begin) index[k]++;
+    }
+    free(all);
+    return ST_OK;
+}
+
+static int by_begin(const void *a, const void *b)
+{
+    const ckpt_file *x = a, *y = b;
+    return (x->begin > y->begin) - (x->begin < y->begin);
+}
+
+/* Writes this rank's pieces (params, m, v) as shard files; files[k].name is
+ * empty for unused entries. */
+static status_t write_pieces(trainer *t, const char *tmp, ckpt_file files[MAX_PIECES])
+{
+    piece p[MAX_PIECES];
+    int n, index[MAX_PIECES];
+    memset(files, 0, MAX_PIECES * sizeof *files);
+    TRY(owned_pieces(t, p, &n));
+    TRY(number_pieces(t, p, n, index));
+    dist_shard sh = dist_engine_shard(t->engine);
+    const float *params = model_params(dist_engine_stage(t->engine));
+    for (int k = 0; k < n; k++) {
+        size_t at = p[k].local - sh.ulo;
+        TRY(ckpt_shard_write(tmp, index[k], p[k].begin, p[k].end, params + p[k].local, sh.m + at, sh.v + at,
+                             &files[k]));
+        files[k].rank = t->rank;
+    }
+    return ST_OK;
 }
 
 static void fill_meta(const trainer *t, int64_t step, ckpt_meta *meta)
@@ -72,19 +151,33 @@ static void fill_meta(const trainer *t, int64_t step, ckpt_meta *meta)
     memset(meta, 0, sizeof *meta);
     meta->model = tc->model;
     meta->step = step;
-    meta->next_sample = t->sample_base + (uint64_t)(step - t->start_step) * global_batch(t);
+    meta->next_sample = (uint64_t)step * trainer_global_batch(t);
     meta->tokens_seen = (int64_t)meta->next_sample * tc->model.seq_len;
     meta->seed = tc->seed;
     meta->lr = t->last_lr;
     meta->random_data = tc->random_data;
     snprintf(meta->data_path, sizeof meta->data_path, "%s", tc->data_path);
     if (t->stream) stream_cursor_get(t->stream, &meta->cursor);
-    meta->topo = (ckpt_topology){.world = t->size, .pp = 1, .dp = t->size, .tp = 1, .zero = 0};
+    meta->topo = (ckpt_topology){.world = t->size, .pp = t->topo->pp, .dp = t->topo->dp, .tp = 1,
+                                 .zero = tc->dist.zero};
     meta->config_text = tc->config_text;
     meta->vocab_src = tc->random_data ? NULL : tc->data_path;
 }
 
-/* The collective save of step `step`: temp dir (rank 0), every rank's shard
+/* Rank 0: the manifest of every rank's entries, in global order. */
+static status_t finish_manifest(trainer *t, const char *tmp, int64_t step, ckpt_file *all)
+{
+    int n = 0;
+    for (int i = 0; i < MAX_PIECES * t->size; i++)
+        if (all[i].name[0]) all[n++] = all[i];
+    qsort(all, (size_t)n, sizeof *all, by_begin);
+    ckpt_meta meta;
+    fill_meta(t, step, &meta);
+    TRY(ckpt_manifest_write(tmp, &meta, all, n));
+    return ckpt_commit(t->tc.run_dir, step, tmp, t->tc.ckpt_keep);
+}
+
+/* The collective save of step `step`: temp dir (rank 0), every rank's pieces
  * in parallel, then manifest, rename, latest and pruning on rank 0. */
 static status_t save(trainer *t, int64_t step)
 {
@@ -92,24 +185,17 @@ static status_t save(trainer *t, int64_t step)
     status_t st = t->rank == 0 ? ckpt_begin(t->tc.run_dir, step, tmp, sizeof tmp) : ST_OK;
     TRY(agree(t, st));
     MPI_Bcast(tmp, sizeof tmp, MPI_CHAR, 0, t->comm);
-    uint64_t begin, end;
-    ckpt_shard_range(model_n_params(t->model), t->rank, t->size, &begin, &end);
-    ckpt_file file, *files = t->rank == 0 ? calloc((size_t)t->size, sizeof *files) : NULL;
-    st = t->rank == 0 && !files ? st_fail(ST_NOMEM, "checkpoint: out of memory for %d file entries", t->size) : ST_OK;
-    if (st == ST_OK) st = ckpt_shard_write(tmp, t->rank, begin, end, model_params(t->model), t->m, t->v, &file);
+    ckpt_file mine[MAX_PIECES], *all = t->rank == 0 ? calloc((size_t)t->size * MAX_PIECES, sizeof *all) : NULL;
+    st = t->rank == 0 && !all ? st_fail(ST_NOMEM, "checkpoint: out of memory for %d file entries", t->size) : ST_OK;
+    if (st == ST_OK) st = write_pieces(t, tmp, mine);
     st = agree(t, st);
     if (st == ST_OK) {
-        MPI_Gather(&file, sizeof file, MPI_BYTE, files, sizeof file, MPI_BYTE, 0, t->comm);
-        if (t->rank == 0) {
-            ckpt_meta meta;
-            fill_meta(t, step, &meta);
-            st = ckpt_manifest_write(tmp, &meta, files, t->size);
-            if (st == ST_OK) st = ckpt_commit(t->tc.run_dir, step, tmp, t->tc.ckpt_keep);
-        }
+        MPI_Gather(mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE, 0, t->comm);
+        if (t->rank == 0) st = finish_manifest(t, tmp, step, all);
         st = agree(t, st);
     }
     if (st != ST_OK && t->rank == 0) ckpt_abort(tmp);
-    free(files);
+    free(all);
     return st;
 }
 
@@ -200,10 +286,18 @@ static status_t restore(trainer *t, const ckpt_reader *r)
             meta->random_data ? "random" : "dataset");
     FAIL_IF(meta->step > t->tc.steps, ST_CONFIG, "%s: the checkpoint is at step %lld, beyond train.steps = %lld; "
             "raise train.steps", ckpt_path(r), (long long)meta->step, (long long)t->tc.steps);
-    TRY(ckpt_read_stage(r, t->model, model_params(t->model), t->m, t->v));
+    uint64_t want = (uint64_t)meta->step * trainer_global_batch(t);
+    FAIL_IF(meta->next_sample != want, ST_CONFIG, "%s: the checkpoint is at sample %llu after %lld steps, but this "
+            "configuration's global batch of %llu sequences puts step %lld at sample %llu; resume with the same "
+            "global batch (train.micro_batch x train.micro_batches x dist.dp)", ckpt_path(r),
+            (unsigned long long)meta->next_sample, (long long)meta->step, (unsigned long long)trainer_global_batch(t),
+            (long long)meta->step, (unsigned long long)want);
+    model_stage *m = dist_engine_stage(t->engine);
+    dist_shard sh = dist_engine_shard(t->engine);
+    TRY(ckpt_read_stage(r, m, model_params(m), NULL, NULL));
+    TRY(ckpt_read_stage_range(r, m, sh.ulo, sh.uhi, NULL, sh.m, sh.v));
     if (t->stream) TRY(stream_cursor_set(t->stream, &meta->cursor));
     t->start_step = meta->step;
-    t->sample_base = meta->next_sample;
     t->last_lr = meta->lr;
     return ST_OK;
 }

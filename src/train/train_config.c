@@ -37,19 +37,20 @@ static void load_optim(const config *cfg, optim_config *o, int64_t steps)
     o->clip = config_float(cfg, "train.clip");
 }
 
-/* Layouts this version cannot run yet are refused before any work. */
-static status_t check_unbuilt(const config *cfg)
+/* dist.*: the layout (checked against the world by dist_topology_create).
+ * Tensor parallelism is refused before any work. */
+static status_t load_dist(const config *cfg, dist_config *d)
 {
-    FAIL_IF(config_int(cfg, "dist.pp") != 1, ST_CONFIG,
-            "dist.pp = %lld: pipeline parallelism is not built yet in this version (set dist.pp = 1)",
-            (long long)config_int(cfg, "dist.pp"));
     FAIL_IF(config_int(cfg, "dist.tp") != 1, ST_CONFIG,
             "dist.tp = %lld: tensor parallelism is not built yet in this version (set dist.tp = 1)",
             (long long)config_int(cfg, "dist.tp"));
-    FAIL_IF(config_int(cfg, "dist.zero") != 0, ST_CONFIG,
-            "dist.zero = %lld: ZeRO sharding is not built yet in this version (set dist.zero = 0)",
-            (long long)config_int(cfg, "dist.zero"));
-    return ST_OK;
+    memset(d, 0, sizeof *d);
+    d->pp = (int)config_int(cfg, "dist.pp");
+    d->dp = (int)config_int(cfg, "dist.dp");
+    d->schedule = strcmp(config_str(cfg, "dist.schedule"), "gpipe") == 0 ? DIST_GPIPE : DIST_1F1B;
+    d->zero = (int)config_int(cfg, "dist.zero");
+    d->hang_timeout = config_float(cfg, "dist.hang_timeout");
+    return dist_parse_stages(d, config_str(cfg, "dist.stages"));
 }
 
 status_t train_config_load(const config *cfg, train_config *tc)
@@ -78,7 +79,7 @@ status_t train_config_load(const config *cfg, train_config *tc)
     tc->nsp = config_bool(cfg, "data.nsp");
     tc->random_samples = config_int(cfg, "data.random_samples");
     tc->log_every = (int)config_int(cfg, "log.every");
-    tc->dp = (int)config_int(cfg, "dist.dp");
+    TRY(load_dist(cfg, &tc->dist));
     tc->ckpt_every_steps = config_int(cfg, "ckpt.every_steps");
     tc->ckpt_every_minutes = config_float(cfg, "ckpt.every_minutes");
     tc->ckpt_keep = (int)config_int(cfg, "ckpt.keep");
@@ -87,5 +88,5 @@ status_t train_config_load(const config *cfg, train_config *tc)
     FAIL_IF(!text, ST_NOMEM, "train: out of memory recording the configuration");
     config_print(cfg, text, 0);
     fclose(text);
-    return check_unbuilt(cfg);
+    return ST_OK;
 }

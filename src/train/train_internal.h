@@ -7,6 +7,7 @@
 
 #include "data/random_source.h"
 #include "data/stream.h"
+#include "dist/dist.h"
 #include "tensor/tensor.h"
 #include "train/train.h"
 
@@ -16,25 +17,25 @@ struct trainer {
     int rank, size;
     tensor_runtime rt;
     double peak_gflops;        /* sum over ranks */
-    model_stage *model;
-    float *m, *v;              /* AdamW moments, the parameters' layout */
-    batch batch;
+    dist_engine *engine;       /* the layout, this rank's stage and its optimizer state */
+    const dist_topology *topo; /* the engine's */
     random_spec random;        /* data.source = random */
-    stream *stream;            /* data.source = dataset */
+    stream *stream;            /* data.source = dataset: this replica's samples */
+    uint64_t next_g;           /* the micro-batch the stream gives next (checked against the engine's) */
     FILE *metrics;
     double last_loss;
     double last_lr;             /* LR of the last step (for the manifest) */
     int64_t start_step;         /* 0, or the step of the checkpoint resumed from */
-    uint64_t sample_base;       /* global index of the first sample of start_step */
     double last_save_time;
     double step_delay;          /* test hook MPILM_TEST_STEP_DELAY: seconds slept per step */
 };
 
-/* Checkpoints write the stage's buffer as the global flat order (pp = 1):
- * checks, by name and offset, that the two agree. */
-status_t trainer_check_global_order(const trainer *t);
+/* Sequences per step over all replicas: micro_batch x micro_batches x dp. */
+uint64_t trainer_global_batch(const trainer *t);
 /* Chooses and loads the checkpoint of tc.resume (auto or a path) on every
- * rank; leaves the trainer at its step. Sets start_step = 0 when there is none. */
+ * rank: its stage's parameters and its shard's moments by global offset, on
+ * any layout; leaves the trainer at its step. Sets start_step = 0 when there
+ * is none. */
 status_t trainer_resume(trainer *t);
 /* At the boundary after step `done`: agrees with every rank on a preemption
  * signal or a due checkpoint, saves when one is due; returns ST_PREEMPTED

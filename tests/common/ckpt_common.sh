@@ -31,3 +31,15 @@ train() {
   if [ "$np" = 1 ]; then "$MPILM" train --config "$d/tiny.ini" "$@" > "$log" 2>&1
   else $MPIRUN -np "$np" "$MPILM" train --config "$d/tiny.ini" "$@" > "$log" 2>&1; fi
 }
+# close A B: two files of metrics lines (same steps, same order) whose losses
+# (loss, lm_loss, mlm_loss, nsp_loss) agree within 1e-5 relative; prints the first differences
+close() {
+  paste -d' ' "$1" "$2" | tr -d '{}' | awk '
+    function get(s, k,   i, n, f, kv) { n = split(s, f, ","); for (i = 1; i <= n; i++) { split(f[i], kv, ":");
+      if (kv[1] == "\"" k "\"") return kv[2] } return "" }
+    { split($0, h, " "); nk = split("step loss lm_loss mlm_loss nsp_loss", keys, " ");
+      for (j = 1; j <= nk; j++) { x = get(h[1], keys[j]); y = get(h[2], keys[j]); if (x == "" && y == "") continue;
+        e = x - y; if (e < 0) e = -e; m = x < 0 ? -x : x;
+        if (x == "" || y == "" || e > 1e-5 * m + 1e-7) { print "line " NR ": " keys[j] " " x " vs " y; bad = 1 } } }
+    END { exit bad || NR == 0 }'
+}

@@ -63,7 +63,7 @@ static void write_three_shards(const model_config *c, const char *run, int keep,
     for (int r = 0; r < 3; r++) {
         uint64_t b, e;
         ckpt_shard_range(n, r, 3, &b, &e);
-        cr_assert_eq(ckpt_shard_write(tmp, r, b, e, p, m, v, &files[r]), ST_OK, "%s", st_message());
+        cr_assert_eq(ckpt_shard_write(tmp, r, b, e, p + b, m + b, v + b, &files[r]), ST_OK, "%s", st_message());
     }
     ckpt_meta meta = {.model = *c, .step = step, .seed = 99, .lr = 1e-3, .random_data = 1, .next_sample = 56,
                       .topo = {3, 1, 3, 1, 0}, .config_text = "[data]\npath = somewhere\n"};
@@ -111,6 +111,55 @@ Test(ckpt, three_shards_read_back_onto_a_middle_and_a_last_stage)
         model_stage_free(s);
     }
     free(full);
+    ckpt_close(r);
+}
+
+/* The global offset of local float k of stage s (by tensor name). */
+static size_t global_of(const model_stage *s, const model_tensor *full, int nfull, size_t k)
+{
+    for (int i = 0; i < model_n_tensors(s); i++) {
+        const model_tensor *t = model_tensor_at(s, i);
+        if (k < t->offset || k >= t->offset + t->numel) continue;
+        for (int j = 0; j < nfull; j++)
+            if (strcmp(full[j].name, t->name) == 0) return full[j].offset + (k - t->offset);
+    }
+    cr_assert_fail("local float %zu is in no tensor", k);
+    return 0;
+}
+
+Test(ckpt, a_range_of_a_last_stage_reads_only_its_floats_and_refuses_another_model)
+{
+    model_config c = tiny_config(MODEL_GPT);
+    char run[600];
+    snprintf(run, sizeof run, "%s/run", dir);
+    write_three_shards(&c, run, 3, 7);
+    ckpt_reader *r;
+    cr_assert_eq(ckpt_open(&r, run), ST_OK, "%s", st_message());
+    model_tensor *full;
+    int nfull;
+    cr_assert_eq(model_full_table(&c, &full, &nfull), ST_OK);
+    model_stage *s;
+    cr_assert_eq(model_stage_create(&s, &c, 2, 3, 1, 1), ST_OK, "%s", st_message());
+    /* from inside the last layer, across the tied embedding copy, into the heads */
+    size_t n = model_n_params(s), lo = 5, hi = n - 3, k = hi - lo;
+    float *m = malloc((k + 2) * sizeof *m), *v = malloc(k * sizeof *v);
+    m[k] = m[k + 1] = 42.0f;
+    cr_assert_eq(ckpt_read_stage_range(r, s, lo, hi, NULL, m, v), ST_OK, "%s", st_message());
+    for (size_t i = 0; i < k; i++) {
+        size_t g = global_of(s, full, nfull, lo + i);
+        cr_assert_eq(m[i], -(float)g, "m at local %zu (global %zu)", lo + i, g);
+        cr_assert_eq(v[i], 2.0f * (float)g, "v at local %zu", lo + i);
+    }
+    cr_assert(m[k] == 42.0f && m[k + 1] == 42.0f, "wrote past the range");
+    model_stage_free(s);
+    model_config other = c;
+    other.d_model = 32;
+    cr_assert_eq(model_stage_create(&s, &other, 2, 3, 1, 1), ST_OK);
+    cr_assert_eq(ckpt_read_stage_range(r, s, 0, 8, NULL, m, NULL), ST_FORMAT);
+    cr_assert(strstr(st_message(), "the model does not match"), "%s", st_message());
+    st_clear();
+    model_stage_free(s);
+    free(m), free(v), free(full);
     ckpt_close(r);
 }
 
