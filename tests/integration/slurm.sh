@@ -84,7 +84,12 @@ until sinfo -h -o %t 2>/dev/null | grep -q idle; do
   i=$((i + 1)); [ $i -lt 30 ] || skip "the node never became idle: $(sinfo -h -o '%t %E' 2>&1 | head -2)"
   sleep 1
 done
-sbatch --test-only --chdir="$REPO" launch/slurm.sbatch > "$d/testonly.log" 2>&1 || fail "sbatch --test-only rejects the script"
+# the controller may need a moment after the node turns idle before it takes jobs
+i=0
+until sbatch --test-only --chdir="$REPO" launch/slurm.sbatch > "$d/testonly.log" 2>&1; do
+  i=$((i + 1)); [ $i -lt 20 ] || fail "sbatch --test-only rejects the script: $(cat "$d/testonly.log")"
+  sleep 1
+done
 
 # the job: a tiny GPT, slowed down so the signal lands mid-run
 cat > "$d/tiny.ini" <<'INI'
