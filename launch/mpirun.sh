@@ -26,7 +26,7 @@ shift $((OPTIND - 1))
 [ $# -ge 1 ] || { echo "launch/mpirun.sh: a CONFIG file is required" >&2; exit 2; }
 config=$1; shift
 [ -f "$config" ] || { echo "launch/mpirun.sh: $config: no such config file" >&2; exit 2; }
-cores=$(nproc)
+cores=$(getconf _NPROCESSORS_ONLN)  # not nproc: it obeys OMP_NUM_THREADS
 [ -n "$ranks" ] || ranks=$(( cores / threads > 0 ? cores / threads : 1 ))
 
 if [ -n "$hosts" ] || [ $((ranks * threads)) -le "$cores" ]; then

@@ -34,7 +34,7 @@ prep_time() { # ranks vocab out -> "WALL INSIDE"
   echo "$(cut -d' ' -f1 "$T/times" | median) $(cut -d' ' -f2 "$T/times" | median)"
 }
 
-echo "corpus: $CORPUS ($(( $(wc -c < "$CORPUS") / 1000000 )) MB), median of $REPEATS, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "corpus: $CORPUS ($(( $(wc -c < "$CORPUS") / 1000000 )) MB), median of $REPEATS, $(getconf _NPROCESSORS_ONLN) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "(the 2-rank speed-up needs two idle cores; other load on the machine lowers it)"
 for vocab in gpt2 bert-base-uncased; do
   t1=$(prep_time 1 "$SHARED/vocab/$vocab" "$T/$vocab") || { echo "prep failed"; exit 1; }

@@ -8,7 +8,7 @@ MPIRUN=${MPIRUN:-mpirun --oversubscribe --bind-to none}
 STEPS=${BENCH_DIST_STEPS:-3}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 BLIS_NUM_THREADS=1
 [ -x "$BIN" ] || { echo "bench_dist: $BIN not built (make bench builds it)"; exit 1; }
-echo "cores $(nproc), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "cores $(getconf _NPROCESSORS_ONLN), load $(cut -d' ' -f1-3 /proc/loadavg)"
 status=0
 for model in gpt bert; do
   $MPIRUN -np 1 "$BIN" $model 1 0 gpipe 8 2 "$STEPS" || status=1

@@ -41,7 +41,7 @@ pids="$pids $(cat "$d/munge/munged.pid")"
 # a one-node cluster; ports from the test's pid so parallel runs do not collide
 port=$((20000 + $$ % 20000))
 host=$(hostname -s)
-cpus=$(nproc)
+cpus=$(getconf _NPROCESSORS_ONLN) # not nproc: it obeys OMP_NUM_THREADS, which the test runner sets
 mem=$(awk '/MemTotal/ { print int($2 / 1024 / 2) }' /proc/meminfo)
 mkdir -p "$d/state" "$d/spool"
 cat > "$d/slurm.conf" <<CONF
