@@ -199,6 +199,17 @@ static status_t save(trainer *t, int64_t step)
     return st;
 }
 
+/* MB of a checkpoint: parameters, m and v of the full model in float32. */
+static double checkpoint_mb(const model_config *c)
+{
+    model_tensor *full;
+    int n;
+    if (model_full_table(c, &full, &n) != ST_OK) return 0.0;
+    double mb = 12.0 * (double)(full[n - 1].offset + full[n - 1].numel) / 1e6;
+    free(full);
+    return mb;
+}
+
 static const char *signal_name(int signo) { return signo == SIGTERM ? "SIGTERM" : signo == SIGUSR1 ? "SIGUSR1" : "a signal"; }
 
 status_t trainer_step_boundary(trainer *t, int64_t done)
@@ -210,10 +221,13 @@ status_t trainer_step_boundary(trainer *t, int64_t done)
     MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, t->comm);
     int every = tc->ckpt_every_steps > 0 && done % tc->ckpt_every_steps == 0;
     if (!flags[0] && !flags[1] && !every && done != tc->steps) return ST_OK;
+    double t0 = time_now();
     status_t st = save(t, done);
     t->last_save_time = time_now();
     if (st == ST_OK) {
-        log_msg(LOG_INFO, "checkpoint step %lld written to %s", (long long)done, tc->run_dir);
+        double mb = checkpoint_mb(&tc->model), s = t->last_save_time - t0;
+        log_msg(LOG_INFO, "checkpoint step %lld written to %s in %.2f s (%.0f MB, %.0f MB/s)", (long long)done,
+                tc->run_dir, s, mb, s > 0 ? mb / s : 0.0);
     } else if (!flags[0] && tc->ckpt_continue) {
         if (t->rank == 0)
             log_msg(LOG_WARN, "checkpoint at step %lld failed, training goes on (ckpt.on_error = continue): %s",
