@@ -26,6 +26,9 @@ void trainer_catch_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
+    /* A file-size limit (ulimit -f, a quota) must fail the write with EFBIG
+     * and a message, not kill the rank mid-save. */
+    signal(SIGXFSZ, SIG_IGN);
 }
 
 /* Every rank learns the first failure (lowest rank among the worst codes)
