@@ -101,6 +101,7 @@ status_t ckpt_shard_write(const char *tmp, int index, uint64_t begin, uint64_t e
         st = st_fail(ST_IO, "%s: flushing to disk failed (%s); %s", path, strerror(errno), FREE_SPACE_HINT);
     if (fclose(f) != 0 && st == ST_OK)
         st = st_fail(ST_IO, "%s: closing failed (%s); %s", path, strerror(errno), FREE_SPACE_HINT);
+    crash_point("ckpt:after_shard");
     return st;
 }
 
