@@ -38,6 +38,12 @@ status_t cli_load_config(config **out, const char *path, char *const *sets, int 
 void cli_mpi_init(int *argc, char ***argv);
 void cli_mpi_finalize(void);
 
+/* Reads the value of a numeric command-line option: the whole text must be a
+ * number in [min, max] (integer when integer is set); else ST_USAGE naming
+ * the command, the option, what was found and what is expected. */
+status_t cli_number(const char *cmd, const char *option, const char *text, double min, double max, int integer,
+                    double *out);
+
 /* Ends the command: message through st_die() unless st is ST_OK. */
 int cli_finish(status_t st);
 

@@ -28,21 +28,21 @@ static status_t parse_options(int argc, char **argv, eval_options *o)
     optind = 1;
     opterr = 0;
     int ch;
+    double v;
     while ((ch = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
         switch (ch) {
         case 'c': o->ckpt = optarg; break;
         case 'd': o->data = optarg; break;
         case 'j': o->json = optarg; break;
-        case 'n': o->max_samples = strtoull(optarg, NULL, 10); break;
-        case 's': o->seed = strtoull(optarg, NULL, 10); break;
-        case 'b': o->micro_batch = atoi(optarg); break;
+        case 'n': TRY(cli_number("eval", "--max-samples", optarg, 0, 1e15, 1, &v)); o->max_samples = (uint64_t)v; break;
+        case 's': TRY(cli_number("eval", "--seed", optarg, 0, 1e15, 1, &v)); o->seed = (uint64_t)v; break;
+        case 'b': TRY(cli_number("eval", "--micro-batch", optarg, 1, 1 << 20, 1, &v)); o->micro_batch = (int)v; break;
         default:
             return st_fail(ST_USAGE, "eval: unknown or incomplete option '%s' (see mpilm eval --help)", argv[optind - 1]);
         }
     }
     FAIL_IF(optind < argc, ST_USAGE, "eval: unexpected argument '%s' (see mpilm eval --help)", argv[optind]);
     FAIL_IF(!o->ckpt || !o->data, ST_USAGE, "eval: --ckpt PATH and --data DATASET are required");
-    FAIL_IF(o->micro_batch < 1, ST_USAGE, "eval: --micro-batch must be >= 1");
     return ST_OK;
 }
 

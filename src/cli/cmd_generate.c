@@ -29,15 +29,16 @@ static status_t parse_options(int argc, char **argv, gen_options *o)
     optind = 1;
     opterr = 0;
     int ch;
+    double v;
     while ((ch = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
         switch (ch) {
         case 'c': o->ckpt = optarg; break;
         case 'p': o->prompt = optarg; break;
-        case 'n': o->max_tokens = atoi(optarg); break;
-        case 't': o->sp.temperature = strtof(optarg, NULL); break;
-        case 'k': o->sp.top_k = atoi(optarg); break;
-        case 'P': o->sp.top_p = strtof(optarg, NULL); break;
-        case 's': o->sp.seed = strtoull(optarg, NULL, 10); break;
+        case 'n': TRY(cli_number("generate", "--max-tokens", optarg, 1, 1 << 20, 1, &v)); o->max_tokens = (int)v; break;
+        case 't': TRY(cli_number("generate", "--temperature", optarg, 0, 100, 0, &v)); o->sp.temperature = (float)v; break;
+        case 'k': TRY(cli_number("generate", "--top-k", optarg, 0, 1 << 24, 1, &v)); o->sp.top_k = (int)v; break;
+        case 'P': TRY(cli_number("generate", "--top-p", optarg, 1e-6, 1, 0, &v)); o->sp.top_p = (float)v; break;
+        case 's': TRY(cli_number("generate", "--seed", optarg, 0, 1e15, 1, &v)); o->sp.seed = (uint64_t)v; break;
         case 'j': o->json = 1; break;
         default:
             return st_fail(ST_USAGE, "generate: unknown or incomplete option '%s' (see mpilm generate --help)",
@@ -46,10 +47,6 @@ static status_t parse_options(int argc, char **argv, gen_options *o)
     }
     FAIL_IF(optind < argc, ST_USAGE, "generate: unexpected argument '%s'", argv[optind]);
     FAIL_IF(!o->ckpt || !o->prompt, ST_USAGE, "generate: --ckpt PATH and --prompt TEXT are required");
-    FAIL_IF(o->max_tokens < 1, ST_USAGE, "generate: --max-tokens must be >= 1");
-    FAIL_IF(o->sp.temperature < 0.0f, ST_USAGE, "generate: --temperature must be >= 0 (0 = greedy)");
-    FAIL_IF(o->sp.top_p <= 0.0f || o->sp.top_p > 1.0f, ST_USAGE, "generate: --top-p must be in (0, 1]");
-    FAIL_IF(o->sp.top_k < 0, ST_USAGE, "generate: --top-k must be >= 0 (0 = all)");
     return ST_OK;
 }
 

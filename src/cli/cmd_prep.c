@@ -31,7 +31,7 @@ static status_t parse_options(int argc, char **argv, prep_options *o)
     optind = 1;
     opterr = 0;
     int ch;
-    char *end;
+    double v;
     while ((ch = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
         switch (ch) {
         case 'v': o->vocab = optarg; break;
@@ -39,9 +39,8 @@ static status_t parse_options(int argc, char **argv, prep_options *o)
         case 'o': o->out = optarg; break;
         case 'r': o->replace_invalid = 1; break;
         case 'n':
-            o->train_vocab = strtol(optarg, &end, 10);
-            FAIL_IF(*end || o->train_vocab < 2 || o->train_vocab > (1L << 31), ST_USAGE,
-                    "prep: --train-vocab needs a vocabulary size (found '%s')", optarg);
+            TRY(cli_number("prep", "--train-vocab", optarg, 2, (double)(1L << 31), 1, &v));
+            o->train_vocab = (long)v;
             break;
         default:
             return st_fail(ST_USAGE, "prep: unknown or incomplete option '%s' (see mpilm prep --help)", argv[optind - 1]);

@@ -1,4 +1,7 @@
+#include <errno.h>
+#include <math.h>
 #include <mpi.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/log.h"
@@ -47,6 +50,19 @@ void cli_mpi_finalize(void)
     MPI_Initialized(&initialized);
     MPI_Finalized(&finalized);
     if (initialized && !finalized) MPI_Finalize();
+}
+
+status_t cli_number(const char *cmd, const char *option, const char *text, double min, double max, int integer,
+                    double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    FAIL_IF(end == text || *end || errno || v < min || v > max || (integer && v != floor(v)), ST_USAGE,
+            "%s: %s '%s' is not %s in [%.15g, %.15g]; see mpilm %s --help", cmd, option, text,
+            integer ? "an integer" : "a number", min, max, cmd);
+    *out = v;
+    return ST_OK;
 }
 
 int cli_finish(status_t st)

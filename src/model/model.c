@@ -279,13 +279,7 @@ void model_init_params(model_stage *m, uint64_t seed)
 
 double model_flops_per_microbatch(const model_config *c, int B)
 {
-    model_tensor *t;
-    int n;
-    double params = 0.0;
-    if (model_full_table(c, &t, &n) == ST_OK) {
-        for (int i = 0; i < n; i++) params += (double)t[i].numel;
-        free(t);
-    }
+    double params = (double)model_full_n_params(c);
     double tokens = (double)B * c->seq_len;
     return 6.0 * params * tokens + 12.0 * c->n_layer * c->d_model * (double)c->seq_len * tokens;
 }

@@ -77,6 +77,9 @@ const model_tensor *model_tensor_find(const model_stage *m, const char *name);
  * embedding), for checkpoints and exports. *n receives its length; the
  * offsets are global. Caller frees. */
 status_t model_full_table(const model_config *cfg, model_tensor **table, int *n);
+/* Parameters of the whole model (one copy of the tied embedding); 0 if the
+ * table cannot be built. */
+size_t model_full_n_params(const model_config *cfg);
 
 /* Initialises every parameter from (seed, tensor name), so any split into
  * stages gives the same values: normal(0, 0.02) for weights and embeddings

@@ -152,6 +152,16 @@ status_t model_full_table(const model_config *cfg, model_tensor **table, int *n)
     return model_table_build(cfg, 0, cfg->n_layer, 1, 1, table, n, &total);
 }
 
+size_t model_full_n_params(const model_config *cfg)
+{
+    model_tensor *t;
+    int n;
+    size_t total;
+    if (model_table_build(cfg, 0, cfg->n_layer, 1, 1, &t, &n, &total) != ST_OK) return 0;
+    free(t);
+    return total;
+}
+
 static float *view(const model_stage *m, float *base, const char *fmt, int i)
 {
     char name[80];

@@ -202,17 +202,6 @@ static status_t save(trainer *t, int64_t step)
     return st;
 }
 
-/* MB of a checkpoint: parameters, m and v of the full model in float32. */
-static double checkpoint_mb(const model_config *c)
-{
-    model_tensor *full;
-    int n;
-    if (model_full_table(c, &full, &n) != ST_OK) return 0.0;
-    double mb = 12.0 * (double)(full[n - 1].offset + full[n - 1].numel) / 1e6;
-    free(full);
-    return mb;
-}
-
 static const char *signal_name(int signo) { return signo == SIGTERM ? "SIGTERM" : signo == SIGUSR1 ? "SIGUSR1" : "a signal"; }
 
 status_t trainer_step_boundary(trainer *t, int64_t done)
@@ -228,7 +217,8 @@ status_t trainer_step_boundary(trainer *t, int64_t done)
     status_t st = save(t, done);
     t->last_save_time = time_now();
     if (st == ST_OK) {
-        double mb = checkpoint_mb(&tc->model), s = t->last_save_time - t0;
+        /* parameters, m and v of the full model in float32 */
+        double mb = 12.0 * (double)model_full_n_params(&tc->model) / 1e6, s = t->last_save_time - t0;
         log_msg(LOG_INFO, "checkpoint step %lld written to %s in %.2f s (%.0f MB, %.0f MB/s)", (long long)done,
                 tc->run_dir, s, mb, s > 0 ? mb / s : 0.0);
     } else if (!flags[0] && tc->ckpt_continue) {
