@@ -70,6 +70,23 @@ status_t dist_wait(dist_engine *e, MPI_Request *req, const char *what)
     }
 }
 
+/* model_pass.poll: between sub-blocks of a forward or backward, tests every
+ * pending request of the pipeline. Open MPI moves a large message (a
+ * rendezvous, in fragments) only while its ranks are inside MPI calls; without
+ * these tests a transfer posted before a compute would wait for its end, and
+ * a GPipe stage running its forwards back to back would serialise its peers. */
+static void poll(void *ctx)
+{
+    dist_engine *e = ctx;
+    for (int k = 0; k < e->n_slots; k++) {
+        MPI_Request *r[3] = {&e->recv_req[k], &e->send_act[k], &e->send_grad[k]};
+        for (int j = 0; j < 3; j++) {
+            int done;
+            if (*r[j] != MPI_REQUEST_NULL) MPI_Test(r[j], &done, MPI_STATUS_IGNORE);
+        }
+    }
+}
+
 static float *recv_buffer(dist_engine *e, const dist_instr *in)
 {
     return in->op == DIST_RECV_ACT ? model_stage_input(e->stage, in->slot) : model_stage_doutput(e->stage, in->slot);
@@ -140,7 +157,7 @@ static status_t run_compute(dist_engine *e, const dist_instr *in, dist_fill_fn f
     uint64_t g = ((uint64_t)e->step * (uint64_t)e->topo.dp + (uint64_t)e->topo.replica) * (uint64_t)e->m +
                  (uint64_t)in->mb;
     model_pass pass = {.train = 1, .seed = e->seed, .sample0 = g * (uint64_t)e->B,
-                       .loss_scale = 1.0f / (float)(e->m * e->topo.dp)};
+                       .loss_scale = 1.0f / (float)(e->m * e->topo.dp), .poll = poll, .poll_ctx = e};
     if (in->op == DIST_FWD) {
         TRY(finish_sends(e, in->slot));
         e->slot_mb[in->slot] = in->mb;

@@ -104,6 +104,12 @@ typedef struct model_pass {
     float loss_scale;   /* d(total loss)/d(this micro-batch's mean loss) */
     float *logits;      /* if not NULL: (B,T,V) logits of every position (tests, eval) */
     float *nsp_logits;  /* if not NULL: (B,2) */
+    /* if not NULL: called between sub-blocks (each attention and FFN half, each
+       chunk of head rows), so the caller can progress communication that
+       overlaps this compute (dist polls its pending MPI requests); it must not
+       touch the stage */
+    void (*poll)(void *ctx);
+    void *poll_ctx;
 } model_pass;
 
 /* Forward of slot s. The first stage reads b->input_ids / token_type_ids;

@@ -63,14 +63,17 @@ void block_forward(model_stage *m, int l, const block_params *p, const block_act
     if (m->cfg.pre_ln) {
         layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1_w, p->ln1_b, N, C, eps);
         attention_half(m, l, p, a, x, a->ln1, b, pass);
+        model_poll(pass);
         layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res1, p->ln2_w, p->ln2_b, N, C, eps);
         ffn_half(m, l, p, a, a->ln2, a->res1, a->res2, pass);
     } else {
         attention_half(m, l, p, a, x, x, b, pass);
+        model_poll(pass);
         layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, a->res1, p->ln1_w, p->ln1_b, N, C, eps);
         ffn_half(m, l, p, a, a->ln1, a->ln1, a->res2, pass);
         layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, p->ln2_w, p->ln2_b, N, C, eps);
     }
+    model_poll(pass);
 }
 
 /* Given d(out of the FFN branch before dropout) in dres: adds the FFN
@@ -88,6 +91,7 @@ static void ffn_half_backward(model_stage *m, int l, const block_params *p,
                     F, C, 0);
     gelu_backward(m->s.dfch, a->fch, m->s.dfch, (size_t)N * F, gelu_of(m));
     linear_backward(dacc, g->fc_w, g->fc_b, m->s.dfch, F, ffn_in, p->fc_w, lay, N, C, F, 1);
+    model_poll(pass);
 }
 
 /* Given d(res1) in dres: adds the attention branch's gradient w.r.t. attn_in
@@ -107,6 +111,7 @@ static void attention_half_backward(model_stage *m, int l, const block_params *p
                        model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, C, c->n_head);
     linear_backward(dacc, g->qkv_w, g->qkv_b, m->s.dqkv, 3 * C, attn_in, p->qkv_w, lay, N, C,
                     3 * C, 1);
+    model_poll(pass);
 }
 
 void block_backward(model_stage *m, int l, const block_params *p, const block_params *g,

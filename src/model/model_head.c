@@ -36,6 +36,7 @@ static double tied_logits_loss(model_stage *m, const float *h, float *dh, int R,
         if (pass->train)
             linear_backward(dh + (size_t)r0 * C, m->g.wte, dbias, m->s.logits, V, hc, m->p.wte,
                             W_OUT_IN, n, C, V, 0);
+        model_poll(pass);
     }
     return loss;
 }

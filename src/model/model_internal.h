@@ -77,5 +77,9 @@ status_t head_forward(model_stage *m, int slot, const batch *b, const model_pass
                       model_losses *losses);
 
 dropout_site model_dropout(const model_stage *m, const model_pass *pass, int layer, int site);
+static inline void model_poll(const model_pass *pass)
+{
+    if (pass->poll) pass->poll(pass->poll_ctx);
+}
 
 #endif
