@@ -41,10 +41,11 @@ typedef struct dist_config {
 /* Parses dist.stages ("5,7": layer counts per stage) into c->stages. */
 status_t dist_parse_stages(dist_config *c, const char *text);
 
-/* Relative cost of each layer's stage work as the partition estimates it: a
- * block costs 1; the embeddings add V/(12 C) (their V*C parameters against a
- * block's 12 C^2) to stage 0; the heads add the same plus the LM-head GEMM
- * (2 T C V flops against a block's 24 T C^2: V/(12 C) again) to the last. */
+/* The partition's cost estimate, in blocks (a block's forward + backward
+ * flops per token, 24 C^2 + 12 C F + 12 T C, 6 T C for causal attention): the
+ * embeddings' (memory-bound lookup, ~8 C) on stage 0, the heads' on the last
+ * (GPT: the tied projection's 6 C V; BERT: 15% of rows masked, 0.15 (6 C V +
+ * 6 C^2)). Checked against measured stage times in docs/scaling.md. */
 double dist_embed_cost(const model_config *mc);
 double dist_head_cost(const model_config *mc);
 
@@ -129,7 +130,17 @@ typedef struct dist_memory {
 typedef struct dist_step_result {
     double loss, lm, mlm, nsp;   /* means over the global batch's micro-batches */
     double grad_norm, lr;
-    double busy_s, step_s;       /* this rank's compute time and the whole step's */
+    /* this rank's times, seconds */
+    double step_s;               /* the whole step */
+    double pipe_s;               /* the pipeline phase: forwards, backwards, waits on p2p */
+    double busy_s;               /* compute inside the pipeline phase */
+    double comm_s;               /* after it: waits in the tied sum, dp reduction, norm, all-gather */
+    double update_s;             /* AdamW on this rank's part */
+    /* the job's, the same on every rank: the idle share of the pipeline
+     * phase on the busiest stage (the pipeline bubble, comparable with
+     * (pp-1)/(m+pp-1)) and the mean over ranks (adds the stages' imbalance) */
+    double bubble, bubble_mean;
+    int early_buckets;           /* zero 2: buckets reduced while backward still ran */
 } dist_step_result;
 
 /* Topology, plan (verified), stage (slots from the plan, parameters from

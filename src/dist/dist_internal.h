@@ -24,21 +24,31 @@ struct dist_engine {
     float *grad_shard;            /* zero 2: [hi - lo] reduced gradients */
     int n_buckets;
     int *bucket_counts;           /* [n_buckets][dp] reduce-scatter receive counts */
-    MPI_Request *coll;            /* [n_buckets + 1] collectives in flight */
+    MPI_Request *coll;            /* [n_buckets + 1]: the buckets' reduce-scatters, then one other collective */
+    unsigned char *bucket_posted; /* [n_buckets] this step */
+    int next_bucket;              /* zero 2: the next bucket to post, descending */
+    size_t final_lo;              /* zero 2: gradients [final_lo, n) are final this step */
     size_t tied_off, tied_n;      /* the word embedding in this stage's buffer (0, 0: not tied here) */
 
     /* executor state of the current step */
     MPI_Request *recv_req, *send_act, *send_grad; /* [n_slots] */
     int *slot_mb, *slot_fwd;                       /* [n_slots]: live micro-batch (-1 free), forward done */
     int pc, next_recv;
+    int last_fwd, last_bwd;       /* pc of this stage's last forward and backward */
+    int final_pass;               /* the running pass is the stage's last forward or backward */
+    status_t poll_status;         /* an error inside model_pass.poll, returned after the pass */
     int64_t step;
-    double deadline, busy;
+    double deadline, busy, pipe_s; /* this step: compute in the pipeline phase, its wall time */
     double sums[3];               /* per micro-batch mean lm, mlm, nsp losses (last stage) */
 };
 
 /* Waits for *req, polling MPI_Test against the step's deadline; what names
  * the wait in the watchdog's report. */
 status_t dist_wait(dist_engine *e, MPI_Request *req, const char *what);
+
+/* ZeRO 2: gradients [lo, hi) are final for this step; posts the buckets that
+ * became complete. */
+status_t dist_grads_final(dist_engine *e, size_t lo, size_t hi);
 
 /* The schedule's forwards and backwards of one step on this stage. */
 status_t dist_run_pipeline(dist_engine *e, dist_fill_fn fill, void *ctx);

@@ -46,6 +46,8 @@ static status_t setup_shards(dist_engine *e)
     e->bucket_counts = zalloc((size_t)e->n_buckets * dp, sizeof(int));
     FAIL_IF(!e->coll || !e->bucket_counts, ST_NOMEM, "dist: out of memory");
     for (int b = 0; b <= e->n_buckets; b++) e->coll[b] = MPI_REQUEST_NULL;
+    e->bucket_posted = zalloc((size_t)e->n_buckets, 1);
+    FAIL_IF(!e->bucket_posted, ST_NOMEM, "dist: out of memory");
     if (!(e->dc.zero == 2 && dp > 1)) return ST_OK;
     e->grad_shard = zalloc(e->hi - e->lo, sizeof(float));
     FAIL_IF(!e->grad_shard, ST_NOMEM, "dist: out of memory for the gradient shard");
@@ -136,6 +138,7 @@ void dist_engine_free(dist_engine *e)
     free(e->grad_shard);
     free(e->coll);
     free(e->bucket_counts);
+    free(e->bucket_posted);
     model_stage_free(e->stage);
     dist_plan_free(&e->plan);
     dist_topology_free(&e->topo);
@@ -169,15 +172,18 @@ status_t dist_train_step(dist_engine *e, int64_t step, dist_fill_fn fill, void *
     e->step = step;
     e->deadline = e->dc.hang_timeout > 0 ? t0 + e->dc.hang_timeout : 0.0;
     e->busy = 0.0;
+    e->pipe_s = 0.0;
     e->sums[0] = e->sums[1] = e->sums[2] = 0.0;
     e->pc = e->plan.n_instr[e->topo.stage];
     memset(model_grads(e->stage), 0, e->n * sizeof(float));
     TRY(dist_run_pipeline(e, fill, ctx));
+    e->pipe_s = time_now() - t0;
+    for (int b = 0; b < e->n_buckets; b++) r->early_buckets += e->bucket_posted[b];
     TRY(dist_sync_grads(e));
-    double t1 = time_now();
     TRY(dist_update(e, r));
-    e->busy += time_now() - t1;
-    r->busy_s = e->busy;
     r->step_s = time_now() - t0;
+    r->pipe_s = e->pipe_s;
+    r->busy_s = e->busy;
+    r->comm_s = r->step_s - r->pipe_s - r->update_s;
     return ST_OK;
 }

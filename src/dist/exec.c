@@ -71,20 +71,24 @@ status_t dist_wait(dist_engine *e, MPI_Request *req, const char *what)
 }
 
 /* model_pass.poll: between sub-blocks of a forward or backward, tests every
- * pending request of the pipeline. Open MPI moves a large message (a
- * rendezvous, in fragments) only while its ranks are inside MPI calls; without
- * these tests a transfer posted before a compute would wait for its end, and
- * a GPipe stage running its forwards back to back would serialise its peers. */
-static void poll(void *ctx)
+ * pending request of the step. Open MPI moves a large message (a rendezvous,
+ * in fragments) and advances a non-blocking collective only while its ranks
+ * are inside MPI calls; without these tests a transfer posted before a compute
+ * would wait for its end, and a GPipe stage running its forwards back to back
+ * would serialise its peers. In the stage's last pass of the step, finished
+ * gradient ranges start their ZeRO-2 reduce-scatter (dist_grads_final). */
+static void poll(void *ctx, size_t lo, size_t hi)
 {
     dist_engine *e = ctx;
+    int done;
+    if (lo < hi && e->final_pass && e->poll_status == ST_OK) e->poll_status = dist_grads_final(e, lo, hi);
     for (int k = 0; k < e->n_slots; k++) {
         MPI_Request *r[3] = {&e->recv_req[k], &e->send_act[k], &e->send_grad[k]};
-        for (int j = 0; j < 3; j++) {
-            int done;
+        for (int j = 0; j < 3; j++)
             if (*r[j] != MPI_REQUEST_NULL) MPI_Test(r[j], &done, MPI_STATUS_IGNORE);
-        }
     }
+    for (int b = 0; b <= e->n_buckets; b++)
+        if (e->coll[b] != MPI_REQUEST_NULL) MPI_Test(&e->coll[b], &done, MPI_STATUS_IGNORE);
 }
 
 static float *recv_buffer(dist_engine *e, const dist_instr *in)
@@ -157,21 +161,27 @@ static status_t run_compute(dist_engine *e, const dist_instr *in, dist_fill_fn f
     uint64_t g = ((uint64_t)e->step * (uint64_t)e->topo.dp + (uint64_t)e->topo.replica) * (uint64_t)e->m +
                  (uint64_t)in->mb;
     model_pass pass = {.train = 1, .seed = e->seed, .sample0 = g * (uint64_t)e->B,
-                       .loss_scale = 1.0f / (float)(e->m * e->topo.dp), .poll = poll, .poll_ctx = e};
+                       .loss_scale = 1.0f / (float)(e->m * e->topo.dp), .poll = poll, .poll_ctx = e,
+                       .defer_head = 1};
+    e->final_pass = e->pc == (in->op == DIST_FWD ? e->last_fwd : e->last_bwd);
     if (in->op == DIST_FWD) {
         TRY(finish_sends(e, in->slot));
         e->slot_mb[in->slot] = in->mb;
         TRY(fill(ctx, g, b));
-        model_losses l = {0};
-        TRY(model_forward(e->stage, in->slot, b, &pass, &l));
+        TRY(model_forward(e->stage, in->slot, b, &pass, NULL));
         e->slot_fwd[in->slot] = 1;
-        if (l.lm_count) e->sums[0] += l.lm_loss_sum / l.lm_count;
-        if (l.mlm_count) e->sums[1] += l.mlm_loss_sum / l.mlm_count;
-        if (l.nsp_count) e->sums[2] += l.nsp_loss_sum / l.nsp_count;
     } else {
+        if (model_stage_last(e->stage)) {
+            model_losses l = {0};
+            TRY(model_head(e->stage, in->slot, b, &pass, &l));
+            if (l.lm_count) e->sums[0] += l.lm_loss_sum / l.lm_count;
+            if (l.mlm_count) e->sums[1] += l.mlm_loss_sum / l.mlm_count;
+            if (l.nsp_count) e->sums[2] += l.nsp_loss_sum / l.nsp_count;
+        }
         TRY(model_backward(e->stage, in->slot, b, &pass));
         if (e->topo.stage == 0) e->slot_mb[in->slot] = -1;
     }
+    TRY(e->poll_status);
     e->busy += time_now() - t0;
     return ST_OK;
 }
@@ -181,6 +191,15 @@ status_t dist_run_pipeline(dist_engine *e, dist_fill_fn fill, void *ctx)
     int s = e->topo.stage;
     for (int k = 0; k < e->n_slots; k++) e->slot_mb[k] = -1, e->slot_fwd[k] = 0;
     e->next_recv = 0;
+    e->last_fwd = e->last_bwd = -1;
+    for (int i = 0; i < e->plan.n_instr[s]; i++) {
+        if (e->plan.instr[s][i].op == DIST_FWD) e->last_fwd = i;
+        if (e->plan.instr[s][i].op == DIST_BWD) e->last_bwd = i;
+    }
+    e->poll_status = ST_OK;
+    e->final_lo = e->n;
+    e->next_bucket = e->n_buckets - 1;
+    memset(e->bucket_posted, 0, (size_t)e->n_buckets);
     for (e->pc = 0; e->pc < e->plan.n_instr[s]; e->pc++) {
         const dist_instr *in = &e->plan.instr[s][e->pc];
         switch (in->op) {

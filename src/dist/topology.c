@@ -27,8 +27,27 @@ status_t dist_parse_stages(dist_config *c, const char *text)
     return ST_OK;
 }
 
-double dist_embed_cost(const model_config *mc) { return mc->vocab_size / (12.0 * mc->d_model); }
-double dist_head_cost(const model_config *mc) { return 2.0 * dist_embed_cost(mc); }
+/* Flops per token of a block's forward and backward: the GEMMs (8 C^2 + 4 C F
+ * forward, twice that backward) and attention's QK^T and AV (4 T C forward,
+ * half of it under a causal mask, whose invisible key blocks are skipped). */
+static double block_flops(const model_config *mc)
+{
+    double C = mc->d_model, F = mc->d_ff, T = mc->seq_len;
+    return 24.0 * C * C + 12.0 * C * F + (mc->family == MODEL_GPT ? 6.0 : 12.0) * T * C;
+}
+
+/* The lookup and its scatter-add backward move a few C-vectors per token. */
+double dist_embed_cost(const model_config *mc) { return 8.0 * mc->d_model / block_flops(mc); }
+
+/* The tied projection's three GEMMs (6 C V per row); BERT's MLM head runs on
+ * the masked rows only (15%) and adds its C x C transform; pooler and NSP are
+ * per sequence and negligible. */
+double dist_head_cost(const model_config *mc)
+{
+    double C = mc->d_model, V = mc->vocab_size;
+    double f = mc->family == MODEL_GPT ? 6.0 * C * V : 0.15 * (6.0 * C * V + 6.0 * C * C);
+    return f / block_flops(mc);
+}
 
 static double range_cost(const model_config *mc, int a, int b)
 {

@@ -7,29 +7,64 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "base/timer.h"
 #include "dist/dist_internal.h"
 
 static status_t tied_sum(dist_engine *e)
 {
     if (e->topo.tied == MPI_COMM_NULL) return ST_OK;
     float *g = model_grads(e->stage) + e->tied_off;
-    FAIL_IF(MPI_Iallreduce(MPI_IN_PLACE, g, (int)e->tied_n, MPI_FLOAT, MPI_SUM, e->topo.tied, &e->coll[0]) !=
+    FAIL_IF(MPI_Iallreduce(MPI_IN_PLACE, g, (int)e->tied_n, MPI_FLOAT, MPI_SUM, e->topo.tied, &e->coll[e->n_buckets]) !=
             MPI_SUCCESS, ST_MPI, "dist: tied-embedding allreduce failed");
-    return dist_wait(e, &e->coll[0], "the tied-embedding gradient sum (first + last stage)");
+    return dist_wait(e, &e->coll[e->n_buckets], "the tied-embedding gradient sum (first + last stage)");
+}
+
+static int bucket_is_tied(const dist_engine *e, size_t a, size_t z)
+{
+    return e->tied_n && a < e->tied_off + e->tied_n && e->tied_off < z;
+}
+
+static void bucket_range(const dist_engine *e, int b, size_t *a, size_t *z)
+{
+    size_t bucket = (e->n + (size_t)e->n_buckets - 1) / (size_t)e->n_buckets;
+    *a = (size_t)b * bucket;
+    *z = *a + bucket < e->n ? *a + bucket : e->n;
+}
+
+static status_t post_bucket(dist_engine *e, int b)
+{
+    size_t a, z;
+    bucket_range(e, b, &a, &z);
+    size_t at = a > e->lo ? a : e->lo;
+    float *recv = e->grad_shard + (at < e->hi ? at - e->lo : 0);
+    e->bucket_posted[b] = 1;
+    FAIL_IF(MPI_Ireduce_scatter(model_grads(e->stage) + a, recv, e->bucket_counts + (size_t)b * e->topo.dp, MPI_FLOAT,
+                                MPI_SUM, e->topo.dp_comm, &e->coll[b]) != MPI_SUCCESS, ST_MPI,
+            "dist: gradient reduce-scatter of bucket %d (floats [%zu, %zu)) failed", b, a, z);
+    return ST_OK;
+}
+
+/* Buckets go in descending order (backward finishes the buffer from its end),
+ * the same order on every rank of the dp group: those wholly at or above
+ * final_lo as soon as it reaches them, except the ones holding the tied
+ * embedding, which wait for its sum across the pipeline in dist_sync_grads. */
+status_t dist_grads_final(dist_engine *e, size_t lo, size_t hi)
+{
+    if (e->dc.zero != 2 || e->topo.dp == 1) return ST_OK;
+    if (hi == e->final_lo && lo < hi) e->final_lo = lo;
+    for (; e->next_bucket >= 0; e->next_bucket--) {
+        size_t a, z;
+        bucket_range(e, e->next_bucket, &a, &z);
+        if (a < e->final_lo) break;
+        if (!bucket_is_tied(e, a, z)) TRY(post_bucket(e, e->next_bucket));
+    }
+    return ST_OK;
 }
 
 static status_t reduce_scatter(dist_engine *e)
 {
-    size_t bucket = (e->n + (size_t)e->n_buckets - 1) / (size_t)e->n_buckets;
-    float *g = model_grads(e->stage);
-    for (int b = 0; b < e->n_buckets; b++) {
-        size_t a = (size_t)b * bucket, z = a + bucket < e->n ? a + bucket : e->n;
-        size_t at = a > e->lo ? a : e->lo;
-        float *recv = e->grad_shard + (at < e->hi ? at - e->lo : 0);
-        FAIL_IF(MPI_Ireduce_scatter(g + a, recv, e->bucket_counts + (size_t)b * e->topo.dp, MPI_FLOAT, MPI_SUM,
-                                    e->topo.dp_comm, &e->coll[b]) != MPI_SUCCESS, ST_MPI,
-                "dist: gradient reduce-scatter of bucket %d (floats [%zu, %zu)) failed", b, a, z);
-    }
+    for (int b = e->n_buckets - 1; b >= 0; b--)
+        if (!e->bucket_posted[b]) TRY(post_bucket(e, b));
     for (int b = 0; b < e->n_buckets; b++) {
         char what[80];
         snprintf(what, sizeof what, "the gradient reduce-scatter of bucket %d of %d", b, e->n_buckets);
@@ -44,8 +79,8 @@ status_t dist_sync_grads(dist_engine *e)
     if (e->topo.dp == 1) return ST_OK;
     if (e->dc.zero == 2) return reduce_scatter(e);
     FAIL_IF(MPI_Iallreduce(MPI_IN_PLACE, model_grads(e->stage), (int)e->n, MPI_FLOAT, MPI_SUM, e->topo.dp_comm,
-                           &e->coll[0]) != MPI_SUCCESS, ST_MPI, "dist: gradient allreduce failed");
-    return dist_wait(e, &e->coll[0], "the gradient allreduce over the dp group");
+                           &e->coll[e->n_buckets]) != MPI_SUCCESS, ST_MPI, "dist: gradient allreduce failed");
+    return dist_wait(e, &e->coll[e->n_buckets], "the gradient allreduce over the dp group");
 }
 
 /* The reduced gradient of float i (lo <= i < hi). */
@@ -68,23 +103,36 @@ static double shard_sum_squares(dist_engine *e)
     return s;
 }
 
-/* Norm and losses from every rank, summed in rank order so that every rank
- * gets the same bits. */
-static status_t global_sums(dist_engine *e, double *sumsq, double *losses)
+enum { SUMS = 6 }; /* per rank: grad sum of squares, 3 losses, pipeline busy and wall time */
+
+/* Norm, losses and pipeline times from every rank, summed in rank order so
+ * that every rank gets the same bits; the bubble: the idle share of the
+ * busiest rank in the pipeline phase, which ends when the last rank's does. */
+static status_t global_sums(dist_engine *e, double *sumsq, double *losses, dist_step_result *r)
 {
-    double mine[4] = {shard_sum_squares(e), e->sums[0], e->sums[1], e->sums[2]};
+    double mine[SUMS] = {shard_sum_squares(e), e->sums[0], e->sums[1], e->sums[2], e->busy, e->pipe_s};
     int W = e->topo.world;
-    double *all = malloc(sizeof(double) * 4 * (size_t)W);
+    double *all = malloc(sizeof(double) * SUMS * (size_t)W);
     FAIL_IF(!all, ST_NOMEM, "dist: out of memory");
     status_t st = ST_MPI;
-    if (MPI_Iallgather(mine, 4, MPI_DOUBLE, all, 4, MPI_DOUBLE, e->topo.comm, &e->coll[0]) == MPI_SUCCESS)
-        st = dist_wait(e, &e->coll[0], "the grad-norm and loss gather over all ranks");
+    if (MPI_Iallgather(mine, SUMS, MPI_DOUBLE, all, SUMS, MPI_DOUBLE, e->topo.comm, &e->coll[e->n_buckets]) ==
+        MPI_SUCCESS)
+        st = dist_wait(e, &e->coll[e->n_buckets], "the grad-norm and loss gather over all ranks");
     else
         st_fail(st, "dist: MPI_Iallgather of the grad norm failed");
     *sumsq = losses[0] = losses[1] = losses[2] = 0.0;
-    for (int r = 0; st == ST_OK && r < W; r++) {
-        *sumsq += all[4 * r];
-        for (int j = 0; j < 3; j++) losses[j] += all[4 * r + 1 + j];
+    double busiest = 0.0, phase = 0.0, busy_sum = 0.0; /* the phase ends when the last rank's does */
+    for (int k = 0; st == ST_OK && k < W; k++) {
+        const double *a = all + SUMS * k;
+        *sumsq += a[0];
+        for (int j = 0; j < 3; j++) losses[j] += a[1 + j];
+        busiest = a[4] > busiest ? a[4] : busiest;
+        phase = a[5] > phase ? a[5] : phase;
+        busy_sum += a[4];
+    }
+    if (phase > 0) {
+        r->bubble = 1.0 - busiest / phase;
+        r->bubble_mean = 1.0 - busy_sum / W / phase;
     }
     free(all);
     return st;
@@ -106,7 +154,7 @@ static void adamw_range(dist_engine *e, int64_t t, double lr, float clip)
 status_t dist_update(dist_engine *e, dist_step_result *r)
 {
     double sumsq, losses[3];
-    TRY(global_sums(e, &sumsq, losses));
+    TRY(global_sums(e, &sumsq, losses, r));
     double scale = 1.0 / ((double)e->m * e->topo.dp);
     r->lm = losses[0] * scale;
     r->mlm = losses[1] * scale;
@@ -117,10 +165,12 @@ status_t dist_update(dist_engine *e, dist_step_result *r)
             "dist: the gradient norm is %g at step %lld (diverged: lower train.lr or raise train.warmup_steps)",
             r->grad_norm, (long long)e->step + 1);
     r->lr = optim_lr(&e->oc, e->step + 1);
+    double t0 = time_now();
     adamw_range(e, e->step + 1, r->lr, optim_clip_factor(&e->oc, r->grad_norm));
+    r->update_s = time_now() - t0;
     if (e->dc.zero == 0 || e->topo.dp == 1) return ST_OK;
     FAIL_IF(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, model_params(e->stage), e->counts, e->displs,
-                            MPI_FLOAT, e->topo.dp_comm, &e->coll[0]) != MPI_SUCCESS, ST_MPI,
+                            MPI_FLOAT, e->topo.dp_comm, &e->coll[e->n_buckets]) != MPI_SUCCESS, ST_MPI,
             "dist: parameter all-gather failed");
-    return dist_wait(e, &e->coll[0], "the parameter all-gather over the dp group");
+    return dist_wait(e, &e->coll[e->n_buckets], "the parameter all-gather over the dp group");
 }

@@ -155,8 +155,10 @@ static float *alloc_touched(size_t n)
 
 static status_t stage_plan(model_stage *m)
 {
+    m->part_end = malloc((size_t)(m->n_local + 3) * sizeof *m->part_end);
+    FAIL_IF(!m->part_end, ST_NOMEM, "model: out of memory for the part table");
     TRY(model_table_build(&m->cfg, m->layer_begin, m->layer_end, m->first, m->last,
-                          &m->tensors, &m->n_tensors, &m->n_params));
+                          &m->tensors, &m->n_tensors, &m->n_params, m->part_end));
     TRY(alloc_slots(m));
     m->params = alloc_touched(m->n_params);
     m->grads = alloc_touched(m->n_params);
@@ -216,6 +218,7 @@ void model_stage_free(model_stage *m)
     free(m->p.blocks);
     free(m->g.blocks);
     free(m->tensors);
+    free(m->part_end);
     free(m->params);
     free(m->grads);
     free(m->arena);
@@ -359,7 +362,18 @@ status_t model_forward(model_stage *m, int slot, const batch *b, const model_pas
     }
     for (int i = 0; i < m->n_local; i++)
         block_forward(m, m->layer_begin + i, &m->p.blocks[i], &s->blocks[i], s->xs[i], b, pass);
-    if (m->last) TRY(head_forward(m, slot, b, pass, losses));
+    if (m->last && !(pass->defer_head && pass->train)) TRY(model_head(m, slot, b, pass, losses));
+    return ST_OK;
+}
+
+status_t model_head(model_stage *m, int slot, const batch *b, const model_pass *pass,
+                    model_losses *losses)
+{
+    FAIL_IF(!m->last, ST_ERROR, "model: model_head on a stage without the heads (layers [%d, %d) of %d)",
+            m->layer_begin, m->layer_end, m->cfg.n_layer);
+    FAIL_IF(slot < 0 || slot >= m->n_slots, ST_ERROR, "model: slot %d outside [0, %d)", slot, m->n_slots);
+    TRY(head_forward(m, slot, b, pass, losses));
+    if (pass->train) model_part_done(m, pass, m->n_local + 1);
     return ST_OK;
 }
 
@@ -374,7 +388,11 @@ status_t model_backward(model_stage *m, int slot, const batch *b, const model_pa
             block_forward(m, m->layer_begin + i, &m->p.blocks[i], &s->blocks[i], s->xs[i], b, pass);
         block_backward(m, m->layer_begin + i, &m->p.blocks[i], &m->g.blocks[i], &s->blocks[i],
                        s->xs[i], dx, b, pass);
+        model_part_done(m, pass, 1 + i);
     }
-    if (m->first) embed_backward(m, s, dx, b, pass);
+    if (m->first) {
+        embed_backward(m, s, dx, b, pass);
+        model_part_done(m, pass, 0);
+    }
     return ST_OK;
 }

@@ -106,18 +106,37 @@ typedef struct model_pass {
     float *nsp_logits;  /* if not NULL: (B,2) */
     /* if not NULL: called between sub-blocks (each attention and FFN half, each
        chunk of head rows), so the caller can progress communication that
-       overlaps this compute (dist polls its pending MPI requests); it must not
-       touch the stage */
-    void (*poll)(void *ctx);
+       overlaps this compute (dist polls its pending MPI requests), and with
+       lo < hi when this pass has finished adding to the gradients of floats
+       [lo, hi) of the stage's buffer (a block in backward, the heads in the
+       last stage's training forward, the embeddings): after a stage's last
+       pass of a step those gradients are final and may be reduced while the
+       rest of the backward runs. It must not touch the stage. */
+    void (*poll)(void *ctx, size_t lo, size_t hi);
     void *poll_ctx;
+    /* 1: the last stage's training forward stops at the heads' input; the
+       caller runs model_head (the heads' forward, loss and backward fused)
+       before model_backward. dist does so for every schedule: the heads'
+       work then falls in the backward phase and every stage has the same
+       forward/backward proportion the schedules' bubble assumes (with the
+       heads in the forward, GPipe's last stage is forward-heavy and the
+       first backward-heavy, and the pipeline drains late). */
+    int defer_head;
 } model_pass;
 
 /* Forward of slot s. The first stage reads b->input_ids / token_type_ids;
- * every stage reads b->attention_mask (BERT); the last stage reads the labels,
- * adds to *losses and, when training, already runs the heads' backward (the
- * logits are consumed chunk by chunk and never stored whole). */
+ * every stage reads b->attention_mask (BERT); the last stage runs model_head
+ * (unless training with pass->defer_head; losses may then be NULL): reads the
+ * labels, adds to *losses and, when training, already runs the heads'
+ * backward (the logits are consumed chunk by chunk and never stored whole). */
 status_t model_forward(model_stage *m, int slot, const batch *b, const model_pass *pass,
                        model_losses *losses);
+
+/* The heads of the last stage for slot s (after model_forward with
+ * pass->defer_head): logits, losses added to *losses, and when training the
+ * heads' backward down to d(last block output). */
+status_t model_head(model_stage *m, int slot, const batch *b, const model_pass *pass,
+                    model_losses *losses);
 
 /* Backward of slot s: from the heads' gradient (last stage) or
  * model_stage_doutput (others) down to model_stage_dinput (non-first) or the

@@ -52,6 +52,7 @@ struct model_stage {
     model_tensor *tensors;
     int n_tensors;
     size_t n_params;
+    size_t *part_end;        /* [n_local + 3]: 0, end of the embeddings, of each block, of the heads */
     float *params, *grads;
     stage_params p, g;       /* views into params and grads */
     slot_acts *slots;
@@ -63,8 +64,10 @@ struct model_stage {
 enum { HEAD_ROWS = 256 };   /* rows of logits materialised at once */
 
 /* tensor table of a range (model_table.c) */
+/* part_end (optional, n_local + 3 entries): where each part ends, see
+ * model_stage.part_end. */
 status_t model_table_build(const model_config *c, int layer_begin, int layer_end, int first,
-                           int last, model_tensor **out, int *n, size_t *total);
+                           int last, model_tensor **out, int *n, size_t *total, size_t *part_end);
 status_t model_views(const model_stage *m, float *base, stage_params *v);
 
 /* blocks and heads (model_block.c, model_head.c) */
@@ -79,7 +82,13 @@ status_t head_forward(model_stage *m, int slot, const batch *b, const model_pass
 dropout_site model_dropout(const model_stage *m, const model_pass *pass, int layer, int site);
 static inline void model_poll(const model_pass *pass)
 {
-    if (pass->poll) pass->poll(pass->poll_ctx);
+    if (pass->poll) pass->poll(pass->poll_ctx, 0, 0);
+}
+/* Tells the pass that part k's gradients are complete (0: embeddings, 1 + i:
+ * local block i, n_local + 1: heads). */
+static inline void model_part_done(const model_stage *m, const model_pass *pass, int k)
+{
+    if (pass->poll) pass->poll(pass->poll_ctx, m->part_end[k], m->part_end[k + 1]);
 }
 
 #endif

@@ -128,14 +128,18 @@ static status_t add_heads(table_builder *tb, const model_config *c, int first)
 }
 
 status_t model_table_build(const model_config *c, int layer_begin, int layer_end, int first,
-                           int last, model_tensor **out, int *n, size_t *total)
+                           int last, model_tensor **out, int *n, size_t *total, size_t *part_end)
 {
     table_builder tb = {0};
     status_t st = ST_OK;
     if (first) st = add_embeddings(&tb, c);
-    for (int i = layer_begin; st == ST_OK && i < layer_end; i++)
+    if (part_end) part_end[0] = 0, part_end[1] = tb.total;
+    for (int i = layer_begin; st == ST_OK && i < layer_end; i++) {
         st = c->family == MODEL_BERT ? add_bert_layer(&tb, c, i) : add_gpt_layer(&tb, c, i);
+        if (part_end) part_end[2 + i - layer_begin] = tb.total;
+    }
     if (st == ST_OK && last) st = add_heads(&tb, c, first);
+    if (part_end) part_end[2 + layer_end - layer_begin] = tb.total;
     if (st != ST_OK) {
         free(tb.t);
         return st;
@@ -149,7 +153,7 @@ status_t model_table_build(const model_config *c, int layer_begin, int layer_end
 status_t model_full_table(const model_config *cfg, model_tensor **table, int *n)
 {
     size_t total;
-    return model_table_build(cfg, 0, cfg->n_layer, 1, 1, table, n, &total);
+    return model_table_build(cfg, 0, cfg->n_layer, 1, 1, table, n, &total, NULL);
 }
 
 size_t model_full_n_params(const model_config *cfg)
@@ -157,7 +161,7 @@ size_t model_full_n_params(const model_config *cfg)
     model_tensor *t;
     int n;
     size_t total;
-    if (model_table_build(cfg, 0, cfg->n_layer, 1, 1, &t, &n, &total) != ST_OK) return 0;
+    if (model_table_build(cfg, 0, cfg->n_layer, 1, 1, &t, &n, &total, NULL) != ST_OK) return 0;
     free(t);
     return total;
 }

@@ -206,20 +206,42 @@ static void report(trainer *t, int64_t step, const dist_step_result *r, double t
     double flops_per_token = model_flops_per_microbatch(&tc->model, 1) / tc->model.seq_len;
     double mfu = t->peak_gflops > 0 ? tokens_per_s * flops_per_token / (t->peak_gflops * 1e9) : 0.0;
     int bert = tc->model.family == MODEL_BERT;
-    char parts[128], eta_s[32];
+    char parts[128], eta_s[32], bubble[32] = "";
     if (bert) snprintf(parts, sizeof parts, "mlm %.4f nsp %.4f", r->mlm, r->nsp);
     else snprintf(parts, sizeof parts, "lm %.4f", r->lm);
     format_eta(eta_s, sizeof eta_s, eta);
-    log_msg(LOG_INFO, "step %lld/%lld | loss %.4f (%s) | lr %.2e | grad %.3f | %.0f tok/s | MFU %.1f%% | ETA %s",
+    if (t->topo->pp > 1) snprintf(bubble, sizeof bubble, " | bubble %.1f%%", 100.0 * r->bubble);
+    log_msg(LOG_INFO, "step %lld/%lld | loss %.4f (%s) | lr %.2e | grad %.3f | %.0f tok/s | MFU %.1f%%%s | ETA %s",
             (long long)step, (long long)tc->steps, r->loss, parts, r->lr, r->grad_norm, tokens_per_s,
-            100.0 * mfu, eta_s);
+            100.0 * mfu, bubble, eta_s);
     if (!t->metrics) return;
     fprintf(t->metrics, "{\"step\":%lld,\"loss\":%.9g,", (long long)step, r->loss);
     if (bert) fprintf(t->metrics, "\"mlm_loss\":%.9g,\"nsp_loss\":%.9g,", r->mlm, r->nsp);
     else fprintf(t->metrics, "\"lm_loss\":%.9g,", r->lm);
-    fprintf(t->metrics, "\"lr\":%.9g,\"grad_norm\":%.9g,\"tokens_per_s\":%.3f,\"mfu\":%.6f,\"elapsed_s\":%.3f}\n",
-            r->lr, r->grad_norm, tokens_per_s, mfu, elapsed);
+    fprintf(t->metrics, "\"lr\":%.9g,\"grad_norm\":%.9g,\"tokens_per_s\":%.3f,\"mfu\":%.6f,\"bubble\":%.4f,"
+            "\"step_s\":%.4f,\"elapsed_s\":%.3f}\n", r->lr, r->grad_norm, tokens_per_s, mfu, r->bubble, r->step_s,
+            elapsed);
     fflush(t->metrics);
+}
+
+/* Every rank's peak RSS, printed by rank 0 (a collective). */
+static status_t report_peak_memory(trainer *t)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double mine = ru.ru_maxrss / 1024.0, *all = malloc(sizeof(double) * (size_t)t->size);
+    FAIL_IF(!all, ST_NOMEM, "train: out of memory");
+    int rc = MPI_Gather(&mine, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, 0, t->comm);
+    if (rc == MPI_SUCCESS && t->rank == 0) {
+        char line[1024];
+        size_t used = 0;
+        for (int k = 0; k < t->size && used < sizeof line; k++)
+            used += (size_t)snprintf(line + used, sizeof line - used, "%s%d: %.0f", k ? ", " : "", k, all[k]);
+        log_msg(LOG_INFO, "peak RSS per rank (MiB): %s", line);
+    }
+    free(all);
+    FAIL_IF(rc != MPI_SUCCESS, ST_MPI, "train: gathering the peak memory of the ranks failed");
+    return ST_OK;
 }
 
 static void sleep_seconds(double s)
@@ -252,9 +274,6 @@ status_t trainer_run(trainer *t)
         if (t->step_delay > 0) sleep_seconds(t->step_delay);
         TRY(trainer_step_boundary(t, step + 1));
     }
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    log_msg(LOG_INFO, "done: %lld steps in %.1f s; peak RSS %.0f MiB (rank 0)", (long long)(tc->steps - t->start_step),
-            time_now() - start, ru.ru_maxrss / 1024.0);
-    return ST_OK;
+    log_msg(LOG_INFO, "done: %lld steps in %.1f s", (long long)(tc->steps - t->start_step), time_now() - start);
+    return report_peak_memory(t);
 }

@@ -1,8 +1,11 @@
 /* bench_dist: tokens/s of dist_train_step for gpt-mini / bert-mini shapes on
- * random data, and the measured pipeline bubble (1 - compute time / step
- * time, averaged over ranks) next to the GPipe/1F1B ideal (pp-1)/(m+pp-1).
+ * random data (median step of STEPS after one warm-up step), the measured
+ * pipeline bubble (idle share of the pipeline phase on the busiest stage, and
+ * the mean over ranks, which adds the stages' imbalance) next to the ideal
+ * (pp-1)/(m+pp-1), and per rank the time in compute against the time waiting
+ * in point-to-point transfers and in collectives.
  * Usage: bench_dist gpt|bert PP ZERO gpipe|1f1b M MICRO_BATCH STEPS
- * (dp = ranks / PP). Prints one line of figures on rank 0. */
+ * (dp = ranks / PP). Prints on rank 0: one line of figures, then one per rank. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +14,12 @@
 
 #include "data/random_source.h"
 #include "dist/dist.h"
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
 
 static status_t fill(void *ctx, uint64_t g, batch *b)
 {
@@ -40,30 +49,47 @@ int main(int argc, char **argv)
     if (dist_engine_create(&e, &dc, &mc, &oc, B, m, 1, MPI_COMM_WORLD) != ST_OK) st_die(ST_CONFIG);
     dist_step_result r;
     if (dist_train_step(e, 0, fill, &spec, &r) != ST_OK) st_die(ST_ERROR); /* warm-up */
-    double busy = 0, total = 0;
-    for (int s = 1; s <= steps; s++) {
-        if (dist_train_step(e, s, fill, &spec, &r) != ST_OK) st_die(ST_ERROR);
-        busy += r.busy_s;
-        total += r.step_s;
+    double *step_s = calloc((size_t)steps, sizeof(double)), *bubble = calloc((size_t)steps, sizeof(double));
+    double mine[5] = {0}; /* compute, p2p wait, collectives, step, early buckets */
+    double bubble_mean = 0;
+    for (int s = 0; s < steps; s++) {
+        if (dist_train_step(e, s + 1, fill, &spec, &r) != ST_OK) st_die(ST_ERROR);
+        step_s[s] = r.step_s;
+        bubble[s] = r.bubble;
+        bubble_mean += r.bubble_mean / steps;
+        mine[0] += r.busy_s + r.update_s;
+        mine[1] += r.pipe_s - r.busy_s;
+        mine[2] += r.comm_s;
+        mine[3] += r.step_s;
+        mine[4] += (double)r.early_buckets / steps;
     }
-    double idle = 1.0 - busy / total, sum_idle = 0, max_total = 0;
-    MPI_Reduce(&idle, &sum_idle, 1, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
-    MPI_Reduce(&total, &max_total, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
-    dist_memory mem = dist_engine_memory(e);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    long rss = ru.ru_maxrss, max_rss = 0;
-    MPI_Reduce(&rss, &max_rss, 1, MPI_LONG, MPI_MAX, 0, MPI_COMM_WORLD);
+    double *all = calloc((size_t)world * 6, sizeof(double));
+    double mine6[6] = {mine[0], mine[1], mine[2], mine[3], mine[4], ru.ru_maxrss / 1024.0};
+    MPI_Gather(mine6, 6, MPI_DOUBLE, all, 6, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    dist_memory mem = dist_engine_memory(e);
     const dist_topology *t = dist_engine_topology(e);
     if (rank == 0) {
-        double tokens = (double)B * m * t->dp * T * steps;
+        qsort(step_s, (size_t)steps, sizeof(double), cmp_double);
+        qsort(bubble, (size_t)steps, sizeof(double), cmp_double);
+        double step = step_s[steps / 2], tokens = (double)B * m * t->dp * T;
         int pp = t->pp;
-        printf("%s pp=%d dp=%d zero=%d %s m=%d B=%d: %.0f tokens/s, step %.3f s, bubble %.1f%% (ideal %.1f%%), "
-               "rank 0 params %.1f MiB grads %.1f MiB optimizer %.1f MiB, peak RSS %.0f MiB\n",
-               argv[1], pp, t->dp, dc.zero, argv[4], m, B, tokens / max_total, max_total / steps,
-               100.0 * sum_idle / world, 100.0 * (pp - 1) / (m + pp - 1), mem.params / 1048576.0,
-               mem.grads / 1048576.0, mem.optimizer / 1048576.0, max_rss / 1024.0);
+        printf("%s pp=%d dp=%d zero=%d %s m=%d B=%d: %.0f tokens/s, step %.3f s (median of %d), bubble %.1f%% "
+               "(ideal %.1f%%; mean over ranks %.1f%%), rank 0 params %.1f MiB grads %.1f MiB optimizer %.1f MiB\n",
+               argv[1], pp, t->dp, dc.zero, argv[4], m, B, tokens / step, step, steps, 100.0 * bubble[steps / 2],
+               100.0 * (pp - 1) / (m + pp - 1), 100.0 * bubble_mean, mem.params / 1048576.0, mem.grads / 1048576.0,
+               mem.optimizer / 1048576.0);
+        for (int k = 0; k < world; k++) {
+            const double *a = all + 6 * k;
+            printf("  rank %d: compute %.0f%%, p2p wait %.0f%%, collectives %.0f%% of %.3f s/step; "
+                   "buckets reduced during backward %.0f; peak RSS %.0f MiB\n", k, 100 * a[0] / a[3],
+                   100 * a[1] / a[3], 100 * a[2] / a[3], a[3] / steps, a[4], a[5]);
+        }
     }
+    free(all);
+    free(step_s);
+    free(bubble);
     dist_engine_free(e);
     MPI_Finalize();
     return 0;

@@ -35,10 +35,10 @@ mpilm_run() {
     --config "launch/configs/$1.ini" --set train.steps=$steps --set log.every=1 \
     --set train.micro_batches=$((2 / $2)) --set run.dir="$d/run-$1-$2" $EXTRA > "$log" 2>&1 || { tail -5 "$log" >&2; return 1; }
   tps=$(tail -n +3 "$d/run-$1-$2/metrics.jsonl" | sed 's/.*"tokens_per_s":\([0-9.]*\).*/\1/' | median)
-  # every rank holds the same model: all ranks' memory = rank 0's times ranks
-  rss=$(sed -n 's/.*peak RSS \([0-9]*\) MiB.*/\1/p' "$log" | tail -1)
+  # all ranks' memory: the sum of the per-rank peaks the run prints at its end
+  rss=$(sed -n 's/.*peak RSS per rank (MiB): //p' "$log" | tail -1 | tr ',' '\n' | awk -F': ' '{s += $2} END {print int(s)}')
   params=$(sed -n 's/.*model: \([0-9]*\) parameters.*/\1/p' "$log" | head -1)
-  echo "$tps $((rss * $2)) $params"
+  echo "$tps $rss $params"
 }
 
 printf '%-21s %12s %12s %7s %8s %8s %10s %10s %6s\n' model mpilm_tok/s torch_tok/s ratio mpilm_MFU torch_MFU mpilm_RSS torch_RSS RSS_x

@@ -28,6 +28,11 @@ for case in gpt:random bert:random gpt:bpe; do
     train $np "$run.log" "$@" $opts --set run.dir="$run" || { tail -5 "$run.log"; fail "$case: layout $layout"; }
     grep -q "layout: pp ${layout%%:*} x dp" "$run.log" || fail "$case $layout: the placement is not printed"
     grep -q "rank $((np - 1)) memory: params" "$run.log" || fail "$case $layout: per-rank memory is not printed"
+    grep -q "peak RSS per rank (MiB): 0: [0-9]*, 1: [0-9]*" "$run.log" || fail "$case $layout: per-rank peak RSS is not printed"
+    if [ "${layout%%:*}" = 2 ]; then
+      grep -q '"bubble":0\.[0-9]*' "$run/metrics.jsonl" || fail "$case $layout: no bubble in metrics.jsonl"
+      grep -q "| bubble [0-9.]*%" "$run.log" || fail "$case $layout: no bubble on the progress line"
+    fi
     losses "$run" > "$d/b"
     close "$d/a" "$d/b" || fail "$case: layout (pp,dp,zero,schedule) = $layout differs from (1,1,0)"
     echo "$case: layout $layout matches (1,1,0) within 1e-5"

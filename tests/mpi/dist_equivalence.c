@@ -182,6 +182,11 @@ static void run_case(const reference *ref, const model_config *mc, random_spec *
     for (int step = 0; step < STEPS; step++) {
         dist_step_result r;
         ok_or_die(dist_train_step(e, step, fill, spec, &r), label);
+        /* ZeRO 2 starts reduce-scatters inside the last backward, not after it */
+        if (zero == 2 && dp > 1)
+            CHECK(r.early_buckets > 0, "%s step %d: no bucket was reduced during the backward", label, step);
+        CHECK(r.bubble >= 0 && r.bubble < 1 && r.bubble <= r.bubble_mean + 1e-12 && (pp > 1 || r.bubble < 0.5),
+              "%s step %d: bubble %g (mean %g)", label, step, r.bubble, r.bubble_mean);
         double mine[2] = {r.loss, r.grad_norm}, all[8];
         MPI_Allgather(mine, 2, MPI_DOUBLE, all, 2, MPI_DOUBLE, MPI_COMM_WORLD);
         for (int k = 1; k < world; k++)

@@ -200,6 +200,62 @@ Test(model, gpt_three_stages_compute_what_one_stage_computes) { check_split(MODE
 Test(model, bert_three_stages_compute_what_one_stage_computes) { check_split(MODEL_BERT, 0); }
 Test(model, recompute_gives_the_same_gradients) { check_split(MODEL_GPT, 1); check_split(MODEL_BERT, 1); }
 
+/* poll: records the finished gradient ranges in the order reported */
+typedef struct ranges { int n, polls; size_t lo[16], hi[16]; } ranges;
+static void record_range(void *ctx, size_t lo, size_t hi)
+{
+    ranges *r = ctx;
+    r->polls++;
+    if (lo < hi && r->n < 16) r->lo[r->n] = lo, r->hi[r->n++] = hi;
+}
+
+/* model_head after a forward with defer_head gives the fused forward's loss
+ * and gradients bit for bit; poll reports the heads, each block and the
+ * embeddings as finished, from the end of the buffer down to 0. */
+static void check_deferred_head(model_family f)
+{
+    init();
+    model_config c = tiny(f);
+    c.dropout = 0.1f;
+    model_stage *a, *d;
+    cr_assert_eq(model_stage_create(&a, &c, 0, 2, 2, 1), ST_OK);
+    cr_assert_eq(model_stage_create(&d, &c, 0, 2, 2, 1), ST_OK);
+    model_init_params(a, 3);
+    model_init_params(d, 3);
+    batch b;
+    batch_alloc(&b, 2, c.seq_len);
+    fill_batch(&b, f, c.vocab_size);
+    model_pass pass = {.train = 1, .seed = 3, .sample0 = 4, .loss_scale = 1.0f};
+    double fused = run(&a, 1, &b, &pass, 1);
+    ranges r = {0};
+    model_pass later = pass;
+    later.defer_head = 1;
+    later.poll = record_range;
+    later.poll_ctx = &r;
+    model_losses none = {0}, l = {0};
+    cr_assert_eq(model_forward(d, 0, &b, &later, &none), ST_OK, "%s", st_message());
+    cr_expect(none.lm_count + none.mlm_count + none.nsp_count == 0, "the deferred forward ran the heads");
+    cr_assert_eq(model_head(d, 0, &b, &later, &l), ST_OK, "%s", st_message());
+    cr_assert_eq(model_backward(d, 0, &b, &later), ST_OK, "%s", st_message());
+    cr_expect(mean_loss(&l) == fused, "deferred loss %.9g, fused %.9g", mean_loss(&l), fused);
+    cr_expect(memcmp(model_grads(a), model_grads(d), model_n_params(a) * sizeof(float)) == 0,
+              "the deferred heads give other gradients");
+    cr_expect(r.polls > 2 * c.n_layer, "poll was called %d times", r.polls);
+    cr_assert_eq(r.n, c.n_layer + 2, "%d finished ranges", r.n);
+    cr_expect(r.hi[0] == model_n_params(d) && r.lo[r.n - 1] == 0, "ranges do not cover the buffer");
+    for (int i = 1; i < r.n; i++) cr_expect(r.hi[i] == r.lo[i - 1], "range %d is not adjacent below %d", i, i - 1);
+    /* a stage without the heads refuses model_head */
+    model_stage *mid;
+    cr_assert_eq(model_stage_create(&mid, &c, 0, 1, 2, 1), ST_OK);
+    cr_expect_eq(model_head(mid, 0, &b, &later, &l), ST_ERROR);
+    model_stage_free(mid);
+    batch_free(&b);
+    model_stage_free(a);
+    model_stage_free(d);
+}
+
+Test(model, deferred_heads_match_the_fused_forward) { check_deferred_head(MODEL_GPT); check_deferred_head(MODEL_BERT); }
+
 Test(model, dropout_depends_on_seed_and_sample_not_on_repetition)
 {
     init();
