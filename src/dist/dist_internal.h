@@ -25,6 +25,7 @@ struct dist_engine {
     int n_buckets;
     int *bucket_counts;           /* [n_buckets][dp] reduce-scatter receive counts */
     MPI_Request *coll;            /* [n_buckets + 1]: the buckets' reduce-scatters, then one other collective */
+    size_t *bucket_lo;            /* [n_buckets + 1] bucket b is floats [bucket_lo[b], bucket_lo[b + 1]) */
     unsigned char *bucket_posted; /* [n_buckets] this step */
     int next_bucket;              /* zero 2: the next bucket to post, descending */
     size_t final_lo;              /* zero 2: gradients [final_lo, n) are final this step */

@@ -18,6 +18,35 @@ static void shard_range(size_t n, int dp, int r, size_t *lo, size_t *hi)
     *hi = (size_t)(r + 1) * s < n ? (size_t)(r + 1) * s : n;
 }
 
+/* ZeRO-2 buckets of about dist bucket_bytes: the stage's buffer cut before
+ * and after the tied word embedding (whose buckets wait for its sum over the
+ * pipeline, so no other gradients should wait with them), each piece in
+ * equal buckets. Otherwise one bucket of everything. */
+static status_t plan_buckets(dist_engine *e)
+{
+    size_t bucket = (e->dc.bucket_bytes ? e->dc.bucket_bytes : DEFAULT_BUCKET_BYTES) / sizeof(float);
+    size_t cuts[4] = {0, e->tied_off, e->tied_off + e->tied_n, e->n}, pieces[3] = {0, 0, 0}, total = 0;
+    int zero2 = e->dc.zero == 2 && e->topo.dp > 1;
+    for (int k = 0; k < 3; k++) {
+        size_t len = cuts[k + 1] - cuts[k];
+        pieces[k] = len ? (len + bucket - 1) / bucket : 0;
+        total += pieces[k];
+    }
+    if (!zero2) { /* one bucket of everything */
+        cuts[1] = e->n;
+        pieces[0] = total = 1, pieces[1] = pieces[2] = 0;
+    }
+    e->bucket_lo = zalloc(total + 1, sizeof(size_t));
+    FAIL_IF(!e->bucket_lo, ST_NOMEM, "dist: out of memory");
+    size_t b = 0;
+    for (int k = 0; k < 3; k++)
+        for (size_t i = 0; i < pieces[k]; i++) /* equal pieces, none empty */
+            e->bucket_lo[b++] = cuts[k] + (cuts[k + 1] - cuts[k]) * i / pieces[k];
+    e->bucket_lo[total] = e->n;
+    e->n_buckets = (int)total;
+    return ST_OK;
+}
+
 static status_t setup_shards(dist_engine *e)
 {
     int dp = e->topo.dp;
@@ -39,9 +68,7 @@ static status_t setup_shards(dist_engine *e)
         e->counts[r] = (int)(hi - lo);
         e->displs[r] = (int)lo;
     }
-    size_t bucket = (e->dc.bucket_bytes ? e->dc.bucket_bytes : DEFAULT_BUCKET_BYTES) / sizeof(float);
-    e->n_buckets = e->dc.zero == 2 && dp > 1 ? (int)((e->n + bucket - 1) / bucket) : 1;
-    if (e->n_buckets < 1) e->n_buckets = 1;
+    TRY(plan_buckets(e));
     e->coll = zalloc((size_t)e->n_buckets + 1, sizeof(MPI_Request));
     e->bucket_counts = zalloc((size_t)e->n_buckets * dp, sizeof(int));
     FAIL_IF(!e->coll || !e->bucket_counts, ST_NOMEM, "dist: out of memory");
@@ -51,9 +78,8 @@ static status_t setup_shards(dist_engine *e)
     if (!(e->dc.zero == 2 && dp > 1)) return ST_OK;
     e->grad_shard = zalloc(e->hi - e->lo, sizeof(float));
     FAIL_IF(!e->grad_shard, ST_NOMEM, "dist: out of memory for the gradient shard");
-    size_t per = (e->n + (size_t)e->n_buckets - 1) / (size_t)e->n_buckets;
     for (int b = 0; b < e->n_buckets; b++) {
-        size_t a = (size_t)b * per, z = a + per < e->n ? a + per : e->n;
+        size_t a = e->bucket_lo[b], z = e->bucket_lo[b + 1];
         for (int r = 0; r < dp; r++) {
             size_t lo = (size_t)e->displs[r], hi = lo + (size_t)e->counts[r];
             size_t x = a > lo ? a : lo, y = z < hi ? z : hi;
@@ -139,6 +165,7 @@ void dist_engine_free(dist_engine *e)
     free(e->coll);
     free(e->bucket_counts);
     free(e->bucket_posted);
+    free(e->bucket_lo);
     model_stage_free(e->stage);
     dist_plan_free(&e->plan);
     dist_topology_free(&e->topo);

@@ -26,9 +26,8 @@ static int bucket_is_tied(const dist_engine *e, size_t a, size_t z)
 
 static void bucket_range(const dist_engine *e, int b, size_t *a, size_t *z)
 {
-    size_t bucket = (e->n + (size_t)e->n_buckets - 1) / (size_t)e->n_buckets;
-    *a = (size_t)b * bucket;
-    *z = *a + bucket < e->n ? *a + bucket : e->n;
+    *a = e->bucket_lo[b];
+    *z = e->bucket_lo[b + 1];
 }
 
 static status_t post_bucket(dist_engine *e, int b)
