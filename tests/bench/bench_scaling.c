@@ -23,8 +23,8 @@
  *   prints the component times, then "predict" lines for the layouts
  *   bench_dist measures (1 rank, pp=2, dp=2 zero 0/1/2, pp=2 x dp=2, pp=4,
  *   dp=4) on this machine's measured network; with "cluster": the best layout
- *   for 8..512 ranks on a 100 Gb/s network (2 us, 12.5 GB/s), one rank per
- *   core of this machine's speed. */
+ *   for 8..512 ranks on a 100 Gb/s network (2 us, 12.5 GB/s) at a global batch
+ *   of 512 sequences, for ranks of one core and of 32 cores of this speed. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -201,26 +201,39 @@ static void print_prediction(const char *name, const model_config *mc, const cos
            l.dp, l.zero, l.m, l.B, tokens / step, step, 100 * bubble);
 }
 
-/* The best layout for each world size on the cluster network: pp among the
- * divisors up to n_layer, zero 2, m = 4 pp micro-batches per replica. */
-static void cluster(const char *name, const model_config *mc, const costs *c, int B)
+/* Strong scaling on the cluster network (2 us, 12.5 GB/s): a global batch of
+ * G sequences per step whatever the ranks; for each world size the best of
+ * pp = 1, 2, 4, ... (zero 2, micro-batches of up to B sequences, as many as
+ * the replica's share needs). Ranks run `speed` times this machine's single
+ * thread (1: a rank per core like these; 32: a rank per 32-core node at this
+ * per-core speed), which scales every compute time, not the network. */
+static void cluster(const char *name, const model_config *mc, const costs *c0, int B, int G, double speed)
 {
     net w = {.lat = 2e-6, .bw = 12.5e9};
-    layout one = {.pp = 1, .dp = 1, .zero = 0, .m = 4, .B = B, .cores = 1};
-    double b1, t1 = predict(mc, c, &w, &one, &b1), tok1 = B * mc->seq_len * 4 / t1;
-    printf("cluster %s: 1 rank %.0f tokens/s (B=%d, T=%d, 1 core per rank)\n", name, tok1, B, mc->seq_len);
+    costs c = *c0;
+    c.block /= speed, c.embed /= speed, c.head /= speed, c.adam /= speed;
+    layout one = {.pp = 1, .dp = 1, .zero = 0, .m = G / B, .B = B, .cores = 1};
+    double b1, t1 = predict(mc, &c, &w, &one, &b1), tok1 = (double)G * mc->seq_len / t1;
+    printf("cluster %s, ranks of %gx one core, global batch %d x %d tokens: 1 rank %.0f tokens/s\n", name, speed, G,
+           mc->seq_len, tok1);
     for (int W = 8; W <= 512; W *= 2) {
         layout best = {0};
         double best_tps = 0, best_bubble = 0, best_step = 0;
         for (int pp = 1; pp <= mc->n_layer && pp <= W; pp *= 2) {
-            layout l = {.pp = pp, .dp = W / pp, .zero = 2, .m = 4 * pp, .B = B, .cores = W};
-            double bubble, step = predict(mc, c, &w, &l, &bubble);
-            double tps = (double)B * mc->seq_len * l.m * l.dp / step;
+            int dp = W / pp, per = G / dp, b = per < B ? per : B;
+            if (G % dp || per < 1 || per % b) continue;
+            costs cb = c;
+            double f = (double)b / B;
+            cb.block *= f, cb.embed *= f, cb.head *= f;
+            layout l = {.pp = pp, .dp = dp, .zero = 2, .m = per / b, .B = b, .cores = W};
+            double bubble, step = predict(mc, &cb, &w, &l, &bubble);
+            double tps = (double)G * mc->seq_len / step;
             if (step > 0 && tps > best_tps) best = l, best_tps = tps, best_bubble = bubble, best_step = step;
         }
-        printf("cluster %s W=%d: pp=%d dp=%d m=%d zero=2: %.0f tokens/s (%.0f%% of %d x 1 rank), step %.2f s, "
-               "bubble %.1f%%, global batch %d sequences\n", name, W, best.pp, best.dp, best.m, best_tps,
-               100 * best_tps / (W * tok1), W, best_step, 100 * best_bubble, B * best.m * best.dp);
+        if (best_tps <= 0) continue;
+        printf("cluster %s x%g W=%d: pp=%d dp=%d m=%d B=%d: %.0f tokens/s, %.0f%% efficiency, step %.2f s, "
+               "bubble %.1f%%\n", name, speed, W, best.pp, best.dp, best.m, best.B, best_tps, 100 * best_tps / (W * tok1),
+               best_step, 100 * best_bubble);
     }
 }
 
@@ -254,7 +267,11 @@ int main(int argc, char **argv)
                        {4, 1, 0, m, B, cores}, {1, 4, 2, m / 4, B, cores}};
         for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++)
             if (ls[i].pp <= mc.n_layer && ls[i].m >= 1) print_prediction(argv[1], &mc, &c, &w, ls[i]);
-        if (argc > 5 && strcmp(argv[5], "cluster") == 0) cluster(argv[1], &mc, &c, B);
+        if (argc > 5 && strcmp(argv[5], "cluster") == 0) {
+            int G = 512; /* GPT-2's and BERT's global batch, in sequences */
+            cluster(argv[1], &mc, &c, B, G, 1.0);
+            cluster(argv[1], &mc, &c, B, G, 32.0);
+        }
     }
     MPI_Finalize();
     return 0;
