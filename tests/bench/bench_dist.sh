@@ -28,15 +28,15 @@ run() {
   dp=$(($1 / $3))
   pred=$(sed -n "s/^predict [a-z]*-mini pp=$3 dp=$dp zero=$4 m=$6 B=2: \([0-9]*\) tokens\/s.*/\1/p" "$out/pred" | head -1)
   head -1 "$out/run" | sed 's/, rank 0 params.*//'
-  awk -v t="$tps" -v b="$base" -v p="${pred:-0}" 'BEGIN {
-    printf "  speed-up %.2fx over 1 rank; model predicts %s tokens/s (measured / predicted %.2f)\n",
-      t / b, p, (p > 0 ? t / p : 0) }'
+  awk -v t="$tps" -v b="${base:-0}" -v p="${pred:-0}" 'BEGIN {
+    if (b > 0) printf "  speed-up %.2fx over 1 rank;", t / b; else printf "  the 1-rank baseline;"
+    printf " model predicts %s tokens/s (measured / predicted %.2f)\n", p, (p > 0 ? t / p : 0) }'
   tail -n +2 "$out/run"
 }
 for model in gpt bert; do
   $MPIRUN -np 2 "$MODEL" $model-mini 2 8 "$CORES" > "$out/pred" 2>&1 || { cat "$out/pred"; status=1; }
   grep '^measured' "$out/pred"
-  base=1
+  base=
   run 1 $model 1 0 gpipe 8
   base=$tps
   run 2 $model 2 0 gpipe 8
