@@ -240,7 +240,7 @@ Test(tensor, dropout_keeps_the_expected_fraction_and_is_reproducible)
     size_t n = 1 << 20;
     float *x = vec(n, 0, 0), *y = vec(n, 0, 0), *z = vec(n, 0, 0);
     for (size_t i = 0; i < n; i++) x[i] = 1.0f;
-    dropout_site d = {rng_key_make(1, RNG_DROPOUT), 5, 0.1f};
+    dropout_site d = {.key = rng_key_make(1, RNG_DROPOUT), .stream = 5, .p = 0.1f};
     dropout_forward(y, x, n, d);
     dropout_forward(z, x, n, d);
     size_t zeros = 0;
