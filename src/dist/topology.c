@@ -93,6 +93,9 @@ static status_t check_layout(const dist_config *dc, int world, int *dp, int *tp)
             "dist.pp x dist.tp = %d x %d does not divide the %d ranks of the job (expected ranks = dist.pp x "
             "dist.dp x dist.tp); change dist.pp, dist.tp or the rank count", dc->pp, *tp, world);
     *dp = dc->dp > 0 ? dc->dp : world / (dc->pp * *tp);
+    FAIL_IF(*tp == 1 && *dp * dc->pp != world, ST_CONFIG,
+            "dist.pp x dist.dp = %d x %d = %d but the job has %d ranks; set dist.dp = auto or launch %d ranks",
+            dc->pp, *dp, dc->pp * *dp, world, dc->pp * *dp);
     FAIL_IF(*dp * dc->pp * *tp != world, ST_CONFIG,
             "dist.pp x dist.dp x dist.tp = %d x %d x %d = %d but the job has %d ranks; set dist.dp = auto or "
             "launch %d ranks", dc->pp, *dp, *tp, dc->pp * *dp * *tp, world, dc->pp * *dp * *tp);

@@ -261,6 +261,7 @@ void model_stage_free(model_stage *m)
     free(m->g.blocks);
     free(m->tensors);
     free(m->splits);
+    free(m->full_tensors);
     free(m->runs);
     free(m->run_at);
     free(m->params);
@@ -321,7 +322,7 @@ void model_init_params(model_stage *m, uint64_t seed)
             const model_run *runs;
             int n = model_stage_runs(m, i, &runs);
             for (int k = 0; k < n; k++)
-                rng_fill_normal_at(key, stream, resid ? std_resid : 0.02f, runs[k].full - m->splits[i].full_offset,
+                rng_fill_normal_at(key, stream, resid ? std_resid : 0.02f, runs[k].full - m->full_tensors[i].offset,
                                    m->params + runs[k].local, runs[k].len);
         } else {
             float v = is_layernorm(t->name) && ends_with(t->name, "weight") ? 1.0f : 0.0f;

@@ -100,6 +100,9 @@ typedef struct model_run {
     size_t local, full, len;
 } model_run;
 int model_stage_runs(const model_stage *m, int i, const model_run **runs);
+/* Local tensor i unsplit: its name, full shape and offset in the stage's full
+ * buffer (the table model_stage_create gives over the same layers). */
+const model_tensor *model_stage_full_tensor(const model_stage *m, int i);
 /* Floats of the stage's full (tp = 1) buffer. */
 size_t model_stage_full_n_params(const model_stage *m);
 

@@ -54,7 +54,6 @@ typedef enum { SPLIT_NONE = 0, SPLIT_ROWS = 1, SPLIT_COLS = 2, SPLIT_COLS3 = 3 }
 typedef struct tensor_split {
     split_kind kind;
     int64_t full[2];
-    size_t full_offset;      /* in the stage's full buffer */
 } tensor_split;
 
 struct model_stage {
@@ -66,6 +65,7 @@ struct model_stage {
     int Cl, NHl, Fl, Vl, v0, nv;
     model_tensor *tensors;
     tensor_split *splits;    /* [n_tensors] */
+    model_tensor *full_tensors; /* [n_tensors]: the same tensors unsplit (the tp = 1 table) */
     model_run *runs;         /* every tensor's runs, tensor i's from run_at[i] to run_at[i + 1] */
     int *run_at;
     size_t full_n_params;
@@ -85,7 +85,8 @@ enum { HEAD_ROWS = 256 };   /* rows of logits materialised at once */
 status_t model_table_build(const model_config *c, int layer_begin, int layer_end, int first,
                            int last, int tp, model_tensor **out, tensor_split **split, int *n,
                            size_t *total);
-/* m->runs, m->run_at and m->full_n_params from m->tensors and m->splits. */
+/* m->full_tensors, m->runs, m->run_at and m->full_n_params from m->tensors
+ * and m->splits. */
 status_t model_runs_build(model_stage *m);
 status_t model_views(const model_stage *m, float *base, stage_params *v);
 

@@ -282,26 +282,21 @@ static int tensor_runs(const model_tensor *t, const tensor_split *sp, int r, siz
 
 status_t model_runs_build(model_stage *m)
 {
-    model_tensor *full;
     int n;
-    TRY(model_table_build(&m->cfg, m->layer_begin, m->layer_end, m->first, m->last, 1, &full, NULL, &n,
-                          &m->full_n_params));
+    TRY(model_table_build(&m->cfg, m->layer_begin, m->layer_end, m->first, m->last, 1, &m->full_tensors, NULL,
+                          &n, &m->full_n_params));
+    const model_tensor *full = m->full_tensors;
     m->run_at = calloc((size_t)m->n_tensors + 1, sizeof(int));
     int total = 0;
     for (int i = 0; m->run_at && i < m->n_tensors; i++) {
         m->run_at[i] = total;
-        m->splits[i].full_offset = full[i].offset;
         total += tensor_runs(&m->tensors[i], &m->splits[i], m->tp.rank, full[i].offset, NULL);
     }
     m->runs = calloc((size_t)total + 1, sizeof(model_run));
-    if (!m->run_at || !m->runs) {
-        free(full);
-        return st_fail(ST_NOMEM, "model: out of memory for the tensor-parallel map");
-    }
+    FAIL_IF(!m->run_at || !m->runs, ST_NOMEM, "model: out of memory for the tensor-parallel map");
     m->run_at[m->n_tensors] = total;
     for (int i = 0; i < m->n_tensors; i++)
         tensor_runs(&m->tensors[i], &m->splits[i], m->tp.rank, full[i].offset, m->runs + m->run_at[i]);
-    free(full);
     return ST_OK;
 }
 
@@ -311,4 +306,5 @@ int model_stage_runs(const model_stage *m, int i, const model_run **runs)
     return m->run_at[i + 1] - m->run_at[i];
 }
 
+const model_tensor *model_stage_full_tensor(const model_stage *m, int i) { return &m->full_tensors[i]; }
 size_t model_stage_full_n_params(const model_stage *m) { return m->full_n_params; }
