@@ -5,7 +5,7 @@
 #   and the placement shows the tp ranks; BERT likewise;
 # - a checkpoint saved at tp = 2 resumes at tp = 1, and one saved at tp = 1
 #   resumes at tp = 2: losses within 1e-5 of the uninterrupted run; the
-#   manifest records tp;
+#   manifest records tp; export works from a tp = 2 checkpoint;
 # - bad layouts are refused before any work (exit 2, naming the key).
 . tests/common/ckpt_common.sh
 fail() { echo "FAIL train_tp: $*"; exit 1; }
@@ -43,6 +43,15 @@ resume_from 2 "$d/gpt-1" "$d/r12" "$@" --set dist.tp=2 || fail "resume of a tp =
 losses "$d/r12" > "$d/b"
 close "$d/a" "$d/b" || fail "saved at tp = 1, resumed at tp = 2: losses differ from the uninterrupted run"
 echo "saved at tp = 1, resumed at tp = 2: losses within 1e-5"
+
+# export from a tp = 2 checkpoint (the whole model on one rank): the same files as from tp = 1
+for tp in 1 2; do
+  "$MPILM" export --ckpt "$d/gpt-$tp" --format hf --out "$d/hf-$tp" > "$d/export.log" 2>&1 ||
+    { cat "$d/export.log"; fail "export of the tp = $tp checkpoint"; }
+done
+[ "$(cd "$d/hf-1" && ls -l | awk '{print $5, $9}')" = "$(cd "$d/hf-2" && ls -l | awk '{print $5, $9}')" ] ||
+  fail "the export of a tp = 2 checkpoint differs in files or sizes from tp = 1's"
+echo "export from a tp = 2 checkpoint: same files and sizes as tp = 1"
 
 # bad layouts: refused before any work, exit 2, the message names the key
 refused() { # ranks pattern options...
