@@ -138,6 +138,7 @@ typedef struct dist_step_result {
     double loss, lm, mlm, nsp;   /* means over the global batch's micro-batches */
     double grad_norm, lr;
     double busy_s, step_s;       /* this rank's compute time and the whole step's */
+    double tp_comm_s;            /* of busy_s, this rank's time in tensor-group reductions (waits included) */
 } dist_step_result;
 
 /* Topology, plan (verified), stage (slots from the plan, parameters from

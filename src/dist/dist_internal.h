@@ -26,6 +26,7 @@ struct dist_engine {
     int *bucket_counts;           /* [n_buckets][dp] reduce-scatter receive counts */
     MPI_Request *coll;            /* [n_buckets + 1] collectives in flight */
     MPI_Request tp_req;           /* the model's tensor-group reduction in flight */
+    double tp_comm;               /* seconds in tensor-group reductions this step */
     size_t tied_off, tied_n;      /* the word embedding in this stage's buffer (0, 0: not tied here) */
 
     /* executor state of the current step */

@@ -89,9 +89,12 @@ static void find_tied(dist_engine *e)
  * through the watchdog, so a dead peer ends the job instead of hanging it. */
 static status_t tp_allreduce(dist_engine *e, float *buf, size_t n, MPI_Op op, const char *what)
 {
+    double t0 = time_now();
     FAIL_IF(MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, op, e->topo.tp_comm, &e->tp_req) != MPI_SUCCESS,
             ST_MPI, "dist: %s failed", what);
-    return dist_wait(e, &e->tp_req, what);
+    status_t st = dist_wait(e, &e->tp_req, what);
+    e->tp_comm += time_now() - t0;
+    return st;
 }
 
 static status_t tp_sum(void *ctx, float *buf, size_t n)
@@ -190,7 +193,7 @@ status_t dist_train_step(dist_engine *e, int64_t step, dist_fill_fn fill, void *
     *r = (dist_step_result){0};
     e->step = step;
     e->deadline = e->dc.hang_timeout > 0 ? t0 + e->dc.hang_timeout : 0.0;
-    e->busy = 0.0;
+    e->busy = e->tp_comm = 0.0;
     e->sums[0] = e->sums[1] = e->sums[2] = 0.0;
     e->pc = e->plan.n_instr[e->topo.stage];
     memset(model_grads(e->stage), 0, e->n * sizeof(float));
@@ -201,5 +204,6 @@ status_t dist_train_step(dist_engine *e, int64_t step, dist_fill_fn fill, void *
     e->busy += time_now() - t1;
     r->busy_s = e->busy;
     r->step_s = time_now() - t0;
+    r->tp_comm_s = e->tp_comm;
     return ST_OK;
 }

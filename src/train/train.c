@@ -217,8 +217,10 @@ static void report(trainer *t, int64_t step, const dist_step_result *r, double t
     fprintf(t->metrics, "{\"step\":%lld,\"loss\":%.9g,", (long long)step, r->loss);
     if (bert) fprintf(t->metrics, "\"mlm_loss\":%.9g,\"nsp_loss\":%.9g,", r->mlm, r->nsp);
     else fprintf(t->metrics, "\"lm_loss\":%.9g,", r->lm);
-    fprintf(t->metrics, "\"lr\":%.9g,\"grad_norm\":%.9g,\"tokens_per_s\":%.3f,\"mfu\":%.6f,\"elapsed_s\":%.3f}\n",
+    fprintf(t->metrics, "\"lr\":%.9g,\"grad_norm\":%.9g,\"tokens_per_s\":%.3f,\"mfu\":%.6f,\"elapsed_s\":%.3f",
             r->lr, r->grad_norm, tokens_per_s, mfu, elapsed);
+    if (t->topo->tp > 1) fprintf(t->metrics, ",\"tp_comm_s\":%.4f,\"step_s\":%.4f", r->tp_comm_s, r->step_s);
+    fprintf(t->metrics, "}\n");
     fflush(t->metrics);
 }
 

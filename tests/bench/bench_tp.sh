@@ -5,7 +5,8 @@
 #   4 on gpt2-small shapes (the split tensors fall as 1/t; LayerNorms,
 #   positions and row-parallel biases stay whole);
 # - tokens/s of tp = 2 on 2 ranks against 1 rank (median of the steps after
-#   the first) for gpt-mini and gpt2-small shapes, and the ratio.
+#   the first) for gpt-mini and gpt2-small shapes, the ratio, and the share
+#   of the step in the tensor group's reductions (metrics' tp_comm_s).
 # Steps: BENCH_TP_STEPS (4); micro-batch of gpt2-small: BENCH_TP_MB (2).
 MPILM=${MPILM:-./mpilm}
 MPIRUN=${MPIRUN:-mpirun --oversubscribe --bind-to none}
@@ -25,6 +26,10 @@ run() { # name ranks steps options... -> log in $d/name.log, metrics in $d/name
 rate() { sed -n 's/.*"tokens_per_s":\([0-9.]*\).*/\1/p' "$d/$1/metrics.jsonl" | tail -n +2 | sort -n |
   awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+# median share of the step rank 0 spends in the tensor group's reductions
+comm_share() { sed -n 's/.*"tp_comm_s":\([0-9.]*\),"step_s":\([0-9.]*\).*/\1 \2/p' "$d/$1/metrics.jsonl" | tail -n +2 |
+  awk '{ print 100 * $1 / $2 }' | sort -n | awk '{ v[NR] = $1 } END { printf "%.1f", v[int((NR + 1) / 2)] }'; }
+
 small="--config launch/configs/gpt2-small.ini --set train.micro_batch=${BENCH_TP_MB:-2}"
 for tp in 1 2 4; do
   run mem$tp "$tp" 1 $small --set dist.tp=$tp
@@ -38,5 +43,6 @@ for cfg in gpt-mini gpt2-small; do
   # shellcheck disable=SC2086
   run "$cfg-2" 2 "$STEPS" $opts --set dist.tp=2
   a=$(rate "$cfg-1") b=$(rate "$cfg-2")
-  echo "$cfg: 1 rank $a tokens/s, tp = 2 on 2 ranks $b tokens/s: $(echo "$a $b" | awk '{ printf "%.2f", $2 / $1 }')x"
+  echo "$cfg: 1 rank $a tokens/s, tp = 2 on 2 ranks $b tokens/s: $(echo "$a $b" | awk '{ printf "%.2f", $2 / $1 }')x;" \
+    "tp reductions $(comm_share "$cfg-2")% of the step (rank 0, waits included)"
 done
