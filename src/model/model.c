@@ -274,7 +274,6 @@ int model_stage_first(const model_stage *m) { return m->first; }
 int model_stage_last(const model_stage *m) { return m->last; }
 const model_config *model_stage_config(const model_stage *m) { return &m->cfg; }
 int model_stage_batch(const model_stage *m) { return m->B; }
-const model_tp *model_stage_tp(const model_stage *m) { return &m->tp; }
 float *model_params(model_stage *m) { return m->params; }
 float *model_grads(model_stage *m) { return m->grads; }
 size_t model_n_params(const model_stage *m) { return m->n_params; }

@@ -89,7 +89,6 @@ status_t model_tp_check(const model_config *cfg, int size);
  * names, local shapes and offsets). */
 status_t model_stage_create_tp(model_stage **out, const model_config *cfg, int layer_begin,
                                int layer_end, int B, int n_slots, const model_tp *tp);
-const model_tp *model_stage_tp(const model_stage *m);
 
 /* Where local tensor i lives in the stage's FULL (tp = 1) buffer: contiguous
  * runs of `len` floats from `local` (offset in this stage's buffer) to `full`
