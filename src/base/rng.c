@@ -69,12 +69,19 @@ void rng_normal2(uint32_t bits0, uint32_t bits1, float out[2])
 
 void rng_fill_normal(rng_key key, uint64_t stream, float std, float *out, uint64_t n)
 {
-    for (uint64_t i = 0; i < n; i += 4) {
+    rng_fill_normal_at(key, stream, std, 0, out, n);
+}
+
+void rng_fill_normal_at(rng_key key, uint64_t stream, float std, uint64_t first, float *out,
+                        uint64_t n)
+{
+    for (uint64_t i = first - first % 4; i < first + n; i += 4) {
         uint32_t bits[4];
         rng_bits(key, stream, (uint32_t)(i / 4), (uint32_t)((i / 4) >> 32), bits);
         float z[4];
         rng_normal2(bits[0], bits[1], z);
         rng_normal2(bits[2], bits[3], z + 2);
-        for (uint64_t j = 0; j < 4 && i + j < n; j++) out[i + j] = std * z[j];
+        for (uint64_t j = 0; j < 4; j++)
+            if (i + j >= first && i + j < first + n) out[i + j - first] = std * z[j];
     }
 }

@@ -44,5 +44,9 @@ void rng_normal2(uint32_t bits0, uint32_t bits1, float out[2]);
 
 /* Fills out[0..n) with N(0, std²) draws, counter (stream, i/4, 0, 0). */
 void rng_fill_normal(rng_key key, uint64_t stream, float std, float *out, uint64_t n);
+/* The draws first .. first + n - 1 of that sequence: a slice of a tensor gets
+ * the values the whole tensor would have there. */
+void rng_fill_normal_at(rng_key key, uint64_t stream, float std, uint64_t first, float *out,
+                        uint64_t n);
 
 #endif

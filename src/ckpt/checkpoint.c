@@ -207,22 +207,31 @@ static status_t read_range(const ckpt_reader *r, int s, uint64_t begin, uint64_t
     return ST_OK;
 }
 
+/* Tensor by tensor, through the stage's runs: a tensor-parallel slice reads
+ * its pieces of the unsplit tensor (one run when the stage is not split). */
 status_t ckpt_read_stage_range(const ckpt_reader *r, const model_stage *m, size_t lo, size_t hi, float *params,
                                float *m_out, float *v_out)
 {
     float *dst[CKPT_SECTIONS] = {params, m_out, v_out};
     for (int i = 0; i < model_n_tensors(m); i++) {
-        const model_tensor *t = model_tensor_at(m, i);
-        size_t a = t->offset > lo ? t->offset : lo, z = t->offset + t->numel < hi ? t->offset + t->numel : hi;
-        if (z <= a) continue;
+        const model_tensor *t = model_tensor_at(m, i), *f = model_stage_full_tensor(m, i);
+        if (t->offset + t->numel <= lo || t->offset >= hi) continue;
         const model_tensor *g = NULL;
         for (int j = 0; j < r->n_tensors && !g; j++)
             if (strcmp(r->table[j].name, t->name) == 0) g = &r->table[j];
-        FAIL_IF(!g || g->numel != t->numel, ST_FORMAT,
+        FAIL_IF(!g || g->numel != f->numel, ST_FORMAT,
                 "%s: tensor %s (%zu elements) is %s in the checkpoint; the model does not match it", r->path, t->name,
-                t->numel, g ? "of another size" : "missing");
-        for (int s = 0; s < CKPT_SECTIONS; s++)
-            if (dst[s]) TRY(read_range(r, s, g->offset + (a - t->offset), z - a, dst[s] + (a - lo)));
+                f->numel, g ? "of another size" : "missing");
+        const model_run *runs;
+        int n = model_stage_runs(m, i, &runs);
+        for (int k = 0; k < n; k++) {
+            size_t a = runs[k].local > lo ? runs[k].local : lo;
+            size_t z = runs[k].local + runs[k].len < hi ? runs[k].local + runs[k].len : hi;
+            if (z <= a) continue;
+            uint64_t at = g->offset + (runs[k].full - f->offset) + (a - runs[k].local);
+            for (int s = 0; s < CKPT_SECTIONS; s++)
+                if (dst[s]) TRY(read_range(r, s, at, z - a, dst[s] + (a - lo)));
+        }
     }
     return ST_OK;
 }

@@ -1,7 +1,9 @@
-/* dist — pipeline and data parallelism over MPI (tp = 1).
+/* dist — pipeline, data and tensor parallelism over MPI.
  *
- * Owns: the process topology (world = pp x dp; rank = replica * pp + stage;
- * pipeline, data-parallel and tied-embedding communicators), the partition of
+ * Owns: the process topology (world = pp x dp x tp; rank = (replica * pp +
+ * stage) * tp + tp_rank; pipeline, data-parallel, tied-embedding and
+ * tensor-parallel communicators), the MPI reductions behind a stage's
+ * model_tp, the partition of
  * layers over stages, pipeline schedules as per-stage instruction lists and
  * their verification by simulation, the executor that runs one step's
  * micro-batches with MPI_Isend/MPI_Irecv, the watchdog, the tied word
@@ -24,12 +26,15 @@
 enum { DIST_MAX_STAGES = 64 };
 
 typedef enum { DIST_GPIPE = 0, DIST_1F1B = 1 } dist_schedule_kind;
+typedef enum { DIST_TP_1D = 0, DIST_TP_2D = 1 } dist_tp_mode;
 
 /* ---- topology ---------------------------------------------------------------- */
 
 typedef struct dist_config {
     int pp;                       /* dist.pp: pipeline stages */
-    int dp;                       /* dist.dp: replicas; <= 0 derives world / pp */
+    int dp;                       /* dist.dp: replicas; <= 0 derives world / (pp tp) */
+    int tp;                       /* dist.tp: tensor-parallel ranks per stage (0 = 1) */
+    dist_tp_mode tp_mode;         /* dist.tp_mode: 1d (Megatron); 2d is refused for now */
     dist_schedule_kind schedule;  /* dist.schedule */
     int zero;                     /* dist.zero: 0, 1 or 2 */
     int n_stages;                 /* dist.stages: explicit layer counts (0 = by cost) */
@@ -57,20 +62,23 @@ status_t dist_partition(const dist_config *dc, const model_config *mc, int *boun
 
 typedef struct dist_topology {
     int world, rank;              /* in the communicator given */
-    int pp, dp, stage, replica;   /* rank = replica * pp + stage */
+    int pp, dp, tp;               /* rank = (replica * pp + stage) * tp + tp_rank */
+    int stage, replica, tp_rank;
     int bounds[DIST_MAX_STAGES + 1];
     int layer_begin, layer_end;   /* this rank's stage */
     MPI_Comm comm;                /* duplicate of the world given */
-    MPI_Comm pipe;                /* the pp ranks of this replica; rank = stage */
-    MPI_Comm dp_comm;             /* the dp ranks of this stage; rank = replica */
-    MPI_Comm tied;                /* first + last stage of this replica (pp > 1), else MPI_COMM_NULL */
+    MPI_Comm pipe;                /* the pp ranks of this replica and tp_rank; rank = stage */
+    MPI_Comm dp_comm;             /* the dp ranks of this stage and tp_rank; rank = replica */
+    MPI_Comm tied;                /* first + last stage of this replica and tp_rank (pp > 1), else MPI_COMM_NULL */
+    MPI_Comm tp_comm;             /* the tp consecutive ranks of this stage and replica; rank = tp_rank */
 } dist_topology;
 
 /* Checks the layout against the world (before any work) and builds the
  * communicators. Collective over world. */
 status_t dist_topology_create(dist_topology *t, const dist_config *dc, const model_config *mc, MPI_Comm world);
 void dist_topology_free(dist_topology *t);
-/* The placement, one line per rank: "rank R: replica D stage S layers [a, b)". */
+/* The placement, one line per rank: "rank R: replica D stage S layers [a, b)",
+ * with " tp r/t" after the stage when tp > 1. */
 void dist_topology_describe(const dist_topology *t, char *buf, size_t n);
 
 /* ---- schedules ----------------------------------------------------------------- */
@@ -141,6 +149,7 @@ typedef struct dist_step_result {
      * (pp-1)/(m+pp-1)) and the mean over ranks (adds the stages' imbalance) */
     double bubble, bubble_mean;
     int early_buckets;           /* zero 2: buckets reduced while backward still ran */
+    double tp_comm_s;            /* of busy_s, this rank's time in tensor-group reductions (waits included) */
 } dist_step_result;
 
 /* Topology, plan (verified), stage (slots from the plan, parameters from

@@ -29,6 +29,8 @@ struct dist_engine {
     unsigned char *bucket_posted; /* [n_buckets] this step */
     int next_bucket;              /* zero 2: the next bucket to post, descending */
     size_t final_lo;              /* zero 2: gradients [final_lo, n) are final this step */
+    MPI_Request tp_req;           /* the model's tensor-group reduction in flight */
+    double tp_comm;               /* seconds in tensor-group reductions this step */
     size_t tied_off, tied_n;      /* the word embedding in this stage's buffer (0, 0: not tied here) */
 
     /* executor state of the current step */

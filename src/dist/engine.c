@@ -113,6 +113,28 @@ static void find_tied(dist_engine *e)
     e->tied_n = t->numel;
 }
 
+/* model_tp's reductions: an MPI_Iallreduce over the tensor group completed
+ * through the watchdog, so a dead peer ends the job instead of hanging it. */
+static status_t tp_allreduce(dist_engine *e, float *buf, size_t n, MPI_Op op, const char *what)
+{
+    double t0 = time_now();
+    FAIL_IF(MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, op, e->topo.tp_comm, &e->tp_req) != MPI_SUCCESS,
+            ST_MPI, "dist: %s failed", what);
+    status_t st = dist_wait(e, &e->tp_req, what);
+    e->tp_comm += time_now() - t0;
+    return st;
+}
+
+static status_t tp_sum(void *ctx, float *buf, size_t n)
+{
+    return tp_allreduce(ctx, buf, n, MPI_SUM, "a tensor-parallel sum (activation or gradient) over the tp group");
+}
+
+static status_t tp_max(void *ctx, float *buf, size_t n)
+{
+    return tp_allreduce(ctx, buf, n, MPI_MAX, "the parallel cross-entropy's row max over the tp group");
+}
+
 static status_t engine_setup(dist_engine *e, const model_config *mc, MPI_Comm world)
 {
     TRY(dist_topology_create(&e->topo, &e->dc, mc, world));
@@ -120,7 +142,9 @@ static status_t engine_setup(dist_engine *e, const model_config *mc, MPI_Comm wo
     TRY(dist_plan_build(&e->plan, e->dc.schedule, e->topo.pp, e->m, count));
     TRY(dist_plan_verify(&e->plan));
     e->n_slots = e->plan.n_slots[e->topo.stage];
-    TRY(model_stage_create(&e->stage, mc, e->topo.layer_begin, e->topo.layer_end, e->B, e->n_slots));
+    model_tp tp = {.size = e->topo.tp, .rank = e->topo.tp_rank, .allreduce_sum = tp_sum, .allreduce_max = tp_max,
+                   .ctx = e};
+    TRY(model_stage_create_tp(&e->stage, mc, e->topo.layer_begin, e->topo.layer_end, e->B, e->n_slots, &tp));
     model_init_params(e->stage, e->seed);
     find_tied(e);
     TRY(setup_shards(e));
@@ -134,7 +158,8 @@ status_t dist_engine_create(dist_engine **out, const dist_config *dc, const mode
     FAIL_IF(B < 1 || m < 1, ST_CONFIG, "dist: train.micro_batch = %d and train.micro_batches = %d (expected >= 1)", B, m);
     dist_engine *e = calloc(1, sizeof *e);
     FAIL_IF(!e, ST_NOMEM, "dist: out of memory");
-    e->topo.comm = e->topo.pipe = e->topo.dp_comm = e->topo.tied = MPI_COMM_NULL;
+    e->topo.comm = e->topo.pipe = e->topo.dp_comm = e->topo.tied = e->topo.tp_comm = MPI_COMM_NULL;
+    e->tp_req = MPI_REQUEST_NULL;
     e->dc = *dc;
     e->mc = *mc;
     e->oc = *oc;
@@ -198,7 +223,7 @@ status_t dist_train_step(dist_engine *e, int64_t step, dist_fill_fn fill, void *
     *r = (dist_step_result){0};
     e->step = step;
     e->deadline = e->dc.hang_timeout > 0 ? t0 + e->dc.hang_timeout : 0.0;
-    e->busy = 0.0;
+    e->busy = e->tp_comm = 0.0;
     e->pipe_s = 0.0;
     e->sums[0] = e->sums[1] = e->sums[2] = 0.0;
     e->pc = e->plan.n_instr[e->topo.stage];
@@ -212,5 +237,6 @@ status_t dist_train_step(dist_engine *e, int64_t step, dist_fill_fn fill, void *
     r->pipe_s = e->pipe_s;
     r->busy_s = e->busy;
     r->comm_s = r->step_s - r->pipe_s - r->update_s;
+    r->tp_comm_s = e->tp_comm;
     return ST_OK;
 }

@@ -88,17 +88,20 @@ static const float *grad_at(dist_engine *e, size_t i)
     return e->grad_shard ? e->grad_shard + (i - e->lo) : model_grads(e->stage) + i;
 }
 
-/* Sum of squares of this rank's shard; the last stage's copy of the tied
- * embedding is left out (the first stage counts it). */
+/* Sum of squares of this rank's shard, tensor by tensor: the last stage's
+ * copy of the tied embedding is left out (the first stage counts it), and a
+ * tensor replicated over the tp group counts on tp_rank 0 only. */
 static double shard_sum_squares(dist_engine *e)
 {
-    size_t ha = e->hi, hb = e->hi; /* the hole [ha, hb) */
-    if (e->tied_n && e->topo.stage == e->topo.pp - 1) ha = e->tied_off, hb = e->tied_off + e->tied_n;
-    size_t z1 = ha < e->lo ? e->lo : (ha > e->hi ? e->hi : ha);
-    size_t a2 = hb < e->lo ? e->lo : (hb > e->hi ? e->hi : hb);
     double s = 0.0;
-    if (z1 > e->lo) s += optim_sum_squares(grad_at(e, e->lo), z1 - e->lo);
-    if (e->hi > a2) s += optim_sum_squares(grad_at(e, a2), e->hi - a2);
+    for (int i = 0; i < model_n_tensors(e->stage); i++) {
+        const model_tensor *t = model_tensor_at(e->stage, i);
+        int tied_copy = e->tied_n && e->topo.stage == e->topo.pp - 1 && t->offset == e->tied_off;
+        if (tied_copy || (!t->tp_split && e->topo.tp_rank != 0)) continue;
+        size_t a = t->offset > e->lo ? t->offset : e->lo;
+        size_t z = t->offset + t->numel < e->hi ? t->offset + t->numel : e->hi;
+        if (z > a) s += optim_sum_squares(grad_at(e, a), z - a);
+    }
     return s;
 }
 
@@ -109,7 +112,10 @@ enum { SUMS = 6 }; /* per rank: grad sum of squares, 3 losses, pipeline busy and
  * busiest rank in the pipeline phase, which ends when the last rank's does. */
 static status_t global_sums(dist_engine *e, double *sumsq, double *losses, dist_step_result *r)
 {
-    double mine[SUMS] = {shard_sum_squares(e), e->sums[0], e->sums[1], e->sums[2], e->busy, e->pipe_s};
+    /* every rank of a tp group has the whole loss: tp_rank 0 reports it */
+    double own = e->topo.tp_rank == 0 ? 1.0 : 0.0;
+    double mine[SUMS] = {shard_sum_squares(e), own * e->sums[0], own * e->sums[1], own * e->sums[2], e->busy,
+                         e->pipe_s};
     int W = e->topo.world;
     double *all = malloc(sizeof(double) * SUMS * (size_t)W);
     FAIL_IF(!all, ST_NOMEM, "dist: out of memory");

@@ -38,16 +38,17 @@ static float *carve(carver *cv, size_t n)
     return p;
 }
 
+/* Widths are this rank's: q/k/v channels Cl, heads NHl, FFN rows Fl. */
 static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *out)
 {
-    size_t N = (size_t)m->B * m->cfg.seq_len, C = m->cfg.d_model, F = m->cfg.d_ff;
-    size_t att = (size_t)m->B * m->cfg.n_head * m->cfg.seq_len * m->cfg.seq_len;
+    size_t N = (size_t)m->B * m->cfg.seq_len, C = m->cfg.d_model, Cl = m->Cl, F = m->Fl;
+    size_t att = (size_t)m->B * m->NHl * m->cfg.seq_len * m->cfg.seq_len;
     a->ln1 = carve(cv, N * C);
     a->ln1_mean = carve(cv, N);
     a->ln1_rstd = carve(cv, N);
-    a->qkv = carve(cv, 3 * N * C);
+    a->qkv = carve(cv, 3 * N * Cl);
     a->att = carve(cv, att);
-    a->atty = carve(cv, N * C);
+    a->atty = carve(cv, N * Cl);
     a->res1 = carve(cv, N * C);
     a->ln2_mean = carve(cv, N);
     a->ln2_rstd = carve(cv, N);
@@ -89,8 +90,8 @@ static void carve_slot(carver *cv, model_stage *m, slot_acts *s)
 static void carve_scratch(carver *cv, model_stage *m)
 {
     const model_config *c = &m->cfg;
-    size_t N = (size_t)m->B * c->seq_len, C = c->d_model, F = c->d_ff, V = c->vocab_size;
-    size_t att = (size_t)m->B * c->n_head * c->seq_len * c->seq_len;
+    size_t N = (size_t)m->B * c->seq_len, C = c->d_model, F = m->Fl, V = m->Vl, Cl = m->Cl;
+    size_t att = (size_t)m->B * m->NHl * c->seq_len * c->seq_len;
     scratch *s = &m->s;
     s->gelu = carve(cv, N * F);
     if (m->cfg.recompute) carve_block(cv, m, &m->shared, NULL);
@@ -98,10 +99,12 @@ static void carve_scratch(carver *cv, model_stage *m)
     s->dA = carve(cv, N * C);
     s->dtmp = carve(cv, N * C);
     s->dfch = carve(cv, N * (F > C ? F : C)); /* also d(ln1) of a pre-LN block */
-    s->dqkv = carve(cv, 3 * N * C);
+    s->dqkv = carve(cv, 3 * N * Cl);
     s->datt = carve(cv, att);
     if (m->last) {
         s->logits = carve(cv, (size_t)HEAD_ROWS * V);
+        s->ce_max = carve(cv, HEAD_ROWS);
+        s->ce_st = carve(cv, 2 * HEAD_ROWS);
         s->row_loss = carve(cv, N);
         s->h_in = carve(cv, N * C);
         s->h_t = carve(cv, N * C);
@@ -157,8 +160,9 @@ static status_t stage_plan(model_stage *m)
 {
     m->part_end = malloc((size_t)(m->n_local + 3) * sizeof *m->part_end);
     FAIL_IF(!m->part_end, ST_NOMEM, "model: out of memory for the part table");
-    TRY(model_table_build(&m->cfg, m->layer_begin, m->layer_end, m->first, m->last,
-                          &m->tensors, &m->n_tensors, &m->n_params, m->part_end));
+    TRY(model_table_build(&m->cfg, m->layer_begin, m->layer_end, m->first, m->last, m->tp.size,
+                          &m->tensors, &m->splits, &m->n_tensors, &m->n_params, m->part_end));
+    TRY(model_runs_build(m));
     TRY(alloc_slots(m));
     m->params = alloc_touched(m->n_params);
     m->grads = alloc_touched(m->n_params);
@@ -181,8 +185,47 @@ static status_t stage_plan(model_stage *m)
     return ST_OK;
 }
 
+status_t model_tp_check(const model_config *cfg, int size)
+{
+    FAIL_IF(size < 1, ST_CONFIG, "dist.tp = %d (expected >= 1)", size);
+    FAIL_IF(cfg->n_head % size != 0, ST_CONFIG,
+            "dist.tp = %d does not divide model.n_head = %d (each tensor-parallel rank takes n_head / tp "
+            "heads); choose a dist.tp that divides model.n_head", size, cfg->n_head);
+    FAIL_IF(cfg->d_ff % size != 0, ST_CONFIG,
+            "dist.tp = %d does not divide model.d_ff = %d (each tensor-parallel rank takes d_ff / tp rows "
+            "of the FFN); choose a dist.tp that divides model.d_ff", size, cfg->d_ff);
+    return ST_OK;
+}
+
+/* The tensor-parallel widths of rank tp->rank. */
+static status_t stage_set_tp(model_stage *m, const model_tp *tp)
+{
+    m->tp = tp ? *tp : (model_tp){.size = 1};
+    const model_config *c = &m->cfg;
+    int t = m->tp.size;
+    TRY(model_tp_check(c, t));
+    FAIL_IF(m->tp.rank < 0 || m->tp.rank >= t, ST_CONFIG, "model: tensor-parallel rank %d outside [0, %d)",
+            m->tp.rank, t);
+    FAIL_IF(t > 1 && (!m->tp.allreduce_sum || !m->tp.allreduce_max), ST_CONFIG,
+            "model: a tensor-parallel stage (tp = %d) needs the group's reductions", t);
+    m->Cl = c->d_model / t;
+    m->NHl = c->n_head / t;
+    m->Fl = c->d_ff / t;
+    m->Vl = (c->vocab_size + t - 1) / t;
+    m->v0 = m->tp.rank * m->Vl;
+    m->nv = c->vocab_size - m->v0 < m->Vl ? c->vocab_size - m->v0 : m->Vl;
+    if (m->nv < 0) m->nv = 0;
+    return ST_OK;
+}
+
 status_t model_stage_create(model_stage **out, const model_config *cfg, int layer_begin,
                             int layer_end, int B, int n_slots)
+{
+    return model_stage_create_tp(out, cfg, layer_begin, layer_end, B, n_slots, NULL);
+}
+
+status_t model_stage_create_tp(model_stage **out, const model_config *cfg, int layer_begin,
+                               int layer_end, int B, int n_slots, const model_tp *tp)
 {
     TRY(model_config_check(cfg));
     FAIL_IF(layer_begin < 0 || layer_end > cfg->n_layer || layer_begin > layer_end, ST_CONFIG,
@@ -198,7 +241,8 @@ status_t model_stage_create(model_stage **out, const model_config *cfg, int laye
     m->n_slots = n_slots;
     m->first = layer_begin == 0;
     m->last = layer_end == cfg->n_layer;
-    status_t st = stage_plan(m);
+    status_t st = stage_set_tp(m, tp);
+    if (st == ST_OK) st = stage_plan(m);
     if (st != ST_OK) {
         model_stage_free(m);
         return st;
@@ -219,6 +263,10 @@ void model_stage_free(model_stage *m)
     free(m->g.blocks);
     free(m->tensors);
     free(m->part_end);
+    free(m->splits);
+    free(m->full_tensors);
+    free(m->runs);
+    free(m->run_at);
     free(m->params);
     free(m->grads);
     free(m->arena);
@@ -268,11 +316,16 @@ void model_init_params(model_stage *m, uint64_t seed)
         const model_tensor *t = &m->tensors[i];
         float *p = m->params + t->offset;
         if (t->ndim == 2) {
-            /* the stream is the name's hash: the same tensor gets the same
-             * values in whatever stage it lives */
+            /* the stream is the name's hash and a slice draws the values of
+             * its place in the whole tensor: the same tensor gets the same
+             * values in whatever stage and tensor-parallel split it lives */
             uint64_t stream = hash64(t->name, strlen(t->name));
             int resid = m->cfg.family == MODEL_GPT && ends_with(t->name, "c_proj.weight");
-            rng_fill_normal(key, stream, resid ? std_resid : 0.02f, p, t->numel);
+            const model_run *runs;
+            int n = model_stage_runs(m, i, &runs);
+            for (int k = 0; k < n; k++)
+                rng_fill_normal_at(key, stream, resid ? std_resid : 0.02f, runs[k].full - m->full_tensors[i].offset,
+                                   m->params + runs[k].local, runs[k].len);
         } else {
             float v = is_layernorm(t->name) && ends_with(t->name, "weight") ? 1.0f : 0.0f;
             for (size_t j = 0; j < t->numel; j++) p[j] = v;
@@ -296,6 +349,8 @@ dropout_site model_dropout(const model_stage *m, const model_pass *pass, int lay
     d.key = rng_key_make(pass->seed, RNG_DROPOUT);
     d.stream = (pass->sample0 << 20) | ((uint64_t)(layer + 1) << 4) | (uint64_t)site;
     d.p = m->cfg.dropout;
+    d.head0 = m->tp.rank * m->NHl; /* attention masks are keyed by the global head */
+    d.n_head = m->cfg.n_head;
     return d;
 }
 
@@ -317,21 +372,39 @@ static status_t check_ids(const model_stage *m, const batch *b)
     return ST_OK;
 }
 
-static void embed_forward(model_stage *m, slot_acts *s, const batch *b, const model_pass *pass)
+/* out (N,C) = word + position (+ type) embeddings. Vocab-parallel: each
+ * rank looks up the ids of its slice (zeros for the others) and the group
+ * sums, so every rank holds the whole embedding. */
+static status_t embed_lookup(model_stage *m, float *out, const batch *b)
+{
+    const model_config *c = &m->cfg;
+    const int32_t *types = c->family == MODEL_BERT ? b->token_type_ids : NULL;
+    const float *wtt = c->family == MODEL_BERT ? m->p.wtt : NULL;
+    if (m->tp.size == 1) {
+        embedding_forward(out, b->input_ids, types, m->p.wte, m->p.wpe, wtt, m->B, c->seq_len, c->d_model);
+        return ST_OK;
+    }
+    int N = m->B * c->seq_len;
+    embedding_slice_forward(out, b->input_ids, m->p.wte, m->v0, m->nv, N, c->d_model);
+    TRY(model_tp_sum(m, out, (size_t)N * c->d_model));
+    embedding_add_positions(out, types, m->p.wpe, wtt, m->B, c->seq_len, c->d_model);
+    return ST_OK;
+}
+
+static status_t embed_forward(model_stage *m, slot_acts *s, const batch *b, const model_pass *pass)
 {
     const model_config *c = &m->cfg;
     size_t N = (size_t)m->B * c->seq_len;
     float *x0 = s->xs[0];
     if (c->family == MODEL_BERT) {
-        embedding_forward(s->emb_sum, b->input_ids, b->token_type_ids, m->p.wte, m->p.wpe,
-                          m->p.wtt, m->B, c->seq_len, c->d_model);
+        TRY(embed_lookup(m, s->emb_sum, b));
         layernorm_forward(x0, s->emb_mean, s->emb_rstd, s->emb_sum, m->p.emb_ln_w,
                           m->p.emb_ln_b, (int)N, c->d_model, 1e-12f);
     } else {
-        embedding_forward(x0, b->input_ids, NULL, m->p.wte, m->p.wpe, NULL, m->B, c->seq_len,
-                          c->d_model);
+        TRY(embed_lookup(m, x0, b));
     }
     dropout_forward(x0, x0, N * c->d_model, model_dropout(m, pass, -1, SITE_EMB));
+    return ST_OK;
 }
 
 static void embed_backward(model_stage *m, slot_acts *s, float *dx, const batch *b,
@@ -347,21 +420,26 @@ static void embed_backward(model_stage *m, slot_acts *s, float *dx, const batch 
         layernorm_backward(demb, m->g.emb_ln_w, m->g.emb_ln_b, dx, s->emb_sum, m->p.emb_ln_w,
                            s->emb_mean, s->emb_rstd, (int)N, c->d_model);
     }
-    embedding_backward(m->g.wte, m->g.wpe, m->g.wtt, demb, b->input_ids, b->token_type_ids,
+    int split = m->tp.size > 1;
+    embedding_backward(split ? NULL : m->g.wte, m->g.wpe, m->g.wtt, demb, b->input_ids, b->token_type_ids,
                        m->B, c->seq_len, c->d_model);
+    if (split) embedding_slice_backward(m->g.wte, demb, b->input_ids, m->v0, m->nv, (int)N, c->d_model);
 }
 
 status_t model_forward(model_stage *m, int slot, const batch *b, const model_pass *pass,
                        model_losses *losses)
 {
     FAIL_IF(slot < 0 || slot >= m->n_slots, ST_ERROR, "model: slot %d outside [0, %d)", slot, m->n_slots);
+    FAIL_IF(pass->logits && m->tp.size > 1, ST_USAGE,
+            "model: the full logits of a tensor-parallel stage (tp = %d) are never gathered; evaluate "
+            "logits on an unsplit stage", m->tp.size);
     slot_acts *s = &m->slots[slot];
     if (m->first) {
         TRY(check_ids(m, b));
-        embed_forward(m, s, b, pass);
+        TRY(embed_forward(m, s, b, pass));
     }
     for (int i = 0; i < m->n_local; i++)
-        block_forward(m, m->layer_begin + i, &m->p.blocks[i], &s->blocks[i], s->xs[i], b, pass);
+        TRY(block_forward(m, m->layer_begin + i, &m->p.blocks[i], &s->blocks[i], s->xs[i], b, pass));
     if (m->last && !(pass->defer_head && pass->train)) TRY(model_head(m, slot, b, pass, losses));
     return ST_OK;
 }
@@ -385,9 +463,9 @@ status_t model_backward(model_stage *m, int slot, const batch *b, const model_pa
     float *dx = s->doutput;
     for (int i = m->n_local - 1; i >= 0; i--) {
         if (m->cfg.recompute)
-            block_forward(m, m->layer_begin + i, &m->p.blocks[i], &s->blocks[i], s->xs[i], b, pass);
-        block_backward(m, m->layer_begin + i, &m->p.blocks[i], &m->g.blocks[i], &s->blocks[i],
-                       s->xs[i], dx, b, pass);
+            TRY(block_forward(m, m->layer_begin + i, &m->p.blocks[i], &s->blocks[i], s->xs[i], b, pass));
+        TRY(block_backward(m, m->layer_begin + i, &m->p.blocks[i], &m->g.blocks[i], &s->blocks[i],
+                           s->xs[i], dx, b, pass));
         model_part_done(m, pass, 1 + i);
     }
     if (m->first) {

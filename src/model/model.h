@@ -41,6 +41,7 @@ typedef struct model_tensor {
     int64_t shape[2];
     size_t offset, numel; /* in floats, within the stage's buffer */
     int decay;            /* AdamW weight decay applies (2-D weights) */
+    int tp_split;         /* 1: each tensor-parallel rank holds its own slice; 0: replicated */
 } model_tensor;
 
 /* What one forward pass of the last stage measured (sums, so micro-batches and
@@ -60,6 +61,49 @@ typedef struct model_stage model_stage;
 status_t model_stage_create(model_stage **out, const model_config *cfg, int layer_begin,
                             int layer_end, int B, int n_slots);
 void model_stage_free(model_stage *m);
+
+/* ---- tensor parallelism (Megatron-LM's 1D split) ---------------------------
+ * A stage split over a group of `size` ranks: each holds the heads [r NH/t,
+ * (r+1) NH/t) of q, k, v and the attention-out rows that consume them, rows
+ * [r F/t, (r+1) F/t) of the FFN, and rows [r Vp/t, (r+1) Vp/t) of the word
+ * embedding and the tied head (Vp = vocab padded up to a multiple of t; the
+ * padded rows are zero and stay zero). LayerNorms, position and type
+ * embeddings, row-parallel biases and BERT's MLM transform and NSP head are
+ * replicated. The group's reductions come from the caller (dist supplies MPI
+ * ones), so model/ stays MPI-free; every rank of the group must run the same
+ * passes in the same order. */
+typedef struct model_tp {
+    int size, rank;                       /* 1, 0 = no tensor parallelism */
+    /* in-place sum / max over the tensor group (dist supplies MPI versions) */
+    status_t (*allreduce_sum)(void *ctx, float *buf, size_t n);
+    status_t (*allreduce_max)(void *ctx, float *buf, size_t n);
+    void *ctx;
+} model_tp;
+
+/* Refuses a split the model cannot take (n_head or d_ff not divisible by
+ * size), naming dist.tp and the key. */
+status_t model_tp_check(const model_config *cfg, int size);
+
+/* model_stage_create for tensor-parallel rank tp->rank of tp->size (tp = NULL:
+ * size 1). The tensor table then lists this rank's LOCAL tensors (Hugging Face
+ * names, local shapes and offsets). */
+status_t model_stage_create_tp(model_stage **out, const model_config *cfg, int layer_begin,
+                               int layer_end, int B, int n_slots, const model_tp *tp);
+
+/* Where local tensor i lives in the stage's FULL (tp = 1) buffer: contiguous
+ * runs of `len` floats from `local` (offset in this stage's buffer) to `full`
+ * (offset in the buffer of model_stage_create over the same layers). Padding
+ * has no run. *runs points into the stage; returns the count (1 for an
+ * unsplit tensor). Checkpoints, exports and tests map slices with it. */
+typedef struct model_run {
+    size_t local, full, len;
+} model_run;
+int model_stage_runs(const model_stage *m, int i, const model_run **runs);
+/* Local tensor i unsplit: its name, full shape and offset in the stage's full
+ * buffer (the table model_stage_create gives over the same layers). */
+const model_tensor *model_stage_full_tensor(const model_stage *m, int i);
+/* Floats of the stage's full (tp = 1) buffer. */
+size_t model_stage_full_n_params(const model_stage *m);
 
 int model_stage_first(const model_stage *m); /* holds the embeddings */
 int model_stage_last(const model_stage *m);  /* holds the heads */

@@ -7,7 +7,11 @@
  *          ln1 = LN(res1); fch = ln1 W1; res2 = ln1 + drop(gelu(fch) W2);
  *          out = ln2 = LN(res2)
  * Dropout sites per layer: 1 attention probabilities, 2 after the attention
- * projection, 3 after the FFN. */
+ * projection, 3 after the FFN.
+ * Tensor parallel (Megatron-LM): qkv and fch are column-parallel (this
+ * rank's heads, its FFN rows), the attention projection and the FFN output
+ * row-parallel with one group sum each in forward; backward sums d(input)
+ * of the two column-parallel linears. Everything between is replicated. */
 #include <string.h>
 
 #include "model/model_internal.h"
@@ -26,97 +30,138 @@ static const int32_t *key_mask_of(const model_stage *m, const batch *b)
     return m->cfg.family == MODEL_BERT ? b->attention_mask : NULL;
 }
 
+/* Widths are this rank's: the q/k/v channels Cl and heads NHl of its
+ * heads, the FFN rows Fl (all of them at tp size 1). */
+
+/* out (N,OC) = inp (N,K) W + bias of a row-parallel linear: each rank's K
+ * inputs give a partial product, the group sums, and the bias is added once
+ * after the sum. */
+static status_t row_parallel_forward(model_stage *m, float *out, const float *inp, const float *w,
+                                     const float *bias, int N, int K, int OC)
+{
+    if (m->tp.size == 1) {
+        linear_forward(out, OC, inp, w, bias, layout_of(m), N, K, OC);
+        return ST_OK;
+    }
+    linear_forward(out, OC, inp, w, NULL, layout_of(m), N, K, OC);
+    TRY(model_tp_sum(m, out, (size_t)N * OC));
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++) out[(size_t)n * OC + o] += bias[o];
+    return ST_OK;
+}
+
+/* dacc (N,C) += d(inp) of a column-parallel linear inp (N,C) -> (N,OC):
+ * each rank's OC outputs give a partial d(inp) that the group sums (in dtmp,
+ * free by then), so every rank continues with the whole gradient. */
+static status_t column_parallel_backward(model_stage *m, float *dacc, float *dw, float *db,
+                                         const float *dout, const float *inp, const float *w, int N,
+                                         int C, int OC)
+{
+    if (m->tp.size == 1) {
+        linear_backward(dacc, dw, db, dout, OC, inp, w, layout_of(m), N, C, OC, 1);
+        return ST_OK;
+    }
+    float *part = m->s.dtmp;
+    linear_backward(part, dw, db, dout, OC, inp, w, layout_of(m), N, C, OC, 0);
+    TRY(model_tp_sum(m, part, (size_t)N * C));
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < (size_t)N * C; i++) dacc[i] += part[i];
+    return ST_OK;
+}
+
 /* qkv -> atty -> res1 = x + drop(atty Wo): the attention half of a block. */
-static void attention_half(model_stage *m, int l, const block_params *p, const block_acts *a,
-                           const float *x, const float *attn_in, const batch *b,
-                           const model_pass *pass)
+static status_t attention_half(model_stage *m, int l, const block_params *p, const block_acts *a,
+                               const float *x, const float *attn_in, const batch *b,
+                               const model_pass *pass)
 {
     const model_config *c = &m->cfg;
-    int N = m->B * c->seq_len, C = c->d_model;
-    weight_layout lay = layout_of(m);
-    linear_forward(a->qkv, 3 * C, attn_in, p->qkv_w, p->qkv_b, lay, N, C, 3 * C);
+    int N = m->B * c->seq_len, C = c->d_model, Cl = m->Cl;
+    linear_forward(a->qkv, 3 * Cl, attn_in, p->qkv_w, p->qkv_b, layout_of(m), N, C, 3 * Cl);
     attention_forward(a->atty, a->att, m->s.datt, a->qkv, key_mask_of(m, b),
                       c->family == MODEL_GPT, model_dropout(m, pass, l, SITE_ATT), m->B,
-                      c->seq_len, C, c->n_head);
-    linear_forward(m->s.tmp, C, a->atty, p->proj_w, p->proj_b, lay, N, C, C);
+                      c->seq_len, Cl, m->NHl);
+    TRY(row_parallel_forward(m, m->s.tmp, a->atty, p->proj_w, p->proj_b, N, Cl, C));
     dropout_add_forward(a->res1, x, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
+    return ST_OK;
 }
 
 /* fch -> gelu -> out = res + drop(gelu W2): the FFN half. */
-static void ffn_half(model_stage *m, int l, const block_params *p, const block_acts *a,
-                     const float *ffn_in, const float *res, float *out, const model_pass *pass)
+static status_t ffn_half(model_stage *m, int l, const block_params *p, const block_acts *a,
+                         const float *ffn_in, const float *res, float *out, const model_pass *pass)
 {
     const model_config *c = &m->cfg;
-    int N = m->B * c->seq_len, C = c->d_model, F = c->d_ff;
-    weight_layout lay = layout_of(m);
-    linear_forward(a->fch, F, ffn_in, p->fc_w, p->fc_b, lay, N, C, F);
+    int N = m->B * c->seq_len, C = c->d_model, F = m->Fl;
+    linear_forward(a->fch, F, ffn_in, p->fc_w, p->fc_b, layout_of(m), N, C, F);
     gelu_forward(a->fch_gelu, a->fch, (size_t)N * F, gelu_of(m));
-    linear_forward(m->s.tmp, C, a->fch_gelu, p->fc2_w, p->fc2_b, lay, N, F, C);
+    TRY(row_parallel_forward(m, m->s.tmp, a->fch_gelu, p->fc2_w, p->fc2_b, N, F, C));
     dropout_add_forward(out, res, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
+    return ST_OK;
 }
 
-void block_forward(model_stage *m, int l, const block_params *p, const block_acts *a,
-                   const float *x, const batch *b, const model_pass *pass)
+status_t block_forward(model_stage *m, int l, const block_params *p, const block_acts *a,
+                       const float *x, const batch *b, const model_pass *pass)
 {
     int N = m->B * m->cfg.seq_len, C = m->cfg.d_model;
     float eps = ln_eps(m);
     if (m->cfg.pre_ln) {
         layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1_w, p->ln1_b, N, C, eps);
-        attention_half(m, l, p, a, x, a->ln1, b, pass);
+        TRY(attention_half(m, l, p, a, x, a->ln1, b, pass));
         model_poll(pass);
         layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res1, p->ln2_w, p->ln2_b, N, C, eps);
-        ffn_half(m, l, p, a, a->ln2, a->res1, a->res2, pass);
+        TRY(ffn_half(m, l, p, a, a->ln2, a->res1, a->res2, pass));
     } else {
-        attention_half(m, l, p, a, x, x, b, pass);
+        TRY(attention_half(m, l, p, a, x, x, b, pass));
         model_poll(pass);
         layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, a->res1, p->ln1_w, p->ln1_b, N, C, eps);
-        ffn_half(m, l, p, a, a->ln1, a->ln1, a->res2, pass);
+        TRY(ffn_half(m, l, p, a, a->ln1, a->ln1, a->res2, pass));
         layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, p->ln2_w, p->ln2_b, N, C, eps);
     }
     model_poll(pass);
+    return ST_OK;
 }
 
 /* Given d(out of the FFN branch before dropout) in dres: adds the FFN
  * branch's gradient w.r.t. ffn_in to dacc (accumulate). */
-static void ffn_half_backward(model_stage *m, int l, const block_params *p,
-                              const block_params *g, const block_acts *a, const float *ffn_in,
-                              const float *dres, float *dacc, const model_pass *pass)
+static status_t ffn_half_backward(model_stage *m, int l, const block_params *p,
+                                  const block_params *g, const block_acts *a, const float *ffn_in,
+                                  const float *dres, float *dacc, const model_pass *pass)
 {
     const model_config *c = &m->cfg;
-    int N = m->B * c->seq_len, C = c->d_model, F = c->d_ff;
-    weight_layout lay = layout_of(m);
+    int N = m->B * c->seq_len, C = c->d_model, F = m->Fl;
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
     gelu_forward(a->fch_gelu, a->fch, (size_t)N * F, gelu_of(m));
-    linear_backward(m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, a->fch_gelu, p->fc2_w, lay, N,
-                    F, C, 0);
+    linear_backward(m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, a->fch_gelu, p->fc2_w, layout_of(m),
+                    N, F, C, 0);
     gelu_backward(m->s.dfch, a->fch, m->s.dfch, (size_t)N * F, gelu_of(m));
-    linear_backward(dacc, g->fc_w, g->fc_b, m->s.dfch, F, ffn_in, p->fc_w, lay, N, C, F, 1);
+    TRY(column_parallel_backward(m, dacc, g->fc_w, g->fc_b, m->s.dfch, ffn_in, p->fc_w, N, C, F));
     model_poll(pass);
+    return ST_OK;
 }
 
 /* Given d(res1) in dres: adds the attention branch's gradient w.r.t. attn_in
  * to dacc (accumulate). Uses dA as scratch. */
-static void attention_half_backward(model_stage *m, int l, const block_params *p,
-                                    const block_params *g, const block_acts *a,
-                                    const float *attn_in, const float *dres, float *dacc,
-                                    const model_pass *pass)
+static status_t attention_half_backward(model_stage *m, int l, const block_params *p,
+                                        const block_params *g, const block_acts *a,
+                                        const float *attn_in, const float *dres, float *dacc,
+                                        const model_pass *pass)
 {
     const model_config *c = &m->cfg;
-    int N = m->B * c->seq_len, C = c->d_model;
-    weight_layout lay = layout_of(m);
+    int N = m->B * c->seq_len, C = c->d_model, Cl = m->Cl;
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
-    linear_backward(m->s.dA, g->proj_w, g->proj_b, m->s.dtmp, C, a->atty, p->proj_w, lay, N, C,
-                    C, 0);
+    linear_backward(m->s.dA, g->proj_w, g->proj_b, m->s.dtmp, C, a->atty, p->proj_w, layout_of(m), N,
+                    Cl, C, 0);
     attention_backward(m->s.dqkv, m->s.datt, m->s.dA, a->qkv, a->att, c->family == MODEL_GPT,
-                       model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, C, c->n_head);
-    linear_backward(dacc, g->qkv_w, g->qkv_b, m->s.dqkv, 3 * C, attn_in, p->qkv_w, lay, N, C,
-                    3 * C, 1);
+                       model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl);
+    TRY(column_parallel_backward(m, dacc, g->qkv_w, g->qkv_b, m->s.dqkv, attn_in, p->qkv_w, N, C,
+                                 3 * Cl));
     model_poll(pass);
+    return ST_OK;
 }
 
-void block_backward(model_stage *m, int l, const block_params *p, const block_params *g,
-                    const block_acts *a, const float *x, float *dx, const batch *b,
-                    const model_pass *pass)
+status_t block_backward(model_stage *m, int l, const block_params *p, const block_params *g,
+                        const block_acts *a, const float *x, float *dx, const batch *b,
+                        const model_pass *pass)
 {
     size_t N = (size_t)m->B * m->cfg.seq_len, C = m->cfg.d_model;
     float *dln = m->s.dA;
@@ -124,14 +169,14 @@ void block_backward(model_stage *m, int l, const block_params *p, const block_pa
     if (m->cfg.pre_ln) {
         /* dx holds d(res2); the residual passes it to res1 unchanged */
         memset(dln, 0, N * C * sizeof(float));
-        ffn_half_backward(m, l, p, g, a, a->ln2, dx, dln, pass);
+        TRY(ffn_half_backward(m, l, p, g, a, a->ln2, dx, dln, pass));
         layernorm_backward(dx, g->ln2_w, g->ln2_b, dln, a->res1, p->ln2_w, a->ln2_mean,
                            a->ln2_rstd, (int)N, (int)C);
         /* dx = d(res1) = d(x) through the residual; dA is reused by the
          * attention backward, so d(ln1) gathers in dfch's space */
         float *dln1 = m->s.dfch;
         memset(dln1, 0, N * C * sizeof(float));
-        attention_half_backward(m, l, p, g, a, a->ln1, dx, dln1, pass);
+        TRY(attention_half_backward(m, l, p, g, a, a->ln1, dx, dln1, pass));
         layernorm_backward(dx, g->ln1_w, g->ln1_b, dln1, x, p->ln1_w, a->ln1_mean, a->ln1_rstd,
                            (int)N, (int)C);
     } else {
@@ -141,11 +186,12 @@ void block_backward(model_stage *m, int l, const block_params *p, const block_pa
         layernorm_backward(dres2, g->ln2_w, g->ln2_b, dx, a->res2, p->ln2_w, a->ln2_mean,
                            a->ln2_rstd, (int)N, (int)C);
         /* d(ln1) = d(res2) (residual) + the FFN branch */
-        ffn_half_backward(m, l, p, g, a, a->ln1, dres2, dres2, pass);
+        TRY(ffn_half_backward(m, l, p, g, a, a->ln1, dres2, dres2, pass));
         memset(dx, 0, N * C * sizeof(float));
         layernorm_backward(dx, g->ln1_w, g->ln1_b, dres2, a->res1, p->ln1_w, a->ln1_mean,
                            a->ln1_rstd, (int)N, (int)C);
         /* dx = d(res1) = d(x) through the residual, + the attention branch */
-        attention_half_backward(m, l, p, g, a, x, dx, dx, pass);
+        TRY(attention_half_backward(m, l, p, g, a, x, dx, dx, pass));
     }
+    return ST_OK;
 }

@@ -7,38 +7,64 @@
  * GPT: logits = LN_f(x) wte^T over every position with a target.
  * BERT: MLM over the masked positions only (the other rows carry no loss):
  *       h = LN(gelu(x Wt + bt)); logits = h wte^T + bias;
- *       NSP on [CLS]: pooled = tanh(x_0 Wp + bp); nsp = pooled Ws + bs. */
+ *       NSP on [CLS]: pooled = tanh(x_0 Wp + bp); nsp = pooled Ws + bs.
+ * Tensor parallel: the tied embedding (and BERT's decoder bias) is split by
+ * vocabulary rows; each rank makes the logits of its slice and the loss is a
+ * parallel cross-entropy; the rest of the heads is replicated. */
 #include <math.h>
 #include <string.h>
 
 #include "model/model_internal.h"
 
-/* Logits of rows h (R,C) against the tied embedding, chunk by chunk; fills
- * pass->logits rows (at their batch positions) if asked; when training,
- * leaves d(loss)/d(h) in dh (R,C) and adds to the embedding and bias grads.
- * Returns the loss sum. */
-static double tied_logits_loss(model_stage *m, const float *h, float *dh, int R,
-                               const int32_t *rows, const int32_t *targets, const float *bias,
-                               float *dbias, float scale, const model_pass *pass, int *correct)
+/* The loss of n rows of this rank's logits (n, nv) over the vocabulary
+ * split across the tensor group: row max and sum-exp reduced over the group,
+ * the target's logit from the rank that holds it; the full logits are never
+ * gathered. Leaves the gradient in the logits like crossentropy_fused. */
+static status_t parallel_crossentropy(model_stage *m, int n, const int32_t *targets, float scale,
+                                      int *correct, double *loss)
 {
-    int C = m->cfg.d_model, V = m->cfg.vocab_size;
-    double loss = 0.0;
+    scratch *k = &m->s;
+    crossentropy_slice_max(k->logits, m->Vl, n, m->nv, k->ce_max);
+    TRY(m->tp.allreduce_max(m->tp.ctx, k->ce_max, (size_t)n));
+    crossentropy_slice_sumexp(k->logits, m->Vl, targets, n, m->v0, m->nv, k->ce_max, k->ce_st);
+    TRY(model_tp_sum(m, k->ce_st, 2 * (size_t)n));
+    *loss += crossentropy_slice_grad(k->logits, m->Vl, targets, n, m->v0, m->nv, k->ce_max, k->ce_st,
+                                     scale, k->row_loss, correct);
+    return ST_OK;
+}
+
+/* Logits of rows h (R,C) against the tied embedding (this rank's vocabulary
+ * slice), chunk by chunk; fills pass->logits rows (at their batch positions)
+ * if asked; when training, leaves d(loss)/d(h) in dh (R,C) (summed over the
+ * tensor group) and adds to the embedding and bias grads. Adds the loss sum
+ * to *loss. */
+static status_t tied_logits_loss(model_stage *m, const float *h, float *dh, int R,
+                                 const int32_t *rows, const int32_t *targets, const float *bias,
+                                 float *dbias, float scale, const model_pass *pass, int *correct,
+                                 double *loss)
+{
+    int C = m->cfg.d_model, V = m->nv, ld = m->Vl;
     for (int r0 = 0; r0 < R; r0 += HEAD_ROWS) {
         int n = R - r0 < HEAD_ROWS ? R - r0 : HEAD_ROWS;
         const float *hc = h + (size_t)r0 * C;
-        linear_forward(m->s.logits, V, hc, m->p.wte, bias, W_OUT_IN, n, C, V);
+        if (V) linear_forward(m->s.logits, ld, hc, m->p.wte, bias, W_OUT_IN, n, C, V);
         if (pass->logits)
             for (int i = 0; i < n; i++)
                 memcpy(pass->logits + (size_t)rows[r0 + i] * V, m->s.logits + (size_t)i * V,
                        (size_t)V * sizeof(float));
-        loss += crossentropy_fused(m->s.logits, V, targets + r0, n, V, scale, m->s.row_loss,
-                                   correct);
-        if (pass->train)
-            linear_backward(dh + (size_t)r0 * C, m->g.wte, dbias, m->s.logits, V, hc, m->p.wte,
+        if (m->tp.size == 1)
+            *loss += crossentropy_fused(m->s.logits, V, targets + r0, n, V, scale, m->s.row_loss,
+                                        correct);
+        else
+            TRY(parallel_crossentropy(m, n, targets + r0, scale, correct, loss));
+        if (pass->train && V)
+            linear_backward(dh + (size_t)r0 * C, m->g.wte, dbias, m->s.logits, ld, hc, m->p.wte,
                             W_OUT_IN, n, C, V, 0);
+        else if (pass->train)
+            memset(dh + (size_t)r0 * C, 0, (size_t)n * C * sizeof(float));
         model_poll(pass);
     }
-    return loss;
+    return pass->train ? model_tp_sum(m, dh, (size_t)R * C) : ST_OK;
 }
 
 static status_t check_label(const model_stage *m, int label, size_t pos)
@@ -96,9 +122,8 @@ static status_t gpt_head(model_stage *m, slot_acts *s, const batch *b, const mod
     layernorm_forward(m->s.h_l, m->s.h_mean, m->s.h_rstd, m->s.h_in, m->p.lnf_w, m->p.lnf_b, R,
                       C, 1e-5f);
     float scale = valid ? pass->loss_scale / (float)valid : 0.0f;
-    losses->lm_loss_sum += tied_logits_loss(m, m->s.h_l, m->s.dh_l, R, m->s.rows,
-                                            m->s.row_targets, NULL, NULL, scale, pass,
-                                            &losses->lm_correct);
+    TRY(tied_logits_loss(m, m->s.h_l, m->s.dh_l, R, m->s.rows, m->s.row_targets, NULL, NULL, scale,
+                         pass, &losses->lm_correct, &losses->lm_loss_sum));
     losses->lm_count += valid;
     if (!pass->train) return ST_OK;
     memset(m->s.h_t, 0, (size_t)R * C * sizeof(float));
@@ -122,9 +147,8 @@ static status_t bert_mlm(model_stage *m, slot_acts *s, const batch *b, const mod
     layernorm_forward(k->h_l, k->h_mean, k->h_rstd, k->h_g, m->p.tr_ln_w, m->p.tr_ln_b, R, C,
                       1e-12f);
     float scale = valid ? pass->loss_scale / (float)valid : 0.0f;
-    losses->mlm_loss_sum += tied_logits_loss(m, k->h_l, k->dh_l, R, k->rows, k->row_targets,
-                                             m->p.dec_b, m->g.dec_b, scale, pass,
-                                             &losses->mlm_correct);
+    TRY(tied_logits_loss(m, k->h_l, k->dh_l, R, k->rows, k->row_targets, m->p.dec_b, m->g.dec_b,
+                         scale, pass, &losses->mlm_correct, &losses->mlm_loss_sum));
     losses->mlm_count += valid;
     if (!pass->train) return ST_OK;
     memset(k->dh_g, 0, (size_t)R * C * sizeof(float));

@@ -38,6 +38,7 @@ typedef struct slot_acts {
 
 typedef struct scratch {
     float *tmp, *dA, *dtmp, *dfch, *dqkv, *datt;
+    float *ce_max, *ce_st;            /* parallel cross-entropy: (HEAD_ROWS), (2 HEAD_ROWS) */
     float *gelu;                      /* gelu(fch) of the block at hand (N,F) */
     float *logits, *row_loss;         /* (RC,V), (B*T) */
     float *h_in, *h_t, *h_g, *h_l, *h_mean, *h_rstd, *dh_l, *dh_g; /* head rows (B*T,C) */
@@ -46,10 +47,28 @@ typedef struct scratch {
     float *sin_pos;                   /* (P,C) sinusoidal table, or NULL */
 } scratch;
 
+/* How a tensor is split over tensor-parallel ranks: not at all, by rows,
+ * by columns (a vector: its entries), or by columns in three equal parts
+ * (GPT's q | k | v), each part split alike. full: the unsplit shape. */
+typedef enum { SPLIT_NONE = 0, SPLIT_ROWS = 1, SPLIT_COLS = 2, SPLIT_COLS3 = 3 } split_kind;
+typedef struct tensor_split {
+    split_kind kind;
+    int64_t full[2];
+} tensor_split;
+
 struct model_stage {
     model_config cfg;
     int layer_begin, layer_end, n_local, B, n_slots, first, last;
+    model_tp tp;
+    /* local widths: q/k/v channels, heads, FFN rows, vocabulary rows (padded)
+       and the vocabulary slice [v0, v0 + nv) this rank holds */
+    int Cl, NHl, Fl, Vl, v0, nv;
     model_tensor *tensors;
+    tensor_split *splits;    /* [n_tensors] */
+    model_tensor *full_tensors; /* [n_tensors]: the same tensors unsplit (the tp = 1 table) */
+    model_run *runs;         /* every tensor's runs, tensor i's from run_at[i] to run_at[i + 1] */
+    int *run_at;
+    size_t full_n_params;
     int n_tensors;
     size_t n_params;
     size_t *part_end;        /* [n_local + 3]: 0, end of the embeddings, of each block, of the heads */
@@ -67,19 +86,28 @@ enum { HEAD_ROWS = 256 };   /* rows of logits materialised at once */
 /* part_end (optional, n_local + 3 entries): where each part ends, see
  * model_stage.part_end. */
 status_t model_table_build(const model_config *c, int layer_begin, int layer_end, int first,
-                           int last, model_tensor **out, int *n, size_t *total, size_t *part_end);
+                           int last, int tp, model_tensor **out, tensor_split **split, int *n,
+                           size_t *total, size_t *part_end);
+/* m->full_tensors, m->runs, m->run_at and m->full_n_params from m->tensors
+ * and m->splits. */
+status_t model_runs_build(model_stage *m);
 status_t model_views(const model_stage *m, float *base, stage_params *v);
 
 /* blocks and heads (model_block.c, model_head.c) */
-void block_forward(model_stage *m, int l, const block_params *p, const block_acts *a,
-                   const float *x, const batch *b, const model_pass *pass);
-void block_backward(model_stage *m, int l, const block_params *p, const block_params *g,
-                    const block_acts *a, const float *x, float *dx, const batch *b,
-                    const model_pass *pass);
+status_t block_forward(model_stage *m, int l, const block_params *p, const block_acts *a,
+                       const float *x, const batch *b, const model_pass *pass);
+status_t block_backward(model_stage *m, int l, const block_params *p, const block_params *g,
+                        const block_acts *a, const float *x, float *dx, const batch *b,
+                        const model_pass *pass);
 status_t head_forward(model_stage *m, int slot, const batch *b, const model_pass *pass,
                       model_losses *losses);
 
 dropout_site model_dropout(const model_stage *m, const model_pass *pass, int layer, int site);
+/* The tensor group's in-place sum (nothing at tp size 1). */
+static inline status_t model_tp_sum(const model_stage *m, float *buf, size_t n)
+{
+    return m->tp.size > 1 ? m->tp.allreduce_sum(m->tp.ctx, buf, n) : ST_OK;
+}
 static inline void model_poll(const model_pass *pass)
 {
     if (pass->poll) pass->poll(pass->poll_ctx, 0, 0);

@@ -9,35 +9,49 @@
 
 typedef struct table_builder {
     model_tensor *t;
-    int n, cap;
+    tensor_split *split;
+    int n, cap, tp;
     size_t total;
 } table_builder;
 
-static status_t add(table_builder *tb, int64_t d0, int64_t d1, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-/* d1 == 0: a vector of d0. Weight decay for 2-D tensors only. */
-static status_t add(table_builder *tb, int64_t d0, int64_t d1, const char *fmt, ...)
+static status_t add(table_builder *tb, split_kind kind, int64_t d0, int64_t d1, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* d1 == 0: a vector of d0. Weight decay for 2-D tensors only. The entry
+ * gets the LOCAL shape of a split over tb->tp ranks: the split axis (a
+ * vector's only one) has ceil(extent / tp) per part, the rest padding. */
+static status_t add(table_builder *tb, split_kind kind, int64_t d0, int64_t d1, const char *fmt, ...)
 {
     if (tb->n == tb->cap) {
         int cap = tb->cap ? 2 * tb->cap : 64;
         model_tensor *t = realloc(tb->t, (size_t)cap * sizeof *t);
-        FAIL_IF(!t, ST_NOMEM, "model: out of memory for the tensor table");
-        tb->t = t;
+        tensor_split *sp = realloc(tb->split, (size_t)cap * sizeof *sp);
+        if (t) tb->t = t;
+        if (sp) tb->split = sp;
+        FAIL_IF(!t || !sp, ST_NOMEM, "model: out of memory for the tensor table");
         tb->cap = cap;
     }
+    if (tb->tp == 1) kind = SPLIT_NONE;
+    tb->split[tb->n] = (tensor_split){.kind = kind, .full = {d0, d1}};
     model_tensor *t = &tb->t[tb->n++];
     memset(t, 0, sizeof *t);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(t->name, sizeof t->name, fmt, ap);
     va_end(ap);
+    int parts = kind == SPLIT_COLS3 ? 3 : 1;
+    if (kind == SPLIT_ROWS) d0 = ceil_div(d0, tb->tp);
+    if (kind >= SPLIT_COLS && d1) d1 = parts * ceil_div(d1 / parts, tb->tp);
+    if (kind >= SPLIT_COLS && !d1) d0 = parts * ceil_div(d0 / parts, tb->tp);
     t->ndim = d1 ? 2 : 1;
     t->shape[0] = d0;
     t->shape[1] = d1;
     t->numel = (size_t)d0 * (size_t)(d1 ? d1 : 1);
     t->offset = tb->total;
     t->decay = d1 != 0;
+    t->tp_split = kind != SPLIT_NONE;
     tb->total += t->numel;
     return ST_OK;
 }
@@ -47,40 +61,40 @@ static status_t add_bert_layer(table_builder *tb, const model_config *c, int i)
     int64_t C = c->d_model, F = c->d_ff;
     const char *pre = "bert.encoder.layer";
     /* query, key, value weights back to back: one (3C, C) matrix */
-    TRY(add(tb, C, C, "%s.%d.attention.self.query.weight", pre, i));
-    TRY(add(tb, C, C, "%s.%d.attention.self.key.weight", pre, i));
-    TRY(add(tb, C, C, "%s.%d.attention.self.value.weight", pre, i));
-    TRY(add(tb, C, 0, "%s.%d.attention.self.query.bias", pre, i));
-    TRY(add(tb, C, 0, "%s.%d.attention.self.key.bias", pre, i));
-    TRY(add(tb, C, 0, "%s.%d.attention.self.value.bias", pre, i));
-    TRY(add(tb, C, C, "%s.%d.attention.output.dense.weight", pre, i));
-    TRY(add(tb, C, 0, "%s.%d.attention.output.dense.bias", pre, i));
-    TRY(add(tb, C, 0, "%s.%d.attention.output.LayerNorm.weight", pre, i));
-    TRY(add(tb, C, 0, "%s.%d.attention.output.LayerNorm.bias", pre, i));
-    TRY(add(tb, F, C, "%s.%d.intermediate.dense.weight", pre, i));
-    TRY(add(tb, F, 0, "%s.%d.intermediate.dense.bias", pre, i));
-    TRY(add(tb, C, F, "%s.%d.output.dense.weight", pre, i));
-    TRY(add(tb, C, 0, "%s.%d.output.dense.bias", pre, i));
-    TRY(add(tb, C, 0, "%s.%d.output.LayerNorm.weight", pre, i));
-    TRY(add(tb, C, 0, "%s.%d.output.LayerNorm.bias", pre, i));
+    TRY(add(tb, SPLIT_ROWS, C, C, "%s.%d.attention.self.query.weight", pre, i));
+    TRY(add(tb, SPLIT_ROWS, C, C, "%s.%d.attention.self.key.weight", pre, i));
+    TRY(add(tb, SPLIT_ROWS, C, C, "%s.%d.attention.self.value.weight", pre, i));
+    TRY(add(tb, SPLIT_COLS, C, 0, "%s.%d.attention.self.query.bias", pre, i));
+    TRY(add(tb, SPLIT_COLS, C, 0, "%s.%d.attention.self.key.bias", pre, i));
+    TRY(add(tb, SPLIT_COLS, C, 0, "%s.%d.attention.self.value.bias", pre, i));
+    TRY(add(tb, SPLIT_COLS, C, C, "%s.%d.attention.output.dense.weight", pre, i));
+    TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.attention.output.dense.bias", pre, i));
+    TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.attention.output.LayerNorm.weight", pre, i));
+    TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.attention.output.LayerNorm.bias", pre, i));
+    TRY(add(tb, SPLIT_ROWS, F, C, "%s.%d.intermediate.dense.weight", pre, i));
+    TRY(add(tb, SPLIT_COLS, F, 0, "%s.%d.intermediate.dense.bias", pre, i));
+    TRY(add(tb, SPLIT_COLS, C, F, "%s.%d.output.dense.weight", pre, i));
+    TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.output.dense.bias", pre, i));
+    TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.output.LayerNorm.weight", pre, i));
+    TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.output.LayerNorm.bias", pre, i));
     return ST_OK;
 }
 
 static status_t add_gpt_layer(table_builder *tb, const model_config *c, int i)
 {
     int64_t C = c->d_model, F = c->d_ff;
-    TRY(add(tb, C, 0, "transformer.h.%d.ln_1.weight", i));
-    TRY(add(tb, C, 0, "transformer.h.%d.ln_1.bias", i));
-    TRY(add(tb, C, 3 * C, "transformer.h.%d.attn.c_attn.weight", i));
-    TRY(add(tb, 3 * C, 0, "transformer.h.%d.attn.c_attn.bias", i));
-    TRY(add(tb, C, C, "transformer.h.%d.attn.c_proj.weight", i));
-    TRY(add(tb, C, 0, "transformer.h.%d.attn.c_proj.bias", i));
-    TRY(add(tb, C, 0, "transformer.h.%d.ln_2.weight", i));
-    TRY(add(tb, C, 0, "transformer.h.%d.ln_2.bias", i));
-    TRY(add(tb, C, F, "transformer.h.%d.mlp.c_fc.weight", i));
-    TRY(add(tb, F, 0, "transformer.h.%d.mlp.c_fc.bias", i));
-    TRY(add(tb, F, C, "transformer.h.%d.mlp.c_proj.weight", i));
-    TRY(add(tb, C, 0, "transformer.h.%d.mlp.c_proj.bias", i));
+    TRY(add(tb, SPLIT_NONE, C, 0, "transformer.h.%d.ln_1.weight", i));
+    TRY(add(tb, SPLIT_NONE, C, 0, "transformer.h.%d.ln_1.bias", i));
+    TRY(add(tb, SPLIT_COLS3, C, 3 * C, "transformer.h.%d.attn.c_attn.weight", i));
+    TRY(add(tb, SPLIT_COLS3, 3 * C, 0, "transformer.h.%d.attn.c_attn.bias", i));
+    TRY(add(tb, SPLIT_ROWS, C, C, "transformer.h.%d.attn.c_proj.weight", i));
+    TRY(add(tb, SPLIT_NONE, C, 0, "transformer.h.%d.attn.c_proj.bias", i));
+    TRY(add(tb, SPLIT_NONE, C, 0, "transformer.h.%d.ln_2.weight", i));
+    TRY(add(tb, SPLIT_NONE, C, 0, "transformer.h.%d.ln_2.bias", i));
+    TRY(add(tb, SPLIT_COLS, C, F, "transformer.h.%d.mlp.c_fc.weight", i));
+    TRY(add(tb, SPLIT_COLS, F, 0, "transformer.h.%d.mlp.c_fc.bias", i));
+    TRY(add(tb, SPLIT_ROWS, F, C, "transformer.h.%d.mlp.c_proj.weight", i));
+    TRY(add(tb, SPLIT_NONE, C, 0, "transformer.h.%d.mlp.c_proj.bias", i));
     return ST_OK;
 }
 
@@ -92,14 +106,14 @@ static const char *wte_name(const model_config *c)
 static status_t add_embeddings(table_builder *tb, const model_config *c)
 {
     int64_t C = c->d_model;
-    TRY(add(tb, c->vocab_size, C, "%s", wte_name(c)));
+    TRY(add(tb, SPLIT_ROWS, c->vocab_size, C, "%s", wte_name(c)));
     if (c->family == MODEL_BERT) {
-        if (!c->sinusoidal) TRY(add(tb, c->max_positions, C, "bert.embeddings.position_embeddings.weight"));
-        TRY(add(tb, 2, C, "bert.embeddings.token_type_embeddings.weight"));
-        TRY(add(tb, C, 0, "bert.embeddings.LayerNorm.weight"));
-        TRY(add(tb, C, 0, "bert.embeddings.LayerNorm.bias"));
+        if (!c->sinusoidal) TRY(add(tb, SPLIT_NONE, c->max_positions, C, "bert.embeddings.position_embeddings.weight"));
+        TRY(add(tb, SPLIT_NONE, 2, C, "bert.embeddings.token_type_embeddings.weight"));
+        TRY(add(tb, SPLIT_NONE, C, 0, "bert.embeddings.LayerNorm.weight"));
+        TRY(add(tb, SPLIT_NONE, C, 0, "bert.embeddings.LayerNorm.bias"));
     } else if (!c->sinusoidal) {
-        TRY(add(tb, c->max_positions, C, "transformer.wpe.weight"));
+        TRY(add(tb, SPLIT_NONE, c->max_positions, C, "transformer.wpe.weight"));
     }
     return ST_OK;
 }
@@ -109,28 +123,29 @@ static status_t add_embeddings(table_builder *tb, const model_config *c)
 static status_t add_heads(table_builder *tb, const model_config *c, int first)
 {
     int64_t C = c->d_model;
-    if (!first) TRY(add(tb, c->vocab_size, C, "%s", wte_name(c)));
+    if (!first) TRY(add(tb, SPLIT_ROWS, c->vocab_size, C, "%s", wte_name(c)));
     if (c->family == MODEL_GPT) {
-        TRY(add(tb, C, 0, "transformer.ln_f.weight"));
-        TRY(add(tb, C, 0, "transformer.ln_f.bias"));
+        TRY(add(tb, SPLIT_NONE, C, 0, "transformer.ln_f.weight"));
+        TRY(add(tb, SPLIT_NONE, C, 0, "transformer.ln_f.bias"));
         return ST_OK;
     }
-    TRY(add(tb, C, C, "bert.pooler.dense.weight"));
-    TRY(add(tb, C, 0, "bert.pooler.dense.bias"));
-    TRY(add(tb, C, C, "cls.predictions.transform.dense.weight"));
-    TRY(add(tb, C, 0, "cls.predictions.transform.dense.bias"));
-    TRY(add(tb, C, 0, "cls.predictions.transform.LayerNorm.weight"));
-    TRY(add(tb, C, 0, "cls.predictions.transform.LayerNorm.bias"));
-    TRY(add(tb, c->vocab_size, 0, "cls.predictions.bias"));
-    TRY(add(tb, 2, C, "cls.seq_relationship.weight"));
-    TRY(add(tb, 2, 0, "cls.seq_relationship.bias"));
+    TRY(add(tb, SPLIT_NONE, C, C, "bert.pooler.dense.weight"));
+    TRY(add(tb, SPLIT_NONE, C, 0, "bert.pooler.dense.bias"));
+    TRY(add(tb, SPLIT_NONE, C, C, "cls.predictions.transform.dense.weight"));
+    TRY(add(tb, SPLIT_NONE, C, 0, "cls.predictions.transform.dense.bias"));
+    TRY(add(tb, SPLIT_NONE, C, 0, "cls.predictions.transform.LayerNorm.weight"));
+    TRY(add(tb, SPLIT_NONE, C, 0, "cls.predictions.transform.LayerNorm.bias"));
+    TRY(add(tb, SPLIT_COLS, c->vocab_size, 0, "cls.predictions.bias"));
+    TRY(add(tb, SPLIT_NONE, 2, C, "cls.seq_relationship.weight"));
+    TRY(add(tb, SPLIT_NONE, 2, 0, "cls.seq_relationship.bias"));
     return ST_OK;
 }
 
 status_t model_table_build(const model_config *c, int layer_begin, int layer_end, int first,
-                           int last, model_tensor **out, int *n, size_t *total, size_t *part_end)
+                           int last, int tp, model_tensor **out, tensor_split **split, int *n,
+                           size_t *total, size_t *part_end)
 {
-    table_builder tb = {0};
+    table_builder tb = {.tp = tp};
     status_t st = ST_OK;
     if (first) st = add_embeddings(&tb, c);
     if (part_end) part_end[0] = 0, part_end[1] = tb.total;
@@ -142,8 +157,10 @@ status_t model_table_build(const model_config *c, int layer_begin, int layer_end
     if (part_end) part_end[2 + layer_end - layer_begin] = tb.total;
     if (st != ST_OK) {
         free(tb.t);
+        free(tb.split);
         return st;
     }
+    if (split) *split = tb.split; else free(tb.split);
     *out = tb.t;
     *n = tb.n;
     *total = tb.total;
@@ -153,7 +170,7 @@ status_t model_table_build(const model_config *c, int layer_begin, int layer_end
 status_t model_full_table(const model_config *cfg, model_tensor **table, int *n)
 {
     size_t total;
-    return model_table_build(cfg, 0, cfg->n_layer, 1, 1, table, n, &total, NULL);
+    return model_table_build(cfg, 0, cfg->n_layer, 1, 1, 1, table, NULL, n, &total, NULL);
 }
 
 size_t model_full_n_params(const model_config *cfg)
@@ -161,7 +178,7 @@ size_t model_full_n_params(const model_config *cfg)
     model_tensor *t;
     int n;
     size_t total;
-    if (model_table_build(cfg, 0, cfg->n_layer, 1, 1, &t, &n, &total, NULL) != ST_OK) return 0;
+    if (model_table_build(cfg, 0, cfg->n_layer, 1, 1, 1, &t, NULL, &n, &total, NULL) != ST_OK) return 0;
     free(t);
     return total;
 }
@@ -234,3 +251,64 @@ status_t model_views(const model_stage *m, float *base, stage_params *v)
     v->nsp_b = view(m, base, "cls.seq_relationship.bias", 0);
     return ST_OK;
 }
+
+/* ---- the runs of the tensor-parallel split ------------------------------------ */
+
+/* The runs of local tensor t (split sp) on rank r, its full tensor at
+ * offset fo, written to out when not NULL; returns how many. */
+static int tensor_runs(const model_tensor *t, const tensor_split *sp, int r, size_t fo, model_run *out)
+{
+    if (sp->kind == SPLIT_NONE) {
+        if (out) out[0] = (model_run){t->offset, fo, t->numel};
+        return 1;
+    }
+    int64_t rows = t->ndim == 2 ? t->shape[0] : 1, cols = t->ndim == 2 ? t->shape[1] : t->shape[0];
+    if (sp->kind == SPLIT_ROWS) {
+        int64_t r0 = (int64_t)r * rows, valid = sp->full[0] - r0;
+        valid = valid < 0 ? 0 : valid > rows ? rows : valid;
+        if (!valid) return 0;
+        if (out) out[0] = (model_run){t->offset, fo + (size_t)(r0 * cols), (size_t)(valid * cols)};
+        return 1;
+    }
+    int parts = sp->kind == SPLIT_COLS3 ? 3 : 1;
+    int64_t fcols = t->ndim == 2 ? sp->full[1] : sp->full[0];
+    int64_t lp = cols / parts, fp = fcols / parts, c0 = (int64_t)r * lp, valid = fp - c0;
+    valid = valid < 0 ? 0 : valid > lp ? lp : valid;
+    if (!valid) return 0;
+    int n = 0;
+    for (int64_t i = 0; i < rows; i++)
+        for (int q = 0; q < parts; q++, n++)
+            if (out)
+                out[n] = (model_run){t->offset + (size_t)(i * cols + q * lp),
+                                     fo + (size_t)(i * fcols + q * fp + c0), (size_t)valid};
+    return n;
+}
+
+status_t model_runs_build(model_stage *m)
+{
+    int n;
+    TRY(model_table_build(&m->cfg, m->layer_begin, m->layer_end, m->first, m->last, 1, &m->full_tensors, NULL,
+                          &n, &m->full_n_params, NULL));
+    const model_tensor *full = m->full_tensors;
+    m->run_at = calloc((size_t)m->n_tensors + 1, sizeof(int));
+    int total = 0;
+    for (int i = 0; m->run_at && i < m->n_tensors; i++) {
+        m->run_at[i] = total;
+        total += tensor_runs(&m->tensors[i], &m->splits[i], m->tp.rank, full[i].offset, NULL);
+    }
+    m->runs = calloc((size_t)total + 1, sizeof(model_run));
+    FAIL_IF(!m->run_at || !m->runs, ST_NOMEM, "model: out of memory for the tensor-parallel map");
+    m->run_at[m->n_tensors] = total;
+    for (int i = 0; i < m->n_tensors; i++)
+        tensor_runs(&m->tensors[i], &m->splits[i], m->tp.rank, full[i].offset, m->runs + m->run_at[i]);
+    return ST_OK;
+}
+
+int model_stage_runs(const model_stage *m, int i, const model_run **runs)
+{
+    *runs = m->runs + m->run_at[i];
+    return m->run_at[i + 1] - m->run_at[i];
+}
+
+const model_tensor *model_stage_full_tensor(const model_stage *m, int i) { return &m->full_tensors[i]; }
+size_t model_stage_full_n_params(const model_stage *m) { return m->full_n_params; }

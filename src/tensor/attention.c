@@ -47,6 +47,13 @@ static void dropout_rows(float *Pd, const float *P, int i0, int i1, int T, int k
         }
 }
 
+/* First mask element of (sequence b, local head h): keyed by the global head. */
+static size_t mask_base(const dropout_site *d, int b, int h, int NH, int T)
+{
+    int heads = d->n_head ? d->n_head : NH;
+    return ((size_t)b * heads + (size_t)d->head0 + h) * T * T;
+}
+
 void attention_forward(float *out, float *att, float *scratch, const float *qkv,
                        const int32_t *key_mask, int causal, dropout_site drop, int B, int T,
                        int C, int NH)
@@ -58,6 +65,7 @@ void attention_forward(float *out, float *att, float *scratch, const float *qkv,
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH;
         const float *Q = qkv + (size_t)b * T * C3 + h * hs, *K = Q + C, *V = Q + 2 * C;
+        size_t base = mask_base(&drop, b, h, NH, T);
         float *S = att + (size_t)bh * T * T;
         float *Pd = drop.p > 0.0f ? scratch + (size_t)bh * T * T : S;
         float *O = out + (size_t)b * T * C + h * hs;
@@ -67,7 +75,7 @@ void attention_forward(float *out, float *att, float *scratch, const float *qkv,
             float *Si = S + (size_t)i0 * T;
             gemm_1t(0, 1, i1 - i0, kend, hs, scale, Q + (size_t)i0 * C3, C3, K, C3, 0.0f, Si, T);
             softmax_rows(S, i0, i1, T, kend, causal, km);
-            if (drop.p > 0.0f) dropout_rows(Pd, S, i0, i1, T, kend, &pl, (size_t)bh * T * T);
+            if (drop.p > 0.0f) dropout_rows(Pd, S, i0, i1, T, kend, &pl, base);
             gemm_1t(0, 0, i1 - i0, hs, kend, 1.0f, Pd + (size_t)i0 * T, T, V, C3, 0.0f,
                     O + (size_t)i0 * C, C);
         }
@@ -102,7 +110,7 @@ void attention_backward(float *dqkv, float *datt, const float *dout, const float
         const float *P = att + (size_t)bh * T * T;
         float *dS = datt + (size_t)bh * T * T;
         const float *dO = dout + (size_t)b * T * C + h * hs;
-        size_t base = (size_t)bh * T * T;
+        size_t base = mask_base(&drop, b, h, NH, T);
         /* dV = dropout(P)^T dO, the dropped P rebuilt in dS first */
         const float *Pd = P;
         if (drop.p > 0.0f) {

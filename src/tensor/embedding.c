@@ -37,6 +37,44 @@ void embedding_backward(float *dwte, float *dwpe, float *dwtt, const float *dout
     }
 }
 
+void embedding_slice_forward(float *out, const int32_t *ids, const float *wte, int v0, int nv,
+                             int N, int C)
+{
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *o = out + (size_t)n * C;
+        int v = ids[n] - v0;
+        if (v >= 0 && v < nv) memcpy(o, wte + (size_t)v * C, (size_t)C * sizeof(float));
+        else memset(o, 0, (size_t)C * sizeof(float));
+    }
+}
+
+void embedding_slice_backward(float *dwte, const float *dout, const int32_t *ids, int v0, int nv,
+                              int N, int C)
+{
+    #pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < C; c0 += 16) {
+        int c1 = c0 + 16 < C ? c0 + 16 : C;
+        for (int n = 0; n < N; n++) {
+            int v = ids[n] - v0;
+            if (v < 0 || v >= nv) continue;
+            for (int c = c0; c < c1; c++) dwte[(size_t)v * C + c] += dout[(size_t)n * C + c];
+        }
+    }
+}
+
+void embedding_add_positions(float *out, const int32_t *types, const float *wpe, const float *wtt,
+                             int B, int T, int C)
+{
+    #pragma omp parallel for schedule(static)
+    for (int bt = 0; bt < B * T; bt++) {
+        float *o = out + (size_t)bt * C;
+        const float *p = wpe ? wpe + (size_t)(bt % T) * C : NULL;
+        const float *s = wtt ? wtt + (size_t)types[bt] * C : NULL;
+        for (int c = 0; c < C; c++) o[c] = o[c] + (p ? p[c] : 0.0f) + (s ? s[c] : 0.0f);
+    }
+}
+
 void sinusoidal_positions(float *pe, int P, int C)
 {
     for (int t = 0; t < P; t++)
@@ -77,6 +115,63 @@ double crossentropy_fused(float *logits, int ld, const int32_t *targets, int N, 
         float k = scale / sum;
         for (int v = 0; v < V; v++) row[v] *= k;
         row[y] -= scale;
+    }
+    if (correct) *correct += hits;
+    double loss = 0.0;
+    for (int n = 0; n < N; n++) loss += row_loss[n];
+    return loss;
+}
+
+void crossentropy_slice_max(const float *logits, int ld, int N, int nv, float *mx)
+{
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *row = logits + (size_t)n * ld;
+        float m = -INFINITY;
+        for (int v = 0; v < nv; v++) m = row[v] > m ? row[v] : m;
+        mx[n] = m;
+    }
+}
+
+void crossentropy_slice_sumexp(float *logits, int ld, const int32_t *targets, int N, int v0, int nv,
+                               const float *mx, float *st)
+{
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *row = logits + (size_t)n * ld;
+        int y = targets[n] - v0;
+        st[2 * n] = st[2 * n + 1] = 0.0f;
+        if (targets[n] < 0) continue;
+        if (y >= 0 && y < nv) st[2 * n + 1] = row[y];
+        float sum = 0.0f;
+        for (int v = 0; v < nv; v++) {
+            row[v] = exp_fast(row[v] - mx[n]);
+            sum += row[v];
+        }
+        st[2 * n] = sum;
+    }
+}
+
+double crossentropy_slice_grad(float *logits, int ld, const int32_t *targets, int N, int v0, int nv,
+                               const float *mx, const float *st, float scale, float *row_loss,
+                               int *correct)
+{
+    int hits = 0;
+    #pragma omp parallel for schedule(static) reduction(+ : hits)
+    for (int n = 0; n < N; n++) {
+        float *row = logits + (size_t)n * ld;
+        row_loss[n] = 0.0f;
+        if (targets[n] < 0) {
+            memset(row, 0, (size_t)nv * sizeof(float));
+            continue;
+        }
+        float sum = st[2 * n], xy = st[2 * n + 1];
+        hits += xy >= mx[n];
+        row_loss[n] = logf(sum) - (xy - mx[n]);
+        float k = scale / sum;
+        for (int v = 0; v < nv; v++) row[v] *= k;
+        int y = targets[n] - v0;
+        if (y >= 0 && y < nv) row[y] -= scale;
     }
     if (correct) *correct += hits;
     double loss = 0.0;

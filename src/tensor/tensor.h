@@ -95,6 +95,10 @@ typedef struct dropout_site {
     rng_key key;     /* rng_key_make(seed, RNG_DROPOUT) */
     uint64_t stream; /* unique per (step, sample block, layer, site) */
     float p;         /* 0 = off */
+    /* attention only: the global index of head 0 of this call and the global
+       head count (0, 0: the call's heads are all of them), so a head's mask
+       is the same however the heads are split over tensor-parallel ranks */
+    int head0, n_head;
 } dropout_site;
 
 void attention_forward(float *out, float *att, float *scratch, const float *qkv,
@@ -124,6 +128,17 @@ void embedding_forward(float *out, const int32_t *ids, const int32_t *types, con
 /* dwte, dwpe, dwtt accumulate (each may be NULL). */
 void embedding_backward(float *dwte, float *dwpe, float *dwtt, const float *dout,
                         const int32_t *ids, const int32_t *types, int B, int T, int C);
+/* A vocabulary slice [v0, v0 + nv) of the word embedding, wte (nv,C):
+ * out (N,C) = wte[ids - v0] for ids in the slice, 0 for the others. */
+void embedding_slice_forward(float *out, const int32_t *ids, const float *wte, int v0, int nv,
+                             int N, int C);
+/* dwte (nv,C) accumulates the rows of ids in the slice. */
+void embedding_slice_backward(float *dwte, const float *dout, const int32_t *ids, int v0, int nv,
+                              int N, int C);
+/* out (B*T,C) += wpe[t] (wpe may be NULL) + wtt[types] (wtt may be NULL): the
+ * rest of embedding_forward after a word lookup, same rounding order. */
+void embedding_add_positions(float *out, const int32_t *types, const float *wpe, const float *wtt,
+                             int B, int T, int C);
 /* pe (P,C): the sinusoidal table of "Attention is all you need". */
 void sinusoidal_positions(float *pe, int P, int C);
 
@@ -136,5 +151,25 @@ void sinusoidal_positions(float *pe, int P, int C);
  * target. Targets >= V must be rejected by the caller. */
 double crossentropy_fused(float *logits, int ld, const int32_t *targets, int N, int V,
                           float scale, float *row_loss, int *correct);
+
+/* The same over a vocabulary split into slices (a vocab-parallel head): this
+ * rank's logits (N,nv) are columns [v0, v0 + nv) of the full (N,V). Three
+ * phases, the caller reducing over the slices' ranks between them:
+ *   1. crossentropy_slice_max: mx[n] = the slice's row max (-inf if nv = 0);
+ *      the caller takes the max over the group;
+ *   2. crossentropy_slice_sumexp: logits <- exp(logits - mx); st[2n] = their
+ *      sum, st[2n+1] = the target's logit when this slice holds it, else 0;
+ *      the caller sums st over the group;
+ *   3. crossentropy_slice_grad: logits <- scale * (softmax - one-hot); returns
+ *      the sum of the row losses log(sum) - (target logit - mx) (every rank
+ *      gets the whole loss); row_loss (N); *correct gains the rows whose
+ *      target logit is the maximum.
+ * Rows with a negative target get zero gradient and loss. */
+void crossentropy_slice_max(const float *logits, int ld, int N, int nv, float *mx);
+void crossentropy_slice_sumexp(float *logits, int ld, const int32_t *targets, int N, int v0, int nv,
+                               const float *mx, float *st);
+double crossentropy_slice_grad(float *logits, int ld, const int32_t *targets, int N, int v0, int nv,
+                               const float *mx, const float *st, float scale, float *row_loss,
+                               int *correct);
 
 #endif

@@ -113,8 +113,8 @@ static status_t describe_layout(trainer *t)
         dist_topology_describe(p, text, (size_t)t->size * 128 + 1);
         size_t len = strlen(text);
         if (len && text[len - 1] == '\n') text[len - 1] = '\0';
-        log_msg(LOG_INFO, "layout: pp %d x dp %d, %s schedule, ZeRO %d; placement:\n%s", p->pp, p->dp,
-                t->tc.dist.schedule == DIST_GPIPE ? "gpipe" : "1f1b", t->tc.dist.zero, text);
+        log_msg(LOG_INFO, "layout: pp %d x dp %d x tp %d (1d), %s schedule, ZeRO %d; placement:\n%s", p->pp, p->dp,
+                p->tp, t->tc.dist.schedule == DIST_GPIPE ? "gpipe" : "1f1b", t->tc.dist.zero, text);
         for (int r = 0; r < t->size; r++) {
             const double *a = all + 4 * r;
             log_msg(LOG_INFO, "rank %d memory: params %.1f + grads %.1f + accumulation %.1f + optimizer %.1f = %.1f MiB",
@@ -219,8 +219,10 @@ static void report(trainer *t, int64_t step, const dist_step_result *r, double t
     if (bert) fprintf(t->metrics, "\"mlm_loss\":%.9g,\"nsp_loss\":%.9g,", r->mlm, r->nsp);
     else fprintf(t->metrics, "\"lm_loss\":%.9g,", r->lm);
     fprintf(t->metrics, "\"lr\":%.9g,\"grad_norm\":%.9g,\"tokens_per_s\":%.3f,\"mfu\":%.6f,\"bubble\":%.4f,"
-            "\"step_s\":%.4f,\"elapsed_s\":%.3f}\n", r->lr, r->grad_norm, tokens_per_s, mfu, r->bubble, r->step_s,
+            "\"step_s\":%.4f,\"elapsed_s\":%.3f", r->lr, r->grad_norm, tokens_per_s, mfu, r->bubble, r->step_s,
             elapsed);
+    if (t->topo->tp > 1) fprintf(t->metrics, ",\"tp_comm_s\":%.4f", r->tp_comm_s);
+    fprintf(t->metrics, "}\n");
     fflush(t->metrics);
 }
 

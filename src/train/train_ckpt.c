@@ -68,22 +68,23 @@ static void owned_range(trainer *t, size_t *a, size_t *z)
     *a = (size_t)b, *z = (size_t)e;
 }
 
-/* The global runs of the owned part, mapped by tensor name, leaving out the
- * last stage's copy of the tied word embedding (stage 0 writes it). The
- * stage's other tensors are contiguous in the global order, so the copy
- * splits the part into at most MAX_PIECES runs. */
-static status_t owned_pieces(trainer *t, piece *out, int *n)
+typedef const model_tensor *(*tensor_of_fn)(const model_stage *m, int i);
+
+/* The global runs of the stage's floats [a, z) in the layout tensor_of gives
+ * (the stage's own, or its unsplit one at tp > 1), mapped by tensor name,
+ * leaving out the last stage's copy of the tied word embedding (stage 0
+ * writes it). The stage's other tensors are contiguous in the global order,
+ * so the copy splits the part into at most MAX_PIECES runs. */
+static status_t owned_pieces(trainer *t, tensor_of_fn tensor_of, size_t a, size_t z, piece *out, int *n)
 {
     model_tensor *full;
     int n_full;
     TRY(model_full_table(&t->tc.model, &full, &n_full));
     const model_stage *m = dist_engine_stage(t->engine);
-    size_t a, z;
-    owned_range(t, &a, &z);
     *n = 0;
     status_t st = ST_OK;
     for (int i = 0; st == ST_OK && i < model_n_tensors(m); i++) {
-        const model_tensor *tt = model_tensor_at(m, i);
+        const model_tensor *tt = tensor_of(m, i);
         const model_tensor *g = NULL;
         for (int j = 0; j < n_full && !g; j++)
             if (strcmp(full[j].name, tt->name) == 0) g = &full[j];
@@ -102,6 +103,72 @@ static status_t owned_pieces(trainer *t, piece *out, int *n)
     }
     free(full);
     return st;
+}
+
+/* What a rank writes: parameters and moments, moments[k] holding float
+ * base + k of the layout the pieces index. */
+typedef struct ckpt_source {
+    const float *params, *m, *v;
+    size_t base;
+    float *owned; /* allocation to free, or NULL */
+} ckpt_source;
+
+/* Local floats [a, z) of a run copied to the full layout. */
+static void copy_run(float *dst, const float *src, const model_run *r, size_t a, size_t z, size_t src_base)
+{
+    size_t x = r->local > a ? r->local : a, y = r->local + r->len < z ? r->local + r->len : z;
+    if (y > x) memcpy(dst + r->full + (x - r->local), src + (x - src_base), (y - x) * sizeof(float));
+}
+
+/* tp > 1: the stage's unsplit parameters and moments, summed over the
+ * stage's ranks (every replica and tp rank) onto its first rank; each float
+ * comes from one rank only (parameters from replica 0, replicated tensors
+ * from tp rank 0, moments from their ZeRO owner), so the sums are exact. */
+static status_t gather_stage(trainer *t, ckpt_source *src)
+{
+    model_stage *m = dist_engine_stage(t->engine);
+    dist_shard sh = dist_engine_shard(t->engine);
+    size_t n = model_stage_full_n_params(m);
+    float *buf = calloc(3 * n, sizeof(float));
+    FAIL_IF(!buf, ST_NOMEM, "checkpoint: out of memory for the unsplit stage (%.1f MiB)", 12.0 * n / 1048576.0);
+    int sharded = sh.ulo != 0 || sh.uhi != sh.n, first = t->topo->replica == 0;
+    for (int i = 0; i < model_n_tensors(m); i++) {
+        if (!model_tensor_at(m, i)->tp_split && t->topo->tp_rank != 0) continue;
+        const model_run *runs;
+        int k = model_stage_runs(m, i, &runs);
+        for (int j = 0; j < k; j++) {
+            if (first) copy_run(buf, model_params(m), &runs[j], 0, sh.n, 0);
+            if (!sharded && !first) continue;
+            copy_run(buf + n, sh.m, &runs[j], sh.ulo, sh.uhi, sh.ulo);
+            copy_run(buf + 2 * n, sh.v, &runs[j], sh.ulo, sh.uhi, sh.ulo);
+        }
+    }
+    MPI_Comm stage;
+    MPI_Comm_split(t->comm, t->topo->stage, t->rank, &stage);
+    int root = t->topo->replica == 0 && t->topo->tp_rank == 0;
+    MPI_Reduce(root ? MPI_IN_PLACE : buf, buf, (int)(3 * n), MPI_FLOAT, MPI_SUM, 0, stage);
+    MPI_Comm_free(&stage);
+    *src = (ckpt_source){.params = buf, .m = buf + n, .v = buf + 2 * n, .owned = buf};
+    return ST_OK;
+}
+
+/* This rank's pieces and their source: at tp = 1 its own part of its stage;
+ * at tp > 1 the whole unsplit stage on the stage's first rank, nothing on
+ * the others. */
+static status_t rank_pieces(trainer *t, piece *p, int *n, ckpt_source *src)
+{
+    model_stage *m = dist_engine_stage(t->engine);
+    dist_shard sh = dist_engine_shard(t->engine);
+    *n = 0;
+    if (t->topo->tp == 1) {
+        size_t a, z;
+        owned_range(t, &a, &z);
+        *src = (ckpt_source){.params = model_params(m), .m = sh.m, .v = sh.v, .base = sh.ulo};
+        return owned_pieces(t, model_tensor_at, a, z, p, n);
+    }
+    TRY(gather_stage(t, src));
+    if (t->topo->replica != 0 || t->topo->tp_rank != 0) return ST_OK;
+    return owned_pieces(t, model_stage_full_tensor, 0, model_stage_full_n_params(m), p, n);
 }
 
 /* Shard file number of each piece: its place in the global order over all
@@ -135,17 +202,17 @@ static status_t write_pieces(trainer *t, const char *tmp, ckpt_file files[MAX_PI
     piece p[MAX_PIECES];
     int n, index[MAX_PIECES];
     memset(files, 0, MAX_PIECES * sizeof *files);
-    TRY(owned_pieces(t, p, &n));
-    TRY(number_pieces(t, p, n, index));
-    dist_shard sh = dist_engine_shard(t->engine);
-    const float *params = model_params(dist_engine_stage(t->engine));
-    for (int k = 0; k < n; k++) {
-        size_t at = p[k].local - sh.ulo;
-        TRY(ckpt_shard_write(tmp, index[k], p[k].begin, p[k].end, params + p[k].local, sh.m + at, sh.v + at,
-                             &files[k]));
+    ckpt_source src = {0};
+    status_t st = rank_pieces(t, p, &n, &src);
+    if (st == ST_OK) st = number_pieces(t, p, n, index);
+    for (int k = 0; st == ST_OK && k < n; k++) {
+        size_t at = p[k].local - src.base;
+        st = ckpt_shard_write(tmp, index[k], p[k].begin, p[k].end, src.params + p[k].local, src.m + at, src.v + at,
+                              &files[k]);
         files[k].rank = t->rank;
     }
-    return ST_OK;
+    free(src.owned);
+    return st;
 }
 
 static void fill_meta(const trainer *t, int64_t step, ckpt_meta *meta)
@@ -161,7 +228,7 @@ static void fill_meta(const trainer *t, int64_t step, ckpt_meta *meta)
     meta->random_data = tc->random_data;
     snprintf(meta->data_path, sizeof meta->data_path, "%s", tc->data_path);
     if (t->stream) stream_cursor_get(t->stream, &meta->cursor);
-    meta->topo = (ckpt_topology){.world = t->size, .pp = t->topo->pp, .dp = t->topo->dp, .tp = 1,
+    meta->topo = (ckpt_topology){.world = t->size, .pp = t->topo->pp, .dp = t->topo->dp, .tp = t->topo->tp,
                                  .zero = tc->dist.zero};
     meta->config_text = tc->config_text;
     meta->vocab_src = tc->random_data ? NULL : tc->data_path;

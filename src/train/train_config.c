@@ -37,15 +37,14 @@ static void load_optim(const config *cfg, optim_config *o, int64_t steps)
     o->clip = config_float(cfg, "train.clip");
 }
 
-/* dist.*: the layout (checked against the world by dist_topology_create).
- * Tensor parallelism is refused before any work. */
+/* dist.*: the layout (checked against the world and the model by
+ * dist_topology_create, before any work). */
 static status_t load_dist(const config *cfg, dist_config *d)
 {
-    FAIL_IF(config_int(cfg, "dist.tp") != 1, ST_CONFIG,
-            "dist.tp = %lld: tensor parallelism is not built yet in this version (set dist.tp = 1)",
-            (long long)config_int(cfg, "dist.tp"));
     memset(d, 0, sizeof *d);
     d->pp = (int)config_int(cfg, "dist.pp");
+    d->tp = (int)config_int(cfg, "dist.tp");
+    d->tp_mode = strcmp(config_str(cfg, "dist.tp_mode"), "2d") == 0 ? DIST_TP_2D : DIST_TP_1D;
     d->dp = (int)config_int(cfg, "dist.dp");
     d->schedule = strcmp(config_str(cfg, "dist.schedule"), "gpipe") == 0 ? DIST_GPIPE : DIST_1F1B;
     d->zero = (int)config_int(cfg, "dist.zero");

@@ -52,7 +52,7 @@ refused() { # ranks key-pattern options...
 refused 3 "dist.pp = 3 exceeds model.n_layer = 2" --set dist.pp=3
 refused 3 "dist.pp = 2 does not divide the 3 ranks" --set dist.pp=2
 refused 2 "dist.pp x dist.dp = 2 x 2 = 4 but the job has 2 ranks" --set dist.pp=2 --set dist.dp=2
-refused 1 "dist.tp = 2: tensor parallelism is not built yet" --set dist.tp=2
+refused 1 "dist.pp x dist.tp = 1 x 2 does not divide the 1 ranks" --set dist.tp=2
 
 # a rank killed mid-run: the job ends (Open MPI or the watchdog), it does not hang
 $MPIRUN -np 2 "$MPILM" train --config "$d/tiny.ini" --set dist.pp=2 --set train.steps=100000 \

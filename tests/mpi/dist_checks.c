@@ -1,5 +1,6 @@
-/* dist under mpirun: layouts that do not fit the world are refused before any
- * work with messages naming the keys; the placement lists every rank.
+/* dist under mpirun: layouts that do not fit the world (pp x dp x tp, tp that
+ * does not divide n_head, tp_mode 2d for now) are refused before any work
+ * with messages naming the keys; the placement lists every rank.
  * With --hang: stage 1 never joins the step, so the watchdog of stage 0 must
  * end the job with its report (tests/mpi/dist_watchdog.sh checks that).
  * Exit 0 = as expected. */
@@ -17,20 +18,34 @@ static const model_config MC = {.family = MODEL_GPT, .n_layer = 2, .d_model = 32
                                 .seq_len = 16, .max_positions = 16, .vocab_size = 64, .pre_ln = 1};
 static const optim_config OPT = {.lr = 1e-3, .total_steps = 1, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
 
-static void expect_refused(dist_config dc, const char *needle)
+static void expect_refused_model(dist_config dc, const model_config *mc, const char *needle)
 {
     dist_engine *e = NULL;
-    status_t st = dist_engine_create(&e, &dc, &MC, &OPT, 2, 2, 1, MPI_COMM_WORLD);
+    status_t st = dist_engine_create(&e, &dc, mc, &OPT, 2, 2, 1, MPI_COMM_WORLD);
     if (st == ST_CONFIG && strstr(st_message(), needle)) return;
     failures++;
-    fprintf(stderr, "rank %d: pp=%d dp=%d: expected a refusal with '%s', got %s: %s\n", rank, dc.pp, dc.dp, needle,
-            st_name(st), st_message());
+    fprintf(stderr, "rank %d: pp=%d dp=%d tp=%d: expected a refusal with '%s', got %s: %s\n", rank, dc.pp, dc.dp,
+            dc.tp, needle, st_name(st), st_message());
     dist_engine_free(e);
 }
 
+static void expect_refused(dist_config dc, const char *needle) { expect_refused_model(dc, &MC, needle); }
+
+static void check_tp_refusals(void)
+{
+    model_config one_head = MC;
+    one_head.n_head = 1;
+    if (world % 2 == 0) expect_refused_model((dist_config){.pp = 1, .tp = 2}, &one_head,
+                                             "dist.tp = 2 does not divide model.n_head = 1");
+    expect_refused((dist_config){.pp = 1, .dp = 2, .tp = world}, "dist.pp x dist.dp x dist.tp = 1 x 2 x");
+    expect_refused((dist_config){.pp = 1, .tp = world + 1}, "dist.pp x dist.tp = 1 x");
+    expect_refused((dist_config){.pp = 1, .tp = world, .tp_mode = DIST_TP_2D}, "not built yet");
+}
+
+/* The placement of pp = 2 (and tp = 2 when the world has 4 ranks). */
 static void check_placement(void)
 {
-    dist_config dc = {.pp = world >= 2 ? 2 : 1};
+    dist_config dc = {.pp = world >= 2 ? 2 : 1, .tp = world >= 4 ? 2 : 1};
     dist_topology t;
     if (dist_topology_create(&t, &dc, &MC, MPI_COMM_WORLD) != ST_OK) {
         failures++;
@@ -39,9 +54,13 @@ static void check_placement(void)
     }
     char buf[4096], want[96];
     dist_topology_describe(&t, buf, sizeof buf);
-    snprintf(want, sizeof want, "rank %d: replica %d stage %d layers [%d, %d)", world - 1, (world - 1) / dc.pp,
-             (world - 1) % dc.pp, t.bounds[(world - 1) % dc.pp], t.bounds[(world - 1) % dc.pp + 1]);
-    if (!strstr(buf, want) || t.stage != rank % dc.pp || t.replica != rank / dc.pp) {
+    int tp = dc.tp, last = world - 1, s = last / tp % dc.pp;
+    char tp_text[32] = "";
+    if (tp > 1) snprintf(tp_text, sizeof tp_text, " tp %d/%d", last % tp, tp);
+    snprintf(want, sizeof want, "rank %d: replica %d stage %d%s layers [%d, %d)", last, last / tp / dc.pp, s, tp_text,
+             t.bounds[s], t.bounds[s + 1]);
+    if (!strstr(buf, want) || t.stage != rank / tp % dc.pp || t.replica != rank / tp / dc.pp ||
+        t.tp_rank != rank % tp) {
         failures++;
         fprintf(stderr, "rank %d: placement lacks '%s':\n%s", rank, want, buf);
     }
@@ -77,6 +96,7 @@ int main(int argc, char **argv)
     if (world % 2 == 0) expect_refused((dist_config){.pp = 2, .zero = 3}, "dist.zero = 3");
     if (world >= 4) expect_refused((dist_config){.pp = 4}, "dist.pp = 4 exceeds model.n_layer = 2");
     if (world % 2 == 0) expect_refused((dist_config){.pp = 2, .n_stages = 2, .stages = {1, 2}}, "dist.stages sums to 3");
+    check_tp_refusals();
     check_placement();
     int total = 0;
     MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);

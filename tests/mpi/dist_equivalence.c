@@ -1,11 +1,14 @@
 // mpirun-np: 1 2 4
-/* Every layout (pp, dp) of this world size x ZeRO 0/1/2 x gpipe/1f1b, for
+/* Every layout (pp, dp, tp) of this world size x ZeRO 0/1/2 x gpipe/1f1b, for
  * GPT and BERT with dropout, trains 10 steps on random data with the same
  * global batch as a single-stage reference that rank 0 computes with model/
  * and optim/ directly: losses within 1e-5 relative at every step, final
- * parameters within 1e-5 (gathered by name), the result identical on every
- * rank, the tied embedding copies bit-identical, the dp replicas identical,
- * and each rank's memory accounting equal to the ZeRO formulas.
+ * parameters within 1e-5 (gathered by name; tensor-parallel slices mapped
+ * into the full layout by model_stage_runs, the vocabulary padding zero),
+ * the result identical on every rank, the tied embedding copies
+ * bit-identical, the dp replicas identical, the gradients of replicated
+ * tensors identical on every tp rank, and each rank's memory accounting
+ * equal to the ZeRO formulas. The vocabulary (61) is not a multiple of tp.
  * Global batches: 4 micro-batches (m = 4 / dp, so m = 1 at dp = 4) and 3 dp
  * (m = 3, not divisible by pp = 2 or 4). Exit 0 = all equal. */
 #include <math.h>
@@ -41,8 +44,8 @@ static void ok_or_die(status_t st, const char *what)
 
 static model_config tiny(model_family f)
 {
-    return (model_config){.family = f, .n_layer = 4, .d_model = 32, .n_head = 2, .d_ff = 64, .seq_len = 16,
-                          .max_positions = 16, .vocab_size = 64, .pre_ln = f == MODEL_GPT, .dropout = 0.1f};
+    return (model_config){.family = f, .n_layer = 4, .d_model = 32, .n_head = 4, .d_ff = 64, .seq_len = 16,
+                          .max_positions = 16, .vocab_size = 61, .pre_ln = f == MODEL_GPT, .dropout = 0.1f};
 }
 
 static const optim_config OPT = {.lr = 3e-3, .min_lr = 3e-4, .warmup_steps = 3, .total_steps = STEPS,
@@ -99,20 +102,53 @@ static void reference_run(reference *ref, const model_config *mc, random_spec *s
     free(av);
 }
 
-/* Rank 0 receives stage s's parameters from replica 0 and compares them by name. */
+static status_t no_reduce(void *ctx, float *buf, size_t n) { return ST_OK; }
+
+/* Stage s's slice on tp rank r (its buffer received from that rank) written
+ * into the full stage's buffer through the runs; the floats no run covers
+ * (the vocabulary padding) must be zero. */
+static void unsplit(model_stage *full, model_stage *mine, const model_config *mc, const dist_topology *t, int s, int r,
+                    const char *label)
+{
+    model_tp tp = {.size = t->tp, .rank = r, .allreduce_sum = no_reduce, .allreduce_max = no_reduce};
+    model_stage *part;
+    ok_or_die(model_stage_create_tp(&part, mc, t->bounds[s], t->bounds[s + 1], 1, 1, &tp), "slice view");
+    if (s == 0 && r == 0) memcpy(model_params(part), model_params(mine), model_n_params(mine) * sizeof(float));
+    else MPI_Recv(model_params(part), (int)model_n_params(part), MPI_FLOAT, s * t->tp + r, 7, t->comm, MPI_STATUS_IGNORE);
+    size_t covered = 0;
+    double pad = 0.0;
+    for (int i = 0; i < model_n_tensors(part); i++) {
+        const model_run *runs;
+        int n = model_stage_runs(part, i, &runs);
+        for (int k = 0; k < n; k++) {
+            memcpy(model_params(full) + runs[k].full, model_params(part) + runs[k].local, runs[k].len * sizeof(float));
+            covered += runs[k].len;
+        }
+        const model_tensor *lt = model_tensor_at(part, i);
+        size_t end = n ? runs[n - 1].local + runs[n - 1].len : lt->offset;
+        for (size_t z = end; z < lt->offset + lt->numel && lt->ndim == 2 && lt->tp_split; z++)
+            pad = fmax(pad, fabs(model_params(part)[z]));
+    }
+    CHECK(pad == 0.0, "%s: stage %d tp rank %d: vocabulary padding is not zero (%g)", label, s, r, pad);
+    CHECK(covered <= model_stage_full_n_params(part), "%s: runs cover %zu floats", label, covered);
+    model_stage_free(part);
+}
+
+/* Rank 0 receives stage s's parameters from replica 0 (every tp rank's
+ * slice) and compares them by name. */
 static void compare_params(dist_engine *e, const reference *ref, const model_config *mc, const char *label)
 {
     const dist_topology *t = dist_engine_topology(e);
     model_stage *mine = dist_engine_stage(e);
-    if (t->replica == 0 && t->stage > 0)
+    if (t->replica == 0 && rank != 0)
         MPI_Send(model_params(mine), (int)model_n_params(mine), MPI_FLOAT, 0, 7, t->comm);
     if (rank != 0) return;
     for (int s = 0; s < t->pp; s++) {
-        model_stage *view = mine;
-        if (s > 0) {
-            ok_or_die(model_stage_create(&view, mc, t->bounds[s], t->bounds[s + 1], 1, 1), "view stage");
-            MPI_Recv(model_params(view), (int)model_n_params(view), MPI_FLOAT, s, 7, t->comm, MPI_STATUS_IGNORE);
-        }
+        model_stage *view;
+        ok_or_die(model_stage_create(&view, mc, t->bounds[s], t->bounds[s + 1], 1, 1), "view stage");
+        if (s == 0 && t->tp == 1) memcpy(model_params(view), model_params(mine), model_n_params(mine) * sizeof(float));
+        else if (t->tp == 1) MPI_Recv(model_params(view), (int)model_n_params(view), MPI_FLOAT, s, 7, t->comm, MPI_STATUS_IGNORE);
+        for (int r = 0; t->tp > 1 && r < t->tp; r++) unsplit(view, mine, mc, t, s, r, label);
         double worst = 0.0;
         const char *where = "";
         for (int i = 0; i < model_n_tensors(view); i++) {
@@ -125,8 +161,25 @@ static void compare_params(dist_engine *e, const reference *ref, const model_con
             }
         }
         CHECK(worst <= 1e-5, "%s: stage %d parameters differ from the reference by %.3g (in %s)", label, s, worst, where);
-        if (view != mine) model_stage_free(view);
+        model_stage_free(view);
     }
+}
+
+/* The gradients of replicated tensors (LayerNorms, positions, row-parallel
+ * biases, BERT's MLM transform and NSP) are the same bits on every tp rank. */
+static void compare_replicated_grads(dist_engine *e, const char *label)
+{
+    const dist_topology *t = dist_engine_topology(e);
+    if (t->tp == 1) return;
+    model_stage *m = dist_engine_stage(e);
+    uint64_t h = 0;
+    for (int i = 0; i < model_n_tensors(m); i++) {
+        const model_tensor *x = model_tensor_at(m, i);
+        if (!x->tp_split) h = h * 31 + hash64(model_grads(m) + x->offset, x->numel * sizeof(float));
+    }
+    uint64_t h0 = h;
+    MPI_Bcast(&h0, 1, MPI_UINT64_T, 0, t->tp_comm);
+    CHECK(h == h0, "%s: stage %d tp rank %d: replicated gradients differ from tp rank 0's", label, t->stage, t->tp_rank);
 }
 
 /* The last stage's copy of the word embedding against the first stage's, in every replica. */
@@ -170,13 +223,14 @@ static void check_memory(dist_engine *e, int zero, const char *label)
     CHECK(total == n, "%s: shards cover %llu of %zu floats", label, total, n);
 }
 
-static void run_case(const reference *ref, const model_config *mc, random_spec *spec, int pp, int dp, int zero,
-                     dist_schedule_kind kind, int m)
+static void run_case(const reference *ref, const model_config *mc, random_spec *spec, int pp, int dp, int tp,
+                     int zero, dist_schedule_kind kind, int m)
 {
     char label[128];
-    snprintf(label, sizeof label, "%s pp=%d dp=%d zero=%d %s m=%d", mc->family == MODEL_BERT ? "bert" : "gpt", pp, dp,
-             zero, kind == DIST_GPIPE ? "gpipe" : "1f1b", m);
-    dist_config dc = {.pp = pp, .dp = dp, .schedule = kind, .zero = zero, .hang_timeout = 60, .bucket_bytes = 4096};
+    snprintf(label, sizeof label, "%s pp=%d dp=%d tp=%d zero=%d %s m=%d", mc->family == MODEL_BERT ? "bert" : "gpt",
+             pp, dp, tp, zero, kind == DIST_GPIPE ? "gpipe" : "1f1b", m);
+    dist_config dc = {.pp = pp, .dp = dp, .tp = tp, .schedule = kind, .zero = zero, .hang_timeout = 60,
+                      .bucket_bytes = 4096};
     dist_engine *e;
     ok_or_die(dist_engine_create(&e, &dc, mc, &OPT, B, m, spec->seed, MPI_COMM_WORLD), label);
     for (int step = 0; step < STEPS; step++) {
@@ -196,6 +250,7 @@ static void run_case(const reference *ref, const model_config *mc, random_spec *
                   "%s step %d: loss %.9g, reference %.9g", label, step, r.loss, ref->loss[step]);
     }
     compare_params(e, ref, mc, label);
+    compare_replicated_grads(e, label);
     compare_tied(e, label);
     compare_replicas(e, label);
     check_memory(e, zero, label);
@@ -210,18 +265,19 @@ int main(int argc, char **argv)
     for (int fam = 0; fam < 2; fam++) {
         model_config mc = tiny(fam ? MODEL_BERT : MODEL_GPT);
         random_spec spec = {.mlm = fam, .nsp = fam, .vocab_size = mc.vocab_size, .mask_prob = 0.15, .seed = 11};
-        for (int pp = 1; pp <= world; pp++) {
-            if (world % pp) continue;
-            int dp = world / pp, ms[2] = {4 / dp, 3};
-            for (int k = 0; k < 2; k++) {
-                reference ref = {0};
-                if (rank == 0) reference_run(&ref, &mc, &spec, ms[k] * dp);
-                for (int zero = 0; zero <= 2; zero++)
-                    for (int kind = DIST_GPIPE; kind <= DIST_1F1B; kind++)
-                        run_case(&ref, &mc, &spec, pp, dp, zero, (dist_schedule_kind)kind, ms[k]);
-                model_stage_free(ref.model);
+        for (int tp = 1; tp <= world; tp *= 2)
+            for (int pp = 1; pp * tp <= world; pp++) {
+                if (world % (pp * tp)) continue;
+                int dp = world / (pp * tp), ms[2] = {4 / dp, 3};
+                for (int k = 0; k < 2; k++) {
+                    reference ref = {0};
+                    if (rank == 0) reference_run(&ref, &mc, &spec, ms[k] * dp);
+                    for (int zero = 0; zero <= 2; zero++)
+                        for (int kind = DIST_GPIPE; kind <= DIST_1F1B; kind++)
+                            run_case(&ref, &mc, &spec, pp, dp, tp, zero, (dist_schedule_kind)kind, ms[k]);
+                    model_stage_free(ref.model);
+                }
             }
-        }
     }
     int total = 0;
     MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);

@@ -240,7 +240,7 @@ Test(tensor, dropout_keeps_the_expected_fraction_and_is_reproducible)
     size_t n = 1 << 20;
     float *x = vec(n, 0, 0), *y = vec(n, 0, 0), *z = vec(n, 0, 0);
     for (size_t i = 0; i < n; i++) x[i] = 1.0f;
-    dropout_site d = {rng_key_make(1, RNG_DROPOUT), 5, 0.1f};
+    dropout_site d = {.key = rng_key_make(1, RNG_DROPOUT), .stream = 5, .p = 0.1f};
     dropout_forward(y, x, n, d);
     dropout_forward(z, x, n, d);
     size_t zeros = 0;
@@ -317,4 +317,103 @@ Test(tensor, crossentropy_gradient_matches_finite_differences_and_ignores_minus_
     for (int v = 0; v < V; v++) z += exp(x[v]);
     double row0 = log(z) - x[2];
     cr_expect(fabs(rl[0] - row0) < 1e-5 && loss > row0, "row loss %g vs %g", rl[0], row0);
+}
+
+/* ---- vocabulary-parallel cross-entropy and head-split attention ---- */
+
+/* t ranks simulated in one process: each holds columns [r Vl, (r+1) Vl) of
+ * the (N,V) logits in a (N,Vl) buffer whose padding columns hold 1e9 (they
+ * must never count); the group max and sums are taken over the slices by
+ * hand. Returns the loss every slice reports (they must agree) and leaves
+ * the assembled gradient in grad (N,V). */
+static double sliced_crossentropy(const float *logits, const int32_t *targets, int N, int V, int t, float *grad,
+                                  int *correct)
+{
+    int Vl = (V + t - 1) / t;
+    float *local = vec((size_t)t * N * Vl, 0, 0), *mx = vec((size_t)N, 0, 0), *part = vec((size_t)N, 0, 0);
+    float *st = vec((size_t)2 * N, 0, 0), *st_r = vec((size_t)2 * N, 0, 0), *rl = vec((size_t)N, 0, 0);
+    for (int n = 0; n < N; n++) mx[n] = -INFINITY;
+    for (int r = 0; r < t; r++) {
+        float *L = local + (size_t)r * N * Vl;
+        int nv = V - r * Vl < Vl ? V - r * Vl : Vl;
+        for (int n = 0; n < N; n++)
+            for (int v = 0; v < Vl; v++) L[(size_t)n * Vl + v] = v < nv ? logits[(size_t)n * V + r * Vl + v] : 1e9f;
+        crossentropy_slice_max(L, Vl, N, nv, part);
+        for (int n = 0; n < N; n++) mx[n] = fmaxf(mx[n], part[n]);
+    }
+    for (int r = 0; r < t; r++) {
+        int nv = V - r * Vl < Vl ? V - r * Vl : Vl;
+        crossentropy_slice_sumexp(local + (size_t)r * N * Vl, Vl, targets, N, r * Vl, nv, mx, st_r);
+        for (int i = 0; i < 2 * N; i++) st[i] += st_r[i];
+    }
+    double loss = 0.0;
+    for (int r = 0; r < t; r++) {
+        float *L = local + (size_t)r * N * Vl;
+        int nv = V - r * Vl < Vl ? V - r * Vl : Vl, hits = 0;
+        double l = crossentropy_slice_grad(L, Vl, targets, N, r * Vl, nv, mx, st, 1.0f, rl, &hits);
+        cr_expect(r == 0 || fabs(l - loss) < 1e-12, "slice %d reports loss %g, slice 0 %g", r, l, loss);
+        cr_expect(r == 0 || hits == *correct, "slice %d counts %d correct rows, slice 0 %d", r, hits, *correct);
+        loss = l, *correct = hits;
+        for (int n = 0; n < N; n++)
+            for (int v = 0; v < Vl; v++) {
+                if (v < nv) grad[(size_t)n * V + r * Vl + v] = L[(size_t)n * Vl + v];
+                else cr_expect(L[(size_t)n * Vl + v] == 1e9f, "padding column touched");
+            }
+    }
+    free(local), free(mx), free(part), free(st), free(st_r), free(rl);
+    return loss;
+}
+
+Test(tensor, parallel_crossentropy_equals_the_gathered_one_and_padding_never_counts)
+{
+    int N = 6, V = 1001;
+    int32_t targets[6] = {0, 1000, -100, 500, 250, 753}; /* slice edges of t = 4 (Vl = 251) */
+    float *x = vec((size_t)N * V, 5, 3), *g1 = vec((size_t)N * V, 0, 0), *gt = vec((size_t)N * V, 0, 0);
+    float *rl = vec((size_t)N, 0, 0);
+    x[3 * V + 500] = 40.0f; /* a row whose target is the argmax */
+    memcpy(g1, x, (size_t)N * V * sizeof(float));
+    int c1 = 0;
+    double ref = crossentropy_fused(g1, V, targets, N, V, 1.0f, rl, &c1);
+    int ts[3] = {1, 2, 4};
+    for (int k = 0; k < 3; k++) {
+        int c = 0;
+        double loss = sliced_crossentropy(x, targets, N, V, ts[k], gt, &c);
+        cr_expect(fabs(loss - ref) <= 1e-5 * fabs(ref), "t = %d: loss %.9g, gathered %.9g", ts[k], loss, ref);
+        cr_expect(c == c1, "t = %d: %d correct rows, gathered %d", ts[k], c, c1);
+        double worst = 0.0;
+        for (size_t i = 0; i < (size_t)N * V; i++) worst = fmax(worst, fabs(gt[i] - g1[i]));
+        cr_expect(worst < 1e-6, "t = %d: gradient differs from the gathered one by %g", ts[k], worst);
+    }
+    free(x), free(g1), free(gt), free(rl);
+}
+
+/* Attention of heads [h0, h0 + nh) alone (their q, k, v columns) with the
+ * dropout keyed by the global head gives those heads' output of the whole
+ * attention: what a tensor-parallel rank computes. */
+Test(tensor, attention_of_a_head_slice_matches_the_whole_with_dropout)
+{
+    setup();
+    int B = 2, T = 9, NH = 4, hs = 3, C = NH * hs;
+    size_t na = (size_t)B * NH * T * T;
+    float *qkv = vec((size_t)B * T * 3 * C, 1, 1), *out = vec((size_t)B * T * C, 0, 0);
+    float *att = vec(na, 0, 0), *scr = vec(na, 0, 0);
+    dropout_site d = {.key = rng_key_make(3, RNG_DROPOUT), .stream = 17, .p = 0.3f};
+    attention_forward(out, att, scr, qkv, NULL, 1, d, B, T, C, NH);
+    for (int h0 = 0; h0 < NH; h0 += 2) {
+        int nh = 2, Cl = nh * hs;
+        float *lq = vec((size_t)B * T * 3 * Cl, 0, 0), *lo = vec((size_t)B * T * Cl, 0, 0);
+        for (int bt = 0; bt < B * T; bt++)
+            for (int p = 0; p < 3; p++)
+                memcpy(lq + (size_t)bt * 3 * Cl + p * Cl, qkv + (size_t)bt * 3 * C + p * C + h0 * hs,
+                       (size_t)Cl * sizeof(float));
+        dropout_site dl = d;
+        dl.head0 = h0, dl.n_head = NH;
+        attention_forward(lo, att, scr, lq, NULL, 1, dl, B, T, Cl, nh);
+        for (int bt = 0; bt < B * T; bt++)
+            for (int c = 0; c < Cl; c++)
+                cr_expect(lo[(size_t)bt * Cl + c] == out[(size_t)bt * C + h0 * hs + c],
+                          "heads from %d: position %d channel %d differs", h0, bt, c);
+        free(lq), free(lo);
+    }
+    free(qkv), free(out), free(att), free(scr);
 }
