@@ -22,6 +22,21 @@ void psgemm_(const char *transa, const char *transb, const int *m, const int *n,
              const int *jb, const int *descb, const float *beta, float *c, const int *ic, const int *jc,
              const int *descc);
 
+/* PBLAS's logical block size: the width of the K panels psgemm multiplies
+ * locally in each step (pilaenv_, 32 in the reference PBLAS, which asks users
+ * to tune it). Rank-32 updates keep BLIS far from its peak (its own K blocking
+ * is about 256), so mpilm defines pilaenv_ to answer the block size of the
+ * product in progress: one block size, chosen by measurement, sets both the
+ * distribution and the panel. */
+static _Thread_local int panel_width;
+
+int pilaenv_(const int *context, const char *precision)
+{
+    (void)context;
+    (void)precision;
+    return panel_width > 0 ? panel_width : 32;
+}
+
 struct pgemm_grid {
     MPI_Comm comm;         /* duplicate of the communicator given */
     int context;           /* BLACS context of the P x Q grid */
@@ -242,8 +257,10 @@ status_t pgemm_run(int ta, int tb, float alpha, const pgemm_matrix *A, const pge
     /* Row-major C = op(A) op(B) is column-major Cᵀ = op(B)ᵀ op(A)ᵀ. */
     int one = 1, M = C->cols, N = C->rows, K = ak;
     const char *tra = tb ? "T" : "N", *trb = ta ? "T" : "N";
+    panel_width = C->col_block;
     psgemm_(tra, trb, &M, &N, &K, &alpha, B->data, &one, &one, B->desc, A->data, &one, &one, A->desc, &beta, C->data,
             &one, &one, C->desc);
+    panel_width = 0;
     return ST_OK;
 }
 
@@ -252,8 +269,8 @@ uint64_t pgemm_gather_bytes(const pgemm_matrix *a)
     return ((uint64_t)a->rows * (uint64_t)a->cols - (uint64_t)a->local_rows * (uint64_t)a->local_cols) * sizeof(float);
 }
 
-uint64_t pgemm_run_bytes(const pgemm_grid *g, int M, int N, int K)
+uint64_t pgemm_run_bytes(int P, int Q, int M, int N, int K)
 {
-    double b = (double)N * K / g->P * (g->Q - 1) / g->Q + (double)K * M / g->Q * (g->P - 1) / g->P;
+    double b = (double)N * K / P * (Q - 1) / Q + (double)K * M / Q * (P - 1) / P;
     return (uint64_t)(b * sizeof(float));
 }

@@ -102,11 +102,12 @@ status_t pgemm_run(int ta, int tb, float alpha, const pgemm_matrix *A, const pge
 /* Bytes one rank receives, by the model of the algorithm (4-byte floats):
  * a gather of a: everything but its own part, (rows*cols - local) * 4;
  * pgemm_run with op(A) M x K, op(B) K x N (the caller's row-major terms) on
- * P x Q, as SUMMA keeping C in place: the op(B) panels of its block of C's
- * columns from the other Q-1 process columns and the op(A) panels of its
- * block of C's rows from the other P-1 process rows:
- * (N K / P (Q-1)/Q + K M / Q (P-1)/P) * 4. */
+ * a P x Q grid, as SUMMA keeping C in place: the op(B) panels of its block
+ * of C's columns from the other Q-1 process columns and the op(A) panels of
+ * its block of C's rows from the other P-1 process rows:
+ * (N K / P (Q-1)/Q + K M / Q (P-1)/P) * 4. Pure, so it projects to grids
+ * larger than the one at hand. */
 uint64_t pgemm_gather_bytes(const pgemm_matrix *a);
-uint64_t pgemm_run_bytes(const pgemm_grid *g, int M, int N, int K);
+uint64_t pgemm_run_bytes(int P, int Q, int M, int N, int K);
 
 #endif
