@@ -39,6 +39,7 @@ int pilaenv_(const int *context, const char *precision)
 
 struct pgemm_grid {
     MPI_Comm comm;         /* duplicate of the communicator given */
+    MPI_Comm row_comm;     /* the P ranks of this process column, rank = process row */
     int context;           /* BLACS context of the P x Q grid */
     int P, Q, prow, pcol;
     int size, rank;
@@ -69,9 +70,12 @@ status_t pgemm_grid_create(pgemm_grid **out, MPI_Comm comm)
     TRY(pgemm_grid_dims(size, &P, &Q));
     pgemm_grid *g = calloc(1, sizeof *g);
     FAIL_IF(!g, ST_NOMEM, "pgemm: out of memory for a grid");
-    if (MPI_Comm_dup(comm, &g->comm) != MPI_SUCCESS) {
-        free(g);
-        return st_fail(ST_MPI, "pgemm: MPI_Comm_dup of the tensor-parallel communicator failed");
+    g->context = -1;
+    g->comm = g->row_comm = MPI_COMM_NULL;
+    if (MPI_Comm_dup(comm, &g->comm) != MPI_SUCCESS ||
+        MPI_Comm_split(g->comm, rank % Q, rank / Q, &g->row_comm) != MPI_SUCCESS) {
+        pgemm_grid_free(g);
+        return st_fail(ST_MPI, "pgemm: MPI_Comm_dup or MPI_Comm_split of the tensor-parallel communicator failed");
     }
     /* The system handle only names comm while the grid is made: Cblacs_gridinit
      * builds the grid's own communicators from it. It is released at once,
@@ -97,7 +101,8 @@ void pgemm_grid_free(pgemm_grid *g)
 {
     if (!g) return;
     if (g->context >= 0) Cblacs_gridexit(g->context);
-    MPI_Comm_free(&g->comm);
+    if (g->row_comm != MPI_COMM_NULL) MPI_Comm_free(&g->row_comm);
+    if (g->comm != MPI_COMM_NULL) MPI_Comm_free(&g->comm);
     free(g);
 }
 
@@ -110,6 +115,8 @@ void pgemm_grid_shape(const pgemm_grid *g, int *P, int *Q, int *prow, int *pcol)
 }
 
 MPI_Comm pgemm_grid_comm(const pgemm_grid *g) { return g->comm; }
+
+MPI_Comm pgemm_grid_row_comm(const pgemm_grid *g) { return g->row_comm; }
 
 /* Global index of local index i of a dimension dealt in blocks of nb over np
  * processes, on process p (first block on process 0). */

@@ -61,6 +61,12 @@ void pgemm_grid_free(pgemm_grid *g);
 void pgemm_grid_shape(const pgemm_grid *g, int *P, int *Q, int *prow, int *pcol);
 /* The grid's own communicator (a duplicate of the one given). */
 MPI_Comm pgemm_grid_comm(const pgemm_grid *g);
+/* The P ranks of this rank's process column: every matrix's rows are dealt
+ * over process columns, so these ranks hold the pieces of the same rows (rank
+ * in it = process row). Row-wise reductions over a distributed matrix (the
+ * max and sum of exponentials of a parallel cross-entropy over the
+ * vocabulary) run over it. */
+MPI_Comm pgemm_grid_row_comm(const pgemm_grid *g);
 
 typedef struct pgemm_matrix {
     const pgemm_grid *grid;

@@ -135,6 +135,28 @@ static void check_round_trip(const pgemm_grid *g, int rows, int cols, int rb, in
     free(back);
 }
 
+/* Row sums of a distributed matrix reduced over the row communicator equal
+ * those of the full matrix. */
+static void check_row_comm(const pgemm_grid *g)
+{
+    enum { R = 29, C = 53 };
+    float *full = random_floats((size_t)R * C, 11);
+    pgemm_matrix m = distributed(g, full, R, C, 4);
+    double sums[R] = {0}, total[R];
+    for (int i = 0; i < m.local_rows; i++)
+        for (int j = 0; j < m.local_cols; j++) sums[pgemm_matrix_global_row(&m, i)] += m.data[(size_t)i * m.ld + j];
+    MPI_Allreduce(sums, total, R, MPI_DOUBLE, MPI_SUM, pgemm_grid_row_comm(g));
+    for (int i = 0; i < m.local_rows; i++) {
+        int gi = pgemm_matrix_global_row(&m, i);
+        double want = 0;
+        for (int j = 0; j < C; j++) want += full[(size_t)gi * C + j];
+        CHECK(fabs(total[gi] - want) < 1e-9, "row %d: sum over the row communicator %g, expected %g", gi, total[gi],
+              want);
+    }
+    pgemm_matrix_free(&m);
+    free(full);
+}
+
 static void expect_refused(status_t st, const char *needle)
 {
     CHECK(st != ST_OK && strstr(st_message(), needle), "expected a refusal with '%s', got %s: %s", needle, st_name(st),
@@ -213,6 +235,7 @@ int main(int argc, char **argv)
     check_round_trip(g, 37, 101, 5, 16);
     check_round_trip(g, 3, 2, 64, 64);
     check_refusals(g);
+    check_row_comm(g);
     pgemm_grid_free(g);
     if (world == 4) check_split();
     int total = 0;
