@@ -60,6 +60,13 @@ status_t pgemm_grid_dims(int t, int *P, int *Q)
     return ST_OK;
 }
 
+int pgemm_block_choose(int P, int Q, int min_dim)
+{
+    int most = P > Q ? P : Q, b = PGEMM_BLOCK_DEFAULT;
+    while (b > 32 && min_dim / b < most) b /= 2;
+    return b;
+}
+
 status_t pgemm_grid_create(pgemm_grid **out, MPI_Comm comm)
 {
     *out = NULL;
@@ -278,6 +285,10 @@ uint64_t pgemm_gather_bytes(const pgemm_matrix *a)
 
 uint64_t pgemm_run_bytes(int P, int Q, int M, int N, int K)
 {
-    double b = (double)N * K / P * (Q - 1) / Q + (double)K * M / Q * (P - 1) / P;
-    return (uint64_t)(b * sizeof(float));
+    double along_rows = (double)(P - 1) / P / Q, along_cols = (double)(Q - 1) / Q / P;
+    double keep_c = (double)M * K * along_rows + (double)K * N * along_cols;
+    double keep_a = (double)K * N * along_cols + (double)M * N * along_rows;
+    double keep_b = (double)M * K * along_rows + (double)M * N * along_cols;
+    double b = keep_c < keep_a ? keep_c : keep_a;
+    return (uint64_t)((b < keep_b ? b : keep_b) * sizeof(float));
 }

@@ -40,10 +40,16 @@
 
 #include "base/status.h"
 
-/* Block size used when the caller has no reason to choose: the fastest of
- * 32, 64, 128, 256 on gpt2-small's FFN and vocabulary shapes at t = 1, 2, 4
+/* Block size (rows = cols per block) measured fastest over 32, 64, 128, 256
+ * on gpt2-small's FFN and vocabulary GEMMs at t = 1, 2, 4
  * (tests/bench/bench_pgemm.sh; docs/design.md has the table). */
-enum { PGEMM_BLOCK_DEFAULT = 128 };
+enum { PGEMM_BLOCK_DEFAULT = 256 };
+
+/* The block size for matrices whose smallest dimension is min_dim on a P x Q
+ * grid: PGEMM_BLOCK_DEFAULT, halved (not below 32) until every process row
+ * and column holds at least one block of that dimension, so no rank idles.
+ * Pure. Use one block size for all operands of a product. */
+int pgemm_block_choose(int P, int Q, int min_dim);
 
 typedef struct pgemm_grid pgemm_grid;
 
@@ -108,11 +114,16 @@ status_t pgemm_run(int ta, int tb, float alpha, const pgemm_matrix *A, const pge
 /* Bytes one rank receives, by the model of the algorithm (4-byte floats):
  * a gather of a: everything but its own part, (rows*cols - local) * 4;
  * pgemm_run with op(A) M x K, op(B) K x N (the caller's row-major terms) on
- * a P x Q grid, as SUMMA keeping C in place: the op(B) panels of its block
- * of C's columns from the other Q-1 process columns and the op(A) panels of
- * its block of C's rows from the other P-1 process rows:
- * (N K / P (Q-1)/Q + K M / Q (P-1)/P) * 4. Pure, so it projects to grids
- * larger than the one at hand. */
+ * a P x Q grid: PBLAS runs SUMMA keeping one of A, B, C in place and moving
+ * the other two (broadcast panels of A or B, reduced partial sums of C). A
+ * matrix moved along the process rows costs |X|/Q (P-1)/P per rank, along
+ * the columns |X|/P (Q-1)/Q; kept in place:
+ *   C: M K/Q (P-1)/P + K N/P (Q-1)/Q
+ *   A: K N/P (Q-1)/Q + M N/Q (P-1)/P
+ *   B: M K/Q (P-1)/P + M N/P (Q-1)/Q
+ * and the model is the cheapest of the three, times 4. PBLAS chooses by its
+ * own estimate, which can differ (tests/bench/bench_pgemm counts the real
+ * bytes). Pure, so it projects to grids larger than the one at hand. */
 uint64_t pgemm_gather_bytes(const pgemm_matrix *a);
 uint64_t pgemm_run_bytes(int P, int Q, int M, int N, int K);
 

@@ -38,6 +38,30 @@ static float *random_floats(size_t n, uint64_t seed)
     return x;
 }
 
+/* The byte model: nothing on one rank; on 1 x 2 the FFN-in forward moves
+ * half of the weight (768 x 3072 / 2 floats); on 2 x 2 the cheapest variant. */
+static void check_bytes_model(void)
+{
+    CHECK(pgemm_run_bytes(1, 1, 2048, 3072, 768) == 0, "1 x 1 moves nothing");
+    CHECK(pgemm_run_bytes(1, 2, 2048, 3072, 768) == 768u * 3072 / 2 * 4, "1 x 2: %llu",
+          (unsigned long long)pgemm_run_bytes(1, 2, 2048, 3072, 768));
+    /* 2 x 2, M = N = K = 100: every variant moves two 100 x 100 matrices a quarter each */
+    CHECK(pgemm_run_bytes(2, 2, 100, 100, 100) == 2 * 2500 * 4, "2 x 2: %llu",
+          (unsigned long long)pgemm_run_bytes(2, 2, 100, 100, 100));
+}
+
+/* gpt2-small's C = 768 keeps the default up to 3 process rows or columns. */
+static void check_block_choice(void)
+{
+    static const int want[][4] = {{1, 1, 768, 256}, {2, 2, 768, 256}, {3, 3, 768, 256}, {4, 4, 768, 128},
+                                  {8, 8, 768, 64},  {8, 8, 50304, 256}, {16, 16, 768, 32}, {1, 2, 10, 32}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        int b = pgemm_block_choose(want[i][0], want[i][1], want[i][2]);
+        CHECK(b == want[i][3], "%d x %d, dimension %d: block %d, expected %d", want[i][0], want[i][1], want[i][2], b,
+              want[i][3]);
+    }
+}
+
 static void check_dims(void)
 {
     static const int want[][3] = {{1, 1, 1}, {2, 1, 2}, {3, 1, 3}, {4, 2, 2}, {6, 2, 3},
@@ -222,6 +246,8 @@ int main(int argc, char **argv)
     tensor_runtime rt;
     tensor_runtime_init(1, 1, &rt);
     check_dims();
+    check_bytes_model();
+    check_block_choice();
     pgemm_grid *g;
     if (pgemm_grid_create(&g, MPI_COMM_WORLD) != ST_OK) {
         fprintf(stderr, "rank %d: grid: %s\n", rank, st_message());
