@@ -94,13 +94,14 @@ static pgemm_matrix distributed(const pgemm_grid *g, const float *full, int rows
 
 /* C = alpha op(A) op(B) + beta C by pgemm on g and by BLIS; both relative
  * to the largest element of BLIS's C. */
-static void check_product(const pgemm_grid *g, int ta, int tb, int M, int N, int K, int block, uint64_t seed)
+static void check_product_blocks(const pgemm_grid *g, int ta, int tb, int M, int N, int K, const int blocks[3],
+                                 uint64_t seed)
 {
-    int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N, block = blocks[2];
     float *a = random_floats((size_t)ar * ac, seed), *b = random_floats((size_t)br * bc, seed + 1);
     float *c = random_floats((size_t)M * N, seed + 2), *got = malloc((size_t)M * N * sizeof *got);
-    pgemm_matrix A = distributed(g, a, ar, ac, block), B = distributed(g, b, br, bc, block);
-    pgemm_matrix C = distributed(g, c, M, N, block);
+    pgemm_matrix A = distributed(g, a, ar, ac, blocks[0]), B = distributed(g, b, br, bc, blocks[1]);
+    pgemm_matrix C = distributed(g, c, M, N, blocks[2]);
     status_t st = pgemm_run(ta, tb, 0.5f, &A, &B, 0.25f, &C);
     CHECK(st == ST_OK, "pgemm_run: %s", st_message());
     CHECK(pgemm_gather(&C, got, N) == ST_OK, "gather: %s", st_message());
@@ -121,6 +122,11 @@ static void check_product(const pgemm_grid *g, int ta, int tb, int M, int N, int
     free(got);
 }
 
+static void check_product(const pgemm_grid *g, int ta, int tb, int M, int N, int K, int block, uint64_t seed)
+{
+    check_product_blocks(g, ta, tb, M, N, K, (const int[3]){block, block, block}, seed);
+}
+
 static void check_products(const pgemm_grid *g, uint64_t seed)
 {
     static const int shapes[][4] = {{37, 101, 70, 8}, {37, 101, 70, 32}, {64, 48, 96, 16}, {5, 3, 200, 64}};
@@ -128,6 +134,8 @@ static void check_products(const pgemm_grid *g, uint64_t seed)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
                 check_product(g, ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], seed + s);
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) check_product_blocks(g, ta, tb, 37, 101, 70, (const int[3]){8, 16, 4}, seed);
 }
 
 /* extract, gather into rows wider than the matrix: bit-exact, padding untouched. */
