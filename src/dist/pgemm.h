@@ -6,7 +6,7 @@
  * matrices, their extraction from a replicated array (no communication), their
  * gathering back to a replicated array on every rank of the grid, and
  * C = alpha op(A) op(B) + beta C over them; the model of the bytes each rank
- * moves for it.
+ * moves for it; PBLAS's logical block size (it defines pilaenv_, see pgemm.c).
  * Must not touch: models, pipelines, files, printing, MPI_COMM_WORLD.
  *
  * Layout. mpilm is row-major; ScaLAPACK is column-major. A row-major R x C
@@ -48,7 +48,8 @@ enum { PGEMM_BLOCK_DEFAULT = 256 };
 /* The block size for matrices whose smallest dimension is min_dim on a P x Q
  * grid: PGEMM_BLOCK_DEFAULT, halved (not below 32) until every process row
  * and column holds at least one block of that dimension, so no rank idles.
- * Pure. Use one block size for all operands of a product. */
+ * Pure. Operands of one product may have different block sizes (tested);
+ * only equal ones were timed. */
 int pgemm_block_choose(int P, int Q, int min_dim);
 
 typedef struct pgemm_grid pgemm_grid;
