@@ -122,9 +122,12 @@ status_t pgemm_run(int ta, int tb, float alpha, const pgemm_matrix *A, const pge
  *   C: M K/Q (P-1)/P + K N/P (Q-1)/Q
  *   A: K N/P (Q-1)/Q + M N/Q (P-1)/P
  *   B: M K/Q (P-1)/P + M N/P (Q-1)/Q
- * and the model is the cheapest of the three, times 4. PBLAS chooses by its
- * own estimate, which can differ (tests/bench/bench_pgemm counts the real
- * bytes). Pure, so it projects to grids larger than the one at hand. */
+ * and the model is the cheapest of the three, times 4: a LOWER BOUND, exact
+ * when PBLAS moves untransposed operands. PBLAS chooses by its own estimate
+ * and a transposed operand needs more than one broadcast: counted
+ * (tests/bench/bench_pgemm), the FFN GEMMs moved 1.0-1.4x the bound on 2 x 2,
+ * the vocabulary gradients up to 24x on 1 x 2. Pure, so it projects to grids
+ * larger than the one at hand. */
 uint64_t pgemm_gather_bytes(const pgemm_matrix *a);
 uint64_t pgemm_run_bytes(int P, int Q, int M, int N, int K);
 
