@@ -36,7 +36,7 @@ endif
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation
 CFLAGS  ?= -O3
 CFLAGS  += -std=c17 -D_GNU_SOURCE -march=$(MARCH) -fopenmp -fno-math-errno -fno-trapping-math -g $(WARN) -Isrc -MMD -MP
-LDLIBS  := -lblis -lzstd -lxxhash -lcjson -lm
+LDLIBS  := -lscalapack-openmpi -lblis -lzstd -lxxhash -lcjson -lm
 LDFLAGS += -fopenmp
 
 ifeq ($(SAN),1)

@@ -1,0 +1,279 @@
+/* dist/pgemm under mpirun (grids 1x1, 1x2, 2x2): psgemm equals BLIS sgemm on
+ * the full matrices for the transposes of a linear layer and odd sizes;
+ * extract then gather round-trips bit-exactly; bad input is refused; with 4
+ * ranks, two groups of 2 run independent pgemms at the same time on grids of
+ * their own communicators. Exit 0 = as expected. */
+// mpirun-np: 1 2 4
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/rng.h"
+#include "dist/pgemm.h"
+#include "tensor/tensor.h"
+
+static int rank, world, failures;
+
+#define CHECK(cond, ...)                                                                                     \
+    do {                                                                                                     \
+        if (!(cond)) {                                                                                       \
+            failures++;                                                                                      \
+            fprintf(stderr, "rank %d: %s:%d: ", rank, __FILE__, __LINE__);                                   \
+            fprintf(stderr, __VA_ARGS__);                                                                    \
+            fputc('\n', stderr);                                                                             \
+        }                                                                                                    \
+    } while (0)
+
+/* The same n values in [-1, 1) on every rank, from seed. */
+static float *random_floats(size_t n, uint64_t seed)
+{
+    float *x = malloc(n * sizeof *x);
+    rng_key key = rng_key_make(seed, RNG_TEST);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits[4];
+        rng_bits(key, i, 0, 0, bits);
+        x[i] = 2.0f * rng_uniform(bits[0]) - 1.0f;
+    }
+    return x;
+}
+
+/* The byte model: nothing on one rank; on 1 x 2 the FFN-in forward moves
+ * half of the weight (768 x 3072 / 2 floats); on 2 x 2 the cheapest variant. */
+static void check_bytes_model(void)
+{
+    CHECK(pgemm_run_bytes(1, 1, 2048, 3072, 768) == 0, "1 x 1 moves nothing");
+    CHECK(pgemm_run_bytes(1, 2, 2048, 3072, 768) == 768u * 3072 / 2 * 4, "1 x 2: %llu",
+          (unsigned long long)pgemm_run_bytes(1, 2, 2048, 3072, 768));
+    /* 2 x 2, M = N = K = 100: every variant moves two 100 x 100 matrices a quarter each */
+    CHECK(pgemm_run_bytes(2, 2, 100, 100, 100) == 2 * 2500 * 4, "2 x 2: %llu",
+          (unsigned long long)pgemm_run_bytes(2, 2, 100, 100, 100));
+}
+
+/* gpt2-small's C = 768 keeps the default up to 3 process rows or columns. */
+static void check_block_choice(void)
+{
+    static const int want[][4] = {{1, 1, 768, 256}, {2, 2, 768, 256}, {3, 3, 768, 256}, {4, 4, 768, 128},
+                                  {8, 8, 768, 64},  {8, 8, 50304, 256}, {16, 16, 768, 32}, {1, 2, 10, 32}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        int b = pgemm_block_choose(want[i][0], want[i][1], want[i][2]);
+        CHECK(b == want[i][3], "%d x %d, dimension %d: block %d, expected %d", want[i][0], want[i][1], want[i][2], b,
+              want[i][3]);
+    }
+}
+
+static void check_dims(void)
+{
+    static const int want[][3] = {{1, 1, 1}, {2, 1, 2}, {3, 1, 3}, {4, 2, 2}, {6, 2, 3},
+                                  {8, 2, 4}, {9, 3, 3}, {12, 3, 4}, {64, 8, 8}, {96, 8, 12}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        int P = 0, Q = 0;
+        status_t st = pgemm_grid_dims(want[i][0], &P, &Q);
+        CHECK(st == ST_OK && P == want[i][1] && Q == want[i][2], "t=%d: grid %d x %d (%s), expected %d x %d",
+              want[i][0], P, Q, st_message(), want[i][1], want[i][2]);
+    }
+    static const int refused[] = {0, -2, 5, 7, 11, 13, 61};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        int P, Q;
+        status_t st = pgemm_grid_dims(refused[i], &P, &Q);
+        CHECK(st == ST_CONFIG && strstr(st_message(), "dist.tp"), "t=%d: expected refusal, got %s: %s", refused[i],
+              st_name(st), st_message());
+    }
+}
+
+/* A rows x cols matrix on g holding full (row-major, row stride cols). */
+static pgemm_matrix distributed(const pgemm_grid *g, const float *full, int rows, int cols, int block)
+{
+    pgemm_matrix m;
+    if (pgemm_matrix_create(&m, g, rows, cols, block, block) != ST_OK || pgemm_extract(&m, full, cols) != ST_OK) {
+        fprintf(stderr, "rank %d: matrix %d x %d: %s\n", rank, rows, cols, st_message());
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    return m;
+}
+
+/* C = alpha op(A) op(B) + beta C by pgemm on g and by BLIS; both relative
+ * to the largest element of BLIS's C. */
+static void check_product_blocks(const pgemm_grid *g, int ta, int tb, int M, int N, int K, const int blocks[3],
+                                 uint64_t seed)
+{
+    int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N, block = blocks[2];
+    float *a = random_floats((size_t)ar * ac, seed), *b = random_floats((size_t)br * bc, seed + 1);
+    float *c = random_floats((size_t)M * N, seed + 2), *got = malloc((size_t)M * N * sizeof *got);
+    pgemm_matrix A = distributed(g, a, ar, ac, blocks[0]), B = distributed(g, b, br, bc, blocks[1]);
+    pgemm_matrix C = distributed(g, c, M, N, blocks[2]);
+    status_t st = pgemm_run(ta, tb, 0.5f, &A, &B, 0.25f, &C);
+    CHECK(st == ST_OK, "pgemm_run: %s", st_message());
+    CHECK(pgemm_gather(&C, got, N) == ST_OK, "gather: %s", st_message());
+    gemm(ta, tb, M, N, K, 0.5f, a, ac, b, bc, 0.25f, c, N);
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < (size_t)M * N; i++) {
+        worst = fmax(worst, fabs((double)got[i] - c[i]));
+        scale = fmax(scale, fabs((double)c[i]));
+    }
+    CHECK(worst <= 1e-5 * scale, "op %d%d %dx%dx%d block %d: max |pgemm - sgemm| = %g of %g", ta, tb, M, N, K, block,
+          worst, scale);
+    pgemm_matrix_free(&A);
+    pgemm_matrix_free(&B);
+    pgemm_matrix_free(&C);
+    free(a);
+    free(b);
+    free(c);
+    free(got);
+}
+
+static void check_product(const pgemm_grid *g, int ta, int tb, int M, int N, int K, int block, uint64_t seed)
+{
+    check_product_blocks(g, ta, tb, M, N, K, (const int[3]){block, block, block}, seed);
+}
+
+static void check_products(const pgemm_grid *g, uint64_t seed)
+{
+    static const int shapes[][4] = {{37, 101, 70, 8}, {37, 101, 70, 32}, {64, 48, 96, 16}, {5, 3, 200, 64}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                check_product(g, ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], seed + s);
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) check_product_blocks(g, ta, tb, 37, 101, 70, (const int[3]){8, 16, 4}, seed);
+}
+
+/* extract, gather into rows wider than the matrix: bit-exact, padding untouched. */
+static void check_round_trip(const pgemm_grid *g, int rows, int cols, int rb, int cb)
+{
+    int ldf = cols + 3;
+    float *full = random_floats((size_t)rows * ldf, 7), *back = malloc((size_t)rows * ldf * sizeof *back);
+    for (size_t i = 0; i < (size_t)rows * ldf; i++) back[i] = -7.0f;
+    pgemm_matrix m;
+    status_t st = pgemm_matrix_create(&m, g, rows, cols, rb, cb);
+    if (st == ST_OK) st = pgemm_extract(&m, full, ldf);
+    if (st == ST_OK) st = pgemm_gather(&m, back, ldf);
+    if (st == ST_OK) st = pgemm_gather(&m, back, ldf); /* the reused buffer gives the same */
+    CHECK(st == ST_OK, "round trip %d x %d: %s", rows, cols, st_message());
+    int same = 1;
+    for (int i = 0; i < rows; i++) {
+        same &= memcmp(back + (size_t)i * ldf, full + (size_t)i * ldf, (size_t)cols * sizeof *full) == 0;
+        for (int j = cols; j < ldf; j++) same &= back[(size_t)i * ldf + j] == -7.0f;
+    }
+    CHECK(same, "round trip %d x %d in %d x %d blocks is not bit-exact", rows, cols, rb, cb);
+    for (int i = 0; i < m.local_rows; i++)
+        for (int j = 0; j < m.local_cols; j++) {
+            int gi = pgemm_matrix_global_row(&m, i), gj = pgemm_matrix_global_col(&m, j);
+            CHECK(m.data[(size_t)i * m.ld + j] == full[(size_t)gi * ldf + gj], "local (%d, %d) is not global (%d, %d)",
+                  i, j, gi, gj);
+        }
+    pgemm_matrix_free(&m);
+    free(full);
+    free(back);
+}
+
+/* Row sums of a distributed matrix reduced over the row communicator equal
+ * those of the full matrix. */
+static void check_row_comm(const pgemm_grid *g)
+{
+    enum { R = 29, C = 53 };
+    float *full = random_floats((size_t)R * C, 11);
+    pgemm_matrix m = distributed(g, full, R, C, 4);
+    double sums[R] = {0}, total[R];
+    for (int i = 0; i < m.local_rows; i++)
+        for (int j = 0; j < m.local_cols; j++) sums[pgemm_matrix_global_row(&m, i)] += m.data[(size_t)i * m.ld + j];
+    MPI_Allreduce(sums, total, R, MPI_DOUBLE, MPI_SUM, pgemm_grid_row_comm(g));
+    for (int i = 0; i < m.local_rows; i++) {
+        int gi = pgemm_matrix_global_row(&m, i);
+        double want = 0;
+        for (int j = 0; j < C; j++) want += full[(size_t)gi * C + j];
+        CHECK(fabs(total[gi] - want) < 1e-9, "row %d: sum over the row communicator %g, expected %g", gi, total[gi],
+              want);
+    }
+    pgemm_matrix_free(&m);
+    free(full);
+}
+
+static void expect_refused(status_t st, const char *needle)
+{
+    CHECK(st != ST_OK && strstr(st_message(), needle), "expected a refusal with '%s', got %s: %s", needle, st_name(st),
+          st_message());
+}
+
+static void check_refusals(const pgemm_grid *g)
+{
+    pgemm_matrix a, b, c, other;
+    pgemm_grid *g2;
+    if (pgemm_matrix_create(&a, g, 10, 20, 4, 4) || pgemm_matrix_create(&b, g, 30, 20, 4, 4) ||
+        pgemm_matrix_create(&c, g, 10, 31, 4, 4) || pgemm_grid_create(&g2, MPI_COMM_WORLD) ||
+        pgemm_matrix_create(&other, g2, 30, 20, 4, 4)) {
+        fprintf(stderr, "rank %d: set-up: %s\n", rank, st_message());
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    expect_refused(pgemm_run(0, 1, 1, &a, &b, 0, &c), "expected inner sizes equal and C 10 x 30");
+    expect_refused(pgemm_run(0, 0, 1, &a, &b, 0, &c), "op(A) 10 x 20 times op(B) 30 x 20");
+    expect_refused(pgemm_run(0, 1, 1, &a, &other, 0, &c), "different grids");
+    expect_refused(pgemm_extract(&a, b.data, 19), "rows of 19 floats");
+    expect_refused(pgemm_gather(&a, c.data, 5), "rows of 5 floats");
+    pgemm_matrix bad;
+    expect_refused(pgemm_matrix_create(&bad, g, 0, 20, 4, 4), "expected every size >= 1");
+    expect_refused(pgemm_matrix_create(&bad, g, 10, 20, 4, 0), "expected every size >= 1");
+    expect_refused(pgemm_matrix_create(&bad, g, 1 << 16, 1 << 16, 64, 64), "more than");
+    pgemm_grid *none;
+    expect_refused(pgemm_grid_create(&none, MPI_COMM_NULL), "MPI_COMM_NULL");
+    pgemm_matrix_free(&a);
+    pgemm_matrix_free(&b);
+    pgemm_matrix_free(&c);
+    pgemm_matrix_free(&other);
+    pgemm_grid_free(g2);
+}
+
+/* Two groups of 2 ranks, each on a grid of its own communicator, run
+ * different products at the same time. */
+static void check_split(void)
+{
+    MPI_Comm half;
+    int color = rank / 2;
+    MPI_Comm_split(MPI_COMM_WORLD, color, rank, &half);
+    pgemm_grid *g;
+    if (pgemm_grid_create(&g, half) != ST_OK) {
+        fprintf(stderr, "rank %d: split grid: %s\n", rank, st_message());
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    int P, Q, prow, pcol;
+    pgemm_grid_shape(g, &P, &Q, &prow, &pcol);
+    CHECK(P == 1 && Q == 2 && pcol == rank % 2, "split grid %d x %d at (%d, %d)", P, Q, prow, pcol);
+    if (color == 0)
+        check_product(g, 0, 1, 45, 77, 33, 8, 100);
+    else
+        check_product(g, 1, 0, 91, 13, 57, 16, 200);
+    pgemm_grid_free(g);
+    MPI_Comm_free(&half);
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    tensor_runtime rt;
+    tensor_runtime_init(1, 1, &rt);
+    check_dims();
+    check_bytes_model();
+    check_block_choice();
+    pgemm_grid *g;
+    if (pgemm_grid_create(&g, MPI_COMM_WORLD) != ST_OK) {
+        fprintf(stderr, "rank %d: grid: %s\n", rank, st_message());
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    int P, Q, prow, pcol;
+    pgemm_grid_shape(g, &P, &Q, &prow, &pcol);
+    CHECK(P * Q == world && P <= Q && prow * Q + pcol == rank, "grid %d x %d at (%d, %d)", P, Q, prow, pcol);
+    check_products(g, 1);
+    check_round_trip(g, 37, 101, 8, 8);
+    check_round_trip(g, 37, 101, 5, 16);
+    check_round_trip(g, 3, 2, 64, 64);
+    check_refusals(g);
+    check_row_comm(g);
+    pgemm_grid_free(g);
+    if (world == 4) check_split();
+    int total = 0;
+    MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Finalize();
+    return total ? 1 : 0;
+}
