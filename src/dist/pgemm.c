@@ -95,8 +95,9 @@ status_t pgemm_grid_create(pgemm_grid **out, MPI_Comm comm)
     g->size = size;
     g->rank = rank;
     if (g->P != P || g->Q != Q || g->prow != rank / Q || g->pcol != rank % Q) {
-        status_t st = st_fail(ST_MPI, "pgemm: BLACS placed rank %d at (%d, %d) of %d x %d (expected (%d, %d) of %d x %d)",
-                              rank, g->prow, g->pcol, g->P, g->Q, rank / Q, rank % Q, P, Q);
+        status_t st = st_fail(ST_MPI,
+                              "pgemm: BLACS placed rank %d at (%d, %d) of %d x %d (expected (%d, %d) of %d x %d)", rank,
+                              g->prow, g->pcol, g->P, g->Q, rank / Q, rank % Q, P, Q);
         pgemm_grid_free(g);
         return st;
     }

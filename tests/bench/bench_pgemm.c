@@ -365,7 +365,8 @@ static void print_layers_measured(const results *res, int bi, uint64_t gather_nc
     double ffn = 2.0 * (double)gather_nc, vocab = (double)gather_nc;
     for (int op = 0; op < NOPS; op++) ffn += (double)(res->bytes[0][op][bi] + res->bytes[1][op][bi]);
     for (int op = 0; op < vocab_ops; op++) vocab += (double)res->bytes[2][op][bi];
-    printf("layer_bytes t=%d block=%d ffn_2d_MB=%.2f ffn_1d_MB=%.2f", world, BLOCKS[bi], ffn / 1e6, ffn_1d(world) / 1e6);
+    printf("layer_bytes t=%d block=%d ffn_2d_MB=%.2f ffn_1d_MB=%.2f", world, BLOCKS[bi], ffn / 1e6,
+           ffn_1d(world) / 1e6);
     if (vocab_ops == NOPS) printf(" vocab_2d_MB=%.2f vocab_1d_MB=%.2f", vocab / 1e6, vocab_1d(world) / 1e6);
     printf(" (measured 2D, per rank, forward + backward)\n");
 }

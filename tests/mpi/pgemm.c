@@ -92,6 +92,17 @@ static pgemm_matrix distributed(const pgemm_grid *g, const float *full, int rows
     return m;
 }
 
+/* got equals want within 1e-5 of want's largest element. */
+static void check_close(const char *what, const float *got, const float *want, size_t n)
+{
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) {
+        worst = fmax(worst, fabs((double)got[i] - want[i]));
+        scale = fmax(scale, fabs((double)want[i]));
+    }
+    CHECK(worst <= 1e-5 * scale, "%s: max |pgemm - reference| = %g of %g", what, worst, scale);
+}
+
 /* C = alpha op(A) op(B) + beta C by pgemm on g and by BLIS; both relative
  * to the largest element of BLIS's C. */
 static void check_product_blocks(const pgemm_grid *g, int ta, int tb, int M, int N, int K, const int blocks[3],
@@ -106,13 +117,9 @@ static void check_product_blocks(const pgemm_grid *g, int ta, int tb, int M, int
     CHECK(st == ST_OK, "pgemm_run: %s", st_message());
     CHECK(pgemm_gather(&C, got, N) == ST_OK, "gather: %s", st_message());
     gemm(ta, tb, M, N, K, 0.5f, a, ac, b, bc, 0.25f, c, N);
-    double worst = 0, scale = 0;
-    for (size_t i = 0; i < (size_t)M * N; i++) {
-        worst = fmax(worst, fabs((double)got[i] - c[i]));
-        scale = fmax(scale, fabs((double)c[i]));
-    }
-    CHECK(worst <= 1e-5 * scale, "op %d%d %dx%dx%d block %d: max |pgemm - sgemm| = %g of %g", ta, tb, M, N, K, block,
-          worst, scale);
+    char what[64];
+    snprintf(what, sizeof what, "op %d%d %dx%dx%d block %d", ta, tb, M, N, K, block);
+    check_close(what, got, c, (size_t)M * N);
     pgemm_matrix_free(&A);
     pgemm_matrix_free(&B);
     pgemm_matrix_free(&C);
@@ -223,6 +230,95 @@ static void check_refusals(const pgemm_grid *g)
     pgemm_grid_free(g2);
 }
 
+/* The FFN sub-block as docs/design.md tells the model to run it in 2D mode
+ * (X, biases and the output replicated; weights, hidden activations and
+ * weight gradients distributed; GELU on the local parts; the fc bias gradient
+ * summed over the grid) equals tensor/'s linear and GELU kernels on one rank. */
+enum { FN = 37, FC = 40, FF = 72, FB = 8 };
+
+typedef struct ffn_ref {
+    float *x, *w_fc, *b_fc, *w_proj, *b_proj, *dout;    /* inputs */
+    float *y1, *h, *out, *dh, *dx, *dw_fc, *db_fc, *dw_proj, *db_proj;
+} ffn_ref;
+
+static void ffn_reference(ffn_ref *r)
+{
+    linear_forward(r->y1, FF, r->x, r->w_fc, r->b_fc, W_OUT_IN, FN, FC, FF);
+    gelu_forward(r->h, r->y1, (size_t)FN * FF, GELU_TANH);
+    linear_forward(r->out, FC, r->h, r->w_proj, r->b_proj, W_OUT_IN, FN, FF, FC);
+    linear_backward(r->dh, r->dw_proj, r->db_proj, r->dout, FC, r->h, r->w_proj, W_OUT_IN, FN, FF, FC, 0);
+    gelu_backward(r->dh, r->y1, r->dh, (size_t)FN * FF, GELU_TANH);
+    linear_backward(r->dx, r->dw_fc, r->db_fc, r->dh, FF, r->x, r->w_fc, W_OUT_IN, FN, FC, FF, 0);
+}
+
+typedef struct ffn_dist {
+    pgemm_matrix x, w_fc, y1, h, w_proj, y2, dy2, dh, dw_fc, dw_proj, dx;
+} ffn_dist;
+
+static void ffn_distributed_forward(const pgemm_grid *g, ffn_dist *d, const ffn_ref *r, float *out)
+{
+    d->x = distributed(g, r->x, FN, FC, FB);
+    d->w_fc = distributed(g, r->w_fc, FF, FC, FB);
+    d->w_proj = distributed(g, r->w_proj, FC, FF, FB);
+    if (pgemm_matrix_create(&d->y1, g, FN, FF, FB, FB) || pgemm_matrix_create(&d->h, g, FN, FF, FB, FB) ||
+        pgemm_matrix_create(&d->y2, g, FN, FC, FB, FB) || pgemm_run(0, 1, 1, &d->x, &d->w_fc, 0, &d->y1))
+        CHECK(0, "ffn forward set-up: %s", st_message());
+    for (int i = 0; i < d->y1.local_rows; i++)
+        for (int j = 0; j < d->y1.local_cols; j++)
+            d->y1.data[(size_t)i * d->y1.ld + j] += r->b_fc[pgemm_matrix_global_col(&d->y1, j)];
+    gelu_forward(d->h.data, d->y1.data, (size_t)d->y1.local_rows * d->y1.local_cols, GELU_TANH);
+    CHECK(pgemm_run(0, 1, 1, &d->h, &d->w_proj, 0, &d->y2) == ST_OK && pgemm_gather(&d->y2, out, FC) == ST_OK,
+          "ffn forward: %s", st_message());
+    for (int i = 0; i < FN; i++)
+        for (int j = 0; j < FC; j++) out[i * FC + j] += r->b_proj[j];
+}
+
+static void ffn_distributed_backward(const pgemm_grid *g, ffn_dist *d, const ffn_ref *r, float *dx, float *db_fc)
+{
+    d->dy2 = distributed(g, r->dout, FN, FC, FB);
+    if (pgemm_matrix_create(&d->dh, g, FN, FF, FB, FB) || pgemm_matrix_create(&d->dw_fc, g, FF, FC, FB, FB) ||
+        pgemm_matrix_create(&d->dw_proj, g, FC, FF, FB, FB) || pgemm_matrix_create(&d->dx, g, FN, FC, FB, FB) ||
+        pgemm_run(1, 0, 1, &d->dy2, &d->h, 1, &d->dw_proj) || pgemm_run(0, 0, 1, &d->dy2, &d->w_proj, 0, &d->dh))
+        CHECK(0, "ffn backward set-up: %s", st_message());
+    gelu_backward(d->dh.data, d->y1.data, d->dh.data, (size_t)d->dh.local_rows * d->dh.local_cols, GELU_TANH);
+    float part[FF] = {0};
+    for (int i = 0; i < d->dh.local_rows; i++)
+        for (int j = 0; j < d->dh.local_cols; j++)
+            part[pgemm_matrix_global_col(&d->dh, j)] += d->dh.data[(size_t)i * d->dh.ld + j];
+    MPI_Allreduce(part, db_fc, FF, MPI_FLOAT, MPI_SUM, pgemm_grid_comm(g));
+    CHECK(pgemm_run(1, 0, 1, &d->dh, &d->x, 1, &d->dw_fc) == ST_OK &&
+              pgemm_run(0, 0, 1, &d->dh, &d->w_fc, 0, &d->dx) == ST_OK && pgemm_gather(&d->dx, dx, FC) == ST_OK,
+          "ffn backward: %s", st_message());
+}
+
+static void check_ffn(const pgemm_grid *g)
+{
+    ffn_ref r = {.x = random_floats(FN * FC, 21),     .w_fc = random_floats(FF * FC, 22),
+                 .b_fc = random_floats(FF, 23),         .w_proj = random_floats(FC * FF, 24),
+                 .b_proj = random_floats(FC, 25),       .dout = random_floats(FN * FC, 26)};
+    float **outs[] = {&r.y1, &r.h, &r.out, &r.dh, &r.dx, &r.dw_fc, &r.db_fc, &r.dw_proj, &r.db_proj};
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) /* the largest: (N or C) x F */
+        *outs[i] = calloc((size_t)FF * (FN > FC ? FN : FC), sizeof(float));
+    ffn_reference(&r);
+    ffn_dist d;
+    float *out = calloc(FN * FC, sizeof *out), *dx = calloc(FN * FC, sizeof *dx), db_fc[FF];
+    float *dw_fc = calloc(FF * FC, sizeof *dw_fc), *dw_proj = calloc(FC * FF, sizeof *dw_proj);
+    ffn_distributed_forward(g, &d, &r, out);
+    ffn_distributed_backward(g, &d, &r, dx, db_fc);
+    CHECK(pgemm_gather(&d.dw_fc, dw_fc, FC) == ST_OK && pgemm_gather(&d.dw_proj, dw_proj, FF) == ST_OK, "gather: %s",
+          st_message());
+    check_close("ffn out", out, r.out, FN * FC);
+    check_close("ffn dx", dx, r.dx, FN * FC);
+    check_close("ffn dw_fc", dw_fc, r.dw_fc, FF * FC);
+    check_close("ffn db_fc", db_fc, r.db_fc, FF);
+    check_close("ffn dw_proj", dw_proj, r.dw_proj, FC * FF);
+    pgemm_matrix *all[] = {&d.x, &d.w_fc, &d.y1, &d.h, &d.w_proj, &d.y2, &d.dy2, &d.dh, &d.dw_fc, &d.dw_proj, &d.dx};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pgemm_matrix_free(all[i]);
+    float *inputs[] = {r.x, r.w_fc, r.b_fc, r.w_proj, r.b_proj, r.dout, out, dx, dw_fc, dw_proj};
+    for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++) free(inputs[i]);
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) free(*outs[i]);
+}
+
 /* Two groups of 2 ranks, each on a grid of its own communicator, run
  * different products at the same time. */
 static void check_split(void)
@@ -270,6 +366,7 @@ int main(int argc, char **argv)
     check_round_trip(g, 3, 2, 64, 64);
     check_refusals(g);
     check_row_comm(g);
+    check_ffn(g);
     pgemm_grid_free(g);
     if (world == 4) check_split();
     int total = 0;
