@@ -226,24 +226,36 @@ static void report(trainer *t, int64_t step, const dist_step_result *r, double t
     fflush(t->metrics);
 }
 
-/* Every rank's peak RSS, printed by rank 0 (a collective). */
-static status_t report_peak_memory(trainer *t)
+/* Rank 0 prints one value per rank, gathered (a collective). */
+static status_t report_per_rank(trainer *t, const char *what, const char *fmt, double mine)
 {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    double mine = ru.ru_maxrss / 1024.0, *all = malloc(sizeof(double) * (size_t)t->size);
+    double *all = malloc(sizeof(double) * (size_t)t->size);
     FAIL_IF(!all, ST_NOMEM, "train: out of memory");
     int rc = MPI_Gather(&mine, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, 0, t->comm);
     if (rc == MPI_SUCCESS && t->rank == 0) {
         char line[1024];
         size_t used = 0;
-        for (int k = 0; k < t->size && used < sizeof line; k++)
-            used += (size_t)snprintf(line + used, sizeof line - used, "%s%d: %.0f", k ? ", " : "", k, all[k]);
-        log_msg(LOG_INFO, "peak RSS per rank (MiB): %s", line);
+        for (int k = 0; k < t->size && used < sizeof line; k++) {
+            used += (size_t)snprintf(line + used, sizeof line - used, "%s%d: ", k ? ", " : "", k);
+            if (used < sizeof line) used += (size_t)snprintf(line + used, sizeof line - used, fmt, all[k]);
+        }
+        log_msg(LOG_INFO, "%s: %s", what, line);
     }
     free(all);
-    FAIL_IF(rc != MPI_SUCCESS, ST_MPI, "train: gathering the peak memory of the ranks failed");
+    FAIL_IF(rc != MPI_SUCCESS, ST_MPI, "train: gathering the %s of the ranks failed", what);
     return ST_OK;
+}
+
+/* Every rank's peak RSS, and with a pipeline its compute per step (what
+ * dist.stages would balance). */
+static status_t report_ranks(trainer *t, double compute_per_step)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    TRY(report_per_rank(t, "peak RSS per rank (MiB)", "%.0f", ru.ru_maxrss / 1024.0));
+    if (t->topo->pp == 1) return ST_OK;
+    return report_per_rank(t, "compute per step per rank (s; stages are consecutive ranks)", "%.3f",
+                           compute_per_step);
 }
 
 static void sleep_seconds(double s)
@@ -256,13 +268,14 @@ status_t trainer_run(trainer *t)
 {
     const train_config *tc = &t->tc;
     double tokens_per_step = (double)trainer_global_batch(t) * tc->model.seq_len;
-    double start = time_now(), mark = start;
+    double start = time_now(), mark = start, compute = 0.0;
     int64_t mark_step = t->start_step;
     t->last_save_time = start;
     trainer_catch_signals();
     for (int64_t step = t->start_step; step < tc->steps; step++) {
         dist_step_result r;
         TRY(dist_train_step(t->engine, step, fill_batch, t, &r));
+        compute += r.busy_s + r.update_s;
         t->last_loss = r.loss;
         t->last_lr = r.lr;
         if ((step + 1) % tc->log_every == 0 || step + 1 == tc->steps) {
@@ -277,5 +290,6 @@ status_t trainer_run(trainer *t)
         TRY(trainer_step_boundary(t, step + 1));
     }
     log_msg(LOG_INFO, "done: %lld steps in %.1f s", (long long)(tc->steps - t->start_step), time_now() - start);
-    return report_peak_memory(t);
+    int64_t ran = tc->steps - t->start_step;
+    return report_ranks(t, ran > 0 ? compute / (double)ran : 0.0);
 }

@@ -32,6 +32,8 @@ for case in gpt:random bert:random gpt:bpe; do
     if [ "${layout%%:*}" = 2 ]; then
       grep -q '"bubble":0\.[0-9]*' "$run/metrics.jsonl" || fail "$case $layout: no bubble in metrics.jsonl"
       grep -q "| bubble [0-9.]*%" "$run.log" || fail "$case $layout: no bubble on the progress line"
+      grep -q "compute per step per rank (s; .*): 0: [0-9.]*, 1: [0-9.]*" "$run.log" ||
+        fail "$case $layout: the stages' compute is not printed"
     fi
     losses "$run" > "$d/b"
     close "$d/a" "$d/b" || fail "$case: layout (pp,dp,zero,schedule) = $layout differs from (1,1,0)"
