@@ -239,8 +239,9 @@ static void run_case(const reference *ref, const model_config *mc, random_spec *
         /* ZeRO 2 starts reduce-scatters inside the last backward, not after it */
         if (zero == 2 && dp > 1)
             CHECK(r.early_buckets > 0, "%s step %d: no bucket was reduced during the backward", label, step);
-        CHECK(r.bubble >= 0 && r.bubble < 1 && r.bubble <= r.bubble_mean + 1e-12 && (pp > 1 || r.bubble < 0.5),
-              "%s step %d: bubble %g (mean %g)", label, step, r.bubble, r.bubble_mean);
+        /* the bubble is a share of wall time: bounds only (timings are not asserted) */
+        CHECK(r.bubble >= 0 && r.bubble < 1 && r.bubble <= r.bubble_mean + 1e-12, "%s step %d: bubble %g (mean %g)",
+              label, step, r.bubble, r.bubble_mean);
         double mine[2] = {r.loss, r.grad_norm}, all[8];
         MPI_Allgather(mine, 2, MPI_DOUBLE, all, 2, MPI_DOUBLE, MPI_COMM_WORLD);
         for (int k = 1; k < world; k++)
