@@ -291,6 +291,7 @@ void model_stage_free(model_stage *m)
     free(m);
 }
 
+const model_tp *model_stage_tp(const model_stage *m) { return &m->tp; }
 int model_stage_first(const model_stage *m) { return m->first; }
 int model_stage_last(const model_stage *m) { return m->last; }
 const model_config *model_stage_config(const model_stage *m) { return &m->cfg; }

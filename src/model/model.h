@@ -127,6 +127,9 @@ int model_stage_runs(const model_stage *m, int i, const model_run **runs);
 const model_tensor *model_stage_full_tensor(const model_stage *m, int i);
 /* Floats of the stage's full (tp = 1) buffer. */
 size_t model_stage_full_n_params(const model_stage *m);
+/* The stage's tensor-parallel split (size 1 when none): with another rank
+ * it describes that rank's slice (model_stage_create_tp of a view). */
+const model_tp *model_stage_tp(const model_stage *m);
 
 int model_stage_first(const model_stage *m); /* holds the embeddings */
 int model_stage_last(const model_stage *m);  /* holds the heads */
