@@ -8,6 +8,8 @@
 #   manifest records tp; export works from a tp = 2 checkpoint;
 # - the tp = 2 (1d) checkpoint resumes at tp = 4 in 2d (4 ranks, a 2 x 2
 #   grid) and at tp = 2 in 2d: losses within 1e-5 of the uninterrupted run;
+#   tp = 2 in 2d from the start gives tp = 1's losses and its checkpoint
+#   resumes at tp = 1;
 # - bad layouts are refused before any work (exit 2, naming the key).
 . tests/common/ckpt_common.sh
 fail() { echo "FAIL train_tp: $*"; exit 1; }
@@ -54,6 +56,15 @@ for np in 4 2; do
   close "$d/a" "$d/b" || fail "saved at tp = 2 (1d), resumed at tp = $np (2d): losses differ from the uninterrupted run"
   echo "saved at tp = 2 (1d), resumed at tp = $np (2d): losses within 1e-5"
 done
+train 2 "$d/gpt-2d.log" "$@" --set dist.tp=2 --set dist.tp_mode=2d --set run.dir="$d/gpt-2d" ||
+  { tail -5 "$d/gpt-2d.log"; fail "gpt tp = 2 in 2d"; }
+grep -q "layout: pp 1 x dp 1 x tp 2 (2d)" "$d/gpt-2d.log" || fail "the 2d mode is not printed with the layout"
+losses "$d/gpt-2d" > "$d/b"
+close "$d/a" "$d/b" || fail "tp = 2 in 2d: losses differ from tp = 1"
+resume_from 1 "$d/gpt-2d" "$d/r2d1" "$@" || fail "resume of a tp = 2 (2d) checkpoint at tp = 1"
+losses "$d/r2d1" > "$d/b"
+close "$d/a" "$d/b" || fail "saved at tp = 2 (2d), resumed at tp = 1: losses differ from the uninterrupted run"
+echo "tp = 2 in 2d matches tp = 1; saved at tp = 2 (2d), resumed at tp = 1: losses within 1e-5"
 
 # export from a tp = 2 checkpoint (the whole model on one rank): the same files as from tp = 1
 for tp in 1 2; do
