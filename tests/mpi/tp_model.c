@@ -8,7 +8,8 @@
  * forward and backward gives the loss of the unsplit model within 1e-5 and
  * every gradient, mapped through model_stage_runs, within 1e-5 of the
  * unsplit one; the padding's gradient is zero; initialisation gives each
- * slice the unsplit values; full logits are refused. Exit 0 = all equal. */
+ * slice the unsplit values; full logits are refused; 2d without a matching
+ * grid or the grid's operations is refused. Exit 0 = all equal. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -139,6 +140,17 @@ int main(int argc, char **argv)
     model_stage *m = NULL;
     CHECK(model_stage_create_tp(&m, &odd, 0, 1, 1, 1, &tp) == ST_CONFIG && strstr(st_message(), "model.n_head = 3"),
           "n_head 3 over tp 2 was not refused: %s", st_message());
+    /* 2d without a matching grid or without the grid's operations */
+    model_config even = odd;
+    even.n_head = 2;
+    model_tp bad = {.size = 2, .rank = 0, .allreduce_sum = sum, .allreduce_max = max, .grid_p = 1, .grid_q = 1,
+                    .block = 32, .gemm = dist_tp_grid_gemm, .gather = dist_tp_grid_gather};
+    CHECK(model_stage_create_tp(&m, &even, 0, 1, 1, 1, &bad) == ST_CONFIG && strstr(st_message(), "found 1 x 1"),
+          "a 1 x 1 grid for tp 2 was not refused: %s", st_message());
+    bad.grid_q = 2;
+    bad.gemm = NULL;
+    CHECK(model_stage_create_tp(&m, &even, 0, 1, 1, 1, &bad) == ST_CONFIG && strstr(st_message(), "GEMM and gather"),
+          "2d without the grid's GEMM was not refused: %s", st_message());
     int total = 0;
     MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (rank == 0) printf("tp_model on %d ranks: %s (%d failed checks)\n", world, total ? "FAIL" : "ok", total);
