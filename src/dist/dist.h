@@ -34,7 +34,7 @@ typedef struct dist_config {
     int pp;                       /* dist.pp: pipeline stages */
     int dp;                       /* dist.dp: replicas; <= 0 derives world / (pp tp) */
     int tp;                       /* dist.tp: tensor-parallel ranks per stage (0 = 1) */
-    dist_tp_mode tp_mode;         /* dist.tp_mode: 1d (Megatron); 2d is refused for now */
+    dist_tp_mode tp_mode;         /* dist.tp_mode: 1d (Megatron) or 2d (the FFN over a ScaLAPACK grid) */
     dist_schedule_kind schedule;  /* dist.schedule */
     int zero;                     /* dist.zero: 0, 1 or 2 */
     int n_stages;                 /* dist.stages: explicit layer counts (0 = by cost) */
@@ -80,6 +80,19 @@ void dist_topology_free(dist_topology *t);
 /* The placement, one line per rank: "rank R: replica D stage S layers [a, b)",
  * with " tp r/t" after the stage when tp > 1. */
 void dist_topology_describe(const dist_topology *t, char *buf, size_t n);
+
+/* ---- 2d tensor parallelism: the model's grid operations ------------------------
+ * model_tp's gemm and gather for dist.tp_mode = 2d, over dist/pgemm on the
+ * tensor-parallel communicator. ctx of both is the dist_tp_grid. */
+typedef struct dist_tp_grid dist_tp_grid;
+/* The grid of comm (collective over comm) with the layouts of the FFN's
+ * matrices for N = B T rows; sets tp->grid_p, grid_q and block (from
+ * pgemm_block_choose over N, d_model, d_ff). */
+status_t dist_tp_grid_create(dist_tp_grid **out, MPI_Comm comm, const model_config *mc, int N, model_tp *tp);
+void dist_tp_grid_free(dist_tp_grid *g);
+status_t dist_tp_grid_gemm(void *grid, int ta, int tb, float alpha, const model_dmat *A, const model_dmat *B,
+                           float beta, const model_dmat *C);
+status_t dist_tp_grid_gather(void *grid, const model_dmat *A, float *full);
 
 /* ---- schedules ----------------------------------------------------------------- */
 

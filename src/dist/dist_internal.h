@@ -12,6 +12,7 @@ struct dist_engine {
     dist_topology topo;
     dist_plan plan;
     model_stage *stage;
+    dist_tp_grid *grid;           /* dist.tp_mode = 2d at tp > 1, else NULL */
     int B, m, n_slots;
     uint64_t seed;
     batch *batches;               /* [n_slots]: the micro-batch each slot holds */

@@ -135,6 +135,23 @@ static status_t tp_max(void *ctx, float *buf, size_t n)
     return tp_allreduce(ctx, buf, n, MPI_MAX, "the parallel cross-entropy's row max over the tp group");
 }
 
+/* 2d: the grid's GEMM (compute and SUMMA panels, not timed as a reduction)
+ * and gather (timed with the reductions). */
+static status_t tp_gemm(void *ctx, int ta, int tb, float alpha, const model_dmat *A, const model_dmat *B, float beta,
+                        const model_dmat *C)
+{
+    return dist_tp_grid_gemm(((dist_engine *)ctx)->grid, ta, tb, alpha, A, B, beta, C);
+}
+
+static status_t tp_gather(void *ctx, const model_dmat *A, float *full)
+{
+    dist_engine *e = ctx;
+    double t0 = time_now();
+    status_t st = dist_tp_grid_gather(e->grid, A, full);
+    e->tp_comm += time_now() - t0;
+    return st;
+}
+
 static status_t engine_setup(dist_engine *e, const model_config *mc, MPI_Comm world)
 {
     TRY(dist_topology_create(&e->topo, &e->dc, mc, world));
@@ -144,6 +161,11 @@ static status_t engine_setup(dist_engine *e, const model_config *mc, MPI_Comm wo
     e->n_slots = e->plan.n_slots[e->topo.stage];
     model_tp tp = {.size = e->topo.tp, .rank = e->topo.tp_rank, .allreduce_sum = tp_sum, .allreduce_max = tp_max,
                    .ctx = e};
+    if (e->dc.tp_mode == DIST_TP_2D && e->topo.tp > 1) {
+        TRY(dist_tp_grid_create(&e->grid, e->topo.tp_comm, mc, e->B * mc->seq_len, &tp));
+        tp.gemm = tp_gemm;
+        tp.gather = tp_gather;
+    }
     TRY(model_stage_create_tp(&e->stage, mc, e->topo.layer_begin, e->topo.layer_end, e->B, e->n_slots, &tp));
     model_init_params(e->stage, e->seed);
     find_tied(e);
@@ -192,6 +214,7 @@ void dist_engine_free(dist_engine *e)
     free(e->bucket_posted);
     free(e->bucket_lo);
     model_stage_free(e->stage);
+    dist_tp_grid_free(e->grid);
     dist_plan_free(&e->plan);
     dist_topology_free(&e->topo);
     free(e);

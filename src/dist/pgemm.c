@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/block_cyclic.h"
+
 /* BLACS (C interface) and ScaLAPACK (Fortran) entry points; Debian ships no
  * header for them. Integers are 32-bit (LP64 build). */
 int Csys2blacs_handle(MPI_Comm comm);
@@ -126,10 +128,6 @@ MPI_Comm pgemm_grid_comm(const pgemm_grid *g) { return g->comm; }
 
 MPI_Comm pgemm_grid_row_comm(const pgemm_grid *g) { return g->row_comm; }
 
-/* Global index of local index i of a dimension dealt in blocks of nb over np
- * processes, on process p (first block on process 0). */
-static int global_index(int i, int nb, int p, int np) { return (i / nb * np + p) * nb + i % nb; }
-
 /* Local rows and cols of rank r of the grid (rows over Q, cols over P). */
 static void local_shape(const pgemm_matrix *a, int r, int *lr, int *lc)
 {
@@ -196,12 +194,12 @@ void pgemm_matrix_free(pgemm_matrix *a)
 
 int pgemm_matrix_global_row(const pgemm_matrix *a, int i)
 {
-    return global_index(i, a->row_block, a->grid->pcol, a->grid->Q);
+    return block_cyclic_global(i, a->row_block, a->grid->pcol, a->grid->Q);
 }
 
 int pgemm_matrix_global_col(const pgemm_matrix *a, int j)
 {
-    return global_index(j, a->col_block, a->grid->prow, a->grid->P);
+    return block_cyclic_global(j, a->col_block, a->grid->prow, a->grid->P);
 }
 
 /* Copies between a local part (lr x lc, row stride ld, of process (prow,
@@ -212,10 +210,10 @@ static void copy_part(const pgemm_matrix *a, int prow, int pcol, float *part, in
 {
     const pgemm_grid *g = a->grid;
     for (int i = 0; i < lr; i++) {
-        float *row = full + (size_t)global_index(i, a->row_block, pcol, g->Q) * (size_t)ldf;
+        float *row = full + (size_t)block_cyclic_global(i, a->row_block, pcol, g->Q) * (size_t)ldf;
         for (int j = 0; j < lc; j += a->col_block) {
             int n = lc - j < a->col_block ? lc - j : a->col_block;
-            float *f = row + global_index(j, a->col_block, prow, g->P), *p = part + (size_t)i * ld + j;
+            float *f = row + block_cyclic_global(j, a->col_block, prow, g->P), *p = part + (size_t)i * ld + j;
             memcpy(to_full ? f : p, to_full ? p : f, (size_t)n * sizeof *f);
         }
     }

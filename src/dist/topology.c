@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "dist/dist.h"
+#include "dist/pgemm.h"
 
 status_t dist_parse_stages(dist_config *c, const char *text)
 {
@@ -103,8 +104,8 @@ static status_t check_layout(const dist_config *dc, int world, int *dp, int *tp)
 {
     *tp = dc->tp > 0 ? dc->tp : 1;
     FAIL_IF(dc->pp < 1, ST_CONFIG, "dist.pp = %d (expected >= 1)", dc->pp);
-    FAIL_IF(dc->tp_mode == DIST_TP_2D, ST_CONFIG,
-            "dist.tp_mode = 2d: the 2D (ScaLAPACK) tensor parallelism is not built yet; set dist.tp_mode = 1d");
+    int P, Q;
+    if (dc->tp_mode == DIST_TP_2D) TRY(pgemm_grid_dims(*tp, &P, &Q));
     FAIL_IF(*tp == 1 && world % dc->pp != 0, ST_CONFIG,
             "dist.pp = %d does not divide the %d ranks of the job (expected ranks = dist.pp x dist.dp); "
             "change dist.pp or the rank count", dc->pp, world);

@@ -41,7 +41,7 @@ static float *carve(carver *cv, size_t n)
 /* Widths are this rank's: q/k/v channels Cl, heads NHl, FFN rows Fl. */
 static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *out)
 {
-    size_t N = (size_t)m->B * m->cfg.seq_len, C = m->cfg.d_model, Cl = m->Cl, F = m->Fl;
+    size_t N = (size_t)m->B * m->cfg.seq_len, C = m->cfg.d_model, Cl = m->Cl;
     size_t att = (size_t)m->B * m->NHl * m->cfg.seq_len * m->cfg.seq_len;
     a->ln1 = carve(cv, N * C);
     a->ln1_mean = carve(cv, N);
@@ -52,7 +52,7 @@ static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *
     a->res1 = carve(cv, N * C);
     a->ln2_mean = carve(cv, N);
     a->ln2_rstd = carve(cv, N);
-    a->fch = carve(cv, N * F);
+    a->fch = carve(cv, m->nh);
     a->fch_gelu = m->s.gelu; /* shared: backward recomputes it from fch */
     /* the block output is the next layer's input: pre-LN res2, post-LN ln2 */
     if (m->cfg.pre_ln) {
@@ -90,15 +90,22 @@ static void carve_slot(carver *cv, model_stage *m, slot_acts *s)
 static void carve_scratch(carver *cv, model_stage *m)
 {
     const model_config *c = &m->cfg;
-    size_t N = (size_t)m->B * c->seq_len, C = c->d_model, F = m->Fl, V = m->Vl, Cl = m->Cl;
+    size_t N = (size_t)m->B * c->seq_len, C = c->d_model, V = m->Vl, Cl = m->Cl;
     size_t att = (size_t)m->B * m->NHl * c->seq_len * c->seq_len;
     scratch *s = &m->s;
-    s->gelu = carve(cv, N * F);
+    s->gelu = carve(cv, m->nh);
     if (m->cfg.recompute) carve_block(cv, m, &m->shared, NULL);
     s->tmp = carve(cv, N * C);
     s->dA = carve(cv, N * C);
     s->dtmp = carve(cv, N * C);
-    s->dfch = carve(cv, N * (F > C ? F : C)); /* also d(ln1) of a pre-LN block */
+    s->dfch = carve(cv, m->nh > N * C ? m->nh : N * C); /* also d(ln1) of a pre-LN block */
+    if (m->tp.grid_p > 0) {
+        int lr, lc;
+        model_dmat_local(&m->tp, (int)N, (int)C, &lr, &lc);
+        s->dm_x = carve(cv, (size_t)lr * lc);
+        s->dm_y = carve(cv, (size_t)lr * lc);
+        s->dm_bias = carve(cv, (size_t)c->d_ff);
+    }
     s->dqkv = carve(cv, 3 * N * Cl);
     s->datt = carve(cv, att);
     if (m->last) {
@@ -160,7 +167,7 @@ static status_t stage_plan(model_stage *m)
 {
     m->part_end = malloc((size_t)(m->n_local + 3) * sizeof *m->part_end);
     FAIL_IF(!m->part_end, ST_NOMEM, "model: out of memory for the part table");
-    TRY(model_table_build(&m->cfg, m->layer_begin, m->layer_end, m->first, m->last, m->tp.size,
+    TRY(model_table_build(&m->cfg, m->layer_begin, m->layer_end, m->first, m->last, &m->tp,
                           &m->tensors, &m->splits, &m->n_tensors, &m->n_params, m->part_end));
     TRY(model_runs_build(m));
     TRY(alloc_slots(m));
@@ -211,6 +218,17 @@ static status_t stage_set_tp(model_stage *m, const model_tp *tp)
     m->Cl = c->d_model / t;
     m->NHl = c->n_head / t;
     m->Fl = c->d_ff / t;
+    m->nh = (size_t)m->B * c->seq_len * m->Fl;
+    if (t > 1 && m->tp.grid_p > 0) {
+        FAIL_IF(m->tp.grid_p * m->tp.grid_q != t || m->tp.block < 1 || !m->tp.gemm || !m->tp.gather, ST_CONFIG,
+                "model: a 2d tensor-parallel stage needs a grid of dist.tp = %d ranks (found %d x %d), a block size "
+                "(found %d) and the grid's GEMM and gather", t, m->tp.grid_p, m->tp.grid_q, m->tp.block);
+        int lr, lc;
+        model_dmat_local(&m->tp, m->B * c->seq_len, c->d_ff, &lr, &lc);
+        m->nh = (size_t)lr * lc;
+    } else {
+        m->tp.grid_p = m->tp.grid_q = 0;
+    }
     m->Vl = (c->vocab_size + t - 1) / t;
     m->v0 = m->tp.rank * m->Vl;
     m->nv = c->vocab_size - m->v0 < m->Vl ? c->vocab_size - m->v0 : m->Vl;
@@ -273,6 +291,7 @@ void model_stage_free(model_stage *m)
     free(m);
 }
 
+const model_tp *model_stage_tp(const model_stage *m) { return &m->tp; }
 int model_stage_first(const model_stage *m) { return m->first; }
 int model_stage_last(const model_stage *m) { return m->last; }
 const model_config *model_stage_config(const model_stage *m) { return &m->cfg; }

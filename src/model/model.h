@@ -72,11 +72,34 @@ void model_stage_free(model_stage *m);
  * replicated. The group's reductions come from the caller (dist supplies MPI
  * ones), so model/ stays MPI-free; every rank of the group must run the same
  * passes in the same order. */
+/* ---- 2d mode (grid_p > 0) --------------------------------------------------
+ * Attention and the vocabulary stay as above; the FFN's two linears are
+ * GEMMs on the group's grid_p x grid_q process grid (rank r is process
+ * (r / grid_q, r % grid_q)). A distributed matrix (rows x cols, row-major) is
+ * dealt block-cyclically (tensor/block_cyclic.h, blocks of `block`): its rows
+ * over the grid_q process columns, its columns over the grid_p process rows;
+ * a rank holds its pieces as one packed row-major array in global order.
+ * fc_w and fc2_w are stored so (model_stage_runs maps the pieces), the hidden
+ * N x d_ff activation stays distributed between the two GEMMs; the FFN input
+ * is cut from the replicated residual stream locally and the output gathered
+ * back. The model hands the caller only shapes and local arrays. */
+typedef struct model_dmat {
+    int rows, cols;  /* global */
+    float *data;     /* this rank's packed local part */
+} model_dmat;
+
 typedef struct model_tp {
     int size, rank;                       /* 1, 0 = no tensor parallelism */
     /* in-place sum / max over the tensor group (dist supplies MPI versions) */
     status_t (*allreduce_sum)(void *ctx, float *buf, size_t n);
     status_t (*allreduce_max)(void *ctx, float *buf, size_t n);
+    /* 2d: grid_p x grid_q = size (0, 0: 1d), the block size; C = alpha
+     * op(A) op(B) + beta C over distributed matrices (op(X) = X^T when tX);
+     * and the whole of A, row-major, into full on every rank. */
+    int grid_p, grid_q, block;
+    status_t (*gemm)(void *ctx, int ta, int tb, float alpha, const model_dmat *A, const model_dmat *B, float beta,
+                     const model_dmat *C);
+    status_t (*gather)(void *ctx, const model_dmat *A, float *full);
     void *ctx;
 } model_tp;
 
@@ -104,6 +127,9 @@ int model_stage_runs(const model_stage *m, int i, const model_run **runs);
 const model_tensor *model_stage_full_tensor(const model_stage *m, int i);
 /* Floats of the stage's full (tp = 1) buffer. */
 size_t model_stage_full_n_params(const model_stage *m);
+/* The stage's tensor-parallel split (size 1 when none): with another rank
+ * it describes that rank's slice (model_stage_create_tp of a view). */
+const model_tp *model_stage_tp(const model_stage *m);
 
 int model_stage_first(const model_stage *m); /* holds the embeddings */
 int model_stage_last(const model_stage *m);  /* holds the heads */

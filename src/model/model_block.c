@@ -11,7 +11,8 @@
  * Tensor parallel (Megatron-LM): qkv and fch are column-parallel (this
  * rank's heads, its FFN rows), the attention projection and the FFN output
  * row-parallel with one group sum each in forward; backward sums d(input)
- * of the two column-parallel linears. Everything between is replicated. */
+ * of the two column-parallel linears. Everything between is replicated.
+ * In 2d mode the FFN runs on the group's process grid (model_ffn2d.c). */
 #include <string.h>
 
 #include "model/model_internal.h"
@@ -92,9 +93,13 @@ static status_t ffn_half(model_stage *m, int l, const block_params *p, const blo
 {
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, F = m->Fl;
-    linear_forward(a->fch, F, ffn_in, p->fc_w, p->fc_b, layout_of(m), N, C, F);
-    gelu_forward(a->fch_gelu, a->fch, (size_t)N * F, gelu_of(m));
-    TRY(row_parallel_forward(m, m->s.tmp, a->fch_gelu, p->fc2_w, p->fc2_b, N, F, C));
+    if (m->tp.grid_p > 0) {
+        TRY(ffn2d_forward(m, p, a, ffn_in, m->s.tmp, gelu_of(m)));
+    } else {
+        linear_forward(a->fch, F, ffn_in, p->fc_w, p->fc_b, layout_of(m), N, C, F);
+        gelu_forward(a->fch_gelu, a->fch, (size_t)N * F, gelu_of(m));
+        TRY(row_parallel_forward(m, m->s.tmp, a->fch_gelu, p->fc2_w, p->fc2_b, N, F, C));
+    }
     dropout_add_forward(out, res, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
     return ST_OK;
 }
@@ -130,6 +135,11 @@ static status_t ffn_half_backward(model_stage *m, int l, const block_params *p,
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, F = m->Fl;
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
+    if (m->tp.grid_p > 0) {
+        TRY(ffn2d_backward(m, p, g, a, ffn_in, m->s.dtmp, dacc, gelu_of(m)));
+        model_poll(pass);
+        return ST_OK;
+    }
     gelu_forward(a->fch_gelu, a->fch, (size_t)N * F, gelu_of(m));
     linear_backward(m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, a->fch_gelu, p->fc2_w, layout_of(m),
                     N, F, C, 0);

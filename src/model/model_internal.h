@@ -38,6 +38,8 @@ typedef struct slot_acts {
 
 typedef struct scratch {
     float *tmp, *dA, *dtmp, *dfch, *dqkv, *datt;
+    float *dm_x, *dm_y;               /* 2d: local parts of (N,C) FFN inputs, outputs and gradients */
+    float *dm_bias;                   /* 2d: (d_ff) the FFN-in bias gradient's group sum */
     float *ce_max, *ce_st;            /* parallel cross-entropy: (HEAD_ROWS), (2 HEAD_ROWS) */
     float *gelu;                      /* gelu(fch) of the block at hand (N,F) */
     float *logits, *row_loss;         /* (RC,V), (B*T) */
@@ -48,9 +50,10 @@ typedef struct scratch {
 } scratch;
 
 /* How a tensor is split over tensor-parallel ranks: not at all, by rows,
- * by columns (a vector: its entries), or by columns in three equal parts
- * (GPT's q | k | v), each part split alike. full: the unsplit shape. */
-typedef enum { SPLIT_NONE = 0, SPLIT_ROWS = 1, SPLIT_COLS = 2, SPLIT_COLS3 = 3 } split_kind;
+ * by columns (a vector: its entries), by columns in three equal parts
+ * (GPT's q | k | v), each part split alike, or (2d) block-cyclically over
+ * the grid (model_tp). full: the unsplit shape. */
+typedef enum { SPLIT_NONE = 0, SPLIT_ROWS = 1, SPLIT_COLS = 2, SPLIT_COLS3 = 3, SPLIT_BLOCK_CYCLIC = 4 } split_kind;
 typedef struct tensor_split {
     split_kind kind;
     int64_t full[2];
@@ -63,6 +66,7 @@ struct model_stage {
     /* local widths: q/k/v channels, heads, FFN rows, vocabulary rows (padded)
        and the vocabulary slice [v0, v0 + nv) this rank holds */
     int Cl, NHl, Fl, Vl, v0, nv;
+    size_t nh;               /* floats of this rank's part of the FFN's hidden (N, d_ff) activation */
     model_tensor *tensors;
     tensor_split *splits;    /* [n_tensors] */
     model_tensor *full_tensors; /* [n_tensors]: the same tensors unsplit (the tp = 1 table) */
@@ -85,9 +89,12 @@ enum { HEAD_ROWS = 256 };   /* rows of logits materialised at once */
 /* tensor table of a range (model_table.c) */
 /* part_end (optional, n_local + 3 entries): where each part ends, see
  * model_stage.part_end. */
+/* tp: the split (NULL: none). */
 status_t model_table_build(const model_config *c, int layer_begin, int layer_end, int first,
-                           int last, int tp, model_tensor **out, tensor_split **split, int *n,
+                           int last, const model_tp *tp, model_tensor **out, tensor_split **split, int *n,
                            size_t *total, size_t *part_end);
+/* 2d: this rank's local rows and cols of a distributed rows x cols matrix. */
+void model_dmat_local(const model_tp *tp, int rows, int cols, int *lr, int *lc);
 /* m->full_tensors, m->runs, m->run_at and m->full_n_params from m->tensors
  * and m->splits. */
 status_t model_runs_build(model_stage *m);
@@ -99,6 +106,13 @@ status_t block_forward(model_stage *m, int l, const block_params *p, const block
 status_t block_backward(model_stage *m, int l, const block_params *p, const block_params *g,
                         const block_acts *a, const float *x, float *dx, const batch *b,
                         const model_pass *pass);
+/* 2d FFN (model_ffn2d.c): out (N,C) = gelu(ffn_in W1 + b1) W2 + b2, the
+ * hidden kept in a->fch; backward from dy_full (N,C, used as scratch after)
+ * adds d(ffn_in) to dacc and the weights' gradients to g. */
+status_t ffn2d_forward(model_stage *m, const block_params *p, const block_acts *a, const float *ffn_in, float *out,
+                       gelu_kind gelu);
+status_t ffn2d_backward(model_stage *m, const block_params *p, const block_params *g, const block_acts *a,
+                        const float *ffn_in, float *dy_full, float *dacc, gelu_kind gelu);
 status_t head_forward(model_stage *m, int slot, const batch *b, const model_pass *pass,
                       model_losses *losses);
 

@@ -6,13 +6,29 @@
 #include <string.h>
 
 #include "model/model_internal.h"
+#include "tensor/block_cyclic.h"
 
 typedef struct table_builder {
     model_tensor *t;
     tensor_split *split;
     int n, cap, tp;
+    const model_tp *grid; /* 2d: the FFN's weights are block-cyclic over it; else NULL */
     size_t total;
 } table_builder;
+
+void model_dmat_local(const model_tp *tp, int rows, int cols, int *lr, int *lc)
+{
+    int prow = tp->rank / tp->grid_q, pcol = tp->rank % tp->grid_q;
+    *lr = block_cyclic_count(rows, tp->block, pcol, tp->grid_q);
+    *lc = block_cyclic_count(cols, tp->block, prow, tp->grid_p);
+}
+
+/* The FFN's split: 1d's kind, or block-cyclic (weights) and replicated
+ * (the FFN-in bias) in 2d. */
+static split_kind ffn_split(const table_builder *tb, split_kind kind, int weight)
+{
+    return !tb->grid ? kind : weight ? SPLIT_BLOCK_CYCLIC : SPLIT_NONE;
+}
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -42,15 +58,22 @@ static status_t add(table_builder *tb, split_kind kind, int64_t d0, int64_t d1, 
     vsnprintf(t->name, sizeof t->name, fmt, ap);
     va_end(ap);
     int parts = kind == SPLIT_COLS3 ? 3 : 1;
+    if (kind == SPLIT_BLOCK_CYCLIC) {
+        int lr, lc;
+        model_dmat_local(tb->grid, (int)d0, (int)d1, &lr, &lc);
+        d0 = lr;
+        d1 = lc;
+    }
     if (kind == SPLIT_ROWS) d0 = ceil_div(d0, tb->tp);
-    if (kind >= SPLIT_COLS && d1) d1 = parts * ceil_div(d1 / parts, tb->tp);
-    if (kind >= SPLIT_COLS && !d1) d0 = parts * ceil_div(d0 / parts, tb->tp);
-    t->ndim = d1 ? 2 : 1;
+    int cols = kind == SPLIT_COLS || kind == SPLIT_COLS3;
+    if (cols && d1) d1 = parts * ceil_div(d1 / parts, tb->tp);
+    if (cols && !d1) d0 = parts * ceil_div(d0 / parts, tb->tp);
+    t->ndim = d1 || kind == SPLIT_BLOCK_CYCLIC ? 2 : 1;
     t->shape[0] = d0;
     t->shape[1] = d1;
-    t->numel = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+    t->numel = (size_t)d0 * (size_t)(t->ndim == 2 ? d1 : 1);
     t->offset = tb->total;
-    t->decay = d1 != 0;
+    t->decay = t->ndim == 2;
     t->tp_split = kind != SPLIT_NONE;
     tb->total += t->numel;
     return ST_OK;
@@ -71,9 +94,9 @@ static status_t add_bert_layer(table_builder *tb, const model_config *c, int i)
     TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.attention.output.dense.bias", pre, i));
     TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.attention.output.LayerNorm.weight", pre, i));
     TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.attention.output.LayerNorm.bias", pre, i));
-    TRY(add(tb, SPLIT_ROWS, F, C, "%s.%d.intermediate.dense.weight", pre, i));
-    TRY(add(tb, SPLIT_COLS, F, 0, "%s.%d.intermediate.dense.bias", pre, i));
-    TRY(add(tb, SPLIT_COLS, C, F, "%s.%d.output.dense.weight", pre, i));
+    TRY(add(tb, ffn_split(tb, SPLIT_ROWS, 1), F, C, "%s.%d.intermediate.dense.weight", pre, i));
+    TRY(add(tb, ffn_split(tb, SPLIT_COLS, 0), F, 0, "%s.%d.intermediate.dense.bias", pre, i));
+    TRY(add(tb, ffn_split(tb, SPLIT_COLS, 1), C, F, "%s.%d.output.dense.weight", pre, i));
     TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.output.dense.bias", pre, i));
     TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.output.LayerNorm.weight", pre, i));
     TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.output.LayerNorm.bias", pre, i));
@@ -91,9 +114,9 @@ static status_t add_gpt_layer(table_builder *tb, const model_config *c, int i)
     TRY(add(tb, SPLIT_NONE, C, 0, "transformer.h.%d.attn.c_proj.bias", i));
     TRY(add(tb, SPLIT_NONE, C, 0, "transformer.h.%d.ln_2.weight", i));
     TRY(add(tb, SPLIT_NONE, C, 0, "transformer.h.%d.ln_2.bias", i));
-    TRY(add(tb, SPLIT_COLS, C, F, "transformer.h.%d.mlp.c_fc.weight", i));
-    TRY(add(tb, SPLIT_COLS, F, 0, "transformer.h.%d.mlp.c_fc.bias", i));
-    TRY(add(tb, SPLIT_ROWS, F, C, "transformer.h.%d.mlp.c_proj.weight", i));
+    TRY(add(tb, ffn_split(tb, SPLIT_COLS, 1), C, F, "transformer.h.%d.mlp.c_fc.weight", i));
+    TRY(add(tb, ffn_split(tb, SPLIT_COLS, 0), F, 0, "transformer.h.%d.mlp.c_fc.bias", i));
+    TRY(add(tb, ffn_split(tb, SPLIT_ROWS, 1), F, C, "transformer.h.%d.mlp.c_proj.weight", i));
     TRY(add(tb, SPLIT_NONE, C, 0, "transformer.h.%d.mlp.c_proj.bias", i));
     return ST_OK;
 }
@@ -142,10 +165,10 @@ static status_t add_heads(table_builder *tb, const model_config *c, int first)
 }
 
 status_t model_table_build(const model_config *c, int layer_begin, int layer_end, int first,
-                           int last, int tp, model_tensor **out, tensor_split **split, int *n,
+                           int last, const model_tp *tp, model_tensor **out, tensor_split **split, int *n,
                            size_t *total, size_t *part_end)
 {
-    table_builder tb = {.tp = tp};
+    table_builder tb = {.tp = tp ? tp->size : 1, .grid = tp && tp->grid_p > 0 ? tp : NULL};
     status_t st = ST_OK;
     if (first) st = add_embeddings(&tb, c);
     if (part_end) part_end[0] = 0, part_end[1] = tb.total;
@@ -170,7 +193,7 @@ status_t model_table_build(const model_config *c, int layer_begin, int layer_end
 status_t model_full_table(const model_config *cfg, model_tensor **table, int *n)
 {
     size_t total;
-    return model_table_build(cfg, 0, cfg->n_layer, 1, 1, 1, table, NULL, n, &total, NULL);
+    return model_table_build(cfg, 0, cfg->n_layer, 1, 1, NULL, table, NULL, n, &total, NULL);
 }
 
 size_t model_full_n_params(const model_config *cfg)
@@ -178,7 +201,7 @@ size_t model_full_n_params(const model_config *cfg)
     model_tensor *t;
     int n;
     size_t total;
-    if (model_table_build(cfg, 0, cfg->n_layer, 1, 1, 1, &t, NULL, &n, &total, NULL) != ST_OK) return 0;
+    if (model_table_build(cfg, 0, cfg->n_layer, 1, 1, NULL, &t, NULL, &n, &total, NULL) != ST_OK) return 0;
     free(t);
     return total;
 }
@@ -254,14 +277,35 @@ status_t model_views(const model_stage *m, float *base, stage_params *v)
 
 /* ---- the runs of the tensor-parallel split ------------------------------------ */
 
-/* The runs of local tensor t (split sp) on rank r, its full tensor at
- * offset fo, written to out when not NULL; returns how many. */
-static int tensor_runs(const model_tensor *t, const tensor_split *sp, int r, size_t fo, model_run *out)
+/* The runs of a block-cyclic local tensor t (2d): each local row's column
+ * blocks. */
+static int block_cyclic_runs(const model_tensor *t, const tensor_split *sp, const model_tp *tp, size_t fo,
+                             model_run *out)
 {
+    int prow = tp->rank / tp->grid_q, pcol = tp->rank % tp->grid_q, nb = tp->block, n = 0;
+    int64_t lr = t->shape[0], lc = t->shape[1];
+    for (int64_t i = 0; i < lr; i++) {
+        int64_t gr = block_cyclic_global((int)i, nb, pcol, tp->grid_q);
+        for (int64_t j = 0; j < lc; j += nb, n++) {
+            int64_t len = lc - j < nb ? lc - j : nb, gc = block_cyclic_global((int)j, nb, prow, tp->grid_p);
+            if (out)
+                out[n] = (model_run){t->offset + (size_t)(i * lc + j), fo + (size_t)(gr * sp->full[1] + gc),
+                                     (size_t)len};
+        }
+    }
+    return n;
+}
+
+/* The runs of local tensor t (split sp) on rank tp->rank, its full tensor at
+ * offset fo, written to out when not NULL; returns how many. */
+static int tensor_runs(const model_tensor *t, const tensor_split *sp, const model_tp *tp, size_t fo, model_run *out)
+{
+    int r = tp->rank;
     if (sp->kind == SPLIT_NONE) {
         if (out) out[0] = (model_run){t->offset, fo, t->numel};
         return 1;
     }
+    if (sp->kind == SPLIT_BLOCK_CYCLIC) return block_cyclic_runs(t, sp, tp, fo, out);
     int64_t rows = t->ndim == 2 ? t->shape[0] : 1, cols = t->ndim == 2 ? t->shape[1] : t->shape[0];
     if (sp->kind == SPLIT_ROWS) {
         int64_t r0 = (int64_t)r * rows, valid = sp->full[0] - r0;
@@ -287,20 +331,20 @@ static int tensor_runs(const model_tensor *t, const tensor_split *sp, int r, siz
 status_t model_runs_build(model_stage *m)
 {
     int n;
-    TRY(model_table_build(&m->cfg, m->layer_begin, m->layer_end, m->first, m->last, 1, &m->full_tensors, NULL,
+    TRY(model_table_build(&m->cfg, m->layer_begin, m->layer_end, m->first, m->last, NULL, &m->full_tensors, NULL,
                           &n, &m->full_n_params, NULL));
     const model_tensor *full = m->full_tensors;
     m->run_at = calloc((size_t)m->n_tensors + 1, sizeof(int));
     int total = 0;
     for (int i = 0; m->run_at && i < m->n_tensors; i++) {
         m->run_at[i] = total;
-        total += tensor_runs(&m->tensors[i], &m->splits[i], m->tp.rank, full[i].offset, NULL);
+        total += tensor_runs(&m->tensors[i], &m->splits[i], &m->tp, full[i].offset, NULL);
     }
     m->runs = calloc((size_t)total + 1, sizeof(model_run));
     FAIL_IF(!m->run_at || !m->runs, ST_NOMEM, "model: out of memory for the tensor-parallel map");
     m->run_at[m->n_tensors] = total;
     for (int i = 0; i < m->n_tensors; i++)
-        tensor_runs(&m->tensors[i], &m->splits[i], m->tp.rank, full[i].offset, m->runs + m->run_at[i]);
+        tensor_runs(&m->tensors[i], &m->splits[i], &m->tp, full[i].offset, m->runs + m->run_at[i]);
     return ST_OK;
 }
 

@@ -1,12 +1,14 @@
 #!/bin/sh
-# Tensor parallelism (dist.tp, 1d) through mpilm train on random data, one
-# BLIS thread per rank:
+# Tensor parallelism (dist.tp, 1d and 2d) through mpilm train on random data,
+# one BLIS thread per rank:
 # - per-rank parameter, gradient, accumulation and optimizer MiB at tp = 1, 2,
-#   4 on gpt2-small shapes (the split tensors fall as 1/t; LayerNorms,
-#   positions and row-parallel biases stay whole);
+#   4 on gpt2-small shapes in both modes (the split tensors fall as 1/t;
+#   LayerNorms, positions and biases stay whole);
 # - tokens/s of tp = 2 on 2 ranks against 1 rank (median of the steps after
-#   the first) for gpt-mini and gpt2-small shapes, the ratio, and the share
-#   of the step in the tensor group's reductions (metrics' tp_comm_s).
+#   the first) in both modes for gpt-mini and gpt2-small shapes, the ratio,
+#   and the share of the step in the tensor group's communication outside
+#   the GEMMs (metrics' tp_comm_s: 1d's sums; 2d's sums and gathers — the
+#   SUMMA panels move inside psgemm and count as compute).
 # Steps: BENCH_TP_STEPS (4); micro-batch of gpt2-small: BENCH_TP_MB (2).
 MPILM=${MPILM:-./mpilm}
 MPIRUN=${MPIRUN:-mpirun --oversubscribe --bind-to none}
@@ -27,22 +29,29 @@ rate() { sed -n 's/.*"tokens_per_s":\([0-9.]*\).*/\1/p' "$d/$1/metrics.jsonl" | 
   awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # median share of the step rank 0 spends in the tensor group's reductions
-comm_share() { sed -n 's/.*"tp_comm_s":\([0-9.]*\),"step_s":\([0-9.]*\).*/\1 \2/p' "$d/$1/metrics.jsonl" | tail -n +2 |
+comm_share() { sed -n 's/.*"step_s":\([0-9.]*\).*"tp_comm_s":\([0-9.]*\).*/\2 \1/p' "$d/$1/metrics.jsonl" | tail -n +2 |
   awk '{ print 100 * $1 / $2 }' | sort -n | awk '{ v[NR] = $1 } END { printf "%.1f", v[int((NR + 1) / 2)] }'; }
 
 small="--config launch/configs/gpt2-small.ini --set train.micro_batch=${BENCH_TP_MB:-2}"
-for tp in 1 2 4; do
-  run mem$tp "$tp" 1 $small --set dist.tp=$tp
-  grep "rank 0 memory" "$d/mem$tp.log" | sed "s/.*rank 0 memory/gpt2-small tp = $tp: rank 0 memory/"
+run mem1 1 1 $small
+grep "rank 0 memory" "$d/mem1.log" | sed "s/.*rank 0 memory/gpt2-small tp = 1: rank 0 memory/"
+for mode in 1d 2d; do
+  for tp in 2 4; do
+    run mem$tp$mode "$tp" 1 $small --set dist.tp=$tp --set dist.tp_mode=$mode
+    grep "rank 0 memory" "$d/mem$tp$mode.log" | sed "s/.*rank 0 memory/gpt2-small tp = $tp $mode: rank 0 memory/"
+  done
 done
 for cfg in gpt-mini gpt2-small; do
   opts="--config launch/configs/$cfg.ini"
   [ $cfg = gpt2-small ] && opts=$small
   # shellcheck disable=SC2086
   run "$cfg-1" 1 "$STEPS" $opts
-  # shellcheck disable=SC2086
-  run "$cfg-2" 2 "$STEPS" $opts --set dist.tp=2
-  a=$(rate "$cfg-1") b=$(rate "$cfg-2")
-  echo "$cfg: 1 rank $a tokens/s, tp = 2 on 2 ranks $b tokens/s: $(echo "$a $b" | awk '{ printf "%.2f", $2 / $1 }')x;" \
-    "tp reductions $(comm_share "$cfg-2")% of the step (rank 0, waits included)"
+  a=$(rate "$cfg-1")
+  for mode in 1d 2d; do
+    # shellcheck disable=SC2086
+    run "$cfg-2$mode" 2 "$STEPS" $opts --set dist.tp=2 --set dist.tp_mode=$mode
+    b=$(rate "$cfg-2$mode")
+    echo "$cfg: 1 rank $a tokens/s, tp = 2 $mode on 2 ranks $b tokens/s: $(echo "$a $b" | awk '{ printf "%.2f", $2 / $1 }')x;" \
+      "tp communication outside the GEMMs $(comm_share "$cfg-2$mode")% of the step (rank 0, waits included)"
+  done
 done

@@ -1,11 +1,15 @@
 #!/bin/sh
-# Tensor parallelism (dist.tp, 1d) through mpilm train, GPT on random data with
-# a vocabulary (509) that is not a multiple of tp:
+# Tensor parallelism (dist.tp, 1d and 2d) through mpilm train, GPT on random
+# data with a vocabulary (509) that is not a multiple of tp, 4 heads:
 # - 2 ranks at tp = 2 give the per-step losses of 1 rank (tp = 1) within 1e-5,
 #   and the placement shows the tp ranks; BERT likewise;
 # - a checkpoint saved at tp = 2 resumes at tp = 1, and one saved at tp = 1
 #   resumes at tp = 2: losses within 1e-5 of the uninterrupted run; the
 #   manifest records tp; export works from a tp = 2 checkpoint;
+# - the tp = 2 (1d) checkpoint resumes at tp = 4 in 2d (4 ranks, a 2 x 2
+#   grid) and at tp = 2 in 2d: losses within 1e-5 of the uninterrupted run;
+#   tp = 2 in 2d from the start gives tp = 1's losses and its checkpoint
+#   resumes at tp = 1;
 # - bad layouts are refused before any work (exit 2, naming the key).
 . tests/common/ckpt_common.sh
 fail() { echo "FAIL train_tp: $*"; exit 1; }
@@ -22,7 +26,8 @@ resume_from() {
 }
 
 for fam in gpt bert; do
-  set -- --set model.family=$fam --set model.vocab_size=509 --set train.micro_batches=4 --set ckpt.every_steps=10
+  set -- --set model.family=$fam --set model.vocab_size=509 --set model.n_head=4 --set train.micro_batches=4 \
+    --set ckpt.every_steps=10
   train 1 "$d/$fam-1.log" "$@" --set run.dir="$d/$fam-1" || { tail -5 "$d/$fam-1.log"; fail "$fam tp = 1"; }
   train 2 "$d/$fam-2.log" "$@" --set dist.tp=2 --set run.dir="$d/$fam-2" || { tail -5 "$d/$fam-2.log"; fail "$fam tp = 2"; }
   grep -q "layout: pp 1 x dp 1 x tp 2" "$d/$fam-2.log" && grep -q "rank 1: replica 0 stage 0 tp 1/2" "$d/$fam-2.log" ||
@@ -33,7 +38,8 @@ for fam in gpt bert; do
 done
 
 # checkpoints across tp (GPT): the last family's options are replaced
-set -- --set model.family=gpt --set model.vocab_size=509 --set train.micro_batches=4 --set ckpt.every_steps=10
+set -- --set model.family=gpt --set model.vocab_size=509 --set model.n_head=4 --set train.micro_batches=4 \
+  --set ckpt.every_steps=10
 grep -q '"tp":	2' "$d/gpt-2/step-0000010/manifest.json" || fail "the manifest does not record tp 2"
 resume_from 1 "$d/gpt-2" "$d/r21" "$@" || fail "resume of a tp = 2 checkpoint at tp = 1"
 losses "$d/gpt-1" > "$d/a" && losses "$d/r21" > "$d/b"
@@ -43,6 +49,22 @@ resume_from 2 "$d/gpt-1" "$d/r12" "$@" --set dist.tp=2 || fail "resume of a tp =
 losses "$d/r12" > "$d/b"
 close "$d/a" "$d/b" || fail "saved at tp = 1, resumed at tp = 2: losses differ from the uninterrupted run"
 echo "saved at tp = 1, resumed at tp = 2: losses within 1e-5"
+for np in 4 2; do
+  resume_from $np "$d/gpt-2" "$d/r2d$np" "$@" --set dist.tp=$np --set dist.tp_mode=2d ||
+    fail "resume of a tp = 2 (1d) checkpoint at tp = $np in 2d"
+  losses "$d/r2d$np" > "$d/b"
+  close "$d/a" "$d/b" || fail "saved at tp = 2 (1d), resumed at tp = $np (2d): losses differ from the uninterrupted run"
+  echo "saved at tp = 2 (1d), resumed at tp = $np (2d): losses within 1e-5"
+done
+train 2 "$d/gpt-2d.log" "$@" --set dist.tp=2 --set dist.tp_mode=2d --set run.dir="$d/gpt-2d" ||
+  { tail -5 "$d/gpt-2d.log"; fail "gpt tp = 2 in 2d"; }
+grep -q "layout: pp 1 x dp 1 x tp 2 (2d)" "$d/gpt-2d.log" || fail "the 2d mode is not printed with the layout"
+losses "$d/gpt-2d" > "$d/b"
+close "$d/a" "$d/b" || fail "tp = 2 in 2d: losses differ from tp = 1"
+resume_from 1 "$d/gpt-2d" "$d/r2d1" "$@" || fail "resume of a tp = 2 (2d) checkpoint at tp = 1"
+losses "$d/r2d1" > "$d/b"
+close "$d/a" "$d/b" || fail "saved at tp = 2 (2d), resumed at tp = 1: losses differ from the uninterrupted run"
+echo "tp = 2 in 2d matches tp = 1; saved at tp = 2 (2d), resumed at tp = 1: losses within 1e-5"
 
 # export from a tp = 2 checkpoint (the whole model on one rank): the same files as from tp = 1
 for tp in 1 2; do
@@ -65,5 +87,5 @@ refused() { # ranks pattern options...
 }
 refused 2 "dist.tp = 2 does not divide model.n_head = 1" --set dist.tp=2 --set model.n_head=1
 refused 3 "dist.pp x dist.tp = 1 x 2 does not divide the 3 ranks" --set dist.tp=2
-refused 2 "dist.tp_mode = 2d: the 2D (ScaLAPACK) tensor parallelism is not built yet" --set dist.tp=2 --set dist.tp_mode=2d
+refused 2 "dist.tp: 5 ranks (a prime) have no 2D grid.*dist.tp_mode = 1d" --set dist.tp=5 --set dist.tp_mode=2d
 exit 0

@@ -1,5 +1,5 @@
 /* dist under mpirun: layouts that do not fit the world (pp x dp x tp, tp that
- * does not divide n_head, tp_mode 2d for now) are refused before any work
+ * does not divide n_head, tp_mode 2d with a t that has no grid) are refused before any work
  * with messages naming the keys; the placement lists every rank.
  * With --hang: stage 1 never joins the step, so the watchdog of stage 0 must
  * end the job with its report (tests/mpi/dist_watchdog.sh checks that).
@@ -39,7 +39,9 @@ static void check_tp_refusals(void)
                                              "dist.tp = 2 does not divide model.n_head = 1");
     expect_refused((dist_config){.pp = 1, .dp = 2, .tp = world}, "dist.pp x dist.dp x dist.tp = 1 x 2 x");
     expect_refused((dist_config){.pp = 1, .tp = world + 1}, "dist.pp x dist.tp = 1 x");
-    expect_refused((dist_config){.pp = 1, .tp = world, .tp_mode = DIST_TP_2D}, "not built yet");
+    /* 2d needs a grid: a prime t >= 5 has none (refused before the world's size is looked at) */
+    expect_refused((dist_config){.pp = 1, .tp = 5, .tp_mode = DIST_TP_2D}, "dist.tp: 5 ranks (a prime) have no 2D grid");
+    expect_refused((dist_config){.pp = 1, .tp = 5, .tp_mode = DIST_TP_2D}, "dist.tp_mode = 1d");
 }
 
 /* The placement of pp = 2 (and tp = 2 when the world has 4 ranks). */

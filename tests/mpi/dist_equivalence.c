@@ -10,7 +10,10 @@
  * tensors identical on every tp rank, and each rank's memory accounting
  * equal to the ZeRO formulas. The vocabulary (61) is not a multiple of tp.
  * Global batches: 4 micro-batches (m = 4 / dp, so m = 1 at dp = 4) and 3 dp
- * (m = 3, not divisible by pp = 2 or 4). Exit 0 = all equal. */
+ * (m = 3, not divisible by pp = 2 or 4). Every layout with tp > 1 runs once
+ * more in tp_mode 2d (the FFN on the tensor group's process grid; 1f1b, ZeRO
+ * 2 when dp > 1, 4 micro-batches): (1,1,2) on 2 ranks, (1,1,4), (2,1,2) and
+ * (1,2,2) on 4. Exit 0 = all equal. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -110,7 +113,9 @@ static status_t no_reduce(void *ctx, float *buf, size_t n) { return ST_OK; }
 static void unsplit(model_stage *full, model_stage *mine, const model_config *mc, const dist_topology *t, int s, int r,
                     const char *label)
 {
-    model_tp tp = {.size = t->tp, .rank = r, .allreduce_sum = no_reduce, .allreduce_max = no_reduce};
+    model_tp tp = *model_stage_tp(mine);
+    tp.rank = r;
+    tp.allreduce_sum = tp.allreduce_max = no_reduce;
     model_stage *part;
     ok_or_die(model_stage_create_tp(&part, mc, t->bounds[s], t->bounds[s + 1], 1, 1, &tp), "slice view");
     if (s == 0 && r == 0) memcpy(model_params(part), model_params(mine), model_n_params(mine) * sizeof(float));
@@ -224,13 +229,13 @@ static void check_memory(dist_engine *e, int zero, const char *label)
 }
 
 static void run_case(const reference *ref, const model_config *mc, random_spec *spec, int pp, int dp, int tp,
-                     int zero, dist_schedule_kind kind, int m)
+                     dist_tp_mode mode, int zero, dist_schedule_kind kind, int m)
 {
     char label[128];
-    snprintf(label, sizeof label, "%s pp=%d dp=%d tp=%d zero=%d %s m=%d", mc->family == MODEL_BERT ? "bert" : "gpt",
-             pp, dp, tp, zero, kind == DIST_GPIPE ? "gpipe" : "1f1b", m);
-    dist_config dc = {.pp = pp, .dp = dp, .tp = tp, .schedule = kind, .zero = zero, .hang_timeout = 60,
-                      .bucket_bytes = 4096};
+    snprintf(label, sizeof label, "%s pp=%d dp=%d tp=%d %s zero=%d %s m=%d", mc->family == MODEL_BERT ? "bert" : "gpt",
+             pp, dp, tp, mode == DIST_TP_2D ? "2d" : "1d", zero, kind == DIST_GPIPE ? "gpipe" : "1f1b", m);
+    dist_config dc = {.pp = pp, .dp = dp, .tp = tp, .tp_mode = mode, .schedule = kind, .zero = zero,
+                      .hang_timeout = 60, .bucket_bytes = 4096};
     dist_engine *e;
     ok_or_die(dist_engine_create(&e, &dc, mc, &OPT, B, m, spec->seed, MPI_COMM_WORLD), label);
     for (int step = 0; step < STEPS; step++) {
@@ -275,7 +280,10 @@ int main(int argc, char **argv)
                     if (rank == 0) reference_run(&ref, &mc, &spec, ms[k] * dp);
                     for (int zero = 0; zero <= 2; zero++)
                         for (int kind = DIST_GPIPE; kind <= DIST_1F1B; kind++)
-                            run_case(&ref, &mc, &spec, pp, dp, tp, zero, (dist_schedule_kind)kind, ms[k]);
+                            run_case(&ref, &mc, &spec, pp, dp, tp, DIST_TP_1D, zero, (dist_schedule_kind)kind, ms[k]);
+                    /* 2d: one schedule, ZeRO 2 where there are replicas */
+                    if (tp > 1 && k == 0)
+                        run_case(&ref, &mc, &spec, pp, dp, tp, DIST_TP_2D, dp > 1 ? 2 : 0, DIST_1F1B, ms[k]);
                     model_stage_free(ref.model);
                 }
             }

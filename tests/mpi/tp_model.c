@@ -1,11 +1,15 @@
 // mpirun-np: 2 4
 /* model/ split over a tensor group of all ranks (the reductions are plain
  * MPI_Allreduce here), GPT and BERT with dropout, with and without
- * recomputation, vocabulary 1001 (padded to a multiple of the group): one
+ * recomputation, in 1d and in 2d (the FFN on dist's process grid of all
+ * ranks, 1 x 2 or 2 x 2, blocks of 32: d_ff = 96 wraps round the process
+ * rows, and the 2 x 16 tokens leave one process column without rows),
+ * vocabulary 1001 (padded to a multiple of the group): one
  * forward and backward gives the loss of the unsplit model within 1e-5 and
  * every gradient, mapped through model_stage_runs, within 1e-5 of the
  * unsplit one; the padding's gradient is zero; initialisation gives each
- * slice the unsplit values; full logits are refused. Exit 0 = all equal. */
+ * slice the unsplit values; full logits are refused; 2d without a matching
+ * grid or the grid's operations is refused. Exit 0 = all equal. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -13,6 +17,7 @@
 #include <string.h>
 
 #include "data/random_source.h"
+#include "dist/dist.h"
 #include "model/model.h"
 
 static int rank, world, failures;
@@ -76,14 +81,22 @@ static double compare_mapped(const model_stage *part, const float *x, const floa
     return worst;
 }
 
-static void run_case(model_family f, int recompute)
+static void run_case(model_family f, int recompute, int mode2d)
 {
     char label[64];
-    snprintf(label, sizeof label, "%s tp=%d recompute=%d", f == MODEL_BERT ? "bert" : "gpt", world, recompute);
-    model_config c = {.family = f, .n_layer = 2, .d_model = 32, .n_head = 4, .d_ff = 64, .seq_len = 16,
+    snprintf(label, sizeof label, "%s tp=%d %s recompute=%d", f == MODEL_BERT ? "bert" : "gpt", world,
+             mode2d ? "2d" : "1d", recompute);
+    model_config c = {.family = f, .n_layer = 2, .d_model = 32, .n_head = 4, .d_ff = 96, .seq_len = 16,
                       .max_positions = 16, .vocab_size = 1001, .pre_ln = f == MODEL_GPT, .dropout = 0.1f,
                       .recompute = recompute};
     model_tp tp = {.size = world, .rank = rank, .allreduce_sum = sum, .allreduce_max = max};
+    dist_tp_grid *grid = NULL;
+    if (mode2d) {
+        ok_or_die(dist_tp_grid_create(&grid, MPI_COMM_WORLD, &c, 2 * c.seq_len, &tp), "2d grid");
+        tp.gemm = dist_tp_grid_gemm;
+        tp.gather = dist_tp_grid_gather;
+        tp.ctx = grid;
+    }
     model_stage *full, *part;
     ok_or_die(model_stage_create(&full, &c, 0, c.n_layer, 2, 1), "unsplit stage");
     ok_or_die(model_stage_create_tp(&part, &c, 0, c.n_layer, 2, 1, &tp), "split stage");
@@ -110,6 +123,7 @@ static void run_case(model_family f, int recompute)
     batch_free(&b);
     model_stage_free(part);
     model_stage_free(full);
+    dist_tp_grid_free(grid);
 }
 
 int main(int argc, char **argv)
@@ -118,13 +132,25 @@ int main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     for (int f = 0; f < 2; f++)
-        for (int recompute = 0; recompute < 2; recompute++) run_case(f ? MODEL_BERT : MODEL_GPT, recompute);
+        for (int recompute = 0; recompute < 2; recompute++)
+            for (int mode2d = 0; mode2d < 2; mode2d++) run_case(f ? MODEL_BERT : MODEL_GPT, recompute, mode2d);
     model_config odd = {.family = MODEL_GPT, .n_layer = 1, .d_model = 30, .n_head = 3, .d_ff = 60, .seq_len = 4,
                         .max_positions = 4, .vocab_size = 50, .pre_ln = 1};
     model_tp tp = {.size = 2, .rank = 0, .allreduce_sum = sum, .allreduce_max = max};
     model_stage *m = NULL;
     CHECK(model_stage_create_tp(&m, &odd, 0, 1, 1, 1, &tp) == ST_CONFIG && strstr(st_message(), "model.n_head = 3"),
           "n_head 3 over tp 2 was not refused: %s", st_message());
+    /* 2d without a matching grid or without the grid's operations */
+    model_config even = odd;
+    even.n_head = 2;
+    model_tp bad = {.size = 2, .rank = 0, .allreduce_sum = sum, .allreduce_max = max, .grid_p = 1, .grid_q = 1,
+                    .block = 32, .gemm = dist_tp_grid_gemm, .gather = dist_tp_grid_gather};
+    CHECK(model_stage_create_tp(&m, &even, 0, 1, 1, 1, &bad) == ST_CONFIG && strstr(st_message(), "found 1 x 1"),
+          "a 1 x 1 grid for tp 2 was not refused: %s", st_message());
+    bad.grid_q = 2;
+    bad.gemm = NULL;
+    CHECK(model_stage_create_tp(&m, &even, 0, 1, 1, 1, &bad) == ST_CONFIG && strstr(st_message(), "GEMM and gather"),
+          "2d without the grid's GEMM was not refused: %s", st_message());
     int total = 0;
     MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (rank == 0) printf("tp_model on %d ranks: %s (%d failed checks)\n", world, total ? "FAIL" : "ok", total);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/block_cyclic.h"
 #include "tensor/tensor.h"
 
 static void fill(float *x, size_t n, uint64_t stream, float std)
@@ -416,4 +417,33 @@ Test(tensor, attention_of_a_head_slice_matches_the_whole_with_dropout)
         free(lq), free(lo);
     }
     free(qkv), free(out), free(att), free(scr);
+}
+
+/* The block-cyclic arithmetic deals every index of a dimension to exactly one
+ * process, in increasing order within a process, in blocks of nb dealt
+ * round-robin; counts match ScaLAPACK's numroc (spot values). */
+Test(tensor, block_cyclic_deals_every_index_once)
+{
+    for (int n = 1; n <= 70; n++)
+        for (int nb = 1; nb <= 9; nb++)
+            for (int np = 1; np <= 4; np++) {
+                int seen[70] = {0}, total = 0;
+                for (int p = 0; p < np; p++) {
+                    int count = block_cyclic_count(n, nb, p, np), prev = -1;
+                    total += count;
+                    for (int i = 0; i < count; i++) {
+                        int g = block_cyclic_global(i, nb, p, np);
+                        cr_assert(g > prev && g < n, "n %d nb %d np %d: p %d local %d -> %d", n, nb, np, p, i, g);
+                        cr_assert_eq(g / nb % np, p, "index %d is in a block of process %d, not %d", g, g / nb % np, p);
+                        seen[g]++;
+                        prev = g;
+                    }
+                }
+                cr_assert_eq(total, n, "n %d nb %d np %d: counts sum to %d", n, nb, np, total);
+                for (int g = 0; g < n; g++) cr_assert_eq(seen[g], 1, "index %d dealt %d times", g, seen[g]);
+            }
+    cr_assert_eq(block_cyclic_count(768, 256, 0, 2), 512);
+    cr_assert_eq(block_cyclic_count(768, 256, 1, 2), 256);
+    cr_assert_eq(block_cyclic_count(10, 4, 2, 3), 2);
+    cr_assert_eq(block_cyclic_count(10, 4, 1, 3), 4);
 }

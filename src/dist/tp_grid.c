@@ -1,0 +1,93 @@
+/* dist/tp_grid — the 2d tensor-parallel model's grid operations (model_tp's
+ * gemm and gather) over dist/pgemm on the tensor-parallel communicator. The
+ * model hands shapes and local arrays; each shape's layout (descriptor,
+ * counts, gather buffer) is made once here and its data pointer set per
+ * call, so no operand is copied. */
+#include <stdlib.h>
+
+#include "dist/dist.h"
+#include "dist/pgemm.h"
+
+enum { N_SHAPES = 4 };
+
+struct dist_tp_grid {
+    pgemm_grid *grid;
+    pgemm_matrix shapes[N_SHAPES]; /* (N,C), (N,F), (C,F), (F,C); data NULL */
+};
+
+void dist_tp_grid_free(dist_tp_grid *g)
+{
+    if (!g) return;
+    for (int i = 0; i < N_SHAPES; i++)
+        if (g->shapes[i].grid) pgemm_matrix_free(&g->shapes[i]);
+    pgemm_grid_free(g->grid);
+    free(g);
+}
+
+status_t dist_tp_grid_create(dist_tp_grid **out, MPI_Comm comm, const model_config *mc, int N, model_tp *tp)
+{
+    *out = NULL;
+    dist_tp_grid *g = calloc(1, sizeof *g);
+    FAIL_IF(!g, ST_NOMEM, "dist: out of memory for the 2d tensor-parallel grid");
+    status_t st = pgemm_grid_create(&g->grid, comm);
+    int P = 0, Q = 0, prow, pcol, C = mc->d_model, F = mc->d_ff;
+    if (st == ST_OK) pgemm_grid_shape(g->grid, &P, &Q, &prow, &pcol);
+    int least = N < C ? N : C, block = pgemm_block_choose(P, Q, least < F ? least : F);
+    int dims[N_SHAPES][2] = {{N, C}, {N, F}, {C, F}, {F, C}};
+    for (int i = 0; st == ST_OK && i < N_SHAPES; i++) {
+        st = pgemm_matrix_create(&g->shapes[i], g->grid, dims[i][0], dims[i][1], block, block);
+        if (st == ST_OK) {
+            free(g->shapes[i].data); /* the model's arrays take its place */
+            g->shapes[i].data = NULL;
+        }
+    }
+    if (st != ST_OK) {
+        dist_tp_grid_free(g);
+        return st;
+    }
+    tp->grid_p = P;
+    tp->grid_q = Q;
+    tp->block = block;
+    *out = g;
+    return ST_OK;
+}
+
+static pgemm_matrix *shape_of(dist_tp_grid *g, const model_dmat *a)
+{
+    for (int i = 0; i < N_SHAPES; i++)
+        if (g->shapes[i].rows == a->rows && g->shapes[i].cols == a->cols) return &g->shapes[i];
+    return NULL;
+}
+
+/* The layout of a's shape over a's data (a copy: one shape may serve two
+ * operands of a product). */
+static status_t operand(dist_tp_grid *g, const model_dmat *a, pgemm_matrix *out)
+{
+    pgemm_matrix *s = shape_of(g, a);
+    FAIL_IF(!s, ST_ERROR, "dist: the 2d grid has no layout for a %d x %d matrix (expected the FFN's shapes)", a->rows,
+            a->cols);
+    *out = *s;
+    out->data = a->data;
+    return ST_OK;
+}
+
+status_t dist_tp_grid_gemm(void *grid, int ta, int tb, float alpha, const model_dmat *A, const model_dmat *B, float beta,
+                           const model_dmat *C)
+{
+    pgemm_matrix a, b, c;
+    TRY(operand(grid, A, &a));
+    TRY(operand(grid, B, &b));
+    TRY(operand(grid, C, &c));
+    return pgemm_run(ta, tb, alpha, &a, &b, beta, &c);
+}
+
+status_t dist_tp_grid_gather(void *grid, const model_dmat *A, float *full)
+{
+    pgemm_matrix *s = shape_of(grid, A);
+    FAIL_IF(!s, ST_ERROR, "dist: the 2d grid has no layout for a %d x %d matrix (expected the FFN's shapes)", A->rows,
+            A->cols);
+    s->data = A->data;
+    status_t st = pgemm_gather(s, full, A->cols);
+    s->data = NULL;
+    return st;
+}
