@@ -87,7 +87,8 @@ void dist_topology_describe(const dist_topology *t, char *buf, size_t n);
 typedef struct dist_tp_grid dist_tp_grid;
 /* The grid of comm (collective over comm) with the layouts of the FFN's
  * matrices for N = B T rows; sets tp->grid_p, grid_q and block (from
- * pgemm_block_choose over N, d_model, d_ff). */
+ * pgemm_block_choose over N, d_model, d_ff, halved while the weights' blocks
+ * do not deal evenly over the grid, so every rank holds 1/t of them). */
 status_t dist_tp_grid_create(dist_tp_grid **out, MPI_Comm comm, const model_config *mc, int N, model_tp *tp);
 void dist_tp_grid_free(dist_tp_grid *g);
 status_t dist_tp_grid_gemm(void *grid, int ta, int tb, float alpha, const model_dmat *A, const model_dmat *B,

@@ -33,6 +33,11 @@ status_t dist_tp_grid_create(dist_tp_grid **out, MPI_Comm comm, const model_conf
     int P = 0, Q = 0, prow, pcol, C = mc->d_model, F = mc->d_ff;
     if (st == ST_OK) pgemm_grid_shape(g->grid, &P, &Q, &prow, &pcol);
     int least = N < C ? N : C, block = pgemm_block_choose(P, Q, least < F ? least : F);
+    /* the weights' blocks deal evenly over the process rows and columns, so
+     * every rank holds 1/t of them (768 in blocks of 256 over 2 would leave
+     * one rank 2/3) */
+    while (block > 32 && P > 0 && (C % (block * P) || C % (block * Q) || F % (block * P) || F % (block * Q)))
+        block /= 2;
     int dims[N_SHAPES][2] = {{N, C}, {N, F}, {C, F}, {F, C}};
     for (int i = 0; st == ST_OK && i < N_SHAPES; i++) {
         st = pgemm_matrix_create(&g->shapes[i], g->grid, dims[i][0], dims[i][1], block, block);
