@@ -12,7 +12,7 @@
 #include "data/random_source.h"
 #include "dist/dist.h"
 
-static int rank, world, failures;
+#include "../common/mpi_check.h"
 
 static const model_config MC = {.family = MODEL_GPT, .n_layer = 2, .d_model = 32, .n_head = 2, .d_ff = 64,
                                 .seq_len = 16, .max_positions = 16, .vocab_size = 64, .pre_ln = 1};
@@ -100,8 +100,5 @@ int main(int argc, char **argv)
     if (world % 2 == 0) expect_refused((dist_config){.pp = 2, .n_stages = 2, .stages = {1, 2}}, "dist.stages sums to 3");
     check_tp_refusals();
     check_placement();
-    int total = 0;
-    MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    MPI_Finalize();
-    return total ? 1 : 0;
+    return mpi_check_finish("dist_checks");
 }

@@ -26,24 +26,9 @@
 
 enum { STEPS = 10, B = 2, MAX_M = 12 };
 
-static int rank, world, failures;
+#include "../common/mpi_check.h"
 
-#define CHECK(cond, ...)                                                                  \
-    do {                                                                                  \
-        if (!(cond)) {                                                                    \
-            failures++;                                                                   \
-            fprintf(stderr, "rank %d: ", rank);                                           \
-            fprintf(stderr, __VA_ARGS__);                                                 \
-            fputc('\n', stderr);                                                          \
-        }                                                                                 \
-    } while (0)
 
-static void ok_or_die(status_t st, const char *what)
-{
-    if (st == ST_OK) return;
-    fprintf(stderr, "rank %d: %s: %s\n", rank, what, st_message());
-    MPI_Abort(MPI_COMM_WORLD, 1);
-}
 
 static model_config tiny(model_family f)
 {
@@ -288,10 +273,5 @@ int main(int argc, char **argv)
                 }
             }
     }
-    int total = 0;
-    MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    if (rank == 0) printf("dist_equivalence on %d rank%s: %s (%d failed checks)\n", world, world == 1 ? "" : "s",
-                          total ? "FAIL" : "ok", total);
-    MPI_Finalize();
-    return total ? 1 : 0;
+    return mpi_check_finish("dist_equivalence");
 }

@@ -13,17 +13,8 @@
 #include "dist/pgemm.h"
 #include "tensor/tensor.h"
 
-static int rank, world, failures;
+#include "../common/mpi_check.h"
 
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            failures++;                                                                                      \
-            fprintf(stderr, "rank %d: %s:%d: ", rank, __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                                    \
-            fputc('\n', stderr);                                                                             \
-        }                                                                                                    \
-    } while (0)
 
 /* The same n values in [-1, 1) on every rank, from seed. */
 static float *random_floats(size_t n, uint64_t seed)
@@ -369,8 +360,5 @@ int main(int argc, char **argv)
     check_ffn(g);
     pgemm_grid_free(g);
     if (world == 4) check_split();
-    int total = 0;
-    MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    MPI_Finalize();
-    return total ? 1 : 0;
+    return mpi_check_finish("pgemm");
 }

@@ -20,17 +20,8 @@
 #include "dist/dist.h"
 #include "model/model.h"
 
-static int rank, world, failures;
+#include "../common/mpi_check.h"
 
-#define CHECK(cond, ...)                                                                  \
-    do {                                                                                  \
-        if (!(cond)) {                                                                    \
-            failures++;                                                                   \
-            fprintf(stderr, "rank %d: ", rank);                                           \
-            fprintf(stderr, __VA_ARGS__);                                                 \
-            fputc('\n', stderr);                                                          \
-        }                                                                                 \
-    } while (0)
 
 static status_t reduce(float *buf, size_t n, MPI_Op op)
 {
@@ -40,12 +31,6 @@ static status_t reduce(float *buf, size_t n, MPI_Op op)
 static status_t sum(void *ctx, float *buf, size_t n) { return reduce(buf, n, MPI_SUM); }
 static status_t max(void *ctx, float *buf, size_t n) { return reduce(buf, n, MPI_MAX); }
 
-static void ok_or_die(status_t st, const char *what)
-{
-    if (st == ST_OK) return;
-    fprintf(stderr, "rank %d: %s: %s\n", rank, what, st_message());
-    MPI_Abort(MPI_COMM_WORLD, 1);
-}
 
 static double step(model_stage *m, const batch *b)
 {
@@ -151,9 +136,5 @@ int main(int argc, char **argv)
     bad.gemm = NULL;
     CHECK(model_stage_create_tp(&m, &even, 0, 1, 1, 1, &bad) == ST_CONFIG && strstr(st_message(), "GEMM and gather"),
           "2d without the grid's GEMM was not refused: %s", st_message());
-    int total = 0;
-    MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    if (rank == 0) printf("tp_model on %d ranks: %s (%d failed checks)\n", world, total ? "FAIL" : "ok", total);
-    MPI_Finalize();
-    return total ? 1 : 0;
+    return mpi_check_finish("tp_model");
 }
