@@ -74,11 +74,37 @@ static inline drop_plan drop_plan_make(dropout_site d)
     return pl;
 }
 
+/* The mask bytes of elements 8g .. 8g+7. */
+static inline uint64_t drop_word(const drop_plan *pl, size_t g)
+{
+    return mix64(pl->base + (uint64_t)g * 0x9E3779B97F4A7C15ull);
+}
+
 static inline float drop_factor(const drop_plan *pl, size_t i)
 {
-    uint64_t h = mix64(pl->base + (uint64_t)(i >> 3) * 0x9E3779B97F4A7C15ull);
-    unsigned byte = (unsigned)(h >> ((i & 7) * 8)) & 0xFF;
+    unsigned byte = (unsigned)(drop_word(pl, i >> 3) >> ((i & 7) * 8)) & 0xFF;
     return byte < pl->thr ? 0.0f : pl->scale;
+}
+
+/* out[i] = res[i] + inp[i] * factor(i) for i < n (res may be NULL: no
+ * residual), one hash per 8 elements. */
+static inline void drop_apply(const drop_plan *pl, float *out, const float *res, const float *inp,
+                              size_t n)
+{
+    size_t groups = n / 8;
+    #pragma omp parallel for schedule(static)
+    for (size_t g = 0; g < groups; g++) {
+        uint64_t h = drop_word(pl, g);
+        for (int j = 0; j < 8; j++) {
+            size_t i = g * 8 + (size_t)j;
+            float f = ((unsigned)(h >> (j * 8)) & 0xFF) < pl->thr ? 0.0f : pl->scale;
+            out[i] = res ? res[i] + inp[i] * f : inp[i] * f;
+        }
+    }
+    for (size_t i = groups * 8; i < n; i++) {
+        float f = drop_factor(pl, i);
+        out[i] = res ? res[i] + inp[i] * f : inp[i] * f;
+    }
 }
 
 #endif

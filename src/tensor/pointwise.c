@@ -123,8 +123,7 @@ void dropout_forward(float *out, const float *inp, size_t n, dropout_site d)
         return;
     }
     drop_plan pl = drop_plan_make(d);
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = inp[i] * drop_factor(&pl, i);
+    drop_apply(&pl, out, NULL, inp, n);
 }
 
 void dropout_backward(float *dinp, const float *dout, size_t n, dropout_site d)
@@ -141,6 +140,5 @@ void dropout_add_forward(float *out, const float *res, const float *inp, size_t 
         return;
     }
     drop_plan pl = drop_plan_make(d);
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = res[i] + inp[i] * drop_factor(&pl, i);
+    drop_apply(&pl, out, res, inp, n);
 }

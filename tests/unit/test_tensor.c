@@ -258,6 +258,25 @@ Test(tensor, dropout_keeps_the_expected_fraction_and_is_reproducible)
     cr_expect(memcmp(y, z, n * sizeof(float)) != 0, "another stream gives another mask");
 }
 
+/* The mask depends on the element's index only: a short call (whose last
+ * elements take the per-element path) masks its elements as the long one,
+ * and the fused residual add and the backward use the same mask. */
+Test(tensor, dropout_mask_depends_on_the_index_only)
+{
+    size_t n = 4099, m = 1003;
+    float *x = vec(n, 3, 1.0f), *r = vec(n, 4, 1.0f), *y = vec(n, 0, 0), *z = vec(n, 0, 0);
+    dropout_site d = {.key = rng_key_make(2, RNG_DROPOUT), .stream = 9, .p = 0.3f};
+    dropout_forward(y, x, n, d);
+    dropout_forward(z, x, m, d);
+    cr_assert(memcmp(y, z, m * sizeof(float)) == 0, "a shorter call gives another mask");
+    dropout_add_forward(z, r, x, n, d);
+    for (size_t i = 0; i < n; i++) cr_assert(z[i] == r[i] + y[i], "element %zu", i);
+    memcpy(z, x, n * sizeof(float));
+    dropout_backward(z, z, n, d);
+    cr_assert(memcmp(y, z, n * sizeof(float)) == 0, "backward in place masks as forward");
+    free(x), free(r), free(y), free(z);
+}
+
 /* ---- embeddings ---- */
 typedef struct { int32_t *ids, *types; float *wte, *wpe, *wtt; int B, T, C; } emb_ctx;
 static void emb_fwd(fd_case *c)
