@@ -91,6 +91,16 @@ typedef struct dist_tp_grid dist_tp_grid;
  * do not deal evenly over the grid, so every rank holds 1/t of them). */
 status_t dist_tp_grid_create(dist_tp_grid **out, MPI_Comm comm, const model_config *mc, int N, model_tp *tp);
 void dist_tp_grid_free(dist_tp_grid *g);
+/* The grid for t ranks and the FFN of N tokens, d_model C, d_ff F:
+ * pgemm_grid_dims's P x Q, turned to Q x P when the FFN's six GEMMs move fewer
+ * bytes so (pgemm_run_bytes). In row-major terms P deals the matrices'
+ * columns and Q their rows, so 1 x 2 sends half of a weight per GEMM and
+ * 2 x 1 half of an activation: for N = 512 tokens of gpt2-small at t = 2,
+ * 7.1 MB per FFN on 2 x 1 against 11.8 MB on 1 x 2, and its GEMMs measured
+ * 20% faster (docs/design.md). Pure. */
+status_t dist_tp_grid_shape(int t, int N, int C, int F, int *P, int *Q);
+/* The grid's P x Q and block size. */
+void dist_tp_grid_describe(const dist_tp_grid *g, int *P, int *Q, int *block);
 status_t dist_tp_grid_gemm(void *grid, int ta, int tb, float alpha, const model_dmat *A, const model_dmat *B,
                            float beta, const model_dmat *C);
 status_t dist_tp_grid_gather(void *grid, const model_dmat *A, float *full);
@@ -177,6 +187,8 @@ model_stage *dist_engine_stage(dist_engine *e);
 const dist_topology *dist_engine_topology(const dist_engine *e);
 const dist_plan *dist_engine_plan(const dist_engine *e);
 dist_memory dist_engine_memory(const dist_engine *e);
+/* dist.tp_mode = 2d at tp > 1: 1 and the grid's P x Q and block; else 0. */
+int dist_engine_tp_grid(const dist_engine *e, int *P, int *Q, int *block);
 
 /* This rank's part of the stage's n floats: its dp shard [lo, hi) (ZeRO's
  * split, ceil(n / dp) each; computed for zero 0 too) and the AdamW moments

@@ -224,6 +224,13 @@ model_stage *dist_engine_stage(dist_engine *e) { return e->stage; }
 const dist_topology *dist_engine_topology(const dist_engine *e) { return &e->topo; }
 const dist_plan *dist_engine_plan(const dist_engine *e) { return &e->plan; }
 
+int dist_engine_tp_grid(const dist_engine *e, int *P, int *Q, int *block)
+{
+    if (!e->grid) return 0;
+    dist_tp_grid_describe(e->grid, P, Q, block);
+    return 1;
+}
+
 dist_memory dist_engine_memory(const dist_engine *e)
 {
     size_t f = sizeof(float), shard = e->hi - e->lo;

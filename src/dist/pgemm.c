@@ -72,11 +72,23 @@ int pgemm_block_choose(int P, int Q, int min_dim)
 status_t pgemm_grid_create(pgemm_grid **out, MPI_Comm comm)
 {
     *out = NULL;
-    int size, rank, P = 0, Q = 0;
+    int size, P = 0, Q = 0;
+    FAIL_IF(comm == MPI_COMM_NULL, ST_ERROR, "pgemm: no communicator given for the grid (MPI_COMM_NULL)");
+    MPI_Comm_size(comm, &size);
+    TRY(pgemm_grid_dims(size, &P, &Q));
+    return pgemm_grid_create_pq(out, comm, P, Q);
+}
+
+status_t pgemm_grid_create_pq(pgemm_grid **out, MPI_Comm comm, int P, int Q)
+{
+    *out = NULL;
+    int size, rank;
     FAIL_IF(comm == MPI_COMM_NULL, ST_ERROR, "pgemm: no communicator given for the grid (MPI_COMM_NULL)");
     MPI_Comm_size(comm, &size);
     MPI_Comm_rank(comm, &rank);
-    TRY(pgemm_grid_dims(size, &P, &Q));
+    FAIL_IF(P < 1 || Q < 1 || P * Q != size, ST_ERROR,
+            "pgemm: a %d x %d grid over %d ranks (expected P, Q >= 1 and P x Q = the communicator's size)", P, Q,
+            size);
     pgemm_grid *g = calloc(1, sizeof *g);
     FAIL_IF(!g, ST_NOMEM, "pgemm: out of memory for a grid");
     g->context = -1;

@@ -59,8 +59,12 @@ typedef struct pgemm_grid pgemm_grid;
 status_t pgemm_grid_dims(int t, int *P, int *Q);
 
 /* The grid over every rank of comm (collective over comm): rank r of comm is
- * process (r / Q, r % Q). comm is duplicated; the caller keeps its own. */
+ * process (r / Q, r % Q). comm is duplicated; the caller keeps its own.
+ * pgemm_grid_create takes P x Q from pgemm_grid_dims; pgemm_grid_create_pq
+ * takes them from the caller (P x Q must be comm's size): the 2d model turns
+ * the grid to Q x P when that moves fewer bytes (dist/tp_grid.c). */
 status_t pgemm_grid_create(pgemm_grid **g, MPI_Comm comm);
+status_t pgemm_grid_create_pq(pgemm_grid **g, MPI_Comm comm, int P, int Q);
 /* Collective over the grid; NULL is a no-op. */
 void pgemm_grid_free(pgemm_grid *g);
 

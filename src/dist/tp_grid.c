@@ -12,8 +12,29 @@ enum { N_SHAPES = 4 };
 
 struct dist_tp_grid {
     pgemm_grid *grid;
+    int block;
     pgemm_matrix shapes[N_SHAPES]; /* (N,C), (N,F), (C,F), (F,C); data NULL */
 };
+
+/* Bytes one rank receives in the FFN's six GEMMs of a micro-batch on a P x Q
+ * grid (pgemm_run_bytes; N tokens, C = d_model, F = d_ff). */
+static uint64_t ffn_bytes(int P, int Q, int N, int C, int F)
+{
+    return pgemm_run_bytes(P, Q, N, F, C) + pgemm_run_bytes(P, Q, N, C, F)  /* forward */
+           + pgemm_run_bytes(P, Q, F, C, N) + pgemm_run_bytes(P, Q, C, F, N) /* weight gradients */
+           + pgemm_run_bytes(P, Q, N, C, F) + pgemm_run_bytes(P, Q, N, F, C); /* input gradients */
+}
+
+status_t dist_tp_grid_shape(int t, int N, int C, int F, int *P, int *Q)
+{
+    TRY(pgemm_grid_dims(t, P, Q));
+    if (ffn_bytes(*Q, *P, N, C, F) < ffn_bytes(*P, *Q, N, C, F)) {
+        int p = *P;
+        *P = *Q;
+        *Q = p;
+    }
+    return ST_OK;
+}
 
 void dist_tp_grid_free(dist_tp_grid *g)
 {
@@ -29,8 +50,10 @@ status_t dist_tp_grid_create(dist_tp_grid **out, MPI_Comm comm, const model_conf
     *out = NULL;
     dist_tp_grid *g = calloc(1, sizeof *g);
     FAIL_IF(!g, ST_NOMEM, "dist: out of memory for the 2d tensor-parallel grid");
-    status_t st = pgemm_grid_create(&g->grid, comm);
-    int P = 0, Q = 0, prow, pcol, C = mc->d_model, F = mc->d_ff;
+    int t, P = 0, Q = 0, prow, pcol, C = mc->d_model, F = mc->d_ff;
+    MPI_Comm_size(comm, &t);
+    status_t st = dist_tp_grid_shape(t, N, C, F, &P, &Q);
+    if (st == ST_OK) st = pgemm_grid_create_pq(&g->grid, comm, P, Q);
     if (st == ST_OK) pgemm_grid_shape(g->grid, &P, &Q, &prow, &pcol);
     int least = N < C ? N : C, block = pgemm_block_choose(P, Q, least < F ? least : F);
     /* the weights' blocks deal evenly over the process rows and columns, so
@@ -52,9 +75,16 @@ status_t dist_tp_grid_create(dist_tp_grid **out, MPI_Comm comm, const model_conf
     }
     tp->grid_p = P;
     tp->grid_q = Q;
-    tp->block = block;
+    tp->block = g->block = block;
     *out = g;
     return ST_OK;
+}
+
+void dist_tp_grid_describe(const dist_tp_grid *g, int *P, int *Q, int *block)
+{
+    int prow, pcol;
+    pgemm_grid_shape(g->grid, P, Q, &prow, &pcol);
+    *block = g->block;
 }
 
 static pgemm_matrix *shape_of(dist_tp_grid *g, const model_dmat *a)

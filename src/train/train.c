@@ -113,8 +113,14 @@ static status_t describe_layout(trainer *t)
         dist_topology_describe(p, text, (size_t)t->size * 128 + 1);
         size_t len = strlen(text);
         if (len && text[len - 1] == '\n') text[len - 1] = '\0';
+        char mode[64] = "1d";
+        int P, Q, block;
+        if (dist_engine_tp_grid(t->engine, &P, &Q, &block))
+            snprintf(mode, sizeof mode, "2d: FFN on a %d x %d grid, blocks of %d", P, Q, block);
+        else if (t->tc.dist.tp_mode == DIST_TP_2D)
+            snprintf(mode, sizeof mode, "2d");
         log_msg(LOG_INFO, "layout: pp %d x dp %d x tp %d (%s), %s schedule, ZeRO %d; placement:\n%s", p->pp, p->dp,
-                p->tp, t->tc.dist.tp_mode == DIST_TP_2D ? "2d" : "1d", t->tc.dist.schedule == DIST_GPIPE ? "gpipe" : "1f1b", t->tc.dist.zero, text);
+                p->tp, mode, t->tc.dist.schedule == DIST_GPIPE ? "gpipe" : "1f1b", t->tc.dist.zero, text);
         for (int r = 0; r < t->size; r++) {
             const double *a = all + 4 * r;
             log_msg(LOG_INFO, "rank %d memory: params %.1f + grads %.1f + accumulation %.1f + optimizer %.1f = %.1f MiB",

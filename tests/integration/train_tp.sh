@@ -58,7 +58,8 @@ for np in 4 2; do
 done
 train 2 "$d/gpt-2d.log" "$@" --set dist.tp=2 --set dist.tp_mode=2d --set run.dir="$d/gpt-2d" ||
   { tail -5 "$d/gpt-2d.log"; fail "gpt tp = 2 in 2d"; }
-grep -q "layout: pp 1 x dp 1 x tp 2 (2d)" "$d/gpt-2d.log" || fail "the 2d mode is not printed with the layout"
+grep -Eq "layout: pp 1 x dp 1 x tp 2 \(2d: FFN on a (1 x 2|2 x 1) grid, blocks of [0-9]+\)" "$d/gpt-2d.log" ||
+  fail "the 2d mode, its grid and block are not printed with the layout"
 losses "$d/gpt-2d" > "$d/b"
 close "$d/a" "$d/b" || fail "tp = 2 in 2d: losses differ from tp = 1"
 resume_from 1 "$d/gpt-2d" "$d/r2d1" "$@" || fail "resume of a tp = 2 (2d) checkpoint at tp = 1"

@@ -2,8 +2,10 @@
 /* model/ split over a tensor group of all ranks (the reductions are plain
  * MPI_Allreduce here), GPT and BERT with dropout, with and without
  * recomputation, in 1d and in 2d (the FFN on dist's process grid of all
- * ranks, 1 x 2 or 2 x 2, blocks of 32: d_ff = 96 wraps round the process
- * rows, and the 2 x 16 tokens leave one process column without rows),
+ * ranks, blocks of 32: on 2 ranks 2 x 1 for 2 x 16 tokens and 1 x 2 for
+ * 8 x 16, as dist_tp_grid_shape turns it; 2 x 2 on 4, where d_ff = 96 wraps
+ * round the process rows and 2 x 16 tokens leave one process column without
+ * rows),
  * vocabulary 1001 (padded to a multiple of the group): one
  * forward and backward gives the loss of the unsplit model within 1e-5 and
  * every gradient, mapped through model_stage_runs, within 1e-5 of the
@@ -66,32 +68,37 @@ static double compare_mapped(const model_stage *part, const float *x, const floa
     return worst;
 }
 
-static void run_case(model_family f, int recompute, int mode2d)
+static void run_case(model_family f, int recompute, int mode2d, int B)
 {
-    char label[64];
-    snprintf(label, sizeof label, "%s tp=%d %s recompute=%d", f == MODEL_BERT ? "bert" : "gpt", world,
-             mode2d ? "2d" : "1d", recompute);
+    char label[80];
+    snprintf(label, sizeof label, "%s tp=%d %s recompute=%d B=%d", f == MODEL_BERT ? "bert" : "gpt", world,
+             mode2d ? "2d" : "1d", recompute, B);
     model_config c = {.family = f, .n_layer = 2, .d_model = 32, .n_head = 4, .d_ff = 96, .seq_len = 16,
                       .max_positions = 16, .vocab_size = 1001, .pre_ln = f == MODEL_GPT, .dropout = 0.1f,
                       .recompute = recompute};
     model_tp tp = {.size = world, .rank = rank, .allreduce_sum = sum, .allreduce_max = max};
     dist_tp_grid *grid = NULL;
     if (mode2d) {
-        ok_or_die(dist_tp_grid_create(&grid, MPI_COMM_WORLD, &c, 2 * c.seq_len, &tp), "2d grid");
+        ok_or_die(dist_tp_grid_create(&grid, MPI_COMM_WORLD, &c, B * c.seq_len, &tp), "2d grid");
+        int P, Q, nb, wantP, wantQ;
+        dist_tp_grid_describe(grid, &P, &Q, &nb);
+        ok_or_die(dist_tp_grid_shape(world, B * c.seq_len, c.d_model, c.d_ff, &wantP, &wantQ), "grid shape");
+        CHECK(P == wantP && Q == wantQ && P == tp.grid_p && Q == tp.grid_q, "%s: grid %d x %d, model told %d x %d",
+              label, P, Q, tp.grid_p, tp.grid_q);
         tp.gemm = dist_tp_grid_gemm;
         tp.gather = dist_tp_grid_gather;
         tp.ctx = grid;
     }
     model_stage *full, *part;
-    ok_or_die(model_stage_create(&full, &c, 0, c.n_layer, 2, 1), "unsplit stage");
-    ok_or_die(model_stage_create_tp(&part, &c, 0, c.n_layer, 2, 1, &tp), "split stage");
+    ok_or_die(model_stage_create(&full, &c, 0, c.n_layer, B, 1), "unsplit stage");
+    ok_or_die(model_stage_create_tp(&part, &c, 0, c.n_layer, B, 1, &tp), "split stage");
     model_init_params(full, 9);
     model_init_params(part, 9);
     CHECK(compare_mapped(part, model_params(part), model_params(full), "initial value", label) == 0.0,
           "%s: a slice's initial values are not the unsplit tensor's", label);
     CHECK(model_n_params(part) < model_n_params(full), "%s: the slice is not smaller than the model", label);
     batch b;
-    batch_alloc(&b, 2, c.seq_len);
+    batch_alloc(&b, B, c.seq_len);
     random_spec spec = {.mlm = f == MODEL_BERT, .nsp = f == MODEL_BERT, .vocab_size = c.vocab_size, .mask_prob = 0.15,
                         .seed = 4};
     random_batch_fill(&b, &spec, 8);
@@ -99,7 +106,7 @@ static void run_case(model_family f, int recompute, int mode2d)
     CHECK(fabs(got - want) <= 1e-5 * fabs(want), "%s: loss %.9g, unsplit %.9g", label, got, want);
     double worst = compare_mapped(part, model_grads(part), model_grads(full), "gradient", label);
     CHECK(worst <= 1e-5, "%s: gradients differ from the unsplit ones by %.3g", label, worst);
-    float *logits = malloc((size_t)2 * c.seq_len * c.vocab_size * sizeof(float));
+    float *logits = malloc((size_t)B * c.seq_len * c.vocab_size * sizeof(float));
     model_pass eval = {.logits = logits};
     model_losses l = {0};
     CHECK(model_forward(part, 0, &b, &eval, &l) == ST_USAGE && strstr(st_message(), "never gathered"),
@@ -118,7 +125,10 @@ int main(int argc, char **argv)
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     for (int f = 0; f < 2; f++)
         for (int recompute = 0; recompute < 2; recompute++)
-            for (int mode2d = 0; mode2d < 2; mode2d++) run_case(f ? MODEL_BERT : MODEL_GPT, recompute, mode2d);
+            for (int mode2d = 0; mode2d < 2; mode2d++) run_case(f ? MODEL_BERT : MODEL_GPT, recompute, mode2d, 2);
+    /* 8 x 16 tokens turn the 2-rank grid to 1 x 2 (2 x 16 made it 2 x 1) */
+    run_case(MODEL_GPT, 0, 1, 8);
+    run_case(MODEL_BERT, 1, 1, 8);
     model_config odd = {.family = MODEL_GPT, .n_layer = 1, .d_model = 30, .n_head = 3, .d_ff = 60, .seq_len = 4,
                         .max_positions = 4, .vocab_size = 50, .pre_ln = 1};
     model_tp tp = {.size = 2, .rank = 0, .allreduce_sum = sum, .allreduce_max = max};

@@ -188,3 +188,20 @@ Test(dist, explicit_stages_and_bad_layouts)
     cr_assert_eq(dist_partition(&many, &c, b), ST_CONFIG);
     cr_assert(strstr(st_message(), "dist.pp = 13 exceeds model.n_layer = 12"), "%s", st_message());
 }
+
+/* The 2d grid's orientation follows the byte model: gpt2-small's FFN on 512
+ * tokens sends half of each activation on 2 x 1 but half of each weight on
+ * 1 x 2; gpt-mini's on 2048 tokens the other way round. */
+Test(dist, tp_grid_turns_to_the_orientation_that_moves_fewer_bytes)
+{
+    int P, Q;
+    cr_assert_eq(dist_tp_grid_shape(2, 512, 768, 3072, &P, &Q), ST_OK);
+    cr_expect(P == 2 && Q == 1, "gpt2-small, 512 tokens, t = 2: %d x %d", P, Q);
+    cr_assert_eq(dist_tp_grid_shape(2, 2048, 256, 1024, &P, &Q), ST_OK);
+    cr_expect(P == 1 && Q == 2, "gpt-mini, 2048 tokens, t = 2: %d x %d", P, Q);
+    cr_assert_eq(dist_tp_grid_shape(4, 512, 768, 3072, &P, &Q), ST_OK);
+    cr_expect(P == 2 && Q == 2, "t = 4: %d x %d", P, Q);
+    cr_assert_eq(dist_tp_grid_shape(8, 512, 768, 3072, &P, &Q), ST_OK);
+    cr_expect(P * Q == 8 && (P == 4 || P == 2), "t = 8: %d x %d", P, Q);
+    cr_expect_eq(dist_tp_grid_shape(7, 512, 768, 3072, &P, &Q), ST_CONFIG, "a prime t >= 5 has no grid");
+}
