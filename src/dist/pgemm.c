@@ -27,9 +27,13 @@ void psgemm_(const char *transa, const char *transb, const int *m, const int *n,
 /* PBLAS's logical block size: the width of the K panels psgemm multiplies
  * locally in each step (pilaenv_, 32 in the reference PBLAS, which asks users
  * to tune it). Rank-32 updates keep BLIS far from its peak (its own K blocking
- * is about 256), so mpilm defines pilaenv_ to answer the block size of the
- * product in progress: one block size, chosen by measurement, sets both the
- * distribution and the panel. */
+ * is about 256), so mpilm defines pilaenv_ to answer for the product in
+ * progress the smallest multiple of its block size of at least
+ * PGEMM_PANEL_MIN columns: fewer, wider steps. Measured on gpt2-small's FFN
+ * at t = 2 (2 x 1, block 128; fastest call of each GEMM over 10 steps, rank
+ * 0): the six GEMMs of a layer 67.4-67.8 ms with panels of 128, 62.4-63.0
+ * ms with 512 or 3072 (docs/design.md). */
+enum { PGEMM_PANEL_MIN = 512 };
 static _Thread_local int panel_width;
 
 int pilaenv_(const int *context, const char *precision)
@@ -282,7 +286,7 @@ status_t pgemm_run(int ta, int tb, float alpha, const pgemm_matrix *A, const pge
     /* Row-major C = op(A) op(B) is column-major Cᵀ = op(B)ᵀ op(A)ᵀ. */
     int one = 1, M = C->cols, N = C->rows, K = ak;
     const char *tra = tb ? "T" : "N", *trb = ta ? "T" : "N";
-    panel_width = C->col_block;
+    panel_width = C->col_block * ((PGEMM_PANEL_MIN + C->col_block - 1) / C->col_block);
     psgemm_(tra, trb, &M, &N, &K, &alpha, B->data, &one, &one, B->desc, A->data, &one, &one, A->desc, &beta, C->data,
             &one, &one, C->desc);
     panel_width = 0;
