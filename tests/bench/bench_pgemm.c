@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "base/timer.h"
+#include "dist/dist.h"
 #include "dist/pgemm.h"
 #include "tensor/tensor.h"
 
@@ -373,7 +374,8 @@ static void print_layers_measured(const results *res, int bi, uint64_t gather_nc
 
 /* The model to 64 ranks (for 2D: pgemm_run_bytes' lower bound, so 2D looks
  * better here than it measures); time at 100 Gb/s (12.5 GB/s per rank, no
- * latency). */
+ * latency). The FFN on the grid the 2d model uses (dist_tp_grid_shape: P x Q
+ * or Q x P, whichever moves less), the vocabulary on pgemm_grid_dims'. */
 static void print_projection(void)
 {
     static const int ts[] = {1, 2, 4, 8, 9, 16, 32, 36, 64};
@@ -382,11 +384,12 @@ static void print_projection(void)
     printf("%4s %5s %10s %10s %12s %10s %10s %12s\n", "t", "grid", "ffn_1d_MB", "ffn_2d_MB", "ffn_2d_nogath",
            "voc_1d_MB", "voc_2d_MB", "voc_2d_nogath");
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
-        int P, Q, t = ts[i];
-        if (pgemm_grid_dims(t, &P, &Q) != ST_OK) continue;
-        double f2 = layer_2d(P, Q, &LAYERS[0], 1) + layer_2d(P, Q, &LAYERS[1], 1);
-        double f0 = layer_2d(P, Q, &LAYERS[0], 0) + layer_2d(P, Q, &LAYERS[1], 0);
-        printf("%4d %2dx%-2d %10.2f %10.2f %12.2f %10.2f %10.2f %12.2f\n", t, P, Q, ffn_1d(t) / 1e6, f2 / 1e6,
+        int P, Q, FP, FQ, t = ts[i];
+        if (pgemm_grid_dims(t, &P, &Q) != ST_OK || dist_tp_grid_shape(t, TOKENS, D_MODEL, D_FF, &FP, &FQ) != ST_OK)
+            continue;
+        double f2 = layer_2d(FP, FQ, &LAYERS[0], 1) + layer_2d(FP, FQ, &LAYERS[1], 1);
+        double f0 = layer_2d(FP, FQ, &LAYERS[0], 0) + layer_2d(FP, FQ, &LAYERS[1], 0);
+        printf("%4d %2dx%-2d %10.2f %10.2f %12.2f %10.2f %10.2f %12.2f\n", t, FP, FQ, ffn_1d(t) / 1e6, f2 / 1e6,
                f0 / 1e6, vocab_1d(t) / 1e6, layer_2d(P, Q, &LAYERS[2], 1) / 1e6, layer_2d(P, Q, &LAYERS[2], 0) / 1e6);
     }
     printf("at 100 Gb/s, 1 MB takes 0.08 ms; compute of the FFN sub-block (12 N C F flops) at 150 GFLOP/s per rank: "
