@@ -9,7 +9,7 @@
 # - the tp = 2 (1d) checkpoint resumes at tp = 4 in 2d (4 ranks, a 2 x 2
 #   grid) and at tp = 2 in 2d: losses within 1e-5 of the uninterrupted run;
 #   tp = 2 in 2d from the start gives tp = 1's losses and its checkpoint
-#   resumes at tp = 1;
+#   resumes at tp = 1; so does pp 2 x tp 2 in 2d (GPipe, recomputation);
 # - bad layouts are refused before any work (exit 2, naming the key).
 . tests/common/ckpt_common.sh
 fail() { echo "FAIL train_tp: $*"; exit 1; }
@@ -66,6 +66,16 @@ resume_from 1 "$d/gpt-2d" "$d/r2d1" "$@" || fail "resume of a tp = 2 (2d) checkp
 losses "$d/r2d1" > "$d/b"
 close "$d/a" "$d/b" || fail "saved at tp = 2 (2d), resumed at tp = 1: losses differ from the uninterrupted run"
 echo "tp = 2 in 2d matches tp = 1; saved at tp = 2 (2d), resumed at tp = 1: losses within 1e-5"
+
+# 2d composed with a pipeline through mpilm train: pp 2 x tp 2 on 4 ranks,
+# GPipe, activation recomputation, ZeRO 1 (its dp group is one rank)
+train 4 "$d/gpt-pp2d.log" "$@" --set dist.pp=2 --set dist.tp=2 --set dist.tp_mode=2d --set dist.schedule=gpipe \
+  --set model.recompute=true --set dist.zero=1 --set run.dir="$d/gpt-pp2d" ||
+  { tail -5 "$d/gpt-pp2d.log"; fail "gpt pp 2 x tp 2 in 2d"; }
+grep -q "layout: pp 2 x dp 1 x tp 2 (2d: FFN on a" "$d/gpt-pp2d.log" || fail "pp 2 x tp 2 2d: no layout line"
+losses "$d/gpt-pp2d" > "$d/b"
+close "$d/a" "$d/b" || fail "pp 2 x tp 2 in 2d (gpipe, recompute): losses differ from tp = 1"
+echo "pp 2 x tp 2 in 2d (gpipe, recompute, zero 1) matches tp = 1 within 1e-5"
 
 # export from a tp = 2 checkpoint (the whole model on one rank): the same files as from tp = 1
 for tp in 1 2; do
