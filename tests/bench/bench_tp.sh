@@ -15,12 +15,12 @@
 # - the share of the step in the tensor group's communication outside the
 #   GEMMs (metrics' tp_comm_s: 1d's sums; 2d's sums and gathers — the SUMMA
 #   panels move inside psgemm and count as compute), waits included.
-# BENCH_TP_STEPS (8) steps per run, BENCH_TP_REPS (3) repetitions,
+# BENCH_TP_STEPS (8) steps per run, BENCH_TP_REPS (5) repetitions,
 # BENCH_TP_MB (2) micro-batch of gpt2-small.
 MPILM=${MPILM:-./mpilm}
 MPIRUN=${MPIRUN:-mpirun --oversubscribe --bind-to none}
 STEPS=${BENCH_TP_STEPS:-8}
-REPS=${BENCH_TP_REPS:-3}
+REPS=${BENCH_TP_REPS:-5}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 BLIS_NUM_THREADS=1
 d=$(mktemp -d)
 trap 'rm -rf "$d"' EXIT
