@@ -76,10 +76,8 @@ static void check_dims(void)
 static pgemm_matrix distributed(const pgemm_grid *g, const float *full, int rows, int cols, int block)
 {
     pgemm_matrix m;
-    if (pgemm_matrix_create(&m, g, rows, cols, block, block) != ST_OK || pgemm_extract(&m, full, cols) != ST_OK) {
-        fprintf(stderr, "rank %d: matrix %d x %d: %s\n", rank, rows, cols, st_message());
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
+    ok_or_die(pgemm_matrix_create(&m, g, rows, cols, block, block), "matrix");
+    ok_or_die(pgemm_extract(&m, full, cols), "extract");
     return m;
 }
 
@@ -197,12 +195,11 @@ static void check_refusals(const pgemm_grid *g)
 {
     pgemm_matrix a, b, c, other;
     pgemm_grid *g2;
-    if (pgemm_matrix_create(&a, g, 10, 20, 4, 4) || pgemm_matrix_create(&b, g, 30, 20, 4, 4) ||
-        pgemm_matrix_create(&c, g, 10, 31, 4, 4) || pgemm_grid_create(&g2, MPI_COMM_WORLD) ||
-        pgemm_matrix_create(&other, g2, 30, 20, 4, 4)) {
-        fprintf(stderr, "rank %d: set-up: %s\n", rank, st_message());
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
+    ok_or_die(pgemm_matrix_create(&a, g, 10, 20, 4, 4), "set-up");
+    ok_or_die(pgemm_matrix_create(&b, g, 30, 20, 4, 4), "set-up");
+    ok_or_die(pgemm_matrix_create(&c, g, 10, 31, 4, 4), "set-up");
+    ok_or_die(pgemm_grid_create(&g2, MPI_COMM_WORLD), "set-up");
+    ok_or_die(pgemm_matrix_create(&other, g2, 30, 20, 4, 4), "set-up");
     expect_refused(pgemm_run(0, 1, 1, &a, &b, 0, &c), "expected inner sizes equal and C 10 x 30");
     expect_refused(pgemm_run(0, 0, 1, &a, &b, 0, &c), "op(A) 10 x 20 times op(B) 30 x 20");
     expect_refused(pgemm_run(0, 1, 1, &a, &other, 0, &c), "different grids");
@@ -318,10 +315,7 @@ static void check_split(void)
     int color = rank / 2;
     MPI_Comm_split(MPI_COMM_WORLD, color, rank, &half);
     pgemm_grid *g;
-    if (pgemm_grid_create(&g, half) != ST_OK) {
-        fprintf(stderr, "rank %d: split grid: %s\n", rank, st_message());
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
+    ok_or_die(pgemm_grid_create(&g, half), "split grid");
     int P, Q, prow, pcol;
     pgemm_grid_shape(g, &P, &Q, &prow, &pcol);
     CHECK(P == 1 && Q == 2 && pcol == rank % 2, "split grid %d x %d at (%d, %d)", P, Q, prow, pcol);
@@ -344,10 +338,7 @@ int main(int argc, char **argv)
     check_bytes_model();
     check_block_choice();
     pgemm_grid *g;
-    if (pgemm_grid_create(&g, MPI_COMM_WORLD) != ST_OK) {
-        fprintf(stderr, "rank %d: grid: %s\n", rank, st_message());
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
+    ok_or_die(pgemm_grid_create(&g, MPI_COMM_WORLD), "grid");
     int P, Q, prow, pcol;
     pgemm_grid_shape(g, &P, &Q, &prow, &pcol);
     CHECK(P * Q == world && P <= Q && prow * Q + pcol == rank, "grid %d x %d at (%d, %d)", P, Q, prow, pcol);
