@@ -40,11 +40,10 @@ static void softmax_rows(float *S, int i0, int i1, int T, int kend, int causal,
 static void dropout_rows(float *Pd, const float *P, int i0, int i1, int T, int kend,
                          const drop_plan *pl, size_t base)
 {
-    for (int i = i0; i < i1; i++)
-        for (int j = 0; j < kend; j++) {
-            size_t at = (size_t)i * T + j;
-            Pd[at] = P[at] * drop_factor(pl, base + at);
-        }
+    for (int i = i0; i < i1; i++) {
+        size_t at = (size_t)i * T;
+        drop_span(pl, Pd + at, NULL, P + at, (size_t)kend, base + at);
+    }
 }
 
 /* First mask element of (sequence b, local head h): keyed by the global head. */
@@ -123,9 +122,10 @@ void attention_backward(float *dqkv, float *datt, const float *dout, const float
             float *dSi = dS + (size_t)i0 * T;
             gemm_1t(0, 1, i1 - i0, kend, hs, 1.0f, dO + (size_t)i0 * C, C, V, C3, 0.0f, dSi, T);
             if (drop.p > 0.0f)
-                for (int i = i0; i < i1; i++)
-                    for (int j = 0; j < kend; j++)
-                        dS[(size_t)i * T + j] *= drop_factor(&pl, base + (size_t)i * T + j);
+                for (int i = i0; i < i1; i++) {
+                    float *row = dS + (size_t)i * T;
+                    drop_span(&pl, row, NULL, row, (size_t)kend, base + (size_t)i * T);
+                }
             softmax_backward_rows(dS, P, i0, i1, T, kend, scale);
             for (int i = i0; i < i1; i++)
                 memset(dS + (size_t)i * T + kend, 0, (size_t)(T - kend) * sizeof(float));

@@ -86,24 +86,39 @@ static inline float drop_factor(const drop_plan *pl, size_t i)
     return byte < pl->thr ? 0.0f : pl->scale;
 }
 
-/* out[i] = res[i] + inp[i] * factor(i) for i < n (res may be NULL: no
- * residual), one hash per 8 elements. */
+/* out[i] = res[i] + inp[i] * factor(first + i) for i < n (res may be NULL:
+ * no residual; out may alias inp), one hash per 8 mask elements. Serial. */
+static inline void drop_span(const drop_plan *pl, float *out, const float *res, const float *inp, size_t n,
+                             size_t first)
+{
+    size_t i = 0;
+    for (; i < n && ((first + i) & 7); i++) {
+        float f = drop_factor(pl, first + i);
+        out[i] = res ? res[i] + inp[i] * f : inp[i] * f;
+    }
+    for (; i + 8 <= n; i += 8) {
+        uint64_t h = drop_word(pl, (first + i) >> 3);
+        for (int j = 0; j < 8; j++) {
+            float f = ((unsigned)(h >> (j * 8)) & 0xFF) < pl->thr ? 0.0f : pl->scale;
+            out[i + j] = res ? res[i + j] + inp[i + j] * f : inp[i + j] * f;
+        }
+    }
+    for (; i < n; i++) {
+        float f = drop_factor(pl, first + i);
+        out[i] = res ? res[i] + inp[i] * f : inp[i] * f;
+    }
+}
+
+/* drop_span over elements 0 .. n-1, in parallel chunks. */
 static inline void drop_apply(const drop_plan *pl, float *out, const float *res, const float *inp,
                               size_t n)
 {
-    size_t groups = n / 8;
+    enum { CHUNK = 8192 }; /* a multiple of 8 */
+    size_t chunks = (n + CHUNK - 1) / CHUNK;
     #pragma omp parallel for schedule(static)
-    for (size_t g = 0; g < groups; g++) {
-        uint64_t h = drop_word(pl, g);
-        for (int j = 0; j < 8; j++) {
-            size_t i = g * 8 + (size_t)j;
-            float f = ((unsigned)(h >> (j * 8)) & 0xFF) < pl->thr ? 0.0f : pl->scale;
-            out[i] = res ? res[i] + inp[i] * f : inp[i] * f;
-        }
-    }
-    for (size_t i = groups * 8; i < n; i++) {
-        float f = drop_factor(pl, i);
-        out[i] = res ? res[i] + inp[i] * f : inp[i] * f;
+    for (size_t c = 0; c < chunks; c++) {
+        size_t a = c * CHUNK, len = n - a < CHUNK ? n - a : CHUNK;
+        drop_span(pl, out + a, res ? res + a : NULL, inp + a, len, a);
     }
 }
 
