@@ -36,7 +36,7 @@ endif
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation
 CFLAGS  ?= -O3
 CFLAGS  += -std=c17 -D_GNU_SOURCE -march=$(MARCH) -fopenmp -fno-math-errno -fno-trapping-math -g $(WARN) -Isrc -MMD -MP
-LDLIBS  := -lscalapack-openmpi -lblis -lzstd -lxxhash -lcjson -lm
+LDLIBS  := -lscalapack-openmpi -lblis -ldnnl -lzstd -lxxhash -lcjson -lm
 LDFLAGS += -fopenmp
 
 ifeq ($(SAN),1)
@@ -67,7 +67,7 @@ else
 endif
 
 DEB_PACKAGES := build-essential libopenmpi-dev openmpi-bin libscalapack-openmpi-dev libblis-dev \
-                libzstd-dev zstd libcriterion-dev libxxhash-dev libcjson-dev pkg-config gnuplot-nox
+                libzstd-dev zstd libdnnl-dev libcriterion-dev libxxhash-dev libcjson-dev pkg-config gnuplot-nox
 BENCH_DEB_PACKAGES := python3-torch libjemalloc2
 
 .PHONY: all deps bench-deps test check bench demo install clean tests reference

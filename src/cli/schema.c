@@ -41,6 +41,7 @@ const config_key mpilm_schema[] = {
     {"train", "beta2", CFG_FLOAT, "0.999", NULL, 0, 1, "AdamW beta2"},
     {"train", "eps", CFG_FLOAT, "1e-8", NULL, 0, 1, "AdamW epsilon"},
     {"train", "clip", CFG_FLOAT, "1.0", NULL, 0, 1e9, "global grad-norm clip (0 = off)"},
+    {"train", "precision", CFG_ENUM, "auto", "auto|fp32|bf16", NO_RANGE, "GEMM precision; auto = bf16 where the CPU has AVX512-BF16 or AMX-BF16, else fp32"},
     {"train", "seed", CFG_INT, "1234", NULL, 0, ANY_COUNT, "seed of every random decision"},
 
     {"dist", "pp", CFG_INT, "1", NULL, 1, 4096, "pipeline stages"},

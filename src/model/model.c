@@ -38,6 +38,10 @@ static float *carve(carver *cv, size_t n)
     return p;
 }
 
+static bf16 *carve_bf16(carver *cv, size_t n) { return (bf16 *)carve(cv, (n + 1) / 2); }
+
+static size_t max3(size_t a, size_t b, size_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+
 /* Widths are this rank's: q/k/v channels Cl, heads NHl, FFN rows Fl. */
 static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *out)
 {
@@ -130,6 +134,12 @@ static void carve_scratch(carver *cv, model_stage *m)
         s->nsp = carve(cv, (size_t)m->B * 2);
     }
     if (c->sinusoidal && m->first) s->sin_pos = carve(cv, (size_t)c->max_positions * C);
+    if (c->bf16) {
+        /* a linear's input: (N,C), (N,Cl), the FFN hidden, head rows; its
+           output's gradient: (N,3Cl), (N,C), the hidden, a chunk of logits */
+        s->xbf = carve_bf16(cv, N * C > m->nh ? N * C : m->nh);
+        s->dbf = carve_bf16(cv, max3(3 * N * Cl, N * C > m->nh ? N * C : m->nh, (size_t)HEAD_ROWS * V));
+    }
 }
 
 static void carve_all(carver *cv, model_stage *m)
@@ -173,6 +183,11 @@ static status_t stage_plan(model_stage *m)
     TRY(alloc_slots(m));
     m->params = alloc_touched(m->n_params);
     m->grads = alloc_touched(m->n_params);
+    if (m->cfg.bf16) {
+        m->wbf = (bf16 *)alloc_touched((m->n_params + 1) / 2);
+        FAIL_IF(!m->wbf, ST_NOMEM, "model: out of memory for the bf16 copy of %zu parameters", m->n_params);
+        m->wbf_stale = 1;
+    }
     carver cv = {0};
     carve_all(&cv, m);
     m->arena = alloc_touched(cv.used);
@@ -226,6 +241,9 @@ static status_t stage_set_tp(model_stage *m, const model_tp *tp)
         int lr, lc;
         model_dmat_local(&m->tp, m->B * c->seq_len, c->d_ff, &lr, &lc);
         m->nh = (size_t)lr * lc;
+        FAIL_IF(c->bf16, ST_CONFIG,
+                "train.precision = bf16 with dist.tp_mode = 2d: the 2d FFN multiplies over ScaLAPACK, which has "
+                "no bf16 GEMM; set train.precision = fp32, or dist.tp_mode = 1d to train in bf16");
     } else {
         m->tp.grid_p = m->tp.grid_q = 0;
     }
@@ -287,6 +305,7 @@ void model_stage_free(model_stage *m)
     free(m->run_at);
     free(m->params);
     free(m->grads);
+    free(m->wbf);
     free(m->arena);
     free(m);
 }
@@ -296,7 +315,11 @@ int model_stage_first(const model_stage *m) { return m->first; }
 int model_stage_last(const model_stage *m) { return m->last; }
 const model_config *model_stage_config(const model_stage *m) { return &m->cfg; }
 int model_stage_batch(const model_stage *m) { return m->B; }
-float *model_params(model_stage *m) { return m->params; }
+float *model_params(model_stage *m)
+{
+    m->wbf_stale = 1;
+    return m->params;
+}
 float *model_grads(model_stage *m) { return m->grads; }
 size_t model_n_params(const model_stage *m) { return m->n_params; }
 int model_n_tensors(const model_stage *m) { return m->n_tensors; }
@@ -330,6 +353,7 @@ static int is_layernorm(const char *name)
 void model_init_params(model_stage *m, uint64_t seed)
 {
     rng_key key = rng_key_make(seed, RNG_INIT);
+    m->wbf_stale = 1;
     float std_resid = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layer);
     for (int i = 0; i < m->n_tensors; i++) {
         const model_tensor *t = &m->tensors[i];
@@ -453,6 +477,7 @@ status_t model_forward(model_stage *m, int slot, const batch *b, const model_pas
             "model: the full logits of a tensor-parallel stage (tp = %d) are never gathered; evaluate "
             "logits on an unsplit stage", m->tp.size);
     slot_acts *s = &m->slots[slot];
+    stage_sync_bf16(m);
     if (m->first) {
         TRY(check_ids(m, b));
         TRY(embed_forward(m, s, b, pass));
@@ -469,6 +494,7 @@ status_t model_head(model_stage *m, int slot, const batch *b, const model_pass *
     FAIL_IF(!m->last, ST_ERROR, "model: model_head on a stage without the heads (layers [%d, %d) of %d)",
             m->layer_begin, m->layer_end, m->cfg.n_layer);
     FAIL_IF(slot < 0 || slot >= m->n_slots, ST_ERROR, "model: slot %d outside [0, %d)", slot, m->n_slots);
+    stage_sync_bf16(m);
     TRY(head_forward(m, slot, b, pass, losses));
     if (pass->train) model_part_done(m, pass, m->n_local + 1);
     return ST_OK;
@@ -478,6 +504,7 @@ status_t model_backward(model_stage *m, int slot, const batch *b, const model_pa
 {
     FAIL_IF(slot < 0 || slot >= m->n_slots, ST_ERROR, "model: slot %d outside [0, %d)", slot, m->n_slots);
     slot_acts *s = &m->slots[slot];
+    stage_sync_bf16(m);
     /* the gradient flows backward through one buffer, updated in place */
     float *dx = s->doutput;
     for (int i = m->n_local - 1; i >= 0; i--) {

@@ -29,6 +29,11 @@ typedef struct model_config {
     int pre_ln;       /* 1: pre-LN blocks (GPT's), 0: post-LN (BERT's) */
     float dropout;
     int recompute;    /* 1: keep only block inputs; recompute the rest in backward */
+    int bf16;         /* 1: mixed precision (train.precision = bf16): the linear layers'
+                         GEMMs take bf16 copies of their weights and inputs and sum in
+                         fp32; parameters, gradients, LayerNorm, softmax, GELU, the
+                         residual stream and the loss stay fp32. A run's setting, not
+                         the model's: checkpoints do not record it. */
 } model_config;
 
 /* Checks the shapes (n_head divides d_model, seq_len <= max_positions, ...);
@@ -136,6 +141,8 @@ int model_stage_last(const model_stage *m);  /* holds the heads */
 const model_config *model_stage_config(const model_stage *m);
 int model_stage_batch(const model_stage *m); /* B: sequences per micro-batch */
 
+/* The fp32 (master) parameters. Whoever takes this pointer may write through
+ * it, so a bf16 stage refreshes its bf16 weight copy before its next pass. */
 float *model_params(model_stage *m);
 float *model_grads(model_stage *m);
 size_t model_n_params(const model_stage *m);

@@ -41,10 +41,10 @@ static status_t row_parallel_forward(model_stage *m, float *out, const float *in
                                      const float *bias, int N, int K, int OC)
 {
     if (m->tp.size == 1) {
-        linear_forward(out, OC, inp, w, bias, layout_of(m), N, K, OC);
+        TRY(stage_linear_forward(m, out, OC, inp, w, bias, layout_of(m), N, K, OC));
         return ST_OK;
     }
-    linear_forward(out, OC, inp, w, NULL, layout_of(m), N, K, OC);
+    TRY(stage_linear_forward(m, out, OC, inp, w, NULL, layout_of(m), N, K, OC));
     TRY(model_tp_sum(m, out, (size_t)N * OC));
     #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++)
@@ -60,11 +60,11 @@ static status_t column_parallel_backward(model_stage *m, float *dacc, float *dw,
                                          int C, int OC)
 {
     if (m->tp.size == 1) {
-        linear_backward(dacc, dw, db, dout, OC, inp, w, layout_of(m), N, C, OC, 1);
+        TRY(stage_linear_backward(m, dacc, dw, db, dout, OC, inp, w, layout_of(m), N, C, OC, 1));
         return ST_OK;
     }
     float *part = m->s.dtmp;
-    linear_backward(part, dw, db, dout, OC, inp, w, layout_of(m), N, C, OC, 0);
+    TRY(stage_linear_backward(m, part, dw, db, dout, OC, inp, w, layout_of(m), N, C, OC, 0));
     TRY(model_tp_sum(m, part, (size_t)N * C));
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < (size_t)N * C; i++) dacc[i] += part[i];
@@ -78,7 +78,7 @@ static status_t attention_half(model_stage *m, int l, const block_params *p, con
 {
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, Cl = m->Cl;
-    linear_forward(a->qkv, 3 * Cl, attn_in, p->qkv_w, p->qkv_b, layout_of(m), N, C, 3 * Cl);
+    TRY(stage_linear_forward(m, a->qkv, 3 * Cl, attn_in, p->qkv_w, p->qkv_b, layout_of(m), N, C, 3 * Cl));
     attention_forward(a->atty, a->att, m->s.datt, a->qkv, key_mask_of(m, b),
                       c->family == MODEL_GPT, model_dropout(m, pass, l, SITE_ATT), m->B,
                       c->seq_len, Cl, m->NHl);
@@ -96,7 +96,7 @@ static status_t ffn_half(model_stage *m, int l, const block_params *p, const blo
     if (m->tp.grid_p > 0) {
         TRY(ffn2d_forward(m, p, a, ffn_in, m->s.tmp, gelu_of(m)));
     } else {
-        linear_forward(a->fch, F, ffn_in, p->fc_w, p->fc_b, layout_of(m), N, C, F);
+        TRY(stage_linear_forward(m, a->fch, F, ffn_in, p->fc_w, p->fc_b, layout_of(m), N, C, F));
         gelu_forward(a->fch_gelu, a->fch, (size_t)N * F, gelu_of(m));
         TRY(row_parallel_forward(m, m->s.tmp, a->fch_gelu, p->fc2_w, p->fc2_b, N, F, C));
     }
@@ -141,8 +141,8 @@ static status_t ffn_half_backward(model_stage *m, int l, const block_params *p,
         return ST_OK;
     }
     gelu_forward(a->fch_gelu, a->fch, (size_t)N * F, gelu_of(m));
-    linear_backward(m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, a->fch_gelu, p->fc2_w, layout_of(m),
-                    N, F, C, 0);
+    TRY(stage_linear_backward(m, m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, a->fch_gelu, p->fc2_w, layout_of(m),
+                    N, F, C, 0));
     gelu_backward(m->s.dfch, a->fch, m->s.dfch, (size_t)N * F, gelu_of(m));
     TRY(column_parallel_backward(m, dacc, g->fc_w, g->fc_b, m->s.dfch, ffn_in, p->fc_w, N, C, F));
     model_poll(pass);
@@ -159,8 +159,8 @@ static status_t attention_half_backward(model_stage *m, int l, const block_param
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, Cl = m->Cl;
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
-    linear_backward(m->s.dA, g->proj_w, g->proj_b, m->s.dtmp, C, a->atty, p->proj_w, layout_of(m), N,
-                    Cl, C, 0);
+    TRY(stage_linear_backward(m, m->s.dA, g->proj_w, g->proj_b, m->s.dtmp, C, a->atty, p->proj_w, layout_of(m), N,
+                    Cl, C, 0));
     attention_backward(m->s.dqkv, m->s.datt, m->s.dA, a->qkv, a->att, c->family == MODEL_GPT,
                        model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl);
     TRY(column_parallel_backward(m, dacc, g->qkv_w, g->qkv_b, m->s.dqkv, attn_in, p->qkv_w, N, C,

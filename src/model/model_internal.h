@@ -4,6 +4,7 @@
 #define MPILM_MODEL_INTERNAL_H
 
 #include "model/model.h"
+#include "tensor/bf16.h"
 #include "tensor/tensor.h"
 
 /* One block's parameters (views into the params or the grads buffer). BERT's
@@ -47,6 +48,7 @@ typedef struct scratch {
     int32_t *rows, *row_targets;      /* head rows and their targets (B*T) */
     float *pool_in, *pool, *dpool, *dpool_in, *nsp; /* (B,C) and (B,2) */
     float *sin_pos;                   /* (P,C) sinusoidal table, or NULL */
+    bf16 *xbf, *dbf;                  /* bf16: a linear's input and its output's gradient */
 } scratch;
 
 /* How a tensor is split over tensor-parallel ranks: not at all, by rows,
@@ -77,6 +79,8 @@ struct model_stage {
     size_t n_params;
     size_t *part_end;        /* [n_local + 3]: 0, end of the embeddings, of each block, of the heads */
     float *params, *grads;
+    bf16 *wbf;               /* bf16 stages: params rounded to bf16, same offsets */
+    int wbf_stale;           /* params may have changed since wbf was made */
     stage_params p, g;       /* views into params and grads */
     slot_acts *slots;
     block_acts shared;       /* recompute: the one set of block activations */
@@ -115,6 +119,18 @@ status_t ffn2d_backward(model_stage *m, const block_params *p, const block_param
                         const float *ffn_in, float *dy_full, float *dacc, gelu_kind gelu);
 status_t head_forward(model_stage *m, int slot, const batch *b, const model_pass *pass,
                       model_losses *losses);
+
+/* The stage's linear layers, in its precision (model_linear.c): the fp32
+ * kernels, or bf16 copies of inp / dout (in the scratch) and of the weight
+ * (the stage's wbf at w's offset) with fp32 outputs. Same shapes and rules
+ * as linear_forward / linear_backward; w points into the stage's params. */
+status_t stage_linear_forward(model_stage *m, float *out, int ldo, const float *inp, const float *w,
+                              const float *bias, weight_layout lay, int N, int C, int OC);
+status_t stage_linear_backward(model_stage *m, float *dinp, float *dw, float *db, const float *dout, int ldd,
+                               const float *inp, const float *w, weight_layout lay, int N, int C, int OC,
+                               int accumulate);
+/* bf16 stages: remakes wbf from params when they may have changed. */
+void stage_sync_bf16(model_stage *m);
 
 dropout_site model_dropout(const model_stage *m, const model_pass *pass, int layer, int site);
 /* The tensor group's in-place sum (nothing at tp size 1). */

@@ -1,7 +1,9 @@
-/* tensor/linear — GEMM through BLIS and the linear layers built on it. */
+/* tensor/linear — GEMM through BLIS and the linear layers built on it, in
+ * fp32 (BLIS) and in mixed precision (bf16 operands, fp32 results, oneDNN). */
 #include <blis.h>
 #include <string.h>
 
+#include "tensor/bf16.h"
 #include "tensor/tensor.h"
 
 static void gemm_rntm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
@@ -29,15 +31,19 @@ void gemm_1t(int ta, int tb, int M, int N, int K, float alpha, const float *A, i
 }
 
 /* inp (N,C), weight (OC,C) [W_OUT_IN] or (C,OC) [W_IN_OUT], out (N,OC) stride ldo. */
+/* Every row of out (N,OC) stride ldo = bias; the GEMM then adds (beta 1). */
+static float bias_fill(float *out, int ldo, const float *bias, int N, int OC)
+{
+    if (!bias) return 0.0f;
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) memcpy(out + (size_t)n * ldo, bias, (size_t)OC * sizeof(float));
+    return 1.0f;
+}
+
 void linear_forward(float *out, int ldo, const float *inp, const float *weight,
                     const float *bias, weight_layout lay, int N, int C, int OC)
 {
-    float beta = 0.0f;
-    if (bias) {
-        #pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * ldo, bias, (size_t)OC * sizeof(float));
-        beta = 1.0f;
-    }
+    float beta = bias_fill(out, ldo, bias, N, OC);
     if (lay == W_OUT_IN)
         gemm(0, 1, N, OC, C, 1.0f, inp, C, weight, C, beta, out, ldo);
     else
@@ -75,4 +81,28 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
         gemm(1, 0, C, OC, N, 1.0f, inp, C, dout, ldd, 1.0f, dweight, OC);
     }
     if (dbias) bias_backward(dbias, dout, ldd, N, OC);
+}
+
+status_t linear_forward_bf16(float *out, int ldo, const bf16 *inp_bf, const bf16 *w_bf, const float *bias,
+                             weight_layout lay, int N, int C, int OC)
+{
+    float beta = bias_fill(out, ldo, bias, N, OC);
+    if (lay == W_OUT_IN) return gemm_bf16(0, 1, N, OC, C, inp_bf, C, w_bf, C, beta, out, ldo);
+    return gemm_bf16(0, 0, N, OC, C, inp_bf, C, w_bf, OC, beta, out, ldo);
+}
+
+status_t linear_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const bf16 *dout_bf,
+                              int ldd, const bf16 *inp_bf, const bf16 *w_bf, weight_layout lay, int N, int C,
+                              int OC, int accumulate)
+{
+    float beta = accumulate ? 1.0f : 0.0f;
+    if (lay == W_OUT_IN) {
+        if (dinp) TRY(gemm_bf16(0, 0, N, C, OC, dout_bf, ldd, w_bf, C, beta, dinp, C));
+        TRY(gemm_bf16(1, 0, OC, C, N, dout_bf, ldd, inp_bf, C, 1.0f, dweight, C));
+    } else {
+        if (dinp) TRY(gemm_bf16(0, 1, N, C, OC, dout_bf, ldd, w_bf, OC, beta, dinp, C));
+        TRY(gemm_bf16(1, 0, C, OC, N, inp_bf, C, dout_bf, ldd, 1.0f, dweight, OC));
+    }
+    if (dbias) bias_backward(dbias, dout, ldd, N, OC);
+    return ST_OK;
 }

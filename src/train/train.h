@@ -25,7 +25,8 @@ typedef struct train_config {
     char run_name[128];
     char run_dir[1024];
     int threads;              /* -1 = auto */
-    model_config model;
+    model_config model;       /* model.bf16 from train.precision (train_precision_resolve) */
+    char precision_why[160];  /* why that precision, for the start-up line */
     optim_config optim;
     int64_t steps;
     int micro_batch, micro_batches;
@@ -44,6 +45,13 @@ typedef struct train_config {
     char resume[1024];        /* --resume: "", "auto" or a path */
     char config_text[16384];  /* the effective configuration (config_print), for manifests */
 } train_config;
+
+/* train.precision ("auto", "fp32" or "bf16") into m->bf16: auto is bf16 when
+ * the CPU has bf16 instructions (bf16_cpu_supported) and the layout can use
+ * them (not dist.tp_mode = 2d), else fp32; explicit bf16 without them is
+ * refused. why (n bytes) receives the reason, e.g. "bf16 (auto: the CPU has
+ * AVX512-BF16)". eval and the other commands use it too. */
+status_t train_precision_resolve(const char *requested, int tp_2d, model_config *m, char *why, size_t n);
 
 /* Reads DESIGN §8's keys; errors name the key. */
 status_t train_config_load(const config *cfg, train_config *tc);

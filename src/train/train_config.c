@@ -2,7 +2,36 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tensor/bf16.h"
 #include "train/train.h"
+
+status_t train_precision_resolve(const char *requested, int tp_2d, model_config *m, char *why, size_t n)
+{
+    const char *cpu;
+    int has = bf16_cpu_supported(&cpu);
+    if (strcmp(requested, "fp32") == 0) {
+        m->bf16 = 0;
+        snprintf(why, n, "fp32 (train.precision = fp32)");
+    } else if (strcmp(requested, "bf16") == 0) {
+        FAIL_IF(!has, ST_CONFIG,
+                "train.precision = bf16, but %s: its bf16 GEMMs would be emulated, slower than fp32; "
+                "set train.precision = fp32 (or auto, which picks fp32 here)", cpu);
+        FAIL_IF(tp_2d, ST_CONFIG,
+                "train.precision = bf16 with dist.tp_mode = 2d: the 2d FFN multiplies over ScaLAPACK, which has no "
+                "bf16 GEMM; set train.precision = fp32 (or auto), or dist.tp_mode = 1d to train in bf16");
+        m->bf16 = 1;
+        snprintf(why, n, "bf16 (train.precision = bf16; %s)", cpu);
+    } else if (strcmp(requested, "auto") == 0) {
+        m->bf16 = has && !tp_2d;
+        if (has && tp_2d)
+            snprintf(why, n, "fp32 (auto: dist.tp_mode = 2d has no bf16 GEMM)");
+        else
+            snprintf(why, n, "%s (auto: %s)", m->bf16 ? "bf16" : "fp32", cpu);
+    } else {
+        return st_fail(ST_CONFIG, "train.precision = '%s' (expected auto, fp32 or bf16)", requested);
+    }
+    return ST_OK;
+}
 
 static status_t load_model(const config *cfg, model_config *m)
 {
@@ -79,6 +108,8 @@ status_t train_config_load(const config *cfg, train_config *tc)
     tc->random_samples = config_int(cfg, "data.random_samples");
     tc->log_every = (int)config_int(cfg, "log.every");
     TRY(load_dist(cfg, &tc->dist));
+    TRY(train_precision_resolve(config_str(cfg, "train.precision"), tc->dist.tp_mode == DIST_TP_2D && tc->dist.tp > 1,
+                                &tc->model, tc->precision_why, sizeof tc->precision_why));
     tc->ckpt_every_steps = config_int(cfg, "ckpt.every_steps");
     tc->ckpt_every_minutes = config_float(cfg, "ckpt.every_minutes");
     tc->ckpt_keep = (int)config_int(cfg, "ckpt.keep");

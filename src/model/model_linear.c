@@ -1,0 +1,46 @@
+/* model/linear — a stage's linear layers in its precision.
+ *
+ * fp32: BLIS. bf16 (mixed precision): the GEMM operands are bf16, the
+ * products summed in fp32 (oneDNN), outputs and gradients fp32. The weights'
+ * bf16 copy is made once per change of the parameters (stage_sync_bf16: once
+ * per optimizer step), the activations' when a GEMM needs them: a linear's
+ * input in forward, its output gradient and its input again in backward (one
+ * memory-bound pass each, a few percent of the GEMM's time). */
+#include "model/model_internal.h"
+
+void stage_sync_bf16(model_stage *m)
+{
+    if (!m->cfg.bf16 || !m->wbf_stale) return;
+    bf16_from_f32(m->wbf, m->params, m->n_params);
+    m->wbf_stale = 0;
+}
+
+static const bf16 *weight_bf16(const model_stage *m, const float *w) { return m->wbf + (w - m->params); }
+
+status_t stage_linear_forward(model_stage *m, float *out, int ldo, const float *inp, const float *w,
+                              const float *bias, weight_layout lay, int N, int C, int OC)
+{
+    if (N == 0) return ST_OK;
+    if (!m->cfg.bf16) {
+        linear_forward(out, ldo, inp, w, bias, lay, N, C, OC);
+        return ST_OK;
+    }
+    bf16_from_f32(m->s.xbf, inp, (size_t)N * C);
+    return linear_forward_bf16(out, ldo, m->s.xbf, weight_bf16(m, w), bias, lay, N, C, OC);
+}
+
+status_t stage_linear_backward(model_stage *m, float *dinp, float *dw, float *db, const float *dout, int ldd,
+                               const float *inp, const float *w, weight_layout lay, int N, int C, int OC,
+                               int accumulate)
+{
+    if (N == 0) return ST_OK;
+    if (!m->cfg.bf16) {
+        linear_backward(dinp, dw, db, dout, ldd, inp, w, lay, N, C, OC, accumulate);
+        return ST_OK;
+    }
+    /* dout's rows with their stride (a vocabulary slice's padding included) */
+    bf16_from_f32(m->s.dbf, dout, (size_t)(N - 1) * ldd + OC);
+    bf16_from_f32(m->s.xbf, inp, (size_t)N * C);
+    return linear_backward_bf16(dinp, dw, db, dout, m->s.dbf, ldd, m->s.xbf, weight_bf16(m, w), lay, N, C, OC,
+                                accumulate);
+}

@@ -1,0 +1,236 @@
+/* tensor/bf16 — conversions and the bf16 GEMM (oneDNN matmul primitives).
+ *
+ * A GEMM shape (transposes, sizes, strides, beta) maps to one oneDNN matmul
+ * primitive with its memory objects, created on the shape's first call and
+ * kept: a training step repeats the same few shapes, so every call after the
+ * first step only swaps data pointers. The scratchpad is ours (oneDNN's
+ * "user" mode): one buffer, grown when a new primitive needs more, so no
+ * primitive allocates while it runs. oneDNN runs on the same OpenMP runtime
+ * and thread count as BLIS and mpilm's own loops (Debian builds it with
+ * OpenMP), one after the other: there is no second pool to oversubscribe. */
+#include <dnnl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/bf16.h"
+
+int bf16_cpu_supported(const char **why)
+{
+    const char *env = getenv("MPILM_CPU_BF16");
+    if (env && (strcmp(env, "0") == 0 || strcmp(env, "1") == 0)) {
+        if (why) *why = env[0] == '1' ? "MPILM_CPU_BF16=1" : "MPILM_CPU_BF16=0";
+        return env[0] == '1';
+    }
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("amx-bf16")) {
+        if (why) *why = "the CPU has AMX-BF16";
+        return 1;
+    }
+    if (__builtin_cpu_supports("avx512bf16")) {
+        if (why) *why = "the CPU has AVX512-BF16";
+        return 1;
+    }
+    if (why) *why = "the CPU has neither AVX512-BF16 nor AMX-BF16";
+    return 0;
+}
+
+bf16 bf16_round(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (bf16)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (bf16)(u >> 16);
+}
+
+float bf16_value(bf16 x)
+{
+    uint32_t u = (uint32_t)x << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+enum { CONVERT_CHUNK = 1 << 14 };
+
+void bf16_from_f32(bf16 *dst, const float *src, size_t n)
+{
+    #pragma omp parallel for schedule(static) if (n > CONVERT_CHUNK)
+    for (size_t c = 0; c < n; c += CONVERT_CHUNK) {
+        size_t e = c + CONVERT_CHUNK < n ? c + CONVERT_CHUNK : n;
+        #pragma omp simd
+        for (size_t i = c; i < e; i++) dst[i] = bf16_round(src[i]);
+    }
+}
+
+void bf16_to_f32(float *dst, const bf16 *src, size_t n)
+{
+    #pragma omp parallel for schedule(static) if (n > CONVERT_CHUNK)
+    for (size_t c = 0; c < n; c += CONVERT_CHUNK) {
+        size_t e = c + CONVERT_CHUNK < n ? c + CONVERT_CHUNK : n;
+        #pragma omp simd
+        for (size_t i = c; i < e; i++) dst[i] = bf16_value(src[i]);
+    }
+}
+
+/* ---- the GEMM ------------------------------------------------------------- */
+
+typedef struct gemm_key {
+    int ta, tb, M, N, K, lda, ldb, ldc, beta;
+} gemm_key;
+
+typedef struct gemm_prim {
+    gemm_key key;
+    dnnl_primitive_t prim;
+    dnnl_memory_t a, b, c, scratch;
+} gemm_prim;
+
+enum { MAX_PRIMS = 256 };
+
+static struct {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    gemm_prim prims[MAX_PRIMS];
+    int n_prims;
+    void *scratch;
+    size_t scratch_size;
+} G;
+
+static status_t dnnl_ok(dnnl_status_t s, const char *what)
+{
+    FAIL_IF(s != dnnl_success, ST_ERROR, "oneDNN: %s failed (status %d)", what, (int)s);
+    return ST_OK;
+}
+
+static status_t engine_init(void)
+{
+    if (G.engine) return ST_OK;
+    TRY(dnnl_ok(dnnl_engine_create(&G.engine, dnnl_cpu, 0), "creating the CPU engine"));
+    return dnnl_ok(dnnl_stream_create(&G.stream, G.engine, dnnl_stream_default_flags), "creating a stream");
+}
+
+/* A row-major (rows, cols) operand with row stride ld, transposed when t. */
+static status_t md_of(dnnl_memory_desc_t *md, int rows, int cols, int ld, int t, dnnl_data_type_t dt)
+{
+    dnnl_dims_t dims = {rows, cols};
+    dnnl_dims_t strides = {t ? 1 : ld, t ? ld : 1};
+    return dnnl_ok(dnnl_memory_desc_init_by_strides(md, 2, dims, dt, strides), "describing a GEMM operand");
+}
+
+static status_t attr_of(dnnl_primitive_attr_t *attr, int beta)
+{
+    TRY(dnnl_ok(dnnl_primitive_attr_create(attr), "creating primitive attributes"));
+    TRY(dnnl_ok(dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user), "setting the scratchpad"));
+    if (!beta) return ST_OK;
+    dnnl_post_ops_t po;
+    TRY(dnnl_ok(dnnl_post_ops_create(&po), "creating post-ops"));
+    status_t st = dnnl_ok(dnnl_post_ops_append_sum(po, 1.0f), "appending the accumulate post-op");
+    if (st == ST_OK) st = dnnl_ok(dnnl_primitive_attr_set_post_ops(*attr, po), "setting post-ops");
+    dnnl_post_ops_destroy(po);
+    return st;
+}
+
+static status_t grow_scratch(size_t need)
+{
+    if (need <= G.scratch_size) return ST_OK;
+    size_t bytes = (need + 4095) & ~(size_t)4095;
+    void *p = aligned_alloc(4096, bytes);
+    FAIL_IF(!p, ST_NOMEM, "oneDNN: out of memory for a %zu-byte GEMM scratchpad", bytes);
+    memset(p, 0, bytes); /* touch the pages now, not inside a step */
+    free(G.scratch);
+    G.scratch = p;
+    G.scratch_size = bytes;
+    return ST_OK;
+}
+
+static status_t prim_create(gemm_prim *g, const gemm_key *k)
+{
+    dnnl_memory_desc_t a, b, c;
+    TRY(md_of(&a, k->M, k->K, k->lda, k->ta, dnnl_bf16));
+    TRY(md_of(&b, k->K, k->N, k->ldb, k->tb, dnnl_bf16));
+    TRY(md_of(&c, k->M, k->N, k->ldc, 0, dnnl_f32));
+    dnnl_matmul_desc_t desc;
+    TRY(dnnl_ok(dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c), "describing a bf16 matmul"));
+    dnnl_primitive_attr_t attr;
+    TRY(attr_of(&attr, k->beta));
+    dnnl_primitive_desc_t pd;
+    status_t st = dnnl_ok(dnnl_primitive_desc_create(&pd, &desc, attr, G.engine, NULL), "creating a bf16 matmul");
+    dnnl_primitive_attr_destroy(attr);
+    TRY(st);
+    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    st = grow_scratch(smd ? dnnl_memory_desc_get_size(smd) : 0);
+    if (st == ST_OK) st = dnnl_ok(dnnl_primitive_create(&g->prim, pd), "creating a bf16 matmul primitive");
+    if (st == ST_OK) st = dnnl_ok(dnnl_memory_create(&g->a, &a, G.engine, DNNL_MEMORY_NONE), "a GEMM operand");
+    if (st == ST_OK) st = dnnl_ok(dnnl_memory_create(&g->b, &b, G.engine, DNNL_MEMORY_NONE), "a GEMM operand");
+    if (st == ST_OK) st = dnnl_ok(dnnl_memory_create(&g->c, &c, G.engine, DNNL_MEMORY_NONE), "a GEMM operand");
+    if (st == ST_OK && smd)
+        st = dnnl_ok(dnnl_memory_create(&g->scratch, smd, G.engine, DNNL_MEMORY_NONE), "the GEMM scratchpad");
+    dnnl_primitive_desc_destroy(pd);
+    g->key = *k;
+    return st;
+}
+
+static status_t prim_find(const gemm_key *k, gemm_prim **out)
+{
+    for (int i = 0; i < G.n_prims; i++)
+        if (memcmp(&G.prims[i].key, k, sizeof *k) == 0) {
+            *out = &G.prims[i];
+            return ST_OK;
+        }
+    FAIL_IF(G.n_prims == MAX_PRIMS, ST_ERROR, "oneDNN: more than %d GEMM shapes in one process", MAX_PRIMS);
+    TRY(engine_init());
+    gemm_prim *g = &G.prims[G.n_prims];
+    memset(g, 0, sizeof *g);
+    status_t st = prim_create(g, k);
+    if (st != ST_OK) {
+        if (g->prim) dnnl_primitive_destroy(g->prim);
+        return st;
+    }
+    G.n_prims++;
+    *out = g;
+    return ST_OK;
+}
+
+status_t gemm_bf16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
+                   float beta, float *Cm, int ldc)
+{
+    if (M == 0 || N == 0) return ST_OK;
+    FAIL_IF(beta != 0.0f && beta != 1.0f, ST_ERROR, "gemm_bf16: beta %g (expected 0 or 1)", beta);
+    if (K == 0) {
+        for (int i = 0; beta == 0.0f && i < M; i++) memset(Cm + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
+        return ST_OK;
+    }
+    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, beta != 0.0f};
+    gemm_prim *g = NULL;
+    TRY(prim_find(&k, &g));
+    dnnl_memory_set_data_handle(g->a, (void *)A);
+    dnnl_memory_set_data_handle(g->b, (void *)Bm);
+    dnnl_memory_set_data_handle(g->c, Cm);
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, g->a}, {DNNL_ARG_WEIGHTS, g->b}, {DNNL_ARG_DST, g->c}};
+    int nargs = 3;
+    if (g->scratch) {
+        dnnl_memory_set_data_handle(g->scratch, G.scratch);
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, g->scratch};
+    }
+    TRY(dnnl_ok(dnnl_primitive_execute(g->prim, G.stream, nargs, args), "running a bf16 matmul"));
+    return dnnl_ok(dnnl_stream_wait(G.stream), "waiting for a bf16 matmul");
+}
+
+int gemm_bf16_primitives(void) { return G.n_prims; }
+
+void gemm_bf16_shutdown(void)
+{
+    for (int i = 0; i < G.n_prims; i++) {
+        gemm_prim *g = &G.prims[i];
+        dnnl_primitive_destroy(g->prim);
+        dnnl_memory_destroy(g->a);
+        dnnl_memory_destroy(g->b);
+        dnnl_memory_destroy(g->c);
+        if (g->scratch) dnnl_memory_destroy(g->scratch);
+    }
+    G.n_prims = 0;
+    if (G.stream) dnnl_stream_destroy(G.stream);
+    if (G.engine) dnnl_engine_destroy(G.engine);
+    free(G.scratch);
+    memset(&G, 0, sizeof G);
+}

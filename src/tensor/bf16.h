@@ -1,0 +1,71 @@
+/* tensor/bf16 — mixed precision: bfloat16 storage, conversions, and the
+ * bf16 x bf16 -> fp32 GEMM through oneDNN.
+ *
+ * Owns: the CPU's bf16 capability, the fp32 <-> bf16 conversions (round to
+ * nearest even, as PyTorch's .bfloat16()), the oneDNN engine, stream,
+ * matmul primitives (one per shape, created on its first call and reused)
+ * and their scratchpad.
+ * Must not touch: MPI, models, files.
+ *
+ * bf16 keeps fp32's 8 exponent bits and 8 of its 24 significant bits: a
+ * conversion's relative error is at most u = 2^-8 (round to nearest even),
+ * so a product of two rounded operands is within ~2u of the exact one; sums
+ * run in fp32 inside the GEMM. A K-term dot product of rounded operands then
+ * differs from the exact one by at most (2u + u^2 + K 2^-24) sum|a_k b_k|
+ * (the bound tests/unit/test_tensor_bf16.c checks).
+ */
+#ifndef MPILM_TENSOR_BF16_H
+#define MPILM_TENSOR_BF16_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "tensor/tensor.h"
+
+typedef uint16_t bf16;
+
+/* 1 when this CPU has bf16 dot-product instructions (AVX512-BF16 or
+ * AMX-BF16). MPILM_CPU_BF16=0 (or 1) overrides the detection, for tests of
+ * the fallback; *why receives a short reason for the start-up line. */
+int bf16_cpu_supported(const char **why);
+
+/* dst[i] = bf16(src[i]), round to nearest even (NaN stays NaN). Threaded. */
+void bf16_from_f32(bf16 *dst, const float *src, size_t n);
+/* dst[i] = float(src[i]) (exact). Threaded. */
+void bf16_to_f32(float *dst, const bf16 *src, size_t n);
+/* One value each way (tests, scalar tails). */
+bf16 bf16_round(float x);
+float bf16_value(bf16 x);
+
+/* Row-major C[M,N] (fp32, row stride ldc) = op(A) op(B) + beta C with
+ * op(X) = X^T when tX; A and B are bf16 with row strides lda, ldb; the
+ * products are summed in fp32. beta is 0 or 1. The first call of a shape
+ * creates its oneDNN primitive (and may grow the shared scratchpad); later
+ * calls of that shape allocate nothing. Not reentrant: call it from one
+ * thread (it runs on the OpenMP threads of tensor_runtime). */
+status_t gemm_bf16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
+                   float beta, float *Cm, int ldc);
+
+/* ---- linear layers in mixed precision --------------------------------------
+ * The bf16 twins of linear_forward / linear_backward (tensor.h, same shapes,
+ * layouts and accumulate rules): the operands are bf16 copies made by the
+ * caller, outputs and gradients fp32. */
+
+/* out (N,OC) row stride ldo = inp (N,C) W + bias; inp_bf (N,C) packed, w_bf
+ * (OC,C) or (C,OC); bias (OC) fp32 or NULL. */
+status_t linear_forward_bf16(float *out, int ldo, const bf16 *inp_bf, const bf16 *w_bf, const float *bias,
+                             weight_layout lay, int N, int C, int OC);
+/* dout (N,OC) fp32 row stride ldd (for the bias gradient) and its bf16 copy
+ * dout_bf with the same row stride; dinp (N,C) overwritten or accumulated,
+ * may be NULL; dweight (fp32) and dbias accumulate. */
+status_t linear_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const bf16 *dout_bf,
+                              int ldd, const bf16 *inp_bf, const bf16 *w_bf, weight_layout lay, int N, int C,
+                              int OC, int accumulate);
+
+/* Primitives created so far (tests check that a repeated shape reuses one). */
+int gemm_bf16_primitives(void);
+/* Frees every primitive, the scratchpad, the stream and the engine. */
+void gemm_bf16_shutdown(void);
+
+#endif

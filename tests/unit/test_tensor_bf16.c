@@ -1,0 +1,216 @@
+/* tensor/bf16: conversions, the bf16 GEMM in every transpose/stride/beta
+ * combination, the mixed-precision linear layers, and the CPU check.
+ *
+ * Tolerances. Rounding to bf16 (8 significant bits, 7 stored; round to
+ * nearest even) has unit roundoff u = 2^-8: |bf16(x) - x| <= u |x|. A product of two
+ * rounded operands is within (2u + u^2) |a b| of the exact one, and the GEMM
+ * sums in fp32 (unit roundoff 2^-24), so an entry of a K-term dot product
+ * differs from the exact (double) one by at most
+ *     (2u + u^2 + K 2^-24) sum_k |a_k b_k|                          (bound A)
+ * and from the same dot product of the ROUNDED operands by at most
+ *     K 2^-24 sum_k |a_k b_k|                                        (bound B)
+ * Each entry is checked against both, with a margin of 1.01 for the double
+ * reference's own rounding. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/rng.h"
+#include "tensor/bf16.h"
+#include "tensor/tensor.h"
+
+static const double U = 1.0 / 256.0;      /* bf16 unit roundoff */
+static const double EPS32 = 1.0 / 16777216.0;
+
+static void fill(float *x, size_t n, uint64_t stream, float std)
+{
+    rng_fill_normal(rng_key_make(11, RNG_TEST), stream, std, x, n);
+}
+
+static uint32_t bits_of(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static float float_of(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+Test(bf16, rounds_to_nearest_even_and_keeps_specials)
+{
+    cr_expect_eq(bf16_round(1.0f), 0x3F80);
+    /* 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties go to the even 1 */
+    cr_expect_eq(bf16_round(1.0f + 1.0f / 256), 0x3F80);
+    /* 1 + 3 2^-8 lies halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even) */
+    cr_expect_eq(bf16_round(1.0f + 3.0f / 256), 0x3F82);
+    /* just above a tie rounds up */
+    cr_expect_eq(bf16_round(float_of(0x3F808001u)), 0x3F81);
+    cr_expect_eq(bf16_round(-2.0f), 0xC000);
+    cr_expect_eq(bf16_round(INFINITY), 0x7F80);
+    cr_expect_eq(bf16_round(-INFINITY), 0xFF80);
+    /* the largest float rounds up to infinity, as in PyTorch */
+    cr_expect_eq(bf16_round(float_of(0x7F7FFFFFu)), 0x7F80);
+    cr_expect(isnan(bf16_value(bf16_round(NAN))), "NaN must stay NaN");
+    cr_expect(isnan(bf16_value(bf16_round(float_of(0x7F800001u)))), "a NaN with a low payload must not become inf");
+    /* a subnormal keeps its value (no flush to zero) */
+    cr_expect_eq(bf16_value(bf16_round(float_of(0x00010000u))), float_of(0x00010000u));
+}
+
+Test(bf16, relative_error_is_at_most_half_an_ulp)
+{
+    enum { N = 100003 }; /* odd: exercises the tail of a chunk */
+    float *x = malloc(N * sizeof *x), *back = malloc(N * sizeof *back);
+    bf16 *h = malloc(N * sizeof *h);
+    fill(x, N, 1, 3.0f);
+    x[0] = 0.0f;
+    bf16_from_f32(h, x, N);
+    bf16_to_f32(back, h, N);
+    double worst = 0.0;
+    for (size_t i = 0; i < N; i++) {
+        cr_assert_eq(h[i], bf16_round(x[i]), "threaded conversion differs from the scalar one at %zu", i);
+        cr_assert_eq(bits_of(back[i]), (uint32_t)h[i] << 16, "widening must be exact at %zu", i);
+        if (x[i] != 0.0f) worst = fmax(worst, fabs((double)back[i] - x[i]) / fabs((double)x[i]));
+    }
+    cr_expect(worst <= U, "relative error %.3g exceeds 2^-8", worst);
+    cr_expect(worst > U / 2, "relative error %.3g: rounding looks too exact to be bf16", worst);
+    free(x), free(back), free(h);
+}
+
+/* C (M,N) = op(A) op(B) (+ C0) against double references on the rounded and
+ * the unrounded operands; strides wider than the matrices. */
+static void check_gemm(int ta, int tb, int M, int N, int K, int beta)
+{
+    int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    int lda = ac + 3, ldb = bc + 5, ldc = N + 7;
+    float *a = calloc((size_t)ar * lda, sizeof *a), *b = calloc((size_t)br * ldb, sizeof *b);
+    float *c = calloc((size_t)M * ldc, sizeof *c), *c0 = calloc((size_t)M * ldc, sizeof *c0);
+    bf16 *ah = calloc((size_t)ar * lda, sizeof *ah), *bh = calloc((size_t)br * ldb, sizeof *bh);
+    fill(a, (size_t)ar * lda, 2, 1.0f);
+    fill(b, (size_t)br * ldb, 3, 1.0f);
+    fill(c0, (size_t)M * ldc, 4, 1.0f);
+    memcpy(c, c0, (size_t)M * ldc * sizeof *c);
+    bf16_from_f32(ah, a, (size_t)ar * lda);
+    bf16_from_f32(bh, b, (size_t)br * ldb);
+    cr_assert_eq(gemm_bf16(ta, tb, M, N, K, ah, lda, bh, ldb, beta ? 1.0f : 0.0f, c, ldc), ST_OK, "%s", st_message());
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double exact = 0.0, rounded = 0.0, mag = 0.0;
+            for (int k = 0; k < K; k++) {
+                size_t ia = ta ? (size_t)k * lda + i : (size_t)i * lda + k;
+                size_t ib = tb ? (size_t)j * ldb + k : (size_t)k * ldb + j;
+                exact += (double)a[ia] * b[ib];
+                rounded += (double)bf16_value(ah[ia]) * bf16_value(bh[ib]);
+                mag += fabs((double)a[ia] * b[ib]);
+            }
+            double base = beta ? c0[(size_t)i * ldc + j] : 0.0, got = c[(size_t)i * ldc + j];
+            double slack = EPS32 * fabs(base + exact);
+            double bound_a = 1.01 * (2 * U + U * U + K * EPS32) * mag + slack;
+            double bound_b = 1.01 * K * EPS32 * mag + slack;
+            cr_assert(fabs(got - (base + exact)) <= bound_a,
+                      "ta %d tb %d beta %d: C[%d,%d] = %.8g, exact %.8g, beyond bound A %.3g", ta, tb, beta, i, j,
+                      got, base + exact, bound_a);
+            cr_assert(fabs(got - (base + rounded)) <= bound_b,
+                      "ta %d tb %d beta %d: C[%d,%d] = %.8g, rounded-operand product %.8g, beyond bound B %.3g", ta,
+                      tb, beta, i, j, got, base + rounded, bound_b);
+        }
+    /* the padding between rows of C is never written */
+    for (int i = 0; i < M; i++)
+        for (int j = N; j < ldc; j++)
+            cr_assert_eq(bits_of(c[(size_t)i * ldc + j]), bits_of(c0[(size_t)i * ldc + j]), "C's padding was written");
+    free(a), free(b), free(c), free(c0), free(ah), free(bh);
+}
+
+Test(bf16, gemm_matches_the_bound_in_every_transpose_and_beta)
+{
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int beta = 0; beta < 2; beta++) check_gemm(ta, tb, 37, 29, 67, beta);
+    check_gemm(0, 0, 1, 1, 1, 0);
+    check_gemm(1, 0, 64, 48, 300, 1); /* a weight gradient's shape: a long reduction */
+}
+
+Test(bf16, a_repeated_shape_reuses_its_primitive)
+{
+    enum { M = 16, N = 24, K = 8 };
+    bf16 a[M * K], b[K * N];
+    float c[M * N];
+    for (int i = 0; i < M * K; i++) a[i] = bf16_round(0.5f);
+    for (int i = 0; i < K * N; i++) b[i] = bf16_round(0.25f);
+    cr_assert_eq(gemm_bf16(0, 0, M, N, K, a, K, b, N, 0.0f, c, N), ST_OK);
+    int made = gemm_bf16_primitives();
+    for (int r = 0; r < 5; r++) cr_assert_eq(gemm_bf16(0, 0, M, N, K, a, K, b, N, 0.0f, c, N), ST_OK);
+    cr_expect_eq(gemm_bf16_primitives(), made, "the same shape created another primitive");
+    cr_expect_eq(c[0], 1.0f, "0.5 x 0.25 summed over 8 = 1");
+    cr_assert_eq(gemm_bf16(0, 0, M, N, K, a, K, b, N, 1.0f, c, N), ST_OK);
+    cr_expect_eq(gemm_bf16_primitives(), made + 1, "beta = 1 is its own primitive (an accumulate post-op)");
+    cr_expect_eq(c[0], 2.0f, "beta = 1 adds to C");
+}
+
+Test(bf16, gemm_refuses_a_beta_it_cannot_apply)
+{
+    bf16 a[4] = {0}, b[4] = {0};
+    float c[4] = {0};
+    cr_expect_eq(gemm_bf16(0, 0, 2, 2, 2, a, 2, b, 2, 0.5f, c, 2), ST_ERROR);
+    cr_expect(strstr(st_message(), "beta") != NULL, "message: %s", st_message());
+}
+
+/* The mixed-precision linear layers equal the fp32 ones computed on rounded
+ * operands, in both weight layouts, with and without accumulation. */
+Test(bf16, linear_layers_equal_fp32_on_rounded_operands)
+{
+    enum { N = 19, C = 24, OC = 40 };
+    for (int lay = 0; lay < 2; lay++) {
+        float x[N * C], w[OC * C], bias[OC], dout[N * OC];
+        fill(x, N * C, 5, 1.0f);
+        fill(w, OC * C, 6, 0.2f);
+        fill(bias, OC, 7, 0.1f);
+        fill(dout, N * OC, 8, 1.0f);
+        bf16 xh[N * C], wh[OC * C], dh[N * OC];
+        bf16_from_f32(xh, x, N * C);
+        bf16_from_f32(wh, w, OC * C);
+        bf16_from_f32(dh, dout, N * OC);
+        float xr[N * C], wr[OC * C], dr[N * OC];
+        bf16_to_f32(xr, xh, N * C);
+        bf16_to_f32(wr, wh, OC * C);
+        bf16_to_f32(dr, dh, N * OC);
+        float out[N * OC], ref[N * OC];
+        cr_assert_eq(linear_forward_bf16(out, OC, xh, wh, bias, (weight_layout)lay, N, C, OC), ST_OK);
+        linear_forward(ref, OC, xr, wr, bias, (weight_layout)lay, N, C, OC);
+        for (int i = 0; i < N * OC; i++)
+            cr_assert(fabsf(out[i] - ref[i]) <= 1e-5f * (1.0f + fabsf(ref[i])), "forward layout %d at %d: %g vs %g",
+                      lay, i, out[i], ref[i]);
+        float dx[N * C], dxr[N * C], dw[OC * C] = {0}, dwr[OC * C] = {0}, db[OC] = {0}, dbr[OC] = {0};
+        for (int i = 0; i < N * C; i++) dx[i] = dxr[i] = 1.0f; /* accumulate onto ones */
+        cr_assert_eq(linear_backward_bf16(dx, dw, db, dout, dh, OC, xh, wh, (weight_layout)lay, N, C, OC, 1), ST_OK);
+        linear_backward(dxr, dwr, dbr, dr, OC, xr, wr, (weight_layout)lay, N, C, OC, 1);
+        for (int i = 0; i < N * C; i++)
+            cr_assert(fabsf(dx[i] - dxr[i]) <= 1e-5f * (1.0f + fabsf(dxr[i])), "d(x) layout %d at %d", lay, i);
+        for (int i = 0; i < OC * C; i++)
+            cr_assert(fabsf(dw[i] - dwr[i]) <= 1e-5f * (1.0f + fabsf(dwr[i])), "d(W) layout %d at %d", lay, i);
+        /* the bias gradient sums the fp32 dout, not its bf16 copy */
+        for (int o = 0; o < OC; o++) {
+            double s = 0.0;
+            for (int n = 0; n < N; n++) s += dout[n * OC + o];
+            cr_assert(fabs(db[o] - s) <= 1e-5 * (1.0 + fabs(s)), "d(bias) layout %d at %d: %g vs %g", lay, o, db[o], s);
+        }
+    }
+}
+
+Test(bf16, the_cpu_check_obeys_the_override)
+{
+    const char *why;
+    setenv("MPILM_CPU_BF16", "0", 1);
+    cr_expect_eq(bf16_cpu_supported(&why), 0);
+    cr_expect(strstr(why, "MPILM_CPU_BF16=0") != NULL, "%s", why);
+    setenv("MPILM_CPU_BF16", "1", 1);
+    cr_expect_eq(bf16_cpu_supported(&why), 1);
+    unsetenv("MPILM_CPU_BF16");
+    int has = bf16_cpu_supported(&why);
+    cr_expect(strstr(why, has ? "has" : "neither") != NULL, "%s", why);
+}
