@@ -9,9 +9,10 @@
 #include "cli.h"
 #include "tensor/tensor.h"
 #include "train/eval.h"
+#include "train/train.h"
 
 typedef struct eval_options {
-    const char *ckpt, *data, *json;
+    const char *ckpt, *data, *json, *precision;
     uint64_t max_samples, seed;
     int micro_batch;
 } eval_options;
@@ -22,9 +23,9 @@ static status_t parse_options(int argc, char **argv, eval_options *o)
         {"ckpt", required_argument, 0, 'c'},        {"data", required_argument, 0, 'd'},
         {"max-samples", required_argument, 0, 'n'}, {"json", required_argument, 0, 'j'},
         {"seed", required_argument, 0, 's'},        {"micro-batch", required_argument, 0, 'b'},
-        {0, 0, 0, 0},
+        {"precision", required_argument, 0, 'p'},   {0, 0, 0, 0},
     };
-    *o = (eval_options){.seed = 12345, .micro_batch = 8};
+    *o = (eval_options){.seed = 12345, .micro_batch = 8, .precision = "auto"};
     optind = 1;
     opterr = 0;
     int ch;
@@ -34,6 +35,7 @@ static status_t parse_options(int argc, char **argv, eval_options *o)
         case 'c': o->ckpt = optarg; break;
         case 'd': o->data = optarg; break;
         case 'j': o->json = optarg; break;
+        case 'p': o->precision = optarg; break;
         case 'n': TRY(cli_number("eval", "--max-samples", optarg, 0, 1e15, 1, &v)); o->max_samples = (uint64_t)v; break;
         case 's': TRY(cli_number("eval", "--seed", optarg, 0, 1e15, 1, &v)); o->seed = (uint64_t)v; break;
         case 'b': TRY(cli_number("eval", "--micro-batch", optarg, 1, 1 << 20, 1, &v)); o->micro_batch = (int)v; break;
@@ -67,9 +69,12 @@ static status_t run_eval(const eval_options *o)
     TRY(ckpt_open(&r, o->ckpt));
     model_config c = *ckpt_model(r);
     c.dropout = 0.0f;
+    char why[160];
+    status_t st = train_precision_resolve(o->precision, 0, &c, why, sizeof why);
+    if (st != ST_OK) st = st_context(ST_USAGE, "eval --precision: ");
     tensor_runtime rt;
     model_stage *m = NULL;
-    status_t st = tensor_runtime_init(-1, size, &rt);
+    if (st == ST_OK) st = tensor_runtime_init(-1, size, &rt);
     if (st == ST_OK) st = model_stage_create(&m, &c, 0, c.n_layer, o->micro_batch, 1);
     if (st == ST_OK) st = ckpt_read_stage(r, m, model_params(m), NULL, NULL);
     const char *mask = ckpt_config_value(r, "data.mask_prob"), *nsp = ckpt_config_value(r, "data.nsp");
@@ -77,8 +82,8 @@ static status_t run_eval(const eval_options *o)
                       .nsp = !nsp || nsp[0] == 't' || nsp[0] == '1', .max_samples = o->max_samples};
     eval_result res;
     if (st == ST_OK) {
-        log_msg(LOG_INFO, "eval: %s (step %lld) on %s, %d rank%s", ckpt_path(r), (long long)ckpt_step(r), o->data,
-                size, size == 1 ? "" : "s");
+        log_msg(LOG_INFO, "eval: %s (step %lld) on %s, %d rank%s, precision %s", ckpt_path(r),
+                (long long)ckpt_step(r), o->data, size, size == 1 ? "" : "s", why);
         st = eval_run(m, &spec, MPI_COMM_WORLD, &res);
     }
     if (st == ST_OK && rank == 0) {

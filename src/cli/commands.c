@@ -40,13 +40,14 @@ const command commands[] = {
      cmd_train, NULL},
     {"eval", "evaluate a checkpoint on a dataset",
      "usage: mpilm eval --ckpt PATH --data DATASET [--max-samples N] [--json FILE]\n"
-     "                  [--seed S] [--micro-batch B]\n"
+     "                  [--seed S] [--micro-batch B] [--precision auto|fp32|bf16]\n"
      "\n"
      "One pass over the dataset (or its first N samples): causal-LM loss and perplexity, or\n"
      "MLM loss/accuracy and NSP loss/accuracy, as means over target tokens. Runs under mpirun\n"
      "with any number of ranks. --json FILE writes perplexity, lm_loss, mlm_loss,\n"
      "mlm_accuracy, nsp_loss, nsp_accuracy, samples, tokens. MLM masks come from --seed\n"
-     "(default 12345).\n",
+     "(default 12345). --precision: as train.precision (auto = bf16 where the CPU has bf16\n"
+     "instructions); fp32 checks a bf16 figure.\n",
      cmd_eval, NULL},
     {"generate", "generate text from a GPT checkpoint",
      "usage: mpilm generate --ckpt PATH --prompt TEXT [--max-tokens N] [--temperature T]\n"

@@ -17,7 +17,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tensor/bf16.h"
 #include "tensor/tensor.h"
+
+static double wall_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 /* The arch_t id for this CPU, or -1 to leave the choice to BLIS. */
 static int arch_for_cpu(void)
@@ -83,29 +91,31 @@ status_t tensor_runtime_init(int requested, int local_ranks, tensor_runtime *rt)
     return ST_OK;
 }
 
-/* Best of a few 1024^3 sgemm runs on the runtime's threads, in GFLOP/s: the
- * peak that MFU figures are measured against. Allocates (set-up time only). */
-double tensor_sgemm_peak_gflops(void)
+/* Best of reps n^3 GEMMs after one warm-up, in GFLOP/s, on the runtime's
+ * threads: fp32 through BLIS, or bf16 x bf16 -> fp32 through oneDNN.
+ * Allocates (set-up time only); 0 when memory or the GEMM fails. */
+double tensor_gemm_peak_gflops(int use_bf16, int n, int reps)
 {
-    enum { S = 1024, REPS = 4 };
-    float *a = aligned_alloc(64, (size_t)S * S * sizeof(float));
-    float *b = aligned_alloc(64, (size_t)S * S * sizeof(float));
-    float *c = aligned_alloc(64, (size_t)S * S * sizeof(float));
+    size_t nn = (size_t)n * n;
+    float *a = aligned_alloc(64, nn * sizeof(float)), *b = aligned_alloc(64, nn * sizeof(float));
+    float *c = aligned_alloc(64, nn * sizeof(float));
+    bf16 *ah = aligned_alloc(64, nn * sizeof(bf16)), *bh = aligned_alloc(64, nn * sizeof(bf16));
     double best = 0.0;
-    if (a && b && c) {
-        for (size_t i = 0; i < (size_t)S * S; i++) a[i] = b[i] = c[i] = 1e-3f * (float)(i % 97);
-        for (int r = 0; r < REPS; r++) {
-            struct timespec t0, t1;
-            clock_gettime(CLOCK_MONOTONIC, &t0);
-            gemm(0, 0, S, S, S, 1.0f, a, S, b, S, 0.0f, c, S);
-            clock_gettime(CLOCK_MONOTONIC, &t1);
-            double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-            double g = 2.0 * S * S * (double)S / s / 1e9;
+    if (a && b && c && ah && bh) {
+        for (size_t i = 0; i < nn; i++) a[i] = b[i] = c[i] = 1e-3f * (float)(i % 97);
+        bf16_from_f32(ah, a, nn);
+        bf16_from_f32(bh, b, nn);
+        for (int r = 0; r <= reps; r++) {
+            double t0 = wall_seconds();
+            if (use_bf16) {
+                if (gemm_bf16(0, 0, n, n, n, ah, n, bh, n, 0.0f, c, n) != ST_OK) break;
+            } else {
+                gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+            }
+            double g = 2.0 * (double)n * n * n / (wall_seconds() - t0) / 1e9;
             if (r > 0 && g > best) best = g; /* the first run warms up */
         }
     }
-    free(a);
-    free(b);
-    free(c);
+    free(a), free(b), free(c), free(ah), free(bh);
     return best;
 }

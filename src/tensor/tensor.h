@@ -37,9 +37,11 @@ typedef struct tensor_runtime {
  * BLIS_ARCH_TYPE, BLIS_NUM_THREADS or OMP_NUM_THREADS wins. */
 status_t tensor_runtime_init(int requested, int local_ranks, tensor_runtime *rt);
 
-/* The sgemm rate this rank reaches (GFLOP/s, 1024^3, best of a few runs):
- * the peak that MFU is measured against. Set-up time only: it allocates. */
-double tensor_sgemm_peak_gflops(void);
+/* The GEMM rate this rank reaches (GFLOP/s): best of reps n^3 GEMMs after a
+ * warm-up, fp32 (BLIS) or, with use_bf16, bf16 x bf16 -> fp32 (oneDNN). What MFU
+ * is measured against (train/ caches it per machine). Set-up time only: it
+ * allocates; 0 on failure. */
+double tensor_gemm_peak_gflops(int use_bf16, int n, int reps);
 
 /* ---- GEMM ------------------------------------------------------------------ */
 

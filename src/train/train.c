@@ -28,16 +28,14 @@ static status_t local_ranks(MPI_Comm comm, int *n)
 
 static status_t setup_runtime(trainer *t)
 {
-    int local;
-    TRY(local_ranks(t->comm, &local));
-    TRY(tensor_runtime_init(t->tc.threads, local, &t->rt));
-    double peak = tensor_sgemm_peak_gflops();
-    MPI_Allreduce(&peak, &t->peak_gflops, 1, MPI_DOUBLE, MPI_SUM, t->comm);
-    log_msg(LOG_INFO, "BLIS kernels %s%s, %d thread%s per rank (%s), %d rank%s; sgemm peak %.0f GFLOP/s in all",
+    TRY(local_ranks(t->comm, &t->local_ranks));
+    TRY(tensor_runtime_init(t->tc.threads, t->local_ranks, &t->rt));
+    log_msg(LOG_INFO, "BLIS kernels %s%s, %d thread%s per rank (%s), %d rank%s",
             t->rt.arch, t->rt.arch_chosen ? " (chosen by mpilm from the CPU features; BLIS_ARCH_TYPE overrides)" : " (BLIS_ARCH_TYPE)",
             t->rt.threads, t->rt.threads == 1 ? "" : "s", t->rt.threads_origin, t->size,
-            t->size == 1 ? "" : "s", t->peak_gflops);
-    return ST_OK;
+            t->size == 1 ? "" : "s");
+    log_msg(LOG_INFO, "precision %s", t->tc.precision_why);
+    return trainer_measure_peak(t);
 }
 
 /* After a resume from step s, the lines of steps <= s are kept and the run

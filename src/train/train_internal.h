@@ -16,6 +16,7 @@ struct trainer {
     MPI_Comm comm;
     int rank, size;
     tensor_runtime rt;
+    int local_ranks;           /* ranks of the job on this node */
     double peak_gflops;        /* sum over ranks */
     dist_engine *engine;       /* the layout, this rank's stage and its optimizer state */
     const dist_topology *topo; /* the engine's */
@@ -30,6 +31,10 @@ struct trainer {
     double step_delay;          /* test hook MPILM_TEST_STEP_DELAY: seconds slept per step */
 };
 
+/* t->peak_gflops (the sum over ranks of the GEMM rate in the run's
+ * precision) from MPILM_PEAK_GFLOPS, the per-machine cache or a measurement,
+ * and the start-up line that says which (train_peak.c). Collective. */
+status_t trainer_measure_peak(trainer *t);
 /* Sequences per step over all replicas: micro_batch x micro_batches x dp. */
 uint64_t trainer_global_batch(const trainer *t);
 /* Chooses and loads the checkpoint of tc.resume (auto or a path) on every
