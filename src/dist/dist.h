@@ -153,7 +153,9 @@ typedef struct dist_engine dist_engine;
 /* Per-rank bytes of persistent training state. */
 typedef struct dist_memory {
     size_t params;       /* the stage's parameters: 4 n */
-    size_t grads;        /* reduced gradients kept for the update: 4 n (zero 0/1), 4 shard (zero 2) */
+    size_t params_bf16;  /* their bf16 copy for the GEMMs (train.precision = bf16): 2 n, else 0 */
+    size_t grads;        /* zero 2's reduced gradient shard: 4 shard (zero 0/1 reduce in place in
+                            the accumulation buffer: 0) */
     size_t grad_accum;   /* the model's accumulation buffer over micro-batches: 4 n */
     size_t optimizer;    /* AdamW moments: 8 n (zero 0), 8 shard (zero 1/2) */
     size_t shard;        /* floats this rank updates: ceil(n / dp), the last shards shorter */

@@ -235,7 +235,8 @@ dist_memory dist_engine_memory(const dist_engine *e)
 {
     size_t f = sizeof(float), shard = e->hi - e->lo;
     return (dist_memory){.params = f * e->n,
-                         .grads = f * (e->grad_shard ? shard : e->n),
+                         .params_bf16 = e->mc.bf16 ? sizeof(uint16_t) * e->n : 0,
+                         .grads = e->grad_shard ? f * shard : 0,
                          .grad_accum = f * e->n,
                          .optimizer = 2 * f * (e->uhi - e->ulo),
                          .shard = shard};

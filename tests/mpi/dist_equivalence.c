@@ -206,7 +206,7 @@ static void check_memory(dist_engine *e, int zero, const char *label)
     size_t hi = lo + s < n ? lo + s : n, shard = hi - lo;
     int sharded = zero > 0 && t->dp > 1;
     CHECK(mem.params == f * n && mem.grad_accum == f * n && mem.shard == shard, "%s: params/shard accounting", label);
-    CHECK(mem.grads == f * (zero == 2 && t->dp > 1 ? shard : n), "%s: gradient bytes %zu", label, mem.grads);
+    CHECK(mem.grads == (zero == 2 && t->dp > 1 ? f * shard : 0), "%s: gradient bytes %zu", label, mem.grads);
     CHECK(mem.optimizer == 2 * f * (sharded ? shard : n), "%s: optimizer bytes %zu", label, mem.optimizer);
     unsigned long long total = mem.shard;
     MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, t->dp_comm);
