@@ -11,12 +11,18 @@ plain tensor ops from the Hugging Face-named tensors, following the contract
 formula by formula, and asserts they agree with the module path: that proves
 the name/layout mapping and the contract at once.
 
-It also writes fixtures/python-tiny.safetensors: one tensor of every dtype
+It also writes fixtures/{bert,gpt}-tiny-bf16.safetensors: the same models,
+weights, batch and 3 AdamW steps with the forward pass and the loss under
+torch.autocast("cpu", bfloat16) (fp32 master weights and optimizer), for
+mpilm's mixed precision (tests/unit/test_model_bf16.c).
+
+And fixtures/python-tiny.safetensors: one tensor of every dtype
 mpilm reads, laid out as the Hugging Face writer lays files out, for the C
 reader's format test.
 
 Run with a Python that has torch (1.13 tested): python3 make_fixtures.py [OUT_DIR]
 """
+import contextlib
 import json
 import math
 import os
@@ -33,6 +39,7 @@ OPT = dict(lr=1e-2, min_lr=1e-3, warmup_steps=2, total_steps=5, decay="cosine",
            beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, clip=0.5)
 STEPS = 3
 TOL = 1e-6
+U = 2.0 ** -8     # bf16's unit roundoff: 8 significant bits, round to nearest even
 
 # ---- safetensors, written by hand following the format -------------------------
 
@@ -266,7 +273,9 @@ def contract_steps(plain, w0, batch):
 
 # ---- torch's path: modules, autograd, clip_grad_norm_, AdamW -------------------------
 
-def torch_steps(model, batch):
+def torch_steps(model, batch, autocast=False):
+    """autocast: the forward pass and the loss under torch.autocast("cpu", bfloat16)
+    (backward follows the forward's dtypes); master weights and AdamW stay fp32."""
     o = OPT
     opt = adamw(model, o["lr"], (o["beta1"], o["beta2"]), o["eps"], o["weight_decay"])
     layout = model.hf_layout()
@@ -276,10 +285,11 @@ def torch_steps(model, batch):
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        out = model(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext():
+            out = model(batch)
         out["loss"].backward()
         if step == 1:
-            record["outputs"] = {k: t.detach().clone() for k, t in out.items()}
+            record["outputs"] = {k: t.detach().float().clone() for k, t in out.items()}
             record["grads"] = hf_tensors(layout, lambda p: p.grad)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), o["clip"])
         record["loss_steps"].append(float(out["loss"]))
@@ -296,16 +306,27 @@ def assert_close(what, a, b, tol=TOL):
     return diff
 
 
-def build(family, out_dir):
+def setup(family, autocast=False):
+    """The model with its initial weights, and the batch (the same for fp32 and autocast)."""
     torch.manual_seed(0)
     model = build_model(tiny_shape(family))
-    plain, batch_of = (bert_plain, bert_batch) if family == "bert" else (gpt_plain, gpt_batch)
     init_parameters(model, seed=1 if family == "bert" else 2)
     model.train()   # dropout is 0; training mode keeps torch off its fused inference path
+    if autocast and family == "bert":
+        # torch 1.13's CPU LayerNorm refuses a bf16 input with fp32 weights, and its CPU autocast
+        # does not cast layer_norm: the MLM transform's LayerNorm, the one fed a bf16 tensor
+        # (GELU's output), runs in fp32 instead; the decoder's autocast rounds its output to bf16.
+        model.transform_ln.register_forward_pre_hook(lambda module, args: (args[0].float(),))
+    batch_of = bert_batch if family == "bert" else gpt_batch
+    return model, batch_of(torch.Generator().manual_seed(3 if family == "bert" else 4))
+
+
+def build(family, out_dir):
+    model, batch = setup(family)
+    plain = bert_plain if family == "bert" else gpt_plain
     layout = model.hf_layout()
     check_layout_covers(model, layout)
     w0 = hf_tensors(layout, lambda p: p)
-    batch = batch_of(torch.Generator().manual_seed(3 if family == "bert" else 4))
 
     ref = torch_steps(model, batch)
     con = contract_steps(plain, w0, batch)
@@ -333,6 +354,42 @@ def build(family, out_dir):
     print(f"{path}: {len(tensors)} tensors, {os.path.getsize(path)} bytes; loss {ref['loss_steps']}, "
           f"grad norm {ref['grad_norm_steps']}; module path vs contract: max diff forward %.1e, grad %.1e, "
           f"step3 %.1e" % diffs)
+    return ref
+
+
+def rel_diff(a, b):
+    """max|a-b| / max|b|, in units of bf16's unit roundoff U."""
+    return float((a.double() - b.double()).abs().max() / b.double().abs().max()) / U
+
+
+def zero_grad(name):
+    """BERT's key biases: their exact gradient is 0 (softmax ignores a shift shared by all keys),
+    so what is stored is rounding noise, not comparable relative to its own max."""
+    return name.endswith("attention.self.key.bias")
+
+
+def build_bf16(family, out_dir, ref32):
+    """The same model, weights, batch and optimizer as build(), with the forward pass and the loss
+    under torch.autocast("cpu", bfloat16): fixtures/FAMILY-tiny-bf16.safetensors. No param.*:
+    the initial weights are the fp32 file's."""
+    model, batch = setup(family, autocast=True)
+    ref = torch_steps(model, batch, autocast=True)
+    logits = ref["outputs"]["logits"]
+    assert torch.equal(logits, logits.bfloat16().float()), "autocast did not compute the logits in bf16"
+    tensors = list(batch.items())
+    tensors += [(k, t.reshape(1) if t.dim() == 0 else t) for k, t in ref["outputs"].items()]
+    tensors += [("grad." + n, t) for n, t in ref["grads"].items()]
+    for key in ("loss_steps", "grad_norm_steps", "lr_steps"):
+        tensors.append((key, torch.tensor(ref[key], dtype=torch.float32)))
+    tensors += [("step3." + n, t) for n, t in ref["params"].items()]
+    path = os.path.join(out_dir, f"{family}-tiny-bf16.safetensors")
+    save_safetensors(path, tensors, dict(metadata(family), precision="bf16-autocast"))
+    print(f"{path}: {len(tensors)} tensors, {os.path.getsize(path)} bytes; loss {ref['loss_steps']}; "
+          f"vs fp32 (max|a-b|/max|b|, units of 2^-8): logits %.2f, grad %.2f (key biases aside), step3 %.1f" %
+          (rel_diff(logits, ref32["outputs"]["logits"]),
+           max(rel_diff(ref["grads"][n], ref32["grads"][n]) for n in ref["grads"] if not zero_grad(n)),
+           max(rel_diff(ref["params"][n], ref32["params"][n]) for n in ref["params"])))
+    return ref
 
 
 def metadata(family):
@@ -344,6 +401,22 @@ def metadata(family):
     return {k: str(v) for k, v in meta.items()}
 
 
+def gelu_swap_effect(ref32, ref_bf16):
+    """How far GPT moves if its tanh GELU becomes the erf one (the mutation the bf16 test
+    should catch), in U of max|reference|: printed, for tests/reference/README.md."""
+    out = []
+    for autocast, ref in ((False, ref32), (True, ref_bf16)):
+        model, batch = setup("gpt", autocast)
+        for layer in model.blocks.layers:
+            layer.activation = torch.nn.functional.gelu
+        swapped = torch_steps(model, batch, autocast)
+        out.append((rel_diff(swapped["outputs"]["logits"], ref["outputs"]["logits"]),
+                    max(rel_diff(swapped["grads"][n], ref["grads"][n]) for n in ref["grads"]),
+                    max(rel_diff(swapped["params"][n], ref["params"][n]) for n in ref["params"])))
+    print("GPT with erf GELU instead of tanh (max|a-b|/max|b|, units of 2^-8): fp32 logits %.4f, grad %.4f, "
+          "step3 %.4f; autocast logits %.2f, grad %.2f, step3 %.1f" % (out[0] + out[1]))
+
+
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                                   "fixtures")
@@ -351,8 +424,11 @@ def main():
     torch.set_num_threads(1)
     save_safetensors(os.path.join(out_dir, "python-tiny.safetensors"), python_tiny(), {"format": "pt"},
                      hf_order=True)
+    refs = {}
     for family in ("bert", "gpt"):
-        build(family, out_dir)
+        ref32 = build(family, out_dir)
+        refs[family] = (ref32, build_bf16(family, out_dir, ref32))
+    gelu_swap_effect(*refs["gpt"])
 
 
 if __name__ == "__main__":
