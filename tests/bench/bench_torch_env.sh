@@ -1,20 +1,30 @@
 #!/bin/sh
 # The PyTorch peer of mpilm's training benchmarks, set up as fast as this
-# machine allows, plus the BLIS sgemm peak that bounds both.
+# machine allows, plus the GEMM peaks that bound both: BLIS sgemm (fp32) and
+# oneDNN bf16 x bf16 -> fp32 (bf16, the GEMM mpilm's train.precision = bf16 runs).
 #
 # Sourceable: other benchmarks do `. tests/bench/bench_torch_env.sh` and call
 #   torch_env_check               0 when a Python with torch is there (else prints why not)
 #   sgemm_peak THREADS            "sgemm N=2048 threads=T arch=A: X GFLOP/s (best of 5)"
+#   bf16_peak THREADS             "bf16gemm N=2048 threads=T: X GFLOP/s (best of 5)"
+#                                 (bench_gemm --peak: mpilm's gemm_bf16, oneDNN)
 #   torch_peer MODEL STEPS [THREADS...]
 #       one line per thread count (default "1 2"), the best over the BLAS
-#       libraries tried: "torch-peer MODEL threads=T tokens_per_s=X
-#       step_ms_median=Y peak_rss_mib=Z blas=NAME arch=A jemalloc=yes|no"
-#       (arch = the BLIS kernel set in use)
+#       libraries tried: "torch-peer MODEL precision=P threads=T tokens_per_s=X
+#       step_ms_median=Y peak_rss_mib=Z gemm_gflops=G blas=NAME arch=A
+#       jemalloc=yes|no" (arch = the BLIS kernel set in use; G = the peer's own
+#       1024^3 matmul rate in precision P, a check that bf16 reached oneDNN),
+#       or "torch-peer MODEL precision=P threads=T FAILED" when every run
+#       failed (its error is on stderr; torch_peer then returns 1).
 #       (MODEL: gpt-mini, bert-mini, gpt2-small, bert-base; STEPS timed steps
-#       after 2 warm-up steps; dropout 0.1 unless TORCH_DROPOUT says otherwise)
-# Run directly (make bench does), it prints the sgemm peak at 1 and 2 threads
-# and the peer's figures for TORCH_BENCH_MODELS (default: all four), or says
-# why it skipped.
+#       after 2 warm-up steps; dropout 0.1 unless TORCH_DROPOUT says otherwise;
+#       precision P = TORCH_PRECISION: fp32 (default) or bf16 = autocast(cpu,
+#       bfloat16) around forward and loss, fp32 weights and AdamW, checked by
+#       torch_bench.py, which fails when autocast did not take effect)
+# Run directly (make bench does), it prints the sgemm and bf16 GEMM peaks at 1
+# and 2 threads and the peer's figures for TORCH_BENCH_MODELS (default: all
+# four) in each of TORCH_BENCH_PRECISIONS (default "fp32 bf16"), or says why
+# it skipped.
 #
 # How the peer is made fast:
 #  - BLAS: torch calls the system libblas.so.3 (see update-alternatives --query
@@ -28,11 +38,13 @@
 #  - jemalloc (LD_PRELOAD): glibc returns large freed blocks to the kernel and
 #    every step pays fresh page faults for its activations; jemalloc reuses them.
 # Environment: PYTHON (default /usr/bin/python3), BUILD (default build),
-#   TORCH_DROPOUT (0.1), TORCH_BENCH_MODELS, TORCH_BENCH_STEPS (5).
+#   TORCH_DROPOUT (0.1), TORCH_PRECISION (fp32), TORCH_BENCH_MODELS,
+#   TORCH_BENCH_STEPS (5), TORCH_BENCH_PRECISIONS ("fp32 bf16").
 
 TORCH_PYTHON=${PYTHON:-/usr/bin/python3}
 TORCH_BENCH_PY=${TORCH_BENCH_PY:-tests/reference/torch_bench.py}
 SGEMM_BIN=${BUILD:-build}/tests/bench/bench_sgemm
+GEMM_BIN=${BUILD:-build}/tests/bench/bench_gemm
 
 torch_env_check() {
   "$TORCH_PYTHON" -c "import torch" 2>/dev/null && return 0
@@ -89,6 +101,15 @@ sgemm_peak() {
   sgemm_run "$TORCH_ENV_ARCH" 2048 5 "$1"
 }
 
+# The bf16 GEMM peak: mpilm's gemm_bf16 (oneDNN) on 2048^3 at THREADS threads.
+# The BLIS kernel set plays no part in it; the thread variables are set so
+# that a caller's OMP_NUM_THREADS cannot change the count.
+bf16_peak() {
+  [ -x "$GEMM_BIN" ] || { echo "bf16gemm: $GEMM_BIN not built (make bench builds it)"; return 1; }
+  te_line=$(OMP_NUM_THREADS="$1" BLIS_NUM_THREADS="$1" "$GEMM_BIN" --peak 2048 5 "$1" 2>&1)
+  echo "$te_line" | grep '^bf16gemm ' || { echo "bf16gemm: $GEMM_BIN --peak failed: $te_line"; return 1; }
+}
+
 # One run of the peer: torch_peer_run MODEL STEPS THREADS BLAS_DIR -> its JSON line.
 torch_peer_run() {
   te_je=$(torch_env_jemalloc)
@@ -97,7 +118,8 @@ torch_peer_run() {
   env ${TORCH_ENV_ARCH:+BLIS_ARCH_TYPE=$TORCH_ENV_ARCH} ${te_je:+LD_PRELOAD=$te_je} \
     ${te_libdir:+LD_LIBRARY_PATH=$te_libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}} \
     OMP_NUM_THREADS="$3" BLIS_NUM_THREADS="$3" OPENBLAS_NUM_THREADS="$3" \
-    "$TORCH_PYTHON" "$TORCH_BENCH_PY" "$1" --threads "$3" --steps "$2" --dropout "${TORCH_DROPOUT:-0.1}"
+    "$TORCH_PYTHON" "$TORCH_BENCH_PY" "$1" --threads "$3" --steps "$2" --dropout "${TORCH_DROPOUT:-0.1}" \
+    --precision "${TORCH_PRECISION:-fp32}"
 }
 
 json_field() { # NAME < JSON line
@@ -109,23 +131,29 @@ torch_peer() {
   shift 2
   torch_env_check || return 0
   torch_env_arch
-  te_je=no
+  te_je=no te_prec=${TORCH_PRECISION:-fp32} te_status=0
+  case $te_prec in fp32|bf16) ;; *) echo "torch peer: TORCH_PRECISION=$te_prec (fp32 or bf16)" >&2; return 1 ;; esac
   [ -n "$(torch_env_jemalloc)" ] && te_je=yes
   for te_threads in ${*:-1 2}; do
     te_best="" te_best_tps=0
     te_blas_list=$(torch_env_blas_list)
     echo "$te_blas_list" | { while read -r te_name te_dir; do
-        te_out=$(torch_peer_run "$te_model" "$te_steps" "$te_threads" "$te_dir") || { echo "torch peer $te_model ($te_name) failed" >&2; continue; }
+        te_out=$(torch_peer_run "$te_model" "$te_steps" "$te_threads" "$te_dir") || { echo "torch peer $te_model $te_prec threads=$te_threads ($te_name) failed" >&2; continue; }
+        # the JSON line must say the precision asked for
+        echo "$te_out" | grep -q "\"precision\": \"$te_prec\"" || { echo "torch peer $te_model ($te_name): its output does not say precision $te_prec: $te_out" >&2; continue; }
         te_tps=$(echo "$te_out" | json_field tokens_per_s)
         if awk "BEGIN { exit !($te_tps > $te_best_tps) }"; then
           te_best_tps=$te_tps
           te_best="tokens_per_s=$te_tps step_ms_median=$(echo "$te_out" | json_field step_ms_median)"
-          te_best="$te_best peak_rss_mib=$(echo "$te_out" | json_field peak_rss_mib) blas=$te_name"
+          te_best="$te_best peak_rss_mib=$(echo "$te_out" | json_field peak_rss_mib)"
+          te_best="$te_best gemm_gflops=$(echo "$te_out" | json_field gemm_gflops) blas=$te_name"
         fi
       done
-      [ -n "$te_best" ] && echo "torch-peer $te_model threads=$te_threads $te_best arch=$TORCH_ENV_KERNELS jemalloc=$te_je"
-    }
+      [ -n "$te_best" ] || { echo "torch-peer $te_model precision=$te_prec threads=$te_threads FAILED"; exit 1; }
+      echo "torch-peer $te_model precision=$te_prec threads=$te_threads $te_best arch=$TORCH_ENV_KERNELS jemalloc=$te_je"
+    } || te_status=1
   done
+  return $te_status
 }
 
 torch_env_main() {
@@ -133,11 +161,16 @@ torch_env_main() {
   echo "load: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null) (figures at 2 threads suffer when other work shares the cores)"
   echo "libblas.so.3 -> $(torch_env_blas_list | head -1 | cut -d' ' -f2)"
   sgemm_peak 1 && sgemm_peak 2
+  bf16_peak 1 && bf16_peak 2
+  te_main_status=0
   for te_m in ${TORCH_BENCH_MODELS:-gpt-mini bert-mini gpt2-small bert-base}; do
-    torch_peer "$te_m" "${TORCH_BENCH_STEPS:-5}"
+    for te_p in ${TORCH_BENCH_PRECISIONS:-fp32 bf16}; do
+      TORCH_PRECISION=$te_p torch_peer "$te_m" "${TORCH_BENCH_STEPS:-5}" || te_main_status=1
+    done
   done
+  return $te_main_status
 }
 
 case $0 in
-  *bench_torch_env.sh) torch_env_main ;;
+  *bench_torch_env.sh) torch_env_main; exit $? ;;
 esac

@@ -1,83 +1,180 @@
 #!/bin/sh
 # Training speed and memory: mpilm against PyTorch (its best of 1 and 2
 # threads, best BLAS, BLIS kernels forced, jemalloc), same shapes, random
-# tokens, dropout 0.1, AdamW with clipping, in the same run on the same cores.
-# Prints per model: tokens/s (median over the timed steps), MFU against the
-# BLIS sgemm peak measured here at 2 threads, peak RSS, and the ratios.
+# tokens, dropout 0.1, AdamW with clipping, in the same run on the same cores,
+# in each precision of BENCH_PRECISIONS:
+#   fp32  mpilm --set train.precision=fp32; PyTorch in fp32
+#   bf16  mpilm --set train.precision=bf16 (every linear layer's GEMM bf16 x bf16
+#         -> fp32 through oneDNN, the rest fp32); PyTorch under
+#         torch.autocast("cpu", bfloat16) for forward and loss, backward outside,
+#         fp32 weights and AdamW (torch_bench.py checks autocast took effect)
+# A row fails (FAILED, exit status 1) when mpilm's start-up line "precision P"
+# is not the precision asked for, when mpilm fails, or when the PyTorch peer
+# fails (a peer whose bf16 did not take effect fails); without torch the torch
+# columns read 0.
+#
+# Columns of the table, one row per model and precision:
+#   model, prec          NAME (+recompute) and the precision of both sides
+#   mpilm_tok/s          mpilm's tokens/s, median over the timed steps, its best
+#                        layout (1 rank x 2 threads, or 2 ranks x 1 thread when
+#                        that is more than 5% faster)
+#   torch_tok/s          the PyTorch peer's tokens/s (median), its best of 1 and 2 threads
+#   ratio                mpilm_tok/s / torch_tok/s
+#   mpilm_MFU, torch_MFU model FLOPs utilisation, (6 params + 12 L C T) x tokens/s,
+#                        both against the SAME measured peak of that precision at
+#                        2 threads: fp32 = BLIS sgemm 2048^3 (bench_sgemm, kernel
+#                        set as the peer's), bf16 = oneDNN bf16 GEMM 2048^3
+#                        (bench_gemm --peak); the peaks used are printed
+#   mpilm_RSS, torch_RSS peak RSS (MiB; mpilm: the sum over its ranks)
+#   RSS_x                mpilm_RSS / torch_RSS
+# then per model, when both precisions ran: "mpilm bf16/fp32 NAME: S" (mpilm's
+# bf16 tokens/s over its fp32 tokens/s) with the peer's same ratio and RSS ratios.
 # A model written NAME+recompute runs mpilm with model.recompute = true (less
-# memory, more compute); the PyTorch peer runs once per NAME.
+# memory, more compute); the PyTorch peer runs once per NAME and precision.
 # Environment: BENCH_MODELS (default "gpt-mini bert-mini gpt2-small gpt2-small+recompute"),
-#   BENCH_STEPS (timed steps, default 8; 2 more warm up), MPILM, BUILD.
+#   BENCH_STEPS (timed steps, default 8; 2 more warm up), BENCH_PRECISIONS
+#   (default "fp32 bf16"), MPILM, BUILD.
 MPILM=${MPILM:-./mpilm}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
 . tests/bench/bench_torch_env.sh
 MODELS=${BENCH_MODELS:-gpt-mini bert-mini gpt2-small gpt2-small+recompute}
 STEPS=${BENCH_STEPS:-8}
+PRECISIONS=${BENCH_PRECISIONS:-fp32 bf16}
+for p in $PRECISIONS; do
+  case $p in fp32|bf16) ;; *) echo "BENCH_PRECISIONS: '$p' is not fp32 or bf16"; exit 2 ;; esac
+done
 d=$(mktemp -d)
 trap 'rm -rf "$d"' EXIT
+status=0
 
-peak_line=$(sgemm_peak 2)
-echo "$peak_line"
-peak=$(echo "$peak_line" | sed -n 's/.*: \([0-9.]*\) GFLOP\/s.*/\1/p')
+gflops_of() { sed -n 's/.*: \([0-9.]*\) GFLOP\/s.*/\1/p'; }
+peak_fp32=0 peak_bf16=0
+for p in $PRECISIONS; do
+  case $p in
+    fp32) peak_line=$(sgemm_peak 2) ;;
+    bf16) peak_line=$(bf16_peak 2) ;;
+  esac
+  echo "$peak_line"
+  g=$(echo "$peak_line" | gflops_of)
+  [ -n "$g" ] || { echo "no $p peak: its MFU columns read 0"; g=0; }
+  eval "peak_$p=\$g"
+done
 
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-# mpilm_run MODEL RANKS THREADS [--set ...] -> "tokens_per_s rss_mib params"
+# mpilm_run SPEC MODEL PRECISION RANKS THREADS -> "tokens_per_s rss_mib params";
+# fails when the run fails or its log's precision line is not PRECISION. The
+# precision line goes to $d/last.prec.
 mpilm_run() {
   steps=$((STEPS + 2))
-  log="$d/$1-$2x$3.log"
-  if [ "$2" -gt 1 ]; then
-    launch="mpirun --oversubscribe --bind-to none -np $2"
+  tag="$1-$3-$4x$5"
+  log="$d/$tag.log"
+  if [ "$4" -gt 1 ]; then
+    launch="mpirun --oversubscribe --bind-to none -np $4"
   else
     launch=""
   fi
-  OMP_NUM_THREADS=$3 BLIS_NUM_THREADS=$3 $launch "$MPILM" train \
-    --config "launch/configs/$1.ini" --set train.steps=$steps --set log.every=1 \
-    --set train.micro_batches=$((2 / $2)) --set run.dir="$d/run-$1-$2" $EXTRA > "$log" 2>&1 || { tail -5 "$log" >&2; return 1; }
-  tps=$(tail -n +3 "$d/run-$1-$2/metrics.jsonl" | sed 's/.*"tokens_per_s":\([0-9.]*\).*/\1/' | median)
+  OMP_NUM_THREADS=$5 BLIS_NUM_THREADS=$5 $launch "$MPILM" train \
+    --config "launch/configs/$2.ini" --set train.steps=$steps --set log.every=1 \
+    --set train.micro_batches=$((2 / $4)) --set train.precision="$3" --set run.dir="$d/run-$tag" $EXTRA \
+    > "$log" 2>&1 || { tail -5 "$log" >&2; return 1; }
+  # the start-up line: "precision bf16 (train.precision = bf16; the CPU has AVX512-BF16)"
+  prec_line=$(grep -m1 -E '(^|[]:> ])precision (fp32|bf16)( |$)' "$log")
+  got=$(echo "$prec_line" | sed -n 's/.*precision \(fp32\|bf16\).*/\1/p')
+  if [ "$got" != "$3" ]; then
+    echo "mpilm $1: asked for precision $3, its log says: ${prec_line:-no precision line}" >&2
+    return 1
+  fi
+  echo "$prec_line" > "$d/last.prec"
+  tps=$(tail -n +3 "$d/run-$tag/metrics.jsonl" | sed 's/.*"tokens_per_s":\([0-9.]*\).*/\1/' | median)
   # all ranks' memory: the sum of the per-rank peaks the run prints at its end
   rss=$(sed -n 's/.*peak RSS per rank (MiB): //p' "$log" | tail -1 | tr ',' '\n' | awk -F': ' '{s += $2} END {print int(s)}')
   params=$(sed -n 's/.*model: \([0-9]*\) parameters.*/\1/p' "$log" | head -1)
   echo "$tps $rss $params"
 }
 
-printf '%-21s %12s %12s %7s %8s %8s %10s %10s %6s\n' model mpilm_tok/s torch_tok/s ratio mpilm_MFU torch_MFU mpilm_RSS torch_RSS RSS_x
+# torch_best MODEL PRECISION -> "tokens_per_s rss_mib" of the peer's best
+# thread count ("0 0" without torch; fails when the peer failed). Reads what
+# the main loop's torch_peer run (once per model and precision) left in $d.
+torch_best() {
+  pf="$d/peer-$1-$2"
+  [ -f "$pf.failed" ] && return 1
+  awk '
+    /FAILED/ { next }
+    { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+      if (v["tokens_per_s"] + 0 > best) { best = v["tokens_per_s"] + 0; rss = v["peak_rss_mib"] } }
+    END { if (best > 0) print best, rss; else print 0, 0 }' "$pf"
+}
+
+rows="$d/rows" speedups="$d/speedups"
+: > "$rows"
+: > "$speedups"
 for spec in $MODELS; do
   m=${spec%%+*} EXTRA=""
   [ "$spec" = "$m+recompute" ] && EXTRA="--set model.recompute=true"
-  # mpilm on these 2 cores: 1 rank x 2 threads, or 2 ranks x 1 thread when
-  # that is more than 5% faster (it holds two copies of the model); both with
-  # a global batch of 2 micro-batches so the tokens per step match
-  best=""
-  layouts="1_2 2_1"
-  case $m in gpt2-small|bert-base) layouts="1_2" ;; esac # two copies of a 124M model and its Adam state do not pay
-  for lt in $layouts; do
-    layout=$(echo "$lt" | tr _ ' ')
-    r=$(mpilm_run "$m" $layout) || continue
-    echo "mpilm $spec ranks x threads = $layout: $r (tokens/s, RSS MiB of all ranks, params)"
-    if [ -z "$best" ] || awk "BEGIN { exit !($(echo "$r" | cut -d' ' -f1) > 1.05 * $(echo "$best" | cut -d' ' -f1)) }"; then best=$r; fi
-  done
-  [ -n "$best" ] || { echo "mpilm $m failed"; continue; }
-  set -- $best
-  m_tps=$1 m_rss=$2 params=$3
-  if [ "$m" != "$t_model" ]; then
-    t_out=$(torch_peer "$m" "$STEPS" 1 2) t_model=$m
-    echo "$t_out"
-  fi
-  t_line=$(echo "$t_out" | awk '
-    { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-      if (v["tokens_per_s"] + 0 > best) { best = v["tokens_per_s"] + 0; rss = v["peak_rss_mib"] } }
-    END { if (best > 0) print best, rss }')
   case $m in gpt-mini) L=4 C=256 T=256 ;; bert-mini) L=4 C=256 T=128 ;; gpt2-small) L=12 C=768 T=256 ;; bert-base) L=12 C=768 T=128 ;; esac
-  if [ -n "$t_line" ]; then
-    set -- $t_line
-    t_tps=$1 t_rss=$2
-  else
-    t_tps=0 t_rss=0
+  m_tps_fp32="" m_tps_bf16=""
+  for p in $PRECISIONS; do
+    # mpilm on these 2 cores: 1 rank x 2 threads, or 2 ranks x 1 thread when
+    # that is more than 5% faster (it holds two copies of the model); both with
+    # a global batch of 2 micro-batches so the tokens per step match
+    best=""
+    layouts="1_2 2_1"
+    case $m in gpt2-small|bert-base) layouts="1_2" ;; esac # two copies of a 124M model and its Adam state do not pay
+    for lt in $layouts; do
+      layout=$(echo "$lt" | tr _ ' ')
+      r=$(mpilm_run "$spec" "$m" "$p" $layout) || continue
+      echo "mpilm $spec $p ranks x threads = $layout: $r (tokens/s, RSS MiB of all ranks, params); log: $(cat "$d/last.prec")"
+      if [ -z "$best" ] || awk "BEGIN { exit !($(echo "$r" | cut -d' ' -f1) > 1.05 * $(echo "$best" | cut -d' ' -f1)) }"; then best=$r; fi
+    done
+    if [ -z "$best" ]; then
+      echo "mpilm $spec $p failed"
+      printf '%-21s %4s %s\n' "$spec" "$p" "FAILED (mpilm failed or ran another precision; see above)" >> "$rows"
+      status=1
+      continue
+    fi
+    set -- $best
+    m_tps=$1 m_rss=$2 params=$3
+    if [ ! -f "$d/peer-$m-$p" ]; then
+      TORCH_PRECISION=$p torch_peer "$m" "$STEPS" 1 2 > "$d/peer-$m-$p" || : > "$d/peer-$m-$p.failed"
+      cat "$d/peer-$m-$p"
+    fi
+    if t_line=$(torch_best "$m" "$p"); then
+      set -- $t_line
+      t_tps=$1 t_rss=$2
+    else
+      echo "torch peer $m $p failed"
+      printf '%-21s %4s %12.0f %s\n' "$spec" "$p" "$m_tps" "FAILED (the PyTorch peer failed; see above)" >> "$rows"
+      status=1
+      continue
+    fi
+    eval "peak=\$peak_$p"
+    awk -v m="$spec" -v prec="$p" -v mt="$m_tps" -v tt="$t_tps" -v mr="$m_rss" -v tr="$t_rss" -v p="$params" \
+      -v L=$L -v C=$C -v T=$T -v peak="$peak" 'BEGIN {
+      fpt = 6 * p + 12 * L * C * T
+      mm = peak > 0 ? 100 * mt * fpt / (peak * 1e9) : 0; tm = peak > 0 ? 100 * tt * fpt / (peak * 1e9) : 0
+      printf "%-21s %4s %12.0f %12.0f %7.2f %8.1f%% %8.1f%% %9dM %9dM %6.2f\n", m, prec, mt, tt, (tt > 0 ? mt / tt : 0),
+        mm, tm, mr, tr, (tr > 0 ? mr / tr : 0) }' >> "$rows"
+    eval "m_tps_$p=\$m_tps m_rss_$p=\$m_rss t_tps_$p=\$t_tps t_rss_$p=\$t_rss"
+  done
+  # mpilm's bf16 speed-up over its fp32 (and the peer's), when both rows ran
+  if [ -n "$m_tps_fp32" ] && [ -n "$m_tps_bf16" ]; then
+    awk -v m="$spec" -v mf="$m_tps_fp32" -v mb="$m_tps_bf16" -v tf="$t_tps_fp32" -v tb="$t_tps_bf16" \
+      -v mrf="$m_rss_fp32" -v mrb="$m_rss_bf16" -v trf="$t_rss_fp32" -v trb="$t_rss_bf16" 'BEGIN {
+      printf "mpilm bf16/fp32 %-21s %5.2f   (torch bf16/fp32 %s; RSS bf16/fp32 mpilm %.2f, torch %s)\n", m, mb / mf,
+        (tf > 0 ? sprintf("%.2f", tb / tf) : "-"), mrb / mrf, (trf > 0 ? sprintf("%.2f", trb / trf) : "-") }' >> "$speedups"
   fi
-  awk -v m="$spec" -v mt="$m_tps" -v tt="$t_tps" -v mr="$m_rss" -v tr="$t_rss" -v p="$params" -v L=$L -v C=$C -v T=$T -v peak="$peak" 'BEGIN {
-    fpt = 6 * p + 12 * L * C * T
-    mm = peak > 0 ? 100 * mt * fpt / (peak * 1e9) : 0; tm = peak > 0 ? 100 * tt * fpt / (peak * 1e9) : 0
-    printf "%-21s %12.0f %12.0f %7.2f %7.1f%% %7.1f%% %9dM %9dM %6.2f\n", m, mt, tt, (tt > 0 ? mt / tt : 0), mm, tm, mr, tr, (tr > 0 ? mr / tr : 0) }'
+done
+
+echo
+printf '%-21s %4s %12s %12s %7s %9s %9s %10s %10s %6s\n' model prec mpilm_tok/s torch_tok/s ratio mpilm_MFU torch_MFU mpilm_RSS torch_RSS RSS_x
+cat "$rows"
+cat "$speedups"
+for p in $PRECISIONS; do
+  case $p in
+    fp32) echo "peak fp32: $peak_fp32 GFLOP/s (BLIS sgemm 2048^3, 2 threads, bench_sgemm)" ;;
+    bf16) echo "peak bf16: $peak_bf16 GFLOP/s (oneDNN bf16 GEMM 2048^3 via gemm_bf16, 2 threads, bench_gemm --peak)" ;;
+  esac
 done
 echo "targets: tokens/s ratio >= 1.25 (gpt-mini, bert-mini), >= 1.1 (gpt2-small); RSS_x <= 0.7"
+exit $status
