@@ -19,7 +19,16 @@ static status_t check_expressible(const model_config *c)
     return ST_OK;
 }
 
-static cJSON *config_json(const model_config *c)
+status_t export_dtype_parse(const char *name, safet_dtype *out)
+{
+    if (strcmp(name, "fp32") == 0) *out = SAFET_F32;
+    else if (strcmp(name, "bf16") == 0) *out = SAFET_BF16;
+    else
+        return st_fail(ST_USAGE, "export: --dtype %s is not known (expected fp32 or bf16)", name);
+    return ST_OK;
+}
+
+static cJSON *config_json(const model_config *c, safet_dtype dtype)
 {
     cJSON *j = cJSON_CreateObject();
     if (c->family == MODEL_BERT) {
@@ -57,7 +66,7 @@ static cJSON *config_json(const model_config *c)
     /* not Hugging Face's: the training sequence length, so import restores it */
     cJSON_AddNumberToObject(j, "mpilm_seq_len", c->seq_len);
     cJSON_AddBoolToObject(j, "tie_word_embeddings", 1);
-    cJSON_AddStringToObject(j, "torch_dtype", "float32");
+    cJSON_AddStringToObject(j, "torch_dtype", dtype == SAFET_BF16 ? "bfloat16" : "float32");
     return j;
 }
 
@@ -75,7 +84,8 @@ static status_t copy_vocab_file(const char *vocab_dir, const char *from, const c
     return st;
 }
 
-static status_t write_tensors(const model_config *c, const float *params, const char *path, float *sin_pos)
+static status_t write_tensors(const model_config *c, const float *params, const char *path, float *sin_pos,
+                              safet_dtype dtype)
 {
     model_tensor *t;
     int n;
@@ -83,13 +93,13 @@ static status_t write_tensors(const model_config *c, const float *params, const 
     safet_writer w;
     status_t st = safet_writer_init(&w);
     for (int i = 0; st == ST_OK && i < n; i++)
-        st = safet_writer_add(&w, t[i].name, SAFET_F32, t[i].ndim, t[i].shape, params + t[i].offset);
+        st = safet_writer_add_f32(&w, t[i].name, dtype, t[i].ndim, t[i].shape, params + t[i].offset);
     if (st == ST_OK && sin_pos) {
         /* Hugging Face has no sinusoidal option: the fixed table becomes the learned one */
         int64_t shape[2] = {c->max_positions, c->d_model};
-        st = safet_writer_add(&w, c->family == MODEL_BERT ? "bert.embeddings.position_embeddings.weight"
-                                                          : "transformer.wpe.weight",
-                              SAFET_F32, 2, shape, sin_pos);
+        st = safet_writer_add_f32(&w, c->family == MODEL_BERT ? "bert.embeddings.position_embeddings.weight"
+                                                              : "transformer.wpe.weight",
+                                  dtype, 2, shape, sin_pos);
     }
     if (st == ST_OK) st = safet_writer_meta(&w, "format", "pt");
     if (st == ST_OK) st = safet_writer_write(&w, path);
@@ -98,8 +108,12 @@ static status_t write_tensors(const model_config *c, const float *params, const 
     return st;
 }
 
-status_t export_hf(const model_config *c, const float *params, const char *vocab_dir, const char *out_dir)
+status_t export_hf(const model_config *c, const float *params, const char *vocab_dir, const char *out_dir,
+                   safet_dtype dtype)
 {
+    FAIL_IF(dtype != SAFET_F32 && dtype != SAFET_BF16, ST_USAGE,
+            "export: tensors can be written as F32 or BF16, not %s",
+            (int)dtype >= 0 && dtype <= SAFET_U8 ? safet_dtype_name(dtype) : "an unknown dtype");
     TRY(check_expressible(c));
     TRY(make_dirs(out_dir, 0755));
     char path[4096];
@@ -110,10 +124,10 @@ status_t export_hf(const model_config *c, const float *params, const char *vocab
         sinusoidal_positions(sin_pos, c->max_positions, c->d_model);
     }
     snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
-    status_t st = write_tensors(c, params, path, sin_pos);
+    status_t st = write_tensors(c, params, path, sin_pos, dtype);
     free(sin_pos);
     TRY(st);
-    cJSON *j = config_json(c);
+    cJSON *j = config_json(c, dtype);
     char *text = cJSON_Print(j);
     cJSON_Delete(j);
     FAIL_IF(!text, ST_NOMEM, "export: out of memory");

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/fileio.h"
+#include "tensor/bf16.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian; this reader assumes a little-endian host"
@@ -54,6 +55,7 @@ struct safet_entry {
     int ndim;
     int64_t shape[SAFET_MAX_DIMS];
     const void *data;
+    int from_f32;                     /* data is float32, converted to dtype when written */
 };
 
 struct safet_meta {
@@ -444,8 +446,8 @@ static uint64_t entry_bytes(const struct safet_entry *e)
     return n;
 }
 
-status_t safet_writer_add(safet_writer *w, const char *name, safet_dtype dt, int ndim, const int64_t *shape,
-                          const void *data)
+static status_t add_entry(safet_writer *w, const char *name, safet_dtype dt, int ndim, const int64_t *shape,
+                          const void *data, int from_f32)
 {
     FAIL_IF(!name[0] || strcmp(name, "__metadata__") == 0, ST_ERROR,
             "safetensors writer: bad tensor name \"%s\" (expected a non-empty name other than __metadata__)", name);
@@ -468,10 +470,26 @@ status_t safet_writer_add(safet_writer *w, const char *name, safet_dtype dt, int
     }
     FAIL_IF(!data && entry_bytes(e) > 0, ST_ERROR, "safetensors writer: tensor \"%s\" has no data", name);
     e->data = data;
+    e->from_f32 = from_f32;
     e->name = strdup(name);
     FAIL_IF(!e->name, ST_NOMEM, "safetensors writer: out of memory");
     w->count++;
     return ST_OK;
+}
+
+status_t safet_writer_add(safet_writer *w, const char *name, safet_dtype dt, int ndim, const int64_t *shape,
+                          const void *data)
+{
+    return add_entry(w, name, dt, ndim, shape, data, 0);
+}
+
+status_t safet_writer_add_f32(safet_writer *w, const char *name, safet_dtype dt, int ndim, const int64_t *shape,
+                              const float *data)
+{
+    FAIL_IF(dt != SAFET_F32 && dt != SAFET_BF16, ST_ERROR,
+            "safetensors writer: tensor \"%s\": float32 data can be stored as F32 or BF16, not %s", name,
+            (int)dt >= 0 && (int)dt < N_DTYPES ? safet_dtype_name(dt) : "an unknown dtype");
+    return add_entry(w, name, dt, ndim, shape, data, dt != SAFET_F32);
 }
 
 status_t safet_writer_meta(safet_writer *w, const char *key, const char *value)
@@ -521,6 +539,25 @@ static char *header_text(const safet_writer *w)
     return text;
 }
 
+/* A float32 entry stored as BF16: rounded chunk by chunk into a bounded buffer. */
+static status_t write_converted(atomic_file *af, const struct safet_entry *e, const char *path)
+{
+    enum { CHUNK = 1 << 16 };
+    size_t n = (size_t)(entry_bytes(e) / (uint64_t)safet_dtype_size(e->dtype));
+    if (n == 0) return ST_OK;
+    bf16 *buf = malloc((n < CHUNK ? n : CHUNK) * sizeof *buf);
+    FAIL_IF(!buf, ST_NOMEM, "%s: out of memory converting tensor \"%s\" to BF16", path, e->name);
+    const float *src = e->data;
+    status_t st = ST_OK;
+    for (size_t i = 0; i < n && st == ST_OK; i += CHUNK) {
+        size_t m = n - i < CHUNK ? n - i : CHUNK;
+        bf16_from_f32(buf, src + i, m);
+        st = atomic_file_write(af, buf, m * sizeof *buf);
+    }
+    free(buf);
+    return st;
+}
+
 status_t safet_writer_write(const safet_writer *w, const char *path)
 {
     char *text = header_text(w);
@@ -535,7 +572,8 @@ status_t safet_writer_write(const safet_writer *w, const char *path)
     if (st == ST_OK) st = atomic_file_write(&af, text, len);
     if (st == ST_OK) st = atomic_file_write(&af, spaces, padded - len);
     for (int i = 0; i < w->count && st == ST_OK; i++)
-        st = atomic_file_write(&af, w->entries[i].data, (size_t)entry_bytes(&w->entries[i]));
+        st = w->entries[i].from_f32 ? write_converted(&af, &w->entries[i], path)
+                                    : atomic_file_write(&af, w->entries[i].data, (size_t)entry_bytes(&w->entries[i]));
     free(text);
     return st == ST_OK ? atomic_file_commit(&af) : st;
 }

@@ -72,7 +72,8 @@ const char *safet_metadata(const safet_file *f, const char *key);
 status_t safet_read_f32(const safet_file *f, const char *name, float *dst, int64_t count);
 
 /* Writer: tensors are collected (names and shapes copied, data pointers kept,
- * not copied, until safet_writer_write) and written in the order added. */
+ * not copied, until safet_writer_write) and written in the order added.
+ * safet_writer_add takes the bytes of any dtype as they are to be stored. */
 typedef struct safet_writer {
     struct safet_entry *entries;
     int count, cap;
@@ -83,6 +84,14 @@ typedef struct safet_writer {
 status_t safet_writer_init(safet_writer *w);
 status_t safet_writer_add(safet_writer *w, const char *name, safet_dtype dt, int ndim,
                           const int64_t *shape, const void *data);
+/* Adds a float32 tensor to be stored as dt: SAFET_F32 (the bytes as they are)
+ * or SAFET_BF16 (each value rounded to nearest even at write time, as
+ * PyTorch's .bfloat16(): infinities stay infinite, NaN stays NaN, values
+ * beyond bf16's largest finite round to infinity). Other dtypes are refused
+ * (ST_ERROR). The data pointer is kept, not copied, until safet_writer_write;
+ * the conversion uses a bounded buffer, not a copy of the tensor. */
+status_t safet_writer_add_f32(safet_writer *w, const char *name, safet_dtype dt, int ndim, const int64_t *shape,
+                              const float *data);
 status_t safet_writer_meta(safet_writer *w, const char *key, const char *value);
 /* Writes path atomically (temp file, fsync, rename): header padded with spaces
  * so the data area starts at a multiple of 8 bytes, then each tensor's bytes. */

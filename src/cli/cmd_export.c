@@ -9,7 +9,7 @@
 #include "ckpt/export.h"
 #include "cli.h"
 
-static status_t export_checkpoint(const char *ckpt, const char *out)
+static status_t export_checkpoint(const char *ckpt, const char *out, safet_dtype dtype)
 {
     ckpt_reader *r;
     TRY(ckpt_open(&r, ckpt));
@@ -17,9 +17,9 @@ static status_t export_checkpoint(const char *ckpt, const char *out)
     model_stage *m = NULL;
     status_t st = model_stage_create(&m, &c, 0, c.n_layer, 1, 1);
     if (st == ST_OK) st = ckpt_read_stage(r, m, model_params(m), NULL, NULL);
-    if (st == ST_OK) st = export_hf(&c, model_params(m), ckpt_vocab_dir(r), out);
-    if (st == ST_OK) printf("export: %s (step %lld) -> %s/model.safetensors, config.json\n", ckpt_path(r),
-                            (long long)ckpt_step(r), out);
+    if (st == ST_OK) st = export_hf(&c, model_params(m), ckpt_vocab_dir(r), out, dtype);
+    if (st == ST_OK) printf("export: %s (step %lld) -> %s/model.safetensors (%s), config.json\n", ckpt_path(r),
+                            (long long)ckpt_step(r), out, safet_dtype_name(dtype));
     model_stage_free(m);
     ckpt_close(r);
     return st;
@@ -29,9 +29,10 @@ int cmd_export(int argc, char **argv)
 {
     static const struct option long_options[] = {
         {"ckpt", required_argument, 0, 'c'}, {"format", required_argument, 0, 'f'},
-        {"out", required_argument, 0, 'o'},  {0, 0, 0, 0},
+        {"out", required_argument, 0, 'o'},  {"dtype", required_argument, 0, 'd'},
+        {0, 0, 0, 0},
     };
-    const char *ckpt = NULL, *format = "hf", *out = NULL;
+    const char *ckpt = NULL, *format = "hf", *out = NULL, *dtype_name = "fp32";
     optind = 1;
     opterr = 0;
     int ch;
@@ -40,6 +41,7 @@ int cmd_export(int argc, char **argv)
         case 'c': ckpt = optarg; break;
         case 'f': format = optarg; break;
         case 'o': out = optarg; break;
+        case 'd': dtype_name = optarg; break;
         default:
             return cli_finish(st_fail(ST_USAGE, "export: unknown or incomplete option '%s' (see mpilm export --help)",
                                       argv[optind - 1]));
@@ -49,7 +51,9 @@ int cmd_export(int argc, char **argv)
         return cli_finish(st_fail(ST_USAGE, "export: --ckpt PATH --format hf --out DIR are required"));
     if (strcmp(format, "hf") != 0)
         return cli_finish(st_fail(ST_USAGE, "export: --format %s is not known (expected hf)", format));
-    return cli_finish(export_checkpoint(ckpt, out));
+    safet_dtype dtype;
+    status_t st = export_dtype_parse(dtype_name, &dtype);
+    return cli_finish(st == ST_OK ? export_checkpoint(ckpt, out, dtype) : st);
 }
 
 int cmd_import(int argc, char **argv)

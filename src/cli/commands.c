@@ -57,15 +57,17 @@ const command commands[] = {
      "--json prints {\"prompt_ids\":[...],\"ids\":[...],\"text\":\"...\"} (ids: generated only).\n",
      cmd_generate, NULL},
     {"export", "export a checkpoint to Hugging Face safetensors",
-     "usage: mpilm export --ckpt PATH --format hf --out DIR\n"
+     "usage: mpilm export --ckpt PATH --format hf --out DIR [--dtype fp32|bf16]\n"
      "\n"
      "Writes DIR/model.safetensors and config.json (BertForPreTraining / GPT2LMHeadModel\n"
-     "names) and the vocabulary files.\n",
+     "names) and the vocabulary files. --dtype fp32 (default) writes the fp32 weights as\n"
+     "they are; bf16 rounds each to nearest even (as torch's .bfloat16()), half the size.\n",
      cmd_export, NULL},
     {"import", "import a Hugging Face safetensors model as a checkpoint",
      "usage: mpilm import --hf DIR --out RUN_DIR\n"
      "\n"
-     "Reads DIR/config.json and model.safetensors (bert or gpt2) into RUN_DIR/step-0000000.\n",
+     "Reads DIR/config.json and model.safetensors (bert or gpt2) into RUN_DIR/step-0000000.\n"
+     "F32, BF16 and F16 tensors are widened to fp32 exactly (F64 is rounded).\n",
      cmd_import, NULL},
     {"inspect", "verify and describe a shard, dataset or checkpoint",
      "usage: mpilm inspect SHARD|DATASET|CHECKPOINT\n"
