@@ -47,12 +47,20 @@ static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *
 {
     size_t N = (size_t)m->B * m->cfg.seq_len, C = m->cfg.d_model, Cl = m->Cl;
     size_t att = (size_t)m->B * m->NHl * m->cfg.seq_len * m->cfg.seq_len;
-    a->ln1 = carve(cv, N * C);
+    int half = m->cfg.bf16; /* GEMM-only inputs kept in bf16, their fp32 in one scratch */
+    a->ln1_bf = a->ln2_bf = a->atty_bf = NULL;
+    if (half && m->cfg.pre_ln) {
+        a->ln1 = m->s.gemm_in;
+        a->ln1_bf = carve_bf16(cv, N * C);
+    } else {
+        a->ln1 = carve(cv, N * C);
+    }
     a->ln1_mean = carve(cv, N);
     a->ln1_rstd = carve(cv, N);
     a->qkv = carve(cv, 3 * N * Cl);
     a->att = carve(cv, att);
-    a->atty = carve(cv, N * Cl);
+    a->atty = half ? m->s.gemm_in : carve(cv, N * Cl);
+    if (half) a->atty_bf = carve_bf16(cv, N * Cl);
     a->res1 = carve(cv, N * C);
     a->ln2_mean = carve(cv, N);
     a->ln2_rstd = carve(cv, N);
@@ -60,7 +68,8 @@ static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *
     a->fch_gelu = m->s.gelu; /* shared: backward recomputes it from fch */
     /* the block output is the next layer's input: pre-LN res2, post-LN ln2 */
     if (m->cfg.pre_ln) {
-        a->ln2 = carve(cv, N * C);
+        a->ln2 = half ? m->s.gemm_in : carve(cv, N * C);
+        if (half) a->ln2_bf = carve_bf16(cv, N * C);
         a->res2 = out;
     } else {
         a->res2 = carve(cv, N * C);
@@ -98,6 +107,7 @@ static void carve_scratch(carver *cv, model_stage *m)
     size_t att = (size_t)m->B * m->NHl * c->seq_len * c->seq_len;
     scratch *s = &m->s;
     s->gelu = carve(cv, m->nh);
+    if (c->bf16) s->gemm_in = carve(cv, N * C); /* Cl <= C */
     if (m->cfg.recompute) carve_block(cv, m, &m->shared, NULL);
     s->tmp = carve(cv, N * C);
     s->dA = carve(cv, N * C);

@@ -26,6 +26,10 @@ static weight_layout layout_of(const model_stage *m)
     return m->cfg.family == MODEL_BERT ? W_OUT_IN : W_IN_OUT;
 }
 
+/* The LayerNorm outputs as GEMM inputs (with their kept bf16 copy, if any). */
+static lin_in ln1_in(const block_acts *a) { return (lin_in){a->ln1, a->ln1_bf}; }
+static lin_in ln2_in(const block_acts *a) { return (lin_in){a->ln2, a->ln2_bf}; }
+
 static const int32_t *key_mask_of(const model_stage *m, const batch *b)
 {
     return m->cfg.family == MODEL_BERT ? b->attention_mask : NULL;
@@ -37,8 +41,8 @@ static const int32_t *key_mask_of(const model_stage *m, const batch *b)
 /* out (N,OC) = inp (N,K) W + bias of a row-parallel linear: each rank's K
  * inputs give a partial product, the group sums, and the bias is added once
  * after the sum. */
-static status_t row_parallel_forward(model_stage *m, float *out, const float *inp, const float *w,
-                                     const float *bias, int N, int K, int OC)
+static status_t row_parallel_forward(model_stage *m, float *out, lin_in inp, const float *w, const float *bias, int N,
+                                     int K, int OC)
 {
     if (m->tp.size == 1) {
         TRY(stage_linear_forward(m, out, OC, inp, w, bias, layout_of(m), N, K, OC));
@@ -55,9 +59,8 @@ static status_t row_parallel_forward(model_stage *m, float *out, const float *in
 /* dacc (N,C) += d(inp) of a column-parallel linear inp (N,C) -> (N,OC):
  * each rank's OC outputs give a partial d(inp) that the group sums (in dtmp,
  * free by then), so every rank continues with the whole gradient. */
-static status_t column_parallel_backward(model_stage *m, float *dacc, float *dw, float *db,
-                                         const float *dout, const float *inp, const float *w, int N,
-                                         int C, int OC)
+static status_t column_parallel_backward(model_stage *m, float *dacc, float *dw, float *db, const float *dout,
+                                         lin_in inp, const float *w, int N, int C, int OC)
 {
     if (m->tp.size == 1) {
         TRY(stage_linear_backward(m, dacc, dw, db, dout, OC, inp, w, layout_of(m), N, C, OC, 1));
@@ -73,8 +76,7 @@ static status_t column_parallel_backward(model_stage *m, float *dacc, float *dw,
 
 /* qkv -> atty -> res1 = x + drop(atty Wo): the attention half of a block. */
 static status_t attention_half(model_stage *m, int l, const block_params *p, const block_acts *a,
-                               const float *x, const float *attn_in, const batch *b,
-                               const model_pass *pass)
+                               const float *x, lin_in attn_in, const batch *b, const model_pass *pass)
 {
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, Cl = m->Cl;
@@ -82,23 +84,23 @@ static status_t attention_half(model_stage *m, int l, const block_params *p, con
     attention_forward(a->atty, a->att, m->s.datt, a->qkv, key_mask_of(m, b),
                       c->family == MODEL_GPT, model_dropout(m, pass, l, SITE_ATT), m->B,
                       c->seq_len, Cl, m->NHl);
-    TRY(row_parallel_forward(m, m->s.tmp, a->atty, p->proj_w, p->proj_b, N, Cl, C));
+    TRY(row_parallel_forward(m, m->s.tmp, (lin_in){a->atty, a->atty_bf}, p->proj_w, p->proj_b, N, Cl, C));
     dropout_add_forward(a->res1, x, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     return ST_OK;
 }
 
 /* fch -> gelu -> out = res + drop(gelu W2): the FFN half. */
-static status_t ffn_half(model_stage *m, int l, const block_params *p, const block_acts *a,
-                         const float *ffn_in, const float *res, float *out, const model_pass *pass)
+static status_t ffn_half(model_stage *m, int l, const block_params *p, const block_acts *a, lin_in ffn_in,
+                         const float *res, float *out, const model_pass *pass)
 {
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, F = m->Fl;
     if (m->tp.grid_p > 0) {
-        TRY(ffn2d_forward(m, p, a, ffn_in, m->s.tmp, gelu_of(m)));
+        TRY(ffn2d_forward(m, p, a, ffn_in.f, m->s.tmp, gelu_of(m)));
     } else {
         TRY(stage_linear_forward(m, a->fch, F, ffn_in, p->fc_w, p->fc_b, layout_of(m), N, C, F));
         gelu_forward(a->fch_gelu, a->fch, (size_t)N * F, gelu_of(m));
-        TRY(row_parallel_forward(m, m->s.tmp, a->fch_gelu, p->fc2_w, p->fc2_b, N, F, C));
+        TRY(row_parallel_forward(m, m->s.tmp, lin_f32(a->fch_gelu), p->fc2_w, p->fc2_b, N, F, C));
     }
     dropout_add_forward(out, res, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
     return ST_OK;
@@ -111,15 +113,15 @@ status_t block_forward(model_stage *m, int l, const block_params *p, const block
     float eps = ln_eps(m);
     if (m->cfg.pre_ln) {
         layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1_w, p->ln1_b, N, C, eps);
-        TRY(attention_half(m, l, p, a, x, a->ln1, b, pass));
+        TRY(attention_half(m, l, p, a, x, ln1_in(a), b, pass));
         model_poll(pass);
         layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res1, p->ln2_w, p->ln2_b, N, C, eps);
-        TRY(ffn_half(m, l, p, a, a->ln2, a->res1, a->res2, pass));
+        TRY(ffn_half(m, l, p, a, ln2_in(a), a->res1, a->res2, pass));
     } else {
-        TRY(attention_half(m, l, p, a, x, x, b, pass));
+        TRY(attention_half(m, l, p, a, x, lin_f32(x), b, pass));
         model_poll(pass);
         layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, a->res1, p->ln1_w, p->ln1_b, N, C, eps);
-        TRY(ffn_half(m, l, p, a, a->ln1, a->ln1, a->res2, pass));
+        TRY(ffn_half(m, l, p, a, ln1_in(a), a->ln1, a->res2, pass));
         layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, p->ln2_w, p->ln2_b, N, C, eps);
     }
     model_poll(pass);
@@ -128,20 +130,20 @@ status_t block_forward(model_stage *m, int l, const block_params *p, const block
 
 /* Given d(out of the FFN branch before dropout) in dres: adds the FFN
  * branch's gradient w.r.t. ffn_in to dacc (accumulate). */
-static status_t ffn_half_backward(model_stage *m, int l, const block_params *p,
-                                  const block_params *g, const block_acts *a, const float *ffn_in,
-                                  const float *dres, float *dacc, const model_pass *pass)
+static status_t ffn_half_backward(model_stage *m, int l, const block_params *p, const block_params *g,
+                                  const block_acts *a, lin_in ffn_in, const float *dres, float *dacc,
+                                  const model_pass *pass)
 {
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, F = m->Fl;
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
     if (m->tp.grid_p > 0) {
-        TRY(ffn2d_backward(m, p, g, a, ffn_in, m->s.dtmp, dacc, gelu_of(m)));
+        TRY(ffn2d_backward(m, p, g, a, ffn_in.f, m->s.dtmp, dacc, gelu_of(m)));
         model_poll(pass);
         return ST_OK;
     }
     gelu_forward(a->fch_gelu, a->fch, (size_t)N * F, gelu_of(m));
-    TRY(stage_linear_backward(m, m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, a->fch_gelu, p->fc2_w, layout_of(m),
+    TRY(stage_linear_backward(m, m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, lin_f32(a->fch_gelu), p->fc2_w, layout_of(m),
                     N, F, C, 0));
     gelu_backward(m->s.dfch, a->fch, m->s.dfch, (size_t)N * F, gelu_of(m));
     TRY(column_parallel_backward(m, dacc, g->fc_w, g->fc_b, m->s.dfch, ffn_in, p->fc_w, N, C, F));
@@ -151,15 +153,14 @@ static status_t ffn_half_backward(model_stage *m, int l, const block_params *p,
 
 /* Given d(res1) in dres: adds the attention branch's gradient w.r.t. attn_in
  * to dacc (accumulate). Uses dA as scratch. */
-static status_t attention_half_backward(model_stage *m, int l, const block_params *p,
-                                        const block_params *g, const block_acts *a,
-                                        const float *attn_in, const float *dres, float *dacc,
+static status_t attention_half_backward(model_stage *m, int l, const block_params *p, const block_params *g,
+                                        const block_acts *a, lin_in attn_in, const float *dres, float *dacc,
                                         const model_pass *pass)
 {
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, Cl = m->Cl;
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
-    TRY(stage_linear_backward(m, m->s.dA, g->proj_w, g->proj_b, m->s.dtmp, C, a->atty, p->proj_w, layout_of(m), N,
+    TRY(stage_linear_backward(m, m->s.dA, g->proj_w, g->proj_b, m->s.dtmp, C, (lin_in){a->atty, a->atty_bf}, p->proj_w, layout_of(m), N,
                     Cl, C, 0));
     attention_backward(m->s.dqkv, m->s.datt, m->s.dA, a->qkv, a->att, c->family == MODEL_GPT,
                        model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl);
@@ -179,14 +180,14 @@ status_t block_backward(model_stage *m, int l, const block_params *p, const bloc
     if (m->cfg.pre_ln) {
         /* dx holds d(res2); the residual passes it to res1 unchanged */
         memset(dln, 0, N * C * sizeof(float));
-        TRY(ffn_half_backward(m, l, p, g, a, a->ln2, dx, dln, pass));
+        TRY(ffn_half_backward(m, l, p, g, a, ln2_in(a), dx, dln, pass));
         layernorm_backward(dx, g->ln2_w, g->ln2_b, dln, a->res1, p->ln2_w, a->ln2_mean,
                            a->ln2_rstd, (int)N, (int)C);
         /* dx = d(res1) = d(x) through the residual; dA is reused by the
          * attention backward, so d(ln1) gathers in dfch's space */
         float *dln1 = m->s.dfch;
         memset(dln1, 0, N * C * sizeof(float));
-        TRY(attention_half_backward(m, l, p, g, a, a->ln1, dx, dln1, pass));
+        TRY(attention_half_backward(m, l, p, g, a, ln1_in(a), dx, dln1, pass));
         layernorm_backward(dx, g->ln1_w, g->ln1_b, dln1, x, p->ln1_w, a->ln1_mean, a->ln1_rstd,
                            (int)N, (int)C);
     } else {
@@ -196,12 +197,12 @@ status_t block_backward(model_stage *m, int l, const block_params *p, const bloc
         layernorm_backward(dres2, g->ln2_w, g->ln2_b, dx, a->res2, p->ln2_w, a->ln2_mean,
                            a->ln2_rstd, (int)N, (int)C);
         /* d(ln1) = d(res2) (residual) + the FFN branch */
-        TRY(ffn_half_backward(m, l, p, g, a, a->ln1, dres2, dres2, pass));
+        TRY(ffn_half_backward(m, l, p, g, a, ln1_in(a), dres2, dres2, pass));
         memset(dx, 0, N * C * sizeof(float));
         layernorm_backward(dx, g->ln1_w, g->ln1_b, dres2, a->res1, p->ln1_w, a->ln1_mean,
                            a->ln1_rstd, (int)N, (int)C);
         /* dx = d(res1) = d(x) through the residual, + the attention branch */
-        TRY(attention_half_backward(m, l, p, g, a, x, dx, dx, pass));
+        TRY(attention_half_backward(m, l, p, g, a, lin_f32(x), dx, dx, pass));
     }
     return ST_OK;
 }

@@ -28,6 +28,11 @@ typedef struct stage_params {
 typedef struct block_acts {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res1;
     float *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *res2;
+    /* bf16 stages: the GEMM-only inputs kept for backward in bf16 (the
+       pre-LN ln1 and ln2, atty); their fp32 pointers then share one scratch,
+       valid only between the forward's LayerNorm / attention and its GEMM.
+       NULL in fp32 stages and for a post-LN ln1, which is the residual too. */
+    bf16 *ln1_bf, *ln2_bf, *atty_bf;
 } block_acts;
 
 typedef struct slot_acts {
@@ -49,6 +54,7 @@ typedef struct scratch {
     float *pool_in, *pool, *dpool, *dpool_in, *nsp; /* (B,C) and (B,2) */
     float *sin_pos;                   /* (P,C) sinusoidal table, or NULL */
     bf16 *xbf, *dbf;                  /* bf16: a linear's input and its output's gradient */
+    float *gemm_in;                   /* bf16: fp32 (N, max(C, Cl)) of the inputs kept in bf16 */
 } scratch;
 
 /* How a tensor is split over tensor-parallel ranks: not at all, by rows,
@@ -120,15 +126,23 @@ status_t ffn2d_backward(model_stage *m, const block_params *p, const block_param
 status_t head_forward(model_stage *m, int slot, const batch *b, const model_pass *pass,
                       model_losses *losses);
 
+/* A linear layer's input: its fp32 values f and, in a bf16 stage, where its
+ * bf16 copy is kept for backward (h; NULL: made in the scratch when needed).
+ * Forward reads f (and writes h); backward reads h when there is one, else f. */
+typedef struct lin_in {
+    const float *f;
+    bf16 *h;
+} lin_in;
+static inline lin_in lin_f32(const float *f) { return (lin_in){f, NULL}; }
+
 /* The stage's linear layers, in its precision (model_linear.c): the fp32
- * kernels, or bf16 copies of inp / dout (in the scratch) and of the weight
- * (the stage's wbf at w's offset) with fp32 outputs. Same shapes and rules
- * as linear_forward / linear_backward; w points into the stage's params. */
-status_t stage_linear_forward(model_stage *m, float *out, int ldo, const float *inp, const float *w,
-                              const float *bias, weight_layout lay, int N, int C, int OC);
+ * kernels, or bf16 copies of the input / dout and of the weight (the stage's
+ * wbf at w's offset) with fp32 outputs. Same shapes and rules as
+ * linear_forward / linear_backward; w points into the stage's params. */
+status_t stage_linear_forward(model_stage *m, float *out, int ldo, lin_in inp, const float *w, const float *bias,
+                              weight_layout lay, int N, int C, int OC);
 status_t stage_linear_backward(model_stage *m, float *dinp, float *dw, float *db, const float *dout, int ldd,
-                               const float *inp, const float *w, weight_layout lay, int N, int C, int OC,
-                               int accumulate);
+                               lin_in inp, const float *w, weight_layout lay, int N, int C, int OC, int accumulate);
 /* bf16 stages: remakes wbf from params when they may have changed. */
 void stage_sync_bf16(model_stage *m);
 

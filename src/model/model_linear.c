@@ -4,8 +4,9 @@
  * products summed in fp32 (oneDNN), outputs and gradients fp32. The weights'
  * bf16 copy is made once per change of the parameters (stage_sync_bf16: once
  * per optimizer step), the activations' when a GEMM needs them: a linear's
- * input in forward, its output gradient and its input again in backward (one
- * memory-bound pass each, a few percent of the GEMM's time). */
+ * input in forward (kept in bf16 for backward where the block saves it,
+ * lin_in.h), its output gradient in backward (one memory-bound pass each, a
+ * few percent of the GEMM's time). */
 #include "model/model_internal.h"
 
 void stage_sync_bf16(model_stage *m)
@@ -17,30 +18,33 @@ void stage_sync_bf16(model_stage *m)
 
 static const bf16 *weight_bf16(const model_stage *m, const float *w) { return m->wbf + (w - m->params); }
 
-status_t stage_linear_forward(model_stage *m, float *out, int ldo, const float *inp, const float *w,
-                              const float *bias, weight_layout lay, int N, int C, int OC)
+status_t stage_linear_forward(model_stage *m, float *out, int ldo, lin_in inp, const float *w, const float *bias,
+                              weight_layout lay, int N, int C, int OC)
 {
     if (N == 0) return ST_OK;
     if (!m->cfg.bf16) {
-        linear_forward(out, ldo, inp, w, bias, lay, N, C, OC);
+        linear_forward(out, ldo, inp.f, w, bias, lay, N, C, OC);
         return ST_OK;
     }
-    bf16_from_f32(m->s.xbf, inp, (size_t)N * C);
-    return linear_forward_bf16(out, ldo, m->s.xbf, weight_bf16(m, w), bias, lay, N, C, OC);
+    bf16 *h = inp.h ? inp.h : m->s.xbf;
+    bf16_from_f32(h, inp.f, (size_t)N * C);
+    return linear_forward_bf16(out, ldo, h, weight_bf16(m, w), bias, lay, N, C, OC);
 }
 
 status_t stage_linear_backward(model_stage *m, float *dinp, float *dw, float *db, const float *dout, int ldd,
-                               const float *inp, const float *w, weight_layout lay, int N, int C, int OC,
-                               int accumulate)
+                               lin_in inp, const float *w, weight_layout lay, int N, int C, int OC, int accumulate)
 {
     if (N == 0) return ST_OK;
     if (!m->cfg.bf16) {
-        linear_backward(dinp, dw, db, dout, ldd, inp, w, lay, N, C, OC, accumulate);
+        linear_backward(dinp, dw, db, dout, ldd, inp.f, w, lay, N, C, OC, accumulate);
         return ST_OK;
     }
     /* dout's rows with their stride (a vocabulary slice's padding included) */
     bf16_from_f32(m->s.dbf, dout, (size_t)(N - 1) * ldd + OC);
-    bf16_from_f32(m->s.xbf, inp, (size_t)N * C);
-    return linear_backward_bf16(dinp, dw, db, dout, m->s.dbf, ldd, m->s.xbf, weight_bf16(m, w), lay, N, C, OC,
-                                accumulate);
+    const bf16 *h = inp.h;
+    if (!h) {
+        bf16_from_f32(m->s.xbf, inp.f, (size_t)N * C);
+        h = m->s.xbf;
+    }
+    return linear_backward_bf16(dinp, dw, db, dout, m->s.dbf, ldd, h, weight_bf16(m, w), lay, N, C, OC, accumulate);
 }
