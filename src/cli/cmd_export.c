@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ckpt/checkpoint.h"
 #include "ckpt/export.h"
@@ -56,6 +57,19 @@ int cmd_export(int argc, char **argv)
     return cli_finish(st == ST_OK ? export_checkpoint(ckpt, out, dtype) : st);
 }
 
+/* 1 when dir holds vocabulary files (vocab.txt, or vocab.json / encoder.json):
+ * an export of a run without one (random data) has none, and imports as such. */
+static int has_vocab(const char *dir)
+{
+    static const char *const names[] = {"vocab.txt", "vocab.json", "encoder.json"};
+    char path[4096];
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        if (access(path, F_OK) == 0) return 1;
+    }
+    return 0;
+}
+
 int cmd_import(int argc, char **argv)
 {
     static const struct option long_options[] = {
@@ -78,8 +92,9 @@ int cmd_import(int argc, char **argv)
     model_config c;
     float *params = NULL;
     status_t st = import_hf(hf, &c, &params);
-    if (st == ST_OK) st = ckpt_write_model(out, &c, params, hf);
-    if (st == ST_OK) printf("import: %s -> %s/latest\n", hf, out);
+    int vocab = has_vocab(hf);
+    if (st == ST_OK) st = ckpt_write_model(out, &c, params, vocab ? hf : NULL);
+    if (st == ST_OK) printf("import: %s -> %s/latest%s\n", hf, out, vocab ? "" : " (no vocabulary files: none kept)");
     free(params);
     return cli_finish(st);
 }

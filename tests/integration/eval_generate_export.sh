@@ -2,7 +2,9 @@
 # mpilm eval, generate, export and import on checkpoints trained here:
 # eval figures independent of the rank count and of the micro-batch, the JSON
 # keys scripts read, greedy generation reproducible with the --json shape,
-# export -> import -> the same evaluation, refusals with clear messages.
+# export -> import -> the same evaluation, export --dtype bf16 -> import -> a
+# checkpoint of exactly bf16 values that evaluates and trains, refusals with
+# clear messages.
 MPILM=${MPILM:-./mpilm}
 MPIRUN=${MPIRUN:-mpirun --oversubscribe --bind-to none}
 d=$(mktemp -d)
@@ -73,12 +75,42 @@ for f in model.safetensors config.json vocab.json merges.txt; do [ -s "$d/hf/$f"
 [ "$(field "$d/e1.json" lm_loss)" = "$(field "$d/e3.json" lm_loss)" ] || fail "export/import changed the model's loss"
 "$MPILM" export --ckpt "$d/bert" --format hf --out "$d/hfb" > "$d/log" 2>&1 || { cat "$d/log"; fail "bert export"; }
 grep -q BertForPreTraining "$d/hfb/config.json" && [ -s "$d/hfb/vocab.txt" ] || fail "bert export content"
+grep -q '"torch_dtype":.*"float32"' "$d/hf/config.json" || fail "fp32 export: config.json lacks torch_dtype float32"
+
+# export --dtype bf16: half the bytes, torch_dtype bfloat16; its import holds exactly the bf16
+# values (a second bf16 export of it is byte for byte the first), evaluates, and trains (as
+# every import, from data.source = random). Its fp32 loss stays near the original's: a sanity
+# bound of D * 2^-8 = 15 * 2^-8 relative (check_export.py's D for this 2-layer GPT; measured
+# ~7e-6); tests/integration/export_torch.sh checks the logits and the rounding against PyTorch.
+"$MPILM" export --ckpt "$d/gpt" --format hf --out "$d/hf16" --dtype bf16 > "$d/log" 2>&1 || { cat "$d/log"; fail "export --dtype bf16"; }
+grep -q '"torch_dtype":.*"bfloat16"' "$d/hf16/config.json" || fail "bf16 export: config.json lacks torch_dtype bfloat16"
+a=$(wc -c < "$d/hf/model.safetensors") b=$(wc -c < "$d/hf16/model.safetensors")
+[ $((2 * b)) -lt $((a + 4096)) ] && [ $((2 * b)) -gt $((a - 4096)) ] || fail "bf16 export is $b bytes, fp32 $a"
+"$MPILM" import --hf "$d/hf16" --out "$d/imported16" > "$d/log" 2>&1 || { cat "$d/log"; fail "import of a bf16 export"; }
+"$MPILM" export --ckpt "$d/imported16" --format hf --out "$d/hf16again" --dtype bf16 > "$d/log" 2>&1 || { cat "$d/log"; fail "re-export"; }
+cmp -s "$d/hf16/model.safetensors" "$d/hf16again/model.safetensors" || fail "bf16 import is not exactly the bf16 values"
+"$MPILM" eval --ckpt "$d/gpt" --data "$d/bpe" --json "$d/e32.json" --precision fp32 > "$d/log" 2>&1 || { cat "$d/log"; fail "fp32 eval"; }
+"$MPILM" eval --ckpt "$d/imported16" --data "$d/bpe" --json "$d/e16.json" --precision fp32 > "$d/log" 2>&1 ||
+  { cat "$d/log"; fail "eval of the bf16 import"; }
+a=$(field "$d/e32.json" lm_loss) b=$(field "$d/e16.json" lm_loss)
+echo "eval_generate_export: lm_loss fp32 weights $a, bf16-rounded weights $b"
+awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a == a + 0 && d <= 15 / 256 * a) }' ||
+  fail "bf16 import changed the loss from $a to $b"
+"$MPILM" train --config "$d/tiny.ini" --set data.source=random --set run.dir="$d/imported16" --set train.steps=2 \
+  --resume "$d/imported16" > "$d/log" 2>&1 || { tail -5 "$d/log"; fail "training from the bf16 import"; }
+[ -d "$d/imported16/step-0000002" ] || fail "training from the bf16 import wrote no step-0000002"
 
 # refusals
 msg=$("$MPILM" eval --ckpt "$d/nothing" --data "$d/bpe" 2>&1); rc=$?
 [ $rc -ne 0 ] && echo "$msg" | grep -q "nothing" || fail "eval of a missing checkpoint (exit $rc): $msg"
 msg=$("$MPILM" export --ckpt "$d/gpt" --format onnx --out "$d/x" 2>&1); rc=$?
 [ $rc -eq 2 ] && echo "$msg" | grep -q "onnx" || fail "unknown export format (exit $rc): $msg"
+for bad in fp16 foo; do
+  msg=$("$MPILM" export --ckpt "$d/gpt" --format hf --out "$d/x" --dtype $bad 2>&1); rc=$?
+  [ $rc -eq 2 ] && echo "$msg" | grep -q -- "--dtype $bad" && echo "$msg" | grep -q "fp32 or bf16" ||
+    fail "export --dtype $bad (exit $rc): $msg"
+  [ ! -e "$d/x" ] || fail "export --dtype $bad wrote $d/x"
+done
 msg=$("$MPILM" eval --ckpt "$d/gpt" 2>&1); rc=$?
 [ $rc -eq 2 ] || fail "eval without --data is not a usage error (exit $rc)"
 echo "eval_generate_export: ok"

@@ -1,7 +1,11 @@
 #!/bin/sh
 # Exported Hugging Face files, loaded by PyTorch's own modules
 # (tests/reference/check_export.py), reproduce mpilm's logits within 1e-4,
-# for GPT and BERT. Skips when no Python with torch is installed.
+# for GPT and BERT. --dtype bf16: every tensor is torch's own .bfloat16() of
+# the fp32 export bit for bit, and the logits stay within D * 2^-8 of mpilm's
+# fp32 logits (check_export.py derives D); importing that export gives exactly
+# the bf16-rounded parameters, whose mpilm logits PyTorch reproduces within
+# 1e-4. Skips when no Python with torch is installed.
 MPILM=${MPILM:-./mpilm}
 PYTHON=${PYTHON:-/usr/bin/python3}
 BUILD=${BUILD:-build}
@@ -17,5 +21,20 @@ for fam in gpt bert; do
   "$MPILM" export --ckpt "$d/$fam" --format hf --out "$d/hf-$fam" > "$d/log" 2>&1 || { cat "$d/log"; fail "$fam export"; }
   "$BUILD/tests/tools/logits_of" "$d/$fam" "$d/logits-$fam.safetensors" 3 7 || fail "$fam logits_of"
   "$PYTHON" tests/reference/check_export.py "$d/hf-$fam" "$d/logits-$fam.safetensors" || fail "$fam: PyTorch disagrees"
+  # bf16: the rounding is torch's, the logits within the derived tolerance of mpilm's fp32 ones
+  "$MPILM" export --ckpt "$d/$fam" --format hf --out "$d/hfb-$fam" --dtype bf16 > "$d/log" 2>&1 ||
+    { cat "$d/log"; fail "$fam export --dtype bf16"; }
+  "$PYTHON" tests/reference/check_export.py --fp32 "$d/hf-$fam" "$d/hfb-$fam" "$d/logits-$fam.safetensors" ||
+    fail "$fam: the bf16 export disagrees with PyTorch"
+  # import of the bf16 export: exactly the bf16-rounded parameters (seen through an fp32 export of it) ...
+  "$MPILM" import --hf "$d/hfb-$fam" --out "$d/imp-$fam" > "$d/log" 2>&1 || { cat "$d/log"; fail "$fam bf16 import"; }
+  "$MPILM" export --ckpt "$d/imp-$fam" --format hf --out "$d/hfr-$fam" > "$d/log" 2>&1 ||
+    { cat "$d/log"; fail "$fam export of the bf16 import"; }
+  "$PYTHON" tests/reference/check_export.py --rounded "$d/hf-$fam" "$d/hfr-$fam" ||
+    fail "$fam: the bf16 import is not the bf16 rounding of the original"
+  # ... on which mpilm's logits equal PyTorch's on the bf16 file
+  "$BUILD/tests/tools/logits_of" "$d/imp-$fam" "$d/logits-imp-$fam.safetensors" 3 7 || fail "$fam logits_of import"
+  "$PYTHON" tests/reference/check_export.py --same-weights "$d/hfb-$fam" "$d/logits-imp-$fam.safetensors" ||
+    fail "$fam: PyTorch disagrees with mpilm on the bf16 weights"
 done
 echo "export_torch: ok"

@@ -1,6 +1,7 @@
 /* ckpt/export: Hugging Face model.safetensors + config.json; export then
- * import gives back the same model; Hugging Face's names and shapes; models
- * Hugging Face cannot express are refused; damaged input is named. */
+ * import gives back the same model (fp32), or its bf16 rounding exactly
+ * (--dtype bf16); F16 files import exactly; Hugging Face's names and shapes;
+ * models Hugging Face cannot express are refused; damaged input is named. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include "base/fileio.h"
 #include "ckpt/export.h"
 #include "ckpt/safetensors.h"
+#include "tensor/bf16.h"
 #include "tensor/tensor.h"
 
 static char dir[512];
@@ -41,7 +43,7 @@ static void round_trip(model_family f)
     model_config c = tiny(f), back;
     size_t n;
     float *p = params_of(&c, &n), *q = NULL;
-    cr_assert_eq(export_hf(&c, p, NULL, dir), ST_OK, "%s", st_message());
+    cr_assert_eq(export_hf(&c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
     cr_assert_eq(import_hf(dir, &back, &q), ST_OK, "%s", st_message());
     cr_expect(back.family == c.family && back.n_layer == 2 && back.d_model == 16 && back.n_head == 2 &&
               back.d_ff == 40 && back.max_positions == 12 && back.vocab_size == 30 && back.pre_ln == c.pre_ln);
@@ -58,7 +60,7 @@ Test(export, files_use_hugging_face_names_shapes_and_config_keys)
     model_config c = tiny(MODEL_GPT);
     size_t n;
     float *p = params_of(&c, &n);
-    cr_assert_eq(export_hf(&c, p, NULL, dir), ST_OK, "%s", st_message());
+    cr_assert_eq(export_hf(&c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
     char path[600], *text;
     size_t len;
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -71,8 +73,8 @@ Test(export, files_use_hugging_face_names_shapes_and_config_keys)
     safet_close(f);
     snprintf(path, sizeof path, "%s/config.json", dir);
     cr_assert_eq(read_file(path, &text, &len), ST_OK);
-    cr_expect(strstr(text, "\"GPT2LMHeadModel\"") && strstr(text, "\"gelu_new\"") && strstr(text, "\"n_inner\":\t40"),
-              "%s", text);
+    cr_expect(strstr(text, "\"GPT2LMHeadModel\"") && strstr(text, "\"gelu_new\"") && strstr(text, "\"n_inner\":\t40") &&
+              strstr(text, "\"torch_dtype\":\t\"float32\""), "%s", text);
     free(text);
     free(p);
 }
@@ -83,7 +85,7 @@ Test(export, sinusoidal_positions_become_the_position_table)
     c.sinusoidal = 1;
     size_t n;
     float *p = params_of(&c, &n), *q = NULL;
-    cr_assert_eq(export_hf(&c, p, NULL, dir), ST_OK, "%s", st_message());
+    cr_assert_eq(export_hf(&c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
     cr_assert_eq(import_hf(dir, &back, &q), ST_OK, "%s", st_message());
     cr_expect(!back.sinusoidal, "Hugging Face has only learned positions");
     model_tensor *t;
@@ -105,7 +107,7 @@ Test(export, models_hugging_face_cannot_express_are_refused)
     c.pre_ln = 1;
     size_t n;
     float *p = params_of(&c, &n);
-    cr_expect_eq(export_hf(&c, p, NULL, dir), ST_USAGE);
+    cr_expect_eq(export_hf(&c, p, NULL, dir, SAFET_F32), ST_USAGE);
     cr_expect(strstr(st_message(), "pre-LN") && strstr(st_message(), "BertForPreTraining"), "%s", st_message());
     free(p);
 }
@@ -136,4 +138,136 @@ Test(export, import_names_what_is_missing)
     cr_assert_eq(atomic_write_file(path, cfg, strlen(cfg)), ST_OK);
     cr_expect_neq(import_hf(dir, &c, &q), ST_OK);
     cr_expect(strstr(st_message(), "t5"), "%s", st_message());
+}
+
+/* ---- --dtype bf16 ---------------------------------------------------------- */
+
+static char *config_text(void)
+{
+    char path[600], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cr_assert_eq(read_file(path, &text, &len), ST_OK);
+    return text;
+}
+
+static void bf16_round_trip(model_config c)
+{
+    model_config back;
+    size_t n;
+    float *p = params_of(&c, &n), *q = NULL;
+    cr_assert_eq(export_hf(&c, p, NULL, dir, SAFET_BF16), ST_OK, "%s", st_message());
+    char path[600];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    safet_file *f;
+    cr_assert_eq(safet_open(&f, path), ST_OK, "%s", st_message());
+    int64_t stored = 0;
+    for (int i = 0; i < safet_count(f); i++) {
+        const safet_tensor *t = safet_at(f, i);
+        cr_expect_eq(t->dtype, SAFET_BF16, "%s is %s", t->name, safet_dtype_name(t->dtype));
+        stored += safet_numel(t);
+    }
+    safet_close(f);
+    char *text = config_text();
+    cr_expect(strstr(text, "\"torch_dtype\":\t\"bfloat16\""), "%s", text);
+    free(text);
+
+    cr_assert_eq(import_hf(dir, &back, &q), ST_OK, "%s", st_message());
+    cr_expect(back.family == c.family && back.n_layer == c.n_layer && back.d_model == c.d_model &&
+              back.vocab_size == c.vocab_size && back.pre_ln == c.pre_ln);
+    model_tensor *t, *t0;
+    int nt, nt0;
+    cr_assert_eq(model_full_table(&back, &t, &nt), ST_OK);
+    cr_assert_eq(model_full_table(&c, &t0, &nt0), ST_OK);
+    size_t total = t[nt - 1].offset + t[nt - 1].numel;
+    cr_expect_eq((size_t)stored, total);
+    /* the exported values by name; sinusoidal positions become the learned table they are */
+    float *want = malloc(total * sizeof(float));
+    for (int i = 0; i < nt; i++) {
+        int j = 0;
+        while (j < nt0 && strcmp(t0[j].name, t[i].name) != 0) j++;
+        if (j < nt0) memcpy(want + t[i].offset, p + t0[j].offset, t[i].numel * sizeof(float));
+        else {
+            cr_assert(c.sinusoidal && t[i].numel == (size_t)c.max_positions * c.d_model, "%s", t[i].name);
+            sinusoidal_positions(want + t[i].offset, c.max_positions, c.d_model);
+        }
+    }
+    size_t changed = 0;
+    for (size_t i = 0; i < total; i++) {
+        float r = bf16_value(bf16_round(want[i]));
+        cr_assert_eq(memcmp(&q[i], &r, sizeof r), 0, "parameter %zu: %a imported as %a (expected bf16 %a)", i,
+                     (double)want[i], (double)q[i], (double)r);
+        changed += q[i] != want[i];
+    }
+    cr_expect_gt(changed, total / 2, "only %zu of %zu parameters changed: not rounded?", changed, total);
+    free(want);
+    free(t);
+    free(t0);
+    free(p);
+    free(q);
+}
+
+Test(export, gpt_bf16_export_imports_as_the_bf16_rounding_exactly) { bf16_round_trip(tiny(MODEL_GPT)); }
+Test(export, bert_bf16_export_imports_as_the_bf16_rounding_exactly) { bf16_round_trip(tiny(MODEL_BERT)); }
+Test(export, sinusoidal_positions_are_rounded_too)
+{
+    model_config c = tiny(MODEL_GPT);
+    c.sinusoidal = 1;
+    bf16_round_trip(c);
+}
+
+Test(export, dtype_names_are_fp32_and_bf16_only)
+{
+    safet_dtype dt = SAFET_U8;
+    cr_expect_eq(export_dtype_parse("fp32", &dt), ST_OK);
+    cr_expect_eq(dt, SAFET_F32);
+    cr_expect_eq(export_dtype_parse("bf16", &dt), ST_OK);
+    cr_expect_eq(dt, SAFET_BF16);
+    const char *bad[] = {"fp16", "foo", "", "BF16", "float32"};
+    for (int i = 0; i < 5; i++) {
+        cr_expect_eq(export_dtype_parse(bad[i], &dt), ST_USAGE, "%s accepted", bad[i]);
+        cr_expect(strstr(st_message(), "--dtype") && strstr(st_message(), "fp32 or bf16"), "%s", st_message());
+    }
+    model_config c = tiny(MODEL_GPT);
+    size_t n;
+    float *p = params_of(&c, &n);
+    cr_expect_eq(export_hf(&c, p, NULL, dir, SAFET_F16), ST_USAGE);
+    free(p);
+}
+
+/* IEEE binary16 bits of x, for values binary16 holds exactly (normal or 0). */
+static uint16_t f16_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7FFFFFFFu) == 0) return (uint16_t)(u >> 16);
+    return (uint16_t)((u >> 16 & 0x8000) | (((u >> 23 & 0xFF) - 127 + 15) << 10) | (u >> 13 & 0x3FF));
+}
+
+Test(export, f16_files_import_exactly)
+{
+    model_config c = tiny(MODEL_GPT), back;
+    size_t n;
+    float *p = params_of(&c, &n), *q = NULL;
+    for (size_t i = 0; i < n; i++) p[i] = (float)((int)(i * 37 % 255) - 127) / 256.0f;   /* exact in binary16 */
+    cr_assert_eq(export_hf(&c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
+    model_tensor *t;
+    int nt;
+    cr_assert_eq(model_full_table(&c, &t, &nt), ST_OK);
+    uint16_t *h = malloc(n * sizeof *h);
+    for (size_t i = 0; i < n; i++) h[i] = f16_bits(p[i]);
+    safet_writer w;
+    safet_writer_init(&w);
+    for (int i = 0; i < nt; i++)
+        cr_assert_eq(safet_writer_add(&w, t[i].name, SAFET_F16, t[i].ndim, t[i].shape, h + t[i].offset), ST_OK);
+    char path[600];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    cr_assert_eq(safet_writer_write(&w, path), ST_OK, "%s", st_message());
+    safet_writer_free(&w);
+    cr_assert_eq(import_hf(dir, &back, &q), ST_OK, "%s", st_message());
+    cr_expect(memcmp(p, q, n * sizeof(float)) == 0, "F16 parameters did not widen exactly");
+    free(h);
+    free(t);
+    free(p);
+    free(q);
 }

@@ -10,6 +10,7 @@
 
 #include "base/fileio.h"
 #include "ckpt/safetensors.h"
+#include "tensor/bf16.h"
 
 #define FIXTURES "tests/reference/fixtures/"
 
@@ -114,6 +115,148 @@ Test(safetensors, writer_round_trip_keeps_order_shapes_bytes_and_metadata)
     float scalar;
     cr_assert_eq(safet_read_f32(f, "scalar", &scalar, 1), ST_OK);
     cr_assert_eq(scalar, 0.1f);
+    safet_close(f);
+}
+
+/* ---- float32 stored as BF16 ------------------------------------------------ */
+
+static float from_bits(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static uint32_t bits_of(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+/* The BF16 tensor's header entry: "NAME":{"dtype":"BF16",... in the raw file. */
+static void expect_header_dtype(const char *path, const char *name, const char *dtype)
+{
+    char *raw;
+    size_t n;
+    cr_assert_eq(read_file(path, &raw, &n), ST_OK);
+    char want[128];
+    snprintf(want, sizeof want, "\"%s\":{\"dtype\":\"%s\"", name, dtype);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | (unsigned char)raw[i];
+    char *header = strndup(raw + 8, (size_t)hlen);
+    cr_expect_not_null(strstr(header, want), "header lacks %s: %s", want, header);
+    free(header);
+    free(raw);
+}
+
+Test(safetensors, float32_stored_as_bf16_is_rounded_to_nearest_even)
+{
+    /* hand-checked cases first, then random bit patterns across three conversion chunks */
+    static const struct {
+        uint32_t in;
+        uint16_t out;
+    } known[] = {
+        {0x3F800000u, 0x3F80}, /* 1 */
+        {0x3F808000u, 0x3F80}, /* 1 + 2^-8: a tie, to the even 1 */
+        {0x3F818000u, 0x3F82}, /* 1 + 3*2^-8: a tie, to the even 1 + 2^-6 */
+        {0x3F808001u, 0x3F81}, /* just above the tie: up */
+        {0x3F807FFFu, 0x3F80}, /* just below: down */
+        {0xBF818000u, 0xBF82}, /* negative tie */
+        {0x00000000u, 0x0000}, {0x80000000u, 0x8000},   /* +0, -0 */
+        {0x00000001u, 0x0000}, /* the smallest subnormal rounds to 0 */
+        {0x00018000u, 0x0002}, /* subnormal tie to even */
+        {0x7F7FFFFFu, 0x7F80}, /* FLT_MAX overflows to infinity, as in torch */
+        {0x7F800000u, 0x7F80}, {0xFF800000u, 0xFF80},   /* +inf, -inf */
+    };
+    enum { K = sizeof known / sizeof known[0], NAN_AT = K, N = 3 * 65536 + 17 };
+    float *x = malloc(N * sizeof *x), *back = malloc(N * sizeof *back);
+    for (int i = 0; i < K; i++) x[i] = from_bits(known[i].in);
+    const uint32_t nans[4] = {0x7FC00000u, 0xFFC00000u, 0x7F800001u /* signalling */, 0xFFFFFFFFu};
+    for (int i = 0; i < 4; i++) x[NAN_AT + i] = from_bits(nans[i]);
+    uint64_t state = 0x9E3779B97F4A7C15ull;
+    for (int i = NAN_AT + 4; i < N; i++) {   /* xorshift: every exponent, sign and mantissa */
+        state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+        x[i] = from_bits((uint32_t)state);
+    }
+    float w[3] = {1.5f, -0.1f, 3e38f};
+    int64_t shape[2] = {N / 7, 7}, rest = N % 7, three = 3;
+    uint8_t u8[3] = {9, 8, 7};
+    safet_writer wr;
+    safet_writer_init(&wr);
+    cr_assert_eq(safet_writer_add_f32(&wr, "f32", SAFET_F32, 1, &three, w), ST_OK, "%s", st_message());
+    cr_assert_eq(safet_writer_add_f32(&wr, "bf16", SAFET_BF16, 2, shape, x), ST_OK, "%s", st_message());
+    cr_assert_eq(safet_writer_add_f32(&wr, "bf16.tail", SAFET_BF16, 1, &rest, x + N - rest), ST_OK);
+    cr_assert_eq(safet_writer_add(&wr, "raw", SAFET_U8, 1, &three, u8), ST_OK);
+    const char *path = tmp_path("bf16.safetensors");
+    cr_assert_eq(safet_writer_write(&wr, path), ST_OK, "%s", st_message());
+    safet_writer_free(&wr);
+    expect_header_dtype(path, "bf16", "BF16");
+    expect_header_dtype(path, "f32", "F32");
+
+    safet_file *f;
+    cr_assert_eq(safet_open(&f, path), ST_OK, "%s", st_message());
+    const safet_tensor *t = safet_find(f, "bf16"), *tail = safet_find(f, "bf16.tail"), *raw = safet_find(f, "raw");
+    cr_assert(t && t->dtype == SAFET_BF16 && t->ndim == 2 && t->shape[0] == N / 7 && t->shape[1] == 7);
+    cr_assert(t->begin == 12 && t->end == 12 + 2 * (uint64_t)(N - rest), "[%llu, %llu)",
+              (unsigned long long)t->begin, (unsigned long long)t->end);
+    cr_assert(tail && tail->dtype == SAFET_BF16 && tail->begin == t->end && tail->end == t->end + 2 * rest);
+    cr_assert(raw && raw->begin == tail->end && memcmp(safet_data(f, raw), u8, 3) == 0);
+    cr_assert_eq(memcmp(safet_data(f, safet_find(f, "f32")), w, sizeof w), 0, "F32 stays bit for bit");
+
+    const uint8_t *stored = safet_data(f, t);   /* the stored bytes: bf16_round of the input */
+    for (int i = 0; i < N; i++) {
+        const uint8_t *p = i < N - rest ? stored + 2 * i : (const uint8_t *)safet_data(f, tail) + 2 * (i - (N - rest));
+        uint16_t h = (uint16_t)(p[0] | p[1] << 8);
+        if (i < K) cr_assert_eq(h, known[i].out, "0x%08x -> 0x%04x (expected 0x%04x)", known[i].in, h, known[i].out);
+        if (i >= NAN_AT && i < NAN_AT + 4)
+            cr_assert((h & 0x7F80) == 0x7F80 && (h & 0x7F), "NaN 0x%08x became 0x%04x", nans[i - NAN_AT], h);
+        else cr_assert_eq(h, bf16_round(x[i]), "element %d: 0x%08x -> 0x%04x (expected 0x%04x)", i, bits_of(x[i]), h,
+                          bf16_round(x[i]));
+    }
+    /* read back: exactly the bf16 values widened (NaN as NaN, infinities as infinities) */
+    cr_assert_eq(safet_read_f32(f, "bf16", back, N - rest), ST_OK, "%s", st_message());
+    cr_assert_eq(safet_read_f32(f, "bf16.tail", back + N - rest, rest), ST_OK, "%s", st_message());
+    int nan_seen = 0, inf_seen = 0;
+    for (int i = 0; i < N; i++) {
+        float want = bf16_value(bf16_round(x[i]));
+        if (isnan(x[i])) {
+            cr_assert(isnan(back[i]), "element %d: NaN read back as %g", i, back[i]);
+            nan_seen++;
+            continue;
+        }
+        inf_seen += isinf(back[i]) != 0;
+        cr_assert_eq(bits_of(back[i]), bits_of(want), "element %d: %a read back as %a (expected %a)", i, x[i],
+                     back[i], want);
+    }
+    cr_assert_geq(nan_seen, 4);
+    cr_assert_geq(inf_seen, 3);
+    safet_close(f);
+    free(x);
+    free(back);
+}
+
+Test(safetensors, float32_can_be_stored_only_as_f32_or_bf16)
+{
+    safet_writer wr;
+    safet_writer_init(&wr);
+    float x[2] = {1, 2};
+    int64_t two = 2;
+    cr_assert_eq(safet_writer_add_f32(&wr, "x", SAFET_F16, 1, &two, x), ST_ERROR);
+    cr_assert_not_null(strstr(st_message(), "F32 or BF16, not F16"), "%s", st_message());
+    cr_assert_eq(safet_writer_add_f32(&wr, "x", SAFET_I32, 1, &two, x), ST_ERROR);
+    cr_assert_eq(safet_writer_add_f32(&wr, "x", SAFET_BF16, 1, &two, NULL), ST_ERROR);
+    cr_assert_eq(wr.count, 0);
+    int64_t zero = 0;   /* an empty BF16 tensor is fine and takes no bytes */
+    cr_assert_eq(safet_writer_add_f32(&wr, "empty", SAFET_BF16, 1, &zero, NULL), ST_OK, "%s", st_message());
+    cr_assert_eq(safet_writer_add_f32(&wr, "x", SAFET_BF16, 1, &two, x), ST_OK, "%s", st_message());
+    const char *path = tmp_path("empty.safetensors");
+    cr_assert_eq(safet_writer_write(&wr, path), ST_OK, "%s", st_message());
+    safet_writer_free(&wr);
+    safet_file *f;
+    cr_assert_eq(safet_open(&f, path), ST_OK, "%s", st_message());
+    const safet_tensor *e = safet_find(f, "empty"), *t = safet_find(f, "x");
+    cr_assert(e && e->begin == 0 && e->end == 0 && t && t->begin == 0 && t->end == 4);
     safet_close(f);
 }
 
