@@ -106,7 +106,7 @@ static void carve_scratch(carver *cv, model_stage *m)
     size_t N = (size_t)m->B * c->seq_len, C = c->d_model, V = m->Vl, Cl = m->Cl;
     size_t att = (size_t)m->B * m->NHl * c->seq_len * c->seq_len;
     scratch *s = &m->s;
-    s->gelu = carve(cv, m->nh);
+    s->gelu = c->bf16 ? NULL : carve(cv, m->nh); /* bf16: made in bf16 (stage_gelu) */
     if (c->bf16) s->gemm_in = carve(cv, N * C); /* Cl <= C */
     if (m->cfg.recompute) carve_block(cv, m, &m->shared, NULL);
     s->tmp = carve(cv, N * C);

@@ -99,8 +99,8 @@ static status_t ffn_half(model_stage *m, int l, const block_params *p, const blo
         TRY(ffn2d_forward(m, p, a, ffn_in.f, m->s.tmp, gelu_of(m)));
     } else {
         TRY(stage_linear_forward(m, a->fch, F, ffn_in, p->fc_w, p->fc_b, layout_of(m), N, C, F));
-        gelu_forward(a->fch_gelu, a->fch, (size_t)N * F, gelu_of(m));
-        TRY(row_parallel_forward(m, m->s.tmp, lin_f32(a->fch_gelu), p->fc2_w, p->fc2_b, N, F, C));
+        lin_in h = stage_gelu(m, a->fch, (size_t)N * F, gelu_of(m), a->fch_gelu);
+        TRY(row_parallel_forward(m, m->s.tmp, h, p->fc2_w, p->fc2_b, N, F, C));
     }
     dropout_add_forward(out, res, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
     return ST_OK;
@@ -142,9 +142,9 @@ static status_t ffn_half_backward(model_stage *m, int l, const block_params *p, 
         model_poll(pass);
         return ST_OK;
     }
-    gelu_forward(a->fch_gelu, a->fch, (size_t)N * F, gelu_of(m));
-    TRY(stage_linear_backward(m, m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, lin_f32(a->fch_gelu), p->fc2_w, layout_of(m),
-                    N, F, C, 0));
+    lin_in h = stage_gelu(m, a->fch, (size_t)N * F, gelu_of(m), a->fch_gelu);
+    TRY(stage_linear_backward(m, m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, h, p->fc2_w, layout_of(m), N, F, C,
+                              0));
     gelu_backward(m->s.dfch, a->fch, m->s.dfch, (size_t)N * F, gelu_of(m));
     TRY(column_parallel_backward(m, dacc, g->fc_w, g->fc_b, m->s.dfch, ffn_in, p->fc_w, N, C, F));
     model_poll(pass);

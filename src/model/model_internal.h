@@ -24,7 +24,8 @@ typedef struct stage_params {
 
 /* One block's activations. Pre-LN: res2 is the block output; post-LN: ln2 is.
  * fch_gelu points to one shared scratch: it is recomputed from fch in backward
- * (one cheap pass) instead of being kept per layer (N x d_ff floats each). */
+ * (one cheap pass) instead of being kept per layer (N x d_ff floats each); a
+ * bf16 stage makes it in bf16 straight into the GEMM scratch (fch_gelu NULL). */
 typedef struct block_acts {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res1;
     float *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *res2;
@@ -128,7 +129,8 @@ status_t head_forward(model_stage *m, int slot, const batch *b, const model_pass
 
 /* A linear layer's input: its fp32 values f and, in a bf16 stage, where its
  * bf16 copy is kept for backward (h; NULL: made in the scratch when needed).
- * Forward reads f (and writes h); backward reads h when there is one, else f. */
+ * Forward reads f (and writes h); backward reads h when there is one, else f.
+ * f = NULL: h already holds the input (made in bf16 directly). */
 typedef struct lin_in {
     const float *f;
     bf16 *h;
@@ -143,6 +145,9 @@ status_t stage_linear_forward(model_stage *m, float *out, int ldo, lin_in inp, c
                               weight_layout lay, int N, int C, int OC);
 status_t stage_linear_backward(model_stage *m, float *dinp, float *dw, float *db, const float *dout, int ldd,
                                lin_in inp, const float *w, weight_layout lay, int N, int C, int OC, int accumulate);
+/* gelu(fch), n elements, as the FFN's second GEMM takes it: fp32 into
+ * f32_out, or (bf16 stage) bf16 straight into the GEMM scratch. */
+lin_in stage_gelu(model_stage *m, const float *fch, size_t n, gelu_kind kind, float *f32_out);
 /* bf16 stages: remakes wbf from params when they may have changed. */
 void stage_sync_bf16(model_stage *m);
 

@@ -27,7 +27,7 @@ status_t stage_linear_forward(model_stage *m, float *out, int ldo, lin_in inp, c
         return ST_OK;
     }
     bf16 *h = inp.h ? inp.h : m->s.xbf;
-    bf16_from_f32(h, inp.f, (size_t)N * C);
+    if (inp.f) bf16_from_f32(h, inp.f, (size_t)N * C);
     return linear_forward_bf16(out, ldo, h, weight_bf16(m, w), bias, lay, N, C, OC);
 }
 
@@ -47,4 +47,14 @@ status_t stage_linear_backward(model_stage *m, float *dinp, float *dw, float *db
         h = m->s.xbf;
     }
     return linear_backward_bf16(dinp, dw, db, dout, m->s.dbf, ldd, h, weight_bf16(m, w), lay, N, C, OC, accumulate);
+}
+
+lin_in stage_gelu(model_stage *m, const float *fch, size_t n, gelu_kind kind, float *f32_out)
+{
+    if (!m->cfg.bf16) {
+        gelu_forward(f32_out, fch, n, kind);
+        return lin_f32(f32_out);
+    }
+    gelu_forward_bf16(m->s.xbf, fch, n, kind);
+    return (lin_in){NULL, m->s.xbf};
 }

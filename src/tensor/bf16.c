@@ -34,23 +34,6 @@ int bf16_cpu_supported(const char **why)
     return 0;
 }
 
-bf16 bf16_round(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (bf16)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    return (bf16)(u >> 16);
-}
-
-float bf16_value(bf16 x)
-{
-    uint32_t u = (uint32_t)x << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 enum { CONVERT_CHUNK = 1 << 14 };
 
 void bf16_from_f32(bf16 *dst, const float *src, size_t n)

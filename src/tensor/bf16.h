@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "base/status.h"
 #include "tensor/tensor.h"
@@ -34,9 +35,27 @@ int bf16_cpu_supported(const char **why);
 void bf16_from_f32(bf16 *dst, const float *src, size_t n);
 /* dst[i] = float(src[i]) (exact). Threaded. */
 void bf16_to_f32(float *dst, const bf16 *src, size_t n);
-/* One value each way (tests, scalar tails). */
-bf16 bf16_round(float x);
-float bf16_value(bf16 x);
+/* One value each way (inline, so loops over them vectorise). */
+static inline bf16 bf16_round(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (bf16)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (bf16)(u >> 16);
+}
+
+static inline float bf16_value(bf16 x)
+{
+    uint32_t u = (uint32_t)x << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* out = bf16(gelu(inp)), n elements: GELU in fp32, its result rounded (the
+ * input of the FFN's second GEMM in one pass instead of two). */
+void gelu_forward_bf16(bf16 *out, const float *inp, size_t n, gelu_kind kind);
 
 /* Row-major C[M,N] (fp32, row stride ldc) = op(A) op(B) + beta C with
  * op(X) = X^T when tX; A and B are bf16 with row strides lda, ldb; the

@@ -2,6 +2,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "tensor/bf16.h"
 #include "tensor/internal.h"
 
 /* inp, out (N,C); mean, rstd (N); weight, bias (C). Statistics in double so
@@ -77,17 +78,31 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 #define INV_SQRT_2 0.7071067811865476f
 #define INV_SQRT_2PI 0.3989422804014327f
 
+static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erf_fast(x * INV_SQRT_2)); }
+static inline float gelu_tanh(float x)
+{
+    return 0.5f * x * (1.0f + tanh_fast(SQRT_2_OVER_PI * (x + 0.044715f * x * x * x)));
+}
+
 void gelu_forward(float *out, const float *inp, size_t n, gelu_kind kind)
 {
     if (kind == GELU_ERF) {
         #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erf_fast(inp[i] * INV_SQRT_2));
+        for (size_t i = 0; i < n; i++) out[i] = gelu_erf(inp[i]);
     } else {
         #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float x = inp[i];
-            out[i] = 0.5f * x * (1.0f + tanh_fast(SQRT_2_OVER_PI * (x + 0.044715f * x * x * x)));
-        }
+        for (size_t i = 0; i < n; i++) out[i] = gelu_tanh(inp[i]);
+    }
+}
+
+void gelu_forward_bf16(bf16 *out, const float *inp, size_t n, gelu_kind kind)
+{
+    if (kind == GELU_ERF) {
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) out[i] = bf16_round(gelu_erf(inp[i]));
+    } else {
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) out[i] = bf16_round(gelu_tanh(inp[i]));
     }
 }
 
