@@ -85,9 +85,11 @@ void sinusoidal_positions(float *pe, int P, int C)
         }
 }
 
-/* One pass for max and argmax, one for the sum of exponentials, one writing
- * the gradient over the logits: the probabilities are never stored apart.
- * Row losses go to row_loss and are summed in row order (deterministic). */
+/* One pass for the max, one for the sum of exponentials, one writing the
+ * gradient over the logits: the probabilities are never stored apart. The
+ * max and the sum are SIMD reductions (a fixed order per row: deterministic,
+ * whatever the threads). Row losses go to row_loss and are summed in row
+ * order. */
 double crossentropy_fused(float *logits, int ld, const int32_t *targets, int N, int V,
                           float scale, float *row_loss, int *correct)
 {
@@ -102,15 +104,19 @@ double crossentropy_fused(float *logits, int ld, const int32_t *targets, int N, 
             continue;
         }
         float mx = row[0];
-        int arg = 0;
-        for (int v = 1; v < V; v++)
-            if (row[v] > mx) { mx = row[v]; arg = v; }
+        #pragma omp simd reduction(max : mx)
+        for (int v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
         float xy = row[y], sum = 0.0f;
+        /* the argmax (the first maximum) is the target: only rows whose
+           target holds the maximum look for an earlier one */
+        int first = xy == mx;
+        for (int v = 0; first && v < y; v++) first = row[v] != mx;
+        hits += first;
+        #pragma omp simd reduction(+ : sum)
         for (int v = 0; v < V; v++) {
             row[v] = exp_fast(row[v] - mx);
             sum += row[v];
         }
-        hits += arg == y;
         row_loss[n] = logf(sum) - (xy - mx);
         float k = scale / sum;
         for (int v = 0; v < V; v++) row[v] *= k;
@@ -128,6 +134,7 @@ void crossentropy_slice_max(const float *logits, int ld, int N, int nv, float *m
     for (int n = 0; n < N; n++) {
         const float *row = logits + (size_t)n * ld;
         float m = -INFINITY;
+        #pragma omp simd reduction(max : m)
         for (int v = 0; v < nv; v++) m = row[v] > m ? row[v] : m;
         mx[n] = m;
     }
@@ -143,9 +150,10 @@ void crossentropy_slice_sumexp(float *logits, int ld, const int32_t *targets, in
         st[2 * n] = st[2 * n + 1] = 0.0f;
         if (targets[n] < 0) continue;
         if (y >= 0 && y < nv) st[2 * n + 1] = row[y];
-        float sum = 0.0f;
+        float sum = 0.0f, m = mx[n];
+        #pragma omp simd reduction(+ : sum)
         for (int v = 0; v < nv; v++) {
-            row[v] = exp_fast(row[v] - mx[n]);
+            row[v] = exp_fast(row[v] - m);
             sum += row[v];
         }
         st[2 * n] = sum;

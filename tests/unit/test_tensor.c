@@ -339,6 +339,22 @@ Test(tensor, crossentropy_gradient_matches_finite_differences_and_ignores_minus_
     cr_expect(fabs(rl[0] - row0) < 1e-5 && loss > row0, "row loss %g vs %g", rl[0], row0);
 }
 
+Test(tensor, crossentropy_counts_a_hit_only_when_the_target_is_the_first_maximum)
+{
+    enum { V = 37 }; /* odd: the SIMD max has a tail */
+    float x[4 * V], rl[4];
+    for (int i = 0; i < 4 * V; i++) x[i] = 0.01f * (float)(i % 11);
+    x[0 * V + 30] = 5.0f;                       /* row 0: target 30 is the only max: a hit */
+    x[1 * V + 3] = 5.0f, x[1 * V + 20] = 5.0f;  /* row 1: target 20 ties with an earlier 3: a miss */
+    x[2 * V + 3] = 5.0f, x[2 * V + 20] = 5.0f;  /* row 2: target 3 is the first of the tie: a hit */
+    x[3 * V + 36] = 6.0f;                       /* row 3: the max in the tail, target 0: a miss */
+    int32_t t[4] = {30, 20, 3, 0};
+    int correct = 0;
+    crossentropy_fused(x, V, t, 4, V, 1.0f, rl, &correct);
+    cr_expect_eq(correct, 2, "hits %d (expected rows 0 and 2)", correct);
+    cr_expect(rl[3] > 5.9f && rl[3] < 6.1f, "row 3's loss %g: the max in the tail must be found", rl[3]);
+}
+
 /* ---- vocabulary-parallel cross-entropy and head-split attention ---- */
 
 /* t ranks simulated in one process: each holds columns [r Vl, (r+1) Vl) of
