@@ -21,14 +21,24 @@ static void softmax_rows(float *S, int i0, int i1, int T, int kend, int causal,
     for (int i = i0; i < i1; i++) {
         float *row = S + (size_t)i * T;
         int jend = causal ? i + 1 : kend;
-        float mx = -INFINITY;
-        for (int j = 0; j < jend; j++)
-            if (!key_mask || key_mask[j]) mx = row[j] > mx ? row[j] : mx;
-        float sum = 0.0f;
-        for (int j = 0; j < jend; j++) {
-            float e = (!key_mask || key_mask[j]) ? exp_fast(row[j] - mx) : 0.0f;
-            row[j] = e;
-            sum += e;
+        float mx = -INFINITY, sum = 0.0f;
+        /* SIMD reductions (a fixed order per row: deterministic) */
+        if (!key_mask) {
+            #pragma omp simd reduction(max : mx)
+            for (int j = 0; j < jend; j++) mx = row[j] > mx ? row[j] : mx;
+            #pragma omp simd reduction(+ : sum)
+            for (int j = 0; j < jend; j++) {
+                row[j] = exp_fast(row[j] - mx);
+                sum += row[j];
+            }
+        } else {
+            #pragma omp simd reduction(max : mx)
+            for (int j = 0; j < jend; j++) mx = key_mask[j] && row[j] > mx ? row[j] : mx;
+            #pragma omp simd reduction(+ : sum)
+            for (int j = 0; j < jend; j++) {
+                row[j] = key_mask[j] ? exp_fast(row[j] - mx) : 0.0f;
+                sum += row[j];
+            }
         }
         float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
         for (int j = 0; j < jend; j++) row[j] *= inv;
@@ -89,6 +99,7 @@ static void softmax_backward_rows(float *dP, const float *P, int i0, int i1, int
         float *d = dP + (size_t)i * T;
         const float *p = P + (size_t)i * T;
         float dot = 0.0f;
+        #pragma omp simd reduction(+ : dot)
         for (int j = 0; j < kend; j++) dot += p[j] * d[j];
         for (int j = 0; j < kend; j++) d[j] = p[j] * (d[j] - dot) * scale;
     }
