@@ -79,6 +79,7 @@
 #include <string.h>
 
 #include "ckpt/safetensors.h"
+#include "../common/fixture.h"
 #include "model/model.h"
 #include "optim/optim.h"
 #include "tensor/tensor.h"
@@ -95,37 +96,6 @@ static const char *meta(const safet_file *f, const char *k)
     const char *v = safet_metadata(f, k);
     cr_assert(v, "fixture lacks metadata %s", k);
     return v;
-}
-
-static model_config config_of(const safet_file *f)
-{
-    model_config c = {0};
-    c.family = strcmp(meta(f, "family"), "bert") == 0 ? MODEL_BERT : MODEL_GPT;
-    c.n_layer = atoi(meta(f, "n_layer"));
-    c.d_model = atoi(meta(f, "d_model"));
-    c.n_head = atoi(meta(f, "n_head"));
-    c.d_ff = atoi(meta(f, "d_ff"));
-    c.seq_len = atoi(meta(f, "seq_len"));
-    c.max_positions = atoi(meta(f, "max_positions"));
-    c.vocab_size = atoi(meta(f, "vocab_size"));
-    c.pre_ln = c.family == MODEL_GPT;
-    return c;
-}
-
-static optim_config optim_of(const safet_file *f)
-{
-    optim_config o = {0};
-    o.lr = atof(meta(f, "lr"));
-    o.min_lr = atof(meta(f, "min_lr"));
-    o.warmup_steps = atoi(meta(f, "warmup_steps"));
-    o.total_steps = atoi(meta(f, "total_steps"));
-    o.decay = strcmp(meta(f, "decay"), "cosine") == 0 ? DECAY_COSINE : DECAY_LINEAR;
-    o.beta1 = atof(meta(f, "beta1"));
-    o.beta2 = atof(meta(f, "beta2"));
-    o.eps = atof(meta(f, "eps"));
-    o.weight_decay = atof(meta(f, "weight_decay"));
-    o.clip = atof(meta(f, "clip"));
-    return o;
 }
 
 static double max_abs(const float *x, size_t n)
@@ -365,8 +335,7 @@ static void check(const char *fp32_file, const char *bf16_file)
     tensor_runtime_init(1, 1, &rt);
     setup s;
     cr_assert_eq(safet_open(&s.f, fp32_file), ST_OK, "%s", st_message());
-    s.c = config_of(s.f);
-    s.o = optim_of(s.f);
+    cr_assert_eq(fixture_configs(s.f, &s.c, &s.o), ST_OK, "%s", st_message());
     s.B = atoi(meta(s.f, "batch"));
     cr_assert(s.B * 2 <= 8, "result.nsp holds 4 sequences");
     size_t N = (size_t)s.B * s.c.seq_len;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ckpt/safetensors.h"
+#include "../common/fixture.h"
 #include "model/model.h"
 #include "optim/optim.h"
 #include "tensor/tensor.h"
@@ -21,37 +22,6 @@ static const char *meta(const safet_file *f, const char *k)
     const char *v = safet_metadata(f, k);
     cr_assert(v, "fixture lacks metadata %s", k);
     return v;
-}
-
-static model_config config_of(const safet_file *f)
-{
-    model_config c = {0};
-    c.family = strcmp(meta(f, "family"), "bert") == 0 ? MODEL_BERT : MODEL_GPT;
-    c.n_layer = atoi(meta(f, "n_layer"));
-    c.d_model = atoi(meta(f, "d_model"));
-    c.n_head = atoi(meta(f, "n_head"));
-    c.d_ff = atoi(meta(f, "d_ff"));
-    c.seq_len = atoi(meta(f, "seq_len"));
-    c.max_positions = atoi(meta(f, "max_positions"));
-    c.vocab_size = atoi(meta(f, "vocab_size"));
-    c.pre_ln = c.family == MODEL_GPT;
-    return c;
-}
-
-static optim_config optim_of(const safet_file *f)
-{
-    optim_config o = {0};
-    o.lr = atof(meta(f, "lr"));
-    o.min_lr = atof(meta(f, "min_lr"));
-    o.warmup_steps = atoi(meta(f, "warmup_steps"));
-    o.total_steps = atoi(meta(f, "total_steps"));
-    o.decay = strcmp(meta(f, "decay"), "cosine") == 0 ? DECAY_COSINE : DECAY_LINEAR;
-    o.beta1 = atof(meta(f, "beta1"));
-    o.beta2 = atof(meta(f, "beta2"));
-    o.eps = atof(meta(f, "eps"));
-    o.weight_decay = atof(meta(f, "weight_decay"));
-    o.clip = atof(meta(f, "clip"));
-    return o;
 }
 
 /* max|a-b| / (max|b| + 1e-6) */
@@ -106,7 +76,9 @@ static void check_fixture(const char *file)
     tensor_runtime_init(1, 1, &rt);
     safet_file *f;
     cr_assert_eq(safet_open(&f, file), ST_OK, "%s", st_message());
-    model_config c = config_of(f);
+    model_config c;
+    optim_config o;
+    cr_assert_eq(fixture_configs(f, &c, &o), ST_OK, "%s", st_message());
     int B = atoi(meta(f, "batch")), T = c.seq_len, V = c.vocab_size;
     model_stage *m;
     cr_assert_eq(model_stage_create(&m, &c, 0, c.n_layer, B, 1), ST_OK, "%s", st_message());
@@ -157,7 +129,6 @@ static void check_fixture(const char *file)
     expect_tensors(f, m, model_grads(m), "grad");
 
     /* three AdamW steps on the same batch, the training path (no logits kept) */
-    optim_config o = optim_of(f);
     size_t n = model_n_params(m);
     float *mom = calloc(n, sizeof(float)), *var = calloc(n, sizeof(float));
     float *loss_ref = read_f32(f, "loss_steps", 3), *norm_ref = read_f32(f, "grad_norm_steps", 3);
