@@ -6,7 +6,8 @@
 #include "tensor/internal.h"
 
 /* inp, out (N,C); mean, rstd (N); weight, bias (C). Statistics in double so
- * rows with a large mean do not lose the variance. */
+ * rows with a large mean do not lose the variance; the row sums are SIMD
+ * reductions (a fixed order per row: deterministic). */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int N, int C, float eps)
 {
@@ -15,14 +16,17 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
         double s = 0.0;
+        #pragma omp simd reduction(+ : s)
         for (int c = 0; c < C; c++) s += x[c];
         float m = (float)(s / C);
         double v = 0.0;
+        #pragma omp simd reduction(+ : v)
         for (int c = 0; c < C; c++) {
             float d = x[c] - m;
             v += (double)d * d;
         }
         float r = (float)(1.0 / sqrt(v / C + eps));
+        #pragma omp simd
         for (int c = 0; c < C; c++) y[c] = (x[c] - m) * r * weight[c] + bias[c];
         mean[n] = m;
         rstd[n] = r;
@@ -41,6 +45,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
         float *dx = dinp + (size_t)n * C;
         float m = mean[n], r = rstd[n];
         float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+        #pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
         for (int c = 0; c < C; c++) {
             float norm = (x[c] - m) * r;
             float dnorm = weight[c] * dy[c];
