@@ -5,7 +5,11 @@
  * (pp-1)/(m+pp-1), and per rank the time in compute against the time waiting
  * in point-to-point transfers and in collectives.
  * Usage: bench_dist gpt|bert PP ZERO gpipe|1f1b M MICRO_BATCH STEPS
- * (dp = ranks / PP). Prints on rank 0: one line of figures, then one per rank. */
+ * (dp = ranks / PP). BENCH_PRECISION=fp32|bf16 (default fp32) sets the GEMMs'
+ * precision (train.precision). BLIS's kernels are chosen as mpilm train
+ * chooses them (tensor_runtime_init), one thread per rank unless
+ * OMP_NUM_THREADS says otherwise. Prints on rank 0: one line of figures,
+ * then one per rank. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +18,7 @@
 
 #include "data/random_source.h"
 #include "dist/dist.h"
+#include "tensor/tensor.h"
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -43,6 +48,10 @@ int main(int argc, char **argv)
     int m = atoi(argv[5]), B = atoi(argv[6]), steps = atoi(argv[7]), rank, world;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
+    const char *prec = getenv("BENCH_PRECISION");
+    mc.bf16 = prec && strcmp(prec, "bf16") == 0;
+    tensor_runtime rt;
+    if (tensor_runtime_init(1, world, &rt) != ST_OK) st_die(ST_CONFIG);
     optim_config oc = {.lr = 1e-4, .total_steps = steps + 1, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .clip = 1};
     random_spec spec = {.mlm = bert, .nsp = bert, .vocab_size = mc.vocab_size, .mask_prob = 0.15, .seed = 1};
     dist_engine *e;
@@ -75,9 +84,9 @@ int main(int argc, char **argv)
         qsort(bubble, (size_t)steps, sizeof(double), cmp_double);
         double step = step_s[steps / 2], tokens = (double)B * m * t->dp * T;
         int pp = t->pp;
-        printf("%s pp=%d dp=%d zero=%d %s m=%d B=%d: %.0f tokens/s, step %.3f s (median of %d), bubble %.1f%% "
+        printf("%s %s pp=%d dp=%d zero=%d %s m=%d B=%d: %.0f tokens/s, step %.3f s (median of %d), bubble %.1f%% "
                "(ideal %.1f%%; mean over ranks %.1f%%), rank 0 params %.1f MiB grads %.1f MiB optimizer %.1f MiB\n",
-               argv[1], pp, t->dp, dc.zero, argv[4], m, B, tokens / step, step, steps, 100.0 * bubble[steps / 2],
+               argv[1], mc.bf16 ? "bf16" : "fp32", pp, t->dp, dc.zero, argv[4], m, B, tokens / step, step, steps, 100.0 * bubble[steps / 2],
                100.0 * (pp - 1) / (m + pp - 1), 100.0 * bubble_mean, mem.params / 1048576.0, mem.grads / 1048576.0,
                mem.optimizer / 1048576.0);
         for (int k = 0; k < world; k++) {
