@@ -60,6 +60,7 @@ void bf16_to_f32(float *dst, const bf16 *src, size_t n)
 
 typedef struct gemm_key {
     int ta, tb, M, N, K, lda, ldb, ldc, beta;
+    int f32; /* operands fp32 (gemm_onednn_f32) instead of bf16 */
 } gemm_key;
 
 typedef struct gemm_prim {
@@ -129,8 +130,9 @@ static status_t grow_scratch(size_t need)
 static status_t prim_create(gemm_prim *g, const gemm_key *k)
 {
     dnnl_memory_desc_t a, b, c;
-    TRY(md_of(&a, k->M, k->K, k->lda, k->ta, dnnl_bf16));
-    TRY(md_of(&b, k->K, k->N, k->ldb, k->tb, dnnl_bf16));
+    dnnl_data_type_t in = k->f32 ? dnnl_f32 : dnnl_bf16;
+    TRY(md_of(&a, k->M, k->K, k->lda, k->ta, in));
+    TRY(md_of(&b, k->K, k->N, k->ldb, k->tb, in));
     TRY(md_of(&c, k->M, k->N, k->ldc, 0, dnnl_f32));
     dnnl_matmul_desc_t desc;
     TRY(dnnl_ok(dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c), "describing a bf16 matmul"));
@@ -174,16 +176,17 @@ static status_t prim_find(const gemm_key *k, gemm_prim **out)
     return ST_OK;
 }
 
-status_t gemm_bf16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
-                   float beta, float *Cm, int ldc)
+/* C = op(A) op(B) + beta C through the primitive of key k (A, B of its type). */
+static status_t gemm_run(const gemm_key *kk, const void *A, const void *Bm, float beta, float *Cm)
 {
-    if (M == 0 || N == 0) return ST_OK;
+    gemm_key k = *kk;
+    if (k.M == 0 || k.N == 0) return ST_OK;
     FAIL_IF(beta != 0.0f && beta != 1.0f, ST_ERROR, "gemm_bf16: beta %g (expected 0 or 1)", beta);
-    if (K == 0) {
-        for (int i = 0; beta == 0.0f && i < M; i++) memset(Cm + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
+    if (k.K == 0) {
+        for (int i = 0; beta == 0.0f && i < k.M; i++) memset(Cm + (size_t)i * k.ldc, 0, (size_t)k.N * sizeof(float));
         return ST_OK;
     }
-    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, beta != 0.0f};
+    k.beta = beta != 0.0f;
     gemm_prim *g = NULL;
     TRY(prim_find(&k, &g));
     dnnl_memory_set_data_handle(g->a, (void *)A);
@@ -197,6 +200,20 @@ status_t gemm_bf16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, 
     }
     TRY(dnnl_ok(dnnl_primitive_execute(g->prim, G.stream, nargs, args), "running a bf16 matmul"));
     return dnnl_ok(dnnl_stream_wait(G.stream), "waiting for a bf16 matmul");
+}
+
+status_t gemm_bf16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
+                   float beta, float *Cm, int ldc)
+{
+    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 0};
+    return gemm_run(&k, A, Bm, beta, Cm);
+}
+
+status_t gemm_onednn_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *Bm, int ldb,
+                         float beta, float *Cm, int ldc)
+{
+    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 1};
+    return gemm_run(&k, A, Bm, beta, Cm);
 }
 
 int gemm_bf16_primitives(void) { return G.n_prims; }

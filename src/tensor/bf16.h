@@ -66,6 +66,12 @@ void gelu_forward_bf16(bf16 *out, const float *inp, size_t n, gelu_kind kind);
 status_t gemm_bf16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
                    float beta, float *Cm, int ldc);
 
+/* The same GEMM with fp32 operands through oneDNN's f32 matmul: not used by
+ * training (BLIS is as fast at the model's shapes), kept so bench_gemm
+ * measures that claim and the tests check it computes the same. */
+status_t gemm_onednn_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *Bm, int ldb,
+                         float beta, float *Cm, int ldc);
+
 /* ---- linear layers in mixed precision --------------------------------------
  * The bf16 twins of linear_forward / linear_backward (tensor.h, same shapes,
  * layouts and accumulate rules): the operands are bf16 copies made by the

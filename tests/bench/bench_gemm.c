@@ -2,7 +2,8 @@
  * chosen by tensor_runtime) against oneDNN bf16 x bf16 -> fp32 (the bf16
  * path), at every shape a linear layer runs: forward out = x W, backward
  * d(x) = d(out) W^T and d(W) += x^T d(out) (GPT's Conv1D layout (C, OC)).
- * Also the cost of converting the activation operand to bf16.
+ * Also oneDNN's f32 matmul (dnnl32: the alternative fp32 engine) and the
+ * cost of converting the activation operand to bf16.
  * Usage: bench_gemm [REPS [THREADS]]  (defaults 7, auto)
  * Prints one line per shape: GFLOP/s of each (median of REPS after a warm-up)
  * and the ratio; a closing line with the geometric mean ratio.
@@ -117,15 +118,16 @@ int main(int argc, char **argv)
     };
     int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
     double *t32 = malloc(sizeof(double) * (size_t)reps), *t16 = malloc(sizeof(double) * (size_t)reps);
-    double log_sum = 0.0;
-    printf("%-22s %6s %6s %6s %10s %10s %6s %10s\n", "shape", "M", "N", "K", "fp32_GF/s", "bf16_GF/s", "ratio",
-           "cvt_ms");
+    double *tdn = malloc(sizeof(double) * (size_t)reps);
+    double log_sum = 0.0, log_dnn = 0.0;
+    printf("%-22s %6s %6s %6s %10s %10s %10s %6s %10s\n", "shape", "M", "N", "K", "fp32_GF/s", "dnnl32_GF/s",
+           "bf16_GF/s", "ratio", "cvt_ms");
     for (int s = 0; s < n_shapes; s++) {
         const shape *p = &shapes[s];
         size_t na = (size_t)p->M * p->K, nb = (size_t)p->K * p->N, nc = (size_t)p->M * p->N;
         float *a = malloc(na * sizeof(float)), *b = malloc(nb * sizeof(float)), *c = calloc(nc, sizeof(float));
         bf16 *a16 = malloc(na * sizeof(bf16)), *b16 = malloc(nb * sizeof(bf16));
-        if (!a || !b || !c || !a16 || !b16 || !t32 || !t16) return 1;
+        if (!a || !b || !c || !a16 || !b16 || !t32 || !t16 || !tdn) return 1;
         for (size_t i = 0; i < na; i++) a[i] = (float)((i * 7) % 13) * 0.01f - 0.06f;
         for (size_t i = 0; i < nb; i++) b[i] = (float)((i * 5) % 11) * 0.01f - 0.05f;
         bf16_from_f32(b16, b, nb);
@@ -142,20 +144,29 @@ int main(int argc, char **argv)
                 return 1;
             }
             double t3 = time_now();
+            if (gemm_onednn_f32(p->ta, p->tb, p->M, p->N, p->K, a, lda, b, ldb, 0.0f, c, p->N) != ST_OK) {
+                fprintf(stderr, "bench_gemm: %s\n", st_message());
+                return 1;
+            }
+            double t4 = time_now();
             if (r < 0) continue;
             t32[r] = t1 - t0;
             t16[r] = t3 - t2;
+            tdn[r] = t4 - t3;
             cvt += (t2 - t1) / reps;
         }
         double flops = 2.0 * p->M * p->N * (double)p->K;
         double g32 = flops / median(t32, reps) * 1e-9, g16 = flops / median(t16, reps) * 1e-9;
+        double gdn = flops / median(tdn, reps) * 1e-9;
         log_sum += log(g16 / g32);
-        printf("%-22s %6d %6d %6d %10.0f %10.0f %6.2f %10.3f\n", p->what, p->M, p->N, p->K, g32, g16, g16 / g32,
-               1e3 * cvt);
+        log_dnn += log(gdn / g32);
+        printf("%-22s %6d %6d %6d %10.0f %10.0f %10.0f %6.2f %10.3f\n", p->what, p->M, p->N, p->K, g32, gdn, g16,
+               g16 / g32, 1e3 * cvt);
         free(a), free(b), free(c), free(a16), free(b16);
     }
-    printf("bf16/fp32 geometric mean over %d shapes: %.2f (threads %d, BLIS %s)\n", n_shapes,
-           exp(log_sum / n_shapes), rt.threads, rt.arch);
+    printf("bf16/fp32 geometric mean over %d shapes: %.2f; oneDNN f32 / BLIS: %.2f (threads %d, BLIS %s)\n",
+           n_shapes, exp(log_sum / n_shapes), exp(log_dnn / n_shapes), rt.threads, rt.arch);
+    free(tdn);
     free(t32);
     free(t16);
     gemm_bf16_shutdown();

@@ -214,3 +214,24 @@ Test(bf16, the_cpu_check_obeys_the_override)
     int has = bf16_cpu_supported(&why);
     cr_expect(strstr(why, has ? "has" : "neither") != NULL, "%s", why);
 }
+
+/* oneDNN's f32 matmul (bench_gemm's alternative fp32 engine) computes what
+ * BLIS computes, to fp32 summation order. */
+Test(bf16, onednn_f32_gemm_equals_blis)
+{
+    enum { M = 33, N = 21, K = 45 };
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            float a[M * K], b[K * N], c[M * N], ref[M * N];
+            fill(a, M * K, 9, 1.0f);
+            fill(b, K * N, 10, 1.0f);
+            fill(c, M * N, 11, 1.0f);
+            memcpy(ref, c, sizeof c);
+            int lda = ta ? M : K, ldb = tb ? K : N;
+            cr_assert_eq(gemm_onednn_f32(ta, tb, M, N, K, a, lda, b, ldb, 1.0f, c, N), ST_OK, "%s", st_message());
+            gemm(ta, tb, M, N, K, 1.0f, a, lda, b, ldb, 1.0f, ref, N);
+            for (int i = 0; i < M * N; i++)
+                cr_assert(fabsf(c[i] - ref[i]) <= 1e-5f * (1.0f + fabsf(ref[i])), "ta %d tb %d at %d: %g vs %g", ta,
+                          tb, i, c[i], ref[i]);
+        }
+}
