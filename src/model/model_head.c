@@ -75,9 +75,17 @@ static status_t check_label(const model_stage *m, int label, size_t pos)
     return ST_OK;
 }
 
+enum { ROW_GRANULE = 64 }; /* bf16: the head's row counts are multiples of this (or N) */
+
 /* The rows that get logits: those with a target, or every row when the
- * caller wants all logits. Returns how many have a target in *valid. */
-static status_t select_rows(model_stage *m, const batch *b, const model_pass *pass, int *R,
+ * caller wants all logits; *R of them, *valid with a target. *Rp >= *R rows
+ * are computed: a bf16 stage pads the count up to a multiple of ROW_GRANULE
+ * (at most N) with copies of row 0 that have no target, so the head's GEMMs
+ * see a few shapes and not one per batch (BERT's masked-row count changes
+ * every batch; each new shape would be a new oneDNN primitive). A padded row
+ * has zero gradient: it adds nothing to any parameter and is not scattered
+ * back. fp32 stages compute exactly the *R rows. */
+static status_t select_rows(model_stage *m, const batch *b, const model_pass *pass, int *R, int *Rp,
                             int *valid)
 {
     int N = m->B * m->cfg.seq_len, r = 0, v = 0;
@@ -92,6 +100,12 @@ static status_t select_rows(model_stage *m, const batch *b, const model_pass *pa
     }
     *R = r;
     *valid = v;
+    int p = m->cfg.bf16 && r > 0 ? (r + ROW_GRANULE - 1) / ROW_GRANULE * ROW_GRANULE : r;
+    *Rp = p < N ? p : N;
+    for (int i = r; i < *Rp; i++) {
+        m->s.rows[i] = m->s.rows[0];
+        m->s.row_targets[i] = LABEL_IGNORE;
+    }
     return ST_OK;
 }
 
@@ -115,20 +129,20 @@ static void scatter_add_rows(float *dst, const float *src, const int32_t *rows, 
 static status_t gpt_head(model_stage *m, slot_acts *s, const batch *b, const model_pass *pass,
                          model_losses *losses)
 {
-    int C = m->cfg.d_model, R, valid;
+    int C = m->cfg.d_model, R, Rp, valid;
     const float *x = s->xs[m->n_local];
-    TRY(select_rows(m, b, pass, &R, &valid));
-    gather_rows(m->s.h_in, x, m->s.rows, R, C);
-    layernorm_forward(m->s.h_l, m->s.h_mean, m->s.h_rstd, m->s.h_in, m->p.lnf_w, m->p.lnf_b, R,
+    TRY(select_rows(m, b, pass, &R, &Rp, &valid));
+    gather_rows(m->s.h_in, x, m->s.rows, Rp, C);
+    layernorm_forward(m->s.h_l, m->s.h_mean, m->s.h_rstd, m->s.h_in, m->p.lnf_w, m->p.lnf_b, Rp,
                       C, 1e-5f);
     float scale = valid ? pass->loss_scale / (float)valid : 0.0f;
-    TRY(tied_logits_loss(m, m->s.h_l, m->s.dh_l, R, m->s.rows, m->s.row_targets, NULL, NULL, scale,
+    TRY(tied_logits_loss(m, m->s.h_l, m->s.dh_l, Rp, m->s.rows, m->s.row_targets, NULL, NULL, scale,
                          pass, &losses->lm_correct, &losses->lm_loss_sum));
     losses->lm_count += valid;
     if (!pass->train) return ST_OK;
-    memset(m->s.h_t, 0, (size_t)R * C * sizeof(float));
+    memset(m->s.h_t, 0, (size_t)Rp * C * sizeof(float));
     layernorm_backward(m->s.h_t, m->g.lnf_w, m->g.lnf_b, m->s.dh_l, m->s.h_in, m->p.lnf_w,
-                       m->s.h_mean, m->s.h_rstd, R, C);
+                       m->s.h_mean, m->s.h_rstd, Rp, C);
     memset(s->doutput, 0, (size_t)m->B * m->cfg.seq_len * C * sizeof(float));
     scatter_add_rows(s->doutput, m->s.h_t, m->s.rows, R, C);
     return ST_OK;
@@ -137,26 +151,26 @@ static status_t gpt_head(model_stage *m, slot_acts *s, const batch *b, const mod
 static status_t bert_mlm(model_stage *m, slot_acts *s, const batch *b, const model_pass *pass,
                          model_losses *losses)
 {
-    int C = m->cfg.d_model, R, valid;
+    int C = m->cfg.d_model, R, Rp, valid;
     const float *x = s->xs[m->n_local];
-    TRY(select_rows(m, b, pass, &R, &valid));
+    TRY(select_rows(m, b, pass, &R, &Rp, &valid));
     scratch *k = &m->s;
-    gather_rows(k->h_in, x, k->rows, R, C);
-    TRY(stage_linear_forward(m, k->h_t, C, lin_f32(k->h_in), m->p.tr_w, m->p.tr_b, W_OUT_IN, R, C, C));
-    gelu_forward(k->h_g, k->h_t, (size_t)R * C, GELU_ERF);
-    layernorm_forward(k->h_l, k->h_mean, k->h_rstd, k->h_g, m->p.tr_ln_w, m->p.tr_ln_b, R, C,
+    gather_rows(k->h_in, x, k->rows, Rp, C);
+    TRY(stage_linear_forward(m, k->h_t, C, lin_f32(k->h_in), m->p.tr_w, m->p.tr_b, W_OUT_IN, Rp, C, C));
+    gelu_forward(k->h_g, k->h_t, (size_t)Rp * C, GELU_ERF);
+    layernorm_forward(k->h_l, k->h_mean, k->h_rstd, k->h_g, m->p.tr_ln_w, m->p.tr_ln_b, Rp, C,
                       1e-12f);
     float scale = valid ? pass->loss_scale / (float)valid : 0.0f;
-    TRY(tied_logits_loss(m, k->h_l, k->dh_l, R, k->rows, k->row_targets, m->p.dec_b, m->g.dec_b,
+    TRY(tied_logits_loss(m, k->h_l, k->dh_l, Rp, k->rows, k->row_targets, m->p.dec_b, m->g.dec_b,
                          scale, pass, &losses->mlm_correct, &losses->mlm_loss_sum));
     losses->mlm_count += valid;
     if (!pass->train) return ST_OK;
-    memset(k->dh_g, 0, (size_t)R * C * sizeof(float));
+    memset(k->dh_g, 0, (size_t)Rp * C * sizeof(float));
     layernorm_backward(k->dh_g, m->g.tr_ln_w, m->g.tr_ln_b, k->dh_l, k->h_g, m->p.tr_ln_w,
-                       k->h_mean, k->h_rstd, R, C);
-    gelu_backward(k->dh_g, k->h_t, k->dh_g, (size_t)R * C, GELU_ERF);
-    TRY(stage_linear_backward(m, k->dh_l, m->g.tr_w, m->g.tr_b, k->dh_g, C, lin_f32(k->h_in), m->p.tr_w, W_OUT_IN, R,
-                    C, C, 0));
+                       k->h_mean, k->h_rstd, Rp, C);
+    gelu_backward(k->dh_g, k->h_t, k->dh_g, (size_t)Rp * C, GELU_ERF);
+    TRY(stage_linear_backward(m, k->dh_l, m->g.tr_w, m->g.tr_b, k->dh_g, C, lin_f32(k->h_in), m->p.tr_w, W_OUT_IN, Rp,
+                              C, C, 0));
     scatter_add_rows(s->doutput, k->dh_l, k->rows, R, C);
     return ST_OK;
 }

@@ -67,8 +67,13 @@ typedef struct gemm_prim {
     gemm_key key;
     dnnl_primitive_t prim;
     dnnl_memory_t a, b, c, scratch;
+    uint64_t used; /* the call count when last run (least recently used goes first) */
 } gemm_prim;
 
+/* A step repeats a few dozen shapes (the model plans its variable row counts
+ * in multiples, model_head.c); past MAX_PRIMS the least recently used
+ * primitive is replaced, so an unforeseen stream of shapes costs time (a
+ * primitive per call), never an error. */
 enum { MAX_PRIMS = 256 };
 
 static struct {
@@ -76,6 +81,7 @@ static struct {
     dnnl_stream_t stream;
     gemm_prim prims[MAX_PRIMS];
     int n_prims;
+    uint64_t calls, evicted;
     void *scratch;
     size_t scratch_size;
 } G;
@@ -155,23 +161,45 @@ static status_t prim_create(gemm_prim *g, const gemm_key *k)
     return st;
 }
 
+static void prim_destroy(gemm_prim *g)
+{
+    if (g->prim) dnnl_primitive_destroy(g->prim);
+    dnnl_memory_t mem[4] = {g->a, g->b, g->c, g->scratch};
+    for (int i = 0; i < 4; i++)
+        if (mem[i]) dnnl_memory_destroy(mem[i]);
+    memset(g, 0, sizeof *g);
+}
+
+/* A free slot, or the least recently used primitive's, emptied. */
+static gemm_prim *prim_slot(void)
+{
+    if (G.n_prims < MAX_PRIMS) return &G.prims[G.n_prims++];
+    gemm_prim *old = &G.prims[0];
+    for (int i = 1; i < MAX_PRIMS; i++)
+        if (G.prims[i].used < old->used) old = &G.prims[i];
+    prim_destroy(old);
+    G.evicted++;
+    return old;
+}
+
 static status_t prim_find(const gemm_key *k, gemm_prim **out)
 {
+    G.calls++;
     for (int i = 0; i < G.n_prims; i++)
         if (memcmp(&G.prims[i].key, k, sizeof *k) == 0) {
             *out = &G.prims[i];
+            (*out)->used = G.calls;
             return ST_OK;
         }
-    FAIL_IF(G.n_prims == MAX_PRIMS, ST_ERROR, "oneDNN: more than %d GEMM shapes in one process", MAX_PRIMS);
     TRY(engine_init());
-    gemm_prim *g = &G.prims[G.n_prims];
-    memset(g, 0, sizeof *g);
+    gemm_prim *g = prim_slot();
     status_t st = prim_create(g, k);
     if (st != ST_OK) {
-        if (g->prim) dnnl_primitive_destroy(g->prim);
+        prim_destroy(g);
+        G.n_prims -= g == &G.prims[G.n_prims - 1];
         return st;
     }
-    G.n_prims++;
+    g->used = G.calls;
     *out = g;
     return ST_OK;
 }
@@ -217,18 +245,11 @@ status_t gemm_onednn_f32(int ta, int tb, int M, int N, int K, const float *A, in
 }
 
 int gemm_bf16_primitives(void) { return G.n_prims; }
+uint64_t gemm_bf16_evictions(void) { return G.evicted; }
 
 void gemm_bf16_shutdown(void)
 {
-    for (int i = 0; i < G.n_prims; i++) {
-        gemm_prim *g = &G.prims[i];
-        dnnl_primitive_destroy(g->prim);
-        dnnl_memory_destroy(g->a);
-        dnnl_memory_destroy(g->b);
-        dnnl_memory_destroy(g->c);
-        if (g->scratch) dnnl_memory_destroy(g->scratch);
-    }
-    G.n_prims = 0;
+    for (int i = 0; i < G.n_prims; i++) prim_destroy(&G.prims[i]);
     if (G.stream) dnnl_stream_destroy(G.stream);
     if (G.engine) dnnl_engine_destroy(G.engine);
     free(G.scratch);

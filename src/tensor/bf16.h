@@ -88,8 +88,10 @@ status_t linear_backward_bf16(float *dinp, float *dweight, float *dbias, const f
                               int ldd, const bf16 *inp_bf, const bf16 *w_bf, weight_layout lay, int N, int C,
                               int OC, int accumulate);
 
-/* Primitives created so far (tests check that a repeated shape reuses one). */
+/* Primitives held (tests check that a repeated shape reuses one), and how
+ * many were replaced because more than the table's 256 shapes came. */
 int gemm_bf16_primitives(void);
+uint64_t gemm_bf16_evictions(void);
 /* Frees every primitive, the scratchpad, the stream and the engine. */
 void gemm_bf16_shutdown(void);
 

@@ -235,3 +235,23 @@ Test(bf16, onednn_f32_gemm_equals_blis)
                           tb, i, c[i], ref[i]);
         }
 }
+
+/* More shapes than the primitive table holds: the least recently used ones
+ * are replaced, the results stay right, and nothing fails. */
+Test(bf16, more_shapes_than_the_table_evicts_and_stays_correct)
+{
+    enum { SHAPES = 300, K = 4, N = 8 };
+    bf16 a[SHAPES * K], b[K * N];
+    float c[SHAPES * N];
+    for (int i = 0; i < SHAPES * K; i++) a[i] = bf16_round(1.0f);
+    for (int i = 0; i < K * N; i++) b[i] = bf16_round(0.5f);
+    for (int M = 1; M <= SHAPES; M++) {
+        cr_assert_eq(gemm_bf16(0, 0, M, N, K, a, K, b, N, 0.0f, c, N), ST_OK, "M = %d: %s", M, st_message());
+        cr_assert_eq(c[(M - 1) * N + N - 1], 2.0f, "M = %d: the last entry", M);
+    }
+    cr_expect(gemm_bf16_primitives() <= 256, "%d primitives held", gemm_bf16_primitives());
+    cr_expect(gemm_bf16_evictions() >= SHAPES - 256, "%llu evictions", (unsigned long long)gemm_bf16_evictions());
+    /* an early shape again: made anew, still right */
+    cr_assert_eq(gemm_bf16(0, 0, 1, N, K, a, K, b, N, 0.0f, c, N), ST_OK);
+    cr_expect_eq(c[0], 2.0f);
+}
