@@ -52,6 +52,7 @@ const config_key mpilm_schema[] = {
     {"dist", "stages", CFG_STRING, "", NULL, NO_RANGE, "optional layer counts per stage, e.g. 5,7"},
     {"dist", "tp_mode", CFG_ENUM, "1d", "1d|2d", NO_RANGE, "tensor-parallel mode"},
     {"dist", "hang_timeout", CFG_FLOAT, "600", NULL, 1, 1e9, "seconds before the watchdog reports and ends the job"},
+    {"dist", "grad_reduce", CFG_ENUM, "fp32", "fp32|bf16", NO_RANGE, "what the data-parallel gradient reduction moves and sums in"},
 
     {"ckpt", "every_steps", CFG_INT, "0", NULL, 0, ANY_COUNT, "checkpoint every N steps (0 = off)"},
     {"ckpt", "every_minutes", CFG_FLOAT, "0", NULL, 0, 1e9, "checkpoint every N minutes (0 = off)"},

@@ -8,7 +8,9 @@
  * their verification by simulation, the executor that runs one step's
  * micro-batches with MPI_Isend/MPI_Irecv, the watchdog, the tied word
  * embedding's gradient sum, ZeRO 0/1/2 over the dp communicator, global
- * grad-norm clipping and the AdamW update of a rank's shard.
+ * grad-norm clipping and the AdamW update of a rank's shard, and which of
+ * those messages travel in bf16 (pipeline messages of bf16 stages,
+ * dist.grad_reduce = bf16).
  * Must not touch: files, data sources (micro-batches come from a callback),
  * the model's internals (only model.h), printing (only base/log on a hang).
  */
@@ -27,6 +29,7 @@ enum { DIST_MAX_STAGES = 64 };
 
 typedef enum { DIST_GPIPE = 0, DIST_1F1B = 1 } dist_schedule_kind;
 typedef enum { DIST_TP_1D = 0, DIST_TP_2D = 1 } dist_tp_mode;
+typedef enum { DIST_REDUCE_FP32 = 0, DIST_REDUCE_BF16 = 1 } dist_grad_reduce;
 
 /* ---- topology ---------------------------------------------------------------- */
 
@@ -41,6 +44,7 @@ typedef struct dist_config {
     int stages[DIST_MAX_STAGES];
     double hang_timeout;          /* dist.hang_timeout: seconds per step; <= 0 = none */
     size_t bucket_bytes;          /* ZeRO-2 reduce-scatter bucket (0 = 4 MiB) */
+    dist_grad_reduce grad_reduce; /* dist.grad_reduce: what the dp gradient reduction moves and sums in */
 } dist_config;
 
 /* Parses dist.stages ("5,7": layer counts per stage) into c->stages. */
@@ -115,7 +119,7 @@ typedef struct dist_instr {
     int slot;      /* activation slot holding mb on this stage */
     int peer;      /* stage sent to / received from; -1 for compute */
     int tag;       /* 2 mb + (0 activation | 1 gradient) */
-    size_t count;  /* floats moved */
+    size_t count;  /* values moved: floats, or bf16 values (2 bytes) when the stages compute in bf16 */
 } dist_instr;
 
 /* Every stage's instruction list for one step of m micro-batches.
@@ -140,6 +144,26 @@ status_t dist_plan_build(dist_plan *p, dist_schedule_kind kind, int pp, int m, s
 status_t dist_plan_verify(const dist_plan *p);
 void dist_plan_free(dist_plan *p);
 
+/* ---- bf16 messages --------------------------------------------------------------
+ * With model_config.bf16 the activations and their gradients between pipeline
+ * stages travel as bf16: the sender rounds the fp32 array to nearest even into
+ * a bf16 buffer of the slot, the receiver widens its slot's bf16 buffer
+ * (exactly) into the fp32 array when the receive completes; count values of 2
+ * bytes, half the bytes of fp32. With dist.grad_reduce = bf16 the dp gradient
+ * reduction (ZeRO 0/1 allreduce, ZeRO 2 reduce-scatter buckets) rounds the
+ * gradients to bf16 and sums them with dist_bf16_sum; the result is widened
+ * back into the fp32 gradients (or ZeRO 2's shard). The tied-embedding sum
+ * and the tensor-parallel reductions stay fp32. */
+
+/* The MPI_User_function of that sum, over MPI_UINT16_T values holding bf16:
+ * inout[i] = bf16(in[i] + inout[i]), both widened exactly and added in fp32.
+ * That is the correctly rounded (nearest even) bf16 sum: two bf16 values'
+ * exact sum needs at most 24 bits when their exponents differ by 15 or less,
+ * and otherwise the smaller is far below half a bf16 ulp of the larger, so
+ * the fp32 rounding never moves the sum across a bf16 rounding boundary.
+ * Commutative (as MPI_Op_create is told), not associative. */
+void dist_bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type);
+
 /* ---- the step ------------------------------------------------------------------ */
 
 /* Fills b with global micro-batch g (its samples are g B .. g B + B - 1, the
@@ -159,6 +183,9 @@ typedef struct dist_memory {
     size_t grad_accum;   /* the model's accumulation buffer over micro-batches: 4 n */
     size_t optimizer;    /* AdamW moments: 8 n (zero 0), 8 shard (zero 1/2) */
     size_t shard;        /* floats this rank updates: ceil(n / dp), the last shards shorter */
+    size_t messages_bf16; /* bf16 message buffers: the dp reduction's 2 n (+ 2 shard at zero 2) with
+                             dist.grad_reduce = bf16 at dp > 1; the pipeline's 3 x slots x 2 B T C
+                             (a receive and two sends per slot) with bf16 stages at pp > 1 */
 } dist_memory;
 
 typedef struct dist_step_result {

@@ -4,6 +4,7 @@
 #define MPILM_DIST_DIST_INTERNAL_H
 
 #include "dist/dist.h"
+#include "tensor/bf16.h"
 
 struct dist_engine {
     dist_config dc;
@@ -33,6 +34,14 @@ struct dist_engine {
     MPI_Request tp_req;           /* the model's tensor-group reduction in flight */
     double tp_comm;               /* seconds in tensor-group reductions this step */
     size_t tied_off, tied_n;      /* the word embedding in this stage's buffer (0, 0: not tied here) */
+
+    /* bf16 messages (dist.h): NULL when that traffic is fp32 */
+    MPI_Op bf16_sum;              /* dist_bf16_sum; MPI_OP_NULL unless grad_reduce = bf16 at dp > 1 */
+    bf16 *reduce_bf;              /* [n]: the gradients rounded for the dp reduction (grad_reduce = bf16, dp > 1) */
+    bf16 *shard_bf;               /* [hi - lo]: zero 2's reduce-scatter result before widening into grad_shard */
+    bf16 *pipe_bf;                /* [n_slots][3][act_count]: per slot a receive, an activation send and a
+                                     gradient send buffer (bf16 stages, pp > 1) */
+    size_t act_count;             /* values of one pipeline message (B T C) */
 
     /* executor state of the current step */
     MPI_Request *recv_req, *send_act, *send_grad; /* [n_slots] */

@@ -89,6 +89,29 @@ static status_t setup_shards(dist_engine *e)
     return ST_OK;
 }
 
+/* dist.grad_reduce = bf16 at dp > 1: the rounded gradients, zero 2's bf16
+ * shard and the sum's MPI_Op. */
+static status_t setup_reduce_bf16(dist_engine *e)
+{
+    if (e->dc.grad_reduce != DIST_REDUCE_BF16 || e->topo.dp == 1) return ST_OK;
+    FAIL_IF(MPI_Op_create(dist_bf16_sum, 1, &e->bf16_sum) != MPI_SUCCESS, ST_MPI, "dist: MPI_Op_create failed");
+    e->reduce_bf = zalloc(e->n, sizeof(bf16));
+    FAIL_IF(!e->reduce_bf, ST_NOMEM, "dist: out of memory for the bf16 gradient reduction");
+    if (!e->grad_shard) return ST_OK;
+    e->shard_bf = zalloc(e->hi - e->lo, sizeof(bf16));
+    FAIL_IF(!e->shard_bf, ST_NOMEM, "dist: out of memory for the bf16 gradient shard");
+    return ST_OK;
+}
+
+/* bf16 stages at pp > 1: a receive and two send buffers per slot. */
+static status_t setup_pipe_bf16(dist_engine *e)
+{
+    if (!e->mc.bf16 || e->topo.pp == 1) return ST_OK;
+    e->pipe_bf = zalloc((size_t)e->n_slots * 3 * e->act_count, sizeof(bf16));
+    FAIL_IF(!e->pipe_bf, ST_NOMEM, "dist: out of memory for the bf16 pipeline messages");
+    return ST_OK;
+}
+
 static status_t setup_executor(dist_engine *e)
 {
     int k = e->n_slots;
@@ -101,7 +124,7 @@ static status_t setup_executor(dist_engine *e)
     e->slot_fwd = e->slot_mb + k;
     for (int i = 0; i < 3 * k; i++) e->recv_req[i] = MPI_REQUEST_NULL;
     for (int i = 0; i < k; i++) TRY(batch_alloc(&e->batches[i], e->B, e->mc.seq_len));
-    return ST_OK;
+    return setup_pipe_bf16(e);
 }
 
 static void find_tied(dist_engine *e)
@@ -155,8 +178,8 @@ static status_t tp_gather(void *ctx, const model_dmat *A, float *full)
 static status_t engine_setup(dist_engine *e, const model_config *mc, MPI_Comm world)
 {
     TRY(dist_topology_create(&e->topo, &e->dc, mc, world));
-    size_t count = (size_t)e->B * mc->seq_len * mc->d_model;
-    TRY(dist_plan_build(&e->plan, e->dc.schedule, e->topo.pp, e->m, count));
+    e->act_count = (size_t)e->B * mc->seq_len * mc->d_model;
+    TRY(dist_plan_build(&e->plan, e->dc.schedule, e->topo.pp, e->m, e->act_count));
     TRY(dist_plan_verify(&e->plan));
     e->n_slots = e->plan.n_slots[e->topo.stage];
     model_tp tp = {.size = e->topo.tp, .rank = e->topo.tp_rank, .allreduce_sum = tp_sum, .allreduce_max = tp_max,
@@ -170,6 +193,7 @@ static status_t engine_setup(dist_engine *e, const model_config *mc, MPI_Comm wo
     model_init_params(e->stage, e->seed);
     find_tied(e);
     TRY(setup_shards(e));
+    TRY(setup_reduce_bf16(e));
     return setup_executor(e);
 }
 
@@ -182,6 +206,7 @@ status_t dist_engine_create(dist_engine **out, const dist_config *dc, const mode
     FAIL_IF(!e, ST_NOMEM, "dist: out of memory");
     e->topo.comm = e->topo.pipe = e->topo.dp_comm = e->topo.tied = e->topo.tp_comm = MPI_COMM_NULL;
     e->tp_req = MPI_REQUEST_NULL;
+    e->bf16_sum = MPI_OP_NULL;
     e->dc = *dc;
     e->mc = *mc;
     e->oc = *oc;
@@ -209,6 +234,10 @@ void dist_engine_free(dist_engine *e)
     free(e->adam_m);
     free(e->adam_v);
     free(e->grad_shard);
+    free(e->reduce_bf);
+    free(e->shard_bf);
+    free(e->pipe_bf);
+    if (e->bf16_sum != MPI_OP_NULL) MPI_Op_free(&e->bf16_sum);
     free(e->coll);
     free(e->bucket_counts);
     free(e->bucket_posted);
@@ -233,13 +262,16 @@ int dist_engine_tp_grid(const dist_engine *e, int *P, int *Q, int *block)
 
 dist_memory dist_engine_memory(const dist_engine *e)
 {
-    size_t f = sizeof(float), shard = e->hi - e->lo;
+    size_t f = sizeof(float), h = sizeof(bf16), shard = e->hi - e->lo;
+    size_t messages = (e->reduce_bf ? h * e->n : 0) + (e->shard_bf ? h * shard : 0) +
+                      (e->pipe_bf ? h * 3 * (size_t)e->n_slots * e->act_count : 0);
     return (dist_memory){.params = f * e->n,
-                         .params_bf16 = e->mc.bf16 ? sizeof(uint16_t) * e->n : 0,
+                         .params_bf16 = e->mc.bf16 ? h * e->n : 0,
                          .grads = e->grad_shard ? f * shard : 0,
                          .grad_accum = f * e->n,
                          .optimizer = 2 * f * (e->uhi - e->ulo),
-                         .shard = shard};
+                         .shard = shard,
+                         .messages_bf16 = messages};
 }
 
 dist_shard dist_engine_shard(dist_engine *e)

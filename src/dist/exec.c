@@ -6,7 +6,10 @@
  * activation's slot holds no live micro-batch; a gradient's micro-batch has
  * been forwarded), so the transfer overlaps the compute. Sends are
  * MPI_Isend; a slot's sends are completed before a forward writes into the
- * slot again and at the end of the pipeline phase.
+ * slot again and at the end of the pipeline phase. Stages computing in bf16
+ * send bf16 (dist.h): the sender rounds into the slot's bf16 buffer, the
+ * receiver widens into the stage's fp32 array when the receive instruction's
+ * wait returns, before the forward or backward that reads it.
  *
  * Watchdog: every wait polls MPI_Test against the step's deadline
  * (dist.hang_timeout seconds from its start). Past it the rank logs which
@@ -91,17 +94,34 @@ static void poll(void *ctx, size_t lo, size_t hi)
         if (e->coll[b] != MPI_REQUEST_NULL) MPI_Test(&e->coll[b], &done, MPI_STATUS_IGNORE);
 }
 
-static float *recv_buffer(dist_engine *e, const dist_instr *in)
+/* The fp32 array a message fills or comes from. */
+static float *stage_buffer(dist_engine *e, const dist_instr *in)
 {
-    return in->op == DIST_RECV_ACT ? model_stage_input(e->stage, in->slot) : model_stage_doutput(e->stage, in->slot);
+    switch (in->op) {
+    case DIST_RECV_ACT: return model_stage_input(e->stage, in->slot);
+    case DIST_RECV_GRAD: return model_stage_doutput(e->stage, in->slot);
+    case DIST_SEND_ACT: return model_stage_output(e->stage, in->slot);
+    default: return model_stage_dinput(e->stage, in->slot);
+    }
+}
+
+/* With bf16 stages, the slot's bf16 buffer of a message: a slot has one
+ * receive in flight at a time (its activation's is complete before its
+ * gradient's is posted) but may have both sends (an activation send completes
+ * only before the slot's next forward). */
+static bf16 *message_bf16(dist_engine *e, const dist_instr *in)
+{
+    size_t which = in->op == DIST_SEND_ACT ? 1 : in->op == DIST_SEND_GRAD ? 2 : 0;
+    return e->pipe_bf + ((size_t)in->slot * 3 + which) * e->act_count;
 }
 
 static status_t post_recv(dist_engine *e, const dist_instr *in)
 {
     if (in->op == DIST_RECV_ACT) e->slot_mb[in->slot] = in->mb, e->slot_fwd[in->slot] = 0;
-    FAIL_IF(MPI_Irecv(recv_buffer(e, in), (int)in->count, MPI_FLOAT, in->peer, in->tag, e->topo.pipe,
-                      &e->recv_req[in->slot]) != MPI_SUCCESS, ST_MPI, "dist: MPI_Irecv of %s micro-batch %d failed",
-            dist_op_name(in->op), in->mb);
+    void *buf = e->pipe_bf ? (void *)message_bf16(e, in) : (void *)stage_buffer(e, in);
+    MPI_Datatype type = e->pipe_bf ? MPI_UINT16_T : MPI_FLOAT;
+    FAIL_IF(MPI_Irecv(buf, (int)in->count, type, in->peer, in->tag, e->topo.pipe, &e->recv_req[in->slot]) !=
+            MPI_SUCCESS, ST_MPI, "dist: MPI_Irecv of %s micro-batch %d failed", dist_op_name(in->op), in->mb);
     return ST_OK;
 }
 
@@ -133,15 +153,23 @@ static status_t run_recv(dist_engine *e, const dist_instr *in)
     char what[96];
     snprintf(what, sizeof what, "the %s of micro-batch %d from stage %d", in->op == DIST_RECV_ACT ? "activation" :
              "gradient", in->mb, in->peer);
-    return dist_wait(e, &e->recv_req[in->slot], what);
+    TRY(dist_wait(e, &e->recv_req[in->slot], what));
+    if (e->pipe_bf) bf16_to_f32(stage_buffer(e, in), message_bf16(e, in), in->count);
+    return ST_OK;
 }
 
 static status_t run_send(dist_engine *e, const dist_instr *in)
 {
     int act = in->op == DIST_SEND_ACT;
-    float *buf = act ? model_stage_output(e->stage, in->slot) : model_stage_dinput(e->stage, in->slot);
+    void *buf = stage_buffer(e, in);
+    MPI_Datatype type = MPI_FLOAT;
+    if (e->pipe_bf) {
+        bf16_from_f32(message_bf16(e, in), buf, in->count);
+        buf = message_bf16(e, in);
+        type = MPI_UINT16_T;
+    }
     MPI_Request *r = act ? &e->send_act[in->slot] : &e->send_grad[in->slot];
-    FAIL_IF(MPI_Isend(buf, (int)in->count, MPI_FLOAT, in->peer, in->tag, e->topo.pipe, r) != MPI_SUCCESS, ST_MPI,
+    FAIL_IF(MPI_Isend(buf, (int)in->count, type, in->peer, in->tag, e->topo.pipe, r) != MPI_SUCCESS, ST_MPI,
             "dist: MPI_Isend of %s micro-batch %d failed", dist_op_name(in->op), in->mb);
     if (!act) e->slot_mb[in->slot] = -1;
     return ST_OK;

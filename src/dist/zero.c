@@ -2,7 +2,8 @@
  * sum, the dp reduction (ZeRO 0/1: allreduce; ZeRO 2: reduce-scatter in
  * buckets into this rank's shard), the global grad norm, clipping, AdamW on
  * this rank's part split at tensor boundaries, and the parameter all-gather.
- * Every collective is non-blocking and completed through the watchdog. */
+ * Every collective is non-blocking and completed through the watchdog. With
+ * dist.grad_reduce = bf16 the dp reduction moves bf16 values (dist.h). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,37 @@ static status_t tied_sum(dist_engine *e)
     FAIL_IF(MPI_Iallreduce(MPI_IN_PLACE, g, (int)e->tied_n, MPI_FLOAT, MPI_SUM, e->topo.tied, &e->coll[e->n_buckets]) !=
             MPI_SUCCESS, ST_MPI, "dist: tied-embedding allreduce failed");
     return dist_wait(e, &e->coll[e->n_buckets], "the tied-embedding gradient sum (first + last stage)");
+}
+
+void dist_bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type)
+{
+    enum { CHUNK = 8192 }; /* widened on the stack (64 KiB); each conversion call opens an OpenMP region (~1 us) */
+    float a[CHUNK], b[CHUNK];
+    const bf16 *x = in;
+    bf16 *y = inout;
+    for (int i = 0; i < *len; i += CHUNK) {
+        int k = *len - i < CHUNK ? *len - i : CHUNK;
+        bf16_to_f32(a, x + i, (size_t)k);
+        bf16_to_f32(b, y + i, (size_t)k);
+        for (int j = 0; j < k; j++) a[j] += b[j];
+        bf16_from_f32(y + i, a, (size_t)k);
+    }
+}
+
+/* The dp reduction's values and sum: fp32 and MPI_SUM, or with
+ * dist.grad_reduce = bf16 the bf16 rounding of the gradients and
+ * dist_bf16_sum. */
+static MPI_Datatype reduce_type(const dist_engine *e) { return e->reduce_bf ? MPI_UINT16_T : MPI_FLOAT; }
+static MPI_Op reduce_op(const dist_engine *e) { return e->reduce_bf ? e->bf16_sum : MPI_SUM; }
+
+/* What the reduction sends of the final gradients [a, z): the gradients
+ * themselves, or their bf16 rounding, made now. */
+static void *reduce_source(dist_engine *e, size_t a, size_t z)
+{
+    float *g = model_grads(e->stage) + a;
+    if (!e->reduce_bf) return g;
+    bf16_from_f32(e->reduce_bf + a, g, z - a);
+    return e->reduce_bf + a;
 }
 
 static int bucket_is_tied(const dist_engine *e, size_t a, size_t z)
@@ -34,11 +66,11 @@ static status_t post_bucket(dist_engine *e, int b)
 {
     size_t a, z;
     bucket_range(e, b, &a, &z);
-    size_t at = a > e->lo ? a : e->lo;
-    float *recv = e->grad_shard + (at < e->hi ? at - e->lo : 0);
+    size_t at = a > e->lo ? a : e->lo, off = at < e->hi ? at - e->lo : 0;
+    void *recv = e->shard_bf ? (void *)(e->shard_bf + off) : (void *)(e->grad_shard + off);
     e->bucket_posted[b] = 1;
-    FAIL_IF(MPI_Ireduce_scatter(model_grads(e->stage) + a, recv, e->bucket_counts + (size_t)b * e->topo.dp, MPI_FLOAT,
-                                MPI_SUM, e->topo.dp_comm, &e->coll[b]) != MPI_SUCCESS, ST_MPI,
+    FAIL_IF(MPI_Ireduce_scatter(reduce_source(e, a, z), recv, e->bucket_counts + (size_t)b * e->topo.dp,
+                                reduce_type(e), reduce_op(e), e->topo.dp_comm, &e->coll[b]) != MPI_SUCCESS, ST_MPI,
             "dist: gradient reduce-scatter of bucket %d (floats [%zu, %zu)) failed", b, a, z);
     return ST_OK;
 }
@@ -69,6 +101,17 @@ static status_t reduce_scatter(dist_engine *e)
         snprintf(what, sizeof what, "the gradient reduce-scatter of bucket %d of %d", b, e->n_buckets);
         TRY(dist_wait(e, &e->coll[b], what));
     }
+    if (e->shard_bf) bf16_to_f32(e->grad_shard, e->shard_bf, e->hi - e->lo);
+    return ST_OK;
+}
+
+static status_t allreduce(dist_engine *e)
+{
+    FAIL_IF(MPI_Iallreduce(MPI_IN_PLACE, reduce_source(e, 0, e->n), (int)e->n, reduce_type(e), reduce_op(e),
+                           e->topo.dp_comm, &e->coll[e->n_buckets]) != MPI_SUCCESS, ST_MPI,
+            "dist: gradient allreduce failed");
+    TRY(dist_wait(e, &e->coll[e->n_buckets], "the gradient allreduce over the dp group"));
+    if (e->reduce_bf) bf16_to_f32(model_grads(e->stage), e->reduce_bf, e->n);
     return ST_OK;
 }
 
@@ -76,10 +119,7 @@ status_t dist_sync_grads(dist_engine *e)
 {
     TRY(tied_sum(e));
     if (e->topo.dp == 1) return ST_OK;
-    if (e->dc.zero == 2) return reduce_scatter(e);
-    FAIL_IF(MPI_Iallreduce(MPI_IN_PLACE, model_grads(e->stage), (int)e->n, MPI_FLOAT, MPI_SUM, e->topo.dp_comm,
-                           &e->coll[e->n_buckets]) != MPI_SUCCESS, ST_MPI, "dist: gradient allreduce failed");
-    return dist_wait(e, &e->coll[e->n_buckets], "the gradient allreduce over the dp group");
+    return e->dc.zero == 2 ? reduce_scatter(e) : allreduce(e);
 }
 
 /* The reduced gradient of float i (lo <= i < hi). */

@@ -101,11 +101,11 @@ static status_t setup_data(trainer *t)
 static status_t describe_layout(trainer *t)
 {
     dist_memory m = dist_engine_memory(t->engine);
-    double mine[5] = {m.params / 1048576.0, m.params_bf16 / 1048576.0, m.grad_accum / 1048576.0,
-                      m.grads / 1048576.0, m.optimizer / 1048576.0};
+    double mine[6] = {m.params / 1048576.0, m.params_bf16 / 1048576.0, m.grad_accum / 1048576.0,
+                      m.grads / 1048576.0, m.optimizer / 1048576.0, m.messages_bf16 / 1048576.0};
     double *all = t->rank == 0 ? malloc(sizeof mine * (size_t)t->size) : NULL;
     FAIL_IF(t->rank == 0 && !all, ST_NOMEM, "train: out of memory");
-    MPI_Gather(mine, 5, MPI_DOUBLE, all, 5, MPI_DOUBLE, 0, t->comm);
+    MPI_Gather(mine, 6, MPI_DOUBLE, all, 6, MPI_DOUBLE, 0, t->comm);
     char *text = t->rank == 0 ? malloc((size_t)t->size * 128 + 1) : NULL;
     if (text) {
         const dist_topology *p = t->topo;
@@ -121,12 +121,13 @@ static status_t describe_layout(trainer *t)
         log_msg(LOG_INFO, "layout: pp %d x dp %d x tp %d (%s), %s schedule, ZeRO %d; placement:\n%s", p->pp, p->dp,
                 p->tp, mode, t->tc.dist.schedule == DIST_GPIPE ? "gpipe" : "1f1b", t->tc.dist.zero, text);
         for (int r = 0; r < t->size; r++) {
-            const double *a = all + 5 * r;
-            char bf[48] = "", shard[48] = "";
+            const double *a = all + 6 * r;
+            char bf[48] = "", shard[48] = "", msg[48] = "";
             if (a[1] > 0) snprintf(bf, sizeof bf, " + bf16 copy %.1f", a[1]);
             if (a[3] > 0) snprintf(shard, sizeof shard, " + reduced-gradient shard %.1f", a[3]);
-            log_msg(LOG_INFO, "rank %d memory: params %.1f%s + gradients %.1f%s + optimizer %.1f = %.1f MiB", r, a[0],
-                    bf, a[2], shard, a[4], a[0] + a[1] + a[2] + a[3] + a[4]);
+            if (a[5] > 0) snprintf(msg, sizeof msg, " + bf16 message buffers %.1f", a[5]);
+            log_msg(LOG_INFO, "rank %d memory: params %.1f%s + gradients %.1f%s + optimizer %.1f%s = %.1f MiB", r,
+                    a[0], bf, a[2], shard, a[4], msg, a[0] + a[1] + a[2] + a[3] + a[4] + a[5]);
         }
     }
     free(text);

@@ -78,6 +78,7 @@ static status_t load_dist(const config *cfg, dist_config *d)
     d->schedule = strcmp(config_str(cfg, "dist.schedule"), "gpipe") == 0 ? DIST_GPIPE : DIST_1F1B;
     d->zero = (int)config_int(cfg, "dist.zero");
     d->hang_timeout = config_float(cfg, "dist.hang_timeout");
+    d->grad_reduce = strcmp(config_str(cfg, "dist.grad_reduce"), "bf16") == 0 ? DIST_REDUCE_BF16 : DIST_REDUCE_FP32;
     return dist_parse_stages(d, config_str(cfg, "dist.stages"));
 }
 
