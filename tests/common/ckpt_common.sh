@@ -26,10 +26,14 @@ INI
 # metrics.jsonl without the timing fields (step, losses, lr, grad_norm stay)
 losses() { sed 's/,"tokens_per_s".*//' "$1/metrics.jsonl"; }
 # mpilm train with the tiny config; $1 = ranks (1: no mpirun), $2 = log file, rest = options
+# TRAIN_SET: options every run of the script starts with (before "$@", which
+# may override them), e.g. "--set train.precision=fp32" where a test claims
+# fp32 equalities
 train() {
   np=$1 log=$2; shift 2
-  if [ "$np" = 1 ]; then "$MPILM" train --config "$d/tiny.ini" "$@" > "$log" 2>&1
-  else $MPIRUN -np "$np" "$MPILM" train --config "$d/tiny.ini" "$@" > "$log" 2>&1; fi
+  # shellcheck disable=SC2086
+  if [ "$np" = 1 ]; then "$MPILM" train --config "$d/tiny.ini" $TRAIN_SET "$@" > "$log" 2>&1
+  else $MPIRUN -np "$np" "$MPILM" train --config "$d/tiny.ini" $TRAIN_SET "$@" > "$log" 2>&1; fi
 }
 # close A B: two files of metrics lines (same steps, same order) whose losses
 # (loss, lm_loss, mlm_loss, nsp_loss) agree within 1e-5 relative; prints the first differences
@@ -42,4 +46,23 @@ close() {
         e = x - y; if (e < 0) e = -e; m = x < 0 ? -x : x;
         if (x == "" || y == "" || e > 1e-5 * m + 1e-7) { print "line " NR ": " keys[j] " " x " vs " y; bad = 1 } } }
     END { exit bad || NR == 0 }'
+}
+# loss_diff A B: two files of metrics lines (same steps, same order); for each loss key
+# present (loss, lm_loss, mlm_loss, nsp_loss) prints "KEY MAXREL AT FIRST": the largest
+# relative difference |a - b| / |a|, the step where it is, and the first step whose value
+# strings differ (0: bitwise equal throughout); exit 1 when the steps or keys do not pair up
+loss_diff() {
+  paste -d' ' "$1" "$2" | tr -d '{}' | awk '
+    function get(s, k,   i, n, f, kv) { n = split(s, f, ","); for (i = 1; i <= n; i++) { split(f[i], kv, ":");
+      if (kv[1] == "\"" k "\"") return kv[2] } return "" }
+    { split($0, h, " "); s = get(h[1], "step");
+      if (s == "" || s != get(h[2], "step")) { print "line " NR ": step " s " vs " get(h[2], "step") > "/dev/stderr"; bad = 1; next }
+      nk = split("loss lm_loss mlm_loss nsp_loss", keys, " ");
+      for (j = 1; j <= nk; j++) { k = keys[j]; x = get(h[1], k); y = get(h[2], k); if (x == "" && y == "") continue;
+        if (x == "" || y == "") { print "step " s ": " k " only on one side" > "/dev/stderr"; bad = 1; continue }
+        seen[k] = 1; if (x != y && !first[k]) first[k] = s;
+        e = x - y; if (e < 0) e = -e; m = x < 0 ? -x : x; r = m > 0 ? e / m : e;
+        if (!(k in mx) || r > mx[k]) { mx[k] = r; at[k] = s } } }
+    END { for (j = 1; j <= nk; j++) if (keys[j] in seen) printf "%s %.3g %d %d\n", keys[j], mx[keys[j]], at[keys[j]], first[keys[j]] + 0;
+      exit bad || NR == 0 }'
 }

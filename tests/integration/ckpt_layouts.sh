@@ -8,6 +8,8 @@
 #   same global batch: per-step losses within 1e-5 of the same-layout resume;
 #   another global batch is refused.
 . tests/common/ckpt_common.sh
+# The 1e-5 agreement across layouts is an fp32 property (bf16 layouts: train_bf16.sh)
+TRAIN_SET="--set train.precision=fp32"
 fail() { echo "FAIL ckpt_layouts: $*"; exit 1; }
 layout() { # pp dp zero -> options in $opts, ranks in $np (global batch 2 x 4 sequences)
   np=$(($1 * $2)) opts="--set dist.pp=$1 --set dist.zero=$3 --set train.micro_batches=$((4 / $2))"

@@ -6,6 +6,8 @@
 # dataset; bad layouts are refused before any work (exit 2, naming the key);
 # a rank killed mid-run ends the job instead of hanging.
 . tests/common/ckpt_common.sh
+# The 1e-5 agreement across layouts is an fp32 property (bf16 layouts: train_bf16.sh)
+TRAIN_SET="--set train.precision=fp32"
 fail() { echo "FAIL train_layouts: $*"; exit 1; }
 set_layout() { # pp dp zero schedule -> options in $opts, ranks in $np
   np=$(($1 * $2)) opts="--set dist.pp=$1 --set dist.zero=$3 --set dist.schedule=$4 --set train.micro_batches=$((4 / $2))"

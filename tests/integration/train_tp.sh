@@ -12,6 +12,8 @@
 #   resumes at tp = 1; so does pp 2 x tp 2 in 2d (GPipe, recomputation);
 # - bad layouts are refused before any work (exit 2, naming the key).
 . tests/common/ckpt_common.sh
+# The 1e-5 agreement across tensor-parallel layouts is an fp32 property (bf16 layouts: train_bf16.sh)
+TRAIN_SET="--set train.precision=fp32"
 fail() { echo "FAIL train_tp: $*"; exit 1; }
 
 # resume (new job, $1 ranks) of the step-10 checkpoint of $2 into $3; rest = options
