@@ -66,9 +66,8 @@ void gelu_forward_bf16(bf16 *out, const float *inp, size_t n, gelu_kind kind);
 status_t gemm_bf16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
                    float beta, float *Cm, int ldc);
 
-/* The same GEMM with fp32 operands through oneDNN's f32 matmul: not used by
- * training (BLIS is as fast at the model's shapes), kept so bench_gemm
- * measures that claim and the tests check it computes the same. */
+/* The same GEMM with fp32 operands through oneDNN's f32 matmul (what
+ * tensor.h's gemm runs for the linear layers in fp32). */
 status_t gemm_onednn_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *Bm, int ldb,
                          float beta, float *Cm, int ldc);
 

@@ -1,6 +1,8 @@
-/* tensor/linear — GEMM through BLIS and the linear layers built on it, in
- * fp32 (BLIS) and in mixed precision (bf16 operands, fp32 results, oneDNN). */
+/* tensor/linear — the fp32 GEMM (oneDNN's f32 matmul or BLIS) and the linear
+ * layers built on it, in fp32 and in mixed precision (bf16 operands, fp32
+ * results, oneDNN). */
 #include <blis.h>
+#include <omp.h>
 #include <string.h>
 
 #include "tensor/bf16.h"
@@ -16,10 +18,25 @@ static void gemm_rntm(int ta, int tb, int M, int N, int K, float alpha, const fl
                  NULL, rntm);
 }
 
+void gemm_blis(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *Bm, int ldb,
+               float beta, float *Cm, int ldc)
+{
+    gemm_rntm(ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, NULL);
+}
+
+/* oneDNN's f32 matmul where it applies (alpha 1, beta 0 or 1: every linear
+ * layer's GEMM), BLIS otherwise: oneDNN measured faster at most of the
+ * model's shapes and within a few percent at the others (bench_gemm, table
+ * in docs/design.md). A fixed rule, not a per-run timing, so a run and its
+ * resume compute the same bits. */
 void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
           const float *Bm, int ldb, float beta, float *Cm, int ldc)
 {
-    gemm_rntm(ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, NULL);
+    if (alpha == 1.0f && (beta == 0.0f || beta == 1.0f) && !omp_in_parallel()) {
+        if (gemm_onednn_f32(ta, tb, M, N, K, A, lda, Bm, ldb, beta, Cm, ldc) == ST_OK) return;
+        st_clear(); /* a primitive oneDNN cannot make: BLIS computes it */
+    }
+    gemm_blis(ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc);
 }
 
 void gemm_1t(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,

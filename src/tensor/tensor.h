@@ -1,7 +1,8 @@
 /* tensor — the numerical kernels of mpilm: forward/backward pairs on plain
  * float arrays, GEMM through BLIS, the rest fused loops threaded with OpenMP.
  *
- * Owns: BLIS set-up (kernel set, threads), GEMM, linear layers, LayerNorm,
+ * Owns: BLIS set-up (kernel set, threads), the fp32 GEMM (oneDNN's f32
+ * matmul or BLIS; bf16 ones in tensor/bf16.h), linear layers, LayerNorm,
  * GELU, softmax-attention, embeddings, fused softmax cross-entropy, dropout.
  * Must not touch: MPI, models, files.
  *
@@ -46,10 +47,14 @@ double tensor_gemm_peak_gflops(int use_bf16, int n, int reps);
 /* ---- GEMM ------------------------------------------------------------------ */
 
 /* Row-major C[M,N] = alpha * op(A) op(B) + beta * C, op = transpose when ta/tb.
- * lda, ldb, ldc are row strides. Uses the runtime's threads. */
+ * lda, ldb, ldc are row strides. Uses the runtime's threads: oneDNN's f32
+ * matmul when alpha is 1 and beta 0 or 1 (the linear layers), else BLIS. */
 void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
           const float *Bm, int ldb, float beta, float *Cm, int ldc);
-/* The same on one thread, for calls from inside a parallel region. */
+/* The same always through BLIS (benchmarks, tests). */
+void gemm_blis(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *Bm, int ldb,
+               float beta, float *Cm, int ldc);
+/* BLIS on one thread, for calls from inside a parallel region. */
 void gemm_1t(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
              const float *Bm, int ldb, float beta, float *Cm, int ldc);
 

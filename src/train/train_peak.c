@@ -1,8 +1,9 @@
 /* train/peak — the GEMM rate MFU is measured against.
  *
  * MFU divides the model's flop rate by what the GEMMs of this machine really
- * reach in the precision the run computes in: a 2048^3 GEMM (fp32: BLIS;
- * bf16: oneDNN), best of 5 after a warm-up, on each rank's threads while the
+ * reach in the precision the run computes in: a 2048^3 GEMM through the
+ * engine the linear layers use (fp32: tensor.h's gemm, oneDNN's f32 matmul;
+ * bf16: oneDNN's bf16 one), best of 5 after a warm-up, on each rank's threads while the
  * other ranks of the node do the same (the contention training sees). A
  * small or single timing is at the mercy of a busy host (a 1024^3 sgemm timed
  * once read 289 GFLOP/s on a quiet host where BLIS reaches 400-430, and
@@ -52,7 +53,9 @@ static int cache_path(const trainer *t, char *path, size_t n)
     else return 0;
     char cpu[256], key[512];
     cpu_model(cpu, sizeof cpu);
-    snprintf(key, sizeof key, "%s|%s", cpu, t->rt.arch);
+    /* the engine is part of the key: a build that changes the GEMM behind
+       the peak (fp32 moved from BLIS to oneDNN's matmul) measures anew */
+    snprintf(key, sizeof key, "%s|%s|onednn-2.6", cpu, t->rt.arch);
     snprintf(path, n, "%s/peak-%s-%dt-%dr-%016llx.txt", base, t->tc.model.bf16 ? "bf16" : "fp32", t->rt.threads,
              t->local_ranks, (unsigned long long)hash64(key, strlen(key)));
     return 1;

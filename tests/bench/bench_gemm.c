@@ -73,7 +73,7 @@ static int peak(int n, int reps, int threads)
             return 1;
         }
         double t1 = time_now();
-        gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        gemm_blis(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
         double t2 = time_now();
         if (r == 0) continue;
         if (t1 - t0 < best16) best16 = t1 - t0;
@@ -135,7 +135,7 @@ int main(int argc, char **argv)
         double cvt = 0.0;
         for (int r = -1; r < reps; r++) {
             double t0 = time_now();
-            gemm(p->ta, p->tb, p->M, p->N, p->K, 1.0f, a, lda, b, ldb, 0.0f, c, p->N);
+            gemm_blis(p->ta, p->tb, p->M, p->N, p->K, 1.0f, a, lda, b, ldb, 0.0f, c, p->N);
             double t1 = time_now();
             bf16_from_f32(a16, a, na);
             double t2 = time_now();
