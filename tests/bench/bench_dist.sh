@@ -32,7 +32,8 @@ run() {
   head -1 "$out/run" | sed 's/, rank 0 params.*//'
   awk -v t="$tps" -v b="${base:-0}" -v p="${pred:-0}" 'BEGIN {
     if (b > 0) printf "  speed-up %.2fx over 1 rank;", t / b; else printf "  the 1-rank baseline;"
-    printf " model predicts %s tokens/s (measured / predicted %.2f)\n", p, (p > 0 ? t / p : 0) }'
+    if (p > 0) printf " model predicts %s tokens/s (measured / predicted %.2f)\n", p, t / p
+    else printf " no prediction (the cost model is fp32'"'"'s)\n" }'
   tail -n +2 "$out/run"
 }
 for prec in ${BENCH_PRECISIONS:-fp32 bf16}; do
