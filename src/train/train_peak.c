@@ -79,23 +79,27 @@ static double cache_read(const char *path, char *when, size_t n)
 }
 
 /* mkdir -p of the file's directory, then write-to-temp and rename, so a
- * reader never sees half a file and ranks writing at once are harmless. */
-static void cache_write(const char *path, double g, const char *when)
+ * reader never sees half a file and ranks writing at once are harmless.
+ * Returns 0 when the file could not be written (the peak is then measured
+ * again next time; nothing else depends on it). */
+static int cache_write(const char *path, double g, const char *when)
 {
     char dir[1024], tmp[1100];
     snprintf(dir, sizeof dir, "%s", path);
     for (char *p = dir + 1; *p; p++)
         if (*p == '/') {
             *p = 0;
-            if (mkdir(dir, 0755) != 0 && errno != EEXIST) return;
+            if (mkdir(dir, 0755) != 0 && errno != EEXIST) return 0;
             *p = '/';
         }
     snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
     FILE *f = fopen(tmp, "w");
-    if (!f) return;
+    if (!f) return 0;
     int ok = fprintf(f, "gflops=%.1f n=%d reps=%d measured=%s\n", g, PEAK_N, PEAK_REPS, when) > 0;
     ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) unlink(tmp);
+    if (ok && rename(tmp, path) == 0) return 1;
+    unlink(tmp);
+    return 0;
 }
 
 /* This rank's peak and where it came from. */
@@ -121,8 +125,9 @@ static double rank_peak(const trainer *t, char *src, size_t n)
     g = tensor_gemm_peak_gflops(t->tc.model.bf16, PEAK_N, PEAK_REPS);
     time_t now = time(NULL);
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    if (cached && g > 0.0) cache_write(path, g, when);
-    snprintf(src, n, "measured now, %d^3 best of %d%s%s", PEAK_N, PEAK_REPS, cached ? "; cached in " : "",
+    int kept = cached && g > 0.0 && cache_write(path, g, when);
+    snprintf(src, n, "measured now, %d^3 best of %d; %s%s", PEAK_N, PEAK_REPS,
+             kept ? "cached in " : cached ? "could not cache it in " : "no cache directory (set MPILM_CACHE_DIR)",
              cached ? path : "");
     return g;
 }
