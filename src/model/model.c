@@ -40,7 +40,7 @@ static float *carve(carver *cv, size_t n)
 
 static bf16 *carve_bf16(carver *cv, size_t n) { return (bf16 *)carve(cv, (n + 1) / 2); }
 
-static size_t max3(size_t a, size_t b, size_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
 /* Widths are this rank's: q/k/v channels Cl, heads NHl, FFN rows Fl. */
 static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *out)
@@ -147,8 +147,9 @@ static void carve_scratch(carver *cv, model_stage *m)
     if (c->bf16) {
         /* a linear's input: (N,C), (N,Cl), the FFN hidden, head rows; its
            output's gradient: (N,3Cl), (N,C), the hidden, a chunk of logits */
-        s->xbf = carve_bf16(cv, N * C > m->nh ? N * C : m->nh);
-        s->dbf = carve_bf16(cv, max3(3 * N * Cl, N * C > m->nh ? N * C : m->nh, (size_t)HEAD_ROWS * V));
+        size_t widest = max_size(N * C, m->nh);
+        s->xbf = carve_bf16(cv, widest);
+        s->dbf = carve_bf16(cv, max_size(max_size(3 * N * Cl, widest), (size_t)HEAD_ROWS * V));
     }
 }
 

@@ -17,15 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/timer.h"
 #include "tensor/bf16.h"
 #include "tensor/tensor.h"
-
-static double wall_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* The arch_t id for this CPU, or -1 to leave the choice to BLIS. */
 static int arch_for_cpu(void)
@@ -91,31 +85,39 @@ status_t tensor_runtime_init(int requested, int local_ranks, tensor_runtime *rt)
     return ST_OK;
 }
 
+/* One n^3 GEMM of the linear layers' engine: fp32 (tensor.h's gemm) or bf16. */
+static status_t peak_gemm(int use_bf16, int n, const void *a, const void *b, float *c)
+{
+    if (use_bf16) return gemm_bf16(0, 0, n, n, n, a, n, b, n, 0.0f, c, n);
+    gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    return ST_OK;
+}
+
 /* Best of reps n^3 GEMMs after one warm-up, in GFLOP/s, on the runtime's
- * threads: fp32 through BLIS, or bf16 x bf16 -> fp32 through oneDNN.
+ * threads, through the engine the linear layers use in that precision.
  * Allocates (set-up time only); 0 when memory or the GEMM fails. */
 double tensor_gemm_peak_gflops(int use_bf16, int n, int reps)
 {
-    size_t nn = (size_t)n * n;
-    float *a = aligned_alloc(64, nn * sizeof(float)), *b = aligned_alloc(64, nn * sizeof(float));
-    float *c = aligned_alloc(64, nn * sizeof(float));
-    bf16 *ah = aligned_alloc(64, nn * sizeof(bf16)), *bh = aligned_alloc(64, nn * sizeof(bf16));
+    size_t nn = (size_t)n * n, elt = use_bf16 ? sizeof(bf16) : sizeof(float);
+    float *x = aligned_alloc(64, nn * sizeof(float)), *c = aligned_alloc(64, nn * sizeof(float));
+    void *a = aligned_alloc(64, nn * elt), *b = aligned_alloc(64, nn * elt);
     double best = 0.0;
-    if (a && b && c && ah && bh) {
-        for (size_t i = 0; i < nn; i++) a[i] = b[i] = c[i] = 1e-3f * (float)(i % 97);
-        bf16_from_f32(ah, a, nn);
-        bf16_from_f32(bh, b, nn);
+    if (x && c && a && b) {
+        for (size_t i = 0; i < nn; i++) x[i] = 1e-3f * (float)(i % 97);
+        if (use_bf16) {
+            bf16_from_f32(a, x, nn);
+            bf16_from_f32(b, x, nn);
+        } else {
+            memcpy(a, x, nn * sizeof(float));
+            memcpy(b, x, nn * sizeof(float));
+        }
         for (int r = 0; r <= reps; r++) {
-            double t0 = wall_seconds();
-            if (use_bf16) {
-                if (gemm_bf16(0, 0, n, n, n, ah, n, bh, n, 0.0f, c, n) != ST_OK) break;
-            } else {
-                gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-            }
-            double g = 2.0 * (double)n * n * n / (wall_seconds() - t0) / 1e9;
+            double t0 = time_now();
+            if (peak_gemm(use_bf16, n, a, b, c) != ST_OK) break;
+            double g = 2.0 * (double)n * n * n / (time_now() - t0) / 1e9;
             if (r > 0 && g > best) best = g; /* the first run warms up */
         }
     }
-    free(a), free(b), free(c), free(ah), free(bh);
+    free(x), free(c), free(a), free(b);
     return best;
 }

@@ -39,7 +39,8 @@ typedef struct tensor_runtime {
 status_t tensor_runtime_init(int requested, int local_ranks, tensor_runtime *rt);
 
 /* The GEMM rate this rank reaches (GFLOP/s): best of reps n^3 GEMMs after a
- * warm-up, fp32 (BLIS) or, with use_bf16, bf16 x bf16 -> fp32 (oneDNN). What MFU
+ * warm-up, through the linear layers' engine: fp32 (gemm) or, with use_bf16,
+ * bf16 x bf16 -> fp32 (gemm_bf16). What MFU
  * is measured against (train/ caches it per machine). Set-up time only: it
  * allocates; 0 on failure. */
 double tensor_gemm_peak_gflops(int use_bf16, int n, int reps);

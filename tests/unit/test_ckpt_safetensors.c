@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../common/float_bits.h"
 #include "base/fileio.h"
 #include "ckpt/safetensors.h"
 #include "tensor/bf16.h"
@@ -120,20 +121,6 @@ Test(safetensors, writer_round_trip_keeps_order_shapes_bytes_and_metadata)
 
 /* ---- float32 stored as BF16 ------------------------------------------------ */
 
-static float from_bits(uint32_t u)
-{
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
-
-static uint32_t bits_of(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return u;
-}
-
 /* The BF16 tensor's header entry: "NAME":{"dtype":"BF16",... in the raw file. */
 static void expect_header_dtype(const char *path, const char *name, const char *dtype)
 {
@@ -171,13 +158,13 @@ Test(safetensors, float32_stored_as_bf16_is_rounded_to_nearest_even)
     };
     enum { K = sizeof known / sizeof known[0], NAN_AT = K, N = 3 * 65536 + 17 };
     float *x = malloc(N * sizeof *x), *back = malloc(N * sizeof *back);
-    for (int i = 0; i < K; i++) x[i] = from_bits(known[i].in);
+    for (int i = 0; i < K; i++) x[i] = float_of(known[i].in);
     const uint32_t nans[4] = {0x7FC00000u, 0xFFC00000u, 0x7F800001u /* signalling */, 0xFFFFFFFFu};
-    for (int i = 0; i < 4; i++) x[NAN_AT + i] = from_bits(nans[i]);
+    for (int i = 0; i < 4; i++) x[NAN_AT + i] = float_of(nans[i]);
     uint64_t state = 0x9E3779B97F4A7C15ull;
     for (int i = NAN_AT + 4; i < N; i++) {   /* xorshift: every exponent, sign and mantissa */
         state ^= state << 13, state ^= state >> 7, state ^= state << 17;
-        x[i] = from_bits((uint32_t)state);
+        x[i] = float_of((uint32_t)state);
     }
     float w[3] = {1.5f, -0.1f, 3e38f};
     int64_t shape[2] = {N / 7, 7}, rest = N % 7, three = 3;

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/float_bits.h"
 #include "base/rng.h"
 #include "tensor/bf16.h"
 #include "tensor/tensor.h"
@@ -26,20 +27,6 @@ static const double EPS32 = 1.0 / 16777216.0;
 static void fill(float *x, size_t n, uint64_t stream, float std)
 {
     rng_fill_normal(rng_key_make(11, RNG_TEST), stream, std, x, n);
-}
-
-static uint32_t bits_of(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return u;
-}
-
-static float float_of(uint32_t u)
-{
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
 }
 
 Test(bf16, rounds_to_nearest_even_and_keeps_specials)
