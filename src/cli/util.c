@@ -19,6 +19,14 @@ status_t cli_load_config(config **out, const char *path, char *const *sets, int 
     config *c = config_new(mpilm_schema, mpilm_schema_len);
     FAIL_IF(!c, ST_NOMEM, "out of memory creating the configuration");
     status_t st = path ? config_load_file(c, path) : ST_OK;
+    /* An empty file (or a truncated one) would train the default model without
+     * a word; it is fine when --set chooses the model (--config /dev/null). */
+    int model_set = 0;
+    for (int i = 0; i < n_sets; i++) model_set |= strncmp(sets[i] + strspn(sets[i], " \t"), "model.", 6) == 0;
+    if (st == ST_OK && path && config_n_given(c) == 0 && !model_set)
+        st = st_fail(ST_CONFIG, "%s: the config file sets no key (it is empty, or only comments and section "
+                     "headers), so the default model would be trained; give the keys (examples in "
+                     "launch/configs/), or choose the model with --set model.KEY=VALUE", path);
     for (int i = 0; st == ST_OK && i < n_sets; i++) st = config_set_arg(c, sets[i]);
     if (st != ST_OK) {
         config_free(c);
