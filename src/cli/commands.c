@@ -55,6 +55,7 @@ const command commands[] = {
      "                      [--top-k K] [--top-p P] [--seed S] [--json]\n"
      "\n"
      "--temperature 0 is greedy (default 1); --top-k 0 and --top-p 1 keep every token.\n"
+     "The prompt and --max-tokens (default 50) must fit in the model's max_positions.\n"
      "--json prints {\"prompt_ids\":[...],\"ids\":[...],\"text\":\"...\"} (ids: generated only).\n",
      cmd_generate, NULL},
     {"export", "export a checkpoint to Hugging Face safetensors",
