@@ -100,16 +100,20 @@ static status_t encode_pieces(const prep_options *o, tokenizer *t, const prep_pl
 }
 
 /* Every rank learns whether any rank failed (a collective). On a failure rank
- * 0 removes the staging directory, then the failing ranks end the job with
- * their message and the others wait in a barrier until that ends them too. */
+ * 0 removes the staging directory, and once it has (a barrier) the failing
+ * ranks end the job with their message; the others wait in a second barrier,
+ * which the failing ranks never enter, until that ends them too. */
 static void agree(status_t st, const prep_options *o, int rank)
 {
     int failed = st != ST_OK, any = failed;
     if (MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS) any = 1;
     if (!any) return;
+    char message[2048];
+    snprintf(message, sizeof message, "%s", st_message()); /* the removal may record another */
     if (rank == 0 && dir_remove_tree(o->staging) != ST_OK)
-        log_warn("prep: could not remove the staging directory %s; remove it by hand", o->staging);
-    if (failed) st_die(st);
+        log_warn("prep: could not remove the staging directory %s (%s); remove it by hand", o->staging, st_message());
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (failed) st_die(st_fail(st, "%s", message));
     MPI_Barrier(MPI_COMM_WORLD);
     st_die(st_fail(ST_ERROR, "prep: another rank failed (its message is above)"));
 }
