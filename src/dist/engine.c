@@ -69,10 +69,11 @@ static status_t setup_shards(dist_engine *e)
         e->displs[r] = (int)lo;
     }
     TRY(plan_buckets(e));
-    e->coll = zalloc((size_t)e->n_buckets + 1, sizeof(MPI_Request));
+    size_t n_req = (size_t)e->n_buckets * dp + 1;
+    e->coll = zalloc(n_req, sizeof(MPI_Request));
     e->bucket_counts = zalloc((size_t)e->n_buckets * dp, sizeof(int));
     FAIL_IF(!e->coll || !e->bucket_counts, ST_NOMEM, "dist: out of memory");
-    for (int b = 0; b <= e->n_buckets; b++) e->coll[b] = MPI_REQUEST_NULL;
+    for (size_t i = 0; i < n_req; i++) e->coll[i] = MPI_REQUEST_NULL;
     e->bucket_posted = zalloc((size_t)e->n_buckets, 1);
     FAIL_IF(!e->bucket_posted, ST_NOMEM, "dist: out of memory");
     if (!(e->dc.zero == 2 && dp > 1)) return ST_OK;
