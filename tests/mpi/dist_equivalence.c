@@ -2,8 +2,8 @@
 /* Every layout (pp, dp, tp) of this world size x ZeRO 0/1/2 x gpipe/1f1b, for
  * GPT and BERT with dropout, trains 10 steps on random data with the same
  * global batch as a single-stage reference that rank 0 computes with model/
- * and optim/ directly: losses within 1e-5 relative at every step, final
- * parameters within 1e-5 (gathered by name; tensor-parallel slices mapped
+ * and optim/ directly: losses within TOL_LOSS relative at every step, final
+ * parameters within TOL_PARAM (gathered by name; tensor-parallel slices mapped
  * into the full layout by model_stage_runs, the vocabulary padding zero),
  * the result identical on every rank, the tied embedding copies
  * bit-identical, the dp replicas identical, the gradients of replicated
@@ -25,6 +25,16 @@
 #include "dist/dist.h"
 
 enum { STEPS = 10, B = 2, MAX_M = 12 };
+
+/* Tolerances, relative: TOL_LOSS for every step's loss, TOL_PARAM for the
+ * final parameters (|a - b| / max(1, |b|)). Measured over every layout at 2
+ * and 4 ranks: losses <= 4.2e-8 (summation order: micro-batch means and dp
+ * reductions), parameters <= 3.6e-6 (after 10 AdamW steps, which divide each
+ * element's update by its own gradient's size and so magnify the order's
+ * rounding in near-zero gradients). 1 rank: losses 2e-16, parameters equal. */
+#define TOL_LOSS 5e-7
+#define TOL_PARAM 1e-5
+static double worst_loss, worst_param; /* the largest seen over all layouts, printed at the end */
 
 #include "../common/mpi_check.h"
 
@@ -150,7 +160,9 @@ static void compare_params(dist_engine *e, const reference *ref, const model_con
                 if (d > worst) worst = d, where = a->name;
             }
         }
-        CHECK(worst <= 1e-5, "%s: stage %d parameters differ from the reference by %.3g (in %s)", label, s, worst, where);
+        worst_param = fmax(worst_param, worst);
+        CHECK(worst <= TOL_PARAM, "%s: stage %d parameters differ from the reference by %.3g (in %s)", label, s, worst,
+              where);
         model_stage_free(view);
     }
 }
@@ -236,9 +248,11 @@ static void run_case(const reference *ref, const model_config *mc, random_spec *
         MPI_Allgather(mine, 2, MPI_DOUBLE, all, 2, MPI_DOUBLE, MPI_COMM_WORLD);
         for (int k = 1; k < world; k++)
             CHECK(memcmp(all, all + 2 * k, sizeof mine) == 0, "%s step %d: rank %d's result differs", label, step, k);
-        if (rank == 0)
-            CHECK(fabs(r.loss - ref->loss[step]) <= 1e-5 * fabs(ref->loss[step]),
+        if (rank == 0) {
+            worst_loss = fmax(worst_loss, fabs(r.loss - ref->loss[step]) / fabs(ref->loss[step]));
+            CHECK(fabs(r.loss - ref->loss[step]) <= TOL_LOSS * fabs(ref->loss[step]),
                   "%s step %d: loss %.9g, reference %.9g", label, step, r.loss, ref->loss[step]);
+        }
     }
     compare_params(e, ref, mc, label);
     compare_replicated_grads(e, label);
@@ -273,5 +287,8 @@ int main(int argc, char **argv)
                 }
             }
     }
+    if (rank == 0)
+        printf("dist_equivalence: %d ranks, largest relative differences from the reference: losses %.3g, "
+               "parameters %.3g\n", world, worst_loss, worst_param);
     return mpi_check_finish("dist_equivalence");
 }
