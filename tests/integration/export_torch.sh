@@ -3,8 +3,9 @@
 # (tests/reference/check_export.py), reproduce mpilm's logits within 3e-6
 # (measured <= 3.8e-7), for GPT and BERT, trained 5 steps at lr 0.1 so that
 # the weights leave the near-linear regime of their N(0, 0.02) init (a GPT
-# with erf GELU instead of tanh is then 4.7e-5 off). --dtype bf16: every tensor is torch's own .bfloat16() of
-# the fp32 export bit for bit, and the logits stay within D * 2^-8 of mpilm's
+# with erf GELU instead of tanh is then 4.7e-5 off). --dtype bf16: every
+# tensor is torch's own .bfloat16() of the fp32 export bit for bit, and the
+# logits stay within D * 2^-8 of mpilm's
 # fp32 logits (check_export.py derives D); importing that export gives exactly
 # the bf16-rounded parameters, whose mpilm logits PyTorch reproduces within
 # 3e-6. Skips when no Python with torch is installed.
