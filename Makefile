@@ -7,6 +7,7 @@
 #                  Slurm + munge for the launch test); without root they skip, saying why
 #   make check     the same tests built with AddressSanitizer + UBSan
 #   make bench     benchmarks against the named peers
+#   make mutate    mutation checks: tests/mutations.ini's mutants must each fail a test
 #   make bench-deps  the peers' packages (PyTorch, jemalloc); make deps never needs them
 #   make demo      the main job end to end on the shipped sample
 #   make install PREFIX=/usr/local
@@ -73,7 +74,7 @@ DEB_PACKAGES := build-essential libopenmpi-dev openmpi-bin libscalapack-openmpi-
 BENCH_DEB_PACKAGES := python3-torch libjemalloc2
 TEST_DEB_PACKAGES := python3-torch python3-numpy slurm-wlm munge
 
-.PHONY: all deps test-deps bench-deps test check bench demo install clean tests reference
+.PHONY: all deps test-deps bench-deps test check bench demo install clean tests reference mutate
 .DEFAULT_GOAL := all
 # Keep test objects between builds (they are intermediate files of pattern rules).
 .SECONDARY: $(UNIT_BIN:%=%.o) $(MPI_BIN:%=%.o) $(BENCH_BIN:%=%.o) $(TOOL_BIN:%=%.o)
@@ -143,6 +144,9 @@ check: deps
 
 bench: deps $(MPILM) $(BENCH_BIN)
 	BUILD=$(BUILD) MPILM=./$(MPILM) sh tests/bench/run.sh
+
+mutate: deps test-deps
+	python3 tests/mutate.py
 
 demo: deps $(MPILM)
 	MPILM=./$(MPILM) sh launch/demo.sh
