@@ -25,6 +25,7 @@ void trainer_catch_signals(void)
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
     /* A file-size limit (ulimit -f, a quota) must fail the write with EFBIG
      * and a message, not kill the rank mid-save. */
@@ -269,7 +270,10 @@ static status_t save(trainer *t, int64_t step)
     return st;
 }
 
-static const char *signal_name(int signo) { return signo == SIGTERM ? "SIGTERM" : signo == SIGUSR1 ? "SIGUSR1" : "a signal"; }
+static const char *signal_name(int signo)
+{
+    return signo == SIGTERM ? "SIGTERM" : signo == SIGINT ? "SIGINT" : signo == SIGUSR1 ? "SIGUSR1" : "a signal";
+}
 
 status_t trainer_step_boundary(trainer *t, int64_t done)
 {

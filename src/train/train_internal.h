@@ -46,7 +46,7 @@ status_t trainer_resume(trainer *t);
  * signal or a due checkpoint, saves when one is due; returns ST_PREEMPTED
  * (checkpoint written) when a signal asked to stop. */
 status_t trainer_step_boundary(trainer *t, int64_t done);
-/* Catches SIGTERM and SIGUSR1 (flag only) for trainer_step_boundary. */
+/* Catches SIGTERM, SIGINT and SIGUSR1 (flag only) for trainer_step_boundary. */
 void trainer_catch_signals(void);
 
 #endif
