@@ -2,9 +2,12 @@
 #
 #   make deps      install missing Debian packages (idempotent; root or sudo)
 #   make           build ./mpilm
-#   make test      deps + build + every unit test and every multi-rank test
+#   make test      deps + test-deps + build + every unit test and every multi-rank test
+#   make test-deps what some tests need besides (PyTorch for the reference checks,
+#                  Slurm + munge for the launch test); without root they skip, saying why
 #   make check     the same tests built with AddressSanitizer + UBSan
 #   make bench     benchmarks against the named peers
+#   make mutate    mutation checks: tests/mutations.ini's mutants must each fail a test
 #   make bench-deps  the peers' packages (PyTorch, jemalloc); make deps never needs them
 #   make demo      the main job end to end on the shipped sample
 #   make install PREFIX=/usr/local
@@ -69,8 +72,9 @@ endif
 DEB_PACKAGES := build-essential libopenmpi-dev openmpi-bin libscalapack-openmpi-dev libblis-dev \
                 libzstd-dev zstd libdnnl-dev libcriterion-dev libxxhash-dev libcjson-dev pkg-config gnuplot-nox
 BENCH_DEB_PACKAGES := python3-torch libjemalloc2
+TEST_DEB_PACKAGES := python3-torch python3-numpy slurm-wlm munge
 
-.PHONY: all deps bench-deps test check bench demo install clean tests reference
+.PHONY: all deps test-deps bench-deps test check bench demo install clean tests reference mutate
 .DEFAULT_GOAL := all
 # Keep test objects between builds (they are intermediate files of pattern rules).
 .SECONDARY: $(UNIT_BIN:%=%.o) $(MPI_BIN:%=%.o) $(BENCH_BIN:%=%.o) $(TOOL_BIN:%=%.o)
@@ -104,15 +108,19 @@ $(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libmpilm.a
 tests: $(MPILM) $(UNIT_BIN) $(MPI_BIN) $(TOOL_BIN)
 
 # Installs only what is missing of $(1); a no-op when everything is present.
+# $(2) = soft: a failure to install is a warning (the tests needing them skip).
 define install_missing
 	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -z "$$missing" ]; then echo "$@: all present"; exit 0; fi; \
+	fail() { if [ "$(2)" = soft ]; then echo "$@: warning: $$1; the tests needing them will skip" >&2; exit 0; \
+	  else echo "$@: $$1" >&2; exit 1; fi; }; \
 	echo "$@: installing$$missing"; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
-	else echo "$@: need root (or sudo) to install:$$missing" >&2; exit 1; fi; \
-	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing
+	else fail "need root (or sudo) to install:$$missing"; fi; \
+	{ $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; } || \
+	  fail "could not install$$missing"
 endef
 
 deps:
@@ -122,7 +130,11 @@ deps:
 bench-deps:
 	$(call install_missing,$(BENCH_DEB_PACKAGES))
 
-test: deps
+# PyTorch (reference checks of exports), Slurm + munge (tests/integration/slurm.sh).
+test-deps:
+	$(call install_missing,$(TEST_DEB_PACKAGES),soft)
+
+test: deps test-deps
 	$(MAKE) tests
 	BUILD=$(BUILD) MPILM=./$(MPILM) sh tests/run.sh
 
@@ -132,6 +144,9 @@ check: deps
 
 bench: deps $(MPILM) $(BENCH_BIN)
 	BUILD=$(BUILD) MPILM=./$(MPILM) sh tests/bench/run.sh
+
+mutate: deps test-deps
+	python3 tests/mutate.py
 
 demo: deps $(MPILM)
 	MPILM=./$(MPILM) sh launch/demo.sh

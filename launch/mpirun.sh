@@ -10,6 +10,11 @@
 # Ranks are bound to cores when they fit (ranks × threads ≤ cores), else they
 # oversubscribe unbound. The exit status is mpilm's: 75 means a checkpoint was
 # written after a preemption signal and the same command resumes it.
+#
+# SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 to this script are passed to mpirun as
+# SIGUSR1, which mpirun forwards to every rank: mpilm checkpoints at the next
+# step boundary and the script exits 75. (mpirun's own SIGTERM/SIGINT
+# handling would kill the ranks one second later and exit 1.)
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 MPILM=${MPILM:-$here/mpilm}
@@ -39,5 +44,15 @@ fi
 
 export OMP_NUM_THREADS=$threads BLIS_NUM_THREADS=$threads
 # shellcheck disable=SC2086
-exec mpirun -np "$ranks" $placement -x OMP_NUM_THREADS -x BLIS_NUM_THREADS \
-  "$MPILM" train --config "$config" --resume auto "$@"
+mpirun -np "$ranks" $placement -x OMP_NUM_THREADS -x BLIS_NUM_THREADS \
+  "$MPILM" train --config "$config" --resume auto "$@" &
+pid=$!
+trap 'kill -s USR1 "$pid" 2> /dev/null' TERM INT USR1
+# wait returns early when a trapped signal arrives; wait again while mpirun
+# lives (a finished mpirun not yet waited for still answers kill -0).
+while :; do
+  rc=0
+  wait "$pid" || rc=$?
+  kill -0 "$pid" 2> /dev/null || break
+done
+exit "$rc"

@@ -20,7 +20,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} BLIS_NUM_THREADS=${BLIS_NUM_THREADS
 mpirun -np "$NP" ${PBS_NODEFILE:+--hostfile "$PBS_NODEFILE"} -x OMP_NUM_THREADS -x BLIS_NUM_THREADS \
   "$MPILM" train --config "$CONFIG" --resume auto &
 pid=$!
-trap 'kill -USR1 $pid 2>/dev/null' USR1 TERM
+trap 'kill -USR1 $pid 2>/dev/null' USR1 TERM INT
 while :; do
   wait $pid
   rc=$?

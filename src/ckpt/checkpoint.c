@@ -269,3 +269,24 @@ status_t ckpt_check_model(const ckpt_reader *r, const model_config *c)
     if (k->pre_ln != c->pre_ln) return differ(r, "norm", k->pre_ln ? "pre" : "post", c->pre_ln ? "pre" : "post");
     return ST_OK;
 }
+
+/* "bpe, 4000 tokens, fingerprint 0123456789abcdef" (the size when known) */
+static void describe_tokenizer(char *buf, size_t len, const char *kind, uint32_t vocab_size, uint64_t fingerprint)
+{
+    char size[32] = "";
+    if (vocab_size) snprintf(size, sizeof size, "%u tokens, ", vocab_size);
+    snprintf(buf, len, "%s, %sfingerprint %016llx", kind, size, (unsigned long long)fingerprint);
+}
+
+status_t ckpt_check_tokenizer(const ckpt_reader *r, const char *kind, uint64_t fingerprint, uint32_t vocab_size,
+                              const char *what, const char *todo)
+{
+    const ckpt_tokenizer *k = &r->meta.tokenizer;
+    if (!k->present || (k->fingerprint == fingerprint && strcmp(k->kind, kind) == 0)) return ST_OK;
+    char have[96], want[96];
+    describe_tokenizer(have, sizeof have, k->kind, k->vocab_size, k->fingerprint);
+    describe_tokenizer(want, sizeof want, kind, vocab_size, fingerprint);
+    return st_fail(ST_CONFIG, "%s: the checkpoint was trained with another tokenizer than %s (expected the "
+                              "checkpoint's %s, found %s): the token ids would mean other words; %s",
+                   r->path, what, have, want, todo);
+}

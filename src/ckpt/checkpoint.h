@@ -33,6 +33,15 @@ typedef struct ckpt_topology {
     int world, pp, dp, tp, zero;
 } ckpt_topology;
 
+/* The tokenizer a checkpoint carries in its vocab/ directory (the manifest's
+ * "tokenizer" object; absent for a run on random data). */
+typedef struct ckpt_tokenizer {
+    int present;
+    char kind[16];                /* "bpe" or "wordpiece" */
+    uint64_t fingerprint;         /* tokenizer_fingerprint() of the vocabulary */
+    uint32_t vocab_size;          /* 0 in manifests written before it was recorded */
+} ckpt_tokenizer;
+
 /* Everything the manifest records besides the model tables and the files. */
 typedef struct ckpt_meta {
     model_config model;
@@ -46,6 +55,7 @@ typedef struct ckpt_meta {
     ckpt_topology topo;
     const char *config_text;      /* config_print output (no origins), or NULL */
     const char *vocab_src;        /* directory of vocabulary files to copy, or NULL */
+    ckpt_tokenizer tokenizer;     /* read from the manifest (writing describes vocab_src instead) */
 } ckpt_meta;
 
 /* One shard file: its global element range and where each section lies. */
@@ -113,6 +123,13 @@ void ckpt_close(ckpt_reader *r);
 /* Refuses a checkpoint whose model differs from c in a key that fixes the
  * parameters' shapes or meaning; the message names the key and both values. */
 status_t ckpt_check_model(const ckpt_reader *r, const model_config *c);
+
+/* Refuses a tokenizer other than the one the checkpoint was trained with
+ * (a checkpoint without one accepts any): kind ("bpe"/"wordpiece"),
+ * fingerprint and vocab_size of `what` (e.g. "the dataset DIR"); the
+ * message names both tokenizers and ends with `todo`. ST_CONFIG. */
+status_t ckpt_check_tokenizer(const ckpt_reader *r, const char *kind, uint64_t fingerprint, uint32_t vocab_size,
+                              const char *what, const char *todo);
 
 /* 1 when dir looks like a step directory (a checkpoint manifest.json or
  * shard-00000.bin) or a run directory with a latest link. */

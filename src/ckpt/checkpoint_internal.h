@@ -9,13 +9,6 @@
 
 extern const char *const ckpt_section_names[CKPT_SECTIONS];
 
-/* The tokenizer a checkpoint carries in its vocab/ directory. */
-typedef struct ckpt_tokenizer {
-    int present;
-    char kind[16];
-    uint64_t fingerprint;
-} ckpt_tokenizer;
-
 /* The whole manifest as a cJSON tree (caller deletes it). */
 status_t ckpt_manifest_build(const ckpt_meta *meta, const ckpt_tokenizer *tok, const ckpt_file *files,
                              int n_files, cJSON **out);

@@ -140,6 +140,7 @@ status_t ckpt_manifest_build(const ckpt_meta *meta, const ckpt_tokenizer *tok, c
         cJSON *t = cJSON_AddObjectToObject(m, "tokenizer");
         cJSON_AddStringToObject(t, "kind", tok->kind);
         cJSON_AddItemToObject(t, "fingerprint", hex_item(tok->fingerprint));
+        cJSON_AddNumberToObject(t, "vocab_size", tok->vocab_size);
     }
     if (st != ST_OK) {
         cJSON_Delete(m);
@@ -259,6 +260,26 @@ static status_t parse_topology(json_ctx c, ckpt_topology *t)
     return get_int(c, "zero", &t->zero);
 }
 
+/* The optional "tokenizer" object: kind, fingerprint, vocab_size (absent in
+ * manifests written before it was recorded). */
+static status_t parse_tokenizer(json_ctx c, ckpt_tokenizer *t)
+{
+    if (!cJSON_GetObjectItemCaseSensitive(c.obj, "tokenizer")) return ST_OK;
+    json_ctx sub = c;
+    const char *kind = "", *hex = "";
+    TRY(get_obj(c, "tokenizer", &sub));
+    TRY(get_str(sub, "kind", &kind));
+    TRY(get_str(sub, "fingerprint", &hex));
+    FAIL_IF(!hash_from_hex(hex, &t->fingerprint), ST_FORMAT,
+            "%s: tokenizer.fingerprint \"%s\" is not 16 hex digits; the checkpoint is damaged", c.path, hex);
+    snprintf(t->kind, sizeof t->kind, "%s", kind);
+    uint64_t size = 0;
+    if (cJSON_GetObjectItemCaseSensitive(sub.obj, "vocab_size")) TRY(get_u64(sub, "vocab_size", &size));
+    t->vocab_size = (uint32_t)size;
+    t->present = 1;
+    return ST_OK;
+}
+
 status_t ckpt_manifest_parse_meta(const char *path, const cJSON *root, ckpt_meta *meta)
 {
     json_ctx c = {path, root, "manifest"}, sub = c;
@@ -284,7 +305,8 @@ status_t ckpt_manifest_parse_meta(const char *path, const cJSON *root, ckpt_meta
     TRY(get_obj(c, "data", &sub));
     TRY(parse_data(sub, meta));
     TRY(get_obj(c, "topology", &sub));
-    return parse_topology(sub, &meta->topo);
+    TRY(parse_topology(sub, &meta->topo));
+    return parse_tokenizer(c, &meta->tokenizer);
 }
 
 static status_t parse_file(json_ctx c, ckpt_file *f)

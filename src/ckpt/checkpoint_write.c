@@ -117,6 +117,7 @@ status_t ckpt_copy_vocab(const char *src, const char *dst, ckpt_tokenizer *tok)
     tok->present = 1;
     snprintf(tok->kind, sizeof tok->kind, "%s", kind == TOKENIZER_BPE ? "bpe" : "wordpiece");
     tok->fingerprint = tokenizer_fingerprint(t);
+    tok->vocab_size = tokenizer_vocab_size(t);
     tokenizer_free(t);
     return st;
 }

@@ -145,11 +145,18 @@ status_t export_hf(const model_config *c, const float *params, const char *vocab
 
 /* ---- import ------------------------------------------------------------------ */
 
-static status_t json_int(const cJSON *j, const char *path, const char *key, int *out)
+/* config.json key `key` as an integer in [lo, hi]: checked before anything
+ * is sized from it (2^40 is out of range, not "out of memory"). The ranges
+ * are the configuration's (model.* in docs/usage.md). */
+static status_t json_int(const cJSON *j, const char *path, const char *key, double lo, double hi, int *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
     FAIL_IF(!cJSON_IsNumber(v), ST_FORMAT, "%s: \"%s\" is missing or not a number", path, key);
-    *out = v->valueint;
+    double d = v->valuedouble;
+    FAIL_IF(!(d >= lo && d <= hi) || d != (double)(int64_t)d, ST_FORMAT, /* range first: the cast needs it */
+            "%s: %s %.17g is out of range (expected an integer from %.0f to %.0f); config.json is damaged or "
+            "not a model mpilm can hold", path, key, d, lo, hi);
+    *out = (int)d;
     return ST_OK;
 }
 
@@ -158,29 +165,32 @@ static status_t config_from_json(const cJSON *j, const char *path, model_config 
     memset(c, 0, sizeof *c);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "model_type");
     FAIL_IF(!cJSON_IsString(type), ST_FORMAT, "%s: \"model_type\" is missing (expected \"bert\" or \"gpt2\")", path);
+    const int layers = 1024, width = 65536, heads = 1024, ffn = 1 << 20, positions = 1 << 20;
     if (strcmp(type->valuestring, "bert") == 0) {
         c->family = MODEL_BERT;
-        TRY(json_int(j, path, "hidden_size", &c->d_model));
-        TRY(json_int(j, path, "num_hidden_layers", &c->n_layer));
-        TRY(json_int(j, path, "num_attention_heads", &c->n_head));
-        TRY(json_int(j, path, "intermediate_size", &c->d_ff));
-        TRY(json_int(j, path, "max_position_embeddings", &c->max_positions));
+        TRY(json_int(j, path, "hidden_size", 8, width, &c->d_model));
+        TRY(json_int(j, path, "num_hidden_layers", 1, layers, &c->n_layer));
+        TRY(json_int(j, path, "num_attention_heads", 1, heads, &c->n_head));
+        TRY(json_int(j, path, "intermediate_size", 1, ffn, &c->d_ff));
+        TRY(json_int(j, path, "max_position_embeddings", 2, positions, &c->max_positions));
     } else if (strcmp(type->valuestring, "gpt2") == 0) {
         c->family = MODEL_GPT;
         c->pre_ln = 1;
-        TRY(json_int(j, path, "n_embd", &c->d_model));
-        TRY(json_int(j, path, "n_layer", &c->n_layer));
-        TRY(json_int(j, path, "n_head", &c->n_head));
-        TRY(json_int(j, path, "n_positions", &c->max_positions));
-        const cJSON *inner = cJSON_GetObjectItemCaseSensitive(j, "n_inner");
-        c->d_ff = cJSON_IsNumber(inner) ? inner->valueint : 4 * c->d_model;
+        TRY(json_int(j, path, "n_embd", 8, width, &c->d_model));
+        TRY(json_int(j, path, "n_layer", 1, layers, &c->n_layer));
+        TRY(json_int(j, path, "n_head", 1, heads, &c->n_head));
+        TRY(json_int(j, path, "n_positions", 2, positions, &c->max_positions));
+        c->d_ff = 4 * c->d_model;
+        if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "n_inner")))
+            TRY(json_int(j, path, "n_inner", 1, ffn, &c->d_ff));
     } else {
         return st_fail(ST_FORMAT, "%s: model_type \"%s\" is not supported (expected \"bert\" or \"gpt2\")", path,
                        type->valuestring);
     }
-    TRY(json_int(j, path, "vocab_size", &c->vocab_size));
-    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(j, "mpilm_seq_len");
-    c->seq_len = cJSON_IsNumber(seq) ? seq->valueint : c->max_positions < 512 ? c->max_positions : 512;
+    TRY(json_int(j, path, "vocab_size", 8, 1 << 24, &c->vocab_size));
+    c->seq_len = c->max_positions < 512 ? c->max_positions : 512;
+    if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "mpilm_seq_len")))
+        TRY(json_int(j, path, "mpilm_seq_len", 2, c->max_positions, &c->seq_len));
     c->dropout = 0.1f;
     return model_config_check(c);
 }
@@ -199,18 +209,78 @@ static status_t read_config(const char *hf_dir, model_config *c)
     return st;
 }
 
+/* What Hugging Face files may hold besides the parameters: attention-mask
+ * buffers, position ids, and the tied decoder / lm_head (a copy of the word
+ * embedding). */
+static int is_known_extra(const char *name)
+{
+    static const char *const exact[] = {"bert.embeddings.position_ids", "lm_head.weight",
+                                        "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"};
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+        if (strcmp(name, exact[i]) == 0) return 1;
+    size_t n = strlen(name);
+    return (n > 10 && strcmp(name + n - 10, ".attn.bias") == 0) ||
+           (n > 17 && strcmp(name + n - 17, ".attn.masked_bias") == 0);
+}
+
+static void shape_text(char *buf, size_t len, int ndim, const int64_t *shape)
+{
+    size_t used = (size_t)snprintf(buf, len, "[");
+    for (int d = 0; d < ndim && used < len; d++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (used < len) snprintf(buf + used, len - used, "]");
+}
+
+static void config_text(char *buf, size_t len, const model_config *c)
+{
+    snprintf(buf, len, "%d layers, hidden %d, %d heads, d_ff %d, vocab %d, %d positions", c->n_layer, c->d_model,
+             c->n_head, c->d_ff, c->vocab_size, c->max_positions);
+}
+
+/* Every tensor config.json implies is in the file with its shape, and the
+ * file holds no other parameter (an extra layer would be dropped silently). */
+static status_t check_tensors(const safet_file *f, const model_config *c, const model_tensor *t, int n)
+{
+    char cfg[160];
+    config_text(cfg, sizeof cfg, c);
+    for (int i = 0; i < n; i++) {
+        const safet_tensor *s = safet_find(f, t[i].name);
+        FAIL_IF(!s, ST_FORMAT, "%s: tensor %s is missing, but config.json (%s) implies it; config.json does not "
+                "match the tensors: fix config.json or export the model again", safet_path(f), t[i].name, cfg);
+        int same = s->ndim == t[i].ndim;
+        for (int d = 0; same && d < s->ndim; d++) same = s->shape[d] == t[i].shape[d];
+        char have[64], want[64];
+        shape_text(have, sizeof have, s->ndim, s->shape);
+        shape_text(want, sizeof want, t[i].ndim, t[i].shape);
+        FAIL_IF(!same, ST_FORMAT, "%s: tensor %s has shape %s (expected %s from config.json: %s); config.json "
+                "does not match the tensors: fix config.json or export the model again", safet_path(f), t[i].name,
+                have, want, cfg);
+    }
+    for (int k = 0; k < safet_count(f); k++) {
+        const char *name = safet_at(f, k)->name;
+        int known = is_known_extra(name);
+        for (int i = 0; !known && i < n; i++) known = strcmp(name, t[i].name) == 0;
+        FAIL_IF(!known, ST_FORMAT, "%s: tensor %s is not part of the model config.json describes (%s); it would be "
+                "dropped: fix config.json (e.g. the layer count) or remove the tensor", safet_path(f), name, cfg);
+    }
+    return ST_OK;
+}
+
 status_t import_hf(const char *hf_dir, model_config *c, float **params)
 {
     TRY(read_config(hf_dir, c));
     model_tensor *t;
     int n;
     TRY(model_full_table(c, &t, &n));
-    size_t total = t[n - 1].offset + t[n - 1].numel;
-    float *p = malloc(total * sizeof(float));
     char path[4096];
     snprintf(path, sizeof path, "%s/model.safetensors", hf_dir);
     safet_file *f = NULL;
-    status_t st = p ? safet_open(&f, path) : st_fail(ST_NOMEM, "import: out of memory");
+    status_t st = safet_open(&f, path);
+    if (st == ST_OK) st = check_tensors(f, c, t, n);
+    size_t total = t[n - 1].offset + t[n - 1].numel;
+    float *p = st == ST_OK ? malloc(total * sizeof(float)) : NULL;
+    if (st == ST_OK && !p)
+        st = st_fail(ST_NOMEM, "import: out of memory for %zu parameters (%.1f MiB)", total, total * 4.0 / 1048576.0);
     for (int i = 0; st == ST_OK && i < n; i++)
         st = safet_read_f32(f, t[i].name, p + t[i].offset, (int64_t)t[i].numel);
     safet_close(f);

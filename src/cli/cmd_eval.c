@@ -6,6 +6,7 @@
 
 #include "base/log.h"
 #include "ckpt/checkpoint.h"
+#include "data/dataset.h"
 #include "cli.h"
 #include "tensor/tensor.h"
 #include "train/eval.h"
@@ -60,6 +61,18 @@ static void print_table(const eval_result *r)
         printf("  %-12s %.4f\n  %-12s %.4f\n", "nsp_loss", r->nsp_loss, "nsp_accuracy", r->nsp_accuracy);
 }
 
+/* The dataset must be tokenized as the checkpoint was trained. */
+static status_t check_dataset_tokenizer(const ckpt_reader *r, const char *data)
+{
+    dataset_info di;
+    TRY(dataset_info_read(data, &di));
+    char what[4200];
+    snprintf(what, sizeof what, "the dataset %s", data);
+    return ckpt_check_tokenizer(r, di.kind == TOKENIZER_BPE ? "bpe" : "wordpiece", di.fingerprint, di.vocab_size,
+                                what, "evaluate on a dataset prepared with the checkpoint's vocabulary (mpilm prep "
+                                "--vocab CHECKPOINT/vocab ...)");
+}
+
 static status_t run_eval(const eval_options *o)
 {
     int size, rank;
@@ -70,8 +83,11 @@ static status_t run_eval(const eval_options *o)
     model_config c = *ckpt_model(r);
     c.dropout = 0.0f;
     char why[160];
-    status_t st = train_precision_resolve(o->precision, 0, &c, why, sizeof why);
-    if (st != ST_OK) st = st_context(ST_USAGE, "eval --precision: ");
+    status_t st = check_dataset_tokenizer(r, o->data);
+    if (st == ST_OK) {
+        st = train_precision_resolve(o->precision, 0, &c, why, sizeof why);
+        if (st != ST_OK) st = st_context(ST_USAGE, "eval --precision: ");
+    }
     tensor_runtime rt;
     model_stage *m = NULL;
     if (st == ST_OK) st = tensor_runtime_init(-1, size, &rt);

@@ -135,6 +135,11 @@ static status_t run_generate(const gen_options *o)
                                                    "on random data, so its tokens mean nothing", ckpt_path(r));
     if (st == ST_OK) st = tokenizer_detect(vocab, &kind);
     if (st == ST_OK) st = tokenizer_load(vocab, kind, &g.tok);
+    if (st == ST_OK)
+        st = ckpt_check_tokenizer(r, kind == TOKENIZER_BPE ? "bpe" : "wordpiece", tokenizer_fingerprint(g.tok),
+                                  tokenizer_vocab_size(g.tok), "the vocabulary files in its vocab/ directory",
+                                  "the vocab/ directory was changed after the checkpoint was written; put the "
+                                  "original files back or use another checkpoint");
     if (st == ST_OK) st = tensor_runtime_init(-1, 1, &rt);
     if (st == ST_OK) st = model_stage_create(&g.m, &c, 0, c.n_layer, 1, 1);
     if (st == ST_OK) st = ckpt_read_stage(r, g.m, model_params(g.m), NULL, NULL);

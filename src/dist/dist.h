@@ -186,6 +186,8 @@ typedef struct dist_memory {
     size_t messages_bf16; /* bf16 message buffers: the dp reduction's 2 n (+ 2 shard at zero 2) with
                              dist.grad_reduce = bf16 at dp > 1; the pipeline's 3 x slots x 2 B T C
                              (a receive and two sends per slot) with bf16 stages at pp > 1 */
+    size_t activations;  /* the stage's arena (activations of its slots and scratch) and the
+                            slots' micro-batches */
 } dist_memory;
 
 typedef struct dist_step_result {
@@ -216,6 +218,11 @@ model_stage *dist_engine_stage(dist_engine *e);
 const dist_topology *dist_engine_topology(const dist_engine *e);
 const dist_plan *dist_engine_plan(const dist_engine *e);
 dist_memory dist_engine_memory(const dist_engine *e);
+/* dist_engine_memory of the engine dist_engine_create would make with these
+ * arguments, computed without allocating it (collective over world: builds
+ * the topology and frees it). */
+status_t dist_memory_estimate(const dist_config *dc, const model_config *mc, int B, int m, MPI_Comm world,
+                              dist_memory *out);
 /* dist.tp_mode = 2d at tp > 1: 1 and the grid's P x Q and block; else 0. */
 int dist_engine_tp_grid(const dist_engine *e, int *P, int *Q, int *block);
 

@@ -25,8 +25,9 @@ struct dist_engine {
     float *adam_m, *adam_v;       /* [uhi - ulo] */
     float *grad_shard;            /* zero 2: [hi - lo] reduced gradients */
     int n_buckets;
-    int *bucket_counts;           /* [n_buckets][dp] reduce-scatter receive counts */
-    MPI_Request *coll;            /* [n_buckets + 1]: the buckets' reduce-scatters, then one other collective */
+    int *bucket_counts;           /* [n_buckets][dp] the floats of bucket b in rank r's shard */
+    MPI_Request *coll;            /* [n_buckets dp + 1]: zero 2's reductions of bucket b's piece owned by
+                                     rank r at [b dp + r], then one other collective (dist_other) */
     size_t *bucket_lo;            /* [n_buckets + 1] bucket b is floats [bucket_lo[b], bucket_lo[b + 1]) */
     unsigned char *bucket_posted; /* [n_buckets] this step */
     int next_bucket;              /* zero 2: the next bucket to post, descending */
@@ -54,6 +55,10 @@ struct dist_engine {
     double deadline, busy, pipe_s; /* this step: compute in the pipeline phase, its wall time */
     double sums[3];               /* per micro-batch mean lm, mlm, nsp losses (last stage) */
 };
+
+/* The request of the step's collectives other than zero 2's buckets (one at
+ * a time). */
+static inline MPI_Request *dist_other(dist_engine *e) { return &e->coll[(size_t)e->n_buckets * e->topo.dp]; }
 
 /* Waits for *req, polling MPI_Test against the step's deadline; what names
  * the wait in the watchdog's report. */

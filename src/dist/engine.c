@@ -69,10 +69,11 @@ static status_t setup_shards(dist_engine *e)
         e->displs[r] = (int)lo;
     }
     TRY(plan_buckets(e));
-    e->coll = zalloc((size_t)e->n_buckets + 1, sizeof(MPI_Request));
+    size_t n_req = (size_t)e->n_buckets * dp + 1;
+    e->coll = zalloc(n_req, sizeof(MPI_Request));
     e->bucket_counts = zalloc((size_t)e->n_buckets * dp, sizeof(int));
     FAIL_IF(!e->coll || !e->bucket_counts, ST_NOMEM, "dist: out of memory");
-    for (int b = 0; b <= e->n_buckets; b++) e->coll[b] = MPI_REQUEST_NULL;
+    for (size_t i = 0; i < n_req; i++) e->coll[i] = MPI_REQUEST_NULL;
     e->bucket_posted = zalloc((size_t)e->n_buckets, 1);
     FAIL_IF(!e->bucket_posted, ST_NOMEM, "dist: out of memory");
     if (!(e->dc.zero == 2 && dp > 1)) return ST_OK;
@@ -260,18 +261,65 @@ int dist_engine_tp_grid(const dist_engine *e, int *P, int *Q, int *block)
     return 1;
 }
 
+/* The training state around a stage of n floats, from the configuration
+ * alone (so the estimate before allocation and the report after agree). */
+static dist_memory memory_plan(const dist_engine *e, size_t n)
+{
+    size_t f = sizeof(float), h = sizeof(bf16), lo, hi;
+    int dp = e->topo.dp, zero2 = e->dc.zero == 2 && dp > 1, sharded = e->dc.zero > 0 && dp > 1;
+    shard_range(n, dp, e->topo.replica, &lo, &hi);
+    size_t shard = hi - lo, updated = sharded ? shard : n;
+    int reduce_bf = e->dc.grad_reduce == DIST_REDUCE_BF16 && dp > 1, pipe_bf = e->mc.bf16 && e->topo.pp > 1;
+    size_t messages = (reduce_bf ? h * n : 0) + (reduce_bf && zero2 ? h * shard : 0) +
+                      (pipe_bf ? h * 3 * (size_t)e->n_slots * e->act_count : 0);
+    size_t batches = (size_t)e->n_slots * (size_t)e->B * e->mc.seq_len * 4 * sizeof(int32_t);
+    return (dist_memory){.params = f * n,
+                         .params_bf16 = e->mc.bf16 ? h * n : 0,
+                         .grads = zero2 ? f * shard : 0,
+                         .grad_accum = f * n,
+                         .optimizer = 2 * f * updated,
+                         .shard = shard,
+                         .messages_bf16 = messages,
+                         .activations = batches};
+}
+
 dist_memory dist_engine_memory(const dist_engine *e)
 {
-    size_t f = sizeof(float), h = sizeof(bf16), shard = e->hi - e->lo;
-    size_t messages = (e->reduce_bf ? h * e->n : 0) + (e->shard_bf ? h * shard : 0) +
-                      (e->pipe_bf ? h * 3 * (size_t)e->n_slots * e->act_count : 0);
-    return (dist_memory){.params = f * e->n,
-                         .params_bf16 = e->mc.bf16 ? h * e->n : 0,
-                         .grads = e->grad_shard ? f * shard : 0,
-                         .grad_accum = f * e->n,
-                         .optimizer = 2 * f * (e->uhi - e->ulo),
-                         .shard = shard,
-                         .messages_bf16 = messages};
+    dist_memory m = memory_plan(e, e->n);
+    m.activations += model_stage_arena_bytes(e->stage);
+    return m;
+}
+
+status_t dist_memory_estimate(const dist_config *dc, const model_config *mc, int B, int m, MPI_Comm world,
+                              dist_memory *out)
+{
+    FAIL_IF(B < 1 || m < 1, ST_CONFIG, "dist: train.micro_batch = %d and train.micro_batches = %d (expected >= 1)", B, m);
+    dist_engine *e = calloc(1, sizeof *e);
+    FAIL_IF(!e, ST_NOMEM, "dist: out of memory");
+    e->topo.comm = e->topo.pipe = e->topo.dp_comm = e->topo.tied = e->topo.tp_comm = MPI_COMM_NULL;
+    e->dc = *dc;
+    e->mc = *mc;
+    e->B = B;
+    e->m = m;
+    status_t st = dist_topology_create(&e->topo, &e->dc, mc, world);
+    e->act_count = (size_t)B * mc->seq_len * mc->d_model;
+    if (st == ST_OK) st = dist_plan_build(&e->plan, e->dc.schedule, e->topo.pp, m, e->act_count);
+    if (st == ST_OK) {
+        e->n_slots = e->plan.n_slots[e->topo.stage];
+        /* 2d: planned as 1d (the FFN's local hidden has the same size up to block rounding) */
+        model_tp tp = {.size = e->topo.tp, .rank = e->topo.tp_rank, .allreduce_sum = tp_sum, .allreduce_max = tp_max,
+                       .ctx = e};
+        model_stage_memory sm;
+        st = model_stage_plan_memory(mc, e->topo.layer_begin, e->topo.layer_end, B, e->n_slots, &tp, &sm);
+        if (st == ST_OK) {
+            *out = memory_plan(e, sm.n_params);
+            out->activations += sm.activations;
+        }
+    }
+    dist_plan_free(&e->plan);
+    dist_topology_free(&e->topo);
+    free(e);
+    return st;
 }
 
 dist_shard dist_engine_shard(dist_engine *e)

@@ -90,8 +90,8 @@ static void poll(void *ctx, size_t lo, size_t hi)
         for (int j = 0; j < 3; j++)
             if (*r[j] != MPI_REQUEST_NULL) MPI_Test(r[j], &done, MPI_STATUS_IGNORE);
     }
-    for (int b = 0; b <= e->n_buckets; b++)
-        if (e->coll[b] != MPI_REQUEST_NULL) MPI_Test(&e->coll[b], &done, MPI_STATUS_IGNORE);
+    for (size_t i = 0, n = (size_t)e->n_buckets * e->topo.dp + 1; i < n; i++)
+        if (e->coll[i] != MPI_REQUEST_NULL) MPI_Test(&e->coll[i], &done, MPI_STATUS_IGNORE);
 }
 
 /* The fp32 array a message fills or comes from. */

@@ -184,14 +184,20 @@ static float *alloc_touched(size_t n)
     return p;
 }
 
-static status_t stage_plan(model_stage *m)
+/* The tensor table and the slot records: everything but the big buffers. */
+static status_t stage_tables(model_stage *m)
 {
     m->part_end = malloc((size_t)(m->n_local + 3) * sizeof *m->part_end);
     FAIL_IF(!m->part_end, ST_NOMEM, "model: out of memory for the part table");
     TRY(model_table_build(&m->cfg, m->layer_begin, m->layer_end, m->first, m->last, &m->tp,
                           &m->tensors, &m->splits, &m->n_tensors, &m->n_params, m->part_end));
     TRY(model_runs_build(m));
-    TRY(alloc_slots(m));
+    return alloc_slots(m);
+}
+
+static status_t stage_plan(model_stage *m)
+{
+    TRY(stage_tables(m));
     m->params = alloc_touched(m->n_params);
     m->grads = alloc_touched(m->n_params);
     if (m->cfg.bf16) {
@@ -202,6 +208,7 @@ static status_t stage_plan(model_stage *m)
     carver cv = {0};
     carve_all(&cv, m);
     m->arena = alloc_touched(cv.used);
+    m->arena_bytes = sizeof(float) * cv.used;
     FAIL_IF(!m->params || !m->grads || !m->arena, ST_NOMEM,
             "model: out of memory allocating %.1f MiB of parameters, gradients and activations "
             "(lower train.micro_batch or model sizes, or set model.recompute = true)",
@@ -271,15 +278,18 @@ status_t model_stage_create(model_stage **out, const model_config *cfg, int laye
     return model_stage_create_tp(out, cfg, layer_begin, layer_end, B, n_slots, NULL);
 }
 
-status_t model_stage_create_tp(model_stage **out, const model_config *cfg, int layer_begin,
-                               int layer_end, int B, int n_slots, const model_tp *tp)
+/* A stage record with its shapes and split set, no buffers yet. */
+static status_t stage_new(model_stage **out, const model_config *cfg, int layer_begin, int layer_end, int B,
+                          int n_slots, const model_tp *tp)
 {
+    *out = NULL;
     TRY(model_config_check(cfg));
     FAIL_IF(layer_begin < 0 || layer_end > cfg->n_layer || layer_begin > layer_end, ST_CONFIG,
             "model: layer range [%d, %d) is outside [0, %d)", layer_begin, layer_end, cfg->n_layer);
     FAIL_IF(B < 1 || n_slots < 1, ST_CONFIG, "model: micro-batch %d and slots %d must be >= 1", B, n_slots);
     model_stage *m = calloc(1, sizeof *m);
     FAIL_IF(!m, ST_NOMEM, "model: out of memory");
+    *out = m;
     m->cfg = *cfg;
     m->layer_begin = layer_begin;
     m->layer_end = layer_end;
@@ -288,7 +298,14 @@ status_t model_stage_create_tp(model_stage **out, const model_config *cfg, int l
     m->n_slots = n_slots;
     m->first = layer_begin == 0;
     m->last = layer_end == cfg->n_layer;
-    status_t st = stage_set_tp(m, tp);
+    return stage_set_tp(m, tp);
+}
+
+status_t model_stage_create_tp(model_stage **out, const model_config *cfg, int layer_begin,
+                               int layer_end, int B, int n_slots, const model_tp *tp)
+{
+    model_stage *m;
+    status_t st = stage_new(&m, cfg, layer_begin, layer_end, B, n_slots, tp);
     if (st == ST_OK) st = stage_plan(m);
     if (st != ST_OK) {
         model_stage_free(m);
@@ -296,6 +313,25 @@ status_t model_stage_create_tp(model_stage **out, const model_config *cfg, int l
     }
     *out = m;
     return ST_OK;
+}
+
+status_t model_stage_plan_memory(const model_config *cfg, int layer_begin, int layer_end, int B, int n_slots,
+                                 const model_tp *tp, model_stage_memory *out)
+{
+    model_stage *m;
+    status_t st = stage_new(&m, cfg, layer_begin, layer_end, B, n_slots, tp);
+    if (st == ST_OK) st = stage_tables(m);
+    if (st == ST_OK) {
+        carver cv = {0};
+        carve_all(&cv, m); /* the counting pass of stage_plan */
+        *out = (model_stage_memory){.n_params = m->n_params,
+                                    .params = sizeof(float) * m->n_params,
+                                    .grads = sizeof(float) * m->n_params,
+                                    .params_bf16 = m->cfg.bf16 ? sizeof(bf16) * m->n_params : 0,
+                                    .activations = sizeof(float) * cv.used};
+    }
+    model_stage_free(m);
+    return st;
 }
 
 void model_stage_free(model_stage *m)
@@ -332,6 +368,7 @@ float *model_params(model_stage *m)
     return m->params;
 }
 float *model_grads(model_stage *m) { return m->grads; }
+size_t model_stage_arena_bytes(const model_stage *m) { return m->arena_bytes; }
 size_t model_n_params(const model_stage *m) { return m->n_params; }
 int model_n_tensors(const model_stage *m) { return m->n_tensors; }
 const model_tensor *model_tensor_at(const model_stage *m, int i) { return &m->tensors[i]; }

@@ -67,6 +67,14 @@ status_t model_stage_create(model_stage **out, const model_config *cfg, int laye
                             int layer_end, int B, int n_slots);
 void model_stage_free(model_stage *m);
 
+/* What model_stage_create(_tp) allocates, in bytes, computed without
+ * allocating it (the same plan): parameters, gradients, their bf16 copy
+ * (bf16 stages) and the arena of activations and scratch. */
+typedef struct model_stage_memory {
+    size_t n_params;
+    size_t params, grads, params_bf16, activations;
+} model_stage_memory;
+
 /* ---- tensor parallelism (Megatron-LM's 1D split) ---------------------------
  * A stage split over a group of `size` ranks: each holds the heads [r NH/t,
  * (r+1) NH/t) of q, k, v and the attention-out rows that consume them, rows
@@ -118,6 +126,11 @@ status_t model_tp_check(const model_config *cfg, int size);
 status_t model_stage_create_tp(model_stage **out, const model_config *cfg, int layer_begin,
                                int layer_end, int B, int n_slots, const model_tp *tp);
 
+/* model_stage_memory of model_stage_create_tp with these arguments (the
+ * tables are built and freed; the big buffers are not allocated). */
+status_t model_stage_plan_memory(const model_config *cfg, int layer_begin, int layer_end, int B, int n_slots,
+                                 const model_tp *tp, model_stage_memory *out);
+
 /* Where local tensor i lives in the stage's FULL (tp = 1) buffer: contiguous
  * runs of `len` floats from `local` (offset in this stage's buffer) to `full`
  * (offset in the buffer of model_stage_create over the same layers). Padding
@@ -145,6 +158,7 @@ int model_stage_batch(const model_stage *m); /* B: sequences per micro-batch */
  * it, so a bf16 stage refreshes its bf16 weight copy before its next pass. */
 float *model_params(model_stage *m);
 float *model_grads(model_stage *m);
+size_t model_stage_arena_bytes(const model_stage *m); /* activations and scratch */
 size_t model_n_params(const model_stage *m);
 int model_n_tensors(const model_stage *m);
 const model_tensor *model_tensor_at(const model_stage *m, int i);

@@ -93,6 +93,7 @@ struct model_stage {
     block_acts shared;       /* recompute: the one set of block activations */
     scratch s;
     void *arena;             /* activations and scratch, one allocation */
+    size_t arena_bytes;
 };
 
 enum { HEAD_ROWS = 256 };   /* rows of logits materialised at once */

@@ -16,19 +16,8 @@
 #include "train/train_internal.h"
 
 
-static status_t local_ranks(MPI_Comm comm, int *n)
-{
-    MPI_Comm node;
-    FAIL_IF(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS,
-            ST_MPI, "train: MPI_Comm_split_type failed");
-    MPI_Comm_size(node, n);
-    MPI_Comm_free(&node);
-    return ST_OK;
-}
-
 static status_t setup_runtime(trainer *t)
 {
-    TRY(local_ranks(t->comm, &t->local_ranks));
     TRY(tensor_runtime_init(t->tc.threads, t->local_ranks, &t->rt));
     log_msg(LOG_INFO, "BLIS kernels %s%s, %d thread%s per rank (%s), %d rank%s",
             t->rt.arch, t->rt.arch_chosen ? " (chosen by mpilm from the CPU features; BLIS_ARCH_TYPE overrides)" : " (BLIS_ARCH_TYPE)",
@@ -101,11 +90,12 @@ static status_t setup_data(trainer *t)
 static status_t describe_layout(trainer *t)
 {
     dist_memory m = dist_engine_memory(t->engine);
-    double mine[6] = {m.params / 1048576.0, m.params_bf16 / 1048576.0, m.grad_accum / 1048576.0,
-                      m.grads / 1048576.0, m.optimizer / 1048576.0, m.messages_bf16 / 1048576.0};
+    double mine[7] = {m.params / 1048576.0, m.params_bf16 / 1048576.0, m.grad_accum / 1048576.0,
+                      m.grads / 1048576.0, m.optimizer / 1048576.0, m.messages_bf16 / 1048576.0,
+                      m.activations / 1048576.0};
     double *all = t->rank == 0 ? malloc(sizeof mine * (size_t)t->size) : NULL;
     FAIL_IF(t->rank == 0 && !all, ST_NOMEM, "train: out of memory");
-    MPI_Gather(mine, 6, MPI_DOUBLE, all, 6, MPI_DOUBLE, 0, t->comm);
+    MPI_Gather(mine, 7, MPI_DOUBLE, all, 7, MPI_DOUBLE, 0, t->comm);
     char *text = t->rank == 0 ? malloc((size_t)t->size * 128 + 1) : NULL;
     if (text) {
         const dist_topology *p = t->topo;
@@ -121,13 +111,13 @@ static status_t describe_layout(trainer *t)
         log_msg(LOG_INFO, "layout: pp %d x dp %d x tp %d (%s), %s schedule, ZeRO %d; placement:\n%s", p->pp, p->dp,
                 p->tp, mode, t->tc.dist.schedule == DIST_GPIPE ? "gpipe" : "1f1b", t->tc.dist.zero, text);
         for (int r = 0; r < t->size; r++) {
-            const double *a = all + 6 * r;
+            const double *a = all + 7 * r;
             char bf[48] = "", shard[48] = "", msg[48] = "";
             if (a[1] > 0) snprintf(bf, sizeof bf, " + bf16 copy %.1f", a[1]);
             if (a[3] > 0) snprintf(shard, sizeof shard, " + reduced-gradient shard %.1f", a[3]);
             if (a[5] > 0) snprintf(msg, sizeof msg, " + bf16 message buffers %.1f", a[5]);
-            log_msg(LOG_INFO, "rank %d memory: params %.1f%s + gradients %.1f%s + optimizer %.1f%s = %.1f MiB", r,
-                    a[0], bf, a[2], shard, a[4], msg, a[0] + a[1] + a[2] + a[3] + a[4] + a[5]);
+            log_msg(LOG_INFO, "rank %d memory: params %.1f%s + gradients %.1f%s + optimizer %.1f%s + activations %.1f = "
+                    "%.1f MiB", r, a[0], bf, a[2], shard, a[4], msg, a[6], a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6]);
         }
     }
     free(text);
@@ -144,6 +134,8 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     t->comm = comm;
     MPI_Comm_rank(comm, &t->rank);
     MPI_Comm_size(comm, &t->size);
+    TRY(trainer_local_ranks(comm, &t->local_ranks));
+    TRY(trainer_check_memory(t));
     TRY(dist_engine_create(&t->engine, &tc->dist, &tc->model, &tc->optim, tc->micro_batch, tc->micro_batches,
                            tc->seed, comm));
     t->topo = dist_engine_topology(t->engine);

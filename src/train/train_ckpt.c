@@ -26,6 +26,7 @@ void trainer_catch_signals(void)
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
     /* A file-size limit (ulimit -f, a quota) must fail the write with EFBIG
      * and a message, not kill the rank mid-save. */
@@ -270,7 +271,10 @@ static status_t save(trainer *t, int64_t step)
     return st;
 }
 
-static const char *signal_name(int signo) { return signo == SIGTERM ? "SIGTERM" : signo == SIGUSR1 ? "SIGUSR1" : "a signal"; }
+static const char *signal_name(int signo)
+{
+    return signo == SIGTERM ? "SIGTERM" : signo == SIGINT ? "SIGINT" : signo == SIGUSR1 ? "SIGUSR1" : "a signal";
+}
 
 status_t trainer_step_boundary(trainer *t, int64_t done)
 {
@@ -371,6 +375,14 @@ static status_t restore(trainer *t, const ckpt_reader *r)
             "global batch (train.micro_batch x train.micro_batches x dist.dp)", ckpt_path(r),
             (unsigned long long)meta->next_sample, (long long)meta->step, (unsigned long long)trainer_global_batch(t),
             (long long)meta->step, (unsigned long long)want);
+    if (t->stream) {
+        const dataset_info *di = stream_info(t->stream);
+        char what[1100];
+        snprintf(what, sizeof what, "the dataset %s", t->tc.data_path);
+        TRY(ckpt_check_tokenizer(r, di->kind == TOKENIZER_BPE ? "bpe" : "wordpiece", di->fingerprint, di->vocab_size,
+                                 what, "resume on a dataset prepared with the checkpoint's vocabulary (mpilm prep "
+                                 "--vocab CHECKPOINT/vocab), or start a new run"));
+    }
     model_stage *m = dist_engine_stage(t->engine);
     dist_shard sh = dist_engine_shard(t->engine);
     TRY(ckpt_read_stage(r, m, model_params(m), NULL, NULL));

@@ -46,7 +46,15 @@ status_t trainer_resume(trainer *t);
  * signal or a due checkpoint, saves when one is due; returns ST_PREEMPTED
  * (checkpoint written) when a signal asked to stop. */
 status_t trainer_step_boundary(trainer *t, int64_t done);
-/* Catches SIGTERM and SIGUSR1 (flag only) for trainer_step_boundary. */
+/* The job's ranks on this node (MPI_COMM_TYPE_SHARED). Collective. */
+status_t trainer_local_ranks(MPI_Comm comm, int *n);
+/* Refuses (ST_CONFIG, with the estimate, the limit and its source, and what
+ * to change) a layout whose per-rank memory (dist_memory_estimate) does not
+ * fit what this process may use: the cgroup limit and MemAvailable divided
+ * among the ranks on this node, RLIMIT_AS. MPILM_MEMORY_CHECK=0 skips it.
+ * Needs t->local_ranks; collective (train_memory.c). */
+status_t trainer_check_memory(trainer *t);
+/* Catches SIGTERM, SIGINT and SIGUSR1 (flag only) for trainer_step_boundary. */
 void trainer_catch_signals(void);
 
 #endif

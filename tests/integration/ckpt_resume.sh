@@ -2,7 +2,10 @@
 # Exact resume: 20 steps straight vs the same run resumed in a new process
 # from its step-10 checkpoint, GPT and BERT, random and dataset data, on 1 and
 # 2 ranks: identical per-step losses and identical final shard files (params,
-# m, v). Then a checkpoint of dp = 2 resumed on dp = 1 with the same global
+# m, v). The "small" datasets (a few hundred tokens) put several epoch
+# boundaries inside the 20 steps and the checkpoint in the middle of an epoch
+# after the first (each epoch has its own shuffle: a cursor that forgot its
+# epoch would read other samples). Then a checkpoint of dp = 2 resumed on dp = 1 with the same global
 # batch: losses within 1e-5.
 . tests/common/ckpt_common.sh
 fail() { echo "FAIL ckpt_resume: $*"; exit 1; }
@@ -11,9 +14,16 @@ fail() { echo "FAIL ckpt_resume: $*"; exit 1; }
   { cat "$d/prep.log"; fail "prep bpe"; }
 "$MPILM" prep --train-vocab 400 --tokenizer wordpiece --out "$d/wp" datasets/sample/sample.txt > "$d/prep.log" 2>&1 ||
   { cat "$d/prep.log"; fail "prep wordpiece"; }
+# 3 documents of 2 sentences, a few hundred tokens: an epoch every few steps
+sed -n '1,2p;3q' datasets/sample/sample.txt > "$d/small.txt"
+{ echo; sed -n '3,4p' datasets/sample/sample.txt; echo; sed -n '5,6p' datasets/sample/sample.txt; } >> "$d/small.txt"
+"$MPILM" prep --vocab "$d/bpe" --tokenizer bpe --out "$d/bpe-small" "$d/small.txt" > "$d/prep.log" 2>&1 ||
+  { cat "$d/prep.log"; fail "prep bpe-small"; }
+"$MPILM" prep --vocab "$d/wp" --tokenizer wordpiece --out "$d/wp-small" "$d/small.txt" > "$d/prep.log" 2>&1 ||
+  { cat "$d/prep.log"; fail "prep wp-small"; }
 
 for np in 1 2; do
-  for case in gpt:random bert:random gpt:bpe bert:wp; do
+  for case in gpt:random bert:random gpt:bpe bert:wp gpt:bpe-small bert:wp-small; do
     fam=${case%%:*} data=${case#*:} name="$fam-$data-np$np"
     set -- --set model.family=$fam --set ckpt.every_steps=10
     [ "$data" = random ] || set -- "$@" --set data.source=dataset --set data.path="$d/$data"
@@ -34,7 +44,7 @@ for np in 1 2; do
       cmp "$f" "$d/$name-r/step-0000020/$(basename "$f")" || fail "$name: final $(basename "$f") differs after resume"
     done
     if [ "$data" != random ]; then
-      [ -f "$d/$name/step-0000020/vocab/$( [ $data = bpe ] && echo encoder.json || echo vocab.txt)" ] ||
+      [ -f "$d/$name/step-0000020/vocab/$(case $data in bpe*) echo encoder.json ;; *) echo vocab.txt ;; esac)" ] ||
         fail "$name: the checkpoint lacks its vocabulary"
       grep -q '"fingerprint"' "$d/$name/step-0000020/manifest.json" || fail "$name: manifest lacks the tokenizer"
     fi

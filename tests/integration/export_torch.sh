@@ -1,11 +1,14 @@
 #!/bin/sh
 # Exported Hugging Face files, loaded by PyTorch's own modules
-# (tests/reference/check_export.py), reproduce mpilm's logits within 1e-4,
-# for GPT and BERT. --dtype bf16: every tensor is torch's own .bfloat16() of
-# the fp32 export bit for bit, and the logits stay within D * 2^-8 of mpilm's
+# (tests/reference/check_export.py), reproduce mpilm's logits within 3e-6
+# (measured <= 3.8e-7), for GPT and BERT, trained 5 steps at lr 0.1 so that
+# the weights leave the near-linear regime of their N(0, 0.02) init (a GPT
+# with erf GELU instead of tanh is then 4.7e-5 off). --dtype bf16: every
+# tensor is torch's own .bfloat16() of the fp32 export bit for bit, and the
+# logits stay within D * 2^-8 of mpilm's
 # fp32 logits (check_export.py derives D); importing that export gives exactly
 # the bf16-rounded parameters, whose mpilm logits PyTorch reproduces within
-# 1e-4. Skips when no Python with torch is installed.
+# 3e-6. Skips when no Python with torch is installed.
 MPILM=${MPILM:-./mpilm}
 PYTHON=${PYTHON:-/usr/bin/python3}
 BUILD=${BUILD:-build}
@@ -16,7 +19,7 @@ fail() { echo "FAIL export_torch: $*"; exit 1; }
 for fam in gpt bert; do
   "$MPILM" train --set model.family=$fam --set model.n_layer=2 --set model.d_model=32 --set model.n_head=4 \
     --set model.d_ff=64 --set model.seq_len=16 --set model.max_positions=20 --set model.vocab_size=97 \
-    --set train.steps=5 --set train.micro_batch=4 --set train.lr=1e-2 --set run.dir="$d/$fam" \
+    --set train.steps=5 --set train.micro_batch=4 --set train.lr=1e-1 --set run.dir="$d/$fam" \
     --config /dev/null > "$d/log" 2>&1 || { tail -3 "$d/log"; fail "$fam training"; }
   "$MPILM" export --ckpt "$d/$fam" --format hf --out "$d/hf-$fam" > "$d/log" 2>&1 || { cat "$d/log"; fail "$fam export"; }
   "$BUILD/tests/tools/logits_of" "$d/$fam" "$d/logits-$fam.safetensors" 3 7 || fail "$fam logits_of"

@@ -23,7 +23,7 @@
  *   losses within TOL_REDUCE of the fp32 reduction's, the parameters not
  *   bitwise equal. At 4 ranks pp = 2 x dp = 2 runs both bf16 kinds together.
  * - bytes, counted by PMPI wrappers of MPI_Isend (the pipeline) and the dp
- *   group's MPI_Iallreduce / MPI_Ireduce_scatter: per step a stage sends m B T C
+ *   group's MPI_Iallreduce / MPI_Ireduce: per step a stage sends m B T C
  *   values of 2 bytes (4 in fp32), the reduction n values of 2 bytes (4).
  * - results identical on every rank, replicas and tied copies identical, the
  *   bf16 buffers in dist_engine_memory.
@@ -76,13 +76,12 @@ int MPI_Iallreduce(const void *in, void *out, int count, MPI_Datatype type, MPI_
     return PMPI_Iallreduce(in, out, count, type, op, comm, req);
 }
 
-int MPI_Ireduce_scatter(const void *in, void *out, const int counts[], MPI_Datatype type, MPI_Op op, MPI_Comm comm,
-                        MPI_Request *req)
+/* zero 2 reduces each bucket's pieces to their owners */
+int MPI_Ireduce(const void *in, void *out, int count, MPI_Datatype type, MPI_Op op, int root, MPI_Comm comm,
+                MPI_Request *req)
 {
-    int n;
-    MPI_Comm_size(comm, &n);
-    for (int k = 0; comm == counted_dp && k < n; k++) reduce_bytes += bytes_of(counts[k], type);
-    return PMPI_Ireduce_scatter(in, out, counts, type, op, comm, req);
+    if (comm == counted_dp) reduce_bytes += bytes_of(count, type);
+    return PMPI_Ireduce(in, out, count, type, op, root, comm, req);
 }
 
 /* ---- the op ---------------------------------------------------------------- */

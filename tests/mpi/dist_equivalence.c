@@ -2,8 +2,8 @@
 /* Every layout (pp, dp, tp) of this world size x ZeRO 0/1/2 x gpipe/1f1b, for
  * GPT and BERT with dropout, trains 10 steps on random data with the same
  * global batch as a single-stage reference that rank 0 computes with model/
- * and optim/ directly: losses within 1e-5 relative at every step, final
- * parameters within 1e-5 (gathered by name; tensor-parallel slices mapped
+ * and optim/ directly: losses within TOL_LOSS relative at every step, final
+ * parameters within TOL_PARAM (gathered by name; tensor-parallel slices mapped
  * into the full layout by model_stage_runs, the vocabulary padding zero),
  * the result identical on every rank, the tied embedding copies
  * bit-identical, the dp replicas identical, the gradients of replicated
@@ -25,6 +25,16 @@
 #include "dist/dist.h"
 
 enum { STEPS = 10, B = 2, MAX_M = 12 };
+
+/* Tolerances, relative: TOL_LOSS for every step's loss, TOL_PARAM for the
+ * final parameters (|a - b| / max(1, |b|)). Measured over every layout at 2
+ * and 4 ranks: losses <= 4.2e-8 (summation order: micro-batch means and dp
+ * reductions), parameters <= 3.6e-6 (after 10 AdamW steps, which divide each
+ * element's update by its own gradient's size and so magnify the order's
+ * rounding in near-zero gradients). 1 rank: losses 2e-16, parameters equal. */
+#define TOL_LOSS 5e-7
+#define TOL_PARAM 1e-5
+static double worst_loss, worst_param; /* the largest seen over all layouts, printed at the end */
 
 #include "../common/mpi_check.h"
 
@@ -49,35 +59,67 @@ static status_t fill(void *ctx, uint64_t g, batch *b)
 typedef struct reference {
     double loss[STEPS];
     model_stage *model;
+    int replicas; /* > 1: computed in the shape of pp = tp = 1, dp = replicas (see reference_run) */
 } reference;
 
-/* One stage, M micro-batches per step: train.c's loop with pp = dp = 1. */
+/* Sum of squares of the gradients in [lo, hi), tensor by tensor. */
+static double range_sum_squares(model_stage *m, size_t lo, size_t hi)
+{
+    double s = 0.0;
+    for (int i = 0; i < model_n_tensors(m); i++) {
+        const model_tensor *t = model_tensor_at(m, i);
+        size_t a = t->offset > lo ? t->offset : lo, z = t->offset + t->numel < hi ? t->offset + t->numel : hi;
+        if (z > a) s += optim_sum_squares(model_grads(m) + a, z - a);
+    }
+    return s;
+}
+
+/* One stage, M micro-batches per step: train.c's loop with pp = dp = 1.
+ * With R = ref->replicas > 1, in the shape of the dist engine at pp = tp = 1,
+ * dp = R: replica r's M / R micro-batches (global indices r M / R ...)
+ * accumulated in order into their own gradients, the replicas' gradients
+ * summed in replica order (for R = 2 the one sum a + b that any reduction of
+ * two values makes), the squared norm summed shard by shard (ceil(n / R) floats
+ * each) as the engine does. The engine must then give these parameters bit
+ * for bit: a replica taking its micro-batches in another order, or a shard
+ * boundary off by one float, changes the last bits. */
 static void reference_run(reference *ref, const model_config *mc, random_spec *spec, int M)
 {
     ok_or_die(model_stage_create(&ref->model, mc, 0, mc->n_layer, B, 1), "reference stage");
     model_stage *m = ref->model;
     model_init_params(m, spec->seed);
     size_t n = model_n_params(m);
+    int R = ref->replicas > 1 ? ref->replicas : 1, per = M / R;
     float *am = calloc(n, sizeof(float)), *av = calloc(n, sizeof(float)), *g = model_grads(m);
+    float *acc = calloc(n, sizeof(float));
     batch b;
     batch_alloc(&b, B, mc->seq_len);
     for (int step = 0; step < STEPS; step++) {
-        memset(g, 0, n * sizeof(float));
         double sum = 0.0;
-        for (int j = 0; j < M; j++) {
-            uint64_t gi = (uint64_t)step * M + j;
-            random_batch_fill(&b, spec, gi * B);
-            model_pass pass = {.train = 1, .seed = spec->seed, .sample0 = gi * B, .loss_scale = 1.0f / M};
-            model_losses l = {0};
-            ok_or_die(model_forward(m, 0, &b, &pass, &l), "reference forward");
-            ok_or_die(model_backward(m, 0, &b, &pass), "reference backward");
-            if (l.lm_count) sum += l.lm_loss_sum / l.lm_count;
-            if (l.mlm_count) sum += l.mlm_loss_sum / l.mlm_count;
-            if (l.nsp_count) sum += l.nsp_loss_sum / l.nsp_count;
+        for (int r = 0; r < R; r++) {
+            memset(g, 0, n * sizeof(float));
+            for (int j = 0; j < per; j++) {
+                uint64_t gi = (uint64_t)step * M + (uint64_t)r * per + j;
+                random_batch_fill(&b, spec, gi * B);
+                model_pass pass = {.train = 1, .seed = spec->seed, .sample0 = gi * B, .loss_scale = 1.0f / M};
+                model_losses l = {0};
+                ok_or_die(model_forward(m, 0, &b, &pass, &l), "reference forward");
+                ok_or_die(model_backward(m, 0, &b, &pass), "reference backward");
+                if (l.lm_count) sum += l.lm_loss_sum / l.lm_count;
+                if (l.mlm_count) sum += l.mlm_loss_sum / l.mlm_count;
+                if (l.nsp_count) sum += l.nsp_loss_sum / l.nsp_count;
+            }
+            for (size_t i = 0; R > 1 && i < n; i++) acc[i] = r ? acc[i] + g[i] : g[i];
         }
+        if (R > 1) memcpy(g, acc, n * sizeof(float));
         ref->loss[step] = sum / M;
-        double norm = sqrt(optim_sum_squares(g, n));
-        float clip = optim_clip_factor(&OPT, norm);
+        double sumsq = 0.0;
+        size_t shard = (n + (size_t)R - 1) / (size_t)R;
+        for (int r = 0; r < R; r++) {
+            size_t lo = (size_t)r * shard < n ? (size_t)r * shard : n, hi = lo + shard < n ? lo + shard : n;
+            sumsq += R > 1 ? range_sum_squares(m, lo, hi) : optim_sum_squares(g, n);
+        }
+        float clip = optim_clip_factor(&OPT, sqrt(sumsq));
         double lr = optim_lr(&OPT, step + 1);
         for (int i = 0; i < model_n_tensors(m); i++) {
             const model_tensor *t = model_tensor_at(m, i);
@@ -88,6 +130,7 @@ static void reference_run(reference *ref, const model_config *mc, random_spec *s
     batch_free(&b);
     free(am);
     free(av);
+    free(acc);
 }
 
 static status_t no_reduce(void *ctx, float *buf, size_t n) { return ST_OK; }
@@ -150,7 +193,11 @@ static void compare_params(dist_engine *e, const reference *ref, const model_con
                 if (d > worst) worst = d, where = a->name;
             }
         }
-        CHECK(worst <= 1e-5, "%s: stage %d parameters differ from the reference by %.3g (in %s)", label, s, worst, where);
+        worst_param = fmax(worst_param, worst);
+        CHECK(ref->replicas <= 1 || worst == 0.0, "%s: stage %d parameters differ from the reference computed in "
+              "this layout's shape by %.3g (in %s; expected bit for bit: see reference_run)", label, s, worst, where);
+        CHECK(worst <= TOL_PARAM, "%s: stage %d parameters differ from the reference by %.3g (in %s)", label, s, worst,
+              where);
         model_stage_free(view);
     }
 }
@@ -236,9 +283,11 @@ static void run_case(const reference *ref, const model_config *mc, random_spec *
         MPI_Allgather(mine, 2, MPI_DOUBLE, all, 2, MPI_DOUBLE, MPI_COMM_WORLD);
         for (int k = 1; k < world; k++)
             CHECK(memcmp(all, all + 2 * k, sizeof mine) == 0, "%s step %d: rank %d's result differs", label, step, k);
-        if (rank == 0)
-            CHECK(fabs(r.loss - ref->loss[step]) <= 1e-5 * fabs(ref->loss[step]),
+        if (rank == 0) {
+            worst_loss = fmax(worst_loss, fabs(r.loss - ref->loss[step]) / fabs(ref->loss[step]));
+            CHECK(fabs(r.loss - ref->loss[step]) <= TOL_LOSS * fabs(ref->loss[step]),
                   "%s step %d: loss %.9g, reference %.9g", label, step, r.loss, ref->loss[step]);
+        }
     }
     compare_params(e, ref, mc, label);
     compare_replicated_grads(e, label);
@@ -261,7 +310,7 @@ int main(int argc, char **argv)
                 if (world % (pp * tp)) continue;
                 int dp = world / (pp * tp), ms[2] = {4 / dp, 3};
                 for (int k = 0; k < 2; k++) {
-                    reference ref = {0};
+                    reference ref = {.replicas = pp == 1 && tp == 1 && dp == 2 ? 2 : 1};
                     if (rank == 0) reference_run(&ref, &mc, &spec, ms[k] * dp);
                     for (int zero = 0; zero <= 2; zero++)
                         for (int kind = DIST_GPIPE; kind <= DIST_1F1B; kind++)
@@ -273,5 +322,8 @@ int main(int argc, char **argv)
                 }
             }
     }
+    if (rank == 0)
+        printf("dist_equivalence: %d ranks, largest relative differences from the reference: losses %.3g, "
+               "parameters %.3g\n", world, worst_loss, worst_param);
     return mpi_check_finish("dist_equivalence");
 }

@@ -1,8 +1,20 @@
 /* model + optim against PyTorch: the fixtures of tests/reference (a tiny BERT
- * and GPT built from torch.nn modules, in Hugging Face names and layouts).
- * Everything must agree to max|a-b| / (max|b| + 1e-6) <= 1e-4: logits,
- * losses, every parameter gradient, and the parameters after 3 AdamW steps
- * with warm-up, cosine decay and clipping. */
+ * and GPT built from torch.nn modules, in Hugging Face names and layouts, with
+ * weights large enough (N(0, 0.2) matrices) that GELU, softmax and tanh are far
+ * from linear). Errors are max|a-b| / (max|b| + 1e-6) per tensor. Tolerances,
+ * each about 10x the largest error measured (GPT / BERT):
+ * - TOL_OUT 1e-5: logits, NSP logits, losses (measured 5.1e-7 / 7.7e-7);
+ * - TOL_GRAD 2e-5: every parameter gradient (9.6e-7 / 1.5e-6);
+ * - TOL_STEPS 1e-5: losses and gradient norms of the 3 AdamW steps (warm-up,
+ *   cosine decay, clipping) (2.1e-7 / 1.6e-6);
+ * - TOL_STEP3 1e-4, the weights after the 3 steps (1.2e-5 / 1.1e-5), and
+ *   TOL_STEP3_MEAN 3e-6 for the mean |a-b| / max|b| (7.6e-8 / 2.7e-7). Adam moves
+ *   an element by about lr whatever its gradient's size, so elements whose
+ *   exact gradient is zero (BERT's key biases, the key third of GPT's
+ *   c_attn.bias: |g| <= ZERO_GRAD of the largest gradient in the fixture) step
+ *   either way on rounding noise and are held to |dp| <= 2 sum(lr) only.
+ * A GPT with erf GELU in place of tanh moves its logits by 3.3e-4 and its
+ * gradients by 7.3e-4 (make_fixtures.py prints it): 30x TOL_OUT. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -15,7 +27,21 @@
 #include "optim/optim.h"
 #include "tensor/tensor.h"
 
-#define TOL 1e-4
+#define TOL_OUT 1e-5
+#define TOL_GRAD 2e-5
+#define TOL_STEPS 1e-5
+#define TOL_STEP3 1e-4
+#define TOL_STEP3_MEAN 3e-6
+#define ZERO_GRAD 1e-6
+
+static double worst[5]; /* the largest error of each kind, logged */
+enum { W_OUT, W_GRAD, W_STEPS, W_STEP3, W_MEAN };
+
+static double note(int kind, double e)
+{
+    worst[kind] = e > worst[kind] ? e : worst[kind];
+    return e;
+}
 
 static const char *meta(const safet_file *f, const char *k)
 {
@@ -50,17 +76,77 @@ static void read_i32(const safet_file *f, const char *name, int32_t *dst, size_t
     memcpy(dst, safet_data(f, t), n * sizeof(int32_t));
 }
 
-/* Compares tensor by tensor: prefix.NAME of the fixture against buf. */
-static void expect_tensors(const safet_file *f, model_stage *m, const float *buf, const char *prefix)
+/* The largest |g| of the fixture's gradients. */
+static double grad_scale(const safet_file *f, model_stage *m)
+{
+    double scale = 0.0;
+    for (int i = 0; i < model_n_tensors(m); i++) {
+        const model_tensor *t = model_tensor_at(m, i);
+        char name[128];
+        snprintf(name, sizeof name, "grad.%s", t->name);
+        float *ref = read_f32(f, name, t->numel);
+        for (size_t k = 0; k < t->numel; k++) scale = fabs(ref[k]) > scale ? fabs(ref[k]) : scale;
+        free(ref);
+    }
+    return scale;
+}
+
+/* Every gradient against the fixture's grad.NAME, relative to its tensor's
+ * largest; a tensor whose exact gradient is zero (BERT's key biases: largest
+ * |g| <= ZERO_GRAD scale, rounding noise on both sides) relative to scale. */
+static void expect_grads(const safet_file *f, model_stage *m, double scale)
 {
     for (int i = 0; i < model_n_tensors(m); i++) {
         const model_tensor *t = model_tensor_at(m, i);
         char name[128];
-        snprintf(name, sizeof name, "%s.%s", prefix, t->name);
+        snprintf(name, sizeof name, "grad.%s", t->name);
         float *ref = read_f32(f, name, t->numel);
-        double e = rel_err(buf + t->offset, ref, t->numel);
-        cr_expect(e <= TOL, "%s: relative error %g", name, e);
+        const float *g = model_grads(m) + t->offset;
+        double d = 0.0, top = 0.0;
+        for (size_t k = 0; k < t->numel; k++) {
+            d = fabs((double)g[k] - ref[k]) > d ? fabs((double)g[k] - ref[k]) : d;
+            top = fabs(ref[k]) > top ? fabs(ref[k]) : top;
+        }
+        double e = note(W_GRAD, d / (top > ZERO_GRAD * scale ? top : scale));
+        cr_expect(e <= TOL_GRAD, "%s: relative error %g (tolerance %g)", name, e, TOL_GRAD);
         free(ref);
+    }
+}
+
+/* The weights after the steps against step3.NAME: elements with a live
+ * gradient (|grad.NAME| > ZERO_GRAD scale) by max and mean relative error,
+ * the others within 2 sum(lr) (see the top of the file). */
+static void expect_step3(const safet_file *f, model_stage *m, double scale, double lr_sum)
+{
+    for (int i = 0; i < model_n_tensors(m); i++) {
+        const model_tensor *t = model_tensor_at(m, i);
+        char name[128];
+        snprintf(name, sizeof name, "step3.%s", t->name);
+        float *ref = read_f32(f, name, t->numel);
+        snprintf(name, sizeof name, "grad.%s", t->name);
+        float *g = read_f32(f, name, t->numel);
+        const float *p = model_params(m) + t->offset;
+        double top = 0.0, d_live = 0.0, d_dead = 0.0, sum = 0.0;
+        size_t live = 0;
+        for (size_t k = 0; k < t->numel; k++) top = fabs(ref[k]) > top ? fabs(ref[k]) : top;
+        for (size_t k = 0; k < t->numel; k++) {
+            double d = fabs((double)p[k] - ref[k]);
+            if (fabs(g[k]) > ZERO_GRAD * scale) {
+                d_live = d > d_live ? d : d_live;
+                sum += d;
+                live++;
+            } else {
+                d_dead = d > d_dead ? d : d_dead;
+            }
+        }
+        double e = note(W_STEP3, d_live / (top + 1e-6)), mean = note(W_MEAN, live ? sum / live / (top + 1e-6) : 0.0);
+        cr_expect(e <= TOL_STEP3, "%s: relative error %g after 3 steps (tolerance %g)", t->name, e, TOL_STEP3);
+        cr_expect(mean <= TOL_STEP3_MEAN, "%s: mean relative error %g after 3 steps (tolerance %g)", t->name, mean,
+                  TOL_STEP3_MEAN);
+        cr_expect(d_dead <= 2.0 * lr_sum, "%s: a zero-gradient element moved %g from PyTorch's, beyond 2 sum(lr)",
+                  t->name, d_dead);
+        free(ref);
+        free(g);
     }
 }
 
@@ -108,25 +194,27 @@ static void check_fixture(const char *file)
     cr_assert_eq(model_backward(m, 0, &b, &pass), ST_OK, "%s", st_message());
 
     float *ref = read_f32(f, "logits", N * V);
-    cr_expect(rel_err(logits, ref, N * V) <= TOL, "logits: relative error %g", rel_err(logits, ref, N * V));
+    double e = note(W_OUT, rel_err(logits, ref, N * V));
+    cr_expect(e <= TOL_OUT, "logits: relative error %g (tolerance %g)", e, TOL_OUT);
     free(ref);
     float loss = (float)total_loss(&l);
     ref = read_f32(f, "loss", 1);
-    cr_expect(rel_err(&loss, ref, 1) <= TOL, "loss %g vs %g", loss, ref[0]);
+    cr_expect(note(W_OUT, rel_err(&loss, ref, 1)) <= TOL_OUT, "loss %.9g vs %.9g", loss, ref[0]);
     free(ref);
     if (c.family == MODEL_BERT) {
         ref = read_f32(f, "nsp_logits", (size_t)B * 2);
-        cr_expect(rel_err(nsp, ref, (size_t)B * 2) <= TOL, "nsp logits");
+        cr_expect(note(W_OUT, rel_err(nsp, ref, (size_t)B * 2)) <= TOL_OUT, "nsp logits");
         free(ref);
         float mlm = (float)(l.mlm_loss_sum / l.mlm_count), ns = (float)(l.nsp_loss_sum / l.nsp_count);
         ref = read_f32(f, "mlm_loss", 1);
-        cr_expect(rel_err(&mlm, ref, 1) <= TOL, "mlm loss %g vs %g", mlm, ref[0]);
+        cr_expect(note(W_OUT, rel_err(&mlm, ref, 1)) <= TOL_OUT, "mlm loss %.9g vs %.9g", mlm, ref[0]);
         free(ref);
         ref = read_f32(f, "nsp_loss", 1);
-        cr_expect(rel_err(&ns, ref, 1) <= TOL, "nsp loss %g vs %g", ns, ref[0]);
+        cr_expect(note(W_OUT, rel_err(&ns, ref, 1)) <= TOL_OUT, "nsp loss %.9g vs %.9g", ns, ref[0]);
         free(ref);
     }
-    expect_tensors(f, m, model_grads(m), "grad");
+    double scale = grad_scale(f, m);
+    expect_grads(f, m, scale);
 
     /* three AdamW steps on the same batch, the training path (no logits kept) */
     size_t n = model_n_params(m);
@@ -142,8 +230,10 @@ static void check_fixture(const char *file)
         cr_assert_eq(model_backward(m, 0, &b, &pass), ST_OK, "%s", st_message());
         float lt = (float)total_loss(&ls), norm = (float)sqrt(optim_sum_squares(model_grads(m), n));
         float lr = (float)optim_lr(&o, t);
-        cr_expect(rel_err(&lt, &loss_ref[t - 1], 1) <= TOL, "step %d loss %g vs %g", t, lt, loss_ref[t - 1]);
-        cr_expect(rel_err(&norm, &norm_ref[t - 1], 1) <= TOL, "step %d grad norm %g vs %g", t, norm, norm_ref[t - 1]);
+        cr_expect(note(W_STEPS, rel_err(&lt, &loss_ref[t - 1], 1)) <= TOL_STEPS, "step %d loss %.9g vs %.9g", t, lt,
+                  loss_ref[t - 1]);
+        cr_expect(note(W_STEPS, rel_err(&norm, &norm_ref[t - 1], 1)) <= TOL_STEPS, "step %d grad norm %.9g vs %.9g",
+                  t, norm, norm_ref[t - 1]);
         cr_expect(rel_err(&lr, &lr_ref[t - 1], 1) <= 1e-6, "step %d lr %g vs %g", t, lr, lr_ref[t - 1]);
         float clip = optim_clip_factor(&o, norm);
         cr_expect(clip < 1.0f, "clipping is active in the fixture");
@@ -153,7 +243,10 @@ static void check_fixture(const char *file)
                         var + tt->offset, tt->numel, tt->decay, clip);
         }
     }
-    expect_tensors(f, m, model_params(m), "step3");
+    expect_step3(f, m, scale, (double)lr_ref[0] + lr_ref[1] + lr_ref[2]);
+    cr_log_info("%s: largest errors: outputs %.2g, gradients %.2g, step losses and norms %.2g, weights after 3 "
+                "steps %.2g (mean %.2g)", file, worst[W_OUT], worst[W_GRAD], worst[W_STEPS], worst[W_STEP3],
+                worst[W_MEAN]);
     free(loss_ref);
     free(norm_ref);
     free(lr_ref);

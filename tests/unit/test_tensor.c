@@ -41,13 +41,20 @@ static double fd_loss(fd_case *c)
     return dot(c->out, c->R, c->n_out);
 }
 
-/* Compares grad (analytic) with central differences on up to 40 entries of x. */
+/* Compares grad (analytic) with central differences (L(x_i + h) -
+ * L(x_i - h)) / 2h on every entry of x (a sample once lined up with one
+ * attention channel and missed the others). Error |num - grad| / (|num| +
+ * |grad| + 1e-2): truncation h^2 |L'''| / 6 plus the fp32 forward's rounding
+ * and the fast exp/tanh/erf's approximation error over h (a smaller h, or
+ * Richardson extrapolation, made it worse: the rounding term dominates).
+ * Measured <= 1.4e-3 (attention with dropout), <= 1.1e-3 elsewhere; FD_TOL =
+ * 4e-3, so a gradient off by 1% (error 5e-3) fails. */
+#define FD_TOL 4e-3
 static void fd_check(fd_case *c, float *x, const float *grad, size_t n, const char *what)
 {
     float h = 1e-2f;
     double worst = 0.0;
-    size_t step = n > 40 ? n / 40 : 1;
-    for (size_t i = 0; i < n; i += step) {
+    for (size_t i = 0; i < n; i++) {
         float keep = x[i];
         x[i] = keep + h;
         double lp = fd_loss(c);
@@ -59,7 +66,9 @@ static void fd_check(fd_case *c, float *x, const float *grad, size_t n, const ch
         if (err > worst) worst = err;
     }
     c->forward(c);
-    cr_expect(worst < 2e-2, "%s: finite differences disagree (worst relative error %g)", what, worst);
+    cr_log_info("%s: worst relative error %.3g over %zu entries", what, worst, n);
+    cr_expect(worst < FD_TOL, "%s: finite differences disagree (worst relative error %g, tolerance %g)", what, worst,
+              FD_TOL);
 }
 
 TestSuite(tensor, .init = NULL);
