@@ -20,9 +20,9 @@ step() { # name, command...
 step "version" "$MPILM" --version
 step "config" "$MPILM" train --config launch/configs/demo-gpt.ini --print-config
 step "prep gpt" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" prep --train-vocab 4096 --tokenizer bpe \
-  --out datasets/demo-gpt datasets/sample/sample.txt
+  --overwrite --out datasets/demo-gpt datasets/sample/sample.txt
 step "prep bert" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" prep --train-vocab 4096 --tokenizer wordpiece \
-  --out datasets/demo-bert datasets/sample/sample.txt
+  --overwrite --out datasets/demo-bert datasets/sample/sample.txt
 step "inspect" "$MPILM" inspect datasets/demo-gpt
 for m in gpt bert; do
   run=checkpoints/demo-$m

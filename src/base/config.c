@@ -278,6 +278,15 @@ status_t config_load_file(config *c, const char *path)
             snprintf(reason, sizeof reason, "%.*s", (int)(close_paren - open_paren - 1), open_paren + 1);
         return st_fail(ST_CONFIG, "%s: cannot read the config file (%s); check the --config path", path, reason);
     }
+    const char *nul = memchr(text, '\0', len);
+    if (nul) {
+        int line = 1;
+        for (const char *p = text; p < nul; p++) line += *p == '\n';
+        size_t offset = (size_t)(nul - text);
+        free(text);
+        return st_fail(ST_CONFIG, "%s:%d: a NUL byte at byte offset %zu (expected text); the file is damaged or not "
+                       "a config file: remove the byte or give the right --config", path, line, offset);
+    }
     seen_list sections = {0}, keys = {0};
     char section[64] = "";
     status_t st = ST_OK;
@@ -373,6 +382,13 @@ void config_print(const config *c, FILE *out, int with_origin)
         else
             fprintf(out, "%s = %s\n", c->schema[i].key, c->values[i].text);
     }
+}
+
+int config_n_given(const config *c)
+{
+    int n = 0;
+    for (int i = 0; i < c->n; i++) n += strcmp(c->values[i].origin, "default") != 0;
+    return n;
 }
 
 const config_key *config_schema(const config *c, int *n_keys)

@@ -36,9 +36,9 @@ typedef struct config config;
 config *config_new(const config_key *schema, int n_keys);
 void config_free(config *c);
 
-/* Applies a whole INI file. A missing file, a syntax error, an unknown section
- * or key, a duplicated section or key, or a value of the wrong type is an
- * ST_CONFIG failure naming path:line. */
+/* Applies a whole INI file. A missing file, a NUL byte, a syntax error, an
+ * unknown section or key, a duplicated section or key, or a value of the wrong
+ * type is an ST_CONFIG failure naming path:line. */
 status_t config_load_file(config *c, const char *path);
 
 /* Applies "section.key=value" (from --set); origin names it in errors. */
@@ -59,6 +59,9 @@ const char *config_origin(const config *c, const char *name);
 /* Writes the effective configuration as an INI file that loads back to the
  * same values; with_origin adds "; from FILE:LINE" comments. */
 void config_print(const config *c, FILE *out, int with_origin);
+
+/* How many keys were given (by a file or --set) rather than defaulted. */
+int config_n_given(const config *c);
 
 const config_key *config_schema(const config *c, int *n_keys);
 

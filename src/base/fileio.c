@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <libgen.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -151,5 +152,20 @@ status_t make_dirs(const char *path, int mode)
     }
     if (mkdir(buf, (mode_t)mode) != 0 && errno != EEXIST)
         return st_fail(ST_IO, "%s: cannot create directory (%s)", path, strerror(errno));
+    return ST_OK;
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+status_t dir_remove_tree(const char *path)
+{
+    struct stat sb;
+    if (lstat(path, &sb) != 0 && errno == ENOENT) return ST_OK;
+    FAIL_IF(nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0, ST_IO, "%s: cannot remove (%s)", path,
+            strerror(errno));
     return ST_OK;
 }

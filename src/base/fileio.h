@@ -41,6 +41,10 @@ status_t read_file(const char *path, char **data, size_t *len);
 /* mkdir -p. */
 status_t make_dirs(const char *path, int mode);
 
+/* Removes path and everything below it (rm -r, never following symbolic
+ * links); a path that does not exist is not an error. */
+status_t dir_remove_tree(const char *path);
+
 /* Test hook: when the environment variable MPILM_TEST_CRASH names a phase
  * ("atomic:before_fsync", "atomic:before_rename", ...), the process kills
  * itself with SIGKILL on reaching that phase, simulating a crash there. */

@@ -147,10 +147,20 @@ static status_t parse_shape(const safet_file *f, const char *name, const cJSON *
                           n < 0 ? "no array" : "more dims");
     t->ndim = n;
     for (int d = 0; d < n; d++) {
+        const cJSON *v = cJSON_GetArrayItem(item, d);
         uint64_t dim;
-        if (!json_to_u64(cJSON_GetArrayItem(item, d), &dim) || dim > (uint64_t)INT64_MAX)
-            return entry_fail(f, name, "bad shape: dim %d is not a non-negative integer", d);
-        t->shape[d] = (int64_t)dim;
+        if (json_to_u64(v, &dim)) {
+            t->shape[d] = (int64_t)dim;
+            continue;
+        }
+        if (cJSON_IsNumber(v) && v->valuedouble >= JSON_INT_MAX)
+            return entry_fail(f, name, "bad shape: dim %d is %.0f, too large (expected below 2^53, the largest "
+                              "integer a JSON number holds exactly; no tensor is that big): the header is corrupt", d,
+                              v->valuedouble);
+        if (cJSON_IsNumber(v))
+            return entry_fail(f, name, "bad shape: dim %d is not a non-negative integer (found %.17g)", d,
+                              v->valuedouble);
+        return entry_fail(f, name, "bad shape: dim %d is not a non-negative integer (found no number)", d);
     }
     return ST_OK;
 }

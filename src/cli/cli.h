@@ -8,6 +8,8 @@
 #ifndef MPILM_CLI_H
 #define MPILM_CLI_H
 
+#include <stdio.h>
+
 #include "base/config.h"
 #include "base/status.h"
 
@@ -43,6 +45,12 @@ void cli_mpi_finalize(void);
  * the command, the option, what was found and what is expected. */
 status_t cli_number(const char *cmd, const char *option, const char *text, double min, double max, int integer,
                     double *out);
+
+/* Writes s[0..n) as a JSON string: '"', '\\' and control characters
+ * escaped, valid UTF-8 kept as it is, each byte of an invalid sequence
+ * replaced by U+FFFD (as prep --replace-invalid does), so the output is
+ * valid JSON whatever the bytes. */
+void cli_json_string(FILE *out, const char *s, size_t n);
 
 /* Ends the command: message through st_die() unless st is ST_OK. */
 int cli_finish(status_t st);

@@ -106,6 +106,11 @@ static status_t run_eval(const eval_options *o)
         print_table(&res);
         if (o->json) st = eval_write_json(&res, o->json);
     }
+    const char *bad = st == ST_OK ? eval_first_nonfinite(&res) : NULL;
+    if (bad)
+        st = st_fail(ST_ERROR, "%s: eval's %s is not finite (the model gives NaN or infinite values on %s)%s; check "
+                     "the checkpoint (an earlier one, or one trained with a lower train.lr)", ckpt_path(r), bad, o->data,
+                     o->json ? " and is null in the --json file" : "");
     model_stage_free(m);
     ckpt_close(r);
     return st;

@@ -57,18 +57,6 @@ static void print_json_ids(const char *key, const uint32_t *ids, size_t n)
     printf("]");
 }
 
-static void print_json_string(const char *s, size_t n)
-{
-    putchar('"');
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == '"' || ch == '\\') printf("\\%c", ch);
-        else if (ch < 0x20) printf("\\u%04x", ch);
-        else putchar(ch);
-    }
-    putchar('"');
-}
-
 typedef struct gen_state {
     tokenizer *tok;
     model_stage *m;
@@ -84,6 +72,13 @@ static status_t generate(gen_state *g, const gen_options *o)
     const model_config *c = model_stage_config(g->m);
     TRY(tokenizer_encode(g->tok, o->prompt, strlen(o->prompt), &g->ids, &g->n, &g->cap));
     FAIL_IF(g->n == 0, ST_USAGE, "generate: the prompt encodes to no tokens");
+    FAIL_IF(g->n >= (size_t)c->max_positions, ST_USAGE, "generate: the prompt encodes to %zu tokens, but the model "
+            "has max_positions %d, which must hold the prompt and at least one new token; shorten the prompt",
+            g->n, c->max_positions);
+    FAIL_IF(g->n + (size_t)o->max_tokens > (size_t)c->max_positions, ST_USAGE, "generate: --max-tokens %d with a "
+            "prompt of %zu tokens needs %zu positions, but the model has max_positions %d; give --max-tokens %zu "
+            "at most (or a shorter prompt)", o->max_tokens, g->n, g->n + (size_t)o->max_tokens, c->max_positions,
+            (size_t)c->max_positions - g->n);
     g->n_prompt = g->n;
     uint32_t *grown = realloc(g->ids, (g->n + (size_t)o->max_tokens) * sizeof *g->ids);
     FAIL_IF(!grown, ST_NOMEM, "generate: out of memory");
@@ -98,7 +93,7 @@ static status_t generate(gen_state *g, const gen_options *o)
     for (int k = 0; k < o->max_tokens; k++) {
         int32_t next = model_sample(logits, c->vocab_size, &o->sp, (uint64_t)k, g->p, g->idx);
         g->ids[g->n++] = (uint32_t)next;
-        if (next == eot || k + 1 == o->max_tokens || model_decoder_length(g->d) >= c->max_positions) break;
+        if (next == eot || k + 1 == o->max_tokens) break;
         TRY(model_decoder_step(g->d, next, &logits));
     }
     return ST_OK;
@@ -117,7 +112,7 @@ static status_t output(const gen_state *g, const gen_options *o)
         printf(",");
         print_json_ids("ids", gen, n_gen);
         printf(",\"text\":");
-        print_json_string(text ? text : "", len);
+        cli_json_string(stdout, text ? text : "", len);
         printf("}\n");
     } else {
         printf("%s%.*s\n", o->prompt, (int)len, text ? text : "");

@@ -1,6 +1,9 @@
 /* mpilm prep: raw text → datasets/NAME/ (vocab files, shards, manifest.json).
  * Under mpirun rank r encodes the pieces i with i % size == r; rank 0 writes
- * the vocabulary first and the manifest last. */
+ * the vocabulary first and the manifest last, all into a staging directory
+ * beside NAME that rank 0 renames into place once everything succeeded
+ * (prep.h); on any failure it removes the staging directory, so the dataset
+ * that was at NAME is never damaged. */
 #include <getopt.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -15,8 +18,9 @@
 
 typedef struct prep_options {
     const char *vocab, *kind, *out;
+    char staging[4200]; /* where the dataset is built */
     long train_vocab;
-    int replace_invalid;
+    int replace_invalid, overwrite;
     const char *const *files;
     int n_files;
 } prep_options;
@@ -26,7 +30,8 @@ static status_t parse_options(int argc, char **argv, prep_options *o)
     static const struct option long_options[] = {
         {"vocab", required_argument, 0, 'v'},      {"train-vocab", required_argument, 0, 'n'},
         {"tokenizer", required_argument, 0, 't'},  {"out", required_argument, 0, 'o'},
-        {"replace-invalid", no_argument, 0, 'r'},  {0, 0, 0, 0},
+        {"replace-invalid", no_argument, 0, 'r'},  {"overwrite", no_argument, 0, 'w'},
+        {0, 0, 0, 0},
     };
     optind = 1;
     opterr = 0;
@@ -38,6 +43,7 @@ static status_t parse_options(int argc, char **argv, prep_options *o)
         case 't': o->kind = optarg; break;
         case 'o': o->out = optarg; break;
         case 'r': o->replace_invalid = 1; break;
+        case 'w': o->overwrite = 1; break;
         case 'n':
             TRY(cli_number("prep", "--train-vocab", optarg, 2, (double)(1L << 31), 1, &v));
             o->train_vocab = (long)v;
@@ -54,20 +60,22 @@ static status_t parse_options(int argc, char **argv, prep_options *o)
     FAIL_IF(optind >= argc, ST_USAGE, "prep: no input FILE given (see mpilm prep --help)");
     o->files = (const char *const *)argv + optind;
     o->n_files = argc - optind;
-    return ST_OK;
+    return prep_staging_path(o->out, o->staging, sizeof o->staging);
 }
 
-/* Rank 0 puts the vocabulary into the dataset directory (trained or copied). */
+/* Rank 0 makes an empty staging directory (removing one a crashed prep left)
+ * and puts the vocabulary into it (trained or copied). */
 static status_t write_vocab(const prep_options *o, tokenizer_kind kind)
 {
-    TRY(make_dirs(o->out, 0755));
+    TRY(dir_remove_tree(o->staging));
+    TRY(make_dirs(o->staging, 0755));
     if (o->train_vocab) {
         log_info("prep: training a %s vocabulary of %ld tokens", o->kind, o->train_vocab);
-        return tokenizer_train(kind, o->files, o->n_files, (uint32_t)o->train_vocab, o->out);
+        return tokenizer_train(kind, o->files, o->n_files, (uint32_t)o->train_vocab, o->staging);
     }
     tokenizer *t;
     TRY(tokenizer_load(o->vocab, kind, &t));
-    status_t st = tokenizer_save(t, o->out);
+    status_t st = tokenizer_save(t, o->staging);
     tokenizer_free(t);
     return st;
 }
@@ -77,9 +85,9 @@ static status_t encode_pieces(const prep_options *o, tokenizer *t, const prep_pl
     double t0 = time_now();
     uint64_t done = 0;
     for (int i = rank; i < plan->n_pieces; i += size) {
-        char name[64], path[4200];
+        char name[64], path[4300];
         dataset_shard_name(i, name, sizeof name);
-        snprintf(path, sizeof path, "%s/%s", o->out, name);
+        snprintf(path, sizeof path, "%s/%s", o->staging, name);
         prep_stats stats;
         TRY(prep_piece_encode(t, o->files, &plan->pieces[i], o->replace_invalid, path, &stats));
         done += stats.bytes;
@@ -91,6 +99,25 @@ static status_t encode_pieces(const prep_options *o, tokenizer *t, const prep_pl
     return ST_OK;
 }
 
+/* Every rank learns whether any rank failed (a collective). On a failure rank
+ * 0 removes the staging directory, and once it has (a barrier) the failing
+ * ranks end the job with their message; the others wait in a second barrier,
+ * which the failing ranks never enter, until that ends them too. */
+static void agree(status_t st, const prep_options *o, int rank)
+{
+    int failed = st != ST_OK, any = failed;
+    if (MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS) any = 1;
+    if (!any) return;
+    char message[2048];
+    snprintf(message, sizeof message, "%s", st_message()); /* the removal may record another */
+    if (rank == 0 && dir_remove_tree(o->staging) != ST_OK)
+        log_warn("prep: could not remove the staging directory %s (%s); remove it by hand", o->staging, st_message());
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (failed) st_die(st_fail(st, "%s", message));
+    MPI_Barrier(MPI_COMM_WORLD);
+    st_die(st_fail(ST_ERROR, "prep: another rank failed (its message is above)"));
+}
+
 static status_t run_prep(const prep_options *o, int rank, int size)
 {
     double t0 = time_now();
@@ -99,25 +126,25 @@ static status_t run_prep(const prep_options *o, int rank, int size)
     else TRY(tokenizer_detect(o->vocab, &kind));
     prep_plan plan;
     TRY(prep_plan_make(o->files, o->n_files, &plan));
-    status_t st = rank == 0 ? write_vocab(o, kind) : ST_OK;
-    if (st != ST_OK) st_die(st); /* the other ranks wait in the barrier */
-    MPI_Barrier(MPI_COMM_WORLD);
+    TRY(prep_output_check(o->out, o->overwrite));
+    agree(rank == 0 ? write_vocab(o, kind) : ST_OK, o, rank);
     tokenizer *t = NULL;
-    st = tokenizer_load(o->out, kind, &t);
+    status_t st = tokenizer_load(o->staging, kind, &t);
     if (st == ST_OK) st = encode_pieces(o, t, &plan, rank, size);
-    if (st != ST_OK) st_die(st);
-    MPI_Barrier(MPI_COMM_WORLD);
+    agree(st, o, rank);
     dataset_info info;
-    if (rank == 0) st = prep_finish(o->out, t, plan.n_pieces, &info);
+    if (rank == 0) st = prep_finish(o->staging, t, plan.n_pieces, &info);
+    if (rank == 0 && st == ST_OK) st = prep_publish(o->staging, o->out);
+    agree(st, o, rank);
     double secs = time_now() - t0;
-    if (st == ST_OK && rank == 0)
+    if (rank == 0)
         log_info("prep: %s: %d shards, %llu documents, %llu sentences, %llu tokens from %.1f MB in %.2f s "
                  "(%.1f MB/s on %d ranks)", o->out, plan.n_pieces, (unsigned long long)info.n_documents,
                  (unsigned long long)info.n_sentences, (unsigned long long)info.n_tokens,
                  (double)plan.total_bytes / 1e6, secs, (double)plan.total_bytes / 1e6 / secs, size);
     tokenizer_free(t);
     prep_plan_free(&plan);
-    return st;
+    return ST_OK;
 }
 
 int cmd_prep(int argc, char **argv)

@@ -39,19 +39,6 @@ static status_t parse_options(int argc, char **argv, tokenize_options *o)
     return ST_OK;
 }
 
-/* Writes s as a JSON string (UTF-8 kept raw, control characters escaped). */
-static void json_write_string(FILE *out, const char *s)
-{
-    putc('"', out);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(out, "\\%c", c);
-        else if (c < 0x20) fprintf(out, "\\u%04x", c);
-        else putc(c, out);
-    }
-    putc('"', out);
-}
-
 static void write_line(FILE *out, const tokenizer *t, const uint32_t *ids, size_t n, int json)
 {
     if (!json) {
@@ -64,7 +51,8 @@ static void write_line(FILE *out, const tokenizer *t, const uint32_t *ids, size_
     fputs("],\"tokens\":[", out);
     for (size_t i = 0; i < n; i++) {
         if (i) putc(',', out);
-        json_write_string(out, tokenizer_token(t, ids[i]));
+        const char *token = tokenizer_token(t, ids[i]);
+        cli_json_string(out, token, strlen(token));
     }
     fputs("]}\n", out);
 }

@@ -13,7 +13,7 @@ int cmd_import(int argc, char **argv);
 
 const command commands[] = {
     {"prep", "tokenize raw text into a dataset of zstd token shards",
-     "usage: mpilm prep (--vocab DIR | --train-vocab N) --tokenizer bpe|wordpiece --out datasets/NAME FILE...\n"
+     "usage: mpilm prep (--vocab DIR | --train-vocab N) --tokenizer bpe|wordpiece --out datasets/NAME [--overwrite] FILE...\n"
      "\n"
      "Tokenizes raw UTF-8 text (one sentence per line, a blank line between documents)\n"
      "into datasets/NAME/: the vocab files, manifest.json and *.zst shards.\n"
@@ -24,7 +24,8 @@ const command commands[] = {
      "  --vocab DIR          use the vocabulary in DIR (vocab.txt, or encoder.json + vocab.bpe)\n"
      "  --train-vocab N      train a vocabulary of N tokens from the input first\n"
      "  --tokenizer KIND     bpe (GPT-2 byte-level) or wordpiece (BERT)\n"
-     "  --out DIR            dataset directory to create\n"
+     "  --out DIR            dataset directory to create (built beside it, moved into place when complete)\n"
+     "  --overwrite          replace the dataset already in DIR (only once the new one is complete)\n"
      "  --replace-invalid    replace invalid UTF-8 with U+FFFD instead of refusing it\n",
      cmd_prep, NULL},
     {"train", "train a model (under mpirun for pipeline and data parallelism)",
@@ -54,6 +55,7 @@ const command commands[] = {
      "                      [--top-k K] [--top-p P] [--seed S] [--json]\n"
      "\n"
      "--temperature 0 is greedy (default 1); --top-k 0 and --top-p 1 keep every token.\n"
+     "The prompt and --max-tokens (default 50) must fit in the model's max_positions.\n"
      "--json prints {\"prompt_ids\":[...],\"ids\":[...],\"text\":\"...\"} (ids: generated only).\n",
      cmd_generate, NULL},
     {"export", "export a checkpoint to Hugging Face safetensors",

@@ -6,6 +6,7 @@
 
 #include "base/log.h"
 #include "cli.h"
+#include "data/prep.h"
 
 int cli_wants_help(int argc, char **argv)
 {
@@ -19,6 +20,14 @@ status_t cli_load_config(config **out, const char *path, char *const *sets, int 
     config *c = config_new(mpilm_schema, mpilm_schema_len);
     FAIL_IF(!c, ST_NOMEM, "out of memory creating the configuration");
     status_t st = path ? config_load_file(c, path) : ST_OK;
+    /* An empty file (or a truncated one) would train the default model without
+     * a word; it is fine when --set chooses the model (--config /dev/null). */
+    int model_set = 0;
+    for (int i = 0; i < n_sets; i++) model_set |= strncmp(sets[i] + strspn(sets[i], " \t"), "model.", 6) == 0;
+    if (st == ST_OK && path && config_n_given(c) == 0 && !model_set)
+        st = st_fail(ST_CONFIG, "%s: the config file sets no key (it is empty, or only comments and section "
+                     "headers), so the default model would be trained; give the keys (examples in "
+                     "launch/configs/), or choose the model with --set model.KEY=VALUE", path);
     for (int i = 0; st == ST_OK && i < n_sets; i++) st = config_set_arg(c, sets[i]);
     if (st != ST_OK) {
         config_free(c);
@@ -58,11 +67,28 @@ status_t cli_number(const char *cmd, const char *option, const char *text, doubl
     char *end;
     errno = 0;
     double v = strtod(text, &end);
-    FAIL_IF(end == text || *end || errno || v < min || v > max || (integer && v != floor(v)), ST_USAGE,
+    /* written so that NaN fails the range test too */
+    FAIL_IF(end == text || *end || errno || !(v >= min && v <= max) || (integer && v != floor(v)), ST_USAGE,
             "%s: %s '%s' is not %s in [%.15g, %.15g]; see mpilm %s --help", cmd, option, text,
             integer ? "an integer" : "a number", min, max, cmd);
     *out = v;
     return ST_OK;
+}
+
+void cli_json_string(FILE *out, const char *s, size_t n)
+{
+    putc('"', out);
+    for (size_t i = 0; i < n;) {
+        size_t valid = utf8_check((const unsigned char *)s + i, n - i);
+        for (size_t end = i + valid; i < end; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c == '"' || c == '\\') fprintf(out, "\\%c", c);
+            else if (c < 0x20) fprintf(out, "\\u%04x", c);
+            else putc(c, out);
+        }
+        if (i < n) fputs("\xEF\xBF\xBD", out), i++; /* U+FFFD for the invalid byte */
+    }
+    putc('"', out);
 }
 
 int cli_finish(status_t st)

@@ -250,7 +250,12 @@ static status_t check_vocab(dataset *d)
     dataset_info from_vocab;
     info_from_tokenizer(t, &from_vocab);
     tokenizer_free(t);
-    FAIL_IF(from_vocab.fingerprint != d->info.fingerprint || from_vocab.vocab_size != d->info.vocab_size, ST_FORMAT,
+    FAIL_IF(from_vocab.fingerprint == d->info.fingerprint && from_vocab.vocab_size != d->info.vocab_size, ST_FORMAT,
+            "%s/%s: vocab_size %u differs from the %u tokens of the vocabulary files in the directory (their "
+            "fingerprint %016llx is the manifest's, so the manifest was edited); put back vocab_size %u or re-run mpilm "
+            "prep", d->dir, DATASET_MANIFEST, d->info.vocab_size, from_vocab.vocab_size,
+            (unsigned long long)from_vocab.fingerprint, from_vocab.vocab_size);
+    FAIL_IF(from_vocab.fingerprint != d->info.fingerprint, ST_FORMAT,
             "%s/%s: vocabulary fingerprint mismatch (the manifest says %016llx with %u tokens, the vocabulary files in "
             "the directory give %016llx with %u); put back the dataset's vocabulary or re-run mpilm prep", d->dir,
             DATASET_MANIFEST, (unsigned long long)d->info.fingerprint, d->info.vocab_size,

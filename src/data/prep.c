@@ -1,13 +1,16 @@
 /* data/prep: raw text → shards → manifest (prep.h). */
 #include "prep.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/fileio.h"
 #include "data/shard.h"
 
 /* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no
@@ -120,9 +123,15 @@ status_t prep_plan_make(const char *const *files, int n_files, prep_plan *plan)
     status_t st = ST_OK;
     for (int i = 0; st == ST_OK && i < n_files; i++) {
         struct stat sb;
-        if (stat(files[i], &sb) != 0 || !S_ISREG(sb.st_mode))
-            st = st_fail(ST_IO, "%s: cannot read the input (%s); check the path", files[i],
-                         errno ? strerror(errno) : "not a regular file");
+        if (stat(files[i], &sb) != 0)
+            st = st_fail(errno == ENOENT || errno == ENOTDIR ? ST_USAGE : ST_IO,
+                         "%s: cannot read the input (%s); check the path", files[i], strerror(errno));
+        else if (S_ISDIR(sb.st_mode))
+            st = st_fail(ST_USAGE, "%s: the input is a directory (expected a text file); give the text files in it, "
+                         "e.g. %s/*.txt", files[i], files[i]);
+        else if (!S_ISREG(sb.st_mode))
+            st = st_fail(ST_USAGE, "%s: the input is not a regular file (expected a text file); give a file",
+                         files[i]);
         else sizes[i] = (uint64_t)sb.st_size, plan->total_bytes += sizes[i];
     }
     if (st == ST_OK && plan->total_bytes == 0)
@@ -242,20 +251,8 @@ status_t prep_piece_encode(tokenizer *t, const char *const *files, const prep_pi
     return st;
 }
 
-/* Removes shards n, n+1, ... left in dir by an earlier, larger run. */
-static void remove_stale_shards(const char *dir, int n)
-{
-    for (;; n++) {
-        char name[64], path[4200];
-        dataset_shard_name(n, name, sizeof name);
-        snprintf(path, sizeof path, "%s/%s", dir, name);
-        if (unlink(path) != 0) return;
-    }
-}
-
 status_t prep_finish(const char *dir, const tokenizer *t, int n_shards, dataset_info *info)
 {
-    remove_stale_shards(dir, n_shards);
     dataset_info in;
     TRY(dataset_manifest_write(dir, t, n_shards, &in));
     FAIL_IF(in.n_sentences == 0, ST_USAGE,
@@ -263,4 +260,87 @@ status_t prep_finish(const char *dir, const tokenizer *t, int n_shards, dataset_
             "sentence per line", dir);
     if (info) *info = in;
     return ST_OK;
+}
+
+/* ------------------------------------------------------------ output directory */
+
+/* The first entry of dir other than . and .., into name ("" when empty). */
+static status_t first_entry(const char *dir, char *name, size_t cap)
+{
+    DIR *d = opendir(dir);
+    FAIL_IF(!d, ST_IO, "%s: cannot list the directory (%s); check its permissions", dir, strerror(errno));
+    name[0] = '\0';
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            snprintf(name, cap, "%s", e->d_name);
+            break;
+        }
+    closedir(d);
+    return ST_OK;
+}
+
+status_t prep_output_check(const char *out, int overwrite)
+{
+    struct stat sb;
+    if (stat(out, &sb) != 0) {
+        FAIL_IF(errno != ENOENT, ST_IO, "%s: cannot examine the output directory (%s)", out, strerror(errno));
+        return ST_OK;
+    }
+    FAIL_IF(!S_ISDIR(sb.st_mode), ST_USAGE, "%s: --out exists and is not a directory; choose another --out", out);
+    char found[256], manifest[4200];
+    TRY(first_entry(out, found, sizeof found));
+    if (!found[0]) return ST_OK;
+    snprintf(manifest, sizeof manifest, "%s/%s", out, DATASET_MANIFEST);
+    int is_dataset = access(manifest, F_OK) == 0;
+    FAIL_IF(!overwrite, ST_USAGE, "%s: --out exists and is not empty (found '%s'%s); pass --overwrite to replace %s, "
+            "or choose another --out", out, is_dataset ? DATASET_MANIFEST : found, is_dataset ? ", a dataset" : "",
+            is_dataset ? "that dataset" : "it");
+    FAIL_IF(!is_dataset, ST_USAGE, "%s: --overwrite replaces only a dataset made by mpilm prep, but this directory has no "
+            "%s (found '%s'); choose another --out, or empty the directory yourself", out, DATASET_MANIFEST, found);
+    return ST_OK;
+}
+
+status_t prep_staging_path(const char *out, char *buf, size_t cap)
+{
+    char path[4096];
+    FAIL_IF(strlen(out) >= sizeof path, ST_USAGE, "%.64s...: --out path too long", out);
+    snprintf(path, sizeof path, "%s", out);
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') path[--n] = '\0';
+    char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    FAIL_IF(!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0, ST_USAGE,
+            "%s: --out must name the dataset directory (e.g. --out datasets/NAME)", out);
+    if (!slash) snprintf(buf, cap, ".%s.prep-staging", base);
+    else snprintf(buf, cap, "%.*s/.%s.prep-staging", (int)(slash - path), path, base);
+    return ST_OK;
+}
+
+status_t prep_publish(const char *staging, const char *out)
+{
+    TRY(fsync_dir(staging));
+    char parent[4096], old[4200];
+    snprintf(parent, sizeof parent, "%s", staging);
+    char *slash = strrchr(parent, '/');
+    if (slash) *slash = '\0';
+    else snprintf(parent, sizeof parent, ".");
+    if (rename(staging, out) != 0) { /* out holds a dataset (checked by prep_output_check) */
+        FAIL_IF(errno != ENOTEMPTY && errno != EEXIST, ST_IO, "%s: cannot rename %s into place (%s)", out, staging,
+                strerror(errno));
+        if (renameat2(AT_FDCWD, staging, AT_FDCWD, out, RENAME_EXCHANGE) == 0) {
+            snprintf(old, sizeof old, "%s", staging); /* the replaced dataset is there now */
+        } else {
+            /* no atomic exchange on this file system: set the old one aside first */
+            snprintf(old, sizeof old, "%s.old", staging);
+            TRY(dir_remove_tree(old));
+            FAIL_IF(rename(out, old) != 0, ST_IO, "%s: cannot move the old dataset aside to %s (%s)", out, old,
+                    strerror(errno));
+            FAIL_IF(rename(staging, out) != 0, ST_IO, "%s: cannot rename %s into place (%s); the old dataset is in %s",
+                    out, staging, strerror(errno), old);
+        }
+        TRY(fsync_dir(parent));
+        return dir_remove_tree(old);
+    }
+    return fsync_dir(parent);
 }

@@ -49,9 +49,24 @@ void prep_plan_free(prep_plan *plan);
 status_t prep_piece_encode(tokenizer *t, const char *const *files, const prep_piece *piece, int replace_invalid,
                            const char *out_path, prep_stats *stats);
 
-/* Writes the manifest over shards 0..n_shards-1 of dir (removing higher-
- * numbered shards of an earlier run); fails when the input held no sentence. */
+/* Writes the manifest over shards 0..n_shards-1 of dir; fails when the input
+ * held no sentence. */
 status_t prep_finish(const char *dir, const tokenizer *t, int n_shards, dataset_info *info);
+
+/* The output directory. A dataset is built in a staging directory, a hidden
+ * sibling of out (same parent, so publishing it is a rename), and replaces
+ * out only once complete: a failed prep leaves out as it was.
+ *
+ * prep_output_check: out may be absent or an empty directory; an existing
+ * dataset (a directory with manifest.json) only with overwrite; anything else
+ * is refused (ST_USAGE) naming what is there and what to do. */
+status_t prep_output_check(const char *out, int overwrite);
+/* "PARENT/.NAME.prep-staging" for out = PARENT/NAME (trailing '/' ignored). */
+status_t prep_staging_path(const char *out, char *buf, size_t cap);
+/* Syncs the staging directory and puts it in place of out, atomically when
+ * out exists (renameat2 RENAME_EXCHANGE; the replaced dataset is removed
+ * after the exchange), then syncs the parent. */
+status_t prep_publish(const char *staging, const char *out);
 
 /* Offset of the first byte of s[0..n) that is not valid UTF-8, or n. */
 size_t utf8_check(const unsigned char *s, size_t n);

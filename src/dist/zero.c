@@ -202,9 +202,14 @@ static status_t global_sums(dist_engine *e, double *sumsq, double *losses, dist_
     return st;
 }
 
-static void adamw_range(dist_engine *e, int64_t t, double lr, float clip)
+/* AdamW on this rank's floats [ulo, uhi); returns the index of the first
+ * tensor with a non-finite value after its update, or -1. The scan reads each
+ * tensor's part right after the update wrote it (4 of the update's 28 bytes
+ * per float, often still in cache). */
+static int adamw_range(dist_engine *e, int64_t t, double lr, float clip)
 {
     float *p = model_params(e->stage);
+    int bad = -1;
     for (int i = 0; i < model_n_tensors(e->stage); i++) {
         const model_tensor *tt = model_tensor_at(e->stage, i);
         size_t a = tt->offset > e->ulo ? tt->offset : e->ulo;
@@ -212,7 +217,35 @@ static void adamw_range(dist_engine *e, int64_t t, double lr, float clip)
         if (z <= a) continue;
         optim_adamw(&e->oc, t, lr, p + a, grad_at(e, a), e->adam_m + (a - e->ulo), e->adam_v + (a - e->ulo), z - a,
                     tt->decay, clip);
+        if (bad < 0 && !optim_all_finite(p + a, z - a)) bad = i;
     }
+    return bad;
+}
+
+/* Every rank agrees whether any rank's update left a non-finite parameter
+ * (one tiny allreduce over all ranks); if so the lowest such rank sends the
+ * tensor's name and every rank fails with the same message, so no rank goes
+ * on to write a checkpoint of this step. */
+static status_t agree_finite(dist_engine *e, int bad)
+{
+    int W = e->topo.world, rank;
+    MPI_Comm_rank(e->topo.comm, &rank);
+    int mine = bad >= 0 ? rank : W, first = mine;
+    MPI_Request *req = &e->coll[e->n_buckets];
+    FAIL_IF(MPI_Iallreduce(&mine, &first, 1, MPI_INT, MPI_MIN, e->topo.comm, req) != MPI_SUCCESS, ST_MPI,
+            "dist: the allreduce of the finite-parameter check failed");
+    TRY(dist_wait(e, req, "the finite-parameter check over all ranks"));
+    if (first == W) return ST_OK;
+    char name[80] = "";
+    if (rank == first) snprintf(name, sizeof name, "%s", model_tensor_at(e->stage, bad)->name);
+    FAIL_IF(MPI_Ibcast(name, sizeof name, MPI_CHAR, first, e->topo.comm, req) != MPI_SUCCESS, ST_MPI,
+            "dist: sending the name of the non-finite tensor failed");
+    TRY(dist_wait(e, req, "the name of the non-finite tensor"));
+    name[sizeof name - 1] = '\0';
+    return st_fail(ST_ERROR, "dist: parameter %s is not finite after the update of step %lld (first found on rank %d); "
+                   "training stopped before any checkpoint of this step, so the last checkpoint is the newest: "
+                   "resume from it with a lower train.lr, a higher train.warmup_steps or train.clip, or check the "
+                   "checkpoint the run started from", name, (long long)e->step + 1, first);
 }
 
 status_t dist_update(dist_engine *e, dist_step_result *r)
@@ -225,13 +258,18 @@ status_t dist_update(dist_engine *e, dist_step_result *r)
     r->nsp = losses[2] * scale;
     r->loss = r->lm + r->mlm + r->nsp;
     r->grad_norm = sqrt(sumsq);
+    FAIL_IF(!isfinite(r->loss), ST_ERROR,
+            "dist: the loss is %g at step %lld (before the update; no checkpoint of this step is written): the "
+            "parameters or the data give non-finite values; resume from the last checkpoint with a lower train.lr, "
+            "or check the checkpoint the run started from", r->loss, (long long)e->step + 1);
     FAIL_IF(!isfinite(r->grad_norm), ST_ERROR,
             "dist: the gradient norm is %g at step %lld (diverged: lower train.lr or raise train.warmup_steps)",
             r->grad_norm, (long long)e->step + 1);
     r->lr = optim_lr(&e->oc, e->step + 1);
     double t0 = time_now();
-    adamw_range(e, e->step + 1, r->lr, optim_clip_factor(&e->oc, r->grad_norm));
+    int bad = adamw_range(e, e->step + 1, r->lr, optim_clip_factor(&e->oc, r->grad_norm));
     r->update_s = time_now() - t0;
+    TRY(agree_finite(e, bad));
     if (e->dc.zero == 0 || e->topo.dp == 1) return ST_OK;
     FAIL_IF(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, model_params(e->stage), e->counts, e->displs,
                             MPI_FLOAT, e->topo.dp_comm, dist_other(e)) != MPI_SUCCESS, ST_MPI,

@@ -245,7 +245,6 @@ void model_decoder_free(model_decoder *d);
 /* Feeds token id at the next position; logits (V) of the next token. Fails
  * when max_len or max_positions is reached. */
 status_t model_decoder_step(model_decoder *d, int32_t id, const float **logits);
-int model_decoder_length(const model_decoder *d);
 /* Work done so far, in position-passes through the blocks (a cache makes it
  * one per token; recomputing the prefix would make it quadratic). */
 uint64_t model_decoder_work(const model_decoder *d);

@@ -62,7 +62,6 @@ void model_decoder_free(model_decoder *d)
     free(d);
 }
 
-int model_decoder_length(const model_decoder *d) { return d->len; }
 uint64_t model_decoder_work(const model_decoder *d) { return d->work; }
 
 /* Attention of the new query (in qkv) over positions 0..t of layer l's cache. */

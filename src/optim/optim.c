@@ -1,5 +1,7 @@
 /* optim — AdamW (torch.optim.AdamW), schedules, clipping. */
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "optim/optim.h"
 
@@ -29,6 +31,19 @@ double optim_sum_squares(const float *g, size_t n)
     double s = 0.0;
     for (int b = 0; b < BLOCKS; b++) s += part[b];
     return s;
+}
+
+int optim_all_finite(const float *x, size_t n)
+{
+    uint32_t worst = 0;
+    #pragma omp simd reduction(max : worst)
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, x + i, sizeof bits);
+        bits &= 0x7fffffffu;
+        worst = bits > worst ? bits : worst;
+    }
+    return worst < 0x7f800000u;
 }
 
 float optim_clip_factor(const optim_config *c, double norm)

@@ -28,6 +28,11 @@ double optim_lr(const optim_config *c, int64_t t);
 /* Sum of squares in double, deterministic (fixed blocks added in order). */
 double optim_sum_squares(const float *g, size_t n);
 
+/* 1 when every x[i] is finite (no Inf, no NaN). One read of x, vectorised:
+ * an integer max over the bits without the sign (non-finite floats are the
+ * ones whose exponent bits are all set). */
+int optim_all_finite(const float *x, size_t n);
+
 /* clip_grad_norm_'s factor for the global norm: min(1, clip / (norm + 1e-6)). */
 float optim_clip_factor(const optim_config *c, double norm);
 

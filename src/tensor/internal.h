@@ -16,6 +16,7 @@ static inline float exp_fast(float x)
 {
     x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
     float n = floorf(x * 1.44269504088896341f + 0.5f);
+    n = n == n ? n : 0.0f; /* NaN: keeps the int conversion below defined; r and p carry the NaN */
     float r = x - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;

@@ -125,10 +125,24 @@ status_t eval_run(model_stage *m, const eval_spec *spec, MPI_Comm comm, eval_res
     return ST_OK;
 }
 
+/* JSON has no NaN or infinity: such a figure is written as null (and
+ * eval_first_nonfinite makes the command fail). */
 static void put_figure(FILE *f, const char *key, double v, int present, int last)
 {
-    if (present) fprintf(f, "  \"%s\": %.9g%s\n", key, v, last ? "" : ",");
+    if (present && isfinite(v)) fprintf(f, "  \"%s\": %.9g%s\n", key, v, last ? "" : ",");
     else fprintf(f, "  \"%s\": null%s\n", key, last ? "" : ",");
+}
+
+const char *eval_first_nonfinite(const eval_result *r)
+{
+    int lm = r->lm_targets > 0, mlm = r->mlm_targets > 0, nsp = r->nsp_targets > 0;
+    const struct { const char *key; double v; int present; } figures[] = {
+        {"perplexity", r->perplexity, lm}, {"lm_loss", r->lm_loss, lm},        {"mlm_loss", r->mlm_loss, mlm},
+        {"mlm_accuracy", r->mlm_accuracy, mlm}, {"nsp_loss", r->nsp_loss, nsp}, {"nsp_accuracy", r->nsp_accuracy, nsp},
+    };
+    for (size_t i = 0; i < sizeof figures / sizeof figures[0]; i++)
+        if (figures[i].present && !isfinite(figures[i].v)) return figures[i].key;
+    return NULL;
 }
 
 status_t eval_write_json(const eval_result *r, const char *path)

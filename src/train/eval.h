@@ -37,7 +37,12 @@ status_t eval_run(model_stage *m, const eval_spec *spec, MPI_Comm comm, eval_res
 
 /* Writes the result as one JSON object (keys of DESIGN §8: perplexity,
  * lm_loss, mlm_loss, mlm_accuracy, nsp_loss, nsp_accuracy, samples, tokens;
- * null where the family has no such figure), atomically. */
+ * null where the family has no such figure or the figure is not finite),
+ * atomically. */
+/* The key of the first figure of r that the family has but that is NaN or
+ * infinite (the model gives non-finite values), or NULL. */
+const char *eval_first_nonfinite(const eval_result *r);
+
 status_t eval_write_json(const eval_result *r, const char *path);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "base/log.h"
 #include "base/timer.h"
@@ -298,8 +299,12 @@ status_t trainer_step_boundary(trainer *t, int64_t done)
                     (long long)done, st_message());
         st_clear();
     } else {
-        return st_context(st, "checkpoint at step %lld failed (the previous checkpoint and latest are intact): ",
-                          (long long)done);
+        char latest[1100];
+        struct stat sb;
+        snprintf(latest, sizeof latest, "%s/latest", tc->run_dir);
+        return st_context(st, "checkpoint at step %lld failed (%s): ", (long long)done, lstat(latest, &sb) == 0 ?
+                          "the previous checkpoint and latest are intact" :
+                          "no earlier checkpoint exists in the run directory, so nothing is lost but nothing is saved");
     }
     if (!flags[0]) return ST_OK;
     log_msg(LOG_INFO, "preempted by %s at step %lld: checkpoint written, exit 75", signal_name(flags[0]),

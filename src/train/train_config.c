@@ -52,6 +52,24 @@ static status_t load_model(const config *cfg, model_config *m)
     return model_config_check(m);
 }
 
+/* AdamW's beta1 and beta2 must be in [0, 1) (1 divides by the bias
+ * correction 1 - beta^t = 0) and eps > 0 (0 divides 0 by 0 wherever a
+ * gradient is 0): either would make every parameter NaN at step 1. */
+static status_t check_optim(const config *cfg, const optim_config *o)
+{
+    const char *beta_bad = o->beta1 >= 1.0 ? "beta1" : o->beta2 >= 1.0 ? "beta2" : NULL;
+    if (beta_bad) {
+        char name[32];
+        snprintf(name, sizeof name, "train.%s", beta_bad);
+        return st_fail(ST_CONFIG, "%s: %s = %g is out of range (expected 0 <= %s < 1, e.g. 0.9 or 0.999: at 1 the "
+                       "update divides by zero); lower it", config_origin(cfg, name), name, config_float(cfg, name),
+                       beta_bad);
+    }
+    FAIL_IF(o->eps <= 0.0, ST_CONFIG, "%s: train.eps = %g is out of range (expected eps > 0, e.g. 1e-8: at 0 the "
+            "update divides zero by zero); raise it", config_origin(cfg, "train.eps"), o->eps);
+    return ST_OK;
+}
+
 static void load_optim(const config *cfg, optim_config *o, int64_t steps)
 {
     o->lr = config_float(cfg, "train.lr");
@@ -98,6 +116,7 @@ status_t train_config_load(const config *cfg, train_config *tc)
     tc->micro_batches = (int)config_int(cfg, "train.micro_batches");
     tc->seed = (uint64_t)config_int(cfg, "train.seed");
     load_optim(cfg, &tc->optim, tc->steps);
+    TRY(check_optim(cfg, &tc->optim));
     FAIL_IF(tc->optim.min_lr > tc->optim.lr, ST_CONFIG,
             "train.min_lr = %g exceeds train.lr = %g (expected min_lr <= lr)", tc->optim.min_lr, tc->optim.lr);
     tc->random_data = strcmp(config_str(cfg, "data.source"), "random") == 0;

@@ -26,7 +26,7 @@ prep_time() { # ranks vocab out -> "WALL INSIDE"
   for i in $(seq "$REPEATS"); do
     rm -rf "$3"
     s=$(date +%s.%N)
-    $MPIRUN -np "$1" $MPILM prep --vocab "$2" --out "$3" "$CORPUS" >"$T/log" 2>&1 || { cat "$T/log" >&2; return 1; }
+    $MPIRUN -np "$1" $MPILM prep --vocab "$2" --overwrite --out "$3" "$CORPUS" >"$T/log" 2>&1 || { cat "$T/log" >&2; return 1; }
     e=$(date +%s.%N)
     inside=$(sed -n 's/.* MB in \([0-9.]*\) s .*/\1/p' "$T/log")
     echo "$s $e $inside" | awk '{print $2 - $1, $3}'

@@ -2,7 +2,7 @@
 # docs/usage.md documents every configuration key the binary accepts, with its default.
 MPILM=${MPILM:-./mpilm}
 cfg=$(mktemp)
-printf '[run]\n' > "$cfg"
+printf '[run]\nname = run\n' > "$cfg"   # one key at its default (a config must set one)
 status=0 section=""
 "$MPILM" train --config "$cfg" --print-config > "$cfg.out" || { echo "print-config failed"; exit 1; }
 while IFS= read -r line; do

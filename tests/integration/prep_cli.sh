@@ -31,9 +31,9 @@ $MPILM tokenize --vocab "$BERT" <"$TINY" | tr ' ' '\n' | sed '/^$/d' >"$T/direct
 cmp -s "$T/shard.ids" "$T/direct.ids" || fail "the shard's token stream differs from mpilm tokenize"
 
 cp "$TINY" "$T/copy.txt"
-$MPILM prep --vocab "$BERT" --out "$T/one" "$TINY" "$T/copy.txt" >"$T/log" 2>&1 || fail "prep of two files: $(cat "$T/log")"
+$MPILM prep --vocab "$BERT" --overwrite --out "$T/one" "$TINY" "$T/copy.txt" >"$T/log" 2>&1 || fail "prep of two files: $(cat "$T/log")"
 $MPILM inspect "$T/one" | grep -q "2 shards, .* 404 documents, 3482 sentences, 91160 tokens" || fail "two files: $($MPILM inspect "$T/one")"
-$MPILM prep --vocab "$BERT" --out "$T/one" "$TINY" >"$T/log" 2>&1 || fail "prep again: $(cat "$T/log")"
+$MPILM prep --vocab "$BERT" --overwrite --out "$T/one" "$TINY" >"$T/log" 2>&1 || fail "prep again: $(cat "$T/log")"
 diff -r "$T/one" "$T/two" >/dev/null || fail "preparing into an existing dataset does not replace it"
 
 $MPIRUN -np 2 $MPILM prep --train-vocab 2000 --tokenizer wordpiece --out "$T/trained" "$TINY" >"$T/log" 2>&1 ||

@@ -179,6 +179,43 @@ Test(config, syntax_errors)
     cr_assert(strstr(st_message(), "c.ini:1: unknown section [optimizer] (valid: model, run)"), "%s", st_message());
 }
 
+Test(config, nul_byte_is_refused_naming_file_line_and_offset)
+{
+    config *c = config_new(schema, N_SCHEMA);
+    char path[512];
+    snprintf(path, sizeof path, "%s/nul.ini", tmp_dir);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    static const char text[] = "[model]\nn_layer = 2\nfamily = \0bert\n[run]\nname = x\n";
+    fwrite(text, 1, sizeof text - 1, f);
+    fclose(f);
+    cr_assert_eq(config_load_file(c, path), ST_CONFIG, "a config with a NUL must not be cut short there");
+    cr_assert(strstr(st_message(), "nul.ini:3: a NUL byte at byte offset 29 (expected text)"), "%s", st_message());
+    cr_assert_eq(config_int(c, "model.n_layer"), 4, "nothing of a refused file is applied");
+    config_free(c);
+    snprintf(path, sizeof path, "%s/first.ini", tmp_dir);
+    f = fopen(path, "wb");
+    fwrite("\0[model]\nn_layer = 2\n", 1, 22, f);
+    fclose(f);
+    c = config_new(schema, N_SCHEMA);
+    cr_assert_eq(config_load_file(c, path), ST_CONFIG, "a leading NUL used to load as an empty file");
+    cr_assert(strstr(st_message(), "first.ini:1: a NUL byte at byte offset 0"), "%s", st_message());
+    config_free(c);
+}
+
+Test(config, keys_given_counts_file_and_set_values)
+{
+    config *c;
+    cr_assert_eq(load_text("; only a comment\n[model]\n", &c), ST_OK, "%s", st_message());
+    cr_assert_eq(config_n_given(c), 0);
+    cr_assert_eq(config_set_arg(c, "model.n_layer=6"), ST_OK);
+    cr_assert_eq(config_n_given(c), 1);
+    config_free(c);
+    cr_assert_eq(load_text("[model]\nn_layer = 2\n[run]\nname = a\n", &c), ST_OK, "%s", st_message());
+    cr_assert_eq(config_n_given(c), 2);
+    config_free(c);
+}
+
 Test(config, bad_set_arguments)
 {
     config *c = config_new(schema, N_SCHEMA);

@@ -395,7 +395,11 @@ Test(safetensors, unknown_dtype_and_size_mismatch_are_reported_at_the_entry)
     path = write_header("size.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,8]}}", 8);
     assert_open_fails(path, ST_FORMAT, 9, "hold 8 bytes (expected 16 = 4 elements of F32)");
     path = write_header("shape.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,0]}}", 0);
-    assert_open_fails(path, ST_FORMAT, 9, "dim 0 is not a non-negative integer");
+    assert_open_fails(path, ST_FORMAT, 9, "dim 0 is not a non-negative integer (found -1)");
+    /* 2^62 is an integer: the message says it is too large, not that it is no integer */
+    path = write_header("huge.safetensors",
+                        "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,4611686018427387904],\"data_offsets\":[0,0]}}", 0);
+    assert_open_fails(path, ST_FORMAT, 9, "dim 1 is 4611686018427387904, too large (expected below 2^53");
     path = write_header("dims.safetensors",
                         "{\"w\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", 1);
     assert_open_fails(path, ST_FORMAT, 9, "at most 8 dims");
