@@ -26,7 +26,9 @@ step "prep bert" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" prep --tra
 step "inspect" "$MPILM" inspect datasets/demo-gpt
 for m in gpt bert; do
   run=checkpoints/demo-$m
-  step "train $m" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" train --config launch/configs/demo-$m.ini
+  # --overwrite: a demo run again starts over (the earlier demo's checkpoints and metrics go)
+  step "train $m" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" train --config launch/configs/demo-$m.ini \
+    --overwrite
   step "checkpoint $m" "$MPILM" inspect $run/latest
   step "eval $m" mpirun --oversubscribe --bind-to none -np 2 "$MPILM" eval --ckpt $run/latest --data datasets/demo-$m \
     --json $run/eval.json

@@ -70,6 +70,21 @@ int ckpt_is_checkpoint(const char *dir)
     return yes;
 }
 
+status_t ckpt_run_id(const char *step_dir, uint64_t *run_id)
+{
+    char path[PATH_MAX + 32], *text;
+    size_t len;
+    *run_id = 0;
+    snprintf(path, sizeof path, "%s/%s", step_dir, CKPT_MANIFEST);
+    TRY(read_file(path, &text, &len));
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    FAIL_IF(!root, ST_FORMAT, "%s: not valid JSON; the checkpoint is damaged", path);
+    status_t st = ckpt_manifest_parse_run_id(path, root, run_id);
+    cJSON_Delete(root);
+    return st;
+}
+
 /* Size first (a truncated file), then each section's checksum. */
 static status_t verify_file(const ckpt_reader *r, int i)
 {

@@ -12,7 +12,8 @@
  *
  * Invariant: a directory RUN_DIR/step-N is complete (every shard fsynced, the
  * manifest fsynced, the directory fsynced) before its name exists; RUN_DIR/latest
- * only ever names such a directory.
+ * only ever names such a directory. Pruning removes only step directories
+ * whose manifest carries the saving run's id, never the one just written.
  */
 #ifndef MPILM_CKPT_CHECKPOINT_H
 #define MPILM_CKPT_CHECKPOINT_H
@@ -53,6 +54,7 @@ typedef struct ckpt_meta {
     stream_cursor cursor;         /* dataset: rank 0's cursor at the step boundary */
     uint64_t next_sample;         /* the next global sample index (random data; dropout keys) */
     ckpt_topology topo;
+    uint64_t run_id;              /* the run that wrote it; 0 = none (import, or an older mpilm) */
     const char *config_text;      /* config_print output (no origins), or NULL */
     const char *vocab_src;        /* directory of vocabulary files to copy, or NULL */
     ckpt_tokenizer tokenizer;     /* read from the manifest (writing describes vocab_src instead) */
@@ -84,9 +86,12 @@ status_t ckpt_shard_write(const char *tmp, int index, uint64_t begin, uint64_t e
                           const float *m, const float *v, ckpt_file *out);
 /* Writes tmp/manifest.json (and tmp/vocab/ from meta->vocab_src), fsynced. */
 status_t ckpt_manifest_write(const char *tmp, const ckpt_meta *meta, const ckpt_file *files, int n_files);
-/* Renames tmp to RUN_DIR/step-N, replaces RUN_DIR/latest, keeps the newest
- * `keep` step directories; fsyncs RUN_DIR after each change. */
-status_t ckpt_commit(const char *run_dir, int64_t step, const char *tmp, int keep);
+/* Renames tmp to RUN_DIR/step-N, replaces RUN_DIR/latest, then prunes: of
+ * the step directories whose manifest carries run_id (0: prune nothing), the
+ * `keep` - 1 newest below step stay besides step-N, older ones are removed;
+ * directories of other runs, without a run id, unreadable or above step are
+ * never touched. fsyncs RUN_DIR after each change. */
+status_t ckpt_commit(const char *run_dir, int64_t step, const char *tmp, uint64_t run_id, int keep);
 /* Removes the temp dir after a failure. */
 void ckpt_abort(const char *tmp);
 
@@ -138,5 +143,30 @@ int ckpt_is_checkpoint(const char *dir);
 /* The step directories of run_dir, newest first (caller frees with free());
  * *n receives the count. */
 status_t ckpt_list_steps(const char *run_dir, int64_t **steps, int *n);
+
+/* The run id in step_dir's manifest (0 when it has none); an error when the
+ * manifest cannot be read or its run_id is malformed. */
+status_t ckpt_run_id(const char *step_dir, uint64_t *run_id);
+
+/* --- the run directory (docs/formats.md, "Run directory") --- */
+
+/* A fresh random run id, never 0. */
+uint64_t ckpt_run_new_id(void);
+/* Creates run_dir and takes an exclusive flock on run_dir/.lock without
+ * waiting; *fd keeps it (the kernel releases it when the process ends).
+ * Writes "pid PID on HOST since TIME" into the file. A lock held elsewhere is
+ * ST_USAGE naming the directory and what the holder wrote. */
+status_t ckpt_run_lock(const char *run_dir, int *fd);
+/* Empties the lock file and releases the lock (fd < 0: nothing). */
+void ckpt_run_unlock(int fd);
+/* ST_USAGE when run_dir holds a run (a step directory, latest or
+ * metrics.jsonl): the message names the newest step found and the choices
+ * --resume auto and --overwrite. */
+status_t ckpt_run_check_new(const char *run_dir);
+/* --overwrite: removes what a run writes in run_dir (latest, step
+ * directories that are checkpoints, temporary and moved-aside save
+ * directories, metrics.jsonl), latest first; nothing else. what (len bytes)
+ * receives a description of what was removed ("" when nothing). */
+status_t ckpt_run_clear(const char *run_dir, char *what, size_t len);
 
 #endif

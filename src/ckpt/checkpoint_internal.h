@@ -15,11 +15,17 @@ status_t ckpt_manifest_build(const ckpt_meta *meta, const ckpt_tokenizer *tok, c
 
 /* Reads the fields of a parsed manifest; path names the file in messages. */
 status_t ckpt_manifest_parse_meta(const char *path, const cJSON *root, ckpt_meta *meta);
+/* The optional "run_id" (0 when absent); malformed is ST_FORMAT. */
+status_t ckpt_manifest_parse_run_id(const char *path, const cJSON *root, uint64_t *run_id);
 status_t ckpt_manifest_parse_files(const char *path, const cJSON *root, ckpt_file **files, int *n_files);
 /* Checks the manifest's tensor table against model_full_table of its model;
  * returns that table (caller frees). */
 status_t ckpt_manifest_check_tensors(const char *path, const cJSON *root, const model_config *c,
                                      model_tensor **table, int *n);
+
+/* Removes path and everything under it (symbolic links as links); nothing
+ * when it does not exist. */
+void ckpt_remove_tree(const char *path);
 
 /* Copies the vocabulary files of src (a dataset or vocab directory) into dst
  * and describes them. */

@@ -126,6 +126,7 @@ status_t ckpt_manifest_build(const ckpt_meta *meta, const ckpt_tokenizer *tok, c
     snprintf(seed, sizeof seed, "%" PRIu64, meta->seed);
     cJSON_AddStringToObject(m, "seed", seed);
     cJSON_AddNumberToObject(m, "lr", meta->lr);
+    if (meta->run_id) cJSON_AddItemToObject(m, "run_id", hex_item(meta->run_id));
     cJSON_AddItemToObject(m, "data", data_json(meta));
     cJSON *topo = cJSON_AddObjectToObject(m, "topology");
     cJSON_AddNumberToObject(topo, "world", meta->topo.world);
@@ -260,6 +261,16 @@ static status_t parse_topology(json_ctx c, ckpt_topology *t)
     return get_int(c, "zero", &t->zero);
 }
 
+status_t ckpt_manifest_parse_run_id(const char *path, const cJSON *root, uint64_t *run_id)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "run_id");
+    *run_id = 0;
+    if (!v) return ST_OK; /* written by import or before run ids */
+    FAIL_IF(!cJSON_IsString(v) || !hash_from_hex(v->valuestring, run_id) || *run_id == 0, ST_FORMAT,
+            "%s: run_id is not 16 hex digits other than 0; the checkpoint is damaged, use another one", path);
+    return ST_OK;
+}
+
 /* The optional "tokenizer" object: kind, fingerprint, vocab_size (absent in
  * manifests written before it was recorded). */
 static status_t parse_tokenizer(json_ctx c, ckpt_tokenizer *t)
@@ -302,6 +313,7 @@ status_t ckpt_manifest_parse_meta(const char *path, const cJSON *root, ckpt_meta
     TRY(get_str(c, "seed", &seed));
     meta->seed = strtoull(seed, NULL, 10);
     TRY(get_num(c, "lr", &meta->lr));
+    TRY(ckpt_manifest_parse_run_id(path, root, &meta->run_id));
     TRY(get_obj(c, "data", &sub));
     TRY(parse_data(sub, meta));
     TRY(get_obj(c, "topology", &sub));

@@ -30,7 +30,7 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
     return remove(path);
 }
 
-static void remove_tree(const char *path)
+void ckpt_remove_tree(const char *path)
 {
     struct stat st;
     if (lstat(path, &st) == 0) nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
@@ -42,7 +42,7 @@ status_t ckpt_begin(const char *run_dir, int64_t step, char *tmp, size_t len)
     ckpt_step_name(step, name, sizeof name);
     TRY(make_dirs(run_dir, 0755));
     snprintf(tmp, len, "%s/.%s.tmp", run_dir, name);
-    remove_tree(tmp);
+    ckpt_remove_tree(tmp);
     FAIL_IF(mkdir(tmp, 0755) != 0, ST_IO, "%s: cannot create the checkpoint directory (%s); %s", tmp,
             strerror(errno), FREE_SPACE_HINT);
     return ST_OK;
@@ -157,22 +157,31 @@ static status_t replace_latest(const char *run_dir, const char *name)
     return fsync_dir(run_dir);
 }
 
-static status_t prune(const char *run_dir, int keep)
+/* Of this run's step directories below `step` (newest first), keep - 1 stay
+ * besides step-N; the rest go. Anything whose manifest does not carry run_id
+ * (another run, an import, an older mpilm, a damaged manifest) stays. */
+static status_t prune(const char *run_dir, int64_t step, uint64_t run_id, int keep)
 {
     int64_t *steps;
-    int n;
+    int n, kept = 1, removed = 0;
+    if (run_id == 0) return ST_OK;
     TRY(ckpt_list_steps(run_dir, &steps, &n));
-    for (int i = keep; i < n; i++) {
+    for (int i = 0; i < n; i++) {
         char path[4200], name[32];
+        uint64_t owner = 0;
+        if (steps[i] >= step) continue;
         ckpt_step_name(steps[i], name, sizeof name);
         snprintf(path, sizeof path, "%s/%s", run_dir, name);
-        remove_tree(path);
+        if (ckpt_run_id(path, &owner) != ST_OK) st_clear();
+        if (owner != run_id || kept++ < keep) continue;
+        ckpt_remove_tree(path);
+        removed = 1;
     }
     free(steps);
-    return n > keep ? fsync_dir(run_dir) : ST_OK;
+    return removed ? fsync_dir(run_dir) : ST_OK;
 }
 
-status_t ckpt_commit(const char *run_dir, int64_t step, const char *tmp, int keep)
+status_t ckpt_commit(const char *run_dir, int64_t step, const char *tmp, uint64_t run_id, int keep)
 {
     char name[32], final[4200], old[4200];
     ckpt_step_name(step, name, sizeof name);
@@ -181,18 +190,18 @@ status_t ckpt_commit(const char *run_dir, int64_t step, const char *tmp, int kee
     TRY(fsync_dir(tmp));
     crash_point("ckpt:before_rename");
     /* A directory of that step from an earlier run is moved aside, not merged. */
-    remove_tree(old);
+    ckpt_remove_tree(old);
     if (rename(final, old) != 0 && errno != ENOENT)
         return st_fail(ST_IO, "%s: cannot move the earlier checkpoint aside (%s)", final, strerror(errno));
     FAIL_IF(rename(tmp, final) != 0, ST_IO, "%s: cannot rename %s into place (%s)", final, tmp, strerror(errno));
     TRY(fsync_dir(run_dir));
-    remove_tree(old);
+    ckpt_remove_tree(old);
     crash_point("ckpt:before_latest");
     TRY(replace_latest(run_dir, name));
-    return prune(run_dir, keep);
+    return prune(run_dir, step, run_id, keep);
 }
 
-void ckpt_abort(const char *tmp) { remove_tree(tmp); }
+void ckpt_abort(const char *tmp) { ckpt_remove_tree(tmp); }
 
 status_t ckpt_write_model(const char *run_dir, const model_config *c, const float *params, const char *vocab_dir)
 {
@@ -207,7 +216,7 @@ status_t ckpt_write_model(const char *run_dir, const model_config *c, const floa
     TRY(ckpt_begin(run_dir, 0, tmp, sizeof tmp));
     status_t st = ckpt_shard_write(tmp, 0, 0, total, params, NULL, NULL, &file);
     if (st == ST_OK) st = ckpt_manifest_write(tmp, &meta, &file, 1);
-    if (st == ST_OK) st = ckpt_commit(run_dir, 0, tmp, 1 << 30);
+    if (st == ST_OK) st = ckpt_commit(run_dir, 0, tmp, 0, 1);
     if (st != ST_OK) ckpt_abort(tmp);
     return st;
 }

@@ -14,6 +14,7 @@ typedef struct train_options {
     char **sets;
     int n_sets;
     int print_config;
+    int overwrite;
 } train_options;
 
 static status_t parse_options(int argc, char **argv, train_options *o)
@@ -21,7 +22,7 @@ static status_t parse_options(int argc, char **argv, train_options *o)
     static const struct option long_options[] = {
         {"config", required_argument, 0, 'c'}, {"set", required_argument, 0, 's'},
         {"resume", required_argument, 0, 'r'}, {"print-config", no_argument, 0, 'p'},
-        {0, 0, 0, 0},
+        {"overwrite", no_argument, 0, 'o'}, {0, 0, 0, 0},
     };
     o->sets = calloc((size_t)argc, sizeof *o->sets);
     FAIL_IF(!o->sets, ST_NOMEM, "out of memory parsing options");
@@ -34,6 +35,7 @@ static status_t parse_options(int argc, char **argv, train_options *o)
         case 's': o->sets[o->n_sets++] = optarg; break;
         case 'r': o->resume = optarg; break;
         case 'p': o->print_config = 1; break;
+        case 'o': o->overwrite = 1; break;
         default:
             return st_fail(ST_USAGE, "train: unknown or incomplete option '%s' (see mpilm train --help)",
                            argv[optind - 1]);
@@ -41,14 +43,17 @@ static status_t parse_options(int argc, char **argv, train_options *o)
     }
     FAIL_IF(optind < argc, ST_USAGE, "train: unexpected argument '%s' (see mpilm train --help)", argv[optind]);
     FAIL_IF(!o->config_path, ST_USAGE, "train: --config FILE is required (examples in launch/configs/)");
+    FAIL_IF(o->resume && o->overwrite, ST_USAGE, "train: --resume and --overwrite exclude each other (--resume "
+            "continues the run in RUN_DIR, --overwrite removes it and starts over); pass one of them");
     return ST_OK;
 }
 
-static status_t run_training(const config *cfg, const char *resume)
+static status_t run_training(const config *cfg, const train_options *o)
 {
     static train_config tc;
     TRY(train_config_load(cfg, &tc));
-    if (resume) snprintf(tc.resume, sizeof tc.resume, "%s", resume);
+    if (o->resume) snprintf(tc.resume, sizeof tc.resume, "%s", o->resume);
+    tc.overwrite = o->overwrite;
     trainer *t = NULL;
     status_t st = trainer_create(&t, &tc, MPI_COMM_WORLD);
     if (st == ST_OK) st = trainer_run(t);
@@ -74,7 +79,7 @@ int cmd_train(int argc, char **argv)
         return cli_finish(st_fail(ST_USAGE, "train: --resume needs auto or a checkpoint path"));
     }
     cli_mpi_init(&argc, &argv);
-    st = run_training(cfg, o.resume);
+    st = run_training(cfg, &o);
     config_free(cfg);
     /* Every rank agreed to stop after a checkpoint: a clean exit, no abort. */
     if (st == ST_PREEMPTED) {

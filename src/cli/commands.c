@@ -29,14 +29,19 @@ const command commands[] = {
      "  --replace-invalid    replace invalid UTF-8 with U+FFFD instead of refusing it\n",
      cmd_prep, NULL},
     {"train", "train a model (under mpirun for pipeline and data parallelism)",
-     "usage: mpilm train --config FILE [--set section.key=value]... [--resume auto|PATH] [--print-config]\n"
+     "usage: mpilm train --config FILE [--set section.key=value]... [--resume auto|PATH | --overwrite]\n"
+     "                   [--print-config]\n"
      "\n"
      "Trains the model of FILE; keys and defaults in docs/usage.md. Writes\n"
      "RUN_DIR/metrics.jsonl and checkpoints RUN_DIR/step-NNNNNNN/ with RUN_DIR/latest.\n"
+     "One run at a time per RUN_DIR (RUN_DIR/.lock); a RUN_DIR that holds an earlier run\n"
+     "needs --resume or --overwrite.\n"
      "\n"
      "  --config FILE        INI configuration (launch/configs/ has examples)\n"
      "  --set S.K=V          override one key (repeatable), e.g. --set train.steps=50\n"
      "  --resume auto|PATH   continue from RUN_DIR/latest (auto) or from a checkpoint\n"
+     "  --overwrite          remove RUN_DIR's earlier run (checkpoints, latest, metrics.jsonl;\n"
+     "                       nothing else) and start over\n"
      "  --print-config       print the effective configuration with the origin of each value and exit\n",
      cmd_train, NULL},
     {"eval", "evaluate a checkpoint on a dataset",

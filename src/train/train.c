@@ -10,6 +10,7 @@
 #include "base/fileio.h"
 #include "base/log.h"
 #include "base/timer.h"
+#include "ckpt/checkpoint.h"
 #include "data/random_source.h"
 #include "data/stream.h"
 #include "tensor/tensor.h"
@@ -130,6 +131,7 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     trainer *t = calloc(1, sizeof *t);
     FAIL_IF(!t, ST_NOMEM, "train: out of memory");
     *out = t;
+    t->lock_fd = -1;
     t->tc = *tc;
     t->comm = comm;
     MPI_Comm_rank(comm, &t->rank);
@@ -139,11 +141,14 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     TRY(dist_engine_create(&t->engine, &tc->dist, &tc->model, &tc->optim, tc->micro_batch, tc->micro_batches,
                            tc->seed, comm));
     t->topo = dist_engine_topology(t->engine);
+    TRY(trainer_claim_run_dir(t));
     TRY(setup_runtime(t));
     TRY(setup_data(t));
     const char *delay = getenv("MPILM_TEST_STEP_DELAY");
     t->step_delay = delay ? atof(delay) : 0.0;
+    if (tc->overwrite) TRY(trainer_clear_run_dir(t));
     if (tc->resume[0]) TRY(trainer_resume(t));
+    if (!t->run_id) t->run_id = ckpt_run_new_id(); /* a new run (only rank 0's is used: it writes the manifests) */
     t->next_g = ((uint64_t)t->start_step * (uint64_t)t->topo->dp + (uint64_t)t->topo->replica) *
                 (uint64_t)tc->micro_batches;
     TRY(open_metrics(t));
@@ -165,6 +170,7 @@ void trainer_free(trainer *t)
     if (t->metrics) fclose(t->metrics);
     if (t->stream) stream_close(t->stream);
     dist_engine_free(t->engine);
+    ckpt_run_unlock(t->lock_fd);
     free(t);
 }
 

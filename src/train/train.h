@@ -42,7 +42,9 @@ typedef struct train_config {
     double ckpt_every_minutes;/* 0 = off */
     int ckpt_keep;
     int ckpt_continue;        /* ckpt.on_error = continue */
+    int ckpt_restart;         /* ckpt.if_none_valid = restart */
     char resume[1024];        /* --resume: "", "auto" or a path */
+    int overwrite;            /* --overwrite: clear the run directory's earlier run first */
     char config_text[16384];  /* the effective configuration (config_print), for manifests */
 } train_config;
 

@@ -41,7 +41,7 @@ static status_t agree(trainer *t, status_t st)
     mine.rank = -mine.rank; /* MAXLOC keeps the lowest rank among equal codes */
     MPI_Allreduce(&mine, &worst, 1, MPI_2INT, MPI_MAXLOC, t->comm);
     if (worst.code == ST_OK) return ST_OK;
-    char msg[1024];
+    char msg[2048];
     snprintf(msg, sizeof msg, "%s", st_message());
     MPI_Bcast(msg, sizeof msg, MPI_CHAR, -worst.rank, t->comm);
     return st_fail((status_t)worst.code, "%s", msg);
@@ -232,6 +232,7 @@ static void fill_meta(const trainer *t, int64_t step, ckpt_meta *meta)
     if (t->stream) stream_cursor_get(t->stream, &meta->cursor);
     meta->topo = (ckpt_topology){.world = t->size, .pp = t->topo->pp, .dp = t->topo->dp, .tp = t->topo->tp,
                                  .zero = tc->dist.zero};
+    meta->run_id = t->run_id;
     meta->config_text = tc->config_text;
     meta->vocab_src = tc->random_data ? NULL : tc->data_path;
 }
@@ -246,7 +247,7 @@ static status_t finish_manifest(trainer *t, const char *tmp, int64_t step, ckpt_
     ckpt_meta meta;
     fill_meta(t, step, &meta);
     TRY(ckpt_manifest_write(tmp, &meta, all, n));
-    return ckpt_commit(t->tc.run_dir, step, tmp, t->tc.ckpt_keep);
+    return ckpt_commit(t->tc.run_dir, step, tmp, t->run_id, t->tc.ckpt_keep);
 }
 
 /* The collective save of step `step`: temp dir (rank 0), every rank's pieces
@@ -284,15 +285,26 @@ status_t trainer_step_boundary(trainer *t, int64_t done)
         flags[1] = time_now() - t->last_save_time >= tc->ckpt_every_minutes * 60.0;
     MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, t->comm);
     int every = tc->ckpt_every_steps > 0 && done % tc->ckpt_every_steps == 0;
+    char name[32];
     if (!flags[0] && !flags[1] && !every && done != tc->steps) return ST_OK;
     double t0 = time_now();
     status_t st = save(t, done);
     t->last_save_time = time_now();
     if (st == ST_OK) {
+        ckpt_step_name(done, name, sizeof name);
+        snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s/%s", tc->run_dir, name);
         /* parameters, m and v of the full model in float32 */
         double mb = 12.0 * (double)model_full_n_params(&tc->model) / 1e6, s = t->last_save_time - t0;
         log_msg(LOG_INFO, "checkpoint step %lld written to %s in %.2f s (%.0f MB, %.0f MB/s)", (long long)done,
                 tc->run_dir, s, mb, s > 0 ? mb / s : 0.0);
+    } else if (!flags[0] && tc->ckpt_continue && done == tc->steps) {
+        /* training goes on after a failed save, but must not end as if it had been written */
+        if (t->last_ckpt[0])
+            return st_context(st, "the final checkpoint (step %lld) was not written (ckpt.on_error = continue "
+                              "trained on, but the run ends here); the last valid checkpoint is %s: ",
+                              (long long)done, t->last_ckpt);
+        return st_context(st, "the final checkpoint (step %lld) was not written (ckpt.on_error = continue trained "
+                          "on, but the run ends here); there is no valid checkpoint of this run: ", (long long)done);
     } else if (!flags[0] && tc->ckpt_continue) {
         if (t->rank == 0)
             log_msg(LOG_WARN, "checkpoint at step %lld failed, training goes on (ckpt.on_error = continue): %s",
@@ -315,15 +327,19 @@ status_t trainer_step_boundary(trainer *t, int64_t done)
 
 /* --- resume --- */
 
-/* auto: latest, else the newest step directory that verifies, else none. */
+/* auto: latest, else the newest step directory that verifies. With none:
+ * a directory without checkpoints (a new run, a first submission) starts from
+ * scratch; one whose checkpoints all fail to verify is an error naming each
+ * and why, unless ckpt.if_none_valid = restart. */
 static status_t choose_auto(const trainer *t, ckpt_reader **out)
 {
     const char *run = t->tc.run_dir;
-    char latest[4200];
+    char latest[4200], tried[PATH_MAX] = "", why[2048] = "";
     snprintf(latest, sizeof latest, "%s/latest", run);
-    char tried[PATH_MAX] = "", why[1024] = "";
+    struct stat sb;
+    int has_latest = lstat(latest, &sb) == 0;
     if (ckpt_open(out, run) == ST_OK) return ST_OK;
-    snprintf(why, sizeof why, "%s", st_message());
+    size_t used = has_latest ? (size_t)snprintf(why, sizeof why, "latest: %s", st_message()) : 0;
     if (!realpath(latest, tried)) tried[0] = '\0';
     int64_t *steps;
     int n;
@@ -335,14 +351,27 @@ static status_t choose_auto(const trainer *t, ckpt_reader **out)
         if (tried[0] && realpath(path, real) && strcmp(real, tried) == 0) continue;
         if (ckpt_open(out, path) != ST_OK) {
             log_msg(LOG_WARN, "resume: %s", st_message());
+            if (used < sizeof why) used += (size_t)snprintf(why + used, sizeof why - used, "%s%s", used ? "; " : "",
+                                                            st_message());
             continue;
         }
         log_msg(LOG_WARN, "resume: %s is not usable (%s); resuming from %s instead", latest, why, path);
     }
     free(steps);
-    if (!*out) log_msg(LOG_WARN, "resume: no valid checkpoint in %s (%s); starting from scratch", run, why);
     st_clear();
-    return ST_OK;
+    if (*out) return ST_OK;
+    if (!has_latest && n == 0) {
+        log_msg(LOG_INFO, "resume: no checkpoint in %s; starting from scratch", run);
+        return ST_OK;
+    }
+    if (t->tc.ckpt_restart) {
+        log_msg(LOG_WARN, "resume: no valid checkpoint in %s (%s); starting from scratch (ckpt.if_none_valid = "
+                "restart)", run, why);
+        return ST_OK;
+    }
+    return st_fail(ST_FORMAT, "resume: no valid checkpoint in %s, which holds checkpoints (%s); restore a valid "
+                   "one (mpilm inspect verifies a checkpoint), resume from one with --resume PATH, or set "
+                   "ckpt.if_none_valid = restart to start from scratch", run, why);
 }
 
 /* Rank 0 chooses and verifies; every rank then opens the chosen directory. */
@@ -399,8 +428,35 @@ status_t trainer_resume(trainer *t)
     TRY(open_chosen(t, &r));
     if (!r) return ST_OK;
     status_t st = agree(t, restore(t, r));
-    if (st == ST_OK)
+    if (st == ST_OK) {
         log_msg(LOG_INFO, "resumed from %s (step %lld)", ckpt_path(r), (long long)ckpt_step(r));
+        t->run_id = ckpt_meta_of(r)->run_id;
+        snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", ckpt_path(r));
+    }
     ckpt_close(r);
     return st;
+}
+
+/* --- the run directory --- */
+
+status_t trainer_claim_run_dir(trainer *t)
+{
+    status_t st = ST_OK;
+    if (t->rank == 0) {
+        st = ckpt_run_lock(t->tc.run_dir, &t->lock_fd);
+        if (st == ST_OK && !t->tc.resume[0] && !t->tc.overwrite) st = ckpt_run_check_new(t->tc.run_dir);
+    }
+    return agree(t, st);
+}
+
+status_t trainer_clear_run_dir(trainer *t)
+{
+    status_t st = ST_OK;
+    if (t->rank == 0) {
+        char what[2048];
+        st = ckpt_run_clear(t->tc.run_dir, what, sizeof what);
+        if (st == ST_OK && what[0]) log_msg(LOG_INFO, "overwrite: removed %s from %s", what, t->tc.run_dir);
+        else if (st == ST_OK) log_msg(LOG_INFO, "overwrite: %s holds no earlier run; nothing removed", t->tc.run_dir);
+    }
+    return agree(t, st);
 }

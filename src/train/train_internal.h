@@ -27,6 +27,9 @@ struct trainer {
     double last_loss;
     double last_lr;             /* LR of the last step (for the manifest) */
     int64_t start_step;         /* 0, or the step of the checkpoint resumed from */
+    int lock_fd;                /* rank 0: RUN_DIR/.lock, held for the whole job; else -1 */
+    uint64_t run_id;            /* this run's id in its manifests (kept across resumes) */
+    char last_ckpt[4200];       /* the last valid checkpoint: resumed from or written; "" = none */
     double last_save_time;
     double step_delay;          /* test hook MPILM_TEST_STEP_DELAY: seconds slept per step */
 };
@@ -37,10 +40,17 @@ struct trainer {
 status_t trainer_measure_peak(trainer *t);
 /* Sequences per step over all replicas: micro_batch x micro_batches x dp. */
 uint64_t trainer_global_batch(const trainer *t);
+/* Rank 0 locks RUN_DIR (a second run there is refused at once) and, for a
+ * run that neither resumes nor overwrites, refuses a directory holding an
+ * earlier run; every rank learns the outcome. Collective. */
+status_t trainer_claim_run_dir(trainer *t);
+/* --overwrite: rank 0 removes the earlier run's checkpoints, latest and
+ * metrics.jsonl, saying what it removed. Collective. */
+status_t trainer_clear_run_dir(trainer *t);
 /* Chooses and loads the checkpoint of tc.resume (auto or a path) on every
  * rank: its stage's parameters and its shard's moments by global offset, on
- * any layout; leaves the trainer at its step. Sets start_step = 0 when there
- * is none. */
+ * any layout; leaves the trainer at its step and takes over its run id. Sets
+ * start_step = 0 when there is none. */
 status_t trainer_resume(trainer *t);
 /* At the boundary after step `done`: agrees with every rank on a preemption
  * signal or a due checkpoint, saves when one is due; returns ST_PREEMPTED

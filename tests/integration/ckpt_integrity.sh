@@ -2,8 +2,9 @@
 # Damaged checkpoints are refused with the file and byte offset: a flipped
 # byte (inspect exit 1, --resume PATH error, --resume auto falls back to the
 # previous checkpoint and says so), a truncated shard, a missing manifest, a
-# newer format version, another model shape; auto with nothing valid starts
-# from scratch.
+# newer format version, another model shape; auto with checkpoints but none
+# valid fails naming them (starts from scratch with ckpt.if_none_valid =
+# restart); auto with no checkpoint at all starts from scratch.
 . tests/common/ckpt_common.sh
 fail() { echo "FAIL ckpt_integrity: $*"; exit 1; }
 expect() { # exit-status pattern description -- command...
@@ -53,10 +54,14 @@ expect 2 "model.d_model is 32 in the checkpoint but 64 in the configuration" "an
   "$MPILM" train --config "$d/tiny.ini" --set model.d_model=64 --set run.dir="$d/y" --resume "$d/pristine"
 expect 2 "model.family is gpt in the checkpoint but bert" "another family" \
   "$MPILM" train --config "$d/tiny.ini" --set model.family=bert --set run.dir="$d/y" --resume "$d/pristine"
-# auto with nothing valid: from scratch, said; PATH that does not exist: an error
+# auto with nothing valid: an error naming why, or from scratch when asked; PATH that does not exist: an error
 mkdir "$d/bad" && cp -r "$d/newer" "$d/bad/step-0000010" && ln -s step-0000010 "$d/bad/latest"
-expect 0 "no valid checkpoint in $d/bad" "auto without a valid checkpoint" \
+expect 1 "no valid checkpoint in $d/bad, which holds checkpoints (latest: .*version 2 is not supported" \
+  "auto without a valid checkpoint" \
   "$MPILM" train --config "$d/tiny.ini" --set train.steps=2 --set run.dir="$d/bad" --resume auto
+expect 0 "no valid checkpoint in $d/bad" "auto without a valid checkpoint, ckpt.if_none_valid = restart" \
+  "$MPILM" train --config "$d/tiny.ini" --set train.steps=2 --set run.dir="$d/bad" --resume auto \
+  --set ckpt.if_none_valid=restart
 expect 0 "starting from scratch" "auto in an empty run directory" \
   "$MPILM" train --config "$d/tiny.ini" --set train.steps=2 --set run.dir="$d/empty" --resume auto
 expect 1 "not a checkpoint" "--resume of a missing path" \

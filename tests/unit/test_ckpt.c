@@ -1,8 +1,9 @@
 /* ckpt/checkpoint: shard ranges tile the parameters; a checkpoint written as
  * several shards (as dp ranks write it) reads back onto any layer range by
  * name and global offset, moments included; ckpt_write_model (import's path)
- * with its vocabulary; keep prunes the oldest; damaged or foreign directories
- * are refused with the file named. */
+ * with its vocabulary; keep prunes the oldest of the saving run only; damaged
+ * or foreign directories are refused with the file named; the run directory's
+ * lock, its check for an earlier run and --overwrite's clearing. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,8 +52,11 @@ Test(ckpt, shard_ranges_tile_the_parameters)
     }
 }
 
-/* Writes a 3-shard checkpoint of step 7 with params[i] = i, m = -i, v = 2i. */
-static void write_three_shards(const model_config *c, const char *run, int keep, int64_t step)
+#define RUN_ID 0x1234abcdULL
+
+/* Writes a 3-shard checkpoint of `step` by run run_id (0: none) with
+ * params[i] = i, m = -i, v = 2i. */
+static void write_shards_of_run(const model_config *c, const char *run, int keep, int64_t step, uint64_t run_id)
 {
     size_t n = full_size(c);
     float *p = malloc(n * sizeof *p), *m = malloc(n * sizeof *m), *v = malloc(n * sizeof *v);
@@ -66,10 +70,27 @@ static void write_three_shards(const model_config *c, const char *run, int keep,
         cr_assert_eq(ckpt_shard_write(tmp, r, b, e, p + b, m + b, v + b, &files[r]), ST_OK, "%s", st_message());
     }
     ckpt_meta meta = {.model = *c, .step = step, .seed = 99, .lr = 1e-3, .random_data = 1, .next_sample = 56,
-                      .topo = {3, 1, 3, 1, 0}, .config_text = "[data]\npath = somewhere\n"};
+                      .topo = {3, 1, 3, 1, 0}, .run_id = run_id, .config_text = "[data]\npath = somewhere\n"};
     cr_assert_eq(ckpt_manifest_write(tmp, &meta, files, 3), ST_OK, "%s", st_message());
-    cr_assert_eq(ckpt_commit(run, step, tmp, keep), ST_OK, "%s", st_message());
+    cr_assert_eq(ckpt_commit(run, step, tmp, run_id, keep), ST_OK, "%s", st_message());
     free(p), free(m), free(v);
+}
+
+static void write_three_shards(const model_config *c, const char *run, int keep, int64_t step)
+{
+    write_shards_of_run(c, run, keep, step, RUN_ID);
+}
+
+/* The step directories of run as "10 20 ..." (ascending). */
+static void steps_of(const char *run, char *buf, size_t len)
+{
+    int64_t *steps;
+    int n;
+    cr_assert_eq(ckpt_list_steps(run, &steps, &n), ST_OK);
+    buf[0] = '\0';
+    for (int i = n - 1; i >= 0; i--)
+        snprintf(buf + strlen(buf), len - strlen(buf), "%s%lld", i < n - 1 ? " " : "", (long long)steps[i]);
+    free(steps);
 }
 
 Test(ckpt, three_shards_read_back_onto_a_middle_and_a_last_stage)
@@ -213,6 +234,82 @@ Test(ckpt, keep_prunes_the_oldest_and_latest_names_the_newest)
     snprintf(link, sizeof link, "%s/latest", run);
     cr_assert_gt(readlink(link, target, sizeof target - 1), 0);
     cr_assert_str_eq(target, "step-0000040");
+}
+
+Test(ckpt, pruning_removes_only_the_saving_runs_older_checkpoints)
+{
+    model_config c = tiny_config(MODEL_GPT);
+    char run[600], have[128], path[700];
+    snprintf(run, sizeof run, "%s/run", dir);
+    write_shards_of_run(&c, run, 100, 10, 0x77);  /* another run */
+    write_shards_of_run(&c, run, 100, 20, 0);     /* no run id: an import or an older mpilm */
+    write_shards_of_run(&c, run, 100, 90, RUN_ID); /* this run, above the steps written next */
+    for (int64_t step = 30; step <= 60; step += 10) write_shards_of_run(&c, run, 2, step, RUN_ID);
+    steps_of(run, have, sizeof have);
+    cr_assert_str_eq(have, "10 20 50 60 90", "after keep = 2: %s", have);
+    /* keep = 1 keeps the one just written even below another of this run */
+    write_shards_of_run(&c, run, 1, 70, RUN_ID);
+    steps_of(run, have, sizeof have);
+    cr_assert_str_eq(have, "10 20 70 90", "after keep = 1: %s", have);
+    uint64_t id = 1;
+    snprintf(path, sizeof path, "%s/step-0000020", run);
+    cr_assert_eq(ckpt_run_id(path, &id), ST_OK, "%s", st_message());
+    cr_assert_eq(id, 0);
+    ckpt_reader *r = NULL;
+    cr_assert_eq(ckpt_open(&r, path), ST_OK, "a manifest without run_id: %s", st_message());
+    cr_assert_eq(ckpt_meta_of(r)->run_id, 0);
+    ckpt_close(r);
+    snprintf(path, sizeof path, "%s/step-0000070", run);
+    cr_assert_eq(ckpt_open(&r, path), ST_OK, "%s", st_message());
+    cr_assert_eq(ckpt_meta_of(r)->run_id, RUN_ID);
+    ckpt_close(r);
+}
+
+Test(ckpt, a_second_lock_on_a_run_directory_is_refused_naming_the_holder)
+{
+    char run[600], pid[32];
+    snprintf(run, sizeof run, "%s/locked", dir);
+    int a = -1, b = -1;
+    cr_assert_eq(ckpt_run_lock(run, &a), ST_OK, "%s", st_message());
+    cr_assert_eq(ckpt_run_lock(run, &b), ST_USAGE);
+    cr_assert_eq(b, -1);
+    snprintf(pid, sizeof pid, "pid %d on ", (int)getpid());
+    cr_assert(strstr(st_message(), run) && strstr(st_message(), "in use by another mpilm run") &&
+              strstr(st_message(), pid), "%s", st_message());
+    ckpt_run_unlock(a);
+    cr_assert_eq(ckpt_run_lock(run, &b), ST_OK, "after the release: %s", st_message());
+    ckpt_run_unlock(b);
+    cr_assert_neq(ckpt_run_new_id(), ckpt_run_new_id());
+}
+
+Test(ckpt, an_earlier_run_is_found_and_overwrite_removes_only_what_a_run_writes)
+{
+    model_config c = tiny_config(MODEL_GPT);
+    char run[600], path[700], what[512];
+    snprintf(run, sizeof run, "%s/run", dir);
+    cr_assert_eq(ckpt_run_check_new(run), ST_OK, "a missing directory: %s", st_message());
+    write_three_shards(&c, run, 3, 4);
+    write_three_shards(&c, run, 3, 8);
+    cr_assert_eq(ckpt_run_check_new(run), ST_USAGE);
+    cr_assert(strstr(st_message(), "step 8") && strstr(st_message(), "--resume auto") &&
+              strstr(st_message(), "--overwrite"), "%s", st_message());
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run);
+    FILE *f = fopen(path, "w");
+    fputs("{\"step\":9,\"loss\":1}\n", f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/notes.txt", run);
+    fclose(fopen(path, "w"));
+    snprintf(path, sizeof path, "%s/step-0000001", run); /* a step-like directory mpilm did not write */
+    cr_assert_eq(mkdir(path, 0755), 0);
+    cr_assert_eq(ckpt_run_clear(run, what, sizeof what), ST_OK, "%s", st_message());
+    cr_assert_str_eq(what, "latest, step-0000004, step-0000008, metrics.jsonl");
+    struct stat st;
+    snprintf(path, sizeof path, "%s/notes.txt", run);
+    cr_assert_eq(stat(path, &st), 0, "notes.txt was removed");
+    snprintf(path, sizeof path, "%s/step-0000001", run);
+    cr_assert_eq(stat(path, &st), 0, "a directory mpilm did not write was removed");
+    cr_assert_eq(rmdir(path), 0);
+    cr_assert_eq(ckpt_run_check_new(run), ST_OK, "after clearing: %s", st_message());
 }
 
 Test(ckpt, foreign_or_damaged_directories_are_refused)
