@@ -47,7 +47,8 @@ status_t dir_remove_tree(const char *path);
 
 /* Test hook: when the environment variable MPILM_TEST_CRASH names a phase
  * ("atomic:before_fsync", "atomic:before_rename", ...), the process kills
- * itself with SIGKILL on reaching that phase, simulating a crash there. */
+ * itself with SIGKILL on reaching that phase, simulating a crash there;
+ * MPILM_TEST_STOP stops it there with SIGSTOP (a frozen rank). */
 void crash_point(const char *phase);
 
 #endif

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "base/log.h"
+#include "base/watchdog.h"
 #include "ckpt/checkpoint.h"
 #include "data/dataset.h"
 #include "cli.h"
@@ -95,7 +96,9 @@ static status_t run_eval(const eval_options *o)
     if (st == ST_OK) st = ckpt_read_stage(r, m, model_params(m), NULL, NULL);
     const char *mask = ckpt_config_value(r, "data.mask_prob"), *nsp = ckpt_config_value(r, "data.nsp");
     eval_spec spec = {.data_path = o->data, .seed = o->seed, .mask_prob = mask ? atof(mask) : 0.15,
-                      .nsp = !nsp || nsp[0] == 't' || nsp[0] == '1', .max_samples = o->max_samples};
+                      .nsp = !nsp || nsp[0] == 't' || nsp[0] == '1', .max_samples = o->max_samples,
+                      .hang_timeout = EVAL_HANG_TIMEOUT};
+    if (st == ST_OK) st = watchdog_start(rank);
     eval_result res;
     if (st == ST_OK) {
         log_msg(LOG_INFO, "eval: %s (step %lld) on %s, %d rank%s, precision %s", ckpt_path(r),

@@ -58,6 +58,7 @@ const config_key mpilm_schema[] = {
     {"ckpt", "every_minutes", CFG_FLOAT, "0", NULL, 0, 1e9, "checkpoint every N minutes (0 = off)"},
     {"ckpt", "keep", CFG_INT, "3", NULL, 1, 1 << 20, "checkpoints kept"},
     {"ckpt", "on_error", CFG_ENUM, "stop", "stop|continue", NO_RANGE, "what a failed save does"},
+    {"ckpt", "io_timeout", CFG_FLOAT, "1800", NULL, 0, 1e9, "seconds a checkpoint save or a resume's reading may take before the watchdog ends the job (0 = no limit)"},
     {"ckpt", "if_none_valid", CFG_ENUM, "fail", "fail|restart", NO_RANGE, "--resume auto finding checkpoints but none valid: fail, or start from scratch"},
 
     {"log", "every", CFG_INT, "10", NULL, 1, ANY_COUNT, "progress line every N steps"},

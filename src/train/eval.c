@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/watchdog.h"
 #include "base/fileio.h"
 #include "data/stream.h"
 #include "train/eval.h"
@@ -92,8 +93,12 @@ static status_t eval_loop(model_stage *m, stream *s, batch *b, const eval_spec *
             add_losses(sum, &l, b, kept);
         }
         /* every rank stops together once any has reached the end */
+        char what[80];
+        snprintf(what, sizeof what, "evaluation batch %llu (waiting for every rank)", (unsigned long long)it + 1);
+        watchdog_arm(what, spec->hang_timeout);
         FAIL_IF(MPI_Allreduce(MPI_IN_PLACE, &done, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS, ST_MPI,
                 "eval: MPI_Allreduce failed");
+        watchdog_disarm();
         if (done) return ST_OK;
     }
 }
@@ -118,8 +123,10 @@ status_t eval_run(model_stage *m, const eval_spec *spec, MPI_Comm comm, eval_res
     if (s) stream_close(s);
     batch_free(&b);
     TRY(st);
+    watchdog_arm("the evaluation's final sums over all ranks", spec->hang_timeout);
     FAIL_IF(MPI_Allreduce(MPI_IN_PLACE, sum, S_N, MPI_DOUBLE, MPI_SUM, comm) != MPI_SUCCESS, ST_MPI,
             "eval: MPI_Allreduce failed");
+    watchdog_disarm();
     finish(sum, c->family, out);
     FAIL_IF(out->samples == 0, ST_FORMAT, "%s: eval found no samples (is the dataset empty?)", spec->data_path);
     return ST_OK;

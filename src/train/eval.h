@@ -14,12 +14,17 @@
 #include "base/status.h"
 #include "model/model.h"
 
+/* The watchdog's deadline per evaluation batch in `mpilm eval`: the default
+ * of dist.hang_timeout. */
+#define EVAL_HANG_TIMEOUT 600.0
+
 typedef struct eval_spec {
     const char *data_path;
     uint64_t seed;          /* masks and NSP pairs: the same for every run and layout */
     double mask_prob;       /* MLM */
     int nsp;                /* BERT: evaluate NSP (when the dataset can pair sentences) */
     uint64_t max_samples;   /* 0 = one pass over the whole dataset */
+    double hang_timeout;    /* > 0: each batch's collective is under the watchdog (base/watchdog.h) */
 } eval_spec;
 
 typedef struct eval_result {

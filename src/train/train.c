@@ -10,6 +10,7 @@
 #include "base/fileio.h"
 #include "base/log.h"
 #include "base/timer.h"
+#include "base/watchdog.h"
 #include "ckpt/checkpoint.h"
 #include "data/random_source.h"
 #include "data/stream.h"
@@ -147,7 +148,12 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     const char *delay = getenv("MPILM_TEST_STEP_DELAY");
     t->step_delay = delay ? atof(delay) : 0.0;
     if (tc->overwrite) TRY(trainer_clear_run_dir(t));
-    if (tc->resume[0]) TRY(trainer_resume(t));
+    TRY(watchdog_start(t->rank));
+    if (tc->resume[0]) {
+        watchdog_arm("the resume (choosing, verifying and reading the checkpoint)", tc->ckpt_io_timeout);
+        TRY(trainer_resume(t));
+        watchdog_disarm();
+    }
     if (!t->run_id) t->run_id = ckpt_run_new_id(); /* a new run (only rank 0's is used: it writes the manifests) */
     t->next_g = ((uint64_t)t->start_step * (uint64_t)t->topo->dp + (uint64_t)t->topo->replica) *
                 (uint64_t)tc->micro_batches;
@@ -279,8 +285,13 @@ status_t trainer_run(trainer *t)
     int64_t mark_step = t->start_step;
     t->last_save_time = start;
     trainer_catch_signals();
+    double hang = tc->dist.hang_timeout;
     for (int64_t step = t->start_step; step < tc->steps; step++) {
         dist_step_result r;
+        char what[96];
+        /* a backstop: inside the step the engine's own watchdog reports first, in detail */
+        snprintf(what, sizeof what, "step %lld", (long long)step + 1);
+        watchdog_arm(what, hang > 0 ? hang + WATCHDOG_GRACE : 0);
         TRY(dist_train_step(t->engine, step, fill_batch, t, &r));
         compute += r.busy_s + r.update_s;
         t->last_loss = r.loss;
@@ -298,5 +309,8 @@ status_t trainer_run(trainer *t)
     }
     log_msg(LOG_INFO, "done: %lld steps in %.1f s", (long long)(tc->steps - t->start_step), time_now() - start);
     int64_t ran = tc->steps - t->start_step;
-    return report_ranks(t, ran > 0 ? compute / (double)ran : 0.0);
+    watchdog_arm("the end-of-run report (gathers over all ranks)", hang);
+    status_t st = report_ranks(t, ran > 0 ? compute / (double)ran : 0.0);
+    watchdog_disarm();
+    return st;
 }

@@ -43,6 +43,7 @@ typedef struct train_config {
     int ckpt_keep;
     int ckpt_continue;        /* ckpt.on_error = continue */
     int ckpt_restart;         /* ckpt.if_none_valid = restart */
+    double ckpt_io_timeout;   /* ckpt.io_timeout: seconds per save or resume read (0 = none) */
     char resume[1024];        /* --resume: "", "auto" or a path */
     int overwrite;            /* --overwrite: clear the run directory's earlier run first */
     char config_text[16384];  /* the effective configuration (config_print), for manifests */

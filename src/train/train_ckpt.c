@@ -12,6 +12,7 @@
 
 #include "base/log.h"
 #include "base/timer.h"
+#include "base/watchdog.h"
 #include "ckpt/checkpoint.h"
 #include "train/train_internal.h"
 
@@ -283,12 +284,21 @@ status_t trainer_step_boundary(trainer *t, int64_t done)
     int flags[2] = {preempt_signal, 0};
     if (t->rank == 0 && tc->ckpt_every_minutes > 0)
         flags[1] = time_now() - t->last_save_time >= tc->ckpt_every_minutes * 60.0;
+    char what[96];
+    snprintf(what, sizeof what, "the step boundary after step %lld (the checkpoint decision)", (long long)done);
+    watchdog_arm(what, tc->dist.hang_timeout);
     MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, t->comm);
     int every = tc->ckpt_every_steps > 0 && done % tc->ckpt_every_steps == 0;
     char name[32];
-    if (!flags[0] && !flags[1] && !every && done != tc->steps) return ST_OK;
+    if (!flags[0] && !flags[1] && !every && done != tc->steps) {
+        watchdog_disarm();
+        return ST_OK;
+    }
     double t0 = time_now();
+    snprintf(what, sizeof what, "the checkpoint save of step %lld", (long long)done);
+    watchdog_arm(what, tc->ckpt_io_timeout);
     status_t st = save(t, done);
+    watchdog_disarm();
     t->last_save_time = time_now();
     if (st == ST_OK) {
         ckpt_step_name(done, name, sizeof name);

@@ -135,6 +135,7 @@ status_t train_config_load(const config *cfg, train_config *tc)
     tc->ckpt_keep = (int)config_int(cfg, "ckpt.keep");
     tc->ckpt_continue = strcmp(config_str(cfg, "ckpt.on_error"), "continue") == 0;
     tc->ckpt_restart = strcmp(config_str(cfg, "ckpt.if_none_valid"), "restart") == 0;
+    tc->ckpt_io_timeout = config_float(cfg, "ckpt.io_timeout");
     FILE *text = fmemopen(tc->config_text, sizeof tc->config_text - 1, "w");
     FAIL_IF(!text, ST_NOMEM, "train: out of memory recording the configuration");
     config_print(cfg, text, 0);

@@ -67,4 +67,8 @@ status_t trainer_check_memory(trainer *t);
 /* Catches SIGTERM, SIGINT and SIGUSR1 (flag only) for trainer_step_boundary. */
 void trainer_catch_signals(void);
 
+/* Seconds the step's watchdog backstop waits beyond dist.hang_timeout, so the
+ * engine's own, more detailed report comes first. */
+#define WATCHDOG_GRACE 10.0
+
 #endif
