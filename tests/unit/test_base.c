@@ -232,10 +232,17 @@ Test(rng, draws_are_pure_functions_of_key_and_counter)
     rng_key a = rng_key_make(42, RNG_MASK), b = rng_key_make(42, RNG_NSP), c = rng_key_make(43, RNG_MASK);
     uint32_t x[4], y[4], z[4], w[4];
     rng_bits(a, 1000, 5, 0, x);
-    rng_bits(a, 1000, 5, 0, y);
     rng_bits(b, 1000, 5, 0, z);
     rng_bits(c, 1000, 5, 0, w);
-    cr_assert_arr_eq(x, y, sizeof x);
+    rng_bits(a, 999, 5, 0, y); /* a draw in between must not change the next */
+    uint32_t again[4];
+    rng_bits(a, 1000, 5, 0, again);
+    cr_assert_arr_eq(x, again, sizeof x);
+    cr_assert(memcmp(x, y, sizeof x) != 0, "counters give independent draws");
+    rng_bits(a, 1000, 6, 0, y);
+    cr_assert(memcmp(x, y, sizeof x) != 0, "every counter word counts");
+    rng_bits(a, 1000, 5, 1, y);
+    cr_assert(memcmp(x, y, sizeof x) != 0, "every counter word counts");
     cr_assert(memcmp(x, z, sizeof x) != 0, "purposes give independent streams");
     cr_assert(memcmp(x, w, sizeof x) != 0, "seeds give independent streams");
 }
@@ -249,12 +256,8 @@ Test(rng, uniform_below_and_normal_statistics)
     for (uint32_t i = 0; i < N; i++) {
         uint32_t bits[4];
         rng_bits(key, i, 0, 0, bits);
-        float u = rng_uniform(bits[0]);
-        cr_assert(u >= 0.0f && u < 1.0f);
-        sum += u;
-        uint32_t k = rng_below(bits[1], 10);
-        cr_assert_lt(k, 10u);
-        counts[k]++;
+        sum += rng_uniform(bits[0]);
+        counts[rng_below(bits[1], 10)]++;
         float z[2];
         rng_normal2(bits[2], bits[3], z);
         sum_normal += z[0] + z[1];
@@ -264,7 +267,18 @@ Test(rng, uniform_below_and_normal_statistics)
     for (int k = 0; k < 10; k++) cr_assert_float_eq(counts[k] / (double)N, 0.1, 0.004, "bucket %d", k);
     cr_assert_float_eq(sum_normal / (2.0 * N), 0.0, 0.01);
     cr_assert_float_eq(sum_normal2 / (2.0 * N), 1.0, 0.01);
-    cr_assert_eq(rng_uniform(0xffffffffu) < 1.0f, 1);
+}
+
+/* The ends of the maps, exactly: random draws almost never reach them. */
+Test(rng, uniform_and_below_map_the_whole_word_exactly)
+{
+    cr_assert_eq(rng_uniform(0), 0.0f);
+    cr_assert_eq(rng_uniform(0x80000000u), 0.5f);
+    cr_assert_eq(rng_uniform(0xffffffffu), 1.0f - 1.0f / 16777216.0f, "largest draw %.9g", rng_uniform(0xffffffffu));
+    cr_assert_eq(rng_below(0, 10), 0u);
+    cr_assert_eq(rng_below(0x80000000u, 10), 5u);
+    cr_assert_eq(rng_below(0xffffffffu, 10), 9u);
+    cr_assert_eq(rng_below(0xffffffffu, 1), 0u);
 }
 
 Test(rng, fill_normal_is_deterministic_and_scaled)
@@ -273,8 +287,20 @@ Test(rng, fill_normal_is_deterministic_and_scaled)
     static float a[N], b[N];
     rng_key key = rng_key_make(1, RNG_INIT);
     rng_fill_normal(key, 3, 0.02f, a, N);
-    rng_fill_normal(key, 3, 0.02f, b, N);
-    cr_assert_arr_eq(a, b, sizeof a);
+    /* element i is std times normal i of the stream: 4 per counter value */
+    for (uint32_t i = 0; i < 8; i += 4) {
+        uint32_t bits[4];
+        float z[4];
+        rng_bits(key, 3, i / 4, 0, bits);
+        rng_normal2(bits[0], bits[1], z);
+        rng_normal2(bits[2], bits[3], z + 2);
+        for (int j = 0; j < 4; j++) cr_assert_eq(a[i + j], 0.02f * z[j], "element %u", i + j);
+    }
+    /* a window starting anywhere is the same slice of the stream */
+    rng_fill_normal_at(key, 3, 0.02f, 1001, b, N - 1001);
+    cr_assert_arr_eq(a + 1001, b, (N - 1001) * sizeof(float));
+    rng_fill_normal(key, 4, 0.02f, b, N);
+    cr_assert(memcmp(a, b, sizeof a) != 0, "streams give independent values");
     double s2 = 0;
     for (int i = 0; i < N; i++) s2 += (double)a[i] * a[i];
     cr_assert_float_eq(s2 / N, 0.0004, 0.00004);
