@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
 """Compares the tensors of two safetensors files value by value.
 
-    compare_safetensors.py [--tol T] [--rel] A.safetensors B.safetensors
+    compare_safetensors.py [--tol T] [--rel] [--round-bf16] A B
 
-Both files must hold the same tensor names with the same dtypes and shapes
-(F32, or BF16 widened exactly). Prints the largest absolute difference over
-all tensors (and the tensor where it occurs) and exits 1 when it exceeds T
-(default 0: bit for bit). With --rel, T is relative to each tensor's largest
-magnitude. The files are parsed here with json, struct and array (no numpy,
-not with mpilm's reader), so the check is independent of the code that wrote
-them.
+A and B are safetensors files; A may also be an mpilm checkpoint (a run
+directory, whose `latest` is read, or a step-NNNNNNN directory: the parameter
+section of its shards, docs/formats.md). Both must hold the same tensor names
+with the same shapes (F32, or BF16 widened exactly). Prints the largest
+absolute difference over all tensors (and the tensor where it occurs) and exits
+1 when it exceeds T (default 0: bit for bit). With --rel, T is relative to each
+tensor's largest magnitude. --round-bf16 rounds A's values to bfloat16 (to
+nearest, ties to even) first: B must then be A's bf16 export. Everything is
+parsed here with json, struct and array (no numpy, not with mpilm's readers),
+so the check is independent of the code that wrote the files.
 """
 import array
 import json
+import os
 import struct
 import sys
 
@@ -49,8 +53,40 @@ def read(path):
     return out
 
 
+def read_checkpoint(path):
+    """{name: ("F32", shape, floats)} from a checkpoint's manifest and shards."""
+    if os.path.exists(os.path.join(path, "latest")):
+        path = os.path.join(path, "latest")
+    with open(os.path.join(path, "manifest.json")) as f:
+        manifest = json.load(f)
+    flat = array.array("f")
+    for entry in manifest["files"]:
+        if entry["begin"] != len(flat):
+            sys.exit(f"compare_safetensors: {path}: {entry['name']} begins at {entry['begin']}, expected {len(flat)}")
+        params = entry["sections"]["params"]
+        with open(os.path.join(path, entry["name"]), "rb") as f:
+            f.seek(params["offset"])
+            raw = f.read(params["bytes"])
+        flat.frombytes(raw)
+    if sys.byteorder != "little":
+        flat.byteswap()
+    return {t["name"]: ("F32", t["shape"], flat[t["offset"]:t["offset"] + t["numel"]]) for t in manifest["tensors"]}
+
+
+def round_bf16(values):
+    """float32 -> bfloat16 to nearest, ties to even, widened back (NaNs kept NaN)."""
+    bits = array.array("I", values.tobytes())
+    out = array.array("I", bits)
+    for i, u in enumerate(bits):
+        if (u & 0x7F800000) == 0x7F800000 and (u & 0x7FFFFF):
+            out[i] = (u | 0x400000) & 0xFFFF0000
+        else:
+            out[i] = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFFFFFF) & 0xFFFF0000
+    return array.array("f", out.tobytes())
+
+
 def main(argv):
-    tol, rel = 0.0, False
+    tol, rel, to_bf16 = 0.0, False, False
     while argv and argv[0].startswith("--"):
         if argv[0] == "--tol":
             tol = float(argv[1])
@@ -58,11 +94,17 @@ def main(argv):
         elif argv[0] == "--rel":
             rel = True
             argv = argv[1:]
+        elif argv[0] == "--round-bf16":
+            to_bf16 = True
+            argv = argv[1:]
         else:
             sys.exit(f"compare_safetensors: unknown option {argv[0]}")
     if len(argv) != 2:
         sys.exit(__doc__)
-    a, b = read(argv[0]), read(argv[1])
+    a = read_checkpoint(argv[0]) if os.path.isdir(argv[0]) else read(argv[0])
+    b = read(argv[1])
+    if to_bf16:
+        a = {name: ("BF16", shape, round_bf16(v)) for name, (_, shape, v) in a.items()}
     if sorted(a) != sorted(b):
         print(f"compare_safetensors: tensor names differ: only in A {sorted(set(a) - set(b))}, "
               f"only in B {sorted(set(b) - set(a))}")
