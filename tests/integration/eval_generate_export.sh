@@ -5,7 +5,8 @@
 # sampling a function of the seed (near-zero temperature and top-k 1 greedy,
 # ids within the vocabulary), exported tensors equal to the checkpoint's
 # parameters (fp32 exactly, bf16 rounded to nearest even; read by
-# tests/tools/compare_safetensors.py, not mpilm), export -> import -> the same evaluation, export --dtype bf16 -> import -> a
+# tests/tools/compare_safetensors.py, not mpilm), generation stopping at
+# <|endoftext|>, export -> import -> the same evaluation, export --dtype bf16 -> import -> a
 # checkpoint of exactly bf16 values that evaluates and trains, refusals with
 # clear messages.
 MPILM=${MPILM:-./mpilm}
@@ -96,6 +97,41 @@ for f in model.safetensors config.json vocab.json merges.txt; do [ -s "$d/hf/$f"
 # checkpoint's parameters (read from its manifest and shards) bit for bit
 PY=${PYTHON:-python3}
 $PY tests/tools/compare_safetensors.py "$d/gpt" "$d/hf/model.safetensors" || fail "gpt export: values differ from the checkpoint"
+# generation stops at <|endoftext|> (the last id): a copy of the export whose
+# logits are wte[:, 0] for every position (ln_f weight 0, bias e0) makes token
+# X the greedy choice everywhere; X = <|endoftext|> gives exactly [X], another
+# X gives --max-tokens of it
+eot=$(LC_ALL=C sed -n 's/.*"<|endoftext|>": *\([0-9]*\).*/\1/p' "$d/hf/vocab.json")
+[ -n "$eot" ] || fail "the BPE vocabulary has no <|endoftext|>"
+for x in "$eot" 100; do
+  rm -rf "$d/hfx" "$d/x$x" && cp -r "$d/hf" "$d/hfx"
+  ${PYTHON:-python3} - "$d/hfx/model.safetensors" "$x" <<'PY' || fail "could not edit the export"
+import array, json, struct, sys
+path, x = sys.argv[1], int(sys.argv[2])
+data = bytearray(open(path, "rb").read())
+(n,) = struct.unpack("<Q", data[:8])
+header, base = json.loads(data[8:8 + n]), 8 + n
+def tensor(name):
+    b, e = header[name]["data_offsets"]
+    return array.array("f", data[base + b:base + e]), base + b
+for name, fill in (("transformer.ln_f.weight", lambda i: 0.0), ("transformer.ln_f.bias", lambda i: float(i == 0))):
+    a, at = tensor(name)
+    data[at:at + 4 * len(a)] = array.array("f", [fill(i) for i in range(len(a))]).tobytes()
+wte, at = tensor("transformer.wte.weight")
+C = header["transformer.wte.weight"]["shape"][1]
+for v in range(len(wte) // C):
+    wte[v * C] = 10.0 if v == x else 0.0
+data[at:at + 4 * len(wte)] = wte.tobytes()
+open(path, "wb").write(data)
+PY
+  "$MPILM" import --hf "$d/hfx" --out "$d/x$x" > "$d/log" 2>&1 || { cat "$d/log"; fail "import of the edited export"; }
+  "$MPILM" generate --ckpt "$d/x$x" --prompt "She" --max-tokens 8 --temperature 0 --json > "$d/gen.json" ||
+    fail "generate from the edited export"
+  ids=$(LC_ALL=C sed -n 's/.*"ids":\[\([0-9,]*\)\].*/\1/p' "$d/gen.json")
+  if [ "$x" = "$eot" ]; then want=$eot; else want="$x,$x,$x,$x,$x,$x,$x,$x"; fi
+  [ "$ids" = "$want" ] || fail "greedy generation towards token $x (<|endoftext|> = $eot) gave [$ids], expected [$want]"
+done
+echo "generate: stops after <|endoftext|>, runs to --max-tokens otherwise"
 "$MPILM" export --ckpt "$d/bert" --format hf --out "$d/hfb" > "$d/log" 2>&1 || { cat "$d/log"; fail "bert export"; }
 $PY tests/tools/compare_safetensors.py "$d/bert" "$d/hfb/model.safetensors" || fail "bert export: values differ from the checkpoint"
 grep -q BertForPreTraining "$d/hfb/config.json" && [ -s "$d/hfb/vocab.txt" ] || fail "bert export content"
