@@ -1,10 +1,12 @@
 /* base/: status, config, rng, hash, atomic file I/O. */
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/config.h"
@@ -378,6 +380,31 @@ static void crash_while_writing(const char *path, const char *phase)
     int wstatus;
     cr_assert_eq(waitpid(pid, &wstatus, 0), pid);
     cr_assert(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL, "the child was killed at %s", phase);
+}
+
+static void on_alarm(int sig) { (void)sig; }
+
+/* MPILM_TEST_PAUSE=PHASE:SECONDS holds a phase the whole time, though a
+ * signal arrives in between (as a second preemption signal does in
+ * tests/integration/ckpt_preempt.sh); other phases do not pause. */
+Test(fileio, test_pause_holds_its_phase_through_signals)
+{
+    struct sigaction sa = {.sa_handler = on_alarm};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, NULL);
+    setenv("MPILM_TEST_PAUSE", "atomic:before_rename:0.3", 1);
+    struct timespec t0, t1, t2;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    crash_point("atomic:before_fsync");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ualarm(50000, 0);
+    crash_point("atomic:before_rename");
+    clock_gettime(CLOCK_MONOTONIC, &t2);
+    unsetenv("MPILM_TEST_PAUSE");
+    double other = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    double held = (double)(t2.tv_sec - t1.tv_sec) + 1e-9 * (double)(t2.tv_nsec - t1.tv_nsec);
+    cr_expect(other < 0.05, "another phase paused %.3f s", other);
+    cr_expect(held >= 0.3, "the phase was held %.3f s of 0.3 (a signal came at 0.05 s)", held);
 }
 
 Test(fileio, crash_before_rename_leaves_old_file_intact)
