@@ -5,13 +5,31 @@
 #include <ftw.h>
 #include <libgen.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+/* MPILM_TEST_PAUSE=PHASE:SECONDS: announce the pause on stderr (a test waits
+ * for the line), then sleep the whole time, whatever signals arrive. */
+static void pause_point(const char *phase)
+{
+    const char *want = getenv("MPILM_TEST_PAUSE");
+    size_t n = strlen(phase);
+    if (!want || strncmp(want, phase, n) != 0 || want[n] != ':') return;
+    double seconds = atof(want + n + 1);
+    if (seconds <= 0) return;
+    fprintf(stderr, "mpilm: test pause: %g s at %s\n", seconds, phase);
+    fflush(stderr);
+    struct timespec left = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    while (nanosleep(&left, &left) != 0 && errno == EINTR) continue;
+}
 
 void crash_point(const char *phase)
 {
+    pause_point(phase);
     const char *want = getenv("MPILM_TEST_CRASH");
     if (want && strcmp(want, phase) == 0) {
         fflush(NULL);

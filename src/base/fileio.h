@@ -45,10 +45,13 @@ status_t make_dirs(const char *path, int mode);
  * links); a path that does not exist is not an error. */
 status_t dir_remove_tree(const char *path);
 
-/* Test hook: when the environment variable MPILM_TEST_CRASH names a phase
+/* Test hooks: when the environment variable MPILM_TEST_CRASH names a phase
  * ("atomic:before_fsync", "atomic:before_rename", ...), the process kills
  * itself with SIGKILL on reaching that phase, simulating a crash there;
- * MPILM_TEST_STOP stops it there with SIGSTOP (a frozen rank). */
+ * MPILM_TEST_STOP stops it there with SIGSTOP (a frozen rank);
+ * MPILM_TEST_PAUSE=PHASE:SECONDS prints "mpilm: test pause: SECONDS s at
+ * PHASE" on stderr and sleeps there first (signals do not shorten it), so a
+ * test can act while a save is in progress. */
 void crash_point(const char *phase);
 
 #endif

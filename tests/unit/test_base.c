@@ -1,10 +1,12 @@
 /* base/: status, config, rng, hash, atomic file I/O. */
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/config.h"
@@ -269,10 +271,17 @@ Test(rng, draws_are_pure_functions_of_key_and_counter)
     rng_key a = rng_key_make(42, RNG_MASK), b = rng_key_make(42, RNG_NSP), c = rng_key_make(43, RNG_MASK);
     uint32_t x[4], y[4], z[4], w[4];
     rng_bits(a, 1000, 5, 0, x);
-    rng_bits(a, 1000, 5, 0, y);
     rng_bits(b, 1000, 5, 0, z);
     rng_bits(c, 1000, 5, 0, w);
-    cr_assert_arr_eq(x, y, sizeof x);
+    rng_bits(a, 999, 5, 0, y); /* a draw in between must not change the next */
+    uint32_t again[4];
+    rng_bits(a, 1000, 5, 0, again);
+    cr_assert_arr_eq(x, again, sizeof x);
+    cr_assert(memcmp(x, y, sizeof x) != 0, "counters give independent draws");
+    rng_bits(a, 1000, 6, 0, y);
+    cr_assert(memcmp(x, y, sizeof x) != 0, "every counter word counts");
+    rng_bits(a, 1000, 5, 1, y);
+    cr_assert(memcmp(x, y, sizeof x) != 0, "every counter word counts");
     cr_assert(memcmp(x, z, sizeof x) != 0, "purposes give independent streams");
     cr_assert(memcmp(x, w, sizeof x) != 0, "seeds give independent streams");
 }
@@ -286,12 +295,8 @@ Test(rng, uniform_below_and_normal_statistics)
     for (uint32_t i = 0; i < N; i++) {
         uint32_t bits[4];
         rng_bits(key, i, 0, 0, bits);
-        float u = rng_uniform(bits[0]);
-        cr_assert(u >= 0.0f && u < 1.0f);
-        sum += u;
-        uint32_t k = rng_below(bits[1], 10);
-        cr_assert_lt(k, 10u);
-        counts[k]++;
+        sum += rng_uniform(bits[0]);
+        counts[rng_below(bits[1], 10)]++;
         float z[2];
         rng_normal2(bits[2], bits[3], z);
         sum_normal += z[0] + z[1];
@@ -301,7 +306,18 @@ Test(rng, uniform_below_and_normal_statistics)
     for (int k = 0; k < 10; k++) cr_assert_float_eq(counts[k] / (double)N, 0.1, 0.004, "bucket %d", k);
     cr_assert_float_eq(sum_normal / (2.0 * N), 0.0, 0.01);
     cr_assert_float_eq(sum_normal2 / (2.0 * N), 1.0, 0.01);
-    cr_assert_eq(rng_uniform(0xffffffffu) < 1.0f, 1);
+}
+
+/* The ends of the maps, exactly: random draws almost never reach them. */
+Test(rng, uniform_and_below_map_the_whole_word_exactly)
+{
+    cr_assert_eq(rng_uniform(0), 0.0f);
+    cr_assert_eq(rng_uniform(0x80000000u), 0.5f);
+    cr_assert_eq(rng_uniform(0xffffffffu), 1.0f - 1.0f / 16777216.0f, "largest draw %.9g", rng_uniform(0xffffffffu));
+    cr_assert_eq(rng_below(0, 10), 0u);
+    cr_assert_eq(rng_below(0x80000000u, 10), 5u);
+    cr_assert_eq(rng_below(0xffffffffu, 10), 9u);
+    cr_assert_eq(rng_below(0xffffffffu, 1), 0u);
 }
 
 Test(rng, fill_normal_is_deterministic_and_scaled)
@@ -310,8 +326,20 @@ Test(rng, fill_normal_is_deterministic_and_scaled)
     static float a[N], b[N];
     rng_key key = rng_key_make(1, RNG_INIT);
     rng_fill_normal(key, 3, 0.02f, a, N);
-    rng_fill_normal(key, 3, 0.02f, b, N);
-    cr_assert_arr_eq(a, b, sizeof a);
+    /* element i is std times normal i of the stream: 4 per counter value */
+    for (uint32_t i = 0; i < 8; i += 4) {
+        uint32_t bits[4];
+        float z[4];
+        rng_bits(key, 3, i / 4, 0, bits);
+        rng_normal2(bits[0], bits[1], z);
+        rng_normal2(bits[2], bits[3], z + 2);
+        for (int j = 0; j < 4; j++) cr_assert_eq(a[i + j], 0.02f * z[j], "element %u", i + j);
+    }
+    /* a window starting anywhere is the same slice of the stream */
+    rng_fill_normal_at(key, 3, 0.02f, 1001, b, N - 1001);
+    cr_assert_arr_eq(a + 1001, b, (N - 1001) * sizeof(float));
+    rng_fill_normal(key, 4, 0.02f, b, N);
+    cr_assert(memcmp(a, b, sizeof a) != 0, "streams give independent values");
     double s2 = 0;
     for (int i = 0; i < N; i++) s2 += (double)a[i] * a[i];
     cr_assert_float_eq(s2 / N, 0.0004, 0.00004);
@@ -389,6 +417,31 @@ static void crash_while_writing(const char *path, const char *phase)
     int wstatus;
     cr_assert_eq(waitpid(pid, &wstatus, 0), pid);
     cr_assert(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL, "the child was killed at %s", phase);
+}
+
+static void on_alarm(int sig) { (void)sig; }
+
+/* MPILM_TEST_PAUSE=PHASE:SECONDS holds a phase the whole time, though a
+ * signal arrives in between (as a second preemption signal does in
+ * tests/integration/ckpt_preempt.sh); other phases do not pause. */
+Test(fileio, test_pause_holds_its_phase_through_signals)
+{
+    struct sigaction sa = {.sa_handler = on_alarm};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, NULL);
+    setenv("MPILM_TEST_PAUSE", "atomic:before_rename:0.3", 1);
+    struct timespec t0, t1, t2;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    crash_point("atomic:before_fsync");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ualarm(50000, 0);
+    crash_point("atomic:before_rename");
+    clock_gettime(CLOCK_MONOTONIC, &t2);
+    unsetenv("MPILM_TEST_PAUSE");
+    double other = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    double held = (double)(t2.tv_sec - t1.tv_sec) + 1e-9 * (double)(t2.tv_nsec - t1.tv_nsec);
+    cr_expect(other < 0.05, "another phase paused %.3f s", other);
+    cr_expect(held >= 0.3, "the phase was held %.3f s of 0.3 (a signal came at 0.05 s)", held);
 }
 
 Test(fileio, crash_before_rename_leaves_old_file_intact)

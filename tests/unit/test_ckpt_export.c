@@ -93,9 +93,12 @@ Test(export, sinusoidal_positions_become_the_position_table)
     cr_assert_eq(model_full_table(&back, &t, &nt), ST_OK);
     float pe[12 * 16];
     sinusoidal_positions(pe, 12, 16);
+    int found = -1;
     for (int i = 0; i < nt; i++)
-        if (strcmp(t[i].name, "bert.embeddings.position_embeddings.weight") == 0)
-            cr_expect(memcmp(q + t[i].offset, pe, sizeof pe) == 0);
+        if (strcmp(t[i].name, "bert.embeddings.position_embeddings.weight") == 0) found = i;
+    cr_assert(found >= 0, "the imported model has no position table");
+    cr_assert_eq(t[found].numel, 12 * 16);
+    cr_expect(memcmp(q + t[found].offset, pe, sizeof pe) == 0, "the position table is not the sinusoids");
     free(t);
     free(p);
     free(q);

@@ -9,6 +9,7 @@
 
 #include "../common/synth_dataset.h"
 #include "base/fileio.h"
+#include "data/stream.h"
 #include "tensor/tensor.h"
 #include "train/eval.h"
 
@@ -67,7 +68,81 @@ Test(eval, bert_masks_are_deterministic_and_weighted_by_token)
     cr_expect(fabs(a.mlm_loss - b.mlm_loss) < 1e-5 * a.mlm_loss, "mlm %g vs %g", a.mlm_loss, b.mlm_loss);
     cr_expect(fabs(a.nsp_loss - b.nsp_loss) < 1e-5, "nsp %g vs %g", a.nsp_loss, b.nsp_loss);
     cr_expect(a.nsp_targets == a.samples, "every sample has an NSP label");
-    cr_expect(a.mlm_accuracy >= 0 && a.mlm_accuracy <= 1 && a.nsp_accuracy >= 0 && a.nsp_accuracy <= 1);
+}
+
+/* Counts, over the pass eval makes (one epoch of the stream with its spec),
+ * the MLM targets equal to each token and the NSP labels equal to 0. */
+static void count_targets(int B, uint64_t *per_token, int V, uint64_t *mlm, uint64_t *nsp_next, uint64_t *nsp)
+{
+    stream_spec ss = {.path = dir, .objective = STREAM_MLM, .seq_len = 16, .mask_prob = 0.15, .nsp = 1, .seed = 11,
+                      .dp_rank = 0, .dp_size = 1, .chunk = B, .vocab_size = V};
+    stream *s;
+    batch b;
+    cr_assert_eq(stream_open(&s, &ss), ST_OK, "%s", st_message());
+    cr_assert_eq(batch_alloc(&b, B, 16), ST_OK);
+    memset(per_token, 0, (size_t)V * sizeof *per_token);
+    *mlm = *nsp_next = *nsp = 0;
+    for (int done = 0; !done;) {
+        cr_assert_eq(stream_next(s, &b), ST_OK, "%s", st_message());
+        for (int r = 0; r < B; r++) {
+            stream_origin o;
+            stream_last_origin(s, r, &o);
+            if (o.epoch > 0) {
+                done = 1;
+                continue;
+            }
+            for (int t = 0; t < 16; t++) {
+                int32_t y = b.labels[r * 16 + t];
+                if (y == LABEL_IGNORE) continue;
+                per_token[y]++;
+                ++*mlm;
+            }
+            *nsp_next += b.next_sentence_label[r] == 0;
+            ++*nsp;
+        }
+    }
+    batch_free(&b);
+    stream_close(s);
+}
+
+/* All parameters zero but the output biases: the MLM logits are then
+ * cls.predictions.bias for every position and the NSP logits
+ * cls.seq_relationship.bias, so the model always predicts the token whose
+ * bias is largest and "is next"; the accuracies are the shares of the
+ * targets with that value, counted here from the stream itself. */
+Test(eval, bert_accuracy_is_the_share_of_targets_the_argmax_hits)
+{
+    enum { V = 64 };
+    uint64_t per_token[V], mlm, nsp_next, nsp;
+    count_targets(3, per_token, V, &mlm, &nsp_next, &nsp);
+    int best = 0;
+    for (int v = 1; v < V; v++)
+        if (per_token[v] > per_token[best]) best = v;
+    cr_assert(per_token[best] > 0 && per_token[best] < mlm && nsp_next > 0 && nsp_next < nsp,
+              "the constructed case needs both hits and misses: %llu of %llu, %llu of %llu",
+              (unsigned long long)per_token[best], (unsigned long long)mlm, (unsigned long long)nsp_next,
+              (unsigned long long)nsp);
+    model_config c = {.family = MODEL_BERT, .n_layer = 1, .d_model = 16, .n_head = 2, .d_ff = 32, .seq_len = 16,
+                      .max_positions = 16, .vocab_size = V};
+    model_stage *m;
+    cr_assert_eq(model_stage_create(&m, &c, 0, 1, 3, 1), ST_OK, "%s", st_message());
+    float *p = model_params(m);
+    memset(p, 0, model_n_params(m) * sizeof(float));
+    const model_tensor *dec_b = model_tensor_find(m, "cls.predictions.bias");
+    const model_tensor *nsp_b = model_tensor_find(m, "cls.seq_relationship.bias");
+    cr_assert(dec_b && nsp_b);
+    p[dec_b->offset + best] = 1.0f;
+    p[nsp_b->offset + 0] = 1.0f;
+    eval_spec spec = {.data_path = dir, .seed = 11, .mask_prob = 0.15, .nsp = 1};
+    eval_result r;
+    cr_assert_eq(eval_run(m, &spec, MPI_COMM_WORLD, &r), ST_OK, "%s", st_message());
+    cr_expect_eq(r.mlm_targets, mlm);
+    cr_expect_eq(r.nsp_targets, nsp);
+    cr_expect(r.mlm_accuracy == (double)per_token[best] / (double)mlm, "mlm accuracy %.9g, expected %llu/%llu",
+              r.mlm_accuracy, (unsigned long long)per_token[best], (unsigned long long)mlm);
+    cr_expect(r.nsp_accuracy == (double)nsp_next / (double)nsp, "nsp accuracy %.9g, expected %llu/%llu",
+              r.nsp_accuracy, (unsigned long long)nsp_next, (unsigned long long)nsp);
+    model_stage_free(m);
 }
 
 /* All parameters zero: every logit is 0, the distribution uniform, so the

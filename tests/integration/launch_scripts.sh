@@ -1,0 +1,114 @@
+#!/bin/sh
+# launch/ as docs/usage.md ("Launching jobs") describes it:
+# - launch/mpirun.sh trains with --resume auto (the same command continues the
+#   run), binds ranks when ranks x threads fit the cores and oversubscribes
+#   unbound otherwise (checked through a stand-in mpirun that prints its
+#   arguments), refuses a missing config with exit 2;
+# - launch/pbs.sh under a simulated PBS job (PBS_* variables, a node file, a
+#   stand-in qrerun): a plain run exits 0 without rerunning; SIGTERM to the batch
+#   shell → checkpoint → exit 75 → qrerun of the job, whose rerun resumes;
+# - launch/demo.sh in a scratch copy of the repository with its configurations
+#   cut to a few steps: every step runs and the files it announces exist.
+MPILM=${MPILM:-./mpilm}
+case $MPILM in /*) ;; *) MPILM=$(pwd)/$MPILM ;; esac
+repo=$(pwd)
+d=$(mktemp -d)
+trap 'rm -rf "$d"' EXIT
+fail() { echo "FAIL launch_scripts: $*"; exit 1; }
+export MPILM
+cat > "$d/tiny.ini" <<'INI'
+[model]
+n_layer = 1
+d_model = 16
+n_head = 2
+d_ff = 32
+seq_len = 8
+max_positions = 8
+vocab_size = 64
+[train]
+steps = 2
+micro_batch = 2
+precision = fp32
+[log]
+every = 1
+INI
+
+# launch/mpirun.sh: trains, and the same command resumes
+sh launch/mpirun.sh -n 2 -t 1 "$d/tiny.ini" --set run.dir="$d/m" > "$d/m1.log" 2>&1 || { tail -5 "$d/m1.log"; fail "mpirun.sh run"; }
+[ -d "$d/m/step-0000002" ] || fail "mpirun.sh wrote no step-0000002"
+grep -q "2 ranks" "$d/m1.log" || fail "mpirun.sh -n 2 did not start 2 ranks"
+sh launch/mpirun.sh -n 2 -t 1 "$d/tiny.ini" --set run.dir="$d/m" --set train.steps=4 > "$d/m2.log" 2>&1 ||
+  { tail -5 "$d/m2.log"; fail "mpirun.sh rerun"; }
+grep -q "resumed from .*step-0000002 (step 2)" "$d/m2.log" && [ -d "$d/m/step-0000004" ] ||
+  fail "rerunning mpirun.sh did not resume from step 2"
+# placement decisions, through a stand-in mpirun
+mkdir -p "$d/bin"
+printf '#!/bin/sh\necho "mpirun $*"\n' > "$d/bin/mpirun"
+chmod +x "$d/bin/mpirun"
+cores=$(getconf _NPROCESSORS_ONLN)
+out=$(PATH="$d/bin:$PATH" sh launch/mpirun.sh -n 1 -t 1 "$d/tiny.ini" --set x.y=1)
+echo "$out" | grep -q -- "-np 1 --map-by slot:PE=1 --bind-to core .*train --config $d/tiny.ini --resume auto --set x.y=1" ||
+  fail "1 rank x 1 thread is not bound, or the options are not passed on: $out"
+out=$(PATH="$d/bin:$PATH" sh launch/mpirun.sh -n $((cores + 1)) -t 1 "$d/tiny.ini")
+echo "$out" | grep -q -- "-np $((cores + 1)) --oversubscribe --bind-to none" ||
+  fail "$((cores + 1)) ranks on $cores cores are not unbound: $out"
+out=$(PATH="$d/bin:$PATH" sh launch/mpirun.sh -t 1 "$d/tiny.ini")
+echo "$out" | grep -q -- "-np $cores " || fail "the default rank count is not the $cores cores: $out"
+msg=$(sh launch/mpirun.sh "$d/none.ini" 2>&1); rc=$?
+[ $rc -eq 2 ] && echo "$msg" | grep -q "none.ini" || fail "mpirun.sh with a missing config: exit $rc, $msg"
+echo "launch/mpirun.sh: trains, resumes on rerun, binds when it fits, refuses a missing config"
+
+# launch/pbs.sh in a simulated PBS job
+command -v bash > /dev/null || { echo "launch_scripts: skipped: no bash for launch/pbs.sh"; exit 77; }
+printf '#!/bin/sh\necho "$*" >> "%s/qrerun.calls"\n' "$d" > "$d/bin/qrerun"
+chmod +x "$d/bin/qrerun"
+printf 'localhost\nlocalhost\n' > "$d/nodes"
+pbs() { # log, extra environment...
+  log=$1; shift
+  env PATH="$d/bin-real:$PATH" PBS_O_WORKDIR="$repo" PBS_NODEFILE="$d/nodes" PBS_JOBID=42.pbs \
+    MPILM_CONFIG="$d/pbs.ini" "$@" bash launch/pbs.sh > "$log" 2>&1
+}
+mkdir -p "$d/bin-real" && cp "$d/bin/qrerun" "$d/bin-real/"
+{ cat "$d/tiny.ini"; printf '[run]\ndir = %s/p\n' "$d"; } > "$d/pbs.ini"
+pbs "$d/p1.log" || { tail -5 "$d/p1.log"; fail "pbs.sh plain run: exit $?"; }
+[ -d "$d/p/step-0000002" ] && grep -q "2 ranks" "$d/p1.log" || fail "pbs.sh did not train on the 2 slots of the node file"
+[ ! -e "$d/qrerun.calls" ] || fail "pbs.sh reran a job that ended normally"
+{ cat "$d/tiny.ini"; printf '[run]\ndir = %s/q\n' "$d"; } | sed 's/^steps = 2/steps = 400/' > "$d/pbs.ini"
+# env execs bash: $! is the batch shell, as PBS signals it
+env PATH="$d/bin-real:$PATH" PBS_O_WORKDIR="$repo" PBS_NODEFILE="$d/nodes" PBS_JOBID=42.pbs MPILM_CONFIG="$d/pbs.ini" \
+  MPILM_TEST_STEP_DELAY=0.05 bash launch/pbs.sh > "$d/p2.log" 2>&1 &
+job=$!
+i=0
+until grep -q "step 3/400" "$d/p2.log" 2>/dev/null; do
+  i=$((i + 1)); [ $i -lt 600 ] || { kill $job; fail "the PBS job did not reach step 3"; }
+  sleep 0.1
+done
+kill -TERM $job
+wait $job; rc=$?
+[ $rc -eq 75 ] || { tail -5 "$d/p2.log"; fail "pbs.sh after SIGTERM exited $rc (expected 75)"; }
+grep -q "preempted by SIGUSR1 at step [0-9]*: checkpoint written, exit 75" "$d/p2.log" || fail "no preemption message"
+[ "$(cat "$d/qrerun.calls" 2>/dev/null)" = 42.pbs ] || fail "pbs.sh did not qrerun 42.pbs once: $(cat "$d/qrerun.calls" 2>&1)"
+step=$(sed -n 's/.*preempted by SIGUSR1 at step \([0-9]*\).*/\1/p' "$d/p2.log" | head -1)
+sed -i 's/^steps = 400/steps = '$((step + 1))'/' "$d/pbs.ini"
+pbs "$d/p3.log" || { tail -5 "$d/p3.log"; fail "the rerun of the PBS job: exit $?"; }
+grep -q "resumed from .*(step $step)" "$d/p3.log" || fail "the rerun did not resume from step $step"
+echo "launch/pbs.sh: plain run exits 0; SIGTERM -> checkpoint -> exit 75 -> qrerun; the rerun resumes"
+
+# launch/demo.sh in a scratch copy, configurations cut to 4 steps
+mkdir -p "$d/demo/datasets"
+cp -r launch "$d/demo/" && cp -r datasets/sample "$d/demo/datasets/"
+for f in "$d"/demo/launch/configs/demo-*.ini; do
+  sed -i 's/^steps = .*/steps = 4/; s/^every_steps = .*/every_steps = 2/; s/^warmup_steps = .*/warmup_steps = 1/' "$f"
+done
+(cd "$d/demo" && sh launch/demo.sh > "$d/demo.log" 2>&1) || { tail -20 "$d/demo.log"; fail "demo.sh failed"; }
+grep -q "not done" "$d/demo.log" && { grep "not done" "$d/demo.log"; fail "demo.sh left steps undone"; }
+for f in datasets/demo-gpt datasets/demo-bert checkpoints/demo-gpt/latest checkpoints/demo-bert/latest \
+  checkpoints/demo-gpt/eval.json checkpoints/demo-bert/eval.json checkpoints/demo-gpt/hf/model.safetensors \
+  checkpoints/demo-bert/hf/model.safetensors checkpoints/demo-gpt/metrics.jsonl; do
+  [ -e "$d/demo/$f" ] || fail "demo.sh did not make $f"
+done
+for s in version config "prep gpt" "prep bert" inspect "train gpt" "train bert" "eval gpt" "export bert" generate; do
+  grep -q "done: $s\$" "$d/demo.log" || fail "demo.sh summary lacks \"done: $s\""
+done
+echo "launch/demo.sh: every step done, its files where it says"
+echo "launch_scripts: ok"
