@@ -14,6 +14,8 @@ BUILD=${BUILD:-build}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 top=$(pwd)
 fuzz_dir="$top/$BUILD/fuzz"
+# Leaks are findings (tests/run.sh turns LeakSanitizer off for its own reasons under SAN=1).
+export ASAN_OPTIONS=detect_leaks=1
 [ -n "${TMPDIR:-}" ] || { [ -d /dev/shm ] && [ -w /dev/shm ] && export TMPDIR=/dev/shm; }
 # A hang is a finding: 10 s for one input (the slowest seed takes well under 1 s).
 flags="-timeout=10 -rss_limit_mb=2048 -max_len=8192"
@@ -30,7 +32,7 @@ for name in $FUZZ_TARGETS; do
   if [ -n "$replay" ]; then
     # shellcheck disable=SC2086
     out=$("$bin" $flags $replay 2>&1) || {
-      echo "$out" | grep -E "ERROR|SUMMARY|fuzz check failed|Running:" | tail -8
+      echo "$out" | grep -aE "ERROR|SUMMARY|fuzz check failed|Running:" | tail -8
       verdict="FAIL (replaying the seeds and regressions)"
     }
   fi
@@ -46,14 +48,15 @@ for name in $FUZZ_TARGETS; do
     rc=$?
     log="$work/fuzz-0.log"
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" 2>/dev/null | tail -1)
-    cov=$(grep -o 'cov: [0-9]*' "$log" 2>/dev/null | tail -1 | cut -d' ' -f2)
-    finding=$(grep -o "Test unit written to .*" "$log" 2>/dev/null | tail -1 | sed 's/Test unit written to //')
-    if [ $rc -ne 0 ] || [ -n "$finding" ] || grep -q "^SUMMARY: \|ERROR: libFuzzer" "$log" 2>/dev/null; then
-      grep -E "ERROR|SUMMARY|fuzz check failed" "$log" 2>/dev/null | head -5
+    cov=$(grep -ao 'cov: [0-9]*' "$log" 2>/dev/null | tail -1 | cut -d' ' -f2)
+    finding=$(grep -ao "Test unit written to .*" "$log" 2>/dev/null | tail -1 | sed 's/Test unit written to //')
+    if [ $rc -ne 0 ] || [ -n "$finding" ] || grep -aq "^SUMMARY: \|ERROR: libFuzzer" "$log" 2>/dev/null; then
+      grep -aE "ERROR|SUMMARY|fuzz check failed" "$log" 2>/dev/null | head -5
       verdict="FAIL (${finding:-exit $rc, see $log})"
     fi
   fi
-  echo "fuzz $name: ${execs:-0} executions, coverage ${cov:-0}, $verdict"
+  if [ "$FUZZ_SECONDS" = 0 ]; then echo "fuzz $name: replayed $(echo "$replay" | grep -c .) inputs, $verdict"
+  else echo "fuzz $name: ${execs:-0} executions, coverage ${cov:-0}, $verdict"; fi
   [ "$verdict" = PASS ] || failed="$failed $name"
 done
 [ -z "$failed" ] || { echo "fuzz: failed:$failed"; exit 1; }
