@@ -8,6 +8,8 @@
 #   make check     the same tests built with AddressSanitizer + UBSan
 #   make bench     benchmarks against the named peers
 #   make mutate    mutation checks: tests/mutations.ini's mutants must each fail a test
+#   make fuzz      libFuzzer targets (clang, ASan + UBSan) of every parser of outside
+#                  input, FUZZ_SECONDS=N each (default 60); make fuzz-deps installs clang
 #   make bench-deps  the peers' packages (PyTorch, jemalloc); make deps never needs them
 #   make demo      the main job end to end on the shipped sample
 #   make install PREFIX=/usr/local
@@ -72,9 +74,10 @@ endif
 DEB_PACKAGES := build-essential libopenmpi-dev openmpi-bin libscalapack-openmpi-dev libblis-dev \
                 libzstd-dev zstd libdnnl-dev libcriterion-dev libxxhash-dev libcjson-dev pkg-config gnuplot-nox
 BENCH_DEB_PACKAGES := python3-torch libjemalloc2
-TEST_DEB_PACKAGES := python3-torch python3-numpy slurm-wlm munge
+TEST_DEB_PACKAGES := python3-torch python3-numpy slurm-wlm munge clang libclang-rt-14-dev
+FUZZ_DEB_PACKAGES := clang libclang-rt-14-dev
 
-.PHONY: all deps test-deps bench-deps test check bench demo install clean tests reference mutate
+.PHONY: all deps test-deps bench-deps fuzz-deps test check bench demo install clean tests reference mutate fuzz fuzz-build
 .DEFAULT_GOAL := all
 # Keep test objects between builds (they are intermediate files of pattern rules).
 .SECONDARY: $(UNIT_BIN:%=%.o) $(MPI_BIN:%=%.o) $(BENCH_BIN:%=%.o) $(TOOL_BIN:%=%.o)
@@ -134,6 +137,10 @@ bench-deps:
 test-deps:
 	$(call install_missing,$(TEST_DEB_PACKAGES),soft)
 
+# clang with libFuzzer and its sanitizer runtimes (make fuzz, tests/integration/fuzz.sh).
+fuzz-deps:
+	$(call install_missing,$(FUZZ_DEB_PACKAGES))
+
 test: deps test-deps
 	$(MAKE) tests
 	BUILD=$(BUILD) MPILM=./$(MPILM) sh tests/run.sh
@@ -159,6 +166,39 @@ install: $(MPILM)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/mpilm
 	install -m 755 $(MPILM) $(DESTDIR)$(PREFIX)/bin/mpilm
 	cp -r launch $(DESTDIR)$(PREFIX)/share/mpilm/
+
+# libFuzzer targets: tests/fuzz/fuzz_NAME.c, built with clang, ASan and UBSan
+# against the library modules the parsers live in (compiled again with the
+# same instrumentation under $(BUILD)/fuzz). tests/fuzz/run.sh runs them.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := $(BUILD)/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS  := -std=c17 -D_GNU_SOURCE -march=$(MARCH) -O1 -g $(FUZZ_SAN) -fsanitize=fuzzer-no-link \
+                -fopenmp -Wall -Wextra -Werror -Wno-unused-parameter -Isrc -Itests/fuzz $(shell mpicc --showme:compile) -MMD -MP
+FUZZ_LIB_SRC := $(sort $(wildcard src/base/*.c src/data/*.c)) src/ckpt/checkpoint.c src/ckpt/checkpoint_manifest.c \
+                src/ckpt/safetensors.c src/model/model.c src/model/model_table.c src/cli/schema.c
+FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_BUILD)/tests/fuzz/fuzz_common.o
+FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN     := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(filter-out tests/fuzz/fuzz_common.c,$(FUZZ_SRC)))
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_BUILD)/libfuzzmpilm.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# The model's kernels (needed by model.c, never run by a parser) come uninstrumented from libmpilm.a.
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libfuzzmpilm.a $(BUILD)/libmpilm.a
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(shell mpicc --showme:link) -fopenmp $(LDLIBS)
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz: fuzz-deps
+	$(MAKE) fuzz-build
+	BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run.sh
 
 clean:
 	rm -rf build mpilm

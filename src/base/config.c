@@ -168,6 +168,14 @@ static status_t check_value(const config_key *k, const char *value, const char *
     return ST_OK;
 }
 
+/* Where a comment starts in s: ';' or '#' at the start or after whitespace; NULL if none. */
+static const char *comment_mark(const char *s)
+{
+    for (const char *p = s; *p; p++)
+        if ((*p == ';' || *p == '#') && (p == s || isspace((unsigned char)p[-1]))) return p;
+    return NULL;
+}
+
 status_t config_set(config *c, const char *section, const char *key, const char *value, const char *origin)
 {
     char valid[1024];
@@ -181,6 +189,13 @@ status_t config_set(config *c, const char *section, const char *key, const char 
         return st_fail(ST_CONFIG, "%s: unknown key '%s' in [%s] (valid: %s)", origin, key, section, valid);
     }
     TRY(check_value(&c->schema[i], value, origin));
+    /* config_print writes "key = value": a value a config file would cut there would not load back. */
+    const char *mark = comment_mark(value);
+    FAIL_IF(mark || strpbrk(value, "\r\n"), ST_CONFIG,
+            "%s: the value of %s.%s has %s (found '%s'); a config file would cut the value there, so remove it",
+            origin, c->schema[i].section, c->schema[i].key,
+            mark ? (*mark == ';' ? "a ';' at its start or after a space" : "a '#' at its start or after a space")
+                 : "a line break", value);
     char *text = dup_string(value);
     FAIL_IF(!text, ST_NOMEM, "%s: out of memory", origin);
     free(c->values[i].text);
@@ -200,11 +215,8 @@ static char *trim(char *s)
 /* Strips a comment: ';' or '#' at the start or after whitespace. */
 static void strip_comment(char *s)
 {
-    for (char *p = s; *p; p++)
-        if ((*p == ';' || *p == '#') && (p == s || isspace((unsigned char)p[-1]))) {
-            *p = '\0';
-            return;
-        }
+    const char *p = comment_mark(s);
+    if (p) s[p - s] = '\0';
 }
 
 typedef struct seen_list {

@@ -1,6 +1,7 @@
 /* ckpt/manifest — manifest.json of a checkpoint, built and parsed
  * (docs/formats.md, "Checkpoint manifest"). */
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,12 +169,15 @@ static status_t get_num(json_ctx c, const char *key, double *out)
     return ST_OK;
 }
 
+/* Counts, offsets and steps: a double in [0, 2^63), so that it converts to both uint64_t and int64_t. */
+static int json_count(double d) { return d >= 0 && d < 0x1p63; }
+
 static status_t get_u64(json_ctx c, const char *key, uint64_t *out)
 {
     double d = 0;
     TRY(get_num(c, key, &d));
-    FAIL_IF(d < 0, ST_FORMAT, "%s: %s.%s = %g is negative (expected >= 0); the checkpoint is damaged", c.path, c.where,
-            key, d);
+    FAIL_IF(!json_count(d), ST_FORMAT, "%s: %s.%s = %g is out of range (expected 0 to 2^63); the checkpoint is damaged",
+            c.path, c.where, key, d);
     *out = (uint64_t)d;
     return ST_OK;
 }
@@ -182,6 +186,8 @@ static status_t get_int(json_ctx c, const char *key, int *out)
 {
     uint64_t v = 0;
     TRY(get_u64(c, key, &v));
+    FAIL_IF(v > INT_MAX, ST_FORMAT, "%s: %s.%s = %llu is out of range (expected 0 to %d); the checkpoint is damaged",
+            c.path, c.where, key, (unsigned long long)v, INT_MAX);
     *out = (int)v;
     return ST_OK;
 }
@@ -248,7 +254,12 @@ static status_t parse_data(json_ctx c, ckpt_meta *m)
     const cJSON *extra = cJSON_GetObjectItemCaseSensitive(cur.obj, "extra");
     FAIL_IF(!cJSON_IsArray(extra) || cJSON_GetArraySize(extra) != 6, ST_FORMAT,
             "%s: data.cursor.extra is missing or not 6 numbers; the checkpoint is damaged", c.path);
-    for (int i = 0; i < 6; i++) m->cursor.extra[i] = (uint64_t)cJSON_GetArrayItem(extra, i)->valuedouble;
+    for (int i = 0; i < 6; i++) {
+        const cJSON *v = cJSON_GetArrayItem(extra, i);
+        FAIL_IF(!cJSON_IsNumber(v) || !json_count(v->valuedouble), ST_FORMAT,
+                "%s: data.cursor.extra[%d] is not a number from 0 to 2^63; the checkpoint is damaged", c.path, i);
+        m->cursor.extra[i] = (uint64_t)v->valuedouble;
+    }
     return ST_OK;
 }
 
@@ -306,9 +317,9 @@ status_t ckpt_manifest_parse_meta(const char *path, const cJSON *root, ckpt_meta
             "wrote it or a newer one", path, version, CKPT_VERSION);
     TRY(get_obj(c, "model", &sub));
     TRY(parse_model(sub, &meta->model));
-    double step = 0, tokens = 0;
-    TRY(get_num(c, "step", &step));
-    TRY(get_num(c, "tokens_seen", &tokens));
+    uint64_t step = 0, tokens = 0;
+    TRY(get_u64(c, "step", &step));
+    TRY(get_u64(c, "tokens_seen", &tokens));
     meta->step = (int64_t)step, meta->tokens_seen = (int64_t)tokens;
     TRY(get_str(c, "seed", &seed));
     meta->seed = strtoull(seed, NULL, 10);

@@ -181,10 +181,11 @@ static status_t parse_offsets(const safet_file *f, const char *name, const cJSON
         if (__builtin_mul_overflow(bytes, (uint64_t)t->shape[d], &bytes))
             return entry_fail(f, name, "shape too large (the byte size overflows 64 bits)");
     if (t->end - t->begin != bytes)
-        return entry_fail(f, name, "data_offsets [%llu, %llu] hold %llu bytes (expected %llu = %lld elements of %s)",
+        return entry_fail(f, name, "data_offsets [%llu, %llu] hold %llu bytes (expected %llu = %llu elements of %s)",
                           (unsigned long long)t->begin, (unsigned long long)t->end,
                           (unsigned long long)(t->end - t->begin), (unsigned long long)bytes,
-                          (long long)safet_numel(t), safet_dtype_name(t->dtype));
+                          (unsigned long long)(bytes / (uint64_t)safet_dtype_size(t->dtype)),
+                          safet_dtype_name(t->dtype));
     return ST_OK;
 }
 

@@ -289,7 +289,11 @@ static status_t bpe_merge_side(const tokenizer *t, const char *path, int line, c
 
 static status_t bpe_load_merges(tokenizer *t, const char *path, const char *data, size_t len)
 {
-    TRY(merge_table_init(&t->merges, t->n_vocab));
+    /* Room for every line: a vocabulary's tokens can be split in more ways than it has tokens, and a full
+     * open-addressing table would never find an empty slot. */
+    uint32_t lines = 1;
+    for (size_t i = 0; i < len; i++) lines += data[i] == '\n';
+    TRY(merge_table_init(&t->merges, lines > t->n_vocab ? lines : t->n_vocab));
     uint32_t rank = 0;
     char raw[1024];
     int line = 0;

@@ -177,8 +177,8 @@ typedef struct json_ctx { const char *path; const cJSON *obj; } json_ctx;
 static status_t json_u64(json_ctx c, const char *key, uint64_t *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(c.obj, key);
-    FAIL_IF(!cJSON_IsNumber(v) || v->valuedouble < 0, ST_FORMAT,
-            "%s: \"%s\" is missing or not a non-negative number; re-run mpilm prep", c.path, key);
+    FAIL_IF(!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble < 0x1p64), ST_FORMAT,
+            "%s: \"%s\" is missing or not a number from 0 to 2^64; re-run mpilm prep", c.path, key);
     *out = (uint64_t)v->valuedouble;
     return ST_OK;
 }

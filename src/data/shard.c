@@ -299,6 +299,11 @@ static status_t reader_read_header(shard_reader *r)
             "mpilm prep", r->path, (unsigned long long)want, (unsigned long long)got);
     FAIL_IF(r->hdr.token_width != 2 && r->hdr.token_width != 4, ST_FORMAT,
             "%s: token width %u at byte 20 (expected 2 or 4); the shard is corrupt", r->path, r->hdr.token_width);
+    /* Bounds first: the end below cannot wrap around, and no index is allocated for frames that cannot be there. */
+    FAIL_IF(r->hdr.index_offset > r->size || r->hdr.n_frames > r->size / SHARD_INDEX_ENTRY, ST_FORMAT,
+            "%s: the index at byte %llu with %u frames (header bytes 64 and 36) lies beyond the end of the file (%llu "
+            "bytes); the shard is corrupt, re-run mpilm prep", r->path, (unsigned long long)r->hdr.index_offset,
+            r->hdr.n_frames, (unsigned long long)r->size);
     uint64_t end = r->hdr.index_offset + FRAME_HEAD + 16 + (uint64_t)r->hdr.n_frames * SHARD_INDEX_ENTRY;
     FAIL_IF(end > r->size, ST_FORMAT,
             "%s: truncated at byte %llu (the header says the file ends at byte %llu); re-run mpilm prep", r->path,

@@ -212,9 +212,9 @@ status_t wordpiece_decode(const tokenizer *t, const uint32_t *ids, size_t n_ids,
         memcpy(*out + *n, tok, len);
         *n += len;
     }
+    TRY(bytes_reserve(out, cap, *n + 1)); /* first: *out may still be NULL when there are no ids */
     for (size_t r = 0; r < sizeof cleanup_rules / sizeof *cleanup_rules; r++)
         *n = start + replace_all(*out + start, *n - start, cleanup_rules[r][0], cleanup_rules[r][1]);
-    TRY(bytes_reserve(out, cap, *n + 1));
     (*out)[*n] = 0;
     return ST_OK;
 }

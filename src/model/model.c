@@ -9,6 +9,8 @@
 
 status_t model_config_check(const model_config *c)
 {
+    FAIL_IF(c->n_head < 1 || c->d_model < 1, ST_CONFIG, "model: n_head and d_model must be >= 1 (found %d, %d)",
+            c->n_head, c->d_model);
     FAIL_IF(c->d_model % c->n_head != 0, ST_CONFIG,
             "model.n_head = %d does not divide model.d_model = %d (expected a divisor, e.g. %d)",
             c->n_head, c->d_model, c->d_model / 64 > 0 ? c->d_model / 64 : 1);

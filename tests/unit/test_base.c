@@ -247,6 +247,21 @@ Test(config, printed_config_loads_back_to_the_same_values)
     config_free(d);
 }
 
+/* Found by tests/fuzz (config): "name =;x" loaded as ";x", printed as "name = ;x", which loads back as "". */
+Test(config, value_a_printed_config_would_cut_is_refused)
+{
+    config *c;
+    cr_assert_eq(load_text("[run]\nname =;x\n", &c), ST_CONFIG);
+    cr_assert(strstr(st_message(), "c.ini:2: the value of run.name has a ';' at its start"), "%s", st_message());
+    config_free(c);
+    c = config_new(schema, N_SCHEMA);
+    cr_assert_eq(config_set_arg(c, "run.name=a #b"), ST_CONFIG);
+    cr_assert(strstr(st_message(), "a '#' at its start or after a space (found 'a #b')"), "%s", st_message());
+    cr_assert_eq(config_set_arg(c, "run.name=a;b#c"), ST_OK, "marks inside a word are not comments");
+    cr_assert_str_eq(config_str(c, "run.name"), "a;b#c");
+    config_free(c);
+}
+
 /* ---- rng ------------------------------------------------------------------- */
 
 /* Known-answer vectors of Random123's kat_vectors (Salmon et al., SC'11). */
