@@ -26,7 +26,7 @@ msg=$("$MPILM" frobnicate 2>&1); rc=$?
 # the key, then auto = the cores this process may use (one rank)
 threads() { # expected-count expected-origin env-assignments... -- options...
   want=$1 origin=$2; shift 2
-  env -u BLIS_NUM_THREADS -u OMP_NUM_THREADS "$@" --set train.steps=1 --set run.dir="$d/threads" > "$d/t.log" 2>&1 ||
+  env -u BLIS_NUM_THREADS -u OMP_NUM_THREADS "$@" --set train.steps=1 --set run.dir="$d/threads" --overwrite > "$d/t.log" 2>&1 ||
     { cat "$d/t.log"; fail "threads run: $*"; }
   grep -q ", $want threads\{0,1\} per rank ($origin)" "$d/t.log" ||
     { grep "per rank" "$d/t.log"; fail "expected $want threads ($origin): $*"; }
@@ -78,10 +78,15 @@ field "$d/clip0" grad_norm | awk '$1 <= 0.01 { bad = 1 } END { exit bad }' || fa
 echo "train.clip = 0: no clipping (as 1e9; 0.01 differs)"
 
 # MPILM_LOG: error hides info and warnings, warn hides info only, info shows both
+# (every save fails: step 1's is a warning under on_error = continue, the final
+# one after step 2 an error, exit 1, at every level)
 for level in error warn info; do
-  MPILM_LOG=$level MPILM_TEST_CKPT_FAIL=write "$MPILM" train "$@" --set train.steps=1 --set ckpt.on_error=continue \
-    --set run.dir="$d/log-$level" > "$d/out" 2> "$d/err" || { cat "$d/out" "$d/err"; fail "MPILM_LOG=$level run"; }
-  info=$(grep -c "step 1/1" "$d/out") warn=$(grep -c "warning: checkpoint at step 1 failed" "$d/err")
+  MPILM_LOG=$level MPILM_TEST_CKPT_FAIL=write "$MPILM" train "$@" --set train.steps=2 --set ckpt.every_steps=1 \
+    --set ckpt.on_error=continue --set run.dir="$d/log-$level" > "$d/out" 2> "$d/err"
+  rc=$?
+  [ $rc -eq 1 ] && grep -q "error: .*the final checkpoint (step 2) was not written" "$d/err" ||
+    { cat "$d/out" "$d/err"; fail "MPILM_LOG=$level run: exit $rc (expected 1 with the final save's error)"; }
+  info=$(grep -c "step 1/2" "$d/out") warn=$(grep -c "warning: checkpoint at step 1 failed" "$d/err")
   case $level in
     error) [ "$info" -eq 0 ] && [ "$warn" -eq 0 ] ;;
     warn) [ "$info" -eq 0 ] && [ "$warn" -eq 1 ] ;;
