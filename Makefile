@@ -74,7 +74,7 @@ endif
 DEB_PACKAGES := build-essential libopenmpi-dev openmpi-bin libscalapack-openmpi-dev libblis-dev \
                 libzstd-dev zstd libdnnl-dev libcriterion-dev libxxhash-dev libcjson-dev pkg-config gnuplot-nox
 BENCH_DEB_PACKAGES := python3-torch libjemalloc2
-TEST_DEB_PACKAGES := python3-torch python3-numpy slurm-wlm munge clang libclang-rt-14-dev
+TEST_DEB_PACKAGES := python3-torch python3-numpy slurm-wlm munge clang libclang-rt-14-dev strace
 FUZZ_DEB_PACKAGES := clang libclang-rt-14-dev
 
 .PHONY: all deps test-deps bench-deps fuzz-deps test check bench demo install clean tests reference mutate fuzz fuzz-build
