@@ -17,7 +17,7 @@ msg=$(MPILM_TEST_CKPT_FAIL=write "$MPILM" train "$@" 2>&1); rc=$?
 echo "$msg" | grep -q "checkpoint at step 1 failed (no earlier checkpoint exists in the run directory" ||
   fail "first save: $msg"
 echo "$msg" | grep -q "intact" && fail "the first save's failure claims an intact previous checkpoint: $msg"
-"$MPILM" train "$@" > "$d/log" 2>&1 || { tail -3 "$d/log"; fail "a save after the failed one"; }
+"$MPILM" train "$@" --resume auto > "$d/log" 2>&1 || { tail -3 "$d/log"; fail "a save after the failed one"; }
 msg=$(MPILM_TEST_CKPT_FAIL=write "$MPILM" train "$@" --set train.steps=2 --resume auto 2>&1)
 echo "$msg" | grep -q "checkpoint at step 2 failed (the previous checkpoint and latest are intact)" ||
   fail "a later save: $msg"
