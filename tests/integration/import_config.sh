@@ -8,22 +8,8 @@ MPILM=${MPILM:-./mpilm}
 d=$(mktemp -d)
 trap 'rm -rf "$d"' EXIT
 fail() { echo "FAIL import_config: $*"; exit 1; }
-cat > "$d/tiny.ini" <<'INI'
-[model]
-family = gpt
-n_layer = 2
-d_model = 32
-n_head = 2
-d_ff = 64
-seq_len = 16
-max_positions = 16
-vocab_size = 512
-[train]
-steps = 2
-micro_batch = 2
-[log]
-every = 1
-INI
+. tests/common/tiny.sh
+tiny_ini "$d/tiny.ini" || exit 1
 "$MPILM" train --config "$d/tiny.ini" --set run.dir="$d/run" > "$d/log" 2>&1 || { tail -5 "$d/log"; fail "training"; }
 "$MPILM" export --ckpt "$d/run" --format hf --out "$d/hf" > "$d/log" 2>&1 || { cat "$d/log"; fail "export"; }
 "$MPILM" import --hf "$d/hf" --out "$d/good" > "$d/log" 2>&1 || { cat "$d/log"; fail "import of an unchanged export"; }

@@ -13,22 +13,8 @@ trap 'rm -rf "$d"' EXIT
 fail() { echo "FAIL memory_check: $*"; exit 1; }
 # AddressSanitizer reserves terabytes of address space at start: no ulimit -v fits it
 [ "${SAN:-0}" != 1 ] || { echo "memory_check: skipped: ulimit -v cannot be tested under AddressSanitizer (SAN=1)"; exit 77; }
-cat > "$d/tiny.ini" <<'INI'
-[model]
-family = gpt
-n_layer = 2
-d_model = 32
-n_head = 2
-d_ff = 64
-seq_len = 16
-max_positions = 16
-vocab_size = 512
-[train]
-steps = 2
-micro_batch = 2
-[log]
-every = 1
-INI
+. tests/common/tiny.sh
+tiny_ini "$d/tiny.ini" || exit 1
 limit=700000 # kB: about 280 MiB of libraries and MPI plus the tiny model fit, gpt-mini's ~270 MiB plan does not
 big="launch/configs/gpt-mini.ini --set train.steps=1 --set train.precision=fp32"
 

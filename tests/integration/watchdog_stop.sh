@@ -13,23 +13,8 @@ export MPILM_PEAK_GFLOPS=${MPILM_PEAK_GFLOPS:-1}
 d=$(mktemp -d)
 trap 'rm -rf "$d"' EXIT
 fail() { echo "FAIL watchdog_stop: $*"; exit 1; }
-cat > "$d/tiny.ini" <<'INI'
-[model]
-family = gpt
-n_layer = 2
-d_model = 32
-n_head = 2
-d_ff = 64
-seq_len = 16
-max_positions = 16
-vocab_size = 128
-[train]
-steps = 50
-micro_batch = 2
-micro_batches = 1
-[log]
-every = 1
-INI
+. tests/common/tiny.sh
+tiny_ini "$d/tiny.ini" vocab_size=128 steps=50 || exit 1
 # run NAME LIMIT RANK1_ENV... -- options: rank 0 plain, rank 1 with RANK1_ENV; prints the exit status and seconds
 run() {
   name=$1 limit=$2
