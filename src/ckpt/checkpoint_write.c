@@ -11,6 +11,7 @@
 
 #include "base/fileio.h"
 #include "base/hash.h"
+#include "base/log.h"
 #include "ckpt/checkpoint_internal.h"
 #include "data/tokenizer.h"
 
@@ -181,6 +182,26 @@ static status_t prune(const char *run_dir, int64_t step, uint64_t run_id, int ke
     return removed ? fsync_dir(run_dir) : ST_OK;
 }
 
+/* A directory of the step being written that this run did not write
+ * (another run's, an import's, or one whose manifest cannot be read) is kept
+ * as STEP.replaced-HEX (HEX: its run id, or 0) instead of being removed: a
+ * run never deletes what it did not write. */
+static status_t keep_foreign_step(const char *final, uint64_t run_id)
+{
+    struct stat sb;
+    uint64_t owner = 0;
+    if (lstat(final, &sb) != 0) return ST_OK;
+    if (ckpt_run_id(final, &owner) != ST_OK) st_clear();
+    if (run_id != 0 && owner == run_id) return ST_OK;
+    char kept[4300];
+    snprintf(kept, sizeof kept, "%s.replaced-%016llx", final, (unsigned long long)owner);
+    FAIL_IF(rename(final, kept) != 0, ST_IO, "%s: another run's checkpoint of this step is in the way and cannot be "
+            "moved aside to %s (%s); move it by hand or set run.dir to a new directory", final, kept, strerror(errno));
+    log_msg(LOG_WARN, "%s belonged to another run (run id %016llx); kept as %s", final, (unsigned long long)owner,
+            kept);
+    return ST_OK;
+}
+
 status_t ckpt_commit(const char *run_dir, int64_t step, const char *tmp, uint64_t run_id, int keep)
 {
     char name[32], final[4200], old[4200];
@@ -189,7 +210,9 @@ status_t ckpt_commit(const char *run_dir, int64_t step, const char *tmp, uint64_
     snprintf(old, sizeof old, "%s/.%s.old", run_dir, name);
     TRY(fsync_dir(tmp));
     crash_point("ckpt:before_rename");
-    /* A directory of that step from an earlier run is moved aside, not merged. */
+    TRY(keep_foreign_step(final, run_id));
+    /* This run's own directory of that step (a resume from an older step) is
+     * moved aside and removed, not merged. */
     ckpt_remove_tree(old);
     if (rename(final, old) != 0 && errno != ENOENT)
         return st_fail(ST_IO, "%s: cannot move the earlier checkpoint aside (%s)", final, strerror(errno));

@@ -119,6 +119,19 @@ train 1 "$d/c2.log" --set train.steps=2 --set run.dir="$c" --resume auto --set c
   { tail -5 "$d/c2.log"; fail "if_none_valid = restart"; }
 grep -q "starting from scratch" "$d/c2.log" || fail "if_none_valid = restart does not say it starts from scratch"
 latest_is "$c" step-0000002 "after the restart"
+# a restart over this run's corrupt step-2: the new run's step-2 takes its place,
+# the old one is kept as step-0000002.replaced-RUNID, never deleted
+old_id=$(sed -n 's/.*"run_id":[[:space:]]*"\([0-9a-f]*\)".*/\1/p' "$c/step-0000002/manifest.json")
+[ -n "$old_id" ] || fail "no run_id in $c/step-0000002/manifest.json"
+printf 'X' | dd of="$c/step-0000002/shard-00000.bin" bs=1 seek=100 conv=notrunc 2>/dev/null
+train 1 "$d/c4.log" --set train.steps=2 --set run.dir="$c" --resume auto --set ckpt.if_none_valid=restart ||
+  { tail -5 "$d/c4.log"; fail "the second restart"; }
+[ -f "$c/step-0000002.replaced-$old_id/manifest.json" ] ||
+  { ls -la "$c"; fail "the corrupt step-2 of the earlier run was not kept as step-0000002.replaced-$old_id"; }
+new_id=$(sed -n 's/.*"run_id":[[:space:]]*"\([0-9a-f]*\)".*/\1/p' "$c/step-0000002/manifest.json")
+[ -n "$new_id" ] && [ "$new_id" != "$old_id" ] || fail "step-0000002 is not the new run's (run ids $old_id, $new_id)"
+grep -q "belonged to another run (run id $old_id); kept as" "$d/c4.log" || fail "no warning about the kept step"
+latest_is "$c" step-0000002 "after the second restart"
 train 1 "$d/c3.log" --set train.steps=2 --set run.dir="$d/new" --resume auto || fail "--resume auto in a new directory"
 grep -q "starting from scratch" "$d/c3.log" || fail "--resume auto in a new directory does not say it starts fresh"
 echo "--resume auto: none valid fails naming each; restart on request; a new directory starts fresh"
