@@ -132,12 +132,14 @@ done
 scontrol update JobId="$job" StartTime=now 2>/dev/null
 # squeue may briefly not list a job being requeued: wait for the second run's
 # end. The update above is refused while the job is still completing, so it
-# is repeated while the job waits for its begin time.
+# is repeated while the job waits for its begin time. The wait covers Slurm's
+# own hold (about two minutes) with room to spare, in case every update is
+# refused (a CI run once missed a 120 s limit, its job state blank).
 i=0
 until [ "$(grep -c "exit status" "$d/job.out" 2>/dev/null)" -ge 2 ]; do
   [ $((i % 10)) -eq 9 ] && squeue -h -j "$job" -o %r 2>/dev/null | grep -q BeginTime &&
     scontrol update JobId="$job" StartTime=now 2>/dev/null
-  i=$((i + 1)); [ $i -lt 240 ] || fail "the requeued job did not finish (state $(squeue -h -j "$job" -o '%T %r'))"
+  i=$((i + 1)); [ $i -lt 600 ] || fail "the requeued job did not finish in 300 s (state $(squeue -h -j "$job" -o '%T %r'); scontrol: $(scontrol show job "$job" 2>&1 | tr '\n' ' ' | cut -c1-400))"
   sleep 0.5
 done
 grep -q "exit status 75" "$d/job.out" || fail "no preemption exit 75 in the job output"
