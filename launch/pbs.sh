@@ -21,11 +21,13 @@ mpirun -np "$NP" ${PBS_NODEFILE:+--hostfile "$PBS_NODEFILE"} -x OMP_NUM_THREADS 
   "$MPILM" train --config "$CONFIG" --resume auto &
 pid=$!
 trap 'kill -USR1 $pid 2>/dev/null' USR1 TERM INT
-while :; do
-  wait $pid
-  rc=$?
-  kill -0 $pid 2>/dev/null || break
-done
+# wait returns early (status 128 + signal) when a trapped signal arrives: wait
+# again while mpirun lives, then once more for its own status, which bash keeps
+# for a child that ended in between (taking the early status instead made a
+# preempted job look failed, and it was not requeued)
+while kill -0 $pid 2>/dev/null; do wait $pid; done
+wait $pid
+rc=$?
 if [ "$rc" -eq 75 ] && [ -n "${PBS_JOBID:-}" ]; then
   echo "mpilm: checkpoint written after preemption; rerunning $PBS_JOBID"
   qrerun "$PBS_JOBID"
