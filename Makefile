@@ -77,7 +77,7 @@ BENCH_DEB_PACKAGES := python3-torch libjemalloc2
 TEST_DEB_PACKAGES := python3-torch python3-numpy slurm-wlm munge clang libclang-rt-14-dev strace
 FUZZ_DEB_PACKAGES := clang libclang-rt-14-dev
 
-.PHONY: all deps test-deps bench-deps fuzz-deps test check bench demo install clean tests reference mutate fuzz fuzz-build
+.PHONY: all deps test-deps node-deps bench-deps fuzz-deps test check bench demo install clean tests reference mutate fuzz fuzz-build
 .DEFAULT_GOAL := all
 # Keep test objects between builds (they are intermediate files of pattern rules).
 .SECONDARY: $(UNIT_BIN:%=%.o) $(MPI_BIN:%=%.o) $(BENCH_BIN:%=%.o) $(TOOL_BIN:%=%.o)
@@ -133,9 +133,18 @@ deps:
 bench-deps:
 	$(call install_missing,$(BENCH_DEB_PACKAGES))
 
-# PyTorch (reference checks of exports), Slurm + munge (tests/integration/slurm.sh).
+# PyTorch (reference checks of exports), Slurm + munge (tests/integration/slurm.sh),
+# Hugging Face's tokenizers from npm (tokenizer checks against the Rust original).
 test-deps:
 	$(call install_missing,$(TEST_DEB_PACKAGES),soft)
+	@command -v npm >/dev/null || $(MAKE) --no-print-directory node-deps
+	@. tests/common/hf_tokenizers.sh && hf_tokenizers_path >/dev/null && \
+	  echo "test-deps: Hugging Face tokenizers $$HF_TOKENIZERS_VERSION (npm) present" || \
+	  echo "test-deps: warning: the tests against Hugging Face's tokenizers will skip" >&2
+
+# Node.js and npm, only where no node is installed (a NodeSource node brings its own npm).
+node-deps:
+	$(call install_missing,nodejs npm,soft)
 
 # clang with libFuzzer and its sanitizer runtimes (make fuzz, tests/integration/fuzz.sh).
 fuzz-deps:

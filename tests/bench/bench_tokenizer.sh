@@ -9,7 +9,6 @@ SHARED=${MPILM_SHARED:-../shared}
 REPEATS=${REPEATS:-3}
 CORPUS=$SHARED/corpora/train.txt
 BENCH=$BUILD/tests/bench/bench_tokenizer
-HF_VERSION=0.23.2
 [ -x "$BENCH" ] || { echo "bench_tokenizer: $BENCH not built (run make bench)"; exit 1; }
 [ -f "$CORPUS" ] || { echo "bench_tokenizer: $CORPUS missing; skipped"; exit 0; }
 PIN=""
@@ -18,16 +17,10 @@ MB=$(( $(wc -c < "$CORPUS") / 1000000 ))
 echo "corpus: $CORPUS ($MB MB), one core ($PIN), median of $REPEATS"
 
 peer=""
-if command -v node >/dev/null && command -v npm >/dev/null; then
-  NODE_DIR=$BUILD/bench-node
-  if [ ! -d "$NODE_DIR/node_modules/tokenizers" ]; then
-    mkdir -p "$NODE_DIR"
-    (cd "$NODE_DIR" && npm install --no-audit --no-fund --silent "tokenizers@$HF_VERSION" >/dev/null 2>&1) ||
-      echo "peer: npm install tokenizers@$HF_VERSION failed; peer skipped"
-  fi
-  [ -d "$NODE_DIR/node_modules/tokenizers" ] && peer=$NODE_DIR/node_modules
-else
-  echo "peer: node/npm not found; Hugging Face tokenizers skipped"
+. tests/common/hf_tokenizers.sh
+if ! peer=$(hf_tokenizers_path); then
+  peer=""
+  echo "peer: Hugging Face tokenizers unavailable; peer skipped"
 fi
 
 figure() { # "NAME KIND: X MB/s ..." -> X
