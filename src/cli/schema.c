@@ -31,7 +31,10 @@ const config_key mpilm_schema[] = {
 
     {"train", "steps", CFG_INT, "100", NULL, 0, ANY_COUNT, "optimizer steps"},
     {"train", "micro_batch", CFG_INT, "8", NULL, 1, 1 << 20, "sequences per micro-batch"},
-    {"train", "micro_batches", CFG_INT, "1", NULL, 1, 1 << 20, "micro-batches per step and replica"},
+    {"train", "micro_batches", CFG_INT, "auto", "auto", 1, 1 << 20,
+     "micro-batches per step and replica; auto = global_batch / (dp * micro_batch), or 1 without global_batch"},
+    {"train", "global_batch", CFG_INT, "auto", "auto", 1, 1 << 30,
+     "sequences per step over all replicas, kept on any rank count; auto = micro_batch * micro_batches * dp"},
     {"train", "lr", CFG_FLOAT, "3e-4", NULL, 0, 10, "peak learning rate"},
     {"train", "min_lr", CFG_FLOAT, "0", NULL, 0, 10, "learning rate at the end of decay"},
     {"train", "warmup_steps", CFG_INT, "0", NULL, 0, ANY_COUNT, "linear warm-up steps"},

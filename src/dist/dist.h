@@ -77,6 +77,10 @@ typedef struct dist_topology {
     MPI_Comm tp_comm;             /* the tp consecutive ranks of this stage and replica; rank = tp_rank */
 } dist_topology;
 
+/* The replicas (dist.dp, auto resolved) a job of world ranks has, after the
+ * same checks as dist_topology_create; not collective. */
+status_t dist_layout_dp(const dist_config *dc, int world, int *dp);
+
 /* Checks the layout against the world (before any work) and builds the
  * communicators. Collective over world. */
 status_t dist_topology_create(dist_topology *t, const dist_config *dc, const model_config *mc, MPI_Comm world);

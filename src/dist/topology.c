@@ -129,6 +129,12 @@ static status_t split(MPI_Comm comm, int color, int key, MPI_Comm *out)
     return ST_OK;
 }
 
+status_t dist_layout_dp(const dist_config *dc, int world, int *dp)
+{
+    int tp;
+    return check_layout(dc, world, dp, &tp);
+}
+
 status_t dist_topology_create(dist_topology *t, const dist_config *dc, const model_config *mc, MPI_Comm world)
 {
     memset(t, 0, sizeof *t);

@@ -137,6 +137,8 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     t->comm = comm;
     MPI_Comm_rank(comm, &t->rank);
     MPI_Comm_size(comm, &t->size);
+    TRY(train_resolve_batch(&t->tc, t->size));
+    tc = &t->tc;
     TRY(trainer_local_ranks(comm, &t->local_ranks));
     TRY(trainer_check_memory(t));
     TRY(dist_engine_create(&t->engine, &tc->dist, &tc->model, &tc->optim, tc->micro_batch, tc->micro_batches,

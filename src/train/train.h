@@ -29,7 +29,8 @@ typedef struct train_config {
     char precision_why[160];  /* why that precision, for the start-up line */
     optim_config optim;
     int64_t steps;
-    int micro_batch, micro_batches;
+    int micro_batch, micro_batches; /* micro_batches <= 0: auto (train_resolve_batch) */
+    int64_t global_batch;     /* train.global_batch; <= 0 = auto */
     uint64_t seed;
     int random_data;          /* data.source = random */
     char data_path[1024];
@@ -58,6 +59,13 @@ status_t train_precision_resolve(const char *requested, int tp_2d, model_config 
 
 /* Reads DESIGN §8's keys; errors name the key. */
 status_t train_config_load(const config *cfg, train_config *tc);
+
+/* train.global_batch and train.micro_batches at a job of world ranks: with a
+ * global batch, micro_batches = global_batch / (dp x micro_batch) (a given
+ * micro_batches must agree, the division must be exact), so the same run
+ * resumes on another rank count with the same samples; without one,
+ * micro_batches auto is 1. */
+status_t train_resolve_batch(train_config *tc, int world);
 
 typedef struct trainer trainer;
 

@@ -411,7 +411,8 @@ static status_t restore(trainer *t, const ckpt_reader *r)
     uint64_t want = (uint64_t)meta->step * trainer_global_batch(t);
     FAIL_IF(meta->next_sample != want, ST_CONFIG, "%s: the checkpoint is at sample %llu after %lld steps, but this "
             "configuration's global batch of %llu sequences puts step %lld at sample %llu; resume with the same "
-            "global batch (train.micro_batch x train.micro_batches x dist.dp)", ckpt_path(r),
+            "global batch (train.micro_batch x train.micro_batches x dist.dp; set train.global_batch to keep it on any rank "
+            "count)", ckpt_path(r),
             (unsigned long long)meta->next_sample, (long long)meta->step, (unsigned long long)trainer_global_batch(t),
             (long long)meta->step, (unsigned long long)want);
     if (t->stream) {

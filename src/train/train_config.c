@@ -100,6 +100,31 @@ static status_t load_dist(const config *cfg, dist_config *d)
     return dist_parse_stages(d, config_str(cfg, "dist.stages"));
 }
 
+status_t train_resolve_batch(train_config *tc, int world)
+{
+    int dp;
+    TRY(dist_layout_dp(&tc->dist, world, &dp));
+    long long G = (long long)tc->global_batch, B = tc->micro_batch, unit = (long long)dp * B;
+    if (G <= 0) {
+        if (tc->micro_batches <= 0) tc->micro_batches = 1;
+        return ST_OK;
+    }
+    FAIL_IF(G % unit != 0, ST_CONFIG,
+            "train.global_batch = %lld is not a multiple of dist.dp x train.micro_batch = %d x %lld = %lld (at %d "
+            "ranks); choose a global batch divisible by %lld, another train.micro_batch or another rank count",
+            G, dp, B, unit, world, unit);
+    long long m = G / unit;
+    FAIL_IF(tc->micro_batches > 0 && tc->micro_batches != m, ST_CONFIG,
+            "train.micro_batches = %d disagrees with train.global_batch = %lld: dist.dp x train.micro_batch x "
+            "train.micro_batches = %d x %lld x %d = %lld at %d ranks; leave train.micro_batches out (auto gives %lld "
+            "here) or drop train.global_batch", tc->micro_batches, G, dp, B, tc->micro_batches,
+            unit * tc->micro_batches, world, m);
+    FAIL_IF(m > (1 << 20), ST_CONFIG, "train.global_batch = %lld needs %lld micro-batches per replica (expected at "
+            "most %d); raise train.micro_batch", G, m, 1 << 20);
+    tc->micro_batches = (int)m;
+    return ST_OK;
+}
+
 status_t train_config_load(const config *cfg, train_config *tc)
 {
     memset(tc, 0, sizeof *tc);
@@ -114,6 +139,7 @@ status_t train_config_load(const config *cfg, train_config *tc)
     tc->steps = config_int(cfg, "train.steps");
     tc->micro_batch = (int)config_int(cfg, "train.micro_batch");
     tc->micro_batches = (int)config_int(cfg, "train.micro_batches");
+    tc->global_batch = config_int(cfg, "train.global_batch");
     tc->seed = (uint64_t)config_int(cfg, "train.seed");
     load_optim(cfg, &tc->optim, tc->steps);
     TRY(check_optim(cfg, &tc->optim));
