@@ -48,7 +48,6 @@ static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *out)
 {
     size_t N = (size_t)m->B * m->cfg.seq_len, C = m->cfg.d_model, Cl = m->Cl;
-    size_t att = (size_t)m->B * m->NHl * m->cfg.seq_len * m->cfg.seq_len;
     int half = m->cfg.bf16; /* GEMM-only inputs kept in bf16, their fp32 in one scratch */
     a->ln1_bf = a->ln2_bf = a->atty_bf = NULL;
     if (half && m->cfg.pre_ln) {
@@ -60,7 +59,7 @@ static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *
     a->ln1_mean = carve(cv, N);
     a->ln1_rstd = carve(cv, N);
     a->qkv = carve(cv, 3 * N * Cl);
-    a->att = carve(cv, att);
+    a->att_stat = carve(cv, (size_t)m->B * m->NHl * m->cfg.seq_len * 2);
     a->atty = half ? m->s.gemm_in : carve(cv, N * Cl);
     if (half) a->atty_bf = carve_bf16(cv, N * Cl);
     a->res1 = carve(cv, N * C);
@@ -106,7 +105,6 @@ static void carve_scratch(carver *cv, model_stage *m)
 {
     const model_config *c = &m->cfg;
     size_t N = (size_t)m->B * c->seq_len, C = c->d_model, V = m->Vl, Cl = m->Cl;
-    size_t att = (size_t)m->B * m->NHl * c->seq_len * c->seq_len;
     scratch *s = &m->s;
     s->gelu = c->bf16 ? NULL : carve(cv, m->nh); /* bf16: made in bf16 (stage_gelu) */
     if (c->bf16) s->gemm_in = carve(cv, N * C); /* Cl <= C */
@@ -123,7 +121,7 @@ static void carve_scratch(carver *cv, model_stage *m)
         s->dm_bias = carve(cv, (size_t)c->d_ff);
     }
     s->dqkv = carve(cv, 3 * N * Cl);
-    s->datt = carve(cv, att);
+    s->datt = carve(cv, attention_scratch_floats(m->B, c->seq_len, m->NHl));
     if (m->last) {
         s->logits = carve(cv, (size_t)HEAD_ROWS * V);
         s->ce_max = carve(cv, HEAD_ROWS);

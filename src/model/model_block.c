@@ -81,9 +81,8 @@ static status_t attention_half(model_stage *m, int l, const block_params *p, con
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, Cl = m->Cl;
     TRY(stage_linear_forward(m, a->qkv, 3 * Cl, attn_in, p->qkv_w, p->qkv_b, layout_of(m), N, C, 3 * Cl));
-    attention_forward(a->atty, a->att, m->s.datt, a->qkv, key_mask_of(m, b),
-                      c->family == MODEL_GPT, model_dropout(m, pass, l, SITE_ATT), m->B,
-                      c->seq_len, Cl, m->NHl);
+    attention_forward(a->atty, a->att_stat, m->s.datt, a->qkv, key_mask_of(m, b), c->family == MODEL_GPT,
+                      model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl);
     TRY(row_parallel_forward(m, m->s.tmp, (lin_in){a->atty, a->atty_bf}, p->proj_w, p->proj_b, N, Cl, C));
     dropout_add_forward(a->res1, x, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     return ST_OK;
@@ -155,14 +154,14 @@ static status_t ffn_half_backward(model_stage *m, int l, const block_params *p, 
  * to dacc (accumulate). Uses dA as scratch. */
 static status_t attention_half_backward(model_stage *m, int l, const block_params *p, const block_params *g,
                                         const block_acts *a, lin_in attn_in, const float *dres, float *dacc,
-                                        const model_pass *pass)
+                                        const batch *b, const model_pass *pass)
 {
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, Cl = m->Cl;
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     TRY(stage_linear_backward(m, m->s.dA, g->proj_w, g->proj_b, m->s.dtmp, C, (lin_in){a->atty, a->atty_bf}, p->proj_w, layout_of(m), N,
                     Cl, C, 0));
-    attention_backward(m->s.dqkv, m->s.datt, m->s.dA, a->qkv, a->att, c->family == MODEL_GPT,
+    attention_backward(m->s.dqkv, m->s.datt, m->s.dA, a->qkv, a->att_stat, key_mask_of(m, b), c->family == MODEL_GPT,
                        model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl);
     TRY(column_parallel_backward(m, dacc, g->qkv_w, g->qkv_b, m->s.dqkv, attn_in, p->qkv_w, N, C,
                                  3 * Cl));
@@ -176,7 +175,6 @@ status_t block_backward(model_stage *m, int l, const block_params *p, const bloc
 {
     size_t N = (size_t)m->B * m->cfg.seq_len, C = m->cfg.d_model;
     float *dln = m->s.dA;
-    (void)b;
     if (m->cfg.pre_ln) {
         /* dx holds d(res2); the residual passes it to res1 unchanged */
         memset(dln, 0, N * C * sizeof(float));
@@ -187,7 +185,7 @@ status_t block_backward(model_stage *m, int l, const block_params *p, const bloc
          * attention backward, so d(ln1) gathers in dfch's space */
         float *dln1 = m->s.dfch;
         memset(dln1, 0, N * C * sizeof(float));
-        TRY(attention_half_backward(m, l, p, g, a, ln1_in(a), dx, dln1, pass));
+        TRY(attention_half_backward(m, l, p, g, a, ln1_in(a), dx, dln1, b, pass));
         layernorm_backward(dx, g->ln1_w, g->ln1_b, dln1, x, p->ln1_w, a->ln1_mean, a->ln1_rstd,
                            (int)N, (int)C);
     } else {
@@ -202,7 +200,7 @@ status_t block_backward(model_stage *m, int l, const block_params *p, const bloc
         layernorm_backward(dx, g->ln1_w, g->ln1_b, dres2, a->res1, p->ln1_w, a->ln1_mean,
                            a->ln1_rstd, (int)N, (int)C);
         /* dx = d(res1) = d(x) through the residual, + the attention branch */
-        TRY(attention_half_backward(m, l, p, g, a, lin_f32(x), dx, dx, pass));
+        TRY(attention_half_backward(m, l, p, g, a, lin_f32(x), dx, dx, b, pass));
     }
     return ST_OK;
 }

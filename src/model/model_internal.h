@@ -27,7 +27,7 @@ typedef struct stage_params {
  * (one cheap pass) instead of being kept per layer (N x d_ff floats each); a
  * bf16 stage makes it in bf16 straight into the GEMM scratch (fch_gelu NULL). */
 typedef struct block_acts {
-    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res1;
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att_stat, *atty, *res1; /* att_stat: (B,NHl,T,2) */
     float *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *res2;
     /* bf16 stages: the GEMM-only inputs kept for backward in bf16 (the
        pre-LN ln1 and ln2, atty); their fp32 pointers then share one scratch,
@@ -44,7 +44,8 @@ typedef struct slot_acts {
 } slot_acts;
 
 typedef struct scratch {
-    float *tmp, *dA, *dtmp, *dfch, *dqkv, *datt;
+    float *tmp, *dA, *dtmp, *dfch, *dqkv;
+    float *datt;                      /* attention's scratch (attention_scratch_floats): no T x T kept */
     float *dm_x, *dm_y;               /* 2d: local parts of (N,C) FFN inputs, outputs and gradients */
     float *dm_bias;                   /* 2d: (d_ff) the FFN-in bias gradient's group sum */
     float *ce_max, *ce_st;            /* parallel cross-entropy: (HEAD_ROWS), (2 HEAD_ROWS) */

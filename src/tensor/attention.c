@@ -3,7 +3,16 @@
  * Each (sequence, head) pair is independent: one thread takes a pair and runs
  * its small GEMMs on one BLIS thread. Rows are processed in blocks of RB
  * queries; with a causal mask a block only multiplies the keys it can see
- * (keys < the block's end), which halves the work of a causal layer. */
+ * (keys < the block's end), which halves the work of a causal layer.
+ *
+ * Nothing of size T x T is kept between forward and backward: forward keeps
+ * each row's softmax maximum and 1 / sum (2 floats a row), and backward
+ * recomputes each block's probabilities from q and k with forward's GEMM
+ * call (the same shapes, so the same logits) and the same exp and product
+ * (so bitwise the same probabilities), and the dropout mask from its key.
+ * Memory per layer drops by B NH T^2 floats (gpt2-small, T = 1024: 48 MiB a
+ * layer) for one more q k^T GEMM and exp per block in backward. The scratch
+ * is two blocks of probabilities per (sequence, head) pair. */
 #include <math.h>
 #include <string.h>
 
@@ -13,13 +22,14 @@ enum { RB = 64 };
 
 static inline int key_end(int causal, int i1, int T) { return causal ? i1 : T; }
 
-/* Softmax of rows [i0, i1) of S (T,T) in place; entries j >= kend, j > i
- * (causal) or with key_mask[j] == 0 get probability exactly 0. */
-static void softmax_rows(float *S, int i0, int i1, int T, int kend, int causal,
+/* Softmax in place of query rows [i0, i1), held in S (row i at S + (i - i0) T);
+ * entries j >= kend, j > i (causal) or with key_mask[j] == 0 get probability
+ * exactly 0. stat[2 i], stat[2 i + 1] receive row i's maximum and 1 / sum. */
+static void softmax_rows(float *S, float *stat, int i0, int i1, int T, int kend, int causal,
                          const int32_t *key_mask)
 {
     for (int i = i0; i < i1; i++) {
-        float *row = S + (size_t)i * T;
+        float *row = S + (size_t)(i - i0) * T;
         int jend = causal ? i + 1 : kend;
         float mx = -INFINITY, sum = 0.0f;
         /* SIMD reductions (a fixed order per row: deterministic) */
@@ -43,17 +53,53 @@ static void softmax_rows(float *S, int i0, int i1, int T, int kend, int causal,
         float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
         for (int j = 0; j < jend; j++) row[j] *= inv;
         for (int j = jend; j < T; j++) row[j] = 0.0f;
+        stat[2 * i] = mx, stat[2 * i + 1] = inv;
     }
 }
 
-/* Rows [i0, i1) of Pd = dropout(P), element index base + i*T + j. */
+/* The probabilities softmax_rows made, from the logits and its stat: the same
+ * operations on the same values, so bitwise the same. */
+static void softmax_again(float *S, const float *stat, int i0, int i1, int T, int kend, int causal,
+                          const int32_t *key_mask)
+{
+    for (int i = i0; i < i1; i++) {
+        float *row = S + (size_t)(i - i0) * T;
+        int jend = causal ? i + 1 : kend;
+        float mx = stat[2 * i], inv = stat[2 * i + 1];
+        if (!key_mask) {
+            #pragma omp simd
+            for (int j = 0; j < jend; j++) row[j] = exp_fast(row[j] - mx) * inv;
+        } else {
+            #pragma omp simd
+            for (int j = 0; j < jend; j++) row[j] = key_mask[j] ? exp_fast(row[j] - mx) * inv : 0.0f;
+        }
+        for (int j = jend; j < kend; j++) row[j] = 0.0f;
+    }
+}
+
+/* Pd = dropout(P) for query rows [i0, i1) held as in softmax_rows (Pd may
+ * be P); the mask element of (i, j) is base + i T + j. */
 static void dropout_rows(float *Pd, const float *P, int i0, int i1, int T, int kend,
                          const drop_plan *pl, size_t base)
 {
     for (int i = i0; i < i1; i++) {
-        size_t at = (size_t)i * T;
-        drop_span(pl, Pd + at, NULL, P + at, (size_t)kend, base + at);
+        size_t at = (size_t)(i - i0) * T;
+        drop_span(pl, Pd + at, NULL, P + at, (size_t)kend, base + (size_t)i * T);
     }
+}
+
+size_t attention_scratch_floats(int B, int T, int NH)
+{
+    size_t rows = T < RB ? (size_t)T : RB;
+    return (size_t)B * NH * 2 * rows * T;
+}
+
+/* The logits of query rows [i0, i1) against keys [0, kend) into P (rows of
+ * T): scale q k^T. Forward and backward both call it. */
+static void logits_block(float *P, const float *Q, const float *K, int i0, int i1, int kend, int hs, int T, int C3,
+                         float scale)
+{
+    gemm_1t(0, 1, i1 - i0, kend, hs, scale, Q + (size_t)i0 * C3, C3, K, C3, 0.0f, P, T);
 }
 
 /* First mask element of (sequence b, local head h): keyed by the global head. */
@@ -63,39 +109,36 @@ static size_t mask_base(const dropout_site *d, int b, int h, int NH, int T)
     return ((size_t)b * heads + (size_t)d->head0 + h) * T * T;
 }
 
-void attention_forward(float *out, float *att, float *scratch, const float *qkv,
-                       const int32_t *key_mask, int causal, dropout_site drop, int B, int T,
-                       int C, int NH)
+void attention_forward(float *out, float *stat, float *scratch, const float *qkv, const int32_t *key_mask,
+                       int causal, dropout_site drop, int B, int T, int C, int NH)
 {
     int hs = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
+    size_t block = (T < RB ? (size_t)T : RB) * T;
     drop_plan pl = drop_plan_make(drop);
     #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH;
         const float *Q = qkv + (size_t)b * T * C3 + h * hs, *K = Q + C, *V = Q + 2 * C;
         size_t base = mask_base(&drop, b, h, NH, T);
-        float *S = att + (size_t)bh * T * T;
-        float *Pd = drop.p > 0.0f ? scratch + (size_t)bh * T * T : S;
+        float *P = scratch + (size_t)bh * 2 * block, *Pd = drop.p > 0.0f ? P + block : P;
         float *O = out + (size_t)b * T * C + h * hs;
         const int32_t *km = key_mask ? key_mask + (size_t)b * T : NULL;
         for (int i0 = 0; i0 < T; i0 += RB) {
             int i1 = i0 + RB < T ? i0 + RB : T, kend = key_end(causal, i1, T);
-            float *Si = S + (size_t)i0 * T;
-            gemm_1t(0, 1, i1 - i0, kend, hs, scale, Q + (size_t)i0 * C3, C3, K, C3, 0.0f, Si, T);
-            softmax_rows(S, i0, i1, T, kend, causal, km);
-            if (drop.p > 0.0f) dropout_rows(Pd, S, i0, i1, T, kend, &pl, base);
-            gemm_1t(0, 0, i1 - i0, hs, kend, 1.0f, Pd + (size_t)i0 * T, T, V, C3, 0.0f,
-                    O + (size_t)i0 * C, C);
+            logits_block(P, Q, K, i0, i1, kend, hs, T, C3, scale);
+            softmax_rows(P, stat + (size_t)bh * 2 * T, i0, i1, T, kend, causal, km);
+            if (drop.p > 0.0f) dropout_rows(Pd, P, i0, i1, T, kend, &pl, base);
+            gemm_1t(0, 0, i1 - i0, hs, kend, 1.0f, Pd, T, V, C3, 0.0f, O + (size_t)i0 * C, C);
         }
     }
 }
 
-/* dS = P * (dP - rowsum(P * dP)) * scale, in place over dP, rows [i0, i1). */
-static void softmax_backward_rows(float *dP, const float *P, int i0, int i1, int T, int kend,
-                                  float scale)
+/* dS = P * (dP - rowsum(P * dP)) * scale, in place over dP, for the i1 - i0
+ * rows of a block (rows of T). */
+static void softmax_backward_rows(float *dP, const float *P, int rows, int T, int kend, float scale)
 {
-    for (int i = i0; i < i1; i++) {
+    for (int i = 0; i < rows; i++) {
         float *d = dP + (size_t)i * T;
         const float *p = P + (size_t)i * T;
         float dot = 0.0f;
@@ -105,44 +148,44 @@ static void softmax_backward_rows(float *dP, const float *P, int i0, int i1, int
     }
 }
 
-void attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
-                        const float *att, int causal, dropout_site drop, int B, int T, int C,
-                        int NH)
+/* Per block of query rows, with its probabilities P recomputed and Pd their
+ * dropout: dV += Pd^T dO, dP = dO V^T (then dropout's backward), dS from the
+ * softmax's backward, dQ = dS K (the block's rows), dK += dS^T Q. */
+void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *stat,
+                        const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH)
 {
     int hs = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
+    size_t block = (T < RB ? (size_t)T : RB) * T;
     drop_plan pl = drop_plan_make(drop);
     #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH;
         const float *Q = qkv + (size_t)b * T * C3 + h * hs, *K = Q + C, *V = Q + 2 * C;
         float *dQ = dqkv + (size_t)b * T * C3 + h * hs, *dK = dQ + C, *dV = dQ + 2 * C;
-        const float *P = att + (size_t)bh * T * T;
-        float *dS = datt + (size_t)bh * T * T;
         const float *dO = dout + (size_t)b * T * C + h * hs;
+        const int32_t *km = key_mask ? key_mask + (size_t)b * T : NULL;
         size_t base = mask_base(&drop, b, h, NH, T);
-        /* dV = dropout(P)^T dO, the dropped P rebuilt in dS first */
-        const float *Pd = P;
-        if (drop.p > 0.0f) {
-            dropout_rows(dS, P, 0, T, T, T, &pl, base);
-            Pd = dS;
+        float *P = scratch + (size_t)bh * 2 * block, *dP = P + block;
+        for (int t = 0; t < T; t++) {
+            memset(dK + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
+            memset(dV + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
         }
-        gemm_1t(1, 0, T, hs, T, 1.0f, Pd, T, dO, C, 0.0f, dV, C3);
         for (int i0 = 0; i0 < T; i0 += RB) {
-            int i1 = i0 + RB < T ? i0 + RB : T, kend = key_end(causal, i1, T);
-            float *dSi = dS + (size_t)i0 * T;
-            gemm_1t(0, 1, i1 - i0, kend, hs, 1.0f, dO + (size_t)i0 * C, C, V, C3, 0.0f, dSi, T);
-            if (drop.p > 0.0f)
-                for (int i = i0; i < i1; i++) {
-                    float *row = dS + (size_t)i * T;
-                    drop_span(&pl, row, NULL, row, (size_t)kend, base + (size_t)i * T);
-                }
-            softmax_backward_rows(dS, P, i0, i1, T, kend, scale);
-            for (int i = i0; i < i1; i++)
-                memset(dS + (size_t)i * T + kend, 0, (size_t)(T - kend) * sizeof(float));
+            int i1 = i0 + RB < T ? i0 + RB : T, kend = key_end(causal, i1, T), rows = i1 - i0;
+            logits_block(P, Q, K, i0, i1, kend, hs, T, C3, scale);
+            softmax_again(P, stat + (size_t)bh * 2 * T, i0, i1, T, kend, causal, km);
+            const float *Pd = P;
+            if (drop.p > 0.0f) { /* the dropped probabilities, in dP until dP is made */
+                dropout_rows(dP, P, i0, i1, T, kend, &pl, base);
+                Pd = dP;
+            }
+            gemm_1t(1, 0, kend, hs, rows, 1.0f, Pd, T, dO + (size_t)i0 * C, C, 1.0f, dV, C3);
+            gemm_1t(0, 1, rows, kend, hs, 1.0f, dO + (size_t)i0 * C, C, V, C3, 0.0f, dP, T);
+            if (drop.p > 0.0f) dropout_rows(dP, dP, i0, i1, T, kend, &pl, base);
+            softmax_backward_rows(dP, P, rows, T, kend, scale);
+            gemm_1t(0, 0, rows, hs, kend, 1.0f, dP, T, K, C3, 0.0f, dQ + (size_t)i0 * C3, C3);
+            gemm_1t(1, 0, kend, hs, rows, 1.0f, dP, T, Q + (size_t)i0 * C3, C3, 1.0f, dK, C3);
         }
-        /* dQ = dS K, dK = dS^T Q (dS is zero beyond each block's visible keys) */
-        gemm_1t(0, 0, T, hs, T, 1.0f, dS, T, K, C3, 0.0f, dQ, C3);
-        gemm_1t(1, 0, T, hs, T, 1.0f, dS, T, Q, C3, 0.0f, dK, C3);
     }
 }

@@ -94,11 +94,12 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n, g
 /* ---- attention ------------------------------------------------------------- */
 
 /* qkv (B,T,3C): q | k | v on the channel axis, head h in columns [h*hs, (h+1)*hs)
- * of each. att (B,NH,T,T) keeps the probabilities for backward. out (B,T,C).
- * causal: key j > query i is masked; key_mask (B,T) or NULL: key j of sequence
- * b is masked when key_mask[b*T + j] == 0. Masked weights are exactly 0.
- * scratch (B,NH,T,T) holds the dropped probabilities when dropout is on.
- * dropout_p > 0 drops probabilities with the mask of (key, stream) (see dropout). */
+ * of each. out (B,T,C). causal: key j > query i is masked; key_mask (B,T) or
+ * NULL: key j of sequence b is masked when key_mask[b*T + j] == 0. Masked
+ * weights are exactly 0. dropout_p > 0 drops probabilities with the mask of
+ * (key, stream) (see dropout). No T x T probabilities are kept: forward
+ * writes stat (B,NH,T,2: each row's softmax maximum and 1 / sum) and backward
+ * recomputes the probabilities, bitwise as forward had them, from qkv and stat. */
 typedef struct dropout_site {
     rng_key key;     /* rng_key_make(seed, RNG_DROPOUT) */
     uint64_t stream; /* unique per (step, sample block, layer, site) */
@@ -109,13 +110,15 @@ typedef struct dropout_site {
     int head0, n_head;
 } dropout_site;
 
-void attention_forward(float *out, float *att, float *scratch, const float *qkv,
-                       const int32_t *key_mask,
+/* The floats of the scratch both calls need (the probabilities of two blocks
+ * of query rows per (sequence, head) pair). */
+size_t attention_scratch_floats(int B, int T, int NH);
+void attention_forward(float *out, float *stat, float *scratch, const float *qkv, const int32_t *key_mask,
                        int causal, dropout_site drop, int B, int T, int C, int NH);
-/* dqkv (B,T,3C) overwritten; datt (B,NH,T,T) scratch. */
-void attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
-                        const float *att, int causal, dropout_site drop, int B, int T, int C,
-                        int NH);
+/* dqkv (B,T,3C) overwritten, given d(out) and forward's qkv, stat, key_mask,
+ * causal and drop. */
+void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *stat,
+                        const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH);
 
 /* ---- dropout ---------------------------------------------------------------- */
 

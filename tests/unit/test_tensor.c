@@ -190,57 +190,118 @@ Test(tensor, gelu_forms_match_known_values)
 }
 
 /* ---- attention ---- */
-typedef struct { float *qkv, *att, *scr; int32_t *mask; int causal, B, T, C, NH; dropout_site d; } att_ctx;
+typedef struct { float *qkv, *stat, *scr; int32_t *mask; int causal, B, T, C, NH; dropout_site d; } att_ctx;
 static void att_fwd(fd_case *c)
 {
     att_ctx *k = c->ctx;
-    attention_forward(c->out, k->att, k->scr, k->qkv, k->mask, k->causal, k->d, k->B, k->T, k->C, k->NH);
+    attention_forward(c->out, k->stat, k->scr, k->qkv, k->mask, k->causal, k->d, k->B, k->T, k->C, k->NH);
 }
 
-static void check_attention(int causal, int masked, float p)
+/* T > 64 spans several blocks of query rows (the kernel's RB), whose dK and dV
+ * contributions backward accumulates. */
+static void check_attention(int causal, int masked, float p, int B, int T)
 {
     setup();
-    int B = 2, T = 7, C = 8, NH = 2;
-    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
-    att_ctx k = {.qkv = vec(nq, 1, 1), .att = vec(na, 0, 0), .scr = vec(na, 0, 0), .causal = causal,
-                 .B = B, .T = T, .C = C, .NH = NH};
+    int C = 8, NH = 2;
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, ns = attention_scratch_floats(B, T, NH);
+    att_ctx k = {.qkv = vec(nq, 1, 1), .stat = vec((size_t)B * NH * T * 2, 0, 0), .scr = vec(ns, 0, 0),
+                 .causal = causal, .B = B, .T = T, .C = C, .NH = NH};
     k.d.key = rng_key_make(3, RNG_DROPOUT);
     k.d.stream = 11;
     k.d.p = p;
-    int32_t mask[14] = {1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1};
+    int32_t *mask = malloc((size_t)B * T * sizeof(int32_t));
+    for (int i = 0; i < B * T; i++) mask[i] = !(i % T == 5 || i % T == 6 || (i % T) % 17 == 16);
     if (masked) k.mask = mask;
     fd_case c = {att_fwd, vec(no, 0, 0), vec(no, 2, 1), no, &k};
-    float *dqkv = vec(nq, 0, 0), *datt = vec(na, 0, 0);
+    if (T > 64) /* the loss over a few query rows of each block (fewer fp32 terms: finite differences stay
+                   sharp), so that dK and dV gather the contributions of both blocks */
+        for (int t = 0; t < B * T; t++)
+            if (t % T != 3 && t % T != 40 && t % T != 66 && t % T != T - 1) memset(c.R + (size_t)t * C, 0, C * sizeof(float));
+    float *dqkv = vec(nq, 0, 0);
     att_fwd(&c);
-    attention_backward(dqkv, datt, c.R, k.qkv, k.att, causal, k.d, B, T, C, NH);
+    attention_backward(dqkv, k.scr, c.R, k.qkv, k.stat, k.mask, causal, k.d, B, T, C, NH);
     fd_check(&c, k.qkv, dqkv, nq, "attention dqkv");
-    /* masked keys get weight exactly 0, rows sum to 1 */
-    for (int bh = 0; bh < B * NH; bh++)
-        for (int i = 0; i < T; i++) {
-            double s = 0;
-            for (int j = 0; j < T; j++) {
-                float a = k.att[((size_t)bh * T + i) * T + j];
-                s += a;
-                if ((causal && j > i) || (masked && !mask[(bh / NH) * T + j])) cr_expect(a == 0.0f);
-            }
-            cr_expect(fabs(s - 1.0) < 1e-5, "row sums to %g", s);
-        }
+    if (p == 0.0f) {
+        /* rows sum to 1 (all values 1 give outputs 1), masked and future keys
+           weigh exactly 0 (changing their values changes nothing) */
+        float *ones = vec(nq, 0, 0), *o1 = vec(no, 0, 0), *o2 = vec(no, 0, 0);
+        memcpy(ones, k.qkv, nq * sizeof(float));
+        for (int bt = 0; bt < B * T; bt++)
+            for (int ch = 0; ch < C; ch++) ones[(size_t)bt * 3 * C + 2 * C + ch] = 1.0f;
+        attention_forward(o1, k.stat, k.scr, ones, k.mask, causal, k.d, B, T, C, NH);
+        for (size_t i = 0; i < no; i++) cr_expect(fabsf(o1[i] - 1.0f) < 1e-5f, "output %zu = %g, not 1", i, o1[i]);
+        attention_forward(o1, k.stat, k.scr, k.qkv, k.mask, causal, k.d, B, T, C, NH);
+        for (int bt = 0; bt < B * T; bt++)
+            if (masked && !mask[bt])
+                for (int ch = C; ch < 3 * C; ch++) k.qkv[(size_t)bt * 3 * C + ch] += 5.0f;
+        attention_forward(o2, k.stat, k.scr, k.qkv, k.mask, causal, k.d, B, T, C, NH);
+        for (size_t i = 0; i < no; i++) cr_expect(o1[i] == o2[i], "a masked key changed output %zu", i);
+        free(ones), free(o1), free(o2);
+    }
+    free(mask), free(dqkv), free(c.out), free(c.R), free(k.qkv), free(k.scr), free(k.stat);
 }
 
-Test(tensor, attention_plain_backward_matches_finite_differences) { check_attention(0, 0, 0); }
-Test(tensor, attention_causal_backward_matches_finite_differences) { check_attention(1, 0, 0); }
-Test(tensor, attention_padding_backward_matches_finite_differences) { check_attention(0, 1, 0); }
-Test(tensor, attention_dropout_backward_matches_finite_differences) { check_attention(1, 0, 0.3f); }
+Test(tensor, attention_plain_backward_matches_finite_differences) { check_attention(0, 0, 0, 2, 7); }
+Test(tensor, attention_causal_backward_matches_finite_differences) { check_attention(1, 0, 0, 2, 7); }
+Test(tensor, attention_padding_backward_matches_finite_differences) { check_attention(0, 1, 0, 2, 7); }
+Test(tensor, attention_dropout_backward_matches_finite_differences) { check_attention(1, 0, 0.3f, 2, 7); }
+Test(tensor, attention_blocks_backward_matches_finite_differences) { check_attention(1, 0, 0.3f, 1, 70); }
+Test(tensor, attention_blocks_padding_backward_matches_finite_differences) { check_attention(0, 1, 0, 1, 70); }
+
+/* Forward against a plain reference: P = softmax(q k^T / sqrt(hs)) with the
+ * causal mask, dropped as dropout_forward drops a (B,NH,T,T) tensor of the
+ * same site (element (b, h, i, j)), then P V; T = 70 spans two row blocks. */
+Test(tensor, attention_forward_matches_a_plain_reference_with_dropout)
+{
+    setup();
+    int B = 2, T = 70, C = 8, NH = 2, hs = C / NH;
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
+    float *qkv = vec(nq, 1, 1), *out = vec(no, 0, 0), *scr = vec(attention_scratch_floats(B, T, NH), 0, 0);
+    float *P = vec(na, 0, 0), *Pd = vec(na, 0, 0), *stat = vec((size_t)B * NH * T * 2, 0, 0);
+    dropout_site d = {.key = rng_key_make(5, RNG_DROPOUT), .stream = 23, .p = 0.3f};
+    attention_forward(out, stat, scr, qkv, NULL, 1, d, B, T, C, NH);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < T; i++) {
+                double row[70], mx = -1e30, sum = 0;
+                for (int j = 0; j <= i; j++) {
+                    double dot = 0;
+                    for (int e = 0; e < hs; e++)
+                        dot += (double)qkv[((size_t)b * T + i) * 3 * C + h * hs + e] *
+                               qkv[((size_t)b * T + j) * 3 * C + C + h * hs + e];
+                    row[j] = dot / sqrt((double)hs);
+                    mx = row[j] > mx ? row[j] : mx;
+                }
+                for (int j = 0; j <= i; j++) sum += row[j] = exp(row[j] - mx);
+                for (int j = 0; j <= i; j++) P[(((size_t)b * NH + h) * T + i) * T + j] = (float)(row[j] / sum);
+            }
+    dropout_forward(Pd, P, na, d);
+    double worst = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < T; i++)
+                for (int e = 0; e < hs; e++) {
+                    double o = 0;
+                    for (int j = 0; j <= i; j++)
+                        o += (double)Pd[(((size_t)b * NH + h) * T + i) * T + j] *
+                             qkv[((size_t)b * T + j) * 3 * C + 2 * C + h * hs + e];
+                    double err = fabs(o - out[((size_t)b * T + i) * C + h * hs + e]);
+                    worst = err > worst ? err : worst;
+                }
+    cr_expect(worst < 1e-5, "attention with dropout differs from the reference by %g", worst);
+    free(qkv), free(out), free(scr), free(P), free(Pd), free(stat);
+}
 
 Test(tensor, causal_attention_ignores_future_tokens)
 {
     setup();
     int B = 1, T = 6, C = 4, NH = 1;
-    float *qkv = vec(72, 1, 1), *att = vec(36, 0, 0), *o1 = vec(24, 0, 0), *o2 = vec(24, 0, 0);
+    float *qkv = vec(72, 1, 1), *scr = vec(attention_scratch_floats(B, T, NH), 0, 0), *o1 = vec(24, 0, 0),
+          *o2 = vec(24, 0, 0), *stat = vec((size_t)B * NH * T * 2, 0, 0);
     dropout_site d = {0};
-    attention_forward(o1, att, NULL, qkv, NULL, 1, d, B, T, C, NH);
+    attention_forward(o1, stat, scr, qkv, NULL, 1, d, B, T, C, NH);
     for (int c = 0; c < 12; c++) qkv[5 * 12 + c] += 10.0f; /* change the last token */
-    attention_forward(o2, att, NULL, qkv, NULL, 1, d, B, T, C, NH);
+    attention_forward(o2, stat, scr, qkv, NULL, 1, d, B, T, C, NH);
     for (int i = 0; i < 20; i++) cr_expect(o1[i] == o2[i], "position %d changed", i / 4);
 }
 
@@ -439,11 +500,10 @@ Test(tensor, attention_of_a_head_slice_matches_the_whole_with_dropout)
 {
     setup();
     int B = 2, T = 9, NH = 4, hs = 3, C = NH * hs;
-    size_t na = (size_t)B * NH * T * T;
     float *qkv = vec((size_t)B * T * 3 * C, 1, 1), *out = vec((size_t)B * T * C, 0, 0);
-    float *att = vec(na, 0, 0), *scr = vec(na, 0, 0);
+    float *scr = vec(attention_scratch_floats(B, T, NH), 0, 0), *stat = vec((size_t)B * NH * T * 2, 0, 0);
     dropout_site d = {.key = rng_key_make(3, RNG_DROPOUT), .stream = 17, .p = 0.3f};
-    attention_forward(out, att, scr, qkv, NULL, 1, d, B, T, C, NH);
+    attention_forward(out, stat, scr, qkv, NULL, 1, d, B, T, C, NH);
     for (int h0 = 0; h0 < NH; h0 += 2) {
         int nh = 2, Cl = nh * hs;
         float *lq = vec((size_t)B * T * 3 * Cl, 0, 0), *lo = vec((size_t)B * T * Cl, 0, 0);
@@ -453,14 +513,14 @@ Test(tensor, attention_of_a_head_slice_matches_the_whole_with_dropout)
                        (size_t)Cl * sizeof(float));
         dropout_site dl = d;
         dl.head0 = h0, dl.n_head = NH;
-        attention_forward(lo, att, scr, lq, NULL, 1, dl, B, T, Cl, nh);
+        attention_forward(lo, stat, scr, lq, NULL, 1, dl, B, T, Cl, nh);
         for (int bt = 0; bt < B * T; bt++)
             for (int c = 0; c < Cl; c++)
                 cr_expect(lo[(size_t)bt * Cl + c] == out[(size_t)bt * C + h0 * hs + c],
                           "heads from %d: position %d channel %d differs", h0, bt, c);
         free(lq), free(lo);
     }
-    free(qkv), free(out), free(att), free(scr);
+    free(qkv), free(out), free(scr), free(stat);
 }
 
 /* The block-cyclic arithmetic deals every index of a dimension to exactly one
