@@ -21,6 +21,8 @@
 enum { RB = 64 };
 
 static inline int key_end(int causal, int i1, int T) { return causal ? i1 : T; }
+/* The keys query row i sees: [0, row_end) of the block's [0, kend). */
+static inline int row_end(int causal, int i, int kend) { return causal ? i + 1 : kend; }
 
 /* Softmax in place of query rows [i0, i1), held in S (row i at S + (i - i0) T);
  * entries j >= kend, j > i (causal) or with key_mask[j] == 0 get probability
@@ -30,7 +32,7 @@ static void softmax_rows(float *S, float *stat, int i0, int i1, int T, int kend,
 {
     for (int i = i0; i < i1; i++) {
         float *row = S + (size_t)(i - i0) * T;
-        int jend = causal ? i + 1 : kend;
+        int jend = row_end(causal, i, kend);
         float mx = -INFINITY, sum = 0.0f;
         /* SIMD reductions (a fixed order per row: deterministic) */
         if (!key_mask) {
@@ -64,7 +66,7 @@ static void softmax_again(float *S, const float *stat, int i0, int i1, int T, in
 {
     for (int i = i0; i < i1; i++) {
         float *row = S + (size_t)(i - i0) * T;
-        int jend = causal ? i + 1 : kend;
+        int jend = row_end(causal, i, kend);
         float mx = stat[2 * i], inv = stat[2 * i + 1];
         if (!key_mask) {
             #pragma omp simd
