@@ -97,11 +97,23 @@ static inline void drop_span(const drop_plan *pl, float *out, const float *res, 
         float f = drop_factor(pl, first + i);
         out[i] = res ? res[i] + inp[i] * f : inp[i] * f;
     }
-    for (; i + 8 <= n; i += 8) {
-        uint64_t h = drop_word(pl, (first + i) >> 3);
-        for (int j = 0; j < 8; j++) {
-            float f = ((unsigned)(h >> (j * 8)) & 0xFF) < pl->thr ? 0.0f : pl->scale;
-            out[i + j] = res ? res[i + j] + inp[i + j] * f : inp[i + j] * f;
+    /* two loops, so that each vectorises (a residual test inside made the
+       residual form 4x slower) */
+    if (res) {
+        for (; i + 8 <= n; i += 8) {
+            uint64_t h = drop_word(pl, (first + i) >> 3);
+            for (int j = 0; j < 8; j++) {
+                float f = ((unsigned)(h >> (j * 8)) & 0xFF) < pl->thr ? 0.0f : pl->scale;
+                out[i + j] = res[i + j] + inp[i + j] * f;
+            }
+        }
+    } else {
+        for (; i + 8 <= n; i += 8) {
+            uint64_t h = drop_word(pl, (first + i) >> 3);
+            for (int j = 0; j < 8; j++) {
+                float f = ((unsigned)(h >> (j * 8)) & 0xFF) < pl->thr ? 0.0f : pl->scale;
+                out[i + j] = inp[i + j] * f;
+            }
         }
     }
     for (; i < n; i++) {
