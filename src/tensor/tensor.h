@@ -120,6 +120,27 @@ void attention_forward(float *out, float *stat, float *scratch, const float *qkv
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *stat,
                         const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH);
 
+/* ---- Llama-style decoder kernels (tensor/llama.c) ----------------------------- */
+
+/* out (N,C) = inp / sqrt(mean(inp^2) + eps) * weight; rstd (N) kept for backward. */
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps);
+/* dinp += d(inp), dweight += d(weight), given dout and forward's inp and rstd. */
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                      const float *rstd, int N, int C);
+/* cs (T, hs): per position t, cos then sin of t / theta^(2i/hs), i < hs/2, as
+ * transformers' LlamaRotaryEmbedding makes them (float32). */
+void rope_table(float *cs, int T, int hs, float theta);
+/* Rotary embedding in place on heads [0, heads) of each row of x (B*T rows of
+ * stride ld, position = row % T), rotate-half pairing (i, i + hs/2). */
+void rope_forward(float *x, int ld, int B, int T, int heads, int hs, const float *cs);
+/* The gradient through rope_forward, in place (the inverse rotation). */
+void rope_backward(float *dx, int ld, int B, int T, int heads, int hs, const float *cs);
+/* out = silu(gate) * up, N rows of F (gate and up rows of stride ld, out ldo). */
+void swiglu_forward(float *out, int ldo, const float *gate, const float *up, int ld, int N, int F);
+/* dgate, dup (stride ldd) overwritten, given dout (stride ldo) and forward's gate and up. */
+void swiglu_backward(float *dgate, float *dup, int ldd, const float *dout, int ldo, const float *gate,
+                     const float *up, int ld, int N, int F);
+
 /* ---- dropout ---------------------------------------------------------------- */
 
 /* out = inp * mask / (1-p) with mask regenerated from (key, stream, index), so

@@ -16,6 +16,9 @@ weights, batch and 3 AdamW steps with the forward pass and the loss under
 torch.autocast("cpu", bfloat16) (fp32 master weights and optimizer), for
 mpilm's mixed precision (tests/unit/test_model_bf16.c).
 
+And fixtures/llama-kernels.safetensors: RMSNorm, rotary position embeddings and
+SwiGLU with their gradients (llama_kernels(), for tests/unit/test_tensor_llama.c).
+
 And fixtures/python-tiny.safetensors: one tensor of every dtype
 mpilm reads, laid out as the Hugging Face writer lays files out, for the C
 reader's format test.
@@ -461,6 +464,54 @@ def gelu_swap_effect(ref32, ref_bf16):
           "step3 %.4f; autocast logits %.2f, grad %.2f, step3 %.1f" % (out[0] + out[1]))
 
 
+# ---- Llama-style kernels (issue: the Llama decoder family) -------------------------
+
+def llama_kernels():
+    """RMSNorm, rotary position embeddings (transformers' rotate-half form, the
+    cos/sin table made in float32 as LlamaRotaryEmbedding makes it) and SwiGLU,
+    forward and backward against an upstream gradient R, in float64 except
+    the rotary table: fixtures/llama-kernels.safetensors."""
+    g = torch.Generator().manual_seed(20)
+    out = []
+
+    def rnd(*shape, scale=1.0, shift=0.0):
+        return torch.randn(*shape, generator=g, dtype=torch.float64) * scale + shift
+
+    def grads(fn, *inputs):
+        xs = [x.clone().requires_grad_(True) for x in inputs]
+        y = fn(*xs)
+        r = rnd(*y.shape)
+        (y * r).sum().backward()
+        return y.detach(), r, [x.grad for x in xs]
+
+    # RMSNorm: y = x / sqrt(mean(x^2) + eps) * w
+    eps = 1e-5
+    x, w = rnd(6, 16, scale=2.0, shift=0.3), rnd(16, scale=0.5, shift=1.0)
+    y, r, (dx, dw) = grads(lambda a, b: a * torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + eps) * b, x, w)
+    out += [("rms.x", x), ("rms.w", w), ("rms.y", y), ("rms.r", r), ("rms.dx", dx), ("rms.dw", dw)]
+    # RoPE on (B, T, H, hs) at positions 0..T-1 (rows of H*hs), theta 10000
+    B, T, H, hs, theta = 2, 5, 3, 8, 10000.0
+    inv_freq = 1.0 / (theta ** (torch.arange(0, hs, 2, dtype=torch.int64).float() / hs))
+    freqs = torch.arange(T, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos().double(), emb.sin().double()
+
+    def rope(a):
+        a1, a2 = a[..., :hs // 2], a[..., hs // 2:]
+        return a * cos[None, :, None, :] + torch.cat((-a2, a1), dim=-1) * sin[None, :, None, :]
+    x = rnd(B, T, H, hs)
+    y, r, (dx,) = grads(rope, x)
+    out += [("rope.cos", cos.float()), ("rope.sin", sin.float()), ("rope.x", x), ("rope.y", y), ("rope.r", r),
+            ("rope.dx", dx)]
+    # SwiGLU: y = silu(gate) * up
+    gate, up = rnd(6, 10, scale=2.0), rnd(6, 10)
+    y, r, (dg, du) = grads(lambda a, b: torch.nn.functional.silu(a) * b, gate, up)
+    out += [("swiglu.gate", gate), ("swiglu.up", up), ("swiglu.y", y), ("swiglu.r", r), ("swiglu.dgate", dg),
+            ("swiglu.dup", du)]
+    return [(n, t.float()) for n, t in out], {"rms_eps": str(eps), "rope_theta": str(theta), "rope_heads": str(H),
+                                             "rope_head_dim": str(hs)}
+
+
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                                   "fixtures")
@@ -472,6 +523,8 @@ def main():
     for family in ("bert", "gpt"):
         refs[family] = (build(family, out_dir), build_bf16(family, out_dir))
     gelu_swap_effect(*refs["gpt"])
+    tensors, meta = llama_kernels()
+    save_safetensors(os.path.join(out_dir, "llama-kernels.safetensors"), tensors, meta)
 
 
 if __name__ == "__main__":
