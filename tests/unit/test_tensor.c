@@ -303,6 +303,7 @@ Test(tensor, causal_attention_ignores_future_tokens)
     for (int c = 0; c < 12; c++) qkv[5 * 12 + c] += 10.0f; /* change the last token */
     attention_forward(o2, stat, scr, qkv, NULL, 1, d, B, T, C, NH);
     for (int i = 0; i < 20; i++) cr_expect(o1[i] == o2[i], "position %d changed", i / 4);
+    free(qkv), free(scr), free(o1), free(o2), free(stat);
 }
 
 /* ---- dropout ---- */
