@@ -402,9 +402,3 @@ int config_n_given(const config *c)
     for (int i = 0; i < c->n; i++) n += strcmp(c->values[i].origin, "default") != 0;
     return n;
 }
-
-const config_key *config_schema(const config *c, int *n_keys)
-{
-    *n_keys = c->n;
-    return c->schema;
-}

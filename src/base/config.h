@@ -63,6 +63,4 @@ void config_print(const config *c, FILE *out, int with_origin);
 /* How many keys were given (by a file or --set) rather than defaulted. */
 int config_n_given(const config *c);
 
-const config_key *config_schema(const config *c, int *n_keys);
-
 #endif

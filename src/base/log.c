@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int log_rank = 0, log_size = 1, log_all = 0;
+static int log_rank = 0, log_size = 1;
 static log_level log_threshold = LOG_INFO;
 
 static void log_init_from_env(void)
@@ -23,8 +23,6 @@ void log_set_rank(int rank, int world_size)
     log_size = world_size;
 }
 
-void log_set_level(log_level level) { log_threshold = level; }
-void log_set_all_ranks(int all) { log_all = all; }
 
 log_level log_get_level(void)
 {
@@ -43,7 +41,7 @@ int log_level_parse(const char *name)
 void log_msg(log_level level, const char *fmt, ...)
 {
     if (level > log_get_level()) return;
-    if (level >= LOG_INFO && log_rank != 0 && !log_all) return;
+    if (level >= LOG_INFO && log_rank != 0) return;
     /* Warnings and errors go to stderr so they survive `> log` redirection. */
     FILE *out = level <= LOG_WARN ? stderr : stdout;
     char line[4096];

@@ -11,8 +11,6 @@
 typedef enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG } log_level;
 
 void log_set_rank(int rank, int world_size);
-void log_set_level(log_level level);
-void log_set_all_ranks(int all);   /* info/debug from every rank, not just 0 */
 log_level log_get_level(void);
 
 /* Parses "error|warn|info|debug"; returns -1 for anything else. */
