@@ -67,7 +67,9 @@ const command commands[] = {
      "usage: mpilm export --ckpt PATH --format hf --out DIR [--dtype fp32|bf16]\n"
      "\n"
      "Writes DIR/model.safetensors and config.json (BertForPreTraining / GPT2LMHeadModel\n"
-     "names) and the vocabulary files. --dtype fp32 (default) writes the fp32 weights as\n"
+     "names, with bos/eos/pad ids of the vocabulary) and the tokenizer files Hugging Face\n"
+     "loads (vocab files, tokenizer.json, tokenizer_config.json, special_tokens_map.json,\n"
+     "GPT: generation_config.json). --dtype fp32 (default) writes the fp32 weights as\n"
      "they are; bf16 rounds each to nearest even (as torch's .bfloat16()), half the size.\n",
      cmd_export, NULL},
     {"import", "import a Hugging Face safetensors model as a checkpoint",
