@@ -55,13 +55,17 @@ const command commands[] = {
      "(default 12345). --precision: as train.precision (auto = bf16 where the CPU has bf16\n"
      "instructions); fp32 checks a bf16 figure.\n",
      cmd_eval, NULL},
-    {"generate", "generate text from a GPT checkpoint",
+    {"generate", "generate text from a GPT checkpoint, or fill [MASK]s with a BERT one",
      "usage: mpilm generate --ckpt PATH --prompt TEXT [--max-tokens N] [--temperature T]\n"
      "                      [--top-k K] [--top-p P] [--seed S] [--json]\n"
+     "       mpilm generate --ckpt BERT_CKPT --prompt \"the [MASK] sat\" [--top-k K] [--json]\n"
      "\n"
-     "--temperature 0 is greedy (default 1); --top-k 0 and --top-p 1 keep every token.\n"
+     "GPT: --temperature 0 is greedy (default 1); --top-k 0 and --top-p 1 keep every token.\n"
      "The prompt and --max-tokens (default 50) must fit in the model's max_positions.\n"
-     "--json prints {\"prompt_ids\":[...],\"ids\":[...],\"text\":\"...\"} (ids: generated only).\n",
+     "--json prints {\"prompt_ids\":[...],\"ids\":[...],\"text\":\"...\"} (ids: generated only).\n"
+     "BERT (fill-mask): [CLS] TEXT [SEP] through the MLM head once; for each [MASK] the\n"
+     "--top-k (default 5; 0 = all) tokens with their softmax probabilities; --json prints\n"
+     "an array per mask of {\"token\",\"id\",\"probability\"}.\n",
      cmd_generate, NULL},
     {"export", "export a checkpoint to Hugging Face safetensors",
      "usage: mpilm export --ckpt PATH --format hf --out DIR [--dtype fp32|bf16]\n"
