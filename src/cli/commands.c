@@ -87,12 +87,14 @@ const command commands[] = {
      "\n"
      "Prints the header or manifest and verifies every checksum; exits non-zero on any fault.\n",
      cmd_inspect, NULL},
-    {"plot", "draw loss, learning-rate and throughput curves of a run",
-     "usage: mpilm plot RUN_DIR [--out PREFIX]\n"
+    {"plot", "draw loss, learning-rate, grad-norm and throughput curves of runs",
+     "usage: mpilm plot RUN_DIR... [--out PREFIX]\n"
      "\n"
-     "Draws loss per objective, learning rate and tokens/s against step from\n"
-     "RUN_DIR/metrics.jsonl into PREFIX.png and PREFIX.svg (default PREFIX = RUN_DIR/curves),\n"
-     "keeping the data (PREFIX.dat) and the gnuplot script (PREFIX.gp) beside them.\n",
+     "Draws the runs overlaid, each series titled by its run directory's name, in four\n"
+     "panels against step from each RUN_DIR/metrics.jsonl: loss (per objective, and the\n"
+     "validation loss where there is one), learning rate, grad norm, tokens/s; into\n"
+     "PREFIX.png and PREFIX.svg (default PREFIX = RUN_DIR/curves for one run, ./curves for\n"
+     "several), keeping the data (PREFIX.dat) and the gnuplot script (PREFIX.gp) beside them.\n",
      cmd_plot, NULL},
     {"tokenize", "tokenize stdin lines to token ids",
      "usage: mpilm tokenize --vocab DIR [--tokenizer bpe|wordpiece] [--json]\n"
