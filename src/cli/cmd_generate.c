@@ -226,6 +226,36 @@ static void fill_rank(fill_state *f, const float *logits, int V)
     qsort(f->order, (size_t)V, sizeof *f->order, by_fill_prob);
 }
 
+/* For each [MASK] of f->ids, in order, its k most probable fills: as text,
+ * or with json one array per mask of {token, id, probability}. */
+static void fill_print(fill_state *f, const tokenizer *tok, int V, int k, int json)
+{
+    uint32_t mask = (uint32_t)tokenizer_special(tok, TOKEN_MASK);
+    int nth = 0;
+    if (json) printf("[");
+    for (size_t t = 0; t < f->n; t++) {
+        if (f->ids[t] != mask) continue;
+        fill_rank(f, f->logits + t * (size_t)V, V);
+        if (json) printf("%s[", nth ? "," : "");
+        else printf("[MASK] %d (position %zu of %zu):\n", nth + 1, t, f->n);
+        for (int i = 0; i < k; i++) {
+            int32_t id = f->order[i];
+            const char *token = tokenizer_token(tok, (uint32_t)id);
+            if (!token) token = "";
+            if (json) {
+                printf("%s{\"token\":", i ? "," : "");
+                cli_json_string(stdout, token, strlen(token));
+                printf(",\"id\":%d,\"probability\":%.9g}", id, f->p[id]);
+            } else {
+                printf("  %-20s %.6f\n", token, f->p[id]);
+            }
+        }
+        if (json) printf("]");
+        nth++;
+    }
+    if (json) printf("]\n");
+}
+
 static status_t fill_mask(ckpt_reader *r, tokenizer *tok, const model_config *c, const gen_options *o)
 {
     FAIL_IF(o->sampling_option, ST_USAGE, "generate: %s is for a GPT checkpoint's sampling; %s is BERT, whose "
@@ -233,30 +263,9 @@ static status_t fill_mask(ckpt_reader *r, tokenizer *tok, const model_config *c,
     fill_state f = {0};
     status_t st = fill_encode(&f, tok, c, o);
     if (st == ST_OK) st = fill_forward(&f, r, c);
-    int V = c->vocab_size, k = o->top_k_given ? o->sp.top_k : 5, mask = tokenizer_special(tok, TOKEN_MASK), nth = 0;
-    if (k <= 0 || k > V) k = V;
-    if (st == ST_OK && o->json) printf("[");
-    for (size_t t = 0; st == ST_OK && t < f.n; t++) {
-        if (f.ids[t] != (uint32_t)mask) continue;
-        fill_rank(&f, f.logits + t * (size_t)V, V);
-        if (o->json) printf("%s[", nth ? "," : "");
-        else printf("[MASK] %d (position %zu of %zu):\n", nth + 1, t, f.n);
-        for (int i = 0; i < k; i++) {
-            int32_t id = f.order[i];
-            const char *token = tokenizer_token(tok, (uint32_t)id);
-            if (!token) token = "";
-            if (o->json) {
-                printf("%s{\"token\":", i ? "," : "");
-                cli_json_string(stdout, token, strlen(token));
-                printf(",\"id\":%d,\"probability\":%.9g}", id, f.p[id]);
-            } else {
-                printf("  %-20s %.6f\n", token, f.p[id]);
-            }
-        }
-        if (o->json) printf("]");
-        nth++;
-    }
-    if (st == ST_OK && o->json) printf("]\n");
+    int V = c->vocab_size, k = o->top_k_given ? o->sp.top_k : 5;
+    if (k <= 0 || k > V) k = V; /* --top-k 0: the whole vocabulary */
+    if (st == ST_OK) fill_print(&f, tok, V, k, o->json);
     batch_free(&f.b);
     model_stage_free(f.m);
     free(f.ids);
