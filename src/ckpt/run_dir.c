@@ -2,6 +2,7 @@
  * directory"): its lock, whether it holds a run, and --overwrite's clearing.
  * What a run writes there: step-NNNNNNN/ (checkpoints), .step-NNNNNNN.tmp and
  * .step-NNNNNNN.old (a save in progress or moved aside), latest, .latest.tmp,
+ * best, .best.tmp (ckpt.keep_best),
  * metrics.jsonl (and its .metrics.jsonl.tmp), .lock. */
 #include <dirent.h>
 #include <errno.h>
@@ -193,6 +194,8 @@ status_t ckpt_run_clear(const char *run_dir, char *what, size_t len)
     /* latest first: from here on nothing names a checkpoint being removed */
     TRY(remove_file(run_dir, "latest", what, len));
     TRY(remove_file(run_dir, ".latest.tmp", what, len));
+    TRY(remove_file(run_dir, "best", what, len));
+    TRY(remove_file(run_dir, ".best.tmp", what, len));
     TRY(fsync_dir(run_dir));
     struct dirent **names;
     int k = scandir(run_dir, &names, NULL, alphasort);

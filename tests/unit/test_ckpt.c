@@ -72,7 +72,7 @@ static void write_shards_of_run(const model_config *c, const char *run, int keep
     ckpt_meta meta = {.model = *c, .step = step, .seed = 99, .lr = 1e-3, .random_data = 1, .next_sample = 56,
                       .topo = {3, 1, 3, 1, 0}, .run_id = run_id, .config_text = "[data]\npath = somewhere\n"};
     cr_assert_eq(ckpt_manifest_write(tmp, &meta, files, 3), ST_OK, "%s", st_message());
-    cr_assert_eq(ckpt_commit(run, step, tmp, run_id, keep), ST_OK, "%s", st_message());
+    cr_assert_eq(ckpt_commit(run, step, tmp, run_id, keep, 0), ST_OK, "%s", st_message());
     free(p), free(m), free(v);
 }
 
