@@ -89,8 +89,9 @@ for prec in fp32 bf16; do
   train gpipe-$prec 2 $p --set dist.pp=2 --set dist.schedule=gpipe
   train dp-$prec 2 $p --set train.micro_batches=1
   [ $prec = bf16 ] || train tp2d-fp32 2 $p --set dist.tp=2 --set dist.tp_mode=2d
+  [ $prec = bf16 ] || train ppdp-fp32 4 $p --set dist.pp=2 --set train.micro_batches=1 --set dist.zero=1
   runs="$ref gpipe-$prec pp-$prec dp-$prec tp-$prec"
-  [ $prec = fp32 ] && runs="$runs tp2d-fp32"
+  [ $prec = fp32 ] && runs="$runs tp2d-fp32 ppdp-fp32"
   for r in $runs; do
     eval_of $r $prec "$d/bpe-valid"
     e=$(json_field "$d/$r.json" lm_loss) v=$(val_at $r 6)
@@ -99,6 +100,8 @@ for prec in fp32 bf16; do
       *) [ "$(printf %.8f "$e")" = "$(printf %.8f "$v")" ] ||
         fail "$r: val_loss at step 6 = $v, eval of step-0000006 = $e (expected the same)" ;;
     esac
+    [ "$(vals $r | sed 's/.*"val_samples"//')" = "$(vals $ref | sed 's/.*"val_samples"//')" ] ||
+      fail "$r: val samples and tokens differ from 1 rank's: $(vals $r)"
     for s in 3 6; do
       close "$(val_at $ref $s)" "$(val_at $r $s)" $tol ||
         fail "$r: val_loss at step $s = $(val_at $r $s), 1 rank's = $(val_at $ref $s) (expected within $tol)"
@@ -163,6 +166,16 @@ $MPIRUN -np 1 "$MPILM" train --config "$d/g.ini" --set run.dir="$d/pat2" --set t
 $MPIRUN -np 1 "$MPILM" train --config "$d/g.ini" --set run.dir="$d/pat2" --set train.lr=0 --set train.steps=20 \
   --set eval.every_steps=2 --set eval.patience=3 --resume auto > "$d/pat2.log" 2>&1 || fail "patience re-resume: exit $?"
 [ "$(stop 3 pat2)" = 1 ] && [ "$(grep -c '"loss"' "$d/pat2/metrics.jsonl")" -eq 8 ] || fail "a run that had stopped early trained on"
+
+# --- a rank frozen in a validation batch ends the job (its peer's watchdog), no hang ---
+start=$(date +%s)
+timeout 120 $MPIRUN -np 1 "$MPILM" train --config "$d/g.ini" --set run.dir="$d/frozen" --set dist.pp=2 \
+  --set dist.hang_timeout=3 : -np 1 env MPILM_TEST_STOP=valid:forward "$MPILM" train --config "$d/g.ini" \
+  --set run.dir="$d/frozen" --set dist.pp=2 --set dist.hang_timeout=3 > "$d/frozen.log" 2>&1
+rc=$? took=$(($(date +%s) - start))
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $took -le 40 ] || fail "frozen rank in validation: exit $rc after $took s"
+grep -Eq "the validation after step 3 exceeded dist.hang_timeout = 3 s|evaluation batch 1 \(waiting for every rank\) did not finish within 3 s" "$d/frozen.log" ||
+  { cat "$d/frozen.log"; fail "frozen rank in validation: no watchdog message naming the validation"; }
 
 # --- bad configurations: exit 2, the key named ---
 refuse() { # KEY-IN-MESSAGE --set ...
