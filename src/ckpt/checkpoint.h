@@ -176,6 +176,11 @@ void ckpt_run_unlock(int fd);
  * metrics.jsonl): the message names the newest step found and the choices
  * --resume auto and --overwrite. */
 status_t ckpt_run_check_new(const char *run_dir);
+/* After a resume: RUN_DIR/best -> step-N of the resumed checkpoint's best
+ * step (step < 0: none) when that checkpoint exists; otherwise best is
+ * removed (it named a checkpoint of the abandoned continuation, or of a time
+ * when ckpt.keep_best was off). Atomic, like latest. */
+status_t ckpt_run_set_best(const char *run_dir, int64_t step);
 /* --overwrite: removes what a run writes in run_dir (latest, best, step
  * directories that are checkpoints, temporary and moved-aside save
  * directories, metrics.jsonl), latest first; nothing else. what (len bytes)

@@ -143,9 +143,7 @@ status_t ckpt_manifest_write(const char *tmp, const ckpt_meta *meta, const ckpt_
     return st == ST_OK ? ST_OK : st_context(st, "checkpoint manifest (%s): ", FREE_SPACE_HINT);
 }
 
-/* RUN_DIR/link (latest or best) -> name, atomically: a new link beside it
- * renamed over it. */
-static status_t replace_link(const char *run_dir, const char *link, const char *name)
+status_t ckpt_replace_link(const char *run_dir, const char *link, const char *name)
 {
     char link_tmp[4200], latest[4200];
     snprintf(link_tmp, sizeof link_tmp, "%s/.%s.tmp", run_dir, link);
@@ -227,10 +225,10 @@ status_t ckpt_commit(const char *run_dir, int64_t step, const char *tmp, uint64_
     TRY(fsync_dir(run_dir));
     ckpt_remove_tree(old);
     crash_point("ckpt:before_latest");
-    TRY(replace_link(run_dir, "latest", name));
+    TRY(ckpt_replace_link(run_dir, "latest", name));
     /* best before pruning, so the checkpoint it named before is prunable
      * only once nothing names it */
-    if (best) TRY(replace_link(run_dir, "best", name));
+    if (best) TRY(ckpt_replace_link(run_dir, "best", name));
     return prune(run_dir, step, run_id, keep);
 }
 

@@ -227,7 +227,7 @@ static void report(trainer *t, int64_t step, const dist_step_result *r, double t
     else snprintf(parts, sizeof parts, "lm %.4f", r->lm);
     format_eta(eta_s, sizeof eta_s, eta);
     if (t->topo->pp > 1) snprintf(bubble, sizeof bubble, " | bubble %.1f%%", 100.0 * r->bubble);
-    if (t->valid_present) snprintf(val, sizeof val, " | val %.4f", t->last_val_loss);
+    if (t->last_val.samples) snprintf(val, sizeof val, " | val %.4f", t->last_val_loss); /* evaluated in this job */
     log_msg(LOG_INFO, "step %lld/%lld | loss %.4f (%s)%s | lr %.2e | grad %.3f | %.0f tok/s | MFU %.1f%%%s | ETA %s",
             (long long)step, (long long)tc->steps, r->loss, parts, val, r->lr, r->grad_norm, tokens_per_s,
             100.0 * mfu, bubble, eta_s);

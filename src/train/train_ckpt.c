@@ -307,8 +307,8 @@ status_t trainer_step_boundary(trainer *t, int64_t done, int best, int last)
         snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s/%s", tc->run_dir, name);
         /* parameters, m and v of the full model in float32 */
         double mb = 12.0 * (double)model_full_n_params(&tc->model) / 1e6, s = t->last_save_time - t0;
-        log_msg(LOG_INFO, "checkpoint step %lld written to %s in %.2f s (%.0f MB, %.0f MB/s)", (long long)done,
-                tc->run_dir, s, mb, s > 0 ? mb / s : 0.0);
+        log_msg(LOG_INFO, "checkpoint step %lld written to %s in %.2f s (%.0f MB, %.0f MB/s)%s", (long long)done,
+                tc->run_dir, s, mb, s > 0 ? mb / s : 0.0, best ? "; best names it (the lowest val_loss)" : "");
     } else if (!flags[0] && tc->ckpt_continue && last) {
         /* training goes on after a failed save, but must not end as if it had been written */
         if (t->last_ckpt[0])
@@ -442,6 +442,9 @@ status_t trainer_resume(trainer *t)
     TRY(open_chosen(t, &r));
     if (!r) return ST_OK;
     status_t st = agree(t, restore(t, r));
+    /* best must name the resumed manifest's best, not a checkpoint of a continuation given up */
+    if (st == ST_OK) st = agree(t, t->rank == 0 && t->tc.ckpt_keep_best ?
+                                ckpt_run_set_best(t->tc.run_dir, t->has_best ? t->best_step : -1) : ST_OK);
     if (st == ST_OK) {
         log_msg(LOG_INFO, "resumed from %s (step %lld)", ckpt_path(r), (long long)ckpt_step(r));
         t->run_id = ckpt_meta_of(r)->run_id;

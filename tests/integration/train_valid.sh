@@ -138,8 +138,9 @@ done
 
 # --- best: the lowest val_loss's checkpoint, kept beyond ckpt.keep = 1 ---
 # (lr 0.1 over 8 steps: val_loss 6.97, 6.21, 6.42, 6.38 at steps 2, 4, 6, 8; no checkpoint is due at 4 but for best)
-train best 1 --set train.precision=fp32 --set train.lr=1e-1 --set train.steps=8 --set eval.every_steps=2 \
-  --set ckpt.every_steps=0 --set ckpt.keep_best=true --set ckpt.keep=1
+bestrun="--set train.precision=fp32 --set train.lr=1e-1 --set train.steps=8 --set eval.every_steps=2
+  --set ckpt.every_steps=0 --set ckpt.keep_best=true --set ckpt.keep=1"
+train best 1 $bestrun
 min=$(vals best | sed 's/^{"step":\([0-9]*\),"val_loss":\([^,]*\),.*/\2 \1/' | sort -g | head -1)
 bs=$(printf '%07d' "${min#* }")
 [ "$(readlink "$d/best/best")" = "step-$bs" ] ||
@@ -149,6 +150,11 @@ bs=$(printf '%07d' "${min#* }")
 [ "$(ls -d "$d"/best/step-* | wc -l)" -eq 2 ] || fail "keep = 1 + best should leave 2 checkpoints: $(ls "$d/best")"
 grep -q '"best_step":[[:space:]]*'"${min#* }" "$d/best/step-0000008/manifest.json" || fail "the manifest lacks best_step ${min#* }"
 "$MPILM" inspect "$d/best/best" > "$d/log" 2>&1 || { cat "$d/log"; fail "best's checkpoint does not verify"; }
+# resumed from an older checkpoint, best names that checkpoint's best (not one of the continuation given up)
+ln -sfn step-0000008 "$d/best/best"
+$MPIRUN -np 1 "$MPILM" train --config "$d/g.ini" --set run.dir="$d/best" $bestrun --resume "$d/best/step-$bs" \
+  > "$d/best2.log" 2>&1 || { tail -5 "$d/best2.log"; fail "best: resume from step $bs"; }
+[ "$(readlink "$d/best/best")" = "step-$bs" ] || fail "best after a resume from step $bs -> $(readlink "$d/best/best")"
 
 # --- patience: lr 0 keeps val_loss constant, so evaluation 1 is the best ---
 stop() { grep -c "stopping early: val_loss has not improved for $1 evaluations (best [0-9.]* at step 2)" "$d/$2.log"; }
