@@ -306,7 +306,11 @@ status_t trainer_run(trainer *t)
         t->last_loss = r.loss;
         t->last_lr = r.lr;
         int valid = tc->eval_every_steps > 0 && (step + 1) % tc->eval_every_steps == 0, best = 0, stop = 0;
-        if (valid) TRY(trainer_validate(t, step + 1, &best, &stop));
+        if (valid) { /* its time is left out of the interval's tokens/s */
+            double v0 = time_now();
+            TRY(trainer_validate(t, step + 1, &best, &stop));
+            mark += time_now() - v0;
+        }
         if ((step + 1) % tc->log_every == 0 || step + 1 == tc->steps || stop) {
             double now = time_now();
             double rate = tokens_per_step * (double)(step + 1 - mark_step) / (now - mark);

@@ -89,6 +89,13 @@ static status_t evaluate(trainer *t, int64_t step, eval_result *r)
     return ST_OK;
 }
 
+/* "best X at step S", or that there is none yet. */
+static void describe_best(const trainer *t, char *buf, size_t n)
+{
+    if (t->has_best) snprintf(buf, n, "best %.4f at step %lld", t->best_val_loss, (long long)t->best_step);
+    else snprintf(buf, n, "no finite val_loss yet");
+}
+
 status_t trainer_validate(trainer *t, int64_t step, int *improved, int *stop)
 {
     const train_config *tc = &t->tc;
@@ -108,9 +115,8 @@ status_t trainer_validate(trainer *t, int64_t step, int *improved, int *stop)
         t->evals_since_best++;
         *stop = tc->eval_patience > 0 && t->evals_since_best >= tc->eval_patience;
     }
-    char best[96] = "no finite val_loss yet";
-    if (t->has_best)
-        snprintf(best, sizeof best, "best %.4f at step %lld", t->best_val_loss, (long long)t->best_step);
+    char best[96];
+    describe_best(t, best, sizeof best);
     log_msg(LOG_INFO, "validation at step %lld: val_loss %.4f on %llu samples (%s)%s", (long long)step, v,
             (unsigned long long)r->samples, best, *improved ? ", a new best" : "");
     if (!isfinite(v) && t->rank == 0)
@@ -152,9 +158,8 @@ int trainer_patience_spent(const trainer *t)
 
 void trainer_log_early_stop(const trainer *t)
 {
-    char best[96] = "no finite val_loss";
-    if (t->has_best)
-        snprintf(best, sizeof best, "best %.4f at step %lld", t->best_val_loss, (long long)t->best_step);
+    char best[96];
+    describe_best(t, best, sizeof best);
     log_msg(LOG_INFO, "stopping early: val_loss has not improved for %lld evaluations (%s)",
             (long long)t->evals_since_best, best);
 }
