@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "base/fileio.h"
+#include "base/rng.h"
 #include "data/shard.h"
 
 /* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no
@@ -167,9 +168,10 @@ static uint64_t line_number(const char *path, uint64_t offset)
 
 typedef struct piece_state {
     tokenizer *t;
-    shard_writer *w;
+    shard_writer *w, *valid, *cur;  /* train, valid, the current document's */
+    double valid_fraction;
     const char *path;
-    int replace_invalid, in_doc;
+    int file, replace_invalid, in_doc;
     char *fixed;
     size_t fixed_cap;
     uint32_t *ids;
@@ -205,7 +207,12 @@ static status_t encode_line(piece_state *ps, const char *line, size_t len, uint6
     size_t n = 0;
     TRY(tokenizer_encode(ps->t, line, len, &ps->ids, &n, &ps->ids_cap));
     if (n == 0) return ST_OK;
-    TRY(shard_writer_add(ps->w, ps->ids, n, !ps->in_doc));
+    if (!ps->in_doc) {
+        int held_out = ps->valid && prep_document_held_out(ps->file, at, ps->valid_fraction);
+        ps->cur = held_out ? ps->valid : ps->w;
+        ps->stats->valid_documents += held_out;
+    }
+    TRY(shard_writer_add(ps->cur, ps->ids, n, !ps->in_doc));
     ps->stats->documents += !ps->in_doc;
     ps->stats->sentences++;
     ps->stats->tokens += n;
@@ -233,17 +240,32 @@ static status_t encode_lines(piece_state *ps, FILE *f, const prep_piece *piece)
     return st;
 }
 
-status_t prep_piece_encode(tokenizer *t, const char *const *files, const prep_piece *piece, int replace_invalid,
-                           const char *out_path, prep_stats *stats)
+int prep_document_held_out(int file, uint64_t offset, double valid_fraction)
+{
+    uint32_t bits[4];
+    rng_bits(rng_key_make(PREP_SPLIT_SEED, RNG_SPLIT), offset, (uint32_t)file, 0, bits);
+    double u = (double)((((uint64_t)bits[0] << 32) | bits[1]) >> 11) * 0x1p-53; /* [0, 1), 53 bits */
+    return u < valid_fraction;
+}
+
+status_t prep_piece_encode_split(tokenizer *t, const char *const *files, const prep_piece *piece, int replace_invalid,
+                                 double valid_fraction, const char *out_path, const char *valid_out_path,
+                                 prep_stats *stats)
 {
     memset(stats, 0, sizeof *stats);
-    piece_state ps = {.t = t, .path = files[piece->file], .replace_invalid = replace_invalid, .stats = stats};
+    piece_state ps = {.t = t, .path = files[piece->file], .file = piece->file, .replace_invalid = replace_invalid,
+                      .valid_fraction = valid_fraction, .stats = stats};
     FILE *f = fopen(ps.path, "rb");
     FAIL_IF(!f, ST_IO, "%s: cannot open (%s)", ps.path, strerror(errno));
-    status_t st = shard_writer_open(&ps.w, out_path, tokenizer_fingerprint(t), tokenizer_vocab_size(t));
+    uint64_t fingerprint = tokenizer_fingerprint(t);
+    status_t st = shard_writer_open(&ps.w, out_path, fingerprint, tokenizer_vocab_size(t));
+    if (st == ST_OK && valid_fraction > 0)
+        st = shard_writer_open(&ps.valid, valid_out_path, fingerprint, tokenizer_vocab_size(t));
     if (st == ST_OK) st = encode_lines(&ps, f, piece);
-    if (st == ST_OK) st = shard_writer_close(ps.w, NULL);
-    else shard_writer_abort(ps.w);
+    if (st == ST_OK) st = shard_writer_close(ps.w, NULL), ps.w = NULL;
+    if (st == ST_OK && ps.valid) st = shard_writer_close(ps.valid, NULL), ps.valid = NULL;
+    if (ps.w) shard_writer_abort(ps.w);
+    if (ps.valid) shard_writer_abort(ps.valid);
     fclose(f);
     free(ps.fixed);
     free(ps.ids);
@@ -251,14 +273,34 @@ status_t prep_piece_encode(tokenizer *t, const char *const *files, const prep_pi
     return st;
 }
 
+status_t prep_piece_encode(tokenizer *t, const char *const *files, const prep_piece *piece, int replace_invalid,
+                           const char *out_path, prep_stats *stats)
+{
+    return prep_piece_encode_split(t, files, piece, replace_invalid, 0, out_path, NULL, stats);
+}
+
 status_t prep_finish(const char *dir, const tokenizer *t, int n_shards, dataset_info *info)
 {
-    dataset_info in;
-    TRY(dataset_manifest_write(dir, t, n_shards, &in));
-    FAIL_IF(in.n_sentences == 0, ST_USAGE,
+    return prep_finish_split(dir, t, n_shards, 0, info, NULL);
+}
+
+status_t prep_finish_split(const char *dir, const tokenizer *t, int n_pieces, double valid_fraction,
+                           dataset_info *train, dataset_info *valid)
+{
+    dataset_info in, held = {0};
+    TRY(dataset_manifest_write_splits(dir, t, n_pieces, valid_fraction, &in, &held));
+    FAIL_IF(in.n_sentences + held.n_sentences == 0, ST_USAGE,
             "%s: empty input: no sentence in the text (only blank lines, or lines with no token); give text with one "
             "sentence per line", dir);
-    if (info) *info = in;
+    FAIL_IF(valid_fraction > 0 && held.n_documents == 0, ST_USAGE,
+            "%s: --valid-fraction %g held out no document of the %llu in the input (the choice is per document); "
+            "raise --valid-fraction or give more documents (blank lines between them)", dir, valid_fraction,
+            (unsigned long long)in.n_documents);
+    FAIL_IF(in.n_documents == 0, ST_USAGE,
+            "%s: --valid-fraction %g held out every document (%llu), so the train split is empty; lower "
+            "--valid-fraction or give more documents", dir, valid_fraction, (unsigned long long)held.n_documents);
+    if (train) *train = in;
+    if (valid) *valid = held;
     return ST_OK;
 }
 
