@@ -9,7 +9,9 @@
  *
  * Input: UTF-8 text, one sentence per line, blank lines (empty or only spaces
  * and tabs) between documents; a trailing '\r' is dropped. A line that
- * tokenizes to nothing is skipped.
+ * tokenizes to nothing is skipped. Or (--jsonl) one JSON object per line whose
+ * text is one document, its lines the sentences. Either may be zstd or gzip
+ * compressed (data/input.h).
  *
  * Held-out split (valid_fraction F > 0). A document goes to the valid split
  * when prep_document_held_out(file, offset, F): a pure function of the input
@@ -32,11 +34,23 @@
 #define PREP_SPLIT_SEED 0x6d70696c6d5eull /* the held-out choice's fixed seed */
 
 /* Bytes [begin, end) of input file `file`, starting at a document. Piece i
- * becomes shard i. */
+ * becomes shard i. A compressed file (data/input.h) is one piece, the whole
+ * file (compressed: begin 0, end its size); the offsets that identify its
+ * documents are then offsets in the decompressed text. */
 typedef struct prep_piece {
     int file;
     uint64_t begin, end;
+    int compressed;
 } prep_piece;
+
+/* How the input is read. */
+typedef struct prep_input {
+    int jsonl;              /* one JSON object per line, one document each (blank lines skipped) */
+    const char *text_key;   /* --jsonl: the key of the document's text ("text") */
+    int split_sentences;    /* every line (of text, or of a JSON text) cut by data/sentence.h */
+    int replace_invalid;    /* invalid UTF-8 → U+FFFD instead of an error */
+    double valid_fraction;  /* documents held out into the valid split (0 = none) */
+} prep_input;
 
 typedef struct prep_plan {
     prep_piece *pieces;
@@ -51,6 +65,8 @@ typedef struct prep_stats {
 } prep_stats;
 
 status_t prep_plan_make(const char *const *files, int n_files, prep_plan *plan);
+/* The same for the input's format (--jsonl pieces are cut at any line end). */
+status_t prep_plan_make_input(const char *const *files, int n_files, const prep_input *input, prep_plan *plan);
 void prep_plan_free(prep_plan *plan);
 
 /* Tokenizes one piece into the shard file out_path. Invalid UTF-8 fails with
@@ -58,10 +74,13 @@ void prep_plan_free(prep_plan *plan);
 status_t prep_piece_encode(tokenizer *t, const char *const *files, const prep_piece *piece, int replace_invalid,
                            const char *out_path, prep_stats *stats);
 
-/* The same with a held-out split: documents chosen by prep_document_held_out
- * go to valid_out_path instead (valid_fraction 0: none, valid_out_path unused). */
-status_t prep_piece_encode_split(tokenizer *t, const char *const *files, const prep_piece *piece, int replace_invalid,
-                                 double valid_fraction, const char *out_path, const char *valid_out_path,
+/* The same for the input's format, with a held-out split: documents chosen
+ * by prep_document_held_out go to valid_out_path instead (valid_fraction 0:
+ * none, valid_out_path unused). A bad --jsonl line fails (ST_FORMAT) naming
+ * file:line and what was expected; corrupt or truncated compressed input
+ * fails naming the file and the compressed byte offset. */
+status_t prep_piece_encode_input(tokenizer *t, const char *const *files, const prep_piece *piece,
+                                 const prep_input *input, const char *out_path, const char *valid_out_path,
                                  prep_stats *stats);
 
 /* 1 when the document whose first sentence starts at byte `offset` of input

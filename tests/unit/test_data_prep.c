@@ -230,7 +230,8 @@ static status_t run_split(const prep_piece *pieces, int n, double fraction)
         snprintf(path, sizeof path, "%s/%s", out, name);
         snprintf(vpath, sizeof vpath, "%s/%s", out, valid);
         prep_stats stats;
-        st = prep_piece_encode_split(tok, files, &pieces[i], 0, fraction, path, vpath, &stats);
+        prep_input input = {.text_key = "text", .valid_fraction = fraction};
+        st = prep_piece_encode_input(tok, files, &pieces[i], &input, path, vpath, &stats);
     }
     return st == ST_OK ? prep_finish_split(out, tok, n, fraction, NULL, NULL) : st;
 }
@@ -270,7 +271,7 @@ Test(prep, held_out_documents_are_a_function_of_their_offset_not_of_the_pieces, 
         if (buf[0] == '\n' && buf[1] == '\n') cut = at + 2;
     fclose(f);
     cr_assert_gt(cut, 0);
-    prep_piece whole = {0, 0, size}, halves[2] = {{0, 0, cut}, {0, cut, size}};
+    prep_piece whole = {0, 0, size, 0}, halves[2] = {{0, 0, cut, 0}, {0, cut, size, 0}};
     uint32_t *a, *b, *want, *train_ids;
 
     cr_assert_eq(run_split(&whole, 1, 0.2), ST_OK, "%s", st_message());
