@@ -14,10 +14,11 @@ int cmd_import(int argc, char **argv);
 const command commands[] = {
     {"prep", "tokenize raw text into a dataset of zstd token shards",
      "usage: mpilm prep (--vocab DIR | --train-vocab N) --tokenizer bpe|wordpiece --out datasets/NAME [--overwrite] FILE...\n"
-     "                  [--valid-fraction F]\n"
+     "                  [--valid-fraction F] [--jsonl [--text-key K]] [--split-sentences]\n"
      "\n"
      "Tokenizes raw UTF-8 text (one sentence per line, a blank line between documents)\n"
-     "into datasets/NAME/: the vocab files, manifest.json and *.zst shards.\n"
+     "into datasets/NAME/: the vocab files, manifest.json and *.zst shards. An input\n"
+     "compressed with zstd or gzip (told by its first bytes) is read directly.\n"
      "Runs in parallel under mpirun: the input is cut into pieces at document boundaries\n"
      "(independent of the rank count, so the dataset is the same for any -np) and the\n"
      "ranks share them.\n"
@@ -29,7 +30,11 @@ const command commands[] = {
      "  --overwrite          replace the dataset already in DIR (only once the new one is complete)\n"
      "  --replace-invalid    replace invalid UTF-8 with U+FFFD instead of refusing it\n"
      "  --valid-fraction F   hold out about F (0 <= F < 1) of the documents, whole, into valid-NNNNN.zst\n"
-     "                       (a fixed per-document choice: the same for any -np)\n",
+     "                       (a fixed per-document choice: the same for any -np)\n"
+     "  --jsonl              input: one JSON object per line, one document each; its text's lines\n"
+     "                       are the sentences (an empty text is skipped)\n"
+     "  --text-key K         --jsonl: the key of the text (default text)\n"
+     "  --split-sentences    also cut each line into sentences by the rule of docs/usage.md\n",
      cmd_prep, NULL},
     {"train", "train a model (under mpirun for pipeline and data parallelism)",
      "usage: mpilm train --config FILE [--set section.key=value]... [--resume auto|PATH | --overwrite]\n"
