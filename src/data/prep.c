@@ -260,7 +260,7 @@ static status_t encode_json_text(piece_state *ps, const char *text, size_t len, 
 {
     /* a \u escape may decode to no valid UTF-8 (the line itself was checked);
      * ps->fixed is free again: the line is parsed already */
-    TRY(valid_utf8(ps, &text, &len, at, " in the decoded text value"));
+    TRY(valid_utf8(ps, &text, &len, 0, " of the decoded text value"));
     status_t st = ST_OK;
     ps->in_doc = 0;
     for (size_t b = 0; st == ST_OK && b < len;) {
