@@ -18,16 +18,26 @@
 #include "train/eval.h"
 #include "train/train_internal.h"
 
-/* Which dataset and split the validation reads. */
-static status_t valid_data_path(const train_config *tc, const char **path)
+/* Which dataset and split the validation reads: eval.data_path (its valid
+ * split when it has one, as mpilm eval reads it), by default the training
+ * dataset's valid split (prep --valid-fraction). */
+static status_t valid_data_path(const train_config *tc, const char **path, dataset_split *split)
 {
-    *path = tc->eval_data_path;
-    if (tc->eval_data_path[0]) return ST_OK;
-    /* default: the training dataset's valid split (prep --valid-fraction) */
-    return st_fail(ST_CONFIG, "eval.every_steps = %lld needs eval.data_path: this mpilm's prep writes no validation "
-                   "split of the training dataset yet; set eval.data_path to a dataset directory that mpilm prep made "
-                   "from held-out text with the training vocabulary (mpilm prep --vocab ...)",
-                   (long long)tc->eval_every_steps);
+    if (tc->eval_data_path[0]) {
+        *path = tc->eval_data_path;
+        *split = dataset_has_split(*path, DATASET_SPLIT_VALID) ? DATASET_SPLIT_VALID : DATASET_SPLIT_TRAIN;
+        return ST_OK;
+    }
+    *path = tc->data_path;
+    *split = DATASET_SPLIT_VALID;
+    FAIL_IF(tc->random_data, ST_CONFIG, "eval.every_steps = %lld with data.source = random needs eval.data_path (a "
+            "dataset directory made by mpilm prep with a vocabulary of at most model.vocab_size tokens)",
+            (long long)tc->eval_every_steps);
+    FAIL_IF(!dataset_has_split(*path, DATASET_SPLIT_VALID), ST_CONFIG, "eval.every_steps = %lld validates on the "
+            "training dataset's valid split by default, but data.path = %s has none; prepare it with mpilm prep "
+            "--valid-fraction F (e.g. 0.01), or set eval.data_path to a dataset prepared with the training vocabulary",
+            (long long)tc->eval_every_steps, *path);
+    return ST_OK;
 }
 
 status_t trainer_valid_check(trainer *t)
@@ -37,7 +47,8 @@ status_t trainer_valid_check(trainer *t)
     t->last_val_loss = NAN;
     if (tc->eval_every_steps == 0) return ST_OK;
     const char *path;
-    TRY(valid_data_path(tc, &path));
+    dataset_split split;
+    TRY(valid_data_path(tc, &path, &split));
     dataset_info vi, di;
     if (dataset_info_read(path, &vi) != ST_OK)
         return st_context(ST_CONFIG, "eval.data_path = %s is not a dataset that can be read (expected a directory "
@@ -74,9 +85,10 @@ static status_t evaluate(trainer *t, int64_t step, eval_result *r)
 {
     const train_config *tc = &t->tc;
     const char *path;
-    TRY(valid_data_path(tc, &path));
-    eval_spec spec = {.data_path = path, .seed = EVAL_SEED, .mask_prob = tc->mask_prob, .nsp = tc->nsp,
-                      .max_samples = tc->eval_max_samples, .hang_timeout = tc->dist.hang_timeout};
+    dataset_split split;
+    TRY(valid_data_path(tc, &path, &split));
+    eval_spec spec = {.data_path = path, .split = split, .seed = EVAL_SEED, .mask_prob = tc->mask_prob,
+                      .nsp = tc->nsp, .max_samples = tc->eval_max_samples, .hang_timeout = tc->dist.hang_timeout};
     const dist_topology *p = t->topo;
     eval_part part = {.replica = p->replica, .replicas = p->dp, .counts = p->stage == p->pp - 1 && p->tp_rank == 0,
                       .forward = forward_through_layout, .ctx = t->engine};

@@ -18,7 +18,9 @@
 #   are bf16 in training; measured 4e-6);
 # - RUN_DIR/best -> the step of the lowest val_loss, kept by pruning beyond
 #   ckpt.keep = 1; patience stopping with exit 0 and its message, continued
-#   across a resume; bad configurations refused naming the key (exit 2).
+#   across a resume; bad configurations refused naming the key (exit 2);
+# - without eval.data_path, the training dataset's valid split (prep
+#   --valid-fraction): val_loss = mpilm eval of that split, not the train split's.
 MPILM=${MPILM:-./mpilm}
 MPIRUN=${MPIRUN:-mpirun --oversubscribe --bind-to none}
 d=$(mktemp -d)
@@ -184,6 +186,21 @@ rc=$? took=$(($(date +%s) - start))
 grep -Eq "the validation after step 3 exceeded dist.hang_timeout = 3 s|evaluation batch 1 \(waiting for every rank\) did not finish within 3 s" "$d/frozen.log" ||
   { cat "$d/frozen.log"; fail "frozen rank in validation: no watchdog message naming the validation"; }
 
+# --- by default the training dataset's own valid split (prep --valid-fraction) ---
+"$MPILM" prep --vocab "$d/bpe" --valid-fraction 0.4 --out "$d/bpe-split" datasets/sample/sample.txt > "$d/log" 2>&1 ||
+  { cat "$d/log"; fail "prep --valid-fraction"; }
+train split 1 --set train.precision=fp32 --set data.path="$d/bpe-split" --set eval.data_path=
+[ "$(vals split | wc -l)" -eq 2 ] || fail "default split: expected val rows at steps 3 and 6, found: $(vals split)"
+eval_of split fp32 "$d/bpe-split" # mpilm eval reads the valid split of a dataset that has one
+grep -q '"split": "valid"' "$d/split.json" || fail "default split: eval did not read the valid split"
+e=$(json_field "$d/split.json" lm_loss) v=$(val_at split 6)
+[ "$(printf %.8f "$e")" = "$(printf %.8f "$v")" ] ||
+  fail "default split: val_loss at step 6 = $v, eval of the valid split = $e"
+"$MPILM" eval --ckpt "$d/split/step-0000006" --data "$d/bpe-split" --split train --max-samples 40 --micro-batch 2 \
+  --precision fp32 --json "$d/split-train.json" > "$d/log" 2>&1 || { cat "$d/log"; fail "eval --split train"; }
+[ "$(json_field "$d/split-train.json" lm_loss)" != "$e" ] || fail "default split: the train split gave the valid split's loss"
+echo "default: the training dataset's valid split (val_loss $v = eval's)"
+
 # --- bad configurations: exit 2, the key named ---
 refuse() { # KEY-IN-MESSAGE --set ...
   want=$1
@@ -196,7 +213,7 @@ refuse() { # KEY-IN-MESSAGE --set ...
 }
 refuse ckpt.keep_best --set eval.every_steps=0 --set ckpt.keep_best=true
 refuse eval.patience --set eval.every_steps=0 --set eval.patience=3
-refuse eval.data_path --set eval.data_path=
+refuse eval.data_path --set eval.data_path= # data.path has no valid split
 refuse eval.data_path --set eval.data_path="$d/nowhere"
 refuse eval.data_path --set eval.data_path="$d/wordpiece-valid"
 refuse eval.every_steps --set eval.every_steps=-1
