@@ -127,6 +127,7 @@ status_t ckpt_manifest_build(const ckpt_meta *meta, const ckpt_tokenizer *tok, c
     snprintf(seed, sizeof seed, "%" PRIu64, meta->seed);
     cJSON_AddStringToObject(m, "seed", seed);
     cJSON_AddNumberToObject(m, "lr", meta->lr);
+    cJSON_AddNumberToObject(m, "elapsed_s", meta->elapsed_s);
     if (meta->run_id) cJSON_AddItemToObject(m, "run_id", hex_item(meta->run_id));
     cJSON_AddItemToObject(m, "data", data_json(meta));
     cJSON *topo = cJSON_AddObjectToObject(m, "topology");
@@ -324,6 +325,12 @@ status_t ckpt_manifest_parse_meta(const char *path, const cJSON *root, ckpt_meta
     TRY(get_str(c, "seed", &seed));
     meta->seed = strtoull(seed, NULL, 10);
     TRY(get_num(c, "lr", &meta->lr));
+    if (cJSON_GetObjectItemCaseSensitive(root, "elapsed_s")) { /* absent before it was recorded: 0 */
+        TRY(get_num(c, "elapsed_s", &meta->elapsed_s));
+        FAIL_IF(!(meta->elapsed_s >= 0 && meta->elapsed_s < 1e15), ST_FORMAT,
+                "%s: elapsed_s = %g is not a number of seconds from 0 to 1e15; the checkpoint is damaged", path,
+                meta->elapsed_s);
+    }
     TRY(ckpt_manifest_parse_run_id(path, root, &meta->run_id));
     TRY(get_obj(c, "data", &sub));
     TRY(parse_data(sub, meta));

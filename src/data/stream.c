@@ -264,6 +264,17 @@ void stream_cursor_get(const stream *s, stream_cursor *c)
     c->extra[0] = s->taken;
 }
 
+status_t stream_epoch(stream *s, uint64_t *epoch)
+{
+    if (s->taken == 0) {
+        uint64_t e = s->epoch, x = s->step;
+        TRY(locate(s, &e, &x));
+        s->epoch = e, s->step = x;
+    }
+    *epoch = s->epoch;
+    return ST_OK;
+}
+
 status_t stream_cursor_set(stream *s, const stream_cursor *c)
 {
     FAIL_IF(c->extra[0] >= (uint64_t)s->spec.chunk, ST_CONFIG,

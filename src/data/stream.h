@@ -64,6 +64,10 @@ status_t stream_open(stream **out, const stream_spec *spec);
 /* Fills the b->B rows of b (b->T must be spec.seq_len) with this rank's next samples. */
 status_t stream_next(stream *s, batch *b);
 void stream_cursor_get(const stream *s, stream_cursor *c);
+/* At a step boundary: the epoch of the next step's first sample (0 = the
+ * first), carrying the cursor over an epoch's end. Reads that sample's group
+ * boundaries, which rank 0 reads next anyway. */
+status_t stream_epoch(stream *s, uint64_t *epoch);
 /* Continues exactly where the cursor was taken (also in a new process). */
 status_t stream_cursor_set(stream *s, const stream_cursor *c);
 void stream_close(stream *s);

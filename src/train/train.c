@@ -169,6 +169,15 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     log_msg(LOG_INFO, "%s model: %zu parameters, %d layers, d_model %d; global batch %d x %d x %d sequences of %d tokens",
             tc->model.family == MODEL_BERT ? "BERT" : "GPT", n, tc->model.n_layer, tc->model.d_model,
             tc->micro_batch, tc->micro_batches, t->topo->dp, tc->model.seq_len);
+    if (tc->vocab_dataset)
+        log_msg(LOG_INFO, "model.vocab_size = auto → %d (dataset vocabulary %u, padded to a multiple of %d)",
+                tc->model.vocab_size, tc->vocab_dataset, TRAIN_VOCAB_PAD);
+    if (tc->tokens > 0) {
+        uint64_t per_step = trainer_global_batch(t) * (uint64_t)tc->model.seq_len;
+        log_msg(LOG_INFO, "train.tokens = %lld -> %lld steps of %llu tokens (%llu tokens in all)",
+                (long long)tc->tokens, (long long)tc->steps, (unsigned long long)per_step,
+                (unsigned long long)per_step * (uint64_t)tc->steps);
+    }
     return ST_OK;
 }
 
@@ -214,6 +223,17 @@ static void format_eta(char *buf, size_t n, double s)
     else snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
 }
 
+/* The data part of the progress line: " | epoch E | N tok" (tokens seen over
+ * every resume; the epoch of a dataset run, counted from 1). */
+static void format_data(const trainer *t, int64_t step, char *buf, size_t n)
+{
+    double tokens = (double)step * (double)trainer_global_batch(t) * t->tc.model.seq_len;
+    const char *unit = tokens >= 1e9 ? "G" : tokens >= 1e6 ? "M" : tokens >= 1e3 ? "k" : "";
+    double scale = tokens >= 1e9 ? 1e9 : tokens >= 1e6 ? 1e6 : tokens >= 1e3 ? 1e3 : 1;
+    int used = t->stream ? snprintf(buf, n, " | epoch %llu", (unsigned long long)t->data_epoch + 1) : 0;
+    snprintf(buf + used, n - (size_t)used, " | %.*f%s tok", *unit ? 2 : 0, tokens / scale, unit);
+}
+
 static void report(trainer *t, int64_t step, const dist_step_result *r, double tokens_per_s, double elapsed,
                    double eta)
 {
@@ -221,14 +241,15 @@ static void report(trainer *t, int64_t step, const dist_step_result *r, double t
     double flops_per_token = model_flops_per_microbatch(&tc->model, 1) / tc->model.seq_len;
     double mfu = t->peak_gflops > 0 ? tokens_per_s * flops_per_token / (t->peak_gflops * 1e9) : 0.0;
     int bert = tc->model.family == MODEL_BERT;
-    char parts[128], eta_s[32], bubble[32] = "";
+    char parts[128], eta_s[32], bubble[32] = "", data[64];
     if (bert) snprintf(parts, sizeof parts, "mlm %.4f nsp %.4f", r->mlm, r->nsp);
     else snprintf(parts, sizeof parts, "lm %.4f", r->lm);
     format_eta(eta_s, sizeof eta_s, eta);
     if (t->topo->pp > 1) snprintf(bubble, sizeof bubble, " | bubble %.1f%%", 100.0 * r->bubble);
-    log_msg(LOG_INFO, "step %lld/%lld | loss %.4f (%s) | lr %.2e | grad %.3f | %.0f tok/s | MFU %.1f%%%s | ETA %s",
+    format_data(t, step, data, sizeof data);
+    log_msg(LOG_INFO, "step %lld/%lld | loss %.4f (%s) | lr %.2e | grad %.3f | %.0f tok/s | MFU %.1f%%%s%s | ETA %s",
             (long long)step, (long long)tc->steps, r->loss, parts, r->lr, r->grad_norm, tokens_per_s,
-            100.0 * mfu, bubble, eta_s);
+            100.0 * mfu, bubble, data, eta_s);
     if (!t->metrics) return;
     fprintf(t->metrics, "{\"step\":%lld,\"loss\":%.9g,", (long long)step, r->loss);
     if (bert) fprintf(t->metrics, "\"mlm_loss\":%.9g,\"nsp_loss\":%.9g,", r->mlm, r->nsp);
@@ -237,6 +258,9 @@ static void report(trainer *t, int64_t step, const dist_step_result *r, double t
             "\"step_s\":%.4f,\"elapsed_s\":%.3f", r->lr, r->grad_norm, tokens_per_s, mfu, r->bubble, r->step_s,
             elapsed);
     if (t->topo->tp > 1) fprintf(t->metrics, ",\"tp_comm_s\":%.4f", r->tp_comm_s);
+    fprintf(t->metrics, ",\"tokens\":%llu", (unsigned long long)step * trainer_global_batch(t) *
+            (unsigned long long)tc->model.seq_len);
+    if (t->stream) fprintf(t->metrics, ",\"epoch\":%llu", (unsigned long long)t->data_epoch + 1);
     fprintf(t->metrics, "}\n");
     fflush(t->metrics);
 }
@@ -273,6 +297,20 @@ static status_t report_ranks(trainer *t, double compute_per_step)
                            compute_per_step);
 }
 
+/* Rank 0 of a dataset run: the epoch of the next sample; a new one is
+ * logged once (after a resume, only wraps after the checkpoint). */
+static status_t track_epoch(trainer *t, int64_t done, int quiet)
+{
+    if (t->rank != 0 || !t->stream) return ST_OK;
+    uint64_t e;
+    TRY(stream_epoch(t->stream, &e));
+    if (!quiet && e > t->data_epoch)
+        log_msg(LOG_INFO, "data: %s read through %s%llu time%s by step %lld; epoch %llu begins (reshuffled)", t->tc.data_path, e > t->data_epoch + 1 ? "more than once, " : "", (unsigned long long)e,
+                e == 1 ? "" : "s", (long long)done, (unsigned long long)e + 1);
+    t->data_epoch = e;
+    return ST_OK;
+}
+
 static void sleep_seconds(double s)
 {
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
@@ -286,6 +324,8 @@ status_t trainer_run(trainer *t)
     double start = time_now(), mark = start, compute = 0.0;
     int64_t mark_step = t->start_step;
     t->last_save_time = start;
+    t->run_start = start;
+    TRY(track_epoch(t, t->start_step, 1));
     trainer_catch_signals();
     double hang = tc->dist.hang_timeout;
     for (int64_t step = t->start_step; step < tc->steps; step++) {
@@ -298,11 +338,12 @@ status_t trainer_run(trainer *t)
         compute += r.busy_s + r.update_s;
         t->last_loss = r.loss;
         t->last_lr = r.lr;
+        TRY(track_epoch(t, step + 1, 0));
         if ((step + 1) % tc->log_every == 0 || step + 1 == tc->steps) {
             double now = time_now();
             double rate = tokens_per_step * (double)(step + 1 - mark_step) / (now - mark);
             double eta = (now - start) / (double)(step + 1 - t->start_step) * (double)(tc->steps - step - 1);
-            report(t, step + 1, &r, rate, now - start, eta);
+            report(t, step + 1, &r, rate, t->elapsed_base + now - start, eta);
             mark = now;
             mark_step = step + 1;
         }

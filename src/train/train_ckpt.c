@@ -228,6 +228,7 @@ static void fill_meta(const trainer *t, int64_t step, ckpt_meta *meta)
     meta->tokens_seen = (int64_t)meta->next_sample * tc->model.seq_len;
     meta->seed = tc->seed;
     meta->lr = t->last_lr;
+    meta->elapsed_s = t->elapsed_base + (t->run_start > 0 ? time_now() - t->run_start : 0.0);
     meta->random_data = tc->random_data;
     snprintf(meta->data_path, sizeof meta->data_path, "%s", tc->data_path);
     if (t->stream) stream_cursor_get(t->stream, &meta->cursor);
@@ -430,6 +431,7 @@ static status_t restore(trainer *t, const ckpt_reader *r)
     if (t->stream) TRY(stream_cursor_set(t->stream, &meta->cursor));
     t->start_step = meta->step;
     t->last_lr = meta->lr;
+    t->elapsed_base = meta->elapsed_s;
     return ST_OK;
 }
 

@@ -31,6 +31,9 @@ struct trainer {
     uint64_t run_id;            /* this run's id in its manifests (kept across resumes) */
     char last_ckpt[4200];       /* the last valid checkpoint: resumed from or written; "" = none */
     double last_save_time;
+    double elapsed_base;        /* training seconds before this process (the checkpoint's elapsed_s) */
+    double run_start;           /* time_now() when this process's training began */
+    uint64_t data_epoch;        /* rank 0, dataset: the epoch of the next sample (wraps are logged once) */
     double step_delay;          /* test hook MPILM_TEST_STEP_DELAY: seconds slept per step */
 };
 
