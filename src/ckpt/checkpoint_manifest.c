@@ -74,6 +74,15 @@ static cJSON *data_json(const ckpt_meta *m)
     cJSON_AddNumberToObject(c, "sample", (double)m->cursor.sample);
     cJSON *extra = cJSON_AddArrayToObject(c, "extra");
     for (int i = 0; i < 6; i++) cJSON_AddItemToArray(extra, cJSON_CreateNumber((double)m->cursor.extra[i]));
+    if (m->cursor.n_sources == 0) return o;
+    cJSON *sources = cJSON_AddArrayToObject(c, "sources"); /* a blend: each dataset's position */
+    for (int d = 0; d < m->cursor.n_sources; d++) {
+        cJSON *p = cJSON_CreateObject();
+        cJSON_AddNumberToObject(p, "epoch", (double)m->cursor.source[d].epoch);
+        cJSON_AddNumberToObject(p, "sample", (double)m->cursor.source[d].sample);
+        cJSON_AddNumberToObject(p, "drawn", (double)m->cursor.source[d].drawn);
+        cJSON_AddItemToArray(sources, p);
+    }
     return o;
 }
 
@@ -238,6 +247,27 @@ static status_t parse_model(json_ctx c, model_config *m)
     return st == ST_OK ? ST_OK : st_context(ST_FORMAT, "%s: model: ", c.path);
 }
 
+/* data.cursor.sources: a blend's datasets' positions (absent for one dataset). */
+static status_t parse_sources(json_ctx cur, ckpt_meta *m)
+{
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(cur.obj, "sources");
+    if (!arr) return ST_OK;
+    int n = cJSON_IsArray(arr) ? cJSON_GetArraySize(arr) : -1;
+    FAIL_IF(n < 2 || n > STREAM_BLEND_MAX, ST_FORMAT, "%s: data.cursor.sources is not an array of 2 to %d positions; "
+            "the checkpoint is damaged", cur.path, STREAM_BLEND_MAX);
+    json_ctx p = cur;
+    p.where = "data.cursor.sources[]";
+    int d = 0;
+    for (const cJSON *e = arr->child; e; e = e->next, d++) {
+        p.obj = e;
+        TRY(get_u64(p, "epoch", &m->cursor.source[d].epoch));
+        TRY(get_u64(p, "sample", &m->cursor.source[d].sample));
+        TRY(get_u64(p, "drawn", &m->cursor.source[d].drawn));
+    }
+    m->cursor.n_sources = n;
+    return ST_OK;
+}
+
 static status_t parse_data(json_ctx c, ckpt_meta *m)
 {
     const char *source = "", *path = "";
@@ -261,7 +291,7 @@ static status_t parse_data(json_ctx c, ckpt_meta *m)
                 "%s: data.cursor.extra[%d] is not a number from 0 to 2^63; the checkpoint is damaged", c.path, i);
         m->cursor.extra[i] = (uint64_t)v->valuedouble;
     }
-    return ST_OK;
+    return parse_sources(cur, m);
 }
 
 static status_t parse_topology(json_ctx c, ckpt_topology *t)

@@ -236,7 +236,7 @@ static void fill_meta(const trainer *t, int64_t step, ckpt_meta *meta)
                                  .zero = tc->dist.zero};
     meta->run_id = t->run_id;
     meta->config_text = tc->config_text;
-    meta->vocab_src = tc->random_data ? NULL : tc->data_path;
+    meta->vocab_src = tc->random_data ? NULL : t->vocab_dir;
 }
 
 /* Rank 0: the manifest of every rank's entries, in global order. */
@@ -400,6 +400,24 @@ static status_t open_chosen(trainer *t, ckpt_reader **r)
     return agree(t, st);
 }
 
+/* A blend resumes only as the same blend: its datasets' count and weights
+ * decide which sample comes from where. Paths may change (a moved dataset),
+ * as for one dataset; the tokenizer check follows. */
+static status_t check_blend(const trainer *t, const ckpt_reader *r)
+{
+    const ckpt_meta *meta = ckpt_meta_of(r);
+    stream_blend was, now;
+    TRY(stream_blend_parse(meta->data_path, &was));
+    TRY(stream_blend_parse(t->tc.data_path, &now));
+    int same = was.n == now.n && meta->cursor.n_sources == (now.n > 1 ? now.n : 0);
+    for (int d = 0; same && d < now.n; d++) same = was.weight[d] == now.weight[d];
+    FAIL_IF(!same, ST_CONFIG, "%s: data.path = '%s' (%d dataset%s) differs from the checkpoint's '%s' (%d); a blend "
+            "resumes only with the same datasets' count and weights (paths may move); resume with data.path = '%s' "
+            "or start a new run", ckpt_path(r), t->tc.data_path, now.n, now.n == 1 ? "" : "s", meta->data_path,
+            was.n, meta->data_path);
+    return ST_OK;
+}
+
 static status_t restore(trainer *t, const ckpt_reader *r)
 {
     const ckpt_meta *meta = ckpt_meta_of(r);
@@ -417,6 +435,7 @@ static status_t restore(trainer *t, const ckpt_reader *r)
             (unsigned long long)meta->next_sample, (long long)meta->step, (unsigned long long)trainer_global_batch(t),
             (long long)meta->step, (unsigned long long)want);
     if (t->stream) {
+        TRY(check_blend(t, r));
         const dataset_info *di = stream_info(t->stream);
         char what[1100];
         snprintf(what, sizeof what, "the dataset %s", t->tc.data_path);

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "data/dataset.h"
+#include "data/stream.h"
 #include "tensor/bf16.h"
 #include "train/train.h"
 
@@ -64,7 +65,9 @@ static status_t resolve_vocab(const config *cfg, train_config *tc)
             "data.source = random; set model.vocab_size to a number or data.source = dataset with data.path",
             config_origin(cfg, "model.vocab_size"));
     dataset_info info;
-    TRY(dataset_info_read(tc->data_path, &info));
+    stream_blend bl;
+    TRY(stream_blend_parse(tc->data_path, &bl));
+    TRY(dataset_info_read(bl.path[0], &info)); /* a blend's datasets share it (checked when the stream opens) */
     tc->vocab_dataset = info.vocab_size;
     tc->model.vocab_size = (int)((info.vocab_size + TRAIN_VOCAB_PAD - 1) / TRAIN_VOCAB_PAD * TRAIN_VOCAB_PAD);
     return model_config_check(&tc->model);

@@ -33,7 +33,8 @@ struct trainer {
     double last_save_time;
     double elapsed_base;        /* training seconds before this process (the checkpoint's elapsed_s) */
     double run_start;           /* time_now() when this process's training began */
-    uint64_t data_epoch;        /* rank 0, dataset: the epoch of the next sample (wraps are logged once) */
+    uint64_t data_epoch[STREAM_BLEND_MAX]; /* rank 0: each dataset's epoch of its next sample (wraps logged once) */
+    char vocab_dir[1024];       /* dataset run: the dataset whose vocabulary checkpoints carry */
     double step_delay;          /* test hook MPILM_TEST_STEP_DELAY: seconds slept per step */
 };
 
