@@ -346,7 +346,7 @@ status_t stream_epochs(stream *s, uint64_t *epochs)
 
 void stream_drawn(const stream *s, uint64_t *drawn)
 {
-    if (!s->n_sources) drawn[0] = s->step + s->taken;
+    if (!s->n_sources) drawn[0] = 0;
     for (int d = 0; d < s->n_sources; d++) drawn[d] = s->pos[d].drawn;
 }
 

@@ -106,7 +106,8 @@ int stream_n_sources(const stream *s);
  * sample's group boundaries, which the stream passes next anyway. */
 status_t stream_epochs(stream *s, uint64_t *epochs);
 /* At a step boundary: the samples drawn from each dataset of a blend so far
- * (stream_n_sources entries; one dataset: the samples of the stream). */
+ * (stream_n_sources entries, over every epoch). One dataset: drawn[0] = 0
+ * (its stream counts within an epoch only; the trainer knows the total). */
 void stream_drawn(const stream *s, uint64_t *drawn);
 /* Continues exactly where the cursor was taken (also in a new process). */
 status_t stream_cursor_set(stream *s, const stream_cursor *c);
