@@ -25,7 +25,8 @@ const config_key mpilm_schema[] = {
     {"model", "recompute", CFG_BOOL, "false", NULL, NO_RANGE, "recompute block activations in backward"},
 
     {"data", "source", CFG_ENUM, "random", "dataset|random", NO_RANGE, "training samples from a prepared dataset or random tokens"},
-    {"data", "path", CFG_STRING, "", NULL, NO_RANGE, "dataset directory written by mpilm prep"},
+    {"data", "path", CFG_STRING, "", NULL, NO_RANGE,
+     "dataset directory written by mpilm prep, or a weighted blend '0.7 datasets/a 0.3 datasets/b'"},
     {"data", "mask_prob", CFG_FLOAT, "0.15", NULL, 0, 1, "MLM: fraction of tokens chosen"},
     {"data", "nsp", CFG_BOOL, "true", NULL, NO_RANGE, "BERT: next-sentence prediction"},
     {"data", "random_samples", CFG_INT, "0", NULL, 0, ANY_COUNT, "data.source = random: repeat this many samples (0 = never repeat)"},
