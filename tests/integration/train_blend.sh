@@ -3,6 +3,8 @@
 # - a blend run at dp 2 resumed from its step-6 checkpoint at dp 1 and at
 #   pp 2 continues with the same samples (losses within 1e-5, fp32) and the
 #   same blend_samples as the uninterrupted run;
+# - each dataset's epoch wrap is logged once, the progress line shows each
+#   dataset's epoch;
 # - metrics rows carry blend_samples (per dataset, data.path order) that sum
 #   to the samples drawn and keep each share within the greedy bound (±1/2 for
 #   two datasets);
@@ -37,6 +39,14 @@ for how in dp1 pp2; do
   [ "$(blend_of "$d/$how")" = "$(blend_of "$d/ref")" ] || fail "resumed at $how: blend_samples $(blend_of "$d/$how")"
   echo "blend resumed at $how from dp 2's step 6: same losses and blend_samples"
 done
+
+# each dataset wraps on its own, logged once: A's 161 windows are drawn by step 115 (230 samples, 0.7 each)
+train 1 "$d/wrap.log" --set run.dir="$d/wrap" --set train.steps=125 --set train.global_batch=2 --set log.every=25 ||
+  { tail -5 "$d/wrap.log"; fail "wrap run"; }
+[ "$(grep -c "read through" "$d/wrap.log")" = 1 ] && grep -qF "data: $d/A read through 1 time by step 115; epoch 2 begins" "$d/wrap.log" ||
+  { grep "read through" "$d/wrap.log"; fail "A's wrap not logged once at step 115 (or B's logged)"; }
+grep -q "step 125/125 .* | epoch 2,1 | " "$d/wrap.log" || fail "progress line without each dataset's epoch"
+tail -1 "$d/wrap/metrics.jsonl" | grep -q '"blend_samples":\[175,75\],"epochs":\[2,1\]' || fail "last metrics row: $(tail -1 "$d/wrap/metrics.jsonl")"
 
 # refusals
 expect2() { # NAME LOG WANT: the last command exited 2 and LOG holds WANT
