@@ -5,7 +5,9 @@
 #include <string.h>
 
 #include "base/fileio.h"
+#include "base/log.h"
 #include "ckpt/export.h"
+#include "ckpt/export_internal.h"
 #include "ckpt/safetensors.h"
 #include "tensor/tensor.h"
 
@@ -28,7 +30,15 @@ status_t export_dtype_parse(const char *name, safet_dtype *out)
     return ST_OK;
 }
 
-static cJSON *config_json(const model_config *c, safet_dtype dtype)
+/* config.json's special ids: a number inside the vocabulary, or null where
+ * the vocabulary has no such token (never a default outside it). */
+static void add_id(cJSON *j, const char *key, int32_t id)
+{
+    if (id >= 0) cJSON_AddNumberToObject(j, key, id);
+    else cJSON_AddNullToObject(j, key);
+}
+
+static cJSON *config_json(const model_config *c, safet_dtype dtype, const hf_token_ids *ids)
 {
     cJSON *j = cJSON_CreateObject();
     if (c->family == MODEL_BERT) {
@@ -62,26 +72,15 @@ static cJSON *config_json(const model_config *c, safet_dtype dtype)
         cJSON_AddNumberToObject(j, "attn_pdrop", c->dropout);
         cJSON_AddNumberToObject(j, "layer_norm_epsilon", 1e-5);
     }
+    add_id(j, "bos_token_id", ids->bos);
+    add_id(j, "eos_token_id", ids->eos);
+    if (c->family == MODEL_BERT) add_id(j, "pad_token_id", ids->pad);
     cJSON_AddNumberToObject(j, "initializer_range", 0.02);
     /* not Hugging Face's: the training sequence length, so import restores it */
     cJSON_AddNumberToObject(j, "mpilm_seq_len", c->seq_len);
     cJSON_AddBoolToObject(j, "tie_word_embeddings", 1);
     cJSON_AddStringToObject(j, "torch_dtype", dtype == SAFET_BF16 ? "bfloat16" : "float32");
     return j;
-}
-
-/* Copies one vocabulary file under its Hugging Face name, if present. */
-static status_t copy_vocab_file(const char *vocab_dir, const char *from, const char *out_dir, const char *to)
-{
-    char src[4096], dst[4096];
-    snprintf(src, sizeof src, "%s/%s", vocab_dir, from);
-    snprintf(dst, sizeof dst, "%s/%s", out_dir, to);
-    char *data;
-    size_t len;
-    if (read_file(src, &data, &len) != ST_OK) return ST_OK; /* that file is not this kind's */
-    status_t st = atomic_write_file(dst, data, len);
-    free(data);
-    return st;
 }
 
 static status_t write_tensors(const model_config *c, const float *params, const char *path, float *sin_pos,
@@ -127,20 +126,19 @@ status_t export_hf(const model_config *c, const float *params, const char *vocab
     status_t st = write_tensors(c, params, path, sin_pos, dtype);
     free(sin_pos);
     TRY(st);
-    cJSON *j = config_json(c, dtype);
+    hf_token_ids ids;
+    TRY(export_tokenizer_files(c, vocab_dir, out_dir, &ids));
+    if (!vocab_dir)
+        log_warn("export: the checkpoint has no vocabulary (trained on random data): no tokenizer files, and "
+                 "config.json's token ids are null");
+    cJSON *j = config_json(c, dtype, &ids);
     char *text = cJSON_Print(j);
     cJSON_Delete(j);
     FAIL_IF(!text, ST_NOMEM, "export: out of memory");
     snprintf(path, sizeof path, "%s/config.json", out_dir);
     st = atomic_write_file(path, text, strlen(text));
     free(text);
-    TRY(st);
-    if (!vocab_dir) return ST_OK;
-    TRY(copy_vocab_file(vocab_dir, "vocab.txt", out_dir, "vocab.txt"));
-    TRY(copy_vocab_file(vocab_dir, "encoder.json", out_dir, "vocab.json"));
-    TRY(copy_vocab_file(vocab_dir, "vocab.json", out_dir, "vocab.json"));
-    TRY(copy_vocab_file(vocab_dir, "vocab.bpe", out_dir, "merges.txt"));
-    return copy_vocab_file(vocab_dir, "merges.txt", out_dir, "merges.txt");
+    return st;
 }
 
 /* ---- import ------------------------------------------------------------------ */

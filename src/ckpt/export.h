@@ -15,8 +15,12 @@
 #include "model/model.h"
 
 /* Writes out_dir/model.safetensors and out_dir/config.json from the full
- * model's parameters (model_full_table order) and copies the vocabulary from
- * vocab_dir (may be NULL) as vocab.txt, or vocab.json + merges.txt. Sinusoidal
+ * model's parameters (model_full_table order) and, from the vocabulary in
+ * vocab_dir (may be NULL: none), the tokenizer files Hugging Face loads:
+ * vocab.txt, or vocab.json + merges.txt, tokenizer.json,
+ * tokenizer_config.json, special_tokens_map.json, and for GPT
+ * generation_config.json; config.json names the special ids (bos, eos; BERT
+ * also pad) inside the vocabulary, null where there is none. Sinusoidal
  * positions are written as the position table they are; a model Hugging Face
  * cannot express (pre-LN BERT, post-LN GPT) is refused. dtype is SAFET_F32
  * (the parameters bit for bit; config.json "torch_dtype": "float32") or

@@ -19,8 +19,9 @@ static status_t export_checkpoint(const char *ckpt, const char *out, safet_dtype
     status_t st = model_stage_create(&m, &c, 0, c.n_layer, 1, 1);
     if (st == ST_OK) st = ckpt_read_stage(r, m, model_params(m), NULL, NULL);
     if (st == ST_OK) st = export_hf(&c, model_params(m), ckpt_vocab_dir(r), out, dtype);
-    if (st == ST_OK) printf("export: %s (step %lld) -> %s/model.safetensors (%s), config.json\n", ckpt_path(r),
-                            (long long)ckpt_step(r), out, safet_dtype_name(dtype));
+    if (st == ST_OK) printf("export: %s (step %lld) -> %s/model.safetensors (%s), config.json%s\n", ckpt_path(r),
+                            (long long)ckpt_step(r), out, safet_dtype_name(dtype),
+                            ckpt_vocab_dir(r) ? ", tokenizer files" : "");
     model_stage_free(m);
     ckpt_close(r);
     return st;

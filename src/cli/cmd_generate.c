@@ -1,6 +1,9 @@
 /* mpilm generate: text from a GPT checkpoint with a key/value cache; greedy,
- * temperature, top-k, top-p; --json for scripts. */
+ * temperature, top-k, top-p; from a BERT checkpoint, the top-k fills of each
+ * [MASK] of the prompt with their probabilities (fill-mask); --json for
+ * scripts. */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +17,8 @@ typedef struct gen_options {
     const char *ckpt, *prompt;
     int max_tokens, json;
     sample_params sp;
+    const char *sampling_option; /* the first option given that only GPT's sampling takes, or NULL */
+    int top_k_given;
 } gen_options;
 
 static status_t parse_options(int argc, char **argv, gen_options *o)
@@ -36,7 +41,8 @@ static status_t parse_options(int argc, char **argv, gen_options *o)
         case 'p': o->prompt = optarg; break;
         case 'n': TRY(cli_number("generate", "--max-tokens", optarg, 1, 1 << 20, 1, &v)); o->max_tokens = (int)v; break;
         case 't': TRY(cli_number("generate", "--temperature", optarg, 0, 100, 0, &v)); o->sp.temperature = (float)v; break;
-        case 'k': TRY(cli_number("generate", "--top-k", optarg, 0, 1 << 24, 1, &v)); o->sp.top_k = (int)v; break;
+        case 'k': TRY(cli_number("generate", "--top-k", optarg, 0, 1 << 24, 1, &v)); o->sp.top_k = (int)v;
+            o->top_k_given = 1; break;
         case 'P': TRY(cli_number("generate", "--top-p", optarg, 1e-6, 1, 0, &v)); o->sp.top_p = (float)v; break;
         case 's': TRY(cli_number("generate", "--seed", optarg, 0, 1e15, 1, &v)); o->sp.seed = (uint64_t)v; break;
         case 'j': o->json = 1; break;
@@ -44,6 +50,8 @@ static status_t parse_options(int argc, char **argv, gen_options *o)
             return st_fail(ST_USAGE, "generate: unknown or incomplete option '%s' (see mpilm generate --help)",
                            argv[optind - 1]);
         }
+        for (int i = 0; !o->sampling_option && i < 4; i++)
+            if (ch == "ntPs"[i]) o->sampling_option = (const char *[]){"--max-tokens", "--temperature", "--top-p", "--seed"}[i];
     }
     FAIL_IF(optind < argc, ST_USAGE, "generate: unexpected argument '%s'", argv[optind]);
     FAIL_IF(!o->ckpt || !o->prompt, ST_USAGE, "generate: --ckpt PATH and --prompt TEXT are required");
@@ -123,6 +131,152 @@ static status_t output(const gen_state *g, const gen_options *o)
     return ST_OK;
 }
 
+/* ---- fill-mask (BERT) -------------------------------------------------------- */
+
+typedef struct fill_state {
+    model_stage *m;
+    batch b;
+    uint32_t *ids;       /* [CLS] prompt [SEP] */
+    size_t n, cap;
+    float *logits;       /* (T, V) */
+    double *p;           /* V: one mask's probabilities */
+    int32_t *order;      /* V: ids by probability */
+} fill_state;
+
+static status_t ids_push(uint32_t **ids, size_t *n, size_t *cap, uint32_t id)
+{
+    if (*n == *cap) {
+        size_t grown_cap = *cap ? 2 * *cap : 64;
+        uint32_t *grown = realloc(*ids, grown_cap * sizeof **ids);
+        FAIL_IF(!grown, ST_NOMEM, "generate: out of memory");
+        *ids = grown;
+        *cap = grown_cap;
+    }
+    (*ids)[(*n)++] = id;
+    return ST_OK;
+}
+
+/* [CLS] prompt [SEP], checked: at least one [MASK], within max_positions. */
+static status_t fill_encode(fill_state *f, tokenizer *tok, const model_config *c, const gen_options *o)
+{
+    int32_t cls = tokenizer_special(tok, TOKEN_CLS), sep = tokenizer_special(tok, TOKEN_SEP),
+            mask = tokenizer_special(tok, TOKEN_MASK);
+    FAIL_IF(cls < 0 || sep < 0 || mask < 0, ST_FORMAT, "generate: the checkpoint's vocabulary has no %s token, "
+            "which BERT's fill-mask needs ([CLS] prompt [SEP] with [MASK]s); use a checkpoint trained on a "
+            "WordPiece dataset", cls < 0 ? "[CLS]" : sep < 0 ? "[SEP]" : "[MASK]");
+    TRY(ids_push(&f->ids, &f->n, &f->cap, (uint32_t)cls));
+    TRY(tokenizer_encode(tok, o->prompt, strlen(o->prompt), &f->ids, &f->n, &f->cap));
+    TRY(ids_push(&f->ids, &f->n, &f->cap, (uint32_t)sep));
+    int masks = 0;
+    for (size_t i = 0; i < f->n; i++) masks += f->ids[i] == (uint32_t)mask;
+    FAIL_IF(masks == 0, ST_USAGE, "generate: the prompt has no [MASK]; a BERT checkpoint fills masked words: write "
+            "[MASK] where a word is missing (e.g. --prompt \"the [MASK] sat\"); text continuation needs a GPT "
+            "checkpoint");
+    FAIL_IF(f->n > (size_t)c->max_positions, ST_USAGE, "generate: the prompt encodes to %zu tokens with [CLS] and "
+            "[SEP], but the model has max_positions %d; shorten the prompt", f->n, c->max_positions);
+    return ST_OK;
+}
+
+/* The MLM head's logits of every position of [CLS] prompt [SEP] (token types
+ * 0, no padding, no dropout). */
+static status_t fill_forward(fill_state *f, ckpt_reader *r, const model_config *ckpt_cfg)
+{
+    model_config c = *ckpt_cfg;
+    c.dropout = 0.0f;
+    c.seq_len = (int)f->n;
+    size_t V = (size_t)c.vocab_size;
+    TRY(model_stage_create(&f->m, &c, 0, c.n_layer, 1, 1));
+    TRY(ckpt_read_stage(r, f->m, model_params(f->m), NULL, NULL));
+    TRY(batch_alloc(&f->b, 1, c.seq_len));
+    for (int t = 0; t < c.seq_len; t++) {
+        f->b.input_ids[t] = (int32_t)f->ids[t];
+        f->b.token_type_ids[t] = 0;
+        f->b.attention_mask[t] = 1;
+        f->b.labels[t] = LABEL_IGNORE;
+    }
+    f->b.next_sentence_label[0] = 0;
+    f->logits = malloc(f->n * V * sizeof *f->logits);
+    f->p = malloc(V * sizeof *f->p);
+    f->order = malloc(V * sizeof *f->order);
+    FAIL_IF(!f->logits || !f->p || !f->order, ST_NOMEM, "generate: out of memory for %zu x %zu logits", f->n, V);
+    model_pass pass = {.loss_scale = 1.0f, .logits = f->logits};
+    model_losses losses = {0};
+    return model_forward(f->m, 0, &f->b, &pass, &losses);
+}
+
+/* qsort context (generation is single-threaded): descending probability,
+ * then ascending id. */
+static const double *fill_p;
+static int by_fill_prob(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return fill_p[x] < fill_p[y] ? 1 : fill_p[x] > fill_p[y] ? -1 : (x > y) - (x < y);
+}
+
+/* softmax of one position's logits (in double), ids sorted by it */
+static void fill_rank(fill_state *f, const float *logits, int V)
+{
+    float mx = logits[0];
+    for (int v = 1; v < V; v++) mx = logits[v] > mx ? logits[v] : mx;
+    double sum = 0.0;
+    for (int v = 0; v < V; v++) sum += f->p[v] = exp((double)logits[v] - mx);
+    for (int v = 0; v < V; v++) {
+        f->p[v] /= sum;
+        f->order[v] = v;
+    }
+    fill_p = f->p;
+    qsort(f->order, (size_t)V, sizeof *f->order, by_fill_prob);
+}
+
+/* For each [MASK] of f->ids, in order, its k most probable fills: as text,
+ * or with json one array per mask of {token, id, probability}. */
+static void fill_print(fill_state *f, const tokenizer *tok, int V, int k, int json)
+{
+    uint32_t mask = (uint32_t)tokenizer_special(tok, TOKEN_MASK);
+    int nth = 0;
+    if (json) printf("[");
+    for (size_t t = 0; t < f->n; t++) {
+        if (f->ids[t] != mask) continue;
+        fill_rank(f, f->logits + t * (size_t)V, V);
+        if (json) printf("%s[", nth ? "," : "");
+        else printf("[MASK] %d (position %zu of %zu):\n", nth + 1, t, f->n);
+        for (int i = 0; i < k; i++) {
+            int32_t id = f->order[i];
+            const char *token = tokenizer_token(tok, (uint32_t)id);
+            if (!token) token = "";
+            if (json) {
+                printf("%s{\"token\":", i ? "," : "");
+                cli_json_string(stdout, token, strlen(token));
+                printf(",\"id\":%d,\"probability\":%.9g}", id, f->p[id]);
+            } else {
+                printf("  %-20s %.6f\n", token, f->p[id]);
+            }
+        }
+        if (json) printf("]");
+        nth++;
+    }
+    if (json) printf("]\n");
+}
+
+static status_t fill_mask(ckpt_reader *r, tokenizer *tok, const model_config *c, const gen_options *o)
+{
+    FAIL_IF(o->sampling_option, ST_USAGE, "generate: %s is for a GPT checkpoint's sampling; %s is BERT, whose "
+            "generate fills the prompt's [MASK]s (options --top-k, --json)", o->sampling_option, ckpt_path(r));
+    fill_state f = {0};
+    status_t st = fill_encode(&f, tok, c, o);
+    if (st == ST_OK) st = fill_forward(&f, r, c);
+    int V = c->vocab_size, k = o->top_k_given ? o->sp.top_k : 5;
+    if (k <= 0 || k > V) k = V; /* --top-k 0: the whole vocabulary */
+    if (st == ST_OK) fill_print(&f, tok, V, k, o->json);
+    batch_free(&f.b);
+    model_stage_free(f.m);
+    free(f.ids);
+    free(f.logits);
+    free(f.p);
+    free(f.order);
+    return st;
+}
+
 static status_t run_generate(const gen_options *o)
 {
     ckpt_reader *r;
@@ -143,10 +297,14 @@ static status_t run_generate(const gen_options *o)
                                   "the vocab/ directory was changed after the checkpoint was written; put the "
                                   "original files back or use another checkpoint");
     if (st == ST_OK) st = tensor_runtime_init(-1, 1, &rt);
-    if (st == ST_OK) st = model_stage_create(&g.m, &c, 0, c.n_layer, 1, 1);
-    if (st == ST_OK) st = ckpt_read_stage(r, g.m, model_params(g.m), NULL, NULL);
-    if (st == ST_OK) st = generate(&g, o);
-    if (st == ST_OK) st = output(&g, o);
+    if (st == ST_OK && c.family == MODEL_BERT) {
+        st = fill_mask(r, g.tok, &c, o);
+    } else {
+        if (st == ST_OK) st = model_stage_create(&g.m, &c, 0, c.n_layer, 1, 1);
+        if (st == ST_OK) st = ckpt_read_stage(r, g.m, model_params(g.m), NULL, NULL);
+        if (st == ST_OK) st = generate(&g, o);
+        if (st == ST_OK) st = output(&g, o);
+    }
     model_decoder_free(g.d);
     model_stage_free(g.m);
     tokenizer_free(g.tok);

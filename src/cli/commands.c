@@ -55,19 +55,25 @@ const command commands[] = {
      "(default 12345). --precision: as train.precision (auto = bf16 where the CPU has bf16\n"
      "instructions); fp32 checks a bf16 figure.\n",
      cmd_eval, NULL},
-    {"generate", "generate text from a GPT checkpoint",
+    {"generate", "generate text from a GPT checkpoint, or fill [MASK]s with a BERT one",
      "usage: mpilm generate --ckpt PATH --prompt TEXT [--max-tokens N] [--temperature T]\n"
      "                      [--top-k K] [--top-p P] [--seed S] [--json]\n"
+     "       mpilm generate --ckpt BERT_CKPT --prompt \"the [MASK] sat\" [--top-k K] [--json]\n"
      "\n"
-     "--temperature 0 is greedy (default 1); --top-k 0 and --top-p 1 keep every token.\n"
+     "GPT: --temperature 0 is greedy (default 1); --top-k 0 and --top-p 1 keep every token.\n"
      "The prompt and --max-tokens (default 50) must fit in the model's max_positions.\n"
-     "--json prints {\"prompt_ids\":[...],\"ids\":[...],\"text\":\"...\"} (ids: generated only).\n",
+     "--json prints {\"prompt_ids\":[...],\"ids\":[...],\"text\":\"...\"} (ids: generated only).\n"
+     "BERT (fill-mask): [CLS] TEXT [SEP] through the MLM head once; for each [MASK] the\n"
+     "--top-k (default 5; 0 = all) tokens with their softmax probabilities; --json prints\n"
+     "an array per mask of {\"token\",\"id\",\"probability\"}.\n",
      cmd_generate, NULL},
     {"export", "export a checkpoint to Hugging Face safetensors",
      "usage: mpilm export --ckpt PATH --format hf --out DIR [--dtype fp32|bf16]\n"
      "\n"
      "Writes DIR/model.safetensors and config.json (BertForPreTraining / GPT2LMHeadModel\n"
-     "names) and the vocabulary files. --dtype fp32 (default) writes the fp32 weights as\n"
+     "names, with bos/eos/pad ids of the vocabulary) and the tokenizer files Hugging Face\n"
+     "loads (vocab files, tokenizer.json, tokenizer_config.json, special_tokens_map.json,\n"
+     "GPT: generation_config.json). --dtype fp32 (default) writes the fp32 weights as\n"
      "they are; bf16 rounds each to nearest even (as torch's .bfloat16()), half the size.\n",
      cmd_export, NULL},
     {"import", "import a Hugging Face safetensors model as a checkpoint",
@@ -81,12 +87,14 @@ const command commands[] = {
      "\n"
      "Prints the header or manifest and verifies every checksum; exits non-zero on any fault.\n",
      cmd_inspect, NULL},
-    {"plot", "draw loss, learning-rate and throughput curves of a run",
-     "usage: mpilm plot RUN_DIR [--out PREFIX]\n"
+    {"plot", "draw loss, learning-rate, grad-norm and throughput curves of runs",
+     "usage: mpilm plot RUN_DIR... [--out PREFIX]\n"
      "\n"
-     "Draws loss per objective, learning rate and tokens/s against step from\n"
-     "RUN_DIR/metrics.jsonl into PREFIX.png and PREFIX.svg (default PREFIX = RUN_DIR/curves),\n"
-     "keeping the data (PREFIX.dat) and the gnuplot script (PREFIX.gp) beside them.\n",
+     "Draws the runs overlaid, each series titled by its run directory's name, in four\n"
+     "panels against step from each RUN_DIR/metrics.jsonl: loss (per objective, and the\n"
+     "validation loss where there is one), learning rate, grad norm, tokens/s; into\n"
+     "PREFIX.png and PREFIX.svg (default PREFIX = RUN_DIR/curves for one run, ./curves for\n"
+     "several), keeping the data (PREFIX.dat) and the gnuplot script (PREFIX.gp) beside them.\n",
      cmd_plot, NULL},
     {"tokenize", "tokenize stdin lines to token ids",
      "usage: mpilm tokenize --vocab DIR [--tokenizer bpe|wordpiece] [--json]\n"

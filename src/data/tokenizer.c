@@ -94,6 +94,12 @@ void tokenizer_set_case(tokenizer *t, int lowercase, int strip_accents)
     t->strip_accents = strip_accents;
 }
 
+void tokenizer_get_case(const tokenizer *t, int *lowercase, int *strip_accents)
+{
+    *lowercase = t->kind == TOKENIZER_WORDPIECE && t->lowercase;
+    *strip_accents = t->kind == TOKENIZER_WORDPIECE && t->strip_accents;
+}
+
 const char *tokenizer_token(const tokenizer *t, uint32_t id)
 {
     return id < t->n_vocab ? t->token_text[id] : NULL;

@@ -39,6 +39,9 @@ int32_t tokenizer_special(const tokenizer *t, special_token which);
  * on for an uncased vocabulary (no token outside [brackets] holds an ASCII
  * capital, as bert-base-uncased) and off otherwise (bert-base-cased). */
 void tokenizer_set_case(tokenizer *t, int lowercase, int strip_accents);
+/* The WordPiece case handling in force (0, 0 for BPE), as an export
+ * describes it to Hugging Face (BertNormalizer, do_lower_case). */
+void tokenizer_get_case(const tokenizer *t, int *lowercase, int *strip_accents);
 /* XXH3-64 over the vocabulary files' bytes, in a fixed order. */
 uint64_t tokenizer_fingerprint(const tokenizer *t);
 /* The token string of id (BPE: in its byte-to-unicode form), or NULL. */
