@@ -4,6 +4,7 @@
  * protocol"), and resume onto any layout.
  * Every failure on any rank reaches every rank (agree()), so none waits. */
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -410,7 +411,7 @@ static status_t check_blend(const trainer *t, const ckpt_reader *r)
     TRY(stream_blend_parse(meta->data_path, &was));
     TRY(stream_blend_parse(t->tc.data_path, &now));
     int same = was.n == now.n && meta->cursor.n_sources == (now.n > 1 ? now.n : 0);
-    for (int d = 0; same && d < now.n; d++) same = was.weight[d] == now.weight[d];
+    for (int d = 0; same && d < now.n; d++) same = fabs(was.weight[d] - now.weight[d]) <= 1e-12; /* '7 a 3 b' = '0.7 a 0.3 b' */
     FAIL_IF(!same, ST_CONFIG, "%s: data.path = '%s' (%d dataset%s) differs from the checkpoint's '%s' (%d); a blend "
             "resumes only with the same datasets' count and weights (paths may move); resume with data.path = '%s' "
             "or start a new run", ckpt_path(r), t->tc.data_path, now.n, now.n == 1 ? "" : "s", meta->data_path,

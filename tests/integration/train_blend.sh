@@ -61,7 +61,9 @@ grep -q "data.path" "$d/x.log" || fail "bad syntax: data.path not named"
 train 1 "$d/x.log" --set run.dir="$d/x" --set "data.path=0.5 $d/A -2 $d/B"; expect2 $? "$d/x.log" "negative weight" "is not a positive number"
 train 1 "$d/x.log" --set run.dir="$d/ref" --set "data.path=0.5 $d/A 0.5 $d/B" --set train.steps=14 --resume auto
 expect2 $? "$d/x.log" "resume with other weights" "a blend resumes only with the same datasets' count and weights"
-train 1 "$d/x.log" --set run.dir="$d/ref" --set "data.path=$d/A" --set train.steps=14 --resume auto
+train 1 "$d/x.log" --set run.dir="$d/ref" --set "data.path=7 $d/A 3 $d/B" --set train.steps=14 --resume auto ||
+  { tail -3 "$d/x.log"; fail "resume with the same weights written '7 A 3 B'"; }
+train 1 "$d/x.log" --set run.dir="$d/ref" --set "data.path=$d/A" --set train.steps=16 --resume auto
 expect2 $? "$d/x.log" "resume of a blend on one dataset" "differs from the checkpoint's"
 "$MPILM" eval --ckpt "$d/ref" --data "0.5 $d/A 0.5 $d/B" > "$d/x.log" 2>&1; expect2 $? "$d/x.log" "eval of a blend" "blends are for training"
 "$MPILM" eval --ckpt "$d/ref" --data "$d/B" --max-samples 8 > "$d/x.log" 2>&1 || { cat "$d/x.log"; fail "eval of one of the blend's datasets"; }
