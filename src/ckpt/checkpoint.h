@@ -43,6 +43,17 @@ typedef struct ckpt_tokenizer {
     uint32_t vocab_size;          /* 0 in manifests written before it was recorded */
 } ckpt_tokenizer;
 
+/* Training's validation state (the manifest's "validation" object; absent
+ * before the first evaluation and in older checkpoints): the lowest val_loss
+ * so far and its step, and the evaluations since (eval.patience's count). */
+typedef struct ckpt_validation {
+    int present;
+    int has_best;                 /* 0: no finite val_loss yet (best_val_loss null) */
+    double best_val_loss;
+    int64_t best_step;
+    int64_t evals_since_best;
+} ckpt_validation;
+
 /* Everything the manifest records besides the model tables and the files. */
 typedef struct ckpt_meta {
     model_config model;
@@ -59,6 +70,7 @@ typedef struct ckpt_meta {
     const char *config_text;      /* config_print output (no origins), or NULL */
     const char *vocab_src;        /* directory of vocabulary files to copy, or NULL */
     ckpt_tokenizer tokenizer;     /* read from the manifest (writing describes vocab_src instead) */
+    ckpt_validation validation;
 } ckpt_meta;
 
 /* One shard file: its global element range and where each section lies. */
@@ -87,12 +99,13 @@ status_t ckpt_shard_write(const char *tmp, int index, uint64_t begin, uint64_t e
                           const float *m, const float *v, ckpt_file *out);
 /* Writes tmp/manifest.json (and tmp/vocab/ from meta->vocab_src), fsynced. */
 status_t ckpt_manifest_write(const char *tmp, const ckpt_meta *meta, const ckpt_file *files, int n_files);
-/* Renames tmp to RUN_DIR/step-N, replaces RUN_DIR/latest, then prunes: of
- * the step directories whose manifest carries run_id (0: prune nothing), the
- * `keep` - 1 newest below step stay besides step-N, older ones are removed;
- * directories of other runs, without a run id, unreadable or above step are
- * never touched. fsyncs RUN_DIR after each change. */
-status_t ckpt_commit(const char *run_dir, int64_t step, const char *tmp, uint64_t run_id, int keep);
+/* Renames tmp to RUN_DIR/step-N, replaces RUN_DIR/latest (and RUN_DIR/best
+ * when `best`), then prunes: of the step directories whose manifest carries
+ * run_id (0: prune nothing), the `keep` - 1 newest below step stay besides
+ * step-N, older ones are removed; the one RUN_DIR/best names (kept besides
+ * the `keep`), directories of other runs, without a run id, unreadable or
+ * above step are never touched. fsyncs RUN_DIR after each change. */
+status_t ckpt_commit(const char *run_dir, int64_t step, const char *tmp, uint64_t run_id, int keep, int best);
 /* Removes the temp dir after a failure. */
 void ckpt_abort(const char *tmp);
 
@@ -164,7 +177,12 @@ void ckpt_run_unlock(int fd);
  * metrics.jsonl): the message names the newest step found and the choices
  * --resume auto and --overwrite. */
 status_t ckpt_run_check_new(const char *run_dir);
-/* --overwrite: removes what a run writes in run_dir (latest, step
+/* After a resume: RUN_DIR/best -> step-N of the resumed checkpoint's best
+ * step (step < 0: none) when that checkpoint exists; otherwise best is
+ * removed (it named a checkpoint of the abandoned continuation, or of a time
+ * when ckpt.keep_best was off). Atomic, like latest. */
+status_t ckpt_run_set_best(const char *run_dir, int64_t step);
+/* --overwrite: removes what a run writes in run_dir (latest, best, step
  * directories that are checkpoints, temporary and moved-aside save
  * directories, metrics.jsonl), latest first; nothing else. what (len bytes)
  * receives a description of what was removed ("" when nothing). */

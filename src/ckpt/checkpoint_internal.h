@@ -27,6 +27,10 @@ status_t ckpt_manifest_check_tensors(const char *path, const cJSON *root, const 
  * when it does not exist. */
 void ckpt_remove_tree(const char *path);
 
+/* RUN_DIR/link (latest or best) -> name, atomically: a new link .link.tmp
+ * renamed over it, RUN_DIR fsynced. */
+status_t ckpt_replace_link(const char *run_dir, const char *link, const char *name);
+
 /* Copies the vocabulary files of src (a dataset or vocab directory) into dst
  * and describes them. */
 status_t ckpt_copy_vocab(const char *src, const char *dst, ckpt_tokenizer *tok);

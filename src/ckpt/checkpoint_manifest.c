@@ -2,6 +2,7 @@
  * (docs/formats.md, "Checkpoint manifest"). */
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,16 @@ static cJSON *file_json(const ckpt_file *f)
     return o;
 }
 
+static cJSON *validation_json(const ckpt_validation *v)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (v->has_best && isfinite(v->best_val_loss)) cJSON_AddNumberToObject(o, "best_val_loss", v->best_val_loss);
+    else cJSON_AddNullToObject(o, "best_val_loss");
+    cJSON_AddNumberToObject(o, "best_step", (double)v->best_step);
+    cJSON_AddNumberToObject(o, "evals_since_best", (double)v->evals_since_best);
+    return o;
+}
+
 status_t ckpt_manifest_build(const ckpt_meta *meta, const ckpt_tokenizer *tok, const ckpt_file *files,
                              int n_files, cJSON **out)
 {
@@ -139,6 +150,7 @@ status_t ckpt_manifest_build(const ckpt_meta *meta, const ckpt_tokenizer *tok, c
     cJSON_AddNumberToObject(m, "elapsed_s", meta->elapsed_s);
     if (meta->run_id) cJSON_AddItemToObject(m, "run_id", hex_item(meta->run_id));
     cJSON_AddItemToObject(m, "data", data_json(meta));
+    if (meta->validation.present) cJSON_AddItemToObject(m, "validation", validation_json(&meta->validation));
     cJSON *topo = cJSON_AddObjectToObject(m, "topology");
     cJSON_AddNumberToObject(topo, "world", meta->topo.world);
     cJSON_AddNumberToObject(topo, "pp", meta->topo.pp);
@@ -333,6 +345,27 @@ static status_t parse_tokenizer(json_ctx c, ckpt_tokenizer *t)
     return ST_OK;
 }
 
+/* Optional (older checkpoints have none): absent = no evaluation yet. */
+static status_t parse_validation(json_ctx c, ckpt_validation *v)
+{
+    memset(v, 0, sizeof *v);
+    if (!cJSON_GetObjectItemCaseSensitive(c.obj, "validation")) return ST_OK;
+    json_ctx sub = c;
+    uint64_t step = 0, since = 0;
+    TRY(get_obj(c, "validation", &sub));
+    TRY(get_u64(sub, "best_step", &step));
+    TRY(get_u64(sub, "evals_since_best", &since));
+    const cJSON *best = cJSON_GetObjectItemCaseSensitive(sub.obj, "best_val_loss");
+    FAIL_IF(!cJSON_IsNull(best) && !cJSON_IsNumber(best), ST_FORMAT, "%s: validation.best_val_loss is missing or "
+            "not a number or null; the checkpoint is damaged, use another one", c.path);
+    v->present = 1;
+    v->has_best = cJSON_IsNumber(best);
+    v->best_val_loss = v->has_best ? best->valuedouble : 0.0;
+    v->best_step = (int64_t)step;
+    v->evals_since_best = (int64_t)since;
+    return ST_OK;
+}
+
 status_t ckpt_manifest_parse_meta(const char *path, const cJSON *root, ckpt_meta *meta)
 {
     json_ctx c = {path, root, "manifest"}, sub = c;
@@ -366,6 +399,7 @@ status_t ckpt_manifest_parse_meta(const char *path, const cJSON *root, ckpt_meta
     TRY(parse_data(sub, meta));
     TRY(get_obj(c, "topology", &sub));
     TRY(parse_topology(sub, &meta->topo));
+    TRY(parse_validation(c, &meta->validation));
     return parse_tokenizer(c, &meta->tokenizer);
 }
 

@@ -143,11 +143,11 @@ status_t ckpt_manifest_write(const char *tmp, const ckpt_meta *meta, const ckpt_
     return st == ST_OK ? ST_OK : st_context(st, "checkpoint manifest (%s): ", FREE_SPACE_HINT);
 }
 
-static status_t replace_latest(const char *run_dir, const char *name)
+status_t ckpt_replace_link(const char *run_dir, const char *link, const char *name)
 {
     char link_tmp[4200], latest[4200];
-    snprintf(link_tmp, sizeof link_tmp, "%s/.latest.tmp", run_dir);
-    snprintf(latest, sizeof latest, "%s/latest", run_dir);
+    snprintf(link_tmp, sizeof link_tmp, "%s/.%s.tmp", run_dir, link);
+    snprintf(latest, sizeof latest, "%s/%s", run_dir, link);
     unlink(link_tmp);
     FAIL_IF(symlink(name, link_tmp) != 0, ST_IO, "%s: cannot create a symbolic link (%s)", link_tmp, strerror(errno));
     if (rename(link_tmp, latest) != 0) {
@@ -166,12 +166,17 @@ static status_t prune(const char *run_dir, int64_t step, uint64_t run_id, int ke
     int64_t *steps;
     int n, kept = 1, removed = 0;
     if (run_id == 0) return ST_OK;
+    char best[4200], target[64] = "";
+    snprintf(best, sizeof best, "%s/best", run_dir);
+    ssize_t len = readlink(best, target, sizeof target - 1);
+    target[len > 0 ? len : 0] = '\0';
     TRY(ckpt_list_steps(run_dir, &steps, &n));
     for (int i = 0; i < n; i++) {
         char path[4200], name[32];
         uint64_t owner = 0;
         if (steps[i] >= step) continue;
         ckpt_step_name(steps[i], name, sizeof name);
+        if (strcmp(name, target) == 0) continue; /* RUN_DIR/best's: kept whatever keep says */
         snprintf(path, sizeof path, "%s/%s", run_dir, name);
         if (ckpt_run_id(path, &owner) != ST_OK) st_clear();
         if (owner != run_id || kept++ < keep) continue;
@@ -202,7 +207,7 @@ static status_t keep_foreign_step(const char *final, uint64_t run_id)
     return ST_OK;
 }
 
-status_t ckpt_commit(const char *run_dir, int64_t step, const char *tmp, uint64_t run_id, int keep)
+status_t ckpt_commit(const char *run_dir, int64_t step, const char *tmp, uint64_t run_id, int keep, int best)
 {
     char name[32], final[4200], old[4200];
     ckpt_step_name(step, name, sizeof name);
@@ -220,7 +225,10 @@ status_t ckpt_commit(const char *run_dir, int64_t step, const char *tmp, uint64_
     TRY(fsync_dir(run_dir));
     ckpt_remove_tree(old);
     crash_point("ckpt:before_latest");
-    TRY(replace_latest(run_dir, name));
+    TRY(ckpt_replace_link(run_dir, "latest", name));
+    /* best before pruning, so the checkpoint it named before is prunable
+     * only once nothing names it */
+    if (best) TRY(ckpt_replace_link(run_dir, "best", name));
     return prune(run_dir, step, run_id, keep);
 }
 
@@ -239,7 +247,7 @@ status_t ckpt_write_model(const char *run_dir, const model_config *c, const floa
     TRY(ckpt_begin(run_dir, 0, tmp, sizeof tmp));
     status_t st = ckpt_shard_write(tmp, 0, 0, total, params, NULL, NULL, &file);
     if (st == ST_OK) st = ckpt_manifest_write(tmp, &meta, &file, 1);
-    if (st == ST_OK) st = ckpt_commit(run_dir, 0, tmp, 0, 1);
+    if (st == ST_OK) st = ckpt_commit(run_dir, 0, tmp, 0, 1, 0);
     if (st != ST_OK) ckpt_abort(tmp);
     return st;
 }

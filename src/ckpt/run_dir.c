@@ -2,6 +2,7 @@
  * directory"): its lock, whether it holds a run, and --overwrite's clearing.
  * What a run writes there: step-NNNNNNN/ (checkpoints), .step-NNNNNNN.tmp and
  * .step-NNNNNNN.old (a save in progress or moved aside), latest, .latest.tmp,
+ * best, .best.tmp (ckpt.keep_best),
  * metrics.jsonl (and its .metrics.jsonl.tmp), .lock. */
 #include <dirent.h>
 #include <errno.h>
@@ -193,6 +194,8 @@ status_t ckpt_run_clear(const char *run_dir, char *what, size_t len)
     /* latest first: from here on nothing names a checkpoint being removed */
     TRY(remove_file(run_dir, "latest", what, len));
     TRY(remove_file(run_dir, ".latest.tmp", what, len));
+    TRY(remove_file(run_dir, "best", what, len));
+    TRY(remove_file(run_dir, ".best.tmp", what, len));
     TRY(fsync_dir(run_dir));
     struct dirent **names;
     int k = scandir(run_dir, &names, NULL, alphasort);
@@ -213,5 +216,23 @@ status_t ckpt_run_clear(const char *run_dir, char *what, size_t len)
     TRY(st);
     TRY(remove_file(run_dir, "metrics.jsonl", what, len));
     TRY(remove_file(run_dir, ".metrics.jsonl.tmp", what, len));
+    return fsync_dir(run_dir);
+}
+
+status_t ckpt_run_set_best(const char *run_dir, int64_t step)
+{
+    char name[32] = "", path[4200], target[64] = "";
+    snprintf(path, sizeof path, "%s/best", run_dir);
+    ssize_t len = readlink(path, target, sizeof target - 1);
+    target[len > 0 ? len : 0] = '\0';
+    if (step >= 0) {
+        ckpt_step_name(step, name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s", run_dir, name);
+        if (!ckpt_is_checkpoint(path)) name[0] = '\0';
+    }
+    if (strcmp(name, target) == 0) return ST_OK;
+    if (name[0]) return ckpt_replace_link(run_dir, "best", name);
+    char removed[64] = "";
+    TRY(remove_file(run_dir, "best", removed, sizeof removed));
     return fsync_dir(run_dir);
 }

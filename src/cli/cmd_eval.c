@@ -29,7 +29,7 @@ static status_t parse_options(int argc, char **argv, eval_options *o)
         {"seed", required_argument, 0, 's'},        {"micro-batch", required_argument, 0, 'b'},
         {"precision", required_argument, 0, 'p'},   {0, 0, 0, 0},
     };
-    *o = (eval_options){.seed = 12345, .micro_batch = 8, .precision = "auto"};
+    *o = (eval_options){.seed = EVAL_SEED, .micro_batch = 8, .precision = "auto"};
     optind = 1;
     opterr = 0;
     int ch;

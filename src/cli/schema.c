@@ -66,7 +66,13 @@ const config_key mpilm_schema[] = {
     {"ckpt", "keep", CFG_INT, "3", NULL, 1, 1 << 20, "checkpoints kept"},
     {"ckpt", "on_error", CFG_ENUM, "stop", "stop|continue", NO_RANGE, "what a failed save does"},
     {"ckpt", "io_timeout", CFG_FLOAT, "1800", NULL, 0, 1e9, "seconds a checkpoint save or a resume's reading may take before the watchdog ends the job (0 = no limit)"},
+    {"ckpt", "keep_best", CFG_BOOL, "false", NULL, NO_RANGE, "keep RUN_DIR/best: the checkpoint of the lowest val_loss, never pruned (needs eval.every_steps)"},
     {"ckpt", "if_none_valid", CFG_ENUM, "fail", "fail|restart", NO_RANGE, "--resume auto finding checkpoints but none valid: fail, or start from scratch"},
+
+    {"eval", "every_steps", CFG_INT, "0", NULL, 0, ANY_COUNT, "validation every N steps, after the update (0 = off)"},
+    {"eval", "max_samples", CFG_INT, "1024", NULL, 0, ANY_COUNT, "validation samples per evaluation (0 = the whole split)"},
+    {"eval", "data_path", CFG_STRING, "", NULL, NO_RANGE, "validation dataset directory"},
+    {"eval", "patience", CFG_INT, "0", NULL, 0, ANY_COUNT, "stop after this many evaluations without a lower val_loss (0 = never)"},
 
     {"log", "every", CFG_INT, "10", NULL, 1, ANY_COUNT, "progress line every N steps"},
 };

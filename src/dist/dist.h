@@ -249,4 +249,16 @@ dist_shard dist_engine_shard(dist_engine *e);
  * job with st_die, which calls MPI_Abort). */
 status_t dist_train_step(dist_engine *e, int64_t step, dist_fill_fn fill, void *ctx, dist_step_result *r);
 
+/* Validation between steps: the forward of batch b (B sequences, the same
+ * on every stage and tp rank of the replica) through this replica's
+ * pipeline, without dropout or gradients, in slot 0. A non-first stage
+ * receives its input from the previous stage, a non-last one sends its
+ * output to the next, in fp32 whatever the precision (so the stages' sums are
+ * those of one whole model); the last stage adds the batch's loss sums to
+ * *losses (the others leave it alone). Each wait and tensor-group reduction
+ * runs against dist.hang_timeout from the call, with the watchdog's report.
+ * The parameters, moments, gradients and everything the next step reads are
+ * untouched. Collective over the replica's pipeline and tensor group. */
+status_t dist_eval_forward(dist_engine *e, const batch *b, model_losses *losses);
+
 #endif

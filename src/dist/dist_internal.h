@@ -52,6 +52,7 @@ struct dist_engine {
     int final_pass;               /* the running pass is the stage's last forward or backward */
     status_t poll_status;         /* an error inside model_pass.poll, returned after the pass */
     int64_t step;
+    int validating;               /* inside dist_eval_forward (after step `step`), for the hang report */
     double deadline, busy, pipe_s; /* this step: compute in the pipeline phase, its wall time */
     double sums[3];               /* per micro-batch mean lm, mlm, nsp losses (last stage) */
 };

@@ -45,16 +45,19 @@ static status_t hang(dist_engine *e, const char *what)
     char pending[512], where[160] = "after the pipeline phase";
     describe_pending(e, pending, sizeof pending);
     int s = e->topo.stage;
-    if (e->pc < e->plan.n_instr[s]) {
+    if (e->validating) snprintf(where, sizeof where, "in a validation batch's forward");
+    else if (e->pc < e->plan.n_instr[s]) {
         const dist_instr *in = &e->plan.instr[s][e->pc];
         snprintf(where, sizeof where, "at instruction %d (%s micro-batch %d, peer stage %d)", e->pc,
                  dist_op_name(in->op), in->mb, in->peer);
     }
-    char report[1024];
+    char report[1024], phase[64];
+    snprintf(phase, sizeof phase, e->validating ? "the validation after step %lld" : "step %lld",
+             (long long)e->step + 1);
     snprintf(report, sizeof report,
-             "dist: step %lld exceeded dist.hang_timeout = %g s on rank %d (replica %d, stage %d) %s, waiting for %s; "
+             "dist: %s exceeded dist.hang_timeout = %g s on rank %d (replica %d, stage %d) %s, waiting for %s; "
              "pending requests: %s; a peer rank is stuck or dead (see its report) — raise dist.hang_timeout if "
-             "steps are legitimately this slow", (long long)e->step + 1, e->dc.hang_timeout, e->topo.rank,
+             "steps are legitimately this slow", phase, e->dc.hang_timeout, e->topo.rank,
              e->topo.replica, s, where, what, pending);
     log_error("%s", report);
     sleep(2); /* let the peers reach their own deadline and log before one aborts the job */
@@ -241,4 +244,39 @@ status_t dist_run_pipeline(dist_engine *e, dist_fill_fn fill, void *ctx)
     }
     for (int k = 0; k < e->n_slots; k++) TRY(finish_sends(e, k));
     return ST_OK;
+}
+
+/* Tag of the validation's activations: above every step's 2 m + 1 (the
+ * step's messages are all complete before validation runs anyway). */
+enum { EVAL_TAG = 32767 };
+
+static status_t eval_forward_stage(dist_engine *e, const batch *b, model_losses *losses)
+{
+    int s = e->topo.stage, last = s == e->topo.pp - 1;
+    int count = (int)e->act_count;
+    char what[96];
+    if (s > 0) {
+        FAIL_IF(MPI_Irecv(model_stage_input(e->stage, 0), count, MPI_FLOAT, s - 1, EVAL_TAG, e->topo.pipe,
+                          &e->recv_req[0]) != MPI_SUCCESS, ST_MPI, "dist: MPI_Irecv of a validation activation failed");
+        snprintf(what, sizeof what, "the validation activation from stage %d", s - 1);
+        TRY(dist_wait(e, &e->recv_req[0], what));
+    }
+    model_pass pass = {.train = 0, .loss_scale = 1.0f};
+    TRY(model_forward(e->stage, 0, b, &pass, last ? losses : NULL));
+    if (last) return ST_OK;
+    FAIL_IF(MPI_Isend(model_stage_output(e->stage, 0), count, MPI_FLOAT, s + 1, EVAL_TAG, e->topo.pipe,
+                      &e->send_act[0]) != MPI_SUCCESS, ST_MPI, "dist: MPI_Isend of a validation activation failed");
+    snprintf(what, sizeof what, "the validation activation's send to stage %d", s + 1);
+    return dist_wait(e, &e->send_act[0], what);
+}
+
+status_t dist_eval_forward(dist_engine *e, const batch *b, model_losses *losses)
+{
+    e->deadline = e->dc.hang_timeout > 0 ? time_now() + e->dc.hang_timeout : 0.0;
+    e->pc = e->plan.n_instr[e->topo.stage]; /* the report says: outside the pipeline phase */
+    e->slot_mb[0] = -1;
+    e->validating = 1;
+    status_t st = eval_forward_stage(e, b, losses);
+    e->validating = 0;
+    return st;
 }

@@ -77,20 +77,19 @@ static void finish(const double *sum, int family, eval_result *out)
     }
 }
 
-static status_t eval_loop(model_stage *m, stream *s, batch *b, const eval_spec *spec, int rank, int size,
-                          MPI_Comm comm, double *sum)
+static status_t eval_loop(stream *s, batch *b, const eval_spec *spec, const eval_part *part, MPI_Comm comm,
+                          double *sum)
 {
     int B = b->B;
-    model_pass pass = {.train = 0, .loss_scale = 1.0f};
     for (uint64_t it = 0;; it++) {
         TRY(stream_next(s, b));
         int done = 0;
-        uint64_t first = (it * (uint64_t)size + (uint64_t)rank) * (uint64_t)B;
+        uint64_t first = (it * (uint64_t)part->replicas + (uint64_t)part->replica) * (uint64_t)B;
         int kept = keep_rows(s, b, first, spec->max_samples, &done);
         model_losses l = {0};
-        if (kept > 0) {
-            TRY(model_forward(m, 0, b, &pass, &l));
-            add_losses(sum, &l, b, kept);
+        if (kept > 0) { /* the same on every rank of a replica: they read the same samples */
+            TRY(part->forward(part->ctx, b, &l));
+            if (part->counts) add_losses(sum, &l, b, kept);
         }
         /* every rank stops together once any has reached the end */
         char what[80];
@@ -103,23 +102,20 @@ static status_t eval_loop(model_stage *m, stream *s, batch *b, const eval_spec *
     }
 }
 
-status_t eval_run(model_stage *m, const eval_spec *spec, MPI_Comm comm, eval_result *out)
+status_t eval_run_parts(const model_config *c, int B, const eval_spec *spec, const eval_part *part, MPI_Comm comm,
+                        eval_result *out)
 {
-    const model_config *c = model_stage_config(m);
-    FAIL_IF(!model_stage_first(m) || !model_stage_last(m), ST_ERROR, "eval: needs a whole model (one stage)");
-    int rank, size, bert = c->family == MODEL_BERT;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
+    int bert = c->family == MODEL_BERT;
     batch b;
-    TRY(batch_alloc(&b, model_stage_batch(m), c->seq_len));
+    TRY(batch_alloc(&b, B, c->seq_len));
     stream_spec ss = {.path = spec->data_path, .objective = bert ? STREAM_MLM : STREAM_CAUSAL,
                       .seq_len = c->seq_len, .mask_prob = spec->mask_prob, .nsp = bert && spec->nsp,
-                      .seed = spec->seed, .dp_rank = rank, .dp_size = size, .chunk = b.B,
+                      .seed = spec->seed, .dp_rank = part->replica, .dp_size = part->replicas, .chunk = b.B,
                       .vocab_size = c->vocab_size};
     stream *s = NULL;
     double sum[S_N] = {0};
     status_t st = stream_open(&s, &ss);
-    if (st == ST_OK) st = eval_loop(m, s, &b, spec, rank, size, comm, sum);
+    if (st == ST_OK) st = eval_loop(s, &b, spec, part, comm, sum);
     if (s) stream_close(s);
     batch_free(&b);
     TRY(st);
@@ -130,6 +126,22 @@ status_t eval_run(model_stage *m, const eval_spec *spec, MPI_Comm comm, eval_res
     finish(sum, c->family, out);
     FAIL_IF(out->samples == 0, ST_FORMAT, "%s: eval found no samples (is the dataset empty?)", spec->data_path);
     return ST_OK;
+}
+
+/* eval_forward_fn of a whole model on this rank. */
+static status_t whole_model_forward(void *ctx, batch *b, model_losses *l)
+{
+    model_pass pass = {.train = 0, .loss_scale = 1.0f};
+    return model_forward(ctx, 0, b, &pass, l);
+}
+
+status_t eval_run(model_stage *m, const eval_spec *spec, MPI_Comm comm, eval_result *out)
+{
+    FAIL_IF(!model_stage_first(m) || !model_stage_last(m), ST_ERROR, "eval: needs a whole model (one stage)");
+    eval_part part = {.forward = whole_model_forward, .ctx = m, .counts = 1};
+    MPI_Comm_rank(comm, &part.replica);
+    MPI_Comm_size(comm, &part.replicas);
+    return eval_run_parts(model_stage_config(m), model_stage_batch(m), spec, &part, comm, out);
 }
 
 /* JSON has no NaN or infinity: such a figure is written as null (and

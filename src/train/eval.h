@@ -17,6 +17,9 @@
 /* The watchdog's deadline per evaluation batch in `mpilm eval`: the default
  * of dist.hang_timeout. */
 #define EVAL_HANG_TIMEOUT 600.0
+/* The default seed of eval's MLM masks and NSP pairs (mpilm eval --seed),
+ * also training's validation: the same samples for every run. */
+#define EVAL_SEED 12345
 
 typedef struct eval_spec {
     const char *data_path;
@@ -39,6 +42,27 @@ typedef struct eval_result {
 /* Runs stage m (a whole model: first and last) over the dataset. Collective
  * over comm. */
 status_t eval_run(model_stage *m, const eval_spec *spec, MPI_Comm comm, eval_result *out);
+
+/* The forward of one batch on this rank's part of the model: the losses'
+ * sums are added to *l where this rank computes them. */
+typedef status_t (*eval_forward_fn)(void *ctx, batch *b, model_losses *l);
+
+/* How the ranks of comm share an evaluation: this rank reads part `replica`
+ * of `replicas` of the sample stream (every rank of a replica reads the
+ * same batches and calls forward on each), and its losses enter the sums
+ * when `counts` (one rank per replica). */
+typedef struct eval_part {
+    int replica, replicas;
+    int counts;
+    eval_forward_fn forward;
+    void *ctx;
+} eval_part;
+
+/* eval_run over any split of the model (training's validation runs through
+ * the pipeline, data and tensor layout): batches of B sequences, the same
+ * samples, masks and sums as eval_run. Collective over comm. */
+status_t eval_run_parts(const model_config *c, int B, const eval_spec *spec, const eval_part *part, MPI_Comm comm,
+                        eval_result *out);
 
 /* Writes the result as one JSON object (keys of DESIGN §8: perplexity,
  * lm_loss, mlm_loss, mlm_accuracy, nsp_loss, nsp_accuracy, samples, tokens;

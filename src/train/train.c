@@ -159,6 +159,7 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     TRY(trainer_claim_run_dir(t));
     TRY(setup_runtime(t));
     TRY(setup_data(t));
+    TRY(trainer_valid_check(t));
     const char *delay = getenv("MPILM_TEST_STEP_DELAY");
     t->step_delay = delay ? atof(delay) : 0.0;
     if (tc->overwrite) TRY(trainer_clear_run_dir(t));
@@ -270,14 +271,15 @@ static void report(trainer *t, int64_t step, const dist_step_result *r, double t
     double flops_per_token = model_flops_per_microbatch(&tc->model, 1) / tc->model.seq_len;
     double mfu = t->peak_gflops > 0 ? tokens_per_s * flops_per_token / (t->peak_gflops * 1e9) : 0.0;
     int bert = tc->model.family == MODEL_BERT;
-    char parts[128], eta_s[32], bubble[32] = "", data[256];
+    char parts[128], eta_s[32], bubble[32] = "", val[32] = "", data[256];
     if (bert) snprintf(parts, sizeof parts, "mlm %.4f nsp %.4f", r->mlm, r->nsp);
     else snprintf(parts, sizeof parts, "lm %.4f", r->lm);
     format_eta(eta_s, sizeof eta_s, eta);
     if (t->topo->pp > 1) snprintf(bubble, sizeof bubble, " | bubble %.1f%%", 100.0 * r->bubble);
+    if (t->last_val.samples) snprintf(val, sizeof val, " | val %.4f", t->last_val_loss); /* evaluated in this job */
     format_data(t, step, data, sizeof data);
-    log_msg(LOG_INFO, "step %lld/%lld | loss %.4f (%s) | lr %.2e | grad %.3f | %.0f tok/s | MFU %.1f%%%s%s | ETA %s",
-            (long long)step, (long long)tc->steps, r->loss, parts, r->lr, r->grad_norm, tokens_per_s,
+    log_msg(LOG_INFO, "step %lld/%lld | loss %.4f (%s)%s | lr %.2e | grad %.3f | %.0f tok/s | MFU %.1f%%%s%s | ETA %s",
+            (long long)step, (long long)tc->steps, r->loss, parts, val, r->lr, r->grad_norm, tokens_per_s,
             100.0 * mfu, bubble, data, eta_s);
     if (!t->metrics) return;
     fprintf(t->metrics, "{\"step\":%lld,\"loss\":%.9g,", (long long)step, r->loss);
@@ -364,7 +366,12 @@ status_t trainer_run(trainer *t)
     TRY(track_epoch(t, t->start_step, 1));
     trainer_catch_signals();
     double hang = tc->dist.hang_timeout;
-    for (int64_t step = t->start_step; step < tc->steps; step++) {
+    int64_t end = tc->steps;
+    if (t->start_step > 0 && trainer_patience_spent(t)) { /* a resumed run that had stopped early */
+        trainer_log_early_stop(t);
+        end = t->start_step;
+    }
+    for (int64_t step = t->start_step; step < end; step++) {
         dist_step_result r;
         char what[96];
         /* a backstop: inside the step the engine's own watchdog reports first, in detail */
@@ -375,7 +382,13 @@ status_t trainer_run(trainer *t)
         t->last_loss = r.loss;
         t->last_lr = r.lr;
         TRY(track_epoch(t, step + 1, 0));
-        if ((step + 1) % tc->log_every == 0 || step + 1 == tc->steps) {
+        int valid = tc->eval_every_steps > 0 && (step + 1) % tc->eval_every_steps == 0, best = 0, stop = 0;
+        if (valid) { /* its time is left out of the interval's tokens/s */
+            double v0 = time_now();
+            TRY(trainer_validate(t, step + 1, &best, &stop));
+            mark += time_now() - v0;
+        }
+        if ((step + 1) % tc->log_every == 0 || step + 1 == tc->steps || stop) {
             double now = time_now();
             double rate = tokens_per_step * (double)(step + 1 - mark_step) / (now - mark);
             double eta = (now - start) / (double)(step + 1 - t->start_step) * (double)(tc->steps - step - 1);
@@ -383,11 +396,16 @@ status_t trainer_run(trainer *t)
             mark = now;
             mark_step = step + 1;
         }
+        if (valid) trainer_valid_row(t, step + 1);
         if (t->step_delay > 0) sleep_seconds(t->step_delay);
-        TRY(trainer_step_boundary(t, step + 1));
+        TRY(trainer_step_boundary(t, step + 1, best && tc->ckpt_keep_best, stop));
+        if (stop) {
+            trainer_log_early_stop(t);
+            end = step + 1;
+        }
     }
-    log_msg(LOG_INFO, "done: %lld steps in %.1f s", (long long)(tc->steps - t->start_step), time_now() - start);
-    int64_t ran = tc->steps - t->start_step;
+    log_msg(LOG_INFO, "done: %lld steps in %.1f s", (long long)(end - t->start_step), time_now() - start);
+    int64_t ran = end - t->start_step;
     watchdog_arm("the end-of-run report (gathers over all ranks)", hang);
     status_t st = report_ranks(t, ran > 0 ? compute / (double)ran : 0.0);
     watchdog_disarm();

@@ -49,6 +49,11 @@ typedef struct train_config {
     int ckpt_continue;        /* ckpt.on_error = continue */
     int ckpt_restart;         /* ckpt.if_none_valid = restart */
     double ckpt_io_timeout;   /* ckpt.io_timeout: seconds per save or resume read (0 = none) */
+    int ckpt_keep_best;       /* ckpt.keep_best: RUN_DIR/best, never pruned */
+    int64_t eval_every_steps; /* eval.every_steps: validation after the update of every N-th step (0 = off) */
+    uint64_t eval_max_samples;/* eval.max_samples (0 = the whole split) */
+    char eval_data_path[1024];/* eval.data_path ("" = the default, train_valid.c) */
+    int64_t eval_patience;    /* eval.patience: evaluations without improvement before stopping (0 = never) */
     char resume[1024];        /* --resume: "", "auto" or a path */
     int overwrite;            /* --overwrite: clear the run directory's earlier run first */
     char config_text[16384];  /* the effective configuration (config_print), for manifests */

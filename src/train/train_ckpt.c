@@ -238,10 +238,11 @@ static void fill_meta(const trainer *t, int64_t step, ckpt_meta *meta)
     meta->run_id = t->run_id;
     meta->config_text = tc->config_text;
     meta->vocab_src = tc->random_data ? NULL : t->vocab_dir;
+    trainer_valid_save(t, &meta->validation);
 }
 
 /* Rank 0: the manifest of every rank's entries, in global order. */
-static status_t finish_manifest(trainer *t, const char *tmp, int64_t step, ckpt_file *all)
+static status_t finish_manifest(trainer *t, const char *tmp, int64_t step, ckpt_file *all, int best)
 {
     int n = 0;
     for (int i = 0; i < MAX_PIECES * t->size; i++)
@@ -250,12 +251,12 @@ static status_t finish_manifest(trainer *t, const char *tmp, int64_t step, ckpt_
     ckpt_meta meta;
     fill_meta(t, step, &meta);
     TRY(ckpt_manifest_write(tmp, &meta, all, n));
-    return ckpt_commit(t->tc.run_dir, step, tmp, t->run_id, t->tc.ckpt_keep);
+    return ckpt_commit(t->tc.run_dir, step, tmp, t->run_id, t->tc.ckpt_keep, best);
 }
 
 /* The collective save of step `step`: temp dir (rank 0), every rank's pieces
- * in parallel, then manifest, rename, latest and pruning on rank 0. */
-static status_t save(trainer *t, int64_t step)
+ * in parallel, then manifest, rename, latest (and best) and pruning on rank 0. */
+static status_t save(trainer *t, int64_t step, int best)
 {
     char tmp[4200] = "";
     status_t st = t->rank == 0 ? ckpt_begin(t->tc.run_dir, step, tmp, sizeof tmp) : ST_OK;
@@ -267,7 +268,7 @@ static status_t save(trainer *t, int64_t step)
     st = agree(t, st);
     if (st == ST_OK) {
         MPI_Gather(mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE, 0, t->comm);
-        if (t->rank == 0) st = finish_manifest(t, tmp, step, all);
+        if (t->rank == 0) st = finish_manifest(t, tmp, step, all, best);
         st = agree(t, st);
     }
     if (st != ST_OK && t->rank == 0) ckpt_abort(tmp);
@@ -280,7 +281,7 @@ static const char *signal_name(int signo)
     return signo == SIGTERM ? "SIGTERM" : signo == SIGINT ? "SIGINT" : signo == SIGUSR1 ? "SIGUSR1" : "a signal";
 }
 
-status_t trainer_step_boundary(trainer *t, int64_t done)
+status_t trainer_step_boundary(trainer *t, int64_t done, int best, int last)
 {
     const train_config *tc = &t->tc;
     int flags[2] = {preempt_signal, 0};
@@ -291,15 +292,16 @@ status_t trainer_step_boundary(trainer *t, int64_t done)
     watchdog_arm(what, tc->dist.hang_timeout);
     MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, t->comm);
     int every = tc->ckpt_every_steps > 0 && done % tc->ckpt_every_steps == 0;
+    last = last || done == tc->steps;
     char name[32];
-    if (!flags[0] && !flags[1] && !every && done != tc->steps) {
+    if (!flags[0] && !flags[1] && !every && !last && !best) {
         watchdog_disarm();
         return ST_OK;
     }
     double t0 = time_now();
     snprintf(what, sizeof what, "the checkpoint save of step %lld", (long long)done);
     watchdog_arm(what, tc->ckpt_io_timeout);
-    status_t st = save(t, done);
+    status_t st = save(t, done, best);
     watchdog_disarm();
     t->last_save_time = time_now();
     if (st == ST_OK) {
@@ -307,9 +309,9 @@ status_t trainer_step_boundary(trainer *t, int64_t done)
         snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s/%s", tc->run_dir, name);
         /* parameters, m and v of the full model in float32 */
         double mb = 12.0 * (double)model_full_n_params(&tc->model) / 1e6, s = t->last_save_time - t0;
-        log_msg(LOG_INFO, "checkpoint step %lld written to %s in %.2f s (%.0f MB, %.0f MB/s)", (long long)done,
-                tc->run_dir, s, mb, s > 0 ? mb / s : 0.0);
-    } else if (!flags[0] && tc->ckpt_continue && done == tc->steps) {
+        log_msg(LOG_INFO, "checkpoint step %lld written to %s in %.2f s (%.0f MB, %.0f MB/s)%s", (long long)done,
+                tc->run_dir, s, mb, s > 0 ? mb / s : 0.0, best ? "; best names it (the lowest val_loss)" : "");
+    } else if (!flags[0] && tc->ckpt_continue && last) {
         /* training goes on after a failed save, but must not end as if it had been written */
         if (t->last_ckpt[0])
             return st_context(st, "the final checkpoint (step %lld) was not written (ckpt.on_error = continue "
@@ -452,6 +454,7 @@ static status_t restore(trainer *t, const ckpt_reader *r)
     t->start_step = meta->step;
     t->last_lr = meta->lr;
     t->elapsed_base = meta->elapsed_s;
+    trainer_valid_restore(t, &meta->validation);
     return ST_OK;
 }
 
@@ -461,6 +464,9 @@ status_t trainer_resume(trainer *t)
     TRY(open_chosen(t, &r));
     if (!r) return ST_OK;
     status_t st = agree(t, restore(t, r));
+    /* best must name the resumed manifest's best, not a checkpoint of a continuation given up */
+    if (st == ST_OK) st = agree(t, t->rank == 0 && t->tc.ckpt_keep_best ?
+                                ckpt_run_set_best(t->tc.run_dir, t->has_best ? t->best_step : -1) : ST_OK);
     if (st == ST_OK) {
         log_msg(LOG_INFO, "resumed from %s (step %lld)", ckpt_path(r), (long long)ckpt_step(r));
         t->run_id = ckpt_meta_of(r)->run_id;

@@ -121,6 +121,23 @@ static status_t load_dist(const config *cfg, dist_config *d)
     return dist_parse_stages(d, config_str(cfg, "dist.stages"));
 }
 
+/* eval.* and ckpt.keep_best: both need validation to be on. */
+static status_t load_eval(const config *cfg, train_config *tc)
+{
+    tc->ckpt_keep_best = config_bool(cfg, "ckpt.keep_best");
+    tc->eval_every_steps = config_int(cfg, "eval.every_steps");
+    tc->eval_max_samples = (uint64_t)config_int(cfg, "eval.max_samples");
+    tc->eval_patience = config_int(cfg, "eval.patience");
+    snprintf(tc->eval_data_path, sizeof tc->eval_data_path, "%s", config_str(cfg, "eval.data_path"));
+    if (tc->eval_every_steps > 0) return ST_OK;
+    FAIL_IF(tc->ckpt_keep_best, ST_CONFIG, "%s: ckpt.keep_best = true needs validation, but eval.every_steps = 0 "
+            "(off); set eval.every_steps = N (e.g. 100) or drop ckpt.keep_best", config_origin(cfg, "ckpt.keep_best"));
+    FAIL_IF(tc->eval_patience > 0, ST_CONFIG, "%s: eval.patience = %lld counts evaluations, but eval.every_steps = 0 "
+            "(off); set eval.every_steps = N (e.g. 100) or drop eval.patience", config_origin(cfg, "eval.patience"),
+            (long long)tc->eval_patience);
+    return ST_OK;
+}
+
 static status_t resolve_micro_batches(train_config *tc, int world, int dp)
 {
     long long G = (long long)tc->global_batch, B = tc->micro_batch, unit = (long long)dp * B;
@@ -218,6 +235,7 @@ status_t train_config_load(const config *cfg, train_config *tc)
     tc->ckpt_continue = strcmp(config_str(cfg, "ckpt.on_error"), "continue") == 0;
     tc->ckpt_restart = strcmp(config_str(cfg, "ckpt.if_none_valid"), "restart") == 0;
     tc->ckpt_io_timeout = config_float(cfg, "ckpt.io_timeout");
+    TRY(load_eval(cfg, tc));
     FILE *text = fmemopen(tc->config_text, sizeof tc->config_text - 1, "w");
     FAIL_IF(!text, ST_NOMEM, "train: out of memory recording the configuration");
     config_print(cfg, text, 0);

@@ -5,10 +5,12 @@
 
 #include <stdio.h>
 
+#include "ckpt/checkpoint.h"
 #include "data/random_source.h"
 #include "data/stream.h"
 #include "dist/dist.h"
 #include "tensor/tensor.h"
+#include "train/eval.h"
 #include "train/train.h"
 
 struct trainer {
@@ -36,6 +38,14 @@ struct trainer {
     uint64_t data_epoch[STREAM_BLEND_MAX]; /* rank 0: each dataset's epoch of its next sample (wraps logged once) */
     char vocab_dir[1024];       /* dataset run: the dataset whose vocabulary checkpoints carry */
     double step_delay;          /* test hook MPILM_TEST_STEP_DELAY: seconds slept per step */
+    /* validation (train_valid.c); the best and the count continue across resumes */
+    int valid_present;          /* an evaluation has run in this run (before or after a resume) */
+    int has_best;               /* a finite val_loss has been seen */
+    double best_val_loss;       /* the lowest (INFINITY: none) */
+    int64_t best_step;
+    int64_t evals_since_best;   /* evaluations without a lower val_loss (eval.patience) */
+    double last_val_loss;       /* the latest, for the progress line (NAN: none in this job) */
+    eval_result last_val;
 };
 
 /* t->peak_gflops (the sum over ranks of the GEMM rate in the run's
@@ -58,8 +68,28 @@ status_t trainer_clear_run_dir(trainer *t);
 status_t trainer_resume(trainer *t);
 /* At the boundary after step `done`: agrees with every rank on a preemption
  * signal or a due checkpoint, saves when one is due; returns ST_PREEMPTED
- * (checkpoint written) when a signal asked to stop. */
-status_t trainer_step_boundary(trainer *t, int64_t done);
+ * (checkpoint written) when a signal asked to stop. `best`: the validation
+ * of this step found a new best and ckpt.keep_best wants it: a checkpoint is
+ * saved and RUN_DIR/best names it. `last`: the run ends here (early stop),
+ * the save is the final one. */
+status_t trainer_step_boundary(trainer *t, int64_t done, int best, int last);
+
+/* --- validation (train_valid.c) --- */
+/* Sets the "none yet" state and, with eval.every_steps > 0, checks the
+ * validation dataset (readable, its vocabulary fits the model and is the
+ * training dataset's); ST_CONFIG naming eval.data_path. */
+status_t trainer_valid_check(trainer *t);
+/* The evaluation after step `step`: figures, best and patience updated, a
+ * log line; *improved: a new lowest val_loss; *stop: eval.patience is
+ * spent. Collective. */
+status_t trainer_validate(trainer *t, int64_t step, int *improved, int *stop);
+/* Rank 0: the evaluation's metrics.jsonl row. */
+void trainer_valid_row(trainer *t, int64_t step);
+int trainer_patience_spent(const trainer *t);
+void trainer_log_early_stop(const trainer *t);
+/* The state a checkpoint records, and its restoring on resume. */
+void trainer_valid_save(const trainer *t, ckpt_validation *v);
+void trainer_valid_restore(trainer *t, const ckpt_validation *v);
 /* The job's ranks on this node (MPI_COMM_TYPE_SHARED). Collective. */
 status_t trainer_local_ranks(MPI_Comm comm, int *n);
 /* Refuses (ST_CONFIG, with the estimate, the limit and its source, and what

@@ -56,7 +56,8 @@ Test(ckpt, shard_ranges_tile_the_parameters)
 
 /* Writes a 3-shard checkpoint of `step` by run run_id (0: none) with
  * params[i] = i, m = -i, v = 2i. */
-static void write_shards_of_run(const model_config *c, const char *run, int keep, int64_t step, uint64_t run_id)
+static void write_checkpoint(const model_config *c, const char *run, int keep, int64_t step, uint64_t run_id,
+                             const ckpt_validation *valid, int best)
 {
     size_t n = full_size(c);
     float *p = malloc(n * sizeof *p), *m = malloc(n * sizeof *m), *v = malloc(n * sizeof *v);
@@ -71,9 +72,15 @@ static void write_shards_of_run(const model_config *c, const char *run, int keep
     }
     ckpt_meta meta = {.model = *c, .step = step, .seed = 99, .lr = 1e-3, .random_data = 1, .next_sample = 56,
                       .topo = {3, 1, 3, 1, 0}, .run_id = run_id, .config_text = "[data]\npath = somewhere\n"};
+    if (valid) meta.validation = *valid;
     cr_assert_eq(ckpt_manifest_write(tmp, &meta, files, 3), ST_OK, "%s", st_message());
-    cr_assert_eq(ckpt_commit(run, step, tmp, run_id, keep), ST_OK, "%s", st_message());
+    cr_assert_eq(ckpt_commit(run, step, tmp, run_id, keep, best), ST_OK, "%s", st_message());
     free(p), free(m), free(v);
+}
+
+static void write_shards_of_run(const model_config *c, const char *run, int keep, int64_t step, uint64_t run_id)
+{
+    write_checkpoint(c, run, keep, step, run_id, NULL, 0);
 }
 
 static void write_three_shards(const model_config *c, const char *run, int keep, int64_t step)
@@ -263,6 +270,69 @@ Test(ckpt, pruning_removes_only_the_saving_runs_older_checkpoints)
     cr_assert_eq(ckpt_open(&r, path), ST_OK, "%s", st_message());
     cr_assert_eq(ckpt_meta_of(r)->run_id, RUN_ID);
     ckpt_close(r);
+}
+
+static void best_of(const char *run, char *target, size_t len)
+{
+    char link[700];
+    snprintf(link, sizeof link, "%s/best", run);
+    ssize_t k = readlink(link, target, len - 1);
+    target[k > 0 ? k : 0] = '\0';
+}
+
+Test(ckpt, the_validation_state_round_trips_and_an_older_manifest_has_none)
+{
+    model_config c = tiny_config(MODEL_GPT);
+    char run[600], path[700];
+    snprintf(run, sizeof run, "%s/run", dir);
+    ckpt_validation v = {.present = 1, .has_best = 1, .best_val_loss = 6.2149173345416786, .best_step = 4,
+                         .evals_since_best = 2};
+    write_checkpoint(&c, run, 10, 10, RUN_ID, &v, 0);
+    write_shards_of_run(&c, run, 10, 20, RUN_ID);
+    ckpt_validation none = {.present = 1, .has_best = 0, .best_step = 0, .evals_since_best = 3};
+    write_checkpoint(&c, run, 10, 30, RUN_ID, &none, 0);
+    ckpt_reader *r = NULL;
+    snprintf(path, sizeof path, "%s/step-0000010", run);
+    cr_assert_eq(ckpt_open(&r, path), ST_OK, "%s", st_message());
+    const ckpt_validation *got = &ckpt_meta_of(r)->validation;
+    cr_assert(got->present && got->has_best);
+    cr_assert_eq(got->best_val_loss, v.best_val_loss, "best_val_loss %.17g (expected exactly %.17g)",
+                 got->best_val_loss, v.best_val_loss);
+    cr_assert_eq(got->best_step, 4);
+    cr_assert_eq(got->evals_since_best, 2);
+    ckpt_close(r);
+    snprintf(path, sizeof path, "%s/step-0000020", run);
+    cr_assert_eq(ckpt_open(&r, path), ST_OK, "a manifest without validation: %s", st_message());
+    cr_assert(!ckpt_meta_of(r)->validation.present);
+    ckpt_close(r);
+    snprintf(path, sizeof path, "%s/step-0000030", run);
+    cr_assert_eq(ckpt_open(&r, path), ST_OK, "best_val_loss null: %s", st_message());
+    cr_assert(ckpt_meta_of(r)->validation.present && !ckpt_meta_of(r)->validation.has_best);
+    cr_assert_eq(ckpt_meta_of(r)->validation.evals_since_best, 3);
+    ckpt_close(r);
+}
+
+Test(ckpt, pruning_keeps_the_checkpoint_best_names_and_set_best_repoints_it)
+{
+    model_config c = tiny_config(MODEL_GPT);
+    char run[600], have[128], target[64];
+    snprintf(run, sizeof run, "%s/run", dir);
+    write_checkpoint(&c, run, 1, 10, RUN_ID, NULL, 1);
+    write_shards_of_run(&c, run, 1, 20, RUN_ID);
+    write_shards_of_run(&c, run, 1, 30, RUN_ID);
+    steps_of(run, have, sizeof have);
+    cr_assert_str_eq(have, "10 30", "keep = 1 with best at 10: %s", have);
+    best_of(run, target, sizeof target);
+    cr_assert_str_eq(target, "step-0000010");
+    cr_assert_eq(ckpt_run_set_best(run, 30), ST_OK, "%s", st_message());
+    best_of(run, target, sizeof target);
+    cr_assert_str_eq(target, "step-0000030");
+    cr_assert_eq(ckpt_run_set_best(run, 20), ST_OK, "%s", st_message()); /* no such checkpoint: best goes */
+    best_of(run, target, sizeof target);
+    cr_assert_str_eq(target, "");
+    write_shards_of_run(&c, run, 1, 40, RUN_ID);
+    steps_of(run, have, sizeof have);
+    cr_assert_str_eq(have, "40", "keep = 1 without best: %s", have);
 }
 
 Test(ckpt, a_second_lock_on_a_run_directory_is_refused_naming_the_holder)
