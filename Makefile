@@ -41,7 +41,7 @@ endif
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation
 CFLAGS  ?= -O3
 CFLAGS  += -std=c17 -D_GNU_SOURCE -march=$(MARCH) -fopenmp -fno-math-errno -fno-trapping-math -g $(WARN) -Isrc -MMD -MP
-LDLIBS  := -lscalapack-openmpi -lblis -ldnnl -lzstd -lxxhash -lcjson -lm
+LDLIBS  := -lscalapack-openmpi -lblis -ldnnl -lzstd -lz -lxxhash -lcjson -lm
 LDFLAGS += -fopenmp
 
 ifeq ($(SAN),1)
@@ -72,7 +72,7 @@ else
 endif
 
 DEB_PACKAGES := build-essential libopenmpi-dev openmpi-bin libscalapack-openmpi-dev libblis-dev \
-                libzstd-dev zstd libdnnl-dev libcriterion-dev libxxhash-dev libcjson-dev pkg-config gnuplot-nox
+                libzstd-dev zstd zlib1g-dev libdnnl-dev libcriterion-dev libxxhash-dev libcjson-dev pkg-config gnuplot-nox
 BENCH_DEB_PACKAGES := python3-torch libjemalloc2
 TEST_DEB_PACKAGES := python3-torch python3-numpy slurm-wlm munge clang libclang-rt-14-dev strace
 FUZZ_DEB_PACKAGES := clang libclang-rt-14-dev

@@ -25,6 +25,7 @@ enum rng_purpose {
     RNG_SHUFFLE = 5,     /* epoch permutation of blocks and the shuffle buffer */
     RNG_RANDOM_DATA = 6, /* data.source = random */
     RNG_SAMPLE = 7,      /* generation: sampling the next token */
+    RNG_SPLIT = 8,       /* prep: which documents are held out (valid split) */
     RNG_TEST = 99,
 };
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/log.h"
 #include "base/watchdog.h"
@@ -16,7 +17,7 @@
 #include "train/train.h"
 
 typedef struct eval_options {
-    const char *ckpt, *data, *json, *precision;
+    const char *ckpt, *data, *json, *precision, *split; /* split: NULL = valid when there is one */
     uint64_t max_samples, seed;
     int micro_batch;
 } eval_options;
@@ -27,7 +28,8 @@ static status_t parse_options(int argc, char **argv, eval_options *o)
         {"ckpt", required_argument, 0, 'c'},        {"data", required_argument, 0, 'd'},
         {"max-samples", required_argument, 0, 'n'}, {"json", required_argument, 0, 'j'},
         {"seed", required_argument, 0, 's'},        {"micro-batch", required_argument, 0, 'b'},
-        {"precision", required_argument, 0, 'p'},   {0, 0, 0, 0},
+        {"precision", required_argument, 0, 'p'},   {"split", required_argument, 0, 'S'},
+        {0, 0, 0, 0},
     };
     *o = (eval_options){.seed = EVAL_SEED, .micro_batch = 8, .precision = "auto"};
     optind = 1;
@@ -40,6 +42,11 @@ static status_t parse_options(int argc, char **argv, eval_options *o)
         case 'd': o->data = optarg; break;
         case 'j': o->json = optarg; break;
         case 'p': o->precision = optarg; break;
+        case 'S':
+            FAIL_IF(strcmp(optarg, "train") != 0 && strcmp(optarg, "valid") != 0, ST_USAGE,
+                    "eval: --split must be train or valid (found '%s')", optarg);
+            o->split = optarg;
+            break;
         case 'n': TRY(cli_number("eval", "--max-samples", optarg, 0, 1e15, 1, &v)); o->max_samples = (uint64_t)v; break;
         case 's': TRY(cli_number("eval", "--seed", optarg, 0, 1e15, 1, &v)); o->seed = (uint64_t)v; break;
         case 'b': TRY(cli_number("eval", "--micro-batch", optarg, 1, 1 << 20, 1, &v)); o->micro_batch = (int)v; break;
@@ -72,6 +79,22 @@ static void print_table(const eval_result *r)
         printf("  %-12s %.4f\n  %-12s %.4f\n", "nsp_loss", r->nsp_loss, "nsp_accuracy", r->nsp_accuracy);
 }
 
+/* --split, or the valid split when the dataset has one, else train; the valid
+ * split of a dataset without one is a usage error (dataset_open_split's). */
+static status_t choose_split(const eval_options *o, dataset_split *split)
+{
+    if (!o->split) {
+        *split = dataset_has_split(o->data, DATASET_SPLIT_VALID) ? DATASET_SPLIT_VALID : DATASET_SPLIT_TRAIN;
+        return ST_OK;
+    }
+    *split = strcmp(o->split, "valid") == 0 ? DATASET_SPLIT_VALID : DATASET_SPLIT_TRAIN;
+    dataset d;
+    status_t st = dataset_open_split(&d, o->data, *split);
+    if (st != ST_OK) return st_context(st, "eval --split %s: ", o->split);
+    dataset_close(&d);
+    return ST_OK;
+}
+
 /* The dataset must be tokenized as the checkpoint was trained. */
 static status_t check_dataset_tokenizer(const ckpt_reader *r, const char *data)
 {
@@ -94,7 +117,9 @@ static status_t run_eval(const eval_options *o)
     model_config c = *ckpt_model(r);
     c.dropout = 0.0f;
     char why[160];
-    status_t st = check_dataset_tokenizer(r, o->data);
+    dataset_split split = DATASET_SPLIT_TRAIN;
+    status_t st = choose_split(o, &split);
+    if (st == ST_OK) st = check_dataset_tokenizer(r, o->data);
     if (st == ST_OK) {
         st = train_precision_resolve(o->precision, 0, &c, why, sizeof why);
         if (st != ST_OK) st = st_context(ST_USAGE, "eval --precision: ");
@@ -105,14 +130,14 @@ static status_t run_eval(const eval_options *o)
     if (st == ST_OK) st = model_stage_create(&m, &c, 0, c.n_layer, o->micro_batch, 1);
     if (st == ST_OK) st = ckpt_read_stage(r, m, model_params(m), NULL, NULL);
     const char *mask = ckpt_config_value(r, "data.mask_prob"), *nsp = ckpt_config_value(r, "data.nsp");
-    eval_spec spec = {.data_path = o->data, .seed = o->seed, .mask_prob = mask ? atof(mask) : 0.15,
+    eval_spec spec = {.data_path = o->data, .split = split, .seed = o->seed, .mask_prob = mask ? atof(mask) : 0.15,
                       .nsp = !nsp || nsp[0] == 't' || nsp[0] == '1', .max_samples = o->max_samples,
                       .hang_timeout = EVAL_HANG_TIMEOUT};
     if (st == ST_OK) st = watchdog_start(rank);
     eval_result res;
     if (st == ST_OK) {
-        log_msg(LOG_INFO, "eval: %s (step %lld) on %s, %d rank%s, precision %s", ckpt_path(r),
-                (long long)ckpt_step(r), o->data, size, size == 1 ? "" : "s", why);
+        log_msg(LOG_INFO, "eval: %s (step %lld) on %s, %s split, %d rank%s, precision %s", ckpt_path(r),
+                (long long)ckpt_step(r), o->data, dataset_split_label(split), size, size == 1 ? "" : "s", why);
         st = eval_run(m, &spec, MPI_COMM_WORLD, &res);
     }
     if (st == ST_OK && rank == 0) {

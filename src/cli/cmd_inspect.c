@@ -33,6 +33,25 @@ static status_t inspect_shard(const char *path)
     return st;
 }
 
+/* One split: its totals, then every shard verified. */
+static status_t inspect_split(const char *path, dataset_split split)
+{
+    dataset d;
+    TRY(dataset_open_split(&d, path, split));
+    const dataset_info *in = &d.info;
+    printf("  %s split: %d shards, %llu bytes, %llu documents, %llu sentences, %llu tokens\n",
+           dataset_split_label(split), in->n_shards, (unsigned long long)in->n_bytes,
+           (unsigned long long)in->n_documents, (unsigned long long)in->n_sentences,
+           (unsigned long long)in->n_tokens);
+    status_t st = ST_OK;
+    for (int i = 0; st == ST_OK && i < in->n_shards; i++) {
+        st = dataset_verify_shard(&d, i);
+        if (st == ST_OK) printf("  %s: %llu tokens, ok\n", d.shards[i].file, (unsigned long long)d.shards[i].n_tokens);
+    }
+    dataset_close(&d);
+    return st;
+}
+
 static status_t inspect_dataset(const char *path)
 {
     dataset d;
@@ -45,15 +64,12 @@ static status_t inspect_dataset(const char *path)
     printf("  special ids: pad %d, unk %d, cls %d, sep %d, mask %d, eot %d\n", in->special[TOKEN_PAD],
            in->special[TOKEN_UNK], in->special[TOKEN_CLS], in->special[TOKEN_SEP], in->special[TOKEN_MASK],
            in->special[TOKEN_EOT]);
-    printf("  %d shards, %llu bytes, %llu documents, %llu sentences, %llu tokens\n", in->n_shards,
-           (unsigned long long)in->n_bytes, (unsigned long long)in->n_documents, (unsigned long long)in->n_sentences,
-           (unsigned long long)in->n_tokens);
-    status_t st = ST_OK;
-    for (int i = 0; st == ST_OK && i < in->n_shards; i++) {
-        st = dataset_verify_shard(&d, i);
-        if (st == ST_OK) printf("  %s: %llu tokens, ok\n", d.shards[i].file, (unsigned long long)d.shards[i].n_tokens);
-    }
+    double fraction = in->valid_fraction;
     dataset_close(&d);
+    if (fraction > 0) printf("  valid fraction %g (documents held out by mpilm prep --valid-fraction)\n", fraction);
+    else printf("  no valid split\n");
+    status_t st = inspect_split(path, DATASET_SPLIT_TRAIN);
+    if (st == ST_OK && fraction > 0) st = inspect_split(path, DATASET_SPLIT_VALID);
     if (st == ST_OK) printf("  every checksum verified: ok\n");
     return st;
 }

@@ -20,7 +20,8 @@ typedef struct prep_options {
     const char *vocab, *kind, *out;
     char staging[4200]; /* where the dataset is built */
     long train_vocab;
-    int replace_invalid, overwrite;
+    prep_input input;        /* --jsonl, --text-key, --split-sentences, --replace-invalid, --valid-fraction */
+    int overwrite;
     const char *const *files;
     int n_files;
 } prep_options;
@@ -31,6 +32,8 @@ static status_t parse_options(int argc, char **argv, prep_options *o)
         {"vocab", required_argument, 0, 'v'},      {"train-vocab", required_argument, 0, 'n'},
         {"tokenizer", required_argument, 0, 't'},  {"out", required_argument, 0, 'o'},
         {"replace-invalid", no_argument, 0, 'r'},  {"overwrite", no_argument, 0, 'w'},
+        {"valid-fraction", required_argument, 0, 'f'}, {"jsonl", no_argument, 0, 'j'},
+        {"text-key", required_argument, 0, 'k'},   {"split-sentences", no_argument, 0, 's'},
         {0, 0, 0, 0},
     };
     optind = 1;
@@ -42,8 +45,17 @@ static status_t parse_options(int argc, char **argv, prep_options *o)
         case 'v': o->vocab = optarg; break;
         case 't': o->kind = optarg; break;
         case 'o': o->out = optarg; break;
-        case 'r': o->replace_invalid = 1; break;
+        case 'r': o->input.replace_invalid = 1; break;
+        case 'j': o->input.jsonl = 1; break;
+        case 'k': o->input.text_key = optarg; break;
+        case 's': o->input.split_sentences = 1; break;
         case 'w': o->overwrite = 1; break;
+        case 'f':
+            TRY(cli_number("prep", "--valid-fraction", optarg, 0, 1, 0, &v));
+            FAIL_IF(v >= 1, ST_USAGE, "prep: --valid-fraction '%s' must be below 1 (the share of documents held out "
+                    "into the valid split; e.g. 0.01)", optarg);
+            o->input.valid_fraction = v;
+            break;
         case 'n':
             TRY(cli_number("prep", "--train-vocab", optarg, 2, (double)(1L << 31), 1, &v));
             o->train_vocab = (long)v;
@@ -57,6 +69,11 @@ static status_t parse_options(int argc, char **argv, prep_options *o)
     FAIL_IF(o->train_vocab && !o->kind, ST_USAGE, "prep: --train-vocab needs --tokenizer bpe|wordpiece");
     FAIL_IF(o->kind && strcmp(o->kind, "bpe") != 0 && strcmp(o->kind, "wordpiece") != 0, ST_USAGE,
             "prep: --tokenizer must be bpe or wordpiece (found '%s')", o->kind);
+    FAIL_IF(o->input.text_key && !o->input.jsonl, ST_USAGE, "prep: --text-key needs --jsonl");
+    FAIL_IF(o->input.text_key && !*o->input.text_key, ST_USAGE, "prep: --text-key must not be empty");
+    FAIL_IF(o->input.jsonl && o->train_vocab, ST_USAGE, "prep: --train-vocab reads text files; train the vocabulary "
+            "on text, or give --vocab DIR with --jsonl");
+    if (!o->input.text_key) o->input.text_key = "text";
     FAIL_IF(optind >= argc, ST_USAGE, "prep: no input FILE given (see mpilm prep --help)");
     o->files = (const char *const *)argv + optind;
     o->n_files = argc - optind;
@@ -85,11 +102,13 @@ static status_t encode_pieces(const prep_options *o, tokenizer *t, const prep_pl
     double t0 = time_now();
     uint64_t done = 0;
     for (int i = rank; i < plan->n_pieces; i += size) {
-        char name[64], path[4300];
-        dataset_shard_name(i, name, sizeof name);
+        char name[64], valid_name[64], path[4300], valid_path[4300];
+        dataset_split_shard_name(DATASET_SPLIT_TRAIN, i, name, sizeof name);
+        dataset_split_shard_name(DATASET_SPLIT_VALID, i, valid_name, sizeof valid_name);
         snprintf(path, sizeof path, "%s/%s", o->staging, name);
+        snprintf(valid_path, sizeof valid_path, "%s/%s", o->staging, valid_name);
         prep_stats stats;
-        TRY(prep_piece_encode(t, o->files, &plan->pieces[i], o->replace_invalid, path, &stats));
+        TRY(prep_piece_encode_input(t, o->files, &plan->pieces[i], &o->input, path, valid_path, &stats));
         done += stats.bytes;
         if (stats.replaced) log_warn("prep: %s: %llu invalid UTF-8 bytes replaced by U+FFFD", name,
                                      (unsigned long long)stats.replaced);
@@ -125,15 +144,15 @@ static status_t run_prep(const prep_options *o, int rank, int size)
     if (o->kind) kind = strcmp(o->kind, "bpe") == 0 ? TOKENIZER_BPE : TOKENIZER_WORDPIECE;
     else TRY(tokenizer_detect(o->vocab, &kind));
     prep_plan plan;
-    TRY(prep_plan_make(o->files, o->n_files, &plan));
+    TRY(prep_plan_make_input(o->files, o->n_files, &o->input, &plan));
     TRY(prep_output_check(o->out, o->overwrite));
     agree(rank == 0 ? write_vocab(o, kind) : ST_OK, o, rank);
     tokenizer *t = NULL;
     status_t st = tokenizer_load(o->staging, kind, &t);
     if (st == ST_OK) st = encode_pieces(o, t, &plan, rank, size);
     agree(st, o, rank);
-    dataset_info info;
-    if (rank == 0) st = prep_finish(o->staging, t, plan.n_pieces, &info);
+    dataset_info info, valid = {0};
+    if (rank == 0) st = prep_finish_split(o->staging, t, plan.n_pieces, o->input.valid_fraction, &info, &valid);
     if (rank == 0 && st == ST_OK) st = prep_publish(o->staging, o->out);
     agree(st, o, rank);
     double secs = time_now() - t0;
@@ -142,6 +161,11 @@ static status_t run_prep(const prep_options *o, int rank, int size)
                  "(%.1f MB/s on %d ranks)", o->out, plan.n_pieces, (unsigned long long)info.n_documents,
                  (unsigned long long)info.n_sentences, (unsigned long long)info.n_tokens,
                  (double)plan.total_bytes / 1e6, secs, (double)plan.total_bytes / 1e6 / secs, size);
+    if (rank == 0 && o->input.valid_fraction > 0)
+        log_info("prep: valid split (--valid-fraction %g): %d shards, %llu documents, %llu sentences, %llu tokens "
+                 "(train: the figures above)", o->input.valid_fraction, valid.n_shards,
+                 (unsigned long long)valid.n_documents, (unsigned long long)valid.n_sentences,
+                 (unsigned long long)valid.n_tokens);
     tokenizer_free(t);
     prep_plan_free(&plan);
     return ST_OK;

@@ -14,9 +14,11 @@ int cmd_import(int argc, char **argv);
 const command commands[] = {
     {"prep", "tokenize raw text into a dataset of zstd token shards",
      "usage: mpilm prep (--vocab DIR | --train-vocab N) --tokenizer bpe|wordpiece --out datasets/NAME [--overwrite] FILE...\n"
+     "                  [--valid-fraction F] [--jsonl [--text-key K]] [--split-sentences]\n"
      "\n"
      "Tokenizes raw UTF-8 text (one sentence per line, a blank line between documents)\n"
-     "into datasets/NAME/: the vocab files, manifest.json and *.zst shards.\n"
+     "into datasets/NAME/: the vocab files, manifest.json and *.zst shards. An input\n"
+     "compressed with zstd or gzip (told by its first bytes) is read directly.\n"
      "Runs in parallel under mpirun: the input is cut into pieces at document boundaries\n"
      "(independent of the rank count, so the dataset is the same for any -np) and the\n"
      "ranks share them.\n"
@@ -26,7 +28,13 @@ const command commands[] = {
      "  --tokenizer KIND     bpe (GPT-2 byte-level) or wordpiece (BERT)\n"
      "  --out DIR            dataset directory to create (built beside it, moved into place when complete)\n"
      "  --overwrite          replace the dataset already in DIR (only once the new one is complete)\n"
-     "  --replace-invalid    replace invalid UTF-8 with U+FFFD instead of refusing it\n",
+     "  --replace-invalid    replace invalid UTF-8 with U+FFFD instead of refusing it\n"
+     "  --valid-fraction F   hold out about F (0 <= F < 1) of the documents, whole, into valid-NNNNN.zst\n"
+     "                       (a fixed per-document choice: the same for any -np)\n"
+     "  --jsonl              input: one JSON object per line, one document each; its text's lines\n"
+     "                       are the sentences (an empty text is skipped)\n"
+     "  --text-key K         --jsonl: the key of the text (default text)\n"
+     "  --split-sentences    also cut each line into sentences by the rule of docs/usage.md\n",
      cmd_prep, NULL},
     {"train", "train a model (under mpirun for pipeline and data parallelism)",
      "usage: mpilm train --config FILE [--set section.key=value]... [--resume auto|PATH | --overwrite]\n"
@@ -46,7 +54,7 @@ const command commands[] = {
      "  --print-config       print the effective configuration with the origin of each value and exit\n",
      cmd_train, NULL},
     {"eval", "evaluate a checkpoint on a dataset",
-     "usage: mpilm eval --ckpt PATH --data DATASET [--max-samples N] [--json FILE]\n"
+     "usage: mpilm eval --ckpt PATH --data DATASET [--split train|valid] [--max-samples N] [--json FILE]\n"
      "                  [--seed S] [--micro-batch B] [--precision auto|fp32|bf16]\n"
      "\n"
      "One pass over the dataset (or its first N samples): causal-LM loss and perplexity, or\n"
@@ -54,7 +62,8 @@ const command commands[] = {
      "with any number of ranks. --json FILE writes perplexity, lm_loss, mlm_loss,\n"
      "mlm_accuracy, nsp_loss, nsp_accuracy, samples, tokens. MLM masks come from --seed\n"
      "(default 12345). --precision: as train.precision (auto = bf16 where the CPU has bf16\n"
-     "instructions); fp32 checks a bf16 figure.\n",
+     "instructions); fp32 checks a bf16 figure. --split: the dataset's split to evaluate\n"
+     "(default valid when the dataset has one, made by prep --valid-fraction, else train).\n",
      cmd_eval, NULL},
     {"generate", "generate text from a GPT checkpoint, or fill [MASK]s with a BERT one",
      "usage: mpilm generate --ckpt PATH --prompt TEXT [--max-tokens N] [--temperature T]\n"

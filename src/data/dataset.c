@@ -6,13 +6,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/fileio.h"
 #include "base/hash.h"
 
 static const char *const special_keys[6] = {"pad", "unk", "cls", "sep", "mask", "eot"};
 
-void dataset_shard_name(int i, char *buf, size_t len) { snprintf(buf, len, "train-%05d.zst", i); }
+const char *dataset_split_label(dataset_split split) { return split == DATASET_SPLIT_VALID ? "valid" : "train"; }
+
+void dataset_split_shard_name(dataset_split split, int i, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s-%05d.zst", dataset_split_label(split), i);
+}
+
+void dataset_shard_name(int i, char *buf, size_t len) { dataset_split_shard_name(DATASET_SPLIT_TRAIN, i, buf, len); }
 
 void dataset_shard_path(const dataset *d, int i, char *buf, size_t len)
 {
@@ -28,10 +36,10 @@ int dataset_is_dataset(const char *dir)
 }
 
 /* Reads shard i's header and hashes the file. */
-static status_t describe_shard(const char *dir, int i, dataset_shard *s, shard_header *h)
+static status_t describe_shard(const char *dir, dataset_split split, int i, dataset_shard *s, shard_header *h)
 {
     char path[4200];
-    dataset_shard_name(i, s->file, sizeof s->file);
+    dataset_split_shard_name(split, i, s->file, sizeof s->file);
     snprintf(path, sizeof path, "%s/%s", dir, s->file);
     shard_reader *r;
     TRY(shard_reader_open(&r, path));
@@ -66,8 +74,27 @@ static cJSON *shard_json(const dataset_shard *s)
     return o;
 }
 
-static cJSON *manifest_json(const dataset_info *in, const dataset_shard *shards)
+static void add_totals(cJSON *m, const char *key, const dataset_info *in)
 {
+    cJSON *tot = cJSON_AddObjectToObject(m, key);
+    cJSON_AddNumberToObject(tot, "shards", in->n_shards);
+    cJSON_AddNumberToObject(tot, "bytes", (double)in->n_bytes);
+    cJSON_AddNumberToObject(tot, "documents", (double)in->n_documents);
+    cJSON_AddNumberToObject(tot, "sentences", (double)in->n_sentences);
+    cJSON_AddNumberToObject(tot, "tokens", (double)in->n_tokens);
+}
+
+static void add_shards(cJSON *m, const char *key, const dataset_info *in, const dataset_shard *shards)
+{
+    cJSON *arr = cJSON_AddArrayToObject(m, key);
+    for (int i = 0; i < in->n_shards; i++) cJSON_AddItemToArray(arr, shard_json(&shards[i]));
+}
+
+/* The train split keeps the keys of version 1 ("shards", "totals"); a valid
+ * split adds "valid_fraction", "valid_shards" and "valid_totals". */
+static cJSON *manifest_json(const dataset *train, const dataset *valid)
+{
+    const dataset_info *in = &train->info;
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "format", "mpilm-dataset");
     cJSON_AddNumberToObject(m, "version", DATASET_VERSION);
@@ -77,14 +104,13 @@ static cJSON *manifest_json(const dataset_info *in, const dataset_shard *shards)
     cJSON_AddNumberToObject(m, "token_width", in->token_width);
     cJSON *sp = cJSON_AddObjectToObject(m, "special");
     for (int k = 0; k < 6; k++) cJSON_AddNumberToObject(sp, special_keys[k], in->special[k]);
-    cJSON *arr = cJSON_AddArrayToObject(m, "shards");
-    for (int i = 0; i < in->n_shards; i++) cJSON_AddItemToArray(arr, shard_json(&shards[i]));
-    cJSON *tot = cJSON_AddObjectToObject(m, "totals");
-    cJSON_AddNumberToObject(tot, "shards", in->n_shards);
-    cJSON_AddNumberToObject(tot, "bytes", (double)in->n_bytes);
-    cJSON_AddNumberToObject(tot, "documents", (double)in->n_documents);
-    cJSON_AddNumberToObject(tot, "sentences", (double)in->n_sentences);
-    cJSON_AddNumberToObject(tot, "tokens", (double)in->n_tokens);
+    add_shards(m, "shards", in, train->shards);
+    add_totals(m, "totals", in);
+    if (valid) {
+        cJSON_AddNumberToObject(m, "valid_fraction", in->valid_fraction);
+        add_shards(m, "valid_shards", &valid->info, valid->shards);
+        add_totals(m, "valid_totals", &valid->info);
+    }
     return m;
 }
 
@@ -98,24 +124,54 @@ static void info_from_tokenizer(const tokenizer *t, dataset_info *in)
     for (int k = 0; k < 6; k++) in->special[k] = tokenizer_special(t, (special_token)k);
 }
 
-status_t dataset_manifest_write(const char *dir, const tokenizer *t, int n_shards, dataset_info *info)
+/* Describes shards 0..n-1 of d->split in d->dir into d->shards; with
+ * drop_empty a shard without a sentence is removed from the directory and
+ * from the list. */
+static status_t describe_split(dataset *d, int n, int drop_empty)
 {
-    dataset d = {.shards = calloc((size_t)n_shards + 1, sizeof(dataset_shard))};
-    FAIL_IF(!d.shards, ST_NOMEM, "%s: out of memory for the manifest", dir);
-    snprintf(d.dir, sizeof d.dir, "%s", dir);
-    info_from_tokenizer(t, &d.info);
-    d.info.n_shards = n_shards;
-    status_t st = ST_OK;
-    for (int i = 0; st == ST_OK && i < n_shards; i++) {
+    d->info.n_shards = 0;
+    for (int i = 0; i < n; i++) {
+        dataset_shard *s = &d->shards[d->info.n_shards];
         shard_header h = {0};
-        st = describe_shard(dir, i, &d.shards[i], &h);
-        if (st == ST_OK) st = dataset_check_shard(&d, i, &h);
-        d.info.n_bytes += d.shards[i].bytes;
-        d.info.n_documents += h.n_documents, d.info.n_sentences += h.n_sentences, d.info.n_tokens += h.n_tokens;
+        TRY(describe_shard(d->dir, d->split, i, s, &h));
+        if (drop_empty && h.n_sentences == 0) {
+            char path[4200];
+            snprintf(path, sizeof path, "%s/%s", d->dir, s->file);
+            FAIL_IF(unlink(path) != 0, ST_IO, "%s: cannot remove the empty shard", path);
+            continue;
+        }
+        d->info.n_shards++;
+        TRY(dataset_check_shard(d, d->info.n_shards - 1, &h));
+        d->info.n_bytes += s->bytes;
+        d->info.n_documents += h.n_documents, d->info.n_sentences += h.n_sentences, d->info.n_tokens += h.n_tokens;
     }
+    return ST_OK;
+}
+
+static status_t split_init(dataset *d, const char *dir, const tokenizer *t, dataset_split split, int n,
+                           double valid_fraction)
+{
+    memset(d, 0, sizeof *d);
+    d->shards = calloc((size_t)n + 1, sizeof(dataset_shard));
+    FAIL_IF(!d->shards, ST_NOMEM, "%s: out of memory for the manifest", dir);
+    snprintf(d->dir, sizeof d->dir, "%s", dir);
+    d->split = split;
+    info_from_tokenizer(t, &d->info);
+    d->info.valid_fraction = valid_fraction;
+    return ST_OK;
+}
+
+status_t dataset_manifest_write_splits(const char *dir, const tokenizer *t, int n_pieces, double valid_fraction,
+                                       dataset_info *train, dataset_info *valid)
+{
+    int with_valid = valid_fraction > 0;
+    dataset d[2] = {0};
+    status_t st = split_init(&d[0], dir, t, DATASET_SPLIT_TRAIN, n_pieces, valid_fraction);
+    if (st == ST_OK && with_valid) st = split_init(&d[1], dir, t, DATASET_SPLIT_VALID, n_pieces, valid_fraction);
+    for (int k = 0; st == ST_OK && k <= with_valid; k++) st = describe_split(&d[k], n_pieces, with_valid);
     char *text = NULL;
     if (st == ST_OK) {
-        cJSON *m = manifest_json(&d.info, d.shards);
+        cJSON *m = manifest_json(&d[0], with_valid ? &d[1] : NULL);
         text = cJSON_Print(m);
         cJSON_Delete(m);
         if (!text) st = st_fail(ST_NOMEM, "%s: out of memory writing the manifest", dir);
@@ -124,9 +180,16 @@ status_t dataset_manifest_write(const char *dir, const tokenizer *t, int n_shard
     snprintf(path, sizeof path, "%s/%s", dir, DATASET_MANIFEST);
     if (st == ST_OK) st = atomic_write_file(path, text, strlen(text));
     free(text);
-    if (st == ST_OK && info) *info = d.info;
-    free(d.shards);
+    if (st == ST_OK && train) *train = d[0].info;
+    if (st == ST_OK && valid) *valid = d[1].info;
+    free(d[0].shards);
+    free(d[1].shards);
     return st;
+}
+
+status_t dataset_manifest_write(const char *dir, const tokenizer *t, int n_shards, dataset_info *info)
+{
+    return dataset_manifest_write_splits(dir, t, n_shards, 0, info, NULL);
 }
 
 status_t dataset_check_shard(const dataset *d, int i, const shard_header *h)
@@ -210,6 +273,7 @@ static status_t parse_shard(json_ctx c, dataset_shard *s)
 
 static status_t parse_manifest(const char *path, const cJSON *m, dataset *d)
 {
+    const char *split_key = d->split == DATASET_SPLIT_VALID ? "valid_shards" : "shards";
     json_ctx c = {path, m};
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(m, "format");
     FAIL_IF(!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "mpilm-dataset") != 0, ST_FORMAT,
@@ -223,9 +287,18 @@ static status_t parse_manifest(const char *path, const cJSON *m, dataset *d)
     TRY(json_u64(c, "token_width", &width));
     TRY(json_hex(c, "fingerprint", &d->info.fingerprint));
     d->info.vocab_size = (uint32_t)vocab, d->info.token_width = (uint32_t)width;
-    const cJSON *shards = cJSON_GetObjectItemCaseSensitive(m, "shards");
+    const cJSON *fraction = cJSON_GetObjectItemCaseSensitive(m, "valid_fraction");
+    FAIL_IF(fraction && !(cJSON_IsNumber(fraction) && fraction->valuedouble > 0 && fraction->valuedouble < 1),
+            ST_FORMAT, "%s: \"valid_fraction\" is not a number above 0 and below 1; re-run mpilm prep", path);
+    d->info.valid_fraction = fraction ? fraction->valuedouble : 0;
+    FAIL_IF(!fraction && cJSON_GetObjectItemCaseSensitive(m, "valid_shards"), ST_FORMAT,
+            "%s: \"valid_shards\" without \"valid_fraction\"; re-run mpilm prep", path);
+    FAIL_IF(d->split == DATASET_SPLIT_VALID && !fraction, ST_USAGE,
+            "%s: the dataset has no valid split (no \"valid_fraction\" in %s); make one with mpilm prep "
+            "--valid-fraction F (e.g. 0.01), or use the train split", d->dir, DATASET_MANIFEST);
+    const cJSON *shards = cJSON_GetObjectItemCaseSensitive(m, split_key);
     FAIL_IF(!cJSON_IsArray(shards) || cJSON_GetArraySize(shards) == 0, ST_FORMAT,
-            "%s: \"shards\" is missing or empty; re-run mpilm prep", path);
+            "%s: \"%s\" is missing or empty; re-run mpilm prep", path, split_key);
     d->info.n_shards = cJSON_GetArraySize(shards);
     d->shards = calloc((size_t)d->info.n_shards, sizeof *d->shards);
     FAIL_IF(!d->shards, ST_NOMEM, "%s: out of memory", path);
@@ -265,10 +338,22 @@ static status_t check_vocab(dataset *d)
     return ST_OK;
 }
 
-status_t dataset_open(dataset *d, const char *dir)
+status_t dataset_open(dataset *d, const char *dir) { return dataset_open_split(d, dir, DATASET_SPLIT_TRAIN); }
+
+int dataset_has_split(const char *dir, dataset_split split)
+{
+    dataset d;
+    if (dataset_open(&d, dir) != ST_OK) return 0;
+    int has = split == DATASET_SPLIT_TRAIN || d.info.valid_fraction > 0;
+    dataset_close(&d);
+    return has;
+}
+
+status_t dataset_open_split(dataset *d, const char *dir, dataset_split split)
 {
     memset(d, 0, sizeof *d);
     snprintf(d->dir, sizeof d->dir, "%s", dir);
+    d->split = split;
     char path[4200], *text;
     size_t len;
     snprintf(path, sizeof path, "%s/%s", dir, DATASET_MANIFEST);

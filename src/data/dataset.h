@@ -2,7 +2,8 @@
  *     DIR/manifest.json     format version, tokenizer, vocab size and fingerprint,
  *                           special ids, every shard with size, xxh3 and counts, totals
  *     DIR/vocab files       as tokenizer_save writes them
- *     DIR/train-NNNNN.zst   shards (data/shard.h)
+ *     DIR/train-NNNNN.zst   shards of the train split (data/shard.h)
+ *     DIR/valid-NNNNN.zst   shards of the held-out split (prep --valid-fraction)
  * Owns: the manifest (writing, reading, checking it against the vocabulary and
  * the shards).
  * Must not touch: sample building, models, MPI.
@@ -20,6 +21,10 @@
 #define DATASET_VERSION 1
 #define DATASET_MANIFEST "manifest.json"
 
+/* A dataset holds a train split and, when prep held documents out, a valid
+ * split. Each split has its own shard list and totals in the manifest. */
+typedef enum dataset_split { DATASET_SPLIT_TRAIN = 0, DATASET_SPLIT_VALID = 1 } dataset_split;
+
 typedef struct dataset_info {
     tokenizer_kind kind;
     uint32_t vocab_size;
@@ -27,7 +32,8 @@ typedef struct dataset_info {
     int32_t special[6];     /* indexed by special_token (pad, unk, cls, sep, mask, eot); -1 = none */
     uint32_t token_width;   /* bytes per token in the shards */
     int n_shards;
-    uint64_t n_documents, n_sentences, n_tokens, n_bytes;
+    uint64_t n_documents, n_sentences, n_tokens, n_bytes;  /* of the split opened */
+    double valid_fraction;  /* prep --valid-fraction (0 = the dataset has no valid split) */
 } dataset_info;
 
 typedef struct dataset_shard {
@@ -39,19 +45,37 @@ typedef struct dataset_shard {
 
 typedef struct dataset {
     char dir[4096];
+    dataset_split split;    /* the split whose shards are listed */
     dataset_info info;
     dataset_shard *shards;
 } dataset;
 
-/* The name of shard i ("train-00007.zst"). */
+/* The name of train shard i ("train-00007.zst"). */
 void dataset_shard_name(int i, char *buf, size_t len);
+/* The name of shard i of a split ("train-00007.zst", "valid-00007.zst"). */
+void dataset_split_shard_name(dataset_split split, int i, char *buf, size_t len);
+const char *dataset_split_label(dataset_split split); /* "train", "valid" */
 
 /* Writes DIR/manifest.json for shards 0..n_shards-1 already in DIR, reading
  * their headers and hashing them; info receives the totals (may be NULL). */
 status_t dataset_manifest_write(const char *dir, const tokenizer *t, int n_shards, dataset_info *info);
 
-/* Reads the manifest and checks it against the vocabulary files in dir. */
+/* The same for a dataset made with a valid split (valid_fraction > 0): shard
+ * i of each split is NAME-i (dataset_split_shard_name) for i < n_pieces; a
+ * shard that holds no sentence is removed and not listed (so the numbers of a
+ * split may have gaps). train and valid receive each split's totals (may be
+ * NULL). With valid_fraction == 0 this is dataset_manifest_write. */
+status_t dataset_manifest_write_splits(const char *dir, const tokenizer *t, int n_pieces, double valid_fraction,
+                                       dataset_info *train, dataset_info *valid);
+
+/* Reads the manifest and checks it against the vocabulary files in dir;
+ * lists the train split's shards. */
 status_t dataset_open(dataset *d, const char *dir);
+/* The same for either split; the valid split of a dataset without one is
+ * ST_USAGE naming the dataset and how to make one. */
+status_t dataset_open_split(dataset *d, const char *dir, dataset_split split);
+/* 1 when dir is a dataset that has that split (the train split: any dataset). */
+int dataset_has_split(const char *dir, dataset_split split);
 void dataset_close(dataset *d);
 status_t dataset_info_read(const char *dir, dataset_info *info);
 void dataset_shard_path(const dataset *d, int i, char *buf, size_t len);

@@ -1,6 +1,7 @@
 /* data/prep: raw text → shards → manifest (prep.h). */
 #include "prep.h"
 
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +12,9 @@
 #include <unistd.h>
 
 #include "base/fileio.h"
+#include "base/rng.h"
+#include "data/input.h"
+#include "data/sentence.h"
 #include "data/shard.h"
 
 /* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no
@@ -68,8 +72,9 @@ static status_t utf8_repair(const char *line, size_t len, char **out, size_t *ou
 
 /* ------------------------------------------------------------ plan */
 
-/* Offset just after the first blank line ("\n\n") at or after from, or size. */
-static status_t next_document(FILE *f, const char *path, uint64_t from, uint64_t size, uint64_t *cut)
+/* Offset just after the first blank line ("\n\n") at or after from, or size;
+ * with jsonl (a document per line) just after the first '\n'. */
+static status_t next_document(FILE *f, const char *path, uint64_t from, uint64_t size, int jsonl, uint64_t *cut)
 {
     char buf[65536];
     int prev_nl = 0;
@@ -79,7 +84,7 @@ static status_t next_document(FILE *f, const char *path, uint64_t from, uint64_t
     size_t got;
     while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
         for (size_t i = 0; i < got; i++, at++) {
-            if (buf[i] == '\n' && prev_nl) {
+            if (buf[i] == '\n' && (prev_nl || jsonl)) {
                 *cut = at + 1;
                 return ST_OK;
             }
@@ -90,24 +95,28 @@ static status_t next_document(FILE *f, const char *path, uint64_t from, uint64_t
     return ST_OK;
 }
 
-static status_t plan_add(prep_plan *plan, int file, uint64_t begin, uint64_t end)
+static status_t plan_add(prep_plan *plan, int file, uint64_t begin, uint64_t end, int compressed)
 {
     prep_piece *p = realloc(plan->pieces, (size_t)(plan->n_pieces + 1) * sizeof *p);
     FAIL_IF(!p, ST_NOMEM, "out of memory planning the shards");
     plan->pieces = p;
-    plan->pieces[plan->n_pieces++] = (prep_piece){file, begin, end};
+    plan->pieces[plan->n_pieces++] = (prep_piece){file, begin, end, compressed};
     return ST_OK;
 }
 
-static status_t plan_file(prep_plan *plan, const char *path, int file, uint64_t size, uint64_t piece)
+/* A compressed file cannot be entered in the middle: it is one piece. */
+static status_t plan_file(prep_plan *plan, const char *path, int file, uint64_t size, uint64_t piece, int jsonl)
 {
+    input_compression kind;
+    TRY(input_detect(path, &kind));
+    if (kind != INPUT_PLAIN) return plan_add(plan, file, 0, size, 1);
     FILE *f = fopen(path, "rb");
     FAIL_IF(!f, ST_IO, "%s: cannot open (%s); check the path", path, strerror(errno));
     status_t st = ST_OK;
     for (uint64_t begin = 0; st == ST_OK && begin < size;) {
         uint64_t cut = size;
-        if (begin + piece < size) st = next_document(f, path, begin + piece - 1, size, &cut);
-        if (st == ST_OK) st = plan_add(plan, file, begin, cut);
+        if (begin + piece < size) st = next_document(f, path, begin + piece - 1, size, jsonl, &cut);
+        if (st == ST_OK) st = plan_add(plan, file, begin, cut, 0);
         begin = cut;
     }
     fclose(f);
@@ -115,6 +124,12 @@ static status_t plan_file(prep_plan *plan, const char *path, int file, uint64_t 
 }
 
 status_t prep_plan_make(const char *const *files, int n_files, prep_plan *plan)
+{
+    prep_input input = {.text_key = "text"};
+    return prep_plan_make_input(files, n_files, &input, plan);
+}
+
+status_t prep_plan_make_input(const char *const *files, int n_files, const prep_input *input, prep_plan *plan)
 {
     memset(plan, 0, sizeof *plan);
     FAIL_IF(n_files < 1, ST_USAGE, "prep: no input FILE given");
@@ -139,7 +154,7 @@ status_t prep_plan_make(const char *const *files, int n_files, prep_plan *plan)
                      n_files > 1 ? " and the other inputs" : "");
     uint64_t piece = plan->total_bytes / 64;
     piece = piece < PREP_PIECE_MIN ? PREP_PIECE_MIN : piece > PREP_PIECE_MAX ? PREP_PIECE_MAX : piece;
-    for (int i = 0; st == ST_OK && i < n_files; i++) st = plan_file(plan, files[i], i, sizes[i], piece);
+    for (int i = 0; st == ST_OK && i < n_files; i++) st = plan_file(plan, files[i], i, sizes[i], piece, input->jsonl);
     free(sizes);
     if (st != ST_OK) prep_plan_free(plan);
     return st;
@@ -167,15 +182,24 @@ static uint64_t line_number(const char *path, uint64_t offset)
 
 typedef struct piece_state {
     tokenizer *t;
-    shard_writer *w;
+    shard_writer *w, *valid, *cur;  /* train, valid, the current document's */
+    const prep_input *input;
+    const prep_piece *piece;
     const char *path;
-    int replace_invalid, in_doc;
+    int in_doc;
+    uint64_t lines;                 /* lines read before the current one, from the piece's start */
     char *fixed;
     size_t fixed_cap;
     uint32_t *ids;
     size_t ids_cap;
     prep_stats *stats;
 } piece_state;
+
+/* The current line's number in its file (counted from the piece's start). */
+static unsigned long long current_line(const piece_state *ps)
+{
+    return (unsigned long long)((ps->piece->begin == 0 ? 1 : line_number(ps->path, ps->piece->begin)) + ps->lines);
+}
 
 static int is_blank(const char *s, size_t n)
 {
@@ -184,28 +208,32 @@ static int is_blank(const char *s, size_t n)
     return 1;
 }
 
-/* One input line (without '\n') at file offset `at`. */
-static status_t encode_line(piece_state *ps, const char *line, size_t len, uint64_t at)
+/* Checks line[0..*len) is UTF-8, or repairs it into ps->fixed; `at` is its
+ * file offset (for the message), what names it. */
+static status_t valid_utf8(piece_state *ps, const char **line, size_t *len, uint64_t at, const char *what)
 {
-    if (len > 0 && line[len - 1] == '\r') len--;
-    if (is_blank(line, len)) {
-        ps->in_doc = 0;
-        return ST_OK;
-    }
-    size_t bad = utf8_check((const unsigned char *)line, len);
-    if (bad < len && !ps->replace_invalid)
-        return st_fail(ST_FORMAT, "%s: invalid UTF-8 at line %llu, byte offset %llu (byte 0x%02x); fix the text or "
-                       "pass --replace-invalid to replace it with U+FFFD", ps->path,
-                       (unsigned long long)line_number(ps->path, at), (unsigned long long)(at + bad),
-                       (unsigned char)line[bad]);
-    if (bad < len) {
-        TRY(utf8_repair(line, len, &ps->fixed, &ps->fixed_cap, &len, &ps->stats->replaced));
-        line = ps->fixed;
-    }
+    size_t bad = utf8_check((const unsigned char *)*line, *len);
+    if (bad == *len) return ST_OK;
+    FAIL_IF(!ps->input->replace_invalid, ST_FORMAT, "%s: invalid UTF-8 at line %llu, byte offset %llu (byte 0x%02x)%s; "
+            "fix the text or pass --replace-invalid to replace it with U+FFFD", ps->path, current_line(ps),
+            (unsigned long long)(at + bad), (unsigned char)(*line)[bad], what);
+    TRY(utf8_repair(*line, *len, &ps->fixed, &ps->fixed_cap, len, &ps->stats->replaced));
+    *line = ps->fixed;
+    return ST_OK;
+}
+
+/* One sentence of the document that starts at file offset doc_at. */
+static status_t encode_sentence(piece_state *ps, const char *text, size_t len, uint64_t doc_at)
+{
     size_t n = 0;
-    TRY(tokenizer_encode(ps->t, line, len, &ps->ids, &n, &ps->ids_cap));
+    TRY(tokenizer_encode(ps->t, text, len, &ps->ids, &n, &ps->ids_cap));
     if (n == 0) return ST_OK;
-    TRY(shard_writer_add(ps->w, ps->ids, n, !ps->in_doc));
+    if (!ps->in_doc) {
+        int held_out = ps->valid && prep_document_held_out(ps->piece->file, doc_at, ps->input->valid_fraction);
+        ps->cur = held_out ? ps->valid : ps->w;
+        ps->stats->valid_documents += held_out;
+    }
+    TRY(shard_writer_add(ps->cur, ps->ids, n, !ps->in_doc));
     ps->stats->documents += !ps->in_doc;
     ps->stats->sentences++;
     ps->stats->tokens += n;
@@ -213,52 +241,159 @@ static status_t encode_line(piece_state *ps, const char *line, size_t len, uint6
     return ST_OK;
 }
 
-static status_t encode_lines(piece_state *ps, FILE *f, const prep_piece *piece)
+/* A line of text: one sentence, or several with --split-sentences. */
+static status_t encode_text_line(piece_state *ps, const char *text, size_t len, uint64_t doc_at)
 {
-    FAIL_IF(fseeko(f, (off_t)piece->begin, SEEK_SET) != 0, ST_IO, "%s: cannot seek to byte %llu", ps->path,
-            (unsigned long long)piece->begin);
+    if (!ps->input->split_sentences) return encode_sentence(ps, text, len, doc_at);
+    for (size_t i = sentence_space(text, len); i < len;) {
+        size_t k = sentence_length(text + i, len - i);
+        TRY(encode_sentence(ps, text + i, k, doc_at));
+        i += k;
+        i += sentence_space(text + i, len - i);
+    }
+    return ST_OK;
+}
+
+/* The text of a JSON line: split at newlines (a trailing '\r' dropped, blank
+ * ones skipped) into the lines of one document. */
+static status_t encode_json_text(piece_state *ps, const char *text, size_t len, uint64_t at)
+{
+    /* a \u escape may decode to no valid UTF-8 (the line itself was checked);
+     * ps->fixed is free again: the line is parsed already */
+    TRY(valid_utf8(ps, &text, &len, 0, " of the decoded text value"));
+    status_t st = ST_OK;
+    ps->in_doc = 0;
+    for (size_t b = 0; st == ST_OK && b < len;) {
+        const char *nl = memchr(text + b, '\n', len - b);
+        size_t e = nl ? (size_t)(nl - text) : len, k = e - b;
+        if (k > 0 && text[b + k - 1] == '\r') k--;
+        if (!is_blank(text + b, k)) st = encode_text_line(ps, text + b, k, at);
+        b = e + 1;
+    }
+    ps->in_doc = 0;
+    return st;
+}
+
+static status_t json_line_error(const piece_state *ps, const char *found)
+{
+    return st_fail(ST_FORMAT, "%s: line %llu: expected a JSON object with a string \"%s\" (--jsonl: one object per "
+                   "line), found %s; fix the line, or use --text-key for another key", ps->path, current_line(ps),
+                   ps->input->text_key, found);
+}
+
+/* --jsonl: one JSON object per line, its text_key string is one document. */
+static status_t encode_json_line(piece_state *ps, const char *line, size_t len, uint64_t at)
+{
+    if (is_blank(line, len)) return ST_OK;
+    cJSON *o = cJSON_ParseWithLength(line, len);
+    status_t st = ST_OK;
+    const cJSON *v = o ? cJSON_GetObjectItemCaseSensitive(o, ps->input->text_key) : NULL;
+    if (!o) st = json_line_error(ps, "text that is not valid JSON");
+    else if (!cJSON_IsObject(o)) st = json_line_error(ps, "JSON that is not an object");
+    else if (!v) st = json_line_error(ps, "an object without that key");
+    else if (!cJSON_IsString(v)) st = json_line_error(ps, "a value that is not a string");
+    else st = encode_json_text(ps, v->valuestring, strlen(v->valuestring), at);
+    cJSON_Delete(o);
+    return st;
+}
+
+/* One input line (without '\n') at file offset `at`. */
+static status_t encode_line(piece_state *ps, const char *line, size_t len, uint64_t at)
+{
+    if (len > 0 && line[len - 1] == '\r') len--;
+    TRY(valid_utf8(ps, &line, &len, at, ""));
+    if (ps->input->jsonl) return encode_json_line(ps, line, len, at);
+    if (is_blank(line, len)) {
+        ps->in_doc = 0;
+        return ST_OK;
+    }
+    return encode_text_line(ps, line, len, ps->in_doc ? 0 : at);
+}
+
+static status_t encode_lines(piece_state *ps, input_file *in, const prep_piece *piece)
+{
+    FILE *f = input_stream(in);
+    uint64_t end = piece->compressed ? UINT64_MAX : piece->end;
+    FAIL_IF(!piece->compressed && fseeko(f, (off_t)piece->begin, SEEK_SET) != 0, ST_IO, "%s: cannot seek to byte %llu",
+            ps->path, (unsigned long long)piece->begin);
     char *line = NULL;
     size_t cap = 0;
-    uint64_t at = piece->begin;
+    uint64_t at = piece->compressed ? 0 : piece->begin;
     ssize_t len;
     status_t st = ST_OK;
-    while (st == ST_OK && at < piece->end && (len = getline(&line, &cap, f)) > 0) {
+    while (st == ST_OK && at < end && (len = getline(&line, &cap, f)) > 0) {
         size_t n = (size_t)len;
-        if (at + n > piece->end) n = (size_t)(piece->end - at);
+        if (at + n > end) n = (size_t)(end - at);
         st = encode_line(ps, line, n > 0 && line[n - 1] == '\n' ? n - 1 : n, at);
         at += n;
+        ps->lines++;
     }
-    if (st == ST_OK && ferror(f)) st = st_fail(ST_IO, "%s: read error near byte %llu", ps->path, (unsigned long long)at);
+    if (st == ST_OK) st = input_check(in);
     free(line);
     return st;
 }
 
-status_t prep_piece_encode(tokenizer *t, const char *const *files, const prep_piece *piece, int replace_invalid,
-                           const char *out_path, prep_stats *stats)
+int prep_document_held_out(int file, uint64_t offset, double valid_fraction)
+{
+    uint32_t bits[4];
+    rng_bits(rng_key_make(PREP_SPLIT_SEED, RNG_SPLIT), offset, (uint32_t)file, 0, bits);
+    double u = (double)((((uint64_t)bits[0] << 32) | bits[1]) >> 11) * 0x1p-53; /* [0, 1), 53 bits */
+    return u < valid_fraction;
+}
+
+status_t prep_piece_encode_input(tokenizer *t, const char *const *files, const prep_piece *piece,
+                                 const prep_input *input, const char *out_path, const char *valid_out_path,
+                                 prep_stats *stats)
 {
     memset(stats, 0, sizeof *stats);
-    piece_state ps = {.t = t, .path = files[piece->file], .replace_invalid = replace_invalid, .stats = stats};
-    FILE *f = fopen(ps.path, "rb");
-    FAIL_IF(!f, ST_IO, "%s: cannot open (%s)", ps.path, strerror(errno));
-    status_t st = shard_writer_open(&ps.w, out_path, tokenizer_fingerprint(t), tokenizer_vocab_size(t));
-    if (st == ST_OK) st = encode_lines(&ps, f, piece);
-    if (st == ST_OK) st = shard_writer_close(ps.w, NULL);
-    else shard_writer_abort(ps.w);
-    fclose(f);
+    piece_state ps = {.t = t, .path = files[piece->file], .piece = piece, .input = input, .stats = stats};
+    input_file *in;
+    TRY(input_open(&in, ps.path));
+    uint64_t fingerprint = tokenizer_fingerprint(t);
+    status_t st = shard_writer_open(&ps.w, out_path, fingerprint, tokenizer_vocab_size(t));
+    if (st == ST_OK && input->valid_fraction > 0)
+        st = shard_writer_open(&ps.valid, valid_out_path, fingerprint, tokenizer_vocab_size(t));
+    if (st == ST_OK) st = encode_lines(&ps, in, piece);
+    if (st == ST_OK) st = shard_writer_close(ps.w, NULL), ps.w = NULL;
+    if (st == ST_OK && ps.valid) st = shard_writer_close(ps.valid, NULL), ps.valid = NULL;
+    if (ps.w) shard_writer_abort(ps.w);
+    if (ps.valid) shard_writer_abort(ps.valid);
+    input_close(in);
     free(ps.fixed);
     free(ps.ids);
     stats->bytes = piece->end - piece->begin;
     return st;
 }
 
+status_t prep_piece_encode(tokenizer *t, const char *const *files, const prep_piece *piece, int replace_invalid,
+                           const char *out_path, prep_stats *stats)
+{
+    prep_input input = {.replace_invalid = replace_invalid, .text_key = "text"};
+    return prep_piece_encode_input(t, files, piece, &input, out_path, NULL, stats);
+}
+
 status_t prep_finish(const char *dir, const tokenizer *t, int n_shards, dataset_info *info)
 {
-    dataset_info in;
-    TRY(dataset_manifest_write(dir, t, n_shards, &in));
-    FAIL_IF(in.n_sentences == 0, ST_USAGE,
+    return prep_finish_split(dir, t, n_shards, 0, info, NULL);
+}
+
+status_t prep_finish_split(const char *dir, const tokenizer *t, int n_pieces, double valid_fraction,
+                           dataset_info *train, dataset_info *valid)
+{
+    dataset_info in, held = {0};
+    TRY(dataset_manifest_write_splits(dir, t, n_pieces, valid_fraction, &in, &held));
+    FAIL_IF(in.n_sentences + held.n_sentences == 0, ST_USAGE,
             "%s: empty input: no sentence in the text (only blank lines, or lines with no token); give text with one "
             "sentence per line", dir);
-    if (info) *info = in;
+    FAIL_IF(valid_fraction > 0 && held.n_documents == 0, ST_USAGE,
+            "%s: --valid-fraction %g held out no document of the %llu in the input (the choice is per document); "
+            "raise --valid-fraction or give more documents (blank lines between them)", dir, valid_fraction,
+            (unsigned long long)in.n_documents);
+    FAIL_IF(in.n_documents == 0, ST_USAGE,
+            "%s: --valid-fraction %g held out every document (%llu), so the train split is empty; lower "
+            "--valid-fraction or give more documents", dir, valid_fraction, (unsigned long long)held.n_documents);
+    if (train) *train = in;
+    if (valid) *valid = held;
     return ST_OK;
 }
 

@@ -414,7 +414,7 @@ static status_t stream_setup(stream *s, const stream_spec *spec)
     snprintf(s->path, sizeof s->path, "%s", spec->path);
     s->spec = *spec;
     s->spec.path = s->path;
-    TRY(dataset_open(&s->ds, spec->path));
+    TRY(dataset_open_split(&s->ds, spec->path, spec->split));
     TRY(check_spec(&s->spec, &s->ds.info));
     TRY(setup_specials(s));
     s->records = malloc(SHARD_FRAME_TOKENS * sizeof *s->records);

@@ -41,6 +41,7 @@ typedef enum stream_objective { STREAM_CAUSAL, STREAM_MLM } stream_objective; /*
 
 typedef struct stream_spec {
     const char *path;           /* dataset directory (with blend: data.path, maybe weighted pairs) */
+    dataset_split split; /* which shards: DATASET_SPLIT_TRAIN (0, the default) or DATASET_SPLIT_VALID */
     stream_objective objective;
     int seq_len;                /* T */
     double mask_prob;           /* MLM: 0.15 */

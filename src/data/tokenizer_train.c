@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "base/fileio.h"
+#include "data/input.h"
 #include "base/log.h"
 #include "tokenizer_internal.h"
 
@@ -234,8 +235,9 @@ static status_t count_word(void *ctx, const char *word, size_t len)
 /* Counts the words of every line of path, streaming (the corpus may be large). */
 static status_t count_file_words(tokenizer *norm, const char *path, word_counter *c)
 {
-    FILE *f = fopen(path, "rb");
-    FAIL_IF(!f, ST_IO, "%s: cannot open the training corpus; check the path", path);
+    input_file *in;
+    TRY(input_open(&in, path)); /* plain, zstd or gzip */
+    FILE *f = input_stream(in);
     char *line = NULL;
     size_t line_cap = 0;
     ssize_t n;
@@ -245,9 +247,9 @@ static status_t count_file_words(tokenizer *norm, const char *path, word_counter
         st = norm ? wordpiece_pretokenize(norm, line, (size_t)n, count_word, c)
                   : bpe_pretokenize(line, (size_t)n, count_word, c);
     }
-    if (st == ST_OK && ferror(f)) st = st_fail(ST_IO, "%s: read error", path);
+    if (st == ST_OK) st = input_check(in);
     free(line);
-    fclose(f);
+    input_close(in);
     return st;
 }
 

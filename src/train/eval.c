@@ -108,7 +108,7 @@ status_t eval_run_parts(const model_config *c, int B, const eval_spec *spec, con
     int bert = c->family == MODEL_BERT;
     batch b;
     TRY(batch_alloc(&b, B, c->seq_len));
-    stream_spec ss = {.path = spec->data_path, .objective = bert ? STREAM_MLM : STREAM_CAUSAL,
+    stream_spec ss = {.path = spec->data_path, .split = spec->split, .objective = bert ? STREAM_MLM : STREAM_CAUSAL,
                       .seq_len = c->seq_len, .mask_prob = spec->mask_prob, .nsp = bert && spec->nsp,
                       .seed = spec->seed, .dp_rank = part->replica, .dp_size = part->replicas, .chunk = b.B,
                       .vocab_size = c->vocab_size};
@@ -124,6 +124,7 @@ status_t eval_run_parts(const model_config *c, int B, const eval_spec *spec, con
             "eval: MPI_Allreduce failed");
     watchdog_disarm();
     finish(sum, c->family, out);
+    out->split = spec->split;
     FAIL_IF(out->samples == 0, ST_FORMAT, "%s: eval found no samples (is the dataset empty?)", spec->data_path);
     return ST_OK;
 }
@@ -178,8 +179,8 @@ status_t eval_write_json(const eval_result *r, const char *path)
     put_figure(f, "mlm_accuracy", r->mlm_accuracy, mlm, 0);
     put_figure(f, "nsp_loss", r->nsp_loss, nsp, 0);
     put_figure(f, "nsp_accuracy", r->nsp_accuracy, nsp, 0);
-    fprintf(f, "  \"samples\": %llu,\n  \"tokens\": %llu\n}\n", (unsigned long long)r->samples,
-            (unsigned long long)r->tokens);
+    fprintf(f, "  \"samples\": %llu,\n  \"tokens\": %llu,\n  \"split\": \"%s\"\n}\n",
+            (unsigned long long)r->samples, (unsigned long long)r->tokens, dataset_split_label(r->split));
     fclose(f);
     status_t st = atomic_write_file(path, text, len);
     free(text);

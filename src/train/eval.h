@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "base/status.h"
+#include "data/dataset.h"
 #include "model/model.h"
 
 /* The watchdog's deadline per evaluation batch in `mpilm eval`: the default
@@ -23,6 +24,7 @@
 
 typedef struct eval_spec {
     const char *data_path;
+    dataset_split split;    /* which split of the dataset (DATASET_SPLIT_TRAIN = 0) */
     uint64_t seed;          /* masks and NSP pairs: the same for every run and layout */
     double mask_prob;       /* MLM */
     int nsp;                /* BERT: evaluate NSP (when the dataset can pair sentences) */
@@ -32,6 +34,7 @@ typedef struct eval_spec {
 
 typedef struct eval_result {
     int family;             /* model_family */
+    dataset_split split;    /* the split evaluated */
     double lm_loss, perplexity;           /* GPT */
     double mlm_loss, mlm_accuracy;        /* BERT */
     double nsp_loss, nsp_accuracy;        /* BERT with NSP */
@@ -66,6 +69,7 @@ status_t eval_run_parts(const model_config *c, int B, const eval_spec *spec, con
 
 /* Writes the result as one JSON object (keys of DESIGN §8: perplexity,
  * lm_loss, mlm_loss, mlm_accuracy, nsp_loss, nsp_accuracy, samples, tokens;
+ * and "split": "train" or "valid";
  * null where the family has no such figure or the figure is not finite),
  * atomically. */
 /* The key of the first figure of r that the family has but that is NaN or

@@ -13,7 +13,7 @@ t=$(mktemp -d)
 trap 'rm -rf "$t"' EXIT
 rm -rf "$C"
 for d in config dataset_manifest shard ckpt_manifest safetensors vocab_txt bpe_vocab bpe_encode wordpiece_encode \
-         prep_text; do mkdir -p "$C/$d"; done
+         prep_text prep_input; do mkdir -p "$C/$d"; done
 
 cp launch/configs/*.ini "$C/config/"
 cp tests/reference/fixtures/python-tiny.safetensors "$C/safetensors/"
@@ -30,6 +30,17 @@ for f in sample mixed; do
   { printf '\002'; cat "$t/$f.txt"; } > "$C/prep_text/wordpiece-$f.txt"
   { printf '\003'; cat "$t/$f.txt"; } > "$C/prep_text/bpe-$f.txt"
 done
+
+# prep_input: first byte = flags (bit 0 BPE, 1 --replace-invalid, 2 --jsonl, 3 --split-sentences,
+# 4 --valid-fraction 0.5); JSON lines, the splitter's cases, gzip and zstd files.
+P=$C/prep_input
+printf '\010Dr. Smith met J. R. Doe at 3.14 p.m. on Main St. today. It rained! Did it? "Yes." (Quite.) \342\200\234Oh.\342\200\235 The U.S. team won, e.g. twice...\n\nEnd\n' > "$P/sentences.txt"
+printf '\004{"text": "First line.\\nSecond line."}\n{"text": "caf\\u00e9 \\ud83d\\ude00", "id": 2}\n\n{"text": ""}\n{"body": "x"}\n' > "$P/jsonl-bad-key.jsonl"
+printf '\005{"text": "One.\\r\\nTwo."}\n{"text": "Three."}\n' > "$P/jsonl-bpe.jsonl"
+{ printf '\020'; gzip -n -c "$t/sample.txt"; } > "$P/sample-valid.gz"
+{ printf '\000'; zstd -q -c "$t/sample.txt"; } > "$P/sample.zst"
+{ printf '\016'; awk 'BEGIN{RS=""} {gsub(/\\/,"\\\\"); gsub(/"/,"\\\""); gsub(/\r/,"\\r"); gsub(/\t/,"\\t"); gsub(/\n/,"\\n");
+  printf "{\"text\": \"%s\"}\n", $0}' "$t/sample.txt" | zstd -q -c; } > "$P/jsonl-split.zst"
 
 # A dataset of each kind from the harness's own vocabularies.
 for kind in wordpiece bpe; do

@@ -1,7 +1,9 @@
 /* Tests of data/prep: text → shards → read back gives exactly the token
  * stream and the document/sentence boundaries of a direct tokenization; the
  * plan cuts at document boundaries; invalid UTF-8 is refused with file, line
- * and byte offset (or replaced); empty input; a 10 MB single line. */
+ * and byte offset (or replaced); empty input; a 10 MB single line; the
+ * held-out split: the documents the rule picks, whatever the pieces, read by
+ * dataset_open_split and stream_spec.split, refused where there is none. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include "base/status.h"
 #include "data/prep.h"
 #include "data/shard.h"
+#include "data/stream.h"
 
 static char dir[4200], text[4300], out[4300];
 static tokenizer *tok;
@@ -183,4 +186,137 @@ Test(prep, a_10_mb_single_line_is_one_sentence_across_frames, .init = setup, .fi
     cr_assert_eq(info.n_sentences, 1);
     cr_assert_eq(info.n_documents, 1);
     cr_assert_eq(info.n_tokens, 10 * 1024 * 1024 / 5);
+}
+
+/* ---------------------------------------------------------------- held-out split */
+
+/* Appends every token of split `split`'s shards 0..n-1 in out (absent ones
+ * skipped) to *ids. */
+static size_t split_tokens(dataset_split split, int n, uint32_t **ids)
+{
+    size_t count = 0, cap = 0;
+    uint32_t *rec = malloc(4 * SHARD_FRAME_TOKENS), *tk = malloc(4 * SHARD_FRAME_TOKENS);
+    *ids = NULL;
+    for (int i = 0; i < n; i++) {
+        char name[64], path[4400];
+        dataset_split_shard_name(split, i, name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s", out, name);
+        struct stat sb;
+        if (stat(path, &sb) != 0) continue;
+        shard_reader *r;
+        cr_assert_eq(shard_reader_open(&r, path), ST_OK, "%s", st_message());
+        for (uint32_t fr = 0; fr < shard_reader_header(r)->n_frames; fr++) {
+            cr_assert_eq(shard_reader_read(r, fr, rec, tk), ST_OK, "%s", st_message());
+            size_t k = shard_reader_frame(r, fr)->n_tokens;
+            if (count + k > cap) *ids = realloc(*ids, 4 * (cap = 2 * (count + k)));
+            memcpy(*ids + count, tk, 4 * k), count += k;
+        }
+        shard_reader_close(r);
+    }
+    free(rec);
+    free(tk);
+    return count;
+}
+
+/* Encodes `text` as the given pieces with a valid split, then the manifest. */
+static status_t run_split(const prep_piece *pieces, int n, double fraction)
+{
+    const char *files[1] = {text};
+    status_t st = ST_OK;
+    for (int i = 0; st == ST_OK && i < n; i++) {
+        char name[64], valid[64], path[4400], vpath[4400];
+        dataset_split_shard_name(DATASET_SPLIT_TRAIN, i, name, sizeof name);
+        dataset_split_shard_name(DATASET_SPLIT_VALID, i, valid, sizeof valid);
+        snprintf(path, sizeof path, "%s/%s", out, name);
+        snprintf(vpath, sizeof vpath, "%s/%s", out, valid);
+        prep_stats stats;
+        prep_input input = {.text_key = "text", .valid_fraction = fraction};
+        st = prep_piece_encode_input(tok, files, &pieces[i], &input, path, vpath, &stats);
+    }
+    return st == ST_OK ? prep_finish_split(out, tok, n, fraction, NULL, NULL) : st;
+}
+
+/* The tokens of the documents whose first sentence's offset is held out. */
+static size_t expected_valid(double fraction, uint32_t **ids)
+{
+    FILE *f = fopen(text, "r");
+    char *line = NULL;
+    size_t cap = 0, n = 0, ids_cap = 0;
+    ssize_t len;
+    int in_doc = 0, held = 0;
+    long at = 0;
+    *ids = NULL;
+    for (; (len = getline(&line, &cap, f)) >= 0; at += len) {
+        ssize_t k = len;
+        while (k > 0 && (line[k - 1] == '\n' || line[k - 1] == '\r')) k--;
+        if (strspn(line, " \t") >= (size_t)k) { in_doc = 0; continue; }
+        if (!in_doc) held = prep_document_held_out(0, (uint64_t)at, fraction);
+        in_doc = 1;
+        if (held) cr_assert_eq(tokenizer_encode(tok, line, (size_t)k, ids, &n, &ids_cap), ST_OK);
+    }
+    free(line);
+    fclose(f);
+    return n;
+}
+
+Test(prep, held_out_documents_are_a_function_of_their_offset_not_of_the_pieces, .init = setup, .fini = cleanup)
+{
+    write_text(400000);
+    struct stat sb;
+    cr_assert_eq(stat(text, &sb), 0);
+    uint64_t size = (uint64_t)sb.st_size, cut = 0;
+    FILE *f = fopen(text, "r");
+    char buf[2];
+    for (uint64_t at = size / 3; !cut && fseek(f, (long)at, SEEK_SET) == 0 && fread(buf, 1, 2, f) == 2; at++)
+        if (buf[0] == '\n' && buf[1] == '\n') cut = at + 2;
+    fclose(f);
+    cr_assert_gt(cut, 0);
+    prep_piece whole = {0, 0, size, 0}, halves[2] = {{0, 0, cut, 0}, {0, cut, size, 0}};
+    uint32_t *a, *b, *want, *train_ids;
+
+    cr_assert_eq(run_split(&whole, 1, 0.2), ST_OK, "%s", st_message());
+    size_t na = split_tokens(DATASET_SPLIT_VALID, 1, &a), n_train = split_tokens(DATASET_SPLIT_TRAIN, 1, &train_ids);
+    dataset d;
+    cr_assert_eq(dataset_open_split(&d, out, DATASET_SPLIT_VALID), ST_OK, "%s", st_message());
+    cr_assert_eq(d.info.n_tokens, na);
+    cr_assert_float_eq(d.info.valid_fraction, 0.2, 1e-12);
+    dataset_close(&d);
+    cr_assert(dataset_has_split(out, DATASET_SPLIT_VALID) && dataset_has_split(out, DATASET_SPLIT_TRAIN));
+    for (int split = 0; split < 2; split++) { /* stream_spec.split picks the shards */
+        stream_spec ss = {.path = out, .split = (dataset_split)split, .objective = STREAM_CAUSAL, .seq_len = 16,
+                          .dp_size = 1, .chunk = 2, .vocab_size = 500};
+        stream *s;
+        cr_assert_eq(stream_open(&s, &ss), ST_OK, "%s", st_message());
+        cr_assert_eq(stream_info(s)->n_tokens, split ? na : n_train);
+        stream_close(s);
+    }
+
+    cr_assert_eq(run_split(halves, 2, 0.2), ST_OK, "%s", st_message());
+    size_t nb = split_tokens(DATASET_SPLIT_VALID, 2, &b);
+    size_t nw = expected_valid(0.2, &want);
+    cr_assert_gt(nw, 0);
+    cr_assert_eq(na, nw, "one piece: %zu valid tokens, expected %zu", na, nw);
+    cr_assert_eq(nb, nw, "two pieces: %zu valid tokens, expected %zu", nb, nw);
+    cr_assert_eq(memcmp(a, want, 4 * nw), 0, "one piece: other valid documents than the rule gives");
+    cr_assert_eq(memcmp(b, want, 4 * nw), 0, "two pieces: other valid documents than the rule gives");
+    stream_ref ref;
+    direct_tokenization(&ref);
+    cr_assert_eq(n_train + na, ref.n, "train %zu + valid %zu tokens != %zu in the input", n_train, na, ref.n);
+    free(ref.ids), free(ref.start), free(ref.sent_len);
+    free(a), free(b), free(want), free(train_ids);
+}
+
+Test(prep, a_dataset_without_a_valid_split_refuses_to_open_one, .init = setup, .fini = cleanup)
+{
+    write_text(20000);
+    cr_assert_eq(run_prep(0), 1, "%s", st_message());
+    cr_assert(!dataset_has_split(out, DATASET_SPLIT_VALID));
+    cr_assert(dataset_has_split(out, DATASET_SPLIT_TRAIN));
+    dataset d;
+    cr_assert_eq(dataset_open_split(&d, out, DATASET_SPLIT_VALID), ST_USAGE);
+    cr_assert(strstr(st_message(), "has no valid split") && strstr(st_message(), "--valid-fraction"), "%s",
+              st_message());
+    cr_assert_eq(dataset_open_split(&d, out, DATASET_SPLIT_TRAIN), ST_OK, "%s", st_message());
+    cr_assert_eq(d.info.valid_fraction, 0);
+    dataset_close(&d);
 }
