@@ -60,6 +60,7 @@ typedef struct ckpt_meta {
     int64_t step, tokens_seen;
     uint64_t seed;
     double lr;                    /* the LR of the last step */
+    double elapsed_s;             /* wall seconds of training up to this step, over every resume (0 in older manifests) */
     int random_data;              /* data.source = random */
     char data_path[1024];
     stream_cursor cursor;         /* dataset: rank 0's cursor at the step boundary */

@@ -75,6 +75,15 @@ static cJSON *data_json(const ckpt_meta *m)
     cJSON_AddNumberToObject(c, "sample", (double)m->cursor.sample);
     cJSON *extra = cJSON_AddArrayToObject(c, "extra");
     for (int i = 0; i < 6; i++) cJSON_AddItemToArray(extra, cJSON_CreateNumber((double)m->cursor.extra[i]));
+    if (m->cursor.n_sources == 0) return o;
+    cJSON *sources = cJSON_AddArrayToObject(c, "sources"); /* a blend: each dataset's position */
+    for (int d = 0; d < m->cursor.n_sources; d++) {
+        cJSON *p = cJSON_CreateObject();
+        cJSON_AddNumberToObject(p, "epoch", (double)m->cursor.source[d].epoch);
+        cJSON_AddNumberToObject(p, "sample", (double)m->cursor.source[d].sample);
+        cJSON_AddNumberToObject(p, "drawn", (double)m->cursor.source[d].drawn);
+        cJSON_AddItemToArray(sources, p);
+    }
     return o;
 }
 
@@ -138,6 +147,7 @@ status_t ckpt_manifest_build(const ckpt_meta *meta, const ckpt_tokenizer *tok, c
     snprintf(seed, sizeof seed, "%" PRIu64, meta->seed);
     cJSON_AddStringToObject(m, "seed", seed);
     cJSON_AddNumberToObject(m, "lr", meta->lr);
+    cJSON_AddNumberToObject(m, "elapsed_s", meta->elapsed_s);
     if (meta->run_id) cJSON_AddItemToObject(m, "run_id", hex_item(meta->run_id));
     cJSON_AddItemToObject(m, "data", data_json(meta));
     if (meta->validation.present) cJSON_AddItemToObject(m, "validation", validation_json(&meta->validation));
@@ -249,6 +259,27 @@ static status_t parse_model(json_ctx c, model_config *m)
     return st == ST_OK ? ST_OK : st_context(ST_FORMAT, "%s: model: ", c.path);
 }
 
+/* data.cursor.sources: a blend's datasets' positions (absent for one dataset). */
+static status_t parse_sources(json_ctx cur, ckpt_meta *m)
+{
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(cur.obj, "sources");
+    if (!arr) return ST_OK;
+    int n = cJSON_IsArray(arr) ? cJSON_GetArraySize(arr) : -1;
+    FAIL_IF(n < 2 || n > STREAM_BLEND_MAX, ST_FORMAT, "%s: data.cursor.sources is not an array of 2 to %d positions; "
+            "the checkpoint is damaged", cur.path, STREAM_BLEND_MAX);
+    json_ctx p = cur;
+    p.where = "data.cursor.sources[]";
+    int d = 0;
+    for (const cJSON *e = arr->child; e; e = e->next, d++) {
+        p.obj = e;
+        TRY(get_u64(p, "epoch", &m->cursor.source[d].epoch));
+        TRY(get_u64(p, "sample", &m->cursor.source[d].sample));
+        TRY(get_u64(p, "drawn", &m->cursor.source[d].drawn));
+    }
+    m->cursor.n_sources = n;
+    return ST_OK;
+}
+
 static status_t parse_data(json_ctx c, ckpt_meta *m)
 {
     const char *source = "", *path = "";
@@ -272,7 +303,7 @@ static status_t parse_data(json_ctx c, ckpt_meta *m)
                 "%s: data.cursor.extra[%d] is not a number from 0 to 2^63; the checkpoint is damaged", c.path, i);
         m->cursor.extra[i] = (uint64_t)v->valuedouble;
     }
-    return ST_OK;
+    return parse_sources(cur, m);
 }
 
 static status_t parse_topology(json_ctx c, ckpt_topology *t)
@@ -357,6 +388,12 @@ status_t ckpt_manifest_parse_meta(const char *path, const cJSON *root, ckpt_meta
     TRY(get_str(c, "seed", &seed));
     meta->seed = strtoull(seed, NULL, 10);
     TRY(get_num(c, "lr", &meta->lr));
+    if (cJSON_GetObjectItemCaseSensitive(root, "elapsed_s")) { /* absent before it was recorded: 0 */
+        TRY(get_num(c, "elapsed_s", &meta->elapsed_s));
+        FAIL_IF(!(meta->elapsed_s >= 0 && meta->elapsed_s < 1e15), ST_FORMAT,
+                "%s: elapsed_s = %g is not a number of seconds from 0 to 1e15; the checkpoint is damaged", path,
+                meta->elapsed_s);
+    }
     TRY(ckpt_manifest_parse_run_id(path, root, &meta->run_id));
     TRY(get_obj(c, "data", &sub));
     TRY(parse_data(sub, meta));

@@ -2,6 +2,7 @@
  * under any number of ranks (whatever layout wrote the checkpoint). */
 #include <getopt.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,6 +10,7 @@
 #include "base/watchdog.h"
 #include "ckpt/checkpoint.h"
 #include "data/dataset.h"
+#include "data/stream.h"
 #include "cli.h"
 #include "tensor/tensor.h"
 #include "train/eval.h"
@@ -54,6 +56,14 @@ static status_t parse_options(int argc, char **argv, eval_options *o)
     }
     FAIL_IF(optind < argc, ST_USAGE, "eval: unexpected argument '%s' (see mpilm eval --help)", argv[optind]);
     FAIL_IF(!o->ckpt || !o->data, ST_USAGE, "eval: --ckpt PATH and --data DATASET are required");
+    /* a directory of that name goes through: only what is no directory is read as a blend */
+    stream_blend bl;
+    struct stat sb;
+    if (stat(o->data, &sb) != 0 && stream_blend_parse(o->data, &bl) == ST_OK && bl.n > 1)
+        return st_fail(ST_USAGE, "eval: --data '%s' is a blend of %d datasets (expected one dataset directory; blends "
+                       "are for training); evaluate each dataset on its own, e.g. --data %s", o->data, bl.n,
+                       bl.path[0]);
+    st_clear();
     return ST_OK;
 }
 

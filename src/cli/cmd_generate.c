@@ -98,8 +98,10 @@ static status_t generate(gen_state *g, const gen_options *o)
     const float *logits = NULL;
     for (size_t i = 0; i < g->n_prompt; i++) TRY(model_decoder_step(g->d, (int32_t)g->ids[i], &logits));
     int32_t eot = tokenizer_special(g->tok, TOKEN_EOT);
+    int n_real = (int)tokenizer_vocab_size(g->tok) < c->vocab_size ? (int)tokenizer_vocab_size(g->tok) : c->vocab_size;
     for (int k = 0; k < o->max_tokens; k++) {
-        int32_t next = model_sample(logits, c->vocab_size, &o->sp, (uint64_t)k, g->p, g->idx);
+        /* never a padded row (model.vocab_size above the vocabulary's): it has no token */
+        int32_t next = model_sample(logits, n_real, &o->sp, (uint64_t)k, g->p, g->idx);
         g->ids[g->n++] = (uint32_t)next;
         if (next == eot || k + 1 == o->max_tokens) break;
         TRY(model_decoder_step(g->d, next, &logits));

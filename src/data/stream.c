@@ -233,6 +233,62 @@ static void step_advance(stream *s)
     while (epoch_total(s, s->epoch, &total) && s->step >= total) s->step -= total, s->epoch++;
 }
 
+/* Builds sample x of epoch e (carried over epochs) of this dataset into row. */
+static status_t sample_at(stream *s, uint64_t e, uint64_t x, batch *b, int row, stream_origin *o)
+{
+    TRY(locate(s, &e, &x));
+    if (!s->g.tokens_loaded) TRY(group_load_tokens(s));
+    const sample_desc *d = &s->g.descs[s->g.order[x - s->g.base]];
+    objective_build(s, d, e, x, b, row);
+    *o = (stream_origin){e, x, d->a_doc, d->b_doc, 0};
+    return ST_OK;
+}
+
+/* ------------------------------------------------------------ blends */
+
+/* The step's blending: Megatron's greedy rule (stream.h) from the counts at
+ * the step's start. The lag w_d (t + 1) - c_d in units of 2^-32 is computed
+ * modulo 2^64 and read as signed: its true value lies within +-D 2^32. */
+static void blend_plan(stream *s)
+{
+    uint64_t n = (uint64_t)s->spec.chunk * (uint64_t)s->spec.dp_size, c[STREAM_BLEND_MAX];
+    for (int d = 0; d < s->n_sources; d++) c[d] = s->pos[d].drawn, s->plan_n[d] = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t t = s->step + i;
+        int best = 0;
+        int64_t best_lag = 0;
+        for (int d = 0; d < s->n_sources; d++) {
+            int64_t lag = (int64_t)(s->quota[d] * (t + 1) - (c[d] << 32));
+            if (d == 0 || lag > best_lag) best = d, best_lag = lag;
+        }
+        s->plan[i] = (blend_slot){(uint32_t)best, (uint32_t)s->plan_n[best]++};
+        c[best]++;
+    }
+    s->plan_valid = 1;
+}
+
+static void blend_advance(stream *s)
+{
+    if (++s->taken < (uint64_t)s->spec.chunk) return;
+    s->taken = 0;
+    for (int d = 0; d < s->n_sources; d++) s->pos[d].sample += s->plan_n[d], s->pos[d].drawn += s->plan_n[d];
+    s->step += (uint64_t)s->spec.chunk * (uint64_t)s->spec.dp_size;
+    s->plan_valid = 0;
+}
+
+static status_t blend_next(stream *s, batch *b)
+{
+    for (int row = 0; row < b->B; row++) {
+        if (!s->plan_valid) blend_plan(s);
+        const blend_slot *sl = &s->plan[(uint64_t)s->spec.dp_rank * (uint64_t)s->spec.chunk + s->taken];
+        const stream_source_pos *p = &s->pos[sl->source];
+        TRY(sample_at(s->sources[sl->source], p->epoch, p->sample + sl->k, b, row, &s->origins[row]));
+        s->origins[row].source = (int)sl->source;
+        blend_advance(s);
+    }
+    return ST_OK;
+}
+
 status_t stream_next(stream *s, batch *b)
 {
     FAIL_IF(b->T != s->spec.seq_len, ST_CONFIG, "stream: batch has T = %d, the stream seq_len = %d", b->T,
@@ -242,13 +298,10 @@ status_t stream_next(stream *s, batch *b)
         FAIL_IF(!o, ST_NOMEM, "out of memory for %d sample origins", b->B);
         s->origins = o, s->origins_cap = b->B;
     }
+    if (s->n_sources) return blend_next(s, b);
     for (int row = 0; row < b->B; row++) {
-        uint64_t e = s->epoch, x = s->step + (uint64_t)s->spec.dp_rank * (uint64_t)s->spec.chunk + s->taken;
-        TRY(locate(s, &e, &x));
-        if (!s->g.tokens_loaded) TRY(group_load_tokens(s));
-        const sample_desc *d = &s->g.descs[s->g.order[x - s->g.base]];
-        objective_build(s, d, e, x, b, row);
-        s->origins[row] = (stream_origin){e, x, d->a_doc, d->b_doc};
+        uint64_t x = s->step + (uint64_t)s->spec.dp_rank * (uint64_t)s->spec.chunk + s->taken;
+        TRY(sample_at(s, s->epoch, x, b, row, &s->origins[row]));
         step_advance(s);
     }
     return ST_OK;
@@ -262,6 +315,39 @@ void stream_cursor_get(const stream *s, stream_cursor *c)
     c->epoch = s->epoch;
     c->sample = s->step;
     c->extra[0] = s->taken;
+    c->n_sources = s->n_sources;
+    memcpy(c->source, s->pos, sizeof s->pos);
+}
+
+int stream_n_sources(const stream *s) { return s->n_sources ? s->n_sources : 1; }
+
+/* Carries (epoch, sample) over the ends of epochs (locating the sample). */
+static status_t normalise(stream *s, uint64_t *epoch, uint64_t *sample)
+{
+    uint64_t e = *epoch, x = *sample;
+    TRY(locate(s, &e, &x));
+    *epoch = e, *sample = x;
+    return ST_OK;
+}
+
+status_t stream_epochs(stream *s, uint64_t *epochs)
+{
+    if (!s->n_sources) {
+        if (s->taken == 0) TRY(normalise(s, &s->epoch, &s->step));
+        epochs[0] = s->epoch;
+        return ST_OK;
+    }
+    for (int d = 0; d < s->n_sources; d++) {
+        if (s->taken == 0) TRY(normalise(s->sources[d], &s->pos[d].epoch, &s->pos[d].sample));
+        epochs[d] = s->pos[d].epoch;
+    }
+    return ST_OK;
+}
+
+void stream_drawn(const stream *s, uint64_t *drawn)
+{
+    if (!s->n_sources) drawn[0] = 0;
+    for (int d = 0; d < s->n_sources; d++) drawn[d] = s->pos[d].drawn;
 }
 
 status_t stream_cursor_set(stream *s, const stream_cursor *c)
@@ -269,9 +355,14 @@ status_t stream_cursor_set(stream *s, const stream_cursor *c)
     FAIL_IF(c->extra[0] >= (uint64_t)s->spec.chunk, ST_CONFIG,
             "stream cursor: %llu samples taken of a step of %d per rank (expected fewer); the cursor belongs to "
             "another configuration", (unsigned long long)c->extra[0], s->spec.chunk);
+    FAIL_IF(c->n_sources != s->n_sources, ST_CONFIG, "stream cursor: it holds the positions of %d datasets, data.path "
+            "names %d (a blend has 2 or more, one dataset 0); resume with the data.path of the checkpoint",
+            c->n_sources, s->n_sources);
     s->epoch = c->epoch, s->step = c->sample, s->taken = c->extra[0];
     s->g.valid = 0;
     memset(s->totals_epoch, 0, sizeof s->totals_epoch);
+    memcpy(s->pos, c->source, sizeof s->pos);
+    s->plan_valid = 0;
     return ST_OK;
 }
 
@@ -336,12 +427,105 @@ static status_t stream_setup(stream *s, const stream_spec *spec)
     return ST_OK;
 }
 
+/* ------------------------------------------------------------ blend set-up */
+
+/* One word of data.path as a weight: a finite number > 0. */
+static int parse_weight(const char *word, double *w)
+{
+    char *end;
+    *w = strtod(word, &end);
+    return end != word && *end == '\0';
+}
+
+status_t stream_blend_parse(const char *text, stream_blend *out)
+{
+    memset(out, 0, sizeof *out);
+    char buf[STREAM_BLEND_MAX * 1100], *words[2 * STREAM_BLEND_MAX + 1], *save = NULL;
+    double w;
+    FAIL_IF(strlen(text) >= sizeof buf, ST_CONFIG, "data.path is %zu characters long (expected fewer than %zu)",
+            strlen(text), sizeof buf);
+    snprintf(buf, sizeof buf, "%s", text);
+    int n = 0;
+    for (char *t = strtok_r(buf, " \t", &save); t && n <= 2 * STREAM_BLEND_MAX; t = strtok_r(NULL, " \t", &save))
+        words[n++] = t;
+    if (n == 0 || !parse_weight(words[0], &w)) { /* one dataset, spaces and all */
+        FAIL_IF(strlen(text) >= sizeof out->path[0], ST_CONFIG, "data.path is too long (at most %zu characters)",
+                sizeof out->path[0] - 1);
+        out->n = 1, out->weight[0] = 1.0;
+        snprintf(out->path[0], sizeof out->path[0], "%s", text);
+        return ST_OK;
+    }
+    FAIL_IF(n > 2 * STREAM_BLEND_MAX, ST_CONFIG, "data.path = '%s' blends more than %d datasets (expected at most "
+            "%d WEIGHT PATH pairs)", text, STREAM_BLEND_MAX, STREAM_BLEND_MAX);
+    FAIL_IF(n % 2, ST_CONFIG, "data.path = '%s' has %d words (expected WEIGHT PATH pairs, e.g. '0.7 datasets/a 0.3 "
+            "datasets/b'; a weight without its path?)", text, n);
+    double sum = 0;
+    for (int i = 0; i < n; i += 2) {
+        FAIL_IF(!parse_weight(words[i], &w) || !(w > 0 && w < 1e300), ST_CONFIG, "data.path = '%s': weight '%s' of "
+                "pair %d is not a positive number (expected WEIGHT PATH pairs, e.g. '0.7 datasets/a 0.3 datasets/b')",
+                text, words[i], i / 2 + 1);
+        FAIL_IF(parse_weight(words[i + 1], &w), ST_CONFIG, "data.path = '%s': '%s' where pair %d's path belongs is a "
+                "number (expected WEIGHT PATH pairs; write ./%s for a directory of that name)", text, words[i + 1],
+                i / 2 + 1, words[i + 1]);
+        FAIL_IF(strlen(words[i + 1]) >= sizeof out->path[0], ST_CONFIG, "data.path: path %d is too long", i / 2 + 1);
+        out->weight[out->n] = strtod(words[i], NULL);
+        snprintf(out->path[out->n++], sizeof out->path[0], "%s", words[i + 1]);
+        sum += out->weight[out->n - 1];
+    }
+    for (int d = 0; d < out->n; d++) out->weight[d] /= sum;
+    return ST_OK;
+}
+
+/* Dataset d of a blend reads with seed, the others with seeds derived from it. */
+static uint64_t source_seed(uint64_t seed, int d) { return d == 0 ? seed : seed + 0x9E3779B97F4A7C15ULL * (uint64_t)d; }
+
+static status_t check_same_vocab(const stream *s, int d)
+{
+    const dataset_info *a = &s->sources[0]->ds.info, *b = &s->sources[d]->ds.info;
+    FAIL_IF(a->kind != b->kind || a->fingerprint != b->fingerprint || a->vocab_size != b->vocab_size, ST_CONFIG,
+            "data.path: the blend's datasets %s (%s, %u tokens, fingerprint %016llx) and %s (%s, %u tokens, "
+            "fingerprint %016llx) have different vocabularies (expected one); prepare them with one vocabulary "
+            "(mpilm prep --vocab %s ...)", s->sources[0]->path, a->kind == TOKENIZER_BPE ? "bpe" : "wordpiece",
+            a->vocab_size, (unsigned long long)a->fingerprint, s->sources[d]->path,
+            b->kind == TOKENIZER_BPE ? "bpe" : "wordpiece", b->vocab_size, (unsigned long long)b->fingerprint,
+            s->sources[0]->path);
+    return ST_OK;
+}
+
+static status_t blend_setup(stream *s, const stream_spec *spec, const stream_blend *bl)
+{
+    s->spec = *spec;
+    snprintf(s->path, sizeof s->path, "%s", spec->path);
+    s->spec.path = s->path;
+    uint64_t total = 0;
+    int largest = 0;
+    for (int d = 0; d < bl->n; d++) {
+        stream_spec sub = *spec;
+        sub.path = bl->path[d], sub.blend = 0, sub.seed = source_seed(spec->seed, d);
+        TRY(stream_open(&s->sources[d], &sub));
+        s->n_sources = d + 1;
+        TRY(check_same_vocab(s, d));
+        s->quota[d] = (uint64_t)(bl->weight[d] * 0x1p32);
+        if (s->quota[d] == 0) s->quota[d] = 1;
+        total += s->quota[d];
+        if (bl->weight[d] > bl->weight[largest]) largest = d;
+    }
+    s->quota[largest] += (1ULL << 32) - total; /* the quotas sum to 2^32 exactly */
+    s->plan = malloc((size_t)spec->chunk * (size_t)spec->dp_size * sizeof *s->plan);
+    FAIL_IF(!s->plan, ST_NOMEM, "out of memory for the blend plan of %d x %d samples", spec->chunk, spec->dp_size);
+    return ST_OK;
+}
+
 status_t stream_open(stream **out, const stream_spec *spec)
 {
     *out = NULL;
+    stream_blend bl = {.n = 1};
+    stream_spec one = *spec;
+    if (spec->blend) TRY(stream_blend_parse(spec->path, &bl));
+    if (spec->blend) one.path = bl.path[0], one.blend = 0; /* "1 datasets/a" is datasets/a */
     stream *s = calloc(1, sizeof *s);
     FAIL_IF(!s, ST_NOMEM, "out of memory for a stream");
-    status_t st = stream_setup(s, spec);
+    status_t st = bl.n > 1 ? blend_setup(s, spec, &bl) : stream_setup(s, &one);
     if (st != ST_OK) {
         stream_close(s);
         return st;
@@ -350,11 +534,13 @@ status_t stream_open(stream **out, const stream_spec *spec)
     return ST_OK;
 }
 
-const dataset_info *stream_info(const stream *s) { return &s->ds.info; }
+const dataset_info *stream_info(const stream *s) { return s->n_sources ? &s->sources[0]->ds.info : &s->ds.info; }
 
 void stream_close(stream *s)
 {
     if (!s) return;
+    for (int d = 0; d < s->n_sources; d++) stream_close(s->sources[d]);
+    free(s->plan);
     for (int i = 0; i < STREAM_OPEN_SHARDS; i++) shard_reader_close(s->open[i]);
     dataset_close(&s->ds);
     free(s->blocks);

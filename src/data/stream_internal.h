@@ -64,6 +64,13 @@ typedef struct stream_group {
     uint32_t order_cap;
 } stream_group;
 
+/* Sample i of a blend's step: its dataset and how many of that dataset's
+ * samples come before it in the step. */
+typedef struct blend_slot {
+    uint32_t source;
+    uint32_t k;
+} blend_slot;
+
 struct stream {
     stream_spec spec;
     dataset ds;
@@ -87,6 +94,15 @@ struct stream {
     rng_key key_mask, key_shuffle, key_nsp;
     stream_origin *origins;
     int origins_cap;
+    /* A blend reads its datasets through one stream each (these fields
+     * only; the ones above stay unused but origins). */
+    int n_sources;              /* 0: this stream reads its own dataset */
+    stream *sources[STREAM_BLEND_MAX];
+    uint64_t quota[STREAM_BLEND_MAX];        /* weights in units of 2^-32, summing to 2^32 */
+    stream_source_pos pos[STREAM_BLEND_MAX]; /* at the current step's start */
+    blend_slot *plan;           /* the current step's samples (chunk x dp_size) */
+    int plan_valid;
+    uint64_t plan_n[STREAM_BLEND_MAX];       /* samples of each dataset in the step */
 };
 
 /* objective.c */

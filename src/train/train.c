@@ -80,11 +80,23 @@ static status_t setup_data(trainer *t)
     stream_spec spec = {.path = tc->data_path, .objective = bert ? STREAM_MLM : STREAM_CAUSAL,
                         .seq_len = tc->model.seq_len, .mask_prob = tc->mask_prob, .nsp = bert && tc->nsp,
                         .seed = tc->seed, .dp_rank = t->topo->replica, .dp_size = t->topo->dp,
-                        .chunk = tc->micro_batch * tc->micro_batches, .vocab_size = tc->model.vocab_size};
+                        .chunk = tc->micro_batch * tc->micro_batches, .vocab_size = tc->model.vocab_size,
+                        .blend = 1};
     TRY(stream_open(&t->stream, &spec));
+    stream_blend bl;
+    TRY(stream_blend_parse(tc->data_path, &bl));
+    snprintf(t->vocab_dir, sizeof t->vocab_dir, "%s", bl.path[0]); /* a blend's datasets share it */
     const dataset_info *di = stream_info(t->stream);
-    log_msg(LOG_INFO, "data: %s (%llu tokens, %llu documents, vocabulary %u)", tc->data_path,
-            (unsigned long long)di->n_tokens, (unsigned long long)di->n_documents, di->vocab_size);
+    if (bl.n == 1)
+        log_msg(LOG_INFO, "data: %s (%llu tokens, %llu documents, vocabulary %u)", bl.path[0],
+                (unsigned long long)di->n_tokens, (unsigned long long)di->n_documents, di->vocab_size);
+    for (int d = 0; bl.n > 1 && d < bl.n; d++) {
+        dataset_info info;
+        TRY(dataset_info_read(bl.path[d], &info));
+        log_msg(LOG_INFO, "data: blend %d of %d: %s, weight %.4g (%llu tokens, %llu documents, vocabulary %u)", d + 1,
+                bl.n, bl.path[d], bl.weight[d], (unsigned long long)info.n_tokens,
+                (unsigned long long)info.n_documents, info.vocab_size);
+    }
     return ST_OK;
 }
 
@@ -170,6 +182,15 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     log_msg(LOG_INFO, "%s model: %zu parameters, %d layers, d_model %d; global batch %d x %d x %d sequences of %d tokens",
             tc->model.family == MODEL_BERT ? "BERT" : "GPT", n, tc->model.n_layer, tc->model.d_model,
             tc->micro_batch, tc->micro_batches, t->topo->dp, tc->model.seq_len);
+    if (tc->vocab_dataset)
+        log_msg(LOG_INFO, "model.vocab_size = auto → %d (dataset vocabulary %u, padded to a multiple of %d)",
+                tc->model.vocab_size, tc->vocab_dataset, TRAIN_VOCAB_PAD);
+    if (tc->tokens > 0) {
+        uint64_t per_step = trainer_global_batch(t) * (uint64_t)tc->model.seq_len;
+        log_msg(LOG_INFO, "train.tokens = %lld -> %lld steps of %llu tokens (%llu tokens in all)",
+                (long long)tc->tokens, (long long)tc->steps, (unsigned long long)per_step,
+                (unsigned long long)per_step * (uint64_t)tc->steps);
+    }
     return ST_OK;
 }
 
@@ -215,6 +236,34 @@ static void format_eta(char *buf, size_t n, double s)
     else snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
 }
 
+/* metrics: "blend_samples":[n0,n1,...] (samples drawn from each dataset
+ * so far, data.path order) and "epochs" per dataset. */
+static void report_blend(trainer *t)
+{
+    uint64_t drawn[STREAM_BLEND_MAX];
+    int n = stream_n_sources(t->stream);
+    stream_drawn(t->stream, drawn);
+    fprintf(t->metrics, ",\"blend_samples\":[");
+    for (int d = 0; d < n; d++) fprintf(t->metrics, "%s%llu", d ? "," : "", (unsigned long long)drawn[d]);
+    fprintf(t->metrics, "],\"epochs\":[");
+    for (int d = 0; d < n; d++) fprintf(t->metrics, "%s%llu", d ? "," : "", (unsigned long long)t->data_epoch[d] + 1);
+    fprintf(t->metrics, "]");
+}
+
+/* The data part of the progress line: " | epoch E | N tok" (tokens seen over
+ * every resume; the epoch of a dataset run, counted from 1). */
+static void format_data(const trainer *t, int64_t step, char *buf, size_t n)
+{
+    double tokens = (double)step * (double)trainer_global_batch(t) * t->tc.model.seq_len;
+    const char *unit = tokens >= 1e9 ? "G" : tokens >= 1e6 ? "M" : tokens >= 1e3 ? "k" : "";
+    double scale = tokens >= 1e9 ? 1e9 : tokens >= 1e6 ? 1e6 : tokens >= 1e3 ? 1e3 : 1;
+    int used = t->stream ? snprintf(buf, n, " | epoch ") : 0;
+    for (int d = 0; t->stream && d < stream_n_sources(t->stream) && (size_t)used < n; d++)
+        used += snprintf(buf + used, n - (size_t)used, "%s%llu", d ? "," : "", (unsigned long long)t->data_epoch[d] + 1);
+    if ((size_t)used >= n) return;
+    snprintf(buf + used, n - (size_t)used, " | %.*f%s tok", *unit ? 2 : 0, tokens / scale, unit);
+}
+
 static void report(trainer *t, int64_t step, const dist_step_result *r, double tokens_per_s, double elapsed,
                    double eta)
 {
@@ -222,15 +271,16 @@ static void report(trainer *t, int64_t step, const dist_step_result *r, double t
     double flops_per_token = model_flops_per_microbatch(&tc->model, 1) / tc->model.seq_len;
     double mfu = t->peak_gflops > 0 ? tokens_per_s * flops_per_token / (t->peak_gflops * 1e9) : 0.0;
     int bert = tc->model.family == MODEL_BERT;
-    char parts[128], eta_s[32], bubble[32] = "", val[32] = "";
+    char parts[128], eta_s[32], bubble[32] = "", val[32] = "", data[256];
     if (bert) snprintf(parts, sizeof parts, "mlm %.4f nsp %.4f", r->mlm, r->nsp);
     else snprintf(parts, sizeof parts, "lm %.4f", r->lm);
     format_eta(eta_s, sizeof eta_s, eta);
     if (t->topo->pp > 1) snprintf(bubble, sizeof bubble, " | bubble %.1f%%", 100.0 * r->bubble);
     if (t->last_val.samples) snprintf(val, sizeof val, " | val %.4f", t->last_val_loss); /* evaluated in this job */
-    log_msg(LOG_INFO, "step %lld/%lld | loss %.4f (%s)%s | lr %.2e | grad %.3f | %.0f tok/s | MFU %.1f%%%s | ETA %s",
+    format_data(t, step, data, sizeof data);
+    log_msg(LOG_INFO, "step %lld/%lld | loss %.4f (%s)%s | lr %.2e | grad %.3f | %.0f tok/s | MFU %.1f%%%s%s | ETA %s",
             (long long)step, (long long)tc->steps, r->loss, parts, val, r->lr, r->grad_norm, tokens_per_s,
-            100.0 * mfu, bubble, eta_s);
+            100.0 * mfu, bubble, data, eta_s);
     if (!t->metrics) return;
     fprintf(t->metrics, "{\"step\":%lld,\"loss\":%.9g,", (long long)step, r->loss);
     if (bert) fprintf(t->metrics, "\"mlm_loss\":%.9g,\"nsp_loss\":%.9g,", r->mlm, r->nsp);
@@ -239,6 +289,10 @@ static void report(trainer *t, int64_t step, const dist_step_result *r, double t
             "\"step_s\":%.4f,\"elapsed_s\":%.3f", r->lr, r->grad_norm, tokens_per_s, mfu, r->bubble, r->step_s,
             elapsed);
     if (t->topo->tp > 1) fprintf(t->metrics, ",\"tp_comm_s\":%.4f", r->tp_comm_s);
+    fprintf(t->metrics, ",\"tokens\":%llu", (unsigned long long)step * trainer_global_batch(t) *
+            (unsigned long long)tc->model.seq_len);
+    if (t->stream && stream_n_sources(t->stream) > 1) report_blend(t);
+    else if (t->stream) fprintf(t->metrics, ",\"epoch\":%llu", (unsigned long long)t->data_epoch[0] + 1);
     fprintf(t->metrics, "}\n");
     fflush(t->metrics);
 }
@@ -275,6 +329,26 @@ static status_t report_ranks(trainer *t, double compute_per_step)
                            compute_per_step);
 }
 
+/* Rank 0 of a dataset run: the epoch of the next sample; a new one is
+ * logged once (after a resume, only wraps after the checkpoint). */
+static status_t track_epoch(trainer *t, int64_t done, int quiet)
+{
+    if (t->rank != 0 || !t->stream) return ST_OK;
+    uint64_t e[STREAM_BLEND_MAX];
+    TRY(stream_epochs(t->stream, e));
+    int n = stream_n_sources(t->stream);
+    stream_blend bl;
+    if (n > 1) TRY(stream_blend_parse(t->tc.data_path, &bl));
+    for (int d = 0; d < n; d++) {
+        if (!quiet && e[d] > t->data_epoch[d])
+            log_msg(LOG_INFO, "data: %s read through %s%llu time%s by step %lld; epoch %llu begins (reshuffled)",
+                    n > 1 ? bl.path[d] : t->tc.data_path, e[d] > t->data_epoch[d] + 1 ? "more than once, " : "",
+                    (unsigned long long)e[d], e[d] == 1 ? "" : "s", (long long)done, (unsigned long long)e[d] + 1);
+        t->data_epoch[d] = e[d];
+    }
+    return ST_OK;
+}
+
 static void sleep_seconds(double s)
 {
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
@@ -288,6 +362,8 @@ status_t trainer_run(trainer *t)
     double start = time_now(), mark = start, compute = 0.0;
     int64_t mark_step = t->start_step;
     t->last_save_time = start;
+    t->run_start = start;
+    TRY(track_epoch(t, t->start_step, 1));
     trainer_catch_signals();
     double hang = tc->dist.hang_timeout;
     int64_t end = tc->steps;
@@ -305,6 +381,7 @@ status_t trainer_run(trainer *t)
         compute += r.busy_s + r.update_s;
         t->last_loss = r.loss;
         t->last_lr = r.lr;
+        TRY(track_epoch(t, step + 1, 0));
         int valid = tc->eval_every_steps > 0 && (step + 1) % tc->eval_every_steps == 0, best = 0, stop = 0;
         if (valid) { /* its time is left out of the interval's tokens/s */
             double v0 = time_now();
@@ -315,7 +392,7 @@ status_t trainer_run(trainer *t)
             double now = time_now();
             double rate = tokens_per_step * (double)(step + 1 - mark_step) / (now - mark);
             double eta = (now - start) / (double)(step + 1 - t->start_step) * (double)(tc->steps - step - 1);
-            report(t, step + 1, &r, rate, now - start, eta);
+            report(t, step + 1, &r, rate, t->elapsed_base + now - start, eta);
             mark = now;
             mark_step = step + 1;
         }

@@ -21,14 +21,18 @@
 #include "model/model.h"
 #include "optim/optim.h"
 
+#define TRAIN_VOCAB_PAD 64 /* model.vocab_size = auto rounds the dataset's vocabulary up to a multiple of this */
+
 typedef struct train_config {
     char run_name[128];
     char run_dir[1024];
     int threads;              /* -1 = auto */
     model_config model;       /* model.bf16 from train.precision (train_precision_resolve) */
+    uint32_t vocab_dataset;   /* model.vocab_size = auto: the dataset's vocabulary it was resolved from; else 0 */
     char precision_why[160];  /* why that precision, for the start-up line */
     optim_config optim;
-    int64_t steps;
+    int64_t steps;            /* from train.tokens when that is set (train_resolve_batch) */
+    int64_t tokens;           /* train.tokens; 0 = off */
     int micro_batch, micro_batches; /* micro_batches <= 0: auto (train_resolve_batch) */
     int64_t global_batch;     /* train.global_batch; <= 0 = auto */
     uint64_t seed;
@@ -69,7 +73,8 @@ status_t train_config_load(const config *cfg, train_config *tc);
  * global batch, micro_batches = global_batch / (dp x micro_batch) (a given
  * micro_batches must agree, the division must be exact), so the same run
  * resumes on another rank count with the same samples; without one,
- * micro_batches auto is 1. */
+ * micro_batches auto is 1. With train.tokens it also derives the steps:
+ * ceil(tokens / (global batch x seq_len)). */
 status_t train_resolve_batch(train_config *tc, int world);
 
 typedef struct trainer trainer;

@@ -4,6 +4,7 @@
  * protocol"), and resume onto any layout.
  * Every failure on any rank reaches every rank (agree()), so none waits. */
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,6 +229,7 @@ static void fill_meta(const trainer *t, int64_t step, ckpt_meta *meta)
     meta->tokens_seen = (int64_t)meta->next_sample * tc->model.seq_len;
     meta->seed = tc->seed;
     meta->lr = t->last_lr;
+    meta->elapsed_s = t->elapsed_base + (t->run_start > 0 ? time_now() - t->run_start : 0.0);
     meta->random_data = tc->random_data;
     snprintf(meta->data_path, sizeof meta->data_path, "%s", tc->data_path);
     if (t->stream) stream_cursor_get(t->stream, &meta->cursor);
@@ -235,7 +237,7 @@ static void fill_meta(const trainer *t, int64_t step, ckpt_meta *meta)
                                  .zero = tc->dist.zero};
     meta->run_id = t->run_id;
     meta->config_text = tc->config_text;
-    meta->vocab_src = tc->random_data ? NULL : tc->data_path;
+    meta->vocab_src = tc->random_data ? NULL : t->vocab_dir;
     trainer_valid_save(t, &meta->validation);
 }
 
@@ -401,6 +403,24 @@ static status_t open_chosen(trainer *t, ckpt_reader **r)
     return agree(t, st);
 }
 
+/* A blend resumes only as the same blend: its datasets' count and weights
+ * decide which sample comes from where. Paths may change (a moved dataset),
+ * as for one dataset; the tokenizer check follows. */
+static status_t check_blend(const trainer *t, const ckpt_reader *r)
+{
+    const ckpt_meta *meta = ckpt_meta_of(r);
+    stream_blend was, now;
+    TRY(stream_blend_parse(meta->data_path, &was));
+    TRY(stream_blend_parse(t->tc.data_path, &now));
+    int same = was.n == now.n && meta->cursor.n_sources == (now.n > 1 ? now.n : 0);
+    for (int d = 0; same && d < now.n; d++) same = fabs(was.weight[d] - now.weight[d]) <= 1e-12; /* '7 a 3 b' = '0.7 a 0.3 b' */
+    FAIL_IF(!same, ST_CONFIG, "%s: data.path = '%s' (%d dataset%s) differs from the checkpoint's '%s' (%d); a blend "
+            "resumes only with the same datasets' count and weights (paths may move); resume with data.path = '%s' "
+            "or start a new run", ckpt_path(r), t->tc.data_path, now.n, now.n == 1 ? "" : "s", meta->data_path,
+            was.n, meta->data_path);
+    return ST_OK;
+}
+
 static status_t restore(trainer *t, const ckpt_reader *r)
 {
     const ckpt_meta *meta = ckpt_meta_of(r);
@@ -418,6 +438,7 @@ static status_t restore(trainer *t, const ckpt_reader *r)
             (unsigned long long)meta->next_sample, (long long)meta->step, (unsigned long long)trainer_global_batch(t),
             (long long)meta->step, (unsigned long long)want);
     if (t->stream) {
+        TRY(check_blend(t, r));
         const dataset_info *di = stream_info(t->stream);
         char what[1100];
         snprintf(what, sizeof what, "the dataset %s", t->tc.data_path);
@@ -432,6 +453,7 @@ static status_t restore(trainer *t, const ckpt_reader *r)
     if (t->stream) TRY(stream_cursor_set(t->stream, &meta->cursor));
     t->start_step = meta->step;
     t->last_lr = meta->lr;
+    t->elapsed_base = meta->elapsed_s;
     trainer_valid_restore(t, &meta->validation);
     return ST_OK;
 }

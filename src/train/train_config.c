@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "data/dataset.h"
+#include "data/stream.h"
 #include "tensor/bf16.h"
 #include "train/train.h"
 
@@ -49,7 +51,26 @@ static status_t load_model(const config *cfg, model_config *m)
     m->pre_ln = strcmp(norm, "auto") == 0 ? m->family == MODEL_GPT : strcmp(norm, "pre") == 0;
     m->dropout = (float)config_float(cfg, "model.dropout");
     m->recompute = config_bool(cfg, "model.recompute");
-    return model_config_check(m);
+    return m->vocab_size < 0 ? ST_OK : model_config_check(m); /* auto: checked once resolved */
+}
+
+/* model.vocab_size = auto: the dataset's vocabulary rounded up to a multiple
+ * of TRAIN_VOCAB_PAD (as nanoGPT and Megatron pad, for the GEMMs' sake); the
+ * padded rows are never targets, since every id of the dataset is below its
+ * vocabulary size. */
+static status_t resolve_vocab(const config *cfg, train_config *tc)
+{
+    if (tc->model.vocab_size >= 0) return ST_OK;
+    FAIL_IF(tc->random_data, ST_CONFIG, "%s: model.vocab_size = auto needs a dataset to take the vocabulary from, but "
+            "data.source = random; set model.vocab_size to a number or data.source = dataset with data.path",
+            config_origin(cfg, "model.vocab_size"));
+    dataset_info info;
+    stream_blend bl;
+    TRY(stream_blend_parse(tc->data_path, &bl));
+    TRY(dataset_info_read(bl.path[0], &info)); /* a blend's datasets share it (checked when the stream opens) */
+    tc->vocab_dataset = info.vocab_size;
+    tc->model.vocab_size = (int)((info.vocab_size + TRAIN_VOCAB_PAD - 1) / TRAIN_VOCAB_PAD * TRAIN_VOCAB_PAD);
+    return model_config_check(&tc->model);
 }
 
 /* AdamW's beta1 and beta2 must be in [0, 1) (1 divides by the bias
@@ -117,10 +138,8 @@ static status_t load_eval(const config *cfg, train_config *tc)
     return ST_OK;
 }
 
-status_t train_resolve_batch(train_config *tc, int world)
+static status_t resolve_micro_batches(train_config *tc, int world, int dp)
 {
-    int dp;
-    TRY(dist_layout_dp(&tc->dist, world, &dp));
     long long G = (long long)tc->global_batch, B = tc->micro_batch, unit = (long long)dp * B;
     if (G <= 0) {
         if (tc->micro_batches <= 0) tc->micro_batches = 1;
@@ -142,6 +161,40 @@ status_t train_resolve_batch(train_config *tc, int world)
     return ST_OK;
 }
 
+/* train.tokens: the steps that read at least that many tokens. */
+static void derive_steps(train_config *tc, int dp)
+{
+    if (tc->tokens <= 0) return;
+    uint64_t per_step = (uint64_t)tc->micro_batch * (uint64_t)tc->micro_batches * (uint64_t)dp *
+                        (uint64_t)tc->model.seq_len;
+    tc->steps = (int64_t)(((uint64_t)tc->tokens + per_step - 1) / per_step);
+    tc->optim.total_steps = tc->steps;
+}
+
+status_t train_resolve_batch(train_config *tc, int world)
+{
+    int dp;
+    TRY(dist_layout_dp(&tc->dist, world, &dp));
+    TRY(resolve_micro_batches(tc, world, dp));
+    derive_steps(tc, dp);
+    return ST_OK;
+}
+
+/* One budget: train.steps or train.tokens (then steps is auto or left at its
+ * default, and train_resolve_batch derives it). */
+static status_t check_budget(const config *cfg, const train_config *tc)
+{
+    const char *origin = config_origin(cfg, "train.steps");
+    FAIL_IF(tc->tokens > 0 && tc->steps >= 0 && strcmp(origin, "default") != 0, ST_CONFIG,
+            "%s: train.steps = %lld and train.tokens = %lld are both set (expected one budget); set train.steps = "
+            "auto (or remove it) to train for the tokens, or train.tokens = 0 to train for the steps", origin,
+            (long long)tc->steps, (long long)tc->tokens);
+    FAIL_IF(tc->steps < 0 && tc->tokens <= 0, ST_CONFIG,
+            "%s: train.steps = auto needs train.tokens (expected a token budget > 0 to derive the steps from); set "
+            "train.tokens or a number of steps", origin);
+    return ST_OK;
+}
+
 status_t train_config_load(const config *cfg, train_config *tc)
 {
     memset(tc, 0, sizeof *tc);
@@ -154,6 +207,8 @@ status_t train_config_load(const config *cfg, train_config *tc)
     tc->threads = (int)config_int(cfg, "run.threads");
     TRY(load_model(cfg, &tc->model));
     tc->steps = config_int(cfg, "train.steps");
+    tc->tokens = config_int(cfg, "train.tokens");
+    TRY(check_budget(cfg, tc));
     tc->micro_batch = (int)config_int(cfg, "train.micro_batch");
     tc->micro_batches = (int)config_int(cfg, "train.micro_batches");
     tc->global_batch = config_int(cfg, "train.global_batch");
@@ -168,6 +223,7 @@ status_t train_config_load(const config *cfg, train_config *tc)
             "data.source = dataset needs data.path (a directory written by mpilm prep)");
     tc->mask_prob = config_float(cfg, "data.mask_prob");
     tc->nsp = config_bool(cfg, "data.nsp");
+    TRY(resolve_vocab(cfg, tc));
     tc->random_samples = config_int(cfg, "data.random_samples");
     tc->log_every = (int)config_int(cfg, "log.every");
     TRY(load_dist(cfg, &tc->dist));

@@ -33,6 +33,10 @@ struct trainer {
     uint64_t run_id;            /* this run's id in its manifests (kept across resumes) */
     char last_ckpt[4200];       /* the last valid checkpoint: resumed from or written; "" = none */
     double last_save_time;
+    double elapsed_base;        /* training seconds before this process (the checkpoint's elapsed_s) */
+    double run_start;           /* time_now() when this process's training began */
+    uint64_t data_epoch[STREAM_BLEND_MAX]; /* rank 0: each dataset's epoch of its next sample (wraps logged once) */
+    char vocab_dir[1024];       /* dataset run: the dataset whose vocabulary checkpoints carry */
     double step_delay;          /* test hook MPILM_TEST_STEP_DELAY: seconds slept per step */
     /* validation (train_valid.c); the best and the count continue across resumes */
     int valid_present;          /* an evaluation has run in this run (before or after a resume) */

@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "base/watchdog.h"
 #include "data/dataset.h"
+#include "data/stream.h"
 #include "train/eval.h"
 #include "train/train_internal.h"
 
@@ -57,7 +58,9 @@ status_t trainer_valid_check(trainer *t)
             "tokens, more than model.vocab_size = %d; prepare it with the training vocabulary (mpilm prep --vocab ...)",
             path, vi.vocab_size, tc->model.vocab_size);
     if (tc->random_data) return ST_OK;
-    TRY(dataset_info_read(tc->data_path, &di));
+    stream_blend bl; /* a blend's datasets share one vocabulary */
+    TRY(stream_blend_parse(tc->data_path, &bl));
+    TRY(dataset_info_read(bl.path[0], &di));
     FAIL_IF(vi.kind != di.kind || vi.fingerprint != di.fingerprint, ST_CONFIG, "eval.data_path = %s is tokenized "
             "with another vocabulary than data.path = %s (%s, fingerprint %016llx against %s, %016llx); prepare it "
             "with the training vocabulary (mpilm prep --vocab %s ...)", path, tc->data_path,

@@ -7,6 +7,7 @@
 # - launch/pbs.sh under a simulated PBS job (PBS_* variables, a node file, a
 #   stand-in qrerun): a plain run exits 0 without rerunning; SIGTERM to the batch
 #   shell → checkpoint → exit 75 → qrerun of the job, whose rerun resumes;
+# - every launch/configs/*.ini sets ckpt.every_minutes = 30 and ckpt.every_steps;
 # - launch/demo.sh in a scratch copy of the repository with its configurations
 #   cut to a few steps: every step runs and the files it announces exist.
 MPILM=${MPILM:-./mpilm}
@@ -32,6 +33,13 @@ precision = fp32
 [log]
 every = 1
 INI
+
+# every shipped configuration checkpoints every 30 minutes and every N steps (docs/usage.md)
+for f in launch/configs/*.ini; do
+  cfg=$("$MPILM" train --config "$f" --print-config 2> "$d/cfg.err") || { cat "$d/cfg.err"; fail "$f: --print-config"; }
+  echo "$cfg" | grep -q "^every_minutes = 30 ; from $f:" || fail "$f does not set ckpt.every_minutes = 30"
+  echo "$cfg" | grep -q "^every_steps = [1-9][0-9]* ; from $f:" || fail "$f does not set ckpt.every_steps"
+done
 
 # launch/mpirun.sh: trains, and the same command resumes
 sh launch/mpirun.sh -n 2 -t 1 "$d/tiny.ini" --set run.dir="$d/m" > "$d/m1.log" 2>&1 || { tail -5 "$d/m1.log"; fail "mpirun.sh run"; }
