@@ -21,19 +21,24 @@
 
 /* Which dataset and split the validation reads: eval.data_path (its valid
  * split when it has one, as mpilm eval reads it), by default the training
- * dataset's valid split (prep --valid-fraction). */
-static status_t valid_data_path(const train_config *tc, const char **path, dataset_split *split)
+ * dataset's valid split (prep --valid-fraction). path points into tc or bl. */
+static status_t valid_data_path(const train_config *tc, stream_blend *bl, const char **path, dataset_split *split)
 {
     if (tc->eval_data_path[0]) {
         *path = tc->eval_data_path;
         *split = dataset_has_split(*path, DATASET_SPLIT_VALID) ? DATASET_SPLIT_VALID : DATASET_SPLIT_TRAIN;
         return ST_OK;
     }
-    *path = tc->data_path;
     *split = DATASET_SPLIT_VALID;
     FAIL_IF(tc->random_data, ST_CONFIG, "eval.every_steps = %lld with data.source = random needs eval.data_path (a "
             "dataset directory made by mpilm prep with a vocabulary of at most model.vocab_size tokens)",
             (long long)tc->eval_every_steps);
+    TRY(stream_blend_parse(tc->data_path, bl));
+    FAIL_IF(bl->n > 1, ST_CONFIG, "eval.every_steps = %lld: data.path is a blend of %d datasets, so there is no one "
+            "valid split to read by default; set eval.data_path to one dataset prepared with the training vocabulary "
+            "(e.g. one of the blend's; its valid split is read when it has one)", (long long)tc->eval_every_steps,
+            bl->n);
+    *path = bl->path[0];
     FAIL_IF(!dataset_has_split(*path, DATASET_SPLIT_VALID), ST_CONFIG, "eval.every_steps = %lld validates on the "
             "training dataset's valid split by default, but data.path = %s has none; prepare it with mpilm prep "
             "--valid-fraction F (e.g. 0.01), or set eval.data_path to a dataset prepared with the training vocabulary",
@@ -49,7 +54,8 @@ status_t trainer_valid_check(trainer *t)
     if (tc->eval_every_steps == 0) return ST_OK;
     const char *path;
     dataset_split split;
-    TRY(valid_data_path(tc, &path, &split));
+    stream_blend vb;
+    TRY(valid_data_path(tc, &vb, &path, &split));
     dataset_info vi, di;
     if (dataset_info_read(path, &vi) != ST_OK)
         return st_context(ST_CONFIG, "eval.data_path = %s is not a dataset that can be read (expected a directory "
@@ -89,7 +95,8 @@ static status_t evaluate(trainer *t, int64_t step, eval_result *r)
     const train_config *tc = &t->tc;
     const char *path;
     dataset_split split;
-    TRY(valid_data_path(tc, &path, &split));
+    stream_blend vb;
+    TRY(valid_data_path(tc, &vb, &path, &split));
     eval_spec spec = {.data_path = path, .split = split, .seed = EVAL_SEED, .mask_prob = tc->mask_prob,
                       .nsp = tc->nsp, .max_samples = tc->eval_max_samples, .hang_timeout = tc->dist.hang_timeout};
     const dist_topology *p = t->topo;

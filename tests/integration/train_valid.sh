@@ -214,6 +214,7 @@ refuse() { # KEY-IN-MESSAGE --set ...
 refuse ckpt.keep_best --set eval.every_steps=0 --set ckpt.keep_best=true
 refuse eval.patience --set eval.every_steps=0 --set eval.patience=3
 refuse eval.data_path --set eval.data_path= # data.path has no valid split
+refuse "is a blend of 2 datasets" --set eval.data_path= --set data.path="0.5 $d/bpe 0.5 $d/bpe-split"
 refuse eval.data_path --set eval.data_path="$d/nowhere"
 refuse eval.data_path --set eval.data_path="$d/wordpiece-valid"
 refuse eval.every_steps --set eval.every_steps=-1
