@@ -1,6 +1,7 @@
 /* The configuration contract of DESIGN §8. Keys may be added; none renamed
  * without an alias. docs/usage.md lists them with the same defaults. */
 #include "cli.h"
+#include "model/model.h"
 
 #define NO_RANGE 1, 0
 #define ANY_COUNT 1e18
@@ -11,13 +12,13 @@ const config_key mpilm_schema[] = {
     {"run", "threads", CFG_INT, "auto", "auto", 1, 1024, "threads per rank; BLIS_NUM_THREADS / OMP_NUM_THREADS win"},
 
     {"model", "family", CFG_ENUM, "gpt", "gpt|bert", NO_RANGE, "model family"},
-    {"model", "n_layer", CFG_INT, "4", NULL, 1, 1024, "transformer blocks"},
-    {"model", "d_model", CFG_INT, "256", NULL, 8, 65536, "hidden size"},
-    {"model", "n_head", CFG_INT, "4", NULL, 1, 1024, "attention heads (must divide d_model)"},
-    {"model", "d_ff", CFG_INT, "1024", NULL, 1, 1 << 20, "feed-forward inner size"},
-    {"model", "seq_len", CFG_INT, "128", NULL, 2, 1 << 20, "tokens per training sequence"},
-    {"model", "max_positions", CFG_INT, "512", NULL, 2, 1 << 20, "rows of the position table (>= seq_len)"},
-    {"model", "vocab_size", CFG_INT, "8192", "auto", 8, 1 << 24,
+    {"model", "n_layer", CFG_INT, "4", NULL, 1, MODEL_MAX_LAYERS, "transformer blocks"},
+    {"model", "d_model", CFG_INT, "256", NULL, 8, MODEL_MAX_D_MODEL, "hidden size"},
+    {"model", "n_head", CFG_INT, "4", NULL, 1, MODEL_MAX_HEADS, "attention heads (must divide d_model)"},
+    {"model", "d_ff", CFG_INT, "1024", NULL, 1, MODEL_MAX_D_FF, "feed-forward inner size"},
+    {"model", "seq_len", CFG_INT, "128", NULL, 2, MODEL_MAX_POSITIONS, "tokens per training sequence"},
+    {"model", "max_positions", CFG_INT, "512", NULL, 2, MODEL_MAX_POSITIONS, "rows of the position table (>= seq_len)"},
+    {"model", "vocab_size", CFG_INT, "8192", "auto", 8, MODEL_MAX_VOCAB,
      "vocabulary size; auto = the dataset's, rounded up to a multiple of 64"},
     {"model", "positions", CFG_ENUM, "learned", "learned|sinusoidal", NO_RANGE, "position embeddings"},
     {"model", "norm", CFG_ENUM, "auto", "auto|pre|post", NO_RANGE, "LayerNorm placement; auto = post for bert, pre for gpt"},

@@ -22,6 +22,15 @@ status_t model_config_check(const model_config *c)
             c->n_layer, c->d_ff, c->vocab_size);
     FAIL_IF(c->dropout < 0.0f || c->dropout >= 1.0f, ST_CONFIG,
             "model.dropout = %g is outside [0, 1)", c->dropout);
+    const struct { const char *key; int v, max; } lim[] = {
+        {"n_layer", c->n_layer, MODEL_MAX_LAYERS}, {"d_model", c->d_model, MODEL_MAX_D_MODEL},
+        {"n_head", c->n_head, MODEL_MAX_HEADS},    {"d_ff", c->d_ff, MODEL_MAX_D_FF},
+        {"seq_len", c->seq_len, MODEL_MAX_POSITIONS}, {"max_positions", c->max_positions, MODEL_MAX_POSITIONS},
+        {"vocab_size", c->vocab_size, MODEL_MAX_VOCAB},
+    };
+    for (size_t i = 0; i < sizeof lim / sizeof lim[0]; i++)
+        FAIL_IF(lim[i].v > lim[i].max, ST_CONFIG, "model.%s = %d exceeds the largest mpilm takes (%d)", lim[i].key,
+                lim[i].v, lim[i].max);
     return ST_OK;
 }
 

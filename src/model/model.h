@@ -36,6 +36,15 @@ typedef struct model_config {
                          the model's: checkpoints do not record it. */
 } model_config;
 
+/* The largest model dimensions mpilm takes (the config schema's ranges too):
+ * a checkpoint or config.json beyond them is damaged, not a model. */
+#define MODEL_MAX_LAYERS 1024
+#define MODEL_MAX_D_MODEL 65536
+#define MODEL_MAX_HEADS 1024
+#define MODEL_MAX_D_FF (1 << 20)
+#define MODEL_MAX_POSITIONS (1 << 20)
+#define MODEL_MAX_VOCAB (1 << 24)
+
 /* Checks the shapes (n_head divides d_model, seq_len <= max_positions, ...);
  * the message names the config key. */
 status_t model_config_check(const model_config *c);

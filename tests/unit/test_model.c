@@ -409,3 +409,19 @@ Test(model, sampling_draws_from_the_seed_and_step_stream)
     }
     cr_expect(differ > 50, "seeds 1 and 2 differ at only %d of 200 steps", differ);
 }
+
+/* Shapes beyond what mpilm takes are refused naming the key (a damaged
+ * checkpoint manifest or config.json claiming 600,000 layers took seconds to
+ * tabulate before: a fuzz finding, tests/fuzz/regressions/ckpt_manifest). */
+Test(model, config_check_refuses_dimensions_beyond_the_limits)
+{
+    model_config c = {.family = MODEL_GPT, .n_layer = 2, .d_model = 32, .n_head = 2, .d_ff = 64, .seq_len = 16,
+                      .max_positions = 16, .vocab_size = 64};
+    cr_assert_eq(model_config_check(&c), ST_OK, "%s", st_message());
+    c.n_layer = MODEL_MAX_LAYERS + 1;
+    cr_expect_eq(model_config_check(&c), ST_CONFIG);
+    cr_expect(strstr(st_message(), "model.n_layer = 1025 exceeds"), "%s", st_message());
+    c.n_layer = 2, c.vocab_size = MODEL_MAX_VOCAB + 1;
+    cr_expect_eq(model_config_check(&c), ST_CONFIG);
+    cr_expect(strstr(st_message(), "model.vocab_size"), "%s", st_message());
+}
