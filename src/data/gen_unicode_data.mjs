@@ -7,7 +7,7 @@ import { createRequire } from "module";
 import path from "path";
 import { pathToFileURL } from "url";
 
-const root = process.argv[2];
+const root = path.resolve(process.argv[2]);
 const require = createRequire(path.join(root, "x.js"));
 const esm = async (rel) => (await import(pathToFileURL(path.join(root, rel)).href)).default;
 
