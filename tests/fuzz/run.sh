@@ -38,15 +38,15 @@ for name in $FUZZ_TARGETS; do
   fi
   execs=0 cov=0
   if [ "$verdict" = PASS ] && [ "$FUZZ_SECONDS" != 0 ]; then
-    work="$fuzz_dir/work/$name"
-    mkdir -p "$work" "$fuzz_dir/corpus/$name" "$fuzz_dir/findings/$name"
-    rm -f "$work"/fuzz-*.log
+    scratch="$fuzz_dir/runs/$name"
+    mkdir -p "$scratch" "$fuzz_dir/corpus/$name" "$fuzz_dir/findings/$name"
+    rm -f "$scratch"/fuzz-*.log
     # shellcheck disable=SC2086
-    (cd "$work" && "$bin" -jobs=1 -workers=1 -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 $flags \
+    (cd "$scratch" && "$bin" -jobs=1 -workers=1 -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 $flags \
       -artifact_prefix="$fuzz_dir/findings/$name/" "$fuzz_dir/corpus/$name" "$top/tests/fuzz/corpus/$name" \
-      > "$work/driver.log" 2>&1)
+      > "$scratch/driver.log" 2>&1)
     rc=$?
-    log="$work/fuzz-0.log"
+    log="$scratch/fuzz-0.log"
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" 2>/dev/null | tail -1)
     cov=$(grep -ao 'cov: [0-9]*' "$log" 2>/dev/null | tail -1 | cut -d' ' -f2)
     finding=$(grep -ao "Test unit written to .*" "$log" 2>/dev/null | tail -1 | sed 's/Test unit written to //')
