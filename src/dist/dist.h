@@ -218,6 +218,10 @@ dist_memory dist_engine_memory(const dist_engine *e);
  * the topology and frees it). */
 status_t dist_memory_estimate(const dist_config *dc, const model_config *mc, int B, int m, MPI_Comm world,
                               dist_memory *out);
+/* The same for rank `rank` of a job of dc->pp x dp x dc->tp ranks, without
+ * MPI (the layout is not checked against a world: mpilm plan). */
+status_t dist_memory_of_rank(const dist_config *dc, const model_config *mc, int B, int m, int dp, int rank,
+                             dist_memory *out);
 /* dist.tp_mode = 2d at tp > 1: 1 and the grid's P x Q and block; else 0. */
 int dist_engine_tp_grid(const dist_engine *e, int *P, int *Q, int *block);
 

@@ -251,35 +251,50 @@ dist_memory dist_engine_memory(const dist_engine *e)
     return m;
 }
 
-status_t dist_memory_estimate(const dist_config *dc, const model_config *mc, int B, int m, MPI_Comm world,
-                              dist_memory *out)
+status_t dist_memory_of_rank(const dist_config *dc, const model_config *mc, int B, int m, int dp, int rank,
+                             dist_memory *out)
 {
     FAIL_IF(B < 1 || m < 1, ST_CONFIG, "dist: train.micro_batch = %d and train.micro_batches = %d (expected >= 1)", B, m);
+    int tp = dc->tp > 0 ? dc->tp : 1;
+    FAIL_IF(dp < 1 || dc->pp < 1 || rank < 0 || rank >= dc->pp * dp * tp, ST_CONFIG,
+            "dist: rank %d of pp %d x dp %d x tp %d", rank, dc->pp, dp, tp);
     dist_engine *e = calloc(1, sizeof *e);
     FAIL_IF(!e, ST_NOMEM, "dist: out of memory");
-    e->topo.comm = e->topo.pipe = e->topo.dp_comm = e->topo.tied = e->topo.tp_comm = MPI_COMM_NULL;
     e->dc = *dc;
     e->mc = *mc;
     e->B = B;
     e->m = m;
-    status_t st = dist_topology_create(&e->topo, &e->dc, mc, world);
+    e->topo = (dist_topology){.pp = dc->pp, .dp = dp, .tp = tp, .tp_rank = rank % tp, .stage = rank / tp % dc->pp,
+                              .replica = rank / tp / dc->pp, .comm = MPI_COMM_NULL, .pipe = MPI_COMM_NULL,
+                              .dp_comm = MPI_COMM_NULL, .tied = MPI_COMM_NULL, .tp_comm = MPI_COMM_NULL};
+    status_t st = dist_partition(dc, mc, e->topo.bounds);
     e->act_count = (size_t)B * mc->seq_len * mc->d_model;
     if (st == ST_OK) st = dist_plan_build(&e->plan, e->dc.schedule, e->topo.pp, m, e->act_count);
     if (st == ST_OK) {
         e->n_slots = e->plan.n_slots[e->topo.stage];
         /* 2d: planned as 1d (the FFN's local hidden has the same size up to block rounding) */
-        model_tp tp = {.size = e->topo.tp, .rank = e->topo.tp_rank, .allreduce_sum = tp_sum, .allreduce_max = tp_max,
-                       .ctx = e};
+        model_tp mtp = {.size = tp, .rank = e->topo.tp_rank, .allreduce_sum = tp_sum, .allreduce_max = tp_max,
+                        .ctx = e};
         model_stage_memory sm;
-        st = model_stage_plan_memory(mc, e->topo.layer_begin, e->topo.layer_end, B, e->n_slots, &tp, &sm);
+        st = model_stage_plan_memory(mc, e->topo.bounds[e->topo.stage], e->topo.bounds[e->topo.stage + 1], B,
+                                     e->n_slots, &mtp, &sm);
         if (st == ST_OK) {
             *out = memory_plan(e, sm.n_params);
             out->activations += sm.activations;
         }
     }
     dist_plan_free(&e->plan);
-    dist_topology_free(&e->topo);
     free(e);
+    return st;
+}
+
+status_t dist_memory_estimate(const dist_config *dc, const model_config *mc, int B, int m, MPI_Comm world,
+                              dist_memory *out)
+{
+    dist_topology topo;
+    status_t st = dist_topology_create(&topo, dc, mc, world);
+    if (st == ST_OK) st = dist_memory_of_rank(dc, mc, B, m, topo.dp, topo.rank, out);
+    dist_topology_free(&topo);
     return st;
 }
 
