@@ -231,9 +231,8 @@ status_t ckpt_read_stage_range(const ckpt_reader *r, const model_stage *m, size_
     for (int i = 0; i < model_n_tensors(m); i++) {
         const model_tensor *t = model_tensor_at(m, i), *f = model_stage_full_tensor(m, i);
         if (t->offset + t->numel <= lo || t->offset >= hi) continue;
-        const model_tensor *g = NULL;
-        for (int j = 0; j < r->n_tensors && !g; j++)
-            if (strcmp(r->table[j].name, t->name) == 0) g = &r->table[j];
+        const model_tensor *g = t->global < r->n_tensors ? &r->table[t->global] : NULL;
+        if (g && strcmp(g->name, t->name) != 0) g = NULL;
         FAIL_IF(!g || g->numel != f->numel, ST_FORMAT,
                 "%s: tensor %s (%zu elements) is %s in the checkpoint; the model does not match it", r->path, t->name,
                 f->numel, g ? "of another size" : "missing");

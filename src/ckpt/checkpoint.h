@@ -83,8 +83,6 @@ typedef struct ckpt_file {
 
 /* Names: "step-0000100", "shard-00003.bin". */
 void ckpt_step_name(int64_t step, char *buf, size_t len);
-/* The global element range [begin, end) of shard r of n over total elements. */
-void ckpt_shard_range(uint64_t total, int r, int n, uint64_t *begin, uint64_t *end);
 
 /* --- writing (the collective protocol calls these in this order) --- */
 

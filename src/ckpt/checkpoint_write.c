@@ -19,12 +19,6 @@
 
 void ckpt_step_name(int64_t step, char *buf, size_t len) { snprintf(buf, len, "step-%07lld", (long long)step); }
 
-void ckpt_shard_range(uint64_t total, int r, int n, uint64_t *begin, uint64_t *end)
-{
-    *begin = total * (uint64_t)r / (uint64_t)n;
-    *end = total * (uint64_t)(r + 1) / (uint64_t)n;
-}
-
 static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb, (void)flag, (void)ftw;

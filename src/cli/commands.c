@@ -2,6 +2,7 @@
 #include "cli.h"
 
 int cmd_train(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_prep(int argc, char **argv);
@@ -53,6 +54,27 @@ const command commands[] = {
      "                       nothing else) and start over\n"
      "  --print-config       print the effective configuration with the origin of each value and exit\n",
      cmd_train, NULL},
+    {"plan", "before a job: every layout of N ranks with its memory per rank and predicted speed",
+     "usage: mpilm plan --config FILE [--set section.key=value]... --np N [--json]\n"
+     "                  [--net GBIT_S,LATENCY_US] [--mem-per-rank MIB]\n"
+     "\n"
+     "For the model, batch and precision of FILE: every (pp, dp, tp, zero, schedule) of N\n"
+     "ranks (tp 1d), each rank's predicted peak resident memory (the allocation plan train\n"
+     "checks before it starts), the predicted step time and tokens/s (block, embedding and\n"
+     "head times measured on this machine at the run's shapes, cached; communication from\n"
+     "--net), the pipeline bubble and the bytes a rank sends per step; fastest first, then\n"
+     "each refused layout with its reason (does not divide, does not fit). With\n"
+     "train.global_batch the batch stays fixed and micro_batches follows dp; otherwise the\n"
+     "global batch is train.micro_batch x train.micro_batches x the configuration's dp.\n"
+     "\n"
+     "  --np N               ranks of the job\n"
+     "  --net G,L            network of the target cluster: G Gbit/s, L us latency (default 100,2)\n"
+     "  --mem-per-rank MIB   what a rank may use (default: this node's cgroup limit or\n"
+     "                       MemAvailable, shared by the ranks its cores hold)\n"
+     "  --json               JSON: layouts[] with pp, dp, tp, zero, schedule, micro_batches,\n"
+     "                       per_rank_peak_mib[], peak_mib, tokens_per_s, step_s, bubble,\n"
+     "                       sent_mib_per_step, ok and why\n",
+     cmd_plan, NULL},
     {"eval", "evaluate a checkpoint on a dataset",
      "usage: mpilm eval --ckpt PATH --data DATASET [--split train|valid] [--max-samples N] [--json FILE]\n"
      "                  [--seed S] [--micro-batch B] [--precision auto|fp32|bf16]\n"

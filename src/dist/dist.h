@@ -22,10 +22,11 @@
 #include <stdint.h>
 
 #include "base/status.h"
+#include "layout/layout.h"
 #include "model/model.h"
 #include "optim/optim.h"
 
-enum { DIST_MAX_STAGES = 64 };
+enum { DIST_MAX_STAGES = LAYOUT_MAX_STAGES };
 
 typedef enum { DIST_GPIPE = 0, DIST_1F1B = 1 } dist_schedule_kind;
 typedef enum { DIST_TP_1D = 0, DIST_TP_2D = 1 } dist_tp_mode;
@@ -44,24 +45,14 @@ typedef struct dist_config {
     int stages[DIST_MAX_STAGES];
     double hang_timeout;          /* dist.hang_timeout: seconds per step; <= 0 = none */
     size_t bucket_bytes;          /* ZeRO-2 reduce-scatter bucket (0 = 4 MiB) */
+    double mask_prob;             /* data.mask_prob: BERT's MLM head in the partition's cost (0 = 0.15) */
     dist_grad_reduce grad_reduce; /* dist.grad_reduce: what the dp gradient reduction moves and sums in */
 } dist_config;
 
 /* Parses dist.stages ("5,7": layer counts per stage) into c->stages. */
 status_t dist_parse_stages(dist_config *c, const char *text);
 
-/* The partition's cost estimate, in blocks (a block's forward + backward
- * flops per token, 24 C^2 + 12 C F + 12 T C, 6 T C for causal attention): the
- * embeddings' (memory-bound lookup, ~8 C) on stage 0, the heads' on the last
- * (GPT: the tied projection's 6 C V; BERT: 15% of rows masked, 0.15 (6 C V +
- * 6 C^2)). Checked against measured stage times in docs/scaling.md. */
-double dist_embed_cost(const model_config *mc);
-double dist_head_cost(const model_config *mc);
-
-/* Layer boundaries: stage s holds [bounds[s], bounds[s+1]), bounds[pp] =
- * n_layer. From dc->stages when given, else the contiguous split that
- * minimises the most expensive stage. Refuses pp > n_layer and lists that do
- * not sum to n_layer, naming the keys. */
+/* Layer boundaries (layout_partition of dc->pp, dc->stages and dc->mask_prob). */
 status_t dist_partition(const dist_config *dc, const model_config *mc, int *bounds);
 
 typedef struct dist_topology {
@@ -227,6 +218,10 @@ dist_memory dist_engine_memory(const dist_engine *e);
  * the topology and frees it). */
 status_t dist_memory_estimate(const dist_config *dc, const model_config *mc, int B, int m, MPI_Comm world,
                               dist_memory *out);
+/* The same for rank `rank` of a job of dc->pp x dp x dc->tp ranks, without
+ * MPI (the layout is not checked against a world: mpilm plan). */
+status_t dist_memory_of_rank(const dist_config *dc, const model_config *mc, int B, int m, int dp, int rank,
+                             dist_memory *out);
 /* dist.tp_mode = 2d at tp > 1: 1 and the grid's P x Q and block; else 0. */
 int dist_engine_tp_grid(const dist_engine *e, int *P, int *Q, int *block);
 
@@ -239,6 +234,8 @@ typedef struct dist_shard {
     float *m, *v;   /* [uhi - ulo] */
 } dist_shard;
 dist_shard dist_engine_shard(dist_engine *e);
+/* Which floats of the stage this rank holds, updates and saves. */
+const layout_rank *dist_engine_layout(const dist_engine *e);
 
 /* One training step (step = 0, 1, ...): the schedule's forwards and
  * backwards (loss scale 1/(m dp)), the tied-embedding gradient sum, the ZeRO

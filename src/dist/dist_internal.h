@@ -18,23 +18,21 @@ struct dist_engine {
     uint64_t seed;
     batch *batches;               /* [n_slots]: the micro-batch each slot holds */
 
-    /* ZeRO: this rank's dp shard [lo, hi) of the n floats; it updates
-     * [ulo, uhi) (the whole buffer for zero 0, the shard otherwise) */
-    size_t n, lo, hi, ulo, uhi;
+    /* which floats of the stage this rank holds, reduces, updates and saves:
+     * its dp shard [lay.lo, lay.hi) of the lay.n floats, the update range
+     * [lay.ulo, lay.uhi), the buckets and the tied embedding (layout.h) */
+    layout_rank lay;
     int *counts, *displs;         /* [dp] every rank's shard, for the all-gather */
     float *adam_m, *adam_v;       /* [uhi - ulo] */
     float *grad_shard;            /* zero 2: [hi - lo] reduced gradients */
-    int n_buckets;
     int *bucket_counts;           /* [n_buckets][dp] the floats of bucket b in rank r's shard */
     MPI_Request *coll;            /* [n_buckets dp + 1]: zero 2's reductions of bucket b's piece owned by
                                      rank r at [b dp + r], then one other collective (dist_other) */
-    size_t *bucket_lo;            /* [n_buckets + 1] bucket b is floats [bucket_lo[b], bucket_lo[b + 1]) */
     unsigned char *bucket_posted; /* [n_buckets] this step */
     int next_bucket;              /* zero 2: the next bucket to post, descending */
     size_t final_lo;              /* zero 2: gradients [final_lo, n) are final this step */
     MPI_Request tp_req;           /* the model's tensor-group reduction in flight */
     double tp_comm;               /* seconds in tensor-group reductions this step */
-    size_t tied_off, tied_n;      /* the word embedding in this stage's buffer (0, 0: not tied here) */
 
     /* bf16 messages (dist.h): NULL when that traffic is fp32 */
     MPI_Op bf16_sum;              /* dist_bf16_sum; MPI_OP_NULL unless grad_reduce = bf16 at dp > 1 */
@@ -59,7 +57,7 @@ struct dist_engine {
 
 /* The request of the step's collectives other than zero 2's buckets (one at
  * a time). */
-static inline MPI_Request *dist_other(dist_engine *e) { return &e->coll[(size_t)e->n_buckets * e->topo.dp]; }
+static inline MPI_Request *dist_other(dist_engine *e) { return &e->coll[(size_t)e->lay.n_buckets * e->topo.dp]; }
 
 /* Waits for *req, polling MPI_Test against the step's deadline; what names
  * the wait in the watchdog's report. */

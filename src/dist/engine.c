@@ -10,77 +10,48 @@ enum { DEFAULT_BUCKET_BYTES = 4 << 20 };
 
 static void *zalloc(size_t n, size_t size) { return calloc(n ? n : 1, size); }
 
-/* Shard r of n floats over dp ranks: [r s, (r + 1) s) clipped to n, s = ceil(n / dp). */
-static void shard_range(size_t n, int dp, int r, size_t *lo, size_t *hi)
+/* The job's shape for layout/ (the stage's 2d grid from tp). */
+static layout_spec layout_of(const dist_engine *e, const model_tp *tp)
 {
-    size_t s = (n + (size_t)dp - 1) / (size_t)dp;
-    *lo = (size_t)r * s < n ? (size_t)r * s : n;
-    *hi = (size_t)(r + 1) * s < n ? (size_t)(r + 1) * s : n;
+    layout_spec s = {.model = e->mc, .pp = e->topo.pp, .dp = e->topo.dp, .tp = e->topo.tp, .zero = e->dc.zero,
+                     .grid_p = tp->grid_p, .grid_q = tp->grid_q, .block = tp->block,
+                     .bucket_floats = (e->dc.bucket_bytes ? e->dc.bucket_bytes : DEFAULT_BUCKET_BYTES) / sizeof(float)};
+    memcpy(s.bounds, e->topo.bounds, sizeof s.bounds);
+    return s;
 }
 
-/* ZeRO-2 buckets of about dist bucket_bytes: the stage's buffer cut before
- * and after the tied word embedding (whose buckets wait for its sum over the
- * pipeline, so no other gradients should wait with them), each piece in
- * equal buckets. Otherwise one bucket of everything. */
-static status_t plan_buckets(dist_engine *e)
-{
-    size_t bucket = (e->dc.bucket_bytes ? e->dc.bucket_bytes : DEFAULT_BUCKET_BYTES) / sizeof(float);
-    size_t cuts[4] = {0, e->tied_off, e->tied_off + e->tied_n, e->n}, pieces[3] = {0, 0, 0}, total = 0;
-    int zero2 = e->dc.zero == 2 && e->topo.dp > 1;
-    for (int k = 0; k < 3; k++) {
-        size_t len = cuts[k + 1] - cuts[k];
-        pieces[k] = len ? (len + bucket - 1) / bucket : 0;
-        total += pieces[k];
-    }
-    if (!zero2) { /* one bucket of everything */
-        cuts[1] = e->n;
-        pieces[0] = total = 1, pieces[1] = pieces[2] = 0;
-    }
-    e->bucket_lo = zalloc(total + 1, sizeof(size_t));
-    FAIL_IF(!e->bucket_lo, ST_NOMEM, "dist: out of memory");
-    size_t b = 0;
-    for (int k = 0; k < 3; k++)
-        for (size_t i = 0; i < pieces[k]; i++) /* equal pieces, none empty */
-            e->bucket_lo[b++] = cuts[k] + (cuts[k + 1] - cuts[k]) * i / pieces[k];
-    e->bucket_lo[total] = e->n;
-    e->n_buckets = (int)total;
-    return ST_OK;
-}
-
-static status_t setup_shards(dist_engine *e)
+static status_t setup_shards(dist_engine *e, const model_tp *tp)
 {
     int dp = e->topo.dp;
-    e->n = model_n_params(e->stage);
-    FAIL_IF(e->n > (size_t)1 << 30, ST_CONFIG, "dist: a stage of %zu parameters is beyond this build's 2^30 per-stage "
-            "limit of MPI counts; raise dist.pp", e->n);
-    shard_range(e->n, dp, e->topo.replica, &e->lo, &e->hi);
-    int sharded = e->dc.zero > 0 && dp > 1;
-    e->ulo = sharded ? e->lo : 0;
-    e->uhi = sharded ? e->hi : e->n;
+    layout_spec spec = layout_of(e, tp);
+    TRY(layout_rank_build(&spec, e->topo.rank, &e->lay));
+    FAIL_IF(e->lay.n != model_n_params(e->stage), ST_ERROR, "dist: the layout's stage of %zu floats is not the model's "
+            "%zu", e->lay.n, model_n_params(e->stage));
+    FAIL_IF(e->lay.n > (size_t)1 << 30, ST_CONFIG, "dist: a stage of %zu parameters is beyond this build's 2^30 per-stage "
+            "limit of MPI counts; raise dist.pp", e->lay.n);
     e->counts = zalloc((size_t)dp, sizeof(int));
     e->displs = zalloc((size_t)dp, sizeof(int));
-    e->adam_m = zalloc(e->uhi - e->ulo, sizeof(float));
-    e->adam_v = zalloc(e->uhi - e->ulo, sizeof(float));
+    e->adam_m = zalloc(e->lay.uhi - e->lay.ulo, sizeof(float));
+    e->adam_v = zalloc(e->lay.uhi - e->lay.ulo, sizeof(float));
     FAIL_IF(!e->counts || !e->displs || !e->adam_m || !e->adam_v, ST_NOMEM, "dist: out of memory for the optimizer state");
     for (int r = 0; r < dp; r++) {
         size_t lo, hi;
-        shard_range(e->n, dp, r, &lo, &hi);
+        layout_shard(e->lay.n, dp, r, &lo, &hi);
         e->counts[r] = (int)(hi - lo);
         e->displs[r] = (int)lo;
     }
-    TRY(plan_buckets(e));
-    size_t n_req = (size_t)e->n_buckets * dp + 1;
+    size_t n_req = (size_t)e->lay.n_buckets * dp + 1;
     e->coll = zalloc(n_req, sizeof(MPI_Request));
-    e->bucket_counts = zalloc((size_t)e->n_buckets * dp, sizeof(int));
+    e->bucket_counts = zalloc((size_t)e->lay.n_buckets * dp, sizeof(int));
     FAIL_IF(!e->coll || !e->bucket_counts, ST_NOMEM, "dist: out of memory");
     for (size_t i = 0; i < n_req; i++) e->coll[i] = MPI_REQUEST_NULL;
-    e->bucket_posted = zalloc((size_t)e->n_buckets, 1);
+    e->bucket_posted = zalloc((size_t)e->lay.n_buckets, 1);
     FAIL_IF(!e->bucket_posted, ST_NOMEM, "dist: out of memory");
     if (!(e->dc.zero == 2 && dp > 1)) return ST_OK;
-    e->grad_shard = zalloc(e->hi - e->lo, sizeof(float));
+    e->grad_shard = zalloc(e->lay.hi - e->lay.lo, sizeof(float));
     FAIL_IF(!e->grad_shard, ST_NOMEM, "dist: out of memory for the gradient shard");
-    for (int b = 0; b < e->n_buckets; b++) {
-        size_t a = e->bucket_lo[b], z = e->bucket_lo[b + 1];
+    for (int b = 0; b < e->lay.n_buckets; b++) {
+        size_t a = e->lay.bucket_lo[b], z = e->lay.bucket_lo[b + 1];
         for (int r = 0; r < dp; r++) {
             size_t lo = (size_t)e->displs[r], hi = lo + (size_t)e->counts[r];
             size_t x = a > lo ? a : lo, y = z < hi ? z : hi;
@@ -96,10 +67,10 @@ static status_t setup_reduce_bf16(dist_engine *e)
 {
     if (e->dc.grad_reduce != DIST_REDUCE_BF16 || e->topo.dp == 1) return ST_OK;
     FAIL_IF(MPI_Op_create(dist_bf16_sum, 1, &e->bf16_sum) != MPI_SUCCESS, ST_MPI, "dist: MPI_Op_create failed");
-    e->reduce_bf = zalloc(e->n, sizeof(bf16));
+    e->reduce_bf = zalloc(e->lay.n, sizeof(bf16));
     FAIL_IF(!e->reduce_bf, ST_NOMEM, "dist: out of memory for the bf16 gradient reduction");
     if (!e->grad_shard) return ST_OK;
-    e->shard_bf = zalloc(e->hi - e->lo, sizeof(bf16));
+    e->shard_bf = zalloc(e->lay.hi - e->lay.lo, sizeof(bf16));
     FAIL_IF(!e->shard_bf, ST_NOMEM, "dist: out of memory for the bf16 gradient shard");
     return ST_OK;
 }
@@ -126,15 +97,6 @@ static status_t setup_executor(dist_engine *e)
     for (int i = 0; i < 3 * k; i++) e->recv_req[i] = MPI_REQUEST_NULL;
     for (int i = 0; i < k; i++) TRY(batch_alloc(&e->batches[i], e->B, e->mc.seq_len));
     return setup_pipe_bf16(e);
-}
-
-static void find_tied(dist_engine *e)
-{
-    if (e->topo.tied == MPI_COMM_NULL) return;
-    const char *name = e->mc.family == MODEL_BERT ? "bert.embeddings.word_embeddings.weight" : "transformer.wte.weight";
-    const model_tensor *t = model_tensor_find(e->stage, name);
-    e->tied_off = t->offset;
-    e->tied_n = t->numel;
 }
 
 /* model_tp's reductions: an MPI_Iallreduce over the tensor group completed
@@ -192,8 +154,7 @@ static status_t engine_setup(dist_engine *e, const model_config *mc, MPI_Comm wo
     }
     TRY(model_stage_create_tp(&e->stage, mc, e->topo.layer_begin, e->topo.layer_end, e->B, e->n_slots, &tp));
     model_init_params(e->stage, e->seed);
-    find_tied(e);
-    TRY(setup_shards(e));
+    TRY(setup_shards(e, &tp));
     TRY(setup_reduce_bf16(e));
     return setup_executor(e);
 }
@@ -242,7 +203,7 @@ void dist_engine_free(dist_engine *e)
     free(e->coll);
     free(e->bucket_counts);
     free(e->bucket_posted);
-    free(e->bucket_lo);
+    layout_rank_free(&e->lay);
     model_stage_free(e->stage);
     dist_tp_grid_free(e->grid);
     dist_plan_free(&e->plan);
@@ -267,7 +228,7 @@ static dist_memory memory_plan(const dist_engine *e, size_t n)
 {
     size_t f = sizeof(float), h = sizeof(bf16), lo, hi;
     int dp = e->topo.dp, zero2 = e->dc.zero == 2 && dp > 1, sharded = e->dc.zero > 0 && dp > 1;
-    shard_range(n, dp, e->topo.replica, &lo, &hi);
+    layout_shard(n, dp, e->topo.replica, &lo, &hi);
     size_t shard = hi - lo, updated = sharded ? shard : n;
     int reduce_bf = e->dc.grad_reduce == DIST_REDUCE_BF16 && dp > 1, pipe_bf = e->mc.bf16 && e->topo.pp > 1;
     size_t messages = (reduce_bf ? h * n : 0) + (reduce_bf && zero2 ? h * shard : 0) +
@@ -285,46 +246,63 @@ static dist_memory memory_plan(const dist_engine *e, size_t n)
 
 dist_memory dist_engine_memory(const dist_engine *e)
 {
-    dist_memory m = memory_plan(e, e->n);
+    dist_memory m = memory_plan(e, e->lay.n);
     m.activations += model_stage_arena_bytes(e->stage);
     return m;
 }
 
-status_t dist_memory_estimate(const dist_config *dc, const model_config *mc, int B, int m, MPI_Comm world,
-                              dist_memory *out)
+status_t dist_memory_of_rank(const dist_config *dc, const model_config *mc, int B, int m, int dp, int rank,
+                             dist_memory *out)
 {
     FAIL_IF(B < 1 || m < 1, ST_CONFIG, "dist: train.micro_batch = %d and train.micro_batches = %d (expected >= 1)", B, m);
+    int tp = dc->tp > 0 ? dc->tp : 1;
+    FAIL_IF(dp < 1 || dc->pp < 1 || rank < 0 || rank >= dc->pp * dp * tp, ST_CONFIG,
+            "dist: rank %d of pp %d x dp %d x tp %d", rank, dc->pp, dp, tp);
     dist_engine *e = calloc(1, sizeof *e);
     FAIL_IF(!e, ST_NOMEM, "dist: out of memory");
-    e->topo.comm = e->topo.pipe = e->topo.dp_comm = e->topo.tied = e->topo.tp_comm = MPI_COMM_NULL;
     e->dc = *dc;
     e->mc = *mc;
     e->B = B;
     e->m = m;
-    status_t st = dist_topology_create(&e->topo, &e->dc, mc, world);
+    e->topo = (dist_topology){.pp = dc->pp, .dp = dp, .tp = tp, .tp_rank = rank % tp, .stage = rank / tp % dc->pp,
+                              .replica = rank / tp / dc->pp, .comm = MPI_COMM_NULL, .pipe = MPI_COMM_NULL,
+                              .dp_comm = MPI_COMM_NULL, .tied = MPI_COMM_NULL, .tp_comm = MPI_COMM_NULL};
+    status_t st = dist_partition(dc, mc, e->topo.bounds);
     e->act_count = (size_t)B * mc->seq_len * mc->d_model;
     if (st == ST_OK) st = dist_plan_build(&e->plan, e->dc.schedule, e->topo.pp, m, e->act_count);
     if (st == ST_OK) {
         e->n_slots = e->plan.n_slots[e->topo.stage];
         /* 2d: planned as 1d (the FFN's local hidden has the same size up to block rounding) */
-        model_tp tp = {.size = e->topo.tp, .rank = e->topo.tp_rank, .allreduce_sum = tp_sum, .allreduce_max = tp_max,
-                       .ctx = e};
+        model_tp mtp = {.size = tp, .rank = e->topo.tp_rank, .allreduce_sum = tp_sum, .allreduce_max = tp_max,
+                        .ctx = e};
         model_stage_memory sm;
-        st = model_stage_plan_memory(mc, e->topo.layer_begin, e->topo.layer_end, B, e->n_slots, &tp, &sm);
+        st = model_stage_plan_memory(mc, e->topo.bounds[e->topo.stage], e->topo.bounds[e->topo.stage + 1], B,
+                                     e->n_slots, &mtp, &sm);
         if (st == ST_OK) {
             *out = memory_plan(e, sm.n_params);
             out->activations += sm.activations;
         }
     }
     dist_plan_free(&e->plan);
-    dist_topology_free(&e->topo);
     free(e);
     return st;
 }
 
+status_t dist_memory_estimate(const dist_config *dc, const model_config *mc, int B, int m, MPI_Comm world,
+                              dist_memory *out)
+{
+    dist_topology topo;
+    status_t st = dist_topology_create(&topo, dc, mc, world);
+    if (st == ST_OK) st = dist_memory_of_rank(dc, mc, B, m, topo.dp, topo.rank, out);
+    dist_topology_free(&topo);
+    return st;
+}
+
+const layout_rank *dist_engine_layout(const dist_engine *e) { return &e->lay; }
+
 dist_shard dist_engine_shard(dist_engine *e)
 {
-    return (dist_shard){.n = e->n, .lo = e->lo, .hi = e->hi, .ulo = e->ulo, .uhi = e->uhi, .m = e->adam_m,
+    return (dist_shard){.n = e->lay.n, .lo = e->lay.lo, .hi = e->lay.hi, .ulo = e->lay.ulo, .uhi = e->lay.uhi, .m = e->adam_m,
                         .v = e->adam_v};
 }
 
@@ -338,10 +316,10 @@ status_t dist_train_step(dist_engine *e, int64_t step, dist_fill_fn fill, void *
     e->pipe_s = 0.0;
     e->sums[0] = e->sums[1] = e->sums[2] = 0.0;
     e->pc = e->plan.n_instr[e->topo.stage];
-    memset(model_grads(e->stage), 0, e->n * sizeof(float));
+    memset(model_grads(e->stage), 0, e->lay.n * sizeof(float));
     TRY(dist_run_pipeline(e, fill, ctx));
     e->pipe_s = time_now() - t0;
-    for (int b = 0; b < e->n_buckets; b++) r->early_buckets += e->bucket_posted[b];
+    for (int b = 0; b < e->lay.n_buckets; b++) r->early_buckets += e->bucket_posted[b];
     TRY(dist_sync_grads(e));
     TRY(dist_update(e, r));
     r->step_s = time_now() - t0;

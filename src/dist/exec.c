@@ -93,7 +93,7 @@ static void poll(void *ctx, size_t lo, size_t hi)
         for (int j = 0; j < 3; j++)
             if (*r[j] != MPI_REQUEST_NULL) MPI_Test(r[j], &done, MPI_STATUS_IGNORE);
     }
-    for (size_t i = 0, n = (size_t)e->n_buckets * e->topo.dp + 1; i < n; i++)
+    for (size_t i = 0, n = (size_t)e->lay.n_buckets * e->topo.dp + 1; i < n; i++)
         if (e->coll[i] != MPI_REQUEST_NULL) MPI_Test(&e->coll[i], &done, MPI_STATUS_IGNORE);
 }
 
@@ -228,9 +228,9 @@ status_t dist_run_pipeline(dist_engine *e, dist_fill_fn fill, void *ctx)
         if (e->plan.instr[s][i].op == DIST_BWD) e->last_bwd = i;
     }
     e->poll_status = ST_OK;
-    e->final_lo = e->n;
-    e->next_bucket = e->n_buckets - 1;
-    memset(e->bucket_posted, 0, (size_t)e->n_buckets);
+    e->final_lo = e->lay.n;
+    e->next_bucket = e->lay.n_buckets - 1;
+    memset(e->bucket_posted, 0, (size_t)e->lay.n_buckets);
     for (e->pc = 0; e->pc < e->plan.n_instr[s]; e->pc++) {
         const dist_instr *in = &e->plan.instr[s][e->pc];
         switch (in->op) {

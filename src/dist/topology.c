@@ -28,76 +28,9 @@ status_t dist_parse_stages(dist_config *c, const char *text)
     return ST_OK;
 }
 
-/* Flops per token of a block's forward and backward: the GEMMs (8 C^2 + 4 C F
- * forward, twice that backward) and attention's QK^T and AV (4 T C forward,
- * half of it under a causal mask, whose invisible key blocks are skipped). */
-static double block_flops(const model_config *mc)
-{
-    double C = mc->d_model, F = mc->d_ff, T = mc->seq_len;
-    return 24.0 * C * C + 12.0 * C * F + (mc->family == MODEL_GPT ? 6.0 : 12.0) * T * C;
-}
-
-/* The lookup and its scatter-add backward move a few C-vectors per token. */
-double dist_embed_cost(const model_config *mc) { return 8.0 * mc->d_model / block_flops(mc); }
-
-/* The tied projection's three GEMMs (6 C V per row); BERT's MLM head runs on
- * the masked rows only (15%) and adds its C x C transform; pooler and NSP are
- * per sequence and negligible. */
-double dist_head_cost(const model_config *mc)
-{
-    double C = mc->d_model, V = mc->vocab_size;
-    double f = mc->family == MODEL_GPT ? 6.0 * C * V : 0.15 * (6.0 * C * V + 6.0 * C * C);
-    return f / block_flops(mc);
-}
-
-static double range_cost(const model_config *mc, int a, int b)
-{
-    return (double)(b - a) + (a == 0 ? dist_embed_cost(mc) : 0.0) + (b == mc->n_layer ? dist_head_cost(mc) : 0.0);
-}
-
-/* Exact min-max contiguous split (L and pp are small): best[s][l] = the least
- * maximum stage cost of layers [0, l) over s stages. */
-static void partition_by_cost(const model_config *mc, int pp, int *bounds)
-{
-    int L = mc->n_layer;
-    double *best = malloc(sizeof(double) * (size_t)(pp + 1) * (L + 1));
-    int *cut = malloc(sizeof(int) * (size_t)(pp + 1) * (L + 1));
-    for (int l = 0; l <= L; l++) best[l] = l == 0 ? 0.0 : 1e300;
-    for (int s = 1; s <= pp; s++)
-        for (int l = 0; l <= L; l++) {
-            double b = 1e300;
-            int c = -1;
-            for (int k = s - 1; k < l; k++) {
-                double prev = best[(s - 1) * (L + 1) + k], here = range_cost(mc, k, l);
-                double v = prev > here ? prev : here;
-                if (v < b - 1e-12) b = v, c = k;
-            }
-            best[s * (L + 1) + l] = b;
-            cut[s * (L + 1) + l] = c;
-        }
-    bounds[pp] = L;
-    for (int s = pp; s >= 1; s--) bounds[s - 1] = cut[s * (L + 1) + bounds[s]];
-    free(best);
-    free(cut);
-}
-
 status_t dist_partition(const dist_config *dc, const model_config *mc, int *bounds)
 {
-    int pp = dc->pp, L = mc->n_layer;
-    FAIL_IF(pp < 1 || pp > DIST_MAX_STAGES, ST_CONFIG, "dist.pp = %d is outside [1, %d]", pp, DIST_MAX_STAGES);
-    FAIL_IF(pp > L, ST_CONFIG,
-            "dist.pp = %d exceeds model.n_layer = %d (expected at most one stage per layer); lower dist.pp", pp, L);
-    if (dc->n_stages == 0) {
-        partition_by_cost(mc, pp, bounds);
-        return ST_OK;
-    }
-    FAIL_IF(dc->n_stages != pp, ST_CONFIG, "dist.stages lists %d stage%s but dist.pp = %d; give one layer count per stage",
-            dc->n_stages, dc->n_stages == 1 ? "" : "s", pp);
-    bounds[0] = 0;
-    for (int s = 0; s < pp; s++) bounds[s + 1] = bounds[s] + dc->stages[s];
-    FAIL_IF(bounds[pp] != L, ST_CONFIG,
-            "dist.stages sums to %d layers (expected model.n_layer = %d); fix the layer counts", bounds[pp], L);
-    return ST_OK;
+    return layout_partition(mc, dc->pp, dc->stages, dc->n_stages, dc->mask_prob > 0 ? dc->mask_prob : 0.15, bounds);
 }
 
 static status_t check_layout(const dist_config *dc, int world, int *dp, int *tp)

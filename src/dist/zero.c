@@ -14,8 +14,8 @@
 static status_t tied_sum(dist_engine *e)
 {
     if (e->topo.tied == MPI_COMM_NULL) return ST_OK;
-    float *g = model_grads(e->stage) + e->tied_off;
-    FAIL_IF(MPI_Iallreduce(MPI_IN_PLACE, g, (int)e->tied_n, MPI_FLOAT, MPI_SUM, e->topo.tied, dist_other(e)) !=
+    float *g = model_grads(e->stage) + e->lay.tied_off;
+    FAIL_IF(MPI_Iallreduce(MPI_IN_PLACE, g, (int)e->lay.tied_n, MPI_FLOAT, MPI_SUM, e->topo.tied, dist_other(e)) !=
             MPI_SUCCESS, ST_MPI, "dist: tied-embedding allreduce failed");
     return dist_wait(e, dist_other(e), "the tied-embedding gradient sum (first + last stage)");
 }
@@ -53,13 +53,13 @@ static void *reduce_source(dist_engine *e, size_t a, size_t z)
 
 static int bucket_is_tied(const dist_engine *e, size_t a, size_t z)
 {
-    return e->tied_n && a < e->tied_off + e->tied_n && e->tied_off < z;
+    return e->lay.tied_n && a < e->lay.tied_off + e->lay.tied_n && e->lay.tied_off < z;
 }
 
 static void bucket_range(const dist_engine *e, int b, size_t *a, size_t *z)
 {
-    *a = e->bucket_lo[b];
-    *z = e->bucket_lo[b + 1];
+    *a = e->lay.bucket_lo[b];
+    *z = e->lay.bucket_lo[b + 1];
 }
 
 /* Bucket b's reduce-scatter: for each rank r holding part of it, an
@@ -82,7 +82,7 @@ static status_t post_bucket(dist_engine *e, int b)
         if (!count) continue;
         void *recv = NULL;
         if (r == e->topo.replica)
-            recv = e->shard_bf ? (void *)(e->shard_bf + (at - e->lo)) : (void *)(e->grad_shard + (at - e->lo));
+            recv = e->shard_bf ? (void *)(e->shard_bf + (at - e->lay.lo)) : (void *)(e->grad_shard + (at - e->lay.lo));
         FAIL_IF(MPI_Ireduce(src + (at - a) * elem, recv, count, reduce_type(e), reduce_op(e), r, e->topo.dp_comm,
                             &e->coll[(size_t)b * dp + r]) != MPI_SUCCESS, ST_MPI,
                 "dist: gradient reduction of bucket %d (floats [%zu, %zu)) to rank %d failed", b, at,
@@ -111,26 +111,26 @@ status_t dist_grads_final(dist_engine *e, size_t lo, size_t hi)
 
 static status_t reduce_scatter(dist_engine *e)
 {
-    for (int b = e->n_buckets - 1; b >= 0; b--)
+    for (int b = e->lay.n_buckets - 1; b >= 0; b--)
         if (!e->bucket_posted[b]) TRY(post_bucket(e, b));
-    for (int b = 0; b < e->n_buckets; b++)
+    for (int b = 0; b < e->lay.n_buckets; b++)
         for (int r = 0; r < e->topo.dp; r++) {
             char what[96];
             snprintf(what, sizeof what, "the gradient reduce-scatter of bucket %d of %d (its part on dp rank %d)", b,
-                     e->n_buckets, r);
+                     e->lay.n_buckets, r);
             TRY(dist_wait(e, &e->coll[(size_t)b * e->topo.dp + r], what));
         }
-    if (e->shard_bf) bf16_to_f32(e->grad_shard, e->shard_bf, e->hi - e->lo);
+    if (e->shard_bf) bf16_to_f32(e->grad_shard, e->shard_bf, e->lay.hi - e->lay.lo);
     return ST_OK;
 }
 
 static status_t allreduce(dist_engine *e)
 {
-    FAIL_IF(MPI_Iallreduce(MPI_IN_PLACE, reduce_source(e, 0, e->n), (int)e->n, reduce_type(e), reduce_op(e),
+    FAIL_IF(MPI_Iallreduce(MPI_IN_PLACE, reduce_source(e, 0, e->lay.n), (int)e->lay.n, reduce_type(e), reduce_op(e),
                            e->topo.dp_comm, dist_other(e)) != MPI_SUCCESS, ST_MPI,
             "dist: gradient allreduce failed");
     TRY(dist_wait(e, dist_other(e), "the gradient allreduce over the dp group"));
-    if (e->reduce_bf) bf16_to_f32(model_grads(e->stage), e->reduce_bf, e->n);
+    if (e->reduce_bf) bf16_to_f32(model_grads(e->stage), e->reduce_bf, e->lay.n);
     return ST_OK;
 }
 
@@ -144,7 +144,7 @@ status_t dist_sync_grads(dist_engine *e)
 /* The reduced gradient of float i (lo <= i < hi). */
 static const float *grad_at(dist_engine *e, size_t i)
 {
-    return e->grad_shard ? e->grad_shard + (i - e->lo) : model_grads(e->stage) + i;
+    return e->grad_shard ? e->grad_shard + (i - e->lay.lo) : model_grads(e->stage) + i;
 }
 
 /* Sum of squares of this rank's shard, tensor by tensor: the last stage's
@@ -155,10 +155,9 @@ static double shard_sum_squares(dist_engine *e)
     double s = 0.0;
     for (int i = 0; i < model_n_tensors(e->stage); i++) {
         const model_tensor *t = model_tensor_at(e->stage, i);
-        int tied_copy = e->tied_n && e->topo.stage == e->topo.pp - 1 && t->offset == e->tied_off;
-        if (tied_copy || (!t->tp_split && e->topo.tp_rank != 0)) continue;
-        size_t a = t->offset > e->lo ? t->offset : e->lo;
-        size_t z = t->offset + t->numel < e->hi ? t->offset + t->numel : e->hi;
+        if (t->tied_copy || (!t->tp_split && e->topo.tp_rank != 0)) continue;
+        size_t a = t->offset > e->lay.lo ? t->offset : e->lay.lo;
+        size_t z = t->offset + t->numel < e->lay.hi ? t->offset + t->numel : e->lay.hi;
         if (z > a) s += optim_sum_squares(grad_at(e, a), z - a);
     }
     return s;
@@ -212,10 +211,10 @@ static int adamw_range(dist_engine *e, int64_t t, double lr, float clip)
     int bad = -1;
     for (int i = 0; i < model_n_tensors(e->stage); i++) {
         const model_tensor *tt = model_tensor_at(e->stage, i);
-        size_t a = tt->offset > e->ulo ? tt->offset : e->ulo;
-        size_t z = tt->offset + tt->numel < e->uhi ? tt->offset + tt->numel : e->uhi;
+        size_t a = tt->offset > e->lay.ulo ? tt->offset : e->lay.ulo;
+        size_t z = tt->offset + tt->numel < e->lay.uhi ? tt->offset + tt->numel : e->lay.uhi;
         if (z <= a) continue;
-        optim_adamw(&e->oc, t, lr, p + a, grad_at(e, a), e->adam_m + (a - e->ulo), e->adam_v + (a - e->ulo), z - a,
+        optim_adamw(&e->oc, t, lr, p + a, grad_at(e, a), e->adam_m + (a - e->lay.ulo), e->adam_v + (a - e->lay.ulo), z - a,
                     tt->decay, clip);
         if (bad < 0 && !optim_all_finite(p + a, z - a)) bad = i;
     }
@@ -231,7 +230,7 @@ static status_t agree_finite(dist_engine *e, int bad)
     int W = e->topo.world, rank;
     MPI_Comm_rank(e->topo.comm, &rank);
     int mine = bad >= 0 ? rank : W, first = mine;
-    MPI_Request *req = &e->coll[e->n_buckets];
+    MPI_Request *req = &e->coll[e->lay.n_buckets];
     FAIL_IF(MPI_Iallreduce(&mine, &first, 1, MPI_INT, MPI_MIN, e->topo.comm, req) != MPI_SUCCESS, ST_MPI,
             "dist: the allreduce of the finite-parameter check failed");
     TRY(dist_wait(e, req, "the finite-parameter check over all ranks"));

@@ -433,13 +433,6 @@ void model_init_params(model_stage *m, uint64_t seed)
     }
 }
 
-double model_flops_per_microbatch(const model_config *c, int B)
-{
-    double params = (double)model_full_n_params(c);
-    double tokens = (double)B * c->seq_len;
-    return 6.0 * params * tokens + 12.0 * c->n_layer * c->d_model * (double)c->seq_len * tokens;
-}
-
 /* ---- forward and backward of a stage ------------------------------------------ */
 
 dropout_site model_dropout(const model_stage *m, const model_pass *pass, int layer, int site)

@@ -56,6 +56,13 @@ typedef struct model_tensor {
     size_t offset, numel; /* in floats, within the stage's buffer */
     int decay;            /* AdamW weight decay applies (2-D weights) */
     int tp_split;         /* 1: each tensor-parallel rank holds its own slice; 0: replicated */
+    int layer;            /* the block's layer, -1 for the embeddings and heads */
+    int view;             /* byte offset of the pointer bound to it in the block's or the
+                             stage's views (model_tensors.h), -1 for none */
+    int tied;             /* the tied word embedding: stage 0's, or the last stage's copy */
+    int tied_copy;        /* the last stage's copy (stage 0's is the one saved and counted) */
+    int global;           /* its index in model_full_table (a copy: the original's) */
+    size_t global_offset; /* where its unsplit tensor starts in model_full_table's flat order */
 } model_tensor;
 
 /* What one forward pass of the last stage measured (sums, so micro-batches and
@@ -177,6 +184,12 @@ const model_tensor *model_tensor_find(const model_stage *m, const char *name);
  * embedding), for checkpoints and exports. *n receives its length; the
  * offsets are global. Caller frees. */
 status_t model_full_table(const model_config *cfg, model_tensor **table, int *n);
+/* The tensor table of layers [layer_begin, layer_end), with the embeddings
+ * when first and the heads when last, as tensor-parallel rank tp->rank of
+ * tp->size holds it (tp NULL: unsplit); *total its floats. The order and
+ * the names are model_tensors.h's. Caller frees *table. */
+status_t model_stage_table(const model_config *c, int layer_begin, int layer_end, int first, int last,
+                           const model_tp *tp, model_tensor **table, int *n, size_t *total);
 /* Parameters of the whole model (one copy of the tied embedding); 0 if the
  * table cannot be built. */
 size_t model_full_n_params(const model_config *cfg);
@@ -270,8 +283,5 @@ typedef struct sample_params {
 int32_t model_sample(const float *logits, int V, const sample_params *sp, uint64_t step, float *work_p,
                      int32_t *work_idx);
 
-/* Floating-point operations of one forward+backward of one micro-batch of
- * the whole model (for MFU): 6 * params * tokens + 12 * L * C * T * tokens. */
-double model_flops_per_microbatch(const model_config *c, int B);
 
 #endif

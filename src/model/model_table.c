@@ -1,11 +1,12 @@
 /* model/table — the named parameter table of a layer range, in Hugging Face
  * names and layouts (docs/design.md lists it), and views into flat buffers. */
-#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "model/model_internal.h"
+#include "model/model_tensors.h"
 #include "tensor/block_cyclic.h"
 
 typedef struct table_builder {
@@ -14,7 +15,41 @@ typedef struct table_builder {
     int n, cap, tp;
     const model_tp *grid; /* 2d: the FFN's weights are block-cyclic over it; else NULL */
     size_t total;
+    int global;           /* the next tensor's index in the full table */
+    size_t global_offset; /* and its offset there */
 } table_builder;
+
+/* One entry of the lists of model_tensors.h. */
+typedef struct tensor_spec {
+    int when, view;
+    const char *name;
+    int split, rows, cols;
+} tensor_spec;
+
+#define NO_VIEW (-1)
+#define BV(f) ((int)offsetof(block_params, f))
+#define SV(f) ((int)offsetof(stage_params, f))
+#define BLOCK_SPEC(view, name, split, rows, cols) {TW_ALWAYS, view, name, split, rows, cols},
+#define STAGE_SPEC(when, view, name, split, rows, cols) {when, view, name, split, rows, cols},
+static const tensor_spec gpt_block[] = {MODEL_GPT_BLOCK(BLOCK_SPEC)};
+static const tensor_spec bert_block[] = {MODEL_BERT_BLOCK(BLOCK_SPEC)};
+static const tensor_spec gpt_embed[] = {MODEL_GPT_EMBED(STAGE_SPEC)};
+static const tensor_spec bert_embed[] = {MODEL_BERT_EMBED(STAGE_SPEC)};
+static const tensor_spec gpt_head[] = {MODEL_GPT_HEAD(STAGE_SPEC)};
+static const tensor_spec bert_head[] = {MODEL_BERT_HEAD(STAGE_SPEC)};
+#undef BV
+#undef SV
+
+typedef struct spec_list {
+    const tensor_spec *s;
+    int n;
+} spec_list;
+
+#define LIST(a) ((spec_list){a, (int)(sizeof a / sizeof a[0])})
+static spec_list block_list(const model_config *c) { return c->family == MODEL_BERT ? LIST(bert_block) : LIST(gpt_block); }
+static spec_list embed_list(const model_config *c) { return c->family == MODEL_BERT ? LIST(bert_embed) : LIST(gpt_embed); }
+static spec_list head_list(const model_config *c) { return c->family == MODEL_BERT ? LIST(bert_head) : LIST(gpt_head); }
+#undef LIST
 
 void model_dmat_local(const model_tp *tp, int rows, int cols, int *lr, int *lc)
 {
@@ -23,22 +58,63 @@ void model_dmat_local(const model_tp *tp, int rows, int cols, int *lr, int *lc)
     *lc = block_cyclic_count(cols, tp->block, prow, tp->grid_p);
 }
 
-/* The FFN's split: 1d's kind, or block-cyclic (weights) and replicated
- * (the FFN-in bias) in 2d. */
-static split_kind ffn_split(const table_builder *tb, split_kind kind, int weight)
+static int64_t dim(const model_config *c, int d)
 {
-    return !tb->grid ? kind : weight ? SPLIT_BLOCK_CYCLIC : SPLIT_NONE;
+    switch (d) {
+    case TD_C: return c->d_model;
+    case TD_3C: return 3 * (int64_t)c->d_model;
+    case TD_F: return c->d_ff;
+    case TD_V: return c->vocab_size;
+    case TD_P: return c->max_positions;
+    case TD_2: return 2;
+    default: return 0;
+    }
+}
+
+/* The split kind of a spec: in 2d the FFN's weights are block-cyclic and its
+ * bias replicated. */
+static split_kind spec_split(const table_builder *tb, int split)
+{
+    switch (split) {
+    case TS_ROWS: return SPLIT_ROWS;
+    case TS_COLS: return SPLIT_COLS;
+    case TS_COLS3: return SPLIT_COLS3;
+    case TS_FFN_ROWS: return tb->grid ? SPLIT_BLOCK_CYCLIC : SPLIT_ROWS;
+    case TS_FFN_COLS: return tb->grid ? SPLIT_BLOCK_CYCLIC : SPLIT_COLS;
+    case TS_FFN_BIAS: return tb->grid ? SPLIT_NONE : SPLIT_COLS;
+    default: return SPLIT_NONE;
+    }
+}
+
+static int spec_present(const model_config *c, const tensor_spec *s, int first)
+{
+    return s->when == TW_ALWAYS || (s->when == TW_LEARNED_POS && !c->sinusoidal) || (s->when == TW_TIED_COPY && !first);
+}
+
+/* Floats of a list's tensors, unsplit. */
+static size_t list_numel(const model_config *c, spec_list l, int first)
+{
+    size_t n = 0;
+    for (int i = 0; i < l.n; i++)
+        if (spec_present(c, &l.s[i], first) && l.s[i].when != TW_TIED_COPY)
+            n += (size_t)dim(c, l.s[i].rows) * (size_t)(l.s[i].cols ? dim(c, l.s[i].cols) : 1);
+    return n;
+}
+
+static int list_count(const model_config *c, spec_list l)
+{
+    int n = 0;
+    for (int i = 0; i < l.n; i++) n += spec_present(c, &l.s[i], 1) && l.s[i].when != TW_TIED_COPY;
+    return n;
 }
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-static status_t add(table_builder *tb, split_kind kind, int64_t d0, int64_t d1, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-
-/* d1 == 0: a vector of d0. Weight decay for 2-D tensors only. The entry
- * gets the LOCAL shape of a split over tb->tp ranks: the split axis (a
- * vector's only one) has ceil(extent / tp) per part, the rest padding. */
-static status_t add(table_builder *tb, split_kind kind, int64_t d0, int64_t d1, const char *fmt, ...)
+/* Appends the entry of spec s (its name printf'd with the layer when >= 0).
+ * The entry gets the LOCAL shape of a split over tb->tp ranks: the split axis
+ * (a vector's only one) has ceil(extent / tp) per part, the rest padding.
+ * Weight decay for 2-D tensors only. */
+static status_t add(table_builder *tb, const model_config *c, const tensor_spec *s, int layer)
 {
     if (tb->n == tb->cap) {
         int cap = tb->cap ? 2 * tb->cap : 64;
@@ -49,14 +125,18 @@ static status_t add(table_builder *tb, split_kind kind, int64_t d0, int64_t d1, 
         FAIL_IF(!t || !sp, ST_NOMEM, "model: out of memory for the tensor table");
         tb->cap = cap;
     }
-    if (tb->tp == 1) kind = SPLIT_NONE;
+    int64_t d0 = dim(c, s->rows), d1 = dim(c, s->cols);
+    split_kind kind = tb->tp == 1 ? SPLIT_NONE : spec_split(tb, s->split);
     tb->split[tb->n] = (tensor_split){.kind = kind, .full = {d0, d1}};
     model_tensor *t = &tb->t[tb->n++];
     memset(t, 0, sizeof *t);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(t->name, sizeof t->name, fmt, ap);
-    va_end(ap);
+    if (layer >= 0) {
+        const char *prefix = c->family == MODEL_BERT ? MODEL_BERT_BLOCK_PREFIX : MODEL_GPT_BLOCK_PREFIX;
+        int k = snprintf(t->name, sizeof t->name, prefix, layer);
+        snprintf(t->name + k, sizeof t->name - (size_t)k, "%s", s->name);
+    } else {
+        snprintf(t->name, sizeof t->name, "%s", s->name);
+    }
     int parts = kind == SPLIT_COLS3 ? 3 : 1;
     if (kind == SPLIT_BLOCK_CYCLIC) {
         int lr, lc;
@@ -75,92 +155,26 @@ static status_t add(table_builder *tb, split_kind kind, int64_t d0, int64_t d1, 
     t->offset = tb->total;
     t->decay = t->ndim == 2;
     t->tp_split = kind != SPLIT_NONE;
+    t->layer = layer;
+    t->view = s->view;
+    t->tied = layer < 0 && s->view == (int)offsetof(stage_params, wte);
+    t->tied_copy = s->when == TW_TIED_COPY;
     tb->total += t->numel;
-    return ST_OK;
-}
-
-static status_t add_bert_layer(table_builder *tb, const model_config *c, int i)
-{
-    int64_t C = c->d_model, F = c->d_ff;
-    const char *pre = "bert.encoder.layer";
-    /* query, key, value weights back to back: one (3C, C) matrix */
-    TRY(add(tb, SPLIT_ROWS, C, C, "%s.%d.attention.self.query.weight", pre, i));
-    TRY(add(tb, SPLIT_ROWS, C, C, "%s.%d.attention.self.key.weight", pre, i));
-    TRY(add(tb, SPLIT_ROWS, C, C, "%s.%d.attention.self.value.weight", pre, i));
-    TRY(add(tb, SPLIT_COLS, C, 0, "%s.%d.attention.self.query.bias", pre, i));
-    TRY(add(tb, SPLIT_COLS, C, 0, "%s.%d.attention.self.key.bias", pre, i));
-    TRY(add(tb, SPLIT_COLS, C, 0, "%s.%d.attention.self.value.bias", pre, i));
-    TRY(add(tb, SPLIT_COLS, C, C, "%s.%d.attention.output.dense.weight", pre, i));
-    TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.attention.output.dense.bias", pre, i));
-    TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.attention.output.LayerNorm.weight", pre, i));
-    TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.attention.output.LayerNorm.bias", pre, i));
-    TRY(add(tb, ffn_split(tb, SPLIT_ROWS, 1), F, C, "%s.%d.intermediate.dense.weight", pre, i));
-    TRY(add(tb, ffn_split(tb, SPLIT_COLS, 0), F, 0, "%s.%d.intermediate.dense.bias", pre, i));
-    TRY(add(tb, ffn_split(tb, SPLIT_COLS, 1), C, F, "%s.%d.output.dense.weight", pre, i));
-    TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.output.dense.bias", pre, i));
-    TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.output.LayerNorm.weight", pre, i));
-    TRY(add(tb, SPLIT_NONE, C, 0, "%s.%d.output.LayerNorm.bias", pre, i));
-    return ST_OK;
-}
-
-static status_t add_gpt_layer(table_builder *tb, const model_config *c, int i)
-{
-    int64_t C = c->d_model, F = c->d_ff;
-    TRY(add(tb, SPLIT_NONE, C, 0, "transformer.h.%d.ln_1.weight", i));
-    TRY(add(tb, SPLIT_NONE, C, 0, "transformer.h.%d.ln_1.bias", i));
-    TRY(add(tb, SPLIT_COLS3, C, 3 * C, "transformer.h.%d.attn.c_attn.weight", i));
-    TRY(add(tb, SPLIT_COLS3, 3 * C, 0, "transformer.h.%d.attn.c_attn.bias", i));
-    TRY(add(tb, SPLIT_ROWS, C, C, "transformer.h.%d.attn.c_proj.weight", i));
-    TRY(add(tb, SPLIT_NONE, C, 0, "transformer.h.%d.attn.c_proj.bias", i));
-    TRY(add(tb, SPLIT_NONE, C, 0, "transformer.h.%d.ln_2.weight", i));
-    TRY(add(tb, SPLIT_NONE, C, 0, "transformer.h.%d.ln_2.bias", i));
-    TRY(add(tb, ffn_split(tb, SPLIT_COLS, 1), C, F, "transformer.h.%d.mlp.c_fc.weight", i));
-    TRY(add(tb, ffn_split(tb, SPLIT_COLS, 0), F, 0, "transformer.h.%d.mlp.c_fc.bias", i));
-    TRY(add(tb, ffn_split(tb, SPLIT_ROWS, 1), F, C, "transformer.h.%d.mlp.c_proj.weight", i));
-    TRY(add(tb, SPLIT_NONE, C, 0, "transformer.h.%d.mlp.c_proj.bias", i));
-    return ST_OK;
-}
-
-static const char *wte_name(const model_config *c)
-{
-    return c->family == MODEL_BERT ? "bert.embeddings.word_embeddings.weight" : "transformer.wte.weight";
-}
-
-static status_t add_embeddings(table_builder *tb, const model_config *c)
-{
-    int64_t C = c->d_model;
-    TRY(add(tb, SPLIT_ROWS, c->vocab_size, C, "%s", wte_name(c)));
-    if (c->family == MODEL_BERT) {
-        if (!c->sinusoidal) TRY(add(tb, SPLIT_NONE, c->max_positions, C, "bert.embeddings.position_embeddings.weight"));
-        TRY(add(tb, SPLIT_NONE, 2, C, "bert.embeddings.token_type_embeddings.weight"));
-        TRY(add(tb, SPLIT_NONE, C, 0, "bert.embeddings.LayerNorm.weight"));
-        TRY(add(tb, SPLIT_NONE, C, 0, "bert.embeddings.LayerNorm.bias"));
-    } else if (!c->sinusoidal) {
-        TRY(add(tb, SPLIT_NONE, c->max_positions, C, "transformer.wpe.weight"));
+    if (t->tied_copy) { /* the original: the full table's first tensor */
+        t->global = 0;
+        t->global_offset = 0;
+    } else {
+        t->global = tb->global++;
+        t->global_offset = tb->global_offset;
+        tb->global_offset += (size_t)dim(c, s->rows) * (size_t)(s->cols ? dim(c, s->cols) : 1);
     }
     return ST_OK;
 }
 
-/* The heads; a last stage that is not also the first holds its own copy of
- * the tied word embedding (the pipeline keeps the two copies equal). */
-static status_t add_heads(table_builder *tb, const model_config *c, int first)
+static status_t add_list(table_builder *tb, const model_config *c, spec_list l, int layer, int first)
 {
-    int64_t C = c->d_model;
-    if (!first) TRY(add(tb, SPLIT_ROWS, c->vocab_size, C, "%s", wte_name(c)));
-    if (c->family == MODEL_GPT) {
-        TRY(add(tb, SPLIT_NONE, C, 0, "transformer.ln_f.weight"));
-        TRY(add(tb, SPLIT_NONE, C, 0, "transformer.ln_f.bias"));
-        return ST_OK;
-    }
-    TRY(add(tb, SPLIT_NONE, C, C, "bert.pooler.dense.weight"));
-    TRY(add(tb, SPLIT_NONE, C, 0, "bert.pooler.dense.bias"));
-    TRY(add(tb, SPLIT_NONE, C, C, "cls.predictions.transform.dense.weight"));
-    TRY(add(tb, SPLIT_NONE, C, 0, "cls.predictions.transform.dense.bias"));
-    TRY(add(tb, SPLIT_NONE, C, 0, "cls.predictions.transform.LayerNorm.weight"));
-    TRY(add(tb, SPLIT_NONE, C, 0, "cls.predictions.transform.LayerNorm.bias"));
-    TRY(add(tb, SPLIT_COLS, c->vocab_size, 0, "cls.predictions.bias"));
-    TRY(add(tb, SPLIT_NONE, 2, C, "cls.seq_relationship.weight"));
-    TRY(add(tb, SPLIT_NONE, 2, 0, "cls.seq_relationship.bias"));
+    for (int i = 0; i < l.n; i++)
+        if (spec_present(c, &l.s[i], first)) TRY(add(tb, c, &l.s[i], layer));
     return ST_OK;
 }
 
@@ -169,14 +183,23 @@ status_t model_table_build(const model_config *c, int layer_begin, int layer_end
                            size_t *total, size_t *part_end)
 {
     table_builder tb = {.tp = tp ? tp->size : 1, .grid = tp && tp->grid_p > 0 ? tp : NULL};
+    spec_list emb = embed_list(c), blk = block_list(c), head = head_list(c);
+    size_t emb_n = list_numel(c, emb, 1), blk_n = list_numel(c, blk, 1);
+    int emb_k = list_count(c, emb), blk_k = list_count(c, blk);
     status_t st = ST_OK;
-    if (first) st = add_embeddings(&tb, c);
+    if (first) st = add_list(&tb, c, emb, -1, first);
     if (part_end) part_end[0] = 0, part_end[1] = tb.total;
     for (int i = layer_begin; st == ST_OK && i < layer_end; i++) {
-        st = c->family == MODEL_BERT ? add_bert_layer(&tb, c, i) : add_gpt_layer(&tb, c, i);
+        tb.global = emb_k + i * blk_k;
+        tb.global_offset = emb_n + (size_t)i * blk_n;
+        st = add_list(&tb, c, blk, i, first);
         if (part_end) part_end[2 + i - layer_begin] = tb.total;
     }
-    if (st == ST_OK && last) st = add_heads(&tb, c, first);
+    if (st == ST_OK && last) {
+        tb.global = emb_k + c->n_layer * blk_k;
+        tb.global_offset = emb_n + (size_t)c->n_layer * blk_n;
+        st = add_list(&tb, c, head, -1, first);
+    }
     if (part_end) part_end[2 + layer_end - layer_begin] = tb.total;
     if (st != ST_OK) {
         free(tb.t);
@@ -188,6 +211,13 @@ status_t model_table_build(const model_config *c, int layer_begin, int layer_end
     *n = tb.n;
     *total = tb.total;
     return ST_OK;
+}
+
+status_t model_stage_table(const model_config *c, int layer_begin, int layer_end, int first, int last,
+                           const model_tp *tp, model_tensor **table, int *n, size_t *total)
+{
+    return model_table_build(c, layer_begin, layer_end, first, last, tp && tp->size > 1 ? tp : NULL, table, NULL, n,
+                             total, NULL);
 }
 
 status_t model_full_table(const model_config *cfg, model_tensor **table, int *n)
@@ -206,72 +236,21 @@ size_t model_full_n_params(const model_config *cfg)
     return total;
 }
 
-static float *view(const model_stage *m, float *base, const char *fmt, int i)
-{
-    char name[80];
-    snprintf(name, sizeof name, fmt, i);
-    const model_tensor *t = model_tensor_find(m, name);
-    return t ? base + t->offset : NULL;
-}
-
-static void block_views(const model_stage *m, float *base, int i, block_params *b)
-{
-    if (m->cfg.family == MODEL_BERT) {
-        const char *pre = "bert.encoder.layer.%d.";
-        char f[128];
-#define V(field, suffix) (snprintf(f, sizeof f, "%s%s", pre, suffix), b->field = view(m, base, f, i))
-        V(qkv_w, "attention.self.query.weight");
-        V(qkv_b, "attention.self.query.bias");
-        V(proj_w, "attention.output.dense.weight");
-        V(proj_b, "attention.output.dense.bias");
-        V(ln1_w, "attention.output.LayerNorm.weight");
-        V(ln1_b, "attention.output.LayerNorm.bias");
-        V(fc_w, "intermediate.dense.weight");
-        V(fc_b, "intermediate.dense.bias");
-        V(fc2_w, "output.dense.weight");
-        V(fc2_b, "output.dense.bias");
-        V(ln2_w, "output.LayerNorm.weight");
-        V(ln2_b, "output.LayerNorm.bias");
-#undef V
-        return;
-    }
-    b->ln1_w = view(m, base, "transformer.h.%d.ln_1.weight", i);
-    b->ln1_b = view(m, base, "transformer.h.%d.ln_1.bias", i);
-    b->qkv_w = view(m, base, "transformer.h.%d.attn.c_attn.weight", i);
-    b->qkv_b = view(m, base, "transformer.h.%d.attn.c_attn.bias", i);
-    b->proj_w = view(m, base, "transformer.h.%d.attn.c_proj.weight", i);
-    b->proj_b = view(m, base, "transformer.h.%d.attn.c_proj.bias", i);
-    b->ln2_w = view(m, base, "transformer.h.%d.ln_2.weight", i);
-    b->ln2_b = view(m, base, "transformer.h.%d.ln_2.bias", i);
-    b->fc_w = view(m, base, "transformer.h.%d.mlp.c_fc.weight", i);
-    b->fc_b = view(m, base, "transformer.h.%d.mlp.c_fc.bias", i);
-    b->fc2_w = view(m, base, "transformer.h.%d.mlp.c_proj.weight", i);
-    b->fc2_b = view(m, base, "transformer.h.%d.mlp.c_proj.bias", i);
-}
-
+/* Each tensor's view: the pointer at byte t->view of the stage's views or of
+ * its block's. Tensors absent from a stage leave their views NULL. */
 status_t model_views(const model_stage *m, float *base, stage_params *v)
 {
     block_params *blocks = v->blocks;
     memset(v, 0, sizeof *v);
+    if (m->n_local) memset(blocks, 0, (size_t)m->n_local * sizeof *blocks);
     v->blocks = blocks;
-    int bert = m->cfg.family == MODEL_BERT;
-    v->wte = view(m, base, bert ? "bert.embeddings.word_embeddings.weight" : "transformer.wte.weight", 0);
-    v->wpe = view(m, base, bert ? "bert.embeddings.position_embeddings.weight" : "transformer.wpe.weight", 0);
-    v->wtt = view(m, base, "bert.embeddings.token_type_embeddings.weight", 0);
-    v->emb_ln_w = view(m, base, "bert.embeddings.LayerNorm.weight", 0);
-    v->emb_ln_b = view(m, base, "bert.embeddings.LayerNorm.bias", 0);
-    for (int i = 0; i < m->n_local; i++) block_views(m, base, m->layer_begin + i, &v->blocks[i]);
-    v->lnf_w = view(m, base, "transformer.ln_f.weight", 0);
-    v->lnf_b = view(m, base, "transformer.ln_f.bias", 0);
-    v->pool_w = view(m, base, "bert.pooler.dense.weight", 0);
-    v->pool_b = view(m, base, "bert.pooler.dense.bias", 0);
-    v->tr_w = view(m, base, "cls.predictions.transform.dense.weight", 0);
-    v->tr_b = view(m, base, "cls.predictions.transform.dense.bias", 0);
-    v->tr_ln_w = view(m, base, "cls.predictions.transform.LayerNorm.weight", 0);
-    v->tr_ln_b = view(m, base, "cls.predictions.transform.LayerNorm.bias", 0);
-    v->dec_b = view(m, base, "cls.predictions.bias", 0);
-    v->nsp_w = view(m, base, "cls.seq_relationship.weight", 0);
-    v->nsp_b = view(m, base, "cls.seq_relationship.bias", 0);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const model_tensor *t = &m->tensors[i];
+        if (t->view < 0) continue;
+        char *at = t->layer >= 0 ? (char *)&blocks[t->layer - m->layer_begin] : (char *)v;
+        float *p = base + t->offset;
+        memcpy(at + t->view, &p, sizeof p);
+    }
     return ST_OK;
 }
 

@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "base/timer.h"
 #include "base/watchdog.h"
+#include "layout/layout.h"
 #include "ckpt/checkpoint.h"
 #include "data/random_source.h"
 #include "data/stream.h"
@@ -268,7 +269,7 @@ static void report(trainer *t, int64_t step, const dist_step_result *r, double t
                    double eta)
 {
     const train_config *tc = &t->tc;
-    double flops_per_token = model_flops_per_microbatch(&tc->model, 1) / tc->model.seq_len;
+    double flops_per_token = layout_model_flops_per_token(&tc->model);
     double mfu = t->peak_gflops > 0 ? tokens_per_s * flops_per_token / (t->peak_gflops * 1e9) : 0.0;
     int bert = tc->model.family == MODEL_BERT;
     char parts[128], eta_s[32], bubble[32] = "", val[32] = "", data[256];

@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "base/timer.h"
 #include "base/watchdog.h"
+#include "layout/layout.h"
 #include "ckpt/checkpoint.h"
 #include "train/train_internal.h"
 
@@ -49,65 +50,8 @@ static status_t agree(trainer *t, status_t st)
     return st_fail((status_t)worst.code, "%s", msg);
 }
 
-enum { MAX_PIECES = 2 };
-
-/* A contiguous run of the global flat order that this rank writes, and where
- * it starts in the stage's buffer. */
-typedef struct piece {
-    uint64_t begin, end;
-    size_t local;
-} piece;
-
-/* This rank's part [a, z) of its stage's floats: its ZeRO shard (zero >= 1,
- * dp > 1), else the replica-th of dp contiguous parts. */
-static void owned_range(trainer *t, size_t *a, size_t *z)
-{
-    dist_shard sh = dist_engine_shard(t->engine);
-    if (sh.ulo != 0 || sh.uhi != sh.n) {
-        *a = sh.ulo, *z = sh.uhi;
-        return;
-    }
-    uint64_t b, e;
-    ckpt_shard_range(sh.n, t->topo->replica, t->topo->dp, &b, &e);
-    *a = (size_t)b, *z = (size_t)e;
-}
-
-typedef const model_tensor *(*tensor_of_fn)(const model_stage *m, int i);
-
-/* The global runs of the stage's floats [a, z) in the layout tensor_of gives
- * (the stage's own, or its unsplit one at tp > 1), mapped by tensor name,
- * leaving out the last stage's copy of the tied word embedding (stage 0
- * writes it). The stage's other tensors are contiguous in the global order,
- * so the copy splits the part into at most MAX_PIECES runs. */
-static status_t owned_pieces(trainer *t, tensor_of_fn tensor_of, size_t a, size_t z, piece *out, int *n)
-{
-    model_tensor *full;
-    int n_full;
-    TRY(model_full_table(&t->tc.model, &full, &n_full));
-    const model_stage *m = dist_engine_stage(t->engine);
-    *n = 0;
-    status_t st = ST_OK;
-    for (int i = 0; st == ST_OK && i < model_n_tensors(m); i++) {
-        const model_tensor *tt = tensor_of(m, i);
-        const model_tensor *g = NULL;
-        for (int j = 0; j < n_full && !g; j++)
-            if (strcmp(full[j].name, tt->name) == 0) g = &full[j];
-        size_t x = tt->offset > a ? tt->offset : a, y = tt->offset + tt->numel < z ? tt->offset + tt->numel : z;
-        if (!g || (t->topo->stage > 0 && g == &full[0]) || y <= x) continue;
-        uint64_t gx = g->offset + (x - tt->offset);
-        piece *p = *n ? &out[*n - 1] : NULL;
-        if (p && p->end == gx && p->local + (p->end - p->begin) == x) {
-            p->end += y - x;
-        } else if (*n == MAX_PIECES) {
-            st = st_fail(ST_ERROR, "train: rank %d's part of stage %d is not %d contiguous runs of the global order "
-                         "(at %s)", t->rank, t->topo->stage, MAX_PIECES, tt->name);
-        } else {
-            out[(*n)++] = (piece){gx, gx + (y - x), x};
-        }
-    }
-    free(full);
-    return st;
-}
+enum { MAX_PIECES = LAYOUT_MAX_PIECES };
+typedef layout_piece piece;
 
 /* What a rank writes: parameters and moments, moments[k] holding float
  * base + k of the layout the pieces index. */
@@ -156,23 +100,21 @@ static status_t gather_stage(trainer *t, ckpt_source *src)
     return ST_OK;
 }
 
-/* This rank's pieces and their source: at tp = 1 its own part of its stage;
- * at tp > 1 the whole unsplit stage on the stage's first rank, nothing on
- * the others. */
+/* This rank's pieces (layout.h: its dp shard of its stage at tp = 1; the
+ * whole unsplit stage on the stage's first rank at tp > 1, gathered there,
+ * nothing on the others) and their source. */
 static status_t rank_pieces(trainer *t, piece *p, int *n, ckpt_source *src)
 {
-    model_stage *m = dist_engine_stage(t->engine);
+    const layout_rank *lay = dist_engine_layout(t->engine);
     dist_shard sh = dist_engine_shard(t->engine);
-    *n = 0;
+    *n = lay->n_pieces;
+    memcpy(p, lay->pieces, sizeof lay->pieces);
     if (t->topo->tp == 1) {
-        size_t a, z;
-        owned_range(t, &a, &z);
-        *src = (ckpt_source){.params = model_params(m), .m = sh.m, .v = sh.v, .base = sh.ulo};
-        return owned_pieces(t, model_tensor_at, a, z, p, n);
+        *src = (ckpt_source){.params = model_params(dist_engine_stage(t->engine)), .m = sh.m, .v = sh.v,
+                             .base = sh.ulo};
+        return ST_OK;
     }
-    TRY(gather_stage(t, src));
-    if (t->topo->replica != 0 || t->topo->tp_rank != 0) return ST_OK;
-    return owned_pieces(t, model_stage_full_tensor, 0, model_stage_full_n_params(m), p, n);
+    return gather_stage(t, src);
 }
 
 /* Shard file number of each piece: its place in the global order over all

@@ -105,4 +105,18 @@ void trainer_catch_signals(void);
  * engine's own, more detailed report comes first. */
 #define WATCHDOG_GRACE 10.0
 
+/* The per-machine cache (MPILM_CACHE_DIR, else $XDG_CACHE_HOME/mpilm, else
+ * ~/.cache/mpilm): the file PREFIX-HASH.txt for key (with this CPU's model);
+ * 0 when there is no place for it. train_cache_store writes line to it
+ * atomically (a temporary file renamed); 0 when it could not. */
+int train_cache_file(const char *prefix, const char *key, char *path, size_t n);
+int train_cache_store(const char *path, const char *line);
+
+/* The peak resident bytes a rank with memory plan m is predicted to reach
+ * (the plan's buffers, allocator and kernel slack, the runtime) on top of
+ * baseline, what the process holds before training (train_memory_baseline:
+ * its resident bytes now). */
+double train_memory_resident(const dist_memory *m, double baseline);
+double train_memory_baseline(void);
+
 #endif

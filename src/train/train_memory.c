@@ -51,6 +51,13 @@ static double resident_now(void)
     return (double)kib * 1024.0;
 }
 
+double train_memory_resident(const dist_memory *m, double baseline)
+{
+    return baseline + plan_bytes(m) * PLAN_SLACK + RUNTIME_MIB * MIB;
+}
+
+double train_memory_baseline(void) { return resident_now(); }
+
 typedef struct memory_need {
     double plan;      /* the estimate of the large buffers */
     double resident;  /* what a limit on resident memory must leave room for */
@@ -85,7 +92,7 @@ status_t trainer_check_memory(trainer *t)
         return ST_OK;
     }
     memory_need n = {.plan = plan_bytes(&m)};
-    n.resident = resident_now() + n.plan * PLAN_SLACK + RUNTIME_MIB * MIB;
+    n.resident = train_memory_resident(&m, resident_now());
     n.virt = (double)memlimit_virtual_size("") + n.plan * PLAN_SLACK + VIRTUAL_MIB * MIB;
     mem_limit lim;
     if (memlimit_cgroup("", &lim) && n.resident > (double)lim.bytes / t->local_ranks)

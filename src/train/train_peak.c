@@ -41,16 +41,33 @@ static void cpu_model(char *buf, size_t n)
     fclose(f);
 }
 
+/* The per-machine cache directory; 0 when there is none. */
+static int cache_base(char *base, size_t n)
+{
+    const char *dir = getenv("MPILM_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (dir && *dir) snprintf(base, n, "%s", dir);
+    else if (xdg && *xdg) snprintf(base, n, "%s/mpilm", xdg);
+    else if (home && *home) snprintf(base, n, "%s/.cache/mpilm", home);
+    else return 0;
+    return 1;
+}
+
+int train_cache_file(const char *prefix, const char *key, char *path, size_t n)
+{
+    char base[1024], cpu[256], full[2048];
+    if (!cache_base(base, sizeof base)) return 0;
+    cpu_model(cpu, sizeof cpu);
+    snprintf(full, sizeof full, "%s|%s", cpu, key);
+    snprintf(path, n, "%s/%s-%016llx.txt", base, prefix, (unsigned long long)hash64(full, strlen(full)));
+    return 1;
+}
+
 /* The cache file of this precision, thread count and CPU; 0 when there is no
  * place for it. */
 static int cache_path(const trainer *t, char *path, size_t n)
 {
-    const char *dir = getenv("MPILM_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
     char base[1024];
-    if (dir && *dir) snprintf(base, sizeof base, "%s", dir);
-    else if (xdg && *xdg) snprintf(base, sizeof base, "%s/mpilm", xdg);
-    else if (home && *home) snprintf(base, sizeof base, "%s/.cache/mpilm", home);
-    else return 0;
+    if (!cache_base(base, sizeof base)) return 0;
     char cpu[256], key[512];
     cpu_model(cpu, sizeof cpu);
     /* the engine is part of the key: a build that changes the GEMM behind
@@ -82,7 +99,7 @@ static double cache_read(const char *path, char *when, size_t n)
  * reader never sees half a file and ranks writing at once are harmless.
  * Returns 0 when the file could not be written (the peak is then measured
  * again next time; nothing else depends on it). */
-static int cache_write(const char *path, double g, const char *when)
+int train_cache_store(const char *path, const char *line)
 {
     char dir[1024], tmp[1100];
     snprintf(dir, sizeof dir, "%s", path);
@@ -95,11 +112,18 @@ static int cache_write(const char *path, double g, const char *when)
     snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) return 0;
-    int ok = fprintf(f, "gflops=%.1f n=%d reps=%d measured=%s\n", g, PEAK_N, PEAK_REPS, when) > 0;
+    int ok = fputs(line, f) >= 0;
     ok = fclose(f) == 0 && ok;
     if (ok && rename(tmp, path) == 0) return 1;
     unlink(tmp);
     return 0;
+}
+
+static int cache_write(const char *path, double g, const char *when)
+{
+    char line[256];
+    snprintf(line, sizeof line, "gflops=%.1f n=%d reps=%d measured=%s\n", g, PEAK_N, PEAK_REPS, when);
+    return train_cache_store(path, line);
 }
 
 /* This rank's peak and where it came from. */

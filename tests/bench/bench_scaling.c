@@ -259,7 +259,7 @@ int main(int argc, char **argv)
     if (rank == 0) {
         printf("measured %s (B=%d, T=%d, 1 thread): block %.4f s, embeddings %.4f s, heads %.4f s per micro-batch "
                "(heads = %.2f blocks; the partition estimates %.2f); AdamW %.2f ns/float\n", argv[1], B, mc.seq_len,
-               c.block, c.embed, c.head, c.head / c.block, dist_head_cost(&mc), 1e9 * c.adam);
+               c.block, c.embed, c.head, c.head / c.block, layout_head_cost(&mc, 0.15), 1e9 * c.adam);
         if (world > 1)
             printf("measured network (ranks 0-1): latency %.1f us, bandwidth %.2f GB/s\n", 1e6 * w.lat, w.bw / 1e9);
         layout ls[] = {{1, 1, 0, m, B, cores}, {2, 1, 0, m, B, cores}, {1, 2, 0, m / 2, B, cores},

@@ -68,9 +68,11 @@ echo "disk full: stop, continue and one rank of two handled"
 train 1 "$d/k.log" --set ckpt.every_steps=5 --set ckpt.keep=2 --set run.dir="$d/keep" || fail "keep run"
 [ "$(ls "$d/keep" | grep -c '^step-')" -eq 2 ] && [ -d "$d/keep/step-0000015" ] && [ -d "$d/keep/step-0000020" ] ||
   fail "keep = 2 left: $(ls "$d/keep")"
-# every_minutes: 0.001 min = 60 ms, steps sleep 50 ms
-MPILM_TEST_STEP_DELAY=0.05 "$MPILM" train --config "$d/tiny.ini" --set train.steps=8 --set ckpt.every_minutes=0.001 \
+# every_minutes: 0.01 min = 600 ms, steps sleep 300 ms: a save every second step (the
+# margin is a step's own time, under 300 ms even with sanitizers on a loaded machine;
+# 50 ms steps against 60 ms saved at every step there)
+MPILM_TEST_STEP_DELAY=0.3 "$MPILM" train --config "$d/tiny.ini" --set train.steps=8 --set ckpt.every_minutes=0.01 \
   --set ckpt.keep=100 --set run.dir="$d/min" > "$d/m.log" 2>&1 || fail "every_minutes run"
 n=$(ls "$d/min" | grep -c '^step-')
-[ "$n" -ge 3 ] && [ "$n" -le 5 ] || fail "every_minutes = 0.001 with 50 ms steps wrote $n checkpoints in 8 steps (expected 3 to 5)"
+[ "$n" -ge 3 ] && [ "$n" -le 5 ] || fail "every_minutes = 0.01 with 300 ms steps wrote $n checkpoints in 8 steps (expected 3 to 5)"
 echo "ckpt_crash: ok"

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "ckpt/checkpoint.h"
+#include "layout/layout.h"
 #include "../common/synth_dataset.h"
 
 static char dir[512];
@@ -37,21 +38,6 @@ static size_t full_size(const model_config *c)
     return total;
 }
 
-Test(ckpt, shard_ranges_tile_the_parameters)
-{
-    for (int n = 1; n <= 7; n++) {
-        uint64_t next = 0;
-        for (int r = 0; r < n; r++) {
-            uint64_t b, e;
-            ckpt_shard_range(1001, r, n, &b, &e);
-            cr_assert_eq(b, next, "dp %d rank %d starts at %llu", n, r, (unsigned long long)b);
-            cr_assert(e - b == 1001 / (uint64_t)n || e - b == 1001 / (uint64_t)n + 1);
-            next = e;
-        }
-        cr_assert_eq(next, 1001);
-    }
-}
-
 #define RUN_ID 0x1234abcdULL
 
 /* Writes a 3-shard checkpoint of `step` by run run_id (0: none) with
@@ -66,8 +52,8 @@ static void write_checkpoint(const model_config *c, const char *run, int keep, i
     cr_assert_eq(ckpt_begin(run, step, tmp, sizeof tmp), ST_OK, "%s", st_message());
     ckpt_file files[3];
     for (int r = 0; r < 3; r++) {
-        uint64_t b, e;
-        ckpt_shard_range(n, r, 3, &b, &e);
+        size_t b, e;
+        layout_shard(n, 3, r, &b, &e);
         cr_assert_eq(ckpt_shard_write(tmp, r, b, e, p + b, m + b, v + b, &files[r]), ST_OK, "%s", st_message());
     }
     ckpt_meta meta = {.model = *c, .step = step, .seed = 99, .lr = 1e-3, .random_data = 1, .next_sample = 56,

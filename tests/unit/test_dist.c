@@ -151,8 +151,8 @@ Test(dist, partition_balances_blocks_against_embeddings_and_heads)
     cr_assert_eq(b[4] - b[3], 1, "the heads' stage should hold one layer: %d %d %d %d %d", b[0], b[1], b[2], b[3],
                  b[4]);
     for (int s = 0; s < 4; s++) cr_assert_gt(b[s + 1], b[s]);
-    cr_assert_float_eq(dist_head_cost(&big), 6.0 * 768 * 50257 / (72.0 * 768 * 768 + 6.0 * 1024 * 768), 1e-9);
-    cr_assert_lt(dist_embed_cost(&big), 0.01);
+    cr_assert_float_eq(layout_head_cost(&big, 0.15), 6.0 * 768 * 50257 / (72.0 * 768 * 768 + 6.0 * 1024 * 768), 1e-9);
+    cr_assert_lt(layout_embed_cost(&big), 0.01);
     /* gpt-mini: heads 2.5 blocks -> layers 3 + 1; bert-mini: MLM on 15% of rows, 0.4 blocks -> 2 + 2 */
     model_config mini = gpt(4, 256, 8192);
     mini.seq_len = 256;
@@ -161,7 +161,7 @@ Test(dist, partition_balances_blocks_against_embeddings_and_heads)
     cr_assert(b[1] == 3, "gpt-mini split at %d", b[1]);
     mini.family = MODEL_BERT;
     mini.seq_len = 128;
-    cr_assert_float_eq(dist_head_cost(&mini), 0.15 * (6.0 * 256 * 8192 + 6.0 * 256 * 256) / (72.0 * 256 * 256 + 12.0 * 128 * 256), 1e-9);
+    cr_assert_float_eq(layout_head_cost(&mini, 0.15), 0.15 * (6.0 * 256 * 8192 + 6.0 * 256 * 256) / (72.0 * 256 * 256 + 12.0 * 128 * 256), 1e-9);
     cr_assert_eq(dist_partition(&dc, &mini, b), ST_OK, "%s", st_message());
     cr_assert(b[1] == 2, "bert-mini split at %d", b[1]);
 }

@@ -1,0 +1,177 @@
+/* mpilm plan: every layout of N ranks for a configuration before the job
+ * (train/plan.h), as a ranked table or JSON. */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "tensor/tensor.h"
+#include "train/plan.h"
+
+typedef struct plan_cli {
+    const char *config_path, *net;
+    char **sets;
+    int n_sets, json;
+    plan_options o;
+} plan_cli;
+
+/* --net GBIT_S,LATENCY_US */
+static status_t parse_net(const char *text, plan_net *net)
+{
+    double gbit, us;
+    char extra;
+    FAIL_IF(sscanf(text, "%lf,%lf%c", &gbit, &us, &extra) != 2 || !(gbit > 0) || !(us >= 0) || gbit > 1e6 || us > 1e6,
+            ST_USAGE, "plan: --net '%s' (expected GBIT_S,LATENCY_US, e.g. 100,2 for 100 Gbit/s and 2 us)", text);
+    net->bytes_per_s = gbit * 1e9 / 8.0;
+    net->latency_s = us * 1e-6;
+    return ST_OK;
+}
+
+static status_t parse_options(int argc, char **argv, plan_cli *p)
+{
+    static const struct option long_options[] = {
+        {"config", required_argument, 0, 'c'}, {"set", required_argument, 0, 's'},
+        {"np", required_argument, 0, 'n'},     {"json", no_argument, 0, 'j'},
+        {"net", required_argument, 0, 'w'},    {"mem-per-rank", required_argument, 0, 'm'},
+        {0, 0, 0, 0},
+    };
+    p->sets = calloc((size_t)argc, sizeof *p->sets);
+    FAIL_IF(!p->sets, ST_NOMEM, "out of memory parsing options");
+    p->net = "100,2";
+    optind = 1;
+    opterr = 0;
+    int ch;
+    char *end;
+    while ((ch = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        switch (ch) {
+        case 'c': p->config_path = optarg; break;
+        case 's': p->sets[p->n_sets++] = optarg; break;
+        case 'j': p->json = 1; break;
+        case 'w': p->net = optarg; break;
+        case 'n':
+            p->o.np = (int)strtol(optarg, &end, 10);
+            FAIL_IF(*end || end == optarg || p->o.np < 1 || p->o.np > 4096, ST_USAGE,
+                    "plan: --np '%s' (expected a rank count from 1 to 4096)", optarg);
+            break;
+        case 'm':
+            p->o.rank_mib = strtod(optarg, &end);
+            FAIL_IF(*end || end == optarg || !(p->o.rank_mib > 0), ST_USAGE,
+                    "plan: --mem-per-rank '%s' (expected MiB a rank may use, > 0)", optarg);
+            break;
+        default:
+            return st_fail(ST_USAGE, "plan: unknown or incomplete option '%s' (see mpilm plan --help)", argv[optind - 1]);
+        }
+    }
+    FAIL_IF(optind < argc, ST_USAGE, "plan: unexpected argument '%s' (see mpilm plan --help)", argv[optind]);
+    FAIL_IF(!p->config_path, ST_USAGE, "plan: --config FILE is required (examples in launch/configs/)");
+    FAIL_IF(!p->o.np, ST_USAGE, "plan: --np N is required (the ranks of the job to plan)");
+    return parse_net(p->net, &p->o.net);
+}
+
+static const char *schedule_name(const plan_layout *l)
+{
+    return l->pp == 1 ? "-" : l->schedule == DIST_GPIPE ? "gpipe" : "1f1b";
+}
+
+static void print_table(const train_config *tc, const plan_cli *p, const plan_result *r)
+{
+    const model_config *mc = &tc->model;
+    printf("plan: %s of %d layers, d_model %d, at %d ranks; global batch %d sequences of %d tokens; %s; %d thread%s "
+           "per rank\n", mc->family == MODEL_BERT ? "BERT" : "GPT", mc->n_layer, mc->d_model, p->o.np, r->global_batch,
+           mc->seq_len, mc->bf16 ? "bf16" : "fp32", p->o.threads, p->o.threads == 1 ? "" : "s");
+    printf("costs per micro-batch of %d, forward + backward (%s): block %.2f ms, embeddings %.2f ms, heads %.2f ms\n",
+           tc->micro_batch, r->measured ? "measured now, then cached" : "from this machine's cache", 1e3 * r->block_s,
+           1e3 * r->embed_s, 1e3 * r->head_s);
+    printf("network: %.4g Gbit/s, %.3g us (--net); a rank may use %.0f MiB (%s)\n", p->o.net.bytes_per_s * 8e-9,
+           p->o.net.latency_s * 1e6, r->rank_budget_mib, r->budget_source);
+    printf("\n  pp  dp  tp zero schedule    m   tokens/s    step s  bubble  peak MiB  sent MiB/step\n");
+    for (int i = 0; i < r->n; i++) {
+        const plan_layout *l = &r->layouts[i];
+        if (!l->ok) continue;
+        printf("%c %2d  %2d  %2d  %3d  %-8s %4d  %9.0f  %8.3f  %5.1f%%  %8.0f  %8.1f\n", l->configured ? '*' : ' ',
+               l->pp, l->dp, l->tp, l->zero, schedule_name(l), l->m, l->tokens_per_s, l->step_s, 100 * l->bubble,
+               l->peak_mib, l->sent_mib);
+    }
+    int refused = 0;
+    for (int i = 0; i < r->n; i++) refused += !r->layouts[i].ok;
+    if (refused) printf("\nrefused:\n");
+    for (int i = 0; i < r->n; i++) {
+        const plan_layout *l = &r->layouts[i];
+        if (!l->ok)
+            printf("%c pp %d dp %d tp %d zero %d %s: %s\n", l->configured ? '*' : ' ', l->pp, l->dp, l->tp, l->zero,
+                   schedule_name(l), l->why);
+    }
+    printf("\n* = the configuration's own layout (dist.pp, dist.tp, dist.dp, dist.zero, dist.schedule)\n");
+}
+
+static status_t print_json(const train_config *tc, const plan_cli *p, const plan_result *r)
+{
+    cJSON *root = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(root, "layouts");
+    cJSON_AddNumberToObject(root, "np", p->o.np);
+    cJSON_AddNumberToObject(root, "global_batch", r->global_batch);
+    cJSON_AddNumberToObject(root, "seq_len", tc->model.seq_len);
+    cJSON_AddStringToObject(root, "precision", tc->model.bf16 ? "bf16" : "fp32");
+    cJSON_AddNumberToObject(root, "threads_per_rank", p->o.threads);
+    cJSON_AddNumberToObject(root, "net_gbit_s", p->o.net.bytes_per_s * 8e-9);
+    cJSON_AddNumberToObject(root, "net_latency_us", p->o.net.latency_s * 1e6);
+    cJSON_AddNumberToObject(root, "rank_budget_mib", r->rank_budget_mib);
+    cJSON_AddNumberToObject(root, "block_ms", 1e3 * r->block_s);
+    cJSON_AddNumberToObject(root, "embed_ms", 1e3 * r->embed_s);
+    cJSON_AddNumberToObject(root, "head_ms", 1e3 * r->head_s);
+    for (int i = 0; i < r->n; i++) {
+        const plan_layout *l = &r->layouts[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToArray(arr, o);
+        cJSON_AddNumberToObject(o, "pp", l->pp);
+        cJSON_AddNumberToObject(o, "dp", l->dp);
+        cJSON_AddNumberToObject(o, "tp", l->tp);
+        cJSON_AddNumberToObject(o, "zero", l->zero);
+        cJSON_AddStringToObject(o, "schedule", schedule_name(l));
+        cJSON_AddBoolToObject(o, "configured", l->configured);
+        cJSON_AddBoolToObject(o, "ok", l->ok);
+        if (!l->ok) {
+            cJSON_AddStringToObject(o, "why", l->why);
+            continue;
+        }
+        cJSON_AddNumberToObject(o, "micro_batches", l->m);
+        cJSON_AddNumberToObject(o, "tokens_per_s", l->tokens_per_s);
+        cJSON_AddNumberToObject(o, "step_s", l->step_s);
+        cJSON_AddNumberToObject(o, "bubble", l->bubble);
+        cJSON_AddNumberToObject(o, "peak_mib", l->peak_mib);
+        cJSON_AddNumberToObject(o, "sent_mib_per_step", l->sent_mib);
+        cJSON *ranks = cJSON_AddArrayToObject(o, "per_rank_peak_mib");
+        for (int k = 0; k < p->o.np; k++) cJSON_AddItemToArray(ranks, cJSON_CreateNumber(l->rank_mib[k]));
+    }
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    FAIL_IF(!text, ST_NOMEM, "plan: out of memory writing JSON");
+    puts(text);
+    free(text);
+    return ST_OK;
+}
+
+int cmd_plan(int argc, char **argv)
+{
+    plan_cli p = {0};
+    status_t st = parse_options(argc, argv, &p);
+    config *cfg = NULL;
+    if (st == ST_OK) st = cli_load_config(&cfg, p.config_path, p.sets, p.n_sets);
+    free(p.sets);
+    if (st != ST_OK) return cli_finish(st);
+    cli_mpi_init(&argc, &argv);
+    static train_config tc;
+    st = train_config_load(cfg, &tc);
+    config_free(cfg);
+    tensor_runtime rt;
+    if (st == ST_OK) st = tensor_runtime_init(tc.threads, 1, &rt);
+    p.o.threads = rt.threads;
+    plan_result r;
+    if (st == ST_OK) st = plan_layouts(&tc, &p.o, &r);
+    if (st != ST_OK) return cli_finish(st);
+    if (p.json) st = print_json(&tc, &p, &r);
+    else print_table(&tc, &p, &r);
+    plan_result_free(&r);
+    return cli_finish(st);
+}
