@@ -96,7 +96,11 @@ $(BUILD)/%.o: %.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(TEST_HELPER_OBJ) $(BUILD)/libmpilm.a
-	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(filter-out %.a,$^) $(BUILD)/libmpilm.a -lcriterion $(LDLIBS)
+
+# The data/stream tests share tests/unit/stream_fixture.c (it asserts with Criterion,
+# so it cannot join tests/common, which the MPI programs link too).
+$(BUILD)/tests/unit/test_data_stream $(BUILD)/tests/unit/test_data_stream_blend: $(BUILD)/tests/unit/stream_fixture.o
 
 $(BUILD)/tests/mpi/%: $(BUILD)/tests/mpi/%.o $(TEST_HELPER_OBJ) $(BUILD)/libmpilm.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

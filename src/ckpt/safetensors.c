@@ -30,12 +30,16 @@ static const struct {
 } dtype_info[] = {
     [SAFET_F32] = {"F32", 4}, [SAFET_F64] = {"F64", 8}, [SAFET_I32] = {"I32", 4},
     [SAFET_I64] = {"I64", 8}, [SAFET_F16] = {"F16", 2}, [SAFET_BF16] = {"BF16", 2},
-    [SAFET_U8] = {"U8", 1},
+    [SAFET_U8] = {"U8", 1}, [SAFET_BOOL] = {"BOOL", 1}, [SAFET_I8] = {"I8", 1}, [SAFET_I16] = {"I16", 2},
+    [SAFET_U16] = {"U16", 2}, [SAFET_U32] = {"U32", 4}, [SAFET_U64] = {"U64", 8},
+    [SAFET_F8_E4M3] = {"F8_E4M3", 1}, [SAFET_F8_E5M2] = {"F8_E5M2", 1},
 };
+#define DTYPE_LIST "F32, F64, F16, BF16, I8, I16, I32, I64, U8, U16, U32, U64, BOOL, F8_E4M3 or F8_E5M2"
 #define N_DTYPES ((int)(sizeof dtype_info / sizeof dtype_info[0]))
 
-/* Invariants after safet_open: tensors sorted by begin, pairwise disjoint, all
- * inside [0, data_len); by_name points at the tensors sorted by name, no two equal. */
+/* Invariants after safet_open: tensors sorted by begin, tiling [0, data_len)
+ * exactly (each begins where the previous ends); by_name points at the
+ * tensors sorted by name, no two equal. */
 struct safet_file {
     char *path;
     const uint8_t *map;
@@ -135,8 +139,13 @@ static status_t parse_dtype(const safet_file *f, const char *name, const cJSON *
             *out = (safet_dtype)i;
             return ST_OK;
         }
-    return entry_fail(f, name, "unsupported dtype (expected F32, F64, I32, I64, F16, BF16 or U8, found %s); "
-                      "convert the tensor to one of these", s ? s : "no dtype string");
+    static const char *const newer[] = {"F8_E8M0", "C64", "F4", "F6_E2M3", "F6_E3M2"};
+    for (size_t i = 0; s && i < sizeof newer / sizeof newer[0]; i++)
+        if (strcmp(s, newer[i]) == 0)
+            return entry_fail(f, name, "dtype %s, of newer versions of the format, is not read by mpilm (expected "
+                              DTYPE_LIST "); convert the tensor to one of these", s);
+    return entry_fail(f, name, "unknown dtype (expected " DTYPE_LIST ", found %s); the header is corrupt or not "
+                      "safetensors", s ? s : "no dtype string");
 }
 
 static status_t parse_shape(const safet_file *f, const char *name, const cJSON *item, safet_tensor *t)
@@ -243,6 +252,25 @@ static status_t parse_entries(safet_file *f, const cJSON *root)
     return ST_OK;
 }
 
+/* Offset of the first byte of s[0, n) that is not part of well-formed UTF-8
+ * (no overlong forms, surrogates or code points above U+10FFFF); n if none. */
+static size_t utf8_invalid_at(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        int len = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+        if (len == 0 || i + (size_t)len > n) return i;
+        /* the second byte's range excludes overlong forms, surrogates and > U+10FFFF */
+        uint8_t lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80, hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+        if (len > 1 && (s[i + 1] < lo || s[i + 1] > hi)) return i;
+        for (int k = 2; k < len; k++)
+            if ((s[i + (size_t)k] & 0xc0) != 0x80) return i;
+        i += (size_t)len;
+    }
+    return n;
+}
+
 static status_t parse_header(safet_file *f)
 {
     uint64_t n = read_le64(f->map), room = f->map_len - 8;
@@ -252,6 +280,15 @@ static status_t parse_header(safet_file *f)
     f->header = (const char *)f->map + 8;
     f->data_start = 8 + n;
     f->data_len = f->map_len - f->data_start;
+    size_t bad = utf8_invalid_at((const uint8_t *)f->header, (size_t)n);
+    FAIL_IF(bad < n, ST_FORMAT, "%s: header byte 0x%02x at byte %llu is not UTF-8 (expected a UTF-8 JSON header); the "
+            "file is corrupt or not safetensors", f->path, (unsigned)(uint8_t)f->header[bad],
+            (unsigned long long)(8 + bad));
+    FAIL_IF(n == 0, ST_FORMAT, "%s: empty header (N = 0 at byte 0; expected a JSON object); the file is corrupt or "
+            "not safetensors", f->path);
+    FAIL_IF(f->header[0] != '{', ST_FORMAT, "%s: header at byte 8 begins with byte 0x%02x (expected \"{\": the format "
+            "requires the JSON object to start the header); the file is corrupt or not safetensors", f->path,
+            (unsigned)(uint8_t)f->header[0]);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(f->header, (size_t)n, &end, 0);
     if (!root || !cJSON_IsObject(root)) {   /* a parse error points at its byte; a non-object at the start */
@@ -285,16 +322,38 @@ static int compare_name(const void *a, const void *b)
     return strcmp((*(const safet_tensor *const *)a)->name, (*(const safet_tensor *const *)b)->name);
 }
 
+/* The format's rule (the reference's Metadata::validate and read_metadata):
+ * sorted by offset, the tensors tile the data area: the first begins at 0,
+ * each where the previous ends, the last at the end of the file. A hole or
+ * trailing bytes could hide a second file format in the same bytes. */
+static status_t check_cover(const safet_file *f)
+{
+    uint64_t at = 0;
+    for (int i = 0; i < f->count; i++) {
+        const safet_tensor *b = &f->tensors[i];
+        const char *prev = i ? f->tensors[i - 1].name : NULL;
+        FAIL_IF(b->begin < at, ST_FORMAT, "%s: tensors \"%s\" and \"%s\" overlap at byte %llu of the file (data "
+                "offsets [%llu, %llu] and [%llu, %llu]); the header is corrupt", f->path, prev, b->name,
+                (unsigned long long)(f->data_start + b->begin), (unsigned long long)f->tensors[i - 1].begin,
+                (unsigned long long)at, (unsigned long long)b->begin, (unsigned long long)b->end);
+        FAIL_IF(b->begin > at, ST_FORMAT, "%s: a hole of %llu bytes in the data area at byte %llu of the file, before "
+                "tensor \"%s\" (expected each tensor to begin where the %s, at data offset %llu; the format allows "
+                "no holes); the header is corrupt", f->path, (unsigned long long)(b->begin - at),
+                (unsigned long long)(f->data_start + at), b->name, prev ? "previous one ends" : "data area begins",
+                (unsigned long long)at);
+        at = b->end;
+    }
+    FAIL_IF(at != f->data_len, ST_FORMAT, "%s: %llu bytes after the last tensor at byte %llu of the file (expected "
+            "the tensors to end at the end of the file; the format allows no trailing bytes); the file is corrupt or "
+            "another format", f->path, (unsigned long long)(f->data_len - at),
+            (unsigned long long)(f->data_start + at));
+    return ST_OK;
+}
+
 static status_t check_layout(safet_file *f)
 {
     qsort(f->tensors, (size_t)f->count, sizeof *f->tensors, compare_begin);
-    for (int i = 1; i < f->count; i++) {
-        const safet_tensor *a = &f->tensors[i - 1], *b = &f->tensors[i];
-        FAIL_IF(b->begin < a->end, ST_FORMAT, "%s: tensors \"%s\" and \"%s\" overlap at byte %llu of the file (data "
-                "offsets [%llu, %llu] and [%llu, %llu]); the header is corrupt", f->path, a->name, b->name,
-                (unsigned long long)(f->data_start + b->begin), (unsigned long long)a->begin,
-                (unsigned long long)a->end, (unsigned long long)b->begin, (unsigned long long)b->end);
-    }
+    TRY(check_cover(f));
     f->by_name = malloc(((size_t)f->count + 1) * sizeof *f->by_name);
     FAIL_IF(!f->by_name, ST_NOMEM, "%s: out of memory for the tensor index", f->path);
     for (int i = 0; i < f->count; i++) f->by_name[i] = &f->tensors[i];
@@ -389,6 +448,9 @@ const char *safet_metadata(const safet_file *f, const char *key)
         if (strcmp(f->meta_keys[i], key) == 0) return f->meta_values[i];
     return NULL;
 }
+
+int safet_metadata_count(const safet_file *f) { return f->meta_count; }
+const char *safet_metadata_key(const safet_file *f, int i) { return f->meta_keys[i]; }
 
 static float half_to_float(uint16_t h)
 {

@@ -21,6 +21,9 @@
 
 #define SAFET_MAX_DIMS 8
 
+/* The format's dtypes. mpilm computes with the float ones (safet_read_f32);
+ * the others are read and written as bytes, so a file holding, say, a BOOL
+ * mask or an I8 table beside the weights still opens. */
 typedef enum safet_dtype {
     SAFET_F32,
     SAFET_F64,
@@ -29,6 +32,14 @@ typedef enum safet_dtype {
     SAFET_F16,
     SAFET_BF16,
     SAFET_U8,
+    SAFET_BOOL,
+    SAFET_I8,
+    SAFET_I16,
+    SAFET_U16,
+    SAFET_U32,
+    SAFET_U64,
+    SAFET_F8_E4M3,
+    SAFET_F8_E5M2,
 } safet_dtype;
 
 typedef struct safet_tensor {
@@ -49,10 +60,12 @@ const char *safet_dtype_name(safet_dtype dt);
 /* Number of elements (product of the shape; 1 for a scalar). */
 int64_t safet_numel(const safet_tensor *t);
 
-/* Opens path: reads the header, validates that every tensor has a known dtype,
- * a shape of at most SAFET_MAX_DIMS non-negative dims, offsets inside the data
- * area whose length matches the shape, no two tensors overlapping and no name
- * twice; maps the data. Errors (ST_IO, ST_FORMAT) name the file and byte offset. */
+/* Opens path: reads the header, validates that it is UTF-8 JSON beginning with
+ * "{", that every tensor has a known dtype, a shape of at most SAFET_MAX_DIMS
+ * non-negative dims, offsets whose length matches the shape, that the tensors
+ * cover the data area exactly (no hole, no overlap, nothing after the last)
+ * and no name is given twice; maps the data. Errors (ST_IO, ST_FORMAT) name
+ * the file and byte offset. */
 status_t safet_open(safet_file **out, const char *path);
 void safet_close(safet_file *f);
 
@@ -65,6 +78,9 @@ const char *safet_path(const safet_file *f);
 
 /* Value of a "__metadata__" entry; NULL if absent. */
 const char *safet_metadata(const safet_file *f, const char *key);
+/* The metadata keys in header order, i in [0, safet_metadata_count). */
+int safet_metadata_count(const safet_file *f);
+const char *safet_metadata_key(const safet_file *f, int i);
 
 /* Reads tensor `name` as float32 into dst (count elements), converting from
  * F32, F64, F16 or BF16. Fails naming the file when the tensor is absent, has

@@ -35,6 +35,18 @@ train() {
   if [ "$np" = 1 ]; then "$MPILM" train --config "$d/tiny.ini" $TRAIN_SET "$@" > "$log" 2>&1
   else $MPIRUN -np "$np" "$MPILM" train --config "$d/tiny.ini" $TRAIN_SET "$@" > "$log" 2>&1; fi
 }
+# resume_from NP SRC DST options...: a new job on NP ranks resumes the step-10
+# checkpoint of run SRC in run directory DST (SRC's first 10 metrics rows
+# copied, so DST's metrics read as one run) and says it resumed from step 10
+resume_from() {
+  np=$1 src=$2 dst=$3; shift 3
+  mkdir -p "$dst"
+  cp -r "$src/step-0000010" "$dst/"
+  ln -s step-0000010 "$dst/latest"
+  head -10 "$src/metrics.jsonl" > "$dst/metrics.jsonl"
+  train "$np" "$dst.log" "$@" --set run.dir="$dst" --resume auto || { tail -5 "$dst.log"; return 1; }
+  grep -q "resumed from .*step-0000010 (step 10)" "$dst.log" || { echo "no resume message in $dst.log"; return 1; }
+}
 # close A B: two files of metrics lines (same steps, same order) whose losses
 # (loss, lm_loss, mlm_loss, nsp_loss) agree within 1e-5 relative; prints the first differences
 close() {

@@ -14,16 +14,11 @@ fail() { echo "FAIL ckpt_layouts: $*"; exit 1; }
 layout() { # pp dp zero -> options in $opts, ranks in $np (global batch 2 x 4 sequences)
   np=$(($1 * $2)) opts="--set dist.pp=$1 --set dist.zero=$3 --set train.micro_batches=$((4 / $2))"
 }
-# resume run (new job) of the step-10 checkpoint of $1 into $2; rest = options
-resume_from() {
+# resume_from (tests/common/ckpt_common.sh) with the layout's ranks and options
+resume_layout() { # SRC DST options...
   src=$1 dst=$2; shift 2
-  mkdir -p "$dst"
-  cp -r "$src/step-0000010" "$dst/"
-  ln -s step-0000010 "$dst/latest"
-  head -10 "$src/metrics.jsonl" > "$dst/metrics.jsonl"
   # shellcheck disable=SC2086
-  train $np "$dst.log" "$@" $opts --set run.dir="$dst" --resume auto || { tail -5 "$dst.log"; return 1; }
-  grep -q "resumed from .*step-0000010 (step 10)" "$dst.log" || { echo "no resume message in $dst.log"; return 1; }
+  resume_from "$np" "$src" "$dst" "$@" $opts
 }
 
 for fam in gpt bert; do
@@ -36,7 +31,7 @@ for fam in gpt bert; do
     fail "$fam: the manifest does not record pp 2, zero 2"
   [ "$(ls "$d/$fam-s/step-0000020" | grep -c '^shard-')" -ge 4 ] || fail "$fam: fewer shard files than ranks"
   "$MPILM" inspect "$d/$fam-s/step-0000020" > "$d/inspect.log" 2>&1 || { cat "$d/inspect.log"; fail "$fam: inspect"; }
-  resume_from "$d/$fam-s" "$d/$fam-r" "$@" || fail "$fam (2,2,2) resumed run"
+  resume_layout "$d/$fam-s" "$d/$fam-r" "$@" || fail "$fam (2,2,2) resumed run"
   losses "$d/$fam-s" > "$d/a" && losses "$d/$fam-r" > "$d/b"
   cmp -s "$d/a" "$d/b" || { diff "$d/a" "$d/b" | head; fail "$fam (2,2,2): per-step losses differ after resume"; }
   (cd "$d/$fam-s/step-0000020" && ls shard-*) > "$d/a" && (cd "$d/$fam-r/step-0000020" && ls shard-*) > "$d/b"
@@ -50,11 +45,11 @@ for fam in gpt bert; do
   layout 2 2 1
   # shellcheck disable=SC2086
   train $np "$d/$fam-z1.log" "$@" $opts --set run.dir="$d/$fam-z1" || { tail -5 "$d/$fam-z1.log"; fail "$fam (2,2,1) run"; }
-  resume_from "$d/$fam-z1" "$d/$fam-z1r" "$@" || fail "$fam (2,2,1) same-layout resume"
+  resume_layout "$d/$fam-z1" "$d/$fam-z1r" "$@" || fail "$fam (2,2,1) same-layout resume"
   losses "$d/$fam-z1r" | tail -10 > "$d/a"
   for to in 1:4:2 4:1:0 1:1:0; do
     layout $(echo "$to" | tr : ' ')
-    resume_from "$d/$fam-z1" "$d/$fam-to-$to" "$@" || fail "$fam: (2,2,1) checkpoint resumed at $to"
+    resume_layout "$d/$fam-z1" "$d/$fam-to-$to" "$@" || fail "$fam: (2,2,1) checkpoint resumed at $to"
     losses "$d/$fam-to-$to" | tail -10 > "$d/b"
     close "$d/a" "$d/b" || fail "$fam: (2,2,1) checkpoint resumed at (pp,dp,zero) = $to differs"
     echo "$fam: (2,2,1) checkpoint resumed at $to within 1e-5"

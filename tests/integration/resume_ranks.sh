@@ -11,16 +11,6 @@ TRAIN_SET="--set train.precision=fp32"
 fail() { echo "FAIL resume_ranks: $*"; exit 1; }
 G="--set train.global_batch=8 --set train.micro_batch=1 --set train.micro_batches=auto --set ckpt.every_steps=10"
 
-resume_from() { # SRC DST NP options...: the step-10 checkpoint of SRC resumed in a new job
-  src=$1 dst=$2 np=$3; shift 3
-  mkdir -p "$dst"
-  cp -r "$src/step-0000010" "$dst/"
-  ln -s step-0000010 "$dst/latest"
-  head -10 "$src/metrics.jsonl" > "$dst/metrics.jsonl"
-  train "$np" "$dst.log" "$@" --set run.dir="$dst" --resume auto || { tail -5 "$dst.log"; return 1; }
-  grep -q "resumed from .*step-0000010 (step 10)" "$dst.log" || { echo "no resume message in $dst.log"; return 1; }
-}
-
 # shellcheck disable=SC2086
 train 4 "$d/s.log" $G --set dist.pp=2 --set dist.zero=1 --set run.dir="$d/s" || { tail -5 "$d/s.log"; fail "4-rank run"; }
 grep -q "global batch 1 x 4 x 2 sequences" "$d/s.log" || { grep "global batch" "$d/s.log"; fail "4 ranks (pp 2 x dp 2): expected micro_batches 4"; }
@@ -30,7 +20,7 @@ for to in "2 dp2 --set dist.pp=1:1 x 4 x 2" "2 pp2 --set dist.pp=2:1 x 8 x 1" "8
   set -- $spec
   np=$1 name=$2; shift 2
   # shellcheck disable=SC2086
-  resume_from "$d/s" "$d/$name" "$np" $G "$@" || fail "resume on $np ranks ($name)"
+  resume_from "$np" "$d/s" "$d/$name" $G "$@" || fail "resume on $np ranks ($name)"
   grep -q "global batch $want sequences" "$d/$name.log" || { grep "global batch" "$d/$name.log"; fail "$name: expected global batch $want"; }
   losses "$d/$name" | tail -10 > "$d/b"
   close "$d/a" "$d/b" || fail "resumed on $np ranks ($name): losses differ from the uninterrupted 4-rank run"

@@ -17,17 +17,6 @@
 TRAIN_SET="--set train.precision=fp32"
 fail() { echo "FAIL train_tp: $*"; exit 1; }
 
-# resume (new job, $1 ranks) of the step-10 checkpoint of $2 into $3; rest = options
-resume_from() {
-  np=$1 src=$2 dst=$3; shift 3
-  mkdir -p "$dst"
-  cp -r "$src/step-0000010" "$dst/"
-  ln -s step-0000010 "$dst/latest"
-  head -10 "$src/metrics.jsonl" > "$dst/metrics.jsonl"
-  train "$np" "$dst.log" "$@" --set run.dir="$dst" --resume auto || { tail -5 "$dst.log"; return 1; }
-  grep -q "resumed from .*step-0000010 (step 10)" "$dst.log" || { echo "no resume message in $dst.log"; return 1; }
-}
-
 for fam in gpt bert; do
   set -- --set model.family=$fam --set model.vocab_size=509 --set model.n_head=4 --set train.micro_batches=4 \
     --set ckpt.every_steps=10

@@ -364,7 +364,15 @@ Test(safetensors, bad_json_is_reported_at_the_byte_where_parsing_stopped)
     const char *path = write_header("json.safetensors", "{\"a\":x}", 0);
     assert_open_fails(path, ST_FORMAT, 8 + 5, "invalid JSON header");
     path = write_header("array.safetensors", "[1,2]   ", 0);
-    assert_open_fails(path, ST_FORMAT, 8, "invalid JSON header");
+    assert_open_fails(path, ST_FORMAT, 8, "begins with byte 0x5b (expected \"{\"");
+    path = write_header("empty.safetensors", "", 0);
+    assert_open_fails(path, ST_FORMAT, 0, "empty header (N = 0");
+    path = write_header("lead.safetensors", " {}     ", 0);
+    assert_open_fails(path, ST_FORMAT, 8, "begins with byte 0x20 (expected \"{\"");
+    path = write_header("utf8.safetensors", "{\"\xc3(\":{}}", 0);
+    assert_open_fails(path, ST_FORMAT, 8 + 2, "header byte 0xc3 at byte 10 is not UTF-8");
+    path = write_header("surrogate.safetensors", "{\"\xed\xa0\x80\":{}}", 0);
+    assert_open_fails(path, ST_FORMAT, 8 + 2, "is not UTF-8");
     path = write_header("trail.safetensors", "{}  xx  ", 0);
     assert_open_fails(path, ST_FORMAT, 8 + 4, "unexpected byte 0x78 after the JSON header");
 }
@@ -387,11 +395,30 @@ Test(safetensors, overlapping_tensors_are_reported_with_the_file_byte)
     assert_open_fails(path, ST_FORMAT, (long)(8 + strlen(header) + 8), "\"a\" and \"b\" overlap");
 }
 
+Test(safetensors, holes_and_trailing_bytes_are_reported_with_the_file_byte)
+{
+    const char *header = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[12,20]}}";
+    const char *path = write_header("hole.safetensors", header, 20);
+    assert_open_fails(path, ST_FORMAT, (long)(8 + strlen(header) + 8), "a hole of 4 bytes in the data area");
+    header = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}";
+    path = write_header("hole0.safetensors", header, 12);
+    assert_open_fails(path, ST_FORMAT, (long)(8 + strlen(header)), "before tensor \"a\"");
+    header = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+    path = write_header("trailing.safetensors", header, 11);
+    assert_open_fails(path, ST_FORMAT, (long)(8 + strlen(header) + 8), "3 bytes after the last tensor");
+    path = write_header("only-bytes.safetensors", "{}", 1);
+    assert_open_fails(path, ST_FORMAT, 8 + 2, "1 bytes after the last tensor");
+}
+
 Test(safetensors, unknown_dtype_and_size_mismatch_are_reported_at_the_entry)
 {
     const char *path = write_header("dtype.safetensors",
                                     "{\"__metadata__\":{},\"w\":{\"dtype\":\"Q8\",\"shape\":[4],\"data_offsets\":[0,4]}}", 4);
-    assert_open_fails(path, ST_FORMAT, 8 + 19, "unsupported dtype (expected F32, F64, I32, I64, F16, BF16 or U8, found Q8)");
+    assert_open_fails(path, ST_FORMAT, 8 + 19, "unknown dtype (expected F32, F64, F16, BF16, I8, I16, I32, I64, U8, "
+                      "U16, U32, U64, BOOL, F8_E4M3 or F8_E5M2, found Q8)");
+    path = write_header("f4.safetensors", "{\"w\":{\"dtype\":\"F4\",\"shape\":[2],\"data_offsets\":[0,1]}}", 1);
+    assert_open_fails(path, ST_FORMAT, 9, "dtype F4, of newer versions of the format, is not read by mpilm");
     path = write_header("size.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,8]}}", 8);
     assert_open_fails(path, ST_FORMAT, 9, "hold 8 bytes (expected 16 = 4 elements of F32)");
     path = write_header("shape.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,0]}}", 0);

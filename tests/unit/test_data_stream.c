@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/synth_dataset.h"
 #include "base/status.h"
 #include "data/stream.h"
+#include "stream_fixture.h"
 
 #define V 1000
 
@@ -17,10 +17,9 @@ static char dir[4200];
 
 static void make_dataset(int docs_per_shard)
 {
-    cr_assert_eq(synth_tmpdir(dir, sizeof dir, "stream"), 0);
     synth_spec sp = {.vocab_size = V, .n_shards = 3, .docs_per_shard = docs_per_shard, .max_sents = 12,
                      .max_len = 40, .seed = 7};
-    cr_assert_eq(synth_dataset_make(dir, &sp), 0, "synthetic dataset: %s", st_message());
+    stream_fixture_dataset(dir, sizeof dir, "stream", &sp);
 }
 
 static void small(void) { make_dataset(300); }
@@ -33,39 +32,16 @@ static stream_spec spec_of(stream_objective obj, int nsp, int rank, int size, in
                          .seed = 42, .dp_rank = rank, .dp_size = size, .chunk = chunk, .vocab_size = V};
 }
 
-static stream *open_stream(stream_spec sp)
-{
-    stream *s;
-    status_t st = stream_open(&s, &sp);
-    cr_assert_eq(st, ST_OK, "stream_open: %s", st_message());
-    return s;
-}
-
-static void next(stream *s, batch *b)
-{
-    status_t st = stream_next(s, b);
-    cr_assert_eq(st, ST_OK, "stream_next: %s", st_message());
-}
-
-static int rows_equal(const batch *a, int ra, const batch *b, int rb)
-{
-    size_t T = (size_t)a->T, oa = ra * T, ob = rb * T, n = T * sizeof(int32_t);
-    return !memcmp(a->input_ids + oa, b->input_ids + ob, n) && !memcmp(a->labels + oa, b->labels + ob, n) &&
-           !memcmp(a->token_type_ids + oa, b->token_type_ids + ob, n) &&
-           !memcmp(a->attention_mask + oa, b->attention_mask + ob, n) &&
-           a->next_sentence_label[ra] == b->next_sentence_label[rb];
-}
-
 Test(stream, causal_targets_are_the_inputs_shifted_by_one, .init = small, .fini = cleanup)
 {
-    stream *s = open_stream(spec_of(STREAM_CAUSAL, 0, 0, 1, 8));
+    stream *s = stream_fixture_open(spec_of(STREAM_CAUSAL, 0, 0, 1, 8));
     cr_assert_eq(stream_info(s)->vocab_size, V);
     cr_assert_eq(stream_info(s)->special[TOKEN_SEP], 3, "[SEP] separates documents in a WordPiece dataset");
     batch b, b2;
     batch_alloc(&b, 8, 64);
     batch_alloc(&b2, 1, 64);
     for (int step = 0; step < 50; step++) {
-        next(s, &b);
+        stream_fixture_next(s, &b);
         for (int r = 0; r < 8; r++)
             for (int t = 0; t < 64; t++) {
                 size_t o = (size_t)r * 64 + t;
@@ -83,22 +59,22 @@ Test(stream, causal_targets_are_the_inputs_shifted_by_one, .init = small, .fini 
 static void check_layout(stream_objective obj, int nsp)
 {
     const int c = 3, steps = 400;
-    stream *ref = open_stream(spec_of(obj, nsp, 0, 1, c * 4));
+    stream *ref = stream_fixture_open(spec_of(obj, nsp, 0, 1, c * 4));
     batch rb;
     batch_alloc(&rb, c * 4, 64);
     for (int dp = 2; dp <= 4; dp *= 2) {
         stream *ranks[4];
         batch bb[4];
-        for (int r = 0; r < dp; r++) ranks[r] = open_stream(spec_of(obj, nsp, r, dp, c)), batch_alloc(&bb[r], c, 64);
-        stream *one = open_stream(spec_of(obj, nsp, 0, 1, c * dp));
+        for (int r = 0; r < dp; r++) ranks[r] = stream_fixture_open(spec_of(obj, nsp, r, dp, c)), batch_alloc(&bb[r], c, 64);
+        stream *one = stream_fixture_open(spec_of(obj, nsp, 0, 1, c * dp));
         batch ob;
         batch_alloc(&ob, c * dp, 64);
         for (int step = 0; step < steps; step++) {
-            next(one, &ob);
+            stream_fixture_next(one, &ob);
             for (int r = 0; r < dp; r++) {
-                next(ranks[r], &bb[r]);
+                stream_fixture_next(ranks[r], &bb[r]);
                 for (int i = 0; i < c; i++)
-                    cr_assert(rows_equal(&ob, r * c + i, &bb[r], i), "dp %d step %d rank %d row %d differs", dp, step, r, i);
+                    cr_assert(stream_fixture_rows_equal(&ob, r * c + i, &bb[r], i), "dp %d step %d rank %d row %d differs", dp, step, r, i);
             }
         }
         for (int r = 0; r < dp; r++) stream_close(ranks[r]), batch_free(&bb[r]);
@@ -106,7 +82,7 @@ static void check_layout(stream_objective obj, int nsp)
         batch_free(&ob);
     }
     stream_origin o;
-    next(ref, &rb);
+    stream_fixture_next(ref, &rb);
     stream_last_origin(ref, 0, &o);
     cr_assert_eq(o.sample, 0);
     stream_close(ref);
@@ -127,19 +103,19 @@ Test(stream, mlm_nsp_dp_1_2_4_give_the_same_global_stream, .init = small, .fini 
  * fresh stream restored from it. */
 static void check_resume(stream_spec sp, int B, int k, int n)
 {
-    stream *a = open_stream(sp);
+    stream *a = stream_fixture_open(sp);
     batch ba, bb;
     batch_alloc(&ba, B, 64);
     batch_alloc(&bb, B, 64);
-    for (int i = 0; i < k; i++) next(a, &ba);
+    for (int i = 0; i < k; i++) stream_fixture_next(a, &ba);
     stream_cursor cur;
     stream_cursor_get(a, &cur);
-    stream *b = open_stream(sp);
+    stream *b = stream_fixture_open(sp);
     cr_assert_eq(stream_cursor_set(b, &cur), ST_OK, "%s", st_message());
     for (int i = 0; i < n; i++) {
-        next(a, &ba);
-        next(b, &bb);
-        for (int r = 0; r < B; r++) cr_assert(rows_equal(&ba, r, &bb, r), "batch %d row %d differs after resume", i, r);
+        stream_fixture_next(a, &ba);
+        stream_fixture_next(b, &bb);
+        for (int r = 0; r < B; r++) cr_assert(stream_fixture_rows_equal(&ba, r, &bb, r), "batch %d row %d differs after resume", i, r);
     }
     stream_close(a);
     stream_close(b);
@@ -156,13 +132,13 @@ Test(stream, cursor_resume_continues_exactly, .init = small, .fini = cleanup)
 
 Test(stream, epochs_wrap_with_a_new_order_and_new_masks, .init = small, .fini = cleanup)
 {
-    stream *s = open_stream(spec_of(STREAM_MLM, 1, 0, 1, 16));
+    stream *s = stream_fixture_open(spec_of(STREAM_MLM, 1, 0, 1, 16));
     batch b, e1;
     batch_alloc(&b, 16, 64);
     batch_alloc(&e1, 16, 64);
     uint64_t max_epoch = 0;
     for (int i = 0; i < 400 && max_epoch < 2; i++) {
-        next(s, &b);
+        stream_fixture_next(s, &b);
         stream_origin o;
         stream_last_origin(s, 15, &o);
         max_epoch = o.epoch;
@@ -171,12 +147,12 @@ Test(stream, epochs_wrap_with_a_new_order_and_new_masks, .init = small, .fini = 
     /* the first samples of epoch 0 and of epoch 1 */
     stream_cursor c = {.epoch = 0, .sample = 0};
     cr_assert_eq(stream_cursor_set(s, &c), ST_OK);
-    next(s, &b);
+    stream_fixture_next(s, &b);
     c.epoch = 1;
     cr_assert_eq(stream_cursor_set(s, &c), ST_OK);
-    next(s, &e1);
+    stream_fixture_next(s, &e1);
     int same = 0;
-    for (int r = 0; r < 16; r++) same += rows_equal(&b, r, &e1, r);
+    for (int r = 0; r < 16; r++) same += stream_fixture_rows_equal(&b, r, &e1, r);
     cr_assert_eq(same, 0, "%d of 16 samples repeat at the start of the next epoch", same);
     stream_close(s);
     batch_free(&b);
@@ -185,12 +161,12 @@ Test(stream, epochs_wrap_with_a_new_order_and_new_masks, .init = small, .fini = 
 
 Test(stream, mlm_masking_statistics_over_a_million_tokens, .init = large, .fini = cleanup)
 {
-    stream *s = open_stream(spec_of(STREAM_MLM, 0, 0, 1, 64));
+    stream *s = stream_fixture_open(spec_of(STREAM_MLM, 0, 0, 1, 64));
     batch b;
     batch_alloc(&b, 64, 64);
     uint64_t eligible = 0, chosen = 0, as_mask = 0, kept = 0, random = 0;
     while (eligible < 1100000) {
-        next(s, &b);
+        stream_fixture_next(s, &b);
         for (int i = 0; i < 64 * 64; i++) {
             int32_t id = b.input_ids[i], lab = b.labels[i];
             if ((id == 0 || id == 2 || id == 3) && lab == LABEL_IGNORE) continue; /* [PAD] [CLS] [SEP] */
@@ -219,12 +195,12 @@ Test(stream, mlm_masking_statistics_over_a_million_tokens, .init = large, .fini 
 
 Test(stream, nsp_pairs_are_half_true_and_negatives_come_from_another_document, .init = large, .fini = cleanup)
 {
-    stream *s = open_stream(spec_of(STREAM_MLM, 1, 0, 1, 64));
+    stream *s = stream_fixture_open(spec_of(STREAM_MLM, 1, 0, 1, 64));
     batch b;
     batch_alloc(&b, 64, 64);
     uint64_t tokens = 0, pos = 0, n = 0;
     while (tokens < 1000000) {
-        next(s, &b);
+        stream_fixture_next(s, &b);
         for (int r = 0; r < 64; r++) {
             stream_origin o;
             stream_last_origin(s, r, &o);
@@ -263,12 +239,12 @@ Test(stream, nsp_labels_are_a_fair_coin, .init = large, .fini = cleanup)
     for (uint64_t seed = 42; seed <= 43; seed++) {
         stream_spec sp = spec_of(STREAM_MLM, 1, 0, 1, 256);
         sp.seed = seed;
-        stream *s = open_stream(sp);
+        stream *s = stream_fixture_open(sp);
         batch b;
         batch_alloc(&b, 256, 64);
         uint64_t pos = 0, n = 0;
         for (; n < PAIRS; n += 256) {
-            next(s, &b);
+            stream_fixture_next(s, &b);
             for (int r = 0; r < 256; r++) pos += b.next_sentence_label[r] == 0;
         }
         double f = (double)pos / (double)n, sigma = 0.5 / sqrt((double)n);

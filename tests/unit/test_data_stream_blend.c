@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/synth_dataset.h"
 #include "base/status.h"
 #include "data/stream.h"
+#include "stream_fixture.h"
 
 #define V 1000
 #define T 32
@@ -25,10 +25,9 @@ static void setup(void)
 {
     const int docs[4] = {200, 120, 15, 50};
     for (int i = 0; i < 4; i++) {
-        cr_assert_eq(synth_tmpdir(dirs[i], sizeof dirs[i], "blend"), 0);
         synth_spec sp = {.vocab_size = i == 3 ? V + 24 : V, .n_shards = 2, .docs_per_shard = docs[i], .max_sents = 8,
                          .max_len = 30, .seed = 11 + (uint64_t)i};
-        cr_assert_eq(synth_dataset_make(dirs[i], &sp), 0, "synthetic dataset: %s", st_message());
+        stream_fixture_dataset(dirs[i], sizeof dirs[i], "blend", &sp);
     }
 }
 
@@ -43,27 +42,6 @@ static stream_spec spec_of(const char *p, int rank, int size, int chunk)
                          .dp_rank = rank, .dp_size = size, .chunk = chunk, .vocab_size = V + 24, .blend = 1};
 }
 
-static stream *open_stream(stream_spec sp)
-{
-    stream *s;
-    status_t st = stream_open(&s, &sp);
-    cr_assert_eq(st, ST_OK, "stream_open: %s", st_message());
-    return s;
-}
-
-static void next(stream *s, batch *b)
-{
-    status_t st = stream_next(s, b);
-    cr_assert_eq(st, ST_OK, "stream_next: %s", st_message());
-}
-
-static int rows_equal(const batch *a, int ra, const batch *b, int rb)
-{
-    size_t o1 = (size_t)ra * T, o2 = (size_t)rb * T, n = T * sizeof(int32_t);
-    return !memcmp(a->input_ids + o1, b->input_ids + o2, n) && !memcmp(a->labels + o1, b->labels + o2, n) &&
-           !memcmp(a->attention_mask + o1, b->attention_mask + o2, n);
-}
-
 static const char *blend3(void)
 {
     snprintf(path, sizeof path, "0.5 %s 3 %s 1.5 %s", dirs[0], dirs[1], dirs[2]); /* 0.1, 0.6, 0.3 */
@@ -75,13 +53,13 @@ static const char *blend3(void)
 static void check_bound(const char *p, int D, const double *w)
 {
     const int chunk = 10, steps = 300;
-    stream *s = open_stream(spec_of(p, 0, 1, chunk));
+    stream *s = stream_fixture_open(spec_of(p, 0, 1, chunk));
     batch b;
     batch_alloc(&b, chunk, T);
     uint64_t c[STREAM_BLEND_MAX] = {0}, g = 0;
     double lo = -(double)(D - 1) * (D - 1) / D - 1e-6, hi = (double)(D - 1) / D + 1e-6;
     for (int step = 0; step < steps; step++) {
-        next(s, &b);
+        stream_fixture_next(s, &b);
         for (int r = 0; r < chunk; r++, g++) {
             stream_origin o;
             stream_last_origin(s, r, &o);
@@ -118,20 +96,20 @@ Test(blend, proportions_stay_within_the_greedy_bound_at_every_sample, .init = se
  * sample k of d's stream, wrapping into new epochs on its own (C, small). */
 Test(blend, each_dataset_reads_its_own_stream_and_wraps_on_its_own, .init = setup, .fini = cleanup)
 {
-    stream *s = open_stream(spec_of(blend3(), 0, 1, 8));
-    stream *plain = open_stream(spec_of(dirs[0], 0, 1, 1)); /* dataset 0 alone, with the blend's seed */
+    stream *s = stream_fixture_open(spec_of(blend3(), 0, 1, 8));
+    stream *plain = stream_fixture_open(spec_of(dirs[0], 0, 1, 1)); /* dataset 0 alone, with the blend's seed */
     batch b, one;
     batch_alloc(&b, 8, T);
     batch_alloc(&one, 1, T);
     uint64_t next_k[3] = {0}, wraps[3] = {0}, last_epoch[3] = {0};
     for (int step = 0; step < 400; step++) {
-        next(s, &b);
+        stream_fixture_next(s, &b);
         for (int r = 0; r < 8; r++) {
             stream_origin o;
             stream_last_origin(s, r, &o);
             if (o.source == 0) {
-                next(plain, &one);
-                cr_assert(rows_equal(&b, r, &one, 0), "step %d row %d: not the next sample of dataset 0's stream",
+                stream_fixture_next(plain, &one);
+                cr_assert(stream_fixture_rows_equal(&b, r, &one, 0), "step %d row %d: not the next sample of dataset 0's stream",
                           step, r);
             }
             if (o.epoch != last_epoch[o.source]) {
@@ -163,16 +141,16 @@ Test(blend, dp_1_2_4_give_the_same_global_stream, .init = setup, .fini = cleanup
 {
     const int c = 3;
     for (int dp = 2; dp <= 4; dp *= 2) {
-        stream *ranks[4], *one = open_stream(spec_of(blend3(), 0, 1, c * dp));
+        stream *ranks[4], *one = stream_fixture_open(spec_of(blend3(), 0, 1, c * dp));
         batch bb[4], ob;
         batch_alloc(&ob, c * dp, T);
-        for (int r = 0; r < dp; r++) ranks[r] = open_stream(spec_of(blend3(), r, dp, c)), batch_alloc(&bb[r], c, T);
+        for (int r = 0; r < dp; r++) ranks[r] = stream_fixture_open(spec_of(blend3(), r, dp, c)), batch_alloc(&bb[r], c, T);
         for (int step = 0; step < 300; step++) {
-            next(one, &ob);
+            stream_fixture_next(one, &ob);
             for (int r = 0; r < dp; r++) {
-                next(ranks[r], &bb[r]);
+                stream_fixture_next(ranks[r], &bb[r]);
                 for (int i = 0; i < c; i++)
-                    cr_assert(rows_equal(&ob, r * c + i, &bb[r], i), "dp %d step %d rank %d row %d differs", dp, step,
+                    cr_assert(stream_fixture_rows_equal(&ob, r * c + i, &bb[r], i), "dp %d step %d rank %d row %d differs", dp, step,
                               r, i);
             }
         }
@@ -187,11 +165,11 @@ Test(blend, dp_1_2_4_give_the_same_global_stream, .init = setup, .fini = cleanup
 Test(blend, cursor_resume_on_another_layout_continues_exactly, .init = setup, .fini = cleanup)
 {
     const int c = 4, k = 137;
-    stream *a0 = open_stream(spec_of(blend3(), 0, 2, c)), *a1 = open_stream(spec_of(blend3(), 1, 2, c));
-    stream *ref = open_stream(spec_of(blend3(), 0, 1, 2 * c));
+    stream *a0 = stream_fixture_open(spec_of(blend3(), 0, 2, c)), *a1 = stream_fixture_open(spec_of(blend3(), 1, 2, c));
+    stream *ref = stream_fixture_open(spec_of(blend3(), 0, 1, 2 * c));
     batch b4, b8, r8;
     batch_alloc(&b4, c, T), batch_alloc(&b8, 2 * c, T), batch_alloc(&r8, 2 * c, T);
-    for (int i = 0; i < k; i++) next(a0, &b4), next(a1, &b4), next(ref, &r8);
+    for (int i = 0; i < k; i++) stream_fixture_next(a0, &b4), stream_fixture_next(a1, &b4), stream_fixture_next(ref, &r8);
     stream_cursor cur, cur1;
     uint64_t e[STREAM_BLEND_MAX];
     cr_assert_eq(stream_epochs(a0, e), ST_OK, "%s", st_message()); /* as rank 0 of a run: positions carried over epochs */
@@ -201,27 +179,27 @@ Test(blend, cursor_resume_on_another_layout_continues_exactly, .init = setup, .f
     cr_assert(cur.source[2].epoch >= 1, "the small dataset has wrapped (its position is not its count)");
     for (int d = 0; d < 3; d++) cr_assert_eq(cur.source[d].drawn, cur1.source[d].drawn, "ranks disagree on %d", d);
     cr_assert_eq(e[2], cur.source[2].epoch);
-    stream *b = open_stream(spec_of(blend3(), 0, 1, 2 * c));
+    stream *b = stream_fixture_open(spec_of(blend3(), 0, 1, 2 * c));
     cr_assert_eq(stream_cursor_set(b, &cur), ST_OK, "%s", st_message());
     stream *q[4];
     batch qb[4];
     for (int r = 0; r < 4; r++) {
-        q[r] = open_stream(spec_of(blend3(), r, 4, c / 2)), batch_alloc(&qb[r], c / 2, T);
+        q[r] = stream_fixture_open(spec_of(blend3(), r, 4, c / 2)), batch_alloc(&qb[r], c / 2, T);
         cr_assert_eq(stream_cursor_set(q[r], &cur), ST_OK, "%s", st_message());
     }
     for (int i = 0; i < 300; i++) {
-        next(ref, &r8);
-        next(b, &b8);
-        for (int r = 0; r < 2 * c; r++) cr_assert(rows_equal(&r8, r, &b8, r), "step %d row %d differs after resume", i, r);
+        stream_fixture_next(ref, &r8);
+        stream_fixture_next(b, &b8);
+        for (int r = 0; r < 2 * c; r++) cr_assert(stream_fixture_rows_equal(&r8, r, &b8, r), "step %d row %d differs after resume", i, r);
         for (int r = 0; r < 4; r++) {
-            next(q[r], &qb[r]);
+            stream_fixture_next(q[r], &qb[r]);
             for (int j = 0; j < c / 2; j++)
-                cr_assert(rows_equal(&r8, r * (c / 2) + j, &qb[r], j), "dp 4: step %d rank %d row %d differs", i, r, j);
+                cr_assert(stream_fixture_rows_equal(&r8, r * (c / 2) + j, &qb[r], j), "dp 4: step %d rank %d row %d differs", i, r, j);
         }
     }
     stream_cursor one_cursor;
     stream_cursor_get(ref, &one_cursor);
-    stream *plain = open_stream((stream_spec){.path = dirs[0], .objective = STREAM_MLM, .seq_len = T,
+    stream *plain = stream_fixture_open((stream_spec){.path = dirs[0], .objective = STREAM_MLM, .seq_len = T,
                                               .mask_prob = 0.15, .seed = 42, .dp_rank = 0, .dp_size = 1,
                                               .chunk = 2 * c, .vocab_size = V + 24});
     cr_assert_eq(stream_cursor_set(plain, &one_cursor), ST_CONFIG, "a blend's cursor set on one dataset");
@@ -236,13 +214,13 @@ Test(blend, one_weighted_dataset_is_the_plain_dataset, .init = setup, .fini = cl
 {
     char one[5000];
     snprintf(one, sizeof one, "1 %s", dirs[0]);
-    stream *a = open_stream(spec_of(one, 0, 1, 8)), *b = open_stream(spec_of(dirs[0], 0, 1, 8));
+    stream *a = stream_fixture_open(spec_of(one, 0, 1, 8)), *b = stream_fixture_open(spec_of(dirs[0], 0, 1, 8));
     cr_assert_eq(stream_n_sources(a), 1);
     batch x, y;
     batch_alloc(&x, 8, T), batch_alloc(&y, 8, T);
     for (int i = 0; i < 50; i++) {
-        next(a, &x), next(b, &y);
-        for (int r = 0; r < 8; r++) cr_assert(rows_equal(&x, r, &y, r), "batch %d row %d", i, r);
+        stream_fixture_next(a, &x), stream_fixture_next(b, &y);
+        for (int r = 0; r < 8; r++) cr_assert(stream_fixture_rows_equal(&x, r, &y, r), "batch %d row %d", i, r);
     }
     stream_close(a), stream_close(b);
     batch_free(&x), batch_free(&y);
