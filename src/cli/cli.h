@@ -40,6 +40,31 @@ status_t cli_load_config(config **out, const char *path, char *const *sets, int 
 void cli_mpi_init(int *argc, char ***argv);
 void cli_mpi_finalize(void);
 
+/* One option of a subcommand for cli_parse_options, named without "--". It
+ * has exactly one target: text (takes a value, kept as given), flag (takes
+ * none, set to 1) or key (takes a value, passed with key to the command's
+ * handler; when max > min the value is first read by cli_number in
+ * [min, max], an integer when integer is set, and passed as number). A table
+ * ends with an entry whose name is NULL. */
+typedef struct cli_option {
+    const char *name;
+    const char **text;
+    int *flag;
+    int key;
+    double min, max;
+    int integer;
+} cli_option;
+
+typedef status_t (*cli_option_handler)(void *ctx, int key, const char *text, double number);
+
+/* Reads the options of argv (getopt_long, long options only, operands
+ * permuted to the end) into their targets in the order given; stops at the
+ * first failure: an unknown option, or one without its value, is ST_USAGE
+ * "CMD: unknown or incomplete option 'ARG' (see mpilm CMD --help)".
+ * *first_operand is the index of the first operand (argc when none). */
+status_t cli_parse_options(const char *cmd, int argc, char **argv, const cli_option *options,
+                           cli_option_handler handle, void *ctx, int *first_operand);
+
 /* Reads the value of a numeric command-line option: the whole text must be a
  * number in [min, max] (integer when integer is set); else ST_USAGE naming
  * the command, the option, what was found and what is expected. */
