@@ -12,6 +12,7 @@
 
 #include "base/config.h"
 #include "base/status.h"
+#include "ckpt/checkpoint.h"
 
 #define MPILM_VERSION "0.1.0"
 
@@ -76,6 +77,12 @@ status_t cli_number(const char *cmd, const char *option, const char *text, doubl
  * replaced by U+FFFD (as prep --replace-invalid does), so the output is
  * valid JSON whatever the bytes. */
 void cli_json_string(FILE *out, const char *s, size_t n);
+
+/* The whole model of checkpoint r (layers 0 to n_layer in one stage) for
+ * micro-batches of B sequences, its parameters read: the model eval,
+ * generate and export run. c is the checkpoint's model config as the command
+ * adjusts it (dropout, seq_len, precision). On failure *out is NULL. */
+status_t cli_load_model(const ckpt_reader *r, const model_config *c, int B, model_stage **out);
 
 /* Ends the command: message through st_die() unless st is ST_OK. */
 int cli_finish(status_t st);

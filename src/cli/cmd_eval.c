@@ -126,8 +126,7 @@ static status_t run_eval(const eval_options *o)
     tensor_runtime rt;
     model_stage *m = NULL;
     if (st == ST_OK) st = tensor_runtime_init(-1, size, &rt);
-    if (st == ST_OK) st = model_stage_create(&m, &c, 0, c.n_layer, o->micro_batch, 1);
-    if (st == ST_OK) st = ckpt_read_stage(r, m, model_params(m), NULL, NULL);
+    if (st == ST_OK) st = cli_load_model(r, &c, o->micro_batch, &m);
     const char *mask = ckpt_config_value(r, "data.mask_prob"), *nsp = ckpt_config_value(r, "data.nsp");
     eval_spec spec = {.data_path = o->data, .split = split, .seed = o->seed, .mask_prob = mask ? atof(mask) : 0.15,
                       .nsp = !nsp || nsp[0] == 't' || nsp[0] == '1', .max_samples = o->max_samples,

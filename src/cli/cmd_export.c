@@ -15,8 +15,7 @@ static status_t export_checkpoint(const char *ckpt, const char *out, safet_dtype
     TRY(ckpt_open(&r, ckpt));
     model_config c = *ckpt_model(r);
     model_stage *m = NULL;
-    status_t st = model_stage_create(&m, &c, 0, c.n_layer, 1, 1);
-    if (st == ST_OK) st = ckpt_read_stage(r, m, model_params(m), NULL, NULL);
+    status_t st = cli_load_model(r, &c, 1, &m);
     if (st == ST_OK) st = export_hf(&c, model_params(m), ckpt_vocab_dir(r), out, dtype);
     if (st == ST_OK) printf("export: %s (step %lld) -> %s/model.safetensors (%s), config.json%s\n", ckpt_path(r),
                             (long long)ckpt_step(r), out, safet_dtype_name(dtype),

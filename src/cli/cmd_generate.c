@@ -183,8 +183,7 @@ static status_t fill_forward(fill_state *f, ckpt_reader *r, const model_config *
     c.dropout = 0.0f;
     c.seq_len = (int)f->n;
     size_t V = (size_t)c.vocab_size;
-    TRY(model_stage_create(&f->m, &c, 0, c.n_layer, 1, 1));
-    TRY(ckpt_read_stage(r, f->m, model_params(f->m), NULL, NULL));
+    TRY(cli_load_model(r, &c, 1, &f->m));
     TRY(batch_alloc(&f->b, 1, c.seq_len));
     for (int t = 0; t < c.seq_len; t++) {
         f->b.input_ids[t] = (int32_t)f->ids[t];
@@ -298,8 +297,7 @@ static status_t run_generate(const gen_options *o)
     if (st == ST_OK && c.family == MODEL_BERT) {
         st = fill_mask(r, g.tok, &c, o);
     } else {
-        if (st == ST_OK) st = model_stage_create(&g.m, &c, 0, c.n_layer, 1, 1);
-        if (st == ST_OK) st = ckpt_read_stage(r, g.m, model_params(g.m), NULL, NULL);
+        if (st == ST_OK) st = cli_load_model(r, &c, 1, &g.m);
         if (st == ST_OK) st = generate(&g, o);
         if (st == ST_OK) st = output(&g, o);
     }

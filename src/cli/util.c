@@ -139,6 +139,20 @@ void cli_json_string(FILE *out, const char *s, size_t n)
     putc('"', out);
 }
 
+status_t cli_load_model(const ckpt_reader *r, const model_config *c, int B, model_stage **out)
+{
+    model_stage *m = NULL;
+    *out = NULL;
+    status_t st = model_stage_create(&m, c, 0, c->n_layer, B, 1);
+    if (st == ST_OK) st = ckpt_read_stage(r, m, model_params(m), NULL, NULL);
+    if (st != ST_OK) {
+        model_stage_free(m);
+        return st;
+    }
+    *out = m;
+    return ST_OK;
+}
+
 int cli_finish(status_t st)
 {
     if (st != ST_OK) st_die(st);
