@@ -2,7 +2,6 @@
  * under any number of ranks (whatever layout wrote the checkpoint). */
 #include <stdio.h>
 #include <sys/stat.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "base/log.h"
@@ -106,6 +105,30 @@ static status_t check_dataset_tokenizer(const ckpt_reader *r, const char *data)
                                 "--vocab CHECKPOINT/vocab ...)");
 }
 
+/* The objective settings the checkpoint was trained with (data.mask_prob,
+ * data.nsp), read from its manifest's configuration as train reads a config
+ * file's: through the schema, validated, its default where the manifest
+ * records none (an imported checkpoint). */
+static status_t trained_objective(const ckpt_reader *r, eval_spec *spec)
+{
+    static const char *const keys[][2] = {{"data", "mask_prob"}, {"data", "nsp"}};
+    config *cfg;
+    TRY(cli_load_config(&cfg, NULL, NULL, 0));
+    status_t st = ST_OK;
+    for (int i = 0; st == ST_OK && i < 2; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s.%s", keys[i][0], keys[i][1]);
+        const char *value = ckpt_config_value(r, name);
+        if (value) st = config_set(cfg, keys[i][0], keys[i][1], value, ckpt_path(r));
+    }
+    if (st == ST_OK) {
+        spec->mask_prob = config_float(cfg, "data.mask_prob");
+        spec->nsp = config_bool(cfg, "data.nsp");
+    }
+    config_free(cfg);
+    return st;
+}
+
 static status_t run_eval(const eval_options *o)
 {
     int size, rank;
@@ -127,10 +150,9 @@ static status_t run_eval(const eval_options *o)
     model_stage *m = NULL;
     if (st == ST_OK) st = tensor_runtime_init(-1, size, &rt);
     if (st == ST_OK) st = cli_load_model(r, &c, o->micro_batch, &m);
-    const char *mask = ckpt_config_value(r, "data.mask_prob"), *nsp = ckpt_config_value(r, "data.nsp");
-    eval_spec spec = {.data_path = o->data, .split = split, .seed = o->seed, .mask_prob = mask ? atof(mask) : 0.15,
-                      .nsp = !nsp || nsp[0] == 't' || nsp[0] == '1', .max_samples = o->max_samples,
+    eval_spec spec = {.data_path = o->data, .split = split, .seed = o->seed, .max_samples = o->max_samples,
                       .hang_timeout = EVAL_HANG_TIMEOUT};
+    if (st == ST_OK) st = trained_objective(r, &spec);
     if (st == ST_OK) st = watchdog_start(rank);
     eval_result res;
     if (st == ST_OK) {
