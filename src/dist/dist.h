@@ -170,8 +170,13 @@ void dist_bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type);
 
 /* ---- the step ------------------------------------------------------------------ */
 
-/* Fills b with global micro-batch g (its samples are g B .. g B + B - 1, the
- * numbering of train.c). Every stage calls it for every micro-batch it runs:
+/* The global index g of micro-batch mb (of m per replica and step) of
+ * data-parallel replica `replica` (of dp) at step: (step dp + replica) m + mb.
+ * A step's micro-batches are numbered replica by replica, so a replica's part
+ * of a step is contiguous; the samples of g are g B .. g B + B - 1. */
+uint64_t dist_microbatch_index(int64_t step, int dp, int replica, int m, int mb);
+
+/* Fills b with global micro-batch g (dist_microbatch_index). Every stage calls it for every micro-batch it runs:
  * the first stage reads ids and types, every stage attention_mask, the last
  * the labels. Returns a status (a data error ends the step). */
 typedef status_t (*dist_fill_fn)(void *ctx, uint64_t g, batch *b);

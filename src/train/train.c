@@ -170,8 +170,7 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
         watchdog_disarm();
     }
     if (!t->run_id) t->run_id = ckpt_run_new_id(); /* a new run (only rank 0's is used: it writes the manifests) */
-    t->next_g = ((uint64_t)t->start_step * (uint64_t)t->topo->dp + (uint64_t)t->topo->replica) *
-                (uint64_t)tc->micro_batches;
+    t->next_g = dist_microbatch_index(t->start_step, t->topo->dp, t->topo->replica, tc->micro_batches, 0);
     TRY(open_metrics(t));
     TRY(describe_layout(t));
     model_tensor *full;
@@ -213,9 +212,10 @@ uint64_t trainer_global_batch(const trainer *t)
     return (uint64_t)t->tc.micro_batch * (uint64_t)t->tc.micro_batches * (uint64_t)t->topo->dp;
 }
 
-/* dist_fill_fn: global micro-batch g = its samples g B .. g B + B - 1 (rank
- * r's part of a step is contiguous, DESIGN §4). The stream gives a replica's
- * micro-batches in order; every stage forwards them in that order. */
+/* dist_fill_fn: global micro-batch g (dist_microbatch_index) = its samples
+ * g B .. g B + B - 1. The stream gives a replica's micro-batches in order;
+ * every stage forwards them in that order, and after a step's last comes the
+ * first of the replica's next step. */
 static status_t fill_batch(void *ctx, uint64_t g, batch *b)
 {
     trainer *t = ctx;
@@ -223,10 +223,12 @@ static status_t fill_batch(void *ctx, uint64_t g, batch *b)
         random_batch_fill(b, &t->random, g * (uint64_t)t->tc.micro_batch);
         return ST_OK;
     }
-    uint64_t m = (uint64_t)t->tc.micro_batches;
+    int m = t->tc.micro_batches, dp = t->topo->dp;
     FAIL_IF(g != t->next_g, ST_ERROR, "train: the schedule asked for micro-batch %llu but the data stream is at "
             "%llu (expected micro-batches in order)", (unsigned long long)g, (unsigned long long)t->next_g);
-    t->next_g = g % m == m - 1 ? g + 1 + m * (uint64_t)(t->topo->dp - 1) : g + 1;
+    int64_t step = (int64_t)(g / ((uint64_t)m * (uint64_t)dp));
+    int last = g % (uint64_t)m == (uint64_t)m - 1;
+    t->next_g = last ? dist_microbatch_index(step + 1, dp, t->topo->replica, m, 0) : g + 1;
     return stream_next(t->stream, b);
 }
 
