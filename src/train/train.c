@@ -9,6 +9,7 @@
 
 #include "base/fileio.h"
 #include "base/log.h"
+#include "base/testhook.h"
 #include "base/timer.h"
 #include "base/watchdog.h"
 #include "ckpt/checkpoint.h"
@@ -160,7 +161,7 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     TRY(setup_runtime(t));
     TRY(setup_data(t));
     TRY(trainer_valid_check(t));
-    const char *delay = getenv("MPILM_TEST_STEP_DELAY");
+    const char *delay = testhook_get(TESTHOOK_STEP_DELAY);
     t->step_delay = delay ? atof(delay) : 0.0;
     if (tc->overwrite) TRY(trainer_clear_run_dir(t));
     TRY(watchdog_start(t->rank));
