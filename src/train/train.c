@@ -110,7 +110,10 @@ static status_t describe_layout(trainer *t)
                       m.activations / 1048576.0};
     double *all = t->rank == 0 ? malloc(sizeof mine * (size_t)t->size) : NULL;
     FAIL_IF(t->rank == 0 && !all, ST_NOMEM, "train: out of memory");
-    MPI_Gather(mine, 7, MPI_DOUBLE, all, 7, MPI_DOUBLE, 0, t->comm);
+    if (MPI_Gather(mine, 7, MPI_DOUBLE, all, 7, MPI_DOUBLE, 0, t->comm) != MPI_SUCCESS) {
+        free(all);
+        return st_fail(ST_MPI, "train: gathering every rank's memory plan (MPI_Gather) failed");
+    }
     char *text = t->rank == 0 ? malloc((size_t)t->size * 128 + 1) : NULL;
     if (text) {
         const dist_topology *p = t->topo;
