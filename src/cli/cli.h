@@ -1,8 +1,8 @@
 /* cli — the mpilm command line: one file per subcommand, no library logic.
  *
- * Owns: option parsing, loading the configuration (the schema of DESIGN §8 is
- * in schema.c), MPI start-up for the commands that need it, turning a status
- * into a message and an exit code.
+ * Owns: option parsing, loading the configuration (the schema of
+ * docs/design.md's "Configuration" is in schema.c), MPI start-up for the
+ * commands that need it, turning a status into a message and an exit code.
  * Must not touch: anything a library module should own.
  */
 #ifndef MPILM_CLI_H
@@ -27,7 +27,7 @@ typedef struct command {
 extern const command commands[];
 extern const int n_commands;
 
-/* The configuration schema of DESIGN §8. */
+/* The configuration schema (docs/design.md, "Configuration"). */
 extern const config_key mpilm_schema[];
 extern const int mpilm_schema_len;
 

@@ -1,4 +1,5 @@
-/* The subcommand table: names, one-line summaries and --help texts (DESIGN §8). */
+/* The subcommand table: names, one-line summaries and --help texts (the
+ * commands and options of docs/usage.md). */
 #include "cli.h"
 
 int cmd_train(int argc, char **argv);

@@ -1,5 +1,6 @@
 /* data/stream objectives: packing a group's documents into samples and
- * building a sample's rows (DESIGN §4).
+ * building a sample's rows (docs/design.md, "Data: shards, reader, sampler,
+ * objectives").
  *   causal  documents joined by end-of-text; windows of T+1 tokens, stride T
  *   mlm     [CLS] sentences of one document [SEP], packed to T, padded
  *   mlm+nsp [CLS] A [SEP] B [SEP] as BERT's create_pretraining_data
