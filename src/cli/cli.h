@@ -20,8 +20,7 @@ typedef struct command {
     const char *name;
     const char *summary;
     const char *usage;              /* full --help text */
-    int (*run)(int argc, char **argv); /* NULL: not built yet */
-    const char *missing;            /* when run is NULL: what is not there yet */
+    int (*run)(int argc, char **argv);
 } command;
 
 extern const command commands[];
