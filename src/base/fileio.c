@@ -12,11 +12,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "testhook.h"
+
 /* MPILM_TEST_PAUSE=PHASE:SECONDS: announce the pause on stderr (a test waits
  * for the line), then sleep the whole time, whatever signals arrive. */
 static void pause_point(const char *phase)
 {
-    const char *want = getenv("MPILM_TEST_PAUSE");
+    const char *want = testhook_get(TESTHOOK_PAUSE);
     size_t n = strlen(phase);
     if (!want || strncmp(want, phase, n) != 0 || want[n] != ':') return;
     double seconds = atof(want + n + 1);
@@ -30,12 +32,12 @@ static void pause_point(const char *phase)
 void crash_point(const char *phase)
 {
     pause_point(phase);
-    const char *want = getenv("MPILM_TEST_CRASH");
+    const char *want = testhook_get(TESTHOOK_CRASH);
     if (want && strcmp(want, phase) == 0) {
         fflush(NULL);
         raise(SIGKILL);
     }
-    want = getenv("MPILM_TEST_STOP"); /* a rank frozen there, as by SIGSTOP: its peers' watchdogs must end the job */
+    want = testhook_get(TESTHOOK_STOP); /* a rank frozen there, as by SIGSTOP: its peers' watchdogs must end the job */
     if (want && strcmp(want, phase) == 0) {
         fflush(NULL);
         raise(SIGSTOP);

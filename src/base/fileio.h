@@ -16,6 +16,7 @@
 #include <stdio.h>
 
 #include "status.h"
+#include "testhook.h"
 
 /* Streaming atomic writer. */
 typedef struct atomic_file {
@@ -45,7 +46,7 @@ status_t make_dirs(const char *path, int mode);
  * links); a path that does not exist is not an error. */
 status_t dir_remove_tree(const char *path);
 
-/* Test hooks: when the environment variable MPILM_TEST_CRASH names a phase
+/* Test hooks (base/testhook): when MPILM_TEST_CRASH names a phase
  * ("atomic:before_fsync", "atomic:before_rename", ...), the process kills
  * itself with SIGKILL on reaching that phase, simulating a crash there;
  * MPILM_TEST_STOP stops it there with SIGSTOP (a frozen rank);

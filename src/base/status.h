@@ -7,7 +7,7 @@
  * Pattern (as zstd's RETURN_ERROR_IF / FORWARD_IF_ERROR): a function that can
  * fail returns status_t; on failure it records a message with st_fail() and
  * returns the code; callers forward it with TRY(). Only cli/ prints and exits
- * (st_die). Messages follow DESIGN §7:
+ * (st_die). Messages follow docs/design.md, "Errors: one mechanism":
  *     FILE: what is wrong at WHERE (expected X, found Y); what to do
  */
 #ifndef MPILM_BASE_STATUS_H

@@ -12,12 +12,7 @@
 
 const char *const ckpt_section_names[CKPT_SECTIONS] = {"params", "exp_avg", "exp_avg_sq"};
 
-static cJSON *hex_item(uint64_t v)
-{
-    char hex[17];
-    hash_to_hex(v, hex);
-    return cJSON_CreateString(hex);
-}
+static cJSON *hex_item(uint64_t v) { return dataset_json_hex(v); }
 
 static cJSON *model_json(const model_config *c)
 {

@@ -46,7 +46,7 @@ status_t ckpt_begin(const char *run_dir, int64_t step, char *tmp, size_t len)
 /* MPILM_TEST_CKPT_FAIL=write fails every shard write, write:I only shard I. */
 static int test_write_fails(int index)
 {
-    const char *v = getenv("MPILM_TEST_CKPT_FAIL");
+    const char *v = testhook_get(TESTHOOK_CKPT_FAIL);
     if (!v || strncmp(v, "write", 5) != 0) return 0;
     return v[5] == '\0' || (v[5] == ':' && atoi(v + 6) == index);
 }

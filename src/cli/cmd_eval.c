@@ -1,9 +1,7 @@
 /* mpilm eval: a checkpoint's loss, perplexity and accuracies on a dataset,
  * under any number of ranks (whatever layout wrote the checkpoint). */
-#include <getopt.h>
 #include <stdio.h>
 #include <sys/stat.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "base/log.h"
@@ -22,39 +20,39 @@ typedef struct eval_options {
     int micro_batch;
 } eval_options;
 
+static status_t set_option(void *ctx, int key, const char *text, double v)
+{
+    eval_options *o = ctx;
+    switch (key) {
+    case 'S':
+        FAIL_IF(strcmp(text, "train") != 0 && strcmp(text, "valid") != 0, ST_USAGE,
+                "eval: --split must be train or valid (found '%s')", text);
+        o->split = text;
+        break;
+    case 'n': o->max_samples = (uint64_t)v; break;
+    case 's': o->seed = (uint64_t)v; break;
+    case 'b': o->micro_batch = (int)v; break;
+    }
+    return ST_OK;
+}
+
 static status_t parse_options(int argc, char **argv, eval_options *o)
 {
-    static const struct option long_options[] = {
-        {"ckpt", required_argument, 0, 'c'},        {"data", required_argument, 0, 'd'},
-        {"max-samples", required_argument, 0, 'n'}, {"json", required_argument, 0, 'j'},
-        {"seed", required_argument, 0, 's'},        {"micro-batch", required_argument, 0, 'b'},
-        {"precision", required_argument, 0, 'p'},   {"split", required_argument, 0, 'S'},
-        {0, 0, 0, 0},
-    };
     *o = (eval_options){.seed = EVAL_SEED, .micro_batch = 8, .precision = "auto"};
-    optind = 1;
-    opterr = 0;
-    int ch;
-    double v;
-    while ((ch = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        switch (ch) {
-        case 'c': o->ckpt = optarg; break;
-        case 'd': o->data = optarg; break;
-        case 'j': o->json = optarg; break;
-        case 'p': o->precision = optarg; break;
-        case 'S':
-            FAIL_IF(strcmp(optarg, "train") != 0 && strcmp(optarg, "valid") != 0, ST_USAGE,
-                    "eval: --split must be train or valid (found '%s')", optarg);
-            o->split = optarg;
-            break;
-        case 'n': TRY(cli_number("eval", "--max-samples", optarg, 0, 1e15, 1, &v)); o->max_samples = (uint64_t)v; break;
-        case 's': TRY(cli_number("eval", "--seed", optarg, 0, 1e15, 1, &v)); o->seed = (uint64_t)v; break;
-        case 'b': TRY(cli_number("eval", "--micro-batch", optarg, 1, 1 << 20, 1, &v)); o->micro_batch = (int)v; break;
-        default:
-            return st_fail(ST_USAGE, "eval: unknown or incomplete option '%s' (see mpilm eval --help)", argv[optind - 1]);
-        }
-    }
-    FAIL_IF(optind < argc, ST_USAGE, "eval: unexpected argument '%s' (see mpilm eval --help)", argv[optind]);
+    const cli_option options[] = {
+        {"ckpt", .text = &o->ckpt},
+        {"data", .text = &o->data},
+        {"max-samples", .key = 'n', .min = 0, .max = 1e15, .integer = 1},
+        {"json", .text = &o->json},
+        {"seed", .key = 's', .min = 0, .max = 1e15, .integer = 1},
+        {"micro-batch", .key = 'b', .min = 1, .max = 1 << 20, .integer = 1},
+        {"precision", .text = &o->precision},
+        {"split", .key = 'S'},
+        {0},
+    };
+    int first;
+    TRY(cli_parse_options("eval", argc, argv, options, set_option, o, &first));
+    FAIL_IF(first < argc, ST_USAGE, "eval: unexpected argument '%s' (see mpilm eval --help)", argv[first]);
     FAIL_IF(!o->ckpt || !o->data, ST_USAGE, "eval: --ckpt PATH and --data DATASET are required");
     /* a directory of that name goes through: only what is no directory is read as a blend */
     stream_blend bl;
@@ -107,6 +105,30 @@ static status_t check_dataset_tokenizer(const ckpt_reader *r, const char *data)
                                 "--vocab CHECKPOINT/vocab ...)");
 }
 
+/* The objective settings the checkpoint was trained with (data.mask_prob,
+ * data.nsp), read from its manifest's configuration as train reads a config
+ * file's: through the schema, validated, its default where the manifest
+ * records none (an imported checkpoint). */
+static status_t trained_objective(const ckpt_reader *r, eval_spec *spec)
+{
+    static const char *const keys[][2] = {{"data", "mask_prob"}, {"data", "nsp"}};
+    config *cfg;
+    TRY(cli_load_config(&cfg, NULL, NULL, 0));
+    status_t st = ST_OK;
+    for (int i = 0; st == ST_OK && i < 2; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s.%s", keys[i][0], keys[i][1]);
+        const char *value = ckpt_config_value(r, name);
+        if (value) st = config_set(cfg, keys[i][0], keys[i][1], value, ckpt_path(r));
+    }
+    if (st == ST_OK) {
+        spec->mask_prob = config_float(cfg, "data.mask_prob");
+        spec->nsp = config_bool(cfg, "data.nsp");
+    }
+    config_free(cfg);
+    return st;
+}
+
 static status_t run_eval(const eval_options *o)
 {
     int size, rank;
@@ -127,12 +149,10 @@ static status_t run_eval(const eval_options *o)
     tensor_runtime rt;
     model_stage *m = NULL;
     if (st == ST_OK) st = tensor_runtime_init(-1, size, &rt);
-    if (st == ST_OK) st = model_stage_create(&m, &c, 0, c.n_layer, o->micro_batch, 1);
-    if (st == ST_OK) st = ckpt_read_stage(r, m, model_params(m), NULL, NULL);
-    const char *mask = ckpt_config_value(r, "data.mask_prob"), *nsp = ckpt_config_value(r, "data.nsp");
-    eval_spec spec = {.data_path = o->data, .split = split, .seed = o->seed, .mask_prob = mask ? atof(mask) : 0.15,
-                      .nsp = !nsp || nsp[0] == 't' || nsp[0] == '1', .max_samples = o->max_samples,
+    if (st == ST_OK) st = cli_load_model(r, &c, o->micro_batch, &m);
+    eval_spec spec = {.data_path = o->data, .split = split, .seed = o->seed, .max_samples = o->max_samples,
                       .hang_timeout = EVAL_HANG_TIMEOUT};
+    if (st == ST_OK) st = trained_objective(r, &spec);
     if (st == ST_OK) st = watchdog_start(rank);
     eval_result res;
     if (st == ST_OK) {

@@ -1,6 +1,5 @@
 /* mpilm export / import: a checkpoint to Hugging Face safetensors + config.json
  * and back (ckpt/export). */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +15,7 @@ static status_t export_checkpoint(const char *ckpt, const char *out, safet_dtype
     TRY(ckpt_open(&r, ckpt));
     model_config c = *ckpt_model(r);
     model_stage *m = NULL;
-    status_t st = model_stage_create(&m, &c, 0, c.n_layer, 1, 1);
-    if (st == ST_OK) st = ckpt_read_stage(r, m, model_params(m), NULL, NULL);
+    status_t st = cli_load_model(r, &c, 1, &m);
     if (st == ST_OK) st = export_hf(&c, model_params(m), ckpt_vocab_dir(r), out, dtype);
     if (st == ST_OK) printf("export: %s (step %lld) -> %s/model.safetensors (%s), config.json%s\n", ckpt_path(r),
                             (long long)ckpt_step(r), out, safet_dtype_name(dtype),
@@ -29,27 +27,15 @@ static status_t export_checkpoint(const char *ckpt, const char *out, safet_dtype
 
 int cmd_export(int argc, char **argv)
 {
-    static const struct option long_options[] = {
-        {"ckpt", required_argument, 0, 'c'}, {"format", required_argument, 0, 'f'},
-        {"out", required_argument, 0, 'o'},  {"dtype", required_argument, 0, 'd'},
-        {0, 0, 0, 0},
-    };
     const char *ckpt = NULL, *format = "hf", *out = NULL, *dtype_name = "fp32";
-    optind = 1;
-    opterr = 0;
-    int ch;
-    while ((ch = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        switch (ch) {
-        case 'c': ckpt = optarg; break;
-        case 'f': format = optarg; break;
-        case 'o': out = optarg; break;
-        case 'd': dtype_name = optarg; break;
-        default:
-            return cli_finish(st_fail(ST_USAGE, "export: unknown or incomplete option '%s' (see mpilm export --help)",
-                                      argv[optind - 1]));
-        }
-    }
-    if (!ckpt || !out || optind < argc)
+    const cli_option options[] = {
+        {"ckpt", .text = &ckpt}, {"format", .text = &format}, {"out", .text = &out}, {"dtype", .text = &dtype_name},
+        {0},
+    };
+    int first;
+    status_t parsed = cli_parse_options("export", argc, argv, options, NULL, NULL, &first);
+    if (parsed != ST_OK) return cli_finish(parsed);
+    if (!ckpt || !out || first < argc)
         return cli_finish(st_fail(ST_USAGE, "export: --ckpt PATH --format hf --out DIR are required"));
     if (strcmp(format, "hf") != 0)
         return cli_finish(st_fail(ST_USAGE, "export: --format %s is not known (expected hf)", format));
@@ -73,23 +59,12 @@ static int has_vocab(const char *dir)
 
 int cmd_import(int argc, char **argv)
 {
-    static const struct option long_options[] = {
-        {"hf", required_argument, 0, 'h'}, {"out", required_argument, 0, 'o'}, {0, 0, 0, 0},
-    };
     const char *hf = NULL, *out = NULL;
-    optind = 1;
-    opterr = 0;
-    int ch;
-    while ((ch = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        switch (ch) {
-        case 'h': hf = optarg; break;
-        case 'o': out = optarg; break;
-        default:
-            return cli_finish(st_fail(ST_USAGE, "import: unknown or incomplete option '%s' (see mpilm import --help)",
-                                      argv[optind - 1]));
-        }
-    }
-    if (!hf || !out || optind < argc) return cli_finish(st_fail(ST_USAGE, "import: --hf DIR --out RUN_DIR are required"));
+    const cli_option options[] = {{"hf", .text = &hf}, {"out", .text = &out}, {0}};
+    int first;
+    status_t parsed = cli_parse_options("import", argc, argv, options, NULL, NULL, &first);
+    if (parsed != ST_OK) return cli_finish(parsed);
+    if (!hf || !out || first < argc) return cli_finish(st_fail(ST_USAGE, "import: --hf DIR --out RUN_DIR are required"));
     model_config c;
     float *params = NULL;
     status_t st = import_hf(hf, &c, &params);

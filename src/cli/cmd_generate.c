@@ -2,7 +2,6 @@
  * temperature, top-k, top-p; from a BERT checkpoint, the top-k fills of each
  * [MASK] of the prompt with their probabilities (fill-mask); --json for
  * scripts. */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,39 +20,38 @@ typedef struct gen_options {
     int top_k_given;
 } gen_options;
 
+static status_t set_option(void *ctx, int key, const char *text, double v)
+{
+    gen_options *o = ctx;
+    switch (key) {
+    case 'n': o->max_tokens = (int)v; break;
+    case 't': o->sp.temperature = (float)v; break;
+    case 'k': o->sp.top_k = (int)v; o->top_k_given = 1; break;
+    case 'P': o->sp.top_p = (float)v; break;
+    case 's': o->sp.seed = (uint64_t)v; break;
+    }
+    for (int i = 0; !o->sampling_option && i < 4; i++)
+        if (key == "ntPs"[i]) o->sampling_option = (const char *[]){"--max-tokens", "--temperature", "--top-p", "--seed"}[i];
+    return ST_OK;
+}
+
 static status_t parse_options(int argc, char **argv, gen_options *o)
 {
-    static const struct option long_options[] = {
-        {"ckpt", required_argument, 0, 'c'},   {"prompt", required_argument, 0, 'p'},
-        {"max-tokens", required_argument, 0, 'n'}, {"temperature", required_argument, 0, 't'},
-        {"top-k", required_argument, 0, 'k'},  {"top-p", required_argument, 0, 'P'},
-        {"seed", required_argument, 0, 's'},   {"json", no_argument, 0, 'j'},
-        {0, 0, 0, 0},
-    };
     *o = (gen_options){.max_tokens = 50, .sp = {.temperature = 1.0f, .top_p = 1.0f, .top_k = 0, .seed = 1}};
-    optind = 1;
-    opterr = 0;
-    int ch;
-    double v;
-    while ((ch = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        switch (ch) {
-        case 'c': o->ckpt = optarg; break;
-        case 'p': o->prompt = optarg; break;
-        case 'n': TRY(cli_number("generate", "--max-tokens", optarg, 1, 1 << 20, 1, &v)); o->max_tokens = (int)v; break;
-        case 't': TRY(cli_number("generate", "--temperature", optarg, 0, 100, 0, &v)); o->sp.temperature = (float)v; break;
-        case 'k': TRY(cli_number("generate", "--top-k", optarg, 0, 1 << 24, 1, &v)); o->sp.top_k = (int)v;
-            o->top_k_given = 1; break;
-        case 'P': TRY(cli_number("generate", "--top-p", optarg, 1e-6, 1, 0, &v)); o->sp.top_p = (float)v; break;
-        case 's': TRY(cli_number("generate", "--seed", optarg, 0, 1e15, 1, &v)); o->sp.seed = (uint64_t)v; break;
-        case 'j': o->json = 1; break;
-        default:
-            return st_fail(ST_USAGE, "generate: unknown or incomplete option '%s' (see mpilm generate --help)",
-                           argv[optind - 1]);
-        }
-        for (int i = 0; !o->sampling_option && i < 4; i++)
-            if (ch == "ntPs"[i]) o->sampling_option = (const char *[]){"--max-tokens", "--temperature", "--top-p", "--seed"}[i];
-    }
-    FAIL_IF(optind < argc, ST_USAGE, "generate: unexpected argument '%s'", argv[optind]);
+    const cli_option options[] = {
+        {"ckpt", .text = &o->ckpt},
+        {"prompt", .text = &o->prompt},
+        {"max-tokens", .key = 'n', .min = 1, .max = 1 << 20, .integer = 1},
+        {"temperature", .key = 't', .min = 0, .max = 100},
+        {"top-k", .key = 'k', .min = 0, .max = 1 << 24, .integer = 1},
+        {"top-p", .key = 'P', .min = 1e-6, .max = 1},
+        {"seed", .key = 's', .min = 0, .max = 1e15, .integer = 1},
+        {"json", .flag = &o->json},
+        {0},
+    };
+    int first;
+    TRY(cli_parse_options("generate", argc, argv, options, set_option, o, &first));
+    FAIL_IF(first < argc, ST_USAGE, "generate: unexpected argument '%s'", argv[first]);
     FAIL_IF(!o->ckpt || !o->prompt, ST_USAGE, "generate: --ckpt PATH and --prompt TEXT are required");
     return ST_OK;
 }
@@ -185,8 +183,7 @@ static status_t fill_forward(fill_state *f, ckpt_reader *r, const model_config *
     c.dropout = 0.0f;
     c.seq_len = (int)f->n;
     size_t V = (size_t)c.vocab_size;
-    TRY(model_stage_create(&f->m, &c, 0, c.n_layer, 1, 1));
-    TRY(ckpt_read_stage(r, f->m, model_params(f->m), NULL, NULL));
+    TRY(cli_load_model(r, &c, 1, &f->m));
     TRY(batch_alloc(&f->b, 1, c.seq_len));
     for (int t = 0; t < c.seq_len; t++) {
         f->b.input_ids[t] = (int32_t)f->ids[t];
@@ -300,8 +297,7 @@ static status_t run_generate(const gen_options *o)
     if (st == ST_OK && c.family == MODEL_BERT) {
         st = fill_mask(r, g.tok, &c, o);
     } else {
-        if (st == ST_OK) st = model_stage_create(&g.m, &c, 0, c.n_layer, 1, 1);
-        if (st == ST_OK) st = ckpt_read_stage(r, g.m, model_params(g.m), NULL, NULL);
+        if (st == ST_OK) st = cli_load_model(r, &c, 1, &g.m);
         if (st == ST_OK) st = generate(&g, o);
         if (st == ST_OK) st = output(&g, o);
     }

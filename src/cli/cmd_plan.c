@@ -1,7 +1,6 @@
 /* mpilm plan: every layout of N ranks for a configuration before the job
  * (train/plan.h), as a ranked table or JSON. */
 #include <cjson/cJSON.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,42 +28,33 @@ static status_t parse_net(const char *text, plan_net *net)
     return ST_OK;
 }
 
+/* --set (kept in order), --np and --mem-per-rank */
+static status_t set_option(void *ctx, int key, const char *text, double number)
+{
+    plan_cli *p = ctx;
+    if (key == 's') p->sets[p->n_sets++] = (char *)text;
+    if (key == 'n') p->o.np = (int)number;
+    if (key == 'm') p->o.rank_mib = number;
+    return ST_OK;
+}
+
 static status_t parse_options(int argc, char **argv, plan_cli *p)
 {
-    static const struct option long_options[] = {
-        {"config", required_argument, 0, 'c'}, {"set", required_argument, 0, 's'},
-        {"np", required_argument, 0, 'n'},     {"json", no_argument, 0, 'j'},
-        {"net", required_argument, 0, 'w'},    {"mem-per-rank", required_argument, 0, 'm'},
-        {0, 0, 0, 0},
+    p->net = "100,2";
+    const cli_option options[] = {
+        {"config", .text = &p->config_path},
+        {"set", .key = 's'},
+        {"np", .key = 'n', .min = 1, .max = 4096, .integer = 1},
+        {"json", .flag = &p->json},
+        {"net", .text = &p->net},
+        {"mem-per-rank", .key = 'm', .min = 1, .max = 1e9},
+        {0},
     };
     p->sets = calloc((size_t)argc, sizeof *p->sets);
     FAIL_IF(!p->sets, ST_NOMEM, "out of memory parsing options");
-    p->net = "100,2";
-    optind = 1;
-    opterr = 0;
-    int ch;
-    char *end;
-    while ((ch = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        switch (ch) {
-        case 'c': p->config_path = optarg; break;
-        case 's': p->sets[p->n_sets++] = optarg; break;
-        case 'j': p->json = 1; break;
-        case 'w': p->net = optarg; break;
-        case 'n':
-            p->o.np = (int)strtol(optarg, &end, 10);
-            FAIL_IF(*end || end == optarg || p->o.np < 1 || p->o.np > 4096, ST_USAGE,
-                    "plan: --np '%s' (expected a rank count from 1 to 4096)", optarg);
-            break;
-        case 'm':
-            p->o.rank_mib = strtod(optarg, &end);
-            FAIL_IF(*end || end == optarg || !(p->o.rank_mib > 0), ST_USAGE,
-                    "plan: --mem-per-rank '%s' (expected MiB a rank may use, > 0)", optarg);
-            break;
-        default:
-            return st_fail(ST_USAGE, "plan: unknown or incomplete option '%s' (see mpilm plan --help)", argv[optind - 1]);
-        }
-    }
-    FAIL_IF(optind < argc, ST_USAGE, "plan: unexpected argument '%s' (see mpilm plan --help)", argv[optind]);
+    int first;
+    TRY(cli_parse_options("plan", argc, argv, options, set_option, p, &first));
+    FAIL_IF(first < argc, ST_USAGE, "plan: unexpected argument '%s' (see mpilm plan --help)", argv[first]);
     FAIL_IF(!p->config_path, ST_USAGE, "plan: --config FILE is required (examples in launch/configs/)");
     FAIL_IF(!p->o.np, ST_USAGE, "plan: --np N is required (the ranks of the job to plan)");
     return parse_net(p->net, &p->o.net);

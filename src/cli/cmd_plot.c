@@ -7,7 +7,6 @@
  * are kept beside them, so a user can restyle the plot. */
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -256,20 +255,16 @@ static status_t plot_runs(plot_run *runs, int n_runs, const char *prefix)
 
 int cmd_plot(int argc, char **argv)
 {
-    static const struct option long_options[] = {{"out", required_argument, 0, 'o'}, {0, 0, 0, 0}};
     const char *prefix = NULL;
-    optind = 1;
-    opterr = 0;
-    int ch;
-    while ((ch = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        if (ch == 'o') prefix = optarg;
-        else return cli_finish(st_fail(ST_USAGE, "plot: unknown or incomplete option '%s' (see mpilm plot --help)", argv[optind - 1]));
-    }
-    int n_runs = argc - optind;
+    const cli_option options[] = {{"out", .text = &prefix}, {0}};
+    int first;
+    status_t parsed = cli_parse_options("plot", argc, argv, options, NULL, NULL, &first);
+    if (parsed != ST_OK) return cli_finish(parsed);
+    int n_runs = argc - first;
     if (n_runs < 1) return cli_finish(st_fail(ST_USAGE, "plot: expected one or more RUN_DIRs (see mpilm plot --help)"));
     plot_run *runs = calloc((size_t)n_runs, sizeof *runs);
     if (!runs) return cli_finish(st_fail(ST_NOMEM, "plot: out of memory"));
-    for (int r = 0; r < n_runs; r++) runs[r].dir = argv[optind + r];
+    for (int r = 0; r < n_runs; r++) runs[r].dir = argv[first + r];
     char default_prefix[4096];
     if (!prefix) {
         /* one run: beside its metrics; several: in the current directory */

@@ -4,7 +4,6 @@
  * beside NAME that rank 0 renames into place once everything succeeded
  * (prep.h); on any failure it removes the staging directory, so the dataset
  * that was at NAME is never damaged. */
-#include <getopt.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,44 +25,36 @@ typedef struct prep_options {
     int n_files;
 } prep_options;
 
+static status_t set_option(void *ctx, int key, const char *text, double v)
+{
+    prep_options *o = ctx;
+    if (key == 'f') {
+        FAIL_IF(v >= 1, ST_USAGE, "prep: --valid-fraction '%s' must be below 1 (the share of documents held out "
+                "into the valid split; e.g. 0.01)", text);
+        o->input.valid_fraction = v;
+    } else {
+        o->train_vocab = (long)v;
+    }
+    return ST_OK;
+}
+
 static status_t parse_options(int argc, char **argv, prep_options *o)
 {
-    static const struct option long_options[] = {
-        {"vocab", required_argument, 0, 'v'},      {"train-vocab", required_argument, 0, 'n'},
-        {"tokenizer", required_argument, 0, 't'},  {"out", required_argument, 0, 'o'},
-        {"replace-invalid", no_argument, 0, 'r'},  {"overwrite", no_argument, 0, 'w'},
-        {"valid-fraction", required_argument, 0, 'f'}, {"jsonl", no_argument, 0, 'j'},
-        {"text-key", required_argument, 0, 'k'},   {"split-sentences", no_argument, 0, 's'},
-        {0, 0, 0, 0},
+    const cli_option options[] = {
+        {"vocab", .text = &o->vocab},
+        {"train-vocab", .key = 'n', .min = 2, .max = (double)(1L << 31), .integer = 1},
+        {"tokenizer", .text = &o->kind},
+        {"out", .text = &o->out},
+        {"replace-invalid", .flag = &o->input.replace_invalid},
+        {"overwrite", .flag = &o->overwrite},
+        {"valid-fraction", .key = 'f', .min = 0, .max = 1},
+        {"jsonl", .flag = &o->input.jsonl},
+        {"text-key", .text = &o->input.text_key},
+        {"split-sentences", .flag = &o->input.split_sentences},
+        {0},
     };
-    optind = 1;
-    opterr = 0;
-    int ch;
-    double v;
-    while ((ch = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        switch (ch) {
-        case 'v': o->vocab = optarg; break;
-        case 't': o->kind = optarg; break;
-        case 'o': o->out = optarg; break;
-        case 'r': o->input.replace_invalid = 1; break;
-        case 'j': o->input.jsonl = 1; break;
-        case 'k': o->input.text_key = optarg; break;
-        case 's': o->input.split_sentences = 1; break;
-        case 'w': o->overwrite = 1; break;
-        case 'f':
-            TRY(cli_number("prep", "--valid-fraction", optarg, 0, 1, 0, &v));
-            FAIL_IF(v >= 1, ST_USAGE, "prep: --valid-fraction '%s' must be below 1 (the share of documents held out "
-                    "into the valid split; e.g. 0.01)", optarg);
-            o->input.valid_fraction = v;
-            break;
-        case 'n':
-            TRY(cli_number("prep", "--train-vocab", optarg, 2, (double)(1L << 31), 1, &v));
-            o->train_vocab = (long)v;
-            break;
-        default:
-            return st_fail(ST_USAGE, "prep: unknown or incomplete option '%s' (see mpilm prep --help)", argv[optind - 1]);
-        }
-    }
+    int first;
+    TRY(cli_parse_options("prep", argc, argv, options, set_option, o, &first));
     FAIL_IF(!o->vocab == !o->train_vocab, ST_USAGE, "prep: give exactly one of --vocab DIR and --train-vocab N");
     FAIL_IF(!o->out, ST_USAGE, "prep: --out DIR is required (e.g. --out datasets/NAME)");
     FAIL_IF(o->train_vocab && !o->kind, ST_USAGE, "prep: --train-vocab needs --tokenizer bpe|wordpiece");
@@ -74,9 +65,9 @@ static status_t parse_options(int argc, char **argv, prep_options *o)
     FAIL_IF(o->input.jsonl && o->train_vocab, ST_USAGE, "prep: --train-vocab reads text files; train the vocabulary "
             "on text, or give --vocab DIR with --jsonl");
     if (!o->input.text_key) o->input.text_key = "text";
-    FAIL_IF(optind >= argc, ST_USAGE, "prep: no input FILE given (see mpilm prep --help)");
-    o->files = (const char *const *)argv + optind;
-    o->n_files = argc - optind;
+    FAIL_IF(first >= argc, ST_USAGE, "prep: no input FILE given (see mpilm prep --help)");
+    o->files = (const char *const *)argv + first;
+    o->n_files = argc - first;
     return prep_staging_path(o->out, o->staging, sizeof o->staging);
 }
 

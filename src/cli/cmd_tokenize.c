@@ -1,5 +1,4 @@
 /* mpilm tokenize: stdin lines → token ids, one output line per input line. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,24 +14,12 @@ typedef struct tokenize_options {
 
 static status_t parse_options(int argc, char **argv, tokenize_options *o)
 {
-    static const struct option long_options[] = {
-        {"vocab", required_argument, 0, 'v'}, {"tokenizer", required_argument, 0, 't'},
-        {"json", no_argument, 0, 'j'}, {0, 0, 0, 0},
+    const cli_option options[] = {
+        {"vocab", .text = &o->vocab}, {"tokenizer", .text = &o->kind}, {"json", .flag = &o->json}, {0},
     };
-    optind = 1;
-    opterr = 0;
-    int ch;
-    while ((ch = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        switch (ch) {
-        case 'v': o->vocab = optarg; break;
-        case 't': o->kind = optarg; break;
-        case 'j': o->json = 1; break;
-        default:
-            return st_fail(ST_USAGE, "tokenize: unknown or incomplete option '%s' (see mpilm tokenize --help)",
-                           argv[optind - 1]);
-        }
-    }
-    FAIL_IF(optind < argc, ST_USAGE, "tokenize: unexpected argument '%s' (see mpilm tokenize --help)", argv[optind]);
+    int first;
+    TRY(cli_parse_options("tokenize", argc, argv, options, NULL, o, &first));
+    FAIL_IF(first < argc, ST_USAGE, "tokenize: unexpected argument '%s' (see mpilm tokenize --help)", argv[first]);
     FAIL_IF(!o->vocab, ST_USAGE, "tokenize: --vocab DIR is required");
     FAIL_IF(o->kind && strcmp(o->kind, "bpe") != 0 && strcmp(o->kind, "wordpiece") != 0, ST_USAGE,
             "tokenize: --tokenizer must be bpe or wordpiece (found '%s')", o->kind);

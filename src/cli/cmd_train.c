@@ -1,6 +1,5 @@
 /* mpilm train: options and configuration; the training loop lives in
  * train/ (over model/, optim/, data/). */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -17,31 +16,29 @@ typedef struct train_options {
     int overwrite;
 } train_options;
 
+/* --set KEY=VALUE, kept in the order given */
+static status_t add_set(void *ctx, int key, const char *text, double number)
+{
+    train_options *o = ctx;
+    o->sets[o->n_sets++] = (char *)text;
+    return ST_OK;
+}
+
 static status_t parse_options(int argc, char **argv, train_options *o)
 {
-    static const struct option long_options[] = {
-        {"config", required_argument, 0, 'c'}, {"set", required_argument, 0, 's'},
-        {"resume", required_argument, 0, 'r'}, {"print-config", no_argument, 0, 'p'},
-        {"overwrite", no_argument, 0, 'o'}, {0, 0, 0, 0},
+    const cli_option options[] = {
+        {"config", .text = &o->config_path},
+        {"set", .key = 's'},
+        {"resume", .text = &o->resume},
+        {"print-config", .flag = &o->print_config},
+        {"overwrite", .flag = &o->overwrite},
+        {0},
     };
     o->sets = calloc((size_t)argc, sizeof *o->sets);
     FAIL_IF(!o->sets, ST_NOMEM, "out of memory parsing options");
-    optind = 1;
-    opterr = 0;
-    int ch;
-    while ((ch = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        switch (ch) {
-        case 'c': o->config_path = optarg; break;
-        case 's': o->sets[o->n_sets++] = optarg; break;
-        case 'r': o->resume = optarg; break;
-        case 'p': o->print_config = 1; break;
-        case 'o': o->overwrite = 1; break;
-        default:
-            return st_fail(ST_USAGE, "train: unknown or incomplete option '%s' (see mpilm train --help)",
-                           argv[optind - 1]);
-        }
-    }
-    FAIL_IF(optind < argc, ST_USAGE, "train: unexpected argument '%s' (see mpilm train --help)", argv[optind]);
+    int first;
+    TRY(cli_parse_options("train", argc, argv, options, add_set, o, &first));
+    FAIL_IF(first < argc, ST_USAGE, "train: unexpected argument '%s' (see mpilm train --help)", argv[first]);
     FAIL_IF(!o->config_path, ST_USAGE, "train: --config FILE is required (examples in launch/configs/)");
     FAIL_IF(o->resume && o->overwrite, ST_USAGE, "train: --resume and --overwrite exclude each other (--resume "
             "continues the run in RUN_DIR, --overwrite removes it and starts over); pass one of them");

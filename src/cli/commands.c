@@ -1,4 +1,5 @@
-/* The subcommand table: names, one-line summaries and --help texts (DESIGN §8). */
+/* The subcommand table: names, one-line summaries and --help texts (the
+ * commands and options of docs/usage.md). */
 #include "cli.h"
 
 int cmd_train(int argc, char **argv);
@@ -36,7 +37,7 @@ const command commands[] = {
      "                       are the sentences (an empty text is skipped)\n"
      "  --text-key K         --jsonl: the key of the text (default text)\n"
      "  --split-sentences    also cut each line into sentences by the rule of docs/usage.md\n",
-     cmd_prep, NULL},
+     cmd_prep},
     {"train", "train a model (under mpirun for pipeline and data parallelism)",
      "usage: mpilm train --config FILE [--set section.key=value]... [--resume auto|PATH | --overwrite]\n"
      "                   [--print-config]\n"
@@ -53,7 +54,7 @@ const command commands[] = {
      "  --overwrite          remove RUN_DIR's earlier run (checkpoints, latest, metrics.jsonl;\n"
      "                       nothing else) and start over\n"
      "  --print-config       print the effective configuration with the origin of each value and exit\n",
-     cmd_train, NULL},
+     cmd_train},
     {"plan", "before a job: every layout of N ranks with its memory per rank and predicted speed",
      "usage: mpilm plan --config FILE [--set section.key=value]... --np N [--json]\n"
      "                  [--net GBIT_S,LATENCY_US] [--mem-per-rank MIB]\n"
@@ -74,7 +75,7 @@ const command commands[] = {
      "  --json               JSON: layouts[] with pp, dp, tp, zero, schedule, micro_batches,\n"
      "                       per_rank_peak_mib[], peak_mib, tokens_per_s, step_s, bubble,\n"
      "                       sent_mib_per_step, ok and why\n",
-     cmd_plan, NULL},
+     cmd_plan},
     {"eval", "evaluate a checkpoint on a dataset",
      "usage: mpilm eval --ckpt PATH --data DATASET [--split train|valid] [--max-samples N] [--json FILE]\n"
      "                  [--seed S] [--micro-batch B] [--precision auto|fp32|bf16]\n"
@@ -86,7 +87,7 @@ const command commands[] = {
      "(default 12345). --precision: as train.precision (auto = bf16 where the CPU has bf16\n"
      "instructions); fp32 checks a bf16 figure. --split: the dataset's split to evaluate\n"
      "(default valid when the dataset has one, made by prep --valid-fraction, else train).\n",
-     cmd_eval, NULL},
+     cmd_eval},
     {"generate", "generate text from a GPT checkpoint, or fill [MASK]s with a BERT one",
      "usage: mpilm generate --ckpt PATH --prompt TEXT [--max-tokens N] [--temperature T]\n"
      "                      [--top-k K] [--top-p P] [--seed S] [--json]\n"
@@ -98,7 +99,7 @@ const command commands[] = {
      "BERT (fill-mask): [CLS] TEXT [SEP] through the MLM head once; for each [MASK] the\n"
      "--top-k (default 5; 0 = all) tokens with their softmax probabilities; --json prints\n"
      "an array per mask of {\"token\",\"id\",\"probability\"}.\n",
-     cmd_generate, NULL},
+     cmd_generate},
     {"export", "export a checkpoint to Hugging Face safetensors",
      "usage: mpilm export --ckpt PATH --format hf --out DIR [--dtype fp32|bf16]\n"
      "\n"
@@ -107,18 +108,18 @@ const command commands[] = {
      "loads (vocab files, tokenizer.json, tokenizer_config.json, special_tokens_map.json,\n"
      "GPT: generation_config.json). --dtype fp32 (default) writes the fp32 weights as\n"
      "they are; bf16 rounds each to nearest even (as torch's .bfloat16()), half the size.\n",
-     cmd_export, NULL},
+     cmd_export},
     {"import", "import a Hugging Face safetensors model as a checkpoint",
      "usage: mpilm import --hf DIR --out RUN_DIR\n"
      "\n"
      "Reads DIR/config.json and model.safetensors (bert or gpt2) into RUN_DIR/step-0000000.\n"
      "F32, BF16 and F16 tensors are widened to fp32 exactly (F64 is rounded).\n",
-     cmd_import, NULL},
+     cmd_import},
     {"inspect", "verify and describe a shard, dataset or checkpoint",
      "usage: mpilm inspect SHARD|DATASET|CHECKPOINT\n"
      "\n"
      "Prints the header or manifest and verifies every checksum; exits non-zero on any fault.\n",
-     cmd_inspect, NULL},
+     cmd_inspect},
     {"plot", "draw loss, learning-rate, grad-norm and throughput curves of runs",
      "usage: mpilm plot RUN_DIR... [--out PREFIX]\n"
      "\n"
@@ -127,7 +128,7 @@ const command commands[] = {
      "validation loss where there is one), learning rate, grad norm, tokens/s; into\n"
      "PREFIX.png and PREFIX.svg (default PREFIX = RUN_DIR/curves for one run, ./curves for\n"
      "several), keeping the data (PREFIX.dat) and the gnuplot script (PREFIX.gp) beside them.\n",
-     cmd_plot, NULL},
+     cmd_plot},
     {"tokenize", "tokenize stdin lines to token ids",
      "usage: mpilm tokenize --vocab DIR [--tokenizer bpe|wordpiece] [--json]\n"
      "\n"
@@ -138,7 +139,7 @@ const command commands[] = {
      "  --vocab DIR          vocab.txt (WordPiece), or encoder.json/vocab.json + vocab.bpe/merges.txt (BPE)\n"
      "  --tokenizer KIND     bpe or wordpiece (default: detected from the files in DIR)\n"
      "  --json               one JSON object per line with the ids and the token strings\n",
-     cmd_tokenize, NULL},
+     cmd_tokenize},
 };
 
 const int n_commands = (int)(sizeof commands / sizeof commands[0]);

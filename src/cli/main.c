@@ -32,11 +32,6 @@ int main(int argc, char **argv)
             fputs(cmd->usage, stdout);
             return EXIT_OK;
         }
-        if (!cmd->run) {
-            fprintf(stderr, "mpilm: error: '%s' is not built yet in this version (%s is missing); see README.md\n",
-                    cmd->name, cmd->missing);
-            return EXIT_ERROR;
-        }
         return cmd->run(argc - 1, argv + 1);
     }
     fprintf(stderr, "mpilm: error: unknown command '%s'\n", argv[1]);

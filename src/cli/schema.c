@@ -1,5 +1,6 @@
-/* The configuration contract of DESIGN §8. Keys may be added; none renamed
- * without an alias. docs/usage.md lists them with the same defaults. */
+/* The configuration contract (docs/design.md, "Configuration"). Keys may be
+ * added; none renamed without an alias. docs/usage.md lists them with the
+ * same defaults. */
 #include "cli.h"
 #include "model/model.h"
 

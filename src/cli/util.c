@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdlib.h>
@@ -75,6 +76,53 @@ status_t cli_number(const char *cmd, const char *option, const char *text, doubl
     return ST_OK;
 }
 
+/* getopt_long's value of option i: above any character it returns itself */
+#define OPTION_VALUE(i) (256 + (i))
+#define MAX_OPTIONS 32
+
+static status_t set_option(const char *cmd, const cli_option *opt, const char *text, cli_option_handler handle,
+                           void *ctx)
+{
+    if (opt->text) {
+        *opt->text = text;
+        return ST_OK;
+    }
+    if (opt->flag) {
+        *opt->flag = 1;
+        return ST_OK;
+    }
+    double number = 0;
+    if (opt->max > opt->min) {
+        char dashed[64];
+        snprintf(dashed, sizeof dashed, "--%s", opt->name);
+        TRY(cli_number(cmd, dashed, text, opt->min, opt->max, opt->integer, &number));
+    }
+    return handle(ctx, opt->key, text, number);
+}
+
+status_t cli_parse_options(const char *cmd, int argc, char **argv, const cli_option *options,
+                           cli_option_handler handle, void *ctx, int *first_operand)
+{
+    struct option long_options[MAX_OPTIONS + 1] = {{0}};
+    int n = 0;
+    for (; options[n].name; n++) {
+        FAIL_IF(n == MAX_OPTIONS, ST_ERROR, "%s: more than %d options", cmd, MAX_OPTIONS);
+        long_options[n] = (struct option){options[n].name, options[n].flag ? no_argument : required_argument, 0,
+                                          OPTION_VALUE(n)};
+    }
+    optind = 1;
+    opterr = 0;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        if (ch < OPTION_VALUE(0) || ch >= OPTION_VALUE(n))
+            return st_fail(ST_USAGE, "%s: unknown or incomplete option '%s' (see mpilm %s --help)", cmd,
+                           argv[optind - 1], cmd);
+        TRY(set_option(cmd, &options[ch - OPTION_VALUE(0)], optarg, handle, ctx));
+    }
+    *first_operand = optind;
+    return ST_OK;
+}
+
 void cli_json_string(FILE *out, const char *s, size_t n)
 {
     putc('"', out);
@@ -89,6 +137,20 @@ void cli_json_string(FILE *out, const char *s, size_t n)
         if (i < n) fputs("\xEF\xBF\xBD", out), i++; /* U+FFFD for the invalid byte */
     }
     putc('"', out);
+}
+
+status_t cli_load_model(const ckpt_reader *r, const model_config *c, int B, model_stage **out)
+{
+    model_stage *m = NULL;
+    *out = NULL;
+    status_t st = model_stage_create(&m, c, 0, c->n_layer, B, 1);
+    if (st == ST_OK) st = ckpt_read_stage(r, m, model_params(m), NULL, NULL);
+    if (st != ST_OK) {
+        model_stage_free(m);
+        return st;
+    }
+    *out = m;
+    return ST_OK;
 }
 
 int cli_finish(status_t st)

@@ -54,7 +54,7 @@ static status_t describe_shard(const char *dir, dataset_split split, int i, data
     return ST_OK;
 }
 
-static cJSON *hex_item(uint64_t v)
+cJSON *dataset_json_hex(uint64_t v)
 {
     char hex[17];
     hash_to_hex(v, hex);
@@ -66,7 +66,7 @@ static cJSON *shard_json(const dataset_shard *s)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "file", s->file);
     cJSON_AddNumberToObject(o, "bytes", (double)s->bytes);
-    cJSON_AddItemToObject(o, "xxh3", hex_item(s->hash));
+    cJSON_AddItemToObject(o, "xxh3", dataset_json_hex(s->hash));
     cJSON_AddNumberToObject(o, "frames", s->n_frames);
     cJSON_AddNumberToObject(o, "documents", (double)s->n_documents);
     cJSON_AddNumberToObject(o, "sentences", (double)s->n_sentences);
@@ -100,7 +100,7 @@ static cJSON *manifest_json(const dataset *train, const dataset *valid)
     cJSON_AddNumberToObject(m, "version", DATASET_VERSION);
     cJSON_AddStringToObject(m, "tokenizer", in->kind == TOKENIZER_BPE ? "bpe" : "wordpiece");
     cJSON_AddNumberToObject(m, "vocab_size", in->vocab_size);
-    cJSON_AddItemToObject(m, "fingerprint", hex_item(in->fingerprint));
+    cJSON_AddItemToObject(m, "fingerprint", dataset_json_hex(in->fingerprint));
     cJSON_AddNumberToObject(m, "token_width", in->token_width);
     cJSON *sp = cJSON_AddObjectToObject(m, "special");
     for (int k = 0; k < 6; k++) cJSON_AddNumberToObject(sp, special_keys[k], in->special[k]);

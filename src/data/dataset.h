@@ -78,6 +78,10 @@ status_t dataset_open_split(dataset *d, const char *dir, dataset_split split);
 int dataset_has_split(const char *dir, dataset_split split);
 void dataset_close(dataset *d);
 status_t dataset_info_read(const char *dir, dataset_info *info);
+/* A 64-bit hash (xxh3, fingerprint, run id) as the manifests hold it, a JSON
+ * string of 16 lowercase hex digits (hash_to_hex): the dataset's and the
+ * checkpoint's. NULL when out of memory, which cJSON's adders then skip. */
+struct cJSON *dataset_json_hex(uint64_t v);
 void dataset_shard_path(const dataset *d, int i, char *buf, size_t len);
 
 /* Checks a shard's header against the manifest (fingerprint, width, counts). */

@@ -1,11 +1,13 @@
 /* data/stream objectives: packing a group's documents into samples and
- * building a sample's rows (DESIGN §4).
+ * building a sample's rows (docs/design.md, "Data: shards, reader, sampler,
+ * objectives").
  *   causal  documents joined by end-of-text; windows of T+1 tokens, stride T
  *   mlm     [CLS] sentences of one document [SEP], packed to T, padded
  *   mlm+nsp [CLS] A [SEP] B [SEP] as BERT's create_pretraining_data
  */
 #include <string.h>
 
+#include "data/mlm_mask.h"
 #include "stream_internal.h"
 
 static uint32_t pack_draw(pack_rng *r)
@@ -162,9 +164,10 @@ static int is_special(const stream *s, int32_t id)
     return 0;
 }
 
-/* A uniform draw among the ids that are not special. */
-static int32_t random_nonspecial(const stream *s, uint32_t bits)
+/* A uniform draw among the ids that are not special (ctx: the stream). */
+static int32_t random_nonspecial(const void *ctx, uint32_t bits)
 {
+    const stream *s = ctx;
     int32_t id = (int32_t)rng_below(bits, s->ds.info.vocab_size - (uint32_t)s->n_special);
     for (int k = 0; k < s->n_special && s->special_sorted[k] <= id; k++) id++;
     return id;
@@ -173,16 +176,13 @@ static int32_t random_nonspecial(const stream *s, uint32_t bits)
 /* Dynamic masking of row positions [from, to): 80% [MASK], 10% random, 10% kept. */
 static void mask_row(const stream *s, uint64_t epoch, uint64_t sample, int32_t *ids, int32_t *labels, int from, int to)
 {
-    float p = (float)s->spec.mask_prob;
+    mlm_masking m = mlm_masking_make(s->spec.mask_prob, MLM_DRAWS_UNIFORM, s->special_ids[TOKEN_MASK],
+                                     random_nonspecial, s);
     for (int t = from; t < to; t++) {
         if (is_special(s, ids[t])) continue;
         uint32_t bits[4];
         rng_bits(s->key_mask, sample, (uint32_t)t, (uint32_t)epoch, bits);
-        if (rng_uniform(bits[0]) >= p) continue;
-        labels[t] = ids[t];
-        float action = rng_uniform(bits[1]);
-        if (action < 0.8f) ids[t] = s->special_ids[TOKEN_MASK];
-        else if (action < 0.9f) ids[t] = random_nonspecial(s, bits[2]);
+        mlm_mask_token(&m, bits, &ids[t], &labels[t]);
     }
 }
 

@@ -1,5 +1,6 @@
 /* data/random_source — random samples, a pure function of (seed, sample, position). */
 #include "base/rng.h"
+#include "data/mlm_mask.h"
 #include "data/random_source.h"
 
 static void fill_causal(batch *b, int s, const random_spec *spec, rng_key key, uint64_t g)
@@ -20,14 +21,19 @@ static void fill_causal(batch *b, int s, const random_spec *spec, rng_key key, u
     }
 }
 
-/* [CLS] A [SEP] B [SEP] with the boundary at T/2; MLM as BERT: of the chosen
- * text positions 80% become [MASK], 10% a random token, 10% stay. */
+/* A uniform text token (ctx: the number of text ids). */
+static int32_t random_text(const void *ctx, uint32_t bits)
+{
+    return RANDOM_FIRST_TEXT + (int32_t)rng_below(bits, *(const uint32_t *)ctx);
+}
+
+/* [CLS] A [SEP] B [SEP] with the boundary at T/2; MLM as BERT (data/mlm_mask)
+ * on the text positions. */
 static void fill_mlm(batch *b, int s, const random_spec *spec, rng_key key, uint64_t g)
 {
     int T = b->T;
     uint32_t text = (uint32_t)(spec->vocab_size - RANDOM_FIRST_TEXT);
-    uint32_t choose = (uint32_t)(spec->mask_prob * 4294967296.0 > 4294967295.0 ? 4294967295.0
-                                                                               : spec->mask_prob * 4294967296.0);
+    mlm_masking m = mlm_masking_make(spec->mask_prob, MLM_DRAWS_INTEGER, RANDOM_MASK, random_text, &text);
     for (int t = 0; t < T; t++) {
         int32_t *id = &b->input_ids[s * T + t], *label = &b->labels[s * T + t];
         uint32_t r[4];
@@ -39,12 +45,8 @@ static void fill_mlm(batch *b, int s, const random_spec *spec, rng_key key, uint
             *id = t == 0 ? RANDOM_CLS : RANDOM_SEP;
             continue;
         }
-        *id = RANDOM_FIRST_TEXT + (int32_t)rng_below(r[0], text);
-        if (r[1] >= choose) continue;
-        *label = *id;
-        uint32_t what = rng_below(r[2], 10);
-        if (what < 8) *id = RANDOM_MASK;
-        else if (what == 8) *id = RANDOM_FIRST_TEXT + (int32_t)rng_below(r[3], text);
+        *id = random_text(&text, r[0]);
+        mlm_mask_token(&m, r, id, label);
     }
     uint32_t r[4];
     rng_bits(key, g, (uint32_t)T, 1, r);

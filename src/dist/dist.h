@@ -94,9 +94,9 @@ void dist_tp_grid_free(dist_tp_grid *g);
  * pgemm_grid_dims's P x Q, turned to Q x P when the FFN's six GEMMs move fewer
  * bytes so (pgemm_run_bytes). In row-major terms P deals the matrices'
  * columns and Q their rows, so 1 x 2 sends half of a weight per GEMM and
- * 2 x 1 half of an activation: for N = 512 tokens of gpt2-small at t = 2,
- * 7.1 MB per FFN on 2 x 1 against 11.8 MB on 1 x 2, and its GEMMs measured
- * 20% faster (docs/design.md). Pure. */
+ * 2 x 1 half of an activation; which moves less depends on N against C and
+ * F (the bytes and times measured: docs/design.md, "Tensor parallelism 2d").
+ * Pure. */
 status_t dist_tp_grid_shape(int t, int N, int C, int F, int *P, int *Q);
 /* The grid's P x Q and block size. */
 void dist_tp_grid_describe(const dist_tp_grid *g, int *P, int *Q, int *block);
@@ -161,8 +161,13 @@ void dist_bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type);
 
 /* ---- the step ------------------------------------------------------------------ */
 
-/* Fills b with global micro-batch g (its samples are g B .. g B + B - 1, the
- * numbering of train.c). Every stage calls it for every micro-batch it runs:
+/* The global index g of micro-batch mb (of m per replica and step) of
+ * data-parallel replica `replica` (of dp) at step: (step dp + replica) m + mb.
+ * A step's micro-batches are numbered replica by replica, so a replica's part
+ * of a step is contiguous; the samples of g are g B .. g B + B - 1. */
+uint64_t dist_microbatch_index(int64_t step, int dp, int replica, int m, int mb);
+
+/* Fills b with global micro-batch g (dist_microbatch_index). Every stage calls it for every micro-batch it runs:
  * the first stage reads ids and types, every stage attention_mask, the last
  * the labels. Returns a status (a data error ends the step). */
 typedef status_t (*dist_fill_fn)(void *ctx, uint64_t g, batch *b);

@@ -184,13 +184,17 @@ static status_t finish_sends(dist_engine *e, int slot)
     return dist_wait(e, &e->send_grad[slot], "a gradient send to complete");
 }
 
+uint64_t dist_microbatch_index(int64_t step, int dp, int replica, int m, int mb)
+{
+    return ((uint64_t)step * (uint64_t)dp + (uint64_t)replica) * (uint64_t)m + (uint64_t)mb;
+}
+
 static status_t run_compute(dist_engine *e, const dist_instr *in, dist_fill_fn fill, void *ctx)
 {
     TRY(prefetch(e));
     double t0 = time_now();
     batch *b = &e->batches[in->slot];
-    uint64_t g = ((uint64_t)e->step * (uint64_t)e->topo.dp + (uint64_t)e->topo.replica) * (uint64_t)e->m +
-                 (uint64_t)in->mb;
+    uint64_t g = dist_microbatch_index(e->step, e->topo.dp, e->topo.replica, e->m, in->mb);
     model_pass pass = {.train = 1, .seed = e->seed, .sample0 = g * (uint64_t)e->B,
                        .loss_scale = 1.0f / (float)(e->m * e->topo.dp), .poll = poll, .poll_ctx = e,
                        .defer_head = 1};

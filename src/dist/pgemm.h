@@ -42,7 +42,8 @@
 
 /* Block size (rows = cols per block) measured fastest over 32, 64, 128, 256
  * on gpt2-small's FFN and vocabulary GEMMs at t = 1, 2, 4
- * (tests/bench/bench_pgemm.sh; docs/design.md has the table). */
+ * (tests/bench/bench_pgemm.sh; docs/design.md, "Tensor-parallel GEMM over
+ * ScaLAPACK", has the table). */
 enum { PGEMM_BLOCK_DEFAULT = 256 };
 
 /* The block size for matrices whose smallest dimension is min_dim on a P x Q
@@ -128,9 +129,9 @@ status_t pgemm_run(int ta, int tb, float alpha, const pgemm_matrix *A, const pge
  *   B: M K/Q (P-1)/P + M N/P (Q-1)/Q
  * and the model is the cheapest of the three, times 4: a LOWER BOUND, exact
  * when PBLAS moves untransposed operands. PBLAS chooses by its own estimate
- * and a transposed operand needs more than one broadcast: counted
- * (tests/bench/bench_pgemm), the FFN GEMMs moved 1.0-1.4x the bound on 2 x 2,
- * the vocabulary gradients up to 24x on 1 x 2. Pure, so it projects to grids
+ * and a transposed operand needs more than one broadcast (the bytes counted
+ * by tests/bench/bench_pgemm against this bound: docs/design.md,
+ * "Tensor-parallel GEMM over ScaLAPACK"). Pure, so it projects to grids
  * larger than the one at hand. */
 uint64_t pgemm_gather_bytes(const pgemm_matrix *a);
 uint64_t pgemm_run_bytes(int P, int Q, int M, int N, int K);

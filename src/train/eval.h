@@ -67,9 +67,9 @@ typedef struct eval_part {
 status_t eval_run_parts(const model_config *c, int B, const eval_spec *spec, const eval_part *part, MPI_Comm comm,
                         eval_result *out);
 
-/* Writes the result as one JSON object (keys of DESIGN §8: perplexity,
- * lm_loss, mlm_loss, mlm_accuracy, nsp_loss, nsp_accuracy, samples, tokens;
- * and "split": "train" or "valid";
+/* Writes the result as one JSON object (the keys of docs/usage.md's
+ * mpilm eval --json: perplexity, lm_loss, mlm_loss, mlm_accuracy, nsp_loss,
+ * nsp_accuracy, samples, tokens; and "split": "train" or "valid";
  * null where the family has no such figure or the figure is not finite),
  * atomically. */
 /* The key of the first figure of r that the family has but that is NaN or

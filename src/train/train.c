@@ -9,6 +9,7 @@
 
 #include "base/fileio.h"
 #include "base/log.h"
+#include "base/testhook.h"
 #include "base/timer.h"
 #include "base/watchdog.h"
 #include "layout/layout.h"
@@ -110,7 +111,10 @@ static status_t describe_layout(trainer *t)
                       m.activations / 1048576.0};
     double *all = t->rank == 0 ? malloc(sizeof mine * (size_t)t->size) : NULL;
     FAIL_IF(t->rank == 0 && !all, ST_NOMEM, "train: out of memory");
-    MPI_Gather(mine, 7, MPI_DOUBLE, all, 7, MPI_DOUBLE, 0, t->comm);
+    if (MPI_Gather(mine, 7, MPI_DOUBLE, all, 7, MPI_DOUBLE, 0, t->comm) != MPI_SUCCESS) {
+        free(all);
+        return st_fail(ST_MPI, "train: gathering every rank's memory plan (MPI_Gather) failed");
+    }
     char *text = t->rank == 0 ? malloc((size_t)t->size * 128 + 1) : NULL;
     if (text) {
         const dist_topology *p = t->topo;
@@ -161,7 +165,7 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     TRY(setup_runtime(t));
     TRY(setup_data(t));
     TRY(trainer_valid_check(t));
-    const char *delay = getenv("MPILM_TEST_STEP_DELAY");
+    const char *delay = testhook_get(TESTHOOK_STEP_DELAY);
     t->step_delay = delay ? atof(delay) : 0.0;
     if (tc->overwrite) TRY(trainer_clear_run_dir(t));
     TRY(watchdog_start(t->rank));
@@ -171,8 +175,7 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
         watchdog_disarm();
     }
     if (!t->run_id) t->run_id = ckpt_run_new_id(); /* a new run (only rank 0's is used: it writes the manifests) */
-    t->next_g = ((uint64_t)t->start_step * (uint64_t)t->topo->dp + (uint64_t)t->topo->replica) *
-                (uint64_t)tc->micro_batches;
+    t->next_g = dist_microbatch_index(t->start_step, t->topo->dp, t->topo->replica, tc->micro_batches, 0);
     TRY(open_metrics(t));
     TRY(describe_layout(t));
     model_tensor *full;
@@ -214,9 +217,10 @@ uint64_t trainer_global_batch(const trainer *t)
     return (uint64_t)t->tc.micro_batch * (uint64_t)t->tc.micro_batches * (uint64_t)t->topo->dp;
 }
 
-/* dist_fill_fn: global micro-batch g = its samples g B .. g B + B - 1 (rank
- * r's part of a step is contiguous, DESIGN §4). The stream gives a replica's
- * micro-batches in order; every stage forwards them in that order. */
+/* dist_fill_fn: global micro-batch g (dist_microbatch_index) = its samples
+ * g B .. g B + B - 1. The stream gives a replica's micro-batches in order;
+ * every stage forwards them in that order, and after a step's last comes the
+ * first of the replica's next step. */
 static status_t fill_batch(void *ctx, uint64_t g, batch *b)
 {
     trainer *t = ctx;
@@ -224,10 +228,12 @@ static status_t fill_batch(void *ctx, uint64_t g, batch *b)
         random_batch_fill(b, &t->random, g * (uint64_t)t->tc.micro_batch);
         return ST_OK;
     }
-    uint64_t m = (uint64_t)t->tc.micro_batches;
+    int m = t->tc.micro_batches, dp = t->topo->dp;
     FAIL_IF(g != t->next_g, ST_ERROR, "train: the schedule asked for micro-batch %llu but the data stream is at "
             "%llu (expected micro-batches in order)", (unsigned long long)g, (unsigned long long)t->next_g);
-    t->next_g = g % m == m - 1 ? g + 1 + m * (uint64_t)(t->topo->dp - 1) : g + 1;
+    int64_t step = (int64_t)(g / ((uint64_t)m * (uint64_t)dp));
+    int last = g % (uint64_t)m == (uint64_t)m - 1;
+    t->next_g = last ? dist_microbatch_index(step + 1, dp, t->topo->replica, m, 0) : g + 1;
     return stream_next(t->stream, b);
 }
 

@@ -66,7 +66,8 @@ typedef struct train_config {
  * AVX512-BF16)". eval and the other commands use it too. */
 status_t train_precision_resolve(const char *requested, int tp_2d, model_config *m, char *why, size_t n);
 
-/* Reads DESIGN §8's keys; errors name the key. */
+/* Reads the configuration's keys (docs/design.md, "Configuration"); errors
+ * name the key. */
 status_t train_config_load(const config *cfg, train_config *tc);
 
 /* train.global_batch and train.micro_batches at a job of world ranks: with a

@@ -1,4 +1,5 @@
-/* train/config — DESIGN §8's keys into a train_config. */
+/* train/config — the configuration's keys (docs/design.md, "Configuration"; the
+ * list in docs/usage.md) into a train_config. */
 #include <stdio.h>
 #include <string.h>
 

@@ -28,8 +28,9 @@ status_t trainer_local_ranks(MPI_Comm comm, int *n)
     MPI_Comm node;
     FAIL_IF(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS,
             ST_MPI, "train: MPI_Comm_split_type failed");
-    MPI_Comm_size(node, n);
-    MPI_Comm_free(&node);
+    int size_rc = MPI_Comm_size(node, n);
+    FAIL_IF(MPI_Comm_free(&node) != MPI_SUCCESS || size_rc != MPI_SUCCESS, ST_MPI,
+            "train: MPI_Comm_size or MPI_Comm_free of the node's communicator failed");
     return ST_OK;
 }
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "data/mlm_mask.h"
 #include "data/random_source.h"
 
 enum { T = 64, V = 30000 };
@@ -129,4 +130,36 @@ Test(random_source, gpt_windows_label_the_next_token)
         cr_assert_eq(b.next_sentence_label[s], LABEL_IGNORE);
     }
     batch_free(&b);
+}
+
+static int32_t token_99(const void *ctx, uint32_t bits) { return 99; }
+
+/* data/mlm_mask: each source's way of reading its four words, at the edges
+ * of its thresholds (the sample streams rest on them bit for bit). */
+Test(random_source, mlm_mask_token_reads_each_sources_words_at_their_thresholds)
+{
+    mlm_masking u = mlm_masking_make(0.5, MLM_DRAWS_UNIFORM, 3, token_99, NULL);
+    mlm_masking n = mlm_masking_make(0.5, MLM_DRAWS_INTEGER, 3, token_99, NULL);
+    /* uniform: bits[0] chooses below 0.5 (24 bits), bits[1] acts at 0.8f / 0.9f */
+    struct { uint32_t bits[4]; int32_t id, label; } uc[] = {
+        {{0x80000000u, 0, 0, 0}, 7, LABEL_IGNORE},          /* not chosen */
+        {{0x7FFFFFFFu, 0, 0, 0}, 3, 7},                     /* [MASK] */
+        {{0, 13421773u << 8, 0, 0}, 99, 7},                 /* 0.8f: random */
+        {{0, (13421773u << 8) - 1, 0, 0}, 3, 7},            /* just below 0.8f: [MASK] */
+        {{0, 0xFFFFFFFFu, 0, 0}, 7, 7},                     /* kept */
+    }, nc[] = {
+        {{0, 0x80000000u, 0, 0}, 7, LABEL_IGNORE},          /* not chosen */
+        {{0xFFFFFFFFu, 0x7FFFFFFFu, 0, 0}, 3, 7},           /* bits[0] is not read: [MASK] */
+        {{0, 0, 3435973837u, 0}, 99, 7},                    /* rng_below 10 = 8: random */
+        {{0, 0, 3435973836u, 0}, 3, 7},                     /* 7: [MASK] */
+        {{0, 0, 0xFFFFFFFFu, 0}, 7, 7},                     /* 9: kept */
+    };
+    for (int i = 0; i < 5; i++) {
+        int32_t id = 7, label = LABEL_IGNORE;
+        mlm_mask_token(&u, uc[i].bits, &id, &label);
+        cr_assert(id == uc[i].id && label == uc[i].label, "uniform case %d: id %d label %d", i, id, label);
+        id = 7, label = LABEL_IGNORE;
+        mlm_mask_token(&n, nc[i].bits, &id, &label);
+        cr_assert(id == nc[i].id && label == nc[i].label, "integer case %d: id %d label %d", i, id, label);
+    }
 }
