@@ -157,7 +157,8 @@ static status_t tables(const layout_spec *s, layout_rank *r)
     r->ulo = sharded ? r->lo : 0;
     r->uhi = sharded ? r->hi : r->n;
     if (st == ST_OK && s->tp == 1) st = add_pieces(r, t, n, r->lo, r->hi);
-    if (st == ST_OK && s->tp > 1 && r->replica == 0 && r->tp_rank == 0) st = add_pieces(r, full, nf, 0, r->full_n);
+    if (s->tp > 1) layout_shard(r->full_n, s->dp * s->tp, r->replica * s->tp + r->tp_rank, &r->part_lo, &r->part_hi);
+    if (st == ST_OK && s->tp > 1) st = add_pieces(r, full, nf, r->part_lo, r->part_hi);
     free(t);
     free(full);
     return st;

@@ -90,11 +90,13 @@ typedef struct layout_rank {
                                  over the pipeline) and each piece into equal buckets of
                                  about bucket_floats; otherwise one bucket */
     size_t *bucket_lo;        /* [n_buckets + 1] */
-    int n_pieces;             /* what it saves: at tp = 1 its dp shard of the stage, minus
-                                 the last stage's copy of the tied embedding (stage 0
-                                 saves it); at tp > 1 the whole unsplit stage on the
-                                 stage's first rank (replica 0, tp rank 0), none on the
-                                 others. Each piece is contiguous in the global order. */
+    size_t part_lo, part_hi;  /* tp > 1: the floats of the unsplit stage [0, full_n) it saves,
+                                 its (replica tp + tp_rank)-th of dp tp parts (the stage's
+                                 ranks gather each part from the slices that hold it) */
+    int n_pieces;             /* what it saves, minus the last stage's copy of the tied
+                                 embedding (stage 0 saves it): at tp = 1 its dp shard of
+                                 the stage's buffer, at tp > 1 its part of the unsplit
+                                 stage. Each piece is contiguous in the global order. */
     layout_piece pieces[LAYOUT_MAX_PIECES];
 } layout_rank;
 

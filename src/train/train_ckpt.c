@@ -53,56 +53,194 @@ static status_t agree(trainer *t, status_t st)
 enum { MAX_PIECES = LAYOUT_MAX_PIECES };
 typedef layout_piece piece;
 
-/* What a rank writes: parameters and moments, moments[k] holding float
- * base + k of the layout the pieces index. */
+/* What a rank writes: parameters, m and v, each holding float base + k of
+ * the buffer the pieces' local offsets index (the stage's at tp = 1, the
+ * unsplit stage's at tp > 1). */
 typedef struct ckpt_source {
     const float *params, *m, *v;
-    size_t base;
+    size_t pbase, mbase;
     float *owned; /* allocation to free, or NULL */
 } ckpt_source;
 
-/* Local floats [a, z) of a run copied to the full layout. */
-static void copy_run(float *dst, const float *src, const model_run *r, size_t a, size_t z, size_t src_base)
+/* A segment of the unsplit stage sent to the rank whose part holds it: its
+ * offset, length and whether it carries parameters (len floats) or moments
+ * (len of m, then len of v). */
+typedef struct segment {
+    uint64_t at, len_kind; /* len | kind << 62 */
+} segment;
+
+enum { SEG_PARAMS = 0, SEG_MOMENTS = 1 };
+
+/* tp > 1: the segments this rank contributes, per destination (its stage's
+ * ranks, numbered replica tp + tp_rank like their parts): every float comes
+ * from one rank (parameters from replica 0, a replicated tensor's from tp
+ * rank 0, moments from their ZeRO owner, at zero 0 from replica 0). When out
+ * is NULL only counts[q] (segments) and floats[q] are filled. */
+typedef struct outbox {
+    int *segs, *floats, *seg_at, *float_at; /* [dp tp] */
+    segment *seg;
+    float *data;
+} outbox;
+
+static void add_segment(outbox *o, int q, uint64_t at, uint64_t len, int kind, const float *a, const float *b)
 {
-    size_t x = r->local > a ? r->local : a, y = r->local + r->len < z ? r->local + r->len : z;
-    if (y > x) memcpy(dst + r->full + (x - r->local), src + (x - src_base), (y - x) * sizeof(float));
+    if (o->seg) {
+        o->seg[o->seg_at[q] + o->segs[q]] = (segment){at, len | (uint64_t)kind << 62};
+        float *d = o->data + o->float_at[q] + o->floats[q];
+        memcpy(d, a, len * sizeof(float));
+        if (kind == SEG_MOMENTS) memcpy(d + len, b, len * sizeof(float));
+    }
+    o->segs[q]++;
+    o->floats[q] += (int)(kind == SEG_MOMENTS ? 2 * len : len);
 }
 
-/* tp > 1: the stage's unsplit parameters and moments, summed over the
- * stage's ranks (every replica and tp rank) onto its first rank; each float
- * comes from one rank only (parameters from replica 0, replicated tensors
- * from tp rank 0, moments from their ZeRO owner), so the sums are exact. */
-static status_t gather_stage(trainer *t, ckpt_source *src)
+/* Local floats [x, y) of run r (local >= base of a, b), cut at the parts'
+ * boundaries of the unsplit stage. */
+static void add_run(trainer *t, outbox *o, const model_run *r, size_t x, size_t y, int kind, const float *a,
+                    const float *b, size_t base)
+{
+    const layout_rank *lay = dist_engine_layout(t->engine);
+    int parts = t->topo->dp * t->topo->tp;
+    while (x < y) {
+        size_t full = r->full + (x - r->local), lo, hi;
+        int q = (int)(full / ((lay->full_n + (size_t)parts - 1) / (size_t)parts));
+        layout_shard(lay->full_n, parts, q, &lo, &hi);
+        size_t len = hi - full < y - x ? hi - full : y - x;
+        add_segment(o, q, full, len, kind, a + (x - base), b ? b + (x - base) : NULL);
+        x += len;
+    }
+}
+
+static void fill_outbox(trainer *t, outbox *o)
 {
     model_stage *m = dist_engine_stage(t->engine);
     dist_shard sh = dist_engine_shard(t->engine);
-    size_t n = model_stage_full_n_params(m);
-    float *buf = calloc(3 * n, sizeof(float));
-    FAIL_IF(!buf, ST_NOMEM, "checkpoint: out of memory for the unsplit stage (%.1f MiB)", 12.0 * n / 1048576.0);
     int sharded = sh.ulo != 0 || sh.uhi != sh.n, first = t->topo->replica == 0;
     for (int i = 0; i < model_n_tensors(m); i++) {
         if (!model_tensor_at(m, i)->tp_split && t->topo->tp_rank != 0) continue;
         const model_run *runs;
         int k = model_stage_runs(m, i, &runs);
         for (int j = 0; j < k; j++) {
-            if (first) copy_run(buf, model_params(m), &runs[j], 0, sh.n, 0);
+            const model_run *r = &runs[j];
+            if (first) add_run(t, o, r, r->local, r->local + r->len, SEG_PARAMS, model_params(m), NULL, 0);
             if (!sharded && !first) continue;
-            copy_run(buf + n, sh.m, &runs[j], sh.ulo, sh.uhi, sh.ulo);
-            copy_run(buf + 2 * n, sh.v, &runs[j], sh.ulo, sh.uhi, sh.ulo);
+            size_t x = r->local > sh.ulo ? r->local : sh.ulo, y = r->local + r->len < sh.uhi ? r->local + r->len : sh.uhi;
+            if (y > x) add_run(t, o, r, x, y, SEG_MOMENTS, sh.m, sh.v, sh.ulo);
         }
     }
+}
+
+static status_t exchange(trainer *t, MPI_Comm stage, outbox *o, float *part, size_t lo, size_t n)
+{
+    int P = t->topo->dp * t->topo->tp;
+    int *in_segs = calloc((size_t)P * 4, sizeof(int)), *in_floats = in_segs + P, *seg_in_at = in_segs + 2 * P,
+        *float_in_at = in_segs + 3 * P;
+    FAIL_IF(!in_segs, ST_NOMEM, "checkpoint: out of memory");
+    int counts[2] = {0, 0};
+    status_t st = ST_OK;
+    if (MPI_Alltoall(o->segs, 1, MPI_INT, in_segs, 1, MPI_INT, stage) != MPI_SUCCESS ||
+        MPI_Alltoall(o->floats, 1, MPI_INT, in_floats, 1, MPI_INT, stage) != MPI_SUCCESS)
+        st = st_fail(ST_MPI, "checkpoint: the stage's part exchange failed (MPI_Alltoall)");
+    for (int q = 0; st == ST_OK && q < P; q++) {
+        seg_in_at[q] = counts[0], float_in_at[q] = counts[1];
+        counts[0] += in_segs[q], counts[1] += in_floats[q];
+    }
+    segment *seg = st == ST_OK ? malloc(((size_t)counts[0] + 1) * sizeof *seg) : NULL;
+    float *data = st == ST_OK ? malloc(((size_t)counts[1] + 1) * sizeof *data) : NULL;
+    if (st == ST_OK && (!seg || !data)) st = st_fail(ST_NOMEM, "checkpoint: out of memory receiving the stage's part");
+    /* a segment is two uint64: sent as 2 x count MPI_UINT64_T */
+    int *s2 = st == ST_OK ? malloc(sizeof(int) * 4 * (size_t)P) : NULL;
+    if (st == ST_OK && !s2) st = st_fail(ST_NOMEM, "checkpoint: out of memory");
+    if (st == ST_OK) {
+        for (int q = 0; q < P; q++) {
+            s2[q] = 2 * o->segs[q], s2[P + q] = 2 * o->seg_at[q];
+            s2[2 * P + q] = 2 * in_segs[q], s2[3 * P + q] = 2 * seg_in_at[q];
+        }
+        if (MPI_Alltoallv(o->seg, s2, s2 + P, MPI_UINT64_T, seg, s2 + 2 * P, s2 + 3 * P, MPI_UINT64_T, stage) !=
+                MPI_SUCCESS ||
+            MPI_Alltoallv(o->data, o->floats, o->float_at, MPI_FLOAT, data, in_floats, float_in_at, MPI_FLOAT,
+                          stage) != MPI_SUCCESS)
+            st = st_fail(ST_MPI, "checkpoint: the stage's part exchange failed (MPI_Alltoallv)");
+    }
+    /* every float of the part once as a parameter and once as a moment */
+    size_t got[2] = {0, 0};
+    const float *d = data;
+    for (int i = 0; st == ST_OK && i < counts[0]; i++) {
+        uint64_t len = seg[i].len_kind & (((uint64_t)1 << 62) - 1);
+        int kind = (int)(seg[i].len_kind >> 62);
+        if (seg[i].at < lo || seg[i].at + len > lo + n) {
+            st = st_fail(ST_ERROR, "checkpoint: rank %d received floats [%llu, %llu) of stage %d outside its part "
+                         "[%zu, %zu)", t->rank, (unsigned long long)seg[i].at, (unsigned long long)(seg[i].at + len),
+                         t->topo->stage, lo, lo + n);
+            break;
+        }
+        size_t at = seg[i].at - lo;
+        memcpy(part + (kind == SEG_PARAMS ? 0 : n) + at, d, len * sizeof(float));
+        if (kind == SEG_MOMENTS) memcpy(part + 2 * n + at, d + len, len * sizeof(float));
+        d += kind == SEG_MOMENTS ? 2 * len : len;
+        got[kind] += len;
+    }
+    if (st == ST_OK && (got[0] != n || got[1] != n))
+        st = st_fail(ST_ERROR, "checkpoint: rank %d's part of stage %d has %zu parameters and %zu moments of %zu "
+                     "floats", t->rank, t->topo->stage, got[0], got[1], n);
+    free(seg);
+    free(data);
+    free(s2);
+    free(in_segs);
+    return st;
+}
+
+/* tp > 1: this rank's part of the unsplit stage (layout.h part_lo, part_hi):
+ * parameters and moments sent by the slices that hold them (one all-to-all
+ * over the stage's ranks), so no rank holds more than its part. */
+static status_t redistribute_stage(trainer *t, ckpt_source *src)
+{
+    const layout_rank *lay = dist_engine_layout(t->engine);
+    int P = t->topo->dp * t->topo->tp;
+    size_t lo = lay->part_lo, n = lay->part_hi - lay->part_lo;
+    outbox o = {.segs = calloc((size_t)P * 4, sizeof(int))};
+    FAIL_IF(!o.segs, ST_NOMEM, "checkpoint: out of memory");
+    o.floats = o.segs + P, o.seg_at = o.segs + 2 * P, o.float_at = o.segs + 3 * P;
+    fill_outbox(t, &o); /* counts */
+    int segs = 0;
+    long long floats = 0;
+    for (int q = 0; q < P; q++) {
+        o.seg_at[q] = segs, o.float_at[q] = (int)floats;
+        segs += o.segs[q], floats += o.floats[q];
+    }
+    float *part = malloc((3 * n + 1) * sizeof(float));
+    o.seg = malloc(((size_t)segs + 1) * sizeof(segment));
+    o.data = malloc(((size_t)floats + 1) * sizeof(float));
+    status_t st = ST_OK;
+    if (floats > INT_MAX || 2LL * segs > INT_MAX)
+        st = st_fail(ST_CONFIG, "checkpoint: rank %d would send %lld floats of its slice at once, beyond MPI's int "
+                     "counts; raise dist.pp", t->rank, floats);
+    else if (!part || !o.seg || !o.data)
+        st = st_fail(ST_NOMEM, "checkpoint: out of memory for the stage's part (%.1f MiB)", 12.0 * n / 1048576.0);
+    if (st == ST_OK) {
+        memset(o.segs, 0, sizeof(int) * 2 * (size_t)P);
+        fill_outbox(t, &o);
+    }
     MPI_Comm stage;
+    /* collective whatever st: the others wait in it otherwise (agree() reports the failure) */
     MPI_Comm_split(t->comm, t->topo->stage, t->rank, &stage);
-    int root = t->topo->replica == 0 && t->topo->tp_rank == 0;
-    MPI_Reduce(root ? MPI_IN_PLACE : buf, buf, (int)(3 * n), MPI_FLOAT, MPI_SUM, 0, stage);
+    if (st != ST_OK) memset(o.segs, 0, sizeof(int) * 2 * (size_t)P);
+    status_t ex = exchange(t, stage, &o, part, lo, n);
     MPI_Comm_free(&stage);
-    *src = (ckpt_source){.params = buf, .m = buf + n, .v = buf + 2 * n, .owned = buf};
+    if (st == ST_OK) st = ex;
+    free(o.segs);
+    free(o.seg);
+    free(o.data);
+    if (st != ST_OK) {
+        free(part);
+        return st;
+    }
+    *src = (ckpt_source){.params = part, .m = part + n, .v = part + 2 * n, .pbase = lo, .mbase = lo, .owned = part};
     return ST_OK;
 }
 
-/* This rank's pieces (layout.h: its dp shard of its stage at tp = 1; the
- * whole unsplit stage on the stage's first rank at tp > 1, gathered there,
- * nothing on the others) and their source. */
+/* This rank's pieces (layout.h: its dp shard of its stage at tp = 1, its
+ * part of the unsplit stage at tp > 1) and their source. */
 static status_t rank_pieces(trainer *t, piece *p, int *n, ckpt_source *src)
 {
     const layout_rank *lay = dist_engine_layout(t->engine);
@@ -111,10 +249,10 @@ static status_t rank_pieces(trainer *t, piece *p, int *n, ckpt_source *src)
     memcpy(p, lay->pieces, sizeof lay->pieces);
     if (t->topo->tp == 1) {
         *src = (ckpt_source){.params = model_params(dist_engine_stage(t->engine)), .m = sh.m, .v = sh.v,
-                             .base = sh.ulo};
+                             .pbase = 0, .mbase = sh.ulo};
         return ST_OK;
     }
-    return gather_stage(t, src);
+    return redistribute_stage(t, src);
 }
 
 /* Shard file number of each piece: its place in the global order over all
@@ -152,9 +290,9 @@ static status_t write_pieces(trainer *t, const char *tmp, ckpt_file files[MAX_PI
     status_t st = rank_pieces(t, p, &n, &src);
     if (st == ST_OK) st = number_pieces(t, p, n, index);
     for (int k = 0; st == ST_OK && k < n; k++) {
-        size_t at = p[k].local - src.base;
-        st = ckpt_shard_write(tmp, index[k], p[k].begin, p[k].end, src.params + p[k].local, src.m + at, src.v + at,
-                              &files[k]);
+        size_t at = p[k].local - src.mbase;
+        st = ckpt_shard_write(tmp, index[k], p[k].begin, p[k].end, src.params + (p[k].local - src.pbase), src.m + at,
+                              src.v + at, &files[k]);
         files[k].rank = t->rank;
     }
     free(src.owned);

@@ -69,6 +69,20 @@ losses "$d/gpt-pp2d" > "$d/b"
 close "$d/a" "$d/b" || fail "pp 2 x tp 2 in 2d (gpipe, recompute): losses differ from tp = 1"
 echo "pp 2 x tp 2 in 2d (gpipe, recompute, zero 1) matches tp = 1 within 1e-5"
 
+# tp 2 x dp 2 (4 ranks, the same global batch): each of the stage's 4 ranks saves its part
+# of the unsplit stage, parameters from replica 0 and moments from their owner (zero 0:
+# replica 0; zero 1: the shard's); the checkpoint resumes at tp = 1 on 1 rank
+for zero in 0 1; do
+  train 4 "$d/gpt-tpdp$zero.log" "$@" --set dist.tp=2 --set dist.zero=$zero --set train.micro_batches=2 \
+    --set run.dir="$d/gpt-tpdp$zero" || { tail -5 "$d/gpt-tpdp$zero.log"; fail "gpt tp 2 x dp 2 zero $zero"; }
+  [ "$(grep -o '"rank":	[0-9]' "$d/gpt-tpdp$zero/step-0000010/manifest.json" | sort -u | wc -l)" -eq 4 ] ||
+    fail "tp 2 x dp 2 zero $zero: not every rank wrote its part of the checkpoint"
+  resume_from 1 "$d/gpt-tpdp$zero" "$d/rtpdp$zero" "$@" || fail "resume of the tp 2 x dp 2 zero $zero checkpoint at tp = 1"
+  losses "$d/rtpdp$zero" > "$d/b"
+  close "$d/a" "$d/b" || fail "saved at tp 2 x dp 2 zero $zero, resumed at tp = 1: losses differ from the uninterrupted run"
+done
+echo "saved at tp 2 x dp 2 (zero 0 and 1; every rank writes its part), resumed at tp = 1: losses within 1e-5"
+
 # export from the final (step 20) checkpoints of tp = 2, tp = 2 in 2d and pp 2 x
 # tp 2 (the whole model on one rank): the same files as from tp = 1, and the
 # same parameter values, read by tests/tools/compare_safetensors.py (json +
