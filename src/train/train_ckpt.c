@@ -42,11 +42,15 @@ static status_t agree(trainer *t, status_t st)
 {
     struct { int code, rank; } mine = {(int)st, st == ST_OK ? t->size : t->rank}, worst;
     mine.rank = -mine.rank; /* MAXLOC keeps the lowest rank among equal codes */
-    MPI_Allreduce(&mine, &worst, 1, MPI_2INT, MPI_MAXLOC, t->comm);
+    /* a failing collective ends here with its own message: st_die's MPI_Abort then ends every rank */
+    FAIL_IF(MPI_Allreduce(&mine, &worst, 1, MPI_2INT, MPI_MAXLOC, t->comm) != MPI_SUCCESS, ST_MPI,
+            "checkpoint: rank %d: the agreement on the save's outcome failed (MPI_Allreduce)", t->rank);
     if (worst.code == ST_OK) return ST_OK;
     char msg[2048];
     snprintf(msg, sizeof msg, "%s", st_message());
-    MPI_Bcast(msg, sizeof msg, MPI_CHAR, -worst.rank, t->comm);
+    FAIL_IF(MPI_Bcast(msg, sizeof msg, MPI_CHAR, -worst.rank, t->comm) != MPI_SUCCESS, ST_MPI,
+            "checkpoint: rank %d: broadcasting rank %d's error failed (MPI_Bcast); its error was code %d", t->rank,
+            -worst.rank, worst.code);
     return st_fail((status_t)worst.code, "%s", msg);
 }
 
@@ -223,7 +227,11 @@ static status_t redistribute_stage(trainer *t, ckpt_source *src)
     }
     MPI_Comm stage;
     /* collective whatever st: the others wait in it otherwise (agree() reports the failure) */
-    MPI_Comm_split(t->comm, t->topo->stage, t->rank, &stage);
+    if (MPI_Comm_split(t->comm, t->topo->stage, t->rank, &stage) != MPI_SUCCESS) {
+        free(o.segs), free(o.seg), free(o.data), free(part);
+        return st_fail(ST_MPI, "checkpoint: rank %d: MPI_Comm_split of stage %d's ranks failed", t->rank,
+                       t->topo->stage);
+    }
     if (st != ST_OK) memset(o.segs, 0, sizeof(int) * 2 * (size_t)P);
     status_t ex = exchange(t, stage, &o, part, lo, n);
     MPI_Comm_free(&stage);
@@ -263,7 +271,11 @@ static status_t number_pieces(trainer *t, const piece *mine, int n, int *index)
     FAIL_IF(!all, ST_NOMEM, "checkpoint: out of memory numbering the shard files");
     for (int k = 0; k < MAX_PIECES; k++) send[2 * k] = k < n ? mine[k].begin : UINT64_MAX;
     for (int k = 0; k < MAX_PIECES; k++) send[2 * k + 1] = k < n ? mine[k].end : UINT64_MAX;
-    MPI_Allgather(send, 2 * MAX_PIECES, MPI_UINT64_T, all, 2 * MAX_PIECES, MPI_UINT64_T, t->comm);
+    if (MPI_Allgather(send, 2 * MAX_PIECES, MPI_UINT64_T, all, 2 * MAX_PIECES, MPI_UINT64_T, t->comm) !=
+        MPI_SUCCESS) {
+        free(all);
+        return st_fail(ST_MPI, "checkpoint: rank %d: numbering the shard files failed (MPI_Allgather)", t->rank);
+    }
     for (int k = 0; k < n; k++) {
         index[k] = 0;
         for (int j = 0; j < 2 * MAX_PIECES * t->size; j += 2)
@@ -341,14 +353,18 @@ static status_t save(trainer *t, int64_t step, int best)
     char tmp[4200] = "";
     status_t st = t->rank == 0 ? ckpt_begin(t->tc.run_dir, step, tmp, sizeof tmp) : ST_OK;
     TRY(agree(t, st));
-    MPI_Bcast(tmp, sizeof tmp, MPI_CHAR, 0, t->comm);
+    FAIL_IF(MPI_Bcast(tmp, sizeof tmp, MPI_CHAR, 0, t->comm) != MPI_SUCCESS, ST_MPI,
+            "checkpoint: rank %d: receiving the save's directory failed (MPI_Bcast)", t->rank);
     ckpt_file mine[MAX_PIECES], *all = t->rank == 0 ? calloc((size_t)t->size * MAX_PIECES, sizeof *all) : NULL;
     st = t->rank == 0 && !all ? st_fail(ST_NOMEM, "checkpoint: out of memory for %d file entries", t->size) : ST_OK;
     if (st == ST_OK) st = write_pieces(t, tmp, mine);
     st = agree(t, st);
     if (st == ST_OK) {
-        MPI_Gather(mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE, 0, t->comm);
-        if (t->rank == 0) st = finish_manifest(t, tmp, step, all, best);
+        if (MPI_Gather(mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE, 0, t->comm) != MPI_SUCCESS)
+            st = st_fail(ST_MPI, "checkpoint: rank %d: gathering the shard files' entries failed (MPI_Gather)",
+                         t->rank);
+        else if (t->rank == 0)
+            st = finish_manifest(t, tmp, step, all, best);
         st = agree(t, st);
     }
     if (st != ST_OK && t->rank == 0) ckpt_abort(tmp);
@@ -370,7 +386,9 @@ status_t trainer_step_boundary(trainer *t, int64_t done, int best, int last)
     char what[96];
     snprintf(what, sizeof what, "the step boundary after step %lld (the checkpoint decision)", (long long)done);
     watchdog_arm(what, tc->dist.hang_timeout);
-    MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, t->comm);
+    FAIL_IF(MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, t->comm) != MPI_SUCCESS, ST_MPI,
+            "checkpoint: rank %d: the checkpoint decision after step %lld failed (MPI_Allreduce)", t->rank,
+            (long long)done);
     int every = tc->ckpt_every_steps > 0 && done % tc->ckpt_every_steps == 0;
     last = last || done == tc->steps;
     char name[32];
@@ -478,7 +496,8 @@ static status_t open_chosen(trainer *t, ckpt_reader **r)
         if (*r) snprintf(chosen, sizeof chosen, "%s", ckpt_path(*r));
     }
     TRY(agree(t, st));
-    MPI_Bcast(chosen, sizeof chosen, MPI_CHAR, 0, t->comm);
+    FAIL_IF(MPI_Bcast(chosen, sizeof chosen, MPI_CHAR, 0, t->comm) != MPI_SUCCESS, ST_MPI,
+            "resume: rank %d: receiving the chosen checkpoint failed (MPI_Bcast)", t->rank);
     if (t->rank != 0 && chosen[0]) st = ckpt_open(r, chosen);
     return agree(t, st);
 }
