@@ -255,6 +255,10 @@ static int divides(const train_config *tc, int G, plan_layout *l)
                         "does not divide: the global batch of %d sequences is not a multiple of dp %d x "
                         "train.micro_batch %d", G, l->dp, tc->micro_batch), 0;
     l->m = G / (l->dp * tc->micro_batch);
+    if (tc->global_batch > 0 && tc->micro_batches > 0 && tc->micro_batches != l->m)
+        return snprintf(l->why, sizeof l->why,
+                        "does not divide: train.micro_batches = %d disagrees with train.global_batch = %d (%d here; "
+                        "leave train.micro_batches out)", tc->micro_batches, G, l->m), 0;
     l->ok = 1;
     return 1;
 }
