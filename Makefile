@@ -14,8 +14,8 @@
 #   make demo      the main job end to end on the shipped sample
 #   make install PREFIX=/usr/local
 #
-# Every source file under src/<module>/ is part of libmpilm.a except
-# src/cli/main.c; every tests/unit/test_*.c is a Criterion test binary and every
+# Every source file under src/<module>/ is part of libmpilm.a except src/cli/
+# (the command line: libmpilm_cli.a, main.c apart); every tests/unit/test_*.c is a Criterion test binary and every
 # tests/mpi/*.c a program run under mpirun. New files need no edit here.
 
 PREFIX  ?= /usr/local
@@ -49,8 +49,11 @@ ifeq ($(SAN),1)
   LDFLAGS += -fsanitize=address,undefined
 endif
 
-LIB_SRC   := $(filter-out src/cli/main.c,$(sort $(wildcard src/*/*.c)))
+LIB_SRC   := $(filter-out src/cli/%,$(sort $(wildcard src/*/*.c)))
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_SRC   := $(filter-out src/cli/main.c,$(sort $(wildcard src/cli/*.c)))
+CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
+LIBS_A    := $(BUILD)/libmpilm_cli.a $(BUILD)/libmpilm.a
 MAIN_OBJ  := $(BUILD)/src/cli/main.o
 UNIT_SRC  := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
@@ -84,10 +87,14 @@ FUZZ_DEB_PACKAGES := clang libclang-rt-14-dev
 
 all: $(MPILM)
 
-$(MPILM): $(MAIN_OBJ) $(BUILD)/libmpilm.a
+$(MPILM): $(MAIN_OBJ) $(LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/libmpilm.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libmpilm_cli.a: $(CLI_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -95,14 +102,14 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(TEST_HELPER_OBJ) $(BUILD)/libmpilm.a
-	$(CC) $(LDFLAGS) -o $@ $(filter-out %.a,$^) $(BUILD)/libmpilm.a -lcriterion $(LDLIBS)
+$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(TEST_HELPER_OBJ) $(LIBS_A)
+	$(CC) $(LDFLAGS) -o $@ $(filter-out %.a,$^) $(LIBS_A) -lcriterion $(LDLIBS)
 
 # The data/stream tests share tests/unit/stream_fixture.c (it asserts with Criterion,
 # so it cannot join tests/common, which the MPI programs link too).
 $(BUILD)/tests/unit/test_data_stream $(BUILD)/tests/unit/test_data_stream_blend: $(BUILD)/tests/unit/stream_fixture.o
 
-$(BUILD)/tests/mpi/%: $(BUILD)/tests/mpi/%.o $(TEST_HELPER_OBJ) $(BUILD)/libmpilm.a
+$(BUILD)/tests/mpi/%: $(BUILD)/tests/mpi/%.o $(TEST_HELPER_OBJ) $(LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libmpilm.a

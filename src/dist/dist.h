@@ -188,6 +188,8 @@ typedef struct dist_memory {
                              (a receive and two sends per slot) with bf16 stages at pp > 1 */
     size_t activations;  /* the stage's arena (activations of its slots and scratch) and the
                             slots' micro-batches */
+    size_t ckpt_part;    /* tp > 1: a checkpoint save's part of the unsplit stage, parameters, m
+                            and v: 12 x full_n / (dp tp) (at tp = 1 saves write from the buffers) */
 } dist_memory;
 
 typedef struct dist_step_result {

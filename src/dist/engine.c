@@ -224,7 +224,7 @@ int dist_engine_tp_grid(const dist_engine *e, int *P, int *Q, int *block)
 
 /* The training state around a stage of n floats, from the configuration
  * alone (so the estimate before allocation and the report after agree). */
-static dist_memory memory_plan(const dist_engine *e, size_t n)
+static dist_memory memory_plan(const dist_engine *e, size_t n, size_t full_n)
 {
     size_t f = sizeof(float), h = sizeof(bf16), lo, hi;
     int dp = e->topo.dp, zero2 = e->dc.zero == 2 && dp > 1, sharded = e->dc.zero > 0 && dp > 1;
@@ -241,12 +241,14 @@ static dist_memory memory_plan(const dist_engine *e, size_t n)
                          .optimizer = 2 * f * updated,
                          .shard = shard,
                          .messages_bf16 = messages,
-                         .activations = batches};
+                         .activations = batches,
+                         .ckpt_part = e->topo.tp > 1 ? 3 * f * ((full_n + (size_t)(dp * e->topo.tp) - 1) /
+                                                                 (size_t)(dp * e->topo.tp)) : 0};
 }
 
 dist_memory dist_engine_memory(const dist_engine *e)
 {
-    dist_memory m = memory_plan(e, e->lay.n);
+    dist_memory m = memory_plan(e, e->lay.n, e->lay.full_n);
     m.activations += model_stage_arena_bytes(e->stage);
     return m;
 }
@@ -278,8 +280,14 @@ status_t dist_memory_of_rank(const dist_config *dc, const model_config *mc, int 
         model_stage_memory sm;
         st = model_stage_plan_memory(mc, e->topo.bounds[e->topo.stage], e->topo.bounds[e->topo.stage + 1], B,
                                      e->n_slots, &mtp, &sm);
+        model_tensor *full = NULL;
+        int nf;
+        size_t full_n = 0;
+        int lb = e->topo.bounds[e->topo.stage], le = e->topo.bounds[e->topo.stage + 1];
+        if (st == ST_OK) st = model_stage_table(mc, lb, le, lb == 0, le == mc->n_layer, NULL, &full, &nf, &full_n);
+        free(full);
         if (st == ST_OK) {
-            *out = memory_plan(e, sm.n_params);
+            *out = memory_plan(e, sm.n_params, full_n);
             out->activations += sm.activations;
         }
     }

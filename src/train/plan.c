@@ -194,17 +194,19 @@ static status_t memory(job *j, plan_layout *l, double baseline, double budget)
     l->rank_mib = calloc((size_t)j->o->np, sizeof(double));
     FAIL_IF(!l->rank_mib, ST_NOMEM, "plan: out of memory");
     int worst = 0;
+    double need = 0; /* what train's memory check will ask for (its margins included) */
     for (int r = 0; r < j->o->np; r++) {
         dist_memory m;
         TRY(dist_memory_of_rank(&dc, &j->tc->model, j->tc->micro_batch, l->m, l->dp, r, &m));
-        l->rank_mib[r] = train_memory_resident(&m, baseline) / MIB;
+        l->rank_mib[r] = train_memory_expected(&m, baseline) / MIB;
         if (l->rank_mib[r] > l->rank_mib[worst]) worst = r;
+        need = fmax(need, train_memory_resident(&m, baseline));
     }
     l->peak_mib = l->rank_mib[worst];
-    if (budget > 0 && l->peak_mib * MIB > budget) {
+    if (budget > 0 && need > budget) {
         l->ok = 0;
-        snprintf(l->why, sizeof l->why, "does not fit: rank %d needs %.0f MiB, a rank may use %.0f MiB", worst,
-                 l->peak_mib, budget / MIB);
+        snprintf(l->why, sizeof l->why, "does not fit: rank %d needs %.0f MiB with the memory check's margins, a "
+                 "rank may use %.0f MiB", worst, need / MIB, budget / MIB);
     }
     return ST_OK;
 }
@@ -255,6 +257,10 @@ static int divides(const train_config *tc, int G, plan_layout *l)
                         "does not divide: the global batch of %d sequences is not a multiple of dp %d x "
                         "train.micro_batch %d", G, l->dp, tc->micro_batch), 0;
     l->m = G / (l->dp * tc->micro_batch);
+    if (tc->global_batch > 0 && tc->micro_batches > 0 && tc->micro_batches != l->m)
+        return snprintf(l->why, sizeof l->why,
+                        "does not divide: train.micro_batches = %d disagrees with train.global_batch = %d (%d here; "
+                        "leave train.micro_batches out)", tc->micro_batches, G, l->m), 0;
     l->ok = 1;
     return 1;
 }

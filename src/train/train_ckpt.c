@@ -42,11 +42,15 @@ static status_t agree(trainer *t, status_t st)
 {
     struct { int code, rank; } mine = {(int)st, st == ST_OK ? t->size : t->rank}, worst;
     mine.rank = -mine.rank; /* MAXLOC keeps the lowest rank among equal codes */
-    MPI_Allreduce(&mine, &worst, 1, MPI_2INT, MPI_MAXLOC, t->comm);
+    /* a failing collective ends here with its own message: st_die's MPI_Abort then ends every rank */
+    FAIL_IF(MPI_Allreduce(&mine, &worst, 1, MPI_2INT, MPI_MAXLOC, t->comm) != MPI_SUCCESS, ST_MPI,
+            "checkpoint: rank %d: the agreement on the save's outcome failed (MPI_Allreduce)", t->rank);
     if (worst.code == ST_OK) return ST_OK;
     char msg[2048];
     snprintf(msg, sizeof msg, "%s", st_message());
-    MPI_Bcast(msg, sizeof msg, MPI_CHAR, -worst.rank, t->comm);
+    FAIL_IF(MPI_Bcast(msg, sizeof msg, MPI_CHAR, -worst.rank, t->comm) != MPI_SUCCESS, ST_MPI,
+            "checkpoint: rank %d: broadcasting rank %d's error failed (MPI_Bcast); its error was code %d", t->rank,
+            -worst.rank, worst.code);
     return st_fail((status_t)worst.code, "%s", msg);
 }
 
@@ -63,35 +67,35 @@ typedef struct ckpt_source {
 } ckpt_source;
 
 /* A segment of the unsplit stage sent to the rank whose part holds it: its
- * offset, length and whether it carries parameters (len floats) or moments
- * (len of m, then len of v). */
+ * offset and length, and whether it carries parameters (one block) or
+ * moments (a block of m, then one of v). Sent as two uint64. */
 typedef struct segment {
     uint64_t at, len_kind; /* len | kind << 62 */
 } segment;
 
 enum { SEG_PARAMS = 0, SEG_MOMENTS = 1 };
+static const uint64_t SEG_LEN = ((uint64_t)1 << 62) - 1;
 
-/* tp > 1: the segments this rank contributes, per destination (its stage's
- * ranks, numbered replica tp + tp_rank like their parts): every float comes
- * from one rank (parameters from replica 0, a replicated tensor's from tp
- * rank 0, moments from their ZeRO owner, at zero 0 from replica 0). When out
- * is NULL only counts[q] (segments) and floats[q] are filled. */
+/* tp > 1: the segments this rank sends, grouped by destination (the
+ * stage's ranks, numbered replica tp + tp_rank like their parts), with where
+ * their values are (no copy: the all-to-all reads them in place). Every
+ * float comes from one rank: parameters from replica 0, a replicated
+ * tensor's from tp rank 0, moments from their ZeRO owner (at zero 0 from
+ * replica 0). A first pass (seg NULL) counts. */
 typedef struct outbox {
-    int *segs, *floats, *seg_at, *float_at; /* [dp tp] */
+    int *segs, *seg_at;     /* [dp tp] */
     segment *seg;
-    float *data;
+    const float **src;      /* [segments][2]: the values (moments: m, v) */
 } outbox;
 
 static void add_segment(outbox *o, int q, uint64_t at, uint64_t len, int kind, const float *a, const float *b)
 {
     if (o->seg) {
-        o->seg[o->seg_at[q] + o->segs[q]] = (segment){at, len | (uint64_t)kind << 62};
-        float *d = o->data + o->float_at[q] + o->floats[q];
-        memcpy(d, a, len * sizeof(float));
-        if (kind == SEG_MOMENTS) memcpy(d + len, b, len * sizeof(float));
+        int i = o->seg_at[q] + o->segs[q];
+        o->seg[i] = (segment){at, len | (uint64_t)kind << 62};
+        o->src[2 * i] = a, o->src[2 * i + 1] = b;
     }
     o->segs[q]++;
-    o->floats[q] += (int)(kind == SEG_MOMENTS ? 2 * len : len);
 }
 
 /* Local floats [x, y) of run r (local >= base of a, b), cut at the parts'
@@ -130,107 +134,140 @@ static void fill_outbox(trainer *t, outbox *o)
     }
 }
 
-static status_t exchange(trainer *t, MPI_Comm stage, outbox *o, float *part, size_t lo, size_t n)
+/* An hindexed type of absolute addresses: blocks [k] = (addr[k], len[k])
+ * floats; MPI_DATATYPE_NULL when it could not be made. */
+static status_t block_type(int n, const int *len, const MPI_Aint *addr, MPI_Datatype *out)
 {
-    int P = t->topo->dp * t->topo->tp;
-    int *in_segs = calloc((size_t)P * 4, sizeof(int)), *in_floats = in_segs + P, *seg_in_at = in_segs + 2 * P,
-        *float_in_at = in_segs + 3 * P;
-    FAIL_IF(!in_segs, ST_NOMEM, "checkpoint: out of memory");
-    int counts[2] = {0, 0};
+    *out = MPI_DATATYPE_NULL;
+    MPI_Datatype t;
+    FAIL_IF(MPI_Type_create_hindexed(n, len, addr, MPI_FLOAT, &t) != MPI_SUCCESS, ST_MPI,
+            "checkpoint: building the part exchange's datatype failed");
+    if (MPI_Type_commit(&t) != MPI_SUCCESS) {
+        MPI_Type_free(&t);
+        return st_fail(ST_MPI, "checkpoint: committing the part exchange's datatype failed");
+    }
+    *out = t;
+    return ST_OK;
+}
+
+/* The blocks of segments seg[0, n): to sources (send) or into part (receive,
+ * part of n_part floats starting at lo). */
+static status_t segment_type(const segment *seg, const float *const *src, int n, float *part, size_t lo,
+                             size_t n_part, MPI_Datatype *out)
+{
+    int *len = malloc(sizeof(int) * 2 * ((size_t)n + 1));
+    MPI_Aint *addr = malloc(sizeof(MPI_Aint) * 2 * ((size_t)n + 1));
+    FAIL_IF(!len || !addr, (free(len), free(addr), ST_NOMEM), "checkpoint: out of memory for the part exchange");
+    int k = 0;
     status_t st = ST_OK;
-    if (MPI_Alltoall(o->segs, 1, MPI_INT, in_segs, 1, MPI_INT, stage) != MPI_SUCCESS ||
-        MPI_Alltoall(o->floats, 1, MPI_INT, in_floats, 1, MPI_INT, stage) != MPI_SUCCESS)
-        st = st_fail(ST_MPI, "checkpoint: the stage's part exchange failed (MPI_Alltoall)");
-    for (int q = 0; st == ST_OK && q < P; q++) {
-        seg_in_at[q] = counts[0], float_in_at[q] = counts[1];
-        counts[0] += in_segs[q], counts[1] += in_floats[q];
-    }
-    segment *seg = st == ST_OK ? malloc(((size_t)counts[0] + 1) * sizeof *seg) : NULL;
-    float *data = st == ST_OK ? malloc(((size_t)counts[1] + 1) * sizeof *data) : NULL;
-    if (st == ST_OK && (!seg || !data)) st = st_fail(ST_NOMEM, "checkpoint: out of memory receiving the stage's part");
-    /* a segment is two uint64: sent as 2 x count MPI_UINT64_T */
-    int *s2 = st == ST_OK ? malloc(sizeof(int) * 4 * (size_t)P) : NULL;
-    if (st == ST_OK && !s2) st = st_fail(ST_NOMEM, "checkpoint: out of memory");
-    if (st == ST_OK) {
-        for (int q = 0; q < P; q++) {
-            s2[q] = 2 * o->segs[q], s2[P + q] = 2 * o->seg_at[q];
-            s2[2 * P + q] = 2 * in_segs[q], s2[3 * P + q] = 2 * seg_in_at[q];
-        }
-        if (MPI_Alltoallv(o->seg, s2, s2 + P, MPI_UINT64_T, seg, s2 + 2 * P, s2 + 3 * P, MPI_UINT64_T, stage) !=
-                MPI_SUCCESS ||
-            MPI_Alltoallv(o->data, o->floats, o->float_at, MPI_FLOAT, data, in_floats, float_in_at, MPI_FLOAT,
-                          stage) != MPI_SUCCESS)
-            st = st_fail(ST_MPI, "checkpoint: the stage's part exchange failed (MPI_Alltoallv)");
-    }
-    /* every float of the part once as a parameter and once as a moment */
-    size_t got[2] = {0, 0};
-    const float *d = data;
-    for (int i = 0; st == ST_OK && i < counts[0]; i++) {
-        uint64_t len = seg[i].len_kind & (((uint64_t)1 << 62) - 1);
+    for (int i = 0; st == ST_OK && i < n; i++) {
+        uint64_t l = seg[i].len_kind & SEG_LEN;
         int kind = (int)(seg[i].len_kind >> 62);
-        if (seg[i].at < lo || seg[i].at + len > lo + n) {
-            st = st_fail(ST_ERROR, "checkpoint: rank %d received floats [%llu, %llu) of stage %d outside its part "
-                         "[%zu, %zu)", t->rank, (unsigned long long)seg[i].at, (unsigned long long)(seg[i].at + len),
-                         t->topo->stage, lo, lo + n);
+        if (!src && (seg[i].at < lo || seg[i].at + l > lo + n_part || l > INT_MAX)) {
+            st = st_fail(ST_ERROR, "checkpoint: received floats [%llu, %llu) outside this rank's part [%zu, %zu)",
+                         (unsigned long long)seg[i].at, (unsigned long long)(seg[i].at + l), lo, lo + n_part);
             break;
         }
-        size_t at = seg[i].at - lo;
-        memcpy(part + (kind == SEG_PARAMS ? 0 : n) + at, d, len * sizeof(float));
-        if (kind == SEG_MOMENTS) memcpy(part + 2 * n + at, d + len, len * sizeof(float));
-        d += kind == SEG_MOMENTS ? 2 * len : len;
-        got[kind] += len;
+        for (int b = 0; b < (kind == SEG_MOMENTS ? 2 : 1); b++) {
+            const float *p = src ? src[2 * i + b] : part + (kind == SEG_MOMENTS ? (1 + b) * n_part : 0) + (seg[i].at - lo);
+            MPI_Get_address(p, &addr[k]);
+            len[k++] = (int)l;
+        }
     }
+    if (st == ST_OK) st = block_type(k, len, addr, out);
+    free(len);
+    free(addr);
+    return st;
+}
+
+/* The headers (counts, then segments), then every float in place with one
+ * MPI_Alltoallw of hindexed types; the part must receive every parameter and
+ * every moment exactly once. */
+static status_t exchange(trainer *t, MPI_Comm stage, outbox *o, float *part, size_t lo, size_t n)
+{
+    int P = t->topo->dp * t->topo->tp, total = 0;
+    int *in = calloc((size_t)P * 6, sizeof(int)), *in_at = in + P, *sc = in + 2 * P, *sd = in + 3 * P,
+        *rc = in + 4 * P, *rd = in + 5 * P;
+    MPI_Datatype *types = calloc((size_t)P * 2, sizeof(MPI_Datatype));
+    FAIL_IF(!in || !types, (free(in), free(types), ST_NOMEM), "checkpoint: out of memory");
+    status_t st = ST_OK;
+    if (MPI_Alltoall(o->segs, 1, MPI_INT, in, 1, MPI_INT, stage) != MPI_SUCCESS)
+        st = st_fail(ST_MPI, "checkpoint: the stage's part exchange failed (MPI_Alltoall)");
+    for (int q = 0; q < P; q++) {
+        in_at[q] = total, total += in[q];
+        sc[q] = 2 * o->segs[q], sd[q] = 2 * o->seg_at[q], rc[q] = 2 * in[q], rd[q] = 2 * in_at[q];
+    }
+    segment *seg = malloc(((size_t)total + 1) * sizeof *seg);
+    if (st == ST_OK && !seg) st = st_fail(ST_NOMEM, "checkpoint: out of memory receiving the part's segments");
+    if (st == ST_OK && MPI_Alltoallv(o->seg, sc, sd, MPI_UINT64_T, seg, rc, rd, MPI_UINT64_T, stage) != MPI_SUCCESS)
+        st = st_fail(ST_MPI, "checkpoint: the stage's part exchange failed (MPI_Alltoallv of the segments)");
+    /* every float of the part once as a parameter and once as a moment */
+    uint64_t got[2] = {0, 0};
+    for (int i = 0; st == ST_OK && i < total; i++) got[seg[i].len_kind >> 62] += seg[i].len_kind & SEG_LEN;
     if (st == ST_OK && (got[0] != n || got[1] != n))
-        st = st_fail(ST_ERROR, "checkpoint: rank %d's part of stage %d has %zu parameters and %zu moments of %zu "
-                     "floats", t->rank, t->topo->stage, got[0], got[1], n);
+        st = st_fail(ST_ERROR, "checkpoint: rank %d's part of stage %d would receive %llu parameters and %llu moments "
+                     "of %zu floats", t->rank, t->topo->stage, (unsigned long long)got[0], (unsigned long long)got[1], n);
+    for (int q = 0; q < 2 * P; q++) types[q] = MPI_DATATYPE_NULL;
+    for (int q = 0; st == ST_OK && q < P; q++) {
+        st = segment_type(o->seg + o->seg_at[q], o->src + 2 * o->seg_at[q], o->segs[q], NULL, 0, 0, &types[q]);
+        if (st == ST_OK) st = segment_type(seg + in_at[q], NULL, in[q], part, lo, n, &types[P + q]);
+    }
+    /* collective whatever st (nothing moves then), so no rank waits for one that failed */
+    for (int q = 0; q < P; q++) {
+        sc[q] = st == ST_OK && types[q] != MPI_DATATYPE_NULL;
+        rc[q] = st == ST_OK && types[P + q] != MPI_DATATYPE_NULL;
+        sd[q] = rd[q] = 0;
+    }
+    for (int q = 0; q < 2 * P; q++)
+        if (types[q] == MPI_DATATYPE_NULL) types[q] = MPI_FLOAT;
+    if (MPI_Alltoallw(MPI_BOTTOM, sc, sd, types, MPI_BOTTOM, rc, rd, types + P, stage) != MPI_SUCCESS && st == ST_OK)
+        st = st_fail(ST_MPI, "checkpoint: the stage's part exchange failed (MPI_Alltoallw)");
+    for (int q = 0; q < 2 * P; q++)
+        if (types[q] != MPI_FLOAT) MPI_Type_free(&types[q]);
     free(seg);
-    free(data);
-    free(s2);
-    free(in_segs);
+    free(types);
+    free(in);
     return st;
 }
 
 /* tp > 1: this rank's part of the unsplit stage (layout.h part_lo, part_hi):
- * parameters and moments sent by the slices that hold them (one all-to-all
- * over the stage's ranks), so no rank holds more than its part. */
+ * parameters and moments sent in place by the slices that hold them (one
+ * all-to-all over the stage's ranks), so no rank holds more than its part. */
 static status_t redistribute_stage(trainer *t, ckpt_source *src)
 {
     const layout_rank *lay = dist_engine_layout(t->engine);
     int P = t->topo->dp * t->topo->tp;
     size_t lo = lay->part_lo, n = lay->part_hi - lay->part_lo;
-    outbox o = {.segs = calloc((size_t)P * 4, sizeof(int))};
+    outbox o = {.segs = calloc((size_t)P * 2, sizeof(int))};
     FAIL_IF(!o.segs, ST_NOMEM, "checkpoint: out of memory");
-    o.floats = o.segs + P, o.seg_at = o.segs + 2 * P, o.float_at = o.segs + 3 * P;
+    o.seg_at = o.segs + P;
     fill_outbox(t, &o); /* counts */
     int segs = 0;
-    long long floats = 0;
-    for (int q = 0; q < P; q++) {
-        o.seg_at[q] = segs, o.float_at[q] = (int)floats;
-        segs += o.segs[q], floats += o.floats[q];
-    }
+    for (int q = 0; q < P; q++) o.seg_at[q] = segs, segs += o.segs[q];
     float *part = malloc((3 * n + 1) * sizeof(float));
     o.seg = malloc(((size_t)segs + 1) * sizeof(segment));
-    o.data = malloc(((size_t)floats + 1) * sizeof(float));
+    o.src = malloc(((size_t)segs + 1) * 2 * sizeof(float *));
     status_t st = ST_OK;
-    if (floats > INT_MAX || 2LL * segs > INT_MAX)
-        st = st_fail(ST_CONFIG, "checkpoint: rank %d would send %lld floats of its slice at once, beyond MPI's int "
-                     "counts; raise dist.pp", t->rank, floats);
-    else if (!part || !o.seg || !o.data)
+    if (2LL * segs > INT_MAX)
+        st = st_fail(ST_CONFIG, "checkpoint: rank %d's slice is %d segments, beyond MPI's int counts; raise dist.pp",
+                     t->rank, segs);
+    else if (!part || !o.seg || !o.src)
         st = st_fail(ST_NOMEM, "checkpoint: out of memory for the stage's part (%.1f MiB)", 12.0 * n / 1048576.0);
-    if (st == ST_OK) {
-        memset(o.segs, 0, sizeof(int) * 2 * (size_t)P);
-        fill_outbox(t, &o);
-    }
+    memset(o.segs, 0, sizeof(int) * (size_t)P);
+    if (st == ST_OK) fill_outbox(t, &o);
     MPI_Comm stage;
     /* collective whatever st: the others wait in it otherwise (agree() reports the failure) */
-    MPI_Comm_split(t->comm, t->topo->stage, t->rank, &stage);
-    if (st != ST_OK) memset(o.segs, 0, sizeof(int) * 2 * (size_t)P);
+    if (MPI_Comm_split(t->comm, t->topo->stage, t->rank, &stage) != MPI_SUCCESS) {
+        free(o.segs), free(o.seg), free(o.src), free(part);
+        return st_fail(ST_MPI, "checkpoint: rank %d: MPI_Comm_split of stage %d's ranks failed", t->rank,
+                       t->topo->stage);
+    }
     status_t ex = exchange(t, stage, &o, part, lo, n);
     MPI_Comm_free(&stage);
     if (st == ST_OK) st = ex;
     free(o.segs);
     free(o.seg);
-    free(o.data);
+    free(o.src);
     if (st != ST_OK) {
         free(part);
         return st;
@@ -263,7 +300,11 @@ static status_t number_pieces(trainer *t, const piece *mine, int n, int *index)
     FAIL_IF(!all, ST_NOMEM, "checkpoint: out of memory numbering the shard files");
     for (int k = 0; k < MAX_PIECES; k++) send[2 * k] = k < n ? mine[k].begin : UINT64_MAX;
     for (int k = 0; k < MAX_PIECES; k++) send[2 * k + 1] = k < n ? mine[k].end : UINT64_MAX;
-    MPI_Allgather(send, 2 * MAX_PIECES, MPI_UINT64_T, all, 2 * MAX_PIECES, MPI_UINT64_T, t->comm);
+    if (MPI_Allgather(send, 2 * MAX_PIECES, MPI_UINT64_T, all, 2 * MAX_PIECES, MPI_UINT64_T, t->comm) !=
+        MPI_SUCCESS) {
+        free(all);
+        return st_fail(ST_MPI, "checkpoint: rank %d: numbering the shard files failed (MPI_Allgather)", t->rank);
+    }
     for (int k = 0; k < n; k++) {
         index[k] = 0;
         for (int j = 0; j < 2 * MAX_PIECES * t->size; j += 2)
@@ -341,14 +382,18 @@ static status_t save(trainer *t, int64_t step, int best)
     char tmp[4200] = "";
     status_t st = t->rank == 0 ? ckpt_begin(t->tc.run_dir, step, tmp, sizeof tmp) : ST_OK;
     TRY(agree(t, st));
-    MPI_Bcast(tmp, sizeof tmp, MPI_CHAR, 0, t->comm);
+    FAIL_IF(MPI_Bcast(tmp, sizeof tmp, MPI_CHAR, 0, t->comm) != MPI_SUCCESS, ST_MPI,
+            "checkpoint: rank %d: receiving the save's directory failed (MPI_Bcast)", t->rank);
     ckpt_file mine[MAX_PIECES], *all = t->rank == 0 ? calloc((size_t)t->size * MAX_PIECES, sizeof *all) : NULL;
     st = t->rank == 0 && !all ? st_fail(ST_NOMEM, "checkpoint: out of memory for %d file entries", t->size) : ST_OK;
     if (st == ST_OK) st = write_pieces(t, tmp, mine);
     st = agree(t, st);
     if (st == ST_OK) {
-        MPI_Gather(mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE, 0, t->comm);
-        if (t->rank == 0) st = finish_manifest(t, tmp, step, all, best);
+        if (MPI_Gather(mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE, 0, t->comm) != MPI_SUCCESS)
+            st = st_fail(ST_MPI, "checkpoint: rank %d: gathering the shard files' entries failed (MPI_Gather)",
+                         t->rank);
+        else if (t->rank == 0)
+            st = finish_manifest(t, tmp, step, all, best);
         st = agree(t, st);
     }
     if (st != ST_OK && t->rank == 0) ckpt_abort(tmp);
@@ -370,7 +415,9 @@ status_t trainer_step_boundary(trainer *t, int64_t done, int best, int last)
     char what[96];
     snprintf(what, sizeof what, "the step boundary after step %lld (the checkpoint decision)", (long long)done);
     watchdog_arm(what, tc->dist.hang_timeout);
-    MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, t->comm);
+    FAIL_IF(MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, t->comm) != MPI_SUCCESS, ST_MPI,
+            "checkpoint: rank %d: the checkpoint decision after step %lld failed (MPI_Allreduce)", t->rank,
+            (long long)done);
     int every = tc->ckpt_every_steps > 0 && done % tc->ckpt_every_steps == 0;
     last = last || done == tc->steps;
     char name[32];
@@ -478,7 +525,8 @@ static status_t open_chosen(trainer *t, ckpt_reader **r)
         if (*r) snprintf(chosen, sizeof chosen, "%s", ckpt_path(*r));
     }
     TRY(agree(t, st));
-    MPI_Bcast(chosen, sizeof chosen, MPI_CHAR, 0, t->comm);
+    FAIL_IF(MPI_Bcast(chosen, sizeof chosen, MPI_CHAR, 0, t->comm) != MPI_SUCCESS, ST_MPI,
+            "resume: rank %d: receiving the chosen checkpoint failed (MPI_Bcast)", t->rank);
     if (t->rank != 0 && chosen[0]) st = ckpt_open(r, chosen);
     return agree(t, st);
 }

@@ -117,6 +117,9 @@ int train_cache_store(const char *path, const char *line);
  * baseline, what the process holds before training (train_memory_baseline:
  * its resident bytes now). */
 double train_memory_resident(const dist_memory *m, double baseline);
+/* The peak resident bytes expected without the check's margins (allocator
+ * slack, runtime): what mpilm plan predicts. */
+double train_memory_expected(const dist_memory *m, double baseline);
 double train_memory_baseline(void);
 
 #endif

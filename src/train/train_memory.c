@@ -37,7 +37,7 @@ status_t trainer_local_ranks(MPI_Comm comm, int *n)
 static double plan_bytes(const dist_memory *m)
 {
     return (double)(m->params + m->params_bf16 + m->grad_accum + m->grads + m->optimizer + m->messages_bf16 +
-                    m->activations);
+                    m->activations + m->ckpt_part);
 }
 
 /* VmRSS of this process now, bytes (0 when unknown). */
@@ -56,6 +56,8 @@ double train_memory_resident(const dist_memory *m, double baseline)
 {
     return baseline + plan_bytes(m) * PLAN_SLACK + RUNTIME_MIB * MIB;
 }
+
+double train_memory_expected(const dist_memory *m, double baseline) { return baseline + plan_bytes(m); }
 
 double train_memory_baseline(void) { return resident_now(); }
 
@@ -78,7 +80,7 @@ static status_t refuse(const trainer *t, const memory_need *n, const dist_memory
                    "train.micro_batch (MPILM_MEMORY_CHECK=0 skips this check)",
                    (shared ? n->resident : n->virt) / MIB, t->rank, (m->params + m->params_bf16) / MIB,
                    (m->grad_accum + m->grads) / MIB, m->optimizer / MIB, m->activations / MIB,
-                   m->messages_bf16 / MIB, 100.0 * (PLAN_SLACK - 1.0), shared ? RUNTIME_MIB : VIRTUAL_MIB,
+                   (m->messages_bf16 + m->ckpt_part) / MIB, 100.0 * (PLAN_SLACK - 1.0), shared ? RUNTIME_MIB : VIRTUAL_MIB,
                    share / MIB, source, split);
 }
 
