@@ -1,9 +1,13 @@
 #!/bin/sh
 # launch/ as docs/usage.md ("Launching jobs") describes it:
 # - launch/mpirun.sh trains with --resume auto (the same command continues the
-#   run), binds ranks when ranks x threads fit the cores and oversubscribes
-#   unbound otherwise (checked through a stand-in mpirun that prints its
-#   arguments), refuses a missing config with exit 2;
+#   run) and writes each job's output to RUN_DIR.launch-TIME.log too; binds
+#   ranks when ranks x threads fit the cores and oversubscribes unbound
+#   otherwise; with -H HOST:SLOTS or -f HOSTFILE takes the rank count from the
+#   slots, binds each rank with its threads, forwards MPILM_* and the thread
+#   variables (-x), sets --wdir and adds MPILM_MPIRUN_ARGS (checked through a
+#   stand-in mpirun that prints its arguments and hostfile); refuses a missing
+#   config, a hostfile naming no slots, more ranks than slots (exit 2);
 # - launch/pbs.sh under a simulated PBS job (PBS_* variables, a node file, a
 #   stand-in qrerun): a plain run exits 0 without rerunning; SIGTERM to the batch
 #   shell → checkpoint → exit 75 → qrerun of the job, whose rerun resumes;
@@ -51,20 +55,43 @@ grep -q "resumed from .*step-0000002 (step 2)" "$d/m2.log" && [ -d "$d/m/step-00
   fail "rerunning mpirun.sh did not resume from step 2"
 # placement decisions, through a stand-in mpirun
 mkdir -p "$d/bin"
-printf '#!/bin/sh\necho "mpirun $*"\n' > "$d/bin/mpirun"
+ls "$d"/m.launch-*.log > /dev/null 2>&1 && [ "$(ls "$d"/m.launch-*.log | wc -l)" = 2 ] ||
+  fail "mpirun.sh did not write one log per job beside the run directory: $(ls "$d")"
+grep -q "resumed from .*step-0000002 (step 2)" "$d"/m.launch-*.log || fail "the job's output is not in its log file"
+# placement decisions, through a stand-in mpirun that prints its arguments and its hostfile
+printf '#!/bin/sh\necho "mpirun $*"\nwhile [ $# -gt 1 ]; do [ "$1" = --hostfile ] && cat "$2"; shift; done\n' > "$d/bin/mpirun"
 chmod +x "$d/bin/mpirun"
 cores=$(getconf _NPROCESSORS_ONLN)
-out=$(PATH="$d/bin:$PATH" sh launch/mpirun.sh -n 1 -t 1 "$d/tiny.ini" --set x.y=1)
-echo "$out" | grep -q -- "-np 1 --map-by slot:PE=1 --bind-to core .*train --config $d/tiny.ini --resume auto --set x.y=1" ||
+S="--set run.dir=$d/s"
+out=$(PATH="$d/bin:$PATH" sh launch/mpirun.sh -n 1 -t 1 "$d/tiny.ini" --set train.steps=3 $S)
+echo "$out" | grep -q -- "-np 1 --map-by slot:PE=1 --bind-to core .*train --config $d/tiny.ini --resume auto --set train.steps=3" ||
   fail "1 rank x 1 thread is not bound, or the options are not passed on: $out"
-out=$(PATH="$d/bin:$PATH" sh launch/mpirun.sh -n $((cores + 1)) -t 1 "$d/tiny.ini")
+out=$(PATH="$d/bin:$PATH" sh launch/mpirun.sh -n $((cores + 1)) -t 1 "$d/tiny.ini" $S)
 echo "$out" | grep -q -- "-np $((cores + 1)) --oversubscribe --bind-to none" ||
   fail "$((cores + 1)) ranks on $cores cores are not unbound: $out"
-out=$(PATH="$d/bin:$PATH" sh launch/mpirun.sh -t 1 "$d/tiny.ini")
+out=$(PATH="$d/bin:$PATH" sh launch/mpirun.sh -t 1 "$d/tiny.ini" $S)
 echo "$out" | grep -q -- "-np $cores " || fail "the default rank count is not the $cores cores: $out"
 msg=$(sh launch/mpirun.sh "$d/none.ini" 2>&1); rc=$?
 [ $rc -eq 2 ] && echo "$msg" | grep -q "none.ini" || fail "mpirun.sh with a missing config: exit $rc, $msg"
-echo "launch/mpirun.sh: trains, resumes on rerun, binds when it fits, refuses a missing config"
+# hosts: ranks from the slots, each rank bound with its threads, the environment and
+# the directory carried to every host, extra mpirun options from MPILM_MPIRUN_ARGS
+out=$(PATH="$d/bin:$PATH" MPILM_PROBE=1 MPILM_MPIRUN_ARGS="--mca btl tcp,self" sh launch/mpirun.sh -H a:2,b:3,c -t 2 "$d/tiny.ini" $S)
+echo "$out" | grep -q -- "-np 6 --hostfile [^ ]* --map-by slot:PE=2 --bind-to core --wdir $repo " ||
+  fail "-H a:2,b:3,c: not 6 ranks of 2 bound cores each in $repo: $out"
+for x in "-x OMP_NUM_THREADS" "-x BLIS_NUM_THREADS" "-x MPILM_PROBE" "-x MPILM_MPIRUN_ARGS" "--mca btl tcp,self $MPILM train"; do
+  echo "$out" | grep -q -- "$x" || fail "-H: mpirun lacks \"$x\": $out"
+done
+[ "$(echo "$out" | grep slots= | tr '\n' ' ')" = "a slots=2 b slots=3 c slots=1 " ] || fail "-H a:2,b:3,c: hostfile $out"
+printf '# a PBS node file, and an Open MPI hostfile\nn1\nn1\nn2 slots=2 # two\nn1\n' > "$d/hostfile"
+out=$(PATH="$d/bin:$PATH" sh launch/mpirun.sh -f "$d/hostfile" "$d/tiny.ini" $S)
+echo "$out" | grep -q -- "-np 5 .*--map-by slot:PE=1 --bind-to core" && [ "$(echo "$out" | grep slots= | tr '\n' ' ')" = "n1 slots=3 n2 slots=2 " ] ||
+  fail "-f: a host's lines are not added up to 5 ranks: $out"
+printf '# nothing\nn1 slots=0\n' > "$d/noslots"
+msg=$(PATH="$d/bin:$PATH" sh launch/mpirun.sh -f "$d/noslots" "$d/tiny.ini" $S 2>&1); rc=$?
+[ $rc -eq 2 ] && echo "$msg" | grep -q "names no slots" || fail "a hostfile naming no slots: exit $rc, $msg"
+msg=$(PATH="$d/bin:$PATH" sh launch/mpirun.sh -n 7 -f "$d/hostfile" "$d/tiny.ini" $S 2>&1); rc=$?
+[ $rc -eq 2 ] && echo "$msg" | grep -q "7 ranks, but the hosts give 5 slots" || fail "7 ranks on 5 slots: exit $rc, $msg"
+echo "launch/mpirun.sh: trains, resumes on rerun, logs each job beside the run directory, binds when it fits, ranks from host slots, forwards MPILM_* and threads, refuses a missing config and a hostfile without slots"
 
 # launch/pbs.sh in a simulated PBS job
 command -v bash > /dev/null || { echo "launch_scripts: skipped: no bash for launch/pbs.sh"; exit 77; }
