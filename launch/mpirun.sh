@@ -16,7 +16,7 @@
 # host (mpirun -x), which start in this directory (--wdir; remote hosts need the same path,
 # e.g. a shared file system). MPILM_MPIRUN_ARGS adds options to mpirun (e.g. "--mca btl
 # tcp,self --display-map"). Everything the job prints also goes to RUN_DIR.launch-TIME.log
-# beside the run directory (TIME = UTC start, YYYYmmddTHHMMSS).
+# beside the run directory (TIME = UTC start, YYYYmmddTHHMMSS; -2, -3... when taken).
 #
 # The exit status is mpilm's (or mpirun's when a rank dies): 75 means a checkpoint was
 # written after a preemption signal and the same command resumes it. SIGTERM, SIGINT
@@ -87,7 +87,10 @@ for name in $(env | sed -n 's/^\(MPILM_[A-Za-z0-9_]*\)=.*/\1/p' | sort -u); do f
 "$MPILM" train --config "$config" "$@" --print-config > "$tmp/config" || exit 2
 rundir=$(awk '/^\[/ { run = ($0 == "[run]") } run && $1 == "name" { name = $3 }
   run && $1 == "dir" && $3 != ";" { dir = $3 } END { print (dir != "" ? dir : "checkpoints/" name) }' "$tmp/config")
-log=$rundir.launch-$(date -u +%Y%m%dT%H%M%S).log
+log=$rundir.launch-$(date -u +%Y%m%dT%H%M%S)
+n=1 suffix=""
+while [ -e "$log$suffix.log" ]; do n=$((n + 1)); suffix=-$n; done  # another job in the same second
+log=$log$suffix.log
 mkdir -p "$(dirname "$log")"
 echo "launch/mpirun.sh: $ranks ranks x $threads threads${hostfile:+, hostfile $hostfile}${hostlist:+, hosts $hostlist}; log $log" | tee -a "$log"
 mkfifo "$tmp/out" "$tmp/err"

@@ -17,6 +17,9 @@
 #   script with the job's select/walltime and MPILM_RESUBMITS=1, and running
 #   that submission resumes and ends as an uninterrupted run; at
 #   MPILM_MAX_REQUEUES the job exits 75 without qsub and says so;
+# - launch/slurm.sbatch outside Slurm (stand-in srun without pmix, mpirun): it
+#   falls back to a bound mpirun, saying so, and warns when the measured step
+#   and checkpoint save exceed MPILM_SIGNAL_LEAD (the real Slurm: slurm.sh);
 # - every launch/configs/*.ini sets ckpt.every_minutes = 30 and ckpt.every_steps;
 # - launch/demo.sh in a scratch copy of the repository with its configurations
 #   cut to a few steps: every step runs and the files it announces exist.
@@ -174,6 +177,26 @@ preempted_job "$d/p5.log" MPILM_RESUBMITS=2 MPILM_MAX_REQUEUES=2; rc=$?
 [ ! -e "$d/qsub.calls" ] || fail "pbs.sh resubmitted beyond MPILM_MAX_REQUEUES=2: $(tr '\n' ' ' < "$d/qsub.calls")"
 grep -q "not resubmitting: 2 resubmissions reached MPILM_MAX_REQUEUES=2" "$d/p5.log" || fail "no message at the resubmission cap"
 echo "launch/pbs.sh: threads = ncpus / ranks per host (8 / 2 = 4) or ompthreads; plain run exits 0; SIGTERM to the job's processes -> checkpoint -> exit 75 -> qsub of itself with its resources and MPILM_RESUBMITS=1, which resumes exactly; the cap stops resubmission"
+
+# launch/slurm.sbatch outside Slurm (SLURM_* variables; stand-in srun without a pmix
+# plugin, scontrol, mpirun printing its arguments): the fallback to mpirun, said;
+# the lead check against a measured step and save that do not fit
+mkdir -p "$d/slurmbin" "$d/lead"
+printf '#!/bin/sh\n[ "$1" = --mpi=list ] && { echo "MPI plugin types are..."; echo "	none"; echo "	pmi2"; exit 0; }\necho "srun $*"\n' > "$d/slurmbin/srun"
+printf '#!/bin/sh\nexit 0\n' > "$d/slurmbin/scontrol"
+cp "$d/stub/mpirun" "$d/slurmbin/mpirun"
+chmod +x "$d/slurmbin/srun" "$d/slurmbin/scontrol"
+echo '{"step":2,"loss":4.1,"step_s":50.0000,"elapsed_s":100.000}' > "$d/lead/metrics.jsonl"
+echo "[rank 0] checkpoint step 2 written to $d/lead in 20.00 s (0 MB, 1 MB/s)" > "$d/lead.launch-20260101T000000.log"
+out=$(env PATH="$d/slurmbin:$PATH" SLURM_SUBMIT_DIR="$repo" SLURM_JOB_ID=7 SLURM_NTASKS=2 SLURM_CPUS_PER_TASK=1 \
+  MPILM_CONFIG="$d/tiny.ini" MPILM_ARGS="--set run.dir=$d/lead" MPILM_SIGNAL_LEAD=60 bash launch/slurm.sbatch 2>&1)
+echo "$out" | grep -q "srun has no pmix plugin (srun --mpi=list: .*pmi2.*); launching with mpirun instead" ||
+  fail "slurm.sbatch without srun's pmix plugin does not say it falls back to mpirun: $out"
+echo "$out" | grep -q -- "mpirun -np 2 --map-by slot:PE=1 --bind-to core .*train --config $d/tiny.ini --resume auto --set run.dir=$d/lead" ||
+  fail "slurm.sbatch's mpirun fallback: $out"
+echo "$out" | grep -q "warning: preemption lead 60 s: a step (50.0000 s) and a checkpoint save (20.00 s), as last measured, do NOT fit" ||
+  fail "slurm.sbatch does not warn that a 50 s step and a 20 s save exceed a 60 s lead: $out"
+echo "launch/slurm.sbatch: falls back to mpirun (bound) when srun has no pmix, saying so; warns when the measured step and save exceed MPILM_SIGNAL_LEAD"
 
 # launch/demo.sh in a scratch copy, configurations cut to 4 steps
 mkdir -p "$d/demo/datasets"

@@ -30,8 +30,13 @@ fi
 [ -d /run/sshd ] || mkdir -p /run/sshd 2> /dev/null || skip "/run/sshd is missing and creating it needs root"
 
 d=$(mktemp -d /tmp/mpilm-multihost.XXXXXX)
-sshd_pid=""
+sshd_pid="" job=""
 cleanup() {
+  # a job still running when a check failed: its mpirun ends the ranks (SIGTERM)
+  if [ -n "$job" ] && kill -0 "$job" 2> /dev/null; then
+    pkill -TERM -P "$job" # mpirun
+    sleep 2
+  fi
   [ -z "$sshd_pid" ] || kill "$sshd_pid" 2> /dev/null
   rm -rf "$d"
 }
@@ -109,7 +114,7 @@ launch() { # log, options...
 }
 
 # the interrupted run: slowed down so the kill lands after the step-4 checkpoint
-MPILM_TEST_STEP_DELAY=0.3 launch "$d/a.log" --set run.dir="$d/run" &
+MPILM_TEST_STEP_DELAY=0.3 sh launch/mpirun.sh -f "$d/hosts" -t 1 "$d/tiny.ini" --set run.dir="$d/run" > "$d/a.log" 2>&1 &
 job=$!
 i=0
 until [ -f "$d/run/metrics.jsonl" ] && [ "$(wc -l < "$d/run/metrics.jsonl")" -ge 6 ]; do

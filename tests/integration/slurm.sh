@@ -29,7 +29,10 @@ pids=""
 cleanup() {
   # the test's jobs first: a job left running keeps its slurmstepd and ranks
   # alive after the daemons are gone
-  [ -z "${SLURM_CONF:-}" ] || { scancel -p test 2>/dev/null && sleep 2; }
+  if [ -n "${SLURM_CONF:-}" ] && scancel -p test 2>/dev/null; then
+    i=0
+    while [ $i -lt 30 ] && squeue -h 2>/dev/null | grep -q .; do sleep 0.5; i=$((i + 1)); done
+  fi
   for p in $pids; do kill "$p" 2>/dev/null; done
   sleep 1
   for p in $pids; do kill -9 "$p" 2>/dev/null; done
