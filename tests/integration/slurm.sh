@@ -209,6 +209,7 @@ job=$(submit MPILM_LAUNCHER=mpirun MPILM_MAX_REQUEUES=0 MPILM_SIGNAL_LEAD=1 MPIL
 preempt "$job" "$d/run2"
 i=0
 until grep -q "exit status" "$d/job.out" 2>/dev/null && ! squeue -h -j "$job" 2>/dev/null | grep -q .; do
+  grep -q "requeueing job" "$d/job.out" && fail "the job requeued itself beyond MPILM_MAX_REQUEUES=0"
   i=$((i + 1)); [ $i -lt 120 ] || fail "the mpirun job did not end after the signal"
   sleep 0.5
 done
