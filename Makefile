@@ -75,7 +75,7 @@ endif
 DEB_PACKAGES := build-essential libopenmpi-dev openmpi-bin libscalapack-openmpi-dev libblis-dev \
                 libzstd-dev zstd zlib1g-dev libdnnl-dev libcriterion-dev libxxhash-dev libcjson-dev pkg-config gnuplot-nox
 BENCH_DEB_PACKAGES := python3-torch libjemalloc2
-TEST_DEB_PACKAGES := python3-torch python3-numpy slurm-wlm munge openssh-server openssh-client clang libclang-rt-14-dev strace
+TEST_DEB_PACKAGES := python3-torch python3-numpy slurm-wlm munge openssh-server openssh-client procps clang libclang-rt-14-dev strace
 FUZZ_DEB_PACKAGES := clang libclang-rt-14-dev
 
 .PHONY: all deps test-deps node-deps bench-deps fuzz-deps test check bench demo install clean tests reference mutate fuzz fuzz-build
