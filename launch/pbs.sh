@@ -42,7 +42,7 @@
 #PBS -j oe
 
 set -u
-cd "${PBS_O_WORKDIR:-.}"
+cd "${PBS_O_WORKDIR:-.}" || exit
 CONFIG=${MPILM_CONFIG:-launch/configs/gpt-mini.ini}
 export MPILM=${MPILM:-./mpilm}
 SCRIPT=${MPILM_PBS_SCRIPT:-launch/pbs.sh}
@@ -64,13 +64,13 @@ elif [ -n "$NCPUS" ]; then
 else
   THREADS=1 HOW="no NCPUS"
 fi
-ARGS=(${MPILM_ARGS:-})
-if "$MPILM" train --config "$CONFIG" "${ARGS[@]}" --print-config 2> /dev/null | grep -q "^every_minutes = 0 ; from default"; then
+read -r -a ARGS <<< "${MPILM_ARGS:-}"  # train options, split at spaces (${ARGS[@]+...}: bash < 4.4 calls an empty array unset)
+if "$MPILM" train --config "$CONFIG" ${ARGS[@]+"${ARGS[@]}"} --print-config 2> /dev/null | grep -q "^every_minutes = 0 ; from default"; then
   ARGS+=(--set ckpt.every_minutes=30)
 fi
 
 echo "mpilm: PBS job ${PBS_JOBID:-?} start $(date -u +%FT%TZ), resubmission $RESUBMITS of at most $MAX_REQUEUES, $NP ranks x $THREADS threads ($HOW), config $CONFIG"
-setsid sh "$(dirname "$SCRIPT")/mpirun.sh" "${HOSTS[@]}" -t "$THREADS" "$CONFIG" "${ARGS[@]}" &
+setsid sh "$(dirname "$SCRIPT")/mpirun.sh" "${HOSTS[@]}" -t "$THREADS" "$CONFIG" ${ARGS[@]+"${ARGS[@]}"} &
 pid=$!
 trap 'echo "mpilm: preemption signal; asking ranks to checkpoint"; kill -USR1 $pid 2>/dev/null' USR1 TERM INT
 # wait returns early (status 128 + signal) when a trapped signal arrives: wait
