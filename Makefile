@@ -4,7 +4,8 @@
 #   make           build ./mpilm
 #   make test      deps + test-deps + build + every unit test and every multi-rank test
 #   make test-deps what some tests need besides (PyTorch for the reference checks,
-#                  Slurm + munge for the launch test); without root they skip, saying why
+#                  Slurm + munge for the launch test, sshd for the multi-host test);
+#                  without root they skip, saying why
 #   make check     the same tests built with AddressSanitizer + UBSan
 #   make bench     benchmarks against the named peers
 #   make mutate    mutation checks: tests/mutations.ini's mutants must each fail a test
@@ -77,7 +78,7 @@ endif
 DEB_PACKAGES := build-essential libopenmpi-dev openmpi-bin libscalapack-openmpi-dev libblis-dev \
                 libzstd-dev zstd zlib1g-dev libdnnl-dev libcriterion-dev libxxhash-dev libcjson-dev pkg-config gnuplot-nox
 BENCH_DEB_PACKAGES := python3-torch libjemalloc2
-TEST_DEB_PACKAGES := python3-torch python3-numpy slurm-wlm munge clang libclang-rt-14-dev strace
+TEST_DEB_PACKAGES := python3-torch python3-numpy slurm-wlm munge openssh-server openssh-client procps clang libclang-rt-14-dev strace
 FUZZ_DEB_PACKAGES := clang libclang-rt-14-dev
 
 .PHONY: all deps test-deps node-deps bench-deps fuzz-deps test check bench demo install clean tests reference mutate fuzz fuzz-build
