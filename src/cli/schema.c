@@ -53,6 +53,7 @@ const config_key mpilm_schema[] = {
     {"train", "precision", CFG_ENUM, "auto", "auto|fp32|bf16", NO_RANGE, "GEMM precision; auto = bf16 where the CPU has AVX512-BF16 or AMX-BF16, else fp32"},
     {"train", "seed", CFG_INT, "1234", NULL, 0, ANY_COUNT, "seed of every random decision"},
 
+    {"dist", "layout", CFG_ENUM, "manual", "manual|auto", NO_RANGE, "auto: the layout mpilm plan predicts fastest for the job's ranks (pp, dp, tp 1d, zero, schedule replace the keys)"},
     {"dist", "pp", CFG_INT, "1", NULL, 1, 4096, "pipeline stages"},
     {"dist", "dp", CFG_INT, "auto", "auto", 1, 1 << 20, "data-parallel replicas; auto = world / (pp * tp)"},
     {"dist", "tp", CFG_INT, "1", NULL, 1, 4096, "tensor-parallel ranks per stage"},

@@ -17,6 +17,7 @@
 #include "data/random_source.h"
 #include "data/stream.h"
 #include "tensor/tensor.h"
+#include "train/plan.h"
 #include "train/train_internal.h"
 
 
@@ -144,6 +145,48 @@ static status_t describe_layout(trainer *t)
     return t->rank == 0 && !text ? st_fail(ST_NOMEM, "train: out of memory") : ST_OK;
 }
 
+/* dist.layout = auto: rank 0 plans every layout of the job's ranks (mpilm
+ * plan, its costs measured once per machine and cached) and every rank takes
+ * the fastest that fits; the global batch stays what the configuration gives. */
+static status_t choose_layout(trainer *t)
+{
+    train_config *tc = &t->tc;
+    int pick[6] = {0, 0, 0, 0, 0, 0}; /* ok, pp, tp, zero, schedule, global batch */
+    char why[320] = "";
+    status_t st = ST_OK;
+    if (t->rank == 0) {
+        plan_options o = {.np = t->size, .net = {.latency_s = 2e-6, .bytes_per_s = 12.5e9}, .threads = t->rt.threads};
+        plan_result r;
+        st = plan_layouts(tc, &o, &r);
+        if (st == ST_OK) {
+            const plan_layout *l = &r.layouts[0];
+            if (r.n && l->ok) {
+                pick[0] = 1, pick[1] = l->pp, pick[2] = l->tp, pick[3] = l->zero, pick[4] = (int)l->schedule;
+                pick[5] = r.global_batch;
+                log_msg(LOG_INFO, "dist.layout = auto: pp %d x dp %d x tp %d, zero %d, %s (the fastest of %d layouts "
+                        "mpilm plan predicts at %d ranks: %.0f tokens/s, %.0f MiB on the largest rank)", l->pp, l->dp,
+                        l->tp, l->zero, l->pp == 1 ? "no pipeline" : l->schedule == DIST_GPIPE ? "gpipe" : "1f1b", r.n,
+                        t->size, l->tokens_per_s, l->peak_mib);
+            } else {
+                snprintf(why, sizeof why, "%s", r.n ? r.layouts[0].why : "no layout");
+            }
+            plan_result_free(&r);
+        }
+    }
+    int bad = st != ST_OK;
+    FAIL_IF(MPI_Bcast(&bad, 1, MPI_INT, 0, t->comm) != MPI_SUCCESS || MPI_Bcast(pick, 6, MPI_INT, 0, t->comm) !=
+            MPI_SUCCESS || MPI_Bcast(why, sizeof why, MPI_CHAR, 0, t->comm) != MPI_SUCCESS, ST_MPI,
+            "train: rank %d: receiving the planned layout failed (MPI_Bcast)", t->rank);
+    if (bad) return t->rank == 0 ? st : st_fail(ST_CONFIG, "dist.layout = auto: planning failed on rank 0");
+    FAIL_IF(!pick[0], ST_CONFIG, "dist.layout = auto: no layout of %d ranks fits (%s); add ranks, lower "
+            "train.micro_batch or set model.recompute = true", t->size, why);
+    tc->dist.pp = pick[1], tc->dist.tp = pick[2], tc->dist.dp = 0, tc->dist.zero = pick[3];
+    tc->dist.schedule = (dist_schedule_kind)pick[4], tc->dist.tp_mode = DIST_TP_1D, tc->dist.n_stages = 0;
+    tc->global_batch = pick[5];
+    tc->micro_batches = 0; /* follows dp */
+    return ST_OK;
+}
+
 status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
 {
     trainer *t = calloc(1, sizeof *t);
@@ -154,15 +197,16 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     t->comm = comm;
     MPI_Comm_rank(comm, &t->rank);
     MPI_Comm_size(comm, &t->size);
+    TRY(trainer_local_ranks(comm, &t->local_ranks));
+    TRY(setup_runtime(t));
+    if (t->tc.layout_auto) TRY(choose_layout(t));
     TRY(train_resolve_batch(&t->tc, t->size));
     tc = &t->tc;
-    TRY(trainer_local_ranks(comm, &t->local_ranks));
     TRY(trainer_check_memory(t));
     TRY(dist_engine_create(&t->engine, &tc->dist, &tc->model, &tc->optim, tc->micro_batch, tc->micro_batches,
                            tc->seed, comm));
     t->topo = dist_engine_topology(t->engine);
     TRY(trainer_claim_run_dir(t));
-    TRY(setup_runtime(t));
     TRY(setup_data(t));
     TRY(trainer_valid_check(t));
     const char *delay = testhook_get(TESTHOOK_STEP_DELAY);

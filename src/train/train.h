@@ -35,6 +35,7 @@ typedef struct train_config {
     int64_t tokens;           /* train.tokens; 0 = off */
     int micro_batch, micro_batches; /* micro_batches <= 0: auto (train_resolve_batch) */
     int64_t global_batch;     /* train.global_batch; <= 0 = auto */
+    int layout_auto;          /* dist.layout = auto: mpilm plan's fastest layout at the job's ranks */
     uint64_t seed;
     int random_data;          /* data.source = random */
     char data_path[1024];

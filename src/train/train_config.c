@@ -228,6 +228,7 @@ status_t train_config_load(const config *cfg, train_config *tc)
     tc->random_samples = config_int(cfg, "data.random_samples");
     tc->log_every = (int)config_int(cfg, "log.every");
     TRY(load_dist(cfg, &tc->dist));
+    tc->layout_auto = strcmp(config_str(cfg, "dist.layout"), "auto") == 0;
     TRY(train_precision_resolve(config_str(cfg, "train.precision"), tc->dist.tp_mode == DIST_TP_2D && tc->dist.tp > 1,
                                 &tc->model, tc->precision_why, sizeof tc->precision_why));
     tc->ckpt_every_steps = config_int(cfg, "ckpt.every_steps");

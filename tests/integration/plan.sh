@@ -103,4 +103,18 @@ for r, m in enumerate(map(float, sys.argv[3:])):
     print(f"{sys.argv[2]}: rank {r} predicted {p:.0f} MiB, measured {m:.0f} MiB")
 PY
 done
+
+# dist.layout = auto: train takes the plan's fastest layout (same cost cache), the global batch kept
+fastest=$(python3 -c "
+import json; l=[l for l in json.load(open('$d/p2.json'))['layouts'] if l['ok']][0]
+print('pp %d x dp %d x tp %d, zero %d' % (l['pp'], l['dp'], l['tp'], l['zero']))")
+MPILM_PEAK_GFLOPS=100 $MPIRUN -np 2 "$MPILM" train "$@" --set dist.layout=auto --set train.steps=2 --set run.dir="$d/auto" \
+  --set ckpt.every_steps=0 --set ckpt.every_minutes=0 > "$d/auto.log" 2>&1 || { cat "$d/auto.log"; fail "dist.layout = auto"; }
+grep -q "dist.layout = auto: $fastest" "$d/auto.log" || { grep "layout" "$d/auto.log"; fail "auto did not take the plan's fastest ($fastest)"; }
+grep -q "global batch .* x 2 sequences\|global batch" "$d/auto.log" || fail "no global batch line"
+MPILM_PEAK_GFLOPS=100 $MPIRUN -np 2 "$MPILM" train "$@" --set dist.layout=auto --set train.global_batch=3 \
+  --set run.dir="$d/auto3" > "$d/auto3.log" 2>&1; rc=$?
+[ $rc -eq 2 ] && grep -q "dist.layout = auto: no layout of 2 ranks fits (does not divide" "$d/auto3.log" ||
+  { cat "$d/auto3.log"; fail "dist.layout = auto without a fitting layout: exit $rc"; }
+echo "dist.layout = auto: $fastest, as planned; no layout fitting refused (exit 2)"
 echo "PASS plan"
