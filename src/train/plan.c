@@ -15,12 +15,7 @@
 
 static const double MIB = 1048576.0;
 
-/* Seconds per micro-batch (forward + backward) of a block, of the
- * embeddings and of the heads on one rank of a tp-wide group, and AdamW's
- * seconds per float. */
-typedef struct costs {
-    double block, embed, head, adam;
-} costs;
+typedef plan_costs costs;
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -89,13 +84,14 @@ static double adam_per_float(void)
 
 /* The costs at tp from the cache, else measured (block from a middle layer,
  * the embeddings and heads as what a first or last one-layer stage adds). */
-static status_t measure(const model_config *mc, int B, int tp, int threads, costs *c, int *measured)
+status_t plan_measure_costs(const model_config *mc, int B, int tp, int threads, int cache, plan_costs *c,
+                            int *measured)
 {
     char key[512], path[2200], line[256];
     snprintf(key, sizeof key, "plan v1 %d L%d C%d F%d H%d T%d V%d P%d sin%d pre%d B%d tp%d bf16 %d rec%d drop%d thr%d",
              (int)mc->family, mc->n_layer > 2, mc->d_model, mc->d_ff, mc->n_head, mc->seq_len, mc->vocab_size,
              mc->max_positions, mc->sinusoidal, mc->pre_ln, B, tp, mc->bf16, mc->recompute, mc->dropout > 0, threads);
-    int cached = train_cache_file("plan", key, path, sizeof path);
+    int cached = cache && train_cache_file("plan", key, path, sizeof path);
     FILE *f = cached ? fopen(path, "r") : NULL;
     if (f) {
         int ok = fgets(line, sizeof line, f) &&
@@ -141,7 +137,7 @@ static status_t predict(job *j, plan_layout *l)
     const model_config *mc = &j->tc->model;
     int B = j->tc->micro_batch;
     costs *c = &j->by_tp[l->tp];
-    if (c->block <= 0) TRY(measure(mc, B, l->tp, j->o->threads, c, &j->measured));
+    if (c->block <= 0) TRY(plan_measure_costs(mc, B, l->tp, j->o->threads, 1, c, &j->measured));
     dist_config dc = j->tc->dist;
     dc.pp = l->pp;
     int bounds[LAYOUT_MAX_STAGES + 1];

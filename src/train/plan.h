@@ -20,6 +20,18 @@ typedef struct plan_net {
     double latency_s, bytes_per_s;
 } plan_net;
 
+/* Seconds per micro-batch of B sequences (forward + backward) of a block,
+ * of what the embeddings and the heads add, on one rank of a tp-wide group,
+ * and AdamW's seconds per float: medians of 5 after a warm-up, at this
+ * process's threads. cache: read from and kept in the per-machine cache
+ * (keyed by the shapes, precision, tp and threads); *measured says whether
+ * they were measured now. */
+typedef struct plan_costs {
+    double block, embed, head, adam;
+} plan_costs;
+status_t plan_measure_costs(const model_config *mc, int B, int tp, int threads, int cache, plan_costs *c,
+                            int *measured);
+
 typedef struct plan_options {
     int np;             /* ranks */
     plan_net net;

@@ -35,6 +35,7 @@
 #include "data/random_source.h"
 #include "dist/dist.h"
 #include "optim/optim.h"
+#include "train/plan.h"
 #include "tensor/tensor.h"
 
 typedef struct costs {
@@ -64,62 +65,27 @@ static model_config model_named(const char *name)
     return c;
 }
 
-/* Median seconds of a training forward + backward of layers [a, b). */
-static double time_stage(const model_config *mc, int a, int b, int B, size_t *n_params)
-{
-    model_stage *m;
-    if (model_stage_create(&m, mc, a, b, B, 1) != ST_OK) st_die(ST_CONFIG);
-    model_init_params(m, 1);
-    *n_params = model_n_params(m);
-    batch bt;
-    batch_alloc(&bt, B, mc->seq_len);
-    random_spec spec = {.mlm = mc->family == MODEL_BERT, .nsp = mc->family == MODEL_BERT,
-                        .vocab_size = mc->vocab_size, .mask_prob = 0.15, .seed = 1};
-    random_batch_fill(&bt, &spec, 0);
-    size_t act = (size_t)B * mc->seq_len * mc->d_model;
-    for (size_t i = 0; i < act && a > 0; i++) model_stage_input(m, 0)[i] = 0.01f * (float)(i % 97);
-    for (size_t i = 0; i < act && b < mc->n_layer; i++) model_stage_doutput(m, 0)[i] = 1e-4f;
-    enum { REPS = 5 };
-    double t[REPS];
-    for (int r = -1; r < REPS; r++) {
-        model_pass pass = {.train = 1, .seed = 1, .sample0 = 0, .loss_scale = 1.0f};
-        model_losses l = {0};
-        double t0 = time_now();
-        if (model_forward(m, 0, &bt, &pass, &l) != ST_OK || model_backward(m, 0, &bt, &pass) != ST_OK)
-            st_die(ST_ERROR);
-        if (r >= 0) t[r] = time_now() - t0;
-    }
-    qsort(t, REPS, sizeof(double), cmp_double);
-    batch_free(&bt);
-    model_stage_free(m);
-    return t[REPS / 2];
-}
-
+/* train/plan's measurement, fresh (not from the cache), and the
+ * parameters of a block, of the embeddings and of the heads. */
 static costs measure_costs(const model_config *mc, int B)
 {
-    costs c;
-    size_t n0, n1, n2;
-    int L = mc->n_layer;
-    c.block = time_stage(mc, 1, 2, B, &n1);
-    c.embed = time_stage(mc, 0, 1, B, &n0) - c.block;
-    c.head = time_stage(mc, L - 1, L, B, &n2) - c.block;
-    c.n_block = n1;
-    c.n_embed = n0 - n1;
-    c.n_head = n2 - n1;
-    if (c.embed < 0) c.embed = 0;
-    size_t n = (size_t)1 << 22;
-    float *p = calloc(n, sizeof(float)), *g = calloc(n, sizeof(float)), *m1 = calloc(n, sizeof(float)),
-          *v = calloc(n, sizeof(float));
-    optim_config oc = {.lr = 1e-4, .total_steps = 10, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
-    double best = 1e30;
-    for (int r = 0; r < 5; r++) {
-        double t0 = time_now();
-        optim_adamw(&oc, r + 1, 1e-4, p, g, m1, v, n, 1, 1.0f);
-        double dt = time_now() - t0;
-        best = dt < best ? dt : best;
+    plan_costs p;
+    int measured = 0;
+    if (plan_measure_costs(mc, B, 1, 1, 0, &p, &measured) != ST_OK) st_die(ST_ERROR);
+    costs c = {.block = p.block, .embed = p.embed, .head = p.head, .adam = p.adam};
+    size_t n[3];
+    int L = mc->n_layer, ranges[3][2] = {{1, 2}, {0, 1}, {L - 1, L}};
+    for (int k = 0; k < 3; k++) {
+        model_tensor *t;
+        int nt;
+        if (model_stage_table(mc, ranges[k][0], ranges[k][1], ranges[k][0] == 0, ranges[k][1] == L, NULL, &t, &nt,
+                              &n[k]) != ST_OK)
+            st_die(ST_ERROR);
+        free(t);
     }
-    c.adam = best / (double)n;
-    free(p), free(g), free(m1), free(v);
+    c.n_block = n[0];
+    c.n_embed = n[1] - n[0];
+    c.n_head = n[2] - n[0];
     return c;
 }
 
