@@ -282,8 +282,8 @@ status_t config_load_file(config *c, const char *path)
 {
     char *text;
     size_t len;
-    if (read_file(path, &text, &len) != ST_OK) {
-        /* read_file says "PATH: cannot open (REASON); ..."; keep the reason. */
+    if (fileio_read_file(path, &text, &len) != ST_OK) {
+        /* fileio_read_file says "PATH: cannot open (REASON); ..."; keep the reason. */
         char reason[256] = "unreadable";
         const char *open_paren = strchr(st_message(), '('), *close_paren = strchr(st_message(), ')');
         if (open_paren && close_paren > open_paren)

@@ -29,7 +29,7 @@ static void pause_point(const char *phase)
     while (nanosleep(&left, &left) != 0 && errno == EINTR) continue;
 }
 
-void crash_point(const char *phase)
+void fileio_crash_point(const char *phase)
 {
     pause_point(phase);
     const char *want = testhook_get(TESTHOOK_CRASH);
@@ -53,7 +53,7 @@ static void dir_of(const char *path, char *out, size_t cap)
     else *slash = '\0';
 }
 
-status_t fsync_dir(const char *dir)
+status_t fileio_fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
     FAIL_IF(fd < 0, ST_IO, "%s: cannot open directory to sync it (%s)", dir, strerror(errno));
@@ -64,7 +64,7 @@ status_t fsync_dir(const char *dir)
     return ST_OK;
 }
 
-status_t atomic_file_open(atomic_file *af, const char *path)
+status_t fileio_atomic_open(atomic_file *af, const char *path)
 {
     memset(af, 0, sizeof *af);
     FAIL_IF(strlen(path) + 32 >= sizeof af->path, ST_IO, "%s: path too long", path);
@@ -79,23 +79,23 @@ status_t atomic_file_open(atomic_file *af, const char *path)
     return ST_OK;
 }
 
-status_t atomic_file_write(atomic_file *af, const void *data, size_t len)
+status_t fileio_atomic_write(atomic_file *af, const void *data, size_t len)
 {
     if (len == 0) return ST_OK;
     if (fwrite(data, 1, len, af->f) != len) {
         int err = errno;
-        atomic_file_abort(af);
+        fileio_atomic_abort(af);
         return st_fail(ST_IO, "%s: write failed (%s)%s", af->path, strerror(err),
                        err == ENOSPC ? "; the disk is full: free space and retry" : "");
     }
     return ST_OK;
 }
 
-status_t atomic_file_commit(atomic_file *af)
+status_t fileio_atomic_commit(atomic_file *af)
 {
     int err = 0;
     if (fflush(af->f) != 0) err = errno;
-    crash_point("atomic:before_fsync");
+    fileio_crash_point("atomic:before_fsync");
     if (!err && fsync(fileno(af->f)) != 0) err = errno;
     if (fclose(af->f) != 0 && !err) err = errno;
     af->f = NULL;
@@ -104,34 +104,34 @@ status_t atomic_file_commit(atomic_file *af)
         return st_fail(ST_IO, "%s: writing failed (%s)%s; the previous file is unchanged", af->path,
                        strerror(err), err == ENOSPC ? "; the disk is full: free space and retry" : "");
     }
-    crash_point("atomic:before_rename");
+    fileio_crash_point("atomic:before_rename");
     if (rename(af->tmp_path, af->path) != 0) {
         err = errno;
         unlink(af->tmp_path);
         return st_fail(ST_IO, "%s: cannot rename %s into place (%s)", af->path, af->tmp_path, strerror(err));
     }
-    crash_point("atomic:before_dir_fsync");
+    fileio_crash_point("atomic:before_dir_fsync");
     char dir[4096];
     dir_of(af->path, dir, sizeof dir);
-    return fsync_dir(dir);
+    return fileio_fsync_dir(dir);
 }
 
-void atomic_file_abort(atomic_file *af)
+void fileio_atomic_abort(atomic_file *af)
 {
     if (af->f) fclose(af->f);
     af->f = NULL;
     unlink(af->tmp_path);
 }
 
-status_t atomic_write_file(const char *path, const void *data, size_t len)
+status_t fileio_write_atomic(const char *path, const void *data, size_t len)
 {
     atomic_file af;
-    TRY(atomic_file_open(&af, path));
-    TRY(atomic_file_write(&af, data, len));
-    return atomic_file_commit(&af);
+    TRY(fileio_atomic_open(&af, path));
+    TRY(fileio_atomic_write(&af, data, len));
+    return fileio_atomic_commit(&af);
 }
 
-status_t read_file(const char *path, char **data, size_t *len)
+status_t fileio_read_file(const char *path, char **data, size_t *len)
 {
     *data = NULL;
     *len = 0;
@@ -163,7 +163,7 @@ status_t read_file(const char *path, char **data, size_t *len)
     return ST_OK;
 }
 
-status_t make_dirs(const char *path, int mode)
+status_t fileio_make_dirs(const char *path, int mode)
 {
     char buf[4096];
     FAIL_IF(strlen(path) >= sizeof buf, ST_IO, "%s: path too long", path);
@@ -186,7 +186,7 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
     return remove(path) == 0 || errno == ENOENT ? 0 : -1;
 }
 
-status_t dir_remove_tree(const char *path)
+status_t fileio_remove_tree(const char *path)
 {
     struct stat sb;
     if (lstat(path, &sb) != 0 && errno == ENOENT) return ST_OK;

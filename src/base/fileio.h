@@ -25,26 +25,26 @@ typedef struct atomic_file {
     char tmp_path[4096];
 } atomic_file;
 
-status_t atomic_file_open(atomic_file *af, const char *path);
-status_t atomic_file_write(atomic_file *af, const void *data, size_t len);
-status_t atomic_file_commit(atomic_file *af);   /* steps 2-4; closes af */
-void atomic_file_abort(atomic_file *af);        /* removes the temp file */
+status_t fileio_atomic_open(atomic_file *af, const char *path);
+status_t fileio_atomic_write(atomic_file *af, const void *data, size_t len);
+status_t fileio_atomic_commit(atomic_file *af);   /* steps 2-4; closes af */
+void fileio_atomic_abort(atomic_file *af);        /* removes the temp file */
 
 /* One-shot form: the whole content at once. */
-status_t atomic_write_file(const char *path, const void *data, size_t len);
+status_t fileio_write_atomic(const char *path, const void *data, size_t len);
 
 /* fsync a directory (after creating, renaming or removing entries in it). */
-status_t fsync_dir(const char *dir);
+status_t fileio_fsync_dir(const char *dir);
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer. */
-status_t read_file(const char *path, char **data, size_t *len);
+status_t fileio_read_file(const char *path, char **data, size_t *len);
 
 /* mkdir -p. */
-status_t make_dirs(const char *path, int mode);
+status_t fileio_make_dirs(const char *path, int mode);
 
 /* Removes path and everything below it (rm -r, never following symbolic
  * links); a path that does not exist is not an error. */
-status_t dir_remove_tree(const char *path);
+status_t fileio_remove_tree(const char *path);
 
 /* Test hooks (base/testhook): when MPILM_TEST_CRASH names a phase
  * ("atomic:before_fsync", "atomic:before_rename", ...), the process kills
@@ -53,6 +53,6 @@ status_t dir_remove_tree(const char *path);
  * MPILM_TEST_PAUSE=PHASE:SECONDS prints "mpilm: test pause: SECONDS s at
  * PHASE" on stderr and sleeps there first (signals do not shorten it), so a
  * test can act while a save is in progress. */
-void crash_point(const char *phase);
+void fileio_crash_point(const char *phase);
 
 #endif

@@ -7,7 +7,7 @@
 
 struct hash_stream { XXH3_state_t *state; };
 
-uint64_t hash64(const void *data, size_t len) { return XXH3_64bits(data, len); }
+uint64_t hash_xxh3(const void *data, size_t len) { return XXH3_64bits(data, len); }
 
 hash_stream *hash_stream_new(void)
 {

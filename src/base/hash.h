@@ -11,7 +11,7 @@
 
 #include "status.h"
 
-uint64_t hash64(const void *data, size_t len);
+uint64_t hash_xxh3(const void *data, size_t len);
 
 /* Streaming form for data that does not fit in memory at once. */
 typedef struct hash_stream hash_stream;

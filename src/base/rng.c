@@ -21,7 +21,7 @@ static inline void philox_round(uint32_t c[4], const uint32_t k[2])
     c[3] = lo0;
 }
 
-void philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4])
+void rng_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4])
 {
     uint32_t c[4] = {counter[0], counter[1], counter[2], counter[3]};
     uint32_t k[2] = {key[0], key[1]};
@@ -42,7 +42,7 @@ rng_key rng_key_make(uint64_t seed, uint32_t purpose)
     uint32_t ctr[4] = {(uint32_t)seed, (uint32_t)(seed >> 32), purpose, 0x6d70696cu};
     uint32_t k0[2] = {0x243f6a88u, 0x85a308d3u};
     uint32_t out[4];
-    philox4x32_10(ctr, k0, out);
+    rng_philox4x32_10(ctr, k0, out);
     rng_key key = {{out[0], out[1]}};
     return key;
 }
@@ -50,7 +50,7 @@ rng_key rng_key_make(uint64_t seed, uint32_t purpose)
 void rng_bits(rng_key key, uint64_t a, uint32_t b, uint32_t c, uint32_t out[4])
 {
     uint32_t ctr[4] = {(uint32_t)a, (uint32_t)(a >> 32), b, c};
-    philox4x32_10(ctr, key.k, out);
+    rng_philox4x32_10(ctr, key.k, out);
 }
 
 float rng_uniform(uint32_t bits) { return (float)(bits >> 8) * (1.0f / 16777216.0f); }

@@ -30,7 +30,7 @@ enum rng_purpose {
 };
 
 /* The raw block function: 4 × 32 random bits from (counter, key). */
-void philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
+void rng_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
 
 rng_key rng_key_make(uint64_t seed, uint32_t purpose);
 

@@ -15,9 +15,9 @@
 #define MPILM_BASE_TESTHOOK_H
 
 typedef enum testhook {
-    TESTHOOK_CRASH,      /* MPILM_TEST_CRASH=PHASE: SIGKILL at crash_point(PHASE) */
-    TESTHOOK_STOP,       /* MPILM_TEST_STOP=PHASE: SIGSTOP at crash_point(PHASE) */
-    TESTHOOK_PAUSE,      /* MPILM_TEST_PAUSE=PHASE:SECONDS: a sleep at crash_point(PHASE) */
+    TESTHOOK_CRASH,      /* MPILM_TEST_CRASH=PHASE: SIGKILL at fileio_crash_point(PHASE) */
+    TESTHOOK_STOP,       /* MPILM_TEST_STOP=PHASE: SIGSTOP at fileio_crash_point(PHASE) */
+    TESTHOOK_PAUSE,      /* MPILM_TEST_PAUSE=PHASE:SECONDS: a sleep at fileio_crash_point(PHASE) */
     TESTHOOK_CKPT_FAIL,  /* MPILM_TEST_CKPT_FAIL=write or write:I: a checkpoint shard write fails */
     TESTHOOK_STEP_DELAY, /* MPILM_TEST_STEP_DELAY=SECONDS: each training step sleeps that long */
     TESTHOOK_COUNT

@@ -61,7 +61,7 @@ int ckpt_is_checkpoint(const char *dir)
     snprintf(probe, sizeof probe, "%s/%s", dir, CKPT_MANIFEST);
     char *text;
     size_t len;
-    if (read_file(probe, &text, &len) != ST_OK) {
+    if (fileio_read_file(probe, &text, &len) != ST_OK) {
         st_clear();
         return 0;
     }
@@ -76,7 +76,7 @@ status_t ckpt_run_id(const char *step_dir, uint64_t *run_id)
     size_t len;
     *run_id = 0;
     snprintf(path, sizeof path, "%s/%s", step_dir, CKPT_MANIFEST);
-    TRY(read_file(path, &text, &len));
+    TRY(fileio_read_file(path, &text, &len));
     cJSON *root = cJSON_Parse(text);
     free(text);
     FAIL_IF(!root, ST_FORMAT, "%s: not valid JSON; the checkpoint is damaged", path);
@@ -151,7 +151,7 @@ static status_t load(ckpt_reader *r, const char *dir)
     char path[PATH_MAX + 32], *text;
     size_t len;
     snprintf(path, sizeof path, "%s/%s", r->path, CKPT_MANIFEST);
-    TRY(read_file(path, &text, &len));
+    TRY(fileio_read_file(path, &text, &len));
     r->root = cJSON_Parse(text);
     free(text);
     FAIL_IF(!r->root, ST_FORMAT, "%s: not valid JSON; the checkpoint is damaged, use another one", path);

@@ -35,7 +35,7 @@ status_t ckpt_begin(const char *run_dir, int64_t step, char *tmp, size_t len)
 {
     char name[32];
     ckpt_step_name(step, name, sizeof name);
-    TRY(make_dirs(run_dir, 0755));
+    TRY(fileio_make_dirs(run_dir, 0755));
     snprintf(tmp, len, "%s/.%s.tmp", run_dir, name);
     ckpt_remove_tree(tmp);
     FAIL_IF(mkdir(tmp, 0755) != 0, ST_IO, "%s: cannot create the checkpoint directory (%s); %s", tmp,
@@ -55,7 +55,7 @@ static status_t write_section(FILE *f, const char *path, const float *data, uint
 {
     static const float zeros[1024];
     if (data) {
-        *hash = hash64(data, n * sizeof(float));
+        *hash = hash_xxh3(data, n * sizeof(float));
         if (!fail && fwrite(data, sizeof(float), n, f) == n) return ST_OK;
     } else {
         hash_stream *h = hash_stream_new();
@@ -96,7 +96,7 @@ status_t ckpt_shard_write(const char *tmp, int index, uint64_t begin, uint64_t e
         st = st_fail(ST_IO, "%s: flushing to disk failed (%s); %s", path, strerror(errno), FREE_SPACE_HINT);
     if (fclose(f) != 0 && st == ST_OK)
         st = st_fail(ST_IO, "%s: closing failed (%s); %s", path, strerror(errno), FREE_SPACE_HINT);
-    crash_point("ckpt:after_shard");
+    fileio_crash_point("ckpt:after_shard");
     return st;
 }
 
@@ -106,9 +106,9 @@ status_t ckpt_copy_vocab(const char *src, const char *dst, ckpt_tokenizer *tok)
     tokenizer *t;
     TRY(tokenizer_detect(src, &kind));
     TRY(tokenizer_load(src, kind, &t));
-    status_t st = make_dirs(dst, 0755);
+    status_t st = fileio_make_dirs(dst, 0755);
     if (st == ST_OK) st = tokenizer_save(t, dst);
-    if (st == ST_OK) st = fsync_dir(dst);
+    if (st == ST_OK) st = fileio_fsync_dir(dst);
     tok->present = 1;
     snprintf(tok->kind, sizeof tok->kind, "%s", kind == TOKENIZER_BPE ? "bpe" : "wordpiece");
     tok->fingerprint = tokenizer_fingerprint(t);
@@ -119,7 +119,7 @@ status_t ckpt_copy_vocab(const char *src, const char *dst, ckpt_tokenizer *tok)
 
 status_t ckpt_manifest_write(const char *tmp, const ckpt_meta *meta, const ckpt_file *files, int n_files)
 {
-    crash_point("ckpt:before_manifest");
+    fileio_crash_point("ckpt:before_manifest");
     ckpt_tokenizer tok = {0};
     char path[4200];
     if (meta->vocab_src) {
@@ -132,7 +132,7 @@ status_t ckpt_manifest_write(const char *tmp, const ckpt_meta *meta, const ckpt_
     cJSON_Delete(m);
     FAIL_IF(!text, ST_NOMEM, "%s: out of memory printing the manifest", tmp);
     snprintf(path, sizeof path, "%s/%s", tmp, CKPT_MANIFEST);
-    status_t st = atomic_write_file(path, text, strlen(text));
+    status_t st = fileio_write_atomic(path, text, strlen(text));
     free(text);
     return st == ST_OK ? ST_OK : st_context(st, "checkpoint manifest (%s): ", FREE_SPACE_HINT);
 }
@@ -149,7 +149,7 @@ status_t ckpt_replace_link(const char *run_dir, const char *link, const char *na
         unlink(link_tmp);
         return st_fail(ST_IO, "%s: cannot replace it with %s (%s)", latest, link_tmp, strerror(err));
     }
-    return fsync_dir(run_dir);
+    return fileio_fsync_dir(run_dir);
 }
 
 /* Of this run's step directories below `step` (newest first), keep - 1 stay
@@ -178,7 +178,7 @@ static status_t prune(const char *run_dir, int64_t step, uint64_t run_id, int ke
         removed = 1;
     }
     free(steps);
-    return removed ? fsync_dir(run_dir) : ST_OK;
+    return removed ? fileio_fsync_dir(run_dir) : ST_OK;
 }
 
 /* A directory of the step being written that this run did not write
@@ -207,8 +207,8 @@ status_t ckpt_commit(const char *run_dir, int64_t step, const char *tmp, uint64_
     ckpt_step_name(step, name, sizeof name);
     snprintf(final, sizeof final, "%s/%s", run_dir, name);
     snprintf(old, sizeof old, "%s/.%s.old", run_dir, name);
-    TRY(fsync_dir(tmp));
-    crash_point("ckpt:before_rename");
+    TRY(fileio_fsync_dir(tmp));
+    fileio_crash_point("ckpt:before_rename");
     TRY(keep_foreign_step(final, run_id));
     /* This run's own directory of that step (a resume from an older step) is
      * moved aside and removed, not merged. */
@@ -216,9 +216,9 @@ status_t ckpt_commit(const char *run_dir, int64_t step, const char *tmp, uint64_
     if (rename(final, old) != 0 && errno != ENOENT)
         return st_fail(ST_IO, "%s: cannot move the earlier checkpoint aside (%s)", final, strerror(errno));
     FAIL_IF(rename(tmp, final) != 0, ST_IO, "%s: cannot rename %s into place (%s)", final, tmp, strerror(errno));
-    TRY(fsync_dir(run_dir));
+    TRY(fileio_fsync_dir(run_dir));
     ckpt_remove_tree(old);
-    crash_point("ckpt:before_latest");
+    fileio_crash_point("ckpt:before_latest");
     TRY(ckpt_replace_link(run_dir, "latest", name));
     /* best before pruning, so the checkpoint it named before is prunable
      * only once nothing names it */

@@ -114,7 +114,7 @@ status_t export_hf(const model_config *c, const float *params, const char *vocab
             "export: tensors can be written as F32 or BF16, not %s",
             (int)dtype >= 0 && dtype <= SAFET_U8 ? safet_dtype_name(dtype) : "an unknown dtype");
     TRY(check_expressible(c));
-    TRY(make_dirs(out_dir, 0755));
+    TRY(fileio_make_dirs(out_dir, 0755));
     char path[4096];
     float *sin_pos = NULL;
     if (c->sinusoidal) {
@@ -136,7 +136,7 @@ status_t export_hf(const model_config *c, const float *params, const char *vocab
     cJSON_Delete(j);
     FAIL_IF(!text, ST_NOMEM, "export: out of memory");
     snprintf(path, sizeof path, "%s/config.json", out_dir);
-    st = atomic_write_file(path, text, strlen(text));
+    st = fileio_write_atomic(path, text, strlen(text));
     free(text);
     return st;
 }
@@ -198,7 +198,7 @@ static status_t read_config(const char *hf_dir, model_config *c)
     char path[4096], *text;
     size_t len;
     snprintf(path, sizeof path, "%s/config.json", hf_dir);
-    TRY(read_file(path, &text, &len));
+    TRY(fileio_read_file(path, &text, &len));
     cJSON *j = cJSON_ParseWithLength(text, len);
     free(text);
     FAIL_IF(!j, ST_FORMAT, "%s: not valid JSON", path);
@@ -264,7 +264,7 @@ static status_t check_tensors(const safet_file *f, const model_config *c, const 
     return ST_OK;
 }
 
-status_t import_hf(const char *hf_dir, model_config *c, float **params)
+status_t export_import_hf(const char *hf_dir, model_config *c, float **params)
 {
     TRY(read_config(hf_dir, c));
     model_tensor *t;

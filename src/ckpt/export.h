@@ -38,6 +38,6 @@ status_t export_dtype_parse(const char *name, safet_dtype *out);
  * caller's to free. Tensors may be F32, BF16 or F16 (widened to float32
  * exactly) or F64 (rounded to nearest); config.json's torch_dtype is not
  * needed. Missing or misshaped tensors are named. */
-status_t import_hf(const char *hf_dir, model_config *c, float **params);
+status_t export_import_hf(const char *hf_dir, model_config *c, float **params);
 
 #endif

@@ -22,7 +22,7 @@ static status_t write_json(const char *out_dir, const char *name, cJSON *j, int 
     snprintf(path, sizeof path, "%s/%s", out_dir, name);
     size_t len = strlen(text);
     text[len] = '\n'; /* over the NUL: a text file ends with a newline */
-    status_t st = atomic_write_file(path, text, len + 1);
+    status_t st = fileio_write_atomic(path, text, len + 1);
     free(text);
     return st;
 }
@@ -35,8 +35,8 @@ static status_t copy_vocab_file(const char *vocab_dir, const char *from, const c
     snprintf(dst, sizeof dst, "%s/%s", out_dir, to);
     char *data;
     size_t len;
-    if (read_file(src, &data, &len) != ST_OK) return ST_OK; /* that file is not this kind's */
-    status_t st = atomic_write_file(dst, data, len);
+    if (fileio_read_file(src, &data, &len) != ST_OK) return ST_OK; /* that file is not this kind's */
+    status_t st = fileio_write_atomic(dst, data, len);
     free(data);
     return st;
 }
@@ -85,9 +85,9 @@ static status_t merges_array(const char *vocab_dir, cJSON *merges)
     char path[4096], *text;
     size_t len;
     snprintf(path, sizeof path, "%s/vocab.bpe", vocab_dir);
-    if (read_file(path, &text, &len) != ST_OK) {
+    if (fileio_read_file(path, &text, &len) != ST_OK) {
         snprintf(path, sizeof path, "%s/merges.txt", vocab_dir);
-        TRY(read_file(path, &text, &len));
+        TRY(fileio_read_file(path, &text, &len));
     }
     status_t st = ST_OK;
     int lineno = 0;

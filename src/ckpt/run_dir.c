@@ -31,7 +31,7 @@ uint64_t ckpt_run_new_id(void)
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             uint64_t mix[3] = {(uint64_t)ts.tv_sec, (uint64_t)ts.tv_nsec, (uint64_t)getpid()};
-            id = hash64(mix, sizeof mix);
+            id = hash_xxh3(mix, sizeof mix);
         }
     }
     return id;
@@ -53,7 +53,7 @@ status_t ckpt_run_lock(const char *run_dir, int *fd)
 {
     char path[4200], holder[512];
     *fd = -1;
-    TRY(make_dirs(run_dir, 0755));
+    TRY(fileio_make_dirs(run_dir, 0755));
     snprintf(path, sizeof path, "%s/%s", run_dir, LOCK_NAME);
     int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     FAIL_IF(f < 0, ST_IO, "%s: cannot open the run directory's lock file (%s); check that the run directory is "
@@ -97,7 +97,7 @@ static int64_t metrics_last_step(const char *path)
 {
     char *text;
     size_t len;
-    if (read_file(path, &text, &len) != ST_OK) {
+    if (fileio_read_file(path, &text, &len) != ST_OK) {
         st_clear();
         return -1;
     }
@@ -196,7 +196,7 @@ status_t ckpt_run_clear(const char *run_dir, char *what, size_t len)
     TRY(remove_file(run_dir, ".latest.tmp", what, len));
     TRY(remove_file(run_dir, "best", what, len));
     TRY(remove_file(run_dir, ".best.tmp", what, len));
-    TRY(fsync_dir(run_dir));
+    TRY(fileio_fsync_dir(run_dir));
     struct dirent **names;
     int k = scandir(run_dir, &names, NULL, alphasort);
     if (k < 0) return ST_OK; /* no run directory: nothing to clear */
@@ -216,7 +216,7 @@ status_t ckpt_run_clear(const char *run_dir, char *what, size_t len)
     TRY(st);
     TRY(remove_file(run_dir, "metrics.jsonl", what, len));
     TRY(remove_file(run_dir, ".metrics.jsonl.tmp", what, len));
-    return fsync_dir(run_dir);
+    return fileio_fsync_dir(run_dir);
 }
 
 status_t ckpt_run_set_best(const char *run_dir, int64_t step)
@@ -234,5 +234,5 @@ status_t ckpt_run_set_best(const char *run_dir, int64_t step)
     if (name[0]) return ckpt_replace_link(run_dir, "best", name);
     char removed[64] = "";
     TRY(remove_file(run_dir, "best", removed, sizeof removed));
-    return fsync_dir(run_dir);
+    return fileio_fsync_dir(run_dir);
 }

@@ -83,7 +83,7 @@ static uint64_t read_le64(const uint8_t *p)
     return v;
 }
 
-static status_t grow_array(void **array, int *cap, int need, size_t elem)
+static status_t stream_grow_array(void **array, int *cap, int need, size_t elem)
 {
     if (need <= *cap) return ST_OK;
     int cap_new = *cap ? *cap * 2 : 16;
@@ -531,7 +531,7 @@ static status_t add_entry(safet_writer *w, const char *name, safet_dtype dt, int
     for (int i = 0; i < w->count; i++)
         FAIL_IF(strcmp(w->entries[i].name, name) == 0, ST_ERROR,
                 "safetensors writer: tensor \"%s\" added twice; give each tensor a unique name", name);
-    TRY(grow_array((void **)&w->entries, &w->cap, w->count + 1, sizeof *w->entries));
+    TRY(stream_grow_array((void **)&w->entries, &w->cap, w->count + 1, sizeof *w->entries));
     struct safet_entry *e = &w->entries[w->count];
     memset(e, 0, sizeof *e);
     e->dtype = dt;
@@ -569,7 +569,7 @@ status_t safet_writer_meta(safet_writer *w, const char *key, const char *value)
 {
     for (int i = 0; i < w->meta_count; i++)
         FAIL_IF(strcmp(w->meta[i].key, key) == 0, ST_ERROR, "safetensors writer: metadata key \"%s\" set twice", key);
-    TRY(grow_array((void **)&w->meta, &w->meta_cap, w->meta_count + 1, sizeof *w->meta));
+    TRY(stream_grow_array((void **)&w->meta, &w->meta_cap, w->meta_count + 1, sizeof *w->meta));
     struct safet_meta *m = &w->meta[w->meta_count];
     m->key = strdup(key);
     m->value = strdup(value);
@@ -625,7 +625,7 @@ static status_t write_converted(atomic_file *af, const struct safet_entry *e, co
     for (size_t i = 0; i < n && st == ST_OK; i += CHUNK) {
         size_t m = n - i < CHUNK ? n - i : CHUNK;
         bf16_from_f32(buf, src + i, m);
-        st = atomic_file_write(af, buf, m * sizeof *buf);
+        st = fileio_atomic_write(af, buf, m * sizeof *buf);
     }
     free(buf);
     return st;
@@ -640,15 +640,15 @@ status_t safet_writer_write(const safet_writer *w, const char *path)
     for (int i = 0; i < 8; i++) prefix[i] = (uint8_t)((uint64_t)padded >> (8 * i));
     static const char spaces[8] = "        ";
     atomic_file af;
-    status_t st = atomic_file_open(&af, path);
-    if (st == ST_OK) st = atomic_file_write(&af, prefix, sizeof prefix);
-    if (st == ST_OK) st = atomic_file_write(&af, text, len);
-    if (st == ST_OK) st = atomic_file_write(&af, spaces, padded - len);
+    status_t st = fileio_atomic_open(&af, path);
+    if (st == ST_OK) st = fileio_atomic_write(&af, prefix, sizeof prefix);
+    if (st == ST_OK) st = fileio_atomic_write(&af, text, len);
+    if (st == ST_OK) st = fileio_atomic_write(&af, spaces, padded - len);
     for (int i = 0; i < w->count && st == ST_OK; i++)
         st = w->entries[i].from_f32 ? write_converted(&af, &w->entries[i], path)
-                                    : atomic_file_write(&af, w->entries[i].data, (size_t)entry_bytes(&w->entries[i]));
+                                    : fileio_atomic_write(&af, w->entries[i].data, (size_t)entry_bytes(&w->entries[i]));
     free(text);
-    return st == ST_OK ? atomic_file_commit(&af) : st;
+    return st == ST_OK ? fileio_atomic_commit(&af) : st;
 }
 
 void safet_writer_free(safet_writer *w)

@@ -67,7 +67,7 @@ int cmd_import(int argc, char **argv)
     if (!hf || !out || first < argc) return cli_finish(st_fail(ST_USAGE, "import: --hf DIR --out RUN_DIR are required"));
     model_config c;
     float *params = NULL;
-    status_t st = import_hf(hf, &c, &params);
+    status_t st = export_import_hf(hf, &c, &params);
     int vocab = has_vocab(hf);
     if (st == ST_OK) st = ckpt_write_model(out, &c, params, vocab ? hf : NULL);
     if (st == ST_OK) printf("import: %s -> %s/latest%s\n", hf, out, vocab ? "" : " (no vocabulary files: none kept)");

@@ -91,7 +91,7 @@ static status_t read_metrics(plot_run *run, plot_text *d)
     char path[4096], *text;
     size_t len;
     snprintf(path, sizeof path, "%s/metrics.jsonl", run->dir);
-    if (read_file(path, &text, &len) != ST_OK)
+    if (fileio_read_file(path, &text, &len) != ST_OK)
         return st_context(ST_IO, "plot: run %s has no metrics to plot (is it a run directory of mpilm train?): ",
                           run->dir);
     status_t st = append(d, "# run ");
@@ -190,7 +190,7 @@ static status_t write_script(const char *prefix, const plot_run *runs, int n_run
     fclose(f);
     char path[4200];
     snprintf(path, sizeof path, "%s.gp", prefix);
-    status_t st = atomic_write_file(path, script, size);
+    status_t st = fileio_write_atomic(path, script, size);
     free(script);
     return st;
 }
@@ -241,7 +241,7 @@ static status_t plot_runs(plot_run *runs, int n_runs, const char *prefix)
     for (int r = 0; st == ST_OK && r < n_runs; r++) st = read_metrics(&runs[r], &d);
     char data_path[4200];
     snprintf(data_path, sizeof data_path, "%s.dat", prefix);
-    if (st == ST_OK) st = atomic_write_file(data_path, d.text, d.len);
+    if (st == ST_OK) st = fileio_write_atomic(data_path, d.text, d.len);
     if (st == ST_OK) st = write_script(prefix, runs, n_runs);
     if (st == ST_OK) st = run_gnuplot(prefix);
     for (int r = 0; st == ST_OK && r < n_runs; r++)

@@ -75,8 +75,8 @@ static status_t parse_options(int argc, char **argv, prep_options *o)
  * and puts the vocabulary into it (trained or copied). */
 static status_t write_vocab(const prep_options *o, tokenizer_kind kind)
 {
-    TRY(dir_remove_tree(o->staging));
-    TRY(make_dirs(o->staging, 0755));
+    TRY(fileio_remove_tree(o->staging));
+    TRY(fileio_make_dirs(o->staging, 0755));
     if (o->train_vocab) {
         log_info("prep: training a %s vocabulary of %ld tokens", o->kind, o->train_vocab);
         return tokenizer_train(kind, o->files, o->n_files, (uint32_t)o->train_vocab, o->staging);
@@ -120,7 +120,7 @@ static void agree(status_t st, const prep_options *o, int rank)
     if (!any) return;
     char message[2048];
     snprintf(message, sizeof message, "%s", st_message()); /* the removal may record another */
-    if (rank == 0 && dir_remove_tree(o->staging) != ST_OK)
+    if (rank == 0 && fileio_remove_tree(o->staging) != ST_OK)
         log_warn("prep: could not remove the staging directory %s (%s); remove it by hand", o->staging, st_message());
     MPI_Barrier(MPI_COMM_WORLD);
     if (failed) st_die(st_fail(st, "%s", message));

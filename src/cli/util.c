@@ -127,7 +127,7 @@ void cli_json_string(FILE *out, const char *s, size_t n)
 {
     putc('"', out);
     for (size_t i = 0; i < n;) {
-        size_t valid = utf8_check((const unsigned char *)s + i, n - i);
+        size_t valid = prep_utf8_check((const unsigned char *)s + i, n - i);
         for (size_t end = i + valid; i < end; i++) {
             unsigned char c = (unsigned char)s[i];
             if (c == '"' || c == '\\') fprintf(out, "\\%c", c);

@@ -173,7 +173,7 @@ static status_t read_first(const char *dir, const char *const names[2], char *pa
         FILE *f = fopen(path, "rb");
         if (!f) continue;
         fclose(f);
-        return read_file(path, data, len);
+        return fileio_read_file(path, data, len);
     }
     snprintf(path, path_size, "%s/%s", dir, names[0]);
     return st_fail(ST_IO, "%s: missing (neither %s nor %s is in %s); check --vocab", path, names[0], names[1], dir);
@@ -462,7 +462,7 @@ static status_t bpe_word(tokenizer *t, const char *piece, size_t len, uint32_t *
 status_t bpe_encode(tokenizer *t, const char *text, size_t len, uint32_t **ids, size_t *n, size_t *cap)
 {
     encode_sink sink = {t, ids, n, cap, bpe_word};
-    return bpe_pretokenize(text, len, encode_sink_word, &sink);
+    return bpe_pretokenize(text, len, tokenizer_encode_sink_word, &sink);
 }
 
 status_t bpe_decode(const tokenizer *t, const uint32_t *ids, size_t n_ids, char **out, size_t *n, size_t *cap)

@@ -178,7 +178,7 @@ status_t dataset_manifest_write_splits(const char *dir, const tokenizer *t, int 
     }
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", dir, DATASET_MANIFEST);
-    if (st == ST_OK) st = atomic_write_file(path, text, strlen(text));
+    if (st == ST_OK) st = fileio_write_atomic(path, text, strlen(text));
     free(text);
     if (st == ST_OK && train) *train = d[0].info;
     if (st == ST_OK && valid) *valid = d[1].info;
@@ -359,7 +359,7 @@ status_t dataset_open_split(dataset *d, const char *dir, dataset_split split)
     snprintf(path, sizeof path, "%s/%s", dir, DATASET_MANIFEST);
     FAIL_IF(!dataset_is_dataset(dir), ST_IO, "%s: no %s there; pass a directory made by mpilm prep", dir,
             DATASET_MANIFEST);
-    TRY(read_file(path, &text, &len));
+    TRY(fileio_read_file(path, &text, &len));
     cJSON *m = cJSON_ParseWithLength(text, len);
     status_t st = ST_OK;
     if (!m || !cJSON_IsObject(m))

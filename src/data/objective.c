@@ -23,7 +23,7 @@ static uint32_t pack_below(pack_rng *r, uint32_t n) { return rng_below(pack_draw
 
 static status_t emit(stream_group *g, sample_desc d)
 {
-    TRY(grow_array((void **)&g->descs, &g->descs_cap, g->n_descs + 1, sizeof *g->descs));
+    TRY(stream_grow_array((void **)&g->descs, &g->descs_cap, g->n_descs + 1, sizeof *g->descs));
     g->descs[g->n_descs++] = d;
     return ST_OK;
 }
@@ -217,7 +217,7 @@ static void build_mlm(const stream *s, const sample_desc *d, uint64_t epoch, uin
     mask_row(s, epoch, sample, ids, labels, 0, t);
 }
 
-void objective_build(stream *s, const sample_desc *d, uint64_t epoch, uint64_t sample, batch *b, int row)
+void stream_objective_build(stream *s, const sample_desc *d, uint64_t epoch, uint64_t sample, batch *b, int row)
 {
     size_t o = (size_t)row * (size_t)b->T;
     int32_t *ids = b->input_ids + o, *types = b->token_type_ids + o, *att = b->attention_mask + o;

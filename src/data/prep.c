@@ -36,7 +36,7 @@ static size_t utf8_sequence(const unsigned char *s, size_t n)
     return len;
 }
 
-size_t utf8_check(const unsigned char *s, size_t n)
+size_t prep_utf8_check(const unsigned char *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
@@ -212,7 +212,7 @@ static int is_blank(const char *s, size_t n)
  * file offset (for the message), what names it. */
 static status_t valid_utf8(piece_state *ps, const char **line, size_t *len, uint64_t at, const char *what)
 {
-    size_t bad = utf8_check((const unsigned char *)*line, *len);
+    size_t bad = prep_utf8_check((const unsigned char *)*line, *len);
     if (bad == *len) return ST_OK;
     FAIL_IF(!ps->input->replace_invalid, ST_FORMAT, "%s: invalid UTF-8 at line %llu, byte offset %llu (byte 0x%02x)%s; "
             "fix the text or pass --replace-invalid to replace it with U+FFFD", ps->path, current_line(ps),
@@ -454,7 +454,7 @@ status_t prep_staging_path(const char *out, char *buf, size_t cap)
 
 status_t prep_publish(const char *staging, const char *out)
 {
-    TRY(fsync_dir(staging));
+    TRY(fileio_fsync_dir(staging));
     char parent[4096], old[4200];
     snprintf(parent, sizeof parent, "%s", staging);
     char *slash = strrchr(parent, '/');
@@ -468,14 +468,14 @@ status_t prep_publish(const char *staging, const char *out)
         } else {
             /* no atomic exchange on this file system: set the old one aside first */
             snprintf(old, sizeof old, "%s.old", staging);
-            TRY(dir_remove_tree(old));
+            TRY(fileio_remove_tree(old));
             FAIL_IF(rename(out, old) != 0, ST_IO, "%s: cannot move the old dataset aside to %s (%s)", out, old,
                     strerror(errno));
             FAIL_IF(rename(staging, out) != 0, ST_IO, "%s: cannot rename %s into place (%s); the old dataset is in %s",
                     out, staging, strerror(errno), old);
         }
-        TRY(fsync_dir(parent));
-        return dir_remove_tree(old);
+        TRY(fileio_fsync_dir(parent));
+        return fileio_remove_tree(old);
     }
-    return fsync_dir(parent);
+    return fileio_fsync_dir(parent);
 }

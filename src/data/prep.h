@@ -111,6 +111,6 @@ status_t prep_staging_path(const char *out, char *buf, size_t cap);
 status_t prep_publish(const char *staging, const char *out);
 
 /* Offset of the first byte of s[0..n) that is not valid UTF-8, or n. */
-size_t utf8_check(const unsigned char *s, size_t n);
+size_t prep_utf8_check(const unsigned char *s, size_t n);
 
 #endif

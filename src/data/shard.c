@@ -43,7 +43,7 @@ static void header_encode(const shard_header *h, uint8_t p[SHARD_HEADER_BYTES])
     put64(p + 48, h->n_tokens);
     put64(p + 56, h->index_offset);
     put64(p + 64, h->index_hash);
-    put64(p + 72, hash64(p, 72));
+    put64(p + 72, hash_xxh3(p, 72));
 }
 
 static void header_decode(const uint8_t p[SHARD_HEADER_BYTES], shard_header *h)
@@ -107,7 +107,7 @@ struct shard_writer {
 
 static status_t writer_put(shard_writer *w, const void *data, size_t len)
 {
-    TRY(atomic_file_write(&w->af, data, len));
+    TRY(fileio_atomic_write(&w->af, data, len));
     w->offset += len;
     return ST_OK;
 }
@@ -132,7 +132,7 @@ status_t shard_writer_open(shard_writer **out, const char *path, uint64_t finger
     ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_checksumFlag, 1);
     ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_contentSizeFlag, 1);
     uint8_t head[FRAME_HEAD + SHARD_HEADER_BYTES] = {0}; /* rewritten by close */
-    status_t st = atomic_file_open(&w->af, path);
+    status_t st = fileio_atomic_open(&w->af, path);
     if (st == ST_OK) st = writer_put(w, head, sizeof head);
     if (st != ST_OK) {
         shard_writer_abort(w);
@@ -160,7 +160,7 @@ static status_t writer_flush(shard_writer *w)
     *e = (shard_frame){.offset = w->offset, .bounds_size = FRAME_HEAD + payload, .data_size = (uint32_t)csize,
                        .n_tokens = w->n_tokens, .n_records = w->n_records, .n_doc_starts = w->n_doc_starts,
                        .flags = get32(w->bounds + FRAME_HEAD) & SHARD_SENT_DOC_START ? 0 : SHARD_FRAME_DOC_CONTINUES,
-                       .bounds_hash = hash64(w->bounds + FRAME_HEAD, payload), .data_hash = hash64(w->cbuf, csize)};
+                       .bounds_hash = hash_xxh3(w->bounds + FRAME_HEAD, payload), .data_hash = hash_xxh3(w->cbuf, csize)};
     TRY(writer_put(w, w->bounds, e->bounds_size));
     TRY(writer_put(w, w->cbuf, csize));
     w->n_tokens = w->n_records = w->n_doc_starts = 0;
@@ -216,7 +216,7 @@ static status_t writer_finish(shard_writer *w)
     put32(index + FRAME_HEAD + 12, SHARD_INDEX_ENTRY);
     for (uint32_t i = 0; i < w->hdr.n_frames; i++) entry_encode(&w->frames[i], index + FRAME_HEAD + 16 + i * SHARD_INDEX_ENTRY);
     w->hdr.index_offset = w->offset;
-    w->hdr.index_hash = hash64(index + FRAME_HEAD, payload);
+    w->hdr.index_hash = hash_xxh3(index + FRAME_HEAD, payload);
     status_t st = writer_put(w, index, FRAME_HEAD + payload);
     free(index);
     TRY(st);
@@ -226,7 +226,7 @@ static status_t writer_finish(shard_writer *w)
     header_encode(&w->hdr, head + FRAME_HEAD);
     FAIL_IF(fseeko(w->af.f, 0, SEEK_SET) != 0 || fwrite(head, sizeof head, 1, w->af.f) != 1, ST_IO,
             "%s: cannot rewrite the shard header", w->af.path);
-    return atomic_file_commit(&w->af);
+    return fileio_atomic_commit(&w->af);
 }
 
 status_t shard_writer_close(shard_writer *w, shard_header *hdr)
@@ -245,7 +245,7 @@ status_t shard_writer_close(shard_writer *w, shard_header *hdr)
 void shard_writer_abort(shard_writer *w)
 {
     if (!w) return;
-    if (w->af.f) atomic_file_abort(&w->af);
+    if (w->af.f) fileio_atomic_abort(&w->af);
     ZSTD_freeCCtx(w->cctx);
     free(w->tokens);
     free(w->bounds);
@@ -293,7 +293,7 @@ static status_t reader_read_header(shard_reader *r)
     FAIL_IF(r->hdr.version > SHARD_VERSION || r->hdr.version == 0, ST_FORMAT,
             "%s: format version %u at byte 16 is not supported (this mpilm reads version %d); use a newer mpilm or "
             "re-run mpilm prep", r->path, r->hdr.version, SHARD_VERSION);
-    uint64_t want = get64(p + 72), got = hash64(p, 72);
+    uint64_t want = get64(p + 72), got = hash_xxh3(p, 72);
     FAIL_IF(want != got, ST_FORMAT,
             "%s: header checksum mismatch at byte 80 (expected %016llx, found %016llx); the shard is corrupt, re-run "
             "mpilm prep", r->path, (unsigned long long)want, (unsigned long long)got);
@@ -349,7 +349,7 @@ static status_t reader_read_index(shard_reader *r)
                         get32(p + 8) != r->hdr.n_frames || get32(p + 12) != SHARD_INDEX_ENTRY))
         st = st_fail(ST_FORMAT, "%s: wrong index magic or size at byte %llu; the shard is corrupt, re-run mpilm prep",
                      r->path, (unsigned long long)r->hdr.index_offset);
-    uint64_t got = st == ST_OK ? hash64(p, payload) : 0;
+    uint64_t got = st == ST_OK ? hash_xxh3(p, payload) : 0;
     if (st == ST_OK && got != r->hdr.index_hash)
         st = st_fail(ST_FORMAT, "%s: index checksum mismatch at byte %llu (expected %016llx, found %016llx); the "
                      "shard is corrupt, re-run mpilm prep", r->path, (unsigned long long)r->hdr.index_offset,
@@ -395,7 +395,7 @@ const shard_frame *shard_reader_frame(const shard_reader *r, uint32_t i) { retur
 static status_t check_hash(const shard_reader *r, const char *what, uint32_t i, uint64_t offset, uint64_t want,
                            const void *data, size_t len)
 {
-    uint64_t got = hash64(data, len);
+    uint64_t got = hash_xxh3(data, len);
     FAIL_IF(got != want, ST_FORMAT,
             "%s: checksum mismatch in the %s of frame %u at byte %llu (expected %016llx, found %016llx); the shard is "
             "corrupt, re-run mpilm prep", r->path, what, i, (unsigned long long)offset, (unsigned long long)want,

@@ -5,7 +5,7 @@
 
 #include "stream_internal.h"
 
-status_t grow_array(void **p, uint32_t *cap, uint32_t need, size_t elem)
+status_t stream_grow_array(void **p, uint32_t *cap, uint32_t need, size_t elem)
 {
     if (need <= *cap) return ST_OK;
     uint32_t c = *cap ? *cap : 1024;
@@ -51,7 +51,7 @@ static status_t load_blocks(stream *s)
         TRY(shard_get(s, i, &r));
         const shard_header *h = shard_reader_header(r);
         uint32_t cap = s->n_blocks;
-        TRY(grow_array((void **)&s->blocks, &cap, s->n_blocks + h->n_frames + 1, sizeof *s->blocks));
+        TRY(stream_grow_array((void **)&s->blocks, &cap, s->n_blocks + h->n_frames + 1, sizeof *s->blocks));
         for (uint32_t f = 0; f < h->n_frames; f++) {
             const shard_frame *e = shard_reader_frame(r, f);
             uint64_t first = docs + !(e->flags & SHARD_FRAME_DOC_CONTINUES);
@@ -88,7 +88,7 @@ static status_t group_add_block(stream *s, uint32_t pos)
     shard_reader *r;
     TRY(shard_get(s, bl->shard, &r));
     TRY(shard_reader_read(r, bl->frame, s->records, NULL));
-    TRY(grow_array((void **)&g->sents, &g->sents_cap, g->n_sents + bl->n_records, sizeof *g->sents));
+    TRY(stream_grow_array((void **)&g->sents, &g->sents_cap, g->n_sents + bl->n_records, sizeof *g->sents));
     int causal = s->spec.objective == STREAM_CAUSAL;
     uint64_t doc = bl->first_doc;
     for (uint32_t k = 0; k < bl->n_records; k++) {
@@ -113,7 +113,7 @@ static status_t group_find_docs(stream_group *g, int *distinct)
             g->docs[g->n_docs - 1].n++;
             continue;
         }
-        TRY(grow_array((void **)&g->docs, &g->docs_cap, g->n_docs + 1, sizeof *g->docs));
+        TRY(stream_grow_array((void **)&g->docs, &g->docs_cap, g->n_docs + 1, sizeof *g->docs));
         g->docs[g->n_docs++] = (group_doc){i, 1, g->sents[i].doc};
         if (g->sents[i].doc != g->docs[0].doc) *distinct = 2;
     }
@@ -157,7 +157,7 @@ static status_t group_load(stream *s, uint64_t e, uint32_t index, uint32_t first
             "dataset with more documents or data.nsp = false", s->path, STREAM_GROUP_FRAMES_MAX, SHARD_FRAME_TOKENS,
             (unsigned long long)e, index);
     TRY(objective_pack(s));
-    TRY(grow_array((void **)&g->order, &g->order_cap, g->n_descs + 1, sizeof *g->order));
+    TRY(stream_grow_array((void **)&g->order, &g->order_cap, g->n_descs + 1, sizeof *g->order));
     group_shuffle(s);
     g->count = g->n_descs;
     g->valid = 1;
@@ -168,7 +168,7 @@ static status_t group_load(stream *s, uint64_t e, uint32_t index, uint32_t first
 static status_t group_load_tokens(stream *s)
 {
     stream_group *g = &s->g;
-    TRY(grow_array((void **)&g->tokens, &g->tokens_cap, g->n_tokens + 1, sizeof *g->tokens));
+    TRY(stream_grow_array((void **)&g->tokens, &g->tokens_cap, g->n_tokens + 1, sizeof *g->tokens));
     uint32_t sent = 0;
     for (uint32_t p = 0; p < g->n_blocks; p++) {
         const stream_block *bl = &s->blocks[s->perm[g->first + p]];
@@ -239,7 +239,7 @@ static status_t sample_at(stream *s, uint64_t e, uint64_t x, batch *b, int row, 
     TRY(locate(s, &e, &x));
     if (!s->g.tokens_loaded) TRY(group_load_tokens(s));
     const sample_desc *d = &s->g.descs[s->g.order[x - s->g.base]];
-    objective_build(s, d, e, x, b, row);
+    stream_objective_build(s, d, e, x, b, row);
     *o = (stream_origin){e, x, d->a_doc, d->b_doc, 0};
     return ST_OK;
 }

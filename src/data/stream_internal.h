@@ -107,7 +107,7 @@ struct stream {
 
 /* objective.c */
 status_t objective_pack(stream *s);  /* fills g.descs from g.sents/g.docs */
-void objective_build(stream *s, const sample_desc *d, uint64_t epoch, uint64_t sample, batch *b, int row);
-status_t grow_array(void **p, uint32_t *cap, uint32_t need, size_t elem);
+void stream_objective_build(stream *s, const sample_desc *d, uint64_t epoch, uint64_t sample, batch *b, int row);
+status_t stream_grow_array(void **p, uint32_t *cap, uint32_t need, size_t elem);
 
 #endif

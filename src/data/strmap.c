@@ -5,7 +5,7 @@
 #include "base/hash.h"
 #include "tokenizer_internal.h"
 
-uint64_t strmap_hash(const char *key, size_t len) { return hash64(key, len); }
+uint64_t strmap_hash(const char *key, size_t len) { return hash_xxh3(key, len); }
 
 status_t strmap_init(strmap *m, uint32_t expected)
 {
@@ -98,7 +98,7 @@ status_t strmap_add(strmap *m, const char *key, size_t len, uint64_t hash, uint3
     return ST_OK;
 }
 
-status_t array_reserve(void **array, size_t *cap, size_t need, size_t elem_size)
+status_t tokenizer_array_reserve(void **array, size_t *cap, size_t need, size_t elem_size)
 {
     if (need <= *cap) return ST_OK;
     size_t c = *cap ? *cap : 64;
@@ -113,21 +113,21 @@ status_t array_reserve(void **array, size_t *cap, size_t need, size_t elem_size)
 /* Bounds of the word cache: past either, it starts over empty. */
 enum { CACHE_MAX_WORDS = 1 << 17, CACHE_MAX_IDS = 1 << 21, CACHE_MAX_KEY = 256 };
 
-status_t word_cache_init(word_cache *c)
+status_t tokenizer_word_cache_init(word_cache *c)
 {
     memset(c, 0, sizeof *c);
     TRY(strmap_init(&c->map, CACHE_MAX_WORDS));
     return ids_reserve(&c->ids, &c->cap_ids, 1 << 16);
 }
 
-void word_cache_free(word_cache *c)
+void tokenizer_word_cache_free(word_cache *c)
 {
     strmap_free(&c->map);
     free(c->ids);
     memset(c, 0, sizeof *c);
 }
 
-const uint32_t *word_cache_get(const word_cache *c, const char *key, size_t len, uint64_t hash, uint32_t *count)
+const uint32_t *tokenizer_word_cache_get(const word_cache *c, const char *key, size_t len, uint64_t hash, uint32_t *count)
 {
     int64_t i = strmap_find(&c->map, key, len, hash);
     if (i < 0) return NULL;
@@ -136,7 +136,7 @@ const uint32_t *word_cache_get(const word_cache *c, const char *key, size_t len,
     return p + 1;
 }
 
-status_t word_cache_put(word_cache *c, const char *key, size_t len, uint64_t hash, const uint32_t *ids, uint32_t count)
+status_t tokenizer_word_cache_put(word_cache *c, const char *key, size_t len, uint64_t hash, const uint32_t *ids, uint32_t count)
 {
     if (len > CACHE_MAX_KEY) return ST_OK;
     if (c->map.n + 1 >= CACHE_MAX_WORDS || c->n_ids + count + 1 > CACHE_MAX_IDS) {
@@ -151,17 +151,17 @@ status_t word_cache_put(word_cache *c, const char *key, size_t len, uint64_t has
     return ST_OK;
 }
 
-status_t encode_sink_word(void *ctx, const char *word, size_t len)
+status_t tokenizer_encode_sink_word(void *ctx, const char *word, size_t len)
 {
     encode_sink *sink = ctx;
     tokenizer *t = sink->t;
     uint64_t h = strmap_hash(word, len);
     uint32_t count;
-    const uint32_t *hit = word_cache_get(&t->cache, word, len, h, &count);
+    const uint32_t *hit = tokenizer_word_cache_get(&t->cache, word, len, h, &count);
     if (!hit) {
         TRY(sink->encode_word(t, word, len, &count));
         hit = t->work_ids;
-        TRY(word_cache_put(&t->cache, word, len, h, hit, count));
+        TRY(tokenizer_word_cache_put(&t->cache, word, len, h, hit, count));
     }
     TRY(ids_reserve(sink->ids, sink->cap, *sink->n + count));
     memcpy(*sink->ids + *sink->n, hit, count * sizeof *hit);

@@ -41,7 +41,7 @@ status_t tokenizer_load(const char *dir, tokenizer_kind kind, tokenizer **out)
     FAIL_IF(!t, ST_NOMEM, "out of memory creating a tokenizer");
     t->kind = kind;
     for (int i = 0; i < 6; i++) t->special[i] = -1;
-    status_t st = word_cache_init(&t->cache);
+    status_t st = tokenizer_word_cache_init(&t->cache);
     if (st == ST_OK) st = bytes_reserve(&t->word_buf, &t->word_cap, 256);
     if (st == ST_OK) st = kind == TOKENIZER_BPE ? bpe_load(t, dir) : wordpiece_load(t, dir);
     if (st != ST_OK) {
@@ -65,7 +65,7 @@ void tokenizer_free(tokenizer *t)
 {
     if (!t) return;
     strmap_free(&t->vocab);
-    word_cache_free(&t->cache);
+    tokenizer_word_cache_free(&t->cache);
     free(t->token_text);
     free(t->token_arena);
     free(t->token_raw);
@@ -154,13 +154,13 @@ status_t tokenizer_decode(const tokenizer *t, const uint32_t *ids, size_t n_ids,
 
 status_t tokenizer_save(const tokenizer *t, const char *dir)
 {
-    TRY(make_dirs(dir, 0755));
+    TRY(fileio_make_dirs(dir, 0755));
     static const char *const names[2][2] = {{"encoder.json", "vocab.bpe"}, {"vocab.txt", NULL}};
     const int k = t->kind == TOKENIZER_BPE ? 0 : 1;
     for (int i = 0; i < 2 && names[k][i]; i++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, names[k][i]);
-        TRY(atomic_write_file(path, t->file_data[i], t->file_len[i]));
+        TRY(fileio_write_atomic(path, t->file_data[i], t->file_len[i]));
     }
     return ST_OK;
 }

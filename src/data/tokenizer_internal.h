@@ -43,22 +43,22 @@ typedef struct word_cache {
     size_t n_ids, cap_ids;
 } word_cache;
 
-status_t word_cache_init(word_cache *c);
-void word_cache_free(word_cache *c);
+status_t tokenizer_word_cache_init(word_cache *c);
+void tokenizer_word_cache_free(word_cache *c);
 /* The ids of key, or NULL; *count receives their number. */
-const uint32_t *word_cache_get(const word_cache *c, const char *key, size_t len, uint64_t hash, uint32_t *count);
-status_t word_cache_put(word_cache *c, const char *key, size_t len, uint64_t hash, const uint32_t *ids, uint32_t count);
+const uint32_t *tokenizer_word_cache_get(const word_cache *c, const char *key, size_t len, uint64_t hash, uint32_t *count);
+status_t tokenizer_word_cache_put(word_cache *c, const char *key, size_t len, uint64_t hash, const uint32_t *ids, uint32_t count);
 
 /* Growable arrays: room for need elements of elem_size bytes in *array
  * (capacity *cap, doubled as needed). */
-status_t array_reserve(void **array, size_t *cap, size_t need, size_t elem_size);
+status_t tokenizer_array_reserve(void **array, size_t *cap, size_t need, size_t elem_size);
 static inline status_t ids_reserve(uint32_t **ids, size_t *cap, size_t need)
 {
-    return array_reserve((void **)ids, cap, need, sizeof **ids);
+    return tokenizer_array_reserve((void **)ids, cap, need, sizeof **ids);
 }
 static inline status_t bytes_reserve(char **buf, size_t *cap, size_t need)
 {
-    return array_reserve((void **)buf, cap, need, 1);
+    return tokenizer_array_reserve((void **)buf, cap, need, 1);
 }
 
 /* Where encoded ids go, and how a word missing from the word cache is encoded
@@ -72,7 +72,7 @@ typedef struct encode_sink {
 
 /* A pretoken_fn (ctx: an encode_sink) that appends the ids of one word,
  * through the word cache. */
-status_t encode_sink_word(void *ctx, const char *word, size_t len);
+status_t tokenizer_encode_sink_word(void *ctx, const char *word, size_t len);
 
 /* Merge table of byte-level BPE: (left, right) → (rank, merged id). */
 typedef struct merge_table {

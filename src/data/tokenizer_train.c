@@ -115,7 +115,7 @@ static status_t pair_get(trainer *tr, uint32_t a, uint32_t b, uint32_t *out)
         TRY(pair_index_grow(tr));
         return pair_get(tr, a, b, out);
     }
-    TRY(array_reserve((void **)&tr->pairs, &tr->cap_pairs, (size_t)tr->n_pairs + 1, sizeof *tr->pairs));
+    TRY(tokenizer_array_reserve((void **)&tr->pairs, &tr->cap_pairs, (size_t)tr->n_pairs + 1, sizeof *tr->pairs));
     tr->pair_keys[h] = key;
     tr->pair_slots[h] = tr->n_pairs;
     tr->pairs[tr->n_pairs] = (pair_info){.a = a, .b = b};
@@ -169,7 +169,7 @@ static int heap_before(const trainer *tr, heap_entry x, heap_entry y)
 
 static status_t heap_push(trainer *tr, uint32_t pair)
 {
-    TRY(array_reserve((void **)&tr->heap, &tr->cap_heap, tr->n_heap + 1, sizeof *tr->heap));
+    TRY(tokenizer_array_reserve((void **)&tr->heap, &tr->cap_heap, tr->n_heap + 1, sizeof *tr->heap));
     heap_entry e = {tr->pairs[pair].count, pair};
     size_t i = tr->n_heap++;
     while (i > 0 && heap_before(tr, e, tr->heap[(i - 1) / 2])) {
@@ -227,7 +227,7 @@ static status_t count_word(void *ctx, const char *word, size_t len)
     }
     uint32_t e;
     TRY(strmap_add(&c->words, word, len, h, 0, &e));
-    TRY(array_reserve((void **)&c->counts, &c->cap, (size_t)e + 1, sizeof *c->counts));
+    TRY(tokenizer_array_reserve((void **)&c->counts, &c->cap, (size_t)e + 1, sizeof *c->counts));
     c->counts[e] = 1;
     return ST_OK;
 }
@@ -334,7 +334,7 @@ static status_t trainer_merge_pair(trainer *tr, uint32_t p)
     uint32_t a = tr->pairs[p].a, b = tr->pairs[p].b, c;
     TRY(merged_symbol(tr, a, b, &c));
     uint32_t stamp = tr->n_merges + 1;
-    TRY(array_reserve((void **)&tr->merges, &tr->cap_merges, stamp, sizeof *tr->merges));
+    TRY(tokenizer_array_reserve((void **)&tr->merges, &tr->cap_merges, stamp, sizeof *tr->merges));
     tr->merges[stamp - 1][0] = a;
     tr->merges[stamp - 1][1] = b;
     tr->merges[stamp - 1][2] = c;
@@ -445,7 +445,7 @@ static status_t write_out(const char *dir, const char *name, const text_buf *b)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    return atomic_write_file(path, b->data, b->len);
+    return fileio_write_atomic(path, b->data, b->len);
 }
 
 static status_t write_bpe_files(const trainer *tr, const char *dir)
@@ -540,7 +540,7 @@ status_t tokenizer_train(tokenizer_kind kind, const char *const *files, int n_fi
                      "ask for a vocabulary of at least %u tokens (asked for %u)",
                      tr.symbols.n, tr.symbols.n + reserved, vocab_size);
     if (st == ST_OK) st = train_merges(&tr, vocab_size - reserved);
-    if (st == ST_OK) st = make_dirs(out_dir, 0755);
+    if (st == ST_OK) st = fileio_make_dirs(out_dir, 0755);
     if (st == ST_OK) st = wordpiece ? write_wordpiece_file(&tr, out_dir) : write_bpe_files(&tr, out_dir);
     if (st == ST_OK && tr.symbols.n + reserved < vocab_size)
         log_warn("the corpus ran out of pairs to merge: the vocabulary has %u tokens, not the %u asked for",

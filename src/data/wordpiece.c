@@ -167,7 +167,7 @@ unknown:
 status_t wordpiece_encode(tokenizer *t, const char *text, size_t len, uint32_t **ids, size_t *n, size_t *cap)
 {
     encode_sink sink = {t, ids, n, cap, wordpiece_word};
-    return wordpiece_pretokenize(t, text, len, encode_sink_word, &sink);
+    return wordpiece_pretokenize(t, text, len, tokenizer_encode_sink_word, &sink);
 }
 
 /* ---- decoding: BERT's detokenization */
@@ -228,7 +228,7 @@ status_t wordpiece_load(tokenizer *t, const char *dir)
     FILE *f = fopen(path, "rb");
     FAIL_IF(!f, ST_IO, "%s: missing (cannot open it); check --vocab", path);
     fclose(f);
-    TRY(read_file(path, &t->file_data[0], &t->file_len[0]));
+    TRY(fileio_read_file(path, &t->file_data[0], &t->file_len[0]));
     const char *data = t->file_data[0];
     size_t len = t->file_len[0];
     int cased = 0;

@@ -81,7 +81,7 @@ void dist_topology_free(dist_topology *t);
 void dist_topology_describe(const dist_topology *t, char *buf, size_t n);
 
 /* ---- 2d tensor parallelism: the model's grid operations ------------------------
- * model_tp's gemm and gather for dist.tp_mode = 2d, over dist/pgemm on the
+ * model_tp's tensor_gemm and gather for dist.tp_mode = 2d, over dist/pgemm on the
  * tensor-parallel communicator. ctx of both is the dist_tp_grid. */
 typedef struct dist_tp_grid dist_tp_grid;
 /* The grid of comm (collective over comm) with the layouts of the FFN's

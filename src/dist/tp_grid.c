@@ -1,5 +1,5 @@
 /* dist/tp_grid — the 2d tensor-parallel model's grid operations (model_tp's
- * gemm and gather) over dist/pgemm on the tensor-parallel communicator. The
+ * tensor_gemm and gather) over dist/pgemm on the tensor-parallel communicator. The
  * model hands shapes and local arrays; each shape's layout (descriptor,
  * counts, gather buffer) is made once here and its data pointer set per
  * call, so no operand is copied. */

@@ -115,7 +115,7 @@ static void carve_scratch(carver *cv, model_stage *m)
     const model_config *c = &m->cfg;
     size_t N = (size_t)m->B * c->seq_len, C = c->d_model, V = m->Vl, Cl = m->Cl;
     scratch *s = &m->s;
-    s->gelu = c->bf16 ? NULL : carve(cv, m->nh); /* bf16: made in bf16 (stage_gelu) */
+    s->gelu = c->bf16 ? NULL : carve(cv, m->nh); /* bf16: made in bf16 (model_stage_gelu) */
     if (c->bf16) s->gemm_in = carve(cv, N * C); /* Cl <= C */
     if (m->cfg.recompute) carve_block(cv, m, &m->shared, NULL);
     s->tmp = carve(cv, N * C);
@@ -419,7 +419,7 @@ void model_init_params(model_stage *m, uint64_t seed)
             /* the stream is the name's hash and a slice draws the values of
              * its place in the whole tensor: the same tensor gets the same
              * values in whatever stage and tensor-parallel split it lives */
-            uint64_t stream = hash64(t->name, strlen(t->name));
+            uint64_t stream = hash_xxh3(t->name, strlen(t->name));
             int resid = m->cfg.family == MODEL_GPT && ends_with(t->name, "c_proj.weight");
             const model_run *runs;
             int n = model_stage_runs(m, i, &runs);
@@ -527,13 +527,13 @@ status_t model_forward(model_stage *m, int slot, const batch *b, const model_pas
             "model: the full logits of a tensor-parallel stage (tp = %d) are never gathered; evaluate "
             "logits on an unsplit stage", m->tp.size);
     slot_acts *s = &m->slots[slot];
-    stage_sync_bf16(m);
+    model_stage_sync_bf16(m);
     if (m->first) {
         TRY(check_ids(m, b));
         TRY(embed_forward(m, s, b, pass));
     }
     for (int i = 0; i < m->n_local; i++)
-        TRY(block_forward(m, m->layer_begin + i, &m->p.blocks[i], &s->blocks[i], s->xs[i], b, pass));
+        TRY(model_block_forward(m, m->layer_begin + i, &m->p.blocks[i], &s->blocks[i], s->xs[i], b, pass));
     if (m->last && !(pass->defer_head && pass->train)) TRY(model_head(m, slot, b, pass, losses));
     return ST_OK;
 }
@@ -544,8 +544,8 @@ status_t model_head(model_stage *m, int slot, const batch *b, const model_pass *
     FAIL_IF(!m->last, ST_ERROR, "model: model_head on a stage without the heads (layers [%d, %d) of %d)",
             m->layer_begin, m->layer_end, m->cfg.n_layer);
     FAIL_IF(slot < 0 || slot >= m->n_slots, ST_ERROR, "model: slot %d outside [0, %d)", slot, m->n_slots);
-    stage_sync_bf16(m);
-    TRY(head_forward(m, slot, b, pass, losses));
+    model_stage_sync_bf16(m);
+    TRY(model_head_forward(m, slot, b, pass, losses));
     if (pass->train) model_part_done(m, pass, m->n_local + 1);
     return ST_OK;
 }
@@ -554,13 +554,13 @@ status_t model_backward(model_stage *m, int slot, const batch *b, const model_pa
 {
     FAIL_IF(slot < 0 || slot >= m->n_slots, ST_ERROR, "model: slot %d outside [0, %d)", slot, m->n_slots);
     slot_acts *s = &m->slots[slot];
-    stage_sync_bf16(m);
+    model_stage_sync_bf16(m);
     /* the gradient flows backward through one buffer, updated in place */
     float *dx = s->doutput;
     for (int i = m->n_local - 1; i >= 0; i--) {
         if (m->cfg.recompute)
-            TRY(block_forward(m, m->layer_begin + i, &m->p.blocks[i], &s->blocks[i], s->xs[i], b, pass));
-        TRY(block_backward(m, m->layer_begin + i, &m->p.blocks[i], &m->g.blocks[i], &s->blocks[i],
+            TRY(model_block_forward(m, m->layer_begin + i, &m->p.blocks[i], &s->blocks[i], s->xs[i], b, pass));
+        TRY(model_block_backward(m, m->layer_begin + i, &m->p.blocks[i], &m->g.blocks[i], &s->blocks[i],
                            s->xs[i], dx, b, pass));
         model_part_done(m, pass, 1 + i);
     }

@@ -45,10 +45,10 @@ static status_t row_parallel_forward(model_stage *m, float *out, lin_in inp, con
                                      int K, int OC)
 {
     if (m->tp.size == 1) {
-        TRY(stage_linear_forward(m, out, OC, inp, w, bias, layout_of(m), N, K, OC));
+        TRY(model_stage_linear_forward(m, out, OC, inp, w, bias, layout_of(m), N, K, OC));
         return ST_OK;
     }
-    TRY(stage_linear_forward(m, out, OC, inp, w, NULL, layout_of(m), N, K, OC));
+    TRY(model_stage_linear_forward(m, out, OC, inp, w, NULL, layout_of(m), N, K, OC));
     TRY(model_tp_sum(m, out, (size_t)N * OC));
     #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++)
@@ -63,11 +63,11 @@ static status_t column_parallel_backward(model_stage *m, float *dacc, float *dw,
                                          lin_in inp, const float *w, int N, int C, int OC)
 {
     if (m->tp.size == 1) {
-        TRY(stage_linear_backward(m, dacc, dw, db, dout, OC, inp, w, layout_of(m), N, C, OC, 1));
+        TRY(model_stage_linear_backward(m, dacc, dw, db, dout, OC, inp, w, layout_of(m), N, C, OC, 1));
         return ST_OK;
     }
     float *part = m->s.dtmp;
-    TRY(stage_linear_backward(m, part, dw, db, dout, OC, inp, w, layout_of(m), N, C, OC, 0));
+    TRY(model_stage_linear_backward(m, part, dw, db, dout, OC, inp, w, layout_of(m), N, C, OC, 0));
     TRY(model_tp_sum(m, part, (size_t)N * C));
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < (size_t)N * C; i++) dacc[i] += part[i];
@@ -80,7 +80,7 @@ static status_t attention_half(model_stage *m, int l, const block_params *p, con
 {
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, Cl = m->Cl;
-    TRY(stage_linear_forward(m, a->qkv, 3 * Cl, attn_in, p->qkv_w, p->qkv_b, layout_of(m), N, C, 3 * Cl));
+    TRY(model_stage_linear_forward(m, a->qkv, 3 * Cl, attn_in, p->qkv_w, p->qkv_b, layout_of(m), N, C, 3 * Cl));
     attention_forward(a->atty, a->att_stat, m->s.datt, a->qkv, key_mask_of(m, b), c->family == MODEL_GPT,
                       model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl);
     TRY(row_parallel_forward(m, m->s.tmp, (lin_in){a->atty, a->atty_bf}, p->proj_w, p->proj_b, N, Cl, C));
@@ -95,17 +95,17 @@ static status_t ffn_half(model_stage *m, int l, const block_params *p, const blo
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, F = m->Fl;
     if (m->tp.grid_p > 0) {
-        TRY(ffn2d_forward(m, p, a, ffn_in.f, m->s.tmp, gelu_of(m)));
+        TRY(model_ffn2d_forward(m, p, a, ffn_in.f, m->s.tmp, gelu_of(m)));
     } else {
-        TRY(stage_linear_forward(m, a->fch, F, ffn_in, p->fc_w, p->fc_b, layout_of(m), N, C, F));
-        lin_in h = stage_gelu(m, a->fch, (size_t)N * F, gelu_of(m), a->fch_gelu);
+        TRY(model_stage_linear_forward(m, a->fch, F, ffn_in, p->fc_w, p->fc_b, layout_of(m), N, C, F));
+        lin_in h = model_stage_gelu(m, a->fch, (size_t)N * F, gelu_of(m), a->fch_gelu);
         TRY(row_parallel_forward(m, m->s.tmp, h, p->fc2_w, p->fc2_b, N, F, C));
     }
     dropout_add_forward(out, res, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
     return ST_OK;
 }
 
-status_t block_forward(model_stage *m, int l, const block_params *p, const block_acts *a,
+status_t model_block_forward(model_stage *m, int l, const block_params *p, const block_acts *a,
                        const float *x, const batch *b, const model_pass *pass)
 {
     int N = m->B * m->cfg.seq_len, C = m->cfg.d_model;
@@ -137,12 +137,12 @@ static status_t ffn_half_backward(model_stage *m, int l, const block_params *p, 
     int N = m->B * c->seq_len, C = c->d_model, F = m->Fl;
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
     if (m->tp.grid_p > 0) {
-        TRY(ffn2d_backward(m, p, g, a, ffn_in.f, m->s.dtmp, dacc, gelu_of(m)));
+        TRY(model_ffn2d_backward(m, p, g, a, ffn_in.f, m->s.dtmp, dacc, gelu_of(m)));
         model_poll(pass);
         return ST_OK;
     }
-    lin_in h = stage_gelu(m, a->fch, (size_t)N * F, gelu_of(m), a->fch_gelu);
-    TRY(stage_linear_backward(m, m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, h, p->fc2_w, layout_of(m), N, F, C,
+    lin_in h = model_stage_gelu(m, a->fch, (size_t)N * F, gelu_of(m), a->fch_gelu);
+    TRY(model_stage_linear_backward(m, m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, h, p->fc2_w, layout_of(m), N, F, C,
                               0));
     gelu_backward(m->s.dfch, a->fch, m->s.dfch, (size_t)N * F, gelu_of(m));
     TRY(column_parallel_backward(m, dacc, g->fc_w, g->fc_b, m->s.dfch, ffn_in, p->fc_w, N, C, F));
@@ -159,7 +159,7 @@ static status_t attention_half_backward(model_stage *m, int l, const block_param
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, Cl = m->Cl;
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
-    TRY(stage_linear_backward(m, m->s.dA, g->proj_w, g->proj_b, m->s.dtmp, C, (lin_in){a->atty, a->atty_bf}, p->proj_w, layout_of(m), N,
+    TRY(model_stage_linear_backward(m, m->s.dA, g->proj_w, g->proj_b, m->s.dtmp, C, (lin_in){a->atty, a->atty_bf}, p->proj_w, layout_of(m), N,
                     Cl, C, 0));
     attention_backward(m->s.dqkv, m->s.datt, m->s.dA, a->qkv, a->att_stat, key_mask_of(m, b), c->family == MODEL_GPT,
                        model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl);
@@ -169,7 +169,7 @@ static status_t attention_half_backward(model_stage *m, int l, const block_param
     return ST_OK;
 }
 
-status_t block_backward(model_stage *m, int l, const block_params *p, const block_params *g,
+status_t model_block_backward(model_stage *m, int l, const block_params *p, const block_params *g,
                         const block_acts *a, const float *x, float *dx, const batch *b,
                         const model_pass *pass)
 {

@@ -67,7 +67,7 @@ static void add_col_bias(const model_stage *m, float *h, const float *bias, int 
         for (int j = 0; j < lc; j++) h[(size_t)i * lc + j] += bias[block_cyclic_global(j, m->tp.block, prow, m->tp.grid_p)];
 }
 
-status_t ffn2d_forward(model_stage *m, const block_params *p, const block_acts *a, const float *ffn_in, float *out,
+status_t model_ffn2d_forward(model_stage *m, const block_params *p, const block_acts *a, const float *ffn_in, float *out,
                        gelu_kind gelu)
 {
     int N = m->B * m->cfg.seq_len, C = m->cfg.d_model, F = m->cfg.d_ff, lr, lc;
@@ -100,7 +100,7 @@ static status_t col_bias_backward(model_stage *m, float *db, const float *dh, in
     return ST_OK;
 }
 
-status_t ffn2d_backward(model_stage *m, const block_params *p, const block_params *g, const block_acts *a,
+status_t model_ffn2d_backward(model_stage *m, const block_params *p, const block_params *g, const block_acts *a,
                         const float *ffn_in, float *dy_full, float *dacc, gelu_kind gelu)
 {
     int N = m->B * m->cfg.seq_len, C = m->cfg.d_model, F = m->cfg.d_ff, lr, lc;

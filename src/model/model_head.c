@@ -47,7 +47,7 @@ static status_t tied_logits_loss(model_stage *m, const float *h, float *dh, int 
     for (int r0 = 0; r0 < R; r0 += HEAD_ROWS) {
         int n = R - r0 < HEAD_ROWS ? R - r0 : HEAD_ROWS;
         const float *hc = h + (size_t)r0 * C;
-        if (V) TRY(stage_linear_forward(m, m->s.logits, ld, lin_f32(hc), m->p.wte, bias, W_OUT_IN, n, C, V));
+        if (V) TRY(model_stage_linear_forward(m, m->s.logits, ld, lin_f32(hc), m->p.wte, bias, W_OUT_IN, n, C, V));
         if (pass->logits)
             for (int i = 0; i < n; i++)
                 memcpy(pass->logits + (size_t)rows[r0 + i] * V, m->s.logits + (size_t)i * V,
@@ -58,7 +58,7 @@ static status_t tied_logits_loss(model_stage *m, const float *h, float *dh, int 
         else
             TRY(parallel_crossentropy(m, n, targets + r0, scale, correct, loss));
         if (pass->train && V)
-            TRY(stage_linear_backward(m, dh + (size_t)r0 * C, m->g.wte, dbias, m->s.logits, ld, lin_f32(hc), m->p.wte,
+            TRY(model_stage_linear_backward(m, dh + (size_t)r0 * C, m->g.wte, dbias, m->s.logits, ld, lin_f32(hc), m->p.wte,
                             W_OUT_IN, n, C, V, 0));
         else if (pass->train)
             memset(dh + (size_t)r0 * C, 0, (size_t)n * C * sizeof(float));
@@ -156,7 +156,7 @@ static status_t bert_mlm(model_stage *m, slot_acts *s, const batch *b, const mod
     TRY(select_rows(m, b, pass, &R, &Rp, &valid));
     scratch *k = &m->s;
     gather_rows(k->h_in, x, k->rows, Rp, C);
-    TRY(stage_linear_forward(m, k->h_t, C, lin_f32(k->h_in), m->p.tr_w, m->p.tr_b, W_OUT_IN, Rp, C, C));
+    TRY(model_stage_linear_forward(m, k->h_t, C, lin_f32(k->h_in), m->p.tr_w, m->p.tr_b, W_OUT_IN, Rp, C, C));
     gelu_forward(k->h_g, k->h_t, (size_t)Rp * C, GELU_ERF);
     layernorm_forward(k->h_l, k->h_mean, k->h_rstd, k->h_g, m->p.tr_ln_w, m->p.tr_ln_b, Rp, C,
                       1e-12f);
@@ -169,7 +169,7 @@ static status_t bert_mlm(model_stage *m, slot_acts *s, const batch *b, const mod
     layernorm_backward(k->dh_g, m->g.tr_ln_w, m->g.tr_ln_b, k->dh_l, k->h_g, m->p.tr_ln_w,
                        k->h_mean, k->h_rstd, Rp, C);
     gelu_backward(k->dh_g, k->h_t, k->dh_g, (size_t)Rp * C, GELU_ERF);
-    TRY(stage_linear_backward(m, k->dh_l, m->g.tr_w, m->g.tr_b, k->dh_g, C, lin_f32(k->h_in), m->p.tr_w, W_OUT_IN, Rp,
+    TRY(model_stage_linear_backward(m, k->dh_l, m->g.tr_w, m->g.tr_b, k->dh_g, C, lin_f32(k->h_in), m->p.tr_w, W_OUT_IN, Rp,
                               C, C, 0));
     scatter_add_rows(s->doutput, k->dh_l, k->rows, R, C);
     return ST_OK;
@@ -189,19 +189,19 @@ static status_t bert_nsp(model_stage *m, slot_acts *s, const batch *b, const mod
         valid += y != LABEL_IGNORE;
         memcpy(k->pool_in + (size_t)i * C, x + (size_t)i * T * C, (size_t)C * sizeof(float));
     }
-    TRY(stage_linear_forward(m, k->pool, C, lin_f32(k->pool_in), m->p.pool_w, m->p.pool_b, W_OUT_IN, B, C, C));
+    TRY(model_stage_linear_forward(m, k->pool, C, lin_f32(k->pool_in), m->p.pool_w, m->p.pool_b, W_OUT_IN, B, C, C));
     for (size_t i = 0; i < (size_t)B * C; i++) k->pool[i] = tanhf(k->pool[i]);
-    TRY(stage_linear_forward(m, k->nsp, 2, lin_f32(k->pool), m->p.nsp_w, m->p.nsp_b, W_OUT_IN, B, C, 2));
+    TRY(model_stage_linear_forward(m, k->nsp, 2, lin_f32(k->pool), m->p.nsp_w, m->p.nsp_b, W_OUT_IN, B, C, 2));
     if (pass->nsp_logits) memcpy(pass->nsp_logits, k->nsp, (size_t)B * 2 * sizeof(float));
     float scale = valid ? pass->loss_scale / (float)valid : 0.0f;
     losses->nsp_loss_sum += crossentropy_fused(k->nsp, 2, b->next_sentence_label, B, 2, scale,
                                                k->row_loss, &losses->nsp_correct);
     losses->nsp_count += valid;
     if (!pass->train) return ST_OK;
-    TRY(stage_linear_backward(m, k->dpool, m->g.nsp_w, m->g.nsp_b, k->nsp, 2, lin_f32(k->pool), m->p.nsp_w, W_OUT_IN,
+    TRY(model_stage_linear_backward(m, k->dpool, m->g.nsp_w, m->g.nsp_b, k->nsp, 2, lin_f32(k->pool), m->p.nsp_w, W_OUT_IN,
                     B, C, 2, 0));
     for (size_t i = 0; i < (size_t)B * C; i++) k->dpool[i] *= 1.0f - k->pool[i] * k->pool[i];
-    TRY(stage_linear_backward(m, k->dpool_in, m->g.pool_w, m->g.pool_b, k->dpool, C, lin_f32(k->pool_in), m->p.pool_w,
+    TRY(model_stage_linear_backward(m, k->dpool_in, m->g.pool_w, m->g.pool_b, k->dpool, C, lin_f32(k->pool_in), m->p.pool_w,
                     W_OUT_IN, B, C, C, 0));
     for (int i = 0; i < B; i++) {
         float *d = s->doutput + (size_t)i * T * C;
@@ -210,7 +210,7 @@ static status_t bert_nsp(model_stage *m, slot_acts *s, const batch *b, const mod
     return ST_OK;
 }
 
-status_t head_forward(model_stage *m, int slot, const batch *b, const model_pass *pass,
+status_t model_head_forward(model_stage *m, int slot, const batch *b, const model_pass *pass,
                       model_losses *losses)
 {
     slot_acts *s = &m->slots[slot];

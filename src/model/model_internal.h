@@ -114,19 +114,19 @@ status_t model_runs_build(model_stage *m);
 status_t model_views(const model_stage *m, float *base, stage_params *v);
 
 /* blocks and heads (model_block.c, model_head.c) */
-status_t block_forward(model_stage *m, int l, const block_params *p, const block_acts *a,
+status_t model_block_forward(model_stage *m, int l, const block_params *p, const block_acts *a,
                        const float *x, const batch *b, const model_pass *pass);
-status_t block_backward(model_stage *m, int l, const block_params *p, const block_params *g,
+status_t model_block_backward(model_stage *m, int l, const block_params *p, const block_params *g,
                         const block_acts *a, const float *x, float *dx, const batch *b,
                         const model_pass *pass);
 /* 2d FFN (model_ffn2d.c): out (N,C) = gelu(ffn_in W1 + b1) W2 + b2, the
  * hidden kept in a->fch; backward from dy_full (N,C, used as scratch after)
  * adds d(ffn_in) to dacc and the weights' gradients to g. */
-status_t ffn2d_forward(model_stage *m, const block_params *p, const block_acts *a, const float *ffn_in, float *out,
+status_t model_ffn2d_forward(model_stage *m, const block_params *p, const block_acts *a, const float *ffn_in, float *out,
                        gelu_kind gelu);
-status_t ffn2d_backward(model_stage *m, const block_params *p, const block_params *g, const block_acts *a,
+status_t model_ffn2d_backward(model_stage *m, const block_params *p, const block_params *g, const block_acts *a,
                         const float *ffn_in, float *dy_full, float *dacc, gelu_kind gelu);
-status_t head_forward(model_stage *m, int slot, const batch *b, const model_pass *pass,
+status_t model_head_forward(model_stage *m, int slot, const batch *b, const model_pass *pass,
                       model_losses *losses);
 
 /* A linear layer's input: its fp32 values f and, in a bf16 stage, where its
@@ -143,15 +143,15 @@ static inline lin_in lin_f32(const float *f) { return (lin_in){f, NULL}; }
  * kernels, or bf16 copies of the input / dout and of the weight (the stage's
  * wbf at w's offset) with fp32 outputs. Same shapes and rules as
  * linear_forward / linear_backward; w points into the stage's params. */
-status_t stage_linear_forward(model_stage *m, float *out, int ldo, lin_in inp, const float *w, const float *bias,
+status_t model_stage_linear_forward(model_stage *m, float *out, int ldo, lin_in inp, const float *w, const float *bias,
                               weight_layout lay, int N, int C, int OC);
-status_t stage_linear_backward(model_stage *m, float *dinp, float *dw, float *db, const float *dout, int ldd,
+status_t model_stage_linear_backward(model_stage *m, float *dinp, float *dw, float *db, const float *dout, int ldd,
                                lin_in inp, const float *w, weight_layout lay, int N, int C, int OC, int accumulate);
 /* gelu(fch), n elements, as the FFN's second GEMM takes it: fp32 into
  * f32_out, or (bf16 stage) bf16 straight into the GEMM scratch. */
-lin_in stage_gelu(model_stage *m, const float *fch, size_t n, gelu_kind kind, float *f32_out);
+lin_in model_stage_gelu(model_stage *m, const float *fch, size_t n, gelu_kind kind, float *f32_out);
 /* bf16 stages: remakes wbf from params when they may have changed. */
-void stage_sync_bf16(model_stage *m);
+void model_stage_sync_bf16(model_stage *m);
 
 dropout_site model_dropout(const model_stage *m, const model_pass *pass, int layer, int site);
 /* The tensor group's in-place sum (nothing at tp size 1). */

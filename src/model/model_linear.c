@@ -2,14 +2,14 @@
  *
  * fp32: BLIS. bf16 (mixed precision): the GEMM operands are bf16, the
  * products summed in fp32 (oneDNN), outputs and gradients fp32. The weights'
- * bf16 copy is made once per change of the parameters (stage_sync_bf16: once
+ * bf16 copy is made once per change of the parameters (model_stage_sync_bf16: once
  * per optimizer step), the activations' when a GEMM needs them: a linear's
  * input in forward (kept in bf16 for backward where the block saves it,
  * lin_in.h), its output gradient in backward (one memory-bound pass each, a
  * few percent of the GEMM's time). */
 #include "model/model_internal.h"
 
-void stage_sync_bf16(model_stage *m)
+void model_stage_sync_bf16(model_stage *m)
 {
     if (!m->cfg.bf16 || !m->wbf_stale) return;
     bf16_from_f32(m->wbf, m->params, m->n_params);
@@ -18,7 +18,7 @@ void stage_sync_bf16(model_stage *m)
 
 static const bf16 *weight_bf16(const model_stage *m, const float *w) { return m->wbf + (w - m->params); }
 
-status_t stage_linear_forward(model_stage *m, float *out, int ldo, lin_in inp, const float *w, const float *bias,
+status_t model_stage_linear_forward(model_stage *m, float *out, int ldo, lin_in inp, const float *w, const float *bias,
                               weight_layout lay, int N, int C, int OC)
 {
     if (N == 0) return ST_OK;
@@ -31,7 +31,7 @@ status_t stage_linear_forward(model_stage *m, float *out, int ldo, lin_in inp, c
     return linear_forward_bf16(out, ldo, h, weight_bf16(m, w), bias, lay, N, C, OC);
 }
 
-status_t stage_linear_backward(model_stage *m, float *dinp, float *dw, float *db, const float *dout, int ldd,
+status_t model_stage_linear_backward(model_stage *m, float *dinp, float *dw, float *db, const float *dout, int ldd,
                                lin_in inp, const float *w, weight_layout lay, int N, int C, int OC, int accumulate)
 {
     if (N == 0) return ST_OK;
@@ -49,7 +49,7 @@ status_t stage_linear_backward(model_stage *m, float *dinp, float *dw, float *db
     return linear_backward_bf16(dinp, dw, db, dout, m->s.dbf, ldd, h, weight_bf16(m, w), lay, N, C, OC, accumulate);
 }
 
-lin_in stage_gelu(model_stage *m, const float *fch, size_t n, gelu_kind kind, float *f32_out)
+lin_in model_stage_gelu(model_stage *m, const float *fch, size_t n, gelu_kind kind, float *f32_out)
 {
     if (!m->cfg.bf16) {
         gelu_forward(f32_out, fch, n, kind);

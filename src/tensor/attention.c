@@ -101,7 +101,7 @@ size_t attention_scratch_floats(int B, int T, int NH)
 static void logits_block(float *P, const float *Q, const float *K, int i0, int i1, int kend, int hs, int T, int C3,
                          float scale)
 {
-    gemm_1t(0, 1, i1 - i0, kend, hs, scale, Q + (size_t)i0 * C3, C3, K, C3, 0.0f, P, T);
+    tensor_gemm_1t(0, 1, i1 - i0, kend, hs, scale, Q + (size_t)i0 * C3, C3, K, C3, 0.0f, P, T);
 }
 
 /* First mask element of (sequence b, local head h): keyed by the global head. */
@@ -131,7 +131,7 @@ void attention_forward(float *out, float *stat, float *scratch, const float *qkv
             logits_block(P, Q, K, i0, i1, kend, hs, T, C3, scale);
             softmax_rows(P, stat + (size_t)bh * 2 * T, i0, i1, T, kend, causal, km);
             if (drop.p > 0.0f) dropout_rows(Pd, P, i0, i1, T, kend, &pl, base);
-            gemm_1t(0, 0, i1 - i0, hs, kend, 1.0f, Pd, T, V, C3, 0.0f, O + (size_t)i0 * C, C);
+            tensor_gemm_1t(0, 0, i1 - i0, hs, kend, 1.0f, Pd, T, V, C3, 0.0f, O + (size_t)i0 * C, C);
         }
     }
 }
@@ -182,12 +182,12 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
                 dropout_rows(dP, P, i0, i1, T, kend, &pl, base);
                 Pd = dP;
             }
-            gemm_1t(1, 0, kend, hs, rows, 1.0f, Pd, T, dO + (size_t)i0 * C, C, 1.0f, dV, C3);
-            gemm_1t(0, 1, rows, kend, hs, 1.0f, dO + (size_t)i0 * C, C, V, C3, 0.0f, dP, T);
+            tensor_gemm_1t(1, 0, kend, hs, rows, 1.0f, Pd, T, dO + (size_t)i0 * C, C, 1.0f, dV, C3);
+            tensor_gemm_1t(0, 1, rows, kend, hs, 1.0f, dO + (size_t)i0 * C, C, V, C3, 0.0f, dP, T);
             if (drop.p > 0.0f) dropout_rows(dP, dP, i0, i1, T, kend, &pl, base);
             softmax_backward_rows(dP, P, rows, T, kend, scale);
-            gemm_1t(0, 0, rows, hs, kend, 1.0f, dP, T, K, C3, 0.0f, dQ + (size_t)i0 * C3, C3);
-            gemm_1t(1, 0, kend, hs, rows, 1.0f, dP, T, Q + (size_t)i0 * C3, C3, 1.0f, dK, C3);
+            tensor_gemm_1t(0, 0, rows, hs, kend, 1.0f, dP, T, K, C3, 0.0f, dQ + (size_t)i0 * C3, C3);
+            tensor_gemm_1t(1, 0, kend, hs, rows, 1.0f, dP, T, Q + (size_t)i0 * C3, C3, 1.0f, dK, C3);
         }
     }
 }

@@ -60,7 +60,7 @@ void bf16_to_f32(float *dst, const bf16 *src, size_t n)
 
 typedef struct gemm_key {
     int ta, tb, M, N, K, lda, ldb, ldc, beta;
-    int f32; /* operands fp32 (gemm_onednn_f32) instead of bf16 */
+    int f32; /* operands fp32 (tensor_gemm_onednn_f32) instead of bf16 */
 } gemm_key;
 
 typedef struct gemm_prim {
@@ -209,7 +209,7 @@ static status_t gemm_run(const gemm_key *kk, const void *A, const void *Bm, floa
 {
     gemm_key k = *kk;
     if (k.M == 0 || k.N == 0) return ST_OK;
-    FAIL_IF(beta != 0.0f && beta != 1.0f, ST_ERROR, "gemm_bf16: beta %g (expected 0 or 1)", beta);
+    FAIL_IF(beta != 0.0f && beta != 1.0f, ST_ERROR, "tensor_gemm_bf16: beta %g (expected 0 or 1)", beta);
     if (k.K == 0) {
         for (int i = 0; beta == 0.0f && i < k.M; i++) memset(Cm + (size_t)i * k.ldc, 0, (size_t)k.N * sizeof(float));
         return ST_OK;
@@ -230,24 +230,24 @@ static status_t gemm_run(const gemm_key *kk, const void *A, const void *Bm, floa
     return dnnl_ok(dnnl_stream_wait(G.stream), "waiting for a bf16 matmul");
 }
 
-status_t gemm_bf16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
+status_t tensor_gemm_bf16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
                    float beta, float *Cm, int ldc)
 {
     gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 0};
     return gemm_run(&k, A, Bm, beta, Cm);
 }
 
-status_t gemm_onednn_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *Bm, int ldb,
+status_t tensor_gemm_onednn_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *Bm, int ldb,
                          float beta, float *Cm, int ldc)
 {
     gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 1};
     return gemm_run(&k, A, Bm, beta, Cm);
 }
 
-int gemm_bf16_primitives(void) { return G.n_prims; }
-uint64_t gemm_bf16_evictions(void) { return G.evicted; }
+int tensor_gemm_bf16_primitives(void) { return G.n_prims; }
+uint64_t tensor_gemm_bf16_evictions(void) { return G.evicted; }
 
-void gemm_bf16_shutdown(void)
+void tensor_gemm_bf16_shutdown(void)
 {
     for (int i = 0; i < G.n_prims; i++) prim_destroy(&G.prims[i]);
     if (G.stream) dnnl_stream_destroy(G.stream);

@@ -63,12 +63,12 @@ void gelu_forward_bf16(bf16 *out, const float *inp, size_t n, gelu_kind kind);
  * creates its oneDNN primitive (and may grow the shared scratchpad); later
  * calls of that shape allocate nothing. Not reentrant: call it from one
  * thread (it runs on the OpenMP threads of tensor_runtime). */
-status_t gemm_bf16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
+status_t tensor_gemm_bf16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
                    float beta, float *Cm, int ldc);
 
 /* The same GEMM with fp32 operands through oneDNN's f32 matmul (what
- * tensor.h's gemm runs for the linear layers in fp32). */
-status_t gemm_onednn_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *Bm, int ldb,
+ * tensor.h's tensor_gemm runs for the linear layers in fp32). */
+status_t tensor_gemm_onednn_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *Bm, int ldb,
                          float beta, float *Cm, int ldc);
 
 /* ---- linear layers in mixed precision --------------------------------------
@@ -89,9 +89,9 @@ status_t linear_backward_bf16(float *dinp, float *dweight, float *dbias, const f
 
 /* Primitives held (tests check that a repeated shape reuses one), and how
  * many were replaced because more than the table's 256 shapes came. */
-int gemm_bf16_primitives(void);
-uint64_t gemm_bf16_evictions(void);
+int tensor_gemm_bf16_primitives(void);
+uint64_t tensor_gemm_bf16_evictions(void);
 /* Frees every primitive, the scratchpad, the stream and the engine. */
-void gemm_bf16_shutdown(void);
+void tensor_gemm_bf16_shutdown(void);
 
 #endif

@@ -18,7 +18,7 @@ static void gemm_rntm(int ta, int tb, int M, int N, int K, float alpha, const fl
                  NULL, rntm);
 }
 
-void gemm_blis(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *Bm, int ldb,
+void tensor_gemm_blis(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *Bm, int ldb,
                float beta, float *Cm, int ldc)
 {
     gemm_rntm(ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc, NULL);
@@ -29,17 +29,17 @@ void gemm_blis(int ta, int tb, int M, int N, int K, float alpha, const float *A,
  * model's shapes and within a few percent at the others (bench_gemm, table
  * in docs/design.md). A fixed rule, not a per-run timing, so a run and its
  * resume compute the same bits. */
-void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+void tensor_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
           const float *Bm, int ldb, float beta, float *Cm, int ldc)
 {
     if (alpha == 1.0f && (beta == 0.0f || beta == 1.0f) && !omp_in_parallel()) {
-        if (gemm_onednn_f32(ta, tb, M, N, K, A, lda, Bm, ldb, beta, Cm, ldc) == ST_OK) return;
+        if (tensor_gemm_onednn_f32(ta, tb, M, N, K, A, lda, Bm, ldb, beta, Cm, ldc) == ST_OK) return;
         st_clear(); /* a primitive oneDNN cannot make: BLIS computes it */
     }
-    gemm_blis(ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc);
+    tensor_gemm_blis(ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cm, ldc);
 }
 
-void gemm_1t(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+void tensor_gemm_1t(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
              const float *Bm, int ldb, float beta, float *Cm, int ldc)
 {
     rntm_t rntm = BLIS_RNTM_INITIALIZER;
@@ -62,9 +62,9 @@ void linear_forward(float *out, int ldo, const float *inp, const float *weight,
 {
     float beta = bias_fill(out, ldo, bias, N, OC);
     if (lay == W_OUT_IN)
-        gemm(0, 1, N, OC, C, 1.0f, inp, C, weight, C, beta, out, ldo);
+        tensor_gemm(0, 1, N, OC, C, 1.0f, inp, C, weight, C, beta, out, ldo);
     else
-        gemm(0, 0, N, OC, C, 1.0f, inp, C, weight, OC, beta, out, ldo);
+        tensor_gemm(0, 0, N, OC, C, 1.0f, inp, C, weight, OC, beta, out, ldo);
 }
 
 /* Column sums of dout (N,OC) added to dbias (OC). Each thread owns a block of
@@ -90,12 +90,12 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
     float beta = accumulate ? 1.0f : 0.0f;
     if (lay == W_OUT_IN) {
         /* dinp (N,C) = dout (N,OC) W (OC,C); dW (OC,C) += dout^T inp */
-        if (dinp) gemm(0, 0, N, C, OC, 1.0f, dout, ldd, weight, C, beta, dinp, C);
-        gemm(1, 0, OC, C, N, 1.0f, dout, ldd, inp, C, 1.0f, dweight, C);
+        if (dinp) tensor_gemm(0, 0, N, C, OC, 1.0f, dout, ldd, weight, C, beta, dinp, C);
+        tensor_gemm(1, 0, OC, C, N, 1.0f, dout, ldd, inp, C, 1.0f, dweight, C);
     } else {
         /* dinp (N,C) = dout (N,OC) W^T, W (C,OC); dW (C,OC) += inp^T dout */
-        if (dinp) gemm(0, 1, N, C, OC, 1.0f, dout, ldd, weight, OC, beta, dinp, C);
-        gemm(1, 0, C, OC, N, 1.0f, inp, C, dout, ldd, 1.0f, dweight, OC);
+        if (dinp) tensor_gemm(0, 1, N, C, OC, 1.0f, dout, ldd, weight, OC, beta, dinp, C);
+        tensor_gemm(1, 0, C, OC, N, 1.0f, inp, C, dout, ldd, 1.0f, dweight, OC);
     }
     if (dbias) bias_backward(dbias, dout, ldd, N, OC);
 }
@@ -104,8 +104,8 @@ status_t linear_forward_bf16(float *out, int ldo, const bf16 *inp_bf, const bf16
                              weight_layout lay, int N, int C, int OC)
 {
     float beta = bias_fill(out, ldo, bias, N, OC);
-    if (lay == W_OUT_IN) return gemm_bf16(0, 1, N, OC, C, inp_bf, C, w_bf, C, beta, out, ldo);
-    return gemm_bf16(0, 0, N, OC, C, inp_bf, C, w_bf, OC, beta, out, ldo);
+    if (lay == W_OUT_IN) return tensor_gemm_bf16(0, 1, N, OC, C, inp_bf, C, w_bf, C, beta, out, ldo);
+    return tensor_gemm_bf16(0, 0, N, OC, C, inp_bf, C, w_bf, OC, beta, out, ldo);
 }
 
 status_t linear_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const bf16 *dout_bf,
@@ -114,11 +114,11 @@ status_t linear_backward_bf16(float *dinp, float *dweight, float *dbias, const f
 {
     float beta = accumulate ? 1.0f : 0.0f;
     if (lay == W_OUT_IN) {
-        if (dinp) TRY(gemm_bf16(0, 0, N, C, OC, dout_bf, ldd, w_bf, C, beta, dinp, C));
-        TRY(gemm_bf16(1, 0, OC, C, N, dout_bf, ldd, inp_bf, C, 1.0f, dweight, C));
+        if (dinp) TRY(tensor_gemm_bf16(0, 0, N, C, OC, dout_bf, ldd, w_bf, C, beta, dinp, C));
+        TRY(tensor_gemm_bf16(1, 0, OC, C, N, dout_bf, ldd, inp_bf, C, 1.0f, dweight, C));
     } else {
-        if (dinp) TRY(gemm_bf16(0, 1, N, C, OC, dout_bf, ldd, w_bf, OC, beta, dinp, C));
-        TRY(gemm_bf16(1, 0, C, OC, N, inp_bf, C, dout_bf, ldd, 1.0f, dweight, OC));
+        if (dinp) TRY(tensor_gemm_bf16(0, 1, N, C, OC, dout_bf, ldd, w_bf, OC, beta, dinp, C));
+        TRY(tensor_gemm_bf16(1, 0, C, OC, N, inp_bf, C, dout_bf, ldd, 1.0f, dweight, OC));
     }
     if (dbias) bias_backward(dbias, dout, ldd, N, OC);
     return ST_OK;

@@ -85,11 +85,11 @@ status_t tensor_runtime_init(int requested, int local_ranks, tensor_runtime *rt)
     return ST_OK;
 }
 
-/* One n^3 GEMM of the linear layers' engine: fp32 (tensor.h's gemm) or bf16. */
+/* One n^3 GEMM of the linear layers' engine: fp32 (tensor.h's tensor_gemm) or bf16. */
 static status_t peak_gemm(int use_bf16, int n, const void *a, const void *b, float *c)
 {
-    if (use_bf16) return gemm_bf16(0, 0, n, n, n, a, n, b, n, 0.0f, c, n);
-    gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    if (use_bf16) return tensor_gemm_bf16(0, 0, n, n, n, a, n, b, n, 0.0f, c, n);
+    tensor_gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
     return ST_OK;
 }
 

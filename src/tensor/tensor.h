@@ -39,8 +39,8 @@ typedef struct tensor_runtime {
 status_t tensor_runtime_init(int requested, int local_ranks, tensor_runtime *rt);
 
 /* The GEMM rate this rank reaches (GFLOP/s): best of reps n^3 GEMMs after a
- * warm-up, through the linear layers' engine: fp32 (gemm) or, with use_bf16,
- * bf16 x bf16 -> fp32 (gemm_bf16). What MFU
+ * warm-up, through the linear layers' engine: fp32 (tensor_gemm) or, with use_bf16,
+ * bf16 x bf16 -> fp32 (tensor_gemm_bf16). What MFU
  * is measured against (train/ caches it per machine). Set-up time only: it
  * allocates; 0 on failure. */
 double tensor_gemm_peak_gflops(int use_bf16, int n, int reps);
@@ -50,13 +50,13 @@ double tensor_gemm_peak_gflops(int use_bf16, int n, int reps);
 /* Row-major C[M,N] = alpha * op(A) op(B) + beta * C, op = transpose when ta/tb.
  * lda, ldb, ldc are row strides. Uses the runtime's threads: oneDNN's f32
  * matmul when alpha is 1 and beta 0 or 1 (the linear layers), else BLIS. */
-void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+void tensor_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
           const float *Bm, int ldb, float beta, float *Cm, int ldc);
 /* The same always through BLIS (benchmarks, tests). */
-void gemm_blis(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *Bm, int ldb,
+void tensor_gemm_blis(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *Bm, int ldb,
                float beta, float *Cm, int ldc);
 /* BLIS on one thread, for calls from inside a parallel region. */
-void gemm_1t(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+void tensor_gemm_1t(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
              const float *Bm, int ldb, float beta, float *Cm, int ldc);
 
 /* ---- linear: out = inp W (+ bias) ---------------------------------------- */

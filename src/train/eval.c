@@ -182,7 +182,7 @@ status_t eval_write_json(const eval_result *r, const char *path)
     fprintf(f, "  \"samples\": %llu,\n  \"tokens\": %llu,\n  \"split\": \"%s\"\n}\n",
             (unsigned long long)r->samples, (unsigned long long)r->tokens, dataset_split_label(r->split));
     fclose(f);
-    status_t st = atomic_write_file(path, text, len);
+    status_t st = fileio_write_atomic(path, text, len);
     free(text);
     return st;
 }

@@ -38,7 +38,7 @@ static status_t keep_metrics_until(const char *path, int64_t step)
 {
     char *text;
     size_t len;
-    if (read_file(path, &text, &len) != ST_OK) {
+    if (fileio_read_file(path, &text, &len) != ST_OK) {
         st_clear();
         return ST_OK;
     }
@@ -53,7 +53,7 @@ static status_t keep_metrics_until(const char *path, int64_t step)
         }
         line += n;
     }
-    status_t st = atomic_write_file(path, text, kept);
+    status_t st = fileio_write_atomic(path, text, kept);
     free(text);
     return st;
 }
@@ -61,7 +61,7 @@ static status_t keep_metrics_until(const char *path, int64_t step)
 static status_t open_metrics(trainer *t)
 {
     if (t->rank != 0) return ST_OK;
-    TRY(make_dirs(t->tc.run_dir, 0755));
+    TRY(fileio_make_dirs(t->tc.run_dir, 0755));
     char path[1100];
     snprintf(path, sizeof path, "%s/metrics.jsonl", t->tc.run_dir);
     if (t->start_step > 0) TRY(keep_metrics_until(path, t->start_step));

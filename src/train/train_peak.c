@@ -2,7 +2,7 @@
  *
  * MFU divides the model's flop rate by what the GEMMs of this machine really
  * reach in the precision the run computes in: a 2048^3 GEMM through the
- * engine the linear layers use (fp32: tensor.h's gemm, oneDNN's f32 matmul;
+ * engine the linear layers use (fp32: tensor.h's tensor_gemm, oneDNN's f32 matmul;
  * bf16: oneDNN's bf16 one), best of 5 after a warm-up, on each rank's threads while the
  * other ranks of the node do the same (the contention training sees). A
  * small or single timing is at the mercy of a busy host (a 1024^3 sgemm timed
@@ -58,7 +58,7 @@ int train_cache_file(const char *prefix, const char *key, char *path, size_t n)
     if (!cache_base(base, sizeof base)) return 0;
     cpu_model(cpu, sizeof cpu);
     snprintf(full, sizeof full, "%s|%s", cpu, key);
-    snprintf(path, n, "%s/%s-%016llx.txt", base, prefix, (unsigned long long)hash64(full, strlen(full)));
+    snprintf(path, n, "%s/%s-%016llx.txt", base, prefix, (unsigned long long)hash_xxh3(full, strlen(full)));
     return 1;
 }
 
@@ -74,7 +74,7 @@ static int cache_path(const trainer *t, char *path, size_t n)
        the peak (fp32 moved from BLIS to oneDNN's matmul) measures anew */
     snprintf(key, sizeof key, "%s|%s|onednn-2.6", cpu, t->rt.arch);
     snprintf(path, n, "%s/peak-%s-%dt-%dr-%016llx.txt", base, t->tc.model.bf16 ? "bf16" : "fp32", t->rt.threads,
-             t->local_ranks, (unsigned long long)hash64(key, strlen(key)));
+             t->local_ranks, (unsigned long long)hash_xxh3(key, strlen(key)));
     return 1;
 }
 

@@ -77,7 +77,7 @@ status_t trainer_valid_check(trainer *t)
 
 static status_t forward_through_layout(void *ctx, batch *b, model_losses *l)
 {
-    crash_point("valid:forward"); /* tests: MPILM_TEST_STOP=valid:forward freezes this rank here */
+    fileio_crash_point("valid:forward"); /* tests: MPILM_TEST_STOP=valid:forward freezes this rank here */
     return dist_eval_forward(ctx, b, l);
 }
 

@@ -10,8 +10,8 @@
  *
  * bench_gemm --peak [N [REPS [THREADS]]] (defaults 2048 5 1): the peaks that MFU is measured against
  * (tests/bench/bench_torch_env.sh, bf16_peak): C = A B on N x N x N, best of
- * REPS after a warm-up, through gemm_bf16 (operands converted beforehand, not
- * timed) and through gemm (BLIS sgemm, tensor_runtime's kernel set). Prints
+ * REPS after a warm-up, through tensor_gemm_bf16 (operands converted beforehand, not
+ * timed) and through tensor_gemm (BLIS sgemm, tensor_runtime's kernel set). Prints
  *   "bf16gemm N=2048 threads=T: X GFLOP/s (best of R)"
  *   "sgemm N=2048 threads=T arch=A: Y GFLOP/s (best of R)"
  * (T = the threads tensor_runtime settled on: OMP_NUM_THREADS or
@@ -68,12 +68,12 @@ static int peak(int n, int reps, int threads)
     double best16 = 1e30, best32 = 1e30;
     for (int r = 0; r <= reps; r++) { /* r = 0 warms caches, packing buffers and creates the primitive */
         double t0 = time_now();
-        if (gemm_bf16(0, 0, n, n, n, a16, n, b16, n, 0.0f, c, n) != ST_OK) {
+        if (tensor_gemm_bf16(0, 0, n, n, n, a16, n, b16, n, 0.0f, c, n) != ST_OK) {
             fprintf(stderr, "bench_gemm: %s\n", st_message());
             return 1;
         }
         double t1 = time_now();
-        gemm_blis(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        tensor_gemm_blis(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
         double t2 = time_now();
         if (r == 0) continue;
         if (t1 - t0 < best16) best16 = t1 - t0;
@@ -84,7 +84,7 @@ static int peak(int n, int reps, int threads)
     printf("sgemm N=%d threads=%d arch=%s: %.1f GFLOP/s (best of %d)\n", n, rt.threads, rt.arch,
            flops / best32 * 1e-9, reps);
     free(a), free(b), free(c), free(a16), free(b16);
-    gemm_bf16_shutdown();
+    tensor_gemm_bf16_shutdown();
     return 0;
 }
 
@@ -135,16 +135,16 @@ int main(int argc, char **argv)
         double cvt = 0.0;
         for (int r = -1; r < reps; r++) {
             double t0 = time_now();
-            gemm_blis(p->ta, p->tb, p->M, p->N, p->K, 1.0f, a, lda, b, ldb, 0.0f, c, p->N);
+            tensor_gemm_blis(p->ta, p->tb, p->M, p->N, p->K, 1.0f, a, lda, b, ldb, 0.0f, c, p->N);
             double t1 = time_now();
             bf16_from_f32(a16, a, na);
             double t2 = time_now();
-            if (gemm_bf16(p->ta, p->tb, p->M, p->N, p->K, a16, lda, b16, ldb, 0.0f, c, p->N) != ST_OK) {
+            if (tensor_gemm_bf16(p->ta, p->tb, p->M, p->N, p->K, a16, lda, b16, ldb, 0.0f, c, p->N) != ST_OK) {
                 fprintf(stderr, "bench_gemm: %s\n", st_message());
                 return 1;
             }
             double t3 = time_now();
-            if (gemm_onednn_f32(p->ta, p->tb, p->M, p->N, p->K, a, lda, b, ldb, 0.0f, c, p->N) != ST_OK) {
+            if (tensor_gemm_onednn_f32(p->ta, p->tb, p->M, p->N, p->K, a, lda, b, ldb, 0.0f, c, p->N) != ST_OK) {
                 fprintf(stderr, "bench_gemm: %s\n", st_message());
                 return 1;
             }
@@ -169,6 +169,6 @@ int main(int argc, char **argv)
     free(tdn);
     free(t32);
     free(t16);
-    gemm_bf16_shutdown();
+    tensor_gemm_bf16_shutdown();
     return 0;
 }

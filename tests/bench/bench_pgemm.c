@@ -206,9 +206,9 @@ static void bench_blis(int reps, int vocab_ops)
             double t[16];
             for (int r = 0; r <= reps; r++) {
                 double t0 = time_now();
-                if (op == 0) gemm(0, 1, TOKENS, l->out, l->in, 1, x, l->in, w, l->in, 0, y, l->out);
-                if (op == 1) gemm(1, 0, l->out, l->in, TOKENS, 1, y, l->out, x, l->in, 1, dw, l->in);
-                if (op == 2) gemm(0, 0, TOKENS, l->in, l->out, 1, y, l->out, w, l->in, 0, dx, l->in);
+                if (op == 0) tensor_gemm(0, 1, TOKENS, l->out, l->in, 1, x, l->in, w, l->in, 0, y, l->out);
+                if (op == 1) tensor_gemm(1, 0, l->out, l->in, TOKENS, 1, y, l->out, x, l->in, 1, dw, l->in);
+                if (op == 2) tensor_gemm(0, 0, TOKENS, l->in, l->out, 1, y, l->out, w, l->in, 0, dx, l->in);
                 if (r > 0) t[r - 1] = time_now() - t0;
             }
             qsort(t, (size_t)reps, sizeof t[0], cmp_double);

@@ -62,7 +62,7 @@ int main(int argc, char **argv)
     if (repeats < 1 || repeats > 100) repeats = 3;
     char *data;
     size_t len;
-    if (read_file(argv[3], &data, &len) != ST_OK) {
+    if (fileio_read_file(argv[3], &data, &len) != ST_OK) {
         fprintf(stderr, "bench_tokenizer: %s\n", st_message());
         return 1;
     }

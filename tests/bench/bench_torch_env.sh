@@ -7,7 +7,7 @@
 #   torch_env_check               0 when a Python with torch is there (else prints why not)
 #   sgemm_peak THREADS            "sgemm N=2048 threads=T arch=A: X GFLOP/s (best of 5)"
 #   bf16_peak THREADS             "bf16gemm N=2048 threads=T: X GFLOP/s (best of 5)"
-#                                 (bench_gemm --peak: mpilm's gemm_bf16, oneDNN)
+#                                 (bench_gemm --peak: mpilm's tensor_gemm_bf16, oneDNN)
 #   torch_peer MODEL STEPS [THREADS...]
 #       one line per thread count (default "1 2"), the best over the BLAS
 #       libraries tried: "torch-peer MODEL precision=P threads=T tokens_per_s=X
@@ -101,7 +101,7 @@ sgemm_peak() {
   sgemm_run "$TORCH_ENV_ARCH" 2048 5 "$1"
 }
 
-# The bf16 GEMM peak: mpilm's gemm_bf16 (oneDNN) on 2048^3 at THREADS threads.
+# The bf16 GEMM peak: mpilm's tensor_gemm_bf16 (oneDNN) on 2048^3 at THREADS threads.
 # The BLIS kernel set plays no part in it; the thread variables are set so
 # that a caller's OMP_NUM_THREADS cannot change the count.
 bf16_peak() {

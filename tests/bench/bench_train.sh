@@ -187,7 +187,7 @@ cat "$speedups"
 for p in $PRECISIONS; do
   case $p in
     fp32) echo "peak fp32: $peak_fp32 GFLOP/s (BLIS sgemm 2048^3, 2 threads, bench_sgemm)" ;;
-    bf16) echo "peak bf16: $peak_bf16 GFLOP/s (oneDNN bf16 GEMM 2048^3 via gemm_bf16, 2 threads, bench_gemm --peak)" ;;
+    bf16) echo "peak bf16: $peak_bf16 GFLOP/s (oneDNN bf16 GEMM 2048^3 via tensor_gemm_bf16, 2 threads, bench_gemm --peak)" ;;
   esac
 done
 echo "targets: bf16 ratio >= 1.25 (gpt-mini, bert-mini), >= 1.1 (gpt2-small); fp32 ratio >= 1.25 (gpt-mini),"

@@ -40,12 +40,12 @@ static void fix_checksums(uint8_t *s, size_t size)
             uint8_t *e = p + 16 + i * SHARD_INDEX_ENTRY;
             uint64_t offset = get64(e), bounds = get32(e + 8), data = get32(e + 12), records = get32(e + 20);
             if (inside(offset + HEAD, 4 * records, size) && offset < size)
-                put64(e + 32, hash64(s + offset + HEAD, 4 * records));
-            if (inside(offset + bounds, data, size) && offset < size) put64(e + 40, hash64(s + offset + bounds, data));
+                put64(e + 32, hash_xxh3(s + offset + HEAD, 4 * records));
+            if (inside(offset + bounds, data, size) && offset < size) put64(e + 40, hash_xxh3(s + offset + bounds, data));
         }
-        put64(h + 64, hash64(p, payload));
+        put64(h + 64, hash_xxh3(p, payload));
     }
-    put64(h + 72, hash64(h, 72));
+    put64(h + 72, hash_xxh3(h, 72));
 }
 
 static void read_shard(const char *path)

@@ -266,7 +266,7 @@ static double worst_relative(const run *a, const run *b)
 static uint64_t params_hash(dist_engine *e)
 {
     model_stage *m = dist_engine_stage(e);
-    return hash64(model_params(m), model_n_params(m) * sizeof(float));
+    return hash_xxh3(model_params(m), model_n_params(m) * sizeof(float));
 }
 
 static void check_replicas(dist_engine *e, const char *label)
@@ -280,7 +280,7 @@ static void check_replicas(dist_engine *e, const char *label)
     const model_tensor *w = model_tensor_find(m, model_stage_config(m)->family == MODEL_BERT
                                                      ? "bert.embeddings.word_embeddings.weight"
                                                      : "transformer.wte.weight");
-    uint64_t mine = hash64(model_params(m) + w->offset, w->numel * sizeof(float)), other;
+    uint64_t mine = hash_xxh3(model_params(m) + w->offset, w->numel * sizeof(float)), other;
     MPI_Sendrecv(&mine, 1, MPI_UINT64_T, t->stage == 0, 5, &other, 1, MPI_UINT64_T, t->stage == 0, 5, t->tied,
                  MPI_STATUS_IGNORE);
     CHECK(mine == other, "%s: replica %d: the tied embedding copies differ", label, t->replica);

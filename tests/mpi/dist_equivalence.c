@@ -212,7 +212,7 @@ static void compare_replicated_grads(dist_engine *e, const char *label)
     uint64_t h = 0;
     for (int i = 0; i < model_n_tensors(m); i++) {
         const model_tensor *x = model_tensor_at(m, i);
-        if (!x->tp_split) h = h * 31 + hash64(model_grads(m) + x->offset, x->numel * sizeof(float));
+        if (!x->tp_split) h = h * 31 + hash_xxh3(model_grads(m) + x->offset, x->numel * sizeof(float));
     }
     uint64_t h0 = h;
     MPI_Bcast(&h0, 1, MPI_UINT64_T, 0, t->tp_comm);
@@ -239,7 +239,7 @@ static void compare_replicas(dist_engine *e, const char *label)
 {
     const dist_topology *t = dist_engine_topology(e);
     model_stage *m = dist_engine_stage(e);
-    uint64_t h = hash64(model_params(m), model_n_params(m) * sizeof(float)), h0 = h;
+    uint64_t h = hash_xxh3(model_params(m), model_n_params(m) * sizeof(float)), h0 = h;
     MPI_Bcast(&h0, 1, MPI_UINT64_T, 0, t->dp_comm);
     CHECK(h == h0, "%s: stage %d replica %d parameters differ from replica 0's", label, t->stage, t->replica);
 }

@@ -105,7 +105,7 @@ static void check_product_blocks(const pgemm_grid *g, int ta, int tb, int M, int
     status_t st = pgemm_run(ta, tb, 0.5f, &A, &B, 0.25f, &C);
     CHECK(st == ST_OK, "pgemm_run: %s", st_message());
     CHECK(pgemm_gather(&C, got, N) == ST_OK, "gather: %s", st_message());
-    gemm(ta, tb, M, N, K, 0.5f, a, ac, b, bc, 0.25f, c, N);
+    tensor_gemm(ta, tb, M, N, K, 0.5f, a, ac, b, bc, 0.25f, c, N);
     char what[64];
     snprintf(what, sizeof what, "op %d%d %dx%dx%d block %d", ta, tb, M, N, K, block);
     check_close(what, got, c, (size_t)M * N);

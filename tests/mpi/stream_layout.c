@@ -16,9 +16,9 @@ enum { C = 3, T = 32, STEPS = 300 };
 static uint64_t row_hash(const batch *b, int r)
 {
     size_t o = (size_t)r * T, n = T * sizeof(int32_t);
-    uint64_t h[5] = {hash64(b->input_ids + o, n), hash64(b->labels + o, n), hash64(b->token_type_ids + o, n),
-                     hash64(b->attention_mask + o, n), (uint64_t)b->next_sentence_label[r]};
-    return hash64(h, sizeof h);
+    uint64_t h[5] = {hash_xxh3(b->input_ids + o, n), hash_xxh3(b->labels + o, n), hash_xxh3(b->token_type_ids + o, n),
+                     hash_xxh3(b->attention_mask + o, n), (uint64_t)b->next_sentence_label[r]};
+    return hash_xxh3(h, sizeof h);
 }
 
 static stream *open_or_die(const char *dir, stream_objective obj, int rank, int size, int chunk)

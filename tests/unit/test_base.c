@@ -276,7 +276,7 @@ Test(rng, philox4x32_10_known_answers)
     };
     for (int v = 0; v < 3; v++) {
         uint32_t out[4];
-        philox4x32_10(vectors[v], vectors[v] + 4, out);
+        rng_philox4x32_10(vectors[v], vectors[v] + 4, out);
         for (int i = 0; i < 4; i++) cr_assert_eq(out[i], vectors[v][6 + i], "vector %d word %d: %08x", v, i, out[i]);
     }
 }
@@ -364,7 +364,7 @@ Test(rng, fill_normal_is_deterministic_and_scaled)
 
 Test(hash, xxh3_known_value_hex_and_file)
 {
-    cr_assert_eq(hash64("", 0), 0x2D06800538D394C2ull, "XXH3-64 of the empty input");
+    cr_assert_eq(hash_xxh3("", 0), 0x2D06800538D394C2ull, "XXH3-64 of the empty input");
     char hex[17];
     uint64_t back;
     hash_to_hex(0x0123456789abcdefull, hex);
@@ -379,10 +379,10 @@ Test(hash, xxh3_known_value_hex_and_file)
     snprintf(path, sizeof path, "%s/h.bin", tmp_dir);
     static char data[200000];
     for (size_t i = 0; i < sizeof data; i++) data[i] = (char)(i * 31);
-    cr_assert_eq(atomic_write_file(path, data, sizeof data), ST_OK);
+    cr_assert_eq(fileio_write_atomic(path, data, sizeof data), ST_OK);
     uint64_t h;
     cr_assert_eq(hash_file(path, &h), ST_OK);
-    cr_assert_eq(h, hash64(data, sizeof data));
+    cr_assert_eq(h, hash_xxh3(data, sizeof data));
     hash_stream *s = hash_stream_new();
     hash_stream_update(s, data, 1000);
     hash_stream_update(s, data + 1000, sizeof data - 1000);
@@ -401,7 +401,7 @@ static void assert_content(const char *path, const char *want)
 {
     char *data;
     size_t len;
-    cr_assert_eq(read_file(path, &data, &len), ST_OK, "%s", st_message());
+    cr_assert_eq(fileio_read_file(path, &data, &len), ST_OK, "%s", st_message());
     cr_assert_eq(len, strlen(want));
     cr_assert_str_eq(data, want);
     free(data);
@@ -411,8 +411,8 @@ Test(fileio, atomic_write_replaces_content)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/f.txt", tmp_dir);
-    cr_assert_eq(atomic_write_file(path, "old", 3), ST_OK);
-    cr_assert_eq(atomic_write_file(path, "new content", 11), ST_OK);
+    cr_assert_eq(fileio_write_atomic(path, "old", 3), ST_OK);
+    cr_assert_eq(fileio_write_atomic(path, "new content", 11), ST_OK);
     assert_content(path, "new content");
     char tmp[600];
     snprintf(tmp, sizeof tmp, "%s/.f.txt.tmp", tmp_dir);
@@ -426,7 +426,7 @@ static void crash_while_writing(const char *path, const char *phase)
     cr_assert_neq(pid, -1);
     if (pid == 0) {
         setenv("MPILM_TEST_CRASH", phase, 1);
-        atomic_write_file(path, "half-written new content", 24);
+        fileio_write_atomic(path, "half-written new content", 24);
         _exit(0); /* not reached when the crash point fires */
     }
     int wstatus;
@@ -447,10 +447,10 @@ Test(fileio, test_pause_holds_its_phase_through_signals)
     setenv("MPILM_TEST_PAUSE", "atomic:before_rename:0.3", 1);
     struct timespec t0, t1, t2;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    crash_point("atomic:before_fsync");
+    fileio_crash_point("atomic:before_fsync");
     clock_gettime(CLOCK_MONOTONIC, &t1);
     ualarm(50000, 0);
-    crash_point("atomic:before_rename");
+    fileio_crash_point("atomic:before_rename");
     clock_gettime(CLOCK_MONOTONIC, &t2);
     unsetenv("MPILM_TEST_PAUSE");
     double other = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
@@ -463,13 +463,13 @@ Test(fileio, crash_before_rename_leaves_old_file_intact)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/f.txt", tmp_dir);
-    cr_assert_eq(atomic_write_file(path, "old", 3), ST_OK);
+    cr_assert_eq(fileio_write_atomic(path, "old", 3), ST_OK);
     crash_while_writing(path, "atomic:before_fsync");
     assert_content(path, "old");
     crash_while_writing(path, "atomic:before_rename");
     assert_content(path, "old");
     /* The next writer replaces the stale temporary file and succeeds. */
-    cr_assert_eq(atomic_write_file(path, "next", 4), ST_OK);
+    cr_assert_eq(fileio_write_atomic(path, "next", 4), ST_OK);
     assert_content(path, "next");
 }
 
@@ -477,18 +477,18 @@ Test(fileio, crash_after_rename_has_the_complete_new_file)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/f.txt", tmp_dir);
-    cr_assert_eq(atomic_write_file(path, "old", 3), ST_OK);
+    cr_assert_eq(fileio_write_atomic(path, "old", 3), ST_OK);
     crash_while_writing(path, "atomic:before_dir_fsync");
     assert_content(path, "half-written new content");
 }
 
 Test(fileio, errors_name_the_path)
 {
-    cr_assert_eq(atomic_write_file("/nonexistent-dir/x", "a", 1), ST_IO);
+    cr_assert_eq(fileio_write_atomic("/nonexistent-dir/x", "a", 1), ST_IO);
     cr_assert(strstr(st_message(), "/nonexistent-dir/x: cannot create temporary file"), "%s", st_message());
     char *data;
     size_t len;
-    cr_assert_eq(read_file("/nonexistent-dir/y", &data, &len), ST_IO);
+    cr_assert_eq(fileio_read_file("/nonexistent-dir/y", &data, &len), ST_IO);
     cr_assert(strstr(st_message(), "/nonexistent-dir/y: cannot open"), "%s", st_message());
 }
 
@@ -498,16 +498,16 @@ Test(fileio, disk_full_is_reported_and_old_file_kept)
      * a writer whose FILE is redirected there. */
     char path[512];
     snprintf(path, sizeof path, "%s/f.txt", tmp_dir);
-    cr_assert_eq(atomic_write_file(path, "old", 3), ST_OK);
+    cr_assert_eq(fileio_write_atomic(path, "old", 3), ST_OK);
     atomic_file af;
-    cr_assert_eq(atomic_file_open(&af, path), ST_OK);
+    cr_assert_eq(fileio_atomic_open(&af, path), ST_OK);
     fclose(af.f);
     af.f = fopen("/dev/full", "w");
     cr_assert_not_null(af.f);
     static char big[1 << 16];
-    status_t st = atomic_file_write(&af, big, sizeof big);
-    if (st == ST_OK) st = atomic_file_commit(&af);
-    else atomic_file_abort(&af);
+    status_t st = fileio_atomic_write(&af, big, sizeof big);
+    if (st == ST_OK) st = fileio_atomic_commit(&af);
+    else fileio_atomic_abort(&af);
     cr_assert_eq(st, ST_IO);
     cr_assert(strstr(st_message(), "disk is full"), "%s", st_message());
     assert_content(path, "old");
@@ -517,11 +517,11 @@ Test(fileio, make_dirs_creates_nested_directories)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/a/b/c", tmp_dir);
-    cr_assert_eq(make_dirs(path, 0755), ST_OK);
+    cr_assert_eq(fileio_make_dirs(path, 0755), ST_OK);
     struct stat sb;
     cr_assert_eq(stat(path, &sb), 0);
     cr_assert(S_ISDIR(sb.st_mode));
-    cr_assert_eq(make_dirs(path, 0755), ST_OK, "existing directories are fine");
+    cr_assert_eq(fileio_make_dirs(path, 0755), ST_OK, "existing directories are fine");
 }
 
 /* ---- log ------------------------------------------------------------------- */

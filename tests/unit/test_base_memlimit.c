@@ -29,7 +29,7 @@ static void put(const char *rel, const char *text)
     snprintf(path, sizeof path, "%s/%s", root, rel);
     snprintf(dir, sizeof dir, "%s", path);
     *strrchr(dir, '/') = '\0';
-    cr_assert_eq(make_dirs(dir, 0755), ST_OK);
+    cr_assert_eq(fileio_make_dirs(dir, 0755), ST_OK);
     FILE *f = fopen(path, "w");
     cr_assert_not_null(f);
     fputs(text, f);

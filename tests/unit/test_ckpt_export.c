@@ -44,7 +44,7 @@ static void round_trip(model_family f)
     size_t n;
     float *p = params_of(&c, &n), *q = NULL;
     cr_assert_eq(export_hf(&c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
-    cr_assert_eq(import_hf(dir, &back, &q), ST_OK, "%s", st_message());
+    cr_assert_eq(export_import_hf(dir, &back, &q), ST_OK, "%s", st_message());
     cr_expect(back.family == c.family && back.n_layer == 2 && back.d_model == 16 && back.n_head == 2 &&
               back.d_ff == 40 && back.max_positions == 12 && back.vocab_size == 30 && back.pre_ln == c.pre_ln);
     cr_expect(memcmp(p, q, n * sizeof(float)) == 0, "parameters changed on the way");
@@ -72,7 +72,7 @@ Test(export, files_use_hugging_face_names_shapes_and_config_keys)
     cr_expect(!safet_find(f, "lm_head.weight"), "the tied head is not stored");
     safet_close(f);
     snprintf(path, sizeof path, "%s/config.json", dir);
-    cr_assert_eq(read_file(path, &text, &len), ST_OK);
+    cr_assert_eq(fileio_read_file(path, &text, &len), ST_OK);
     cr_expect(strstr(text, "\"GPT2LMHeadModel\"") && strstr(text, "\"gelu_new\"") && strstr(text, "\"n_inner\":\t40") &&
               strstr(text, "\"torch_dtype\":\t\"float32\""), "%s", text);
     free(text);
@@ -86,7 +86,7 @@ Test(export, sinusoidal_positions_become_the_position_table)
     size_t n;
     float *p = params_of(&c, &n), *q = NULL;
     cr_assert_eq(export_hf(&c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
-    cr_assert_eq(import_hf(dir, &back, &q), ST_OK, "%s", st_message());
+    cr_assert_eq(export_import_hf(dir, &back, &q), ST_OK, "%s", st_message());
     cr_expect(!back.sinusoidal, "Hugging Face has only learned positions");
     model_tensor *t;
     int nt;
@@ -119,13 +119,13 @@ Test(export, import_names_what_is_missing)
 {
     model_config c;
     float *q = NULL;
-    cr_expect_neq(import_hf(dir, &c, &q), ST_OK);
+    cr_expect_neq(export_import_hf(dir, &c, &q), ST_OK);
     cr_expect(strstr(st_message(), "config.json"), "%s", st_message());
     char path[600];
     snprintf(path, sizeof path, "%s/config.json", dir);
     const char *cfg = "{\"model_type\": \"gpt2\", \"n_embd\": 16, \"n_layer\": 1, \"n_head\": 2, "
                       "\"n_positions\": 8, \"vocab_size\": 30}";
-    cr_assert_eq(atomic_write_file(path, cfg, strlen(cfg)), ST_OK);
+    cr_assert_eq(fileio_write_atomic(path, cfg, strlen(cfg)), ST_OK);
     safet_writer w;
     safet_writer_init(&w);
     float x[30 * 16] = {0};
@@ -134,12 +134,12 @@ Test(export, import_names_what_is_missing)
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     cr_assert_eq(safet_writer_write(&w, path), ST_OK);
     safet_writer_free(&w);
-    cr_expect_neq(import_hf(dir, &c, &q), ST_OK);
+    cr_expect_neq(export_import_hf(dir, &c, &q), ST_OK);
     cr_expect(strstr(st_message(), "transformer.wpe.weight"), "%s", st_message());
     cfg = "{\"model_type\": \"t5\"}";
     snprintf(path, sizeof path, "%s/config.json", dir);
-    cr_assert_eq(atomic_write_file(path, cfg, strlen(cfg)), ST_OK);
-    cr_expect_neq(import_hf(dir, &c, &q), ST_OK);
+    cr_assert_eq(fileio_write_atomic(path, cfg, strlen(cfg)), ST_OK);
+    cr_expect_neq(export_import_hf(dir, &c, &q), ST_OK);
     cr_expect(strstr(st_message(), "t5"), "%s", st_message());
 }
 
@@ -150,7 +150,7 @@ static char *config_text(void)
     char path[600], *text;
     size_t len;
     snprintf(path, sizeof path, "%s/config.json", dir);
-    cr_assert_eq(read_file(path, &text, &len), ST_OK);
+    cr_assert_eq(fileio_read_file(path, &text, &len), ST_OK);
     return text;
 }
 
@@ -175,7 +175,7 @@ static void bf16_round_trip(model_config c)
     cr_expect(strstr(text, "\"torch_dtype\":\t\"bfloat16\""), "%s", text);
     free(text);
 
-    cr_assert_eq(import_hf(dir, &back, &q), ST_OK, "%s", st_message());
+    cr_assert_eq(export_import_hf(dir, &back, &q), ST_OK, "%s", st_message());
     cr_expect(back.family == c.family && back.n_layer == c.n_layer && back.d_model == c.d_model &&
               back.vocab_size == c.vocab_size && back.pre_ln == c.pre_ln);
     model_tensor *t, *t0;
@@ -267,7 +267,7 @@ Test(export, f16_files_import_exactly)
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     cr_assert_eq(safet_writer_write(&w, path), ST_OK, "%s", st_message());
     safet_writer_free(&w);
-    cr_assert_eq(import_hf(dir, &back, &q), ST_OK, "%s", st_message());
+    cr_assert_eq(export_import_hf(dir, &back, &q), ST_OK, "%s", st_message());
     cr_expect(memcmp(p, q, n * sizeof(float)) == 0, "F16 parameters did not widen exactly");
     free(h);
     free(t);

@@ -47,7 +47,7 @@ static const char *write_raw(const char *name, uint64_t declared_len, const char
     for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(declared_len >> (8 * i));
     memcpy(buf + 8, header, hlen);
     const char *path = tmp_path(name);
-    cr_assert_eq(atomic_write_file(path, buf, len), ST_OK, "%s", st_message());
+    cr_assert_eq(fileio_write_atomic(path, buf, len), ST_OK, "%s", st_message());
     free(buf);
     return path;
 }
@@ -126,7 +126,7 @@ static void expect_header_dtype(const char *path, const char *name, const char *
 {
     char *raw;
     size_t n;
-    cr_assert_eq(read_file(path, &raw, &n), ST_OK);
+    cr_assert_eq(fileio_read_file(path, &raw, &n), ST_OK);
     char want[128];
     snprintf(want, sizeof want, "\"%s\":{\"dtype\":\"%s\"", name, dtype);
     uint64_t hlen = 0;
@@ -262,7 +262,7 @@ Test(safetensors, header_is_space_padded_so_data_starts_at_a_multiple_of_8)
         safet_writer_free(&wr);
         char *raw;
         size_t n;
-        cr_assert_eq(read_file(path, &raw, &n), ST_OK);
+        cr_assert_eq(fileio_read_file(path, &raw, &n), ST_OK);
         uint64_t hlen = 0;
         for (int i = 7; i >= 0; i--) hlen = hlen << 8 | (unsigned char)raw[i];
         cr_assert_eq((8 + hlen) % 8, 0);
@@ -347,7 +347,7 @@ Test(safetensors, read_f32_refuses_missing_tensors_other_counts_and_integer_dtyp
 Test(safetensors, truncated_header_length_is_reported_at_byte_0)
 {
     const char *path = tmp_path("short.safetensors");
-    cr_assert_eq(atomic_write_file(path, "\x10\x00\x00", 3), ST_OK);
+    cr_assert_eq(fileio_write_atomic(path, "\x10\x00\x00", 3), ST_OK);
     assert_open_fails(path, ST_FORMAT, 0, "truncated header");
 }
 

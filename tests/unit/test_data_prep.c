@@ -158,10 +158,10 @@ Test(prep, invalid_utf8_is_refused_with_file_line_and_byte_offset, .init = setup
     cr_assert(strstr(st_message(), want), "message: %s", st_message());
     cr_assert(strstr(st_message(), "--replace-invalid"));
     cr_assert_eq(run_prep(1), 1, "%s", st_message());
-    cr_assert_eq(utf8_check((const unsigned char *)"\xED\xA0\x80", 3), 0, "a surrogate is invalid");
-    cr_assert_eq(utf8_check((const unsigned char *)"a\xF4\x90\x80\x80", 5), 1, "above U+10FFFF is invalid");
-    cr_assert_eq(utf8_check((const unsigned char *)"\xC0\xAF", 2), 0, "an overlong form is invalid");
-    cr_assert_eq(utf8_check((const unsigned char *)"\xF0\x9F\x98\x80", 4), 4);
+    cr_assert_eq(prep_utf8_check((const unsigned char *)"\xED\xA0\x80", 3), 0, "a surrogate is invalid");
+    cr_assert_eq(prep_utf8_check((const unsigned char *)"a\xF4\x90\x80\x80", 5), 1, "above U+10FFFF is invalid");
+    cr_assert_eq(prep_utf8_check((const unsigned char *)"\xC0\xAF", 2), 0, "an overlong form is invalid");
+    cr_assert_eq(prep_utf8_check((const unsigned char *)"\xF0\x9F\x98\x80", 4), 4);
 }
 
 Test(prep, empty_input_is_a_clear_error, .init = setup, .fini = cleanup)

@@ -115,13 +115,13 @@ Test(tensor, gemm_transposes_match_naive_loops)
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) {
             /* op(A) is M x K: stored K x M when transposed */
-            gemm(ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f, C, N);
+            tensor_gemm(ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f, C, N);
             for (int i = 0; i < M; i++)
                 for (int j = 0; j < N; j++) {
                     double s = 0.0;
                     for (int k = 0; k < K; k++)
                         s += (double)(ta ? A[k * M + i] : A[i * K + k]) * (tb ? B[j * K + k] : B[k * N + j]);
-                    cr_expect(fabs(s - C[i * N + j]) < 1e-4, "gemm(%d,%d)[%d,%d]", ta, tb, i, j);
+                    cr_expect(fabs(s - C[i * N + j]) < 1e-4, "tensor_gemm(%d,%d)[%d,%d]", ta, tb, i, j);
                 }
         }
 }

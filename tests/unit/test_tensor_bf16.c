@@ -84,7 +84,7 @@ static void check_gemm(int ta, int tb, int M, int N, int K, int beta)
     memcpy(c, c0, (size_t)M * ldc * sizeof *c);
     bf16_from_f32(ah, a, (size_t)ar * lda);
     bf16_from_f32(bh, b, (size_t)br * ldb);
-    cr_assert_eq(gemm_bf16(ta, tb, M, N, K, ah, lda, bh, ldb, beta ? 1.0f : 0.0f, c, ldc), ST_OK, "%s", st_message());
+    cr_assert_eq(tensor_gemm_bf16(ta, tb, M, N, K, ah, lda, bh, ldb, beta ? 1.0f : 0.0f, c, ldc), ST_OK, "%s", st_message());
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             double exact = 0.0, rounded = 0.0, mag = 0.0;
@@ -129,13 +129,13 @@ Test(bf16, a_repeated_shape_reuses_its_primitive)
     float c[M * N];
     for (int i = 0; i < M * K; i++) a[i] = bf16_round(0.5f);
     for (int i = 0; i < K * N; i++) b[i] = bf16_round(0.25f);
-    cr_assert_eq(gemm_bf16(0, 0, M, N, K, a, K, b, N, 0.0f, c, N), ST_OK);
-    int made = gemm_bf16_primitives();
-    for (int r = 0; r < 5; r++) cr_assert_eq(gemm_bf16(0, 0, M, N, K, a, K, b, N, 0.0f, c, N), ST_OK);
-    cr_expect_eq(gemm_bf16_primitives(), made, "the same shape created another primitive");
+    cr_assert_eq(tensor_gemm_bf16(0, 0, M, N, K, a, K, b, N, 0.0f, c, N), ST_OK);
+    int made = tensor_gemm_bf16_primitives();
+    for (int r = 0; r < 5; r++) cr_assert_eq(tensor_gemm_bf16(0, 0, M, N, K, a, K, b, N, 0.0f, c, N), ST_OK);
+    cr_expect_eq(tensor_gemm_bf16_primitives(), made, "the same shape created another primitive");
     cr_expect_eq(c[0], 1.0f, "0.5 x 0.25 summed over 8 = 1");
-    cr_assert_eq(gemm_bf16(0, 0, M, N, K, a, K, b, N, 1.0f, c, N), ST_OK);
-    cr_expect_eq(gemm_bf16_primitives(), made + 1, "beta = 1 is its own primitive (an accumulate post-op)");
+    cr_assert_eq(tensor_gemm_bf16(0, 0, M, N, K, a, K, b, N, 1.0f, c, N), ST_OK);
+    cr_expect_eq(tensor_gemm_bf16_primitives(), made + 1, "beta = 1 is its own primitive (an accumulate post-op)");
     cr_expect_eq(c[0], 2.0f, "beta = 1 adds to C");
 }
 
@@ -143,7 +143,7 @@ Test(bf16, gemm_refuses_a_beta_it_cannot_apply)
 {
     bf16 a[4] = {0}, b[4] = {0};
     float c[4] = {0};
-    cr_expect_eq(gemm_bf16(0, 0, 2, 2, 2, a, 2, b, 2, 0.5f, c, 2), ST_ERROR);
+    cr_expect_eq(tensor_gemm_bf16(0, 0, 2, 2, 2, a, 2, b, 2, 0.5f, c, 2), ST_ERROR);
     cr_expect(strstr(st_message(), "beta") != NULL, "message: %s", st_message());
 }
 
@@ -215,8 +215,8 @@ Test(bf16, onednn_f32_gemm_equals_blis)
             fill(c, M * N, 11, 1.0f);
             memcpy(ref, c, sizeof c);
             int lda = ta ? M : K, ldb = tb ? K : N;
-            cr_assert_eq(gemm_onednn_f32(ta, tb, M, N, K, a, lda, b, ldb, 1.0f, c, N), ST_OK, "%s", st_message());
-            gemm_blis(ta, tb, M, N, K, 1.0f, a, lda, b, ldb, 1.0f, ref, N);
+            cr_assert_eq(tensor_gemm_onednn_f32(ta, tb, M, N, K, a, lda, b, ldb, 1.0f, c, N), ST_OK, "%s", st_message());
+            tensor_gemm_blis(ta, tb, M, N, K, 1.0f, a, lda, b, ldb, 1.0f, ref, N);
             for (int i = 0; i < M * N; i++)
                 cr_assert(fabsf(c[i] - ref[i]) <= 1e-5f * (1.0f + fabsf(ref[i])), "ta %d tb %d at %d: %g vs %g", ta,
                           tb, i, c[i], ref[i]);
@@ -233,12 +233,12 @@ Test(bf16, more_shapes_than_the_table_evicts_and_stays_correct)
     for (int i = 0; i < SHAPES * K; i++) a[i] = bf16_round(1.0f);
     for (int i = 0; i < K * N; i++) b[i] = bf16_round(0.5f);
     for (int M = 1; M <= SHAPES; M++) {
-        cr_assert_eq(gemm_bf16(0, 0, M, N, K, a, K, b, N, 0.0f, c, N), ST_OK, "M = %d: %s", M, st_message());
+        cr_assert_eq(tensor_gemm_bf16(0, 0, M, N, K, a, K, b, N, 0.0f, c, N), ST_OK, "M = %d: %s", M, st_message());
         cr_assert_eq(c[(M - 1) * N + N - 1], 2.0f, "M = %d: the last entry", M);
     }
-    cr_expect(gemm_bf16_primitives() <= 256, "%d primitives held", gemm_bf16_primitives());
-    cr_expect(gemm_bf16_evictions() >= SHAPES - 256, "%llu evictions", (unsigned long long)gemm_bf16_evictions());
+    cr_expect(tensor_gemm_bf16_primitives() <= 256, "%d primitives held", tensor_gemm_bf16_primitives());
+    cr_expect(tensor_gemm_bf16_evictions() >= SHAPES - 256, "%llu evictions", (unsigned long long)tensor_gemm_bf16_evictions());
     /* an early shape again: made anew, still right */
-    cr_assert_eq(gemm_bf16(0, 0, 1, N, K, a, K, b, N, 0.0f, c, N), ST_OK);
+    cr_assert_eq(tensor_gemm_bf16(0, 0, 1, N, K, a, K, b, N, 0.0f, c, N), ST_OK);
     cr_expect_eq(c[0], 2.0f);
 }

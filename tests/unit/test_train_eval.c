@@ -175,7 +175,7 @@ Test(eval, json_has_the_keys_scripts_read)
     size_t len;
     snprintf(path, sizeof path, "%s/eval.json", dir);
     cr_assert_eq(eval_write_json(&a, path), ST_OK);
-    cr_assert_eq(read_file(path, &text, &len), ST_OK);
+    cr_assert_eq(fileio_read_file(path, &text, &len), ST_OK);
     const char *keys[] = {"\"perplexity\": ", "\"lm_loss\": ", "\"mlm_loss\": null", "\"mlm_accuracy\": null",
                           "\"nsp_loss\": null", "\"nsp_accuracy\": null", "\"samples\": ", "\"tokens\": "};
     for (int i = 0; i < 8; i++) cr_expect(strstr(text, keys[i]), "%s missing in %s", keys[i], text);
