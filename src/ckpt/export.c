@@ -13,6 +13,9 @@
 
 static status_t check_expressible(const model_config *c)
 {
+    FAIL_IF(c->family == MODEL_LLAMA, ST_USAGE,
+            "export: a llama checkpoint cannot be exported yet (the LlamaForCausalLM export is not implemented); "
+            "evaluate it with mpilm eval");
     int bert = c->family == MODEL_BERT;
     FAIL_IF(bert == c->pre_ln, ST_USAGE,
             "export: a %s model with %s-LN blocks has no Hugging Face equivalent (%s is %s-LN); "

@@ -12,12 +12,11 @@
  * rank's heads, its FFN rows), the attention projection and the FFN output
  * row-parallel with one group sum each in forward; backward sums d(input)
  * of the two column-parallel linears. Everything between is replicated.
- * In 2d mode the FFN runs on the group's process grid (model_ffn2d.c). */
+ * In 2d mode the FFN runs on the group's process grid (model_ffn2d.c).
+ * Llama's block is model_llama.c's. */
 #include <string.h>
 
 #include "model/model_internal.h"
-
-enum { SITE_ATT = 1, SITE_PROJ = 2, SITE_FFN = 3 };
 
 static float ln_eps(const model_stage *m) { return m->cfg.family == MODEL_BERT ? 1e-12f : 1e-5f; }
 static gelu_kind gelu_of(const model_stage *m) { return m->cfg.family == MODEL_BERT ? GELU_ERF : GELU_TANH; }
@@ -108,6 +107,7 @@ static status_t ffn_half(model_stage *m, int l, const block_params *p, const blo
 status_t block_forward(model_stage *m, int l, const block_params *p, const block_acts *a,
                        const float *x, const batch *b, const model_pass *pass)
 {
+    if (m->cfg.family == MODEL_LLAMA) return llama_block_forward(m, l, p, a, x, pass);
     int N = m->B * m->cfg.seq_len, C = m->cfg.d_model;
     float eps = ln_eps(m);
     if (m->cfg.pre_ln) {
@@ -173,6 +173,7 @@ status_t block_backward(model_stage *m, int l, const block_params *p, const bloc
                         const block_acts *a, const float *x, float *dx, const batch *b,
                         const model_pass *pass)
 {
+    if (m->cfg.family == MODEL_LLAMA) return llama_block_backward(m, l, p, g, a, x, dx, pass);
     size_t N = (size_t)m->B * m->cfg.seq_len, C = m->cfg.d_model;
     float *dln = m->s.dA;
     if (m->cfg.pre_ln) {

@@ -20,6 +20,7 @@ status_t model_decoder_create(model_decoder **out, model_stage *m, int max_len)
     const model_config *c = &m->cfg;
     FAIL_IF(c->family != MODEL_GPT || !m->first || !m->last || !c->pre_ln || m->tp.size > 1, ST_USAGE,
             "generate: needs a whole pre-LN GPT model (this one is %s)",
+            c->family == MODEL_LLAMA ? "llama: generation is not implemented for it yet" :
             c->family != MODEL_GPT ? "BERT" : !c->pre_ln ? "post-LN" : m->tp.size > 1 ? "tensor-parallel" :
             "a pipeline stage");
     if (max_len > c->max_positions) max_len = c->max_positions;

@@ -18,7 +18,8 @@ typedef struct block_params {
 typedef struct stage_params {
     float *wte, *wpe, *wtt, *emb_ln_w, *emb_ln_b;          /* first stage */
     block_params *blocks;                                  /* n_local */
-    float *lnf_w, *lnf_b;                                  /* GPT head */
+    float *lnf_w, *lnf_b;                                  /* GPT head (Llama: lnf_w) */
+    float *lm_head;                                        /* Llama's untied output head */
     float *pool_w, *pool_b, *tr_w, *tr_b, *tr_ln_w, *tr_ln_b, *dec_b, *nsp_w, *nsp_b; /* BERT */
 } stage_params;
 
@@ -55,6 +56,10 @@ typedef struct scratch {
     int32_t *rows, *row_targets;      /* head rows and their targets (B*T) */
     float *pool_in, *pool, *dpool, *dpool_in, *nsp; /* (B,C) and (B,2) */
     float *sin_pos;                   /* (P,C) sinusoidal table, or NULL */
+    float *rope;                      /* Llama: (T,hs) RoPE's cos | sin per position */
+    float *qkv_rep, *dqkv_kv;         /* Llama with n_kv_head < n_head: (N,3Cl) q | k | v with the kv
+                                         heads repeated per query head, and (N,Wqkv) d(q | k | v) */
+    float *dh;                        /* Llama: (N,Fl) d(silu(gate) up) */
     bf16 *xbf, *dbf;                  /* bf16: a linear's input and its output's gradient */
     float *gemm_in;                   /* bf16: fp32 (N, max(C, Cl)) of the inputs kept in bf16 */
 } scratch;
@@ -76,6 +81,9 @@ struct model_stage {
     /* local widths: q/k/v channels, heads, FFN rows, vocabulary rows (padded)
        and the vocabulary slice [v0, v0 + nv) this rank holds */
     int Cl, NHl, Fl, Vl, v0, nv;
+    /* the fused q | k | v row: its width Wqkv (3 Cl; Llama Cl + 2 KVl) and
+       Llama's local key/value width KVl and heads NKVl */
+    int Wqkv, KVl, NKVl;
     size_t nh;               /* floats of this rank's part of the FFN's hidden (N, d_ff) activation */
     model_tensor *tensors;
     tensor_split *splits;    /* [n_tensors] */
@@ -99,6 +107,9 @@ struct model_stage {
 
 enum { HEAD_ROWS = 256 };   /* rows of logits materialised at once */
 
+/* Dropout sites of a block (with SITE_EMB = 0 for the embeddings). */
+enum { SITE_ATT = 1, SITE_PROJ = 2, SITE_FFN = 3 };
+
 /* tensor table of a range (model_table.c) */
 /* part_end (optional, n_local + 3 entries): where each part ends, see
  * model_stage.part_end. */
@@ -119,6 +130,12 @@ status_t block_forward(model_stage *m, int l, const block_params *p, const block
 status_t block_backward(model_stage *m, int l, const block_params *p, const block_params *g,
                         const block_acts *a, const float *x, float *dx, const batch *b,
                         const model_pass *pass);
+/* Llama's block (model_llama.c): pre-norm RMSNorm, RoPE, grouped-query
+ * attention, SwiGLU; block_forward / block_backward hand Llama stages to these. */
+status_t llama_block_forward(model_stage *m, int l, const block_params *p, const block_acts *a, const float *x,
+                             const model_pass *pass);
+status_t llama_block_backward(model_stage *m, int l, const block_params *p, const block_params *g,
+                              const block_acts *a, const float *x, float *dx, const model_pass *pass);
 /* 2d FFN (model_ffn2d.c): out (N,C) = gelu(ffn_in W1 + b1) W2 + b2, the
  * hidden kept in a->fch; backward from dy_full (N,C, used as scratch after)
  * adds d(ffn_in) to dacc and the weights' gradients to g. */

@@ -15,7 +15,13 @@ static model_config tiny(model_family f)
 {
     model_config c = {.family = f, .n_layer = 2, .d_model = 16, .n_head = 2, .d_ff = 24,
                       .seq_len = 6, .max_positions = 8, .vocab_size = 19,
-                      .pre_ln = f == MODEL_GPT};
+                      .pre_ln = f != MODEL_BERT};
+    if (f == MODEL_LLAMA) { /* two query heads share one key/value head */
+        c.d_model = 24;
+        c.n_kv_head = 1;
+        c.norm_eps = 1e-5f;
+        c.rope_theta = 100.0f;
+    }
     return c;
 }
 
@@ -34,7 +40,7 @@ static void fill_batch(batch *b, model_family f, int V)
     }
     for (int s = 0; s < b->B; s++) {
         b->next_sentence_label[s] = s % 2;
-        for (int t = 0; f == MODEL_GPT && t + 1 < b->T; t++)
+        for (int t = 0; f != MODEL_BERT && t + 1 < b->T; t++)
             b->labels[s * b->T + t] = b->input_ids[s * b->T + t + 1];
     }
     if (f == MODEL_BERT) { /* padding at the tail of the last sequence */
@@ -129,6 +135,16 @@ static void check_gradients(model_config c)
 Test(model, gpt_gradients_match_finite_differences) { check_gradients(tiny(MODEL_GPT)); }
 Test(model, bert_gradients_match_finite_differences) { check_gradients(tiny(MODEL_BERT)); }
 
+Test(model, llama_gradients_match_finite_differences) { check_gradients(tiny(MODEL_LLAMA)); }
+
+Test(model, llama_tied_gradients_match_finite_differences)
+{
+    model_config c = tiny(MODEL_LLAMA);
+    c.tie_embeddings = 1;
+    c.n_kv_head = 2;
+    check_gradients(c);
+}
+
 Test(model, bert_sinusoidal_pre_ln_gradients_match_finite_differences)
 {
     model_config c = tiny(MODEL_BERT);
@@ -183,9 +199,8 @@ static void check_split(model_family f, int recompute)
             for (size_t j = 0; j < t->numel; j++) {
                 float a = model_grads(st[s])[t->offset + j];
                 /* the tied embedding's gradient is split between the first and last stage */
-                if (t->ndim == 2 && t->shape[0] == c.vocab_size && s == 0)
-                    a += model_grads(st[2])[model_tensor_find(st[2], t->name)->offset + j];
-                if (t->ndim == 2 && t->shape[0] == c.vocab_size && s == 2) continue;
+                if (t->tied && s == 0) a += model_grads(st[2])[model_tensor_find(st[2], t->name)->offset + j];
+                if (t->tied_copy) continue;
                 double e = fabs(a - model_grads(whole)[w->offset + j]);
                 if (e > worst) worst = e;
             }
@@ -199,7 +214,13 @@ static void check_split(model_family f, int recompute)
 
 Test(model, gpt_three_stages_compute_what_one_stage_computes) { check_split(MODEL_GPT, 0); }
 Test(model, bert_three_stages_compute_what_one_stage_computes) { check_split(MODEL_BERT, 0); }
-Test(model, recompute_gives_the_same_gradients) { check_split(MODEL_GPT, 1); check_split(MODEL_BERT, 1); }
+Test(model, llama_three_stages_compute_what_one_stage_computes) { check_split(MODEL_LLAMA, 0); }
+Test(model, recompute_gives_the_same_gradients)
+{
+    check_split(MODEL_GPT, 1);
+    check_split(MODEL_BERT, 1);
+    check_split(MODEL_LLAMA, 1);
+}
 
 /* poll: records the finished gradient ranges in the order reported */
 typedef struct ranges { int n, polls; size_t lo[16], hi[16]; } ranges;
@@ -255,7 +276,12 @@ static void check_deferred_head(model_family f)
     model_stage_free(d);
 }
 
-Test(model, deferred_heads_match_the_fused_forward) { check_deferred_head(MODEL_GPT); check_deferred_head(MODEL_BERT); }
+Test(model, deferred_heads_match_the_fused_forward)
+{
+    check_deferred_head(MODEL_GPT);
+    check_deferred_head(MODEL_BERT);
+    check_deferred_head(MODEL_LLAMA);
+}
 
 Test(model, dropout_depends_on_seed_and_sample_not_on_repetition)
 {
@@ -313,6 +339,45 @@ Test(model, bad_shapes_are_refused_naming_the_key)
     c.seq_len = 9;
     cr_expect_eq(model_stage_create(&m, &c, 0, 2, 2, 1), ST_CONFIG);
     cr_expect(strstr(st_message(), "max_positions"), "%s", st_message());
+}
+
+Test(model, llama_bad_kv_heads_and_odd_head_size_are_refused_naming_the_key)
+{
+    model_config c = tiny(MODEL_LLAMA);
+    c.n_head = 4;
+    c.n_kv_head = 3;
+    model_stage *m;
+    cr_expect_eq(model_stage_create(&m, &c, 0, 2, 2, 1), ST_CONFIG);
+    cr_expect(strstr(st_message(), "model.n_kv_head = 3 does not divide model.n_head = 4"), "%s", st_message());
+    c = tiny(MODEL_LLAMA);
+    c.n_head = 8; /* head size 3 */
+    c.n_kv_head = 8;
+    cr_expect_eq(model_stage_create(&m, &c, 0, 2, 2, 1), ST_CONFIG);
+    cr_expect(strstr(st_message(), "is odd: RoPE"), "%s", st_message());
+    c = tiny(MODEL_LLAMA);
+    cr_expect_eq(model_tp_check(&c, 2), ST_CONFIG);
+    cr_expect(strstr(st_message(), "dist.tp = 2 with model.family = llama"), "%s", st_message());
+}
+
+Test(model, llama_table_uses_hugging_face_names_and_shapes)
+{
+    model_config c = tiny(MODEL_LLAMA);
+    model_stage *m;
+    cr_assert_eq(model_stage_create(&m, &c, 0, 2, 2, 1), ST_OK, "%s", st_message());
+    const model_tensor *k = model_tensor_find(m, "model.layers.1.self_attn.k_proj.weight");
+    cr_assert(k && k->shape[0] == 12 && k->shape[1] == 24, "k_proj is (n_kv_head hs, C) = (12, 24)");
+    const model_tensor *q = model_tensor_find(m, "model.layers.1.self_attn.q_proj.weight");
+    cr_expect(k->offset == q->offset + q->numel, "k_proj follows q_proj (one fused GEMM)");
+    const model_tensor *up = model_tensor_find(m, "model.layers.0.mlp.up_proj.weight");
+    cr_assert(up && up->shape[0] == 24 && up->shape[1] == 24, "up_proj is (d_ff, C)");
+    const model_tensor *head = model_tensor_find(m, "lm_head.weight");
+    cr_assert(head && !head->tied && !model_tensor_find(m, "model.embed_tokens.weight")->tied, "untied head");
+    cr_expect(model_tensor_find(m, "model.norm.weight") && !model_tensor_find(m, "transformer.wpe.weight"));
+    model_stage_free(m);
+    c.tie_embeddings = 1;
+    cr_assert_eq(model_stage_create(&m, &c, 0, 2, 2, 1), ST_OK, "%s", st_message());
+    cr_expect(!model_tensor_find(m, "lm_head.weight") && model_tensor_find(m, "model.embed_tokens.weight")->tied);
+    model_stage_free(m);
 }
 
 Test(model, tensor_table_uses_hugging_face_names_and_shapes)
