@@ -3,7 +3,9 @@
 # (tests/reference/check_export.py), reproduce mpilm's logits within 3e-6
 # (measured <= 3.8e-7), for GPT and BERT, trained 5 steps at lr 0.1 so that
 # the weights leave the near-linear regime of their N(0, 0.02) init (a GPT
-# with erf GELU instead of tanh is then 4.7e-5 off). --dtype bf16: every
+# with erf GELU instead of tanh is then 4.7e-5 off); and Llama (4 heads over 2
+# key/value heads, RoPE base 500, untied lm_head, dropout 0) exported as
+# LlamaForCausalLM and loaded by the torch.nn Llama of tests/reference. --dtype bf16: every
 # tensor is torch's own .bfloat16() of the fp32 export bit for bit, and the
 # logits stay within D * 2^-8 of mpilm's
 # fp32 logits (check_export.py derives D); importing that export gives exactly
@@ -16,12 +18,25 @@ BUILD=${BUILD:-build}
 d=$(mktemp -d)
 trap 'rm -rf "$d"' EXIT
 fail() { echo "FAIL export_torch: $*"; exit 1; }
-for fam in gpt bert; do
-  "$MPILM" train --set model.family=$fam --set model.n_layer=2 --set model.d_model=32 --set model.n_head=4 \
+for fam in gpt bert llama; do
+  extra=""
+  [ "$fam" = llama ] && extra="--set model.n_kv_head=2 --set model.rope_theta=500 --set model.dropout=0"
+  # shellcheck disable=SC2086
+  "$MPILM" train $extra --set model.family=$fam --set model.n_layer=2 --set model.d_model=32 --set model.n_head=4 \
     --set model.d_ff=64 --set model.seq_len=16 --set model.max_positions=20 --set model.vocab_size=97 \
     --set train.steps=5 --set train.micro_batch=4 --set train.lr=1e-1 --set run.dir="$d/$fam" \
     --config /dev/null > "$d/log" 2>&1 || { tail -3 "$d/log"; fail "$fam training"; }
   "$MPILM" export --ckpt "$d/$fam" --format hf --out "$d/hf-$fam" > "$d/log" 2>&1 || { cat "$d/log"; fail "$fam export"; }
+  if [ "$fam" = llama ]; then
+    # config.json names what LlamaForCausalLM reads; an fp32 import exported again is the same file
+    for k in '"architectures": \["LlamaForCausalLM"\]' '"num_key_value_heads": 2' '"rope_theta": 500' \
+      '"rms_norm_eps": 1e-05' '"tie_word_embeddings": false' '"intermediate_size": 64' '"bos_token_id"' '"eos_token_id"'; do
+      tr -d '\n\t' < "$d/hf-$fam/config.json" | sed 's/,/, /g; s/:/: /g' | grep -q "$k" || fail "llama config.json lacks $k"
+    done
+    "$MPILM" import --hf "$d/hf-$fam" --out "$d/imp32-$fam" > "$d/log" 2>&1 || { cat "$d/log"; fail "llama import"; }
+    "$MPILM" export --ckpt "$d/imp32-$fam" --format hf --out "$d/hf2-$fam" > "$d/log" 2>&1 || { cat "$d/log"; fail "llama re-export"; }
+    cmp "$d/hf-$fam/model.safetensors" "$d/hf2-$fam/model.safetensors" || fail "llama: export, import, export changed the tensors"
+  fi
   "$BUILD/tests/tools/logits_of" "$d/$fam" "$d/logits-$fam.safetensors" 3 7 || fail "$fam logits_of"
   "$PYTHON" tests/reference/check_export.py "$d/hf-$fam" "$d/logits-$fam.safetensors" || fail "$fam: PyTorch disagrees"
   # bf16: the rounding is torch's, the logits within the derived tolerance of mpilm's fp32 ones

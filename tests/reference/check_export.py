@@ -25,6 +25,8 @@ at most u = 2^-8. To first order each rounded weight stage on the way from the
 ids to a logit adds at most u relative to its output (unit condition), so
 tol = D * u with D the stages in series: GPT 6L + 3 (the embedding sum; per
 block LN, QKV, attention projection, LN, FFN in, FFN out; ln_f; the tied head),
+Llama 6L + 3 (the embedding; per block RMSNorm, q|k|v, o_proj, RMSNorm,
+gate|up, down_proj; the final RMSNorm; lm_head),
 BERT 6L + 5 (embedding sum, its LN, 6 per block, transform, its LN, tied
 decoder; for the NSP logits 6L + 4: pooler and classifier after the blocks).
 
@@ -87,6 +89,11 @@ def read_export(hf_dir):
 
 
 def shape_of(cfg, seq_len):
+    if cfg["model_type"] == "llama":
+        return Shape("llama", cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"],
+                     cfg["intermediate_size"], seq_len, cfg["max_position_embeddings"], cfg["vocab_size"],
+                     n_kv_head=cfg.get("num_key_value_heads", cfg["num_attention_heads"]),
+                     norm_eps=cfg["rms_norm_eps"], rope_theta=cfg.get("rope_theta", 10000.0))
     if cfg["model_type"] == "bert":
         return Shape("bert", cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"],
                      cfg["intermediate_size"], seq_len, cfg["max_position_embeddings"], cfg["vocab_size"])
@@ -98,6 +105,8 @@ def depth(cfg, key):
     """Rounded weight stages in series from the ids to output `key` (see the module docstring)."""
     if cfg["model_type"] == "gpt2":
         return 6 * cfg["n_layer"] + 3
+    if cfg["model_type"] == "llama":   # embedding; per block RMSNorm, q|k|v, o, RMSNorm, gate|up, down; norm, head
+        return 6 * cfg["num_hidden_layers"] + 3
     return 6 * cfg["num_hidden_layers"] + (5 if key == "logits" else 4)
 
 
@@ -111,6 +120,8 @@ def run_torch(cfg, tensors, ref):
     model.train()  # dropout is 0; the training path avoids torch's fused inference kernels
     with torch.no_grad():
         for name, param, view in model.hf_layout():
+            if name == "lm_head.weight" and cfg.get("tie_word_embeddings") and name not in tensors:
+                name = "model.embed_tokens.weight"   # a tied Llama stores the embedding once
             if name not in tensors:
                 sys.exit(f"check_export: {name} missing from model.safetensors")
             view(param).copy_(torch.from_numpy(tensors[name]))
