@@ -274,10 +274,11 @@ status_t model_head(model_stage *m, int slot, const batch *b, const model_pass *
  * embeddings. Gradients ACCUMULATE into model_grads (zero them per step). */
 status_t model_backward(model_stage *m, int slot, const batch *b, const model_pass *pass);
 
-/* ---- generation with a key/value cache (GPT) ------------------------------
+/* ---- generation with a key/value cache (GPT, Llama) -----------------------
  * A decoder that keeps every layer's keys and values of the positions seen so
  * far, so each new token costs one position's work, not the whole prefix's.
- * It reads the parameters of a whole-model stage (first and last). */
+ * Llama's cache holds its n_kv_head key/value heads only. It reads the
+ * parameters of a whole-model stage (first and last). */
 typedef struct model_decoder model_decoder;
 
 status_t model_decoder_create(model_decoder **out, model_stage *m, int max_len);
@@ -288,6 +289,8 @@ status_t model_decoder_step(model_decoder *d, int32_t id, const float **logits);
 /* Work done so far, in position-passes through the blocks (a cache makes it
  * one per token; recomputing the prefix would make it quadratic). */
 uint64_t model_decoder_work(const model_decoder *d);
+/* Floats of the key/value cache: n_layer * max_len * 2 * n_kv_head * hs. */
+size_t model_decoder_cache_floats(const model_decoder *d);
 
 /* The next token from logits (V): greedy when temperature is 0, else a draw
  * from softmax(logits / temperature) restricted to the top_k most likely (0 =

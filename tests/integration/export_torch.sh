@@ -55,4 +55,18 @@ for fam in gpt bert llama; do
   "$PYTHON" tests/reference/check_export.py --same-weights "$d/hfb-$fam" "$d/logits-imp-$fam.safetensors" ||
     fail "$fam: PyTorch disagrees with mpilm on the bf16 weights"
 done
+# llama generation: a llama trained on a dataset (so it has a vocabulary), greedy decoding with
+# mpilm's key/value cache (n_kv_head heads) against the torch.nn Llama on the exported files
+"$MPILM" prep --train-vocab 300 --tokenizer bpe --out "$d/bpe" datasets/sample/sample.txt > "$d/log" 2>&1 ||
+  { cat "$d/log"; fail "prep"; }
+"$MPILM" train --set model.family=llama --set model.n_kv_head=2 --set model.dropout=0 --set model.n_layer=2 \
+  --set model.d_model=32 --set model.n_head=4 --set model.d_ff=64 --set model.seq_len=16 --set model.max_positions=40 \
+  --set model.vocab_size=auto --set data.source=dataset --set data.path="$d/bpe" --set train.steps=20 \
+  --set train.micro_batch=4 --set train.lr=3e-2 --set run.dir="$d/llama-gen" --config /dev/null > "$d/log" 2>&1 ||
+  { tail -3 "$d/log"; fail "llama training on a dataset"; }
+"$MPILM" export --ckpt "$d/llama-gen" --format hf --out "$d/hf-llama-gen" > "$d/log" 2>&1 || { cat "$d/log"; fail "llama export"; }
+"$MPILM" generate --ckpt "$d/llama-gen" --prompt "The history of" --max-tokens 24 --temperature 0 --json \
+  > "$d/gen.json" 2> "$d/log" || { cat "$d/log"; fail "llama generate"; }
+"$PYTHON" tests/reference/check_export.py --greedy "$d/hf-llama-gen" "$d/gen.json" ||
+  fail "llama: PyTorch's greedy decoding differs from mpilm generate --temperature 0"
 echo "export_torch: ok"

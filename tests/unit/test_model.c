@@ -397,16 +397,19 @@ Test(model, tensor_table_uses_hugging_face_names_and_shapes)
 
 /* The cached decoder must give, position by position, the logits of a full
  * forward pass over the same tokens. */
-Test(model, kv_cache_decoder_matches_the_full_forward)
+/* The decoder's logits at every position equal the full forward's (so greedy
+ * decoding with the cache picks what it picks without); its cache holds
+ * n_layer x max_len x 2 x (key/value heads x head size) floats. */
+static void check_kv_cache(model_family f)
 {
     init();
-    model_config c = tiny(MODEL_GPT);
+    model_config c = tiny(f);
     model_stage *m;
     cr_assert_eq(model_stage_create(&m, &c, 0, 2, 1, 1), ST_OK);
     model_init_params(m, 4);
     batch b;
     batch_alloc(&b, 1, c.seq_len);
-    fill_batch(&b, MODEL_GPT, c.vocab_size);
+    fill_batch(&b, f, c.vocab_size);
     float *full = calloc((size_t)c.seq_len * c.vocab_size, sizeof(float));
     model_pass pass = {.loss_scale = 1.0f, .logits = full};
     model_losses l = {0};
@@ -421,6 +424,9 @@ Test(model, kv_cache_decoder_matches_the_full_forward)
                       lg[v], full[(size_t)t * c.vocab_size + v]);
     }
     cr_expect_eq(model_decoder_work(d), (uint64_t)c.seq_len, "one position-pass per token, whatever the prefix");
+    size_t kv_width = (size_t)(f == MODEL_LLAMA ? c.n_kv_head : c.n_head) * (c.d_model / c.n_head);
+    cr_expect_eq(model_decoder_cache_floats(d), (size_t)c.n_layer * c.max_positions * 2 * kv_width,
+                 "the cache holds the key/value heads only (%zu floats)", model_decoder_cache_floats(d));
     const float *lg;
     for (int t = c.seq_len; t < c.max_positions; t++) cr_assert_eq(model_decoder_step(d, 1, &lg), ST_OK);
     cr_expect_neq(model_decoder_step(d, 1, &lg), ST_OK, "past max_positions is refused");
@@ -429,6 +435,12 @@ Test(model, kv_cache_decoder_matches_the_full_forward)
     free(full);
     batch_free(&b);
     model_stage_free(m);
+}
+
+Test(model, kv_cache_decoder_matches_the_full_forward) { check_kv_cache(MODEL_GPT); }
+Test(model, llama_kv_cache_of_the_kv_heads_matches_the_full_forward)
+{
+    check_kv_cache(MODEL_LLAMA); /* 2 query heads over 1 kv head: half of GPT's cache */
 }
 
 Test(model, sampling_is_greedy_at_temperature_zero_and_respects_top_k)
