@@ -283,9 +283,10 @@ static status_t stage_plan(model_stage *m)
 status_t model_tp_check(const model_config *cfg, int size)
 {
     FAIL_IF(size < 1, ST_CONFIG, "dist.tp = %d (expected >= 1)", size);
-    FAIL_IF(size > 1 && cfg->family == MODEL_LLAMA, ST_CONFIG,
-            "dist.tp = %d with model.family = llama: tensor parallelism is not implemented for llama yet; "
-            "set dist.tp = 1 (use dist.pp and dist.dp)", size);
+    FAIL_IF(cfg->family == MODEL_LLAMA && cfg->n_kv_head % size != 0, ST_CONFIG,
+            "dist.tp = %d does not divide model.n_kv_head = %d (each tensor-parallel rank takes n_kv_head / tp "
+            "key/value heads with their query heads); choose a dist.tp that divides model.n_kv_head", size,
+            cfg->n_kv_head);
     FAIL_IF(cfg->n_head % size != 0, ST_CONFIG,
             "dist.tp = %d does not divide model.n_head = %d (each tensor-parallel rank takes n_head / tp "
             "heads); choose a dist.tp that divides model.n_head", size, cfg->n_head);
@@ -321,6 +322,9 @@ static status_t stage_set_tp(model_stage *m, const model_tp *tp)
         int lr, lc;
         model_dmat_local(&m->tp, m->B * c->seq_len, c->d_ff, &lr, &lc);
         m->nh = (size_t)lr * lc;
+        FAIL_IF(c->family == MODEL_LLAMA, ST_CONFIG,
+                "dist.tp_mode = 2d with model.family = llama: the 2d FFN is GELU's two linears, not SwiGLU's "
+                "three; set dist.tp_mode = 1d");
         FAIL_IF(c->bf16, ST_CONFIG,
                 "train.precision = bf16 with dist.tp_mode = 2d: the 2d FFN multiplies over ScaLAPACK, which has "
                 "no bf16 GEMM; set train.precision = fp32, or dist.tp_mode = 1d to train in bf16");

@@ -170,6 +170,19 @@ lin_in stage_gelu(model_stage *m, const float *fch, size_t n, gelu_kind kind, fl
 /* bf16 stages: remakes wbf from params when they may have changed. */
 void stage_sync_bf16(model_stage *m);
 
+/* The tensor-parallel linears (model_block.c), in the family's weight
+ * layout. row_parallel_forward: out (N,OC) = inp (N,K) W + bias of a
+ * row-parallel linear: each rank's K inputs give a partial product, the group
+ * sums, and the bias (may be NULL) is added once after the sum.
+ * column_parallel_backward: dacc (N,C) += d(inp) of a column-parallel linear
+ * inp (N,C) -> (N,OC): each rank's OC outputs give a partial d(inp) that the
+ * group sums (in dtmp, which must be free), so every rank continues with the
+ * whole gradient. At tp size 1 both are the stage's linear. */
+status_t row_parallel_forward(model_stage *m, float *out, lin_in inp, const float *w, const float *bias, int N, int K,
+                              int OC);
+status_t column_parallel_backward(model_stage *m, float *dacc, float *dw, float *db, const float *dout, lin_in inp,
+                                  const float *w, int N, int C, int OC);
+
 dropout_site model_dropout(const model_stage *m, const model_pass *pass, int layer, int site);
 /* The tensor group's in-place sum (nothing at tp size 1). */
 static inline status_t model_tp_sum(const model_stage *m, float *buf, size_t n)

@@ -11,7 +11,10 @@
  * group's heads back into their kv head (docs/design.md: what it costs).
  * The repeated copy is made again in backward rather than kept per layer.
  * Dropout sites are GPT's. Linear weights are (out, in); widths are this
- * stage's (tensor parallelism is refused for this family, model_tp_check).
+ * rank's: tensor parallelism (Megatron-LM's 1d split) gives each rank NH/t
+ * query heads and the NKV/t kv heads of their groups (q | k | v and gate | up
+ * column-parallel: one group sum of d(input) each in backward; o_proj and
+ * down_proj row-parallel: one group sum each in forward).
  * Shapes: x (N,C) with N = B*T; qkv (N, C + 2 KV) with KV = NKV hs;
  * fch (N, 2F): gate | up. */
 #include <string.h>
@@ -89,13 +92,13 @@ status_t llama_block_forward(model_stage *m, int l, const block_params *p, const
     rope_qk(m, a->qkv, rope_forward);
     attention_forward(a->atty, a->att_stat, m->s.datt, attention_qkv(m, a->qkv, N), NULL, 1,
                       model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, m->Cl, m->NHl);
-    TRY(stage_linear_forward(m, m->s.tmp, C, atty_in(a), p->proj_w, NULL, W_OUT_IN, N, m->Cl, C));
+    TRY(row_parallel_forward(m, m->s.tmp, atty_in(a), p->proj_w, NULL, N, m->Cl, C));
     dropout_add_forward(a->res1, x, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     model_poll(pass);
     rmsnorm_forward(a->ln2, a->ln2_rstd, a->res1, p->ln2_w, N, C, c->norm_eps);
     TRY(stage_linear_forward(m, a->fch, 2 * F, ln2_in(a), p->fc_w, NULL, W_OUT_IN, N, C, 2 * F));
     swiglu_forward(m->s.gelu, F, a->fch, a->fch + F, 2 * F, N, F);
-    TRY(stage_linear_forward(m, m->s.tmp, C, lin_f32(m->s.gelu), p->fc2_w, NULL, W_OUT_IN, N, F, C));
+    TRY(row_parallel_forward(m, m->s.tmp, lin_f32(m->s.gelu), p->fc2_w, NULL, N, F, C));
     dropout_add_forward(a->res2, a->res1, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
     model_poll(pass);
     return ST_OK;
@@ -111,8 +114,7 @@ static status_t ffn_backward(model_stage *m, int l, const block_params *p, const
     TRY(stage_linear_backward(m, m->s.dh, g->fc2_w, NULL, m->s.dtmp, C, lin_f32(m->s.gelu), p->fc2_w, W_OUT_IN, N,
                               F, C, 0));
     swiglu_backward(m->s.dfch, m->s.dfch + F, 2 * F, m->s.dh, F, a->fch, a->fch + F, 2 * F, N, F);
-    return stage_linear_backward(m, dln, g->fc_w, NULL, m->s.dfch, 2 * F, ln2_in(a), p->fc_w, W_OUT_IN, N, C,
-                                 2 * F, 1);
+    return column_parallel_backward(m, dln, g->fc_w, NULL, m->s.dfch, ln2_in(a), p->fc_w, N, C, 2 * F);
 }
 
 /* dln (N,C) += d(ln1) of the attention branch, given d(res1) in dres. */
@@ -132,7 +134,7 @@ static status_t attention_backward_llama(model_stage *m, int l, const block_para
         dqkv = m->s.dqkv_kv;
     }
     rope_qk(m, dqkv, rope_backward);
-    return stage_linear_backward(m, dln, g->qkv_w, NULL, dqkv, W, ln1_in(a), p->qkv_w, W_OUT_IN, N, C, W, 1);
+    return column_parallel_backward(m, dln, g->qkv_w, NULL, dqkv, ln1_in(a), p->qkv_w, N, C, W);
 }
 
 status_t llama_block_backward(model_stage *m, int l, const block_params *p, const block_params *g,

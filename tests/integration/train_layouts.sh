@@ -58,7 +58,7 @@ refused 3 "dist.pp = 3 exceeds model.n_layer = 2" --set dist.pp=3
 refused 3 "dist.pp = 2 does not divide the 3 ranks" --set dist.pp=2
 refused 2 "dist.pp x dist.dp = 2 x 2 = 4 but the job has 2 ranks" --set dist.pp=2 --set dist.dp=2
 refused 1 "dist.pp x dist.tp = 1 x 2 does not divide the 1 ranks" --set dist.tp=2
-refused 2 "dist.tp = 2 with model.family = llama" --set model.family=llama --set dist.tp=2
+refused 2 "dist.tp = 2 does not divide model.n_kv_head = 1" --set model.family=llama --set dist.tp=2 --set model.n_kv_head=1
 refused 1 "model.rope_theta = 500, but model.family = gpt does not take it" --set model.rope_theta=500
 refused 1 "model.n_kv_head = 3 does not divide model.n_head = 2" --set model.family=llama --set model.n_kv_head=3
 

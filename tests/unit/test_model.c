@@ -16,9 +16,10 @@ static model_config tiny(model_family f)
     model_config c = {.family = f, .n_layer = 2, .d_model = 16, .n_head = 2, .d_ff = 24,
                       .seq_len = 6, .max_positions = 8, .vocab_size = 19,
                       .pre_ln = f != MODEL_BERT};
-    if (f == MODEL_LLAMA) { /* two query heads share one key/value head */
+    if (f == MODEL_LLAMA) { /* query heads 0, 1 share kv head 0, heads 2, 3 kv head 1 */
         c.d_model = 24;
-        c.n_kv_head = 1;
+        c.n_head = 4;
+        c.n_kv_head = 2;
         c.norm_eps = 1e-5f;
         c.rope_theta = 100.0f;
     }
@@ -141,7 +142,7 @@ Test(model, llama_tied_gradients_match_finite_differences)
 {
     model_config c = tiny(MODEL_LLAMA);
     c.tie_embeddings = 1;
-    c.n_kv_head = 2;
+    c.n_kv_head = 4;
     check_gradients(c);
 }
 
@@ -355,8 +356,9 @@ Test(model, llama_bad_kv_heads_and_odd_head_size_are_refused_naming_the_key)
     cr_expect_eq(model_stage_create(&m, &c, 0, 2, 2, 1), ST_CONFIG);
     cr_expect(strstr(st_message(), "is odd: RoPE"), "%s", st_message());
     c = tiny(MODEL_LLAMA);
+    c.n_kv_head = 1;
     cr_expect_eq(model_tp_check(&c, 2), ST_CONFIG);
-    cr_expect(strstr(st_message(), "dist.tp = 2 with model.family = llama"), "%s", st_message());
+    cr_expect(strstr(st_message(), "dist.tp = 2 does not divide model.n_kv_head = 1"), "%s", st_message());
 }
 
 Test(model, llama_table_uses_hugging_face_names_and_shapes)
@@ -365,7 +367,7 @@ Test(model, llama_table_uses_hugging_face_names_and_shapes)
     model_stage *m;
     cr_assert_eq(model_stage_create(&m, &c, 0, 2, 2, 1), ST_OK, "%s", st_message());
     const model_tensor *k = model_tensor_find(m, "model.layers.1.self_attn.k_proj.weight");
-    cr_assert(k && k->shape[0] == 12 && k->shape[1] == 24, "k_proj is (n_kv_head hs, C) = (12, 24)");
+    cr_assert(k && k->shape[0] == 12 && k->shape[1] == 24, "k_proj is (n_kv_head hs, C) = (2 x 6, 24)");
     const model_tensor *q = model_tensor_find(m, "model.layers.1.self_attn.q_proj.weight");
     cr_expect(k->offset == q->offset + q->numel, "k_proj follows q_proj (one fused GEMM)");
     const model_tensor *up = model_tensor_find(m, "model.layers.0.mlp.up_proj.weight");
@@ -440,7 +442,7 @@ static void check_kv_cache(model_family f)
 Test(model, kv_cache_decoder_matches_the_full_forward) { check_kv_cache(MODEL_GPT); }
 Test(model, llama_kv_cache_of_the_kv_heads_matches_the_full_forward)
 {
-    check_kv_cache(MODEL_LLAMA); /* 2 query heads over 1 kv head: half of GPT's cache */
+    check_kv_cache(MODEL_LLAMA); /* 4 query heads over 2 kv heads: half the cache of one per query head */
 }
 
 Test(model, sampling_is_greedy_at_temperature_zero_and_respects_top_k)
