@@ -3,7 +3,8 @@
 # (pp, dp, zero, schedule) = (2,1,0,1f1b), (2,1,0,gpipe), (1,2,1), (1,2,2),
 # (2,2,2,1f1b) give the per-step losses of (1,1,0) with the same global batch
 # (micro_batches x dp = 4) within 1e-5, GPT, BERT and Llama (grouped-query
-# attention, untied head) on random data, GPT and Llama on a dataset; bad layouts are refused before any work (exit 2, naming the key);
+# attention, untied head; tied too at two layouts) on random data, GPT and Llama
+# on a dataset; bad layouts are refused before any work (exit 2, naming the key);
 # a rank killed mid-run ends the job instead of hanging.
 . tests/common/ckpt_common.sh
 # The 1e-5 agreement across layouts is an fp32 property (bf16 layouts: train_bf16.sh)
@@ -42,6 +43,22 @@ for case in gpt:random bert:random llama:random gpt:bpe llama:bpe; do
     close "$d/a" "$d/b" || fail "$case: layout (pp,dp,zero,schedule) = $layout differs from (1,1,0)"
     echo "$case: layout $layout matches (1,1,0) within 1e-5"
   done
+done
+
+# a tied llama (model.tie_embeddings = true: lm_head is the embedding, the last stage keeps
+# a copy summed with the first stage's as GPT's) at pp 2 x dp 2 ZeRO 2 and pp 2 GPipe
+set -- --set model.family=llama --set model.n_kv_head=1 --set model.tie_embeddings=true --set train.steps=10
+train 1 "$d/tied-base.log" "$@" --set train.micro_batches=4 --set run.dir="$d/tied-base" ||
+  { tail -5 "$d/tied-base.log"; fail "tied llama (1,1,0)"; }
+losses "$d/tied-base" > "$d/a"
+for layout in 2:2:2:1f1b 2:1:0:gpipe; do
+  set_layout $(echo "$layout" | tr : ' ')
+  # shellcheck disable=SC2086
+  train $np "$d/tied-$layout.log" "$@" $opts --set run.dir="$d/tied-$layout" ||
+    { tail -5 "$d/tied-$layout.log"; fail "tied llama $layout"; }
+  losses "$d/tied-$layout" > "$d/b"
+  close "$d/a" "$d/b" || fail "tied llama: layout $layout differs from (1,1,0)"
+  echo "llama with tie_embeddings: layout $layout matches (1,1,0) within 1e-5"
 done
 
 # bad layouts: refused before any work, exit 2, the message names the key

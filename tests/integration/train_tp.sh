@@ -12,7 +12,7 @@
 #   tp = 2 in 2d from the start gives tp = 1's losses and its checkpoint
 #   resumes at tp = 1; so does pp 2 x tp 2 in 2d (GPipe, recomputation);
 # - Llama (4 query heads over 2 key/value heads, untied lm_head split by
-#   vocabulary): tp = 2 and pp 2 x tp 2 (recompute) give tp = 1's losses
+#   vocabulary): tp = 2, pp 2 x tp 2 (recompute) and dp 2 x tp 2 (ZeRO 2) give tp = 1's losses
 #   within 1e-5 (dropout 0.1: masks keyed by the global head), and its tp = 2
 #   checkpoint resumes at tp = 1;
 # - bad layouts are refused before any work (exit 2, naming the key).
@@ -108,7 +108,8 @@ set -- --set model.family=llama --set model.n_kv_head=2 --set model.vocab_size=5
   --set train.micro_batches=4 --set ckpt.every_steps=10
 train 1 "$d/llama-1.log" "$@" --set run.dir="$d/llama-1" || { tail -5 "$d/llama-1.log"; fail "llama tp = 1"; }
 losses "$d/llama-1" > "$d/a"
-for case in tp2:2:--set:dist.tp=2 pp2tp2:4:--set:dist.pp=2:--set:dist.tp=2:--set:model.recompute=true; do
+for case in tp2:2:--set:dist.tp=2 pp2tp2:4:--set:dist.pp=2:--set:dist.tp=2:--set:model.recompute=true \
+  dp2tp2:4:--set:dist.tp=2:--set:dist.zero=2:--set:train.micro_batches=2; do
   name=${case%%:*} rest=${case#*:} np=${rest%%:*} opts=$(echo "${rest#*:}" | tr : ' ')
   # shellcheck disable=SC2086
   train "$np" "$d/llama-$name.log" "$@" $opts --set run.dir="$d/llama-$name" ||
