@@ -19,8 +19,9 @@ mpilm's mixed precision (tests/unit/test_model_bf16.c).
 And fixtures/llama-kernels.safetensors: RMSNorm, rotary position embeddings and
 SwiGLU with their gradients (llama_kernels(), for tests/unit/test_tensor_llama.c).
 
-And fixtures/llama-tiny.safetensors: a tiny Llama (torch_models.Llama, transformers'
-modeling_llama conventions) checked as the two above against llama_plain.
+And fixtures/llama-tiny.safetensors (and llama-tiny-bf16.safetensors, under autocast): a
+tiny Llama (torch_models.Llama, transformers' modeling_llama conventions) checked as the two
+above against llama_plain.
 
 And fixtures/python-tiny.safetensors: one tensor of every dtype
 mpilm reads, laid out as the Hugging Face writer lays files out, for the C
@@ -572,6 +573,7 @@ def main():
     tensors, meta = llama_kernels()
     save_safetensors(os.path.join(out_dir, "llama-kernels.safetensors"), tensors, meta)
     build("llama", out_dir)
+    build_bf16("llama", out_dir)
 
 
 if __name__ == "__main__":
