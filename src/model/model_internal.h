@@ -50,7 +50,7 @@ typedef struct scratch {
     float *dm_x, *dm_y;               /* 2d: local parts of (N,C) FFN inputs, outputs and gradients */
     float *dm_bias;                   /* 2d: (d_ff) the FFN-in bias gradient's group sum */
     float *ce_max, *ce_st;            /* parallel cross-entropy: (HEAD_ROWS), (2 HEAD_ROWS) */
-    float *gelu;                      /* gelu(fch) of the block at hand (N,F) */
+    float *gelu;                      /* gelu(fch) of the block at hand (N,F); Llama: silu(gate) up */
     float *logits, *row_loss;         /* (RC,V), (B*T) */
     float *h_in, *h_t, *h_g, *h_l, *h_mean, *h_rstd, *dh_l, *dh_g; /* head rows (B*T,C) */
     int32_t *rows, *row_targets;      /* head rows and their targets (B*T) */
