@@ -5,7 +5,10 @@
 # the weights leave the near-linear regime of their N(0, 0.02) init (a GPT
 # with erf GELU instead of tanh is then 4.7e-5 off); and Llama (4 heads over 2
 # key/value heads, RoPE base 500, untied lm_head, dropout 0) exported as
-# LlamaForCausalLM and loaded by the torch.nn Llama of tests/reference. --dtype bf16: every
+# LlamaForCausalLM and loaded by the torch.nn Llama of tests/reference; a
+# llama trained on a dataset: PyTorch's greedy decoding of the export equals
+# mpilm generate --temperature 0 (kv cache), and export -> import gives the
+# same eval lm_loss and greedy tokens. --dtype bf16: every
 # tensor is torch's own .bfloat16() of the fp32 export bit for bit, and the
 # logits stay within D * 2^-8 of mpilm's
 # fp32 logits (check_export.py derives D); importing that export gives exactly
@@ -69,4 +72,16 @@ done
   > "$d/gen.json" 2> "$d/log" || { cat "$d/log"; fail "llama generate"; }
 "$PYTHON" tests/reference/check_export.py --greedy "$d/hf-llama-gen" "$d/gen.json" ||
   fail "llama: PyTorch's greedy decoding differs from mpilm generate --temperature 0"
+# the round trip: export -> import gives the same evaluation and the same greedy tokens
+"$MPILM" import --hf "$d/hf-llama-gen" --out "$d/llama-imp" > "$d/log" 2>&1 || { cat "$d/log"; fail "llama import"; }
+for ck in llama-gen llama-imp; do
+  "$MPILM" eval --ckpt "$d/$ck" --data "$d/bpe" --json "$d/eval-$ck.json" > "$d/log" 2>&1 || { cat "$d/log"; fail "eval of $ck"; }
+done
+loss=$(sed -n 's/.*"lm_loss": \([^,]*\),*$/\1/p' "$d/eval-llama-gen.json")
+[ -n "$loss" ] && [ "$loss" = "$(sed -n 's/.*"lm_loss": \([^,]*\),*$/\1/p' "$d/eval-llama-imp.json")" ] ||
+  fail "llama: export -> import changed the evaluation ($(cat "$d/eval-llama-gen.json") vs $(cat "$d/eval-llama-imp.json"))"
+"$MPILM" generate --ckpt "$d/llama-imp" --prompt "The history of" --max-tokens 24 --temperature 0 --json \
+  > "$d/gen-imp.json" 2> "$d/log" || { cat "$d/log"; fail "llama generate from the import"; }
+cmp -s "$d/gen.json" "$d/gen-imp.json" || fail "llama: export -> import changed the greedy tokens"
+echo "llama: export -> import: the same lm_loss ($loss) and the same greedy tokens"
 echo "export_torch: ok"
