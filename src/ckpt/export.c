@@ -216,13 +216,15 @@ static status_t llama_from_json(const cJSON *j, const char *path, model_config *
         TRY(json_int(j, path, "num_key_value_heads", 1, heads, &c->n_kv_head));
     TRY(json_positive(j, path, "rms_norm_eps", 0.0, &c->norm_eps));
     c->rope_theta = 10000.0f;
-    if (cJSON_GetObjectItemCaseSensitive(j, "rope_theta")) TRY(json_positive(j, path, "rope_theta", 1.0, &c->rope_theta));
+    if (cJSON_GetObjectItemCaseSensitive(j, "rope_theta"))
+        TRY(json_positive(j, path, "rope_theta", 1.0, &c->rope_theta));
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(j, "tie_word_embeddings");
     c->tie_embeddings = cJSON_IsTrue(tie);
     const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
-    FAIL_IF((scaling && !cJSON_IsNull(scaling)) || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "attention_bias")) ||
-                cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "mlp_bias")) ||
+    int biases = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "attention_bias")) ||
+                 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "mlp_bias"));
+    FAIL_IF((scaling && !cJSON_IsNull(scaling)) || biases ||
                 (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu") != 0)),
             ST_FORMAT, "%s: rope_scaling, attention or MLP biases, or a hidden_act other than silu: a Llama variant "
             "mpilm does not implement", path);
@@ -233,8 +235,8 @@ static status_t config_from_json(const cJSON *j, const char *path, model_config 
 {
     memset(c, 0, sizeof *c);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "model_type");
-    FAIL_IF(!cJSON_IsString(type), ST_FORMAT, "%s: \"model_type\" is missing (expected \"bert\", \"gpt2\" or \"llama\")",
-            path);
+    FAIL_IF(!cJSON_IsString(type), ST_FORMAT,
+            "%s: \"model_type\" is missing (expected \"bert\", \"gpt2\" or \"llama\")", path);
     const int layers = 1024, width = 65536, heads = 1024, ffn = 1 << 20, positions = 1 << 20;
     if (strcmp(type->valuestring, "bert") == 0) {
         c->family = MODEL_BERT;
@@ -256,7 +258,8 @@ static status_t config_from_json(const cJSON *j, const char *path, model_config 
     } else if (strcmp(type->valuestring, "llama") == 0) {
         TRY(llama_from_json(j, path, c));
     } else {
-        return st_fail(ST_FORMAT, "%s: model_type \"%s\" is not supported (expected \"bert\", \"gpt2\" or \"llama\")", path,
+        return st_fail(ST_FORMAT, "%s: model_type \"%s\" is not supported (expected \"bert\", \"gpt2\" or \"llama\")",
+                       path,
                        type->valuestring);
     }
     TRY(json_int(j, path, "vocab_size", 8, 1 << 24, &c->vocab_size));

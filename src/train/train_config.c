@@ -47,10 +47,14 @@ static status_t load_llama(const config *cfg, model_config *m)
         double eps = config_float(cfg, "model.norm_eps"), theta = config_float(cfg, "model.rope_theta");
         char value[32];
         const char *bad = NULL;
-        if (kv >= 0 && kv != m->n_head) bad = "model.n_kv_head", snprintf(value, sizeof value, "%lld", (long long)kv);
-        else if (eps != 1e-5) bad = "model.norm_eps", snprintf(value, sizeof value, "%g", eps);
-        else if (theta != 1e4) bad = "model.rope_theta", snprintf(value, sizeof value, "%g", theta);
-        else if (config_bool(cfg, "model.tie_embeddings")) bad = "model.tie_embeddings", snprintf(value, sizeof value, "true");
+        if (kv >= 0 && kv != m->n_head)
+            bad = "model.n_kv_head", snprintf(value, sizeof value, "%lld", (long long)kv);
+        else if (eps != 1e-5)
+            bad = "model.norm_eps", snprintf(value, sizeof value, "%g", eps);
+        else if (theta != 1e4)
+            bad = "model.rope_theta", snprintf(value, sizeof value, "%g", theta);
+        else if (config_bool(cfg, "model.tie_embeddings"))
+            bad = "model.tie_embeddings", snprintf(value, sizeof value, "true");
         FAIL_IF(bad, ST_CONFIG, "%s: %s = %s, but model.family = %s does not take it (a llama key: %s always ties "
                 "its embedding and has its own heads, norm and positions); remove it", config_origin(cfg, bad), bad,
                 value, family, family);
