@@ -269,8 +269,8 @@ status_t ckpt_check_model(const ckpt_reader *r, const model_config *c)
         {"n_head", k->n_head, c->n_head}, {"d_ff", k->d_ff, c->d_ff},
         {"max_positions", k->max_positions, c->max_positions}, {"vocab_size", k->vocab_size, c->vocab_size},
     };
-    static const char *const families[] = {"gpt", "bert"};
-    if (k->family != c->family) return differ(r, "family", families[k->family], families[c->family]);
+    if (k->family != c->family)
+        return differ(r, "family", model_family_name(k->family), model_family_name(c->family));
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         if (ints[i].have == ints[i].want) continue;
         char a[24], b[24];
@@ -281,6 +281,21 @@ status_t ckpt_check_model(const ckpt_reader *r, const model_config *c)
     if (k->sinusoidal != c->sinusoidal)
         return differ(r, "positions", k->sinusoidal ? "sinusoidal" : "learned", c->sinusoidal ? "sinusoidal" : "learned");
     if (k->pre_ln != c->pre_ln) return differ(r, "norm", k->pre_ln ? "pre" : "post", c->pre_ln ? "pre" : "post");
+    if (c->family != MODEL_LLAMA) return ST_OK;
+    char a[24], b[24];
+    if (k->n_kv_head != c->n_kv_head) {
+        snprintf(a, sizeof a, "%d", k->n_kv_head);
+        snprintf(b, sizeof b, "%d", c->n_kv_head);
+        return differ(r, "n_kv_head", a, b);
+    }
+    if (k->norm_eps != c->norm_eps || k->rope_theta != c->rope_theta) {
+        int eps = k->norm_eps != c->norm_eps;
+        snprintf(a, sizeof a, "%g", eps ? k->norm_eps : k->rope_theta);
+        snprintf(b, sizeof b, "%g", eps ? c->norm_eps : c->rope_theta);
+        return differ(r, eps ? "norm_eps" : "rope_theta", a, b);
+    }
+    if (k->tie_embeddings != c->tie_embeddings)
+        return differ(r, "tie_embeddings", k->tie_embeddings ? "true" : "false", c->tie_embeddings ? "true" : "false");
     return ST_OK;
 }
 

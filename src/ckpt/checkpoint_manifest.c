@@ -17,7 +17,7 @@ static cJSON *hex_item(uint64_t v) { return dataset_json_hex(v); }
 static cJSON *model_json(const model_config *c)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "family", c->family == MODEL_BERT ? "bert" : "gpt");
+    cJSON_AddStringToObject(o, "family", model_family_name(c->family));
     cJSON_AddNumberToObject(o, "n_layer", c->n_layer);
     cJSON_AddNumberToObject(o, "d_model", c->d_model);
     cJSON_AddNumberToObject(o, "n_head", c->n_head);
@@ -25,10 +25,17 @@ static cJSON *model_json(const model_config *c)
     cJSON_AddNumberToObject(o, "seq_len", c->seq_len);
     cJSON_AddNumberToObject(o, "max_positions", c->max_positions);
     cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
-    cJSON_AddStringToObject(o, "positions", c->sinusoidal ? "sinusoidal" : "learned");
+    cJSON_AddStringToObject(o, "positions",
+                            c->family == MODEL_LLAMA ? "rope" : c->sinusoidal ? "sinusoidal" : "learned");
     cJSON_AddStringToObject(o, "norm", c->pre_ln ? "pre" : "post");
     cJSON_AddNumberToObject(o, "dropout", c->dropout);
     cJSON_AddBoolToObject(o, "recompute", c->recompute);
+    if (c->family == MODEL_LLAMA) { /* GPT's and BERT's manifests stay as they were */
+        cJSON_AddNumberToObject(o, "n_kv_head", c->n_kv_head);
+        cJSON_AddNumberToObject(o, "norm_eps", c->norm_eps);
+        cJSON_AddNumberToObject(o, "rope_theta", c->rope_theta);
+        cJSON_AddBoolToObject(o, "tie_embeddings", c->tie_embeddings);
+    }
     return o;
 }
 
@@ -245,11 +252,23 @@ static status_t parse_model(json_ctx c, model_config *m)
     TRY(get_num(c, "dropout", &dropout));
     const cJSON *rc = cJSON_GetObjectItemCaseSensitive(c.obj, "recompute");
     FAIL_IF(!cJSON_IsBool(rc), ST_FORMAT, "%s: model.recompute is missing or not a boolean", c.path);
-    m->family = strcmp(family, "bert") == 0 ? MODEL_BERT : MODEL_GPT;
+    FAIL_IF(model_family_parse(family, &m->family) != 0, ST_FORMAT,
+            "%s: model.family = \"%s\" (expected gpt, bert or llama); the checkpoint is damaged", c.path, family);
     m->sinusoidal = strcmp(positions, "sinusoidal") == 0;
     m->pre_ln = strcmp(norm, "pre") == 0;
     m->dropout = (float)dropout;
     m->recompute = cJSON_IsTrue(rc);
+    if (m->family == MODEL_LLAMA) {
+        double eps = 0, theta = 0;
+        TRY(get_int(c, "n_kv_head", &m->n_kv_head));
+        TRY(get_num(c, "norm_eps", &eps));
+        TRY(get_num(c, "rope_theta", &theta));
+        const cJSON *tie = cJSON_GetObjectItemCaseSensitive(c.obj, "tie_embeddings");
+        FAIL_IF(!cJSON_IsBool(tie), ST_FORMAT, "%s: model.tie_embeddings is missing or not a boolean", c.path);
+        m->norm_eps = (float)eps;
+        m->rope_theta = (float)theta;
+        m->tie_embeddings = cJSON_IsTrue(tie);
+    }
     status_t st = model_config_check(m);
     return st == ST_OK ? ST_OK : st_context(ST_FORMAT, "%s: model: ", c.path);
 }

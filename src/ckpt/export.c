@@ -18,6 +18,9 @@ static status_t check_expressible(const model_config *c)
             "export: a %s model with %s-LN blocks has no Hugging Face equivalent (%s is %s-LN); "
             "train with model.norm = auto to export", bert ? "BERT" : "GPT", c->pre_ln ? "pre" : "post",
             bert ? "BertForPreTraining" : "GPT2LMHeadModel", bert ? "post" : "pre");
+    FAIL_IF(c->dropout > 0.0f && c->family == MODEL_LLAMA, ST_USAGE,
+            "export: a llama model trained with model.dropout = %g has dropout sites LlamaForCausalLM lacks (after "
+            "the embeddings and each branch); train with model.dropout = 0 to export", c->dropout);
     return ST_OK;
 }
 
@@ -38,6 +41,18 @@ static void add_id(cJSON *j, const char *key, int32_t id)
     else cJSON_AddNullToObject(j, key);
 }
 
+/* The shortest decimal that reads back as the float v (1e-5f as 1e-05, not
+ * 9.99999974737875e-06), as a double for config.json. */
+static double float_decimal(float v)
+{
+    char buf[32];
+    for (int digits = 1; digits < 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, (double)v);
+        if (strtof(buf, NULL) == v) return strtod(buf, NULL);
+    }
+    return (double)v;
+}
+
 static cJSON *config_json(const model_config *c, safet_dtype dtype, const hf_token_ids *ids)
 {
     cJSON *j = cJSON_CreateObject();
@@ -56,6 +71,22 @@ static cJSON *config_json(const model_config *c, safet_dtype dtype, const hf_tok
         cJSON_AddNumberToObject(j, "type_vocab_size", 2);
         cJSON_AddNumberToObject(j, "layer_norm_eps", 1e-12);
         cJSON_AddStringToObject(j, "position_embedding_type", "absolute");
+    } else if (c->family == MODEL_LLAMA) {
+        cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray((const char *[]){"LlamaForCausalLM"}, 1));
+        cJSON_AddStringToObject(j, "model_type", "llama");
+        cJSON_AddNumberToObject(j, "vocab_size", c->vocab_size);
+        cJSON_AddNumberToObject(j, "hidden_size", c->d_model);
+        cJSON_AddNumberToObject(j, "intermediate_size", c->d_ff);
+        cJSON_AddNumberToObject(j, "num_hidden_layers", c->n_layer);
+        cJSON_AddNumberToObject(j, "num_attention_heads", c->n_head);
+        cJSON_AddNumberToObject(j, "num_key_value_heads", c->n_kv_head);
+        cJSON_AddStringToObject(j, "hidden_act", "silu");
+        cJSON_AddNumberToObject(j, "max_position_embeddings", c->max_positions);
+        cJSON_AddNumberToObject(j, "rms_norm_eps", float_decimal(c->norm_eps));
+        cJSON_AddNumberToObject(j, "rope_theta", float_decimal(c->rope_theta));
+        cJSON_AddBoolToObject(j, "attention_bias", 0);
+        cJSON_AddBoolToObject(j, "mlp_bias", 0);
+        cJSON_AddNumberToObject(j, "attention_dropout", 0.0);
     } else {
         cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray((const char *[]){"GPT2LMHeadModel"}, 1));
         cJSON_AddStringToObject(j, "model_type", "gpt2");
@@ -78,7 +109,7 @@ static cJSON *config_json(const model_config *c, safet_dtype dtype, const hf_tok
     cJSON_AddNumberToObject(j, "initializer_range", 0.02);
     /* not Hugging Face's: the training sequence length, so import restores it */
     cJSON_AddNumberToObject(j, "mpilm_seq_len", c->seq_len);
-    cJSON_AddBoolToObject(j, "tie_word_embeddings", 1);
+    cJSON_AddBoolToObject(j, "tie_word_embeddings", model_tied(c));
     cJSON_AddStringToObject(j, "torch_dtype", dtype == SAFET_BF16 ? "bfloat16" : "float32");
     return j;
 }
@@ -158,11 +189,54 @@ static status_t json_int(const cJSON *j, const char *path, const char *key, doub
     return ST_OK;
 }
 
+/* config.json key `key` as a number > lo (Llama's eps and RoPE base). */
+static status_t json_positive(const cJSON *j, const char *path, const char *key, double lo, float *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    FAIL_IF(!cJSON_IsNumber(v) || !(v->valuedouble > lo && v->valuedouble < 1e30), ST_FORMAT,
+            "%s: \"%s\" is missing or not a number above %g", path, key, lo);
+    *out = (float)v->valuedouble;
+    return ST_OK;
+}
+
+/* LlamaForCausalLM's config.json (num_key_value_heads absent: n_head, as
+ * transformers reads it; rope_scaling and biases are refused). */
+static status_t llama_from_json(const cJSON *j, const char *path, model_config *c)
+{
+    const int layers = 1024, width = 65536, heads = 1024, ffn = 1 << 20, positions = 1 << 20;
+    c->family = MODEL_LLAMA;
+    c->pre_ln = 1;
+    TRY(json_int(j, path, "hidden_size", 8, width, &c->d_model));
+    TRY(json_int(j, path, "num_hidden_layers", 1, layers, &c->n_layer));
+    TRY(json_int(j, path, "num_attention_heads", 1, heads, &c->n_head));
+    TRY(json_int(j, path, "intermediate_size", 1, ffn, &c->d_ff));
+    TRY(json_int(j, path, "max_position_embeddings", 2, positions, &c->max_positions));
+    c->n_kv_head = c->n_head;
+    if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "num_key_value_heads")))
+        TRY(json_int(j, path, "num_key_value_heads", 1, heads, &c->n_kv_head));
+    TRY(json_positive(j, path, "rms_norm_eps", 0.0, &c->norm_eps));
+    c->rope_theta = 10000.0f;
+    if (cJSON_GetObjectItemCaseSensitive(j, "rope_theta"))
+        TRY(json_positive(j, path, "rope_theta", 1.0, &c->rope_theta));
+    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(j, "tie_word_embeddings");
+    c->tie_embeddings = cJSON_IsTrue(tie);
+    const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
+    int biases = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "attention_bias")) ||
+                 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "mlp_bias"));
+    FAIL_IF((scaling && !cJSON_IsNull(scaling)) || biases ||
+                (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu") != 0)),
+            ST_FORMAT, "%s: rope_scaling, attention or MLP biases, or a hidden_act other than silu: a Llama variant "
+            "mpilm does not implement", path);
+    return ST_OK;
+}
+
 static status_t config_from_json(const cJSON *j, const char *path, model_config *c)
 {
     memset(c, 0, sizeof *c);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "model_type");
-    FAIL_IF(!cJSON_IsString(type), ST_FORMAT, "%s: \"model_type\" is missing (expected \"bert\" or \"gpt2\")", path);
+    FAIL_IF(!cJSON_IsString(type), ST_FORMAT,
+            "%s: \"model_type\" is missing (expected \"bert\", \"gpt2\" or \"llama\")", path);
     const int layers = 1024, width = 65536, heads = 1024, ffn = 1 << 20, positions = 1 << 20;
     if (strcmp(type->valuestring, "bert") == 0) {
         c->family = MODEL_BERT;
@@ -181,15 +255,18 @@ static status_t config_from_json(const cJSON *j, const char *path, model_config 
         c->d_ff = 4 * c->d_model;
         if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "n_inner")))
             TRY(json_int(j, path, "n_inner", 1, ffn, &c->d_ff));
+    } else if (strcmp(type->valuestring, "llama") == 0) {
+        TRY(llama_from_json(j, path, c));
     } else {
-        return st_fail(ST_FORMAT, "%s: model_type \"%s\" is not supported (expected \"bert\" or \"gpt2\")", path,
+        return st_fail(ST_FORMAT, "%s: model_type \"%s\" is not supported (expected \"bert\", \"gpt2\" or \"llama\")",
+                       path,
                        type->valuestring);
     }
     TRY(json_int(j, path, "vocab_size", 8, 1 << 24, &c->vocab_size));
     c->seq_len = c->max_positions < 512 ? c->max_positions : 512;
     if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "mpilm_seq_len")))
         TRY(json_int(j, path, "mpilm_seq_len", 2, c->max_positions, &c->seq_len));
-    c->dropout = 0.1f;
+    c->dropout = c->family == MODEL_LLAMA ? 0.0f : 0.1f;
     return model_config_check(c);
 }
 
@@ -218,6 +295,7 @@ static int is_known_extra(const char *name)
         if (strcmp(name, exact[i]) == 0) return 1;
     size_t n = strlen(name);
     return (n > 10 && strcmp(name + n - 10, ".attn.bias") == 0) ||
+           (n > 20 && strcmp(name + n - 20, ".rotary_emb.inv_freq") == 0) ||
            (n > 17 && strcmp(name + n - 17, ".attn.masked_bias") == 0);
 }
 

@@ -1,6 +1,6 @@
 /* ckpt/export — Hugging Face format: model.safetensors + config.json (+ the
- * tokenizer files under Hugging Face's names), loadable as BertForPreTraining
- * or GPT2LMHeadModel; and the way back.
+ * tokenizer files under Hugging Face's names), loadable as BertForPreTraining,
+ * GPT2LMHeadModel or LlamaForCausalLM; and the way back.
  *
  * Owns: the mapping between mpilm's model config and Hugging Face's
  * config.json, and which tensors a Hugging Face model file holds. The tensor

@@ -313,7 +313,7 @@ static status_t write_files(const tokenizer *t, const model_config *c, const cha
     TRY(bpe ? bpe_tokenizer_json(t, vocab_dir, &j) : wordpiece_tokenizer_json(t, &j));
     TRY(write_json(out_dir, "tokenizer.json", j, 0));
     TRY(tokenizer_configs(t, c, out_dir));
-    return c->family == MODEL_GPT ? generation_config(ids, out_dir) : ST_OK;
+    return model_causal(c) ? generation_config(ids, out_dir) : ST_OK;
 }
 
 status_t export_tokenizer_files(const model_config *c, const char *vocab_dir, const char *out_dir,

@@ -82,8 +82,9 @@ static void print_checkpoint(const ckpt_reader *r)
     printf("  format %s version %d; step %lld, %lld tokens seen, lr %.6g, seed %llu\n", CKPT_FORMAT, CKPT_VERSION,
            (long long)m->step, (long long)m->tokens_seen, m->lr, (unsigned long long)m->seed);
     printf("  model %s: %d layers, d_model %d, %d heads, d_ff %d, seq_len %d, max_positions %d, vocab %d, %s "
-           "positions, %s-LN\n", c->family == MODEL_BERT ? "bert" : "gpt", c->n_layer, c->d_model, c->n_head, c->d_ff,
-           c->seq_len, c->max_positions, c->vocab_size, c->sinusoidal ? "sinusoidal" : "learned",
+           "positions, %s-LN\n", model_family_name(c->family), c->n_layer, c->d_model, c->n_head, c->d_ff,
+           c->seq_len, c->max_positions, c->vocab_size,
+           c->family == MODEL_LLAMA ? "rope" : c->sinusoidal ? "sinusoidal" : "learned",
            c->pre_ln ? "pre" : "post");
     printf("  written by world %d: pp %d, dp %d, tp %d, zero %d; data %s%s%s\n", m->topo.world, m->topo.pp,
            m->topo.dp, m->topo.tp, m->topo.zero, m->random_data ? "random" : "dataset ",

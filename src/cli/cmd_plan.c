@@ -68,8 +68,8 @@ static const char *schedule_name(const plan_layout *l)
 static void print_table(const train_config *tc, const plan_cli *p, const plan_result *r)
 {
     const model_config *mc = &tc->model;
-    printf("plan: %s of %d layers, d_model %d, at %d ranks; global batch %d sequences of %d tokens; %s; %d thread%s "
-           "per rank\n", mc->family == MODEL_BERT ? "BERT" : "GPT", mc->n_layer, mc->d_model, p->o.np, r->global_batch,
+    printf("plan: %s (model.family) of %d layers, d_model %d, at %d ranks; global batch %d sequences of %d tokens; %s; "
+           "%d thread%s per rank\n", model_family_name(mc->family), mc->n_layer, mc->d_model, p->o.np, r->global_batch,
            mc->seq_len, mc->bf16 ? "bf16" : "fp32", p->o.threads, p->o.threads == 1 ? "" : "s");
     printf("costs per micro-batch of %d, forward + backward (%s): block %.2f ms, embeddings %.2f ms, heads %.2f ms\n",
            tc->micro_batch, r->measured ? "measured now, then cached" : "from this machine's cache", 1e3 * r->block_s,

@@ -93,7 +93,7 @@ const command commands[] = {
      "                      [--top-k K] [--top-p P] [--seed S] [--json]\n"
      "       mpilm generate --ckpt BERT_CKPT --prompt \"the [MASK] sat\" [--top-k K] [--json]\n"
      "\n"
-     "GPT: --temperature 0 is greedy (default 1); --top-k 0 and --top-p 1 keep every token.\n"
+     "GPT, Llama: --temperature 0 is greedy (default 1); --top-k 0 and --top-p 1 keep every token.\n"
      "The prompt and --max-tokens (default 50) must fit in the model's max_positions.\n"
      "--json prints {\"prompt_ids\":[...],\"ids\":[...],\"text\":\"...\"} (ids: generated only).\n"
      "BERT (fill-mask): [CLS] TEXT [SEP] through the MLM head once; for each [MASK] the\n"
@@ -103,11 +103,12 @@ const command commands[] = {
     {"export", "export a checkpoint to Hugging Face safetensors",
      "usage: mpilm export --ckpt PATH --format hf --out DIR [--dtype fp32|bf16]\n"
      "\n"
-     "Writes DIR/model.safetensors and config.json (BertForPreTraining / GPT2LMHeadModel\n"
-     "names, with bos/eos/pad ids of the vocabulary) and the tokenizer files Hugging Face\n"
-     "loads (vocab files, tokenizer.json, tokenizer_config.json, special_tokens_map.json,\n"
-     "GPT: generation_config.json). --dtype fp32 (default) writes the fp32 weights as\n"
-     "they are; bf16 rounds each to nearest even (as torch's .bfloat16()), half the size.\n",
+     "Writes DIR/model.safetensors and config.json (BertForPreTraining / GPT2LMHeadModel /\n"
+     "LlamaForCausalLM names, with bos/eos/pad ids of the vocabulary) and the tokenizer\n"
+     "files Hugging Face loads (vocab files, tokenizer.json, tokenizer_config.json,\n"
+     "special_tokens_map.json, GPT and Llama: generation_config.json). --dtype fp32\n"
+     "(default) writes the fp32 weights as they are; bf16 rounds each to nearest even\n"
+     "(as torch's .bfloat16()), half the size.\n",
      cmd_export},
     {"import", "import a Hugging Face safetensors model as a checkpoint",
      "usage: mpilm import --hf DIR --out RUN_DIR\n"

@@ -12,7 +12,7 @@ const config_key mpilm_schema[] = {
     {"run", "dir", CFG_STRING, "", NULL, NO_RANGE, "run directory (overrides checkpoints/NAME/)"},
     {"run", "threads", CFG_INT, "auto", "auto", 1, 1024, "threads per rank; BLIS_NUM_THREADS / OMP_NUM_THREADS win"},
 
-    {"model", "family", CFG_ENUM, "gpt", "gpt|bert", NO_RANGE, "model family"},
+    {"model", "family", CFG_ENUM, "gpt", "gpt|bert|llama", NO_RANGE, "model family"},
     {"model", "n_layer", CFG_INT, "4", NULL, 1, MODEL_MAX_LAYERS, "transformer blocks"},
     {"model", "d_model", CFG_INT, "256", NULL, 8, MODEL_MAX_D_MODEL, "hidden size"},
     {"model", "n_head", CFG_INT, "4", NULL, 1, MODEL_MAX_HEADS, "attention heads (must divide d_model)"},
@@ -25,6 +25,12 @@ const config_key mpilm_schema[] = {
     {"model", "norm", CFG_ENUM, "auto", "auto|pre|post", NO_RANGE, "LayerNorm placement; auto = post for bert, pre for gpt"},
     {"model", "dropout", CFG_FLOAT, "0.1", NULL, 0, 0.99, "dropout probability"},
     {"model", "recompute", CFG_BOOL, "false", NULL, NO_RANGE, "recompute block activations in backward"},
+    {"model", "n_kv_head", CFG_INT, "auto", "auto", 1, MODEL_MAX_HEADS,
+     "llama: key/value heads of grouped-query attention (must divide n_head); auto = n_head"},
+    {"model", "norm_eps", CFG_FLOAT, "1e-5", NULL, 1e-12, 1, "llama: RMSNorm epsilon"},
+    {"model", "rope_theta", CFG_FLOAT, "10000", NULL, 2, 1e9, "llama: RoPE base"},
+    {"model", "tie_embeddings", CFG_BOOL, "false", NULL, NO_RANGE,
+     "llama: lm_head is the word embedding (gpt and bert are always tied)"},
 
     {"data", "source", CFG_ENUM, "random", "dataset|random", NO_RANGE, "training samples from a prepared dataset or random tokens"},
     {"data", "path", CFG_STRING, "", NULL, NO_RANGE,

@@ -9,6 +9,10 @@
 double layout_block_flops(const model_config *mc)
 {
     double C = mc->d_model, F = mc->d_ff, T = mc->seq_len;
+    if (mc->family == MODEL_LLAMA) { /* q, o; k, v of the kv heads; gate, up, down: 3 x 2 flops per weight */
+        double KV = (double)model_kv_heads(mc) * (C / mc->n_head);
+        return 12.0 * C * C + 12.0 * C * KV + 18.0 * C * F + 6.0 * T * C;
+    }
     return 24.0 * C * C + 12.0 * C * F + (mc->family == MODEL_GPT ? 6.0 : 12.0) * T * C;
 }
 
@@ -17,7 +21,7 @@ double layout_embed_cost(const model_config *mc) { return 8.0 * mc->d_model / la
 double layout_head_cost(const model_config *mc, double mask_prob)
 {
     double C = mc->d_model, V = mc->vocab_size;
-    double f = mc->family == MODEL_GPT ? 6.0 * C * V : mask_prob * (6.0 * C * V + 6.0 * C * C);
+    double f = model_causal(mc) ? 6.0 * C * V : mask_prob * (6.0 * C * V + 6.0 * C * C);
     return f / layout_block_flops(mc);
 }
 

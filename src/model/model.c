@@ -7,6 +7,40 @@
 #include "base/hash.h"
 #include "model/model_internal.h"
 
+static const char *const family_names[] = {"gpt", "bert", "llama"};
+
+const char *model_family_name(model_family f) { return family_names[f]; }
+
+int model_family_parse(const char *name, model_family *out)
+{
+    for (int i = 0; i < 3; i++)
+        if (strcmp(name, family_names[i]) == 0) {
+            *out = (model_family)i;
+            return 0;
+        }
+    return -1;
+}
+
+/* Llama's own keys: grouped-query heads, RoPE's even head size, RMSNorm's
+ * eps and RoPE's base; pre-norm blocks (model.norm = post has no Llama). */
+static status_t llama_config_check(const model_config *c)
+{
+    FAIL_IF(c->n_kv_head < 1 || c->n_head % c->n_kv_head != 0, ST_CONFIG,
+            "model.n_kv_head = %d does not divide model.n_head = %d (each key/value head serves n_head / n_kv_head "
+            "query heads); choose a divisor of model.n_head, e.g. %d", c->n_kv_head, c->n_head, c->n_head);
+    FAIL_IF((c->d_model / c->n_head) % 2 != 0, ST_CONFIG,
+            "model.d_model / model.n_head = %d / %d = %d is odd: RoPE rotates pairs of a head's channels (expected "
+            "an even head size); change model.d_model or model.n_head", c->d_model, c->n_head, c->d_model / c->n_head);
+    FAIL_IF(!(c->norm_eps > 0.0f) || !(c->rope_theta > 1.0f), ST_CONFIG,
+            "model.norm_eps = %g and model.rope_theta = %g (expected norm_eps > 0 and rope_theta > 1)", c->norm_eps,
+            c->rope_theta);
+    FAIL_IF(!c->pre_ln || c->sinusoidal, ST_CONFIG,
+            "model.family = llama has pre-norm blocks and rotary positions (found %s%s); leave model.norm and "
+            "model.positions at their defaults", !c->pre_ln ? "model.norm = post" : "",
+            c->sinusoidal ? " model.positions = sinusoidal" : "");
+    return ST_OK;
+}
+
 status_t model_config_check(const model_config *c)
 {
     FAIL_IF(c->n_head < 1 || c->d_model < 1, ST_CONFIG, "model: n_head and d_model must be >= 1 (found %d, %d)",
@@ -22,6 +56,7 @@ status_t model_config_check(const model_config *c)
             c->n_layer, c->d_ff, c->vocab_size);
     FAIL_IF(c->dropout < 0.0f || c->dropout >= 1.0f, ST_CONFIG,
             "model.dropout = %g is outside [0, 1)", c->dropout);
+    if (c->family == MODEL_LLAMA) TRY(llama_config_check(c));
     const struct { const char *key; int v, max; } lim[] = {
         {"n_layer", c->n_layer, MODEL_MAX_LAYERS}, {"d_model", c->d_model, MODEL_MAX_D_MODEL},
         {"n_head", c->n_head, MODEL_MAX_HEADS},    {"d_ff", c->d_ff, MODEL_MAX_D_FF},
@@ -67,7 +102,7 @@ static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *
     }
     a->ln1_mean = carve(cv, N);
     a->ln1_rstd = carve(cv, N);
-    a->qkv = carve(cv, 3 * N * Cl);
+    a->qkv = carve(cv, N * (size_t)m->Wqkv);
     a->att_stat = carve(cv, (size_t)m->B * m->NHl * m->cfg.seq_len * 2);
     a->atty = half ? m->s.gemm_in : carve(cv, N * Cl);
     if (half) a->atty_bf = carve_bf16(cv, N * Cl);
@@ -115,7 +150,17 @@ static void carve_scratch(carver *cv, model_stage *m)
     const model_config *c = &m->cfg;
     size_t N = (size_t)m->B * c->seq_len, C = c->d_model, V = m->Vl, Cl = m->Cl;
     scratch *s = &m->s;
-    s->gelu = c->bf16 ? NULL : carve(cv, m->nh); /* bf16: made in bf16 (model_stage_gelu) */
+    if (c->family == MODEL_LLAMA) { /* silu(gate) up in fp32 (the GEMM makes its bf16 copy) */
+        s->gelu = carve(cv, N * (size_t)m->Fl);
+        s->dh = carve(cv, N * (size_t)m->Fl);
+        s->rope = carve(cv, (size_t)c->seq_len * (C / (size_t)c->n_head));
+        if (m->NKVl < m->NHl) {
+            s->qkv_rep = carve(cv, 3 * N * Cl);
+            s->dqkv_kv = carve(cv, N * (size_t)m->Wqkv);
+        }
+    } else {
+        s->gelu = c->bf16 ? NULL : carve(cv, m->nh); /* bf16: made in bf16 (model_stage_gelu) */
+    }
     if (c->bf16) s->gemm_in = carve(cv, N * C); /* Cl <= C */
     if (m->cfg.recompute) carve_block(cv, m, &m->shared, NULL);
     s->tmp = carve(cv, N * C);
@@ -226,6 +271,7 @@ static status_t stage_plan(model_stage *m)
     carve_all(&cv, m);
     TRY(model_views(m, m->params, &m->p));
     TRY(model_views(m, m->grads, &m->g));
+    if (m->s.rope) rope_table(m->s.rope, m->cfg.seq_len, m->cfg.d_model / m->cfg.n_head, m->cfg.rope_theta);
     if (m->s.sin_pos) {
         sinusoidal_positions(m->s.sin_pos, m->cfg.max_positions, m->cfg.d_model);
         m->p.wpe = m->s.sin_pos;
@@ -237,6 +283,10 @@ static status_t stage_plan(model_stage *m)
 status_t model_tp_check(const model_config *cfg, int size)
 {
     FAIL_IF(size < 1, ST_CONFIG, "dist.tp = %d (expected >= 1)", size);
+    FAIL_IF(cfg->family == MODEL_LLAMA && cfg->n_kv_head % size != 0, ST_CONFIG,
+            "dist.tp = %d does not divide model.n_kv_head = %d (each tensor-parallel rank takes n_kv_head / tp "
+            "key/value heads with their query heads); choose a dist.tp that divides model.n_kv_head", size,
+            cfg->n_kv_head);
     FAIL_IF(cfg->n_head % size != 0, ST_CONFIG,
             "dist.tp = %d does not divide model.n_head = %d (each tensor-parallel rank takes n_head / tp "
             "heads); choose a dist.tp that divides model.n_head", size, cfg->n_head);
@@ -261,6 +311,10 @@ static status_t stage_set_tp(model_stage *m, const model_tp *tp)
     m->NHl = c->n_head / t;
     m->Fl = c->d_ff / t;
     m->nh = (size_t)m->B * c->seq_len * m->Fl;
+    m->NKVl = model_kv_heads(c) / t;
+    m->KVl = m->NKVl * (c->d_model / c->n_head);
+    m->Wqkv = m->Cl + 2 * m->KVl;
+    if (c->family == MODEL_LLAMA) m->nh *= 2; /* fch holds gate | up */
     if (t > 1 && m->tp.grid_p > 0) {
         FAIL_IF(m->tp.grid_p * m->tp.grid_q != t || m->tp.block < 1 || !m->tp.gemm || !m->tp.gather, ST_CONFIG,
                 "model: a 2d tensor-parallel stage needs a grid of dist.tp = %d ranks (found %d x %d), a block size "
@@ -268,6 +322,9 @@ static status_t stage_set_tp(model_stage *m, const model_tp *tp)
         int lr, lc;
         model_dmat_local(&m->tp, m->B * c->seq_len, c->d_ff, &lr, &lc);
         m->nh = (size_t)lr * lc;
+        FAIL_IF(c->family == MODEL_LLAMA, ST_CONFIG,
+                "dist.tp_mode = 2d with model.family = llama: the 2d FFN is GELU's two linears, not SwiGLU's "
+                "three; set dist.tp_mode = 1d");
         FAIL_IF(c->bf16, ST_CONFIG,
                 "train.precision = bf16 with dist.tp_mode = 2d: the 2d FFN multiplies over ScaLAPACK, which has "
                 "no bf16 GEMM; set train.precision = fp32, or dist.tp_mode = 1d to train in bf16");
@@ -404,7 +461,8 @@ static int ends_with(const char *s, const char *suffix)
 
 static int is_layernorm(const char *name)
 {
-    return strstr(name, "LayerNorm") || strstr(name, "ln_");
+    return strstr(name, "LayerNorm") || strstr(name, "ln_") || strstr(name, "layernorm") ||
+           strcmp(name, "model.norm.weight") == 0;
 }
 
 void model_init_params(model_stage *m, uint64_t seed)

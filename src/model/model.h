@@ -1,4 +1,4 @@
-/* model — BERT and GPT over a range of layers (a pipeline stage is just a range).
+/* model — BERT, GPT and Llama over a range of layers (a pipeline stage is just a range).
  *
  * Owns: the model configuration, the flat parameter table (Hugging Face names
  * and layouts, docs/design.md), parameter initialisation, the activation plan,
@@ -20,7 +20,7 @@
 #include "base/status.h"
 #include "data/batch.h"
 
-typedef enum { MODEL_GPT = 0, MODEL_BERT = 1 } model_family;
+typedef enum { MODEL_GPT = 0, MODEL_BERT = 1, MODEL_LLAMA = 2 } model_family;
 
 typedef struct model_config {
     model_family family;
@@ -34,7 +34,25 @@ typedef struct model_config {
                          fp32; parameters, gradients, LayerNorm, softmax, GELU, the
                          residual stream and the loss stay fp32. A run's setting, not
                          the model's: checkpoints do not record it. */
+    /* Llama only (GPT and BERT ignore them: their heads are n_head, their
+       embedding tied, their LayerNorm eps fixed, their positions a table) */
+    int n_kv_head;      /* key/value heads of grouped-query attention (divides n_head) */
+    int tie_embeddings; /* 1: lm_head is the word embedding (not stored) */
+    float norm_eps;     /* RMSNorm epsilon */
+    float rope_theta;   /* RoPE base */
 } model_config;
+
+/* "gpt", "bert", "llama"; and back (0, or -1 for an unknown name). */
+const char *model_family_name(model_family f);
+int model_family_parse(const char *name, model_family *out);
+
+/* Causal-LM families (GPT, Llama): the LM objective, data and loss. */
+static inline int model_causal(const model_config *c) { return c->family != MODEL_BERT; }
+/* Key/value heads: n_kv_head for Llama, n_head otherwise. */
+static inline int model_kv_heads(const model_config *c) { return c->family == MODEL_LLAMA ? c->n_kv_head : c->n_head; }
+/* The output head is the word embedding (GPT and BERT always; Llama when
+   tie_embeddings). */
+static inline int model_tied(const model_config *c) { return c->family != MODEL_LLAMA || c->tie_embeddings; }
 
 /* The largest model dimensions mpilm takes (the config schema's ranges too):
  * a checkpoint or config.json beyond them is damaged, not a model. */
@@ -256,10 +274,11 @@ status_t model_head(model_stage *m, int slot, const batch *b, const model_pass *
  * embeddings. Gradients ACCUMULATE into model_grads (zero them per step). */
 status_t model_backward(model_stage *m, int slot, const batch *b, const model_pass *pass);
 
-/* ---- generation with a key/value cache (GPT) ------------------------------
+/* ---- generation with a key/value cache (GPT, Llama) -----------------------
  * A decoder that keeps every layer's keys and values of the positions seen so
  * far, so each new token costs one position's work, not the whole prefix's.
- * It reads the parameters of a whole-model stage (first and last). */
+ * Llama's cache holds its n_kv_head key/value heads only. It reads the
+ * parameters of a whole-model stage (first and last). */
 typedef struct model_decoder model_decoder;
 
 status_t model_decoder_create(model_decoder **out, model_stage *m, int max_len);
@@ -270,6 +289,8 @@ status_t model_decoder_step(model_decoder *d, int32_t id, const float **logits);
 /* Work done so far, in position-passes through the blocks (a cache makes it
  * one per token; recomputing the prefix would make it quadratic). */
 uint64_t model_decoder_work(const model_decoder *d);
+/* Floats of the key/value cache: n_layer * max_len * 2 * n_kv_head * hs. */
+size_t model_decoder_cache_floats(const model_decoder *d);
 
 /* The next token from logits (V): greedy when temperature is 0, else a draw
  * from softmax(logits / temperature) restricted to the top_k most likely (0 =

@@ -12,18 +12,17 @@
  * rank's heads, its FFN rows), the attention projection and the FFN output
  * row-parallel with one group sum each in forward; backward sums d(input)
  * of the two column-parallel linears. Everything between is replicated.
- * In 2d mode the FFN runs on the group's process grid (model_ffn2d.c). */
+ * In 2d mode the FFN runs on the group's process grid (model_ffn2d.c).
+ * Llama's block is model_llama.c's. */
 #include <string.h>
 
 #include "model/model_internal.h"
-
-enum { SITE_ATT = 1, SITE_PROJ = 2, SITE_FFN = 3 };
 
 static float ln_eps(const model_stage *m) { return m->cfg.family == MODEL_BERT ? 1e-12f : 1e-5f; }
 static gelu_kind gelu_of(const model_stage *m) { return m->cfg.family == MODEL_BERT ? GELU_ERF : GELU_TANH; }
 static weight_layout layout_of(const model_stage *m)
 {
-    return m->cfg.family == MODEL_BERT ? W_OUT_IN : W_IN_OUT;
+    return m->cfg.family == MODEL_GPT ? W_IN_OUT : W_OUT_IN; /* Conv1D; nn.Linear (BERT, Llama) */
 }
 
 /* The LayerNorm outputs as GEMM inputs (with their kept bf16 copy, if any). */
@@ -38,10 +37,7 @@ static const int32_t *key_mask_of(const model_stage *m, const batch *b)
 /* Widths are this rank's: the q/k/v channels Cl and heads NHl of its
  * heads, the FFN rows Fl (all of them at tp size 1). */
 
-/* out (N,OC) = inp (N,K) W + bias of a row-parallel linear: each rank's K
- * inputs give a partial product, the group sums, and the bias is added once
- * after the sum. */
-static status_t row_parallel_forward(model_stage *m, float *out, lin_in inp, const float *w, const float *bias, int N,
+status_t row_parallel_forward(model_stage *m, float *out, lin_in inp, const float *w, const float *bias, int N,
                                      int K, int OC)
 {
     if (m->tp.size == 1) {
@@ -50,16 +46,14 @@ static status_t row_parallel_forward(model_stage *m, float *out, lin_in inp, con
     }
     TRY(model_stage_linear_forward(m, out, OC, inp, w, NULL, layout_of(m), N, K, OC));
     TRY(model_tp_sum(m, out, (size_t)N * OC));
+    if (!bias) return ST_OK;
     #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++)
         for (int o = 0; o < OC; o++) out[(size_t)n * OC + o] += bias[o];
     return ST_OK;
 }
 
-/* dacc (N,C) += d(inp) of a column-parallel linear inp (N,C) -> (N,OC):
- * each rank's OC outputs give a partial d(inp) that the group sums (in dtmp,
- * free by then), so every rank continues with the whole gradient. */
-static status_t column_parallel_backward(model_stage *m, float *dacc, float *dw, float *db, const float *dout,
+status_t column_parallel_backward(model_stage *m, float *dacc, float *dw, float *db, const float *dout,
                                          lin_in inp, const float *w, int N, int C, int OC)
 {
     if (m->tp.size == 1) {
@@ -108,6 +102,7 @@ static status_t ffn_half(model_stage *m, int l, const block_params *p, const blo
 status_t model_block_forward(model_stage *m, int l, const block_params *p, const block_acts *a,
                        const float *x, const batch *b, const model_pass *pass)
 {
+    if (m->cfg.family == MODEL_LLAMA) return llama_block_forward(m, l, p, a, x, pass);
     int N = m->B * m->cfg.seq_len, C = m->cfg.d_model;
     float eps = ln_eps(m);
     if (m->cfg.pre_ln) {
@@ -173,6 +168,7 @@ status_t model_block_backward(model_stage *m, int l, const block_params *p, cons
                         const block_acts *a, const float *x, float *dx, const batch *b,
                         const model_pass *pass)
 {
+    if (m->cfg.family == MODEL_LLAMA) return llama_block_backward(m, l, p, g, a, x, dx, pass);
     size_t N = (size_t)m->B * m->cfg.seq_len, C = m->cfg.d_model;
     float *dln = m->s.dA;
     if (m->cfg.pre_ln) {

@@ -4,7 +4,8 @@
  * (rows, V) matrix is never stored whole. What backward needs is left in the
  * slot's doutput: d(loss)/d(stage output).
  *
- * GPT: logits = LN_f(x) wte^T over every position with a target.
+ * GPT: logits = LN_f(x) wte^T over every position with a target; Llama
+ *       RMSNorm(x) lm_head^T (wte^T when tied).
  * BERT: MLM over the masked positions only (the other rows carry no loss):
  *       h = LN(gelu(x Wt + bt)); logits = h wte^T + bias;
  *       NSP on [CLS]: pooled = tanh(x_0 Wp + bp); nsp = pooled Ws + bs.
@@ -33,12 +34,13 @@ static status_t parallel_crossentropy(model_stage *m, int n, const int32_t *targ
     return ST_OK;
 }
 
-/* Logits of rows h (R,C) against the tied embedding (this rank's vocabulary
- * slice), chunk by chunk; fills pass->logits rows (at their batch positions)
+/* Logits of rows h (R,C) against the output weight w (V,C) — the tied
+ * embedding, or Llama's lm_head; this rank's vocabulary slice — chunk by
+ * chunk; fills pass->logits rows (at their batch positions)
  * if asked; when training, leaves d(loss)/d(h) in dh (R,C) (summed over the
  * tensor group) and adds to the embedding and bias grads. Adds the loss sum
- * to *loss. */
-static status_t tied_logits_loss(model_stage *m, const float *h, float *dh, int R,
+ * to *loss; dw receives the weight's gradient. */
+static status_t tied_logits_loss(model_stage *m, const float *w, float *dw, const float *h, float *dh, int R,
                                  const int32_t *rows, const int32_t *targets, const float *bias,
                                  float *dbias, float scale, const model_pass *pass, int *correct,
                                  double *loss)
@@ -47,7 +49,7 @@ static status_t tied_logits_loss(model_stage *m, const float *h, float *dh, int 
     for (int r0 = 0; r0 < R; r0 += HEAD_ROWS) {
         int n = R - r0 < HEAD_ROWS ? R - r0 : HEAD_ROWS;
         const float *hc = h + (size_t)r0 * C;
-        if (V) TRY(model_stage_linear_forward(m, m->s.logits, ld, lin_f32(hc), m->p.wte, bias, W_OUT_IN, n, C, V));
+        if (V) TRY(model_stage_linear_forward(m, m->s.logits, ld, lin_f32(hc), w, bias, W_OUT_IN, n, C, V));
         if (pass->logits)
             for (int i = 0; i < n; i++)
                 memcpy(pass->logits + (size_t)rows[r0 + i] * V, m->s.logits + (size_t)i * V,
@@ -58,8 +60,8 @@ static status_t tied_logits_loss(model_stage *m, const float *h, float *dh, int 
         else
             TRY(parallel_crossentropy(m, n, targets + r0, scale, correct, loss));
         if (pass->train && V)
-            TRY(model_stage_linear_backward(m, dh + (size_t)r0 * C, m->g.wte, dbias, m->s.logits, ld, lin_f32(hc), m->p.wte,
-                            W_OUT_IN, n, C, V, 0));
+            TRY(model_stage_linear_backward(m, dh + (size_t)r0 * C, dw, dbias, m->s.logits, ld, lin_f32(hc), w, W_OUT_IN, n,
+                                      C, V, 0));
         else if (pass->train)
             memset(dh + (size_t)r0 * C, 0, (size_t)n * C * sizeof(float));
         model_poll(pass);
@@ -126,23 +128,32 @@ static void scatter_add_rows(float *dst, const float *src, const int32_t *rows, 
     }
 }
 
-static status_t gpt_head(model_stage *m, slot_acts *s, const batch *b, const model_pass *pass,
-                         model_losses *losses)
+/* GPT: LN_f then the tied embedding; Llama: RMSNorm then lm_head (or the
+ * tied embedding). */
+static status_t lm_head(model_stage *m, slot_acts *s, const batch *b, const model_pass *pass,
+                        model_losses *losses)
 {
-    int C = m->cfg.d_model, R, Rp, valid;
+    int C = m->cfg.d_model, R, Rp, valid, llama = m->cfg.family == MODEL_LLAMA;
     const float *x = s->xs[m->n_local];
     TRY(select_rows(m, b, pass, &R, &Rp, &valid));
     gather_rows(m->s.h_in, x, m->s.rows, Rp, C);
-    layernorm_forward(m->s.h_l, m->s.h_mean, m->s.h_rstd, m->s.h_in, m->p.lnf_w, m->p.lnf_b, Rp,
-                      C, 1e-5f);
+    if (llama)
+        rmsnorm_forward(m->s.h_l, m->s.h_rstd, m->s.h_in, m->p.lnf_w, Rp, C, m->cfg.norm_eps);
+    else
+        layernorm_forward(m->s.h_l, m->s.h_mean, m->s.h_rstd, m->s.h_in, m->p.lnf_w, m->p.lnf_b, Rp, C, 1e-5f);
     float scale = valid ? pass->loss_scale / (float)valid : 0.0f;
-    TRY(tied_logits_loss(m, m->s.h_l, m->s.dh_l, Rp, m->s.rows, m->s.row_targets, NULL, NULL, scale,
-                         pass, &losses->lm_correct, &losses->lm_loss_sum));
+    int untied = !model_tied(&m->cfg);
+    TRY(tied_logits_loss(m, untied ? m->p.lm_head : m->p.wte, untied ? m->g.lm_head : m->g.wte, m->s.h_l,
+                         m->s.dh_l, Rp, m->s.rows, m->s.row_targets, NULL, NULL, scale, pass, &losses->lm_correct,
+                         &losses->lm_loss_sum));
     losses->lm_count += valid;
     if (!pass->train) return ST_OK;
     memset(m->s.h_t, 0, (size_t)Rp * C * sizeof(float));
-    layernorm_backward(m->s.h_t, m->g.lnf_w, m->g.lnf_b, m->s.dh_l, m->s.h_in, m->p.lnf_w,
-                       m->s.h_mean, m->s.h_rstd, Rp, C);
+    if (llama)
+        rmsnorm_backward(m->s.h_t, m->g.lnf_w, m->s.dh_l, m->s.h_in, m->p.lnf_w, m->s.h_rstd, Rp, C);
+    else
+        layernorm_backward(m->s.h_t, m->g.lnf_w, m->g.lnf_b, m->s.dh_l, m->s.h_in, m->p.lnf_w, m->s.h_mean,
+                           m->s.h_rstd, Rp, C);
     memset(s->doutput, 0, (size_t)m->B * m->cfg.seq_len * C * sizeof(float));
     scatter_add_rows(s->doutput, m->s.h_t, m->s.rows, R, C);
     return ST_OK;
@@ -161,7 +172,7 @@ static status_t bert_mlm(model_stage *m, slot_acts *s, const batch *b, const mod
     layernorm_forward(k->h_l, k->h_mean, k->h_rstd, k->h_g, m->p.tr_ln_w, m->p.tr_ln_b, Rp, C,
                       1e-12f);
     float scale = valid ? pass->loss_scale / (float)valid : 0.0f;
-    TRY(tied_logits_loss(m, k->h_l, k->dh_l, Rp, k->rows, k->row_targets, m->p.dec_b, m->g.dec_b,
+    TRY(tied_logits_loss(m, m->p.wte, m->g.wte, k->h_l, k->dh_l, Rp, k->rows, k->row_targets, m->p.dec_b, m->g.dec_b,
                          scale, pass, &losses->mlm_correct, &losses->mlm_loss_sum));
     losses->mlm_count += valid;
     if (!pass->train) return ST_OK;
@@ -214,7 +225,7 @@ status_t model_head_forward(model_stage *m, int slot, const batch *b, const mode
                       model_losses *losses)
 {
     slot_acts *s = &m->slots[slot];
-    if (m->cfg.family == MODEL_GPT) return gpt_head(m, s, b, pass, losses);
+    if (model_causal(&m->cfg)) return lm_head(m, s, b, pass, losses);
     memset(s->doutput, 0, (size_t)m->B * m->cfg.seq_len * m->cfg.d_model * sizeof(float));
     TRY(bert_mlm(m, s, b, pass, losses));
     return bert_nsp(m, s, b, pass, losses);

@@ -18,7 +18,8 @@ typedef struct block_params {
 typedef struct stage_params {
     float *wte, *wpe, *wtt, *emb_ln_w, *emb_ln_b;          /* first stage */
     block_params *blocks;                                  /* n_local */
-    float *lnf_w, *lnf_b;                                  /* GPT head */
+    float *lnf_w, *lnf_b;                                  /* GPT head (Llama: lnf_w) */
+    float *lm_head;                                        /* Llama's untied output head */
     float *pool_w, *pool_b, *tr_w, *tr_b, *tr_ln_w, *tr_ln_b, *dec_b, *nsp_w, *nsp_b; /* BERT */
 } stage_params;
 
@@ -49,12 +50,16 @@ typedef struct scratch {
     float *dm_x, *dm_y;               /* 2d: local parts of (N,C) FFN inputs, outputs and gradients */
     float *dm_bias;                   /* 2d: (d_ff) the FFN-in bias gradient's group sum */
     float *ce_max, *ce_st;            /* parallel cross-entropy: (HEAD_ROWS), (2 HEAD_ROWS) */
-    float *gelu;                      /* gelu(fch) of the block at hand (N,F) */
+    float *gelu;                      /* gelu(fch) of the block at hand (N,F); Llama: silu(gate) up */
     float *logits, *row_loss;         /* (RC,V), (B*T) */
     float *h_in, *h_t, *h_g, *h_l, *h_mean, *h_rstd, *dh_l, *dh_g; /* head rows (B*T,C) */
     int32_t *rows, *row_targets;      /* head rows and their targets (B*T) */
     float *pool_in, *pool, *dpool, *dpool_in, *nsp; /* (B,C) and (B,2) */
     float *sin_pos;                   /* (P,C) sinusoidal table, or NULL */
+    float *rope;                      /* Llama: (T,hs) RoPE's cos | sin per position */
+    float *qkv_rep, *dqkv_kv;         /* Llama with n_kv_head < n_head: (N,3Cl) q | k | v with the kv
+                                         heads repeated per query head, and (N,Wqkv) d(q | k | v) */
+    float *dh;                        /* Llama: (N,Fl) d(silu(gate) up) */
     bf16 *xbf, *dbf;                  /* bf16: a linear's input and its output's gradient */
     float *gemm_in;                   /* bf16: fp32 (N, max(C, Cl)) of the inputs kept in bf16 */
 } scratch;
@@ -76,6 +81,9 @@ struct model_stage {
     /* local widths: q/k/v channels, heads, FFN rows, vocabulary rows (padded)
        and the vocabulary slice [v0, v0 + nv) this rank holds */
     int Cl, NHl, Fl, Vl, v0, nv;
+    /* the fused q | k | v row: its width Wqkv (3 Cl; Llama Cl + 2 KVl) and
+       Llama's local key/value width KVl and heads NKVl */
+    int Wqkv, KVl, NKVl;
     size_t nh;               /* floats of this rank's part of the FFN's hidden (N, d_ff) activation */
     model_tensor *tensors;
     tensor_split *splits;    /* [n_tensors] */
@@ -99,6 +107,9 @@ struct model_stage {
 
 enum { HEAD_ROWS = 256 };   /* rows of logits materialised at once */
 
+/* Dropout sites of a block (with SITE_EMB = 0 for the embeddings). */
+enum { SITE_ATT = 1, SITE_PROJ = 2, SITE_FFN = 3 };
+
 /* tensor table of a range (model_table.c) */
 /* part_end (optional, n_local + 3 entries): where each part ends, see
  * model_stage.part_end. */
@@ -119,6 +130,12 @@ status_t model_block_forward(model_stage *m, int l, const block_params *p, const
 status_t model_block_backward(model_stage *m, int l, const block_params *p, const block_params *g,
                         const block_acts *a, const float *x, float *dx, const batch *b,
                         const model_pass *pass);
+/* Llama's block (model_llama.c): pre-norm RMSNorm, RoPE, grouped-query
+ * attention, SwiGLU; model_block_forward / model_block_backward hand Llama stages to these. */
+status_t llama_block_forward(model_stage *m, int l, const block_params *p, const block_acts *a, const float *x,
+                             const model_pass *pass);
+status_t llama_block_backward(model_stage *m, int l, const block_params *p, const block_params *g,
+                              const block_acts *a, const float *x, float *dx, const model_pass *pass);
 /* 2d FFN (model_ffn2d.c): out (N,C) = gelu(ffn_in W1 + b1) W2 + b2, the
  * hidden kept in a->fch; backward from dy_full (N,C, used as scratch after)
  * adds d(ffn_in) to dacc and the weights' gradients to g. */
@@ -152,6 +169,19 @@ status_t model_stage_linear_backward(model_stage *m, float *dinp, float *dw, flo
 lin_in model_stage_gelu(model_stage *m, const float *fch, size_t n, gelu_kind kind, float *f32_out);
 /* bf16 stages: remakes wbf from params when they may have changed. */
 void model_stage_sync_bf16(model_stage *m);
+
+/* The tensor-parallel linears (model_block.c), in the family's weight
+ * layout. row_parallel_forward: out (N,OC) = inp (N,K) W + bias of a
+ * row-parallel linear: each rank's K inputs give a partial product, the group
+ * sums, and the bias (may be NULL) is added once after the sum.
+ * column_parallel_backward: dacc (N,C) += d(inp) of a column-parallel linear
+ * inp (N,C) -> (N,OC): each rank's OC outputs give a partial d(inp) that the
+ * group sums (in dtmp, which must be free), so every rank continues with the
+ * whole gradient. At tp size 1 both are the stage's linear. */
+status_t row_parallel_forward(model_stage *m, float *out, lin_in inp, const float *w, const float *bias, int N, int K,
+                              int OC);
+status_t column_parallel_backward(model_stage *m, float *dacc, float *dw, float *db, const float *dout, lin_in inp,
+                                  const float *w, int N, int C, int OC);
 
 dropout_site model_dropout(const model_stage *m, const model_pass *pass, int layer, int site);
 /* The tensor group's in-place sum (nothing at tp size 1). */

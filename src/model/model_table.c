@@ -37,6 +37,9 @@ static const tensor_spec gpt_embed[] = {MODEL_GPT_EMBED(STAGE_SPEC)};
 static const tensor_spec bert_embed[] = {MODEL_BERT_EMBED(STAGE_SPEC)};
 static const tensor_spec gpt_head[] = {MODEL_GPT_HEAD(STAGE_SPEC)};
 static const tensor_spec bert_head[] = {MODEL_BERT_HEAD(STAGE_SPEC)};
+static const tensor_spec llama_block[] = {MODEL_LLAMA_BLOCK(BLOCK_SPEC)};
+static const tensor_spec llama_embed[] = {MODEL_LLAMA_EMBED(STAGE_SPEC)};
+static const tensor_spec llama_head[] = {MODEL_LLAMA_HEAD(STAGE_SPEC)};
 #undef BV
 #undef SV
 
@@ -46,9 +49,18 @@ typedef struct spec_list {
 } spec_list;
 
 #define LIST(a) ((spec_list){a, (int)(sizeof a / sizeof a[0])})
-static spec_list block_list(const model_config *c) { return c->family == MODEL_BERT ? LIST(bert_block) : LIST(gpt_block); }
-static spec_list embed_list(const model_config *c) { return c->family == MODEL_BERT ? LIST(bert_embed) : LIST(gpt_embed); }
-static spec_list head_list(const model_config *c) { return c->family == MODEL_BERT ? LIST(bert_head) : LIST(gpt_head); }
+static spec_list block_list(const model_config *c)
+{
+    return c->family == MODEL_BERT ? LIST(bert_block) : c->family == MODEL_LLAMA ? LIST(llama_block) : LIST(gpt_block);
+}
+static spec_list embed_list(const model_config *c)
+{
+    return c->family == MODEL_BERT ? LIST(bert_embed) : c->family == MODEL_LLAMA ? LIST(llama_embed) : LIST(gpt_embed);
+}
+static spec_list head_list(const model_config *c)
+{
+    return c->family == MODEL_BERT ? LIST(bert_head) : c->family == MODEL_LLAMA ? LIST(llama_head) : LIST(gpt_head);
+}
 #undef LIST
 
 void model_dmat_local(const model_tp *tp, int rows, int cols, int *lr, int *lc)
@@ -67,6 +79,7 @@ static int64_t dim(const model_config *c, int d)
     case TD_V: return c->vocab_size;
     case TD_P: return c->max_positions;
     case TD_2: return 2;
+    case TD_KV: return (int64_t)model_kv_heads(c) * (c->d_model / c->n_head);
     default: return 0;
     }
 }
@@ -88,7 +101,8 @@ static split_kind spec_split(const table_builder *tb, int split)
 
 static int spec_present(const model_config *c, const tensor_spec *s, int first)
 {
-    return s->when == TW_ALWAYS || (s->when == TW_LEARNED_POS && !c->sinusoidal) || (s->when == TW_TIED_COPY && !first);
+    return s->when == TW_ALWAYS || (s->when == TW_LEARNED_POS && !c->sinusoidal) ||
+           (s->when == TW_TIED_COPY && !first && model_tied(c)) || (s->when == TW_UNTIED && !model_tied(c));
 }
 
 /* Floats of a list's tensors, unsplit. */
@@ -131,7 +145,9 @@ static status_t add(table_builder *tb, const model_config *c, const tensor_spec 
     model_tensor *t = &tb->t[tb->n++];
     memset(t, 0, sizeof *t);
     if (layer >= 0) {
-        const char *prefix = c->family == MODEL_BERT ? MODEL_BERT_BLOCK_PREFIX : MODEL_GPT_BLOCK_PREFIX;
+        const char *prefix = c->family == MODEL_BERT    ? MODEL_BERT_BLOCK_PREFIX
+                             : c->family == MODEL_LLAMA ? MODEL_LLAMA_BLOCK_PREFIX
+                                                        : MODEL_GPT_BLOCK_PREFIX;
         int k = snprintf(t->name, sizeof t->name, prefix, layer);
         snprintf(t->name + k, sizeof t->name - (size_t)k, "%s", s->name);
     } else {
@@ -157,7 +173,7 @@ static status_t add(table_builder *tb, const model_config *c, const tensor_spec 
     t->tp_split = kind != SPLIT_NONE;
     t->layer = layer;
     t->view = s->view;
-    t->tied = layer < 0 && s->view == (int)offsetof(stage_params, wte);
+    t->tied = layer < 0 && s->view == (int)offsetof(stage_params, wte) && model_tied(c);
     t->tied_copy = s->when == TW_TIED_COPY;
     tb->total += t->numel;
     if (t->tied_copy) { /* the original: the full table's first tensor */

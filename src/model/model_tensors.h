@@ -22,13 +22,14 @@
 enum { TS_NONE, TS_ROWS, TS_COLS, TS_COLS3, TS_FFN_ROWS, TS_FFN_COLS, TS_FFN_BIAS };
 
 /* Dimensions: d_model, 3 d_model, d_ff, vocab_size, max_positions, 2 (token
- * types, NSP classes), none. */
-enum { TD_0, TD_C, TD_3C, TD_F, TD_V, TD_P, TD_2 };
+ * types, NSP classes), none; Llama's key/value width n_kv_head * head size. */
+enum { TD_0, TD_C, TD_3C, TD_F, TD_V, TD_P, TD_2, TD_KV };
 
 /* Conditions of stage-level tensors: always; learned positions
  * (model.positions = learned); the last stage's own copy of the tied word
- * embedding (a last stage that is not also the first). */
-enum { TW_ALWAYS, TW_LEARNED_POS, TW_TIED_COPY };
+ * embedding (a tied model's last stage that is not also the first); an
+ * untied output head (Llama's lm_head without tie_embeddings). */
+enum { TW_ALWAYS, TW_LEARNED_POS, TW_TIED_COPY, TW_UNTIED };
 
 /* GPT-2 block i: "transformer.h.<i>." + name. */
 #define MODEL_GPT_BLOCK(X)                                               \
@@ -65,10 +66,28 @@ enum { TW_ALWAYS, TW_LEARNED_POS, TW_TIED_COPY };
     X(BV(ln2_w), "output.LayerNorm.weight", TS_NONE, TD_C, TD_0)                   \
     X(BV(ln2_b), "output.LayerNorm.bias", TS_NONE, TD_C, TD_0)
 
+/* Llama block i: "model.layers.<i>." + name; q, k and v back to back form
+ * one (C + 2 KV, C) matrix, gate and up one (2F, C) matrix, so one GEMM
+ * computes each; Linear weights are (out, in) as in transformers. Split by
+ * heads (q rows, and the kv rows of their groups) and FFN rows. */
+#define MODEL_LLAMA_BLOCK(X)                                                     \
+    X(BV(ln1_w), "input_layernorm.weight", TS_NONE, TD_C, TD_0)                  \
+    X(BV(qkv_w), "self_attn.q_proj.weight", TS_ROWS, TD_C, TD_C)                 \
+    X(NO_VIEW, "self_attn.k_proj.weight", TS_ROWS, TD_KV, TD_C)                  \
+    X(NO_VIEW, "self_attn.v_proj.weight", TS_ROWS, TD_KV, TD_C)                  \
+    X(BV(proj_w), "self_attn.o_proj.weight", TS_COLS, TD_C, TD_C)                \
+    X(BV(ln2_w), "post_attention_layernorm.weight", TS_NONE, TD_C, TD_0)         \
+    X(BV(fc_w), "mlp.gate_proj.weight", TS_FFN_ROWS, TD_F, TD_C)                 \
+    X(NO_VIEW, "mlp.up_proj.weight", TS_FFN_ROWS, TD_F, TD_C)                    \
+    X(BV(fc2_w), "mlp.down_proj.weight", TS_FFN_COLS, TD_C, TD_F)
+
 /* The first stage's tensors (the word embedding first: the tied weight). */
 #define MODEL_GPT_EMBED(X)                                                         \
     X(TW_ALWAYS, SV(wte), "transformer.wte.weight", TS_ROWS, TD_V, TD_C)           \
     X(TW_LEARNED_POS, SV(wpe), "transformer.wpe.weight", TS_NONE, TD_P, TD_C)
+
+#define MODEL_LLAMA_EMBED(X) \
+    X(TW_ALWAYS, SV(wte), "model.embed_tokens.weight", TS_ROWS, TD_V, TD_C)
 
 #define MODEL_BERT_EMBED(X)                                                                             \
     X(TW_ALWAYS, SV(wte), "bert.embeddings.word_embeddings.weight", TS_ROWS, TD_V, TD_C)                \
@@ -83,6 +102,11 @@ enum { TW_ALWAYS, TW_LEARNED_POS, TW_TIED_COPY };
     X(TW_TIED_COPY, SV(wte), "transformer.wte.weight", TS_ROWS, TD_V, TD_C)        \
     X(TW_ALWAYS, SV(lnf_w), "transformer.ln_f.weight", TS_NONE, TD_C, TD_0)        \
     X(TW_ALWAYS, SV(lnf_b), "transformer.ln_f.bias", TS_NONE, TD_C, TD_0)
+
+#define MODEL_LLAMA_HEAD(X)                                                        \
+    X(TW_TIED_COPY, SV(wte), "model.embed_tokens.weight", TS_ROWS, TD_V, TD_C)      \
+    X(TW_ALWAYS, SV(lnf_w), "model.norm.weight", TS_NONE, TD_C, TD_0)              \
+    X(TW_UNTIED, SV(lm_head), "lm_head.weight", TS_ROWS, TD_V, TD_C)
 
 #define MODEL_BERT_HEAD(X)                                                                              \
     X(TW_TIED_COPY, SV(wte), "bert.embeddings.word_embeddings.weight", TS_ROWS, TD_V, TD_C)             \
@@ -99,5 +123,6 @@ enum { TW_ALWAYS, TW_LEARNED_POS, TW_TIED_COPY };
 /* Block name prefixes (printf formats of the layer index). */
 #define MODEL_GPT_BLOCK_PREFIX "transformer.h.%d."
 #define MODEL_BERT_BLOCK_PREFIX "bert.encoder.layer.%d."
+#define MODEL_LLAMA_BLOCK_PREFIX "model.layers.%d."
 
 #endif

@@ -228,7 +228,8 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     size_t n = full[n_full - 1].offset + full[n_full - 1].numel;
     free(full);
     log_msg(LOG_INFO, "%s model: %zu parameters, %d layers, d_model %d; global batch %d x %d x %d sequences of %d tokens",
-            tc->model.family == MODEL_BERT ? "BERT" : "GPT", n, tc->model.n_layer, tc->model.d_model,
+            tc->model.family == MODEL_BERT ? "BERT" : tc->model.family == MODEL_LLAMA ? "Llama" : "GPT", n,
+            tc->model.n_layer, tc->model.d_model,
             tc->micro_batch, tc->micro_batches, t->topo->dp, tc->model.seq_len);
     if (tc->vocab_dataset)
         log_msg(LOG_INFO, "model.vocab_size = auto → %d (dataset vocabulary %u, padded to a multiple of %d)",

@@ -36,10 +36,50 @@ status_t train_precision_resolve(const char *requested, int tp_2d, model_config 
     return ST_OK;
 }
 
+/* Llama's keys. GPT and BERT refuse a value other than the default (it
+ * would be ignored; the default itself is accepted, so a printed
+ * configuration loads back); Llama refuses sinusoidal positions and post-LN
+ * (it has rotary positions and pre-norm RMSNorm blocks). */
+static status_t load_llama(const config *cfg, model_config *m)
+{
+    const char *family = config_str(cfg, "model.family");
+    if (m->family != MODEL_LLAMA) {
+        int64_t kv = config_int(cfg, "model.n_kv_head");
+        double eps = config_float(cfg, "model.norm_eps"), theta = config_float(cfg, "model.rope_theta");
+        char value[32];
+        const char *bad = NULL;
+        if (kv >= 0 && kv != m->n_head)
+            bad = "model.n_kv_head", snprintf(value, sizeof value, "%lld", (long long)kv);
+        else if (eps != 1e-5)
+            bad = "model.norm_eps", snprintf(value, sizeof value, "%g", eps);
+        else if (theta != 1e4)
+            bad = "model.rope_theta", snprintf(value, sizeof value, "%g", theta);
+        else if (config_bool(cfg, "model.tie_embeddings"))
+            bad = "model.tie_embeddings", snprintf(value, sizeof value, "true");
+        FAIL_IF(bad, ST_CONFIG, "%s: %s = %s, but model.family = %s does not take it (a llama key: %s always ties "
+                "its embedding and has its own heads, norm and positions); remove it", config_origin(cfg, bad), bad,
+                value, family, family);
+        return ST_OK;
+    }
+    const char *positions = config_str(cfg, "model.positions"), *norm = config_str(cfg, "model.norm");
+    FAIL_IF(strcmp(positions, "sinusoidal") == 0 || strcmp(norm, "post") == 0, ST_CONFIG,
+            "%s: %s, but model.family = llama has rotary positions and pre-norm RMSNorm blocks; remove it",
+            config_origin(cfg, strcmp(norm, "post") == 0 ? "model.norm" : "model.positions"),
+            strcmp(norm, "post") == 0 ? "model.norm = post" : "model.positions = sinusoidal");
+    int64_t kv = config_int(cfg, "model.n_kv_head");
+    m->n_kv_head = kv < 0 ? m->n_head : (int)kv;
+    m->norm_eps = (float)config_float(cfg, "model.norm_eps");
+    m->rope_theta = (float)config_float(cfg, "model.rope_theta");
+    m->tie_embeddings = config_bool(cfg, "model.tie_embeddings");
+    m->pre_ln = 1;
+    return ST_OK;
+}
+
 static status_t load_model(const config *cfg, model_config *m)
 {
     memset(m, 0, sizeof *m);
-    m->family = strcmp(config_str(cfg, "model.family"), "bert") == 0 ? MODEL_BERT : MODEL_GPT;
+    const char *family = config_str(cfg, "model.family");
+    m->family = strcmp(family, "bert") == 0 ? MODEL_BERT : strcmp(family, "llama") == 0 ? MODEL_LLAMA : MODEL_GPT;
     m->n_layer = (int)config_int(cfg, "model.n_layer");
     m->d_model = (int)config_int(cfg, "model.d_model");
     m->n_head = (int)config_int(cfg, "model.n_head");
@@ -52,6 +92,7 @@ static status_t load_model(const config *cfg, model_config *m)
     m->pre_ln = strcmp(norm, "auto") == 0 ? m->family == MODEL_GPT : strcmp(norm, "pre") == 0;
     m->dropout = (float)config_float(cfg, "model.dropout");
     m->recompute = config_bool(cfg, "model.recompute");
+    TRY(load_llama(cfg, m));
     return m->vocab_size < 0 ? ST_OK : model_config_check(m); /* auto: checked once resolved */
 }
 

@@ -84,7 +84,7 @@ static status_t forward_through_layout(void *ctx, batch *b, model_losses *l)
 /* GPT: the LM loss; BERT: MLM + NSP (NSP when evaluated). */
 static double val_loss_of(const eval_result *r)
 {
-    if (r->family == MODEL_GPT) return r->lm_loss;
+    if (r->family != MODEL_BERT) return r->lm_loss;
     return r->mlm_loss + (r->nsp_targets ? r->nsp_loss : 0.0);
 }
 
@@ -159,7 +159,7 @@ void trainer_valid_row(trainer *t, int64_t step)
     const eval_result *r = &t->last_val;
     fprintf(t->metrics, "{\"step\":%lld", (long long)step);
     put(t->metrics, "val_loss", t->last_val_loss);
-    if (r->family == MODEL_GPT) {
+    if (r->family != MODEL_BERT) {
         put(t->metrics, "val_ppl", r->perplexity);
     } else {
         int nsp = r->nsp_targets > 0;

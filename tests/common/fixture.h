@@ -10,7 +10,7 @@
 #include "optim/optim.h"
 
 /* The fixture's model (dropout 0, learned positions, GPT pre-LN, BERT
- * post-LN) and AdamW settings; ST_FORMAT naming the first missing key. */
+ * post-LN; Llama's kv heads, RMSNorm eps and RoPE base, untied) and AdamW settings; ST_FORMAT naming the first missing key. */
 status_t fixture_configs(const safet_file *f, model_config *c, optim_config *o);
 
 #endif

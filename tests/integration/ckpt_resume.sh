@@ -1,6 +1,6 @@
 #!/bin/sh
 # Exact resume: 20 steps straight vs the same run resumed in a new process
-# from its step-10 checkpoint, GPT and BERT, random and dataset data, on 1 and
+# from its step-10 checkpoint, GPT, BERT and Llama, random and dataset data, on 1 and
 # 2 ranks: identical per-step losses and identical final shard files (params,
 # m, v). The "small" datasets (a few hundred tokens) put several epoch
 # boundaries inside the 20 steps and the checkpoint in the middle of an epoch
@@ -23,9 +23,10 @@ sed -n '1,2p;3q' datasets/sample/sample.txt > "$d/small.txt"
   { cat "$d/prep.log"; fail "prep wp-small"; }
 
 for np in 1 2; do
-  for case in gpt:random bert:random gpt:bpe bert:wp gpt:bpe-small bert:wp-small; do
+  for case in gpt:random bert:random llama:random gpt:bpe bert:wp llama:bpe gpt:bpe-small bert:wp-small; do
     fam=${case%%:*} data=${case#*:} name="$fam-$data-np$np"
     set -- --set model.family=$fam --set ckpt.every_steps=10
+    [ "$fam" = llama ] && set -- "$@" --set model.n_kv_head=1
     [ "$data" = random ] || set -- "$@" --set data.source=dataset --set data.path="$d/$data"
     train $np "$d/$name.log" "$@" --set run.dir="$d/$name" || { tail -5 "$d/$name.log"; fail "$name: straight run"; }
     # the interrupted run: everything up to its step-10 checkpoint, then a new process

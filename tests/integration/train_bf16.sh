@@ -4,7 +4,7 @@
 # global batch 16 sequences (micro_batch 4 x micro_batches 4/dp x dp):
 # - layouts in bf16 against 1 rank in bf16: GPT at pp 2 (GPipe, 1F1B), dp 2 (ZeRO 1, 2),
 #   tp 2, pp 2 x tp 2, pp 2 x dp 2, dp 2 x tp 2 (4 ranks); BERT at pp 2 (both schedules),
-#   dp 2 (ZeRO 1, 2), tp 2. Bitwise: the step-1 losses at dp 2 (same weights, samples and
+#   dp 2 (ZeRO 1, 2), tp 2; Llama (4 query heads over 2 kv heads) likewise. Bitwise: the step-1 losses at dp 2 (same weights, samples and
 #   bf16 GEMMs; the gradient reduction is fp32), GPipe = 1F1B and ZeRO 1 = ZeRO 2 at every
 #   step. Tolerances at every step: dp and tp layouts T_LAYOUT, layouts with a pipeline
 #   T_MIX (their stages may exchange activations and gradients in bf16: one more rounding
@@ -100,8 +100,9 @@ agree() {
   echo "$name: max rel diff:${line%,} (tolerance $tols); $bw"
 }
 
-for fam in gpt bert; do
+for fam in gpt bert llama; do
   set -- $BASE --set model.family=$fam
+  [ $fam = llama ] && set -- "$@" --set model.n_kv_head=2
   train 1 "$d/$fam-1.log" "$@" --set train.micro_batches=4 --set train.precision=bf16 --set run.dir="$d/$fam-1" ||
     { tail -5 "$d/$fam-1.log"; fail "$fam: 1 rank in bf16"; }
   grep -q "^precision bf16 (train.precision = bf16" "$d/$fam-1.log" || fail "$fam: no 'precision bf16' line"

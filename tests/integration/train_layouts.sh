@@ -2,8 +2,9 @@
 # mpilm train on every layout through the pipeline/ZeRO engine: 10 steps at
 # (pp, dp, zero, schedule) = (2,1,0,1f1b), (2,1,0,gpipe), (1,2,1), (1,2,2),
 # (2,2,2,1f1b) give the per-step losses of (1,1,0) with the same global batch
-# (micro_batches x dp = 4) within 1e-5, GPT and BERT on random data, GPT on a
-# dataset; bad layouts are refused before any work (exit 2, naming the key);
+# (micro_batches x dp = 4) within 1e-5, GPT, BERT and Llama (grouped-query
+# attention, untied head; tied too at two layouts) on random data, GPT and Llama
+# on a dataset; bad layouts are refused before any work (exit 2, naming the key);
 # a rank killed mid-run ends the job instead of hanging.
 . tests/common/ckpt_common.sh
 # The 1e-5 agreement across layouts is an fp32 property (bf16 layouts: train_bf16.sh)
@@ -15,9 +16,10 @@ set_layout() { # pp dp zero schedule -> options in $opts, ranks in $np
 
 "$MPILM" prep --train-vocab 400 --tokenizer bpe --out "$d/bpe" datasets/sample/sample.txt > "$d/prep.log" 2>&1 ||
   { cat "$d/prep.log"; fail "prep"; }
-for case in gpt:random bert:random gpt:bpe; do
+for case in gpt:random bert:random llama:random gpt:bpe llama:bpe; do
   fam=${case%%:*} data=${case#*:}
   set -- --set model.family=$fam --set train.steps=10
+  [ "$fam" = llama ] && set -- "$@" --set model.n_kv_head=1
   [ "$data" = random ] || set -- "$@" --set data.source=dataset --set data.path="$d/$data"
   base="$d/$fam-$data-base"
   train 1 "$base.log" "$@" --set train.micro_batches=4 --set run.dir="$base" || { tail -5 "$base.log"; fail "$case: (1,1,0)"; }
@@ -43,6 +45,22 @@ for case in gpt:random bert:random gpt:bpe; do
   done
 done
 
+# a tied llama (model.tie_embeddings = true: lm_head is the embedding, the last stage keeps
+# a copy summed with the first stage's as GPT's) at pp 2 x dp 2 ZeRO 2 and pp 2 GPipe
+set -- --set model.family=llama --set model.n_kv_head=1 --set model.tie_embeddings=true --set train.steps=10
+train 1 "$d/tied-base.log" "$@" --set train.micro_batches=4 --set run.dir="$d/tied-base" ||
+  { tail -5 "$d/tied-base.log"; fail "tied llama (1,1,0)"; }
+losses "$d/tied-base" > "$d/a"
+for layout in 2:2:2:1f1b 2:1:0:gpipe; do
+  set_layout $(echo "$layout" | tr : ' ')
+  # shellcheck disable=SC2086
+  train $np "$d/tied-$layout.log" "$@" $opts --set run.dir="$d/tied-$layout" ||
+    { tail -5 "$d/tied-$layout.log"; fail "tied llama $layout"; }
+  losses "$d/tied-$layout" > "$d/b"
+  close "$d/a" "$d/b" || fail "tied llama: layout $layout differs from (1,1,0)"
+  echo "llama with tie_embeddings: layout $layout matches (1,1,0) within 1e-5"
+done
+
 # bad layouts: refused before any work, exit 2, the message names the key
 refused() { # ranks key-pattern options...
   np=$1 pat=$2; shift 2
@@ -57,6 +75,9 @@ refused 3 "dist.pp = 3 exceeds model.n_layer = 2" --set dist.pp=3
 refused 3 "dist.pp = 2 does not divide the 3 ranks" --set dist.pp=2
 refused 2 "dist.pp x dist.dp = 2 x 2 = 4 but the job has 2 ranks" --set dist.pp=2 --set dist.dp=2
 refused 1 "dist.pp x dist.tp = 1 x 2 does not divide the 1 ranks" --set dist.tp=2
+refused 2 "dist.tp = 2 does not divide model.n_kv_head = 1" --set model.family=llama --set dist.tp=2 --set model.n_kv_head=1
+refused 1 "model.rope_theta = 500, but model.family = gpt does not take it" --set model.rope_theta=500
+refused 1 "model.n_kv_head = 3 does not divide model.n_head = 2" --set model.family=llama --set model.n_kv_head=3
 
 # a rank killed mid-run: the job ends (Open MPI or the watchdog), it does not hang
 $MPIRUN -np 2 "$MPILM" train --config "$d/tiny.ini" --set dist.pp=2 --set train.steps=100000 \

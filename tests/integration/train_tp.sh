@@ -11,6 +11,10 @@
 #   grid) and at tp = 2 in 2d: losses within 1e-5 of the uninterrupted run;
 #   tp = 2 in 2d from the start gives tp = 1's losses and its checkpoint
 #   resumes at tp = 1; so does pp 2 x tp 2 in 2d (GPipe, recomputation);
+# - Llama (4 query heads over 2 key/value heads, untied lm_head split by
+#   vocabulary): tp = 2, pp 2 x tp 2 (recompute) and dp 2 x tp 2 (ZeRO 2) give tp = 1's losses
+#   within 1e-5 (dropout 0.1: masks keyed by the global head), and its tp = 2
+#   checkpoint resumes at tp = 1;
 # - bad layouts are refused before any work (exit 2, naming the key).
 . tests/common/ckpt_common.sh
 # The 1e-5 agreement across tensor-parallel layouts is an fp32 property (bf16 layouts: train_bf16.sh)
@@ -102,6 +106,26 @@ for run in gpt-2 gpt-2d gpt-pp2d; do
 done
 echo "export from tp = 2 (1d, 2d, with pp 2) checkpoints: the parameters of tp = 1 within 3e-5"
 
+# Llama: query heads and their kv groups split over the tensor group
+set -- --set model.family=llama --set model.n_kv_head=2 --set model.vocab_size=509 --set model.n_head=4 \
+  --set train.micro_batches=4 --set ckpt.every_steps=10
+train 1 "$d/llama-1.log" "$@" --set run.dir="$d/llama-1" || { tail -5 "$d/llama-1.log"; fail "llama tp = 1"; }
+losses "$d/llama-1" > "$d/a"
+for case in tp2:2:--set:dist.tp=2 pp2tp2:4:--set:dist.pp=2:--set:dist.tp=2:--set:model.recompute=true \
+  dp2tp2:4:--set:dist.tp=2:--set:dist.zero=2:--set:train.micro_batches=2; do
+  name=${case%%:*} rest=${case#*:} np=${rest%%:*} opts=$(echo "${rest#*:}" | tr : ' ')
+  # shellcheck disable=SC2086
+  train "$np" "$d/llama-$name.log" "$@" $opts --set run.dir="$d/llama-$name" ||
+    { tail -5 "$d/llama-$name.log"; fail "llama $name"; }
+  losses "$d/llama-$name" > "$d/b"
+  close "$d/a" "$d/b" || fail "llama $name: losses differ from tp = 1"
+  echo "llama $name ($opts) matches tp = 1 within 1e-5"
+done
+resume_from 1 "$d/llama-tp2" "$d/llama-r21" "$@" || fail "llama: resume of a tp = 2 checkpoint at tp = 1"
+losses "$d/llama-r21" > "$d/b"
+close "$d/a" "$d/b" || fail "llama: saved at tp = 2, resumed at tp = 1: losses differ from the uninterrupted run"
+echo "llama: saved at tp = 2, resumed at tp = 1: losses within 1e-5"
+
 # bad layouts: refused before any work, exit 2, the message names the key
 refused() { # ranks pattern options...
   np=$1 pat=$2; shift 2
@@ -115,4 +139,7 @@ refused() { # ranks pattern options...
 refused 2 "dist.tp = 2 does not divide model.n_head = 1" --set dist.tp=2 --set model.n_head=1
 refused 3 "dist.pp x dist.tp = 1 x 2 does not divide the 3 ranks" --set dist.tp=2
 refused 2 "dist.tp: 5 ranks (a prime) have no 2D grid.*dist.tp_mode = 1d" --set dist.tp=5 --set dist.tp_mode=2d
+refused 2 "dist.tp = 2 does not divide model.n_kv_head = 1" --set model.family=llama --set dist.tp=2 \
+  --set model.n_head=2 --set model.n_kv_head=1
+refused 2 "dist.tp_mode = 2d with model.family = llama" --set model.family=llama --set dist.tp=2 --set dist.tp_mode=2d
 exit 0

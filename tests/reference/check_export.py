@@ -3,6 +3,7 @@
 
     check_export.py [--fp32 FP32_HF_DIR] [--same-weights] HF_DIR LOGITS.safetensors
     check_export.py --rounded FP32_HF_DIR IMPORTED_FP32_HF_DIR
+    check_export.py --greedy HF_DIR GENERATE.json
 
 HF_DIR holds model.safetensors + config.json as mpilm exported them; LOGITS is
 what tests/tools/logits_of wrote from a checkpoint (a batch and mpilm's logits,
@@ -25,6 +26,8 @@ at most u = 2^-8. To first order each rounded weight stage on the way from the
 ids to a logit adds at most u relative to its output (unit condition), so
 tol = D * u with D the stages in series: GPT 6L + 3 (the embedding sum; per
 block LN, QKV, attention projection, LN, FFN in, FFN out; ln_f; the tied head),
+Llama 6L + 3 (the embedding; per block RMSNorm, q|k|v, o_proj, RMSNorm,
+gate|up, down_proj; the final RMSNorm; lm_head),
 BERT 6L + 5 (embedding sum, its LN, 6 per block, transform, its LN, tied
 decoder; for the NSP logits 6L + 4: pooler and classifier after the blocks).
 
@@ -36,6 +39,14 @@ torch alone (fp32 vs bf16 weights).
 --rounded: every tensor of IMPORTED_FP32_HF_DIR (an fp32 export of `mpilm
 import` of a bf16 export) equals torch's .bfloat16() of FP32_HF_DIR's, widened
 back to fp32, bit for bit: import widens exactly.
+
+--greedy: GENERATE.json is `mpilm generate --temperature 0 --json` on the
+checkpoint HF_DIR was exported from ({"prompt_ids": [...], "ids": [...]}); the
+torch.nn model decodes greedily from the prompt, the whole prefix through the
+model at every step (no cache), and must pick mpilm's token at every step. A
+step where torch's two best logits are within TIE (1e-5 of the largest |logit|)
+may pick either (the implementations' rounding differs by ~4e-7): it is
+counted, and decoding goes on with mpilm's token.
 
 Exit 0 = all checks pass.
 """
@@ -53,6 +64,7 @@ from torch_models import Shape, build_model  # noqa: E402
 DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64, "F16": np.float16}
 U_BF16 = 2.0 ** -8   # unit roundoff of bfloat16 (8 significant bits, round to nearest even)
 TOL_FP32 = 3e-6
+TIE = 1e-5
 
 
 def widen_bf16(raw):
@@ -87,6 +99,11 @@ def read_export(hf_dir):
 
 
 def shape_of(cfg, seq_len):
+    if cfg["model_type"] == "llama":
+        return Shape("llama", cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"],
+                     cfg["intermediate_size"], seq_len, cfg["max_position_embeddings"], cfg["vocab_size"],
+                     n_kv_head=cfg.get("num_key_value_heads", cfg["num_attention_heads"]),
+                     norm_eps=cfg["rms_norm_eps"], rope_theta=cfg.get("rope_theta", 10000.0))
     if cfg["model_type"] == "bert":
         return Shape("bert", cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"],
                      cfg["intermediate_size"], seq_len, cfg["max_position_embeddings"], cfg["vocab_size"])
@@ -98,6 +115,8 @@ def depth(cfg, key):
     """Rounded weight stages in series from the ids to output `key` (see the module docstring)."""
     if cfg["model_type"] == "gpt2":
         return 6 * cfg["n_layer"] + 3
+    if cfg["model_type"] == "llama":   # embedding; per block RMSNorm, q|k|v, o, RMSNorm, gate|up, down; norm, head
+        return 6 * cfg["num_hidden_layers"] + 3
     return 6 * cfg["num_hidden_layers"] + (5 if key == "logits" else 4)
 
 
@@ -111,6 +130,8 @@ def run_torch(cfg, tensors, ref):
     model.train()  # dropout is 0; the training path avoids torch's fused inference kernels
     with torch.no_grad():
         for name, param, view in model.hf_layout():
+            if name == "lm_head.weight" and cfg.get("tie_word_embeddings") and name not in tensors:
+                name = "model.embed_tokens.weight"   # a tied Llama stores the embedding once
             if name not in tensors:
                 sys.exit(f"check_export: {name} missing from model.safetensors")
             view(param).copy_(torch.from_numpy(tensors[name]))
@@ -166,10 +187,36 @@ def check_rounded(fp32_dir, imported_dir):
     return ok
 
 
+def check_greedy(hf_dir, generated_path):
+    cfg, tensors, _ = read_export(hf_dir)
+    with open(generated_path) as f:
+        gen = json.load(f)
+    ids, ties = list(gen["prompt_ids"]), 0
+    for step, want in enumerate(gen["ids"]):
+        batch = np.array([ids], dtype=np.int32)
+        ref = {"input_ids": batch, "token_type_ids": np.zeros_like(batch), "attention_mask": np.ones_like(batch)}
+        logits = run_torch(cfg, tensors, ref)["logits"][0, -1]
+        best = int(np.argmax(logits))
+        if best != want:
+            gap = float(logits[best] - logits[want]) / (float(np.max(np.abs(logits))) + 1e-6)
+            if gap > TIE:
+                print(f"check_export: greedy step {step}: torch picks {best}, mpilm picked {want} "
+                      f"(relative gap {gap:.2e})")
+                return False
+            ties += 1
+        ids.append(want)
+    print(f"check_export: {cfg['model_type']} greedy decoding of {len(gen['ids'])} tokens after a prompt of "
+          f"{len(gen['prompt_ids'])}: torch (no cache) picks mpilm's tokens (kv cache) at every step "
+          f"({ties} near-ties)")
+    return True
+
+
 def main():
     args = sys.argv[1:]
     if len(args) == 3 and args[0] == "--rounded":
         sys.exit(0 if check_rounded(args[1], args[2]) else 1)
+    if len(args) == 3 and args[0] == "--greedy":
+        sys.exit(0 if check_greedy(args[1], args[2]) else 1)
     fp32_dir, same_weights = None, False
     while args and args[0].startswith("--"):
         if args[0] == "--fp32" and len(args) > 1:

@@ -19,6 +19,10 @@ mpilm's mixed precision (tests/unit/test_model_bf16.c).
 And fixtures/llama-kernels.safetensors: RMSNorm, rotary position embeddings and
 SwiGLU with their gradients (llama_kernels(), for tests/unit/test_tensor_llama.c).
 
+And fixtures/llama-tiny.safetensors (and llama-tiny-bf16.safetensors, under autocast): a
+tiny Llama (torch_models.Llama, transformers' modeling_llama conventions) checked as the two
+above against llama_plain.
+
 And fixtures/python-tiny.safetensors: one tensor of every dtype
 mpilm reads, laid out as the Hugging Face writer lays files out, for the C
 reader's format test.
@@ -38,6 +42,9 @@ from torch_models import Shape, adamw, build_model
 
 L, C, NH, FF, T, P, V, B = 2, 32, 4, 128, 16, 20, 97, 3
 HS = C // NH
+# the tiny Llama: grouped-query attention (2 query heads per kv head), its own gated hidden
+# size, and RoPE base and RMSNorm eps away from their defaults so that the keys matter
+LLAMA = dict(n_kv_head=2, d_ff=48, norm_eps=1e-6, rope_theta=1000.0)
 OPT = dict(lr=1e-2, min_lr=1e-3, warmup_steps=2, total_steps=5, decay="cosine",
            beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, clip=0.5)
 STEPS = 3
@@ -109,6 +116,8 @@ def python_tiny():
 # ---- the two models ------------------------------------------------------------------
 
 def tiny_shape(family):
+    if family == "llama":
+        return Shape(family, n_layer=L, d_model=C, n_head=NH, seq_len=T, max_positions=P, vocab_size=V, **LLAMA)
     return Shape(family, n_layer=L, d_model=C, n_head=NH, d_ff=FF, seq_len=T, max_positions=P, vocab_size=V)
 
 
@@ -243,6 +252,42 @@ def gpt_plain(w, batch):
     return {"logits": logits, "lm_loss": lm, "loss": lm}
 
 
+def rms_norm(x, w, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def llama_plain(w, batch):
+    """LlamaForCausalLM on HF tensors, written from transformers' formulas: RoPE as complex
+    rotation of the pairs (i, i + hs/2), kv heads indexed by query head // group."""
+    nkv, ff, eps, theta = LLAMA["n_kv_head"], LLAMA["d_ff"], LLAMA["norm_eps"], LLAMA["rope_theta"]
+    inv_freq = 1.0 / (theta ** (torch.arange(0, HS, 2, dtype=torch.int64).float() / HS))
+    angle = torch.arange(T, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    rot = torch.polar(torch.ones_like(angle), angle)   # (T, HS/2)
+
+    def rope(t, heads):   # t (B, T, heads*HS): pair (i, i + HS/2) as a + ib, times e^(i angle)
+        t = t.reshape(B, T, heads, 2, HS // 2)
+        z = torch.complex(t[..., 0, :], t[..., 1, :]) * rot[None, :, None, :]
+        return torch.stack((z.real, z.imag), dim=3).reshape(B, T, heads * HS)
+
+    x = w["model.embed_tokens.weight"][batch["input_ids"].long()]
+    masked = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)[None, None]
+    lin = lambda x, n: x @ w[n + ".weight"].t()
+    for i in range(L):
+        p = f"model.layers.{i}."
+        h = rms_norm(x, w[p + "input_layernorm.weight"], eps)
+        q = rope(lin(h, p + "self_attn.q_proj"), NH)
+        k, v = rope(lin(h, p + "self_attn.k_proj"), nkv), lin(h, p + "self_attn.v_proj")
+        group = [j // (NH // nkv) for j in range(NH)]
+        expand = lambda t: t.reshape(B, T, nkv, HS)[:, :, group].reshape(B, T, C)
+        x = x + lin(attention(q, expand(k), expand(v), masked), p + "self_attn.o_proj")
+        h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
+        gate, up = lin(h, p + "mlp.gate_proj"), lin(h, p + "mlp.up_proj")
+        x = x + lin(gate * torch.sigmoid(gate) * up, p + "mlp.down_proj")
+    logits = lin(rms_norm(x, w["model.norm.weight"], eps), "lm_head")
+    lm = cross_entropy_plain(logits, batch["labels"])
+    return {"logits": logits, "lm_loss": lm, "loss": lm}
+
+
 def schedule_lr(step):
     o = OPT
     if o["warmup_steps"] > 0 and step <= o["warmup_steps"]:
@@ -330,7 +375,7 @@ def setup(family, autocast=False, scale=None):
     torch.manual_seed(0)
     model = build_model(tiny_shape(family))
     scale = scale or (STANDARD if autocast else LARGE)
-    init_parameters(model, seed=1 if family == "bert" else 2, scale=scale)
+    init_parameters(model, seed={"bert": 1, "gpt": 2, "llama": 5}[family], scale=scale)
     model.train()   # dropout is 0; training mode keeps torch off its fused inference path
     if autocast and family == "bert":
         # torch 1.13's CPU LayerNorm refuses a bf16 input with fp32 weights, and its CPU autocast
@@ -338,7 +383,7 @@ def setup(family, autocast=False, scale=None):
         # (GELU's output), runs in fp32 instead; the decoder's autocast rounds its output to bf16.
         model.transform_ln.register_forward_pre_hook(lambda module, args: (args[0].float(),))
     batch_of = bert_batch if family == "bert" else gpt_batch
-    return model, batch_of(torch.Generator().manual_seed(3 if family == "bert" else 4))
+    return model, batch_of(torch.Generator().manual_seed({"bert": 3, "gpt": 4, "llama": 6}[family]))
 
 
 def step3_close(n, ref, con, grad_scale, mean=False):
@@ -361,7 +406,7 @@ def step3_close(n, ref, con, grad_scale, mean=False):
 
 def build(family, out_dir):
     model, batch = setup(family)
-    plain = bert_plain if family == "bert" else gpt_plain
+    plain = {"bert": bert_plain, "gpt": gpt_plain, "llama": llama_plain}[family]
     layout = model.hf_layout()
     check_layout_covers(model, layout)
     w0 = hf_tensors(layout, lambda p: p)
@@ -443,6 +488,8 @@ def metadata(family):
     meta = {"family": family, "n_layer": L, "d_model": C, "n_head": NH, "d_ff": FF, "seq_len": T,
             "max_positions": P, "vocab_size": V, "batch": B, "positions": "learned",
             "norm": "post" if family == "bert" else "pre", "dropout": 0.0, "steps": STEPS}
+    if family == "llama":
+        meta.update(LLAMA, positions="rope")
     meta.update(OPT)
     meta["torch"] = torch.__version__
     return {k: str(v) for k, v in meta.items()}
@@ -525,6 +572,8 @@ def main():
     gelu_swap_effect(*refs["gpt"])
     tensors, meta = llama_kernels()
     save_safetensors(os.path.join(out_dir, "llama-kernels.safetensors"), tensors, meta)
+    build("llama", out_dir)
+    build_bf16("llama", out_dir)
 
 
 if __name__ == "__main__":

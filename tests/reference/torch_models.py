@@ -1,4 +1,4 @@
-"""mpilm's BERT and GPT made of PyTorch's own modules, any size.
+"""mpilm's BERT, GPT and Llama made of PyTorch's own modules, any size.
 
 Used by make_fixtures.py (tiny models whose outputs the C code must match) and
 by torch_bench.py (the PyTorch peer of `make bench`). Each model can list its
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class Shape:
-    family: str          # "bert" | "gpt"
+    family: str          # "bert" | "gpt" | "llama"
     n_layer: int
     d_model: int
     n_head: int
@@ -28,6 +28,9 @@ class Shape:
     max_positions: int
     vocab_size: int
     dropout: float = 0.0
+    n_kv_head: int = 0   # llama: key/value heads (0: n_head)
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
 
 
 def gelu_tanh(x):
@@ -148,8 +151,112 @@ class Gpt(nn.Module):
         return out
 
 
+class RmsNorm(nn.Module):
+    """transformers' LlamaRMSNorm: in float32, x * rsqrt(mean(x^2) + eps) * weight."""
+
+    def __init__(self, C, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(C))
+        self.eps = eps
+
+    def forward(self, x):
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class LlamaLayer(nn.Module):
+    """transformers' LlamaDecoderLayer: pre-norm RMSNorm, q/k/v/o without biases, rotary
+    positions on q and k (rotate-half), grouped-query attention (repeat_kv), SwiGLU MLP."""
+
+    def __init__(self, s):
+        super().__init__()
+        C, self.nh, self.nkv = s.d_model, s.n_head, s.n_kv_head or s.n_head
+        self.hs = C // s.n_head
+        self.input_layernorm = RmsNorm(C, s.norm_eps)
+        self.q_proj = nn.Linear(C, self.nh * self.hs, bias=False)
+        self.k_proj = nn.Linear(C, self.nkv * self.hs, bias=False)
+        self.v_proj = nn.Linear(C, self.nkv * self.hs, bias=False)
+        self.o_proj = nn.Linear(self.nh * self.hs, C, bias=False)
+        self.post_attention_layernorm = RmsNorm(C, s.norm_eps)
+        self.gate_proj = nn.Linear(C, s.d_ff, bias=False)
+        self.up_proj = nn.Linear(C, s.d_ff, bias=False)
+        self.down_proj = nn.Linear(s.d_ff, C, bias=False)
+        self.drop = nn.Dropout(s.dropout)
+
+    def attention(self, x, cos, sin):
+        Bn, T, _ = x.shape
+        q = self.q_proj(x).view(Bn, T, self.nh, self.hs).transpose(1, 2)
+        k = self.k_proj(x).view(Bn, T, self.nkv, self.hs).transpose(1, 2)
+        v = self.v_proj(x).view(Bn, T, self.nkv, self.hs).transpose(1, 2)
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        group = self.nh // self.nkv   # repeat_kv: kv head j serves query heads j*group .. (j+1)*group-1
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        scores = q @ k.transpose(-1, -2) / (self.hs ** 0.5)
+        causal = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+        probs = self.drop(torch.softmax(scores.masked_fill(causal, float("-inf")).float(), dim=-1).to(q.dtype))
+        return self.o_proj((probs @ v).transpose(1, 2).reshape(Bn, T, self.nh * self.hs))
+
+    def forward(self, x, cos, sin):
+        x = x + self.drop(self.attention(self.input_layernorm(x), cos, sin))
+        h = self.post_attention_layernorm(x)
+        return x + self.drop(self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h)))
+
+
+class Llama(nn.Module):
+    """LlamaForCausalLM: the layers above, a final RMSNorm and an untied lm_head.
+    batch: input_ids, labels (next tokens, -100 = no loss)."""
+
+    def __init__(self, s):
+        super().__init__()
+        self.shape = s
+        self.embed_tokens = nn.Embedding(s.vocab_size, s.d_model)
+        self.emb_drop = nn.Dropout(s.dropout)
+        self.layers = nn.ModuleList(LlamaLayer(s) for _ in range(s.n_layer))
+        self.norm = RmsNorm(s.d_model, s.norm_eps)
+        self.lm_head = nn.Linear(s.d_model, s.vocab_size, bias=False)
+
+    def rotary(self, T):
+        """LlamaRotaryEmbedding: cos and sin (T, hs) in float32."""
+        hs = self.shape.d_model // self.shape.n_head
+        inv_freq = 1.0 / (self.shape.rope_theta ** (torch.arange(0, hs, 2, dtype=torch.int64).float() / hs))
+        freqs = torch.arange(T, dtype=torch.float32)[:, None] * inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos(), emb.sin()
+
+    def forward(self, batch):
+        ids = batch["input_ids"].long()
+        cos, sin = self.rotary(ids.shape[1])
+        x = self.emb_drop(self.embed_tokens(ids))
+        for layer in self.layers:
+            x = layer(x, cos, sin)
+        logits = self.lm_head(self.norm(x))
+        lm_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch["labels"].reshape(-1).long(),
+                                  ignore_index=-100)
+        return {"logits": logits, "lm_loss": lm_loss, "loss": lm_loss}
+
+    def hf_layout(self):
+        ident = lambda t: t
+        out = [("model.embed_tokens.weight", self.embed_tokens.weight, ident)]
+        for i, layer in enumerate(self.layers):
+            pre = f"model.layers.{i}."
+            out += [(pre + "input_layernorm.weight", layer.input_layernorm.weight, ident)]
+            out += [(f"{pre}self_attn.{n}.weight", getattr(layer, n).weight, ident)
+                    for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+            out += [(pre + "post_attention_layernorm.weight", layer.post_attention_layernorm.weight, ident)]
+            out += [(f"{pre}mlp.{n}.weight", getattr(layer, n).weight, ident)
+                    for n in ("gate_proj", "up_proj", "down_proj")]
+        out += [("model.norm.weight", self.norm.weight, ident), ("lm_head.weight", self.lm_head.weight, ident)]
+        return out
+
+
 def build_model(shape):
-    return Bert(shape) if shape.family == "bert" else Gpt(shape)
+    return {"bert": Bert, "gpt": Gpt, "llama": Llama}[shape.family](shape)
 
 
 def init_like_hf(model, generator, std=0.02):

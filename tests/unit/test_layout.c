@@ -12,7 +12,8 @@
 static model_config family(model_family f, int L, int sinusoidal)
 {
     return (model_config){.family = f, .n_layer = L, .d_model = 24, .n_head = 4, .d_ff = 40, .seq_len = 8,
-                          .max_positions = 16, .vocab_size = 101, .sinusoidal = sinusoidal};
+                          .max_positions = 16, .vocab_size = 101, .sinusoidal = f != MODEL_LLAMA && sinusoidal,
+                          .pre_ln = f != MODEL_BERT, .n_kv_head = 2, .norm_eps = 1e-5f, .rope_theta = 1e4f};
 }
 
 Test(layout, shards_tile_a_buffer_in_rank_order)
@@ -102,7 +103,8 @@ static void check_job(const model_config *c, int pp, int dp, int tp, int zero)
         cr_assert(r->lo <= r->hi && r->hi <= r->n);
         int sharded = zero > 0 && dp > 1;
         cr_assert(sharded ? r->ulo == r->lo && r->uhi == r->hi : r->ulo == 0 && r->uhi == r->n);
-        /* the tied embedding: at both ends of a pipeline, the stage's word embedding */
+        /* the tied embedding: at both ends of a pipeline, the stage's word embedding
+           (an untied Llama has none) */
         model_tp mtp = {.size = tp, .rank = r->tp_rank};
         model_tensor *t;
         int n;
@@ -110,7 +112,7 @@ static void check_job(const model_config *c, int pp, int dp, int tp, int zero)
         cr_assert_eq(model_stage_table(c, r->layer_begin, r->layer_end, r->first, r->last, &mtp, &t, &n, &total),
                      ST_OK);
         cr_assert_eq(total, r->n);
-        if (pp > 1 && (r->first || r->last)) {
+        if (pp > 1 && (r->first || r->last) && model_tied(c)) {
             const model_tensor *w = r->first ? &t[0] : NULL;
             for (int i = 0; !w && i < n; i++)
                 if (t[i].tied_copy) w = &t[i];
@@ -188,12 +190,13 @@ static void check_job(const model_config *c, int pp, int dp, int tp, int zero)
 
 Test(layout, every_float_has_one_owner_on_every_small_layout)
 {
-    for (int f = 0; f < 2; f++)
+    static const model_family families[] = {MODEL_GPT, MODEL_BERT, MODEL_LLAMA};
+    for (int f = 0; f < 3; f++)
         for (int pp = 1; pp <= 3; pp++)
             for (int dp = 1; dp <= 3; dp++)
                 for (int tp = 1; tp <= 2; tp++)
                     for (int zero = 0; zero <= 2; zero++) {
-                        model_config c = family(f ? MODEL_BERT : MODEL_GPT, 3, (pp + dp) % 2);
+                        model_config c = family(families[f], 3, (pp + dp) % 2);
                         check_job(&c, pp, dp, tp, zero);
                     }
 }

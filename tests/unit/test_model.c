@@ -15,7 +15,14 @@ static model_config tiny(model_family f)
 {
     model_config c = {.family = f, .n_layer = 2, .d_model = 16, .n_head = 2, .d_ff = 24,
                       .seq_len = 6, .max_positions = 8, .vocab_size = 19,
-                      .pre_ln = f == MODEL_GPT};
+                      .pre_ln = f != MODEL_BERT};
+    if (f == MODEL_LLAMA) { /* query heads 0, 1 share kv head 0, heads 2, 3 kv head 1 */
+        c.d_model = 24;
+        c.n_head = 4;
+        c.n_kv_head = 2;
+        c.norm_eps = 1e-5f;
+        c.rope_theta = 100.0f;
+    }
     return c;
 }
 
@@ -34,7 +41,7 @@ static void fill_batch(batch *b, model_family f, int V)
     }
     for (int s = 0; s < b->B; s++) {
         b->next_sentence_label[s] = s % 2;
-        for (int t = 0; f == MODEL_GPT && t + 1 < b->T; t++)
+        for (int t = 0; f != MODEL_BERT && t + 1 < b->T; t++)
             b->labels[s * b->T + t] = b->input_ids[s * b->T + t + 1];
     }
     if (f == MODEL_BERT) { /* padding at the tail of the last sequence */
@@ -129,6 +136,16 @@ static void check_gradients(model_config c)
 Test(model, gpt_gradients_match_finite_differences) { check_gradients(tiny(MODEL_GPT)); }
 Test(model, bert_gradients_match_finite_differences) { check_gradients(tiny(MODEL_BERT)); }
 
+Test(model, llama_gradients_match_finite_differences) { check_gradients(tiny(MODEL_LLAMA)); }
+
+Test(model, llama_tied_gradients_match_finite_differences)
+{
+    model_config c = tiny(MODEL_LLAMA);
+    c.tie_embeddings = 1;
+    c.n_kv_head = 4;
+    check_gradients(c);
+}
+
 Test(model, bert_sinusoidal_pre_ln_gradients_match_finite_differences)
 {
     model_config c = tiny(MODEL_BERT);
@@ -183,9 +200,8 @@ static void check_split(model_family f, int recompute)
             for (size_t j = 0; j < t->numel; j++) {
                 float a = model_grads(st[s])[t->offset + j];
                 /* the tied embedding's gradient is split between the first and last stage */
-                if (t->ndim == 2 && t->shape[0] == c.vocab_size && s == 0)
-                    a += model_grads(st[2])[model_tensor_find(st[2], t->name)->offset + j];
-                if (t->ndim == 2 && t->shape[0] == c.vocab_size && s == 2) continue;
+                if (t->tied && s == 0) a += model_grads(st[2])[model_tensor_find(st[2], t->name)->offset + j];
+                if (t->tied_copy) continue;
                 double e = fabs(a - model_grads(whole)[w->offset + j]);
                 if (e > worst) worst = e;
             }
@@ -199,7 +215,13 @@ static void check_split(model_family f, int recompute)
 
 Test(model, gpt_three_stages_compute_what_one_stage_computes) { check_split(MODEL_GPT, 0); }
 Test(model, bert_three_stages_compute_what_one_stage_computes) { check_split(MODEL_BERT, 0); }
-Test(model, recompute_gives_the_same_gradients) { check_split(MODEL_GPT, 1); check_split(MODEL_BERT, 1); }
+Test(model, llama_three_stages_compute_what_one_stage_computes) { check_split(MODEL_LLAMA, 0); }
+Test(model, recompute_gives_the_same_gradients)
+{
+    check_split(MODEL_GPT, 1);
+    check_split(MODEL_BERT, 1);
+    check_split(MODEL_LLAMA, 1);
+}
 
 /* poll: records the finished gradient ranges in the order reported */
 typedef struct ranges { int n, polls; size_t lo[16], hi[16]; } ranges;
@@ -255,7 +277,12 @@ static void check_deferred_head(model_family f)
     model_stage_free(d);
 }
 
-Test(model, deferred_heads_match_the_fused_forward) { check_deferred_head(MODEL_GPT); check_deferred_head(MODEL_BERT); }
+Test(model, deferred_heads_match_the_fused_forward)
+{
+    check_deferred_head(MODEL_GPT);
+    check_deferred_head(MODEL_BERT);
+    check_deferred_head(MODEL_LLAMA);
+}
 
 Test(model, dropout_depends_on_seed_and_sample_not_on_repetition)
 {
@@ -315,6 +342,46 @@ Test(model, bad_shapes_are_refused_naming_the_key)
     cr_expect(strstr(st_message(), "max_positions"), "%s", st_message());
 }
 
+Test(model, llama_bad_kv_heads_and_odd_head_size_are_refused_naming_the_key)
+{
+    model_config c = tiny(MODEL_LLAMA);
+    c.n_head = 4;
+    c.n_kv_head = 3;
+    model_stage *m;
+    cr_expect_eq(model_stage_create(&m, &c, 0, 2, 2, 1), ST_CONFIG);
+    cr_expect(strstr(st_message(), "model.n_kv_head = 3 does not divide model.n_head = 4"), "%s", st_message());
+    c = tiny(MODEL_LLAMA);
+    c.n_head = 8; /* head size 3 */
+    c.n_kv_head = 8;
+    cr_expect_eq(model_stage_create(&m, &c, 0, 2, 2, 1), ST_CONFIG);
+    cr_expect(strstr(st_message(), "is odd: RoPE"), "%s", st_message());
+    c = tiny(MODEL_LLAMA);
+    c.n_kv_head = 1;
+    cr_expect_eq(model_tp_check(&c, 2), ST_CONFIG);
+    cr_expect(strstr(st_message(), "dist.tp = 2 does not divide model.n_kv_head = 1"), "%s", st_message());
+}
+
+Test(model, llama_table_uses_hugging_face_names_and_shapes)
+{
+    model_config c = tiny(MODEL_LLAMA);
+    model_stage *m;
+    cr_assert_eq(model_stage_create(&m, &c, 0, 2, 2, 1), ST_OK, "%s", st_message());
+    const model_tensor *k = model_tensor_find(m, "model.layers.1.self_attn.k_proj.weight");
+    cr_assert(k && k->shape[0] == 12 && k->shape[1] == 24, "k_proj is (n_kv_head hs, C) = (2 x 6, 24)");
+    const model_tensor *q = model_tensor_find(m, "model.layers.1.self_attn.q_proj.weight");
+    cr_expect(k->offset == q->offset + q->numel, "k_proj follows q_proj (one fused GEMM)");
+    const model_tensor *up = model_tensor_find(m, "model.layers.0.mlp.up_proj.weight");
+    cr_assert(up && up->shape[0] == 24 && up->shape[1] == 24, "up_proj is (d_ff, C)");
+    const model_tensor *head = model_tensor_find(m, "lm_head.weight");
+    cr_assert(head && !head->tied && !model_tensor_find(m, "model.embed_tokens.weight")->tied, "untied head");
+    cr_expect(model_tensor_find(m, "model.norm.weight") && !model_tensor_find(m, "transformer.wpe.weight"));
+    model_stage_free(m);
+    c.tie_embeddings = 1;
+    cr_assert_eq(model_stage_create(&m, &c, 0, 2, 2, 1), ST_OK, "%s", st_message());
+    cr_expect(!model_tensor_find(m, "lm_head.weight") && model_tensor_find(m, "model.embed_tokens.weight")->tied);
+    model_stage_free(m);
+}
+
 Test(model, tensor_table_uses_hugging_face_names_and_shapes)
 {
     model_config c = tiny(MODEL_GPT);
@@ -332,16 +399,19 @@ Test(model, tensor_table_uses_hugging_face_names_and_shapes)
 
 /* The cached decoder must give, position by position, the logits of a full
  * forward pass over the same tokens. */
-Test(model, kv_cache_decoder_matches_the_full_forward)
+/* The decoder's logits at every position equal the full forward's (so greedy
+ * decoding with the cache picks what it picks without); its cache holds
+ * n_layer x max_len x 2 x (key/value heads x head size) floats. */
+static void check_kv_cache(model_family f)
 {
     init();
-    model_config c = tiny(MODEL_GPT);
+    model_config c = tiny(f);
     model_stage *m;
     cr_assert_eq(model_stage_create(&m, &c, 0, 2, 1, 1), ST_OK);
     model_init_params(m, 4);
     batch b;
     batch_alloc(&b, 1, c.seq_len);
-    fill_batch(&b, MODEL_GPT, c.vocab_size);
+    fill_batch(&b, f, c.vocab_size);
     float *full = calloc((size_t)c.seq_len * c.vocab_size, sizeof(float));
     model_pass pass = {.loss_scale = 1.0f, .logits = full};
     model_losses l = {0};
@@ -356,6 +426,9 @@ Test(model, kv_cache_decoder_matches_the_full_forward)
                       lg[v], full[(size_t)t * c.vocab_size + v]);
     }
     cr_expect_eq(model_decoder_work(d), (uint64_t)c.seq_len, "one position-pass per token, whatever the prefix");
+    size_t kv_width = (size_t)(f == MODEL_LLAMA ? c.n_kv_head : c.n_head) * (c.d_model / c.n_head);
+    cr_expect_eq(model_decoder_cache_floats(d), (size_t)c.n_layer * c.max_positions * 2 * kv_width,
+                 "the cache holds the key/value heads only (%zu floats)", model_decoder_cache_floats(d));
     const float *lg;
     for (int t = c.seq_len; t < c.max_positions; t++) cr_assert_eq(model_decoder_step(d, 1, &lg), ST_OK);
     cr_expect_neq(model_decoder_step(d, 1, &lg), ST_OK, "past max_positions is refused");
@@ -364,6 +437,12 @@ Test(model, kv_cache_decoder_matches_the_full_forward)
     free(full);
     batch_free(&b);
     model_stage_free(m);
+}
+
+Test(model, kv_cache_decoder_matches_the_full_forward) { check_kv_cache(MODEL_GPT); }
+Test(model, llama_kv_cache_of_the_kv_heads_matches_the_full_forward)
+{
+    check_kv_cache(MODEL_LLAMA); /* 4 query heads over 2 kv heads: half the cache of one per query head */
 }
 
 Test(model, sampling_is_greedy_at_temperature_zero_and_respects_top_k)

@@ -67,6 +67,14 @@
  *   with a scratch copy: an lr 10% too large gives 8.5u B, a bf16 weight copy
  *   left stale after step 1 43u B, and both also fail the step losses).
  *
+ * The tiny Llama (llama-tiny-bf16: RMSNorm, RoPE, 4 query heads over 2 kv
+ * heads, SwiGLU, untied lm_head; GPT's batch and steps) is held to the same
+ * bounds except the gradient norm at step 3: measured 3.78 / 3.23 / 0.54 u,
+ * autocast's own roundings carried by two Adam steps (mpilm fp32 is as far
+ * from autocast as bf16 is; bf16 vs fp32 is 0.54 u), so LLAMA_NORM_U = 8.
+ * Measured otherwise: logits 0.75 / 0.99 / 0.71 u, gradients <= 2.97 u
+ * (bf16 vs autocast), weights after 3 steps max 0.27 B, mean 1.27 u B.
+ *
  * Not caught: GPT with the erf GELU instead of tanh (checked with a scratch
  * copy: this file and test_model_reference.c both pass). The two GELUs differ
  * by at most 4.7e-4 (0.12u) anywhere and by < 3e-5 at these weights (|x| <=
@@ -89,6 +97,8 @@
 #define LOGITS_U 4.0
 #define GRAD_U 8.0
 #define NORM_U 4.0
+#define LLAMA_NORM_U 8.0
+static double norm_u = NORM_U; /* the fixture's: LLAMA_NORM_U for llama */
 #define STEP_MEAN_U 4.0
 #define STEPS 3
 
@@ -292,7 +302,7 @@ static void compare(const char *what, const setup *s, const model_stage *m, cons
         expect_close(what, name, &a->loss_steps[t], &b->loss_steps[t], 1, b->loss_steps[t],
                      bound[0] / b->loss_steps[t] / U);
         snprintf(name, sizeof name, "gradient norm at step %d", t + 1);
-        expect_close(what, name, &a->norm_steps[t], &b->norm_steps[t], 1, b->norm_steps[t], NORM_U);
+        expect_close(what, name, &a->norm_steps[t], &b->norm_steps[t], 1, b->norm_steps[t], norm_u);
     }
     for (int i = 0; i < model_n_tensors(m); i++) {
         const model_tensor *t = model_tensor_at(m, i);
@@ -337,6 +347,7 @@ static void check(const char *bf16_file)
     setup s;
     cr_assert_eq(safet_open(&s.f, bf16_file), ST_OK, "%s", st_message());
     cr_assert_eq(fixture_configs(s.f, &s.c, &s.o), ST_OK, "%s", st_message());
+    norm_u = s.c.family == MODEL_LLAMA ? LLAMA_NORM_U : NORM_U;
     s.B = atoi(meta(s.f, "batch"));
     cr_assert(s.B * 2 <= 8, "result.nsp holds 4 sequences");
     size_t N = (size_t)s.B * s.c.seq_len;
@@ -378,4 +389,9 @@ Test(model_bf16, gpt_matches_pytorch_autocast)
 Test(model_bf16, bert_matches_pytorch_autocast)
 {
     check("tests/reference/fixtures/bert-tiny-bf16.safetensors");
+}
+
+Test(model_bf16, llama_matches_pytorch_autocast)
+{
+    check("tests/reference/fixtures/llama-tiny-bf16.safetensors");
 }

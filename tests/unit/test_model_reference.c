@@ -14,7 +14,14 @@
  *   c_attn.bias: |g| <= ZERO_GRAD of the largest gradient in the fixture) step
  *   either way on rounding noise and are held to |dp| <= 2 sum(lr) only.
  * A GPT with erf GELU in place of tanh moves its logits by 3.3e-4 and its
- * gradients by 7.3e-4 (make_fixtures.py prints it): 30x TOL_OUT. */
+ * gradients by 7.3e-4 (make_fixtures.py prints it): 30x TOL_OUT.
+ * The tiny Llama (grouped-query attention, RoPE, SwiGLU, untied lm_head;
+ * make_fixtures.py llama_plain) measured: outputs 9.1e-7, gradients 2.1e-6,
+ * step losses and norms 8.2e-6, weights after 3 steps 6.3e-5 (mean 7.8e-7;
+ * the largest in a few elements of down_proj, o_proj, up_proj and the
+ * embedding whose small gradients Adam normalises to steps of ~lr), so its
+ * step tolerances are LLAMA_TOL_STEPS 5e-5 and TOL_STEP3 1e-4 (the issue's
+ * bound); the others are the ones above. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -33,6 +40,9 @@
 #define TOL_STEP3 1e-4
 #define TOL_STEP3_MEAN 3e-6
 #define ZERO_GRAD 1e-6
+#define LLAMA_TOL_STEPS 5e-5
+
+static double tol_steps = TOL_STEPS; /* the fixture's (LLAMA_TOL_STEPS for llama) */
 
 static double worst[5]; /* the largest error of each kind, logged */
 enum { W_OUT, W_GRAD, W_STEPS, W_STEP3, W_MEAN };
@@ -166,6 +176,7 @@ static void check_fixture(const char *file)
     optim_config o;
     cr_assert_eq(fixture_configs(f, &c, &o), ST_OK, "%s", st_message());
     int B = atoi(meta(f, "batch")), T = c.seq_len, V = c.vocab_size;
+    tol_steps = c.family == MODEL_LLAMA ? LLAMA_TOL_STEPS : TOL_STEPS;
     model_stage *m;
     cr_assert_eq(model_stage_create(&m, &c, 0, c.n_layer, B, 1), ST_OK, "%s", st_message());
     for (int i = 0; i < model_n_tensors(m); i++) {
@@ -230,9 +241,9 @@ static void check_fixture(const char *file)
         cr_assert_eq(model_backward(m, 0, &b, &pass), ST_OK, "%s", st_message());
         float lt = (float)total_loss(&ls), norm = (float)sqrt(optim_sum_squares(model_grads(m), n));
         float lr = (float)optim_lr(&o, t);
-        cr_expect(note(W_STEPS, rel_err(&lt, &loss_ref[t - 1], 1)) <= TOL_STEPS, "step %d loss %.9g vs %.9g", t, lt,
+        cr_expect(note(W_STEPS, rel_err(&lt, &loss_ref[t - 1], 1)) <= tol_steps, "step %d loss %.9g vs %.9g", t, lt,
                   loss_ref[t - 1]);
-        cr_expect(note(W_STEPS, rel_err(&norm, &norm_ref[t - 1], 1)) <= TOL_STEPS, "step %d grad norm %.9g vs %.9g",
+        cr_expect(note(W_STEPS, rel_err(&norm, &norm_ref[t - 1], 1)) <= tol_steps, "step %d grad norm %.9g vs %.9g",
                   t, norm, norm_ref[t - 1]);
         cr_expect(rel_err(&lr, &lr_ref[t - 1], 1) <= 1e-6, "step %d lr %g vs %g", t, lr, lr_ref[t - 1]);
         float clip = optim_clip_factor(&o, norm);
@@ -259,4 +270,5 @@ static void check_fixture(const char *file)
 }
 
 Test(model_reference, gpt_matches_pytorch) { check_fixture("tests/reference/fixtures/gpt-tiny.safetensors"); }
+Test(model_reference, llama_matches_pytorch) { check_fixture("tests/reference/fixtures/llama-tiny.safetensors"); }
 Test(model_reference, bert_matches_pytorch) { check_fixture("tests/reference/fixtures/bert-tiny.safetensors"); }

@@ -1,0 +1,158 @@
+/* model/llama — one Llama block (transformers' LlamaDecoderLayer), pre-norm:
+ *
+ *   ln1 = RMSNorm(x); q | k | v = ln1 [Wq; Wk; Wv]^T; q, k = RoPE(q, k);
+ *   atty = attn(q, repeat_kv(k), repeat_kv(v)); res1 = x + drop(atty Wo^T);
+ *   ln2 = RMSNorm(res1); gate | up = ln2 [Wg; Wu]^T;
+ *   out = res2 = res1 + drop((silu(gate) up) Wd^T)
+ *
+ * No biases. Grouped-query attention: the NKV key/value heads are repeated
+ * to NH heads (head h reads kv head h / (NH / NKV)) in a scratch the
+ * existing attention kernel reads, and backward sums the gradients of each
+ * group's heads back into their kv head (docs/design.md: what it costs).
+ * The repeated copy is made again in backward rather than kept per layer.
+ * Dropout sites are GPT's. Linear weights are (out, in); widths are this
+ * rank's: tensor parallelism (Megatron-LM's 1d split) gives each rank NH/t
+ * query heads and the NKV/t kv heads of their groups (q | k | v and gate | up
+ * column-parallel: one group sum of d(input) each in backward; o_proj and
+ * down_proj row-parallel: one group sum each in forward).
+ * Shapes: x (N,C) with N = B*T; qkv (N, C + 2 KV) with KV = NKV hs;
+ * fch (N, 2F): gate | up. */
+#include <string.h>
+
+#include "model/model_internal.h"
+
+static lin_in ln1_in(const block_acts *a) { return (lin_in){a->ln1, a->ln1_bf}; }
+static lin_in ln2_in(const block_acts *a) { return (lin_in){a->ln2, a->ln2_bf}; }
+static lin_in atty_in(const block_acts *a) { return (lin_in){a->atty, a->atty_bf}; }
+static int grouped(const model_stage *m) { return m->NKVl < m->NHl; }
+
+/* wide (N,3C) = q | k | v with kv head h / group copied to head h, from
+ * qkv (N, C + 2 KV). */
+static void kv_repeat(const model_stage *m, float *wide, const float *qkv, int N)
+{
+    int C = m->Cl, KV = m->KVl, W = m->Wqkv, hs = C / m->NHl, group = m->NHl / m->NKVl;
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *src = qkv + (size_t)n * W;
+        float *dst = wide + (size_t)n * 3 * C;
+        memcpy(dst, src, (size_t)C * sizeof(float));
+        for (int h = 0; h < m->NHl; h++) {
+            size_t kv = (size_t)(h / group) * hs;
+            memcpy(dst + C + (size_t)h * hs, src + C + kv, (size_t)hs * sizeof(float));
+            memcpy(dst + 2 * C + (size_t)h * hs, src + C + KV + kv, (size_t)hs * sizeof(float));
+        }
+    }
+}
+
+/* The transpose of kv_repeat: dqkv (N, C + 2 KV) = dq, and each kv head the
+ * sum of its group's heads of dwide (N,3C), in head order. */
+static void kv_reduce(const model_stage *m, float *dqkv, const float *dwide, int N)
+{
+    int C = m->Cl, KV = m->KVl, W = m->Wqkv, hs = C / m->NHl, group = m->NHl / m->NKVl;
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *src = dwide + (size_t)n * 3 * C;
+        float *dst = dqkv + (size_t)n * W;
+        memcpy(dst, src, (size_t)C * sizeof(float));
+        memset(dst + C, 0, 2 * (size_t)KV * sizeof(float));
+        for (int h = 0; h < m->NHl; h++) {
+            float *dk = dst + C + (size_t)(h / group) * hs, *dv = dk + KV;
+            const float *sk = src + C + (size_t)h * hs, *sv = sk + C;
+            for (int i = 0; i < hs; i++) {
+                dk[i] += sk[i];
+                dv[i] += sv[i];
+            }
+        }
+    }
+}
+
+/* The q | k | v the attention kernel reads: qkv itself, or its kv heads
+ * repeated into the scratch. */
+static const float *attention_qkv(model_stage *m, const float *qkv, int N)
+{
+    if (!grouped(m)) return qkv;
+    kv_repeat(m, m->s.qkv_rep, qkv, N);
+    return m->s.qkv_rep;
+}
+
+static void rope_qk(const model_stage *m, float *qkv, void (*rope)(float *, int, int, int, int, int, const float *))
+{
+    int T = m->cfg.seq_len, hs = m->Cl / m->NHl;
+    rope(qkv, m->Wqkv, m->B, T, m->NHl, hs, m->s.rope);
+    rope(qkv + m->Cl, m->Wqkv, m->B, T, m->NKVl, hs, m->s.rope);
+}
+
+status_t llama_block_forward(model_stage *m, int l, const block_params *p, const block_acts *a, const float *x,
+                             const model_pass *pass)
+{
+    const model_config *c = &m->cfg;
+    int N = m->B * c->seq_len, C = c->d_model, F = m->Fl, W = m->Wqkv;
+    rmsnorm_forward(a->ln1, a->ln1_rstd, x, p->ln1_w, N, C, c->norm_eps);
+    TRY(model_stage_linear_forward(m, a->qkv, W, ln1_in(a), p->qkv_w, NULL, W_OUT_IN, N, C, W));
+    rope_qk(m, a->qkv, rope_forward);
+    attention_forward(a->atty, a->att_stat, m->s.datt, attention_qkv(m, a->qkv, N), NULL, 1,
+                      model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, m->Cl, m->NHl);
+    TRY(row_parallel_forward(m, m->s.tmp, atty_in(a), p->proj_w, NULL, N, m->Cl, C));
+    dropout_add_forward(a->res1, x, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
+    model_poll(pass);
+    rmsnorm_forward(a->ln2, a->ln2_rstd, a->res1, p->ln2_w, N, C, c->norm_eps);
+    TRY(model_stage_linear_forward(m, a->fch, 2 * F, ln2_in(a), p->fc_w, NULL, W_OUT_IN, N, C, 2 * F));
+    swiglu_forward(m->s.gelu, F, a->fch, a->fch + F, 2 * F, N, F);
+    TRY(row_parallel_forward(m, m->s.tmp, lin_f32(m->s.gelu), p->fc2_w, NULL, N, F, C));
+    dropout_add_forward(a->res2, a->res1, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
+    model_poll(pass);
+    return ST_OK;
+}
+
+/* dln (N,C) += d(ln2) of the FFN branch, given d(res2) in dres. */
+static status_t ffn_backward(model_stage *m, int l, const block_params *p, const block_params *g,
+                             const block_acts *a, const float *dres, float *dln, const model_pass *pass)
+{
+    int N = m->B * m->cfg.seq_len, C = m->cfg.d_model, F = m->Fl;
+    dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
+    swiglu_forward(m->s.gelu, F, a->fch, a->fch + F, 2 * F, N, F); /* the down projection's input, again */
+    TRY(model_stage_linear_backward(m, m->s.dh, g->fc2_w, NULL, m->s.dtmp, C, lin_f32(m->s.gelu), p->fc2_w, W_OUT_IN, N,
+                              F, C, 0));
+    swiglu_backward(m->s.dfch, m->s.dfch + F, 2 * F, m->s.dh, F, a->fch, a->fch + F, 2 * F, N, F);
+    return column_parallel_backward(m, dln, g->fc_w, NULL, m->s.dfch, ln2_in(a), p->fc_w, N, C, 2 * F);
+}
+
+/* dln (N,C) += d(ln1) of the attention branch, given d(res1) in dres. */
+static status_t attention_backward_llama(model_stage *m, int l, const block_params *p, const block_params *g,
+                                         const block_acts *a, const float *dres, float *dln, const model_pass *pass)
+{
+    const model_config *c = &m->cfg;
+    int N = m->B * c->seq_len, C = c->d_model, W = m->Wqkv;
+    dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
+    TRY(model_stage_linear_backward(m, m->s.dA, g->proj_w, NULL, m->s.dtmp, C, atty_in(a), p->proj_w, W_OUT_IN, N, m->Cl,
+                              C, 0));
+    attention_backward(m->s.dqkv, m->s.datt, m->s.dA, attention_qkv(m, a->qkv, N), a->att_stat, NULL, 1,
+                       model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, m->Cl, m->NHl);
+    float *dqkv = m->s.dqkv;
+    if (grouped(m)) {
+        kv_reduce(m, m->s.dqkv_kv, m->s.dqkv, N);
+        dqkv = m->s.dqkv_kv;
+    }
+    rope_qk(m, dqkv, rope_backward);
+    return column_parallel_backward(m, dln, g->qkv_w, NULL, dqkv, ln1_in(a), p->qkv_w, N, C, W);
+}
+
+status_t llama_block_backward(model_stage *m, int l, const block_params *p, const block_params *g,
+                              const block_acts *a, const float *x, float *dx, const model_pass *pass)
+{
+    size_t N = (size_t)m->B * m->cfg.seq_len, C = m->cfg.d_model;
+    /* dx holds d(res2); the residual passes it on to res1 and then x, each
+     * RMSNorm adds its branch's gradient */
+    float *dln = m->s.dA;
+    memset(dln, 0, N * C * sizeof(float));
+    TRY(ffn_backward(m, l, p, g, a, dx, dln, pass));
+    rmsnorm_backward(dx, g->ln2_w, dln, a->res1, p->ln2_w, a->ln2_rstd, (int)N, (int)C);
+    model_poll(pass);
+    /* dA is the attention's scratch: d(ln1) gathers in dfch's space */
+    float *dln1 = m->s.dfch;
+    memset(dln1, 0, N * C * sizeof(float));
+    TRY(attention_backward_llama(m, l, p, g, a, dx, dln1, pass));
+    rmsnorm_backward(dx, g->ln1_w, dln1, x, p->ln1_w, a->ln1_rstd, (int)N, (int)C);
+    model_poll(pass);
+    return ST_OK;
+}
