@@ -335,16 +335,20 @@ status_t config_set_arg(config *c, const char *assignment)
     return config_set(c, trim(buf), trim(dot + 1), trim(eq + 1), origin);
 }
 
-static int lookup(const config *c, const char *name, config_type want)
+/* The key "section.key", or -1. */
+static int find_name(const config *c, const char *name)
 {
     const char *dot = strchr(name, '.');
-    if (dot) {
-        char section[64];
-        snprintf(section, sizeof section, "%.*s", (int)(dot - name), name);
-        int i = find_key(c, section, dot + 1);
-        if (i >= 0 && (c->schema[i].type == want || (want == CFG_STRING && c->schema[i].type == CFG_ENUM)))
-            return i;
-    }
+    if (!dot) return -1;
+    char section[64];
+    snprintf(section, sizeof section, "%.*s", (int)(dot - name), name);
+    return find_key(c, section, dot + 1);
+}
+
+static int lookup(const config *c, const char *name, config_type want)
+{
+    int i = find_name(c, name);
+    if (i >= 0 && (c->schema[i].type == want || (want == CFG_STRING && c->schema[i].type == CFG_ENUM))) return i;
     fprintf(stderr, "mpilm: internal error: config key '%s' is not in the schema with that type\n", name);
     abort();
 }
@@ -371,13 +375,16 @@ int config_bool(const config *c, const char *name)
 
 const char *config_str(const config *c, const char *name) { return c->values[lookup(c, name, CFG_STRING)].text; }
 
+
+const char *config_text(const config *c, const char *name)
+{
+    int i = find_name(c, name);
+    return i >= 0 ? c->values[i].text : "";
+}
+
 const char *config_origin(const config *c, const char *name)
 {
-    const char *dot = strchr(name, '.');
-    if (!dot) return "unknown";
-    char section[64];
-    snprintf(section, sizeof section, "%.*s", (int)(dot - name), name);
-    int i = find_key(c, section, dot + 1);
+    int i = find_name(c, name);
     return i >= 0 ? c->values[i].origin : "unknown";
 }
 

@@ -53,6 +53,8 @@ int64_t config_int(const config *c, const char *name);
 double config_float(const config *c, const char *name);
 int config_bool(const config *c, const char *name);
 const char *config_str(const config *c, const char *name);
+/* The value of any key as written (after defaults and overrides); "" for a key not in the schema. */
+const char *config_text(const config *c, const char *name);
 /* Where the value came from: "default", "FILE:LINE" or "--set". */
 const char *config_origin(const config *c, const char *name);
 

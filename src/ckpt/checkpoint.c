@@ -261,41 +261,19 @@ static status_t differ(const ckpt_reader *r, const char *key, const char *have, 
                               "set model.%s = %s or start a new run", r->path, key, have, want, key, have);
 }
 
+/* The fields that make the model (model_field.identity) of the checkpoint's
+ * family, family first: a checkpoint of another family stops at the first. */
 status_t ckpt_check_model(const ckpt_reader *r, const model_config *c)
 {
     const model_config *k = &r->meta.model;
-    struct { const char *key; int have, want; } ints[] = {
-        {"n_layer", k->n_layer, c->n_layer}, {"d_model", k->d_model, c->d_model},
-        {"n_head", k->n_head, c->n_head}, {"d_ff", k->d_ff, c->d_ff},
-        {"max_positions", k->max_positions, c->max_positions}, {"vocab_size", k->vocab_size, c->vocab_size},
-    };
-    if (k->family != c->family)
-        return differ(r, "family", model_family_name(k->family), model_family_name(c->family));
-    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
-        if (ints[i].have == ints[i].want) continue;
-        char a[24], b[24];
-        snprintf(a, sizeof a, "%d", ints[i].have);
-        snprintf(b, sizeof b, "%d", ints[i].want);
-        return differ(r, ints[i].key, a, b);
+    for (int i = 0; i < MODEL_N_FIELDS; i++) {
+        const model_field *f = &model_fields[i];
+        if (!f->identity || !model_field_of(f, k->family) || model_field_get(f, k) == model_field_get(f, c)) continue;
+        char have[32], want[32];
+        model_field_format(f, k, have, sizeof have);
+        model_field_format(f, c, want, sizeof want);
+        return differ(r, f->key.key, have, want);
     }
-    if (k->sinusoidal != c->sinusoidal)
-        return differ(r, "positions", k->sinusoidal ? "sinusoidal" : "learned", c->sinusoidal ? "sinusoidal" : "learned");
-    if (k->pre_ln != c->pre_ln) return differ(r, "norm", k->pre_ln ? "pre" : "post", c->pre_ln ? "pre" : "post");
-    if (c->family != MODEL_LLAMA) return ST_OK;
-    char a[24], b[24];
-    if (k->n_kv_head != c->n_kv_head) {
-        snprintf(a, sizeof a, "%d", k->n_kv_head);
-        snprintf(b, sizeof b, "%d", c->n_kv_head);
-        return differ(r, "n_kv_head", a, b);
-    }
-    if (k->norm_eps != c->norm_eps || k->rope_theta != c->rope_theta) {
-        int eps = k->norm_eps != c->norm_eps;
-        snprintf(a, sizeof a, "%g", eps ? k->norm_eps : k->rope_theta);
-        snprintf(b, sizeof b, "%g", eps ? c->norm_eps : c->rope_theta);
-        return differ(r, eps ? "norm_eps" : "rope_theta", a, b);
-    }
-    if (k->tie_embeddings != c->tie_embeddings)
-        return differ(r, "tie_embeddings", k->tie_embeddings ? "true" : "false", c->tie_embeddings ? "true" : "false");
     return ST_OK;
 }
 

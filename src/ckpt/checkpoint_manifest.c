@@ -14,27 +14,21 @@ const char *const ckpt_section_names[CKPT_SECTIONS] = {"params", "exp_avg", "exp
 
 static cJSON *hex_item(uint64_t v) { return dataset_json_hex(v); }
 
+/* Every field of the model's family (model_fields), in the table's order. */
 static cJSON *model_json(const model_config *c)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "family", model_family_name(c->family));
-    cJSON_AddNumberToObject(o, "n_layer", c->n_layer);
-    cJSON_AddNumberToObject(o, "d_model", c->d_model);
-    cJSON_AddNumberToObject(o, "n_head", c->n_head);
-    cJSON_AddNumberToObject(o, "d_ff", c->d_ff);
-    cJSON_AddNumberToObject(o, "seq_len", c->seq_len);
-    cJSON_AddNumberToObject(o, "max_positions", c->max_positions);
-    cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
-    cJSON_AddStringToObject(o, "positions",
-                            c->family == MODEL_LLAMA ? "rope" : c->sinusoidal ? "sinusoidal" : "learned");
-    cJSON_AddStringToObject(o, "norm", c->pre_ln ? "pre" : "post");
-    cJSON_AddNumberToObject(o, "dropout", c->dropout);
-    cJSON_AddBoolToObject(o, "recompute", c->recompute);
-    if (c->family == MODEL_LLAMA) { /* GPT's and BERT's manifests stay as they were */
-        cJSON_AddNumberToObject(o, "n_kv_head", c->n_kv_head);
-        cJSON_AddNumberToObject(o, "norm_eps", c->norm_eps);
-        cJSON_AddNumberToObject(o, "rope_theta", c->rope_theta);
-        cJSON_AddBoolToObject(o, "tie_embeddings", c->tie_embeddings);
+    for (int i = 0; i < MODEL_N_FIELDS; i++) {
+        const model_field *f = &model_fields[i];
+        if (!model_field_of(f, c->family)) continue;
+        if (model_field_name(f, c))
+            cJSON_AddStringToObject(o, f->key.key, model_field_name(f, c));
+        else if (f->type == MODEL_FIELD_BOOL)
+            cJSON_AddBoolToObject(o, f->key.key, model_field_get(f, c) != 0);
+        else if (f->type == MODEL_FIELD_FLOAT)
+            cJSON_AddNumberToObject(o, f->key.key, model_float_decimal((float)model_field_get(f, c)));
+        else
+            cJSON_AddNumberToObject(o, f->key.key, model_field_get(f, c));
     }
     return o;
 }
@@ -234,41 +228,39 @@ static status_t get_obj(json_ctx c, const char *key, json_ctx *out)
     return ST_OK;
 }
 
+/* One field of model (model_fields): a name, a boolean or a number. */
+static status_t parse_model_field(json_ctx c, const model_field *f, model_config *m)
+{
+    if (f->type == MODEL_FIELD_BOOL) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(c.obj, f->key.key);
+        FAIL_IF(!cJSON_IsBool(v), ST_FORMAT, "%s: model.%s is missing or not a boolean; the checkpoint is damaged",
+                c.path, f->key.key);
+        model_field_set(f, m, cJSON_IsTrue(v));
+    } else if (f->type == MODEL_FIELD_INT) {
+        int v = 0;
+        TRY(get_int(c, f->key.key, &v));
+        model_field_set(f, m, v);
+    } else if (f->type == MODEL_FIELD_FLOAT) {
+        double v = 0;
+        TRY(get_num(c, f->key.key, &v));
+        model_field_set(f, m, v);
+    } else {
+        const char *name = "";
+        TRY(get_str(c, f->key.key, &name));
+        int family = f->type == MODEL_FIELD_FAMILY;
+        FAIL_IF(model_field_set_name(f, m, name) != 0, ST_FORMAT,
+                "%s: model.%s = \"%s\" (expected %s%s); the checkpoint is damaged", c.path, f->key.key, name,
+                family ? "gpt, bert or llama" : "a value mpilm writes for model.family = ",
+                family ? "" : model_family_name(m->family));
+    }
+    return ST_OK;
+}
+
 static status_t parse_model(json_ctx c, model_config *m)
 {
-    const char *family = "", *positions = "", *norm = "";
-    double dropout = 0;
     memset(m, 0, sizeof *m);
-    TRY(get_str(c, "family", &family));
-    TRY(get_int(c, "n_layer", &m->n_layer));
-    TRY(get_int(c, "d_model", &m->d_model));
-    TRY(get_int(c, "n_head", &m->n_head));
-    TRY(get_int(c, "d_ff", &m->d_ff));
-    TRY(get_int(c, "seq_len", &m->seq_len));
-    TRY(get_int(c, "max_positions", &m->max_positions));
-    TRY(get_int(c, "vocab_size", &m->vocab_size));
-    TRY(get_str(c, "positions", &positions));
-    TRY(get_str(c, "norm", &norm));
-    TRY(get_num(c, "dropout", &dropout));
-    const cJSON *rc = cJSON_GetObjectItemCaseSensitive(c.obj, "recompute");
-    FAIL_IF(!cJSON_IsBool(rc), ST_FORMAT, "%s: model.recompute is missing or not a boolean", c.path);
-    FAIL_IF(model_family_parse(family, &m->family) != 0, ST_FORMAT,
-            "%s: model.family = \"%s\" (expected gpt, bert or llama); the checkpoint is damaged", c.path, family);
-    m->sinusoidal = strcmp(positions, "sinusoidal") == 0;
-    m->pre_ln = strcmp(norm, "pre") == 0;
-    m->dropout = (float)dropout;
-    m->recompute = cJSON_IsTrue(rc);
-    if (m->family == MODEL_LLAMA) {
-        double eps = 0, theta = 0;
-        TRY(get_int(c, "n_kv_head", &m->n_kv_head));
-        TRY(get_num(c, "norm_eps", &eps));
-        TRY(get_num(c, "rope_theta", &theta));
-        const cJSON *tie = cJSON_GetObjectItemCaseSensitive(c.obj, "tie_embeddings");
-        FAIL_IF(!cJSON_IsBool(tie), ST_FORMAT, "%s: model.tie_embeddings is missing or not a boolean", c.path);
-        m->norm_eps = (float)eps;
-        m->rope_theta = (float)theta;
-        m->tie_embeddings = cJSON_IsTrue(tie);
-    }
+    for (int i = 0; i < MODEL_N_FIELDS; i++) /* family first: it says which fields follow */
+        if (model_field_of(&model_fields[i], m->family)) TRY(parse_model_field(c, &model_fields[i], m));
     status_t st = model_config_check(m);
     return st == ST_OK ? ST_OK : st_context(ST_FORMAT, "%s: model: ", c.path);
 }

@@ -41,75 +41,55 @@ static void add_id(cJSON *j, const char *key, int32_t id)
     else cJSON_AddNullToObject(j, key);
 }
 
-/* The shortest decimal that reads back as the float v (1e-5f as 1e-05, not
- * 9.99999974737875e-06), as a double for config.json. */
-static double float_decimal(float v)
+/* What config.json says of each family beyond model_fields' keys: the class,
+ * the activation, the fixed LayerNorm eps, and the dropout under its names. */
+static void family_json(cJSON *j, const model_config *c)
 {
-    char buf[32];
-    for (int digits = 1; digits < 9; digits++) {
-        snprintf(buf, sizeof buf, "%.*g", digits, (double)v);
-        if (strtof(buf, NULL) == v) return strtod(buf, NULL);
-    }
-    return (double)v;
-}
-
-static cJSON *config_json(const model_config *c, safet_dtype dtype, const hf_token_ids *ids)
-{
-    cJSON *j = cJSON_CreateObject();
     if (c->family == MODEL_BERT) {
         cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray((const char *[]){"BertForPreTraining"}, 1));
         cJSON_AddStringToObject(j, "model_type", "bert");
-        cJSON_AddNumberToObject(j, "vocab_size", c->vocab_size);
-        cJSON_AddNumberToObject(j, "hidden_size", c->d_model);
-        cJSON_AddNumberToObject(j, "num_hidden_layers", c->n_layer);
-        cJSON_AddNumberToObject(j, "num_attention_heads", c->n_head);
-        cJSON_AddNumberToObject(j, "intermediate_size", c->d_ff);
         cJSON_AddStringToObject(j, "hidden_act", "gelu");
-        cJSON_AddNumberToObject(j, "hidden_dropout_prob", c->dropout);
-        cJSON_AddNumberToObject(j, "attention_probs_dropout_prob", c->dropout);
-        cJSON_AddNumberToObject(j, "max_position_embeddings", c->max_positions);
+        cJSON_AddNumberToObject(j, "hidden_dropout_prob", model_float_decimal(c->dropout));
+        cJSON_AddNumberToObject(j, "attention_probs_dropout_prob", model_float_decimal(c->dropout));
         cJSON_AddNumberToObject(j, "type_vocab_size", 2);
         cJSON_AddNumberToObject(j, "layer_norm_eps", 1e-12);
         cJSON_AddStringToObject(j, "position_embedding_type", "absolute");
     } else if (c->family == MODEL_LLAMA) {
         cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray((const char *[]){"LlamaForCausalLM"}, 1));
         cJSON_AddStringToObject(j, "model_type", "llama");
-        cJSON_AddNumberToObject(j, "vocab_size", c->vocab_size);
-        cJSON_AddNumberToObject(j, "hidden_size", c->d_model);
-        cJSON_AddNumberToObject(j, "intermediate_size", c->d_ff);
-        cJSON_AddNumberToObject(j, "num_hidden_layers", c->n_layer);
-        cJSON_AddNumberToObject(j, "num_attention_heads", c->n_head);
-        cJSON_AddNumberToObject(j, "num_key_value_heads", c->n_kv_head);
         cJSON_AddStringToObject(j, "hidden_act", "silu");
-        cJSON_AddNumberToObject(j, "max_position_embeddings", c->max_positions);
-        cJSON_AddNumberToObject(j, "rms_norm_eps", float_decimal(c->norm_eps));
-        cJSON_AddNumberToObject(j, "rope_theta", float_decimal(c->rope_theta));
         cJSON_AddBoolToObject(j, "attention_bias", 0);
         cJSON_AddBoolToObject(j, "mlp_bias", 0);
         cJSON_AddNumberToObject(j, "attention_dropout", 0.0);
     } else {
         cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray((const char *[]){"GPT2LMHeadModel"}, 1));
         cJSON_AddStringToObject(j, "model_type", "gpt2");
-        cJSON_AddNumberToObject(j, "vocab_size", c->vocab_size);
-        cJSON_AddNumberToObject(j, "n_embd", c->d_model);
-        cJSON_AddNumberToObject(j, "n_layer", c->n_layer);
-        cJSON_AddNumberToObject(j, "n_head", c->n_head);
-        cJSON_AddNumberToObject(j, "n_inner", c->d_ff);
-        cJSON_AddNumberToObject(j, "n_positions", c->max_positions);
         cJSON_AddNumberToObject(j, "n_ctx", c->max_positions);
         cJSON_AddStringToObject(j, "activation_function", "gelu_new");
-        cJSON_AddNumberToObject(j, "resid_pdrop", c->dropout);
-        cJSON_AddNumberToObject(j, "embd_pdrop", c->dropout);
-        cJSON_AddNumberToObject(j, "attn_pdrop", c->dropout);
+        cJSON_AddNumberToObject(j, "resid_pdrop", model_float_decimal(c->dropout));
+        cJSON_AddNumberToObject(j, "embd_pdrop", model_float_decimal(c->dropout));
+        cJSON_AddNumberToObject(j, "attn_pdrop", model_float_decimal(c->dropout));
         cJSON_AddNumberToObject(j, "layer_norm_epsilon", 1e-5);
+    }
+    if (c->family != MODEL_LLAMA) cJSON_AddBoolToObject(j, "tie_word_embeddings", 1); /* always tied */
+}
+
+static cJSON *config_json(const model_config *c, safet_dtype dtype, const hf_token_ids *ids)
+{
+    cJSON *j = cJSON_CreateObject();
+    family_json(j, c);
+    for (int i = 0; i < MODEL_N_FIELDS; i++) { /* the fields config.json names (model_fields' hf) */
+        const model_field *f = &model_fields[i];
+        const char *key = model_field_of(f, c->family) ? f->hf[c->family] : NULL;
+        if (!key) continue;
+        double v = model_field_get(f, c);
+        if (f->type == MODEL_FIELD_BOOL) cJSON_AddBoolToObject(j, key, v != 0);
+        else cJSON_AddNumberToObject(j, key, f->type == MODEL_FIELD_FLOAT ? model_float_decimal((float)v) : v);
     }
     add_id(j, "bos_token_id", ids->bos);
     add_id(j, "eos_token_id", ids->eos);
     if (c->family == MODEL_BERT) add_id(j, "pad_token_id", ids->pad);
     cJSON_AddNumberToObject(j, "initializer_range", 0.02);
-    /* not Hugging Face's: the training sequence length, so import restores it */
-    cJSON_AddNumberToObject(j, "mpilm_seq_len", c->seq_len);
-    cJSON_AddBoolToObject(j, "tie_word_embeddings", model_tied(c));
     cJSON_AddStringToObject(j, "torch_dtype", dtype == SAFET_BF16 ? "bfloat16" : "float32");
     return j;
 }
@@ -174,52 +154,42 @@ status_t export_hf(const model_config *c, const float *params, const char *vocab
 
 /* ---- import ------------------------------------------------------------------ */
 
-/* config.json key `key` as an integer in [lo, hi]: checked before anything
- * is sized from it (2^40 is out of range, not "out of memory"). The ranges
- * are the configuration's (model.* in docs/usage.md). */
-static status_t json_int(const cJSON *j, const char *path, const char *key, double lo, double hi, int *out)
+/* config.json's key for field f as its value, checked against the field's
+ * range (the configuration's, model.* in docs/usage.md) before anything is
+ * sized from it (2^40 is out of range, not "out of memory"). An optional key
+ * that is absent or null leaves the field at -1 (ints: the caller puts
+ * transformers' default) or the schema's default. */
+static status_t json_field(const cJSON *j, const char *path, const model_field *f, model_config *c)
 {
+    const char *key = f->hf[c->family];
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if ((!v || cJSON_IsNull(v)) && ((f->hf_optional >> c->family) & 1u)) {
+        const char *d = f->key.default_value;
+        model_field_set(f, c, f->type == MODEL_FIELD_INT ? -1 : f->type == MODEL_FIELD_BOOL ? strcmp(d, "true") == 0
+                                                                                            : strtod(d, NULL));
+        return ST_OK;
+    }
+    if (f->type == MODEL_FIELD_BOOL) {
+        FAIL_IF(!cJSON_IsBool(v), ST_FORMAT, "%s: \"%s\" is missing or not true/false", path, key);
+        model_field_set(f, c, cJSON_IsTrue(v));
+        return ST_OK;
+    }
     FAIL_IF(!cJSON_IsNumber(v), ST_FORMAT, "%s: \"%s\" is missing or not a number", path, key);
-    double d = v->valuedouble;
-    FAIL_IF(!(d >= lo && d <= hi) || d != (double)(int64_t)d, ST_FORMAT, /* range first: the cast needs it */
-            "%s: %s %.17g is out of range (expected an integer from %.0f to %.0f); config.json is damaged or "
-            "not a model mpilm can hold", path, key, d, lo, hi);
-    *out = (int)d;
+    double d = v->valuedouble, lo = f->key.min, hi = f->key.max;
+    int integer = f->type == MODEL_FIELD_INT;
+    char range[64];
+    snprintf(range, sizeof range, integer ? "an integer from %.0f to %.0f" : "a number from %g to %g", lo, hi);
+    FAIL_IF(!(d >= lo && d <= hi) || (integer && d != (double)(int64_t)d), ST_FORMAT, /* range first: the cast needs it */
+            "%s: %s %.17g is out of range (expected %s); config.json is damaged or not a model mpilm can hold", path,
+            key, d, range);
+    model_field_set(f, c, d);
     return ST_OK;
 }
 
-/* config.json key `key` as a number > lo (Llama's eps and RoPE base). */
-static status_t json_positive(const cJSON *j, const char *path, const char *key, double lo, float *out)
+/* What LlamaForCausalLM's config.json may hold that mpilm does not implement:
+ * rope_scaling, attention or MLP biases, an activation other than silu. */
+static status_t llama_check_json(const cJSON *j, const char *path)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    FAIL_IF(!cJSON_IsNumber(v) || !(v->valuedouble > lo && v->valuedouble < 1e30), ST_FORMAT,
-            "%s: \"%s\" is missing or not a number above %g", path, key, lo);
-    *out = (float)v->valuedouble;
-    return ST_OK;
-}
-
-/* LlamaForCausalLM's config.json (num_key_value_heads absent: n_head, as
- * transformers reads it; rope_scaling and biases are refused). */
-static status_t llama_from_json(const cJSON *j, const char *path, model_config *c)
-{
-    const int layers = 1024, width = 65536, heads = 1024, ffn = 1 << 20, positions = 1 << 20;
-    c->family = MODEL_LLAMA;
-    c->pre_ln = 1;
-    TRY(json_int(j, path, "hidden_size", 8, width, &c->d_model));
-    TRY(json_int(j, path, "num_hidden_layers", 1, layers, &c->n_layer));
-    TRY(json_int(j, path, "num_attention_heads", 1, heads, &c->n_head));
-    TRY(json_int(j, path, "intermediate_size", 1, ffn, &c->d_ff));
-    TRY(json_int(j, path, "max_position_embeddings", 2, positions, &c->max_positions));
-    c->n_kv_head = c->n_head;
-    if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "num_key_value_heads")))
-        TRY(json_int(j, path, "num_key_value_heads", 1, heads, &c->n_kv_head));
-    TRY(json_positive(j, path, "rms_norm_eps", 0.0, &c->norm_eps));
-    c->rope_theta = 10000.0f;
-    if (cJSON_GetObjectItemCaseSensitive(j, "rope_theta"))
-        TRY(json_positive(j, path, "rope_theta", 1.0, &c->rope_theta));
-    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(j, "tie_word_embeddings");
-    c->tie_embeddings = cJSON_IsTrue(tie);
     const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
     int biases = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "attention_bias")) ||
@@ -237,35 +207,21 @@ static status_t config_from_json(const cJSON *j, const char *path, model_config 
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "model_type");
     FAIL_IF(!cJSON_IsString(type), ST_FORMAT,
             "%s: \"model_type\" is missing (expected \"bert\", \"gpt2\" or \"llama\")", path);
-    const int layers = 1024, width = 65536, heads = 1024, ffn = 1 << 20, positions = 1 << 20;
-    if (strcmp(type->valuestring, "bert") == 0) {
-        c->family = MODEL_BERT;
-        TRY(json_int(j, path, "hidden_size", 8, width, &c->d_model));
-        TRY(json_int(j, path, "num_hidden_layers", 1, layers, &c->n_layer));
-        TRY(json_int(j, path, "num_attention_heads", 1, heads, &c->n_head));
-        TRY(json_int(j, path, "intermediate_size", 1, ffn, &c->d_ff));
-        TRY(json_int(j, path, "max_position_embeddings", 2, positions, &c->max_positions));
-    } else if (strcmp(type->valuestring, "gpt2") == 0) {
-        c->family = MODEL_GPT;
-        c->pre_ln = 1;
-        TRY(json_int(j, path, "n_embd", 8, width, &c->d_model));
-        TRY(json_int(j, path, "n_layer", 1, layers, &c->n_layer));
-        TRY(json_int(j, path, "n_head", 1, heads, &c->n_head));
-        TRY(json_int(j, path, "n_positions", 2, positions, &c->max_positions));
-        c->d_ff = 4 * c->d_model;
-        if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "n_inner")))
-            TRY(json_int(j, path, "n_inner", 1, ffn, &c->d_ff));
-    } else if (strcmp(type->valuestring, "llama") == 0) {
-        TRY(llama_from_json(j, path, c));
-    } else {
+    if (strcmp(type->valuestring, "bert") == 0) c->family = MODEL_BERT;
+    else if (strcmp(type->valuestring, "gpt2") == 0) c->family = MODEL_GPT;
+    else if (strcmp(type->valuestring, "llama") == 0) c->family = MODEL_LLAMA;
+    else
         return st_fail(ST_FORMAT, "%s: model_type \"%s\" is not supported (expected \"bert\", \"gpt2\" or \"llama\")",
-                       path,
-                       type->valuestring);
-    }
-    TRY(json_int(j, path, "vocab_size", 8, 1 << 24, &c->vocab_size));
-    c->seq_len = c->max_positions < 512 ? c->max_positions : 512;
-    if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "mpilm_seq_len")))
-        TRY(json_int(j, path, "mpilm_seq_len", 2, c->max_positions, &c->seq_len));
+                       path, type->valuestring);
+    if (c->family == MODEL_LLAMA) TRY(llama_check_json(j, path));
+    for (int i = 0; i < MODEL_N_FIELDS; i++)
+        if (model_field_of(&model_fields[i], c->family) && model_fields[i].hf[c->family])
+            TRY(json_field(j, path, &model_fields[i], c));
+    /* what transformers reads for the absent optional keys */
+    if (c->d_ff < 0) c->d_ff = 4 * c->d_model; /* GPT-2's n_inner = null */
+    if (c->n_kv_head < 0) c->n_kv_head = c->n_head;
+    if (c->seq_len < 0) c->seq_len = c->max_positions < 512 ? c->max_positions : 512;
+    c->pre_ln = c->family != MODEL_BERT;
     c->dropout = c->family == MODEL_LLAMA ? 0.0f : 0.1f;
     return model_config_check(c);
 }
@@ -307,7 +263,7 @@ static void shape_text(char *buf, size_t len, int ndim, const int64_t *shape)
     if (used < len) snprintf(buf + used, len - used, "]");
 }
 
-static void config_text(char *buf, size_t len, const model_config *c)
+static void describe_config(char *buf, size_t len, const model_config *c)
 {
     snprintf(buf, len, "%d layers, hidden %d, %d heads, d_ff %d, vocab %d, %d positions", c->n_layer, c->d_model,
              c->n_head, c->d_ff, c->vocab_size, c->max_positions);
@@ -318,7 +274,7 @@ static void config_text(char *buf, size_t len, const model_config *c)
 static status_t check_tensors(const safet_file *f, const model_config *c, const model_tensor *t, int n)
 {
     char cfg[160];
-    config_text(cfg, sizeof cfg, c);
+    describe_config(cfg, sizeof cfg, c);
     for (int i = 0; i < n; i++) {
         const safet_tensor *s = safet_find(f, t[i].name);
         FAIL_IF(!s, ST_FORMAT, "%s: tensor %s is missing, but config.json (%s) implies it; config.json does not "

@@ -27,8 +27,7 @@ extern const command commands[];
 extern const int n_commands;
 
 /* The configuration schema (docs/design.md, "Configuration"). */
-extern const config_key mpilm_schema[];
-extern const int mpilm_schema_len;
+const config_key *cli_schema(int *n_keys);
 
 /* 1 if argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);

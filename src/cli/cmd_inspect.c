@@ -81,11 +81,15 @@ static void print_checkpoint(const ckpt_reader *r)
     printf("checkpoint %s\n", ckpt_path(r));
     printf("  format %s version %d; step %lld, %lld tokens seen, lr %.6g, seed %llu\n", CKPT_FORMAT, CKPT_VERSION,
            (long long)m->step, (long long)m->tokens_seen, m->lr, (unsigned long long)m->seed);
-    printf("  model %s: %d layers, d_model %d, %d heads, d_ff %d, seq_len %d, max_positions %d, vocab %d, %s "
-           "positions, %s-LN\n", model_family_name(c->family), c->n_layer, c->d_model, c->n_head, c->d_ff,
-           c->seq_len, c->max_positions, c->vocab_size,
-           c->family == MODEL_LLAMA ? "rope" : c->sinusoidal ? "sinusoidal" : "learned",
-           c->pre_ln ? "pre" : "post");
+    printf("  model %s:", model_family_name(c->family)); /* every field of its family, as model.KEY reads */
+    for (int i = 1, first = 1; i < MODEL_N_FIELDS; i++) {
+        if (!model_field_of(&model_fields[i], c->family)) continue;
+        char value[32];
+        model_field_format(&model_fields[i], c, value, sizeof value);
+        printf("%s %s %s", first ? "" : ",", model_fields[i].key.key, value);
+        first = 0;
+    }
+    printf("\n");
     printf("  written by world %d: pp %d, dp %d, tp %d, zero %d; data %s%s%s\n", m->topo.world, m->topo.pp,
            m->topo.dp, m->topo.tp, m->topo.zero, m->random_data ? "random" : "dataset ",
            m->random_data ? "" : m->data_path, ckpt_vocab_dir(r) ? "; vocabulary in vocab/" : "");

@@ -7,31 +7,14 @@
 #define NO_RANGE 1, 0
 #define ANY_COUNT 1e18
 
-const config_key mpilm_schema[] = {
+static const config_key run_keys[] = {
     {"run", "name", CFG_STRING, "run", NULL, NO_RANGE, "run name; run directory = checkpoints/NAME/ unless dir is set"},
     {"run", "dir", CFG_STRING, "", NULL, NO_RANGE, "run directory (overrides checkpoints/NAME/)"},
     {"run", "threads", CFG_INT, "auto", "auto", 1, 1024, "threads per rank; BLIS_NUM_THREADS / OMP_NUM_THREADS win"},
+};
 
-    {"model", "family", CFG_ENUM, "gpt", "gpt|bert|llama", NO_RANGE, "model family"},
-    {"model", "n_layer", CFG_INT, "4", NULL, 1, MODEL_MAX_LAYERS, "transformer blocks"},
-    {"model", "d_model", CFG_INT, "256", NULL, 8, MODEL_MAX_D_MODEL, "hidden size"},
-    {"model", "n_head", CFG_INT, "4", NULL, 1, MODEL_MAX_HEADS, "attention heads (must divide d_model)"},
-    {"model", "d_ff", CFG_INT, "1024", NULL, 1, MODEL_MAX_D_FF, "feed-forward inner size"},
-    {"model", "seq_len", CFG_INT, "128", NULL, 2, MODEL_MAX_POSITIONS, "tokens per training sequence"},
-    {"model", "max_positions", CFG_INT, "512", NULL, 2, MODEL_MAX_POSITIONS, "rows of the position table (>= seq_len)"},
-    {"model", "vocab_size", CFG_INT, "8192", "auto", 8, MODEL_MAX_VOCAB,
-     "vocabulary size; auto = the dataset's, rounded up to a multiple of 64"},
-    {"model", "positions", CFG_ENUM, "learned", "learned|sinusoidal", NO_RANGE, "position embeddings"},
-    {"model", "norm", CFG_ENUM, "auto", "auto|pre|post", NO_RANGE, "LayerNorm placement; auto = post for bert, pre for gpt"},
-    {"model", "dropout", CFG_FLOAT, "0.1", NULL, 0, 0.99, "dropout probability"},
-    {"model", "recompute", CFG_BOOL, "false", NULL, NO_RANGE, "recompute block activations in backward"},
-    {"model", "n_kv_head", CFG_INT, "auto", "auto", 1, MODEL_MAX_HEADS,
-     "llama: key/value heads of grouped-query attention (must divide n_head); auto = n_head"},
-    {"model", "norm_eps", CFG_FLOAT, "1e-5", NULL, 1e-12, 1, "llama: RMSNorm epsilon"},
-    {"model", "rope_theta", CFG_FLOAT, "10000", NULL, 2, 1e9, "llama: RoPE base"},
-    {"model", "tie_embeddings", CFG_BOOL, "false", NULL, NO_RANGE,
-     "llama: lm_head is the word embedding (gpt and bert are always tied)"},
-
+/* after the model.* keys (model/model_config.c's field table) */
+static const config_key other_keys[] = {
     {"data", "source", CFG_ENUM, "random", "dataset|random", NO_RANGE, "training samples from a prepared dataset or random tokens"},
     {"data", "path", CFG_STRING, "", NULL, NO_RANGE,
      "dataset directory written by mpilm prep, or a weighted blend '0.7 datasets/a 0.3 datasets/b'"},
@@ -86,4 +69,17 @@ const config_key mpilm_schema[] = {
     {"log", "every", CFG_INT, "10", NULL, 1, ANY_COUNT, "progress line every N steps"},
 };
 
-const int mpilm_schema_len = (int)(sizeof mpilm_schema / sizeof mpilm_schema[0]);
+#define COUNT(a) (int)(sizeof(a) / sizeof(a)[0])
+
+const config_key *cli_schema(int *n)
+{
+    static config_key all[COUNT(run_keys) + MODEL_N_FIELDS + COUNT(other_keys)];
+    static int len;
+    if (len == 0) {
+        for (int i = 0; i < COUNT(run_keys); i++) all[len++] = run_keys[i];
+        for (int i = 0; i < MODEL_N_FIELDS; i++) all[len++] = model_fields[i].key;
+        for (int i = 0; i < COUNT(other_keys); i++) all[len++] = other_keys[i];
+    }
+    *n = len;
+    return all;
+}

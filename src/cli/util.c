@@ -18,7 +18,9 @@ int cli_wants_help(int argc, char **argv)
 
 status_t cli_load_config(config **out, const char *path, char *const *sets, int n_sets)
 {
-    config *c = config_new(mpilm_schema, mpilm_schema_len);
+    int n_keys;
+    const config_key *schema = cli_schema(&n_keys);
+    config *c = config_new(schema, n_keys);
     FAIL_IF(!c, ST_NOMEM, "out of memory creating the configuration");
     status_t st = path ? config_load_file(c, path) : ST_OK;
     /* An empty file (or a truncated one) would train the default model without

@@ -7,68 +7,6 @@
 #include "base/hash.h"
 #include "model/model_internal.h"
 
-static const char *const family_names[] = {"gpt", "bert", "llama"};
-
-const char *model_family_name(model_family f) { return family_names[f]; }
-
-int model_family_parse(const char *name, model_family *out)
-{
-    for (int i = 0; i < 3; i++)
-        if (strcmp(name, family_names[i]) == 0) {
-            *out = (model_family)i;
-            return 0;
-        }
-    return -1;
-}
-
-/* Llama's own keys: grouped-query heads, RoPE's even head size, RMSNorm's
- * eps and RoPE's base; pre-norm blocks (model.norm = post has no Llama). */
-static status_t llama_config_check(const model_config *c)
-{
-    FAIL_IF(c->n_kv_head < 1 || c->n_head % c->n_kv_head != 0, ST_CONFIG,
-            "model.n_kv_head = %d does not divide model.n_head = %d (each key/value head serves n_head / n_kv_head "
-            "query heads); choose a divisor of model.n_head, e.g. %d", c->n_kv_head, c->n_head, c->n_head);
-    FAIL_IF((c->d_model / c->n_head) % 2 != 0, ST_CONFIG,
-            "model.d_model / model.n_head = %d / %d = %d is odd: RoPE rotates pairs of a head's channels (expected "
-            "an even head size); change model.d_model or model.n_head", c->d_model, c->n_head, c->d_model / c->n_head);
-    FAIL_IF(!(c->norm_eps > 0.0f) || !(c->rope_theta > 1.0f), ST_CONFIG,
-            "model.norm_eps = %g and model.rope_theta = %g (expected norm_eps > 0 and rope_theta > 1)", c->norm_eps,
-            c->rope_theta);
-    FAIL_IF(!c->pre_ln || c->sinusoidal, ST_CONFIG,
-            "model.family = llama has pre-norm blocks and rotary positions (found %s%s); leave model.norm and "
-            "model.positions at their defaults", !c->pre_ln ? "model.norm = post" : "",
-            c->sinusoidal ? " model.positions = sinusoidal" : "");
-    return ST_OK;
-}
-
-status_t model_config_check(const model_config *c)
-{
-    FAIL_IF(c->n_head < 1 || c->d_model < 1, ST_CONFIG, "model: n_head and d_model must be >= 1 (found %d, %d)",
-            c->n_head, c->d_model);
-    FAIL_IF(c->d_model % c->n_head != 0, ST_CONFIG,
-            "model.n_head = %d does not divide model.d_model = %d (expected a divisor, e.g. %d)",
-            c->n_head, c->d_model, c->d_model / 64 > 0 ? c->d_model / 64 : 1);
-    FAIL_IF(c->seq_len > c->max_positions, ST_CONFIG,
-            "model.seq_len = %d exceeds model.max_positions = %d (raise max_positions or lower seq_len)",
-            c->seq_len, c->max_positions);
-    FAIL_IF(c->n_layer < 1 || c->d_ff < 1 || c->vocab_size < 8, ST_CONFIG,
-            "model: n_layer, d_ff must be >= 1 and vocab_size >= 8 (found %d, %d, %d)",
-            c->n_layer, c->d_ff, c->vocab_size);
-    FAIL_IF(c->dropout < 0.0f || c->dropout >= 1.0f, ST_CONFIG,
-            "model.dropout = %g is outside [0, 1)", c->dropout);
-    if (c->family == MODEL_LLAMA) TRY(llama_config_check(c));
-    const struct { const char *key; int v, max; } lim[] = {
-        {"n_layer", c->n_layer, MODEL_MAX_LAYERS}, {"d_model", c->d_model, MODEL_MAX_D_MODEL},
-        {"n_head", c->n_head, MODEL_MAX_HEADS},    {"d_ff", c->d_ff, MODEL_MAX_D_FF},
-        {"seq_len", c->seq_len, MODEL_MAX_POSITIONS}, {"max_positions", c->max_positions, MODEL_MAX_POSITIONS},
-        {"vocab_size", c->vocab_size, MODEL_MAX_VOCAB},
-    };
-    for (size_t i = 0; i < sizeof lim / sizeof lim[0]; i++)
-        FAIL_IF(lim[i].v > lim[i].max, ST_CONFIG, "model.%s = %d exceeds the largest mpilm takes (%d)", lim[i].key,
-                lim[i].v, lim[i].max);
-    return ST_OK;
-}
-
 /* ---- the buffer plan --------------------------------------------------------
  * Two passes over the same carving code: the first counts floats, the second
  * hands out pointers into one 64-byte aligned arena. */

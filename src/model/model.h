@@ -19,53 +19,7 @@
 #include "base/rng.h"
 #include "base/status.h"
 #include "data/batch.h"
-
-typedef enum { MODEL_GPT = 0, MODEL_BERT = 1, MODEL_LLAMA = 2 } model_family;
-
-typedef struct model_config {
-    model_family family;
-    int n_layer, d_model, n_head, d_ff, seq_len, max_positions, vocab_size;
-    int sinusoidal;   /* 1: fixed sinusoidal positions instead of a learned table */
-    int pre_ln;       /* 1: pre-LN blocks (GPT's), 0: post-LN (BERT's) */
-    float dropout;
-    int recompute;    /* 1: keep only block inputs; recompute the rest in backward */
-    int bf16;         /* 1: mixed precision (train.precision = bf16): the linear layers'
-                         GEMMs take bf16 copies of their weights and inputs and sum in
-                         fp32; parameters, gradients, LayerNorm, softmax, GELU, the
-                         residual stream and the loss stay fp32. A run's setting, not
-                         the model's: checkpoints do not record it. */
-    /* Llama only (GPT and BERT ignore them: their heads are n_head, their
-       embedding tied, their LayerNorm eps fixed, their positions a table) */
-    int n_kv_head;      /* key/value heads of grouped-query attention (divides n_head) */
-    int tie_embeddings; /* 1: lm_head is the word embedding (not stored) */
-    float norm_eps;     /* RMSNorm epsilon */
-    float rope_theta;   /* RoPE base */
-} model_config;
-
-/* "gpt", "bert", "llama"; and back (0, or -1 for an unknown name). */
-const char *model_family_name(model_family f);
-int model_family_parse(const char *name, model_family *out);
-
-/* Causal-LM families (GPT, Llama): the LM objective, data and loss. */
-static inline int model_causal(const model_config *c) { return c->family != MODEL_BERT; }
-/* Key/value heads: n_kv_head for Llama, n_head otherwise. */
-static inline int model_kv_heads(const model_config *c) { return c->family == MODEL_LLAMA ? c->n_kv_head : c->n_head; }
-/* The output head is the word embedding (GPT and BERT always; Llama when
-   tie_embeddings). */
-static inline int model_tied(const model_config *c) { return c->family != MODEL_LLAMA || c->tie_embeddings; }
-
-/* The largest model dimensions mpilm takes (the config schema's ranges too):
- * a checkpoint or config.json beyond them is damaged, not a model. */
-#define MODEL_MAX_LAYERS 1024
-#define MODEL_MAX_D_MODEL 65536
-#define MODEL_MAX_HEADS 1024
-#define MODEL_MAX_D_FF (1 << 20)
-#define MODEL_MAX_POSITIONS (1 << 20)
-#define MODEL_MAX_VOCAB (1 << 24)
-
-/* Checks the shapes (n_head divides d_model, seq_len <= max_positions, ...);
- * the message names the config key. */
-status_t model_config_check(const model_config *c);
+#include "model/model_config.h"
 
 typedef struct model_tensor {
     char name[80];

@@ -1,6 +1,7 @@
 /* train/config — the configuration's keys (docs/design.md, "Configuration"; the
  * list in docs/usage.md) into a train_config. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "data/dataset.h"
@@ -36,63 +37,63 @@ status_t train_precision_resolve(const char *requested, int tp_2d, model_config 
     return ST_OK;
 }
 
-/* Llama's keys. GPT and BERT refuse a value other than the default (it
- * would be ignored; the default itself is accepted, so a printed
- * configuration loads back); Llama refuses sinusoidal positions and post-LN
- * (it has rotary positions and pre-norm RMSNorm blocks). */
-static status_t load_llama(const config *cfg, model_config *m)
+/* config_* of model.KEY differs from the schema's default (auto: -1). */
+static int differs_from_default(const config *cfg, const config_key *k, const char *name)
 {
-    const char *family = config_str(cfg, "model.family");
-    if (m->family != MODEL_LLAMA) {
-        int64_t kv = config_int(cfg, "model.n_kv_head");
-        double eps = config_float(cfg, "model.norm_eps"), theta = config_float(cfg, "model.rope_theta");
-        char value[32];
-        const char *bad = NULL;
-        if (kv >= 0 && kv != m->n_head)
-            bad = "model.n_kv_head", snprintf(value, sizeof value, "%lld", (long long)kv);
-        else if (eps != 1e-5)
-            bad = "model.norm_eps", snprintf(value, sizeof value, "%g", eps);
-        else if (theta != 1e4)
-            bad = "model.rope_theta", snprintf(value, sizeof value, "%g", theta);
-        else if (config_bool(cfg, "model.tie_embeddings"))
-            bad = "model.tie_embeddings", snprintf(value, sizeof value, "true");
-        FAIL_IF(bad, ST_CONFIG, "%s: %s = %s, but model.family = %s does not take it (a llama key: %s always ties "
-                "its embedding and has its own heads, norm and positions); remove it", config_origin(cfg, bad), bad,
-                value, family, family);
-        return ST_OK;
+    const char *d = k->default_value;
+    switch (k->type) {
+    case CFG_INT: return config_int(cfg, name) != (k->choices && strcmp(d, k->choices) == 0 ? -1 : strtoll(d, NULL, 10));
+    case CFG_FLOAT: return config_float(cfg, name) != strtod(d, NULL);
+    case CFG_BOOL: return config_bool(cfg, name) != (strcmp(d, "true") == 0);
+    default: return strcmp(config_str(cfg, name), d) != 0;
     }
-    const char *positions = config_str(cfg, "model.positions"), *norm = config_str(cfg, "model.norm");
-    FAIL_IF(strcmp(positions, "sinusoidal") == 0 || strcmp(norm, "post") == 0, ST_CONFIG,
-            "%s: %s, but model.family = llama has rotary positions and pre-norm RMSNorm blocks; remove it",
-            config_origin(cfg, strcmp(norm, "post") == 0 ? "model.norm" : "model.positions"),
-            strcmp(norm, "post") == 0 ? "model.norm = post" : "model.positions = sinusoidal");
-    int64_t kv = config_int(cfg, "model.n_kv_head");
-    m->n_kv_head = kv < 0 ? m->n_head : (int)kv;
-    m->norm_eps = (float)config_float(cfg, "model.norm_eps");
-    m->rope_theta = (float)config_float(cfg, "model.rope_theta");
-    m->tie_embeddings = config_bool(cfg, "model.tie_embeddings");
-    m->pre_ln = 1;
-    return ST_OK;
 }
 
+/* model.KEY into its model_config field (model_fields); auto reads as -1. */
+static void load_field(const config *cfg, const model_field *f, const char *name, model_config *m)
+{
+    switch (f->key.type) {
+    case CFG_INT: model_field_set(f, m, (double)config_int(cfg, name)); break;
+    case CFG_FLOAT: model_field_set(f, m, config_float(cfg, name)); break;
+    case CFG_BOOL: model_field_set(f, m, config_bool(cfg, name)); break;
+    default: {
+        const char *v = config_str(cfg, name);
+        if (f->type == MODEL_FIELD_NORM && strcmp(v, "auto") == 0) v = m->family == MODEL_BERT ? "post" : "pre";
+        if (f->type == MODEL_FIELD_POSITIONS && m->family == MODEL_LLAMA) v = "rope";
+        model_field_set_name(f, m, v); /* the schema admitted only its names */
+    }
+    }
+}
+
+/* Every model.* key (model_fields), family first. A key of another family
+ * (Llama's, given to GPT or BERT) is refused unless it is the default, so a
+ * printed configuration loads back; Llama refuses sinusoidal positions and
+ * post-LN (it has rotary positions and pre-norm RMSNorm blocks). */
 static status_t load_model(const config *cfg, model_config *m)
 {
     memset(m, 0, sizeof *m);
-    const char *family = config_str(cfg, "model.family");
-    m->family = strcmp(family, "bert") == 0 ? MODEL_BERT : strcmp(family, "llama") == 0 ? MODEL_LLAMA : MODEL_GPT;
-    m->n_layer = (int)config_int(cfg, "model.n_layer");
-    m->d_model = (int)config_int(cfg, "model.d_model");
-    m->n_head = (int)config_int(cfg, "model.n_head");
-    m->d_ff = (int)config_int(cfg, "model.d_ff");
-    m->seq_len = (int)config_int(cfg, "model.seq_len");
-    m->max_positions = (int)config_int(cfg, "model.max_positions");
-    m->vocab_size = (int)config_int(cfg, "model.vocab_size");
-    m->sinusoidal = strcmp(config_str(cfg, "model.positions"), "sinusoidal") == 0;
-    const char *norm = config_str(cfg, "model.norm");
-    m->pre_ln = strcmp(norm, "auto") == 0 ? m->family == MODEL_GPT : strcmp(norm, "pre") == 0;
-    m->dropout = (float)config_float(cfg, "model.dropout");
-    m->recompute = config_bool(cfg, "model.recompute");
-    TRY(load_llama(cfg, m));
+    for (int i = 0; i < MODEL_N_FIELDS; i++) {
+        const model_field *f = &model_fields[i];
+        char name[64];
+        snprintf(name, sizeof name, "model.%s", f->key.key);
+        if (model_field_of(f, m->family)) {
+            load_field(cfg, f, name, m);
+            continue;
+        }
+        FAIL_IF(differs_from_default(cfg, &f->key, name), ST_CONFIG,
+                "%s: %s = %s, but model.family = %s does not take it (a llama key: %s always ties its embedding "
+                "and has its own heads, norm and positions); remove it", config_origin(cfg, name), name,
+                config_text(cfg, name), model_family_name(m->family), model_family_name(m->family));
+    }
+    if (m->family == MODEL_LLAMA) {
+        const char *positions = config_str(cfg, "model.positions"), *norm = config_str(cfg, "model.norm");
+        int post = strcmp(norm, "post") == 0;
+        FAIL_IF(strcmp(positions, "sinusoidal") == 0 || post, ST_CONFIG,
+                "%s: %s, but model.family = llama has rotary positions and pre-norm RMSNorm blocks; remove it",
+                config_origin(cfg, post ? "model.norm" : "model.positions"),
+                post ? "model.norm = post" : "model.positions = sinusoidal");
+        if (m->n_kv_head < 0) m->n_kv_head = m->n_head; /* auto */
+    }
     return m->vocab_size < 0 ? ST_OK : model_config_check(m); /* auto: checked once resolved */
 }
 

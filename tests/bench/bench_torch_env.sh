@@ -16,7 +16,7 @@
 #       1024^3 matmul rate in precision P, a check that bf16 reached oneDNN),
 #       or "torch-peer MODEL precision=P threads=T FAILED" when every run
 #       failed (its error is on stderr; torch_peer then returns 1).
-#       (MODEL: gpt-mini, bert-mini, gpt2-small, bert-base; STEPS timed steps
+#       (MODEL: gpt-mini, bert-mini, gpt2-small, bert-base, llama-mini, llama-small; STEPS timed steps
 #       after 2 warm-up steps; dropout 0.1 unless TORCH_DROPOUT says otherwise;
 #       precision P = TORCH_PRECISION: fp32 (default) or bf16 = autocast(cpu,
 #       bfloat16) around forward and loss, fp32 weights and AdamW, checked by

@@ -34,13 +34,17 @@
 # bf16 tokens/s over its fp32 tokens/s) with the peer's same ratio and RSS ratios.
 # A model written NAME+recompute runs mpilm with model.recompute = true (less
 # memory, more compute); the PyTorch peer runs once per NAME and precision.
-# Environment: BENCH_MODELS (default "gpt-mini bert-mini gpt2-small gpt2-small+recompute"),
+# The llama rows' peer is tests/reference/torch_models.py's Llama (transformers'
+# LlamaForCausalLM written in torch.nn: RMSNorm, RoPE, SwiGLU, GQA by
+# repeat_interleave, eager attention as torch 1.13 has no fused one).
+# Environment: BENCH_MODELS (default "gpt-mini bert-mini gpt2-small
+#   gpt2-small+recompute llama-mini llama-small"),
 #   BENCH_STEPS (timed steps, default 8; 2 more warm up), BENCH_PRECISIONS
 #   (default "fp32 bf16"), MPILM, BUILD.
 MPILM=${MPILM:-./mpilm}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
 . tests/bench/bench_torch_env.sh
-MODELS=${BENCH_MODELS:-gpt-mini bert-mini gpt2-small gpt2-small+recompute}
+MODELS=${BENCH_MODELS:-gpt-mini bert-mini gpt2-small gpt2-small+recompute llama-mini llama-small}
 STEPS=${BENCH_STEPS:-8}
 PRECISIONS=${BENCH_PRECISIONS:-fp32 bf16}
 for p in $PRECISIONS; do
@@ -115,7 +119,12 @@ rows="$d/rows" speedups="$d/speedups"
 for spec in $MODELS; do
   m=${spec%%+*} EXTRA=""
   [ "$spec" = "$m+recompute" ] && EXTRA="--set model.recompute=true"
-  case $m in gpt-mini) L=4 C=256 T=256 ;; bert-mini) L=4 C=256 T=128 ;; gpt2-small) L=12 C=768 T=256 ;; bert-base) L=12 C=768 T=128 ;; esac
+  case $m in
+    gpt-mini|llama-mini) L=4 C=256 T=256 ;; bert-mini) L=4 C=256 T=128 ;;
+    gpt2-small|llama-small) L=12 C=768 T=256 ;; bert-base) L=12 C=768 T=128 ;;
+  esac
+  # the peer's dropout is the config's (0.1 for GPT/BERT, 0 for the llama configs)
+  peer_dropout=$(sed -n 's/^dropout *= *//p' "launch/configs/$m.ini")
   m_tps_fp32="" m_tps_bf16=""
   for p in $PRECISIONS; do
     # mpilm on these 2 cores: 1 rank x 2 threads, or 2 ranks x 1 thread when
@@ -123,7 +132,7 @@ for spec in $MODELS; do
     # a global batch of 2 micro-batches so the tokens per step match
     best=""
     layouts="1_2 2_1"
-    case $m in gpt2-small|bert-base) layouts="1_2" ;; esac # two copies of a 124M model and its Adam state do not pay
+    case $m in gpt2-small|bert-base|llama-small) layouts="1_2" ;; esac # two copies of a 124M model and its Adam state do not pay
     for lt in $layouts; do
       layout=$(echo "$lt" | tr _ ' ')
       r=$(mpilm_run "$spec" "$m" "$p" $layout) || continue
@@ -139,7 +148,7 @@ for spec in $MODELS; do
     set -- $best
     m_tps=$1 m_rss=$2 params=$3
     if [ ! -f "$d/peer-$m-$p" ]; then
-      TORCH_PRECISION=$p torch_peer "$m" "$STEPS" 1 2 > "$d/peer-$m-$p" || : > "$d/peer-$m-$p.failed"
+      TORCH_DROPOUT=${peer_dropout:-0.1} TORCH_PRECISION=$p torch_peer "$m" "$STEPS" 1 2 > "$d/peer-$m-$p" || : > "$d/peer-$m-$p.failed"
       cat "$d/peer-$m-$p"
     fi
     if t_line=$(torch_best "$m" "$p"); then
@@ -191,5 +200,6 @@ for p in $PRECISIONS; do
   esac
 done
 echo "targets: bf16 ratio >= 1.25 (gpt-mini, bert-mini), >= 1.1 (gpt2-small); fp32 ratio >= 1.25 (gpt-mini),"
-echo "         >= 1.1 (gpt2-small); mpilm bf16/fp32 >= 1.7 (gpt2-small); gpt2-small bf16 RSS_x <= 0.7"
+echo "         >= 1.1 (gpt2-small); mpilm bf16/fp32 >= 1.7 (gpt2-small); gpt2-small bf16 RSS_x <= 0.7;"
+echo "         llama-mini >= 1.25, llama-small >= 1.1 in each precision, llama RSS_x <= 0.7"
 exit $status

@@ -10,6 +10,13 @@
 #include "fuzz_common.h"
 
 /* config_print of c, malloc'd. */
+
+static config *fuzz_config_new(void)
+{
+    int n;
+    const config_key *schema = cli_schema(&n);
+    return config_new(schema, n);
+}
 static char *print_config(const config *c, size_t *len)
 {
     char *text = NULL;
@@ -25,7 +32,7 @@ static void check_round_trip(const config *c)
     size_t len1, len2;
     char *first = print_config(c, &len1), path[4200];
     fuzz_write("printed.ini", first, len1, path, sizeof path);
-    config *again = config_new(mpilm_schema, mpilm_schema_len);
+    config *again = fuzz_config_new();
     FUZZ_CHECK(again, "out of memory");
     FUZZ_CHECK(config_load_file(again, path) == ST_OK, "the printed configuration does not load back: %s",
                st_message());
@@ -38,7 +45,7 @@ static void check_round_trip(const config *c)
 
 static void set_lines(const uint8_t *data, size_t size)
 {
-    config *c = config_new(mpilm_schema, mpilm_schema_len);
+    config *c = fuzz_config_new();
     FUZZ_CHECK(c, "out of memory");
     char line[1100];
     for (size_t i = 0, lines = 0; i < size && lines < 8; lines++) {
@@ -55,7 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char path[4200];
     fuzz_write("config.ini", data, size, path, sizeof path);
-    config *c = config_new(mpilm_schema, mpilm_schema_len);
+    config *c = fuzz_config_new();
     FUZZ_CHECK(c, "out of memory");
     if (config_load_file(c, path) == ST_OK) check_round_trip(c);
     config_free(c);

@@ -49,13 +49,16 @@ MODELS = {
     "bert-mini": (Shape("bert", 4, 256, 4, 1024, seq_len=128, max_positions=128, vocab_size=8192), 16),
     "gpt2-small": (Shape("gpt", 12, 768, 12, 3072, seq_len=256, max_positions=1024, vocab_size=50257), 4),
     "bert-base": (Shape("bert", 12, 768, 12, 3072, seq_len=128, max_positions=512, vocab_size=30522), 8),
+    "llama-mini": (Shape("llama", 4, 256, 4, 688, seq_len=256, max_positions=256, vocab_size=8192, n_kv_head=2), 8),
+    "llama-small": (Shape("llama", 12, 768, 12, 2048, seq_len=256, max_positions=1024, vocab_size=32000,
+                          n_kv_head=4), 4),
 }
 
 
 def random_batch(s, batch, g):
     """Random tokens; BERT: MLM labels at 15% of positions, random NSP labels, two segments."""
     ids = torch.randint(0, s.vocab_size, (batch, s.seq_len), generator=g)
-    if s.family == "gpt":
+    if s.family in ("gpt", "llama"):
         labels = torch.roll(ids, -1, dims=1)
         labels[:, -1] = -100
         return {"input_ids": ids, "labels": labels}

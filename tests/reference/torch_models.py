@@ -187,7 +187,8 @@ class LlamaLayer(nn.Module):
         self.gate_proj = nn.Linear(C, s.d_ff, bias=False)
         self.up_proj = nn.Linear(C, s.d_ff, bias=False)
         self.down_proj = nn.Linear(s.d_ff, C, bias=False)
-        self.drop = nn.Dropout(s.dropout)
+        # no dropout module at 0 (the configs' llama default): nothing to run
+        self.drop = nn.Dropout(s.dropout) if s.dropout > 0 else nn.Identity()
 
     def attention(self, x, cos, sin):
         Bn, T, _ = x.shape
@@ -216,7 +217,7 @@ class Llama(nn.Module):
         super().__init__()
         self.shape = s
         self.embed_tokens = nn.Embedding(s.vocab_size, s.d_model)
-        self.emb_drop = nn.Dropout(s.dropout)
+        self.emb_drop = nn.Dropout(s.dropout) if s.dropout > 0 else nn.Identity()
         self.layers = nn.ModuleList(LlamaLayer(s) for _ in range(s.n_layer))
         self.norm = RmsNorm(s.d_model, s.norm_eps)
         self.lm_head = nn.Linear(s.d_model, s.vocab_size, bias=False)

@@ -398,3 +398,57 @@ Test(ckpt, foreign_or_damaged_directories_are_refused)
     cr_assert_eq(ckpt_check_model(r, &c), ST_OK);
     ckpt_close(r);
 }
+
+/* A configuration whose every field differs from its default and from the
+ * others' (so a field read into another's place shows). */
+static model_config distinct_config(model_family family)
+{
+    model_config c = tiny_config(family);
+    c.seq_len = 7, c.recompute = 1, c.dropout = 0.25f, c.sinusoidal = family == MODEL_BERT;
+    if (family == MODEL_LLAMA)
+        c.pre_ln = 1, c.n_kv_head = 1, c.norm_eps = 1e-6f, c.rope_theta = 500.0f, c.tie_embeddings = 1;
+    return c;
+}
+
+/* Every field of each family (model_fields) survives manifest.json, and a
+ * checkpoint refuses a configuration that differs in any field that makes
+ * the model, naming it, but not in the run's settings (seq_len, dropout,
+ * recompute). */
+Test(ckpt, every_model_field_round_trips_and_each_identity_field_is_checked)
+{
+    for (int fam = 0; fam < 3; fam++) {
+        model_config c = distinct_config((model_family)fam);
+        char run[600];
+        snprintf(run, sizeof run, "%s/run-%d", dir, fam);
+        write_three_shards(&c, run, 1, 5);
+        ckpt_reader *r;
+        cr_assert_eq(ckpt_open(&r, run), ST_OK, "%s", st_message());
+        for (int i = 0; i < MODEL_N_FIELDS; i++) {
+            const model_field *f = &model_fields[i];
+            if (!model_field_of(f, c.family)) continue;
+            char want[32], got[32];
+            model_field_format(f, &c, want, sizeof want);
+            model_field_format(f, ckpt_model(r), got, sizeof got);
+            cr_expect_str_eq(got, want, "%s: model.%s", model_family_name(c.family), f->key.key);
+            if (f->type == MODEL_FIELD_POSITIONS && c.family == MODEL_LLAMA) continue; /* rope only */
+            model_config other = c;
+            double v = model_field_get(f, &c);
+            model_field_set(f, &other, f->type == MODEL_FIELD_FLOAT ? 2 * v + 1
+                                       : f->type == MODEL_FIELD_INT ? v + 1
+                                       : f->type == MODEL_FIELD_FAMILY ? (double)((fam + 1) % 3) : !v);
+            status_t st = ckpt_check_model(r, &other);
+            const char *k = f->key.key; /* the run's settings, named here, not taken from the table */
+            int identity = strcmp(k, "seq_len") != 0 && strcmp(k, "dropout") != 0 && strcmp(k, "recompute") != 0;
+            cr_expect_eq(f->identity, identity, "model.%s: identity flag %d", k, f->identity);
+            if (!identity) {
+                cr_expect_eq(st, ST_OK, "model.%s is a run's setting: %s", f->key.key, st_message());
+                continue;
+            }
+            char expect[96];
+            snprintf(expect, sizeof expect, "model.%s is %s in the checkpoint but ", f->key.key, want);
+            cr_expect_eq(st, ST_CONFIG, "%s: model.%s changed, yet accepted", model_family_name(c.family), f->key.key);
+            cr_expect(strstr(st_message(), expect), "%s", st_message());
+        }
+        ckpt_close(r);
+    }
+}

@@ -2,6 +2,7 @@
  * import gives back the same model (fp32), or its bf16 rounding exactly
  * (--dtype bf16); F16 files import exactly; Hugging Face's names and shapes;
  * models Hugging Face cannot express are refused; damaged input is named. */
+#include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,7 +146,7 @@ Test(export, import_names_what_is_missing)
 
 /* ---- --dtype bf16 ---------------------------------------------------------- */
 
-static char *config_text(void)
+static char *exported_config_json(void)
 {
     char path[600], *text;
     size_t len;
@@ -171,7 +172,7 @@ static void bf16_round_trip(model_config c)
         stored += safet_numel(t);
     }
     safet_close(f);
-    char *text = config_text();
+    char *text = exported_config_json();
     cr_expect(strstr(text, "\"torch_dtype\":\t\"bfloat16\""), "%s", text);
     free(text);
 
@@ -273,4 +274,113 @@ Test(export, f16_files_import_exactly)
     free(t);
     free(p);
     free(q);
+}
+
+/* ---- model_fields in config.json (model/model_config.h) ----------------------- */
+
+static model_config tiny_llama(void)
+{
+    model_config c = tiny(MODEL_LLAMA);
+    c.pre_ln = 1, c.dropout = 0.0f, c.n_kv_head = 1, c.norm_eps = 1e-6f, c.rope_theta = 500.0f, c.tie_embeddings = 1;
+    return c;
+}
+
+/* Every field config.json names comes back as it went out, for each family. */
+Test(export, every_field_config_json_names_round_trips)
+{
+    model_config cs[] = {tiny(MODEL_GPT), tiny(MODEL_BERT), tiny_llama()};
+    cs[0].seq_len = 10;
+    for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+        const model_config *c = &cs[k];
+        model_config back;
+        size_t n;
+        float *p = params_of(c, &n), *q = NULL;
+        cr_assert_eq(export_hf(c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
+        cr_assert_eq(export_import_hf(dir, &back, &q), ST_OK, "%s", st_message());
+        for (int i = 0; i < MODEL_N_FIELDS; i++) {
+            const model_field *f = &model_fields[i];
+            if (!model_field_of(f, c->family) || (!f->hf[c->family] && f->type != MODEL_FIELD_FAMILY)) continue;
+            char a[32], b[32];
+            model_field_format(f, c, a, sizeof a);
+            model_field_format(f, &back, b, sizeof b);
+            cr_expect_str_eq(b, a, "%s: model.%s", model_family_name(c->family), f->key.key);
+        }
+        free(p);
+        free(q);
+    }
+}
+
+/* LlamaForCausalLM's config.json keys, as transformers names them. */
+Test(export, llama_config_json_uses_transformers_keys)
+{
+    model_config c = tiny_llama();
+    size_t n;
+    float *p = params_of(&c, &n);
+    cr_assert_eq(export_hf(&c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
+    char path[600], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cr_assert_eq(fileio_read_file(path, &text, &len), ST_OK);
+    const char *want[] = {"\"LlamaForCausalLM\"", "\"model_type\":\t\"llama\"", "\"hidden_size\":\t16",
+                          "\"intermediate_size\":\t40", "\"num_hidden_layers\":\t2", "\"num_attention_heads\":\t2",
+                          "\"num_key_value_heads\":\t1", "\"max_position_embeddings\":\t12", "\"vocab_size\":\t30",
+                          "\"rms_norm_eps\":\t1e-06", "\"rope_theta\":\t500", "\"tie_word_embeddings\":\ttrue",
+                          "\"hidden_act\":\t\"silu\"", "\"mpilm_seq_len\":\t12"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) cr_expect(strstr(text, want[i]), "no %s in %s", want[i], text);
+    free(text);
+    free(p);
+}
+
+/* config.json as export wrote it, less KEYS (NULL-terminated). */
+static void drop_config_keys(const char *const *keys)
+{
+    char path[600], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cr_assert_eq(fileio_read_file(path, &text, &len), ST_OK);
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    for (int i = 0; keys[i]; i++) {
+        cr_assert(cJSON_GetObjectItemCaseSensitive(j, keys[i]), "export wrote no %s", keys[i]);
+        cJSON_DeleteItemFromObjectCaseSensitive(j, keys[i]);
+    }
+    text = cJSON_Print(j);
+    cJSON_Delete(j);
+    cr_assert_eq(fileio_write_atomic(path, text, strlen(text)), ST_OK);
+    free(text);
+}
+
+/* Keys transformers' config classes may omit get transformers' defaults:
+ * GPT-2's n_inner 4 n_embd, Llama's num_key_value_heads = num_attention_heads,
+ * rope_theta 10000, untied; no mpilm_seq_len: min(positions, 512). */
+Test(export, optional_keys_absent_from_config_json_take_transformers_defaults)
+{
+    model_config c = tiny(MODEL_GPT), back;
+    c.d_ff = 64;
+    size_t n;
+    float *p = params_of(&c, &n), *q = NULL;
+    cr_assert_eq(export_hf(&c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
+    drop_config_keys((const char *[]){"n_inner", "mpilm_seq_len", NULL});
+    cr_assert_eq(export_import_hf(dir, &back, &q), ST_OK, "%s", st_message());
+    cr_expect(back.d_ff == 64 && back.seq_len == 12, "d_ff %d (expected 4 x 16), seq_len %d", back.d_ff, back.seq_len);
+    free(p), free(q), q = NULL;
+
+    c = tiny_llama();
+    c.n_kv_head = 2, c.rope_theta = 10000.0f, c.tie_embeddings = 0;
+    p = params_of(&c, &n);
+    cr_assert_eq(export_hf(&c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
+    drop_config_keys((const char *[]){"num_key_value_heads", "rope_theta", "tie_word_embeddings", NULL});
+    cr_assert_eq(export_import_hf(dir, &back, &q), ST_OK, "%s", st_message());
+    cr_expect(back.n_kv_head == 2 && back.rope_theta == 10000.0f && !back.tie_embeddings && back.norm_eps == 1e-6f,
+              "n_kv_head %d, rope_theta %g, tie %d, norm_eps %g", back.n_kv_head, back.rope_theta,
+              back.tie_embeddings, back.norm_eps);
+    free(p), free(q);
+
+    /* a required one is named */
+    p = params_of(&c, &n);
+    cr_assert_eq(export_hf(&c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
+    drop_config_keys((const char *[]){"rms_norm_eps", NULL});
+    cr_expect_eq(export_import_hf(dir, &back, &q), ST_FORMAT);
+    cr_expect(strstr(st_message(), "config.json: \"rms_norm_eps\" is missing or not a number"), "%s", st_message());
+    free(p);
 }
