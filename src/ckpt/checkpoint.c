@@ -11,6 +11,7 @@
 #include "base/fileio.h"
 #include "base/hash.h"
 #include "ckpt/checkpoint_internal.h"
+#include "model/model_tp.h"
 
 struct ckpt_reader {
     char path[PATH_MAX];

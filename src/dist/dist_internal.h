@@ -1,10 +1,87 @@
-/* dist/dist_internal — the engine's state, shared by the executor (exec.c)
- * and the step (engine.c, zero.c). Not part of the module's API. */
+/* dist/dist_internal — not part of the module's API (train/ uses dist.h):
+ * pipeline schedules as instruction lists and their verification, the 2d
+ * tensor-parallel grid behind model_tp, the bf16 sum of the dp reduction, and
+ * the engine's state shared by the executor (exec.c) and the step (engine.c,
+ * zero.c). Unit tests and benchmarks include it. */
 #ifndef MPILM_DIST_DIST_INTERNAL_H
 #define MPILM_DIST_DIST_INTERNAL_H
 
 #include "dist/dist.h"
+#include "model/model_tp.h"
 #include "tensor/bf16.h"
+
+/* ---- 2d tensor parallelism: the model's grid operations ------------------------
+ * model_tp's tensor_gemm and gather for dist.tp_mode = 2d, over dist/pgemm on the
+ * tensor-parallel communicator. ctx of both is the dist_tp_grid. */
+typedef struct dist_tp_grid dist_tp_grid;
+/* The grid of comm (collective over comm) with the layouts of the FFN's
+ * matrices for N = B T rows; sets tp->grid_p, grid_q and block (from
+ * pgemm_block_choose over N, d_model, d_ff, halved while the weights' blocks
+ * do not deal evenly over the grid, so every rank holds 1/t of them). */
+status_t dist_tp_grid_create(dist_tp_grid **out, MPI_Comm comm, const model_config *mc, int N, model_tp *tp);
+void dist_tp_grid_free(dist_tp_grid *g);
+/* The grid for t ranks and the FFN of N tokens, d_model C, d_ff F:
+ * pgemm_grid_dims's P x Q, turned to Q x P when the FFN's six GEMMs move fewer
+ * bytes so (pgemm_run_bytes). In row-major terms P deals the matrices'
+ * columns and Q their rows, so 1 x 2 sends half of a weight per GEMM and
+ * 2 x 1 half of an activation; which moves less depends on N against C and
+ * F (the bytes and times measured: docs/design.md, "Tensor parallelism 2d").
+ * Pure. */
+status_t dist_tp_grid_shape(int t, int N, int C, int F, int *P, int *Q);
+/* The grid's P x Q and block size. */
+void dist_tp_grid_describe(const dist_tp_grid *g, int *P, int *Q, int *block);
+status_t dist_tp_grid_gemm(void *grid, int ta, int tb, float alpha, const model_dmat *A, const model_dmat *B,
+                           float beta, const model_dmat *C);
+status_t dist_tp_grid_gather(void *grid, const model_dmat *A, float *full);
+
+/* ---- schedules ----------------------------------------------------------------- */
+
+typedef enum { DIST_RECV_ACT, DIST_FWD, DIST_SEND_ACT, DIST_RECV_GRAD, DIST_BWD, DIST_SEND_GRAD } dist_op;
+
+typedef struct dist_instr {
+    dist_op op;
+    int mb;        /* micro-batch of the step, 0..m-1 */
+    int slot;      /* activation slot holding mb on this stage */
+    int peer;      /* stage sent to / received from; -1 for compute */
+    int tag;       /* 2 mb + (0 activation | 1 gradient) */
+    size_t count;  /* values moved: floats, or bf16 values (2 bytes) when the stages compute in bf16 */
+} dist_instr;
+
+/* Every stage's instruction list for one step of m micro-batches.
+ * Invariant (checked by dist_plan_verify): messages pair up, the lists run to
+ * completion with sends that do not block and receives that do, a slot holds
+ * one micro-batch from its receive/forward to its backward/gradient send, and
+ * no stage has more than dist_plan_bound() micro-batches in flight. */
+typedef struct dist_plan {
+    dist_schedule_kind kind;
+    int pp, m;
+    int *n_instr;          /* [pp] */
+    int *n_slots;          /* [pp] activation slots each stage needs */
+    dist_instr **instr;    /* [pp][n_instr[s]] */
+} dist_plan;
+
+const char *dist_op_name(dist_op op);
+/* The documented in-flight bound: gpipe m; 1f1b min(pp - stage, m). */
+int dist_plan_bound(dist_schedule_kind kind, int pp, int m, int stage);
+/* count: floats of one activation (B T C). */
+status_t dist_plan_build(dist_plan *p, dist_schedule_kind kind, int pp, int m, size_t count);
+/* Simulates all stages; on failure names the offending stages and micro-batch. */
+status_t dist_plan_verify(const dist_plan *p);
+void dist_plan_free(dist_plan *p);
+
+/* ---- bf16 messages (dist.h) ----------------------------------------------------- */
+
+/* The MPI_User_function of that sum, over MPI_UINT16_T values holding bf16:
+ * inout[i] = bf16(in[i] + inout[i]), both widened exactly and added in fp32.
+ * That is the correctly rounded (nearest even) bf16 sum: two bf16 values'
+ * exact sum needs at most 24 bits when their exponents differ by 15 or less,
+ * and otherwise the smaller is far below half a bf16 ulp of the larger, so
+ * the fp32 rounding never moves the sum across a bf16 rounding boundary.
+ * Commutative (as MPI_Op_create is told), not associative. */
+void dist_bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type);
+
+/* ---- the engine ------------------------------------------------------------------ */
+
 
 struct dist_engine {
     dist_config dc;
@@ -74,5 +151,8 @@ status_t dist_run_pipeline(dist_engine *e, dist_fill_fn fill, void *ctx);
  * then the update of this rank's part and the parameter all-gather. */
 status_t dist_sync_grads(dist_engine *e);
 status_t dist_update(dist_engine *e, dist_step_result *r);
+
+/* The engine's verified plan (tests). */
+const dist_plan *dist_engine_plan(const dist_engine *e);
 
 #endif

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dist/dist.h"
+#include "dist/dist_internal.h"
 
 const char *dist_op_name(dist_op op)
 {

@@ -6,6 +6,7 @@
 
 #include "dist/dist.h"
 #include "dist/pgemm.h"
+#include "model/model_tp.h"
 
 status_t dist_parse_stages(dist_config *c, const char *text)
 {

@@ -5,7 +5,7 @@
  * call, so no operand is copied. */
 #include <stdlib.h>
 
-#include "dist/dist.h"
+#include "dist/dist_internal.h"
 #include "dist/pgemm.h"
 
 enum { N_SHAPES = 4 };

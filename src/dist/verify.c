@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dist/dist.h"
+#include "dist/dist_internal.h"
 
 typedef struct message {
     int src, dst, tag, mb, grad, consumed;

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "layout/layout.h"
+#include "model/model_tp.h"
 
 /* ---- cost model ------------------------------------------------------------ */
 

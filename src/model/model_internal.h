@@ -3,7 +3,7 @@
 #ifndef MPILM_MODEL_INTERNAL_H
 #define MPILM_MODEL_INTERNAL_H
 
-#include "model/model.h"
+#include "model/model_tp.h"
 #include "tensor/bf16.h"
 #include "tensor/tensor.h"
 

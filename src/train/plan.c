@@ -10,6 +10,7 @@
 #include "base/timer.h"
 #include "data/random_source.h"
 #include "layout/layout.h"
+#include "model/model_tp.h"
 #include "train/plan.h"
 #include "train/train_internal.h"
 

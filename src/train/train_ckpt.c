@@ -14,8 +14,9 @@
 #include "base/log.h"
 #include "base/timer.h"
 #include "base/watchdog.h"
-#include "layout/layout.h"
 #include "ckpt/checkpoint.h"
+#include "layout/layout.h"
+#include "model/model_tp.h"
 #include "train/train_internal.h"
 
 static volatile sig_atomic_t preempt_signal;

@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "base/timer.h"
-#include "dist/dist.h"
+#include "dist/dist_internal.h"
 #include "dist/pgemm.h"
 #include "tensor/tensor.h"
 

@@ -36,7 +36,7 @@
 
 #include "base/hash.h"
 #include "data/random_source.h"
-#include "dist/dist.h"
+#include "dist/dist_internal.h"
 #include "tensor/bf16.h"
 
 #include "../common/mpi_check.h"

@@ -23,7 +23,7 @@
 
 #include "base/hash.h"
 #include "data/random_source.h"
-#include "dist/dist.h"
+#include "dist/dist_internal.h"
 
 enum { STEPS = 10, B = 2, MAX_M = 12 };
 

@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "data/random_source.h"
-#include "dist/dist.h"
+#include "dist/dist_internal.h"
 #include "model/model.h"
 
 #include "../common/mpi_check.h"

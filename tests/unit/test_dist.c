@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "dist/dist.h"
+#include "dist/dist_internal.h"
 
 static model_config gpt(int L, int C, int V)
 {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "layout/layout.h"
+#include "model/model_tp.h"
 
 static model_config family(model_family f, int L, int sinusoidal)
 {

@@ -9,6 +9,7 @@
 
 #include "base/rng.h"
 #include "model/model.h"
+#include "model/model_tp.h"
 #include "tensor/tensor.h"
 
 static model_config tiny(model_family f)
