@@ -28,7 +28,7 @@ double layout_head_cost(const model_config *mc, double mask_prob)
 
 double layout_model_flops_per_token(const model_config *mc)
 {
-    double params = (double)model_full_n_params(mc);
+    double params = (double)model_full_n_params(mc) - (model_tied(mc) ? 0.0 : (double)mc->vocab_size * mc->d_model);
     return 6.0 * params + 12.0 * mc->n_layer * mc->d_model * (double)mc->seq_len;
 }
 

@@ -37,7 +37,9 @@ double layout_embed_cost(const model_config *mc);
 double layout_head_cost(const model_config *mc, double mask_prob);
 /* Model FLOPs per token of a training step, the MFU numerator (PaLM's
  * definition): 6 x parameters (forward and backward of every weight) plus
- * attention's 12 L C T, whatever recompute or masking really executes. */
+ * attention's 12 L C T, whatever recompute or masking really executes. An
+ * untied input embedding (Llama's) is a lookup, not a matmul: its V C
+ * parameters are not counted (a tied one is the output head's GEMM). */
 double layout_model_flops_per_token(const model_config *mc);
 
 /* ---- the pipeline's layers --------------------------------------------------- */

@@ -11,9 +11,12 @@
  * bench_gemm --peak [N [REPS [THREADS]]] (defaults 2048 5 1): the peaks that MFU is measured against
  * (tests/bench/bench_torch_env.sh, bf16_peak): C = A B on N x N x N, best of
  * REPS after a warm-up, through tensor_gemm_bf16 (operands converted beforehand, not
- * timed) and through tensor_gemm (BLIS sgemm, tensor_runtime's kernel set). Prints
+ * timed), tensor_gemm_blis (BLIS sgemm, tensor_runtime's kernel set) and
+ * tensor_gemm (oneDNN's f32 matmul, the engine of mpilm's fp32 linear layers).
+ * Prints
  *   "bf16gemm N=2048 threads=T: X GFLOP/s (best of R)"
  *   "sgemm N=2048 threads=T arch=A: Y GFLOP/s (best of R)"
+ *   "dnnl32gemm N=2048 threads=T: Z GFLOP/s (best of R)"
  * (T = the threads tensor_runtime settled on: OMP_NUM_THREADS or
  * BLIS_NUM_THREADS, when set, win over THREADS). */
 #include <math.h>
@@ -65,7 +68,7 @@ static int peak(int n, int reps, int threads)
     }
     bf16_from_f32(a16, a, nn);
     bf16_from_f32(b16, b, nn);
-    double best16 = 1e30, best32 = 1e30;
+    double best16 = 1e30, best32 = 1e30, bestd32 = 1e30;
     for (int r = 0; r <= reps; r++) { /* r = 0 warms caches, packing buffers and creates the primitive */
         double t0 = time_now();
         if (tensor_gemm_bf16(0, 0, n, n, n, a16, n, b16, n, 0.0f, c, n) != ST_OK) {
@@ -75,7 +78,10 @@ static int peak(int n, int reps, int threads)
         double t1 = time_now();
         tensor_gemm_blis(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
         double t2 = time_now();
+        tensor_gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double t3 = time_now();
         if (r == 0) continue;
+        if (t3 - t2 < bestd32) bestd32 = t3 - t2;
         if (t1 - t0 < best16) best16 = t1 - t0;
         if (t2 - t1 < best32) best32 = t2 - t1;
     }
@@ -83,6 +89,7 @@ static int peak(int n, int reps, int threads)
     printf("bf16gemm N=%d threads=%d: %.1f GFLOP/s (best of %d)\n", n, rt.threads, flops / best16 * 1e-9, reps);
     printf("sgemm N=%d threads=%d arch=%s: %.1f GFLOP/s (best of %d)\n", n, rt.threads, rt.arch,
            flops / best32 * 1e-9, reps);
+    printf("dnnl32gemm N=%d threads=%d: %.1f GFLOP/s (best of %d)\n", n, rt.threads, flops / bestd32 * 1e-9, reps);
     free(a), free(b), free(c), free(a16), free(b16);
     tensor_gemm_bf16_shutdown();
     return 0;

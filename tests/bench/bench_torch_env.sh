@@ -6,6 +6,8 @@
 # Sourceable: other benchmarks do `. tests/bench/bench_torch_env.sh` and call
 #   torch_env_check               0 when a Python with torch is there (else prints why not)
 #   sgemm_peak THREADS            "sgemm N=2048 threads=T arch=A: X GFLOP/s (best of 5)"
+#   fp32_peak THREADS             sgemm_peak's line, oneDNN f32's, then "fp32gemm N=2048
+#                                 threads=T engine=E: X GFLOP/s (best of 5)", the faster
 #   bf16_peak THREADS             "bf16gemm N=2048 threads=T: X GFLOP/s (best of 5)"
 #                                 (bench_gemm --peak: mpilm's tensor_gemm_bf16, oneDNN)
 #   torch_peer MODEL STEPS [THREADS...]
@@ -99,6 +101,22 @@ sgemm_peak() {
   [ -x "$SGEMM_BIN" ] || { echo "sgemm: $SGEMM_BIN not built (make bench builds it)"; return 1; }
   torch_env_arch
   sgemm_run "$TORCH_ENV_ARCH" 2048 5 "$1"
+}
+
+# The fp32 GEMM peak: the faster of BLIS sgemm (the peer's kernel set, as
+# sgemm_peak) and oneDNN's f32 matmul (mpilm's fp32 linear layers) on 2048^3:
+# "fp32gemm N=2048 threads=T engine=E: X GFLOP/s (best of 5)". MFU against a
+# slower engine's rate would read above what the machine can do.
+fp32_peak() {
+  te_s=$(sgemm_peak "$1") || { echo "$te_s"; return 1; }
+  te_d=$(OMP_NUM_THREADS="$1" BLIS_NUM_THREADS="$1" "$GEMM_BIN" --peak 2048 5 "$1" 2>&1 | grep '^dnnl32gemm ')
+  echo "$te_s"
+  [ -n "$te_d" ] && echo "$te_d"
+  printf '%s\n%s\n' "$te_s" "$te_d" | awk '
+    { for (i = 1; i <= NF; i++) if ($(i + 1) == "GFLOP/s") g = $i + 0
+      e = ($1 == "sgemm") ? "blis" : "onednn"
+      if (g > best) { best = g; engine = e } }
+    END { printf "fp32gemm N=2048 threads=%s engine=%s: %.1f GFLOP/s (best of 5)\n", t, engine, best }' t="$1"
 }
 
 # The bf16 GEMM peak: mpilm's tensor_gemm_bf16 (oneDNN) on 2048^3 at THREADS threads.

@@ -281,3 +281,18 @@ Test(layout, model_flops_count_every_weight_and_attention)
     cr_assert_float_eq(layout_model_flops_per_token(&c), 6.0 * params + 12.0 * 12 * 768 * 1024, 1.0);
     cr_assert_float_eq(layout_block_flops(&c), 24.0 * 768 * 768 + 12.0 * 768 * 3072 + 6.0 * 1024 * 768, 1.0);
 }
+
+/* Llama's untied input embedding is a lookup: its V C parameters are not
+ * matmul FLOPs; the untied lm_head's are (and a tied Llama counts V C once). */
+Test(layout, model_flops_leave_out_an_untied_input_embedding)
+{
+    model_config c = family(MODEL_LLAMA, 4, 0);
+    c.tie_embeddings = 0;
+    double untied = (double)model_full_n_params(&c), V = c.vocab_size, C = c.d_model;
+    double attention = 12.0 * c.n_layer * C * c.seq_len;
+    cr_assert_float_eq(layout_model_flops_per_token(&c), 6.0 * (untied - V * C) + attention, 1.0);
+    c.tie_embeddings = 1;
+    double tied = (double)model_full_n_params(&c);
+    cr_assert_float_eq(tied, untied - V * C, 0.5, "a tied Llama stores the embedding once");
+    cr_assert_float_eq(layout_model_flops_per_token(&c), 6.0 * tied + attention, 1.0);
+}
