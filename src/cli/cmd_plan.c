@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "tensor/tensor.h"
@@ -155,7 +156,11 @@ int cmd_plan(int argc, char **argv)
     st = train_config_load(cfg, &tc);
     config_free(cfg);
     tensor_runtime rt;
-    if (st == ST_OK) st = tensor_runtime_init(tc.threads, 1, &rt);
+    /* run.threads = auto as the job's ranks will resolve it: this node's cores
+       shared by the ranks that land on a node like it */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int local = cores > 0 && p.o.np > cores ? (int)cores : p.o.np;
+    if (st == ST_OK) st = tensor_runtime_init(tc.threads, local, &rt);
     p.o.threads = rt.threads;
     plan_result r;
     if (st == ST_OK) st = plan_layouts(&tc, &p.o, &r);
