@@ -278,6 +278,15 @@ Test(export, f16_files_import_exactly)
 
 /* ---- model_fields in config.json (model/model_config.h) ----------------------- */
 
+/* c's initial parameters, exported to dir as F32 (the caller frees them). */
+static float *export_tiny(const model_config *c)
+{
+    size_t n;
+    float *p = params_of(c, &n);
+    cr_assert_eq(export_hf(c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
+    return p;
+}
+
 static model_config tiny_llama(void)
 {
     model_config c = tiny(MODEL_LLAMA);
@@ -293,9 +302,7 @@ Test(export, every_field_config_json_names_round_trips)
     for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
         const model_config *c = &cs[k];
         model_config back;
-        size_t n;
-        float *p = params_of(c, &n), *q = NULL;
-        cr_assert_eq(export_hf(c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
+        float *p = export_tiny(c), *q = NULL;
         cr_assert_eq(export_import_hf(dir, &back, &q), ST_OK, "%s", st_message());
         for (int i = 0; i < MODEL_N_FIELDS; i++) {
             const model_field *f = &model_fields[i];
@@ -314,13 +321,8 @@ Test(export, every_field_config_json_names_round_trips)
 Test(export, llama_config_json_uses_transformers_keys)
 {
     model_config c = tiny_llama();
-    size_t n;
-    float *p = params_of(&c, &n);
-    cr_assert_eq(export_hf(&c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
-    char path[600], *text;
-    size_t len;
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    cr_assert_eq(fileio_read_file(path, &text, &len), ST_OK);
+    float *p = export_tiny(&c);
+    char *text = exported_config_json();
     const char *want[] = {"\"LlamaForCausalLM\"", "\"model_type\":\t\"llama\"", "\"hidden_size\":\t16",
                           "\"intermediate_size\":\t40", "\"num_hidden_layers\":\t2", "\"num_attention_heads\":\t2",
                           "\"num_key_value_heads\":\t1", "\"max_position_embeddings\":\t12", "\"vocab_size\":\t30",
@@ -334,11 +336,8 @@ Test(export, llama_config_json_uses_transformers_keys)
 /* config.json as export wrote it, less KEYS (NULL-terminated). */
 static void drop_config_keys(const char *const *keys)
 {
-    char path[600], *text;
-    size_t len;
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    cr_assert_eq(fileio_read_file(path, &text, &len), ST_OK);
-    cJSON *j = cJSON_ParseWithLength(text, len);
+    char path[600], *text = exported_config_json();
+    cJSON *j = cJSON_Parse(text);
     free(text);
     for (int i = 0; keys[i]; i++) {
         cr_assert(cJSON_GetObjectItemCaseSensitive(j, keys[i]), "export wrote no %s", keys[i]);
@@ -346,6 +345,7 @@ static void drop_config_keys(const char *const *keys)
     }
     text = cJSON_Print(j);
     cJSON_Delete(j);
+    snprintf(path, sizeof path, "%s/config.json", dir);
     cr_assert_eq(fileio_write_atomic(path, text, strlen(text)), ST_OK);
     free(text);
 }
@@ -357,9 +357,7 @@ Test(export, optional_keys_absent_from_config_json_take_transformers_defaults)
 {
     model_config c = tiny(MODEL_GPT), back;
     c.d_ff = 64;
-    size_t n;
-    float *p = params_of(&c, &n), *q = NULL;
-    cr_assert_eq(export_hf(&c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
+    float *p = export_tiny(&c), *q = NULL;
     drop_config_keys((const char *[]){"n_inner", "mpilm_seq_len", NULL});
     cr_assert_eq(export_import_hf(dir, &back, &q), ST_OK, "%s", st_message());
     cr_expect(back.d_ff == 64 && back.seq_len == 12, "d_ff %d (expected 4 x 16), seq_len %d", back.d_ff, back.seq_len);
@@ -367,8 +365,7 @@ Test(export, optional_keys_absent_from_config_json_take_transformers_defaults)
 
     c = tiny_llama();
     c.n_kv_head = 2, c.rope_theta = 10000.0f, c.tie_embeddings = 0;
-    p = params_of(&c, &n);
-    cr_assert_eq(export_hf(&c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
+    p = export_tiny(&c);
     drop_config_keys((const char *[]){"num_key_value_heads", "rope_theta", "tie_word_embeddings", NULL});
     cr_assert_eq(export_import_hf(dir, &back, &q), ST_OK, "%s", st_message());
     cr_expect(back.n_kv_head == 2 && back.rope_theta == 10000.0f && !back.tie_embeddings && back.norm_eps == 1e-6f,
@@ -377,8 +374,7 @@ Test(export, optional_keys_absent_from_config_json_take_transformers_defaults)
     free(p), free(q);
 
     /* a required one is named */
-    p = params_of(&c, &n);
-    cr_assert_eq(export_hf(&c, p, NULL, dir, SAFET_F32), ST_OK, "%s", st_message());
+    p = export_tiny(&c);
     drop_config_keys((const char *[]){"rms_norm_eps", NULL});
     cr_expect_eq(export_import_hf(dir, &back, &q), ST_FORMAT);
     cr_expect(strstr(st_message(), "config.json: \"rms_norm_eps\" is missing or not a number"), "%s", st_message());
