@@ -164,9 +164,7 @@ static status_t json_field(const cJSON *j, const char *path, const model_field *
     const char *key = f->hf[c->family];
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
     if ((!v || cJSON_IsNull(v)) && ((f->hf_optional >> c->family) & 1u)) {
-        const char *d = f->key.default_value;
-        model_field_set(f, c, f->type == MODEL_FIELD_INT ? -1 : f->type == MODEL_FIELD_BOOL ? strcmp(d, "true") == 0
-                                                                                            : strtod(d, NULL));
+        model_field_set(f, c, f->type == MODEL_FIELD_INT ? -1 : model_field_default(f));
         return ST_OK;
     }
     if (f->type == MODEL_FIELD_BOOL) {

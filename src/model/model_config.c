@@ -106,6 +106,13 @@ void model_field_set(const model_field *f, model_config *c, double v)
         *int_at(f, c) = (int)v;
 }
 
+double model_field_default(const model_field *f)
+{
+    const char *d = f->key.default_value;
+    if (f->key.choices && strcmp(d, f->key.choices) == 0) return -1.0; /* auto */
+    return f->type == MODEL_FIELD_BOOL ? strcmp(d, "true") == 0 : strtod(d, NULL);
+}
+
 const char *model_field_name(const model_field *f, const model_config *c)
 {
     switch (f->type) {

@@ -104,6 +104,9 @@ static inline int model_field_of(const model_field *f, model_family fam) { retur
 /* Its value as a number: ints, floats, booleans (0/1), and a name's index. */
 double model_field_get(const model_field *f, const model_config *c);
 void model_field_set(const model_field *f, model_config *c, double v);
+/* The schema default of a number or boolean field as model_field_get gives
+ * it (auto: -1). */
+double model_field_default(const model_field *f);
 /* A name-valued field's name ("gpt", "rope", "pre"); NULL for the others. */
 const char *model_field_name(const model_field *f, const model_config *c);
 /* Sets a name-valued field from NAME; -1 when NAME is not one of its names

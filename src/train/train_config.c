@@ -37,15 +37,14 @@ status_t train_precision_resolve(const char *requested, int tp_2d, model_config 
     return ST_OK;
 }
 
-/* config_* of model.KEY differs from the schema's default (auto: -1). */
-static int differs_from_default(const config *cfg, const config_key *k, const char *name)
+/* model.KEY differs from the schema's default (auto: -1). */
+static int differs_from_default(const config *cfg, const model_field *f, const char *name)
 {
-    const char *d = k->default_value;
-    switch (k->type) {
-    case CFG_INT: return config_int(cfg, name) != (k->choices && strcmp(d, k->choices) == 0 ? -1 : strtoll(d, NULL, 10));
-    case CFG_FLOAT: return config_float(cfg, name) != strtod(d, NULL);
-    case CFG_BOOL: return config_bool(cfg, name) != (strcmp(d, "true") == 0);
-    default: return strcmp(config_str(cfg, name), d) != 0;
+    switch (f->key.type) {
+    case CFG_INT: return (double)config_int(cfg, name) != model_field_default(f);
+    case CFG_FLOAT: return config_float(cfg, name) != model_field_default(f);
+    case CFG_BOOL: return config_bool(cfg, name) != model_field_default(f);
+    default: return strcmp(config_str(cfg, name), f->key.default_value) != 0;
     }
 }
 
@@ -80,7 +79,7 @@ static status_t load_model(const config *cfg, model_config *m)
             load_field(cfg, f, name, m);
             continue;
         }
-        FAIL_IF(differs_from_default(cfg, &f->key, name), ST_CONFIG,
+        FAIL_IF(differs_from_default(cfg, f, name), ST_CONFIG,
                 "%s: %s = %s, but model.family = %s does not take it (a llama key: %s always ties its embedding "
                 "and has its own heads, norm and positions); remove it", config_origin(cfg, name), name,
                 config_text(cfg, name), model_family_name(m->family), model_family_name(m->family));
