@@ -8,7 +8,8 @@
  * their verification by simulation, the executor that runs one step's
  * micro-batches with MPI_Isend/MPI_Irecv, the watchdog, the tied word
  * embedding's gradient sum, ZeRO 0/1/2 over the dp communicator, global
- * grad-norm clipping and the AdamW update of a rank's shard, and which of
+ * grad-norm clipping and the AdamW update of a rank's shard (in the training
+ * state it is given: optim_state, sized here, owned by train/), and which of
  * those messages travel in bf16 (pipeline messages of bf16 stages,
  * dist.grad_reduce = bf16).
  * Must not touch: files, data sources (micro-batches come from a callback),
@@ -141,11 +142,14 @@ typedef struct dist_step_result {
     double tp_comm_s;            /* of busy_s, this rank's time in tensor-group reductions (waits included) */
 } dist_step_result;
 
-/* Topology, plan (verified), stage (slots from the plan, parameters from
- * seed), optimizer state. B: sequences per micro-batch; m: micro-batches per
- * step and replica. Collective over world. */
+/* Topology, plan (verified), layout, and the training state *w (the
+ * caller's: optim_state_free after dist_engine_free): sized by the rank's
+ * layout (its stage's floats, the floats it updates), the stage's views bound
+ * to its buffers, its parameters from seed, its moments zero. B: sequences
+ * per micro-batch; m: micro-batches per step and replica. On failure *w is
+ * left empty. Collective over world. */
 status_t dist_engine_create(dist_engine **out, const dist_config *dc, const model_config *mc,
-                            const optim_config *oc, int B, int m, uint64_t seed, MPI_Comm world);
+                            const optim_config *oc, int B, int m, uint64_t seed, MPI_Comm world, optim_state *w);
 void dist_engine_free(dist_engine *e);
 
 model_stage *dist_engine_stage(dist_engine *e);
@@ -163,26 +167,20 @@ status_t dist_memory_of_rank(const dist_config *dc, const model_config *mc, int 
 /* dist.tp_mode = 2d at tp > 1: 1 and the grid's P x Q and block; else 0. */
 int dist_engine_tp_grid(const dist_engine *e, int *P, int *Q, int *block);
 
-/* This rank's part of the stage's n floats: its dp shard [lo, hi) (ZeRO's
- * split, ceil(n / dp) each; computed for zero 0 too) and the AdamW moments
- * m, v of the floats it updates, [ulo, uhi) (the whole stage for zero 0 or
- * dp = 1, else the shard). Checkpoints save and restore the moments here. */
-typedef struct dist_shard {
-    size_t n, lo, hi, ulo, uhi;
-    float *m, *v;   /* [uhi - ulo] */
-} dist_shard;
-dist_shard dist_engine_shard(dist_engine *e);
 /* Which floats of the stage this rank holds, updates and saves. */
 const layout_rank *dist_engine_layout(const dist_engine *e);
 
-/* One training step (step = 0, 1, ...): the schedule's forwards and
- * backwards (loss scale 1/(m dp)), the tied-embedding gradient sum, the ZeRO
- * reduction, global clipping, AdamW on this rank's shard, the parameter
- * all-gather. The result is identical on every rank. On a hang longer than
+/* One training step (step = 0, 1, ...) on the state w the engine was
+ * created over (else ST_ERROR): the schedule's forwards and backwards (loss
+ * scale 1/(m dp)) into w's gradients, the tied-embedding gradient sum, the
+ * ZeRO reduction, global clipping, AdamW on the floats this rank updates (w's
+ * moments), the parameter all-gather. w's parameters may be written between
+ * steps (a resume): the step starts from what they hold. The result is identical on every rank. On a hang longer than
  * dist.hang_timeout, every rank logs the instruction it waits in and its
  * pending requests and returns ST_MPI with that report (the caller ends the
  * job with st_die, which calls MPI_Abort). */
-status_t dist_train_step(dist_engine *e, int64_t step, dist_fill_fn fill, void *ctx, dist_step_result *r);
+status_t dist_train_step(dist_engine *e, optim_state *w, int64_t step, dist_fill_fn fill, void *ctx,
+                         dist_step_result *r);
 
 /* Validation between steps: the forward of batch b (B sequences, the same
  * on every stage and tp rank of the replica) through this replica's

@@ -100,7 +100,7 @@ struct dist_engine {
      * [lay.ulo, lay.uhi), the buckets and the tied embedding (layout.h) */
     layout_rank lay;
     int *counts, *displs;         /* [dp] every rank's shard, for the all-gather */
-    float *adam_m, *adam_v;       /* [uhi - ulo] */
+    optim_state *w;               /* the training state of the running step (dist_train_step's) */
     float *grad_shard;            /* zero 2: [hi - lo] reduced gradients */
     int *bucket_counts;           /* [n_buckets][dp] the floats of bucket b in rank r's shard */
     MPI_Request *coll;            /* [n_buckets dp + 1]: zero 2's reductions of bucket b's piece owned by

@@ -25,15 +25,11 @@ static status_t setup_shards(dist_engine *e, const model_tp *tp)
     int dp = e->topo.dp;
     layout_spec spec = layout_of(e, tp);
     TRY(layout_rank_build(&spec, e->topo.rank, &e->lay));
-    FAIL_IF(e->lay.n != model_n_params(e->stage), ST_ERROR, "dist: the layout's stage of %zu floats is not the model's "
-            "%zu", e->lay.n, model_n_params(e->stage));
     FAIL_IF(e->lay.n > (size_t)1 << 30, ST_CONFIG, "dist: a stage of %zu parameters is beyond this build's 2^30 per-stage "
             "limit of MPI counts; raise dist.pp", e->lay.n);
     e->counts = zalloc((size_t)dp, sizeof(int));
     e->displs = zalloc((size_t)dp, sizeof(int));
-    e->adam_m = zalloc(e->lay.uhi - e->lay.ulo, sizeof(float));
-    e->adam_v = zalloc(e->lay.uhi - e->lay.ulo, sizeof(float));
-    FAIL_IF(!e->counts || !e->displs || !e->adam_m || !e->adam_v, ST_NOMEM, "dist: out of memory for the optimizer state");
+    FAIL_IF(!e->counts || !e->displs, ST_NOMEM, "dist: out of memory");
     for (int r = 0; r < dp; r++) {
         size_t lo, hi;
         layout_shard(e->lay.n, dp, r, &lo, &hi);
@@ -138,7 +134,19 @@ static status_t tp_gather(void *ctx, const model_dmat *A, float *full)
     return st;
 }
 
-static status_t engine_setup(dist_engine *e, const model_config *mc, MPI_Comm world)
+/* The rank's layout, the training state sized by it, the stage over the
+ * state's buffers and its parameters from the seed. */
+static status_t setup_stage(dist_engine *e, const model_tp *tp, optim_state *w)
+{
+    TRY(setup_shards(e, tp));
+    TRY(optim_state_alloc(w, e->lay.n, e->lay.ulo, e->lay.uhi));
+    TRY(model_stage_create_over(&e->stage, &e->mc, e->topo.layer_begin, e->topo.layer_end, e->B, e->n_slots, tp,
+                                w->params, w->grads, w->n));
+    model_init_params(e->stage, e->seed);
+    return ST_OK;
+}
+
+static status_t engine_setup(dist_engine *e, const model_config *mc, MPI_Comm world, optim_state *w)
 {
     TRY(dist_topology_create(&e->topo, &e->dc, mc, world));
     e->act_count = (size_t)e->B * mc->seq_len * mc->d_model;
@@ -152,17 +160,16 @@ static status_t engine_setup(dist_engine *e, const model_config *mc, MPI_Comm wo
         tp.gemm = tp_gemm;
         tp.gather = tp_gather;
     }
-    TRY(model_stage_create_tp(&e->stage, mc, e->topo.layer_begin, e->topo.layer_end, e->B, e->n_slots, &tp));
-    model_init_params(e->stage, e->seed);
-    TRY(setup_shards(e, &tp));
+    TRY(setup_stage(e, &tp, w));
     TRY(setup_reduce_bf16(e));
     return setup_executor(e);
 }
 
 status_t dist_engine_create(dist_engine **out, const dist_config *dc, const model_config *mc,
-                            const optim_config *oc, int B, int m, uint64_t seed, MPI_Comm world)
+                            const optim_config *oc, int B, int m, uint64_t seed, MPI_Comm world, optim_state *w)
 {
     *out = NULL;
+    *w = (optim_state){0};
     FAIL_IF(B < 1 || m < 1, ST_CONFIG, "dist: train.micro_batch = %d and train.micro_batches = %d (expected >= 1)", B, m);
     dist_engine *e = calloc(1, sizeof *e);
     FAIL_IF(!e, ST_NOMEM, "dist: out of memory");
@@ -175,9 +182,10 @@ status_t dist_engine_create(dist_engine **out, const dist_config *dc, const mode
     e->B = B;
     e->m = m;
     e->seed = seed;
-    status_t st = engine_setup(e, mc, world);
+    status_t st = engine_setup(e, mc, world, w);
     if (st != ST_OK) {
         dist_engine_free(e);
+        optim_state_free(w);
         return st;
     }
     *out = e;
@@ -193,8 +201,6 @@ void dist_engine_free(dist_engine *e)
     free(e->slot_mb);
     free(e->counts);
     free(e->displs);
-    free(e->adam_m);
-    free(e->adam_v);
     free(e->grad_shard);
     free(e->reduce_bf);
     free(e->shard_bf);
@@ -308,23 +314,24 @@ status_t dist_memory_estimate(const dist_config *dc, const model_config *mc, int
 
 const layout_rank *dist_engine_layout(const dist_engine *e) { return &e->lay; }
 
-dist_shard dist_engine_shard(dist_engine *e)
-{
-    return (dist_shard){.n = e->lay.n, .lo = e->lay.lo, .hi = e->lay.hi, .ulo = e->lay.ulo, .uhi = e->lay.uhi, .m = e->adam_m,
-                        .v = e->adam_v};
-}
-
-status_t dist_train_step(dist_engine *e, int64_t step, dist_fill_fn fill, void *ctx, dist_step_result *r)
+status_t dist_train_step(dist_engine *e, optim_state *w, int64_t step, dist_fill_fn fill, void *ctx,
+                         dist_step_result *r)
 {
     double t0 = time_now();
     *r = (dist_step_result){0};
+    FAIL_IF(w->grads != model_grads(e->stage) || w->n != e->lay.n || w->ulo != e->lay.ulo || w->uhi != e->lay.uhi,
+            ST_ERROR, "dist: the training state given to step %lld is not the one the engine was created over",
+            (long long)step + 1);
+    e->w = w;
+    /* its parameters may have been written since the last step (a resume) */
+    model_params_changed(e->stage);
     e->step = step;
     e->deadline = e->dc.hang_timeout > 0 ? t0 + e->dc.hang_timeout : 0.0;
     e->busy = e->tp_comm = 0.0;
     e->pipe_s = 0.0;
     e->sums[0] = e->sums[1] = e->sums[2] = 0.0;
     e->pc = e->plan.n_instr[e->topo.stage];
-    memset(model_grads(e->stage), 0, e->lay.n * sizeof(float));
+    memset(w->grads, 0, w->n * sizeof(float));
     TRY(dist_run_pipeline(e, fill, ctx));
     e->pipe_s = time_now() - t0;
     for (int b = 0; b < e->lay.n_buckets; b++) r->early_buckets += e->bucket_posted[b];

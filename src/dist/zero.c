@@ -14,7 +14,7 @@
 static status_t tied_sum(dist_engine *e)
 {
     if (e->topo.tied == MPI_COMM_NULL) return ST_OK;
-    float *g = model_grads(e->stage) + e->lay.tied_off;
+    float *g = e->w->grads + e->lay.tied_off;
     FAIL_IF(MPI_Iallreduce(MPI_IN_PLACE, g, (int)e->lay.tied_n, MPI_FLOAT, MPI_SUM, e->topo.tied, dist_other(e)) !=
             MPI_SUCCESS, ST_MPI, "dist: tied-embedding allreduce failed");
     return dist_wait(e, dist_other(e), "the tied-embedding gradient sum (first + last stage)");
@@ -45,7 +45,7 @@ static MPI_Op reduce_op(const dist_engine *e) { return e->reduce_bf ? e->bf16_su
  * themselves, or their bf16 rounding, made now. */
 static void *reduce_source(dist_engine *e, size_t a, size_t z)
 {
-    float *g = model_grads(e->stage) + a;
+    float *g = e->w->grads + a;
     if (!e->reduce_bf) return g;
     bf16_from_f32(e->reduce_bf + a, g, z - a);
     return e->reduce_bf + a;
@@ -130,7 +130,7 @@ static status_t allreduce(dist_engine *e)
                            e->topo.dp_comm, dist_other(e)) != MPI_SUCCESS, ST_MPI,
             "dist: gradient allreduce failed");
     TRY(dist_wait(e, dist_other(e), "the gradient allreduce over the dp group"));
-    if (e->reduce_bf) bf16_to_f32(model_grads(e->stage), e->reduce_bf, e->lay.n);
+    if (e->reduce_bf) bf16_to_f32(e->w->grads, e->reduce_bf, e->lay.n);
     return ST_OK;
 }
 
@@ -144,7 +144,7 @@ status_t dist_sync_grads(dist_engine *e)
 /* The reduced gradient of float i (lo <= i < hi). */
 static const float *grad_at(dist_engine *e, size_t i)
 {
-    return e->grad_shard ? e->grad_shard + (i - e->lay.lo) : model_grads(e->stage) + i;
+    return e->grad_shard ? e->grad_shard + (i - e->lay.lo) : e->w->grads + i;
 }
 
 /* Sum of squares of this rank's shard, tensor by tensor: the last stage's
@@ -207,14 +207,14 @@ static status_t global_sums(dist_engine *e, double *sumsq, double *losses, dist_
  * per float, often still in cache). */
 static int adamw_range(dist_engine *e, int64_t t, double lr, float clip)
 {
-    float *p = model_params(e->stage);
+    float *p = e->w->params;
     int bad = -1;
     for (int i = 0; i < model_n_tensors(e->stage); i++) {
         const model_tensor *tt = model_tensor_at(e->stage, i);
         size_t a = tt->offset > e->lay.ulo ? tt->offset : e->lay.ulo;
         size_t z = tt->offset + tt->numel < e->lay.uhi ? tt->offset + tt->numel : e->lay.uhi;
         if (z <= a) continue;
-        optim_adamw(&e->oc, t, lr, p + a, grad_at(e, a), e->adam_m + (a - e->lay.ulo), e->adam_v + (a - e->lay.ulo), z - a,
+        optim_adamw(&e->oc, t, lr, p + a, grad_at(e, a), e->w->m + (a - e->lay.ulo), e->w->v + (a - e->lay.ulo), z - a,
                     tt->decay, clip);
         if (bad < 0 && !optim_all_finite(p + a, z - a)) bad = i;
     }
@@ -267,10 +267,11 @@ status_t dist_update(dist_engine *e, dist_step_result *r)
     r->lr = optim_lr(&e->oc, e->step + 1);
     double t0 = time_now();
     int bad = adamw_range(e, e->step + 1, r->lr, optim_clip_factor(&e->oc, r->grad_norm));
+    model_params_changed(e->stage); /* and the all-gather below: the bf16 copy is remade before the next pass */
     r->update_s = time_now() - t0;
     TRY(agree_finite(e, bad));
     if (e->dc.zero == 0 || e->topo.dp == 1) return ST_OK;
-    FAIL_IF(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, model_params(e->stage), e->counts, e->displs,
+    FAIL_IF(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, e->w->params, e->counts, e->displs,
                             MPI_FLOAT, e->topo.dp_comm, dist_other(e)) != MPI_SUCCESS, ST_MPI,
             "dist: parameter all-gather failed");
     return dist_wait(e, dist_other(e), "the parameter all-gather over the dp group");

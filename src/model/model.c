@@ -187,11 +187,21 @@ static status_t stage_tables(model_stage *m)
     return alloc_slots(m);
 }
 
-static status_t stage_plan(model_stage *m)
+/* The buffers: params and grads the caller's (n floats each) or, when
+ * params is NULL, the stage's own. */
+static status_t stage_plan(model_stage *m, float *params, float *grads, size_t n)
 {
     TRY(stage_tables(m));
-    m->params = alloc_touched(m->n_params);
-    m->grads = alloc_touched(m->n_params);
+    if (params) {
+        FAIL_IF(!grads || n != m->n_params, ST_ERROR, "model: buffers of %zu floats given for a stage of %zu "
+                "parameters", n, m->n_params);
+        m->params = params;
+        m->grads = grads;
+    } else {
+        m->owns_buffers = 1;
+        m->params = alloc_touched(m->n_params);
+        m->grads = alloc_touched(m->n_params);
+    }
     if (m->cfg.bf16) {
         m->wbf = (bf16 *)alloc_touched((m->n_params + 1) / 2);
         FAIL_IF(!m->wbf, ST_NOMEM, "model: out of memory for the bf16 copy of %zu parameters", m->n_params);
@@ -308,9 +318,15 @@ static status_t stage_new(model_stage **out, const model_config *cfg, int layer_
 status_t model_stage_create_tp(model_stage **out, const model_config *cfg, int layer_begin,
                                int layer_end, int B, int n_slots, const model_tp *tp)
 {
+    return model_stage_create_over(out, cfg, layer_begin, layer_end, B, n_slots, tp, NULL, NULL, 0);
+}
+
+status_t model_stage_create_over(model_stage **out, const model_config *cfg, int layer_begin, int layer_end, int B,
+                                 int n_slots, const model_tp *tp, float *params, float *grads, size_t n)
+{
     model_stage *m;
     status_t st = stage_new(&m, cfg, layer_begin, layer_end, B, n_slots, tp);
-    if (st == ST_OK) st = stage_plan(m);
+    if (st == ST_OK) st = stage_plan(m, params, grads, n);
     if (st != ST_OK) {
         model_stage_free(m);
         return st;
@@ -354,8 +370,10 @@ void model_stage_free(model_stage *m)
     free(m->full_tensors);
     free(m->runs);
     free(m->run_at);
-    free(m->params);
-    free(m->grads);
+    if (m->owns_buffers) {
+        free(m->params);
+        free(m->grads);
+    }
     free(m->wbf);
     free(m->arena);
     free(m);
@@ -372,6 +390,7 @@ float *model_params(model_stage *m)
     return m->params;
 }
 float *model_grads(model_stage *m) { return m->grads; }
+void model_params_changed(model_stage *m) { m->wbf_stale = 1; }
 size_t model_stage_arena_bytes(const model_stage *m) { return m->arena_bytes; }
 size_t model_n_params(const model_stage *m) { return m->n_params; }
 int model_n_tensors(const model_stage *m) { return m->n_tensors; }

@@ -76,6 +76,10 @@ int model_stage_batch(const model_stage *m); /* B: sequences per micro-batch */
  * it, so a bf16 stage refreshes its bf16 weight copy before its next pass. */
 float *model_params(model_stage *m);
 float *model_grads(model_stage *m);
+/* The parameters were written through a pointer taken earlier (a training
+ * state's, a checkpoint restore): the bf16 weight copy is refreshed before
+ * the next pass. */
+void model_params_changed(model_stage *m);
 size_t model_stage_arena_bytes(const model_stage *m); /* activations and scratch */
 size_t model_n_params(const model_stage *m);
 int model_n_tensors(const model_stage *m);

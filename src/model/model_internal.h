@@ -94,7 +94,8 @@ struct model_stage {
     int n_tensors;
     size_t n_params;
     size_t *part_end;        /* [n_local + 3]: 0, end of the embeddings, of each block, of the heads */
-    float *params, *grads;
+    float *params, *grads;   /* [n_params]: the stage's own, or a caller's (model_stage_create_over) */
+    int owns_buffers;        /* params and grads are freed with the stage */
     bf16 *wbf;               /* bf16 stages: params rounded to bf16, same offsets */
     int wbf_stale;           /* params may have changed since wbf was made */
     stage_params p, g;       /* views into params and grads */

@@ -60,6 +60,13 @@ status_t model_tp_check(const model_config *cfg, int size);
 status_t model_stage_create_tp(model_stage **out, const model_config *cfg, int layer_begin,
                                int layer_end, int B, int n_slots, const model_tp *tp);
 
+/* model_stage_create_tp over the caller's buffers, params and grads of n
+ * floats each (the stage's size, else ST_ERROR), which the stage views but
+ * neither owns nor frees: a training state's (optim_state), sized by the
+ * rank's layout. */
+status_t model_stage_create_over(model_stage **out, const model_config *cfg, int layer_begin, int layer_end, int B,
+                                 int n_slots, const model_tp *tp, float *params, float *grads, size_t n);
+
 /* model_stage_memory of model_stage_create_tp with these arguments (the
  * tables are built and freed; the big buffers are not allocated). */
 status_t model_stage_plan_memory(const model_config *cfg, int layer_begin, int layer_end, int B, int n_slots,

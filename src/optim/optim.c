@@ -1,6 +1,7 @@
 /* optim — AdamW (torch.optim.AdamW), schedules, clipping. */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "optim/optim.h"
@@ -69,4 +70,38 @@ void optim_adamw(const optim_config *c, int64_t t, double lr, float *p, const fl
         v[i] = vi;
         p[i] = p[i] * shrink - step * mi / (sqrtf(vi) / sqrt_bc2 + eps);
     }
+}
+
+/* n floats, 64-byte aligned, zeroed (which touches every page). */
+static float *alloc_zeroed(size_t n)
+{
+    size_t bytes = ((n * sizeof(float)) + 63) & ~(size_t)63;
+    float *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+status_t optim_state_alloc(optim_state *s, size_t n, size_t ulo, size_t uhi)
+{
+    *s = (optim_state){.n = n, .ulo = ulo, .uhi = uhi};
+    FAIL_IF(ulo > uhi || uhi > n, ST_ERROR, "optim: update range [%zu, %zu) outside a stage of %zu floats", ulo, uhi,
+            n);
+    s->params = alloc_zeroed(n);
+    s->grads = alloc_zeroed(n);
+    s->m = alloc_zeroed(uhi - ulo);
+    s->v = alloc_zeroed(uhi - ulo);
+    if (s->params && s->grads && s->m && s->v) return ST_OK;
+    optim_state_free(s);
+    return st_fail(ST_NOMEM, "optim: out of memory for the training state (%.1f MiB of parameters, gradients and "
+                   "AdamW moments); raise dist.pp, dist.tp or dist.zero, or use more nodes",
+                   (2.0 * (double)n + 2.0 * (double)(uhi - ulo)) * 4.0 / 1048576.0);
+}
+
+void optim_state_free(optim_state *s)
+{
+    free(s->params);
+    free(s->grads);
+    free(s->m);
+    free(s->v);
+    *s = (optim_state){0};
 }

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/status.h"
+
 typedef enum { DECAY_LINEAR = 0, DECAY_COSINE = 1 } lr_decay;
 
 typedef struct optim_config {
@@ -40,5 +42,22 @@ float optim_clip_factor(const optim_config *c, double norm);
  * (the clip factor); decay = 1 applies weight decay (2-D weights only). */
 void optim_adamw(const optim_config *c, int64_t t, double lr, float *p, const float *g,
                  float *m, float *v, size_t n, int decay, float grad_scale);
+
+/* The floats one rank trains: its stage's n parameters and their gradient
+ * buffer (accumulated over a step's micro-batches), and the AdamW moments of
+ * the floats [ulo, uhi) its optimizer updates (the whole stage, or its ZeRO
+ * shard). train/ owns it (train_state); dist/ sizes it from the rank's layout
+ * and binds the model's views to it; a step reads and writes it; checkpoints
+ * save and restore it. */
+typedef struct optim_state {
+    size_t n, ulo, uhi;
+    float *params, *grads; /* [n], 64-byte aligned, zeroed */
+    float *m, *v;          /* [uhi - ulo], zeroed */
+} optim_state;
+
+/* Allocates the buffers, zeroed and every page touched now (the first step
+ * pays no page faults). ST_NOMEM names the bytes. */
+status_t optim_state_alloc(optim_state *s, size_t n, size_t ulo, size_t uhi);
+void optim_state_free(optim_state *s);
 
 #endif

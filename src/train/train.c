@@ -204,7 +204,7 @@ status_t trainer_create(trainer **out, const train_config *tc, MPI_Comm comm)
     tc = &t->tc;
     TRY(trainer_check_memory(t));
     TRY(dist_engine_create(&t->engine, &tc->dist, &tc->model, &tc->optim, tc->micro_batch, tc->micro_batches,
-                           tc->seed, comm));
+                           tc->seed, comm, &t->state.w));
     t->topo = dist_engine_topology(t->engine);
     TRY(trainer_claim_run_dir(t));
     TRY(setup_data(t));
@@ -249,6 +249,7 @@ void trainer_free(trainer *t)
     if (t->metrics) fclose(t->metrics);
     if (t->stream) stream_close(t->stream);
     dist_engine_free(t->engine);
+    optim_state_free(&t->state.w);
     ckpt_run_unlock(t->lock_fd);
     free(t);
 }
@@ -429,7 +430,9 @@ status_t trainer_run(trainer *t)
         /* a backstop: inside the step the engine's own watchdog reports first, in detail */
         snprintf(what, sizeof what, "step %lld", (long long)step + 1);
         watchdog_arm(what, hang > 0 ? hang + WATCHDOG_GRACE : 0);
-        TRY(dist_train_step(t->engine, step, fill_batch, t, &r));
+        TRY(dist_train_step(t->engine, &t->state.w, step, fill_batch, t, &r));
+        t->state.step = step + 1;
+        if (t->stream) stream_cursor_get(t->stream, &t->state.cursor);
         compute += r.busy_s + r.update_s;
         t->last_loss = r.loss;
         t->last_lr = r.lr;

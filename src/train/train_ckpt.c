@@ -119,18 +119,19 @@ static void add_run(trainer *t, outbox *o, const model_run *r, size_t x, size_t 
 static void fill_outbox(trainer *t, outbox *o)
 {
     model_stage *m = dist_engine_stage(t->engine);
-    dist_shard sh = dist_engine_shard(t->engine);
-    int sharded = sh.ulo != 0 || sh.uhi != sh.n, first = t->topo->replica == 0;
+    const optim_state *w = &t->state.w;
+    int sharded = w->ulo != 0 || w->uhi != w->n, first = t->topo->replica == 0;
     for (int i = 0; i < model_n_tensors(m); i++) {
         if (!model_tensor_at(m, i)->tp_split && t->topo->tp_rank != 0) continue;
         const model_run *runs;
         int k = model_stage_runs(m, i, &runs);
         for (int j = 0; j < k; j++) {
             const model_run *r = &runs[j];
-            if (first) add_run(t, o, r, r->local, r->local + r->len, SEG_PARAMS, model_params(m), NULL, 0);
+            if (first) add_run(t, o, r, r->local, r->local + r->len, SEG_PARAMS, w->params, NULL, 0);
             if (!sharded && !first) continue;
-            size_t x = r->local > sh.ulo ? r->local : sh.ulo, y = r->local + r->len < sh.uhi ? r->local + r->len : sh.uhi;
-            if (y > x) add_run(t, o, r, x, y, SEG_MOMENTS, sh.m, sh.v, sh.ulo);
+            size_t x = r->local > w->ulo ? r->local : w->ulo;
+            size_t y = r->local + r->len < w->uhi ? r->local + r->len : w->uhi;
+            if (y > x) add_run(t, o, r, x, y, SEG_MOMENTS, w->m, w->v, w->ulo);
         }
     }
 }
@@ -282,12 +283,11 @@ static status_t redistribute_stage(trainer *t, ckpt_source *src)
 static status_t rank_pieces(trainer *t, piece *p, int *n, ckpt_source *src)
 {
     const layout_rank *lay = dist_engine_layout(t->engine);
-    dist_shard sh = dist_engine_shard(t->engine);
+    const optim_state *w = &t->state.w;
     *n = lay->n_pieces;
     memcpy(p, lay->pieces, sizeof lay->pieces);
     if (t->topo->tp == 1) {
-        *src = (ckpt_source){.params = model_params(dist_engine_stage(t->engine)), .m = sh.m, .v = sh.v,
-                             .pbase = 0, .mbase = sh.ulo};
+        *src = (ckpt_source){.params = w->params, .m = w->m, .v = w->v, .pbase = 0, .mbase = w->ulo};
         return ST_OK;
     }
     return redistribute_stage(t, src);
@@ -341,9 +341,10 @@ static status_t write_pieces(trainer *t, const char *tmp, ckpt_file files[MAX_PI
     return st;
 }
 
-static void fill_meta(const trainer *t, int64_t step, ckpt_meta *meta)
+static void fill_meta(const trainer *t, ckpt_meta *meta)
 {
     const train_config *tc = &t->tc;
+    int64_t step = t->state.step;
     memset(meta, 0, sizeof *meta);
     meta->model = tc->model;
     meta->step = step;
@@ -354,7 +355,7 @@ static void fill_meta(const trainer *t, int64_t step, ckpt_meta *meta)
     meta->elapsed_s = t->elapsed_base + (t->run_start > 0 ? time_now() - t->run_start : 0.0);
     meta->random_data = tc->random_data;
     snprintf(meta->data_path, sizeof meta->data_path, "%s", tc->data_path);
-    if (t->stream) stream_cursor_get(t->stream, &meta->cursor);
+    if (t->stream) meta->cursor = t->state.cursor;
     meta->topo = (ckpt_topology){.world = t->size, .pp = t->topo->pp, .dp = t->topo->dp, .tp = t->topo->tp,
                                  .zero = tc->dist.zero};
     meta->run_id = t->run_id;
@@ -364,22 +365,24 @@ static void fill_meta(const trainer *t, int64_t step, ckpt_meta *meta)
 }
 
 /* Rank 0: the manifest of every rank's entries, in global order. */
-static status_t finish_manifest(trainer *t, const char *tmp, int64_t step, ckpt_file *all, int best)
+static status_t finish_manifest(trainer *t, const char *tmp, ckpt_file *all, int best)
 {
     int n = 0;
     for (int i = 0; i < MAX_PIECES * t->size; i++)
         if (all[i].name[0]) all[n++] = all[i];
     qsort(all, (size_t)n, sizeof *all, by_begin);
     ckpt_meta meta;
-    fill_meta(t, step, &meta);
+    fill_meta(t, &meta);
     TRY(ckpt_manifest_write(tmp, &meta, all, n));
-    return ckpt_commit(t->tc.run_dir, step, tmp, t->run_id, t->tc.ckpt_keep, best);
+    return ckpt_commit(t->tc.run_dir, t->state.step, tmp, t->run_id, t->tc.ckpt_keep, best);
 }
 
-/* The collective save of step `step`: temp dir (rank 0), every rank's pieces
- * in parallel, then manifest, rename, latest (and best) and pruning on rank 0. */
-static status_t save(trainer *t, int64_t step, int best)
+/* The collective save of the state (its step): temp dir (rank 0), every
+ * rank's pieces in parallel, then manifest, rename, latest (and best) and
+ * pruning on rank 0. */
+static status_t save(trainer *t, int best)
 {
+    int64_t step = t->state.step;
     char tmp[4200] = "";
     status_t st = t->rank == 0 ? ckpt_begin(t->tc.run_dir, step, tmp, sizeof tmp) : ST_OK;
     TRY(agree(t, st));
@@ -394,7 +397,7 @@ static status_t save(trainer *t, int64_t step, int best)
             st = st_fail(ST_MPI, "checkpoint: rank %d: gathering the shard files' entries failed (MPI_Gather)",
                          t->rank);
         else if (t->rank == 0)
-            st = finish_manifest(t, tmp, step, all, best);
+            st = finish_manifest(t, tmp, all, best);
         st = agree(t, st);
     }
     if (st != ST_OK && t->rank == 0) ckpt_abort(tmp);
@@ -429,7 +432,9 @@ status_t trainer_step_boundary(trainer *t, int64_t done, int best, int last)
     double t0 = time_now();
     snprintf(what, sizeof what, "the checkpoint save of step %lld", (long long)done);
     watchdog_arm(what, tc->ckpt_io_timeout);
-    status_t st = save(t, done, best);
+    FAIL_IF(done != t->state.step, ST_ERROR, "checkpoint: the step boundary after step %lld is not the state's "
+            "step %lld", (long long)done, (long long)t->state.step);
+    status_t st = save(t, best);
     watchdog_disarm();
     t->last_save_time = time_now();
     if (st == ST_OK) {
@@ -575,12 +580,15 @@ static status_t restore(trainer *t, const ckpt_reader *r)
                                  what, "resume on a dataset prepared with the checkpoint's vocabulary (mpilm prep "
                                  "--vocab CHECKPOINT/vocab), or start a new run"));
     }
-    model_stage *m = dist_engine_stage(t->engine);
-    dist_shard sh = dist_engine_shard(t->engine);
-    TRY(ckpt_read_stage(r, m, model_params(m), NULL, NULL));
-    TRY(ckpt_read_stage_range(r, m, sh.ulo, sh.uhi, NULL, sh.m, sh.v));
-    if (t->stream) TRY(stream_cursor_set(t->stream, &meta->cursor));
-    t->start_step = meta->step;
+    /* into the state, by the stage's runs of the global order (any layout) */
+    const model_stage *m = dist_engine_stage(t->engine);
+    train_state *s = &t->state;
+    TRY(ckpt_read_stage(r, m, s->w.params, NULL, NULL));
+    TRY(ckpt_read_stage_range(r, m, s->w.ulo, s->w.uhi, NULL, s->w.m, s->w.v));
+    s->step = meta->step;
+    s->cursor = meta->cursor;
+    if (t->stream) TRY(stream_cursor_set(t->stream, &s->cursor));
+    t->start_step = s->step;
     t->last_lr = meta->lr;
     t->elapsed_base = meta->elapsed_s;
     trainer_valid_restore(t, &meta->validation);

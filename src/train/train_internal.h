@@ -13,6 +13,17 @@
 #include "train/eval.h"
 #include "train/train.h"
 
+/* What training advances and a checkpoint records (train_ckpt.c saves and
+ * restores exactly this): this rank's floats (parameters, gradients, AdamW
+ * moments: the engine sizes them by the rank's layout, dist_train_step
+ * updates them), the steps done, and on a dataset the stream's cursor after
+ * them. The trainer owns it. */
+typedef struct train_state {
+    optim_state w;
+    int64_t step;
+    stream_cursor cursor;
+} train_state;
+
 struct trainer {
     train_config tc;
     MPI_Comm comm;
@@ -20,7 +31,8 @@ struct trainer {
     tensor_runtime rt;
     int local_ranks;           /* ranks of the job on this node */
     double peak_gflops;        /* sum over ranks */
-    dist_engine *engine;       /* the layout, this rank's stage and its optimizer state */
+    dist_engine *engine;       /* the layout, this rank's stage over state.w, the collectives */
+    train_state state;
     const dist_topology *topo; /* the engine's */
     random_spec random;        /* data.source = random */
     stream *stream;            /* data.source = dataset: this replica's samples */
@@ -28,7 +40,7 @@ struct trainer {
     FILE *metrics;
     double last_loss;
     double last_lr;             /* LR of the last step (for the manifest) */
-    int64_t start_step;         /* 0, or the step of the checkpoint resumed from */
+    int64_t start_step;         /* the step this process started at: 0, or the checkpoint's resumed from */
     int lock_fd;                /* rank 0: RUN_DIR/.lock, held for the whole job; else -1 */
     uint64_t run_id;            /* this run's id in its manifests (kept across resumes) */
     char last_ckpt[4200];       /* the last valid checkpoint: resumed from or written; "" = none */

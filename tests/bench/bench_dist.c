@@ -55,14 +55,15 @@ int main(int argc, char **argv)
     optim_config oc = {.lr = 1e-4, .total_steps = steps + 1, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .clip = 1};
     random_spec spec = {.mlm = bert, .nsp = bert, .vocab_size = mc.vocab_size, .mask_prob = 0.15, .seed = 1};
     dist_engine *e;
-    if (dist_engine_create(&e, &dc, &mc, &oc, B, m, 1, MPI_COMM_WORLD) != ST_OK) st_die(ST_CONFIG);
+    optim_state w;
+    if (dist_engine_create(&e, &dc, &mc, &oc, B, m, 1, MPI_COMM_WORLD, &w) != ST_OK) st_die(ST_CONFIG);
     dist_step_result r;
-    if (dist_train_step(e, 0, fill, &spec, &r) != ST_OK) st_die(ST_ERROR); /* warm-up */
+    if (dist_train_step(e, &w, 0, fill, &spec, &r) != ST_OK) st_die(ST_ERROR); /* warm-up */
     double *step_s = calloc((size_t)steps, sizeof(double)), *bubble = calloc((size_t)steps, sizeof(double));
     double mine[5] = {0}; /* compute, p2p wait, collectives, step, early buckets */
     double bubble_mean = 0;
     for (int s = 0; s < steps; s++) {
-        if (dist_train_step(e, s + 1, fill, &spec, &r) != ST_OK) st_die(ST_ERROR);
+        if (dist_train_step(e, &w, s + 1, fill, &spec, &r) != ST_OK) st_die(ST_ERROR);
         step_s[s] = r.step_s;
         bubble[s] = r.bubble;
         bubble_mean += r.bubble_mean / steps;
@@ -100,6 +101,7 @@ int main(int argc, char **argv)
     free(step_s);
     free(bubble);
     dist_engine_free(e);
+    optim_state_free(&w);
     MPI_Finalize();
     return 0;
 }

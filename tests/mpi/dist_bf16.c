@@ -215,28 +215,42 @@ typedef struct run {
     unsigned long long p2p, reduce; /* this rank's bytes in the last step */
 } run;
 
-static dist_engine *engine(const model_config *mc, const random_spec *spec, dist_config dc, const optim_config *oc,
-                           MPI_Comm comm, const char *label)
+/* An engine and the training state it was created over. */
+typedef struct job {
+    dist_engine *e;
+    optim_state w;
+} job;
+
+static void job_free(job *j)
+{
+    dist_engine_free(j->e);
+    optim_state_free(&j->w);
+    free(j);
+}
+
+static job *engine(const model_config *mc, const random_spec *spec, dist_config dc, const optim_config *oc,
+                   MPI_Comm comm, const char *label)
 {
     int size;
     MPI_Comm_size(comm, &size);
     dc.hang_timeout = 60;
     dc.bucket_bytes = 4096;
-    dist_engine *e;
-    ok_or_die(dist_engine_create(&e, &dc, mc, oc, B, M / (size / dc.pp), spec->seed, comm), label);
-    return e;
+    job *j = calloc(1, sizeof *j);
+    if (!j) st_die(ST_NOMEM);
+    ok_or_die(dist_engine_create(&j->e, &dc, mc, oc, B, M / (size / dc.pp), spec->seed, comm, &j->w), label);
+    return j;
 }
 
 /* Steps [from, to) of e; the loss must be the same bits on every rank of comm. */
-static void train(dist_engine *e, random_spec *spec, int from, int to, run *r, MPI_Comm comm, const char *label)
+static void train(job *e, random_spec *spec, int from, int to, run *r, MPI_Comm comm, const char *label)
 {
     int size;
     MPI_Comm_size(comm, &size);
-    counted_dp = dist_engine_topology(e)->dp_comm;
+    counted_dp = dist_engine_topology(e->e)->dp_comm;
     for (int step = from; step < to; step++) {
         p2p_bytes = reduce_bytes = 0;
         dist_step_result res;
-        ok_or_die(dist_train_step(e, step, fill, spec, &res), label);
+        ok_or_die(dist_train_step(e->e, &e->w, step, fill, spec, &res), label);
         r->loss[step] = res.loss;
         double all[4];
         MPI_Allgather(&res.loss, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, comm);
@@ -250,9 +264,9 @@ static void train(dist_engine *e, random_spec *spec, int from, int to, run *r, M
 /* The 1-rank run of mc (rank 0 only). */
 static void reference(const model_config *mc, random_spec *spec, run *r)
 {
-    dist_engine *e = engine(mc, spec, (dist_config){.pp = 1}, &OPT, MPI_COMM_SELF, "1-rank reference");
+    job *e = engine(mc, spec, (dist_config){.pp = 1}, &OPT, MPI_COMM_SELF, "1-rank reference");
     train(e, spec, 0, STEPS, r, MPI_COMM_SELF, "1-rank reference");
-    dist_engine_free(e);
+    job_free(e);
 }
 
 /* The largest |a - b| / |b| over the steps. */
@@ -263,20 +277,20 @@ static double worst_relative(const run *a, const run *b)
     return w;
 }
 
-static uint64_t params_hash(dist_engine *e)
+static uint64_t params_hash(job *e)
 {
-    model_stage *m = dist_engine_stage(e);
+    model_stage *m = dist_engine_stage(e->e);
     return hash_xxh3(model_params(m), model_n_params(m) * sizeof(float));
 }
 
-static void check_replicas(dist_engine *e, const char *label)
+static void check_replicas(job *e, const char *label)
 {
-    const dist_topology *t = dist_engine_topology(e);
+    const dist_topology *t = dist_engine_topology(e->e);
     uint64_t h = params_hash(e), h0 = h;
     MPI_Bcast(&h0, 1, MPI_UINT64_T, 0, t->dp_comm);
     CHECK(h == h0, "%s: stage %d replica %d parameters differ from replica 0's", label, t->stage, t->replica);
     if (t->tied == MPI_COMM_NULL) return;
-    model_stage *m = dist_engine_stage(e);
+    model_stage *m = dist_engine_stage(e->e);
     const model_tensor *w = model_tensor_find(m, model_stage_config(m)->family == MODEL_BERT
                                                      ? "bert.embeddings.word_embeddings.weight"
                                                      : "transformer.wte.weight");
@@ -351,9 +365,9 @@ static void serial_step1(const model_config *mc, random_spec *spec, int L, seria
 /* Rank 0 (stage 0 of replica 0) after step 1: its reduced gradients against
  * the serial run's, to fp32 summation order (the engine adds the replicas'
  * micro-batches in another order at dp > 1). */
-static void check_stage0_grads(dist_engine *e, const serial *ser, const char *label)
+static void check_stage0_grads(job *e, const serial *ser, const char *label)
 {
-    model_stage *m = dist_engine_stage(e);
+    model_stage *m = dist_engine_stage(e->e);
     const float *g = model_grads(m), *want = model_grads(ser->s0);
     size_t n = model_n_params(m);
     double diff = 0, scale = 0;
@@ -372,19 +386,19 @@ static void pipeline_case(const model_config *mc, random_spec *spec, dist_schedu
     char label[128];
     snprintf(label, sizeof label, "%s pp=2 bf16 %s grad_reduce=%s", name, kind == DIST_GPIPE ? "gpipe" : "1f1b",
              red == DIST_REDUCE_BF16 ? "bf16" : "fp32");
-    dist_engine *e = engine(mc, spec, (dist_config){.pp = 2, .schedule = kind, .grad_reduce = red}, &OPT,
+    job *e = engine(mc, spec, (dist_config){.pp = 2, .schedule = kind, .grad_reduce = red}, &OPT,
                             MPI_COMM_WORLD, label);
-    const dist_topology *t = dist_engine_topology(e);
+    const dist_topology *t = dist_engine_topology(e->e);
     run r;
     train(e, spec, 0, 1, &r, MPI_COMM_WORLD, label);
     int m = M / t->dp;
     unsigned long long want = (unsigned long long)m * B * mc->seq_len * mc->d_model * sizeof(bf16);
     CHECK(r.p2p == want, "%s: stage %d sent %llu bytes in a step, expected m B T C x 2 = %llu", label, t->stage, r.p2p,
           want);
-    size_t extra = red == DIST_REDUCE_BF16 && t->dp > 1 ? sizeof(bf16) * model_n_params(dist_engine_stage(e)) : 0;
-    CHECK(dist_engine_memory(e).messages_bf16 == extra + 3 * sizeof(bf16) * (size_t)dist_engine_plan(e)->n_slots[t->stage]
-                                                              * (size_t)B * mc->seq_len * mc->d_model,
-          "%s: bf16 message buffers %zu bytes", label, dist_engine_memory(e).messages_bf16);
+    size_t extra = red == DIST_REDUCE_BF16 && t->dp > 1 ? sizeof(bf16) * model_n_params(dist_engine_stage(e->e)) : 0;
+    size_t slots = (size_t)dist_engine_plan(e->e)->n_slots[t->stage];
+    CHECK(dist_engine_memory(e->e).messages_bf16 == extra + 3 * sizeof(bf16) * slots * B * mc->seq_len * mc->d_model,
+          "%s: bf16 message buffers %zu bytes", label, dist_engine_memory(e->e).messages_bf16);
     if (rank == 0) {
         CHECK(fabs(r.loss[0] - ser->loss) <= 1e-12 * ser->loss, "%s: step 1 loss %.12g, serial bf16-boundary run %.12g",
               label, r.loss[0], ser->loss);
@@ -402,21 +416,22 @@ static void pipeline_case(const model_config *mc, random_spec *spec, dist_schedu
         CHECK(w <= TOL_PIPE, "%s: losses differ from the 1-rank run by %.3g relative (tolerance %.3g)", label, w,
               TOL_PIPE);
     }
-    dist_engine_free(e);
+    job_free(e);
 }
 
 /* fp32 stages at pp = 2 send m B T C floats of 4 bytes. */
 static void check_fp32_pipe_bytes(model_family f, random_spec *spec)
 {
     model_config mc = tiny(f, 0);
-    dist_engine *e = engine(&mc, spec, (dist_config){.pp = 2}, &OPT, MPI_COMM_WORLD, "fp32 pp=2");
+    job *e = engine(&mc, spec, (dist_config){.pp = 2}, &OPT, MPI_COMM_WORLD, "fp32 pp=2");
     run r;
     train(e, spec, 0, 1, &r, MPI_COMM_WORLD, "fp32 pp=2");
-    unsigned long long want = (unsigned long long)(M / dist_engine_topology(e)->dp) * B * mc.seq_len * mc.d_model * 4;
+    unsigned long long want =
+        (unsigned long long)(M / dist_engine_topology(e->e)->dp) * B * mc.seq_len * mc.d_model * 4;
     CHECK(r.p2p == want, "fp32 pp=2: a stage sent %llu bytes in a step, expected m B T C x 4 = %llu", r.p2p, want);
-    CHECK(dist_engine_memory(e).messages_bf16 == 0, "fp32 pp=2: %zu bytes of bf16 buffers",
-          dist_engine_memory(e).messages_bf16);
-    dist_engine_free(e);
+    CHECK(dist_engine_memory(e->e).messages_bf16 == 0, "fp32 pp=2: %zu bytes of bf16 buffers",
+          dist_engine_memory(e->e).messages_bf16);
+    job_free(e);
 }
 
 static void pipeline_checks(model_family f, random_spec *spec, const char *name)
@@ -443,14 +458,14 @@ static void pipeline_checks(model_family f, random_spec *spec, const char *name)
  * leaves the local accumulation in model_grads). */
 static double *local_abs_sum(const model_config *mc, random_spec *spec)
 {
-    dist_engine *e = engine(mc, spec, (dist_config){.pp = 1, .zero = 2}, &OPT_RAW, MPI_COMM_WORLD, "S");
+    job *e = engine(mc, spec, (dist_config){.pp = 1, .zero = 2}, &OPT_RAW, MPI_COMM_WORLD, "S");
     run r;
     train(e, spec, 0, 1, &r, MPI_COMM_WORLD, "S");
-    size_t n = model_n_params(dist_engine_stage(e));
+    size_t n = model_n_params(dist_engine_stage(e->e));
     double *S = malloc(n * sizeof(double));
-    for (size_t i = 0; i < n; i++) S[i] = fabs(model_grads(dist_engine_stage(e))[i]);
+    for (size_t i = 0; i < n; i++) S[i] = fabs(model_grads(dist_engine_stage(e->e))[i]);
     MPI_Allreduce(MPI_IN_PLACE, S, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    dist_engine_free(e);
+    job_free(e);
     return S;
 }
 
@@ -460,31 +475,32 @@ static void reduce_step1(const model_config *mc, random_spec *spec, int zero, co
 {
     char label[96];
     snprintf(label, sizeof label, "%s dp=%d zero=%d grad_reduce=bf16 step 1", name, world, zero);
-    dist_engine *e[2];
+    job *e[2];
     run r[2];
     for (int k = 0; k < 2; k++) {
         dist_config dc = {.pp = 1, .zero = zero, .grad_reduce = k ? DIST_REDUCE_BF16 : DIST_REDUCE_FP32};
         e[k] = engine(mc, spec, dc, &OPT_RAW, MPI_COMM_WORLD, label);
         train(e[k], spec, 0, 1, &r[k], MPI_COMM_WORLD, label);
     }
-    dist_shard a = dist_engine_shard(e[0]), b = dist_engine_shard(e[1]);
+    const optim_state *a = &e[0]->w, *b = &e[1]->w;
+    const layout_rank *lay = dist_engine_layout(e[1]->e);
     double tol = pow(1 + U, world) - 1 + world * 0x1p-24;
     size_t differ = 0, not_bf16 = 0, outside = 0;
-    for (size_t i = 0; i < b.uhi - b.ulo; i++) {
-        differ += a.m[i] != b.m[i];
-        not_bf16 += bf16_value(bf16_round(b.m[i])) != b.m[i];
-        outside += fabs((double)a.m[i] - b.m[i]) > tol * S[b.ulo + i];
+    for (size_t i = 0; i < b->uhi - b->ulo; i++) {
+        differ += a->m[i] != b->m[i];
+        not_bf16 += bf16_value(bf16_round(b->m[i])) != b->m[i];
+        outside += fabs((double)a->m[i] - b->m[i]) > tol * S[b->ulo + i];
     }
-    CHECK(a.ulo == b.ulo && a.uhi == b.uhi, "%s: parts differ", label);
+    CHECK(a->ulo == b->ulo && a->uhi == b->uhi, "%s: parts differ", label);
     CHECK(differ > 0 && !not_bf16 && !outside, "%s: of %zu reduced gradients %zu differ from fp32's, %zu are not bf16 "
-          "values, %zu lie beyond ((1 + u)^dp - 1 + dp 2^-24) S", label, b.uhi - b.ulo, differ, not_bf16, outside);
-    size_t n = model_n_params(dist_engine_stage(e[1]));
+          "values, %zu lie beyond ((1 + u)^dp - 1 + dp 2^-24) S", label, b->uhi - b->ulo, differ, not_bf16, outside);
+    size_t n = model_n_params(dist_engine_stage(e[1]->e));
     CHECK(r[0].reduce == 4 * n && r[1].reduce == 2 * n, "%s: reductions moved %llu (fp32) and %llu (bf16) bytes for "
           "%zu floats", label, r[0].reduce, r[1].reduce, n);
-    size_t shard = zero == 2 ? 2 * (b.hi - b.lo) : 0;
-    CHECK(dist_engine_memory(e[1]).messages_bf16 == 2 * n + shard && dist_engine_memory(e[0]).messages_bf16 == 0,
-          "%s: bf16 buffers %zu bytes", label, dist_engine_memory(e[1]).messages_bf16);
-    for (int k = 0; k < 2; k++) dist_engine_free(e[k]);
+    size_t shard = zero == 2 ? 2 * (lay->hi - lay->lo) : 0;
+    CHECK(dist_engine_memory(e[1]->e).messages_bf16 == 2 * n + shard && dist_engine_memory(e[0]->e).messages_bf16 == 0,
+          "%s: bf16 buffers %zu bytes", label, dist_engine_memory(e[1]->e).messages_bf16);
+    for (int k = 0; k < 2; k++) job_free(e[k]);
 }
 
 static void reduce_steps(const model_config *mc, random_spec *spec, int zero, const char *name)
@@ -495,11 +511,11 @@ static void reduce_steps(const model_config *mc, random_spec *spec, int zero, co
     uint64_t h[2];
     for (int k = 0; k < 2; k++) {
         dist_config dc = {.pp = 1, .zero = zero, .grad_reduce = k ? DIST_REDUCE_BF16 : DIST_REDUCE_FP32};
-        dist_engine *e = engine(mc, spec, dc, &OPT, MPI_COMM_WORLD, label);
+        job *e = engine(mc, spec, dc, &OPT, MPI_COMM_WORLD, label);
         train(e, spec, 0, STEPS, &r[k], MPI_COMM_WORLD, label);
         check_replicas(e, label);
         h[k] = params_hash(e);
-        dist_engine_free(e);
+        job_free(e);
     }
     double w = worst_relative(&r[1], &r[0]);
     if (rank == 0) printf("%s: losses within %.3g relative of grad_reduce=fp32\n", label, w);
@@ -519,6 +535,42 @@ static void reduce_checks(model_family f, random_spec *spec, const char *name)
     free(S);
 }
 
+/* ---- the training state ---------------------------------------------------------- */
+
+/* A state written between steps (as a resume writes the checkpoint's into
+ * it) is what the next step computes from: job b, one step behind job a,
+ * runs a validation forward (which makes its bf16 weight copy from its own
+ * parameters), takes a's parameters and moments, and then steps exactly as a
+ * does. Rank 0 alone, 1 rank. */
+static void check_state_written_between_steps(const model_config *mc, random_spec *spec)
+{
+    if (rank != 0) return;
+    const char *label = "a state written between steps";
+    job *a = engine(mc, spec, (dist_config){.pp = 1}, &OPT, MPI_COMM_SELF, label);
+    job *b = engine(mc, spec, (dist_config){.pp = 1}, &OPT, MPI_COMM_SELF, label);
+    run ra = {0}, rb = {0};
+    train(a, spec, 0, 2, &ra, MPI_COMM_SELF, label);
+    train(b, spec, 0, 1, &rb, MPI_COMM_SELF, label);
+    CHECK(params_hash(a) != params_hash(b), "%s: one more step left the parameters as they were", label);
+    batch vb;
+    model_losses vl = {0};
+    ok_or_die(batch_alloc(&vb, B, mc->seq_len), label);
+    random_batch_fill(&vb, spec, 0);
+    ok_or_die(dist_eval_forward(b->e, &vb, &vl), label);
+    batch_free(&vb);
+    size_t n = a->w.n, u = a->w.uhi - a->w.ulo;
+    memcpy(b->w.params, a->w.params, n * sizeof(float));
+    memcpy(b->w.m, a->w.m, u * sizeof(float));
+    memcpy(b->w.v, a->w.v, u * sizeof(float));
+    train(a, spec, 2, 3, &ra, MPI_COMM_SELF, label);
+    train(b, spec, 2, 3, &rb, MPI_COMM_SELF, label);
+    CHECK(memcmp(&ra.loss[2], &rb.loss[2], sizeof(double)) == 0 && params_hash(a) == params_hash(b),
+          "%s: step 3 from the copied state gives loss %.9g, the original %.9g (expected the same bits)", label,
+          rb.loss[2], ra.loss[2]);
+    job_free(a);
+    job_free(b);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -528,6 +580,11 @@ int main(int argc, char **argv)
     check_known_pairs();
     check_random_pairs(&state);
     check_world_reductions();
+    {
+        model_config mc = tiny(MODEL_GPT, 1);
+        random_spec spec = {.vocab_size = mc.vocab_size, .seed = 11};
+        check_state_written_between_steps(&mc, &spec);
+    }
     for (int fam = 0; fam < 2; fam++) {
         model_config mc = tiny(fam ? MODEL_BERT : MODEL_GPT, 0);
         random_spec spec = {.mlm = fam, .nsp = fam, .vocab_size = mc.vocab_size, .mask_prob = 0.15, .seed = 11};

@@ -21,12 +21,14 @@ static const optim_config OPT = {.lr = 1e-3, .total_steps = 1, .beta1 = 0.9, .be
 static void expect_refused_model(dist_config dc, const model_config *mc, const char *needle)
 {
     dist_engine *e = NULL;
-    status_t st = dist_engine_create(&e, &dc, mc, &OPT, 2, 2, 1, MPI_COMM_WORLD);
+    optim_state w;
+    status_t st = dist_engine_create(&e, &dc, mc, &OPT, 2, 2, 1, MPI_COMM_WORLD, &w);
     if (st == ST_CONFIG && strstr(st_message(), needle)) return;
     failures++;
     fprintf(stderr, "rank %d: pp=%d dp=%d tp=%d: expected a refusal with '%s', got %s: %s\n", rank, dc.pp, dc.dp,
             dc.tp, needle, st_name(st), st_message());
     dist_engine_free(e);
+    optim_state_free(&w);
 }
 
 static void expect_refused(dist_config dc, const char *needle) { expect_refused_model(dc, &MC, needle); }
@@ -79,11 +81,12 @@ static void hang(void)
 {
     dist_config dc = {.pp = 2, .hang_timeout = 1.0};
     dist_engine *e;
-    if (dist_engine_create(&e, &dc, &MC, &OPT, 2, 2, 1, MPI_COMM_WORLD) != ST_OK) st_die(ST_CONFIG);
+    optim_state w;
+    if (dist_engine_create(&e, &dc, &MC, &OPT, 2, 2, 1, MPI_COMM_WORLD, &w) != ST_OK) st_die(ST_CONFIG);
     random_spec spec = {.vocab_size = MC.vocab_size, .seed = 1};
     if (dist_engine_topology(e)->stage == 1) sleep(30); /* a stuck peer */
     dist_step_result r;
-    status_t st = dist_train_step(e, 0, fill, &spec, &r);
+    status_t st = dist_train_step(e, &w, 0, fill, &spec, &r);
     if (st != ST_OK) st_die(st);
 }
 

@@ -276,10 +276,11 @@ static void run_case(const reference *ref, const model_config *mc, random_spec *
     dist_config dc = {.pp = pp, .dp = dp, .tp = tp, .tp_mode = mode, .schedule = kind, .zero = zero,
                       .hang_timeout = 60, .bucket_bytes = 4096};
     dist_engine *e;
-    ok_or_die(dist_engine_create(&e, &dc, mc, &OPT, B, m, spec->seed, MPI_COMM_WORLD), label);
+    optim_state w;
+    ok_or_die(dist_engine_create(&e, &dc, mc, &OPT, B, m, spec->seed, MPI_COMM_WORLD, &w), label);
     for (int step = 0; step < STEPS; step++) {
         dist_step_result r;
-        ok_or_die(dist_train_step(e, step, fill, spec, &r), label);
+        ok_or_die(dist_train_step(e, &w, step, fill, spec, &r), label);
         /* ZeRO 2 starts reduce-scatters inside the last backward, not after it */
         if (zero == 2 && dp > 1)
             CHECK(r.early_buckets > 0, "%s step %d: no bucket was reduced during the backward", label, step);
@@ -302,6 +303,7 @@ static void run_case(const reference *ref, const model_config *mc, random_spec *
     compare_replicas(e, label);
     check_memory(e, zero, label);
     dist_engine_free(e);
+    optim_state_free(&w);
 }
 
 int main(int argc, char **argv)
