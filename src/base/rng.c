@@ -75,7 +75,11 @@ void rng_fill_normal(rng_key key, uint64_t stream, float std, float *out, uint64
 void rng_fill_normal_at(rng_key key, uint64_t stream, float std, uint64_t first, float *out,
                         uint64_t n)
 {
-    for (uint64_t i = first - first % 4; i < first + n; i += 4) {
+    /* blocks of 4 are independent (counter-based): the same values on any number of threads */
+    int64_t b0 = (int64_t)(first / 4), b1 = (int64_t)((first + n + 3) / 4);
+    #pragma omp parallel for schedule(static) if (b1 - b0 > 16384)
+    for (int64_t blk = b0; blk < b1; blk++) {
+        uint64_t i = (uint64_t)blk * 4;
         uint32_t bits[4];
         rng_bits(key, stream, (uint32_t)(i / 4), (uint32_t)((i / 4) >> 32), bits);
         float z[4];

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/bigmem.h"
 #include "base/hash.h"
 #include "model/model_internal.h"
 
@@ -166,15 +167,9 @@ static status_t alloc_slots(model_stage *m)
     return ST_OK;
 }
 
-/* Allocates n floats 64-byte aligned and touches every page now, so the
- * first training step pays no page faults. */
-static float *alloc_touched(size_t n)
-{
-    size_t bytes = ((n * sizeof(float)) + 63) & ~(size_t)63;
-    float *p = aligned_alloc(64, bytes ? bytes : 64);
-    if (p) memset(p, 0, bytes);
-    return p;
-}
+/* n floats, zeroed and every page touched now, so the first training step
+ * pays no page faults (on huge pages where the kernel allows: bigmem.h). */
+static float *alloc_touched(size_t n) { return bigmem_alloc(n * sizeof(float)); }
 
 /* The tensor table and the slot records: everything but the big buffers. */
 static status_t stage_tables(model_stage *m)

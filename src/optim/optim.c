@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/bigmem.h"
 #include "optim/optim.h"
 
 double optim_lr(const optim_config *c, int64_t t)
@@ -72,14 +73,7 @@ void optim_adamw(const optim_config *c, int64_t t, double lr, float *p, const fl
     }
 }
 
-/* n floats, 64-byte aligned, zeroed (which touches every page). */
-static float *alloc_zeroed(size_t n)
-{
-    size_t bytes = ((n * sizeof(float)) + 63) & ~(size_t)63;
-    float *p = aligned_alloc(64, bytes ? bytes : 64);
-    if (p) memset(p, 0, bytes);
-    return p;
-}
+static float *alloc_zeroed(size_t n) { return bigmem_alloc(n * sizeof(float)); }
 
 status_t optim_state_alloc(optim_state *s, size_t n, size_t ulo, size_t uhi)
 {

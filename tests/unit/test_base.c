@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/bigmem.h"
 #include "base/config.h"
 #include "base/fileio.h"
 #include "base/hash.h"
@@ -531,4 +532,51 @@ Test(log, level_names)
     cr_assert_eq(log_level_parse("debug"), LOG_DEBUG);
     cr_assert_eq(log_level_parse("error"), LOG_ERROR);
     cr_assert_eq(log_level_parse("verbose"), -1);
+}
+
+/* ---- bigmem ---------------------------------------------------------------- */
+
+/* The kB of AnonHugePages /proc/self/smaps gives the mapping holding p. */
+static long huge_kb_at(const void *p)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    cr_assert(f);
+    char line[512];
+    int inside = 0;
+    long kb = -1;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            inside = (unsigned long)p >= lo && (unsigned long)p < hi;
+        } else if (inside && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+Test(bigmem, buffers_are_zeroed_aligned_and_on_huge_pages_where_the_kernel_allows)
+{
+    size_t big = 8u << 20;
+    unsigned char *p = bigmem_alloc(big), *q = bigmem_alloc(100);
+    cr_assert(p && q);
+    cr_assert_eq((uintptr_t)p % (2u << 20), 0, "a buffer of 8 MiB is not 2 MiB aligned");
+    cr_assert_eq((uintptr_t)q % 64, 0);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < big; i++) nonzero += p[i] != 0;
+    for (size_t i = 0; i < 100; i++) nonzero += q[i] != 0;
+    cr_assert_eq(nonzero, 0, "%zu bytes not zeroed", nonzero);
+    char mode[128] = "";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (f) {
+        if (!fgets(mode, sizeof mode, f)) mode[0] = '\0';
+        fclose(f);
+    }
+    /* with "[madvise]" or "[always]" the advice takes effect (unless the kernel is out of huge pages) */
+    if (strstr(mode, "[madvise]") || strstr(mode, "[always]"))
+        cr_expect_geq(huge_kb_at(p), 2048, "transparent huge pages are %s but the 8 MiB buffer has %ld kB on them",
+                      mode, huge_kb_at(p));
+    free(p);
+    free(q);
 }
