@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/bigmem.h"
 #include "base/timer.h"
 #include "dist/dist_internal.h"
 
@@ -44,7 +45,7 @@ static status_t setup_shards(dist_engine *e, const model_tp *tp)
     e->bucket_posted = zalloc((size_t)e->lay.n_buckets, 1);
     FAIL_IF(!e->bucket_posted, ST_NOMEM, "dist: out of memory");
     if (!(e->dc.zero == 2 && dp > 1)) return ST_OK;
-    e->grad_shard = zalloc(e->lay.hi - e->lay.lo, sizeof(float));
+    e->grad_shard = bigmem_alloc((e->lay.hi - e->lay.lo) * sizeof(float));
     FAIL_IF(!e->grad_shard, ST_NOMEM, "dist: out of memory for the gradient shard");
     for (int b = 0; b < e->lay.n_buckets; b++) {
         size_t a = e->lay.bucket_lo[b], z = e->lay.bucket_lo[b + 1];
@@ -63,10 +64,10 @@ static status_t setup_reduce_bf16(dist_engine *e)
 {
     if (e->dc.grad_reduce != DIST_REDUCE_BF16 || e->topo.dp == 1) return ST_OK;
     FAIL_IF(MPI_Op_create(dist_bf16_sum, 1, &e->bf16_sum) != MPI_SUCCESS, ST_MPI, "dist: MPI_Op_create failed");
-    e->reduce_bf = zalloc(e->lay.n, sizeof(bf16));
+    e->reduce_bf = bigmem_alloc(e->lay.n * sizeof(bf16));
     FAIL_IF(!e->reduce_bf, ST_NOMEM, "dist: out of memory for the bf16 gradient reduction");
     if (!e->grad_shard) return ST_OK;
-    e->shard_bf = zalloc(e->lay.hi - e->lay.lo, sizeof(bf16));
+    e->shard_bf = bigmem_alloc((e->lay.hi - e->lay.lo) * sizeof(bf16));
     FAIL_IF(!e->shard_bf, ST_NOMEM, "dist: out of memory for the bf16 gradient shard");
     return ST_OK;
 }
@@ -75,7 +76,7 @@ static status_t setup_reduce_bf16(dist_engine *e)
 static status_t setup_pipe_bf16(dist_engine *e)
 {
     if (!e->mc.bf16 || e->topo.pp == 1) return ST_OK;
-    e->pipe_bf = zalloc((size_t)e->n_slots * 3 * e->act_count, sizeof(bf16));
+    e->pipe_bf = bigmem_alloc((size_t)e->n_slots * 3 * e->act_count * sizeof(bf16));
     FAIL_IF(!e->pipe_bf, ST_NOMEM, "dist: out of memory for the bf16 pipeline messages");
     return ST_OK;
 }
