@@ -1,4 +1,6 @@
 /* base/bigmem — big buffers on transparent huge pages (bigmem.h). */
+#include <limits.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -18,4 +20,12 @@ void *bigmem_alloc(size_t bytes)
 #endif
     memset(p, 0, size);
     return p;
+}
+
+void bigmem_keep_freed_memory(void)
+{
+#ifdef M_MMAP_MAX
+    (void)mallopt(M_MMAP_MAX, 0);
+    (void)mallopt(M_TRIM_THRESHOLD, INT_MAX);
+#endif
 }

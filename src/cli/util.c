@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/bigmem.h"
 #include "base/log.h"
 #include "cli.h"
 #include "data/prep.h"
@@ -45,6 +46,7 @@ void cli_mpi_init(int *argc, char ***argv)
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (initialized) return;
+    bigmem_keep_freed_memory();
     int provided;
     MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
     /* Errors come back as return codes so they can be reported with context

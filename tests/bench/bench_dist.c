@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "base/bigmem.h"
 #include "data/random_source.h"
 #include "dist/dist.h"
 #include "tensor/tensor.h"
@@ -34,6 +35,7 @@ static status_t fill(void *ctx, uint64_t g, batch *b)
 
 int main(int argc, char **argv)
 {
+    bigmem_keep_freed_memory(); /* as mpilm does (cli_mpi_init) */
     MPI_Init(&argc, &argv);
     if (argc != 8) {
         fprintf(stderr, "usage: bench_dist gpt|bert PP ZERO gpipe|1f1b M MICRO_BATCH STEPS\n");

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/bigmem.h"
 #include "base/timer.h"
 #include "data/random_source.h"
 #include "dist/dist.h"
@@ -205,6 +206,7 @@ static void cluster(const char *name, const model_config *mc, const costs *c0, i
 
 int main(int argc, char **argv)
 {
+    bigmem_keep_freed_memory(); /* as mpilm does (cli_mpi_init) */
     MPI_Init(&argc, &argv);
     if (argc < 5) {
         fprintf(stderr, "usage: bench_scaling gpt-mini|bert-mini|gpt2-small|bert-base B M CORES [cluster]\n");
