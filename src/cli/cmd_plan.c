@@ -58,7 +58,33 @@ static status_t parse_options(int argc, char **argv, plan_cli *p)
     FAIL_IF(first < argc, ST_USAGE, "plan: unexpected argument '%s' (see mpilm plan --help)", argv[first]);
     FAIL_IF(!p->config_path, ST_USAGE, "plan: --config FILE is required (examples in launch/configs/)");
     FAIL_IF(!p->o.np, ST_USAGE, "plan: --np N is required (the ranks of the job to plan)");
+    if (strcmp(p->net, "measure") == 0) return ST_OK; /* after MPI_Init */
     return parse_net(p->net, &p->o.net);
+}
+
+/* --net measure: every rank of this launch measures; rank 0 plans and prints
+ * while the others wait without spinning (the cost measurement wants the
+ * cores), then all leave together. */
+static status_t measure_net(plan_cli *p, int *planner)
+{
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    *planner = rank == 0;
+    TRY(plan_measure_network(MPI_COMM_WORLD, &p->o));
+    if (rank == 0) return ST_OK;
+    MPI_Request req;
+    FAIL_IF(MPI_Ibarrier(MPI_COMM_WORLD, &req) != MPI_SUCCESS, ST_MPI, "plan: MPI_Ibarrier failed");
+    for (int done = 0; !done;) {
+        FAIL_IF(MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS, ST_MPI, "plan: MPI_Test failed");
+        if (!done) usleep(10000);
+    }
+    return ST_OK;
+}
+
+static void release_waiting_ranks(void)
+{
+    MPI_Request req;
+    if (MPI_Ibarrier(MPI_COMM_WORLD, &req) == MPI_SUCCESS) MPI_Wait(&req, MPI_STATUS_IGNORE);
 }
 
 static const char *schedule_name(const plan_layout *l)
@@ -75,8 +101,14 @@ static void print_table(const train_config *tc, const plan_cli *p, const plan_re
     printf("costs per micro-batch of %d, forward + backward (%s): block %.2f ms, embeddings %.2f ms, heads %.2f ms\n",
            tc->micro_batch, r->measured ? "measured now, then cached" : "from this machine's cache", 1e3 * r->block_s,
            1e3 * r->embed_s, 1e3 * r->head_s);
-    printf("network: %.4g Gbit/s, %.3g us (--net); a rank may use %.0f MiB (%s)\n", p->o.net.bytes_per_s * 8e-9,
-           p->o.net.latency_s * 1e6, r->rank_budget_mib, r->budget_source);
+    const plan_net *w = &p->o.net;
+    if (w->measured)
+        printf("network (measured among this launch's ranks): %.3g us, point-to-point %.4g Gbit/s, reduce-scatter "
+               "%.4g Gbit/s, all-gather %.4g Gbit/s per rank\n", w->latency_s * 1e6, w->bytes_per_s * 8e-9,
+               w->reduce_bytes_per_s * 8e-9, w->gather_bytes_per_s * 8e-9);
+    else
+        printf("network: %.4g Gbit/s, %.3g us (--net)\n", w->bytes_per_s * 8e-9, w->latency_s * 1e6);
+    printf("a rank may use %.0f MiB (%s)\n", r->rank_budget_mib, r->budget_source);
     printf("\n  pp  dp  tp zero schedule    m   tokens/s    step s  bubble  peak MiB  sent MiB/step\n");
     for (int i = 0; i < r->n; i++) {
         const plan_layout *l = &r->layouts[i];
@@ -107,6 +139,11 @@ static status_t print_json(const train_config *tc, const plan_cli *p, const plan
     cJSON_AddNumberToObject(root, "threads_per_rank", p->o.threads);
     cJSON_AddNumberToObject(root, "net_gbit_s", p->o.net.bytes_per_s * 8e-9);
     cJSON_AddNumberToObject(root, "net_latency_us", p->o.net.latency_s * 1e6);
+    cJSON_AddBoolToObject(root, "net_measured", p->o.net.measured);
+    cJSON_AddNumberToObject(root, "net_reduce_gbit_s",
+                            (p->o.net.reduce_bytes_per_s > 0 ? p->o.net.reduce_bytes_per_s : p->o.net.bytes_per_s) * 8e-9);
+    cJSON_AddNumberToObject(root, "net_gather_gbit_s",
+                            (p->o.net.gather_bytes_per_s > 0 ? p->o.net.gather_bytes_per_s : p->o.net.bytes_per_s) * 8e-9);
     cJSON_AddNumberToObject(root, "rank_budget_mib", r->rank_budget_mib);
     cJSON_AddNumberToObject(root, "block_ms", 1e3 * r->block_s);
     cJSON_AddNumberToObject(root, "embed_ms", 1e3 * r->embed_s);
@@ -162,11 +199,17 @@ int cmd_plan(int argc, char **argv)
     int local = cores > 0 && p.o.np > cores ? (int)cores : p.o.np;
     if (st == ST_OK) st = tensor_runtime_init(tc.threads, local, &rt);
     p.o.threads = rt.threads;
+    /* --net measure: after the runtime's start-up, as a training rank's baseline is taken */
+    int planner = 1, measured = strcmp(p.net, "measure") == 0;
+    if (st == ST_OK && measured) st = measure_net(&p, &planner);
+    if (st != ST_OK || !planner) return cli_finish(st);
     plan_result r;
     if (st == ST_OK) st = plan_layouts(&tc, &p.o, &r);
-    if (st != ST_OK) return cli_finish(st);
-    if (p.json) st = print_json(&tc, &p, &r);
-    else print_table(&tc, &p, &r);
-    plan_result_free(&r);
+    if (st == ST_OK) {
+        if (p.json) st = print_json(&tc, &p, &r);
+        else print_table(&tc, &p, &r);
+        plan_result_free(&r);
+    }
+    if (measured) release_waiting_ranks();
     return cli_finish(st);
 }

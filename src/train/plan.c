@@ -119,10 +119,125 @@ status_t plan_measure_costs(const model_config *mc, int B, int tp, int threads, 
     return ST_OK;
 }
 
-/* Ring collective over p ranks of `floats` floats: passes x (p - 1) steps. */
-static double ring(const plan_net *w, int p, double floats, int passes)
+/* A ring's reduce-scatter or all-gather of `floats` floats over p ranks:
+ * p - 1 steps of floats / p each, at the network's rate for that kind. */
+static double ring_pass(const plan_net *w, int p, double floats, double bytes_per_s)
 {
-    return p > 1 ? passes * (p - 1) * (w->latency_s + 4.0 * floats / (p * w->bytes_per_s)) : 0.0;
+    return p > 1 ? (p - 1) * (w->latency_s + 4.0 * floats / (p * bytes_per_s)) : 0.0;
+}
+
+static double reduce_scatter(const plan_net *w, int p, double floats)
+{
+    return ring_pass(w, p, floats, w->reduce_bytes_per_s > 0 ? w->reduce_bytes_per_s : w->bytes_per_s);
+}
+
+static double all_gather(const plan_net *w, int p, double floats)
+{
+    return ring_pass(w, p, floats, w->gather_bytes_per_s > 0 ? w->gather_bytes_per_s : w->bytes_per_s);
+}
+
+/* A sum over p ranks (all-reduce): a reduce-scatter, then an all-gather. */
+static double all_reduce(const plan_net *w, int p, double floats)
+{
+    return reduce_scatter(w, p, floats) + all_gather(w, p, floats);
+}
+
+/* ---- measuring the network ---------------------------------------------------- */
+
+static int by_value(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, by_value);
+    return v[n / 2];
+}
+
+/* Half the median round trip of `count` floats between ranks 0 and 1 (the
+ * others wait). */
+static status_t ping_pong(MPI_Comm comm, int rank, float *buf, int count, int trips, double *out)
+{
+    double *t = calloc((size_t)trips, sizeof *t);
+    FAIL_IF(!t, ST_NOMEM, "plan: out of memory");
+    int rc = MPI_SUCCESS;
+    for (int i = 0; rc == MPI_SUCCESS && i < trips; i++) {
+        double t0 = MPI_Wtime();
+        if (rank == 0) {
+            rc = MPI_Send(buf, count, MPI_FLOAT, 1, 1, comm);
+            if (rc == MPI_SUCCESS) rc = MPI_Recv(buf, count, MPI_FLOAT, 1, 2, comm, MPI_STATUS_IGNORE);
+        } else if (rank == 1) {
+            rc = MPI_Recv(buf, count, MPI_FLOAT, 0, 1, comm, MPI_STATUS_IGNORE);
+            if (rc == MPI_SUCCESS) rc = MPI_Send(buf, count, MPI_FLOAT, 0, 2, comm);
+        }
+        t[i] = (MPI_Wtime() - t0) / 2;
+    }
+    *out = median(t, trips);
+    free(t);
+    FAIL_IF(rc != MPI_SUCCESS, ST_MPI, "plan: the ping-pong of %d floats between ranks 0 and 1 failed", count);
+    return ST_OK;
+}
+
+/* Median seconds of 3 (after a warm-up) of a reduce-scatter (gather = 0) or
+ * all-gather (1) of n floats per rank over comm. */
+static status_t time_collective(MPI_Comm comm, int p, float *a, float *b, int n, int gather, double *out)
+{
+    double t[3];
+    for (int i = -1; i < 3; i++) {
+        FAIL_IF(MPI_Barrier(comm) != MPI_SUCCESS, ST_MPI, "plan: MPI_Barrier failed while measuring the network");
+        double t0 = MPI_Wtime();
+        int rc = gather ? MPI_Allgather(a, n / p, MPI_FLOAT, b, n / p, MPI_FLOAT, comm)
+                        : MPI_Reduce_scatter_block(a, b, n / p, MPI_FLOAT, MPI_SUM, comm);
+        FAIL_IF(rc != MPI_SUCCESS, ST_MPI, "plan: the %s of %d floats failed while measuring the network",
+                gather ? "all-gather" : "reduce-scatter", n);
+        double s = MPI_Wtime() - t0;
+        FAIL_IF(MPI_Allreduce(MPI_IN_PLACE, &s, 1, MPI_DOUBLE, MPI_MAX, comm) != MPI_SUCCESS, ST_MPI,
+                "plan: MPI_Allreduce failed while measuring the network");
+        if (i >= 0) t[i] = s;
+    }
+    *out = median(t, 3);
+    return ST_OK;
+}
+
+static status_t measure(MPI_Comm comm, int rank, int p, float *a, float *b, plan_net *w)
+{
+    enum { BIG = 16 << 20 }; /* floats: 64 MiB */
+    double lat, big;
+    TRY(ping_pong(comm, rank, a, 1, 200, &lat));
+    TRY(ping_pong(comm, rank, a, (4 << 20), 8, &big)); /* 16 MiB */
+    int n = BIG / p * p;
+    double rs, ag;
+    TRY(time_collective(comm, p, a, b, n, 0, &rs));
+    TRY(time_collective(comm, p, a, b, n, 1, &ag));
+    double share = 4.0 * n * (p - 1) / p;
+    *w = (plan_net){.latency_s = lat, .bytes_per_s = 4.0 * (4 << 20) / fmax(big - lat, 1e-9),
+                    .reduce_bytes_per_s = share / rs, .gather_bytes_per_s = share / ag, .measured = 1};
+    return ST_OK;
+}
+
+status_t plan_measure_network(MPI_Comm comm, plan_options *o)
+{
+    plan_net *out = &o->net;
+    o->baseline = train_memory_baseline();
+    int rank, p;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &p);
+    FAIL_IF(p < 2, ST_USAGE, "plan: --net measure needs the job's ranks to measure between: run it as mpirun -np N "
+            "mpilm plan ... --net measure, with N >= 2 ranks placed as the job's will be (or give --net "
+            "GBIT_S,LATENCY_US)");
+    float *a = calloc(16u << 20, sizeof(float)), *b = calloc(16u << 20, sizeof(float));
+    status_t st = a && b ? measure(comm, rank, p, a, b, out) : st_fail(ST_NOMEM, "plan: out of memory (128 MiB) "
+                                                                             "measuring the network");
+    free(a);
+    free(b);
+    TRY(st);
+    double v[4] = {out->latency_s, out->bytes_per_s, out->reduce_bytes_per_s, out->gather_bytes_per_s};
+    FAIL_IF(MPI_Bcast(v, 4, MPI_DOUBLE, 0, comm) != MPI_SUCCESS, ST_MPI, "plan: MPI_Bcast of the network figures "
+            "failed");
+    *out = (plan_net){v[0], v[1], v[2], v[3], 1};
+    return ST_OK;
 }
 
 typedef struct job {
@@ -147,7 +262,7 @@ static status_t predict(job *j, plan_layout *l)
     double act = (double)B * mc->seq_len * mc->d_model, tmax = 0, after_max = 0, sent = 0;
     for (int s = 0; s < l->pp; s++) {
         int a = bounds[s], b = bounds[s + 1], first = a == 0, last = b == mc->n_layer;
-        double tpc = 4.0 * (b - a) * ring(w, l->tp, act, 2); /* two sums forward, two backward per block */
+        double tpc = 4.0 * (b - a) * all_reduce(w, l->tp, act); /* two sums forward, two backward per block */
         double t = (b - a) * c->block + (first ? c->embed : 0) + (last ? c->head : 0) + tpc;
         tmax = fmax(tmax, t);
         model_tensor *tab;
@@ -159,10 +274,12 @@ static status_t predict(job *j, plan_layout *l)
         for (int i = 0; l->pp > 1 && i < nt; i++)
             if (tab[i].tied) wte = (double)tab[i].numel;
         free(tab);
-        double red = l->zero == 2 ? ring(w, l->dp, (double)n, 1) : ring(w, l->dp, (double)n, 2);
-        if (l->zero == 2) red = fmax(0.0, red - t); /* buckets reduce under the last backward */
-        double gather = l->zero > 0 ? ring(w, l->dp, (double)n, 1) : 0.0;
-        double tied = ring(w, 2, wte, 2);
+        double red = l->zero == 2 ? reduce_scatter(w, l->dp, (double)n) : all_reduce(w, l->dp, (double)n);
+        /* zero 2 posts its buckets during the last backward, but a rank's MPI progress and the sums
+           run on its own cores between layers (shared memory, or a NIC without reduction offload),
+           so the reduction is not taken as hidden */
+        double gather = l->zero > 0 ? all_gather(w, l->dp, (double)n) : 0.0;
+        double tied = all_reduce(w, 2, wte);
         double upd = c->adam * (l->zero > 0 && l->dp > 1 ? (double)n / l->dp : (double)n);
         after_max = fmax(after_max, red + gather + tied + upd);
         /* ring passes of 4 n (dp - 1) / dp bytes each: zero 0 an all-reduce (2), zero 1 also the
@@ -279,7 +396,7 @@ status_t plan_layouts(const train_config *tc, const plan_options *o, plan_result
     out->layouts = calloc((size_t)cap, sizeof *out->layouts);
     job j = {.tc = tc, .o = o, .by_tp = calloc((size_t)o->np + 1, sizeof(costs))};
     FAIL_IF(!out->layouts || !j.by_tp, ST_NOMEM, "plan: out of memory");
-    double budget = rank_budget(o, out->budget_source, sizeof out->budget_source), baseline = train_memory_baseline();
+    double budget = rank_budget(o, out->budget_source, sizeof out->budget_source), baseline = o->baseline > 0 ? o->baseline : train_memory_baseline();
     out->rank_budget_mib = budget / MIB;
     status_t st = ST_OK;
     for (int pp = 1; st == ST_OK && pp <= o->np; pp++)

@@ -9,16 +9,29 @@
  * precision and threads for each tensor-parallel width (cached per machine);
  * the pipeline (m + pp - 1) t_max + 2 (pp - 1) p2p; tensor parallelism's
  * 4 group sums of B T C per block and micro-batch; the dp reduction and ZeRO's
- * all-gather as rings; the tied embedding's sum; AdamW per float. Network:
- * latency and bandwidth given (--net) for the target cluster. */
+ * all-gather as rings (a sum: a reduce-scatter then an all-gather); the tied
+ * embedding's sum; AdamW per float. Network: latency and bandwidth given
+ * (--net) for the target cluster, or measured among the job's ranks
+ * (--net measure under mpirun). */
 #ifndef MPILM_TRAIN_PLAN_H
 #define MPILM_TRAIN_PLAN_H
 
+#include <mpi.h>
+
 #include "train/train.h"
 
+/* The network: point-to-point latency and bandwidth, and the rates at which
+ * a rank moves its part of a reduce-scatter (sends, receives and sums) and
+ * of an all-gather, in bytes per second of the (p - 1) / p share it moves.
+ * Given (--net GBIT_S,LATENCY_US: the three rates equal), or measured among
+ * the ranks of a job placed like the one planned (plan_net_measure). */
 typedef struct plan_net {
     double latency_s, bytes_per_s;
+    double reduce_bytes_per_s, gather_bytes_per_s;
+    int measured;
 } plan_net;
+
+
 
 /* Seconds per micro-batch of B sequences (forward + backward) of a block,
  * of what the embeddings and the heads add, on one rank of a tp-wide group,
@@ -37,6 +50,7 @@ typedef struct plan_options {
     plan_net net;
     double rank_mib;    /* memory a rank may use (0: this node's, shared by min(np, cores) ranks) */
     int threads;        /* per rank (the run's run.threads resolution) */
+    double baseline;    /* what a rank holds before training, bytes (0: this process's resident bytes now) */
 } plan_options;
 
 typedef struct plan_layout {
@@ -59,6 +73,14 @@ typedef struct plan_result {
     int measured;           /* 1: measured now, 0: from the cache */
     int global_batch;       /* sequences per step */
 } plan_result;
+
+/* o->net measured among the ranks of comm (at least 2): latency and
+ * bandwidth by ping-pong between ranks 0 and 1 (medians of 200 round trips
+ * of 4 bytes, of 8 of 16 MiB), a reduce-scatter and an all-gather of 64 MiB
+ * per rank over all of comm (medians of 3 after a warm-up); every rank gets
+ * rank 0's figures. o->baseline is taken first (the process keeps the
+ * measurement's buffers: bigmem_keep_freed_memory). Collective over comm. */
+status_t plan_measure_network(MPI_Comm comm, plan_options *o);
 
 /* Every (pp, dp, tp, zero, schedule) of o->np ranks for tc's model, batch and
  * precision; tc's own layout marked configured. */

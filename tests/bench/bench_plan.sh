@@ -4,9 +4,9 @@
 # (largest rank) and tokens/s of `mpilm plan --np N --json` against what
 # `mpilm train` measures in the same run (peak RSS per rank from its report,
 # tokens/s the median of the timed steps). Global batch fixed
-# (train.global_batch), the run's precision, random data, shared-memory
-# network given as --net 50,1 (about what ping-pong measures here:
-# docs/scaling.md). Targets (issue: plan): RSS within 15%, tokens/s within
+# (train.global_batch), the run's precision, random data; the 2-rank plan
+# measures the network among 2 ranks placed as the job's (mpirun ... plan
+# --net measure). Targets (issue: plan): RSS within 15%, tokens/s within
 # 25%; a row outside is marked MISSED and the bench exits 1.
 # The 2-rank runs are placed as launch/mpirun.sh places ranks that fit the cores (each
 # bound to its core: --map-by slot:PE=1 --bind-to core), which is what the plan predicts;
@@ -27,7 +27,7 @@ for model in ${BENCH_PLAN_MODELS:-gpt-mini gpt2-small}; do
   set -- --config "$cfg" --set data.source=random --set train.global_batch=8 --set train.micro_batch=2 --set train.micro_batches=auto \
     --set ckpt.every_steps=0 --set ckpt.every_minutes=0 --set log.every=1
   "$MPILM" plan "$@" --np 1 --net 50,1 --json > "$d/p1.json" || { echo "plan --np 1 failed"; exit 1; }
-  "$MPILM" plan "$@" --np 2 --net 50,1 --json > "$d/p2.json" || { echo "plan --np 2 failed"; exit 1; }
+  $MPIRUN -np 2 "$MPILM" plan "$@" --np 2 --net measure --json > "$d/p2.json" || { echo "plan --np 2 failed"; exit 1; }
   for layout in "1 dist.pp=1" "2 dist.pp=2:dist.schedule=1f1b" "2 dist.pp=1:dist.zero=2" "2 dist.tp=2"; do
     np=${layout%% *} sets=${layout#* }
     opts=$(echo "$sets" | tr ':' '\n' | sed 's/^/--set /' | tr '\n' ' ')

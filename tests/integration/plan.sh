@@ -56,6 +56,29 @@ for f in "$d"/cache/plan-*.txt; do echo "block=garbage" > "$f"; done
 grep -q "measured now" "$d/t2" || { cat "$d/t2"; fail "a damaged cache was not measured again"; }
 echo "cache: reused, and measured again when damaged"
 
+# --net measure: the ranks of this launch measure the network; rank 0 alone prints; a
+# slower reduce-scatter than the given network makes every dp layout slower
+$MPIRUN -np 2 "$MPILM" plan "$@" --np 2 --net measure --json > "$d/m.json" 2> "$d/err" ||
+  { cat "$d/err"; fail "plan --net measure under mpirun: exit $?"; }
+"$MPILM" plan "$@" --np 2 --net 1000,0.01 --json > "$d/fast.json" || fail "plan --net 1000,0.01 exit $?"
+python3 - "$d/m.json" "$d/fast.json" <<'PY' || fail "--net measure JSON"
+import json, sys
+m, f = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))  # one JSON document: rank 0 alone printed
+assert m["net_measured"] is True and f["net_measured"] is False
+for k in ("net_gbit_s", "net_latency_us", "net_reduce_gbit_s", "net_gather_gbit_s"):
+    assert m[k] > 0, (k, m[k])
+assert m["net_reduce_gbit_s"] < 1000 and f["net_reduce_gbit_s"] == f["net_gbit_s"] == 1000
+key = lambda l: (l["pp"], l["dp"], l["tp"], l["zero"], l["schedule"])
+fast = {key(l): l for l in f["layouts"] if l["ok"]}
+for l in m["layouts"]:
+    if l["ok"] and l["dp"] == 2:
+        assert l["step_s"] > fast[key(l)]["step_s"], (key(l), l["step_s"], fast[key(l)]["step_s"])
+print(f"--net measure: {m['net_latency_us']:.2f} us, reduce-scatter {m['net_reduce_gbit_s']:.1f} Gbit/s, "
+      f"all-gather {m['net_gather_gbit_s']:.1f} Gbit/s per rank; dp layouts slower than on a 1000 Gbit/s network")
+PY
+"$MPILM" plan "$@" --np 2 --net measure > "$d/one" 2>&1 && fail "--net measure on one rank was accepted"
+grep -q "needs the job's ranks to measure between" "$d/one" || { cat "$d/one"; fail "--net measure on one rank: message"; }
+
 # refusals: a layout that does not fit, one that does not divide; bad options exit 2
 "$MPILM" plan "$@" --np 4 --mem-per-rank 20 --json > "$d/small.json" || fail "mem-per-rank exit $?"
 python3 -c "
