@@ -14,7 +14,14 @@
 # 1-rank run; the cost model is fp32's, so bf16 rows print no prediction).
 BIN=${BUILD:-build}/tests/bench/bench_dist
 MODEL=${BUILD:-build}/tests/bench/bench_scaling
-MPIRUN=${MPIRUN:-mpirun --oversubscribe --bind-to none}
+# Ranks that fit the cores are bound one per core, as launch/mpirun.sh places them (unbound
+# ranks of one node share a core now and then); more ranks than cores oversubscribe unbound.
+# MPIRUN overrides both.
+mpirun_for() {
+  if [ -n "${MPIRUN:-}" ]; then echo "$MPIRUN"
+  elif [ "$1" -le "$CORES" ]; then echo "mpirun --map-by slot:PE=1 --bind-to core"
+  else echo "mpirun --oversubscribe --bind-to none"; fi
+}
 STEPS=${BENCH_DIST_STEPS:-5}
 CORES=$(getconf _NPROCESSORS_ONLN)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 BLIS_NUM_THREADS=1
@@ -25,7 +32,7 @@ trap 'rm -rf "$out"' EXIT
 status=0
 # run NP MODEL PP ZERO SCHEDULE M -> prints the figures; $tps = tokens/s
 run() {
-  $MPIRUN -np "$1" "$BIN" "$2" "$3" "$4" "$5" "$6" 2 "$STEPS" > "$out/run" 2>&1 || { cat "$out/run"; status=1; tps=0; return; }
+  $(mpirun_for "$1") -np "$1" "$BIN" "$2" "$3" "$4" "$5" "$6" 2 "$STEPS" > "$out/run" 2>&1 || { cat "$out/run"; status=1; tps=0; return; }
   tps=$(sed -n 's/.*: \([0-9]*\) tokens\/s.*/\1/p' "$out/run" | head -1)
   dp=$(($1 / $3))
   pred=$(sed -n "s/^predict [a-z]*-mini pp=$3 dp=$dp zero=$4 m=$6 B=2: \([0-9]*\) tokens\/s.*/\1/p" "$out/pred" | head -1)
@@ -41,7 +48,7 @@ export BENCH_PRECISION=$prec
 echo "--- GEMM precision $prec"
 for model in gpt bert; do
   if [ "$prec" = fp32 ]; then
-    $MPIRUN -np 2 "$MODEL" $model-mini 2 8 "$CORES" > "$out/pred" 2>&1 || { cat "$out/pred"; status=1; }
+    $(mpirun_for 2) -np 2 "$MODEL" $model-mini 2 8 "$CORES" > "$out/pred" 2>&1 || { cat "$out/pred"; status=1; }
     grep '^measured' "$out/pred"
   else
     : > "$out/pred"
