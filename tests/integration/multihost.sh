@@ -78,6 +78,9 @@ $rsh 127.0.0.2 true || fail "ssh to 127.0.0.2 port $port with the test's key: $(
 
 export OMPI_MCA_plm_rsh_agent="$rsh"
 export MPILM_MPIRUN_ARGS="--mca btl tcp,self --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo --display-map"
+# sanitizer builds: the remote ranks (started through ssh) get the run's sanitizer options too
+# (tests/run.sh turns LeakSanitizer off under mpirun: Open MPI keeps allocations until exit)
+[ "${SAN:-0}" != 1 ] || MPILM_MPIRUN_ARGS="$MPILM_MPIRUN_ARGS -x ASAN_OPTIONS -x UBSAN_OPTIONS"
 export OMP_NUM_THREADS=1 BLIS_NUM_THREADS=1 MPILM
 printf '127.0.0.1 slots=2\n127.0.0.2 slots=2\n' > "$d/hosts"
 cat > "$d/tiny.ini" <<'INI'
@@ -159,7 +162,7 @@ ls "$d"/run.launch-*.log > /dev/null 2>&1 || fail "no launcher log beside the ru
 grep -q "process rank 3 with PID $remote on node 127.0.0.2" "$d"/run.launch-*.log || fail "the launcher log lacks the job's end"
 echo "multihost: rank 3 killed on 127.0.0.2; the job ended in $(( $(date +%s) - t0 )) s with exit $rc, naming the rank and host"
 
-launch "$d/b.log" --set run.dir="$d/run" || fail "the resumed job: exit $?"
+launch "$d/b.log" --set run.dir="$d/run" || { tail -30 "$d/b.log"; fail "the resumed job: exit $?"; }
 from=$(sed -n 's/.*resumed from .*step-[0-9]* (step \([0-9]*\)).*/\1/p' "$d/b.log")
 [ -n "$from" ] && [ "$from" -ge 4 ] || fail "the rerun did not resume from a checkpoint"
 [ "$(ls "$d"/run.launch-*.log | wc -l)" -ge 2 ] || fail "the second job has no log file of its own"
