@@ -24,8 +24,7 @@ static status_t parse_net(const char *text, plan_net *net)
     char extra;
     FAIL_IF(sscanf(text, "%lf,%lf%c", &gbit, &us, &extra) != 2 || !(gbit > 0) || !(us >= 0) || gbit > 1e6 || us > 1e6,
             ST_USAGE, "plan: --net '%s' (expected GBIT_S,LATENCY_US, e.g. 100,2 for 100 Gbit/s and 2 us)", text);
-    net->bytes_per_s = gbit * 1e9 / 8.0;
-    net->latency_s = us * 1e-6;
+    *net = plan_net_given(gbit, us);
     return ST_OK;
 }
 
@@ -140,10 +139,8 @@ static status_t print_json(const train_config *tc, const plan_cli *p, const plan
     cJSON_AddNumberToObject(root, "net_gbit_s", p->o.net.bytes_per_s * 8e-9);
     cJSON_AddNumberToObject(root, "net_latency_us", p->o.net.latency_s * 1e6);
     cJSON_AddBoolToObject(root, "net_measured", p->o.net.measured);
-    cJSON_AddNumberToObject(root, "net_reduce_gbit_s",
-                            (p->o.net.reduce_bytes_per_s > 0 ? p->o.net.reduce_bytes_per_s : p->o.net.bytes_per_s) * 8e-9);
-    cJSON_AddNumberToObject(root, "net_gather_gbit_s",
-                            (p->o.net.gather_bytes_per_s > 0 ? p->o.net.gather_bytes_per_s : p->o.net.bytes_per_s) * 8e-9);
+    cJSON_AddNumberToObject(root, "net_reduce_gbit_s", p->o.net.reduce_bytes_per_s * 8e-9);
+    cJSON_AddNumberToObject(root, "net_gather_gbit_s", p->o.net.gather_bytes_per_s * 8e-9);
     cJSON_AddNumberToObject(root, "rank_budget_mib", r->rank_budget_mib);
     cJSON_AddNumberToObject(root, "block_ms", 1e3 * r->block_s);
     cJSON_AddNumberToObject(root, "embed_ms", 1e3 * r->embed_s);

@@ -73,17 +73,15 @@ void optim_adamw(const optim_config *c, int64_t t, double lr, float *p, const fl
     }
 }
 
-static float *alloc_zeroed(size_t n) { return bigmem_alloc(n * sizeof(float)); }
-
 status_t optim_state_alloc(optim_state *s, size_t n, size_t ulo, size_t uhi)
 {
     *s = (optim_state){.n = n, .ulo = ulo, .uhi = uhi};
     FAIL_IF(ulo > uhi || uhi > n, ST_ERROR, "optim: update range [%zu, %zu) outside a stage of %zu floats", ulo, uhi,
             n);
-    s->params = alloc_zeroed(n);
-    s->grads = alloc_zeroed(n);
-    s->m = alloc_zeroed(uhi - ulo);
-    s->v = alloc_zeroed(uhi - ulo);
+    s->params = bigmem_alloc(n * sizeof(float));
+    s->grads = bigmem_alloc(n * sizeof(float));
+    s->m = bigmem_alloc((uhi - ulo) * sizeof(float));
+    s->v = bigmem_alloc((uhi - ulo) * sizeof(float));
     if (s->params && s->grads && s->m && s->v) return ST_OK;
     optim_state_free(s);
     return st_fail(ST_NOMEM, "optim: out of memory for the training state (%.1f MiB of parameters, gradients and "

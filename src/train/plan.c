@@ -24,6 +24,13 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The median of v[0, n) (sorts v). */
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return v[n / 2];
+}
+
 /* The group sums of a tp slice timed alone: no partner, so they do nothing
  * (the time model adds the communication). */
 static status_t no_sum(void *ctx, float *buf, size_t n) { return ST_OK; }
@@ -61,8 +68,7 @@ static status_t time_stage(const model_config *mc, int a, int b, int B, int tp, 
     batch_free(&bt);
     model_stage_free(m);
     if (st != ST_OK) return st;
-    qsort(t_run, REPS, sizeof(double), cmp_double);
-    *out = t_run[REPS / 2];
+    *out = median(t_run, REPS);
     return ST_OK;
 }
 
@@ -128,12 +134,19 @@ static double ring_pass(const plan_net *w, int p, double floats, double bytes_pe
 
 static double reduce_scatter(const plan_net *w, int p, double floats)
 {
-    return ring_pass(w, p, floats, w->reduce_bytes_per_s > 0 ? w->reduce_bytes_per_s : w->bytes_per_s);
+    return ring_pass(w, p, floats, w->reduce_bytes_per_s);
 }
 
 static double all_gather(const plan_net *w, int p, double floats)
 {
-    return ring_pass(w, p, floats, w->gather_bytes_per_s > 0 ? w->gather_bytes_per_s : w->bytes_per_s);
+    return ring_pass(w, p, floats, w->gather_bytes_per_s);
+}
+
+plan_net plan_net_given(double gbit_s, double latency_us)
+{
+    double bytes = gbit_s * 1e9 / 8.0;
+    return (plan_net){.latency_s = latency_us * 1e-6, .bytes_per_s = bytes, .reduce_bytes_per_s = bytes,
+                      .gather_bytes_per_s = bytes};
 }
 
 /* A sum over p ranks (all-reduce): a reduce-scatter, then an all-gather. */
@@ -143,18 +156,6 @@ static double all_reduce(const plan_net *w, int p, double floats)
 }
 
 /* ---- measuring the network ---------------------------------------------------- */
-
-static int by_value(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, by_value);
-    return v[n / 2];
-}
 
 /* Half the median round trip of `count` floats between ranks 0 and 1 (the
  * others wait). */

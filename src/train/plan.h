@@ -31,6 +31,9 @@ typedef struct plan_net {
     int measured;
 } plan_net;
 
+/* A given network of gbit_s Gbit/s and latency_us: the three rates equal. */
+plan_net plan_net_given(double gbit_s, double latency_us);
+
 
 
 /* Seconds per micro-batch of B sequences (forward + backward) of a block,

@@ -155,7 +155,7 @@ static status_t choose_layout(trainer *t)
     char why[320] = "";
     status_t st = ST_OK;
     if (t->rank == 0) {
-        plan_options o = {.np = t->size, .net = {.latency_s = 2e-6, .bytes_per_s = 12.5e9}, .threads = t->rt.threads};
+        plan_options o = {.np = t->size, .net = plan_net_given(100, 2), .threads = t->rt.threads};
         plan_result r;
         st = plan_layouts(tc, &o, &r);
         if (st == ST_OK) {
