@@ -110,7 +110,9 @@ typedef struct dist_engine dist_engine;
 /* Per-rank bytes of persistent training state. */
 typedef struct dist_memory {
     size_t params;       /* the stage's parameters: 4 n */
-    size_t params_bf16;  /* their bf16 copy for the GEMMs (train.precision = bf16): 2 n, else 0 */
+    size_t params_mirror; /* train.precision = bf16: the parameters are bf16 pairs (4 n above, the
+                             GEMMs read their high halves: no second copy); this is the fp32 copy of
+                             the tensors read outside GEMMs (norms, biases, position tables); else 0 */
     size_t grads;        /* zero 2's reduced gradient shard: 4 shard (zero 0/1 reduce in place in
                             the accumulation buffer: 0) */
     size_t grad_accum;   /* the model's accumulation buffer over micro-batches: 4 n */

@@ -140,10 +140,11 @@ static status_t tp_gather(void *ctx, const model_dmat *A, float *full)
 static status_t setup_stage(dist_engine *e, const model_tp *tp, optim_state *w)
 {
     TRY(setup_shards(e, tp));
-    TRY(optim_state_alloc(w, e->lay.n, e->lay.ulo, e->lay.uhi));
+    TRY(optim_state_alloc(w, e->lay.n, e->lay.ulo, e->lay.uhi, e->mc.bf16));
     TRY(model_stage_create_over(&e->stage, &e->mc, e->topo.layer_begin, e->topo.layer_end, e->B, e->n_slots, tp,
-                                w->params, w->grads, w->n));
-    model_init_params(e->stage, e->seed);
+                                w->params, w->hi, w->lo, w->grads, w->n));
+    model_init_params_into(e->stage, e->seed, optim_state_params_staged(w));
+    optim_state_params_commit(w);
     return ST_OK;
 }
 
@@ -231,7 +232,7 @@ int dist_engine_tp_grid(const dist_engine *e, int *P, int *Q, int *block)
 
 /* The training state around a stage of n floats, from the configuration
  * alone (so the estimate before allocation and the report after agree). */
-static dist_memory memory_plan(const dist_engine *e, size_t n, size_t full_n)
+static dist_memory memory_plan(const dist_engine *e, size_t n, size_t full_n, size_t mirror)
 {
     size_t f = sizeof(float), h = sizeof(bf16), lo, hi;
     int dp = e->topo.dp, zero2 = e->dc.zero == 2 && dp > 1, sharded = e->dc.zero > 0 && dp > 1;
@@ -242,7 +243,7 @@ static dist_memory memory_plan(const dist_engine *e, size_t n, size_t full_n)
                       (pipe_bf ? h * 3 * (size_t)e->n_slots * e->act_count : 0);
     size_t batches = (size_t)e->n_slots * (size_t)e->B * e->mc.seq_len * 4 * sizeof(int32_t);
     return (dist_memory){.params = f * n,
-                         .params_bf16 = e->mc.bf16 ? h * n : 0,
+                         .params_mirror = mirror,
                          .grads = zero2 ? f * shard : 0,
                          .grad_accum = f * n,
                          .optimizer = 2 * f * updated,
@@ -255,7 +256,7 @@ static dist_memory memory_plan(const dist_engine *e, size_t n, size_t full_n)
 
 dist_memory dist_engine_memory(const dist_engine *e)
 {
-    dist_memory m = memory_plan(e, e->lay.n, e->lay.full_n);
+    dist_memory m = memory_plan(e, e->lay.n, e->lay.full_n, model_stage_mirror_bytes(e->stage));
     m.activations += model_stage_arena_bytes(e->stage);
     return m;
 }
@@ -294,7 +295,7 @@ status_t dist_memory_of_rank(const dist_config *dc, const model_config *mc, int 
         if (st == ST_OK) st = model_stage_table(mc, lb, le, lb == 0, le == mc->n_layer, NULL, &full, &nf, &full_n);
         free(full);
         if (st == ST_OK) {
-            *out = memory_plan(e, sm.n_params, full_n);
+            *out = memory_plan(e, sm.n_params, full_n, sm.params_mirror);
             out->activations += sm.activations;
         }
     }

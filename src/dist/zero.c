@@ -207,16 +207,23 @@ static status_t global_sums(dist_engine *e, double *sumsq, double *losses, dist_
  * per float, often still in cache). */
 static int adamw_range(dist_engine *e, int64_t t, double lr, float clip)
 {
-    float *p = e->w->params;
+    optim_state *w = e->w;
     int bad = -1;
     for (int i = 0; i < model_n_tensors(e->stage); i++) {
         const model_tensor *tt = model_tensor_at(e->stage, i);
         size_t a = tt->offset > e->lay.ulo ? tt->offset : e->lay.ulo;
         size_t z = tt->offset + tt->numel < e->lay.uhi ? tt->offset + tt->numel : e->lay.uhi;
         if (z <= a) continue;
-        optim_adamw(&e->oc, t, lr, p + a, grad_at(e, a), e->w->m + (a - e->lay.ulo), e->w->v + (a - e->lay.ulo), z - a,
-                    tt->decay, clip);
-        if (bad < 0 && !optim_all_finite(p + a, z - a)) bad = i;
+        float *m = w->m + (a - e->lay.ulo), *v = w->v + (a - e->lay.ulo);
+        int finite;
+        if (w->params) {
+            optim_adamw(&e->oc, t, lr, w->params + a, grad_at(e, a), m, v, z - a, tt->decay, clip);
+            finite = optim_all_finite(w->params + a, z - a);
+        } else { /* bf16 pairs: the update also makes the GEMMs' bf16 weights */
+            optim_adamw_split(&e->oc, t, lr, w->hi + a, w->lo + a, grad_at(e, a), m, v, z - a, tt->decay, clip);
+            finite = bf16_all_finite(w->hi + a, z - a);
+        }
+        if (bad < 0 && !finite) bad = i;
     }
     return bad;
 }
@@ -271,8 +278,19 @@ status_t dist_update(dist_engine *e, dist_step_result *r)
     r->update_s = time_now() - t0;
     TRY(agree_finite(e, bad));
     if (e->dc.zero == 0 || e->topo.dp == 1) return ST_OK;
-    FAIL_IF(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, e->w->params, e->counts, e->displs,
-                            MPI_FLOAT, e->topo.dp_comm, dist_other(e)) != MPI_SUCCESS, ST_MPI,
-            "dist: parameter all-gather failed");
-    return dist_wait(e, dist_other(e), "the parameter all-gather over the dp group");
+    if (e->w->params) {
+        FAIL_IF(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, e->w->params, e->counts, e->displs,
+                                MPI_FLOAT, e->topo.dp_comm, dist_other(e)) != MPI_SUCCESS, ST_MPI,
+                "dist: parameter all-gather failed");
+        return dist_wait(e, dist_other(e), "the parameter all-gather over the dp group");
+    }
+    /* bf16 pairs: the high halves (the GEMMs' weights), then the low ones */
+    void *half[2] = {e->w->hi, e->w->lo};
+    for (int k = 0; k < 2; k++) {
+        FAIL_IF(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, half[k], e->counts, e->displs, MPI_UINT16_T,
+                                e->topo.dp_comm, dist_other(e)) != MPI_SUCCESS, ST_MPI,
+                "dist: parameter all-gather (%s halves) failed", k ? "low" : "high");
+        TRY(dist_wait(e, dist_other(e), "the parameter all-gather over the dp group"));
+    }
+    return ST_OK;
 }

@@ -1,8 +1,11 @@
 /* model — stage creation (the buffer plan), initialisation, forward and
  * backward of a stage. Blocks and heads are in model_block.c, model_head.c. */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "base/bigmem.h"
 #include "base/hash.h"
@@ -182,26 +185,76 @@ static status_t stage_tables(model_stage *m)
     return alloc_slots(m);
 }
 
-/* The buffers: params and grads the caller's (n floats each) or, when
- * params is NULL, the stage's own. */
-static status_t stage_plan(model_stage *m, float *params, float *grads, size_t n)
+int model_mirrored(const model_tensor *t)
+{
+    return t->ndim == 1 ||
+           (t->layer < 0 && (t->view == (int)offsetof(stage_params, wpe) || t->view == (int)offsetof(stage_params, wtt)));
+}
+
+static size_t page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
+
+/* The split stage's fp32 mirror: n_params floats of address space, written
+ * only where model_mirrored tensors lie; the whole pages of the others are
+ * made inaccessible. */
+static status_t mirror_create(model_stage *m)
+{
+    size_t bytes = m->n_params * sizeof(float), pg = page_size();
+    if (bytes == 0) bytes = pg;
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    FAIL_IF(p == MAP_FAILED, ST_NOMEM, "model: cannot map %.1f MiB of address space for the fp32 mirror",
+            (double)bytes / 1048576.0);
+    m->params = p;
+    madvise(p, bytes, MADV_NOHUGEPAGE); /* 4 KiB pages: only the mirrored tensors' pages become resident */
+    uintptr_t base = (uintptr_t)p;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const model_tensor *t = &m->tensors[i];
+        if (model_mirrored(t)) continue;
+        uintptr_t a = (base + t->offset * sizeof(float) + pg - 1) / pg * pg;
+        uintptr_t z = (base + (t->offset + t->numel) * sizeof(float)) / pg * pg;
+        if (z > a) mprotect((void *)a, z - a, PROT_NONE);
+    }
+    return ST_OK;
+}
+
+size_t model_stage_mirror_bytes(const model_stage *m)
+{
+    if (!m->cfg.bf16) return 0;
+    size_t floats = 0;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (model_mirrored(&m->tensors[i])) floats += m->tensors[i].numel;
+    return floats * sizeof(float);
+}
+
+/* The buffers: params and grads the caller's (n floats each; bf16 stages:
+ * the parameters as bf16 pairs hi, lo) or, when none are given, the stage's
+ * own. */
+static status_t stage_plan(model_stage *m, float *params, bf16 *hi, uint16_t *lo, float *grads, size_t n)
 {
     TRY(stage_tables(m));
-    if (params) {
+    if (params || hi) {
         FAIL_IF(!grads || n != m->n_params, ST_ERROR, "model: buffers of %zu floats given for a stage of %zu "
                 "parameters", n, m->n_params);
-        m->params = params;
+        FAIL_IF(hi && (!lo || !m->cfg.bf16 || params), ST_ERROR,
+                "model: parameters as bf16 pairs are for a bf16 stage, instead of fp32 ones");
         m->grads = grads;
+        if (hi) {
+            m->split = 1;
+            m->wbf = hi;
+            m->plo = lo;
+            TRY(mirror_create(m));
+        } else {
+            m->params = params;
+        }
     } else {
         m->owns_buffers = 1;
         m->params = alloc_touched(m->n_params);
         m->grads = alloc_touched(m->n_params);
     }
-    if (m->cfg.bf16) {
+    if (m->cfg.bf16 && !m->split) {
         m->wbf = (bf16 *)alloc_touched((m->n_params + 1) / 2);
         FAIL_IF(!m->wbf, ST_NOMEM, "model: out of memory for the bf16 copy of %zu parameters", m->n_params);
-        m->wbf_stale = 1;
     }
+    m->wbf_stale = 1;
     carver cv = {0};
     carve_all(&cv, m);
     m->arena = alloc_touched(cv.used);
@@ -313,15 +366,16 @@ static status_t stage_new(model_stage **out, const model_config *cfg, int layer_
 status_t model_stage_create_tp(model_stage **out, const model_config *cfg, int layer_begin,
                                int layer_end, int B, int n_slots, const model_tp *tp)
 {
-    return model_stage_create_over(out, cfg, layer_begin, layer_end, B, n_slots, tp, NULL, NULL, 0);
+    return model_stage_create_over(out, cfg, layer_begin, layer_end, B, n_slots, tp, NULL, NULL, NULL, NULL, 0);
 }
 
 status_t model_stage_create_over(model_stage **out, const model_config *cfg, int layer_begin, int layer_end, int B,
-                                 int n_slots, const model_tp *tp, float *params, float *grads, size_t n)
+                                 int n_slots, const model_tp *tp, float *params, bf16 *hi, uint16_t *lo,
+                                 float *grads, size_t n)
 {
     model_stage *m;
     status_t st = stage_new(&m, cfg, layer_begin, layer_end, B, n_slots, tp);
-    if (st == ST_OK) st = stage_plan(m, params, grads, n);
+    if (st == ST_OK) st = stage_plan(m, params, hi, lo, grads, n);
     if (st != ST_OK) {
         model_stage_free(m);
         return st;
@@ -343,7 +397,8 @@ status_t model_stage_plan_memory(const model_config *cfg, int layer_begin, int l
                                     .params = sizeof(float) * m->n_params,
                                     .grads = sizeof(float) * m->n_params,
                                     .params_bf16 = m->cfg.bf16 ? sizeof(bf16) * m->n_params : 0,
-                                    .activations = sizeof(float) * cv.used};
+                                    .activations = sizeof(float) * cv.used,
+                                    .params_mirror = model_stage_mirror_bytes(m)};
     }
     model_stage_free(m);
     return st;
@@ -369,7 +424,8 @@ void model_stage_free(model_stage *m)
         free(m->params);
         free(m->grads);
     }
-    free(m->wbf);
+    if (m->split && m->params) munmap(m->params, m->n_params ? m->n_params * sizeof(float) : page_size());
+    if (!m->split) free(m->wbf);
     free(m->arena);
     free(m);
 }
@@ -382,7 +438,7 @@ int model_stage_batch(const model_stage *m) { return m->B; }
 float *model_params(model_stage *m)
 {
     m->wbf_stale = 1;
-    return m->params;
+    return m->split ? NULL : m->params;
 }
 float *model_grads(model_stage *m) { return m->grads; }
 void model_params_changed(model_stage *m) { m->wbf_stale = 1; }
@@ -417,14 +473,16 @@ static int is_layernorm(const char *name)
            strcmp(name, "model.norm.weight") == 0;
 }
 
-void model_init_params(model_stage *m, uint64_t seed)
+void model_init_params(model_stage *m, uint64_t seed) { model_init_params_into(m, seed, m->params); }
+
+void model_init_params_into(model_stage *m, uint64_t seed, float *params)
 {
     rng_key key = rng_key_make(seed, RNG_INIT);
     m->wbf_stale = 1;
     float std_resid = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layer);
     for (int i = 0; i < m->n_tensors; i++) {
         const model_tensor *t = &m->tensors[i];
-        float *p = m->params + t->offset;
+        float *p = params + t->offset;
         if (t->ndim == 2) {
             /* the stream is the name's hash and a slice draws the values of
              * its place in the whole tensor: the same tensor gets the same
@@ -435,7 +493,7 @@ void model_init_params(model_stage *m, uint64_t seed)
             int n = model_stage_runs(m, i, &runs);
             for (int k = 0; k < n; k++)
                 rng_fill_normal_at(key, stream, resid ? std_resid : 0.02f, runs[k].full - m->full_tensors[i].offset,
-                                   m->params + runs[k].local, runs[k].len);
+                                   params + runs[k].local, runs[k].len);
         } else {
             float v = is_layernorm(t->name) && ends_with(t->name, "weight") ? 1.0f : 0.0f;
             for (size_t j = 0; j < t->numel; j++) p[j] = v;
@@ -483,13 +541,17 @@ static status_t embed_lookup(model_stage *m, float *out, const batch *b)
     const model_config *c = &m->cfg;
     const int32_t *types = c->family == MODEL_BERT ? b->token_type_ids : NULL;
     const float *wtt = c->family == MODEL_BERT ? m->p.wtt : NULL;
-    if (m->tp.size == 1) {
+    int N = m->B * c->seq_len;
+    if (m->split) { /* the word rows joined from the pairs (the mirror does not hold them) */
+        size_t off = (size_t)(m->p.wte - m->params);
+        embedding_slice_forward_split(out, b->input_ids, m->wbf + off, m->plo + off, m->v0, m->nv, N, c->d_model);
+    } else if (m->tp.size == 1) {
         embedding_forward(out, b->input_ids, types, m->p.wte, m->p.wpe, wtt, m->B, c->seq_len, c->d_model);
         return ST_OK;
+    } else {
+        embedding_slice_forward(out, b->input_ids, m->p.wte, m->v0, m->nv, N, c->d_model);
     }
-    int N = m->B * c->seq_len;
-    embedding_slice_forward(out, b->input_ids, m->p.wte, m->v0, m->nv, N, c->d_model);
-    TRY(model_tp_sum(m, out, (size_t)N * c->d_model));
+    if (m->tp.size > 1) TRY(model_tp_sum(m, out, (size_t)N * c->d_model));
     embedding_add_positions(out, types, m->p.wpe, wtt, m->B, c->seq_len, c->d_model);
     return ST_OK;
 }

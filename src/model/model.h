@@ -61,6 +61,7 @@ void model_stage_free(model_stage *m);
 typedef struct model_stage_memory {
     size_t n_params;
     size_t params, grads, params_bf16, activations;
+    size_t params_mirror; /* over bf16 pairs (training): model_stage_mirror_bytes */
 } model_stage_memory;
 
 /* The stage's tensor-parallel split (model_tp.h: for the modules that split
@@ -73,7 +74,9 @@ const model_config *model_stage_config(const model_stage *m);
 int model_stage_batch(const model_stage *m); /* B: sequences per micro-batch */
 
 /* The fp32 (master) parameters. Whoever takes this pointer may write through
- * it, so a bf16 stage refreshes its bf16 weight copy before its next pass. */
+ * it, so a bf16 stage refreshes its bf16 weight copy before its next pass.
+ * NULL for a stage over bf16 pairs (model_stage_create_over): its owner
+ * holds them (optim_state). */
 float *model_params(model_stage *m);
 float *model_grads(model_stage *m);
 /* The parameters were written through a pointer taken earlier (a training
@@ -105,6 +108,13 @@ size_t model_full_n_params(const model_config *cfg);
  * (GPT's residual projections scaled by 1/sqrt(2 n_layer)), zero biases,
  * LayerNorm weight 1. */
 void model_init_params(model_stage *m, uint64_t seed);
+/* The same values written to params (n_params floats, the stage's order)
+ * instead of the stage's own: a stage over bf16 pairs is initialised
+ * through floats its owner then splits. */
+void model_init_params_into(model_stage *m, uint64_t seed, float *params);
+/* Bytes of a split stage's fp32 mirror (the tensors read outside GEMMs), 0
+ * for fp32 stages. */
+size_t model_stage_mirror_bytes(const model_stage *m);
 
 /* The activation a non-first stage receives (B,T,C) and the one a non-last
  * stage sends, for slot s; and their gradients. Backward consumes doutput in

@@ -94,10 +94,20 @@ struct model_stage {
     int n_tensors;
     size_t n_params;
     size_t *part_end;        /* [n_local + 3]: 0, end of the embeddings, of each block, of the heads */
-    float *params, *grads;   /* [n_params]: the stage's own, or a caller's (model_stage_create_over) */
+    float *params, *grads;   /* [n_params]: the stage's own, or a caller's (model_stage_create_over);
+                                split stages: params is the fp32 mirror (below) */
     int owns_buffers;        /* params and grads are freed with the stage */
-    bf16 *wbf;               /* bf16 stages: params rounded to bf16, same offsets */
-    int wbf_stale;           /* params may have changed since wbf was made */
+    bf16 *wbf;               /* bf16 stages: params rounded to bf16, same offsets (split: the
+                                caller's hi, not freed) */
+    int wbf_stale;           /* params may have changed since wbf (split: the mirror) was made */
+    /* split: the parameters are the caller's bf16 pairs (wbf = hi, plo = lo;
+       tensor/bf16.h). params is then an address range of n_params floats
+       (mmap, not touched) of which only the mirrored tensors' pages are
+       written: the fp32 values of the tensors read outside the GEMMs
+       (model_mirrored). The rest is PROT_NONE, so a stray fp32 read of a GEMM
+       weight faults instead of reading zeros. */
+    int split;
+    uint16_t *plo;
     stage_params p, g;       /* views into params and grads */
     slot_acts *slots;
     block_acts shared;       /* recompute: the one set of block activations */
@@ -170,6 +180,10 @@ status_t model_stage_linear_backward(model_stage *m, float *dinp, float *dw, flo
 lin_in model_stage_gelu(model_stage *m, const float *fch, size_t n, gelu_kind kind, float *f32_out);
 /* bf16 stages: remakes wbf from params when they may have changed. */
 void model_stage_sync_bf16(model_stage *m);
+/* A split stage keeps this tensor's fp32 values in its mirror: the vectors
+ * (norms, biases) and the position and token-type tables. The word
+ * embedding is looked up from the pairs; every other tensor is a GEMM's. */
+int model_mirrored(const model_tensor *t);
 
 /* The tensor-parallel linears (model_block.c), in the family's weight
  * layout. row_parallel_forward: out (N,OC) = inp (N,K) W + bias of a

@@ -3,7 +3,8 @@
  * fp32: BLIS. bf16 (mixed precision): the GEMM operands are bf16, the
  * products summed in fp32 (oneDNN), outputs and gradients fp32. The weights'
  * bf16 copy is made once per change of the parameters (model_stage_sync_bf16: once
- * per optimizer step), the activations' when a GEMM needs them: a linear's
+ * per optimizer step; a training stage's is the high half of its bf16-pair
+ * parameters, made by the update itself), the activations' when a GEMM needs them: a linear's
  * input in forward (kept in bf16 for backward where the block saves it,
  * lin_in.h), its output gradient in backward (one memory-bound pass each, a
  * few percent of the GEMM's time). */
@@ -12,7 +13,14 @@
 void model_stage_sync_bf16(model_stage *m)
 {
     if (!m->cfg.bf16 || !m->wbf_stale) return;
-    bf16_from_f32(m->wbf, m->params, m->n_params);
+    if (m->split) {
+        for (int i = 0; i < m->n_tensors; i++) {
+            const model_tensor *t = &m->tensors[i];
+            if (model_mirrored(t)) bf16_join(m->params + t->offset, m->wbf + t->offset, m->plo + t->offset, t->numel);
+        }
+    } else {
+        bf16_split_hi(m->wbf, m->params, m->n_params); /* the rounding of a training state's pairs */
+    }
     m->wbf_stale = 0;
 }
 

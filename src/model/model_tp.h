@@ -8,6 +8,7 @@
 #define MPILM_MODEL_MODEL_TP_H
 
 #include "model/model.h"
+#include "tensor/bf16.h"
 
 /* ---- tensor parallelism (Megatron-LM's 1D split) ---------------------------
  * A stage split over a group of `size` ranks: each holds the heads [r NH/t,
@@ -63,9 +64,14 @@ status_t model_stage_create_tp(model_stage **out, const model_config *cfg, int l
 /* model_stage_create_tp over the caller's buffers, params and grads of n
  * floats each (the stage's size, else ST_ERROR), which the stage views but
  * neither owns nor frees: a training state's (optim_state), sized by the
- * rank's layout. */
+ * rank's layout. A bf16 stage may take its parameters as bf16 pairs instead
+ * (params NULL; hi, lo of n each, tensor/bf16.h): its GEMMs read hi
+ * directly, and it keeps fp32 values only of the tensors read outside the
+ * GEMMs (model_stage_mirror_bytes), refreshed from the pairs after
+ * model_params_changed. */
 status_t model_stage_create_over(model_stage **out, const model_config *cfg, int layer_begin, int layer_end, int B,
-                                 int n_slots, const model_tp *tp, float *params, float *grads, size_t n);
+                                 int n_slots, const model_tp *tp, float *params, bf16 *hi, uint16_t *lo,
+                                 float *grads, size_t n);
 
 /* model_stage_memory of model_stage_create_tp with these arguments (the
  * tables are built and freed; the big buffers are not allocated). */

@@ -6,6 +6,7 @@
 
 #include "base/bigmem.h"
 #include "optim/optim.h"
+#include "tensor/bf16.h"
 
 double optim_lr(const optim_config *c, int64_t t)
 {
@@ -55,34 +56,63 @@ float optim_clip_factor(const optim_config *c, double norm)
     return coef < 1.0 ? (float)coef : 1.0f;
 }
 
+/* The update's constants for step t. */
+typedef struct adamw_k {
+    float b1, b2, eps, step, sqrt_bc2, shrink;
+} adamw_k;
+
+static adamw_k adamw_constants(const optim_config *c, int64_t t, double lr, int decay)
+{
+    double bc1 = 1.0 - pow(c->beta1, (double)t), bc2 = 1.0 - pow(c->beta2, (double)t);
+    return (adamw_k){.b1 = (float)c->beta1, .b2 = (float)c->beta2, .eps = (float)c->eps, .step = (float)(lr / bc1),
+                     .sqrt_bc2 = (float)sqrt(bc2), .shrink = decay ? (float)(1.0 - lr * c->weight_decay) : 1.0f};
+}
+
+/* One element: moments updated in place, the new parameter returned. */
+static inline float adamw_one(const adamw_k *k, float p, float g, float *m, float *v)
+{
+    float mi = k->b1 * *m + (1.0f - k->b1) * g;
+    float vi = k->b2 * *v + (1.0f - k->b2) * g * g;
+    *m = mi;
+    *v = vi;
+    return p * k->shrink - k->step * mi / (sqrtf(vi) / k->sqrt_bc2 + k->eps);
+}
+
 void optim_adamw(const optim_config *c, int64_t t, double lr, float *p, const float *g,
                  float *m, float *v, size_t n, int decay, float grad_scale)
 {
-    float b1 = (float)c->beta1, b2 = (float)c->beta2, eps = (float)c->eps;
-    double bc1 = 1.0 - pow(c->beta1, (double)t), bc2 = 1.0 - pow(c->beta2, (double)t);
-    float step = (float)(lr / bc1), sqrt_bc2 = (float)sqrt(bc2);
-    float shrink = decay ? (float)(1.0 - lr * c->weight_decay) : 1.0f;
+    adamw_k k = adamw_constants(c, t, lr, decay);
     #pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float gi = g[i] * grad_scale;
-        float mi = b1 * m[i] + (1.0f - b1) * gi;
-        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = p[i] * shrink - step * mi / (sqrtf(vi) / sqrt_bc2 + eps);
-    }
+    for (size_t i = 0; i < n; i++) p[i] = adamw_one(&k, p[i], g[i] * grad_scale, m + i, v + i);
 }
 
-status_t optim_state_alloc(optim_state *s, size_t n, size_t ulo, size_t uhi)
+void optim_adamw_split(const optim_config *c, int64_t t, double lr, bf16 *hi, uint16_t *lo, const float *g,
+                       float *m, float *v, size_t n, int decay, float grad_scale)
+{
+    adamw_k k = adamw_constants(c, t, lr, decay);
+    #pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++)
+        bf16_split_one(adamw_one(&k, bf16_join_one(hi[i], lo[i]), g[i] * grad_scale, m + i, v + i), hi + i, lo + i);
+}
+
+status_t optim_state_alloc(optim_state *s, size_t n, size_t ulo, size_t uhi, int split)
 {
     *s = (optim_state){.n = n, .ulo = ulo, .uhi = uhi};
     FAIL_IF(ulo > uhi || uhi > n, ST_ERROR, "optim: update range [%zu, %zu) outside a stage of %zu floats", ulo, uhi,
             n);
-    s->params = bigmem_alloc(n * sizeof(float));
+    int ok;
+    if (split) {
+        s->hi = bigmem_alloc(n * sizeof(bf16));
+        s->lo = bigmem_alloc(n * sizeof(uint16_t));
+        ok = s->hi && s->lo;
+    } else {
+        s->params = bigmem_alloc(n * sizeof(float));
+        ok = s->params != NULL;
+    }
     s->grads = bigmem_alloc(n * sizeof(float));
     s->m = bigmem_alloc((uhi - ulo) * sizeof(float));
     s->v = bigmem_alloc((uhi - ulo) * sizeof(float));
-    if (s->params && s->grads && s->m && s->v) return ST_OK;
+    if (ok && s->grads && s->m && s->v) return ST_OK;
     optim_state_free(s);
     return st_fail(ST_NOMEM, "optim: out of memory for the training state (%.1f MiB of parameters, gradients and "
                    "AdamW moments); raise dist.pp, dist.tp or dist.zero, or use more nodes",
@@ -92,8 +122,36 @@ status_t optim_state_alloc(optim_state *s, size_t n, size_t ulo, size_t uhi)
 void optim_state_free(optim_state *s)
 {
     free(s->params);
+    free(s->hi);
+    free(s->lo);
     free(s->grads);
     free(s->m);
     free(s->v);
     *s = (optim_state){0};
+}
+
+void optim_state_get_params(const optim_state *s, size_t lo, size_t hi, float *dst)
+{
+    if (s->params) memcpy(dst, s->params + lo, (hi - lo) * sizeof(float));
+    else bf16_join(dst, s->hi + lo, s->lo + lo, hi - lo);
+}
+
+void optim_state_set_params(optim_state *s, size_t lo, size_t hi, const float *src)
+{
+    if (s->params) memcpy(s->params + lo, src, (hi - lo) * sizeof(float));
+    else bf16_split(s->hi + lo, s->lo + lo, src, hi - lo);
+}
+
+float *optim_state_params_staged(optim_state *s)
+{
+    if (s->params) return s->params;
+    bf16_join(s->grads, s->hi, s->lo, s->n);
+    return s->grads;
+}
+
+void optim_state_params_commit(optim_state *s)
+{
+    if (s->params) return;
+    bf16_split(s->hi, s->lo, s->grads, s->n);
+    memset(s->grads, 0, s->n * sizeof(float));
 }

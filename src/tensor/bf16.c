@@ -56,6 +56,50 @@ void bf16_to_f32(float *dst, const bf16 *src, size_t n)
     }
 }
 
+void bf16_split(bf16 *hi, uint16_t *lo, const float *src, size_t n)
+{
+    #pragma omp parallel for schedule(static) if (n > CONVERT_CHUNK)
+    for (size_t c = 0; c < n; c += CONVERT_CHUNK) {
+        size_t e = c + CONVERT_CHUNK < n ? c + CONVERT_CHUNK : n;
+        #pragma omp simd
+        for (size_t i = c; i < e; i++) bf16_split_one(src[i], hi + i, lo + i);
+    }
+}
+
+void bf16_split_hi(bf16 *hi, const float *src, size_t n)
+{
+    #pragma omp parallel for schedule(static) if (n > CONVERT_CHUNK)
+    for (size_t c = 0; c < n; c += CONVERT_CHUNK) {
+        size_t e = c + CONVERT_CHUNK < n ? c + CONVERT_CHUNK : n;
+        #pragma omp simd
+        for (size_t i = c; i < e; i++) {
+            uint16_t lo;
+            bf16_split_one(src[i], hi + i, &lo);
+        }
+    }
+}
+
+void bf16_join(float *dst, const bf16 *hi, const uint16_t *lo, size_t n)
+{
+    #pragma omp parallel for schedule(static) if (n > CONVERT_CHUNK)
+    for (size_t c = 0; c < n; c += CONVERT_CHUNK) {
+        size_t e = c + CONVERT_CHUNK < n ? c + CONVERT_CHUNK : n;
+        #pragma omp simd
+        for (size_t i = c; i < e; i++) dst[i] = bf16_join_one(hi[i], lo[i]);
+    }
+}
+
+int bf16_all_finite(const bf16 *hi, size_t n)
+{
+    uint16_t worst = 0;
+    #pragma omp simd reduction(max : worst)
+    for (size_t i = 0; i < n; i++) {
+        uint16_t b = hi[i] & 0x7FFFu;
+        worst = b > worst ? b : worst;
+    }
+    return worst < 0x7F80u;
+}
+
 /* ---- the GEMM ------------------------------------------------------------- */
 
 typedef struct gemm_key {

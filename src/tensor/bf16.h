@@ -53,6 +53,45 @@ static inline float bf16_value(bf16 x)
     return f;
 }
 
+/* ---- fp32 as a bf16 pair -------------------------------------------------
+ * A float's 32 bits held as two 16-bit halves (a bf16 training state): hi is
+ * the float rounded to bf16 -- the GEMMs' weight, no separate copy -- and lo
+ * the low 16 bits of the float, so join(split(x)) == x bit for bit. hi
+ * rounds to nearest with ties (low half exactly 0x8000) toward the smaller
+ * magnitude instead of to even: that is the one rounding for which hi and lo
+ * determine the float (an even hi with low half 0x8000 would otherwise come
+ * from two floats). It differs from bf16_round on 1 float in 65,536. NaN and
+ * Inf round as their bits do (a non-finite master fails the step anyway). */
+static inline void bf16_split_one(float x, bf16 *hi, uint16_t *lo)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    *lo = (uint16_t)u;
+    *hi = (bf16)((u >> 16) + ((u & 0xFFFFu) > 0x8000u));
+}
+
+static inline float bf16_join_one(bf16 hi, uint16_t lo)
+{
+    uint32_t u = ((uint32_t)(uint16_t)(hi - (lo > 0x8000u)) << 16) | lo;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* hi[i], lo[i] = split(src[i]); dst[i] = join(hi[i], lo[i]). Threaded. */
+void bf16_split(bf16 *hi, uint16_t *lo, const float *src, size_t n);
+/* hi alone: how every stage rounds its weights for the GEMMs (a training
+ * state's pairs and an evaluation's fp32 parameters give the same bf16). */
+void bf16_split_hi(bf16 *hi, const float *src, size_t n);
+void bf16_join(float *dst, const bf16 *hi, const uint16_t *lo, size_t n);
+/* 1 when every hi[i] is finite (a finite float whose bf16 rounds to Inf is not). */
+int bf16_all_finite(const bf16 *hi, size_t n);
+
+/* embedding_slice_forward (tensor.h) of a word table held as bf16 pairs:
+ * out row n = join(hi, lo) row ids[n] - v0 when it is in [0, nv), else 0. */
+void embedding_slice_forward_split(float *out, const int32_t *ids, const bf16 *hi, const uint16_t *lo, int v0,
+                                   int nv, int N, int C);
+
 /* out = bf16(gelu(inp)), n elements: GELU in fp32, its result rounded (the
  * input of the FFN's second GEMM in one pass instead of two). */
 void gelu_forward_bf16(bf16 *out, const float *inp, size_t n, gelu_kind kind);

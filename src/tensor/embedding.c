@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "tensor/bf16.h"
 #include "tensor/internal.h"
 
 void embedding_forward(float *out, const int32_t *ids, const int32_t *types, const float *wte,
@@ -46,6 +47,24 @@ void embedding_slice_forward(float *out, const int32_t *ids, const float *wte, i
         int v = ids[n] - v0;
         if (v >= 0 && v < nv) memcpy(o, wte + (size_t)v * C, (size_t)C * sizeof(float));
         else memset(o, 0, (size_t)C * sizeof(float));
+    }
+}
+
+void embedding_slice_forward_split(float *out, const int32_t *ids, const bf16 *hi, const uint16_t *lo, int v0,
+                                   int nv, int N, int C)
+{
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *o = out + (size_t)n * C;
+        int v = ids[n] - v0;
+        if (v >= 0 && v < nv) {
+            const bf16 *h = hi + (size_t)v * C;
+            const uint16_t *l = lo + (size_t)v * C;
+            #pragma omp simd
+            for (int c = 0; c < C; c++) o[c] = bf16_join_one(h[c], l[c]);
+        } else {
+            memset(o, 0, (size_t)C * sizeof(float));
+        }
     }
 }
 

@@ -107,7 +107,7 @@ static status_t setup_data(trainer *t)
 static status_t describe_layout(trainer *t)
 {
     dist_memory m = dist_engine_memory(t->engine);
-    double mine[7] = {m.params / 1048576.0, m.params_bf16 / 1048576.0, m.grad_accum / 1048576.0,
+    double mine[7] = {m.params / 1048576.0, m.params_mirror / 1048576.0, m.grad_accum / 1048576.0,
                       m.grads / 1048576.0, m.optimizer / 1048576.0, m.messages_bf16 / 1048576.0,
                       m.activations / 1048576.0};
     double *all = t->rank == 0 ? malloc(sizeof mine * (size_t)t->size) : NULL;
@@ -132,8 +132,8 @@ static status_t describe_layout(trainer *t)
                 p->tp, mode, t->tc.dist.schedule == DIST_GPIPE ? "gpipe" : "1f1b", t->tc.dist.zero, text);
         for (int r = 0; r < t->size; r++) {
             const double *a = all + 7 * r;
-            char bf[48] = "", shard[48] = "", msg[48] = "";
-            if (a[1] > 0) snprintf(bf, sizeof bf, " + bf16 copy %.1f", a[1]);
+            char bf[80] = "", shard[48] = "", msg[48] = "";
+            if (a[1] > 0) snprintf(bf, sizeof bf, " (bf16 pairs) + fp32 vectors and position tables %.1f", a[1]);
             if (a[3] > 0) snprintf(shard, sizeof shard, " + reduced-gradient shard %.1f", a[3]);
             if (a[5] > 0) snprintf(msg, sizeof msg, " + bf16 message buffers %.1f", a[5]);
             log_msg(LOG_INFO, "rank %d memory: params %.1f%s + gradients %.1f%s + optimizer %.1f%s + activations %.1f = "

@@ -116,7 +116,7 @@ static void add_run(trainer *t, outbox *o, const model_run *r, size_t x, size_t 
     }
 }
 
-static void fill_outbox(trainer *t, outbox *o)
+static void fill_outbox(trainer *t, const float *params, outbox *o)
 {
     model_stage *m = dist_engine_stage(t->engine);
     const optim_state *w = &t->state.w;
@@ -127,7 +127,7 @@ static void fill_outbox(trainer *t, outbox *o)
         int k = model_stage_runs(m, i, &runs);
         for (int j = 0; j < k; j++) {
             const model_run *r = &runs[j];
-            if (first) add_run(t, o, r, r->local, r->local + r->len, SEG_PARAMS, w->params, NULL, 0);
+            if (first) add_run(t, o, r, r->local, r->local + r->len, SEG_PARAMS, params, NULL, 0);
             if (!sharded && !first) continue;
             size_t x = r->local > w->ulo ? r->local : w->ulo;
             size_t y = r->local + r->len < w->uhi ? r->local + r->len : w->uhi;
@@ -235,7 +235,7 @@ static status_t exchange(trainer *t, MPI_Comm stage, outbox *o, float *part, siz
 /* tp > 1: this rank's part of the unsplit stage (layout.h part_lo, part_hi):
  * parameters and moments sent in place by the slices that hold them (one
  * all-to-all over the stage's ranks), so no rank holds more than its part. */
-static status_t redistribute_stage(trainer *t, ckpt_source *src)
+static status_t redistribute_stage(trainer *t, const float *params, ckpt_source *src)
 {
     const layout_rank *lay = dist_engine_layout(t->engine);
     int P = t->topo->dp * t->topo->tp;
@@ -243,7 +243,7 @@ static status_t redistribute_stage(trainer *t, ckpt_source *src)
     outbox o = {.segs = calloc((size_t)P * 2, sizeof(int))};
     FAIL_IF(!o.segs, ST_NOMEM, "checkpoint: out of memory");
     o.seg_at = o.segs + P;
-    fill_outbox(t, &o); /* counts */
+    fill_outbox(t, params, &o); /* counts */
     int segs = 0;
     for (int q = 0; q < P; q++) o.seg_at[q] = segs, segs += o.segs[q];
     float *part = malloc((3 * n + 1) * sizeof(float));
@@ -256,7 +256,7 @@ static status_t redistribute_stage(trainer *t, ckpt_source *src)
     else if (!part || !o.seg || !o.src)
         st = st_fail(ST_NOMEM, "checkpoint: out of memory for the stage's part (%.1f MiB)", 12.0 * n / 1048576.0);
     memset(o.segs, 0, sizeof(int) * (size_t)P);
-    if (st == ST_OK) fill_outbox(t, &o);
+    if (st == ST_OK) fill_outbox(t, params, &o);
     MPI_Comm stage;
     /* collective whatever st: the others wait in it otherwise (agree() reports the failure) */
     if (MPI_Comm_split(t->comm, t->topo->stage, t->rank, &stage) != MPI_SUCCESS) {
@@ -283,14 +283,16 @@ static status_t redistribute_stage(trainer *t, ckpt_source *src)
 static status_t rank_pieces(trainer *t, piece *p, int *n, ckpt_source *src)
 {
     const layout_rank *lay = dist_engine_layout(t->engine);
-    const optim_state *w = &t->state.w;
+    optim_state *w = &t->state.w;
     *n = lay->n_pieces;
     memcpy(p, lay->pieces, sizeof lay->pieces);
+    /* between steps: bf16 pairs are joined into the (idle) gradient buffer */
+    const float *params = optim_state_params_staged(w);
     if (t->topo->tp == 1) {
-        *src = (ckpt_source){.params = w->params, .m = w->m, .v = w->v, .pbase = 0, .mbase = w->ulo};
+        *src = (ckpt_source){.params = params, .m = w->m, .v = w->v, .pbase = 0, .mbase = w->ulo};
         return ST_OK;
     }
-    return redistribute_stage(t, src);
+    return redistribute_stage(t, params, src);
 }
 
 /* Shard file number of each piece: its place in the global order over all
@@ -583,7 +585,8 @@ static status_t restore(trainer *t, const ckpt_reader *r)
     /* into the state, by the stage's runs of the global order (any layout) */
     const model_stage *m = dist_engine_stage(t->engine);
     train_state *s = &t->state;
-    TRY(ckpt_read_stage(r, m, s->w.params, NULL, NULL));
+    TRY(ckpt_read_stage(r, m, optim_state_params_staged(&s->w), NULL, NULL));
+    optim_state_params_commit(&s->w);
     TRY(ckpt_read_stage_range(r, m, s->w.ulo, s->w.uhi, NULL, s->w.m, s->w.v));
     s->step = meta->step;
     s->cursor = meta->cursor;

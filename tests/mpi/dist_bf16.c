@@ -25,6 +25,13 @@
  * - bytes, counted by PMPI wrappers of MPI_Isend (the pipeline) and the dp
  *   group's MPI_Iallreduce / MPI_Ireduce: per step a stage sends m B T C
  *   values of 2 bytes (4 in fp32), the reduction n values of 2 bytes (4).
+ * - bf16 stages at dp = world, ZeRO 1 and 2: the bf16-pair state's shards
+ *   all-gathered into identical replicas, losses within TOL_REDUCE of ZeRO 0
+ *   (measured equal at 2 ranks).
+ * - the training state (rank 0 alone): parameters written into it between
+ *   steps are what the next step uses; after 3 steps the state (bf16 pairs
+ *   and the fp32 mirror of norms, biases, positions) evaluates bit for bit
+ *   as a stage holding the same parameters as floats (GPT and BERT).
  * - results identical on every rank, replicas and tied copies identical, the
  *   bf16 buffers in dist_engine_memory.
  * Exit 0 = all as stated. */
@@ -277,10 +284,21 @@ static double worst_relative(const run *a, const run *b)
     return w;
 }
 
+/* The job's parameters as floats (a bf16 state holds them as bf16 pairs); free() it. */
+static float *params_of(job *e)
+{
+    float *p = malloc(e->w.n * sizeof(float) + 1);
+    if (!p) st_die(ST_NOMEM);
+    optim_state_get_params(&e->w, 0, e->w.n, p);
+    return p;
+}
+
 static uint64_t params_hash(job *e)
 {
-    model_stage *m = dist_engine_stage(e->e);
-    return hash_xxh3(model_params(m), model_n_params(m) * sizeof(float));
+    float *p = params_of(e);
+    uint64_t h = hash_xxh3(p, e->w.n * sizeof(float));
+    free(p);
+    return h;
 }
 
 static void check_replicas(job *e, const char *label)
@@ -294,7 +312,9 @@ static void check_replicas(job *e, const char *label)
     const model_tensor *w = model_tensor_find(m, model_stage_config(m)->family == MODEL_BERT
                                                      ? "bert.embeddings.word_embeddings.weight"
                                                      : "transformer.wte.weight");
-    uint64_t mine = hash_xxh3(model_params(m) + w->offset, w->numel * sizeof(float)), other;
+    float *p = params_of(e);
+    uint64_t mine = hash_xxh3(p + w->offset, w->numel * sizeof(float)), other;
+    free(p);
     MPI_Sendrecv(&mine, 1, MPI_UINT64_T, t->stage == 0, 5, &other, 1, MPI_UINT64_T, t->stage == 0, 5, t->tied,
                  MPI_STATUS_IGNORE);
     CHECK(mine == other, "%s: replica %d: the tied embedding copies differ", label, t->replica);
@@ -535,6 +555,29 @@ static void reduce_checks(model_family f, random_spec *spec, const char *name)
     free(S);
 }
 
+/* bf16 stages at dp = world, ZeRO 1 and 2: each rank updates its shard of
+ * the bf16 pairs and the all-gather must leave every replica with the same
+ * pairs (high and low halves), and the losses those of ZeRO 0 (which
+ * differs only in the reduction's summation order). */
+static void zero_bf16_checks(model_family f, random_spec *spec, const char *name)
+{
+    if (world < 2) return;
+    model_config mc = tiny(f, 1);
+    run r[3];
+    for (int zero = 0; zero <= 2; zero++) {
+        char label[96];
+        snprintf(label, sizeof label, "%s bf16 dp=%d zero=%d", name, world, zero);
+        job *e = engine(&mc, spec, (dist_config){.pp = 1, .zero = zero}, &OPT, MPI_COMM_WORLD, label);
+        train(e, spec, 0, STEPS, &r[zero], MPI_COMM_WORLD, label);
+        check_replicas(e, label);
+        job_free(e);
+        if (zero == 0 || rank != 0) continue;
+        double w = worst_relative(&r[zero], &r[0]);
+        printf("%s: losses within %.3g relative of zero=0\n", label, w);
+        CHECK(w <= TOL_REDUCE, "%s: losses differ from zero=0 by %.3g relative (tolerance %.3g)", label, w, TOL_REDUCE);
+    }
+}
+
 /* ---- the training state ---------------------------------------------------------- */
 
 /* A state written between steps (as a resume writes the checkpoint's into
@@ -559,7 +602,9 @@ static void check_state_written_between_steps(const model_config *mc, random_spe
     ok_or_die(dist_eval_forward(b->e, &vb, &vl), label);
     batch_free(&vb);
     size_t n = a->w.n, u = a->w.uhi - a->w.ulo;
-    memcpy(b->w.params, a->w.params, n * sizeof(float));
+    float *p = params_of(a);
+    optim_state_set_params(&b->w, 0, n, p);
+    free(p);
     memcpy(b->w.m, a->w.m, u * sizeof(float));
     memcpy(b->w.v, a->w.v, u * sizeof(float));
     train(a, spec, 2, 3, &ra, MPI_COMM_SELF, label);
@@ -569,6 +614,37 @@ static void check_state_written_between_steps(const model_config *mc, random_spe
           rb.loss[2], ra.loss[2]);
     job_free(a);
     job_free(b);
+}
+
+/* A bf16 training state holds its parameters as bf16 pairs and keeps fp32
+ * copies only of the norms, biases and position tables, refreshed after
+ * each update. After steps, its validation forward must be bit for bit
+ * that of a stage holding the same parameters as plain floats (what mpilm
+ * eval loads from a checkpoint): same bf16 weights, same fp32 vectors. */
+static void check_pairs_evaluate_as_floats(const model_config *mc, random_spec *spec)
+{
+    if (rank != 0) return;
+    const char *label = "bf16 pairs against floats";
+    job *a = engine(mc, spec, (dist_config){.pp = 1}, &OPT, MPI_COMM_SELF, label);
+    run ra = {0};
+    train(a, spec, 0, 3, &ra, MPI_COMM_SELF, label);
+    batch vb;
+    ok_or_die(batch_alloc(&vb, B, mc->seq_len), label);
+    random_batch_fill(&vb, spec, 0);
+    model_losses la = {0}, lf = {0};
+    ok_or_die(dist_eval_forward(a->e, &vb, &la), label);
+    model_stage *f;
+    ok_or_die(model_stage_create(&f, mc, 0, mc->n_layer, B, 1), label);
+    CHECK(a->w.params == NULL && a->w.hi && model_n_params(f) == a->w.n, "%s: a bf16 state holds bf16 pairs", label);
+    optim_state_get_params(&a->w, 0, a->w.n, model_params(f));
+    model_pass pass = {.train = 0, .loss_scale = 1.0f};
+    ok_or_die(model_forward(f, 0, &vb, &pass, &lf), label);
+    double x = la.lm_loss_sum + la.mlm_loss_sum + la.nsp_loss_sum, y = lf.lm_loss_sum + lf.mlm_loss_sum + lf.nsp_loss_sum;
+    CHECK(x > 0 && memcmp(&x, &y, sizeof x) == 0, "%s: after 3 steps the state evaluates to %.12g, the same floats "
+          "in a stage of its own to %.12g (expected the same bits)", label, x, y);
+    batch_free(&vb);
+    model_stage_free(f);
+    job_free(a);
 }
 
 int main(int argc, char **argv)
@@ -584,6 +660,10 @@ int main(int argc, char **argv)
         model_config mc = tiny(MODEL_GPT, 1);
         random_spec spec = {.vocab_size = mc.vocab_size, .seed = 11};
         check_state_written_between_steps(&mc, &spec);
+        check_pairs_evaluate_as_floats(&mc, &spec);
+        model_config bc = tiny(MODEL_BERT, 1);
+        random_spec bs = {.mlm = 1, .nsp = 1, .vocab_size = bc.vocab_size, .mask_prob = 0.15, .seed = 11};
+        check_pairs_evaluate_as_floats(&bc, &bs);
     }
     for (int fam = 0; fam < 2; fam++) {
         model_config mc = tiny(fam ? MODEL_BERT : MODEL_GPT, 0);
@@ -591,6 +671,7 @@ int main(int argc, char **argv)
         const char *name = fam ? "bert" : "gpt";
         pipeline_checks(mc.family, &spec, name);
         reduce_checks(mc.family, &spec, name);
+        zero_bf16_checks(mc.family, &spec, name);
     }
     return mpi_check_finish("dist_bf16");
 }

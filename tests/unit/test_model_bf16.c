@@ -176,10 +176,10 @@ static double losses_of(const model_losses *l, float *out)
 }
 
 /* One mpilm run, as test_model_reference.c does it; returns the stage (for its table). */
-static model_stage *run_mpilm(const setup *s, int bf16, result *r)
+static model_stage *run_mpilm(const setup *s, int half, result *r)
 {
     model_config c = s->c;
-    c.bf16 = bf16;
+    c.bf16 = half;
     model_stage *m;
     cr_assert_eq(model_stage_create(&m, &c, 0, c.n_layer, s->B, 1), ST_OK, "%s", st_message());
     for (int i = 0; i < model_n_tensors(m); i++) {

@@ -49,6 +49,57 @@ Test(bf16, rounds_to_nearest_even_and_keeps_specials)
     cr_expect_eq(bf16_value(bf16_round(float_of(0x00010000u))), float_of(0x00010000u));
 }
 
+/* The bf16 pair of a training state: every float comes back bit for bit,
+ * and hi is the nearest bf16 (a tie toward the smaller magnitude). */
+Test(bf16, a_split_float_joins_back_exactly_and_hi_is_the_nearest_bf16)
+{
+    enum { N = 1 << 20 };
+    float *x = malloc(N * sizeof *x), *back = malloc(N * sizeof *back);
+    bf16 *hi = malloc(N * sizeof *hi);
+    uint16_t *lo = malloc(N * sizeof *lo);
+    cr_assert(x && back && hi && lo);
+    uint64_t s = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < N; i++) { /* every bit pattern class: random words, then edge cases */
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        x[i] = float_of((uint32_t)s);
+    }
+    const uint32_t edge[] = {0x00000000u, 0x80000000u, 0x3F808000u, 0x3F818000u, 0xBF808000u, 0x3F808001u,
+                             0x3F807FFFu, 0x7F7FFFFFu, 0x7F800000u, 0xFF800000u, 0x0000FFFFu, 0x00008000u,
+                             0x7FFFFFFFu, 0xFFFFFFFFu, 0x3FFFFFFFu};
+    for (size_t i = 0; i < sizeof edge / sizeof *edge; i++) x[i] = float_of(edge[i]);
+    bf16_split(hi, lo, x, N);
+    bf16_join(back, hi, lo, N);
+    bf16 *hi_alone = malloc(N * sizeof *hi_alone);
+    cr_assert(hi_alone);
+    bf16_split_hi(hi_alone, x, N);
+    cr_expect_eq(memcmp(hi_alone, hi, N * sizeof *hi), 0, "bf16_split_hi must round as bf16_split");
+    free(hi_alone);
+    size_t differ = 0;
+    for (size_t i = 0; i < N; i++) {
+        cr_assert_eq(bits_of(back[i]), bits_of(x[i]), "float %zu (0x%08x) came back as 0x%08x", i, bits_of(x[i]),
+                     bits_of(back[i]));
+        uint32_t u = bits_of(x[i]);
+        if ((u & 0x7FFFFFFFu) > 0x7F800000u) continue; /* NaN: only the round trip matters */
+        if (hi[i] != bf16_round(x[i])) {
+            cr_assert_eq(u & 0xFFFFu, 0x8000u, "0x%08x: hi 0x%04x is not the nearest bf16 0x%04x", u, hi[i],
+                         bf16_round(x[i]));
+            cr_assert_eq(hi[i], u >> 16, "0x%08x: a tie must go to the smaller magnitude", u);
+            differ++;
+        }
+    }
+    /* ties with an odd hi round up under nearest-even and down here */
+    cr_expect_eq(hi[2], 0x3F80);
+    cr_expect_eq(hi[3], 0x3F81);
+    cr_expect_eq(hi[5], 0x3F81);
+    cr_expect_eq(hi[8], 0x7F80);
+    cr_expect(differ < 64, "%zu floats rounded apart from nearest-even (expected ~N / 2^17)", differ);
+    bf16 fin[3] = {0x3F80, 0xFF7F, 0x0001}, inf[3] = {0x3F80, 0xFF80, 0x0001}, nan[2] = {0x7FC0, 0};
+    cr_expect(bf16_all_finite(fin, 3));
+    cr_expect(!bf16_all_finite(inf, 3));
+    cr_expect(!bf16_all_finite(nan, 2));
+    free(x), free(back), free(hi), free(lo);
+}
+
 Test(bf16, relative_error_is_at_most_half_an_ulp)
 {
     enum { N = 100003 }; /* odd: exercises the tail of a chunk */
