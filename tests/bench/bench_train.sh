@@ -186,6 +186,12 @@ for spec in $MODELS; do
         tee -a "$rows"
       status=1
     fi
+    # Without a measured peak the peer cannot be checked: its ratio is no comparison either.
+    if [ "$t_tps" != 0 ] && awk -v peak="$peak" 'BEGIN { exit !(peak <= 0) }'; then
+      echo "PEER NOT CHECKED: $spec $p: no $p GEMM peak was measured (make bench builds bench_gemm), so" \
+        "whether PyTorch runs at its best is unknown; the ratio of this row is not a valid comparison" | tee -a "$rows"
+      status=1
+    fi
     eval "m_tps_$p=\$m_tps m_rss_$p=\$m_rss t_tps_$p=\$t_tps t_rss_$p=\$t_rss"
   done
   # mpilm's bf16 speed-up over its fp32 (and the peer's), when both rows ran
