@@ -76,7 +76,7 @@ static status_t attention_half(model_stage *m, int l, const block_params *p, con
     int N = m->B * c->seq_len, C = c->d_model, Cl = m->Cl;
     TRY(model_stage_linear_forward(m, a->qkv, 3 * Cl, attn_in, p->qkv_w, p->qkv_b, layout_of(m), N, C, 3 * Cl));
     attention_forward(a->atty, a->att_stat, m->s.datt, a->qkv, key_mask_of(m, b), c->family == MODEL_GPT,
-                      model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl);
+                      model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl, c->bf16);
     TRY(row_parallel_forward(m, m->s.tmp, (lin_in){a->atty, a->atty_bf}, p->proj_w, p->proj_b, N, Cl, C));
     dropout_add_forward(a->res1, x, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     return ST_OK;
@@ -157,7 +157,7 @@ static status_t attention_half_backward(model_stage *m, int l, const block_param
     TRY(model_stage_linear_backward(m, m->s.dA, g->proj_w, g->proj_b, m->s.dtmp, C, (lin_in){a->atty, a->atty_bf}, p->proj_w, layout_of(m), N,
                     Cl, C, 0));
     attention_backward(m->s.dqkv, m->s.datt, m->s.dA, a->qkv, a->att_stat, key_mask_of(m, b), c->family == MODEL_GPT,
-                       model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl);
+                       model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl, c->bf16);
     TRY(column_parallel_backward(m, dacc, g->qkv_w, g->qkv_b, m->s.dqkv, attn_in, p->qkv_w, N, C,
                                  3 * Cl));
     model_poll(pass);

@@ -91,7 +91,7 @@ status_t llama_block_forward(model_stage *m, int l, const block_params *p, const
     TRY(model_stage_linear_forward(m, a->qkv, W, ln1_in(a), p->qkv_w, NULL, W_OUT_IN, N, C, W));
     rope_qk(m, a->qkv, rope_forward);
     attention_forward(a->atty, a->att_stat, m->s.datt, attention_qkv(m, a->qkv, N), NULL, 1,
-                      model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, m->Cl, m->NHl);
+                      model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, m->Cl, m->NHl, c->bf16);
     TRY(row_parallel_forward(m, m->s.tmp, atty_in(a), p->proj_w, NULL, N, m->Cl, C));
     dropout_add_forward(a->res1, x, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     model_poll(pass);
@@ -127,7 +127,7 @@ static status_t attention_backward_llama(model_stage *m, int l, const block_para
     TRY(model_stage_linear_backward(m, m->s.dA, g->proj_w, NULL, m->s.dtmp, C, atty_in(a), p->proj_w, W_OUT_IN, N, m->Cl,
                               C, 0));
     attention_backward(m->s.dqkv, m->s.datt, m->s.dA, attention_qkv(m, a->qkv, N), a->att_stat, NULL, 1,
-                       model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, m->Cl, m->NHl);
+                       model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, m->Cl, m->NHl, c->bf16);
     float *dqkv = m->s.dqkv;
     if (grouped(m)) {
         kv_reduce(m, m->s.dqkv_kv, m->s.dqkv, N);

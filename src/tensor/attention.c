@@ -1,7 +1,9 @@
 /* tensor/attention — multi-head scaled dot-product attention.
  *
  * Each (sequence, head) pair is independent: one thread takes a pair and runs
- * its small GEMMs on one BLIS thread. Rows are processed in blocks of RB
+ * its small GEMMs on one BLIS thread, or with half (bf16 stages) on
+ * gemm_bf16_1t: operands rounded to bf16 as autocast's matmuls take them,
+ * sums in fp32; the softmax, its statistics and dropout stay fp32. Rows are processed in blocks of RB
  * queries; with a causal mask a block only multiplies the keys it can see
  * (keys < the block's end), which halves the work of a causal layer.
  *
@@ -98,10 +100,19 @@ size_t attention_scratch_floats(int B, int T, int NH)
 
 /* The logits of query rows [i0, i1) against keys [0, kend) into P (rows of
  * T): scale q k^T. Forward and backward both call it. */
-static void logits_block(float *P, const float *Q, const float *K, int i0, int i1, int kend, int hs, int T, int C3,
-                         float scale)
+/* One of attention's GEMMs on this thread: bf16 operands (rounded as they
+ * are packed, fp32 sums) when half, else fp32 (BLIS). */
+static void att_gemm(int half, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc)
 {
-    tensor_gemm_1t(0, 1, i1 - i0, kend, hs, scale, Q + (size_t)i0 * C3, C3, K, C3, 0.0f, P, T);
+    if (half && gemm_bf16_1t(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+    tensor_gemm_1t(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+static void logits_block(float *P, const float *Q, const float *K, int i0, int i1, int kend, int hs, int T, int C3,
+                         float scale, int half)
+{
+    att_gemm(half, 0, 1, i1 - i0, kend, hs, scale, Q + (size_t)i0 * C3, C3, K, C3, 0.0f, P, T);
 }
 
 /* First mask element of (sequence b, local head h): keyed by the global head. */
@@ -112,7 +123,7 @@ static size_t mask_base(const dropout_site *d, int b, int h, int NH, int T)
 }
 
 void attention_forward(float *out, float *stat, float *scratch, const float *qkv, const int32_t *key_mask,
-                       int causal, dropout_site drop, int B, int T, int C, int NH)
+                       int causal, dropout_site drop, int B, int T, int C, int NH, int half)
 {
     int hs = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
@@ -128,10 +139,10 @@ void attention_forward(float *out, float *stat, float *scratch, const float *qkv
         const int32_t *km = key_mask ? key_mask + (size_t)b * T : NULL;
         for (int i0 = 0; i0 < T; i0 += RB) {
             int i1 = i0 + RB < T ? i0 + RB : T, kend = key_end(causal, i1, T);
-            logits_block(P, Q, K, i0, i1, kend, hs, T, C3, scale);
+            logits_block(P, Q, K, i0, i1, kend, hs, T, C3, scale, half);
             softmax_rows(P, stat + (size_t)bh * 2 * T, i0, i1, T, kend, causal, km);
             if (drop.p > 0.0f) dropout_rows(Pd, P, i0, i1, T, kend, &pl, base);
-            tensor_gemm_1t(0, 0, i1 - i0, hs, kend, 1.0f, Pd, T, V, C3, 0.0f, O + (size_t)i0 * C, C);
+            att_gemm(half, 0, 0, i1 - i0, hs, kend, 1.0f, Pd, T, V, C3, 0.0f, O + (size_t)i0 * C, C);
         }
     }
 }
@@ -154,7 +165,7 @@ static void softmax_backward_rows(float *dP, const float *P, int rows, int T, in
  * dropout: dV += Pd^T dO, dP = dO V^T (then dropout's backward), dS from the
  * softmax's backward, dQ = dS K (the block's rows), dK += dS^T Q. */
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *stat,
-                        const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH)
+                        const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH, int half)
 {
     int hs = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
@@ -175,19 +186,19 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
         }
         for (int i0 = 0; i0 < T; i0 += RB) {
             int i1 = i0 + RB < T ? i0 + RB : T, kend = key_end(causal, i1, T), rows = i1 - i0;
-            logits_block(P, Q, K, i0, i1, kend, hs, T, C3, scale);
+            logits_block(P, Q, K, i0, i1, kend, hs, T, C3, scale, half);
             softmax_again(P, stat + (size_t)bh * 2 * T, i0, i1, T, kend, causal, km);
             const float *Pd = P;
             if (drop.p > 0.0f) { /* the dropped probabilities, in dP until dP is made */
                 dropout_rows(dP, P, i0, i1, T, kend, &pl, base);
                 Pd = dP;
             }
-            tensor_gemm_1t(1, 0, kend, hs, rows, 1.0f, Pd, T, dO + (size_t)i0 * C, C, 1.0f, dV, C3);
-            tensor_gemm_1t(0, 1, rows, kend, hs, 1.0f, dO + (size_t)i0 * C, C, V, C3, 0.0f, dP, T);
+            att_gemm(half, 1, 0, kend, hs, rows, 1.0f, Pd, T, dO + (size_t)i0 * C, C, 1.0f, dV, C3);
+            att_gemm(half, 0, 1, rows, kend, hs, 1.0f, dO + (size_t)i0 * C, C, V, C3, 0.0f, dP, T);
             if (drop.p > 0.0f) dropout_rows(dP, dP, i0, i1, T, kend, &pl, base);
             softmax_backward_rows(dP, P, rows, T, kend, scale);
-            tensor_gemm_1t(0, 0, rows, hs, kend, 1.0f, dP, T, K, C3, 0.0f, dQ + (size_t)i0 * C3, C3);
-            tensor_gemm_1t(1, 0, kend, hs, rows, 1.0f, dP, T, Q + (size_t)i0 * C3, C3, 1.0f, dK, C3);
+            att_gemm(half, 0, 0, rows, hs, kend, 1.0f, dP, T, K, C3, 0.0f, dQ + (size_t)i0 * C3, C3);
+            att_gemm(half, 1, 0, kend, hs, rows, 1.0f, dP, T, Q + (size_t)i0 * C3, C3, 1.0f, dK, C3);
         }
     }
 }

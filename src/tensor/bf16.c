@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "tensor/bf16.h"
+#include "tensor/internal.h"
 
 int bf16_cpu_supported(const char **why)
 {
@@ -298,4 +299,5 @@ void tensor_gemm_bf16_shutdown(void)
     if (G.engine) dnnl_engine_destroy(G.engine);
     free(G.scratch);
     memset(&G, 0, sizeof G);
+    gemm_bf16_1t_release();
 }

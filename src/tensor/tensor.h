@@ -113,12 +113,15 @@ typedef struct dropout_site {
 /* The floats of the scratch both calls need (the probabilities of two blocks
  * of query rows per (sequence, head) pair). */
 size_t attention_scratch_floats(int B, int T, int NH);
+/* half = 1 (a bf16 stage, on a CPU with AVX512-BF16): the GEMMs q k^T,
+ * P v and those of backward take bf16-rounded operands and sum in fp32;
+ * softmax, its statistics and dropout stay fp32. */
 void attention_forward(float *out, float *stat, float *scratch, const float *qkv, const int32_t *key_mask,
-                       int causal, dropout_site drop, int B, int T, int C, int NH);
+                       int causal, dropout_site drop, int B, int T, int C, int NH, int half);
 /* dqkv (B,T,3C) overwritten, given d(out) and forward's qkv, stat, key_mask,
- * causal and drop. */
+ * causal, drop and half. */
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *stat,
-                        const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH);
+                        const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH, int half);
 
 /* ---- Llama-style decoder kernels (tensor/llama.c) ----------------------------- */
 

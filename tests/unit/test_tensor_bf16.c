@@ -20,6 +20,7 @@
 #include "base/rng.h"
 #include "tensor/bf16.h"
 #include "tensor/tensor.h"
+#include "tensor/internal.h"
 
 static const double U = 1.0 / 256.0;      /* bf16 unit roundoff */
 static const double EPS32 = 1.0 / 16777216.0;
@@ -292,4 +293,126 @@ Test(bf16, more_shapes_than_the_table_evicts_and_stays_correct)
     /* an early shape again: made anew, still right */
     cr_assert_eq(tensor_gemm_bf16(0, 0, 1, N, K, a, K, b, N, 0.0f, c, N), ST_OK);
     cr_expect_eq(c[0], 2.0f);
+}
+
+/* ---- the one-thread bf16 GEMM of attention (gemm_bf16_1t) ----
+ * Its operands are fp32, rounded to bf16 as they are packed: the result must
+ * lie within bound B of the double product of the rounded operands (and
+ * within bound A of the exact one), in every transpose, with beta 0 and 1,
+ * for sizes that leave tails in every dimension of the 8 x 32 tile and an
+ * odd K (the last pair half empty). The padding of C is never written. */
+static void check_gemm_1t(int ta, int tb, int M, int N, int K, int beta)
+{
+    int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    int lda = ac + 3, ldb = bc + 5, ldc = N + 7;
+    float *a = calloc((size_t)ar * lda, sizeof *a), *b = calloc((size_t)br * ldb, sizeof *b);
+    float *c = calloc((size_t)M * ldc, sizeof *c), *c0 = calloc((size_t)M * ldc, sizeof *c0);
+    fill(a, (size_t)ar * lda, 5, 1.0f);
+    fill(b, (size_t)br * ldb, 6, 1.0f);
+    fill(c0, (size_t)M * ldc, 7, 1.0f);
+    memcpy(c, c0, (size_t)M * ldc * sizeof *c);
+    const float alpha = 0.375f;
+    cr_assert(gemm_bf16_1t(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta ? 1.0f : 0.0f, c, ldc));
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) {
+            double exact = 0.0, rounded = 0.0, mag = 0.0;
+            for (int k = 0; k < K; k++) {
+                size_t ia = ta ? (size_t)k * lda + i : (size_t)i * lda + k;
+                size_t ib = tb ? (size_t)j * ldb + k : (size_t)k * ldb + j;
+                exact += (double)a[ia] * b[ib];
+                rounded += (double)bf16_value(bf16_round(a[ia])) * bf16_value(bf16_round(b[ib]));
+                mag += fabs((double)a[ia] * b[ib]);
+            }
+            double base = beta ? c0[(size_t)i * ldc + j] : 0.0, got = c[(size_t)i * ldc + j];
+            double slack = 2 * EPS32 * (fabs(base) + alpha * fabs(exact));
+            double bound_a = 1.01 * alpha * (2 * U + U * U + K * EPS32) * mag + slack;
+            double bound_b = 1.01 * alpha * K * EPS32 * mag + slack;
+            cr_assert(fabs(got - (base + alpha * exact)) <= bound_a, "ta %d tb %d beta %d: C[%d,%d] = %.8g, exact %.8g, "
+                      "beyond bound A %.3g", ta, tb, beta, i, j, got, base + alpha * exact, bound_a);
+            cr_assert(fabs(got - (base + alpha * rounded)) <= bound_b, "ta %d tb %d beta %d: C[%d,%d] = %.8g, "
+                      "rounded-operand product %.8g, beyond bound B %.3g", ta, tb, beta, i, j, got,
+                      base + alpha * rounded, bound_b);
+        }
+        for (int j = N; j < ldc; j++)
+            cr_assert_eq(bits_of(c[(size_t)i * ldc + j]), bits_of(c0[(size_t)i * ldc + j]), "padding of row %d written", i);
+    }
+    free(a), free(b), free(c), free(c0);
+}
+
+Test(bf16, one_thread_gemm_matches_the_bounds_in_every_transpose_and_beta)
+{
+    if (!bf16_cpu_supported(NULL)) cr_skip_test("the CPU has no AVX512-BF16");
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int beta = 0; beta < 2; beta++) {
+                check_gemm_1t(ta, tb, 13, 37, 9, beta);   /* tails everywhere, odd K */
+                check_gemm_1t(ta, tb, 64, 70, 64, beta);  /* attention's q k^T of a block */
+                check_gemm_1t(ta, tb, 70, 64, 33, beta);
+            }
+    check_gemm_1t(0, 0, 1, 1, 1, 0);
+    check_gemm_1t(0, 1, 3, 5, 0, 1); /* K = 0: C = beta C */
+}
+
+/* Attention in bf16 against fp32 attention. Rounding q and k moves logit
+ * (i, j) by at most d_ij = (2u + u^2) scale sum_d |q_id k_jd|, so a row's
+ * probabilities move by a factor within exp(+-2 D_i), D_i = max_j d_ij; P and
+ * v are then rounded (2u + u^2 more). Each output of the fp32 attention O_i
+ * therefore lies within
+ *     sum_j P_ij |v_j| (exp(2 D_i) - 1 + 2u + u^2) + fp32 slack
+ * of the bf16 one (P from a double softmax of the fp32 logits). Backward: the
+ * gradients agree with fp32's to 2^-5 in relative norm (a gross-error check;
+ * the model tests compare with PyTorch autocast). */
+Test(bf16, attention_in_bf16_stays_within_its_rounding_bound_of_fp32)
+{
+    if (!bf16_cpu_supported(NULL)) cr_skip_test("the CPU has no AVX512-BF16");
+    enum { B = 2, T = 70, C = 32, NH = 2, hs = C / NH };
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, ns = attention_scratch_floats(B, T, NH);
+    float *qkv = malloc(nq * sizeof *qkv), *o32 = malloc(no * sizeof *o32), *o16 = malloc(no * sizeof *o16);
+    float *scr = calloc(ns, sizeof *scr), *st32 = calloc((size_t)B * NH * T * 2, sizeof(float));
+    float *st16 = calloc((size_t)B * NH * T * 2, sizeof(float)), *dout = malloc(no * sizeof *dout);
+    float *d32 = malloc(nq * sizeof *d32), *d16 = malloc(nq * sizeof *d16);
+    fill(qkv, nq, 8, 1.0f);
+    fill(dout, no, 9, 1.0f);
+    dropout_site off = {0};
+    attention_forward(o32, st32, scr, qkv, NULL, 1, off, B, T, C, NH, 0);
+    attention_forward(o16, st16, scr, qkv, NULL, 1, off, B, T, C, NH, 1);
+    double scale = 1.0 / sqrt((double)hs), worst = 0.0;
+    int differ = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < T; i++) {
+                const float *q = qkv + ((size_t)b * T + i) * 3 * C + h * hs;
+                double logit[T], D = 0.0, mx = -INFINITY, sum = 0.0;
+                for (int j = 0; j <= i; j++) {
+                    const float *k = qkv + ((size_t)b * T + j) * 3 * C + C + h * hs;
+                    double s = 0.0, mag = 0.0;
+                    for (int d = 0; d < hs; d++) s += (double)q[d] * k[d], mag += fabs((double)q[d] * k[d]);
+                    logit[j] = s * scale;
+                    D = fmax(D, (2 * U + U * U) * scale * mag);
+                    mx = fmax(mx, logit[j]);
+                }
+                for (int j = 0; j <= i; j++) sum += exp(logit[j] - mx);
+                for (int ch = 0; ch < hs; ch++) {
+                    double pv = 0.0;
+                    for (int j = 0; j <= i; j++)
+                        pv += exp(logit[j] - mx) / sum * fabs((double)qkv[((size_t)b * T + j) * 3 * C + 2 * C + h * hs + ch]);
+                    size_t at = ((size_t)b * T + i) * C + h * hs + ch;
+                    double bound = 1.01 * pv * (expm1(2 * D) + 2 * U + U * U) + 1e-6 * (1.0 + fabs(o32[at]));
+                    double diff = fabs((double)o16[at] - o32[at]);
+                    cr_assert(diff <= bound, "b %d h %d row %d ch %d: bf16 %.8g, fp32 %.8g, beyond %.3g", b, h, i, ch,
+                              o16[at], o32[at], bound);
+                    worst = fmax(worst, diff / bound);
+                    differ += o16[at] != o32[at];
+                }
+            }
+    cr_log_info("bf16 attention: worst |bf16 - fp32| / bound = %.3f", worst);
+    cr_expect(differ > (int)no / 2, "only %d of %zu outputs differ from fp32: is the bf16 path taken?", differ, no);
+    attention_backward(d32, scr, dout, qkv, st32, NULL, 1, off, B, T, C, NH, 0);
+    attention_backward(d16, scr, dout, qkv, st16, NULL, 1, off, B, T, C, NH, 1);
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < nq; i++) num += ((double)d16[i] - d32[i]) * ((double)d16[i] - d32[i]), den += (double)d32[i] * d32[i];
+    cr_expect(den > 0 && sqrt(num / den) < 1.0 / 32, "bf16 attention gradients differ from fp32 by %.3g in relative norm",
+              sqrt(num / den));
+    cr_expect(sqrt(num / den) > 0, "bf16 attention gradients equal fp32's: is the bf16 path taken?");
+    free(qkv), free(o32), free(o16), free(scr), free(st32), free(st16), free(dout), free(d32), free(d16);
 }
