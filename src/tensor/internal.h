@@ -97,8 +97,34 @@ static inline void drop_span(const drop_plan *pl, float *out, const float *res, 
         float f = drop_factor(pl, first + i);
         out[i] = res ? res[i] + inp[i] * f : inp[i] * f;
     }
-    /* two loops, so that each vectorises (a residual test inside made the
-       residual form 4x slower) */
+    /* 64 elements at a time: 8 hashes side by side (vectorised 64-bit
+       multiplies), then their bytes as the 64 mask bytes in order (x86 is
+       little-endian: byte j of word g is element 8 g + j, as drop_factor
+       reads it); two loops, so that each vectorises (a residual test inside
+       made the residual form 4x slower) */
+    for (; i + 64 <= n; i += 64) {
+        uint64_t h[8];
+        size_t g0 = (first + i) >> 3;
+        #pragma omp simd
+        for (int g = 0; g < 8; g++) h[g] = drop_word(pl, g0 + (size_t)g);
+        unsigned char b[64];
+        memcpy(b, h, sizeof b);
+        const int thr = (int)pl->thr;
+        const float scale = pl->scale;
+        float f[64];
+        #pragma omp simd
+        for (int j = 0; j < 64; j++) f[j] = (int)b[j] < thr ? 0.0f : scale;
+        float *o = out + i;
+        const float *x = inp + i;
+        if (res) {
+            const float *r = res + i;
+            #pragma omp simd
+            for (int j = 0; j < 64; j++) o[j] = r[j] + x[j] * f[j];
+        } else {
+            #pragma omp simd
+            for (int j = 0; j < 64; j++) o[j] = x[j] * f[j];
+        }
+    }
     if (res) {
         for (; i + 8 <= n; i += 8) {
             uint64_t h = drop_word(pl, (first + i) >> 3);
