@@ -121,23 +121,32 @@ Test(bf16, relative_error_is_at_most_half_an_ulp)
     free(x), free(back), free(h);
 }
 
-/* C (M,N) = op(A) op(B) (+ C0) against double references on the rounded and
- * the unrounded operands; strides wider than the matrices. */
-static void check_gemm(int ta, int tb, int M, int N, int K, int beta)
+/* C (M,N) = alpha op(A) op(B) (+ C0) against double references on the
+ * rounded and the unrounded operands (bounds A and B above), strides wider
+ * than the matrices, the padding of C never written. one_thread = 0: the
+ * oneDNN GEMM on operands the caller rounded (alpha 1); 1: the one-thread
+ * GEMM of attention (gemm_bf16_1t), which rounds fp32 operands as it packs
+ * them. */
+static void check_gemm(int one_thread, int ta, int tb, int M, int N, int K, int beta)
 {
     int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
     int lda = ac + 3, ldb = bc + 5, ldc = N + 7;
     float *a = calloc((size_t)ar * lda, sizeof *a), *b = calloc((size_t)br * ldb, sizeof *b);
     float *c = calloc((size_t)M * ldc, sizeof *c), *c0 = calloc((size_t)M * ldc, sizeof *c0);
     bf16 *ah = calloc((size_t)ar * lda, sizeof *ah), *bh = calloc((size_t)br * ldb, sizeof *bh);
-    fill(a, (size_t)ar * lda, 2, 1.0f);
-    fill(b, (size_t)br * ldb, 3, 1.0f);
-    fill(c0, (size_t)M * ldc, 4, 1.0f);
+    fill(a, (size_t)ar * lda, 2 + 3 * (uint64_t)one_thread, 1.0f);
+    fill(b, (size_t)br * ldb, 3 + 3 * (uint64_t)one_thread, 1.0f);
+    fill(c0, (size_t)M * ldc, 4 + 3 * (uint64_t)one_thread, 1.0f);
     memcpy(c, c0, (size_t)M * ldc * sizeof *c);
     bf16_from_f32(ah, a, (size_t)ar * lda);
     bf16_from_f32(bh, b, (size_t)br * ldb);
-    cr_assert_eq(tensor_gemm_bf16(ta, tb, M, N, K, ah, lda, bh, ldb, beta ? 1.0f : 0.0f, c, ldc), ST_OK, "%s", st_message());
-    for (int i = 0; i < M; i++)
+    const float alpha = one_thread ? 0.375f : 1.0f;
+    if (one_thread)
+        cr_assert(gemm_bf16_1t(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta ? 1.0f : 0.0f, c, ldc));
+    else
+        cr_assert_eq(tensor_gemm_bf16(ta, tb, M, N, K, ah, lda, bh, ldb, beta ? 1.0f : 0.0f, c, ldc), ST_OK, "%s",
+                     st_message());
+    for (int i = 0; i < M; i++) {
         for (int j = 0; j < N; j++) {
             double exact = 0.0, rounded = 0.0, mag = 0.0;
             for (int k = 0; k < K; k++) {
@@ -148,20 +157,19 @@ static void check_gemm(int ta, int tb, int M, int N, int K, int beta)
                 mag += fabs((double)a[ia] * b[ib]);
             }
             double base = beta ? c0[(size_t)i * ldc + j] : 0.0, got = c[(size_t)i * ldc + j];
-            double slack = EPS32 * fabs(base + exact);
-            double bound_a = 1.01 * (2 * U + U * U + K * EPS32) * mag + slack;
-            double bound_b = 1.01 * K * EPS32 * mag + slack;
-            cr_assert(fabs(got - (base + exact)) <= bound_a,
-                      "ta %d tb %d beta %d: C[%d,%d] = %.8g, exact %.8g, beyond bound A %.3g", ta, tb, beta, i, j,
-                      got, base + exact, bound_a);
-            cr_assert(fabs(got - (base + rounded)) <= bound_b,
-                      "ta %d tb %d beta %d: C[%d,%d] = %.8g, rounded-operand product %.8g, beyond bound B %.3g", ta,
-                      tb, beta, i, j, got, base + rounded, bound_b);
+            double slack = 2 * EPS32 * (fabs(base) + alpha * fabs(exact));
+            double bound_a = 1.01 * alpha * (2 * U + U * U + K * EPS32) * mag + slack;
+            double bound_b = 1.01 * alpha * K * EPS32 * mag + slack;
+            cr_assert(fabs(got - (base + alpha * exact)) <= bound_a, "%s ta %d tb %d beta %d: C[%d,%d] = %.8g, exact "
+                      "%.8g, beyond bound A %.3g", one_thread ? "1t" : "onednn", ta, tb, beta, i, j, got,
+                      base + alpha * exact, bound_a);
+            cr_assert(fabs(got - (base + alpha * rounded)) <= bound_b, "%s ta %d tb %d beta %d: C[%d,%d] = %.8g, "
+                      "rounded-operand product %.8g, beyond bound B %.3g", one_thread ? "1t" : "onednn", ta, tb, beta,
+                      i, j, got, base + alpha * rounded, bound_b);
         }
-    /* the padding between rows of C is never written */
-    for (int i = 0; i < M; i++)
         for (int j = N; j < ldc; j++)
-            cr_assert_eq(bits_of(c[(size_t)i * ldc + j]), bits_of(c0[(size_t)i * ldc + j]), "C's padding was written");
+            cr_assert_eq(bits_of(c[(size_t)i * ldc + j]), bits_of(c0[(size_t)i * ldc + j]), "padding of row %d written", i);
+    }
     free(a), free(b), free(c), free(c0), free(ah), free(bh);
 }
 
@@ -169,9 +177,9 @@ Test(bf16, gemm_matches_the_bound_in_every_transpose_and_beta)
 {
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++)
-            for (int beta = 0; beta < 2; beta++) check_gemm(ta, tb, 37, 29, 67, beta);
-    check_gemm(0, 0, 1, 1, 1, 0);
-    check_gemm(1, 0, 64, 48, 300, 1); /* a weight gradient's shape: a long reduction */
+            for (int beta = 0; beta < 2; beta++) check_gemm(0, ta, tb, 37, 29, 67, beta);
+    check_gemm(0, 0, 0, 1, 1, 1, 0);
+    check_gemm(0, 1, 0, 64, 48, 300, 1); /* a weight gradient's shape: a long reduction */
 }
 
 Test(bf16, a_repeated_shape_reuses_its_primitive)
@@ -295,62 +303,21 @@ Test(bf16, more_shapes_than_the_table_evicts_and_stays_correct)
     cr_expect_eq(c[0], 2.0f);
 }
 
-/* ---- the one-thread bf16 GEMM of attention (gemm_bf16_1t) ----
- * Its operands are fp32, rounded to bf16 as they are packed: the result must
- * lie within bound B of the double product of the rounded operands (and
- * within bound A of the exact one), in every transpose, with beta 0 and 1,
- * for sizes that leave tails in every dimension of the 8 x 32 tile and an
- * odd K (the last pair half empty). The padding of C is never written. */
-static void check_gemm_1t(int ta, int tb, int M, int N, int K, int beta)
-{
-    int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
-    int lda = ac + 3, ldb = bc + 5, ldc = N + 7;
-    float *a = calloc((size_t)ar * lda, sizeof *a), *b = calloc((size_t)br * ldb, sizeof *b);
-    float *c = calloc((size_t)M * ldc, sizeof *c), *c0 = calloc((size_t)M * ldc, sizeof *c0);
-    fill(a, (size_t)ar * lda, 5, 1.0f);
-    fill(b, (size_t)br * ldb, 6, 1.0f);
-    fill(c0, (size_t)M * ldc, 7, 1.0f);
-    memcpy(c, c0, (size_t)M * ldc * sizeof *c);
-    const float alpha = 0.375f;
-    cr_assert(gemm_bf16_1t(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta ? 1.0f : 0.0f, c, ldc));
-    for (int i = 0; i < M; i++) {
-        for (int j = 0; j < N; j++) {
-            double exact = 0.0, rounded = 0.0, mag = 0.0;
-            for (int k = 0; k < K; k++) {
-                size_t ia = ta ? (size_t)k * lda + i : (size_t)i * lda + k;
-                size_t ib = tb ? (size_t)j * ldb + k : (size_t)k * ldb + j;
-                exact += (double)a[ia] * b[ib];
-                rounded += (double)bf16_value(bf16_round(a[ia])) * bf16_value(bf16_round(b[ib]));
-                mag += fabs((double)a[ia] * b[ib]);
-            }
-            double base = beta ? c0[(size_t)i * ldc + j] : 0.0, got = c[(size_t)i * ldc + j];
-            double slack = 2 * EPS32 * (fabs(base) + alpha * fabs(exact));
-            double bound_a = 1.01 * alpha * (2 * U + U * U + K * EPS32) * mag + slack;
-            double bound_b = 1.01 * alpha * K * EPS32 * mag + slack;
-            cr_assert(fabs(got - (base + alpha * exact)) <= bound_a, "ta %d tb %d beta %d: C[%d,%d] = %.8g, exact %.8g, "
-                      "beyond bound A %.3g", ta, tb, beta, i, j, got, base + alpha * exact, bound_a);
-            cr_assert(fabs(got - (base + alpha * rounded)) <= bound_b, "ta %d tb %d beta %d: C[%d,%d] = %.8g, "
-                      "rounded-operand product %.8g, beyond bound B %.3g", ta, tb, beta, i, j, got,
-                      base + alpha * rounded, bound_b);
-        }
-        for (int j = N; j < ldc; j++)
-            cr_assert_eq(bits_of(c[(size_t)i * ldc + j]), bits_of(c0[(size_t)i * ldc + j]), "padding of row %d written", i);
-    }
-    free(a), free(b), free(c), free(c0);
-}
-
+/* The one-thread GEMM of attention (gemm_bf16_1t): sizes that leave tails in
+ * every dimension of its 8 x 32 tile, an odd K (the last pair half empty)
+ * and K = 0. */
 Test(bf16, one_thread_gemm_matches_the_bounds_in_every_transpose_and_beta)
 {
     if (!bf16_cpu_supported(NULL)) cr_skip_test("the CPU has no AVX512-BF16");
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++)
             for (int beta = 0; beta < 2; beta++) {
-                check_gemm_1t(ta, tb, 13, 37, 9, beta);   /* tails everywhere, odd K */
-                check_gemm_1t(ta, tb, 64, 70, 64, beta);  /* attention's q k^T of a block */
-                check_gemm_1t(ta, tb, 70, 64, 33, beta);
+                check_gemm(1, ta, tb, 13, 37, 9, beta);   /* tails everywhere, odd K */
+                check_gemm(1, ta, tb, 64, 70, 64, beta);  /* attention's q k^T of a block */
+                check_gemm(1, ta, tb, 70, 64, 33, beta);
             }
-    check_gemm_1t(0, 0, 1, 1, 1, 0);
-    check_gemm_1t(0, 1, 3, 5, 0, 1); /* K = 0: C = beta C */
+    check_gemm(1, 0, 0, 1, 1, 1, 0);
+    check_gemm(1, 0, 1, 3, 5, 0, 1); /* K = 0: C = beta C */
 }
 
 /* Attention in bf16 against fp32 attention. Rounding q and k moves logit
