@@ -203,6 +203,9 @@ int gemm_bf16_1t(int ta, int tb, int M, int N, int K, float alpha, const float *
                  int ldb, float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return 1;
+    /* MPILM_CPU_BF16=1 may claim bf16 on a CPU without it (tests of the
+       choice): the caller's BLIS path then, not an illegal instruction */
+    if (!__builtin_cpu_supports("avx512bf16")) return 0;
     int Kh = (K + 1) / 2, Kw = (Kh + 15) / 16 * 16, Mp = (M + MR - 1) / MR * MR, Np = (N + NR - 1) / NR * NR;
     size_t na = ((size_t)Mp * Kh + 15) / 16 * 16, nb = (size_t)Np * Kh, nt = tb ? (size_t)NR * Kw : 0;
     uint32_t *buf = thread_buffer(na + nb + nt);

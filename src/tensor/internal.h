@@ -165,8 +165,7 @@ static inline void drop_apply(const drop_plan *pl, float *out, const float *res,
  * calling thread alone: A and B fp32, rounded to bf16 (nearest even) as they
  * are packed, products summed in fp32 with AVX512-BF16 (gemm_bf16_1t.c).
  * Returns 0, having done nothing, when the thread's packing buffer cannot be
- * had (the caller then runs tensor_gemm_1t). Needs a CPU with AVX512-BF16
- * (bf16_cpu_supported). */
+ * had or the CPU lacks AVX512-BF16 (the caller then runs tensor_gemm_1t). */
 int gemm_bf16_1t(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                  int ldb, float beta, float *C, int ldc);
 /* Frees every thread's packing buffer (tensor_gemm_bf16_shutdown). */
