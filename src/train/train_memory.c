@@ -106,6 +106,9 @@ status_t trainer_check_memory(trainer *t)
     memory_need n = {.plan = plan_bytes(&m)};
     n.resident = train_memory_resident(&m, resident_now());
     n.virt = (double)memlimit_virtual_size("") + n.plan * PLAN_SLACK + VIRTUAL_MIB * MIB;
+    /* bf16: the fp32 mirror reserves the whole stage's address range, of which
+       only params_mirror becomes resident (model_stage_create_over) */
+    if (m.params_mirror) n.virt += (double)(m.params - m.params_mirror);
     mem_limit lim;
     if (memlimit_cgroup("", &lim) && n.resident > (double)lim.bytes / t->local_ranks)
         return refuse(t, &n, &m, (double)lim.bytes / t->local_ranks, lim.source, 1);
