@@ -35,7 +35,7 @@ static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *
 {
     size_t N = (size_t)m->B * m->cfg.seq_len, C = m->cfg.d_model, Cl = m->Cl;
     int half = m->cfg.bf16; /* GEMM-only inputs kept in bf16, their fp32 in one scratch */
-    a->ln1_bf = a->ln2_bf = a->atty_bf = NULL;
+    a->ln1_bf = a->ln2_bf = a->atty_bf = a->qkv_bf = a->fch_bf = NULL;
     if (half && m->cfg.pre_ln) {
         a->ln1 = m->s.gemm_in;
         a->ln1_bf = carve_bf16(cv, N * C);
@@ -44,14 +44,24 @@ static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *
     }
     a->ln1_mean = carve(cv, N);
     a->ln1_rstd = carve(cv, N);
-    a->qkv = carve(cv, N * (size_t)m->Wqkv);
+    if (half) { /* kept in bf16; the GEMM's fp32 output in backward's dqkv */
+        a->qkv = m->s.dqkv;
+        a->qkv_bf = carve_bf16(cv, N * (size_t)m->Wqkv);
+    } else {
+        a->qkv = carve(cv, N * (size_t)m->Wqkv);
+    }
     a->att_stat = carve(cv, (size_t)m->B * m->NHl * m->cfg.seq_len * 2);
     a->atty = half ? m->s.gemm_in : carve(cv, N * Cl);
     if (half) a->atty_bf = carve_bf16(cv, N * Cl);
     a->res1 = carve(cv, N * C);
     a->ln2_mean = carve(cv, N);
     a->ln2_rstd = carve(cv, N);
-    a->fch = carve(cv, m->nh);
+    if (half) { /* likewise, in backward's dfch */
+        a->fch = m->s.dfch;
+        a->fch_bf = carve_bf16(cv, m->nh);
+    } else {
+        a->fch = carve(cv, m->nh);
+    }
     a->fch_gelu = m->s.gelu; /* shared: backward recomputes it from fch */
     /* the block output is the next layer's input: pre-LN res2, post-LN ln2 */
     if (m->cfg.pre_ln) {
@@ -92,19 +102,19 @@ static void carve_scratch(carver *cv, model_stage *m)
     const model_config *c = &m->cfg;
     size_t N = (size_t)m->B * c->seq_len, C = c->d_model, V = m->Vl, Cl = m->Cl;
     scratch *s = &m->s;
-    if (c->family == MODEL_LLAMA) { /* silu(gate) up in fp32 (the GEMM makes its bf16 copy) */
-        s->gelu = carve(cv, N * (size_t)m->Fl);
+    if (c->family == MODEL_LLAMA) { /* silu(gate) up in fp32 (bf16: made in bf16, model_stage_swiglu) */
+        s->gelu = c->bf16 ? NULL : carve(cv, N * (size_t)m->Fl);
         s->dh = carve(cv, N * (size_t)m->Fl);
         s->rope = carve(cv, (size_t)c->seq_len * (C / (size_t)c->n_head));
         if (m->NKVl < m->NHl) {
-            s->qkv_rep = carve(cv, 3 * N * Cl);
+            if (c->bf16) s->qkv_rep_bf = carve_bf16(cv, 3 * N * Cl);
+            else s->qkv_rep = carve(cv, 3 * N * Cl);
             s->dqkv_kv = carve(cv, N * (size_t)m->Wqkv);
         }
     } else {
         s->gelu = c->bf16 ? NULL : carve(cv, m->nh); /* bf16: made in bf16 (model_stage_gelu) */
     }
     if (c->bf16) s->gemm_in = carve(cv, N * C); /* Cl <= C */
-    if (m->cfg.recompute) carve_block(cv, m, &m->shared, NULL);
     s->tmp = carve(cv, N * C);
     s->dA = carve(cv, N * C);
     s->dtmp = carve(cv, N * C);
@@ -139,6 +149,7 @@ static void carve_scratch(carver *cv, model_stage *m)
         s->dpool_in = carve(cv, (size_t)m->B * C);
         s->nsp = carve(cv, (size_t)m->B * 2);
     }
+    if (m->cfg.recompute) carve_block(cv, m, &m->shared, NULL); /* after the scratch it points into */
     if (c->sinusoidal && m->first) s->sin_pos = carve(cv, (size_t)c->max_positions * C);
     if (c->bf16) {
         /* a linear's input: (N,C), (N,Cl), the FFN hidden, head rows; its

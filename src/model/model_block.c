@@ -75,8 +75,10 @@ static status_t attention_half(model_stage *m, int l, const block_params *p, con
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, Cl = m->Cl;
     TRY(model_stage_linear_forward(m, a->qkv, 3 * Cl, attn_in, p->qkv_w, p->qkv_b, layout_of(m), N, C, 3 * Cl));
-    attention_forward(a->atty, a->att_stat, m->s.datt, a->qkv, key_mask_of(m, b), c->family == MODEL_GPT,
-                      model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl, c->bf16);
+    model_stage_keep_qkv(m, a);
+    TRY(attention_forward(a->atty, a->att_stat, m->s.datt, a->qkv, a->qkv_bf, key_mask_of(m, b),
+                          c->family == MODEL_GPT, model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl,
+                          c->bf16));
     TRY(row_parallel_forward(m, m->s.tmp, (lin_in){a->atty, a->atty_bf}, p->proj_w, p->proj_b, N, Cl, C));
     dropout_add_forward(a->res1, x, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     return ST_OK;
@@ -92,7 +94,8 @@ static status_t ffn_half(model_stage *m, int l, const block_params *p, const blo
         TRY(model_ffn2d_forward(m, p, a, ffn_in.f, m->s.tmp, gelu_of(m)));
     } else {
         TRY(model_stage_linear_forward(m, a->fch, F, ffn_in, p->fc_w, p->fc_b, layout_of(m), N, C, F));
-        lin_in h = model_stage_gelu(m, a->fch, (size_t)N * F, gelu_of(m), a->fch_gelu);
+        model_stage_keep_fch(m, a);
+        lin_in h = model_stage_gelu(m, a, (size_t)N * F, gelu_of(m));
         TRY(row_parallel_forward(m, m->s.tmp, h, p->fc2_w, p->fc2_b, N, F, C));
     }
     dropout_add_forward(out, res, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
@@ -136,10 +139,10 @@ static status_t ffn_half_backward(model_stage *m, int l, const block_params *p, 
         model_poll(pass);
         return ST_OK;
     }
-    lin_in h = model_stage_gelu(m, a->fch, (size_t)N * F, gelu_of(m), a->fch_gelu);
+    lin_in h = model_stage_gelu(m, a, (size_t)N * F, gelu_of(m));
     TRY(model_stage_linear_backward(m, m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, h, p->fc2_w, layout_of(m), N, F, C,
                               0));
-    gelu_backward(m->s.dfch, a->fch, m->s.dfch, (size_t)N * F, gelu_of(m));
+    model_stage_gelu_backward(m, a, (size_t)N * F, gelu_of(m));
     TRY(column_parallel_backward(m, dacc, g->fc_w, g->fc_b, m->s.dfch, ffn_in, p->fc_w, N, C, F));
     model_poll(pass);
     return ST_OK;
@@ -156,8 +159,9 @@ static status_t attention_half_backward(model_stage *m, int l, const block_param
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     TRY(model_stage_linear_backward(m, m->s.dA, g->proj_w, g->proj_b, m->s.dtmp, C, (lin_in){a->atty, a->atty_bf}, p->proj_w, layout_of(m), N,
                     Cl, C, 0));
-    attention_backward(m->s.dqkv, m->s.datt, m->s.dA, a->qkv, a->att_stat, key_mask_of(m, b), c->family == MODEL_GPT,
-                       model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl, c->bf16);
+    TRY(attention_backward(m->s.dqkv, m->s.datt, m->s.dA, a->qkv, a->qkv_bf, a->att_stat, key_mask_of(m, b),
+                           c->family == MODEL_GPT, model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl,
+                           c->bf16));
     TRY(column_parallel_backward(m, dacc, g->qkv_w, g->qkv_b, m->s.dqkv, attn_in, p->qkv_w, N, C,
                                  3 * Cl));
     model_poll(pass);

@@ -35,6 +35,13 @@ typedef struct block_acts {
        valid only between the forward's LayerNorm / attention and its GEMM.
        NULL in fp32 stages and for a post-LN ln1, which is the residual too. */
     bf16 *ln1_bf, *ln2_bf, *atty_bf;
+    /* bf16 stages: the GEMM outputs backward reads, kept in bf16 as autocast
+       keeps them: q | k | v (after RoPE; attention rounds them to bf16
+       anyway) and the FFN's pre-activation (Llama: gate | up), from which
+       GELU / SwiGLU and their backward compute. Their fp32 pointers are the
+       GEMM's output in a backward-only scratch (dqkv, dfch), valid only until
+       the forward has made the bf16 copy and the activation from it. */
+    bf16 *qkv_bf, *fch_bf;
 } block_acts;
 
 typedef struct slot_acts {
@@ -59,6 +66,7 @@ typedef struct scratch {
     float *rope;                      /* Llama: (T,hs) RoPE's cos | sin per position */
     float *qkv_rep, *dqkv_kv;         /* Llama with n_kv_head < n_head: (N,3Cl) q | k | v with the kv
                                          heads repeated per query head, and (N,Wqkv) d(q | k | v) */
+    bf16 *qkv_rep_bf;                 /* the same repeat in a bf16 stage (qkv_rep NULL) */
     float *dh;                        /* Llama: (N,Fl) d(silu(gate) up) */
     bf16 *xbf, *dbf;                  /* bf16: a linear's input and its output's gradient */
     float *gemm_in;                   /* bf16: fp32 (N, max(C, Cl)) of the inputs kept in bf16 */
@@ -175,9 +183,19 @@ status_t model_stage_linear_forward(model_stage *m, float *out, int ldo, lin_in 
                               weight_layout lay, int N, int C, int OC);
 status_t model_stage_linear_backward(model_stage *m, float *dinp, float *dw, float *db, const float *dout, int ldd,
                                lin_in inp, const float *w, weight_layout lay, int N, int C, int OC, int accumulate);
-/* gelu(fch), n elements, as the FFN's second GEMM takes it: fp32 into
- * f32_out, or (bf16 stage) bf16 straight into the GEMM scratch. */
-lin_in model_stage_gelu(model_stage *m, const float *fch, size_t n, gelu_kind kind, float *f32_out);
+/* The block's FFN activation, n elements, as the FFN's second GEMM takes it:
+ * gelu(fch) in fp32 into fch_gelu, or (bf16 stage) gelu(fch_bf) in bf16
+ * straight into the GEMM scratch; Llama's silu(gate) up likewise (into the
+ * gelu scratch or the GEMM scratch). The backward twins overwrite dfch (the
+ * gradient of the activation on entry) with that of fch. */
+lin_in model_stage_gelu(model_stage *m, const block_acts *a, size_t n, gelu_kind kind);
+void model_stage_gelu_backward(model_stage *m, const block_acts *a, size_t n, gelu_kind kind);
+lin_in model_stage_swiglu(model_stage *m, const block_acts *a);
+void model_stage_swiglu_backward(model_stage *m, const block_acts *a);
+/* bf16 stages: a->qkv_bf, a->fch_bf from the GEMMs' fp32 outputs (once the
+ * forward has made them); fp32 stages: nothing. */
+void model_stage_keep_qkv(model_stage *m, const block_acts *a);
+void model_stage_keep_fch(model_stage *m, const block_acts *a);
 /* bf16 stages: remakes wbf from params when they may have changed. */
 void model_stage_sync_bf16(model_stage *m);
 /* A split stage keeps this tensor's fp32 values in its mirror: the vectors

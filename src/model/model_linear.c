@@ -57,12 +57,48 @@ status_t model_stage_linear_backward(model_stage *m, float *dinp, float *dw, flo
     return linear_backward_bf16(dinp, dw, db, dout, m->s.dbf, ldd, h, weight_bf16(m, w), lay, N, C, OC, accumulate);
 }
 
-lin_in model_stage_gelu(model_stage *m, const float *fch, size_t n, gelu_kind kind, float *f32_out)
+lin_in model_stage_gelu(model_stage *m, const block_acts *a, size_t n, gelu_kind kind)
 {
-    if (!m->cfg.bf16) {
-        gelu_forward(f32_out, fch, n, kind);
-        return lin_f32(f32_out);
+    if (!a->fch_bf) {
+        gelu_forward(a->fch_gelu, a->fch, n, kind);
+        return lin_f32(a->fch_gelu);
     }
-    gelu_forward_bf16(m->s.xbf, fch, n, kind);
+    gelu_forward_bf16(m->s.xbf, a->fch_bf, n, kind);
     return (lin_in){NULL, m->s.xbf};
+}
+
+void model_stage_gelu_backward(model_stage *m, const block_acts *a, size_t n, gelu_kind kind)
+{
+    if (a->fch_bf) gelu_backward_bf16(m->s.dfch, a->fch_bf, m->s.dfch, n, kind);
+    else gelu_backward(m->s.dfch, a->fch, m->s.dfch, n, kind);
+}
+
+lin_in model_stage_swiglu(model_stage *m, const block_acts *a)
+{
+    int N = m->B * m->cfg.seq_len, F = m->Fl;
+    if (!a->fch_bf) {
+        swiglu_forward(m->s.gelu, F, a->fch, a->fch + F, 2 * F, N, F);
+        return lin_f32(m->s.gelu);
+    }
+    swiglu_forward_bf16(m->s.xbf, F, a->fch_bf, a->fch_bf + F, 2 * F, N, F);
+    return (lin_in){NULL, m->s.xbf};
+}
+
+/* d(gate) | d(up) into dfch from d(silu(gate) up) in dh. */
+void model_stage_swiglu_backward(model_stage *m, const block_acts *a)
+{
+    int N = m->B * m->cfg.seq_len, F = m->Fl;
+    float *dg = m->s.dfch, *du = m->s.dfch + F;
+    if (a->fch_bf) swiglu_backward_bf16(dg, du, 2 * F, m->s.dh, F, a->fch_bf, a->fch_bf + F, 2 * F, N, F);
+    else swiglu_backward(dg, du, 2 * F, m->s.dh, F, a->fch, a->fch + F, 2 * F, N, F);
+}
+
+void model_stage_keep_qkv(model_stage *m, const block_acts *a)
+{
+    if (a->qkv_bf) bf16_from_f32(a->qkv_bf, a->qkv, (size_t)m->B * m->cfg.seq_len * m->Wqkv);
+}
+
+void model_stage_keep_fch(model_stage *m, const block_acts *a)
+{
+    if (a->fch_bf) bf16_from_f32(a->fch_bf, a->fch, m->nh);
 }

@@ -27,19 +27,19 @@ static lin_in atty_in(const block_acts *a) { return (lin_in){a->atty, a->atty_bf
 static int grouped(const model_stage *m) { return m->NKVl < m->NHl; }
 
 /* wide (N,3C) = q | k | v with kv head h / group copied to head h, from
- * qkv (N, C + 2 KV). */
-static void kv_repeat(const model_stage *m, float *wide, const float *qkv, int N)
+ * qkv (N, C + 2 KV); elements of es bytes (fp32, or bf16 in a bf16 stage). */
+static void kv_repeat(const model_stage *m, void *wide, const void *qkv, size_t es, int N)
 {
     int C = m->Cl, KV = m->KVl, W = m->Wqkv, hs = C / m->NHl, group = m->NHl / m->NKVl;
     #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
-        const float *src = qkv + (size_t)n * W;
-        float *dst = wide + (size_t)n * 3 * C;
-        memcpy(dst, src, (size_t)C * sizeof(float));
+        const char *src = (const char *)qkv + (size_t)n * W * es;
+        char *dst = (char *)wide + (size_t)n * 3 * C * es;
+        memcpy(dst, src, (size_t)C * es);
         for (int h = 0; h < m->NHl; h++) {
             size_t kv = (size_t)(h / group) * hs;
-            memcpy(dst + C + (size_t)h * hs, src + C + kv, (size_t)hs * sizeof(float));
-            memcpy(dst + 2 * C + (size_t)h * hs, src + C + KV + kv, (size_t)hs * sizeof(float));
+            memcpy(dst + (C + (size_t)h * hs) * es, src + (C + kv) * es, (size_t)hs * es);
+            memcpy(dst + (2 * (size_t)C + (size_t)h * hs) * es, src + (C + (size_t)KV + kv) * es, (size_t)hs * es);
         }
     }
 }
@@ -66,13 +66,20 @@ static void kv_reduce(const model_stage *m, float *dqkv, const float *dwide, int
     }
 }
 
-/* The q | k | v the attention kernel reads: qkv itself, or its kv heads
- * repeated into the scratch. */
-static const float *attention_qkv(model_stage *m, const float *qkv, int N)
+/* The q | k | v the attention kernel reads (*f or, in a bf16 stage, *h): the
+ * block's own, or its kv heads repeated into the scratch. */
+static void attention_qkv(model_stage *m, const block_acts *a, int N, const float **f, const bf16 **h)
 {
-    if (!grouped(m)) return qkv;
-    kv_repeat(m, m->s.qkv_rep, qkv, N);
-    return m->s.qkv_rep;
+    *f = a->qkv;
+    *h = a->qkv_bf;
+    if (!grouped(m)) return;
+    if (a->qkv_bf) {
+        kv_repeat(m, m->s.qkv_rep_bf, a->qkv_bf, sizeof(bf16), N);
+        *h = m->s.qkv_rep_bf;
+    } else {
+        kv_repeat(m, m->s.qkv_rep, a->qkv, sizeof(float), N);
+        *f = m->s.qkv_rep;
+    }
 }
 
 static void rope_qk(const model_stage *m, float *qkv, void (*rope)(float *, int, int, int, int, int, const float *))
@@ -90,15 +97,19 @@ status_t llama_block_forward(model_stage *m, int l, const block_params *p, const
     rmsnorm_forward(a->ln1, a->ln1_rstd, x, p->ln1_w, N, C, c->norm_eps);
     TRY(model_stage_linear_forward(m, a->qkv, W, ln1_in(a), p->qkv_w, NULL, W_OUT_IN, N, C, W));
     rope_qk(m, a->qkv, rope_forward);
-    attention_forward(a->atty, a->att_stat, m->s.datt, attention_qkv(m, a->qkv, N), NULL, 1,
-                      model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, m->Cl, m->NHl, c->bf16);
+    model_stage_keep_qkv(m, a);
+    const float *qf;
+    const bf16 *qh;
+    attention_qkv(m, a, N, &qf, &qh);
+    TRY(attention_forward(a->atty, a->att_stat, m->s.datt, qf, qh, NULL, 1, model_dropout(m, pass, l, SITE_ATT), m->B,
+                          c->seq_len, m->Cl, m->NHl, c->bf16));
     TRY(row_parallel_forward(m, m->s.tmp, atty_in(a), p->proj_w, NULL, N, m->Cl, C));
     dropout_add_forward(a->res1, x, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     model_poll(pass);
     rmsnorm_forward(a->ln2, a->ln2_rstd, a->res1, p->ln2_w, N, C, c->norm_eps);
     TRY(model_stage_linear_forward(m, a->fch, 2 * F, ln2_in(a), p->fc_w, NULL, W_OUT_IN, N, C, 2 * F));
-    swiglu_forward(m->s.gelu, F, a->fch, a->fch + F, 2 * F, N, F);
-    TRY(row_parallel_forward(m, m->s.tmp, lin_f32(m->s.gelu), p->fc2_w, NULL, N, F, C));
+    model_stage_keep_fch(m, a);
+    TRY(row_parallel_forward(m, m->s.tmp, model_stage_swiglu(m, a), p->fc2_w, NULL, N, F, C));
     dropout_add_forward(a->res2, a->res1, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
     model_poll(pass);
     return ST_OK;
@@ -110,10 +121,9 @@ static status_t ffn_backward(model_stage *m, int l, const block_params *p, const
 {
     int N = m->B * m->cfg.seq_len, C = m->cfg.d_model, F = m->Fl;
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
-    swiglu_forward(m->s.gelu, F, a->fch, a->fch + F, 2 * F, N, F); /* the down projection's input, again */
-    TRY(model_stage_linear_backward(m, m->s.dh, g->fc2_w, NULL, m->s.dtmp, C, lin_f32(m->s.gelu), p->fc2_w, W_OUT_IN, N,
-                              F, C, 0));
-    swiglu_backward(m->s.dfch, m->s.dfch + F, 2 * F, m->s.dh, F, a->fch, a->fch + F, 2 * F, N, F);
+    lin_in h = model_stage_swiglu(m, a); /* the down projection's input, again */
+    TRY(model_stage_linear_backward(m, m->s.dh, g->fc2_w, NULL, m->s.dtmp, C, h, p->fc2_w, W_OUT_IN, N, F, C, 0));
+    model_stage_swiglu_backward(m, a);
     return column_parallel_backward(m, dln, g->fc_w, NULL, m->s.dfch, ln2_in(a), p->fc_w, N, C, 2 * F);
 }
 
@@ -126,8 +136,11 @@ static status_t attention_backward_llama(model_stage *m, int l, const block_para
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     TRY(model_stage_linear_backward(m, m->s.dA, g->proj_w, NULL, m->s.dtmp, C, atty_in(a), p->proj_w, W_OUT_IN, N, m->Cl,
                               C, 0));
-    attention_backward(m->s.dqkv, m->s.datt, m->s.dA, attention_qkv(m, a->qkv, N), a->att_stat, NULL, 1,
-                       model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, m->Cl, m->NHl, c->bf16);
+    const float *qf;
+    const bf16 *qh;
+    attention_qkv(m, a, N, &qf, &qh);
+    TRY(attention_backward(m->s.dqkv, m->s.datt, m->s.dA, qf, qh, a->att_stat, NULL, 1,
+                           model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, m->Cl, m->NHl, c->bf16));
     float *dqkv = m->s.dqkv;
     if (grouped(m)) {
         kv_reduce(m, m->s.dqkv_kv, m->s.dqkv, N);

@@ -14,10 +14,15 @@
  * (so bitwise the same probabilities), and the dropout mask from its key.
  * Memory per layer drops by B NH T^2 floats (gpt2-small, T = 1024: 48 MiB a
  * layer) for one more q k^T GEMM and exp per block in backward. The scratch
- * is two blocks of probabilities per (sequence, head) pair. */
+ * is two blocks of probabilities per (sequence, head) pair.
+ *
+ * A bf16 stage keeps q | k | v in bf16 (qkv_bf): each thread widens the
+ * head at hand (T x 3 hs floats, in cache) before its GEMMs, which round them
+ * back to the same bf16 values, so keeping them so changes no result. */
 #include <math.h>
 #include <string.h>
 
+#include "tensor/bf16.h"
 #include "tensor/internal.h"
 
 enum { RB = 64 };
@@ -109,10 +114,38 @@ static void att_gemm(int half, int ta, int tb, int M, int N, int K, float alpha,
     tensor_gemm_1t(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-static void logits_block(float *P, const float *Q, const float *K, int i0, int i1, int kend, int hs, int T, int C3,
+static void logits_block(float *P, const float *Q, const float *K, int i0, int i1, int kend, int hs, int T, int ld,
                          float scale, int half)
 {
-    att_gemm(half, 0, 1, i1 - i0, kend, hs, scale, Q + (size_t)i0 * C3, C3, K, C3, 0.0f, P, T);
+    att_gemm(half, 0, 1, i1 - i0, kend, hs, scale, Q + (size_t)i0 * ld, ld, K, ld, 0.0f, P, T);
+}
+
+/* Head h of sequence b: returns its q (T rows, *ld floats apart), its k and
+ * v at *kv and 2 *kv past each q row. From the bf16 copy they are widened
+ * into the thread's buffer (rows of 3 hs: q | k | v), else read in place in
+ * qkv (rows of 3C). NULL when the buffer cannot be had. */
+static const float *head_qkv(const float *qkv, const bf16 *qkv_bf, int b, int h, int T, int C, int hs, int *ld,
+                             size_t *kv)
+{
+    size_t off = (size_t)b * T * 3 * C + (size_t)h * hs;
+    if (!qkv_bf) {
+        *ld = 3 * C;
+        *kv = (size_t)C;
+        return qkv + off;
+    }
+    float *buf = thread_buffer(TB_ATTENTION, (size_t)T * 3 * hs * sizeof(float));
+    if (!buf) return NULL;
+    for (int t = 0; t < T; t++) {
+        const bf16 *src = qkv_bf + off + (size_t)t * 3 * C;
+        float *dst = buf + (size_t)t * 3 * hs;
+        for (int part = 0; part < 3; part++) {
+            #pragma omp simd
+            for (int i = 0; i < hs; i++) dst[part * hs + i] = bf16_value(src[(size_t)part * C + i]);
+        }
+    }
+    *ld = 3 * hs;
+    *kv = (size_t)hs;
+    return buf;
 }
 
 /* First mask element of (sequence b, local head h): keyed by the global head. */
@@ -122,29 +155,39 @@ static size_t mask_base(const dropout_site *d, int b, int h, int NH, int T)
     return ((size_t)b * heads + (size_t)d->head0 + h) * T * T;
 }
 
-void attention_forward(float *out, float *stat, float *scratch, const float *qkv, const int32_t *key_mask,
-                       int causal, dropout_site drop, int B, int T, int C, int NH, int half)
+status_t attention_forward(float *out, float *stat, float *scratch, const float *qkv, const bf16 *qkv_bf,
+                           const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH,
+                           int half)
 {
-    int hs = C / NH, C3 = 3 * C;
+    int hs = C / NH, failed = 0;
     float scale = 1.0f / sqrtf((float)hs);
     size_t block = (T < RB ? (size_t)T : RB) * T;
     drop_plan pl = drop_plan_make(drop);
-    #pragma omp parallel for schedule(dynamic, 1)
+    #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
     for (int bh = 0; bh < B * NH; bh++) {
-        int b = bh / NH, h = bh % NH;
-        const float *Q = qkv + (size_t)b * T * C3 + h * hs, *K = Q + C, *V = Q + 2 * C;
+        int b = bh / NH, h = bh % NH, ld;
+        size_t kv;
+        const float *Q = head_qkv(qkv, qkv_bf, b, h, T, C, hs, &ld, &kv);
+        if (!Q) {
+            failed = 1;
+            continue;
+        }
+        const float *K = Q + kv, *V = Q + 2 * kv;
         size_t base = mask_base(&drop, b, h, NH, T);
         float *P = scratch + (size_t)bh * 2 * block, *Pd = drop.p > 0.0f ? P + block : P;
         float *O = out + (size_t)b * T * C + h * hs;
         const int32_t *km = key_mask ? key_mask + (size_t)b * T : NULL;
         for (int i0 = 0; i0 < T; i0 += RB) {
             int i1 = i0 + RB < T ? i0 + RB : T, kend = key_end(causal, i1, T);
-            logits_block(P, Q, K, i0, i1, kend, hs, T, C3, scale, half);
+            logits_block(P, Q, K, i0, i1, kend, hs, T, ld, scale, half);
             softmax_rows(P, stat + (size_t)bh * 2 * T, i0, i1, T, kend, causal, km);
             if (drop.p > 0.0f) dropout_rows(Pd, P, i0, i1, T, kend, &pl, base);
-            att_gemm(half, 0, 0, i1 - i0, hs, kend, 1.0f, Pd, T, V, C3, 0.0f, O + (size_t)i0 * C, C);
+            att_gemm(half, 0, 0, i1 - i0, hs, kend, 1.0f, Pd, T, V, ld, 0.0f, O + (size_t)i0 * C, C);
         }
     }
+    FAIL_IF(failed, ST_NOMEM, "attention: out of memory for a thread's %zu-byte q | k | v buffer",
+            (size_t)T * 3 * hs * sizeof(float));
+    return ST_OK;
 }
 
 /* dS = P * (dP - rowsum(P * dP)) * scale, in place over dP, for the i1 - i0
@@ -164,17 +207,24 @@ static void softmax_backward_rows(float *dP, const float *P, int rows, int T, in
 /* Per block of query rows, with its probabilities P recomputed and Pd their
  * dropout: dV += Pd^T dO, dP = dO V^T (then dropout's backward), dS from the
  * softmax's backward, dQ = dS K (the block's rows), dK += dS^T Q. */
-void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *stat,
-                        const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH, int half)
+status_t attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const bf16 *qkv_bf,
+                            const float *stat, const int32_t *key_mask, int causal, dropout_site drop, int B, int T,
+                            int C, int NH, int half)
 {
-    int hs = C / NH, C3 = 3 * C;
+    int hs = C / NH, C3 = 3 * C, failed = 0;
     float scale = 1.0f / sqrtf((float)hs);
     size_t block = (T < RB ? (size_t)T : RB) * T;
     drop_plan pl = drop_plan_make(drop);
-    #pragma omp parallel for schedule(dynamic, 1)
+    #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
     for (int bh = 0; bh < B * NH; bh++) {
-        int b = bh / NH, h = bh % NH;
-        const float *Q = qkv + (size_t)b * T * C3 + h * hs, *K = Q + C, *V = Q + 2 * C;
+        int b = bh / NH, h = bh % NH, ld;
+        size_t kv;
+        const float *Q = head_qkv(qkv, qkv_bf, b, h, T, C, hs, &ld, &kv);
+        if (!Q) {
+            failed = 1;
+            continue;
+        }
+        const float *K = Q + kv, *V = Q + 2 * kv;
         float *dQ = dqkv + (size_t)b * T * C3 + h * hs, *dK = dQ + C, *dV = dQ + 2 * C;
         const float *dO = dout + (size_t)b * T * C + h * hs;
         const int32_t *km = key_mask ? key_mask + (size_t)b * T : NULL;
@@ -186,7 +236,7 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
         }
         for (int i0 = 0; i0 < T; i0 += RB) {
             int i1 = i0 + RB < T ? i0 + RB : T, kend = key_end(causal, i1, T), rows = i1 - i0;
-            logits_block(P, Q, K, i0, i1, kend, hs, T, C3, scale, half);
+            logits_block(P, Q, K, i0, i1, kend, hs, T, ld, scale, half);
             softmax_again(P, stat + (size_t)bh * 2 * T, i0, i1, T, kend, causal, km);
             const float *Pd = P;
             if (drop.p > 0.0f) { /* the dropped probabilities, in dP until dP is made */
@@ -194,11 +244,14 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
                 Pd = dP;
             }
             att_gemm(half, 1, 0, kend, hs, rows, 1.0f, Pd, T, dO + (size_t)i0 * C, C, 1.0f, dV, C3);
-            att_gemm(half, 0, 1, rows, kend, hs, 1.0f, dO + (size_t)i0 * C, C, V, C3, 0.0f, dP, T);
+            att_gemm(half, 0, 1, rows, kend, hs, 1.0f, dO + (size_t)i0 * C, C, V, ld, 0.0f, dP, T);
             if (drop.p > 0.0f) dropout_rows(dP, dP, i0, i1, T, kend, &pl, base);
             softmax_backward_rows(dP, P, rows, T, kend, scale);
-            att_gemm(half, 0, 0, rows, hs, kend, 1.0f, dP, T, K, C3, 0.0f, dQ + (size_t)i0 * C3, C3);
-            att_gemm(half, 1, 0, kend, hs, rows, 1.0f, dP, T, Q + (size_t)i0 * C3, C3, 1.0f, dK, C3);
+            att_gemm(half, 0, 0, rows, hs, kend, 1.0f, dP, T, K, ld, 0.0f, dQ + (size_t)i0 * C3, C3);
+            att_gemm(half, 1, 0, kend, hs, rows, 1.0f, dP, T, Q + (size_t)i0 * ld, ld, 1.0f, dK, C3);
         }
     }
+    FAIL_IF(failed, ST_NOMEM, "attention: out of memory for a thread's %zu-byte q | k | v buffer",
+            (size_t)T * 3 * hs * sizeof(float));
+    return ST_OK;
 }

@@ -299,5 +299,5 @@ void tensor_gemm_bf16_shutdown(void)
     if (G.engine) dnnl_engine_destroy(G.engine);
     free(G.scratch);
     memset(&G, 0, sizeof G);
-    gemm_bf16_1t_release();
+    thread_buffers_release();
 }

@@ -24,8 +24,6 @@
 #include "base/status.h"
 #include "tensor/tensor.h"
 
-typedef uint16_t bf16;
-
 /* 1 when this CPU has bf16 dot-product instructions (AVX512-BF16 or
  * AMX-BF16). MPILM_CPU_BF16=0 (or 1) overrides the detection, for tests of
  * the fallback; *why receives a short reason for the start-up line. */
@@ -92,9 +90,20 @@ int bf16_all_finite(const bf16 *hi, size_t n);
 void embedding_slice_forward_split(float *out, const int32_t *ids, const bf16 *hi, const uint16_t *lo, int v0,
                                    int nv, int N, int C);
 
-/* out = bf16(gelu(inp)), n elements: GELU in fp32, its result rounded (the
- * input of the FFN's second GEMM in one pass instead of two). */
-void gelu_forward_bf16(bf16 *out, const float *inp, size_t n, gelu_kind kind);
+/* ---- pointwise kernels on activations kept in bf16 ------------------------
+ * A bf16 stage keeps the FFN's pre-activation (and Llama's gate | up) and
+ * attention's q | k | v in bf16 for backward, as autocast does: each value is
+ * the fp32 kernel's on the input's bf16 value, in fp32. */
+
+/* out = bf16(gelu(inp)), n elements: the FFN's second GEMM input. */
+void gelu_forward_bf16(bf16 *out, const bf16 *inp, size_t n, gelu_kind kind);
+/* dinp = gelu'(inp) * dout (fp32; dinp may alias dout). */
+void gelu_backward_bf16(float *dinp, const bf16 *inp, const float *dout, size_t n, gelu_kind kind);
+/* swiglu_forward / swiglu_backward (tensor.h) from bf16 gate and up; the
+ * forward's output rounded to bf16 (the down projection's GEMM input). */
+void swiglu_forward_bf16(bf16 *out, int ldo, const bf16 *gate, const bf16 *up, int ld, int N, int F);
+void swiglu_backward_bf16(float *dgate, float *dup, int ldd, const float *dout, int ldo, const bf16 *gate,
+                          const bf16 *up, int ld, int N, int F);
 
 /* Row-major C[M,N] (fp32, row stride ldc) = op(A) op(B) + beta C with
  * op(X) = X^T when tX; A and B are bf16 with row strides lda, ldb; the

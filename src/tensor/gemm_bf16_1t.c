@@ -17,8 +17,9 @@
  * results as zero (bf16 activations of a trained model are never that small
  * where it matters; the tests use normal values).
  *
- * Each OpenMP thread packs into its own buffer, grown on its first need (the
- * first step) and kept: later calls allocate nothing. */
+ * Each OpenMP thread packs into its own buffer (thread_buffer, also here),
+ * grown on its first need (the first step) and kept: later calls allocate
+ * nothing. */
 #include <immintrin.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -29,29 +30,29 @@
 
 enum { MR = 8, NR = 32, MAX_THREADS = 256 };
 
-static uint32_t *pack_buf[MAX_THREADS];
-static size_t pack_cap[MAX_THREADS];
+static void *thread_buf[TB_SLOTS][MAX_THREADS];
+static size_t thread_cap[TB_SLOTS][MAX_THREADS];
 
-static uint32_t *thread_buffer(size_t words)
+void *thread_buffer(int slot, size_t bytes)
 {
     int t = omp_get_thread_num();
-    if (t >= MAX_THREADS) return NULL;
-    if (pack_cap[t] < words) {
-        free(pack_buf[t]);
-        size_t bytes = (words * sizeof(uint32_t) + 63) / 64 * 64;
-        pack_buf[t] = aligned_alloc(64, bytes);
-        pack_cap[t] = pack_buf[t] ? words : 0;
+    if (t >= MAX_THREADS || slot < 0 || slot >= TB_SLOTS) return NULL;
+    if (thread_cap[slot][t] < bytes) {
+        free(thread_buf[slot][t]);
+        thread_buf[slot][t] = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        thread_cap[slot][t] = thread_buf[slot][t] ? bytes : 0;
     }
-    return pack_buf[t];
+    return thread_buf[slot][t];
 }
 
-void gemm_bf16_1t_release(void)
+void thread_buffers_release(void)
 {
-    for (int t = 0; t < MAX_THREADS; t++) {
-        free(pack_buf[t]);
-        pack_buf[t] = NULL;
-        pack_cap[t] = 0;
-    }
+    for (int s = 0; s < TB_SLOTS; s++)
+        for (int t = 0; t < MAX_THREADS; t++) {
+            free(thread_buf[s][t]);
+            thread_buf[s][t] = NULL;
+            thread_cap[s][t] = 0;
+        }
 }
 
 /* bf16_round of 16 floats in 32-bit lanes (nearest even, NaN kept quiet). */
@@ -208,7 +209,7 @@ int gemm_bf16_1t(int ta, int tb, int M, int N, int K, float alpha, const float *
     if (!__builtin_cpu_supports("avx512bf16")) return 0;
     int Kh = (K + 1) / 2, Kw = (Kh + 15) / 16 * 16, Mp = (M + MR - 1) / MR * MR, Np = (N + NR - 1) / NR * NR;
     size_t na = ((size_t)Mp * Kh + 15) / 16 * 16, nb = (size_t)Np * Kh, nt = tb ? (size_t)NR * Kw : 0;
-    uint32_t *buf = thread_buffer(na + nb + nt);
+    uint32_t *buf = thread_buffer(TB_GEMM_PACK, (na + nb + nt) * sizeof(uint32_t));
     if (!buf) return 0;
     uint32_t *pa = buf, *pb = buf + na, *pt = pb + nb; /* 64-byte aligned: na, nb are multiples of 16 */
     int rs, ps;

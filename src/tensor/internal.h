@@ -168,7 +168,12 @@ static inline void drop_apply(const drop_plan *pl, float *out, const float *res,
  * had or the CPU lacks AVX512-BF16 (the caller then runs tensor_gemm_1t). */
 int gemm_bf16_1t(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                  int ldb, float beta, float *C, int ldc);
-/* Frees every thread's packing buffer (tensor_gemm_bf16_shutdown). */
-void gemm_bf16_1t_release(void);
+/* A buffer of at least bytes (64-byte aligned) private to the calling
+ * OpenMP thread, one per slot: grown on its first need and kept, so later
+ * calls of the same size allocate nothing. NULL when it cannot be had. */
+enum { TB_GEMM_PACK = 0, TB_ATTENTION = 1, TB_SLOTS = 2 };
+void *thread_buffer(int slot, size_t bytes);
+/* Frees every thread's buffers (tensor_gemm_bf16_shutdown). */
+void thread_buffers_release(void);
 
 #endif

@@ -4,6 +4,7 @@
  * and by finite differences (tests/unit/test_tensor_llama.c). */
 #include <math.h>
 
+#include "tensor/bf16.h"
 #include "tensor/internal.h"
 
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps)
@@ -94,6 +95,16 @@ void rope_backward(float *dx, int ld, int B, int T, int heads, int hs, const flo
 
 static inline float sigmoid_fast(float g) { return 1.0f / (1.0f + exp_fast(-g)); }
 
+/* silu(g) u and its partial derivatives, y = g s(g) u:
+ * dg = dy u s(g) (1 + g (1 - s(g))), du = dy g s(g). */
+static inline float swiglu(float g, float u) { return g * sigmoid_fast(g) * u; }
+static inline void swiglu_grad(float g, float u, float dy, float *dg, float *du)
+{
+    float s = sigmoid_fast(g);
+    *dg = dy * u * s * (1.0f + g * (1.0f - s));
+    *du = dy * g * s;
+}
+
 void swiglu_forward(float *out, int ldo, const float *gate, const float *up, int ld, int N, int F)
 {
     #pragma omp parallel for schedule(static)
@@ -101,11 +112,10 @@ void swiglu_forward(float *out, int ldo, const float *gate, const float *up, int
         const float *g = gate + (size_t)n * ld, *u = up + (size_t)n * ld;
         float *y = out + (size_t)n * ldo;
         #pragma omp simd
-        for (int f = 0; f < F; f++) y[f] = g[f] * sigmoid_fast(g[f]) * u[f];
+        for (int f = 0; f < F; f++) y[f] = swiglu(g[f], u[f]);
     }
 }
 
-/* y = g s(g) u: dg = dy u s(g) (1 + g (1 - s(g))), du = dy g s(g). */
 void swiglu_backward(float *dgate, float *dup, int ldd, const float *dout, int ldo, const float *gate,
                      const float *up, int ld, int N, int F)
 {
@@ -114,10 +124,30 @@ void swiglu_backward(float *dgate, float *dup, int ldd, const float *dout, int l
         const float *g = gate + (size_t)n * ld, *u = up + (size_t)n * ld, *dy = dout + (size_t)n * ldo;
         float *dg = dgate + (size_t)n * ldd, *du = dup + (size_t)n * ldd;
         #pragma omp simd
-        for (int f = 0; f < F; f++) {
-            float s = sigmoid_fast(g[f]), d = dy[f];
-            dg[f] = d * u[f] * s * (1.0f + g[f] * (1.0f - s));
-            du[f] = d * g[f] * s;
-        }
+        for (int f = 0; f < F; f++) swiglu_grad(g[f], u[f], dy[f], &dg[f], &du[f]);
+    }
+}
+
+void swiglu_forward_bf16(bf16 *out, int ldo, const bf16 *gate, const bf16 *up, int ld, int N, int F)
+{
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const bf16 *g = gate + (size_t)n * ld, *u = up + (size_t)n * ld;
+        bf16 *y = out + (size_t)n * ldo;
+        #pragma omp simd
+        for (int f = 0; f < F; f++) y[f] = bf16_round(swiglu(bf16_value(g[f]), bf16_value(u[f])));
+    }
+}
+
+void swiglu_backward_bf16(float *dgate, float *dup, int ldd, const float *dout, int ldo, const bf16 *gate,
+                          const bf16 *up, int ld, int N, int F)
+{
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const bf16 *g = gate + (size_t)n * ld, *u = up + (size_t)n * ld;
+        const float *dy = dout + (size_t)n * ldo;
+        float *dg = dgate + (size_t)n * ldd, *du = dup + (size_t)n * ldd;
+        #pragma omp simd
+        for (int f = 0; f < F; f++) swiglu_grad(bf16_value(g[f]), bf16_value(u[f]), dy[f], &dg[f], &du[f]);
     }
 }

@@ -100,37 +100,55 @@ void gelu_forward(float *out, const float *inp, size_t n, gelu_kind kind)
     }
 }
 
-void gelu_forward_bf16(bf16 *out, const float *inp, size_t n, gelu_kind kind)
+/* gelu'(x) of each form. */
+static inline float gelu_erf_grad(float x)
 {
-    if (kind == GELU_ERF) {
-        #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) out[i] = bf16_round(gelu_erf(inp[i]));
-    } else {
-        #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) out[i] = bf16_round(gelu_tanh(inp[i]));
-    }
+    float cdf = 0.5f * (1.0f + erf_fast(x * INV_SQRT_2));
+    float pdf = INV_SQRT_2PI * exp_fast(-0.5f * x * x);
+    return cdf + x * pdf;
+}
+static inline float gelu_tanh_grad(float x)
+{
+    float u = SQRT_2_OVER_PI * (x + 0.044715f * x * x * x);
+    float t = tanh_fast(u);
+    float sech2 = 1.0f - t * t;
+    float du = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);
+    return 0.5f * (1.0f + t) + 0.5f * x * sech2 * du;
 }
 
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n, gelu_kind kind)
 {
     if (kind == GELU_ERF) {
         #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float x = inp[i];
-            float cdf = 0.5f * (1.0f + erf_fast(x * INV_SQRT_2));
-            float pdf = INV_SQRT_2PI * exp_fast(-0.5f * x * x);
-            dinp[i] = (cdf + x * pdf) * dout[i];
-        }
+        for (size_t i = 0; i < n; i++) dinp[i] = gelu_erf_grad(inp[i]) * dout[i];
     } else {
         #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float x = inp[i];
-            float u = SQRT_2_OVER_PI * (x + 0.044715f * x * x * x);
-            float t = tanh_fast(u);
-            float sech2 = 1.0f - t * t;
-            float du = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);
-            dinp[i] = (0.5f * (1.0f + t) + 0.5f * x * sech2 * du) * dout[i];
-        }
+        for (size_t i = 0; i < n; i++) dinp[i] = gelu_tanh_grad(inp[i]) * dout[i];
+    }
+}
+
+/* The same from a bf16 input (a bf16 stage keeps the FFN's pre-activation
+ * in bf16): the arithmetic is gelu_forward's and gelu_backward's on the
+ * input's value. */
+void gelu_forward_bf16(bf16 *out, const bf16 *inp, size_t n, gelu_kind kind)
+{
+    if (kind == GELU_ERF) {
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) out[i] = bf16_round(gelu_erf(bf16_value(inp[i])));
+    } else {
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) out[i] = bf16_round(gelu_tanh(bf16_value(inp[i])));
+    }
+}
+
+void gelu_backward_bf16(float *dinp, const bf16 *inp, const float *dout, size_t n, gelu_kind kind)
+{
+    if (kind == GELU_ERF) {
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) dinp[i] = gelu_erf_grad(bf16_value(inp[i])) * dout[i];
+    } else {
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) dinp[i] = gelu_tanh_grad(bf16_value(inp[i])) * dout[i];
     }
 }
 

@@ -23,6 +23,9 @@
 #include "base/rng.h"
 #include "base/status.h"
 
+/* a bfloat16 value: the high 16 bits of a float (tensor/bf16.h) */
+typedef uint16_t bf16;
+
 /* ---- runtime: BLIS kernel set and threads ---------------------------------- */
 
 typedef struct tensor_runtime {
@@ -115,13 +118,19 @@ typedef struct dropout_site {
 size_t attention_scratch_floats(int B, int T, int NH);
 /* half = 1 (a bf16 stage, on a CPU with AVX512-BF16): the GEMMs q k^T,
  * P v and those of backward take bf16-rounded operands and sum in fp32;
- * softmax, its statistics and dropout stay fp32. */
-void attention_forward(float *out, float *stat, float *scratch, const float *qkv, const int32_t *key_mask,
-                       int causal, dropout_site drop, int B, int T, int C, int NH, int half);
-/* dqkv (B,T,3C) overwritten, given d(out) and forward's qkv, stat, key_mask,
- * causal, drop and half. */
-void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *stat,
-                        const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH, int half);
+ * softmax, its statistics and dropout stay fp32. qkv_bf (B,T,3C), when not
+ * NULL, is q | k | v in bf16 and read instead of qkv (which may be NULL):
+ * a bf16 stage keeps them so, and with half the result is bitwise that of
+ * qkv holding the same values (each head's are widened to fp32 in a buffer
+ * of its thread, thread_buffer). Fails only when that buffer cannot be had. */
+status_t attention_forward(float *out, float *stat, float *scratch, const float *qkv, const bf16 *qkv_bf,
+                           const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH,
+                           int half);
+/* dqkv (B,T,3C) overwritten, given d(out) and forward's qkv (or qkv_bf),
+ * stat, key_mask, causal, drop and half. */
+status_t attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const bf16 *qkv_bf,
+                            const float *stat, const int32_t *key_mask, int causal, dropout_site drop, int B, int T,
+                            int C, int NH, int half);
 
 /* ---- Llama-style decoder kernels (tensor/llama.c) ----------------------------- */
 

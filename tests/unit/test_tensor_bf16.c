@@ -341,8 +341,8 @@ Test(bf16, attention_in_bf16_stays_within_its_rounding_bound_of_fp32)
     fill(qkv, nq, 8, 1.0f);
     fill(dout, no, 9, 1.0f);
     dropout_site off = {0};
-    attention_forward(o32, st32, scr, qkv, NULL, 1, off, B, T, C, NH, 0);
-    attention_forward(o16, st16, scr, qkv, NULL, 1, off, B, T, C, NH, 1);
+    attention_forward(o32, st32, scr, qkv, NULL, NULL, 1, off, B, T, C, NH, 0);
+    attention_forward(o16, st16, scr, qkv, NULL, NULL, 1, off, B, T, C, NH, 1);
     double scale = 1.0 / sqrt((double)hs), worst = 0.0;
     int differ = 0;
     for (int b = 0; b < B; b++)
@@ -374,12 +374,110 @@ Test(bf16, attention_in_bf16_stays_within_its_rounding_bound_of_fp32)
             }
     cr_log_info("bf16 attention: worst |bf16 - fp32| / bound = %.3f", worst);
     cr_expect(differ > (int)no / 2, "only %d of %zu outputs differ from fp32: is the bf16 path taken?", differ, no);
-    attention_backward(d32, scr, dout, qkv, st32, NULL, 1, off, B, T, C, NH, 0);
-    attention_backward(d16, scr, dout, qkv, st16, NULL, 1, off, B, T, C, NH, 1);
+    attention_backward(d32, scr, dout, qkv, NULL, st32, NULL, 1, off, B, T, C, NH, 0);
+    attention_backward(d16, scr, dout, qkv, NULL, st16, NULL, 1, off, B, T, C, NH, 1);
     double num = 0.0, den = 0.0;
     for (size_t i = 0; i < nq; i++) num += ((double)d16[i] - d32[i]) * ((double)d16[i] - d32[i]), den += (double)d32[i] * d32[i];
     cr_expect(den > 0 && sqrt(num / den) < 1.0 / 32, "bf16 attention gradients differ from fp32 by %.3g in relative norm",
               sqrt(num / den));
     cr_expect(sqrt(num / den) > 0, "bf16 attention gradients equal fp32's: is the bf16 path taken?");
     free(qkv), free(o32), free(o16), free(scr), free(st32), free(st16), free(dout), free(d32), free(d16);
+}
+
+/* A bf16 stage keeps q | k | v in bf16 and attention widens each head from
+ * that copy: with the same values (qkv holding the bf16 values as floats) the
+ * results are bitwise those of the fp32 input, in both GEMM paths (half: the
+ * GEMMs round to the same bf16; not half: the same fp32 operands), with a
+ * causal or a key mask and with dropout. */
+Test(bf16, attention_from_a_bf16_qkv_equals_attention_from_its_values)
+{
+    enum { B = 2, T = 70, C = 48, NH = 3 };
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, ns = attention_scratch_floats(B, T, NH);
+    size_t nst = (size_t)B * NH * T * 2;
+    float *qkv = malloc(nq * sizeof *qkv), *dout = malloc(no * sizeof *dout), *scr = calloc(ns, sizeof *scr);
+    float *o1 = malloc(no * sizeof *o1), *o2 = malloc(no * sizeof *o2), *s1 = calloc(nst, sizeof *s1);
+    float *s2 = calloc(nst, sizeof *s2), *d1 = malloc(nq * sizeof *d1), *d2 = malloc(nq * sizeof *d2);
+    bf16 *qb = malloc(nq * sizeof *qb);
+    int32_t mask[B * T];
+    for (int i = 0; i < B * T; i++) mask[i] = (i * 7) % 5 != 0;
+    fill(qkv, nq, 21, 1.0f);
+    fill(dout, no, 22, 1.0f);
+    bf16_from_f32(qb, qkv, nq);
+    bf16_to_f32(qkv, qb, nq);
+    int halves = bf16_cpu_supported(NULL) ? 2 : 1;
+    for (int half = 0; half < halves; half++)
+        for (int causal = 0; causal < 2; causal++)
+            for (int drop = 0; drop < 2; drop++) {
+                dropout_site d = {0};
+                if (drop) d = (dropout_site){rng_key_make(5, RNG_DROPOUT), 77, 0.25f, 0, 0};
+                const int32_t *km = causal ? NULL : mask;
+                cr_assert_eq(attention_forward(o1, s1, scr, qkv, NULL, km, causal, d, B, T, C, NH, half), ST_OK);
+                cr_assert_eq(attention_forward(o2, s2, scr, NULL, qb, km, causal, d, B, T, C, NH, half), ST_OK);
+                cr_assert(memcmp(o1, o2, no * sizeof *o1) == 0 && memcmp(s1, s2, nst * sizeof *s1) == 0,
+                          "half %d causal %d dropout %d: the forward from the bf16 copy differs", half, causal, drop);
+                cr_assert_eq(attention_backward(d1, scr, dout, qkv, NULL, s1, km, causal, d, B, T, C, NH, half),
+                             ST_OK);
+                memset(d2, 0xFF, nq * sizeof *d2); /* every gradient must be written */
+                cr_assert_eq(attention_backward(d2, scr, dout, NULL, qb, s2, km, causal, d, B, T, C, NH, half),
+                             ST_OK);
+                cr_assert(memcmp(d1, d2, nq * sizeof *d1) == 0,
+                          "half %d causal %d dropout %d: the backward from the bf16 copy differs", half, causal, drop);
+            }
+    free(qkv), free(dout), free(scr), free(o1), free(o2), free(s1), free(s2), free(d1), free(d2), free(qb);
+}
+
+/* |a - b| within a few fp32 roundings of |a| (the same formula on the same
+ * input; only the compiler's vector code may contract it differently). */
+static void expect_close(const float *a, const float *b, size_t n, const char *what)
+{
+    for (size_t i = 0; i < n; i++)
+        cr_assert(fabsf(a[i] - b[i]) <= 4 * EPS32 * fabsf(a[i]) + 1e-30f, "%s[%zu]: %.9g against %.9g", what, i,
+                  a[i], b[i]);
+}
+
+/* b is y rounded to bf16 (nearest even), y taken within a few fp32
+ * roundings (see expect_close). */
+static int is_rounding_of(bf16 b, float y)
+{
+    float d = 4 * (float)EPS32 * fabsf(y);
+    return b == bf16_round(y) || b == bf16_round(y - d) || b == bf16_round(y + d);
+}
+
+/* GELU (both forms) and SwiGLU from a bf16 input compute what the fp32
+ * kernels compute on the input's values; the forward's output is that value
+ * rounded to bf16 (nearest even). Inputs span the range where the
+ * activations bend (|x| < 6) and beyond. */
+Test(bf16, gelu_and_swiglu_from_bf16_inputs_equal_the_fp32_kernels_on_their_values)
+{
+    enum { N = 5, F = 203, n = 2 * N * F };
+    float *x = malloc(n * sizeof *x), *dy = malloc(n * sizeof *dy), *y = malloc(n * sizeof *y);
+    float *g1 = malloc(n * sizeof *g1), *g2 = malloc(n * sizeof *g2), *g3 = malloc(n * sizeof *g3);
+    bf16 *xb = malloc(n * sizeof *xb), *yb = malloc(n * sizeof *yb);
+    fill(x, n, 31, 3.0f);
+    fill(dy, n, 32, 1.0f);
+    x[0] = 0.0f, x[1] = -20.0f, x[2] = 20.0f;
+    bf16_from_f32(xb, x, n);
+    bf16_to_f32(x, xb, n);
+    for (int kind = GELU_ERF; kind <= GELU_TANH; kind++) {
+        gelu_forward(y, x, n, (gelu_kind)kind);
+        gelu_forward_bf16(yb, xb, n, (gelu_kind)kind);
+        for (size_t i = 0; i < n; i++)
+            cr_assert(is_rounding_of(yb[i], y[i]), "gelu kind %d [%zu]: bf16 %.9g, fp32 %.9g", kind, i,
+                      bf16_value(yb[i]), y[i]);
+        gelu_backward(g1, x, dy, n, (gelu_kind)kind);
+        gelu_backward_bf16(g2, xb, dy, n, (gelu_kind)kind);
+        expect_close(g1, g2, n, "gelu backward");
+        memcpy(g3, dy, n * sizeof *g3); /* in place over dout, as the model calls it */
+        gelu_backward_bf16(g3, xb, g3, n, (gelu_kind)kind);
+        expect_close(g1, g3, n, "gelu backward in place");
+    }
+    /* SwiGLU over (N, 2F) rows: gate | up */
+    swiglu_forward(y, F, x, x + F, 2 * F, N, F);
+    swiglu_forward_bf16(yb, F, xb, xb + F, 2 * F, N, F);
+    for (size_t i = 0; i < (size_t)N * F; i++)
+        cr_assert(is_rounding_of(yb[i], y[i]), "swiglu [%zu]: bf16 %.9g, fp32 %.9g", i, bf16_value(yb[i]), y[i]);
+    swiglu_backward(g1, g1 + F, 2 * F, dy, F, x, x + F, 2 * F, N, F);
+    swiglu_backward_bf16(g2, g2 + F, 2 * F, dy, F, xb, xb + F, 2 * F, N, F);
+    expect_close(g1, g2, (size_t)N * 2 * F, "swiglu backward");
+    free(x), free(dy), free(y), free(g1), free(g2), free(g3), free(xb), free(yb);
 }
