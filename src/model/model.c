@@ -35,10 +35,9 @@ static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *
 {
     size_t N = (size_t)m->B * m->cfg.seq_len, C = m->cfg.d_model, Cl = m->Cl;
     int half = m->cfg.bf16; /* GEMM-only inputs kept in bf16, their fp32 in one scratch */
-    a->ln1_bf = a->ln2_bf = a->atty_bf = a->qkv_bf = a->fch_bf = NULL;
-    if (half && m->cfg.pre_ln) {
+    a->atty_bf = a->qkv_bf = a->fch_bf = NULL;
+    if (half && m->cfg.pre_ln) { /* not kept: model_stage_norm_again */
         a->ln1 = m->s.gemm_in;
-        a->ln1_bf = carve_bf16(cv, N * C);
     } else {
         a->ln1 = carve(cv, N * C);
     }
@@ -66,7 +65,6 @@ static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *
     /* the block output is the next layer's input: pre-LN res2, post-LN ln2 */
     if (m->cfg.pre_ln) {
         a->ln2 = half ? m->s.gemm_in : carve(cv, N * C);
-        if (half) a->ln2_bf = carve_bf16(cv, N * C);
         a->res2 = out;
     } else {
         a->res2 = carve(cv, N * C);
@@ -127,7 +125,6 @@ static void carve_scratch(carver *cv, model_stage *m)
         s->dm_bias = carve(cv, (size_t)c->d_ff);
     }
     s->dqkv = carve(cv, 3 * N * Cl);
-    s->datt = carve(cv, attention_scratch_floats(m->B, c->seq_len, m->NHl));
     if (m->last) {
         s->logits = carve(cv, (size_t)HEAD_ROWS * V);
         s->ce_max = carve(cv, HEAD_ROWS);
@@ -135,12 +132,12 @@ static void carve_scratch(carver *cv, model_stage *m)
         s->row_loss = carve(cv, N);
         s->h_in = carve(cv, N * C);
         s->h_t = carve(cv, N * C);
-        s->h_g = carve(cv, N * C);
+        if (c->family == MODEL_BERT) s->h_g = carve(cv, N * C); /* the MLM transform's GELU */
         s->h_l = carve(cv, N * C);
         s->h_mean = carve(cv, N);
         s->h_rstd = carve(cv, N);
         s->dh_l = carve(cv, N * C);
-        s->dh_g = carve(cv, N * C);
+        if (c->family == MODEL_BERT) s->dh_g = carve(cv, N * C);
         s->rows = (int32_t *)carve(cv, N);
         s->row_targets = (int32_t *)carve(cv, N);
         s->pool_in = carve(cv, (size_t)m->B * C);
@@ -156,6 +153,7 @@ static void carve_scratch(carver *cv, model_stage *m)
            output's gradient: (N,3Cl), (N,C), the hidden, a chunk of logits */
         size_t widest = max_size(N * C, m->nh);
         s->xbf = carve_bf16(cv, widest);
+        if (c->pre_ln) s->ln_bf = carve_bf16(cv, N * C);
         s->dbf = carve_bf16(cv, max_size(max_size(3 * N * Cl, widest), (size_t)HEAD_ROWS * V));
     }
 }

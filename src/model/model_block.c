@@ -25,9 +25,6 @@ static weight_layout layout_of(const model_stage *m)
     return m->cfg.family == MODEL_GPT ? W_IN_OUT : W_OUT_IN; /* Conv1D; nn.Linear (BERT, Llama) */
 }
 
-/* The LayerNorm outputs as GEMM inputs (with their kept bf16 copy, if any). */
-static lin_in ln1_in(const block_acts *a) { return (lin_in){a->ln1, a->ln1_bf}; }
-static lin_in ln2_in(const block_acts *a) { return (lin_in){a->ln2, a->ln2_bf}; }
 
 static const int32_t *key_mask_of(const model_stage *m, const batch *b)
 {
@@ -76,7 +73,7 @@ static status_t attention_half(model_stage *m, int l, const block_params *p, con
     int N = m->B * c->seq_len, C = c->d_model, Cl = m->Cl;
     TRY(model_stage_linear_forward(m, a->qkv, 3 * Cl, attn_in, p->qkv_w, p->qkv_b, layout_of(m), N, C, 3 * Cl));
     model_stage_keep_qkv(m, a);
-    TRY(attention_forward(a->atty, a->att_stat, m->s.datt, a->qkv, a->qkv_bf, key_mask_of(m, b),
+    TRY(attention_forward(a->atty, a->att_stat, a->qkv, a->qkv_bf, key_mask_of(m, b),
                           c->family == MODEL_GPT, model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl,
                           c->bf16));
     TRY(row_parallel_forward(m, m->s.tmp, (lin_in){a->atty, a->atty_bf}, p->proj_w, p->proj_b, N, Cl, C));
@@ -110,15 +107,15 @@ status_t model_block_forward(model_stage *m, int l, const block_params *p, const
     float eps = ln_eps(m);
     if (m->cfg.pre_ln) {
         layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1_w, p->ln1_b, N, C, eps);
-        TRY(attention_half(m, l, p, a, x, ln1_in(a), b, pass));
+        TRY(attention_half(m, l, p, a, x, lin_f32(a->ln1), b, pass));
         model_poll(pass);
         layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res1, p->ln2_w, p->ln2_b, N, C, eps);
-        TRY(ffn_half(m, l, p, a, ln2_in(a), a->res1, a->res2, pass));
+        TRY(ffn_half(m, l, p, a, lin_f32(a->ln2), a->res1, a->res2, pass));
     } else {
         TRY(attention_half(m, l, p, a, x, lin_f32(x), b, pass));
         model_poll(pass);
         layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, a->res1, p->ln1_w, p->ln1_b, N, C, eps);
-        TRY(ffn_half(m, l, p, a, ln1_in(a), a->ln1, a->res2, pass));
+        TRY(ffn_half(m, l, p, a, lin_f32(a->ln1), a->ln1, a->res2, pass));
         layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, p->ln2_w, p->ln2_b, N, C, eps);
     }
     model_poll(pass);
@@ -159,7 +156,7 @@ static status_t attention_half_backward(model_stage *m, int l, const block_param
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     TRY(model_stage_linear_backward(m, m->s.dA, g->proj_w, g->proj_b, m->s.dtmp, C, (lin_in){a->atty, a->atty_bf}, p->proj_w, layout_of(m), N,
                     Cl, C, 0));
-    TRY(attention_backward(m->s.dqkv, m->s.datt, m->s.dA, a->qkv, a->qkv_bf, a->att_stat, key_mask_of(m, b),
+    TRY(attention_backward(m->s.dqkv, m->s.dA, a->qkv, a->qkv_bf, a->att_stat, key_mask_of(m, b),
                            c->family == MODEL_GPT, model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl,
                            c->bf16));
     TRY(column_parallel_backward(m, dacc, g->qkv_w, g->qkv_b, m->s.dqkv, attn_in, p->qkv_w, N, C,
@@ -178,14 +175,14 @@ status_t model_block_backward(model_stage *m, int l, const block_params *p, cons
     if (m->cfg.pre_ln) {
         /* dx holds d(res2); the residual passes it to res1 unchanged */
         memset(dln, 0, N * C * sizeof(float));
-        TRY(ffn_half_backward(m, l, p, g, a, ln2_in(a), dx, dln, pass));
+        TRY(ffn_half_backward(m, l, p, g, a, model_stage_norm_again(m, p, a, 2, a->res1), dx, dln, pass));
         layernorm_backward(dx, g->ln2_w, g->ln2_b, dln, a->res1, p->ln2_w, a->ln2_mean,
                            a->ln2_rstd, (int)N, (int)C);
         /* dx = d(res1) = d(x) through the residual; dA is reused by the
          * attention backward, so d(ln1) gathers in dfch's space */
         float *dln1 = m->s.dfch;
         memset(dln1, 0, N * C * sizeof(float));
-        TRY(attention_half_backward(m, l, p, g, a, ln1_in(a), dx, dln1, b, pass));
+        TRY(attention_half_backward(m, l, p, g, a, model_stage_norm_again(m, p, a, 1, x), dx, dln1, b, pass));
         layernorm_backward(dx, g->ln1_w, g->ln1_b, dln1, x, p->ln1_w, a->ln1_mean, a->ln1_rstd,
                            (int)N, (int)C);
     } else {
@@ -195,7 +192,7 @@ status_t model_block_backward(model_stage *m, int l, const block_params *p, cons
         layernorm_backward(dres2, g->ln2_w, g->ln2_b, dx, a->res2, p->ln2_w, a->ln2_mean,
                            a->ln2_rstd, (int)N, (int)C);
         /* d(ln1) = d(res2) (residual) + the FFN branch */
-        TRY(ffn_half_backward(m, l, p, g, a, ln1_in(a), dres2, dres2, pass));
+        TRY(ffn_half_backward(m, l, p, g, a, lin_f32(a->ln1), dres2, dres2, pass));
         memset(dx, 0, N * C * sizeof(float));
         layernorm_backward(dx, g->ln1_w, g->ln1_b, dres2, a->res1, p->ln1_w, a->ln1_mean,
                            a->ln1_rstd, (int)N, (int)C);

@@ -30,11 +30,14 @@ typedef struct stage_params {
 typedef struct block_acts {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att_stat, *atty, *res1; /* att_stat: (B,NHl,T,2) */
     float *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *res2;
-    /* bf16 stages: the GEMM-only inputs kept for backward in bf16 (the
-       pre-LN ln1 and ln2, atty); their fp32 pointers then share one scratch,
-       valid only between the forward's LayerNorm / attention and its GEMM.
-       NULL in fp32 stages and for a post-LN ln1, which is the residual too. */
-    bf16 *ln1_bf, *ln2_bf, *atty_bf;
+    /* bf16 stages: the attention output, a GEMM-only input, is kept for
+       backward in bf16 (atty_bf); the pre-LN ln1 and ln2 are not kept at all
+       (backward remakes them in bf16 from the block input / res1 and the
+       statistics: model_stage_norm_again). Their fp32 pointers then share
+       one scratch (gemm_in), valid only between the forward's LayerNorm /
+       attention and its GEMM. NULL in fp32 stages; a post-LN ln1 is the
+       residual too and stays fp32. */
+    bf16 *atty_bf;
     /* bf16 stages: the GEMM outputs backward reads, kept in bf16 as autocast
        keeps them: q | k | v (after RoPE; attention rounds them to bf16
        anyway) and the FFN's pre-activation (Llama: gate | up), from which
@@ -53,7 +56,6 @@ typedef struct slot_acts {
 
 typedef struct scratch {
     float *tmp, *dA, *dtmp, *dfch, *dqkv;
-    float *datt;                      /* attention's scratch (attention_scratch_floats): no T x T kept */
     float *dm_x, *dm_y;               /* 2d: local parts of (N,C) FFN inputs, outputs and gradients */
     float *dm_bias;                   /* 2d: (d_ff) the FFN-in bias gradient's group sum */
     float *ce_max, *ce_st;            /* parallel cross-entropy: (HEAD_ROWS), (2 HEAD_ROWS) */
@@ -69,6 +71,7 @@ typedef struct scratch {
     bf16 *qkv_rep_bf;                 /* the same repeat in a bf16 stage (qkv_rep NULL) */
     float *dh;                        /* Llama: (N,Fl) d(silu(gate) up) */
     bf16 *xbf, *dbf;                  /* bf16: a linear's input and its output's gradient */
+    bf16 *ln_bf;                      /* bf16: (N,C) a pre-norm block's LayerNorm / RMSNorm output remade */
     float *gemm_in;                   /* bf16: fp32 (N, max(C, Cl)) of the inputs kept in bf16 */
 } scratch;
 
@@ -192,6 +195,11 @@ lin_in model_stage_gelu(model_stage *m, const block_acts *a, size_t n, gelu_kind
 void model_stage_gelu_backward(model_stage *m, const block_acts *a, size_t n, gelu_kind kind);
 lin_in model_stage_swiglu(model_stage *m, const block_acts *a);
 void model_stage_swiglu_backward(model_stage *m, const block_acts *a);
+/* A pre-norm block's normalised input of its QKV (which = 1) or FFN (2)
+ * GEMM, for backward: fp32 stages kept it (a->ln1, a->ln2); a bf16 stage
+ * remakes it in bf16 into s.ln_bf from the norm's input x (the block input
+ * or res1) and the statistics it kept (bitwise forward's rounding). */
+lin_in model_stage_norm_again(model_stage *m, const block_params *p, const block_acts *a, int which, const float *x);
 /* bf16 stages: a->qkv_bf, a->fch_bf from the GEMMs' fp32 outputs (once the
  * forward has made them); fp32 stages: nothing. */
 void model_stage_keep_qkv(model_stage *m, const block_acts *a);

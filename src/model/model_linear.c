@@ -93,6 +93,19 @@ void model_stage_swiglu_backward(model_stage *m, const block_acts *a)
     else swiglu_backward(dg, du, 2 * F, m->s.dh, F, a->fch, a->fch + F, 2 * F, N, F);
 }
 
+lin_in model_stage_norm_again(model_stage *m, const block_params *p, const block_acts *a, int which, const float *x)
+{
+    if (!m->cfg.bf16) return lin_f32(which == 1 ? a->ln1 : a->ln2);
+    int N = m->B * m->cfg.seq_len, C = m->cfg.d_model;
+    const float *w = which == 1 ? p->ln1_w : p->ln2_w, *rstd = which == 1 ? a->ln1_rstd : a->ln2_rstd;
+    if (m->cfg.family == MODEL_LLAMA)
+        rmsnorm_apply_bf16(m->s.ln_bf, x, rstd, w, N, C);
+    else
+        layernorm_apply_bf16(m->s.ln_bf, x, which == 1 ? a->ln1_mean : a->ln2_mean, rstd, w,
+                             which == 1 ? p->ln1_b : p->ln2_b, N, C);
+    return (lin_in){NULL, m->s.ln_bf};
+}
+
 void model_stage_keep_qkv(model_stage *m, const block_acts *a)
 {
     if (a->qkv_bf) bf16_from_f32(a->qkv_bf, a->qkv, (size_t)m->B * m->cfg.seq_len * m->Wqkv);

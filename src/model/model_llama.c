@@ -21,8 +21,6 @@
 
 #include "model/model_internal.h"
 
-static lin_in ln1_in(const block_acts *a) { return (lin_in){a->ln1, a->ln1_bf}; }
-static lin_in ln2_in(const block_acts *a) { return (lin_in){a->ln2, a->ln2_bf}; }
 static lin_in atty_in(const block_acts *a) { return (lin_in){a->atty, a->atty_bf}; }
 static int grouped(const model_stage *m) { return m->NKVl < m->NHl; }
 
@@ -95,19 +93,19 @@ status_t llama_block_forward(model_stage *m, int l, const block_params *p, const
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, F = m->Fl, W = m->Wqkv;
     rmsnorm_forward(a->ln1, a->ln1_rstd, x, p->ln1_w, N, C, c->norm_eps);
-    TRY(model_stage_linear_forward(m, a->qkv, W, ln1_in(a), p->qkv_w, NULL, W_OUT_IN, N, C, W));
+    TRY(model_stage_linear_forward(m, a->qkv, W, lin_f32(a->ln1), p->qkv_w, NULL, W_OUT_IN, N, C, W));
     rope_qk(m, a->qkv, rope_forward);
     model_stage_keep_qkv(m, a);
     const float *qf;
     const bf16 *qh;
     attention_qkv(m, a, N, &qf, &qh);
-    TRY(attention_forward(a->atty, a->att_stat, m->s.datt, qf, qh, NULL, 1, model_dropout(m, pass, l, SITE_ATT), m->B,
+    TRY(attention_forward(a->atty, a->att_stat, qf, qh, NULL, 1, model_dropout(m, pass, l, SITE_ATT), m->B,
                           c->seq_len, m->Cl, m->NHl, c->bf16));
     TRY(row_parallel_forward(m, m->s.tmp, atty_in(a), p->proj_w, NULL, N, m->Cl, C));
     dropout_add_forward(a->res1, x, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     model_poll(pass);
     rmsnorm_forward(a->ln2, a->ln2_rstd, a->res1, p->ln2_w, N, C, c->norm_eps);
-    TRY(model_stage_linear_forward(m, a->fch, 2 * F, ln2_in(a), p->fc_w, NULL, W_OUT_IN, N, C, 2 * F));
+    TRY(model_stage_linear_forward(m, a->fch, 2 * F, lin_f32(a->ln2), p->fc_w, NULL, W_OUT_IN, N, C, 2 * F));
     model_stage_keep_fch(m, a);
     TRY(row_parallel_forward(m, m->s.tmp, model_stage_swiglu(m, a), p->fc2_w, NULL, N, F, C));
     dropout_add_forward(a->res2, a->res1, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
@@ -124,12 +122,14 @@ static status_t ffn_backward(model_stage *m, int l, const block_params *p, const
     lin_in h = model_stage_swiglu(m, a); /* the down projection's input, again */
     TRY(model_stage_linear_backward(m, m->s.dh, g->fc2_w, NULL, m->s.dtmp, C, h, p->fc2_w, W_OUT_IN, N, F, C, 0));
     model_stage_swiglu_backward(m, a);
-    return column_parallel_backward(m, dln, g->fc_w, NULL, m->s.dfch, ln2_in(a), p->fc_w, N, C, 2 * F);
+    return column_parallel_backward(m, dln, g->fc_w, NULL, m->s.dfch, model_stage_norm_again(m, p, a, 2, a->res1),
+                                    p->fc_w, N, C, 2 * F);
 }
 
-/* dln (N,C) += d(ln1) of the attention branch, given d(res1) in dres. */
+/* dln (N,C) += d(ln1) of the attention branch, given d(res1) in dres and the block input x. */
 static status_t attention_backward_llama(model_stage *m, int l, const block_params *p, const block_params *g,
-                                         const block_acts *a, const float *dres, float *dln, const model_pass *pass)
+                                         const block_acts *a, const float *x, const float *dres, float *dln,
+                                         const model_pass *pass)
 {
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, W = m->Wqkv;
@@ -139,7 +139,7 @@ static status_t attention_backward_llama(model_stage *m, int l, const block_para
     const float *qf;
     const bf16 *qh;
     attention_qkv(m, a, N, &qf, &qh);
-    TRY(attention_backward(m->s.dqkv, m->s.datt, m->s.dA, qf, qh, a->att_stat, NULL, 1,
+    TRY(attention_backward(m->s.dqkv, m->s.dA, qf, qh, a->att_stat, NULL, 1,
                            model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, m->Cl, m->NHl, c->bf16));
     float *dqkv = m->s.dqkv;
     if (grouped(m)) {
@@ -147,7 +147,8 @@ static status_t attention_backward_llama(model_stage *m, int l, const block_para
         dqkv = m->s.dqkv_kv;
     }
     rope_qk(m, dqkv, rope_backward);
-    return column_parallel_backward(m, dln, g->qkv_w, NULL, dqkv, ln1_in(a), p->qkv_w, N, C, W);
+    return column_parallel_backward(m, dln, g->qkv_w, NULL, dqkv, model_stage_norm_again(m, p, a, 1, x), p->qkv_w,
+                                    N, C, W);
 }
 
 status_t llama_block_backward(model_stage *m, int l, const block_params *p, const block_params *g,
@@ -164,7 +165,7 @@ status_t llama_block_backward(model_stage *m, int l, const block_params *p, cons
     /* dA is the attention's scratch: d(ln1) gathers in dfch's space */
     float *dln1 = m->s.dfch;
     memset(dln1, 0, N * C * sizeof(float));
-    TRY(attention_backward_llama(m, l, p, g, a, dx, dln1, pass));
+    TRY(attention_backward_llama(m, l, p, g, a, x, dx, dln1, pass));
     rmsnorm_backward(dx, g->ln1_w, dln1, x, p->ln1_w, a->ln1_rstd, (int)N, (int)C);
     model_poll(pass);
     return ST_OK;

@@ -13,12 +13,14 @@
  * call (the same shapes, so the same logits) and the same exp and product
  * (so bitwise the same probabilities), and the dropout mask from its key.
  * Memory per layer drops by B NH T^2 floats (gpt2-small, T = 1024: 48 MiB a
- * layer) for one more q k^T GEMM and exp per block in backward. The scratch
- * is two blocks of probabilities per (sequence, head) pair.
+ * layer) for one more q k^T GEMM and exp per block in backward. A thread
+ * works in a buffer of its own (thread_buffer: made on its first call, then
+ * kept): two blocks of probabilities of the pair at hand.
  *
  * A bf16 stage keeps q | k | v in bf16 (qkv_bf): each thread widens the
- * head at hand (T x 3 hs floats, in cache) before its GEMMs, which round them
- * back to the same bf16 values, so keeping them so changes no result. */
+ * head at hand into its buffer too (T x 3 hs floats, in cache) before its
+ * GEMMs, which round them back to the same bf16 values, so keeping them so
+ * changes no result. */
 #include <math.h>
 #include <string.h>
 
@@ -97,12 +99,6 @@ static void dropout_rows(float *Pd, const float *P, int i0, int i1, int T, int k
     }
 }
 
-size_t attention_scratch_floats(int B, int T, int NH)
-{
-    size_t rows = T < RB ? (size_t)T : RB;
-    return (size_t)B * NH * 2 * rows * T;
-}
-
 /* The logits of query rows [i0, i1) against keys [0, kend) into P (rows of
  * T): scale q k^T. Forward and backward both call it. */
 /* One of attention's GEMMs on this thread: bf16 operands (rounded as they
@@ -120,12 +116,20 @@ static void logits_block(float *P, const float *Q, const float *K, int i0, int i
     att_gemm(half, 0, 1, i1 - i0, kend, hs, scale, Q + (size_t)i0 * ld, ld, K, ld, 0.0f, P, T);
 }
 
+/* The calling thread's buffer for one (sequence, head) pair: two blocks of
+ * probabilities (block floats each), then, from a bf16 copy, the head's
+ * q | k | v widened to fp32 (T rows of 3 hs). NULL when it cannot be had. */
+static float *pair_buffer(size_t block, const bf16 *qkv_bf, int T, int hs)
+{
+    size_t n = 2 * block + (qkv_bf ? (size_t)T * 3 * hs : 0);
+    return thread_buffer(TB_ATTENTION, n * sizeof(float));
+}
+
 /* Head h of sequence b: returns its q (T rows, *ld floats apart), its k and
- * v at *kv and 2 *kv past each q row. From the bf16 copy they are widened
- * into the thread's buffer (rows of 3 hs: q | k | v), else read in place in
- * qkv (rows of 3C). NULL when the buffer cannot be had. */
-static const float *head_qkv(const float *qkv, const bf16 *qkv_bf, int b, int h, int T, int C, int hs, int *ld,
-                             size_t *kv)
+ * v at *kv and 2 *kv past each q row: read in place in qkv (rows of 3C), or
+ * widened from the bf16 copy into wide (rows of 3 hs: q | k | v). */
+static const float *head_qkv(const float *qkv, const bf16 *qkv_bf, float *wide, int b, int h, int T, int C, int hs,
+                             int *ld, size_t *kv)
 {
     size_t off = (size_t)b * T * 3 * C + (size_t)h * hs;
     if (!qkv_bf) {
@@ -133,11 +137,9 @@ static const float *head_qkv(const float *qkv, const bf16 *qkv_bf, int b, int h,
         *kv = (size_t)C;
         return qkv + off;
     }
-    float *buf = thread_buffer(TB_ATTENTION, (size_t)T * 3 * hs * sizeof(float));
-    if (!buf) return NULL;
     for (int t = 0; t < T; t++) {
         const bf16 *src = qkv_bf + off + (size_t)t * 3 * C;
-        float *dst = buf + (size_t)t * 3 * hs;
+        float *dst = wide + (size_t)t * 3 * hs;
         for (int part = 0; part < 3; part++) {
             #pragma omp simd
             for (int i = 0; i < hs; i++) dst[part * hs + i] = bf16_value(src[(size_t)part * C + i]);
@@ -145,7 +147,7 @@ static const float *head_qkv(const float *qkv, const bf16 *qkv_bf, int b, int h,
     }
     *ld = 3 * hs;
     *kv = (size_t)hs;
-    return buf;
+    return wide;
 }
 
 /* First mask element of (sequence b, local head h): keyed by the global head. */
@@ -155,7 +157,7 @@ static size_t mask_base(const dropout_site *d, int b, int h, int NH, int T)
     return ((size_t)b * heads + (size_t)d->head0 + h) * T * T;
 }
 
-status_t attention_forward(float *out, float *stat, float *scratch, const float *qkv, const bf16 *qkv_bf,
+status_t attention_forward(float *out, float *stat, const float *qkv, const bf16 *qkv_bf,
                            const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH,
                            int half)
 {
@@ -167,14 +169,15 @@ status_t attention_forward(float *out, float *stat, float *scratch, const float 
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH, ld;
         size_t kv;
-        const float *Q = head_qkv(qkv, qkv_bf, b, h, T, C, hs, &ld, &kv);
-        if (!Q) {
+        float *P = pair_buffer(block, qkv_bf, T, hs);
+        if (!P) {
             failed = 1;
             continue;
         }
+        float *Pd = drop.p > 0.0f ? P + block : P;
+        const float *Q = head_qkv(qkv, qkv_bf, P + 2 * block, b, h, T, C, hs, &ld, &kv);
         const float *K = Q + kv, *V = Q + 2 * kv;
         size_t base = mask_base(&drop, b, h, NH, T);
-        float *P = scratch + (size_t)bh * 2 * block, *Pd = drop.p > 0.0f ? P + block : P;
         float *O = out + (size_t)b * T * C + h * hs;
         const int32_t *km = key_mask ? key_mask + (size_t)b * T : NULL;
         for (int i0 = 0; i0 < T; i0 += RB) {
@@ -185,8 +188,8 @@ status_t attention_forward(float *out, float *stat, float *scratch, const float 
             att_gemm(half, 0, 0, i1 - i0, hs, kend, 1.0f, Pd, T, V, ld, 0.0f, O + (size_t)i0 * C, C);
         }
     }
-    FAIL_IF(failed, ST_NOMEM, "attention: out of memory for a thread's %zu-byte q | k | v buffer",
-            (size_t)T * 3 * hs * sizeof(float));
+    FAIL_IF(failed, ST_NOMEM, "attention: out of memory for a thread's %zu-byte buffer",
+            (2 * block + (qkv_bf ? (size_t)T * 3 * hs : 0)) * sizeof(float));
     return ST_OK;
 }
 
@@ -207,7 +210,7 @@ static void softmax_backward_rows(float *dP, const float *P, int rows, int T, in
 /* Per block of query rows, with its probabilities P recomputed and Pd their
  * dropout: dV += Pd^T dO, dP = dO V^T (then dropout's backward), dS from the
  * softmax's backward, dQ = dS K (the block's rows), dK += dS^T Q. */
-status_t attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const bf16 *qkv_bf,
+status_t attention_backward(float *dqkv, const float *dout, const float *qkv, const bf16 *qkv_bf,
                             const float *stat, const int32_t *key_mask, int causal, dropout_site drop, int B, int T,
                             int C, int NH, int half)
 {
@@ -219,17 +222,18 @@ status_t attention_backward(float *dqkv, float *scratch, const float *dout, cons
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH, ld;
         size_t kv;
-        const float *Q = head_qkv(qkv, qkv_bf, b, h, T, C, hs, &ld, &kv);
-        if (!Q) {
+        float *P = pair_buffer(block, qkv_bf, T, hs);
+        if (!P) {
             failed = 1;
             continue;
         }
+        float *dP = P + block;
+        const float *Q = head_qkv(qkv, qkv_bf, P + 2 * block, b, h, T, C, hs, &ld, &kv);
         const float *K = Q + kv, *V = Q + 2 * kv;
         float *dQ = dqkv + (size_t)b * T * C3 + h * hs, *dK = dQ + C, *dV = dQ + 2 * C;
         const float *dO = dout + (size_t)b * T * C + h * hs;
         const int32_t *km = key_mask ? key_mask + (size_t)b * T : NULL;
         size_t base = mask_base(&drop, b, h, NH, T);
-        float *P = scratch + (size_t)bh * 2 * block, *dP = P + block;
         for (int t = 0; t < T; t++) {
             memset(dK + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
             memset(dV + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
@@ -251,7 +255,7 @@ status_t attention_backward(float *dqkv, float *scratch, const float *dout, cons
             att_gemm(half, 1, 0, kend, hs, rows, 1.0f, dP, T, Q + (size_t)i0 * ld, ld, 1.0f, dK, C3);
         }
     }
-    FAIL_IF(failed, ST_NOMEM, "attention: out of memory for a thread's %zu-byte q | k | v buffer",
-            (size_t)T * 3 * hs * sizeof(float));
+    FAIL_IF(failed, ST_NOMEM, "attention: out of memory for a thread's %zu-byte buffer",
+            (2 * block + (qkv_bf ? (size_t)T * 3 * hs : 0)) * sizeof(float));
     return ST_OK;
 }

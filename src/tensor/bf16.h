@@ -95,6 +95,14 @@ void embedding_slice_forward_split(float *out, const int32_t *ids, const bf16 *h
  * attention's q | k | v in bf16 for backward, as autocast does: each value is
  * the fp32 kernel's on the input's bf16 value, in fp32. */
 
+/* layernorm_forward's / rmsnorm_forward's output (tensor.h) in bf16, remade
+ * from their input and the statistics they kept: bitwise their output
+ * rounded to nearest even (a bf16 stage remakes the normalised input of the
+ * QKV and FFN GEMMs in backward instead of keeping it). */
+void layernorm_apply_bf16(bf16 *out, const float *inp, const float *mean, const float *rstd, const float *weight,
+                          const float *bias, int N, int C);
+void rmsnorm_apply_bf16(bf16 *out, const float *inp, const float *rstd, const float *weight, int N, int C);
+
 /* out = bf16(gelu(inp)), n elements: the FFN's second GEMM input. */
 void gelu_forward_bf16(bf16 *out, const bf16 *inp, size_t n, gelu_kind kind);
 /* dinp = gelu'(inp) * dout (fp32; dinp may alias dout). */

@@ -23,6 +23,18 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *wei
     }
 }
 
+void rmsnorm_apply_bf16(bf16 *out, const float *inp, const float *rstd, const float *weight, int N, int C)
+{
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        bf16 *y = out + (size_t)n * C;
+        float r = rstd[n];
+        #pragma omp simd
+        for (int c = 0; c < C; c++) y[c] = bf16_round(x[c] * r * weight[c]);
+    }
+}
+
 /* y = x r w with r = (mean(x^2) + eps)^-1/2: dx = r (w dy) - x r^3 mean(x w dy),
  * dw = sum over rows of x r dy. dweight is summed over the rows in a fixed
  * order (deterministic), then added. */

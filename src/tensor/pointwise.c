@@ -5,6 +5,10 @@
 #include "tensor/bf16.h"
 #include "tensor/internal.h"
 
+/* One LayerNorm output: forward and the bf16 remake share it, so both round
+ * the same float. */
+static inline float ln_value(float x, float m, float r, float w, float b) { return (x - m) * r * w + b; }
+
 /* inp, out (N,C); mean, rstd (N); weight, bias (C). Statistics in double so
  * rows with a large mean do not lose the variance; the row sums are SIMD
  * reductions (a fixed order per row: deterministic). */
@@ -27,9 +31,22 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
         }
         float r = (float)(1.0 / sqrt(v / C + eps));
         #pragma omp simd
-        for (int c = 0; c < C; c++) y[c] = (x[c] - m) * r * weight[c] + bias[c];
+        for (int c = 0; c < C; c++) y[c] = ln_value(x[c], m, r, weight[c], bias[c]);
         mean[n] = m;
         rstd[n] = r;
+    }
+}
+
+void layernorm_apply_bf16(bf16 *out, const float *inp, const float *mean, const float *rstd, const float *weight,
+                          const float *bias, int N, int C)
+{
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        bf16 *y = out + (size_t)n * C;
+        float m = mean[n], r = rstd[n];
+        #pragma omp simd
+        for (int c = 0; c < C; c++) y[c] = bf16_round(ln_value(x[c], m, r, weight[c], bias[c]));
     }
 }
 

@@ -113,24 +113,22 @@ typedef struct dropout_site {
     int head0, n_head;
 } dropout_site;
 
-/* The floats of the scratch both calls need (the probabilities of two blocks
- * of query rows per (sequence, head) pair). */
-size_t attention_scratch_floats(int B, int T, int NH);
 /* half = 1 (a bf16 stage, on a CPU with AVX512-BF16): the GEMMs q k^T,
  * P v and those of backward take bf16-rounded operands and sum in fp32;
  * softmax, its statistics and dropout stay fp32. qkv_bf (B,T,3C), when not
  * NULL, is q | k | v in bf16 and read instead of qkv (which may be NULL):
- * a bf16 stage keeps them so, and with half the result is bitwise that of
- * qkv holding the same values (each head's are widened to fp32 in a buffer
- * of its thread, thread_buffer). Fails only when that buffer cannot be had. */
-status_t attention_forward(float *out, float *stat, float *scratch, const float *qkv, const bf16 *qkv_bf,
-                           const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH,
-                           int half);
+ * a bf16 stage keeps them so, and the result is bitwise that of qkv holding
+ * the same values. Each thread works in a buffer of its own (the pair's
+ * probabilities; the head's q | k | v widened from qkv_bf), made on its first
+ * call and kept (tensor/internal.h thread_buffer: later calls of the same
+ * shape allocate nothing); the calls fail only when it cannot be had. */
+status_t attention_forward(float *out, float *stat, const float *qkv, const bf16 *qkv_bf, const int32_t *key_mask,
+                           int causal, dropout_site drop, int B, int T, int C, int NH, int half);
 /* dqkv (B,T,3C) overwritten, given d(out) and forward's qkv (or qkv_bf),
  * stat, key_mask, causal, drop and half. */
-status_t attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const bf16 *qkv_bf,
-                            const float *stat, const int32_t *key_mask, int causal, dropout_site drop, int B, int T,
-                            int C, int NH, int half);
+status_t attention_backward(float *dqkv, const float *dout, const float *qkv, const bf16 *qkv_bf, const float *stat,
+                            const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH,
+                            int half);
 
 /* ---- Llama-style decoder kernels (tensor/llama.c) ----------------------------- */
 

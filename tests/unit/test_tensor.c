@@ -190,11 +190,11 @@ Test(tensor, gelu_forms_match_known_values)
 }
 
 /* ---- attention ---- */
-typedef struct { float *qkv, *stat, *scr; int32_t *mask; int causal, B, T, C, NH; dropout_site d; } att_ctx;
+typedef struct { float *qkv, *stat; int32_t *mask; int causal, B, T, C, NH; dropout_site d; } att_ctx;
 static void att_fwd(fd_case *c)
 {
     att_ctx *k = c->ctx;
-    attention_forward(c->out, k->stat, k->scr, k->qkv, NULL, k->mask, k->causal, k->d, k->B, k->T, k->C, k->NH, 0);
+    attention_forward(c->out, k->stat, k->qkv, NULL, k->mask, k->causal, k->d, k->B, k->T, k->C, k->NH, 0);
 }
 
 /* T > 64 spans several blocks of query rows (the kernel's RB), whose dK and dV
@@ -203,8 +203,8 @@ static void check_attention(int causal, int masked, float p, int B, int T)
 {
     setup();
     int C = 8, NH = 2;
-    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, ns = attention_scratch_floats(B, T, NH);
-    att_ctx k = {.qkv = vec(nq, 1, 1), .stat = vec((size_t)B * NH * T * 2, 0, 0), .scr = vec(ns, 0, 0),
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
+    att_ctx k = {.qkv = vec(nq, 1, 1), .stat = vec((size_t)B * NH * T * 2, 0, 0),
                  .causal = causal, .B = B, .T = T, .C = C, .NH = NH};
     k.d.key = rng_key_make(3, RNG_DROPOUT);
     k.d.stream = 11;
@@ -219,7 +219,7 @@ static void check_attention(int causal, int masked, float p, int B, int T)
             if (t % T != 3 && t % T != 40 && t % T != 66 && t % T != T - 1) memset(c.R + (size_t)t * C, 0, C * sizeof(float));
     float *dqkv = vec(nq, 0, 0);
     att_fwd(&c);
-    attention_backward(dqkv, k.scr, c.R, k.qkv, NULL, k.stat, k.mask, causal, k.d, B, T, C, NH, 0);
+    attention_backward(dqkv, c.R, k.qkv, NULL, k.stat, k.mask, causal, k.d, B, T, C, NH, 0);
     fd_check(&c, k.qkv, dqkv, nq, "attention dqkv");
     if (p == 0.0f) {
         /* rows sum to 1 (all values 1 give outputs 1), masked and future keys
@@ -228,17 +228,17 @@ static void check_attention(int causal, int masked, float p, int B, int T)
         memcpy(ones, k.qkv, nq * sizeof(float));
         for (int bt = 0; bt < B * T; bt++)
             for (int ch = 0; ch < C; ch++) ones[(size_t)bt * 3 * C + 2 * C + ch] = 1.0f;
-        attention_forward(o1, k.stat, k.scr, ones, NULL, k.mask, causal, k.d, B, T, C, NH, 0);
+        attention_forward(o1, k.stat, ones, NULL, k.mask, causal, k.d, B, T, C, NH, 0);
         for (size_t i = 0; i < no; i++) cr_expect(fabsf(o1[i] - 1.0f) < 1e-5f, "output %zu = %g, not 1", i, o1[i]);
-        attention_forward(o1, k.stat, k.scr, k.qkv, NULL, k.mask, causal, k.d, B, T, C, NH, 0);
+        attention_forward(o1, k.stat, k.qkv, NULL, k.mask, causal, k.d, B, T, C, NH, 0);
         for (int bt = 0; bt < B * T; bt++)
             if (masked && !mask[bt])
                 for (int ch = C; ch < 3 * C; ch++) k.qkv[(size_t)bt * 3 * C + ch] += 5.0f;
-        attention_forward(o2, k.stat, k.scr, k.qkv, NULL, k.mask, causal, k.d, B, T, C, NH, 0);
+        attention_forward(o2, k.stat, k.qkv, NULL, k.mask, causal, k.d, B, T, C, NH, 0);
         for (size_t i = 0; i < no; i++) cr_expect(o1[i] == o2[i], "a masked key changed output %zu", i);
         free(ones), free(o1), free(o2);
     }
-    free(mask), free(dqkv), free(c.out), free(c.R), free(k.qkv), free(k.scr), free(k.stat);
+    free(mask), free(dqkv), free(c.out), free(c.R), free(k.qkv), free(k.stat);
 }
 
 Test(tensor, attention_plain_backward_matches_finite_differences) { check_attention(0, 0, 0, 2, 7); }
@@ -256,10 +256,10 @@ Test(tensor, attention_forward_matches_a_plain_reference_with_dropout)
     setup();
     int B = 2, T = 70, C = 8, NH = 2, hs = C / NH;
     size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
-    float *qkv = vec(nq, 1, 1), *out = vec(no, 0, 0), *scr = vec(attention_scratch_floats(B, T, NH), 0, 0);
+    float *qkv = vec(nq, 1, 1), *out = vec(no, 0, 0);
     float *P = vec(na, 0, 0), *Pd = vec(na, 0, 0), *stat = vec((size_t)B * NH * T * 2, 0, 0);
     dropout_site d = {.key = rng_key_make(5, RNG_DROPOUT), .stream = 23, .p = 0.3f};
-    attention_forward(out, stat, scr, qkv, NULL, NULL, 1, d, B, T, C, NH, 0);
+    attention_forward(out, stat, qkv, NULL, NULL, 1, d, B, T, C, NH, 0);
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int i = 0; i < T; i++) {
@@ -289,21 +289,21 @@ Test(tensor, attention_forward_matches_a_plain_reference_with_dropout)
                     worst = err > worst ? err : worst;
                 }
     cr_expect(worst < 1e-5, "attention with dropout differs from the reference by %g", worst);
-    free(qkv), free(out), free(scr), free(P), free(Pd), free(stat);
+    free(qkv), free(out), free(P), free(Pd), free(stat);
 }
 
 Test(tensor, causal_attention_ignores_future_tokens)
 {
     setup();
     int B = 1, T = 6, C = 4, NH = 1;
-    float *qkv = vec(72, 1, 1), *scr = vec(attention_scratch_floats(B, T, NH), 0, 0), *o1 = vec(24, 0, 0),
+    float *qkv = vec(72, 1, 1), *o1 = vec(24, 0, 0),
           *o2 = vec(24, 0, 0), *stat = vec((size_t)B * NH * T * 2, 0, 0);
     dropout_site d = {0};
-    attention_forward(o1, stat, scr, qkv, NULL, NULL, 1, d, B, T, C, NH, 0);
+    attention_forward(o1, stat, qkv, NULL, NULL, 1, d, B, T, C, NH, 0);
     for (int c = 0; c < 12; c++) qkv[5 * 12 + c] += 10.0f; /* change the last token */
-    attention_forward(o2, stat, scr, qkv, NULL, NULL, 1, d, B, T, C, NH, 0);
+    attention_forward(o2, stat, qkv, NULL, NULL, 1, d, B, T, C, NH, 0);
     for (int i = 0; i < 20; i++) cr_expect(o1[i] == o2[i], "position %d changed", i / 4);
-    free(qkv), free(scr), free(o1), free(o2), free(stat);
+    free(qkv), free(o1), free(o2), free(stat);
 }
 
 /* ---- dropout ---- */
@@ -502,9 +502,9 @@ Test(tensor, attention_of_a_head_slice_matches_the_whole_with_dropout)
     setup();
     int B = 2, T = 9, NH = 4, hs = 3, C = NH * hs;
     float *qkv = vec((size_t)B * T * 3 * C, 1, 1), *out = vec((size_t)B * T * C, 0, 0);
-    float *scr = vec(attention_scratch_floats(B, T, NH), 0, 0), *stat = vec((size_t)B * NH * T * 2, 0, 0);
+    float *stat = vec((size_t)B * NH * T * 2, 0, 0);
     dropout_site d = {.key = rng_key_make(3, RNG_DROPOUT), .stream = 17, .p = 0.3f};
-    attention_forward(out, stat, scr, qkv, NULL, NULL, 1, d, B, T, C, NH, 0);
+    attention_forward(out, stat, qkv, NULL, NULL, 1, d, B, T, C, NH, 0);
     for (int h0 = 0; h0 < NH; h0 += 2) {
         int nh = 2, Cl = nh * hs;
         float *lq = vec((size_t)B * T * 3 * Cl, 0, 0), *lo = vec((size_t)B * T * Cl, 0, 0);
@@ -514,14 +514,14 @@ Test(tensor, attention_of_a_head_slice_matches_the_whole_with_dropout)
                        (size_t)Cl * sizeof(float));
         dropout_site dl = d;
         dl.head0 = h0, dl.n_head = NH;
-        attention_forward(lo, stat, scr, lq, NULL, NULL, 1, dl, B, T, Cl, nh, 0);
+        attention_forward(lo, stat, lq, NULL, NULL, 1, dl, B, T, Cl, nh, 0);
         for (int bt = 0; bt < B * T; bt++)
             for (int c = 0; c < Cl; c++)
                 cr_expect(lo[(size_t)bt * Cl + c] == out[(size_t)bt * C + h0 * hs + c],
                           "heads from %d: position %d channel %d differs", h0, bt, c);
         free(lq), free(lo);
     }
-    free(qkv), free(out), free(scr), free(stat);
+    free(qkv), free(out), free(stat);
 }
 
 /* The block-cyclic arithmetic deals every index of a dimension to exactly one

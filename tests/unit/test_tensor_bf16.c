@@ -333,16 +333,16 @@ Test(bf16, attention_in_bf16_stays_within_its_rounding_bound_of_fp32)
 {
     if (!bf16_cpu_supported(NULL)) cr_skip_test("the CPU has no AVX512-BF16");
     enum { B = 2, T = 70, C = 32, NH = 2, hs = C / NH };
-    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, ns = attention_scratch_floats(B, T, NH);
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
     float *qkv = malloc(nq * sizeof *qkv), *o32 = malloc(no * sizeof *o32), *o16 = malloc(no * sizeof *o16);
-    float *scr = calloc(ns, sizeof *scr), *st32 = calloc((size_t)B * NH * T * 2, sizeof(float));
+    float *st32 = calloc((size_t)B * NH * T * 2, sizeof(float));
     float *st16 = calloc((size_t)B * NH * T * 2, sizeof(float)), *dout = malloc(no * sizeof *dout);
     float *d32 = malloc(nq * sizeof *d32), *d16 = malloc(nq * sizeof *d16);
     fill(qkv, nq, 8, 1.0f);
     fill(dout, no, 9, 1.0f);
     dropout_site off = {0};
-    attention_forward(o32, st32, scr, qkv, NULL, NULL, 1, off, B, T, C, NH, 0);
-    attention_forward(o16, st16, scr, qkv, NULL, NULL, 1, off, B, T, C, NH, 1);
+    attention_forward(o32, st32, qkv, NULL, NULL, 1, off, B, T, C, NH, 0);
+    attention_forward(o16, st16, qkv, NULL, NULL, 1, off, B, T, C, NH, 1);
     double scale = 1.0 / sqrt((double)hs), worst = 0.0;
     int differ = 0;
     for (int b = 0; b < B; b++)
@@ -374,14 +374,14 @@ Test(bf16, attention_in_bf16_stays_within_its_rounding_bound_of_fp32)
             }
     cr_log_info("bf16 attention: worst |bf16 - fp32| / bound = %.3f", worst);
     cr_expect(differ > (int)no / 2, "only %d of %zu outputs differ from fp32: is the bf16 path taken?", differ, no);
-    attention_backward(d32, scr, dout, qkv, NULL, st32, NULL, 1, off, B, T, C, NH, 0);
-    attention_backward(d16, scr, dout, qkv, NULL, st16, NULL, 1, off, B, T, C, NH, 1);
+    attention_backward(d32, dout, qkv, NULL, st32, NULL, 1, off, B, T, C, NH, 0);
+    attention_backward(d16, dout, qkv, NULL, st16, NULL, 1, off, B, T, C, NH, 1);
     double num = 0.0, den = 0.0;
     for (size_t i = 0; i < nq; i++) num += ((double)d16[i] - d32[i]) * ((double)d16[i] - d32[i]), den += (double)d32[i] * d32[i];
     cr_expect(den > 0 && sqrt(num / den) < 1.0 / 32, "bf16 attention gradients differ from fp32 by %.3g in relative norm",
               sqrt(num / den));
     cr_expect(sqrt(num / den) > 0, "bf16 attention gradients equal fp32's: is the bf16 path taken?");
-    free(qkv), free(o32), free(o16), free(scr), free(st32), free(st16), free(dout), free(d32), free(d16);
+    free(qkv), free(o32), free(o16), free(st32), free(st16), free(dout), free(d32), free(d16);
 }
 
 /* A bf16 stage keeps q | k | v in bf16 and attention widens each head from
@@ -392,9 +392,9 @@ Test(bf16, attention_in_bf16_stays_within_its_rounding_bound_of_fp32)
 Test(bf16, attention_from_a_bf16_qkv_equals_attention_from_its_values)
 {
     enum { B = 2, T = 70, C = 48, NH = 3 };
-    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, ns = attention_scratch_floats(B, T, NH);
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
     size_t nst = (size_t)B * NH * T * 2;
-    float *qkv = malloc(nq * sizeof *qkv), *dout = malloc(no * sizeof *dout), *scr = calloc(ns, sizeof *scr);
+    float *qkv = malloc(nq * sizeof *qkv), *dout = malloc(no * sizeof *dout);
     float *o1 = malloc(no * sizeof *o1), *o2 = malloc(no * sizeof *o2), *s1 = calloc(nst, sizeof *s1);
     float *s2 = calloc(nst, sizeof *s2), *d1 = malloc(nq * sizeof *d1), *d2 = malloc(nq * sizeof *d2);
     bf16 *qb = malloc(nq * sizeof *qb);
@@ -411,19 +411,19 @@ Test(bf16, attention_from_a_bf16_qkv_equals_attention_from_its_values)
                 dropout_site d = {0};
                 if (drop) d = (dropout_site){rng_key_make(5, RNG_DROPOUT), 77, 0.25f, 0, 0};
                 const int32_t *km = causal ? NULL : mask;
-                cr_assert_eq(attention_forward(o1, s1, scr, qkv, NULL, km, causal, d, B, T, C, NH, half), ST_OK);
-                cr_assert_eq(attention_forward(o2, s2, scr, NULL, qb, km, causal, d, B, T, C, NH, half), ST_OK);
+                cr_assert_eq(attention_forward(o1, s1, qkv, NULL, km, causal, d, B, T, C, NH, half), ST_OK);
+                cr_assert_eq(attention_forward(o2, s2, NULL, qb, km, causal, d, B, T, C, NH, half), ST_OK);
                 cr_assert(memcmp(o1, o2, no * sizeof *o1) == 0 && memcmp(s1, s2, nst * sizeof *s1) == 0,
                           "half %d causal %d dropout %d: the forward from the bf16 copy differs", half, causal, drop);
-                cr_assert_eq(attention_backward(d1, scr, dout, qkv, NULL, s1, km, causal, d, B, T, C, NH, half),
+                cr_assert_eq(attention_backward(d1, dout, qkv, NULL, s1, km, causal, d, B, T, C, NH, half),
                              ST_OK);
                 memset(d2, 0xFF, nq * sizeof *d2); /* every gradient must be written */
-                cr_assert_eq(attention_backward(d2, scr, dout, NULL, qb, s2, km, causal, d, B, T, C, NH, half),
+                cr_assert_eq(attention_backward(d2, dout, NULL, qb, s2, km, causal, d, B, T, C, NH, half),
                              ST_OK);
                 cr_assert(memcmp(d1, d2, nq * sizeof *d1) == 0,
                           "half %d causal %d dropout %d: the backward from the bf16 copy differs", half, causal, drop);
             }
-    free(qkv), free(dout), free(scr), free(o1), free(o2), free(s1), free(s2), free(d1), free(d2), free(qb);
+    free(qkv), free(dout), free(o1), free(o2), free(s1), free(s2), free(d1), free(d2), free(qb);
 }
 
 /* |a - b| within a few fp32 roundings of |a| (the same formula on the same
@@ -480,4 +480,31 @@ Test(bf16, gelu_and_swiglu_from_bf16_inputs_equal_the_fp32_kernels_on_their_valu
     swiglu_backward_bf16(g2, g2 + F, 2 * F, dy, F, xb, xb + F, 2 * F, N, F);
     expect_close(g1, g2, (size_t)N * 2 * F, "swiglu backward");
     free(x), free(dy), free(y), free(g1), free(g2), free(g3), free(xb), free(yb);
+}
+
+/* A bf16 stage remakes a pre-norm block's normalised GEMM input in backward
+ * from the norm's input and kept statistics: it must be bitwise forward's
+ * output rounded to bf16, or backward's weight gradients would multiply other
+ * values than forward did. Rows with a large mean and a constant row too. */
+Test(bf16, norms_remade_in_bf16_are_forwards_output_rounded)
+{
+    enum { N = 9, C = 200 };
+    float *x = malloc(N * C * sizeof *x), *w = malloc(C * sizeof *w), *b = malloc(C * sizeof *b);
+    float *y = malloc(N * C * sizeof *y), mean[N], rstd[N];
+    bf16 *want = malloc(N * C * sizeof *want), *got = malloc(N * C * sizeof *got);
+    fill(x, N * C, 41, 2.0f);
+    fill(w, C, 42, 1.0f);
+    fill(b, C, 43, 0.5f);
+    for (int c = 0; c < C; c++) x[3 * C + c] += 1000.0f, x[5 * C + c] = 0.25f;
+    layernorm_forward(y, mean, rstd, x, w, b, N, C, 1e-5f);
+    bf16_from_f32(want, y, N * C);
+    memset(got, 0xFF, N * C * sizeof *got);
+    layernorm_apply_bf16(got, x, mean, rstd, w, b, N, C);
+    cr_assert(memcmp(want, got, N * C * sizeof *got) == 0, "LayerNorm remade in bf16 differs from forward's");
+    rmsnorm_forward(y, rstd, x, w, N, C, 1e-5f);
+    bf16_from_f32(want, y, N * C);
+    memset(got, 0xFF, N * C * sizeof *got);
+    rmsnorm_apply_bf16(got, x, rstd, w, N, C);
+    cr_assert(memcmp(want, got, N * C * sizeof *got) == 0, "RMSNorm remade in bf16 differs from forward's");
+    free(x), free(w), free(b), free(y), free(want), free(got);
 }
