@@ -99,8 +99,6 @@ static void dropout_rows(float *Pd, const float *P, int i0, int i1, int T, int k
     }
 }
 
-/* The logits of query rows [i0, i1) against keys [0, kend) into P (rows of
- * T): scale q k^T. Forward and backward both call it. */
 /* One of attention's GEMMs on this thread: bf16 operands (rounded as they
  * are packed, fp32 sums) when half, else fp32 (BLIS). */
 static void att_gemm(int half, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
@@ -110,19 +108,13 @@ static void att_gemm(int half, int ta, int tb, int M, int N, int K, float alpha,
     tensor_gemm_1t(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+/* The logits of query rows [i0, i1) against keys [0, kend) into P (rows of
+ * T): scale q k^T (q and k rows ld floats apart). Forward and backward both
+ * call it. */
 static void logits_block(float *P, const float *Q, const float *K, int i0, int i1, int kend, int hs, int T, int ld,
                          float scale, int half)
 {
     att_gemm(half, 0, 1, i1 - i0, kend, hs, scale, Q + (size_t)i0 * ld, ld, K, ld, 0.0f, P, T);
-}
-
-/* The calling thread's buffer for one (sequence, head) pair: two blocks of
- * probabilities (block floats each), then, from a bf16 copy, the head's
- * q | k | v widened to fp32 (T rows of 3 hs). NULL when it cannot be had. */
-static float *pair_buffer(size_t block, const bf16 *qkv_bf, int T, int hs)
-{
-    size_t n = 2 * block + (qkv_bf ? (size_t)T * 3 * hs : 0);
-    return thread_buffer(TB_ATTENTION, n * sizeof(float));
 }
 
 /* Head h of sequence b: returns its q (T rows, *ld floats apart), its k and
@@ -150,6 +142,18 @@ static const float *head_qkv(const float *qkv, const bf16 *qkv_bf, float *wide, 
     return wide;
 }
 
+/* The start of pair (b, h): *P the calling thread's buffer, two blocks of
+ * probabilities (block floats each) followed, from a bf16 copy, by the head's
+ * q | k | v widened to fp32; returns q as head_qkv does, or NULL when the
+ * buffer cannot be had. */
+static const float *pair_begin(const float *qkv, const bf16 *qkv_bf, size_t block, int b, int h, int T, int C, int hs,
+                               float **P, int *ld, size_t *kv)
+{
+    size_t n = 2 * block + (qkv_bf ? (size_t)T * 3 * hs : 0);
+    *P = thread_buffer(TB_ATTENTION, n * sizeof(float));
+    return *P ? head_qkv(qkv, qkv_bf, *P + 2 * block, b, h, T, C, hs, ld, kv) : NULL;
+}
+
 /* First mask element of (sequence b, local head h): keyed by the global head. */
 static size_t mask_base(const dropout_site *d, int b, int h, int NH, int T)
 {
@@ -169,13 +173,13 @@ status_t attention_forward(float *out, float *stat, const float *qkv, const bf16
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH, ld;
         size_t kv;
-        float *P = pair_buffer(block, qkv_bf, T, hs);
-        if (!P) {
+        float *P;
+        const float *Q = pair_begin(qkv, qkv_bf, block, b, h, T, C, hs, &P, &ld, &kv);
+        if (!Q) {
             failed = 1;
             continue;
         }
         float *Pd = drop.p > 0.0f ? P + block : P;
-        const float *Q = head_qkv(qkv, qkv_bf, P + 2 * block, b, h, T, C, hs, &ld, &kv);
         const float *K = Q + kv, *V = Q + 2 * kv;
         size_t base = mask_base(&drop, b, h, NH, T);
         float *O = out + (size_t)b * T * C + h * hs;
@@ -222,13 +226,13 @@ status_t attention_backward(float *dqkv, const float *dout, const float *qkv, co
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH, ld;
         size_t kv;
-        float *P = pair_buffer(block, qkv_bf, T, hs);
-        if (!P) {
+        float *P;
+        const float *Q = pair_begin(qkv, qkv_bf, block, b, h, T, C, hs, &P, &ld, &kv);
+        if (!Q) {
             failed = 1;
             continue;
         }
         float *dP = P + block;
-        const float *Q = head_qkv(qkv, qkv_bf, P + 2 * block, b, h, T, C, hs, &ld, &kv);
         const float *K = Q + kv, *V = Q + 2 * kv;
         float *dQ = dqkv + (size_t)b * T * C3 + h * hs, *dK = dQ + C, *dV = dQ + 2 * C;
         const float *dO = dout + (size_t)b * T * C + h * hs;
