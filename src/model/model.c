@@ -126,7 +126,8 @@ static void carve_scratch(carver *cv, model_stage *m)
     }
     s->dqkv = carve(cv, 3 * N * Cl);
     if (m->last) {
-        s->logits = carve(cv, (size_t)HEAD_ROWS * V);
+        if (c->bf16) s->logits_bf = carve_bf16(cv, (size_t)HEAD_ROWS * V);
+        else s->logits = carve(cv, (size_t)HEAD_ROWS * V);
         s->ce_max = carve(cv, HEAD_ROWS);
         s->ce_st = carve(cv, 2 * HEAD_ROWS);
         s->row_loss = carve(cv, N);
@@ -150,11 +151,12 @@ static void carve_scratch(carver *cv, model_stage *m)
     if (c->sinusoidal && m->first) s->sin_pos = carve(cv, (size_t)c->max_positions * C);
     if (c->bf16) {
         /* a linear's input: (N,C), (N,Cl), the FFN hidden, head rows; its
-           output's gradient: (N,3Cl), (N,C), the hidden, a chunk of logits */
+           output's gradient: (N,3Cl), (N,C), the hidden (the head's logits
+           have their gradient in bf16 in place) */
         size_t widest = max_size(N * C, m->nh);
         s->xbf = carve_bf16(cv, widest);
         if (c->pre_ln) s->ln_bf = carve_bf16(cv, N * C);
-        s->dbf = carve_bf16(cv, max_size(max_size(3 * N * Cl, widest), (size_t)HEAD_ROWS * V));
+        s->dbf = carve_bf16(cv, max_size(3 * N * Cl, widest));
     }
 }
 

@@ -20,17 +20,55 @@
 /* The loss of n rows of this rank's logits (n, nv) over the vocabulary
  * split across the tensor group: row max and sum-exp reduced over the group,
  * the target's logit from the rank that holds it; the full logits are never
- * gathered. Leaves the gradient in the logits like crossentropy_fused. */
-static status_t parallel_crossentropy(model_stage *m, int n, const int32_t *targets, float scale,
-                                      int *correct, double *loss)
+ * gathered. Leaves the gradient in the logits like crossentropy_fused: the
+ * fp32 chunk, or (lg, a bf16 stage) the bf16 one, whose bias is added as it
+ * is read. */
+static status_t parallel_crossentropy(model_stage *m, bf16 *lg, const float *bias, int n, const int32_t *targets,
+                                      float scale, int *correct, double *loss)
 {
     scratch *k = &m->s;
-    crossentropy_slice_max(k->logits, m->Vl, n, m->nv, k->ce_max);
+    if (lg) crossentropy_slice_max_bf16(lg, m->Vl, bias, n, m->nv, k->ce_max);
+    else crossentropy_slice_max(k->logits, m->Vl, n, m->nv, k->ce_max);
     TRY(m->tp.allreduce_max(m->tp.ctx, k->ce_max, (size_t)n));
-    crossentropy_slice_sumexp(k->logits, m->Vl, targets, n, m->v0, m->nv, k->ce_max, k->ce_st);
+    if (lg) crossentropy_slice_sumexp_bf16(lg, m->Vl, bias, targets, n, m->v0, m->nv, k->ce_max, k->ce_st);
+    else crossentropy_slice_sumexp(k->logits, m->Vl, targets, n, m->v0, m->nv, k->ce_max, k->ce_st);
     TRY(model_tp_sum(m, k->ce_st, 2 * (size_t)n));
-    *loss += crossentropy_slice_grad(k->logits, m->Vl, targets, n, m->v0, m->nv, k->ce_max, k->ce_st,
-                                     scale, k->row_loss, correct);
+    if (lg)
+        *loss += crossentropy_slice_grad_bf16(lg, m->Vl, bias, targets, n, m->v0, m->nv, k->ce_max, k->ce_st, scale,
+                                              k->row_loss, correct);
+    else
+        *loss += crossentropy_slice_grad(k->logits, m->Vl, targets, n, m->v0, m->nv, k->ce_max, k->ce_st, scale,
+                                         k->row_loss, correct);
+    return ST_OK;
+}
+
+/* One chunk of n rows hc (n,C) of a bf16 stage's head: the logits in bf16,
+ * as autocast's linear writes them; the cross-entropy reads them (the bias
+ * added in fp32) and leaves their gradient in their place in bf16, which
+ * the backward GEMMs read as it is (no fp32 gradient, no second copy). */
+static status_t head_chunk_bf16(model_stage *m, const float *w, float *dw, const float *hc, float *dhc, int n,
+                                const int32_t *rows, const int32_t *targets, const float *bias, float *dbias,
+                                float scale, const model_pass *pass, int *correct, double *loss)
+{
+    int C = m->cfg.d_model, V = m->nv, ld = m->Vl;
+    bf16 *lg = m->s.logits_bf;
+    if (V) TRY(model_stage_linear_forward_out16(m, lg, ld, lin_f32(hc), w, W_OUT_IN, n, C, V));
+    if (pass->logits) {
+        #pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++) {
+            float *dst = pass->logits + (size_t)rows[i] * V;
+            const bf16 *src = lg + (size_t)i * ld;
+            for (int v = 0; v < V; v++) dst[v] = bias ? bf16_value(src[v]) + bias[v] : bf16_value(src[v]);
+        }
+    }
+    if (m->tp.size == 1)
+        *loss += crossentropy_fused_bf16(lg, ld, bias, targets, n, V, scale, m->s.row_loss, correct);
+    else
+        TRY(parallel_crossentropy(m, lg, bias, n, targets, scale, correct, loss));
+    if (pass->train && V)
+        TRY(model_stage_linear_backward_dout16(m, dhc, dw, dbias, lg, ld, lin_f32(hc), w, W_OUT_IN, n, C, V, 0));
+    else if (pass->train)
+        memset(dhc, 0, (size_t)n * C * sizeof(float));
     return ST_OK;
 }
 
@@ -49,6 +87,12 @@ static status_t tied_logits_loss(model_stage *m, const float *w, float *dw, cons
     for (int r0 = 0; r0 < R; r0 += HEAD_ROWS) {
         int n = R - r0 < HEAD_ROWS ? R - r0 : HEAD_ROWS;
         const float *hc = h + (size_t)r0 * C;
+        if (m->cfg.bf16) {
+            TRY(head_chunk_bf16(m, w, dw, hc, dh + (size_t)r0 * C, n, rows + r0, targets + r0, bias, dbias, scale,
+                                pass, correct, loss));
+            model_poll(pass);
+            continue;
+        }
         if (V) TRY(model_stage_linear_forward(m, m->s.logits, ld, lin_f32(hc), w, bias, W_OUT_IN, n, C, V));
         if (pass->logits)
             for (int i = 0; i < n; i++)
@@ -58,7 +102,7 @@ static status_t tied_logits_loss(model_stage *m, const float *w, float *dw, cons
             *loss += crossentropy_fused(m->s.logits, V, targets + r0, n, V, scale, m->s.row_loss,
                                         correct);
         else
-            TRY(parallel_crossentropy(m, n, targets + r0, scale, correct, loss));
+            TRY(parallel_crossentropy(m, NULL, NULL, n, targets + r0, scale, correct, loss));
         if (pass->train && V)
             TRY(model_stage_linear_backward(m, dh + (size_t)r0 * C, dw, dbias, m->s.logits, ld, lin_f32(hc), w, W_OUT_IN, n,
                                       C, V, 0));

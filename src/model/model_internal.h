@@ -60,7 +60,8 @@ typedef struct scratch {
     float *dm_bias;                   /* 2d: (d_ff) the FFN-in bias gradient's group sum */
     float *ce_max, *ce_st;            /* parallel cross-entropy: (HEAD_ROWS), (2 HEAD_ROWS) */
     float *gelu;                      /* gelu(fch) of the block at hand (N,F); Llama: silu(gate) up */
-    float *logits, *row_loss;         /* (RC,V), (B*T) */
+    float *logits, *row_loss;         /* (RC,V) fp32 stages, (B*T) */
+    bf16 *logits_bf;                  /* (RC,V) bf16 stages: the head's logits and their gradient */
     float *h_in, *h_t, *h_g, *h_l, *h_mean, *h_rstd, *dh_l, *dh_g; /* head rows (B*T,C) */
     int32_t *rows, *row_targets;      /* head rows and their targets (B*T) */
     float *pool_in, *pool, *dpool, *dpool_in, *nsp; /* (B,C) and (B,2) */
@@ -186,6 +187,14 @@ status_t model_stage_linear_forward(model_stage *m, float *out, int ldo, lin_in 
                               weight_layout lay, int N, int C, int OC);
 status_t model_stage_linear_backward(model_stage *m, float *dinp, float *dw, float *db, const float *dout, int ldd,
                                lin_in inp, const float *w, weight_layout lay, int N, int C, int OC, int accumulate);
+/* A bf16 stage's head (model_head.c): the logits written in bf16, and the
+ * backward of that linear from their bf16 gradient (dout_bf, row stride
+ * ldd; the bias gradient, if any, sums it). Shapes as above, no bias. */
+status_t model_stage_linear_forward_out16(model_stage *m, bf16 *out, int ldo, lin_in inp, const float *w,
+                                          weight_layout lay, int N, int C, int OC);
+status_t model_stage_linear_backward_dout16(model_stage *m, float *dinp, float *dw, float *db, const bf16 *dout_bf,
+                                            int ldd, lin_in inp, const float *w, weight_layout lay, int N, int C,
+                                            int OC, int accumulate);
 /* The block's FFN activation, n elements, as the FFN's second GEMM takes it:
  * gelu(fch) in fp32 into fch_gelu, or (bf16 stage) gelu(fch_bf) in bf16
  * straight into the GEMM scratch; Llama's silu(gate) up likewise (into the

@@ -26,6 +26,23 @@ void model_stage_sync_bf16(model_stage *m)
 
 static const bf16 *weight_bf16(const model_stage *m, const float *w) { return m->wbf + (w - m->params); }
 
+/* A linear's input in bf16 for forward: made from inp.f into inp.h (kept)
+ * or the scratch, or inp.h as it is. */
+static const bf16 *forward_input(model_stage *m, lin_in inp, int N, int C)
+{
+    bf16 *h = inp.h ? inp.h : m->s.xbf;
+    if (inp.f) bf16_from_f32(h, inp.f, (size_t)N * C);
+    return h;
+}
+
+/* A linear's input in bf16 for backward: the kept copy, or made again. */
+static const bf16 *backward_input(model_stage *m, lin_in inp, int N, int C)
+{
+    if (inp.h) return inp.h;
+    bf16_from_f32(m->s.xbf, inp.f, (size_t)N * C);
+    return m->s.xbf;
+}
+
 status_t model_stage_linear_forward(model_stage *m, float *out, int ldo, lin_in inp, const float *w, const float *bias,
                               weight_layout lay, int N, int C, int OC)
 {
@@ -34,9 +51,23 @@ status_t model_stage_linear_forward(model_stage *m, float *out, int ldo, lin_in 
         linear_forward(out, ldo, inp.f, w, bias, lay, N, C, OC);
         return ST_OK;
     }
-    bf16 *h = inp.h ? inp.h : m->s.xbf;
-    if (inp.f) bf16_from_f32(h, inp.f, (size_t)N * C);
-    return linear_forward_bf16(out, ldo, h, weight_bf16(m, w), bias, lay, N, C, OC);
+    return linear_forward_bf16(out, ldo, forward_input(m, inp, N, C), weight_bf16(m, w), bias, lay, N, C, OC);
+}
+
+status_t model_stage_linear_forward_out16(model_stage *m, bf16 *out, int ldo, lin_in inp, const float *w,
+                                          weight_layout lay, int N, int C, int OC)
+{
+    if (N == 0) return ST_OK;
+    return linear_forward_bf16_out16(out, ldo, forward_input(m, inp, N, C), weight_bf16(m, w), lay, N, C, OC);
+}
+
+status_t model_stage_linear_backward_dout16(model_stage *m, float *dinp, float *dw, float *db, const bf16 *dout_bf,
+                                            int ldd, lin_in inp, const float *w, weight_layout lay, int N, int C,
+                                            int OC, int accumulate)
+{
+    if (N == 0) return ST_OK;
+    return linear_backward_bf16(dinp, dw, db, NULL, dout_bf, ldd, backward_input(m, inp, N, C), weight_bf16(m, w),
+                                lay, N, C, OC, accumulate);
 }
 
 status_t model_stage_linear_backward(model_stage *m, float *dinp, float *dw, float *db, const float *dout, int ldd,
@@ -49,12 +80,8 @@ status_t model_stage_linear_backward(model_stage *m, float *dinp, float *dw, flo
     }
     /* dout's rows with their stride (a vocabulary slice's padding included) */
     bf16_from_f32(m->s.dbf, dout, (size_t)(N - 1) * ldd + OC);
-    const bf16 *h = inp.h;
-    if (!h) {
-        bf16_from_f32(m->s.xbf, inp.f, (size_t)N * C);
-        h = m->s.xbf;
-    }
-    return linear_backward_bf16(dinp, dw, db, dout, m->s.dbf, ldd, h, weight_bf16(m, w), lay, N, C, OC, accumulate);
+    return linear_backward_bf16(dinp, dw, db, dout, m->s.dbf, ldd, backward_input(m, inp, N, C), weight_bf16(m, w),
+                                lay, N, C, OC, accumulate);
 }
 
 lin_in model_stage_gelu(model_stage *m, const block_acts *a, size_t n, gelu_kind kind)

@@ -106,6 +106,7 @@ int bf16_all_finite(const bf16 *hi, size_t n)
 typedef struct gemm_key {
     int ta, tb, M, N, K, lda, ldb, ldc, beta;
     int f32; /* operands fp32 (tensor_gemm_onednn_f32) instead of bf16 */
+    int c16; /* the result rounded to bf16 (tensor_gemm_bf16_out16) instead of fp32 */
 } gemm_key;
 
 typedef struct gemm_prim {
@@ -184,7 +185,7 @@ static status_t prim_create(gemm_prim *g, const gemm_key *k)
     dnnl_data_type_t in = k->f32 ? dnnl_f32 : dnnl_bf16;
     TRY(md_of(&a, k->M, k->K, k->lda, k->ta, in));
     TRY(md_of(&b, k->K, k->N, k->ldb, k->tb, in));
-    TRY(md_of(&c, k->M, k->N, k->ldc, 0, dnnl_f32));
+    TRY(md_of(&c, k->M, k->N, k->ldc, 0, k->c16 ? dnnl_bf16 : dnnl_f32));
     dnnl_matmul_desc_t desc;
     TRY(dnnl_ok(dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c), "describing a bf16 matmul"));
     dnnl_primitive_attr_t attr;
@@ -249,14 +250,15 @@ static status_t prim_find(const gemm_key *k, gemm_prim **out)
     return ST_OK;
 }
 
-/* C = op(A) op(B) + beta C through the primitive of key k (A, B of its type). */
-static status_t gemm_run(const gemm_key *kk, const void *A, const void *Bm, float beta, float *Cm)
+/* C = op(A) op(B) + beta C through the primitive of key k (A, B, C of its types). */
+static status_t gemm_run(const gemm_key *kk, const void *A, const void *Bm, float beta, void *Cm)
 {
     gemm_key k = *kk;
     if (k.M == 0 || k.N == 0) return ST_OK;
     FAIL_IF(beta != 0.0f && beta != 1.0f, ST_ERROR, "tensor_gemm_bf16: beta %g (expected 0 or 1)", beta);
     if (k.K == 0) {
-        for (int i = 0; beta == 0.0f && i < k.M; i++) memset(Cm + (size_t)i * k.ldc, 0, (size_t)k.N * sizeof(float));
+        size_t es = k.c16 ? sizeof(bf16) : sizeof(float);
+        for (int i = 0; beta == 0.0f && i < k.M; i++) memset((char *)Cm + (size_t)i * k.ldc * es, 0, (size_t)k.N * es);
         return ST_OK;
     }
     k.beta = beta != 0.0f;
@@ -278,14 +280,21 @@ static status_t gemm_run(const gemm_key *kk, const void *A, const void *Bm, floa
 status_t tensor_gemm_bf16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
                    float beta, float *Cm, int ldc)
 {
-    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 0};
+    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 0, 0};
     return gemm_run(&k, A, Bm, beta, Cm);
+}
+
+status_t tensor_gemm_bf16_out16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
+                                bf16 *Cm, int ldc)
+{
+    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 0, 1};
+    return gemm_run(&k, A, Bm, 0.0f, Cm);
 }
 
 status_t tensor_gemm_onednn_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *Bm, int ldb,
                          float beta, float *Cm, int ldc)
 {
-    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 1};
+    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 1, 0};
     return gemm_run(&k, A, Bm, beta, Cm);
 }
 

@@ -122,10 +122,32 @@ void swiglu_backward_bf16(float *dgate, float *dup, int ldd, const float *dout, 
 status_t tensor_gemm_bf16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
                    float beta, float *Cm, int ldc);
 
+/* C = op(A) op(B) (beta 0) rounded to bf16 (nearest even) by oneDNN as it
+ * writes it: the bf16 head's logits, which the cross-entropy reads in bf16
+ * as autocast's does (crossentropy_fused_bf16). */
+status_t tensor_gemm_bf16_out16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
+                                bf16 *Cm, int ldc);
+
 /* The same GEMM with fp32 operands through oneDNN's f32 matmul (what
  * tensor.h's tensor_gemm runs for the linear layers in fp32). */
 status_t tensor_gemm_onednn_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *Bm, int ldb,
                          float beta, float *Cm, int ldc);
+
+/* crossentropy_fused and the crossentropy_slice_* phases (tensor.h) over
+ * bf16 logits (N, V or nv) row stride ld, with bias (V or nv, fp32; NULL:
+ * none) added to each logit as it is read: the same arithmetic on those
+ * values, except that the exponentials are computed again where the
+ * gradient is written instead of being stored by sumexp (which then leaves
+ * the logits as they are). The gradient overwrites the logits rounded to
+ * bf16 (nearest even). */
+double crossentropy_fused_bf16(bf16 *logits, int ld, const float *bias, const int32_t *targets, int N, int V,
+                               float scale, float *row_loss, int *correct);
+void crossentropy_slice_max_bf16(const bf16 *logits, int ld, const float *bias, int N, int nv, float *mx);
+void crossentropy_slice_sumexp_bf16(const bf16 *logits, int ld, const float *bias, const int32_t *targets, int N,
+                                    int v0, int nv, const float *mx, float *st);
+double crossentropy_slice_grad_bf16(bf16 *logits, int ld, const float *bias, const int32_t *targets, int N, int v0,
+                                    int nv, const float *mx, const float *st, float scale, float *row_loss,
+                                    int *correct);
 
 /* ---- linear layers in mixed precision --------------------------------------
  * The bf16 twins of linear_forward / linear_backward (tensor.h, same shapes,
@@ -136,9 +158,14 @@ status_t tensor_gemm_onednn_f32(int ta, int tb, int M, int N, int K, const float
  * (OC,C) or (C,OC); bias (OC) fp32 or NULL. */
 status_t linear_forward_bf16(float *out, int ldo, const bf16 *inp_bf, const bf16 *w_bf, const float *bias,
                              weight_layout lay, int N, int C, int OC);
+/* out (N,OC) row stride ldo = inp W in bf16 (rounded as oneDNN writes it),
+ * no bias: the bf16 head's logits (its bias is added as they are read). */
+status_t linear_forward_bf16_out16(bf16 *out, int ldo, const bf16 *inp_bf, const bf16 *w_bf, weight_layout lay, int N,
+                                   int C, int OC);
 /* dout (N,OC) fp32 row stride ldd (for the bias gradient) and its bf16 copy
  * dout_bf with the same row stride; dinp (N,C) overwritten or accumulated,
- * may be NULL; dweight (fp32) and dbias accumulate. */
+ * may be NULL; dweight (fp32) and dbias accumulate. dout NULL: the bias
+ * gradient sums dout_bf (the bf16 head's, whose gradient exists only so). */
 status_t linear_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const bf16 *dout_bf,
                               int ldd, const bf16 *inp_bf, const bf16 *w_bf, weight_layout lay, int N, int C,
                               int OC, int accumulate);

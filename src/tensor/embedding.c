@@ -205,3 +205,145 @@ double crossentropy_slice_grad(float *logits, int ld, const int32_t *targets, in
     for (int n = 0; n < N; n++) loss += row_loss[n];
     return loss;
 }
+
+/* ---- cross-entropy over bf16 logits ---------------------------------------
+ * A bf16 stage's head writes its logits in bf16 (as autocast's linear does)
+ * and these kernels read them, add the bias (if any) in fp32, and compute as
+ * the fp32 kernels above; instead of storing the exponentials between passes
+ * they compute them again where the gradient is written (the same exp_fast
+ * of the same value), which is rounded to bf16 in place: the GEMMs of the
+ * head's backward read it so. A row is read in tiles widened to fp32 on the
+ * stack, so every loop is the fp32 kernels' (vectorised) loop. */
+enum { CE_TILE = 1024 };
+
+/* t[0, n) = the logits [v0, v0 + n) of row, widened, plus the bias. */
+static inline void ce_widen(float *t, const bf16 *row, const float *bias, int v0, int n)
+{
+    if (bias) {
+        #pragma omp simd
+        for (int i = 0; i < n; i++) t[i] = bf16_value(row[v0 + i]) + bias[v0 + i];
+    } else {
+        #pragma omp simd
+        for (int i = 0; i < n; i++) t[i] = bf16_value(row[v0 + i]);
+    }
+}
+
+static inline float ce_logit(const bf16 *row, const float *bias, int v)
+{
+    return bias ? bf16_value(row[v]) + bias[v] : bf16_value(row[v]);
+}
+
+static float ce_row_max(const bf16 *row, const float *bias, int nv)
+{
+    float t[CE_TILE], mx = -INFINITY;
+    for (int v0 = 0; v0 < nv; v0 += CE_TILE) {
+        int n = nv - v0 < CE_TILE ? nv - v0 : CE_TILE;
+        ce_widen(t, row, bias, v0, n);
+        #pragma omp simd reduction(max : mx)
+        for (int i = 0; i < n; i++) mx = t[i] > mx ? t[i] : mx;
+    }
+    return mx;
+}
+
+static float ce_row_sumexp(const bf16 *row, const float *bias, int nv, float mx)
+{
+    float t[CE_TILE], sum = 0.0f;
+    for (int v0 = 0; v0 < nv; v0 += CE_TILE) {
+        int n = nv - v0 < CE_TILE ? nv - v0 : CE_TILE;
+        ce_widen(t, row, bias, v0, n);
+        #pragma omp simd reduction(+ : sum)
+        for (int i = 0; i < n; i++) sum += exp_fast(t[i] - mx);
+    }
+    return sum;
+}
+
+/* The gradient row scale * (exp(x - mx) / sum - one-hot(y)) rounded to
+ * bf16 in place, over nv entries (y outside [0, nv): no one-hot term). */
+static void ce_row_grad(bf16 *row, const float *bias, int nv, int y, float mx, float sum, float scale)
+{
+    float t[CE_TILE], k = scale / sum;
+    int hot = y >= 0 && y < nv;
+    float ey = hot ? exp_fast(ce_logit(row, bias, y) - mx) : 0.0f; /* before the row is overwritten */
+    for (int v0 = 0; v0 < nv; v0 += CE_TILE) {
+        int n = nv - v0 < CE_TILE ? nv - v0 : CE_TILE;
+        ce_widen(t, row, bias, v0, n);
+        #pragma omp simd
+        for (int i = 0; i < n; i++) t[i] = exp_fast(t[i] - mx) * k;
+        #pragma omp simd
+        for (int i = 0; i < n; i++) row[v0 + i] = bf16_round(t[i]);
+    }
+    if (hot) row[y] = bf16_round(ey * k - scale);
+}
+
+double crossentropy_fused_bf16(bf16 *logits, int ld, const float *bias, const int32_t *targets, int N, int V,
+                               float scale, float *row_loss, int *correct)
+{
+    int hits = 0;
+    #pragma omp parallel for schedule(static) reduction(+ : hits)
+    for (int n = 0; n < N; n++) {
+        bf16 *row = logits + (size_t)n * ld;
+        int y = targets[n];
+        row_loss[n] = 0.0f;
+        if (y < 0) {
+            memset(row, 0, (size_t)V * sizeof(bf16));
+            continue;
+        }
+        float mx = ce_row_max(row, bias, V), xy = ce_logit(row, bias, y);
+        /* the argmax (the first maximum) is the target: only rows whose
+           target holds the maximum look for an earlier one */
+        int first = xy == mx;
+        for (int v = 0; first && v < y; v++) first = ce_logit(row, bias, v) != mx;
+        hits += first;
+        float sum = ce_row_sumexp(row, bias, V, mx);
+        row_loss[n] = logf(sum) - (xy - mx);
+        ce_row_grad(row, bias, V, y, mx, sum, scale);
+    }
+    if (correct) *correct += hits;
+    double loss = 0.0;
+    for (int n = 0; n < N; n++) loss += row_loss[n];
+    return loss;
+}
+
+void crossentropy_slice_max_bf16(const bf16 *logits, int ld, const float *bias, int N, int nv, float *mx)
+{
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) mx[n] = ce_row_max(logits + (size_t)n * ld, bias, nv);
+}
+
+void crossentropy_slice_sumexp_bf16(const bf16 *logits, int ld, const float *bias, const int32_t *targets, int N,
+                                    int v0, int nv, const float *mx, float *st)
+{
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const bf16 *row = logits + (size_t)n * ld;
+        int y = targets[n] - v0;
+        st[2 * n] = st[2 * n + 1] = 0.0f;
+        if (targets[n] < 0) continue;
+        if (y >= 0 && y < nv) st[2 * n + 1] = ce_logit(row, bias, y);
+        st[2 * n] = ce_row_sumexp(row, bias, nv, mx[n]);
+    }
+}
+
+double crossentropy_slice_grad_bf16(bf16 *logits, int ld, const float *bias, const int32_t *targets, int N, int v0,
+                                    int nv, const float *mx, const float *st, float scale, float *row_loss,
+                                    int *correct)
+{
+    int hits = 0;
+    #pragma omp parallel for schedule(static) reduction(+ : hits)
+    for (int n = 0; n < N; n++) {
+        bf16 *row = logits + (size_t)n * ld;
+        row_loss[n] = 0.0f;
+        if (targets[n] < 0) {
+            memset(row, 0, (size_t)nv * sizeof(bf16));
+            continue;
+        }
+        float sum = st[2 * n], xy = st[2 * n + 1];
+        hits += xy >= mx[n];
+        row_loss[n] = logf(sum) - (xy - mx[n]);
+        ce_row_grad(row, bias, nv, targets[n] - v0, mx[n], sum, scale);
+    }
+    if (correct) *correct += hits;
+    double loss = 0.0;
+    for (int n = 0; n < N; n++) loss += row_loss[n];
+    return loss;
+}

@@ -108,6 +108,28 @@ status_t linear_forward_bf16(float *out, int ldo, const bf16 *inp_bf, const bf16
     return tensor_gemm_bf16(0, 0, N, OC, C, inp_bf, C, w_bf, OC, beta, out, ldo);
 }
 
+status_t linear_forward_bf16_out16(bf16 *out, int ldo, const bf16 *inp_bf, const bf16 *w_bf, weight_layout lay, int N,
+                                   int C, int OC)
+{
+    if (lay == W_OUT_IN) return tensor_gemm_bf16_out16(0, 1, N, OC, C, inp_bf, C, w_bf, C, out, ldo);
+    return tensor_gemm_bf16_out16(0, 0, N, OC, C, inp_bf, C, w_bf, OC, out, ldo);
+}
+
+/* bias_backward of a bf16 dout. */
+static void bias_backward_bf16(float *dbias, const bf16 *dout, int ldd, int N, int OC)
+{
+    #pragma omp parallel for schedule(static)
+    for (int o0 = 0; o0 < OC; o0 += 64) {
+        int o1 = o0 + 64 < OC ? o0 + 64 : OC;
+        float acc[64] = {0};
+        for (int n = 0; n < N; n++) {
+            const bf16 *row = dout + (size_t)n * ldd;
+            for (int o = o0; o < o1; o++) acc[o - o0] += bf16_value(row[o]);
+        }
+        for (int o = o0; o < o1; o++) dbias[o] += acc[o - o0];
+    }
+}
+
 status_t linear_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const bf16 *dout_bf,
                               int ldd, const bf16 *inp_bf, const bf16 *w_bf, weight_layout lay, int N, int C,
                               int OC, int accumulate)
@@ -120,6 +142,7 @@ status_t linear_backward_bf16(float *dinp, float *dweight, float *dbias, const f
         if (dinp) TRY(tensor_gemm_bf16(0, 1, N, C, OC, dout_bf, ldd, w_bf, OC, beta, dinp, C));
         TRY(tensor_gemm_bf16(1, 0, C, OC, N, inp_bf, C, dout_bf, ldd, 1.0f, dweight, OC));
     }
-    if (dbias) bias_backward(dbias, dout, ldd, N, OC);
+    if (dbias && dout) bias_backward(dbias, dout, ldd, N, OC);
+    else if (dbias) bias_backward_bf16(dbias, dout_bf, ldd, N, OC);
     return ST_OK;
 }

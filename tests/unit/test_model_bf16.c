@@ -13,10 +13,10 @@
  * stated otherwise.
  *
  * Where the two differ. Both round each linear layer's input and weight to bf16
- * and sum in fp32, and both keep q | k | v and the FFN's pre-activation in
- * bf16 (mpilm rounds those two linear outputs, which backward reads, and
- * computes attention, GELU and SwiGLU from the rounded values). Autocast also
- * rounds every other linear's OUTPUT, runs Q K^T,
+ * and sum in fp32, and both keep q | k | v, the FFN's pre-activation and the
+ * logits in bf16 (mpilm rounds those linear outputs, which backward or the
+ * cross-entropy read, and computes attention, GELU, SwiGLU and the loss from
+ * the rounded values). Autocast also rounds every other linear's OUTPUT, runs Q K^T,
  * softmax and P V in bf16, and in backward rounds every gradient a bf16 op
  * produces (each linear's d(input) and d(weight), d(probs), d(scores)); mpilm
  * keeps those fp32. Each is one rounding, <= u of the value rounded; and once

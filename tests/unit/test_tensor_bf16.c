@@ -508,3 +508,74 @@ Test(bf16, norms_remade_in_bf16_are_forwards_output_rounded)
     cr_assert(memcmp(want, got, N * C * sizeof *got) == 0, "RMSNorm remade in bf16 differs from forward's");
     free(x), free(w), free(b), free(y), free(want), free(got);
 }
+
+/* The bf16 head's GEMM rounds its fp32 sums to bf16 as it writes them: each
+ * entry within half a bf16 ulp of a value within bound B of the exact
+ * product of the (bf16) operands. */
+Test(bf16, gemm_with_a_bf16_result_rounds_the_fp32_product)
+{
+    enum { M = 37, N = 301, K = 96 };
+    float *a = malloc(M * K * sizeof *a), *b = malloc(N * K * sizeof *b);
+    bf16 *ab = malloc(M * K * sizeof *ab), *bb = malloc(N * K * sizeof *bb), *c = malloc(M * N * sizeof *c);
+    fill(a, M * K, 51, 1.0f);
+    fill(b, N * K, 52, 1.0f);
+    bf16_from_f32(ab, a, M * K);
+    bf16_from_f32(bb, b, N * K);
+    cr_assert_eq(tensor_gemm_bf16_out16(0, 1, M, N, K, ab, K, bb, K, c, N), ST_OK, "%s", st_message());
+    int exact = 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double d = 0.0, mag = 0.0;
+            for (int k = 0; k < K; k++) {
+                double p = (double)bf16_value(ab[i * K + k]) * bf16_value(bb[j * K + k]);
+                d += p, mag += fabs(p);
+            }
+            double got = bf16_value(c[i * N + j]), slack = K * EPS32 * mag * 1.01;
+            cr_assert(fabs(got - d) <= U * (fabs(d) + slack) + slack, "(%d, %d): %.9g against %.9g", i, j, got, d);
+            exact += c[i * N + j] == bf16_round((float)d);
+        }
+    cr_expect(exact > M * N * 9 / 10, "only %d of %d entries are the nearest bf16 of the exact product", exact, M * N);
+    free(a), free(b), free(ab), free(bb), free(c);
+}
+
+/* Cross-entropy over bf16 logits (plus an fp32 bias) computes what the fp32
+ * kernel computes over those values, its gradient rounded to bf16; the
+ * vocabulary-split phases, reduced as the tensor group reduces them, give
+ * the same losses and gradients. Rows with target -100 have no loss and a
+ * zero gradient. */
+Test(bf16, crossentropy_over_bf16_logits_equals_the_fp32_kernel_on_their_values)
+{
+    enum { N = 6, V = 333, S = 140 }; /* two slices: [0, S), [S, V) */
+    float *x = malloc(N * V * sizeof *x), *bias = malloc(V * sizeof *bias), *g = malloc(N * V * sizeof *g);
+    bf16 *lb = malloc(N * V * sizeof *lb), *ls = malloc(N * V * sizeof *ls);
+    int32_t targets[N] = {5, 332, -100, 0, 139, 140};
+    float rl32[N], rl16[N], rls[N], mx[N], mx2[N], st[2 * N], st2[2 * N];
+    fill(x, N * V, 61, 3.0f);
+    fill(bias, V, 62, 0.5f);
+    bf16_from_f32(lb, x, N * V);
+    memcpy(ls, lb, N * V * sizeof *ls);
+    for (int n = 0; n < N; n++)
+        for (int v = 0; v < V; v++) g[n * V + v] = bf16_value(lb[n * V + v]) + bias[v];
+    int c32 = 0, c16 = 0, cs = 0;
+    double l32 = crossentropy_fused(g, V, targets, N, V, 0.25f, rl32, &c32);
+    double l16 = crossentropy_fused_bf16(lb, V, bias, targets, N, V, 0.25f, rl16, &c16);
+    cr_assert(fabs(l16 - l32) <= 1e-6 * fabs(l32), "loss %.9g over bf16 logits, %.9g in fp32", l16, l32);
+    cr_assert_eq(c16, c32, "correct rows %d against %d", c16, c32);
+    for (int i = 0; i < N * V; i++)
+        cr_assert(is_rounding_of(lb[i], g[i]), "gradient [%d]: %.9g, fp32 %.9g", i, bf16_value(lb[i]), g[i]);
+    for (int v = 0; v < V; v++) cr_assert_eq(lb[2 * V + v], 0, "an ignored row has a gradient");
+    /* the split: each slice's phases, then the group's max and sum */
+    crossentropy_slice_max_bf16(ls, V, bias, N, S, mx);
+    crossentropy_slice_max_bf16(ls + S, V, bias + S, N, V - S, mx2);
+    for (int n = 0; n < N; n++) mx[n] = mx2[n] = fmaxf(mx[n], mx2[n]);
+    crossentropy_slice_sumexp_bf16(ls, V, bias, targets, N, 0, S, mx, st);
+    crossentropy_slice_sumexp_bf16(ls + S, V, bias + S, targets, N, S, V - S, mx2, st2);
+    for (int i = 0; i < 2 * N; i++) st[i] = st2[i] = st[i] + st2[i];
+    double ls1 = crossentropy_slice_grad_bf16(ls, V, bias, targets, N, 0, S, mx, st, 0.25f, rls, &cs);
+    double ls2 = crossentropy_slice_grad_bf16(ls + S, V, bias + S, targets, N, S, V - S, mx2, st2, 0.25f, rls, NULL);
+    cr_assert(fabs(ls1 - l32) <= 1e-5 * fabs(l32) && ls1 == ls2, "split loss %.9g / %.9g, fused %.9g", ls1, ls2, l32);
+    for (int i = 0; i < N * V; i++)
+        cr_assert(is_rounding_of(ls[i], g[i]) || fabsf(bf16_value(ls[i]) - g[i]) <= 1e-6f * 0.25f,
+                  "split gradient [%d]: %.9g, fp32 %.9g", i, bf16_value(ls[i]), g[i]);
+    free(x), free(bias), free(g), free(lb), free(ls);
+}
