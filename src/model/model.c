@@ -36,7 +36,7 @@ static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *
     size_t N = (size_t)m->B * m->cfg.seq_len, C = m->cfg.d_model, Cl = m->Cl;
     int half = m->cfg.bf16; /* GEMM-only inputs kept in bf16, their fp32 in one scratch */
     a->atty_bf = a->qkv_bf = a->fch_bf = NULL;
-    if (half && m->cfg.pre_ln) { /* not kept: model_stage_norm_again */
+    if (m->cfg.pre_ln) { /* not kept: model_stage_norm_again */
         a->ln1 = m->s.gemm_in;
     } else {
         a->ln1 = carve(cv, N * C);
@@ -55,8 +55,8 @@ static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *
     a->res1 = carve(cv, N * C);
     a->ln2_mean = carve(cv, N);
     a->ln2_rstd = carve(cv, N);
-    if (half) { /* likewise, in backward's dfch */
-        a->fch = m->s.dfch;
+    if (half) { /* likewise, in backward's dfch (Llama: gate | up written in bf16 only) */
+        a->fch = m->cfg.family == MODEL_LLAMA ? NULL : m->s.dfch;
         a->fch_bf = carve_bf16(cv, m->nh);
     } else {
         a->fch = carve(cv, m->nh);
@@ -64,7 +64,7 @@ static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *
     a->fch_gelu = m->s.gelu; /* shared: backward recomputes it from fch */
     /* the block output is the next layer's input: pre-LN res2, post-LN ln2 */
     if (m->cfg.pre_ln) {
-        a->ln2 = half ? m->s.gemm_in : carve(cv, N * C);
+        a->ln2 = m->s.gemm_in;
         a->res2 = out;
     } else {
         a->res2 = carve(cv, N * C);
@@ -112,11 +112,14 @@ static void carve_scratch(carver *cv, model_stage *m)
     } else {
         s->gelu = c->bf16 ? NULL : carve(cv, m->nh); /* bf16: made in bf16 (model_stage_gelu) */
     }
-    if (c->bf16) s->gemm_in = carve(cv, N * C); /* Cl <= C */
+    if (c->bf16 || c->pre_ln) s->gemm_in = carve(cv, N * C); /* Cl <= C */
     s->tmp = carve(cv, N * C);
     s->dA = carve(cv, N * C);
     s->dtmp = carve(cv, N * C);
-    s->dfch = carve(cv, m->nh > N * C ? m->nh : N * C); /* also d(ln1) of a pre-LN block */
+    /* d(fch), GPT's and BERT's fch in a bf16 forward; also d(ln1) of a
+       pre-LN block and the heads' dh_l. Llama's d(gate | up) overwrites
+       gate | up (model_stage_swiglu_backward). */
+    s->dfch = carve(cv, c->family == MODEL_LLAMA ? N * C : max_size(m->nh, N * C));
     if (m->tp.grid_p > 0) {
         int lr, lc;
         model_dmat_local(&m->tp, (int)N, (int)C, &lr, &lc);
@@ -131,13 +134,16 @@ static void carve_scratch(carver *cv, model_stage *m)
         s->ce_max = carve(cv, HEAD_ROWS);
         s->ce_st = carve(cv, 2 * HEAD_ROWS);
         s->row_loss = carve(cv, N);
-        s->h_in = carve(cv, N * C);
-        s->h_t = carve(cv, N * C);
+        /* the heads' rows (at most N, C wide) in the blocks' scratch: the
+           heads run between the blocks' forward and their backward, each
+           of which uses it only within one block */
+        s->h_in = s->tmp;
+        s->h_t = s->dtmp;
+        s->h_l = s->dA;
+        s->dh_l = s->dfch;
         if (c->family == MODEL_BERT) s->h_g = carve(cv, N * C); /* the MLM transform's GELU */
-        s->h_l = carve(cv, N * C);
         s->h_mean = carve(cv, N);
         s->h_rstd = carve(cv, N);
-        s->dh_l = carve(cv, N * C);
         if (c->family == MODEL_BERT) s->dh_g = carve(cv, N * C);
         s->rows = (int32_t *)carve(cv, N);
         s->row_targets = (int32_t *)carve(cv, N);
@@ -150,13 +156,14 @@ static void carve_scratch(carver *cv, model_stage *m)
     if (m->cfg.recompute) carve_block(cv, m, &m->shared, NULL); /* after the scratch it points into */
     if (c->sinusoidal && m->first) s->sin_pos = carve(cv, (size_t)c->max_positions * C);
     if (c->bf16) {
-        /* a linear's input: (N,C), (N,Cl), the FFN hidden, head rows; its
-           output's gradient: (N,3Cl), (N,C), the hidden (the head's logits
-           have their gradient in bf16 in place) */
-        size_t widest = max_size(N * C, m->nh);
-        s->xbf = carve_bf16(cv, widest);
+        /* a linear's input: (N,C), (N,Cl), the FFN hidden (Llama's:
+           silu(gate) up, half of gate | up), head rows; its output's
+           gradient: (N,3Cl), (N,C), GPT's and BERT's FFN pre-activation
+           (Llama's and the head's logits have theirs in bf16 in place) */
+        int llama = c->family == MODEL_LLAMA;
+        s->xbf = carve_bf16(cv, max_size(N * C, llama ? m->nh / 2 : m->nh));
         if (c->pre_ln) s->ln_bf = carve_bf16(cv, N * C);
-        s->dbf = carve_bf16(cv, max_size(3 * N * Cl, widest));
+        s->dbf = carve_bf16(cv, max_size(3 * N * Cl, max_size(N * C, llama ? 0 : m->nh)));
     }
 }
 

@@ -50,15 +50,20 @@ status_t row_parallel_forward(model_stage *m, float *out, lin_in inp, const floa
     return ST_OK;
 }
 
-status_t column_parallel_backward(model_stage *m, float *dacc, float *dw, float *db, const float *dout,
-                                         lin_in inp, const float *w, int N, int C, int OC)
+static status_t linear_backward_of(model_stage *m, float *dinp, float *dw, float *db, const float *dout,
+                                   const bf16 *dout_bf, lin_in inp, const float *w, int N, int C, int OC, int acc)
 {
-    if (m->tp.size == 1) {
-        TRY(model_stage_linear_backward(m, dacc, dw, db, dout, OC, inp, w, layout_of(m), N, C, OC, 1));
-        return ST_OK;
-    }
+    if (dout_bf)
+        return model_stage_linear_backward_dout16(m, dinp, dw, db, dout_bf, OC, inp, w, layout_of(m), N, C, OC, acc);
+    return model_stage_linear_backward(m, dinp, dw, db, dout, OC, inp, w, layout_of(m), N, C, OC, acc);
+}
+
+status_t column_parallel_backward(model_stage *m, float *dacc, float *dw, float *db, const float *dout,
+                                  const bf16 *dout_bf, lin_in inp, const float *w, int N, int C, int OC)
+{
+    if (m->tp.size == 1) return linear_backward_of(m, dacc, dw, db, dout, dout_bf, inp, w, N, C, OC, 1);
     float *part = m->s.dtmp;
-    TRY(model_stage_linear_backward(m, part, dw, db, dout, OC, inp, w, layout_of(m), N, C, OC, 0));
+    TRY(linear_backward_of(m, part, dw, db, dout, dout_bf, inp, w, N, C, OC, 0));
     TRY(model_tp_sum(m, part, (size_t)N * C));
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < (size_t)N * C; i++) dacc[i] += part[i];
@@ -140,7 +145,7 @@ static status_t ffn_half_backward(model_stage *m, int l, const block_params *p, 
     TRY(model_stage_linear_backward(m, m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, h, p->fc2_w, layout_of(m), N, F, C,
                               0));
     model_stage_gelu_backward(m, a, (size_t)N * F, gelu_of(m));
-    TRY(column_parallel_backward(m, dacc, g->fc_w, g->fc_b, m->s.dfch, ffn_in, p->fc_w, N, C, F));
+    TRY(column_parallel_backward(m, dacc, g->fc_w, g->fc_b, m->s.dfch, NULL, ffn_in, p->fc_w, N, C, F));
     model_poll(pass);
     return ST_OK;
 }
@@ -159,7 +164,7 @@ static status_t attention_half_backward(model_stage *m, int l, const block_param
     TRY(attention_backward(m->s.dqkv, m->s.dA, a->qkv, a->qkv_bf, a->att_stat, key_mask_of(m, b),
                            c->family == MODEL_GPT, model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl,
                            c->bf16));
-    TRY(column_parallel_backward(m, dacc, g->qkv_w, g->qkv_b, m->s.dqkv, attn_in, p->qkv_w, N, C,
+    TRY(column_parallel_backward(m, dacc, g->qkv_w, g->qkv_b, m->s.dqkv, NULL, attn_in, p->qkv_w, N, C,
                                  3 * Cl));
     model_poll(pass);
     return ST_OK;

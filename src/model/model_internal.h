@@ -30,13 +30,13 @@ typedef struct stage_params {
 typedef struct block_acts {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att_stat, *atty, *res1; /* att_stat: (B,NHl,T,2) */
     float *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *res2;
-    /* bf16 stages: the attention output, a GEMM-only input, is kept for
-       backward in bf16 (atty_bf); the pre-LN ln1 and ln2 are not kept at all
-       (backward remakes them in bf16 from the block input / res1 and the
-       statistics: model_stage_norm_again). Their fp32 pointers then share
-       one scratch (gemm_in), valid only between the forward's LayerNorm /
-       attention and its GEMM. NULL in fp32 stages; a post-LN ln1 is the
-       residual too and stays fp32. */
+    /* The pre-LN ln1 and ln2 are not kept at all (backward remakes them
+       from the block input / res1 and the statistics:
+       model_stage_norm_again). bf16 stages: the attention output, a
+       GEMM-only input, is kept for backward in bf16 (atty_bf; NULL in fp32
+       stages). The fp32 pointers of what is not kept share one scratch
+       (gemm_in), valid only between the forward's norm / attention and its
+       GEMM; a post-LN ln1 is the residual too and is kept in fp32. */
     bf16 *atty_bf;
     /* bf16 stages: the GEMM outputs backward reads, kept in bf16 as autocast
        keeps them: q | k | v (after RoPE; attention rounds them to bf16
@@ -62,7 +62,8 @@ typedef struct scratch {
     float *gelu;                      /* gelu(fch) of the block at hand (N,F); Llama: silu(gate) up */
     float *logits, *row_loss;         /* (RC,V) fp32 stages, (B*T) */
     bf16 *logits_bf;                  /* (RC,V) bf16 stages: the head's logits and their gradient */
-    float *h_in, *h_t, *h_g, *h_l, *h_mean, *h_rstd, *dh_l, *dh_g; /* head rows (B*T,C) */
+    float *h_in, *h_t, *h_g, *h_l, *h_mean, *h_rstd, *dh_l, *dh_g; /* head rows (B*T,C); h_in, h_t, h_l
+                                                                        and dh_l are tmp, dtmp, dA, dfch */
     int32_t *rows, *row_targets;      /* head rows and their targets (B*T) */
     float *pool_in, *pool, *dpool, *dpool_in, *nsp; /* (B,C) and (B,2) */
     float *sin_pos;                   /* (P,C) sinusoidal table, or NULL */
@@ -198,19 +199,27 @@ status_t model_stage_linear_backward_dout16(model_stage *m, float *dinp, float *
 /* The block's FFN activation, n elements, as the FFN's second GEMM takes it:
  * gelu(fch) in fp32 into fch_gelu, or (bf16 stage) gelu(fch_bf) in bf16
  * straight into the GEMM scratch; Llama's silu(gate) up likewise (into the
- * gelu scratch or the GEMM scratch). The backward twins overwrite dfch (the
- * gradient of the activation on entry) with that of fch. */
+ * gelu scratch or the GEMM scratch). GELU's backward overwrites dfch (the
+ * gradient of the activation on entry) with that of fch. SwiGLU's takes
+ * d(silu(gate) up) in dh and writes d(gate) | d(up) over gate | up (a->fch,
+ * or a->fch_bf in bf16: the gate | up GEMM's backward reads it as it is),
+ * which backward needs no more, and returns where. */
+typedef struct lin_out { /* a linear's output gradient: fp32 f, or bf16 h */
+    const float *f;
+    const bf16 *h;
+} lin_out;
 lin_in model_stage_gelu(model_stage *m, const block_acts *a, size_t n, gelu_kind kind);
 void model_stage_gelu_backward(model_stage *m, const block_acts *a, size_t n, gelu_kind kind);
 lin_in model_stage_swiglu(model_stage *m, const block_acts *a);
-void model_stage_swiglu_backward(model_stage *m, const block_acts *a);
+lin_out model_stage_swiglu_backward(model_stage *m, const block_acts *a);
 /* A pre-norm block's normalised input of its QKV (which = 1) or FFN (2)
- * GEMM, for backward: fp32 stages kept it (a->ln1, a->ln2); a bf16 stage
- * remakes it in bf16 into s.ln_bf from the norm's input x (the block input
- * or res1) and the statistics it kept (bitwise forward's rounding). */
+ * GEMM, for backward, remade from the norm's input x (the block input or
+ * res1) and the statistics forward kept: bitwise forward's output, in fp32
+ * into s.gemm_in (fp32 stages) or rounded to bf16 into s.ln_bf. */
 lin_in model_stage_norm_again(model_stage *m, const block_params *p, const block_acts *a, int which, const float *x);
 /* bf16 stages: a->qkv_bf, a->fch_bf from the GEMMs' fp32 outputs (once the
- * forward has made them); fp32 stages: nothing. */
+ * forward has made them; a Llama stage's gate | up GEMM writes fch_bf
+ * itself); fp32 stages: nothing. */
 void model_stage_keep_qkv(model_stage *m, const block_acts *a);
 void model_stage_keep_fch(model_stage *m, const block_acts *a);
 /* bf16 stages: remakes wbf from params when they may have changed. */
@@ -227,11 +236,12 @@ int model_mirrored(const model_tensor *t);
  * column_parallel_backward: dacc (N,C) += d(inp) of a column-parallel linear
  * inp (N,C) -> (N,OC): each rank's OC outputs give a partial d(inp) that the
  * group sums (in dtmp, which must be free), so every rank continues with the
- * whole gradient. At tp size 1 both are the stage's linear. */
+ * whole gradient; dout_bf (not NULL, a bf16 stage, no bias) gives d(out) in
+ * bf16 instead of dout. At tp size 1 both are the stage's linear. */
 status_t row_parallel_forward(model_stage *m, float *out, lin_in inp, const float *w, const float *bias, int N, int K,
                               int OC);
-status_t column_parallel_backward(model_stage *m, float *dacc, float *dw, float *db, const float *dout, lin_in inp,
-                                  const float *w, int N, int C, int OC);
+status_t column_parallel_backward(model_stage *m, float *dacc, float *dw, float *db, const float *dout,
+                                  const bf16 *dout_bf, lin_in inp, const float *w, int N, int C, int OC);
 
 dropout_site model_dropout(const model_stage *m, const model_pass *pass, int layer, int site);
 /* The tensor group's in-place sum (nothing at tp size 1). */

@@ -111,25 +111,29 @@ lin_in model_stage_swiglu(model_stage *m, const block_acts *a)
     return (lin_in){NULL, m->s.xbf};
 }
 
-/* d(gate) | d(up) into dfch from d(silu(gate) up) in dh. */
-void model_stage_swiglu_backward(model_stage *m, const block_acts *a)
+lin_out model_stage_swiglu_backward(model_stage *m, const block_acts *a)
 {
     int N = m->B * m->cfg.seq_len, F = m->Fl;
-    float *dg = m->s.dfch, *du = m->s.dfch + F;
-    if (a->fch_bf) swiglu_backward_bf16(dg, du, 2 * F, m->s.dh, F, a->fch_bf, a->fch_bf + F, 2 * F, N, F);
-    else swiglu_backward(dg, du, 2 * F, m->s.dh, F, a->fch, a->fch + F, 2 * F, N, F);
+    if (a->fch_bf) {
+        swiglu_backward_bf16(a->fch_bf, a->fch_bf + F, 2 * F, m->s.dh, F, a->fch_bf, a->fch_bf + F, 2 * F, N, F);
+        return (lin_out){NULL, a->fch_bf};
+    }
+    swiglu_backward(a->fch, a->fch + F, 2 * F, m->s.dh, F, a->fch, a->fch + F, 2 * F, N, F);
+    return (lin_out){a->fch, NULL};
 }
 
 lin_in model_stage_norm_again(model_stage *m, const block_params *p, const block_acts *a, int which, const float *x)
 {
-    if (!m->cfg.bf16) return lin_f32(which == 1 ? a->ln1 : a->ln2);
-    int N = m->B * m->cfg.seq_len, C = m->cfg.d_model;
+    int N = m->B * m->cfg.seq_len, C = m->cfg.d_model, rms = m->cfg.family == MODEL_LLAMA;
     const float *w = which == 1 ? p->ln1_w : p->ln2_w, *rstd = which == 1 ? a->ln1_rstd : a->ln2_rstd;
-    if (m->cfg.family == MODEL_LLAMA)
-        rmsnorm_apply_bf16(m->s.ln_bf, x, rstd, w, N, C);
-    else
-        layernorm_apply_bf16(m->s.ln_bf, x, which == 1 ? a->ln1_mean : a->ln2_mean, rstd, w,
-                             which == 1 ? p->ln1_b : p->ln2_b, N, C);
+    const float *mean = which == 1 ? a->ln1_mean : a->ln2_mean, *bias = which == 1 ? p->ln1_b : p->ln2_b;
+    if (!m->cfg.bf16) { /* forward's scratch is free again */
+        if (rms) rmsnorm_apply(m->s.gemm_in, x, rstd, w, N, C);
+        else layernorm_apply(m->s.gemm_in, x, mean, rstd, w, bias, N, C);
+        return lin_f32(m->s.gemm_in);
+    }
+    if (rms) rmsnorm_apply_bf16(m->s.ln_bf, x, rstd, w, N, C);
+    else layernorm_apply_bf16(m->s.ln_bf, x, mean, rstd, w, bias, N, C);
     return (lin_in){NULL, m->s.ln_bf};
 }
 

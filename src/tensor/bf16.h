@@ -107,10 +107,12 @@ void rmsnorm_apply_bf16(bf16 *out, const float *inp, const float *rstd, const fl
 void gelu_forward_bf16(bf16 *out, const bf16 *inp, size_t n, gelu_kind kind);
 /* dinp = gelu'(inp) * dout (fp32; dinp may alias dout). */
 void gelu_backward_bf16(float *dinp, const bf16 *inp, const float *dout, size_t n, gelu_kind kind);
-/* swiglu_forward / swiglu_backward (tensor.h) from bf16 gate and up; the
- * forward's output rounded to bf16 (the down projection's GEMM input). */
+/* swiglu_forward / swiglu_backward (tensor.h) from bf16 gate and up; their
+ * outputs rounded to bf16 (the GEMM inputs: the down projection's in
+ * forward, d(gate | up) for the gate | up GEMM's backward). dgate, dup may
+ * be gate, up (in place). */
 void swiglu_forward_bf16(bf16 *out, int ldo, const bf16 *gate, const bf16 *up, int ld, int N, int F);
-void swiglu_backward_bf16(float *dgate, float *dup, int ldd, const float *dout, int ldo, const bf16 *gate,
+void swiglu_backward_bf16(bf16 *dgate, bf16 *dup, int ldd, const float *dout, int ldo, const bf16 *gate,
                           const bf16 *up, int ld, int N, int F);
 
 /* Row-major C[M,N] (fp32, row stride ldc) = op(A) op(B) + beta C with

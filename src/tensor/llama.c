@@ -7,6 +7,9 @@
 #include "tensor/bf16.h"
 #include "tensor/internal.h"
 
+/* One RMSNorm output: forward and the remakes share it (bitwise the same). */
+static inline float rms_value(float x, float r, float w) { return x * r * w; }
+
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps)
 {
     #pragma omp parallel for schedule(static)
@@ -19,7 +22,19 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *wei
         float r = 1.0f / sqrtf(ss / (float)C + eps);
         rstd[n] = r;
         #pragma omp simd
-        for (int c = 0; c < C; c++) y[c] = x[c] * r * weight[c];
+        for (int c = 0; c < C; c++) y[c] = rms_value(x[c], r, weight[c]);
+    }
+}
+
+void rmsnorm_apply(float *out, const float *inp, const float *rstd, const float *weight, int N, int C)
+{
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *y = out + (size_t)n * C;
+        float r = rstd[n];
+        #pragma omp simd
+        for (int c = 0; c < C; c++) y[c] = rms_value(x[c], r, weight[c]);
     }
 }
 
@@ -31,7 +46,7 @@ void rmsnorm_apply_bf16(bf16 *out, const float *inp, const float *rstd, const fl
         bf16 *y = out + (size_t)n * C;
         float r = rstd[n];
         #pragma omp simd
-        for (int c = 0; c < C; c++) y[c] = bf16_round(x[c] * r * weight[c]);
+        for (int c = 0; c < C; c++) y[c] = bf16_round(rms_value(x[c], r, weight[c]));
     }
 }
 
@@ -151,15 +166,20 @@ void swiglu_forward_bf16(bf16 *out, int ldo, const bf16 *gate, const bf16 *up, i
     }
 }
 
-void swiglu_backward_bf16(float *dgate, float *dup, int ldd, const float *dout, int ldo, const bf16 *gate,
+void swiglu_backward_bf16(bf16 *dgate, bf16 *dup, int ldd, const float *dout, int ldo, const bf16 *gate,
                           const bf16 *up, int ld, int N, int F)
 {
     #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const bf16 *g = gate + (size_t)n * ld, *u = up + (size_t)n * ld;
         const float *dy = dout + (size_t)n * ldo;
-        float *dg = dgate + (size_t)n * ldd, *du = dup + (size_t)n * ldd;
+        bf16 *dg = dgate + (size_t)n * ldd, *du = dup + (size_t)n * ldd;
         #pragma omp simd
-        for (int f = 0; f < F; f++) swiglu_grad(bf16_value(g[f]), bf16_value(u[f]), dy[f], &dg[f], &du[f]);
+        for (int f = 0; f < F; f++) {
+            float a, b;
+            swiglu_grad(bf16_value(g[f]), bf16_value(u[f]), dy[f], &a, &b);
+            dg[f] = bf16_round(a);
+            du[f] = bf16_round(b);
+        }
     }
 }

@@ -5,8 +5,8 @@
 #include "tensor/bf16.h"
 #include "tensor/internal.h"
 
-/* One LayerNorm output: forward and the bf16 remake share it, so both round
- * the same float. */
+/* One LayerNorm output: forward and the remakes (fp32, bf16) share it, so
+ * a remade output is bitwise forward's (rounded alike in bf16). */
 static inline float ln_value(float x, float m, float r, float w, float b) { return (x - m) * r * w + b; }
 
 /* inp, out (N,C); mean, rstd (N); weight, bias (C). Statistics in double so
@@ -34,6 +34,19 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
         for (int c = 0; c < C; c++) y[c] = ln_value(x[c], m, r, weight[c], bias[c]);
         mean[n] = m;
         rstd[n] = r;
+    }
+}
+
+void layernorm_apply(float *out, const float *inp, const float *mean, const float *rstd, const float *weight,
+                     const float *bias, int N, int C)
+{
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *y = out + (size_t)n * C;
+        float m = mean[n], r = rstd[n];
+        #pragma omp simd
+        for (int c = 0; c < C; c++) y[c] = ln_value(x[c], m, r, weight[c], bias[c]);
     }
 }
 

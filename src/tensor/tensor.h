@@ -80,6 +80,11 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
 /* inp, out (N,C); mean, rstd (N) saved for backward; weight, bias (C). */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int N, int C, float eps);
+/* out (N,C) = forward's output again from inp and its mean, rstd: bitwise
+ * what layernorm_forward wrote (a pre-norm block remakes it in backward
+ * rather than keeping it). */
+void layernorm_apply(float *out, const float *inp, const float *mean, const float *rstd, const float *weight,
+                     const float *bias, int N, int C);
 /* dinp (N,C) accumulates; dweight, dbias accumulate. */
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, const float *mean,
@@ -134,6 +139,8 @@ status_t attention_backward(float *dqkv, const float *dout, const float *qkv, co
 
 /* out (N,C) = inp / sqrt(mean(inp^2) + eps) * weight; rstd (N) kept for backward. */
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps);
+/* out (N,C) = forward's output again from inp and rstd (bitwise the same). */
+void rmsnorm_apply(float *out, const float *inp, const float *rstd, const float *weight, int N, int C);
 /* dinp += d(inp), dweight += d(weight), given dout and forward's inp and rstd. */
 void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
                       const float *rstd, int N, int C);
@@ -147,7 +154,8 @@ void rope_forward(float *x, int ld, int B, int T, int heads, int hs, const float
 void rope_backward(float *dx, int ld, int B, int T, int heads, int hs, const float *cs);
 /* out = silu(gate) * up, N rows of F (gate and up rows of stride ld, out ldo). */
 void swiglu_forward(float *out, int ldo, const float *gate, const float *up, int ld, int N, int F);
-/* dgate, dup (stride ldd) overwritten, given dout (stride ldo) and forward's gate and up. */
+/* dgate, dup (stride ldd) overwritten, given dout (stride ldo) and forward's
+ * gate and up; dgate, dup may be gate, up (in place, ldd = ld). */
 void swiglu_backward(float *dgate, float *dup, int ldd, const float *dout, int ldo, const float *gate,
                      const float *up, int ld, int N, int F);
 

@@ -477,36 +477,50 @@ Test(bf16, gelu_and_swiglu_from_bf16_inputs_equal_the_fp32_kernels_on_their_valu
     for (size_t i = 0; i < (size_t)N * F; i++)
         cr_assert(is_rounding_of(yb[i], y[i]), "swiglu [%zu]: bf16 %.9g, fp32 %.9g", i, bf16_value(yb[i]), y[i]);
     swiglu_backward(g1, g1 + F, 2 * F, dy, F, x, x + F, 2 * F, N, F);
-    swiglu_backward_bf16(g2, g2 + F, 2 * F, dy, F, xb, xb + F, 2 * F, N, F);
-    expect_close(g1, g2, (size_t)N * 2 * F, "swiglu backward");
+    memcpy(g3, x, (size_t)N * 2 * F * sizeof *g3);
+    swiglu_backward(g3, g3 + F, 2 * F, dy, F, g3, g3 + F, 2 * F, N, F); /* in place, as the model calls it */
+    cr_assert(memcmp(g1, g3, (size_t)N * 2 * F * sizeof *g3) == 0, "swiglu backward in place (fp32) differs");
+    swiglu_backward_bf16(yb, yb + F, 2 * F, dy, F, xb, xb + F, 2 * F, N, F);
+    for (size_t i = 0; i < (size_t)N * 2 * F; i++)
+        cr_assert(is_rounding_of(yb[i], g1[i]), "swiglu backward [%zu]: bf16 %.9g, fp32 %.9g", i, bf16_value(yb[i]),
+                  g1[i]);
+    swiglu_backward_bf16(xb, xb + F, 2 * F, dy, F, xb, xb + F, 2 * F, N, F); /* in place over gate | up */
+    cr_assert(memcmp(xb, yb, (size_t)N * 2 * F * sizeof *xb) == 0, "swiglu backward in place differs");
     free(x), free(dy), free(y), free(g1), free(g2), free(g3), free(xb), free(yb);
 }
 
-/* A bf16 stage remakes a pre-norm block's normalised GEMM input in backward
- * from the norm's input and kept statistics: it must be bitwise forward's
- * output rounded to bf16, or backward's weight gradients would multiply other
- * values than forward did. Rows with a large mean and a constant row too. */
-Test(bf16, norms_remade_in_bf16_are_forwards_output_rounded)
+/* A stage remakes a pre-norm block's normalised GEMM input in backward from
+ * the norm's input and kept statistics: it must be bitwise forward's output
+ * (fp32), or that output rounded to bf16, or backward's weight gradients
+ * would multiply other values than forward did. Rows with a large mean and a
+ * constant row too. */
+Test(bf16, norms_remade_are_forwards_output_bitwise)
 {
     enum { N = 9, C = 200 };
     float *x = malloc(N * C * sizeof *x), *w = malloc(C * sizeof *w), *b = malloc(C * sizeof *b);
-    float *y = malloc(N * C * sizeof *y), mean[N], rstd[N];
+    float *y = malloc(N * C * sizeof *y), *y2 = malloc(N * C * sizeof *y2), mean[N], rstd[N];
     bf16 *want = malloc(N * C * sizeof *want), *got = malloc(N * C * sizeof *got);
     fill(x, N * C, 41, 2.0f);
     fill(w, C, 42, 1.0f);
     fill(b, C, 43, 0.5f);
     for (int c = 0; c < C; c++) x[3 * C + c] += 1000.0f, x[5 * C + c] = 0.25f;
     layernorm_forward(y, mean, rstd, x, w, b, N, C, 1e-5f);
+    memset(y2, 0xFF, N * C * sizeof *y2);
+    layernorm_apply(y2, x, mean, rstd, w, b, N, C);
+    cr_assert(memcmp(y, y2, N * C * sizeof *y2) == 0, "LayerNorm remade in fp32 differs from forward's");
     bf16_from_f32(want, y, N * C);
     memset(got, 0xFF, N * C * sizeof *got);
     layernorm_apply_bf16(got, x, mean, rstd, w, b, N, C);
     cr_assert(memcmp(want, got, N * C * sizeof *got) == 0, "LayerNorm remade in bf16 differs from forward's");
     rmsnorm_forward(y, rstd, x, w, N, C, 1e-5f);
+    memset(y2, 0xFF, N * C * sizeof *y2);
+    rmsnorm_apply(y2, x, rstd, w, N, C);
+    cr_assert(memcmp(y, y2, N * C * sizeof *y2) == 0, "RMSNorm remade in fp32 differs from forward's");
     bf16_from_f32(want, y, N * C);
     memset(got, 0xFF, N * C * sizeof *got);
     rmsnorm_apply_bf16(got, x, rstd, w, N, C);
     cr_assert(memcmp(want, got, N * C * sizeof *got) == 0, "RMSNorm remade in bf16 differs from forward's");
-    free(x), free(w), free(b), free(y), free(want), free(got);
+    free(x), free(w), free(b), free(y), free(y2), free(want), free(got);
 }
 
 /* The bf16 head's GEMM rounds its fp32 sums to bf16 as it writes them: each
