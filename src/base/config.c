@@ -128,6 +128,16 @@ static int enum_has(const char *choices, const char *value)
     return 0;
 }
 
+/* An enum whose choices include false and true (a boolean that grew more
+ * values) takes every boolean spelling for those two: the name it stands for. */
+static const char *enum_bool_name(const config_key *k, const char *value)
+{
+    int b;
+    if (enum_has(k->choices, "false") && enum_has(k->choices, "true") && parse_bool(value, &b))
+        return b ? "true" : "false";
+    return value;
+}
+
 static status_t check_value(const config_key *k, const char *value, const char *origin)
 {
     int64_t i;
@@ -158,7 +168,7 @@ static status_t check_value(const config_key *k, const char *value, const char *
                            k->section, k->key, value);
         return ST_OK;
     case CFG_ENUM:
-        if (!enum_has(k->choices, value))
+        if (!enum_has(k->choices, enum_bool_name(k, value)))
             return st_fail(ST_CONFIG, "%s: bad value for %s.%s (expected one of %s, found '%s')", origin,
                            k->section, k->key, k->choices, value);
         return ST_OK;
@@ -196,6 +206,7 @@ status_t config_set(config *c, const char *section, const char *key, const char 
             origin, c->schema[i].section, c->schema[i].key,
             mark ? (*mark == ';' ? "a ';' at its start or after a space" : "a '#' at its start or after a space")
                  : "a line break", value);
+    if (c->schema[i].type == CFG_ENUM) value = enum_bool_name(&c->schema[i], value);
     char *text = dup_string(value);
     FAIL_IF(!text, ST_NOMEM, "%s: out of memory", origin);
     free(c->values[i].text);

@@ -21,7 +21,9 @@ static cJSON *model_json(const model_config *c)
     for (int i = 0; i < MODEL_N_FIELDS; i++) {
         const model_field *f = &model_fields[i];
         if (!model_field_of(f, c->family)) continue;
-        if (model_field_name(f, c))
+        if (f->type == MODEL_FIELD_RECOMPUTE && c->recompute != RECOMPUTE_FFN) /* a boolean, as before ffn */
+            cJSON_AddBoolToObject(o, f->key.key, c->recompute == RECOMPUTE_FULL);
+        else if (model_field_name(f, c))
             cJSON_AddStringToObject(o, f->key.key, model_field_name(f, c));
         else if (f->type == MODEL_FIELD_BOOL)
             cJSON_AddBoolToObject(o, f->key.key, model_field_get(f, c) != 0);
@@ -228,14 +230,17 @@ static status_t get_obj(json_ctx c, const char *key, json_ctx *out)
     return ST_OK;
 }
 
-/* One field of model (model_fields): a name, a boolean or a number. */
+/* One field of model (model_fields): a name, a boolean or a number
+ * (recompute: a boolean, or the name "ffn"). */
 static status_t parse_model_field(json_ctx c, const model_field *f, model_config *m)
 {
-    if (f->type == MODEL_FIELD_BOOL) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(c.obj, f->key.key);
-        FAIL_IF(!cJSON_IsBool(v), ST_FORMAT, "%s: model.%s is missing or not a boolean; the checkpoint is damaged",
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(c.obj, f->key.key);
+    if (f->type == MODEL_FIELD_RECOMPUTE && cJSON_IsBool(b)) {
+        m->recompute = cJSON_IsTrue(b) ? RECOMPUTE_FULL : RECOMPUTE_NONE;
+    } else if (f->type == MODEL_FIELD_BOOL) {
+        FAIL_IF(!cJSON_IsBool(b), ST_FORMAT, "%s: model.%s is missing or not a boolean; the checkpoint is damaged",
                 c.path, f->key.key);
-        model_field_set(f, m, cJSON_IsTrue(v));
+        model_field_set(f, m, cJSON_IsTrue(b));
     } else if (f->type == MODEL_FIELD_INT) {
         int v = 0;
         TRY(get_int(c, f->key.key, &v));

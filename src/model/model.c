@@ -55,11 +55,12 @@ static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *
     a->res1 = carve(cv, N * C);
     a->ln2_mean = carve(cv, N);
     a->ln2_rstd = carve(cv, N);
+    int ffn_again = m->cfg.recompute == RECOMPUTE_FFN; /* one pre-activation, made again in backward */
     if (half) { /* likewise, in backward's dfch (Llama: gate | up written in bf16 only) */
         a->fch = m->cfg.family == MODEL_LLAMA ? NULL : m->s.dfch;
-        a->fch_bf = carve_bf16(cv, m->nh);
+        a->fch_bf = ffn_again ? m->s.fch_bf : carve_bf16(cv, m->nh);
     } else {
-        a->fch = carve(cv, m->nh);
+        a->fch = ffn_again ? m->s.fch : carve(cv, m->nh);
     }
     a->fch_gelu = m->s.gelu; /* shared: backward recomputes it from fch */
     /* the block output is the next layer's input: pre-LN res2, post-LN ln2 */
@@ -78,7 +79,7 @@ static void carve_slot(carver *cv, model_stage *m, slot_acts *s)
     for (int i = 0; i <= m->n_local; i++) s->xs[i] = carve(cv, N * C);
     for (int i = 0; i < m->n_local; i++) {
         block_acts *a = &s->blocks[i];
-        if (m->cfg.recompute) {
+        if (m->cfg.recompute == RECOMPUTE_FULL) {
             *a = m->shared;
             if (m->cfg.pre_ln) a->res2 = s->xs[i + 1]; else a->ln2 = s->xs[i + 1];
         } else {
@@ -116,6 +117,10 @@ static void carve_scratch(carver *cv, model_stage *m)
     s->tmp = carve(cv, N * C);
     s->dA = carve(cv, N * C);
     s->dtmp = carve(cv, N * C);
+    if (c->recompute == RECOMPUTE_FFN) { /* the one FFN pre-activation (carve_block) */
+        if (c->bf16) s->fch_bf = carve_bf16(cv, m->nh);
+        else s->fch = carve(cv, m->nh);
+    }
     /* d(fch), GPT's and BERT's fch in a bf16 forward; also d(ln1) of a
        pre-LN block and the heads' dh_l. Llama's d(gate | up) overwrites
        gate | up (model_stage_swiglu_backward). */
@@ -153,7 +158,7 @@ static void carve_scratch(carver *cv, model_stage *m)
         s->dpool_in = carve(cv, (size_t)m->B * C);
         s->nsp = carve(cv, (size_t)m->B * 2);
     }
-    if (m->cfg.recompute) carve_block(cv, m, &m->shared, NULL); /* after the scratch it points into */
+    if (m->cfg.recompute == RECOMPUTE_FULL) carve_block(cv, m, &m->shared, NULL); /* after the scratch it points into */
     if (c->sinusoidal && m->first) s->sin_pos = carve(cv, (size_t)c->max_positions * C);
     if (c->bf16) {
         /* a linear's input: (N,C), (N,Cl), the FFN hidden (Llama's:
@@ -342,6 +347,9 @@ static status_t stage_set_tp(model_stage *m, const model_tp *tp)
         FAIL_IF(c->bf16, ST_CONFIG,
                 "train.precision = bf16 with dist.tp_mode = 2d: the 2d FFN multiplies over ScaLAPACK, which has "
                 "no bf16 GEMM; set train.precision = fp32, or dist.tp_mode = 1d to train in bf16");
+        FAIL_IF(c->recompute == RECOMPUTE_FFN, ST_CONFIG,
+                "model.recompute = ffn with dist.tp_mode = 2d: the 2d FFN keeps its distributed pre-activation; "
+                "set model.recompute = true or false, or dist.tp_mode = 1d");
     } else {
         m->tp.grid_p = m->tp.grid_q = 0;
     }
@@ -648,7 +656,7 @@ status_t model_backward(model_stage *m, int slot, const batch *b, const model_pa
     /* the gradient flows backward through one buffer, updated in place */
     float *dx = s->doutput;
     for (int i = m->n_local - 1; i >= 0; i--) {
-        if (m->cfg.recompute)
+        if (m->cfg.recompute == RECOMPUTE_FULL)
             TRY(model_block_forward(m, m->layer_begin + i, &m->p.blocks[i], &s->blocks[i], s->xs[i], b, pass));
         TRY(model_block_backward(m, m->layer_begin + i, &m->p.blocks[i], &m->g.blocks[i], &s->blocks[i],
                            s->xs[i], dx, b, pass));

@@ -86,6 +86,16 @@ static status_t attention_half(model_stage *m, int l, const block_params *p, con
     return ST_OK;
 }
 
+status_t model_ffn_in(model_stage *m, const block_acts *a, lin_in ffn_in, const float *w, const float *bias, int OC)
+{
+    int N = m->B * m->cfg.seq_len, C = m->cfg.d_model;
+    if (a->fch_bf && !bias) /* straight into the bf16 copy */
+        return model_stage_linear_forward_out16(m, a->fch_bf, OC, ffn_in, w, layout_of(m), N, C, OC);
+    TRY(model_stage_linear_forward(m, a->fch, OC, ffn_in, w, bias, layout_of(m), N, C, OC));
+    model_stage_keep_fch(m, a);
+    return ST_OK;
+}
+
 /* fch -> gelu -> out = res + drop(gelu W2): the FFN half. */
 static status_t ffn_half(model_stage *m, int l, const block_params *p, const block_acts *a, lin_in ffn_in,
                          const float *res, float *out, const model_pass *pass)
@@ -95,8 +105,7 @@ static status_t ffn_half(model_stage *m, int l, const block_params *p, const blo
     if (m->tp.grid_p > 0) {
         TRY(model_ffn2d_forward(m, p, a, ffn_in.f, m->s.tmp, gelu_of(m)));
     } else {
-        TRY(model_stage_linear_forward(m, a->fch, F, ffn_in, p->fc_w, p->fc_b, layout_of(m), N, C, F));
-        model_stage_keep_fch(m, a);
+        TRY(model_ffn_in(m, a, ffn_in, p->fc_w, p->fc_b, F));
         lin_in h = model_stage_gelu(m, a, (size_t)N * F, gelu_of(m));
         TRY(row_parallel_forward(m, m->s.tmp, h, p->fc2_w, p->fc2_b, N, F, C));
     }
@@ -141,6 +150,7 @@ static status_t ffn_half_backward(model_stage *m, int l, const block_params *p, 
         model_poll(pass);
         return ST_OK;
     }
+    if (c->recompute == RECOMPUTE_FFN) TRY(model_ffn_in(m, a, ffn_in, p->fc_w, p->fc_b, F));
     lin_in h = model_stage_gelu(m, a, (size_t)N * F, gelu_of(m));
     TRY(model_stage_linear_backward(m, m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, h, p->fc2_w, layout_of(m), N, F, C,
                               0));

@@ -11,6 +11,11 @@ static const char *const family_names[] = {"gpt", "bert", "llama"};
 
 const char *model_family_name(model_family f) { return family_names[f]; }
 
+const char *model_recompute_name(int r)
+{
+    return r == RECOMPUTE_FULL ? "true" : r == RECOMPUTE_FFN ? "ffn" : "false";
+}
+
 int model_family_parse(const char *name, model_family *out)
 {
     for (int i = 0; i < 3; i++)
@@ -63,8 +68,10 @@ const model_field model_fields[MODEL_N_FIELDS] = {
     /* export writes it under each family's names (GPT-2 has three) */
     {{"model", "dropout", CFG_FLOAT, "0.1", NULL, 0, 0.99, "dropout probability"},
      MODEL_FIELD_FLOAT, AT(dropout), ALL, 0, NO_HF, 0},
-    {{"model", "recompute", CFG_BOOL, "false", NULL, NO_RANGE, "recompute block activations in backward"},
-     MODEL_FIELD_BOOL, AT(recompute), ALL, 0, NO_HF, 0},
+    {{"model", "recompute", CFG_ENUM, "false", "false|ffn|true", NO_RANGE,
+      "activations made again in backward instead of kept: ffn = the FFN's pre-activation (one more GEMM a "
+      "block), true = all but each block's input (its whole forward again)"},
+     MODEL_FIELD_RECOMPUTE, AT(recompute), ALL, 0, NO_HF, 0},
     /* transformers reads an absent num_key_value_heads as num_attention_heads */
     {{"model", "n_kv_head", CFG_INT, "auto", "auto", 1, MODEL_MAX_HEADS,
       "llama: key/value heads of grouped-query attention (must divide n_head); auto = n_head"},
@@ -119,6 +126,7 @@ const char *model_field_name(const model_field *f, const model_config *c)
     case MODEL_FIELD_FAMILY: return model_family_name(c->family);
     case MODEL_FIELD_POSITIONS: return c->family == MODEL_LLAMA ? "rope" : c->sinusoidal ? "sinusoidal" : "learned";
     case MODEL_FIELD_NORM: return c->pre_ln ? "pre" : "post";
+    case MODEL_FIELD_RECOMPUTE: return model_recompute_name(c->recompute);
     default: return NULL;
     }
 }
@@ -137,6 +145,13 @@ int model_field_set_name(const model_field *f, model_config *c, const char *name
         if (strcmp(name, "pre") != 0 && strcmp(name, "post") != 0) return -1;
         c->pre_ln = strcmp(name, "pre") == 0;
         return 0;
+    case MODEL_FIELD_RECOMPUTE:
+        for (int r = RECOMPUTE_NONE; r <= RECOMPUTE_FFN; r++)
+            if (strcmp(name, model_recompute_name(r)) == 0) {
+                c->recompute = r;
+                return 0;
+            }
+        return -1;
     default: return -1;
     }
 }

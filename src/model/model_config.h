@@ -21,13 +21,20 @@
 
 typedef enum { MODEL_GPT = 0, MODEL_BERT = 1, MODEL_LLAMA = 2 } model_family;
 
+/* model.recompute: keep every activation backward reads (false); keep only
+ * each block's input and run the block's forward again in backward (true);
+ * keep all but the FFN's pre-activation (GELU's input, Llama's gate | up),
+ * which backward makes again from the remade norm output with the FFN's
+ * first GEMM (ffn: the widest activation for one more GEMM a block). */
+typedef enum { RECOMPUTE_NONE = 0, RECOMPUTE_FULL = 1, RECOMPUTE_FFN = 2 } model_recompute;
+
 typedef struct model_config {
     model_family family;
     int n_layer, d_model, n_head, d_ff, seq_len, max_positions, vocab_size;
     int sinusoidal;   /* 1: fixed sinusoidal positions instead of a learned table */
     int pre_ln;       /* 1: pre-LN blocks (GPT's), 0: post-LN (BERT's) */
     float dropout;
-    int recompute;    /* 1: keep only block inputs; recompute the rest in backward */
+    int recompute;    /* model_recompute: what backward makes again instead of keeping */
     int bf16;         /* 1: mixed precision (train.precision = bf16): the linear layers'
                          GEMMs take bf16 copies of their weights and inputs and sum in
                          fp32; parameters, gradients, LayerNorm, softmax, GELU, the
@@ -43,6 +50,8 @@ typedef struct model_config {
 
 /* "gpt", "bert", "llama"; and back (0, or -1 for an unknown name). */
 const char *model_family_name(model_family f);
+/* model.recompute's name of a model_recompute: false, true or ffn. */
+const char *model_recompute_name(int r);
 int model_family_parse(const char *name, model_family *out);
 
 /* Causal-LM families (GPT, Llama): the LM objective, data and loss. */
@@ -70,7 +79,7 @@ status_t model_config_check(const model_config *c);
 
 /* How a field's value is held and written: a number (int or float), a
  * boolean, or one of a few names (family; positions: learned, sinusoidal, or
- * rope for Llama; norm: pre or post). */
+ * rope for Llama; norm: pre or post; recompute: false, ffn or true). */
 typedef enum model_field_type {
     MODEL_FIELD_INT,
     MODEL_FIELD_FLOAT,
@@ -78,6 +87,7 @@ typedef enum model_field_type {
     MODEL_FIELD_FAMILY,
     MODEL_FIELD_POSITIONS,
     MODEL_FIELD_NORM,
+    MODEL_FIELD_RECOMPUTE,
 } model_field_type;
 
 typedef struct model_field {

@@ -75,6 +75,8 @@ typedef struct scratch {
     bf16 *xbf, *dbf;                  /* bf16: a linear's input and its output's gradient */
     bf16 *ln_bf;                      /* bf16: (N,C) a pre-norm block's LayerNorm / RMSNorm output remade */
     float *gemm_in;                   /* bf16: fp32 (N, max(C, Cl)) of the inputs kept in bf16 */
+    float *fch;                       /* recompute = ffn: the FFN pre-activation every block shares, */
+    bf16 *fch_bf;                     /* in the stage's precision (model_ffn_in makes it again) */
 } scratch;
 
 /* How a tensor is split over tensor-parallel ranks: not at all, by rows,
@@ -242,6 +244,10 @@ status_t row_parallel_forward(model_stage *m, float *out, lin_in inp, const floa
                               int OC);
 status_t column_parallel_backward(model_stage *m, float *dacc, float *dw, float *db, const float *dout,
                                   const bf16 *dout_bf, lin_in inp, const float *w, int N, int C, int OC);
+/* The FFN's first (column-parallel) GEMM, ffn_in (N,C) -> the pre-activation
+ * (N,OC) in a->fch, or a->fch_bf in a bf16 stage: forward, and backward again
+ * when model.recompute = ffn (the same inputs: bitwise forward's values). */
+status_t model_ffn_in(model_stage *m, const block_acts *a, lin_in ffn_in, const float *w, const float *bias, int OC);
 
 dropout_site model_dropout(const model_stage *m, const model_pass *pass, int layer, int site);
 /* The tensor group's in-place sum (nothing at tp size 1). */

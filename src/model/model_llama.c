@@ -105,10 +105,7 @@ status_t llama_block_forward(model_stage *m, int l, const block_params *p, const
     dropout_add_forward(a->res1, x, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     model_poll(pass);
     rmsnorm_forward(a->ln2, a->ln2_rstd, a->res1, p->ln2_w, N, C, c->norm_eps);
-    if (a->fch_bf) /* gate | up straight into their bf16 copy */
-        TRY(model_stage_linear_forward_out16(m, a->fch_bf, 2 * F, lin_f32(a->ln2), p->fc_w, W_OUT_IN, N, C, 2 * F));
-    else
-        TRY(model_stage_linear_forward(m, a->fch, 2 * F, lin_f32(a->ln2), p->fc_w, NULL, W_OUT_IN, N, C, 2 * F));
+    TRY(model_ffn_in(m, a, lin_f32(a->ln2), p->fc_w, NULL, 2 * F));
     TRY(row_parallel_forward(m, m->s.tmp, model_stage_swiglu(m, a), p->fc2_w, NULL, N, F, C));
     dropout_add_forward(a->res2, a->res1, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
     model_poll(pass);
@@ -120,12 +117,13 @@ static status_t ffn_backward(model_stage *m, int l, const block_params *p, const
                              const block_acts *a, const float *dres, float *dln, const model_pass *pass)
 {
     int N = m->B * m->cfg.seq_len, C = m->cfg.d_model, F = m->Fl;
+    lin_in ln2 = model_stage_norm_again(m, p, a, 2, a->res1);
+    if (m->cfg.recompute == RECOMPUTE_FFN) TRY(model_ffn_in(m, a, ln2, p->fc_w, NULL, 2 * F));
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
     lin_in h = model_stage_swiglu(m, a); /* the down projection's input, again */
     TRY(model_stage_linear_backward(m, m->s.dh, g->fc2_w, NULL, m->s.dtmp, C, h, p->fc2_w, W_OUT_IN, N, F, C, 0));
     lin_out dfch = model_stage_swiglu_backward(m, a);
-    return column_parallel_backward(m, dln, g->fc_w, NULL, dfch.f, dfch.h, model_stage_norm_again(m, p, a, 2, a->res1),
-                                    p->fc_w, N, C, 2 * F);
+    return column_parallel_backward(m, dln, g->fc_w, NULL, dfch.f, dfch.h, ln2, p->fc_w, N, C, 2 * F);
 }
 
 /* dln (N,C) += d(ln1) of the attention branch, given d(res1) in dres and the block input x. */

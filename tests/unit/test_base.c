@@ -128,6 +128,28 @@ Test(config, file_values_comments_and_set_override)
     config_free(c);
 }
 
+/* An enum that extends a boolean (false|...|true, as model.recompute) takes
+ * every boolean spelling for false and true and stores the name; other
+ * values are refused naming the choices. */
+Test(config, an_enum_with_false_and_true_takes_boolean_spellings)
+{
+    static const config_key grown[] = {{"model", "recompute", CFG_ENUM, "false", "false|ffn|true", 1, 0, ""},
+                                       {"model", "family", CFG_ENUM, "gpt", "gpt|bert", 1, 0, ""}};
+    config *c = config_new(grown, 2);
+    const char *in[] = {"yes", "on", "1", "true", "no", "off", "0", "false", "ffn"};
+    const char *want[] = {"true", "true", "true", "true", "false", "false", "false", "false", "ffn"};
+    for (int i = 0; i < 9; i++) {
+        char arg[64];
+        snprintf(arg, sizeof arg, "model.recompute=%s", in[i]);
+        cr_assert_eq(config_set_arg(c, arg), ST_OK, "%s: %s", arg, st_message());
+        cr_assert_str_eq(config_str(c, "model.recompute"), want[i], "%s", arg);
+    }
+    cr_assert_eq(config_set_arg(c, "model.recompute=ffm"), ST_CONFIG);
+    cr_assert(strstr(st_message(), "expected one of false|ffn|true, found 'ffm'"), "%s", st_message());
+    cr_assert_eq(config_set_arg(c, "model.family=yes"), ST_CONFIG, "a plain enum takes no boolean");
+    config_free(c);
+}
+
 Test(config, unknown_key_names_file_line_and_valid_keys)
 {
     cr_assert_eq(load_text("[model]\nn_layer = 2\nn_layers = 3\n", NULL), ST_CONFIG);

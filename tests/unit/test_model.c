@@ -220,24 +220,26 @@ Test(model, bert_three_stages_compute_what_one_stage_computes) { check_split(MOD
 Test(model, llama_three_stages_compute_what_one_stage_computes) { check_split(MODEL_LLAMA, 0); }
 Test(model, recompute_gives_the_same_gradients)
 {
-    check_split(MODEL_GPT, 1);
-    check_split(MODEL_BERT, 1);
-    check_split(MODEL_LLAMA, 1);
+    for (int r = RECOMPUTE_FULL; r <= RECOMPUTE_FFN; r++) {
+        check_split(MODEL_GPT, r);
+        check_split(MODEL_BERT, r);
+        check_split(MODEL_LLAMA, r);
+    }
 }
 
-/* A bf16 stage with recomputation remakes each block's activations, kept in
- * bf16 where the stage keeps them so (q | k | v, the FFN's pre-activation,
- * the attention output) and remade where it remakes them (the pre-norm
- * outputs): bitwise the same loss and gradients as without (dropout on, so
- * the masks must be remade alike too). */
+/* A bf16 stage with recomputation (true: each block's activations; ffn: the
+ * FFN's pre-activation) remakes them kept in bf16 where the stage keeps them
+ * so (q | k | v, the FFN's pre-activation, the attention output) and remade
+ * where it remakes them (the pre-norm outputs): bitwise the same loss and
+ * gradients as without (dropout on, so the masks must be remade alike too). */
 static void check_recompute_bf16(model_family f)
 {
     init();
     model_config c = tiny(f);
     c.dropout = 0.2f;
     c.bf16 = 1;
-    model_stage *st[2];
-    for (int r = 0; r < 2; r++) {
+    model_stage *st[3];
+    for (int r = RECOMPUTE_NONE; r <= RECOMPUTE_FFN; r++) {
         c.recompute = r;
         cr_assert_eq(model_stage_create(&st[r], &c, 0, c.n_layer, 2, 1), ST_OK, "%s", st_message());
         model_init_params(st[r], 7);
@@ -246,12 +248,16 @@ static void check_recompute_bf16(model_family f)
     batch_alloc(&b, 2, c.seq_len);
     fill_batch(&b, f, c.vocab_size);
     model_pass pass = {.train = 1, .seed = 3, .sample0 = 10, .loss_scale = 1.0f};
-    double l0 = run(&st[0], 1, &b, &pass, 1), l1 = run(&st[1], 1, &b, &pass, 1);
-    cr_expect(l0 == l1, "family %d: bf16 loss %.9g with recompute, %.9g without", (int)f, l1, l0);
-    cr_expect(memcmp(model_grads(st[0]), model_grads(st[1]), model_n_params(st[0]) * sizeof(float)) == 0,
-              "family %d: bf16 gradients differ with recompute", (int)f);
+    double l0 = run(&st[0], 1, &b, &pass, 1);
+    for (int r = RECOMPUTE_FULL; r <= RECOMPUTE_FFN; r++) {
+        double l = run(&st[r], 1, &b, &pass, 1);
+        const char *name = model_recompute_name(r);
+        cr_expect(l0 == l, "family %d: bf16 loss %.9g with recompute = %s, %.9g without", (int)f, l, name, l0);
+        cr_expect(memcmp(model_grads(st[0]), model_grads(st[r]), model_n_params(st[0]) * sizeof(float)) == 0,
+                  "family %d: bf16 gradients differ with recompute = %s", (int)f, name);
+    }
     batch_free(&b);
-    for (int r = 0; r < 2; r++) model_stage_free(st[r]);
+    for (int r = RECOMPUTE_NONE; r <= RECOMPUTE_FFN; r++) model_stage_free(st[r]);
 }
 
 Test(model, bf16_recompute_gives_bitwise_the_same_gradients)
