@@ -99,17 +99,12 @@ static void carve_slot(carver *cv, model_stage *m, slot_acts *s)
 static void carve_scratch(carver *cv, model_stage *m)
 {
     const model_config *c = &m->cfg;
-    size_t N = (size_t)m->B * c->seq_len, C = c->d_model, V = m->Vl, Cl = m->Cl;
+    size_t N = (size_t)m->B * c->seq_len, C = c->d_model, V = m->Vl;
     scratch *s = &m->s;
     if (c->family == MODEL_LLAMA) { /* silu(gate) up in fp32 (bf16: made in bf16, model_stage_swiglu) */
         s->gelu = c->bf16 ? NULL : carve(cv, N * (size_t)m->Fl);
         s->dh = carve(cv, N * (size_t)m->Fl);
         s->rope = carve(cv, (size_t)c->seq_len * (C / (size_t)c->n_head));
-        if (m->NKVl < m->NHl) {
-            if (c->bf16) s->qkv_rep_bf = carve_bf16(cv, 3 * N * Cl);
-            else s->qkv_rep = carve(cv, 3 * N * Cl);
-            s->dqkv_kv = carve(cv, N * (size_t)m->Wqkv);
-        }
     } else {
         s->gelu = c->bf16 ? NULL : carve(cv, m->nh); /* bf16: made in bf16 (model_stage_gelu) */
     }
@@ -132,7 +127,7 @@ static void carve_scratch(carver *cv, model_stage *m)
         s->dm_y = carve(cv, (size_t)lr * lc);
         s->dm_bias = carve(cv, (size_t)c->d_ff);
     }
-    s->dqkv = carve(cv, 3 * N * Cl);
+    s->dqkv = carve(cv, N * (size_t)m->Wqkv);
     if (m->last) {
         if (c->bf16) s->logits_bf = carve_bf16(cv, (size_t)HEAD_ROWS * V);
         else s->logits = carve(cv, (size_t)HEAD_ROWS * V);
@@ -163,12 +158,12 @@ static void carve_scratch(carver *cv, model_stage *m)
     if (c->bf16) {
         /* a linear's input: (N,C), (N,Cl), the FFN hidden (Llama's:
            silu(gate) up, half of gate | up), head rows; its output's
-           gradient: (N,3Cl), (N,C), GPT's and BERT's FFN pre-activation
+           gradient: (N,Wqkv), (N,C), GPT's and BERT's FFN pre-activation
            (Llama's and the head's logits have theirs in bf16 in place) */
         int llama = c->family == MODEL_LLAMA;
         s->xbf = carve_bf16(cv, max_size(N * C, llama ? m->nh / 2 : m->nh));
         if (c->pre_ln) s->ln_bf = carve_bf16(cv, N * C);
-        s->dbf = carve_bf16(cv, max_size(3 * N * Cl, max_size(N * C, llama ? 0 : m->nh)));
+        s->dbf = carve_bf16(cv, max_size(N * (size_t)m->Wqkv, max_size(N * C, llama ? 0 : m->nh)));
     }
 }
 

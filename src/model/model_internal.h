@@ -68,9 +68,6 @@ typedef struct scratch {
     float *pool_in, *pool, *dpool, *dpool_in, *nsp; /* (B,C) and (B,2) */
     float *sin_pos;                   /* (P,C) sinusoidal table, or NULL */
     float *rope;                      /* Llama: (T,hs) RoPE's cos | sin per position */
-    float *qkv_rep, *dqkv_kv;         /* Llama with n_kv_head < n_head: (N,3Cl) q | k | v with the kv
-                                         heads repeated per query head, and (N,Wqkv) d(q | k | v) */
-    bf16 *qkv_rep_bf;                 /* the same repeat in a bf16 stage (qkv_rep NULL) */
     float *dh;                        /* Llama: (N,Fl) d(silu(gate) up) */
     bf16 *xbf, *dbf;                  /* bf16: a linear's input and its output's gradient */
     bf16 *ln_bf;                      /* bf16: (N,C) a pre-norm block's LayerNorm / RMSNorm output remade */

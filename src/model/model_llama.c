@@ -5,11 +5,10 @@
  *   ln2 = RMSNorm(res1); gate | up = ln2 [Wg; Wu]^T;
  *   out = res2 = res1 + drop((silu(gate) up) Wd^T)
  *
- * No biases. Grouped-query attention: the NKV key/value heads are repeated
- * to NH heads (head h reads kv head h / (NH / NKV)) in a scratch the
- * existing attention kernel reads, and backward sums the gradients of each
- * group's heads back into their kv head (docs/design.md: what it costs).
- * The repeated copy is made again in backward rather than kept per layer.
+ * No biases. Grouped-query attention: query head h reads kv head
+ * h / (NH / NKV) in place in q | k | v (attention_forward_gqa; no repeated
+ * copy), and backward sums the gradients of each group's heads into their
+ * kv head.
  * Dropout sites are GPT's. Linear weights are (out, in); widths are this
  * rank's: tensor parallelism (Megatron-LM's 1d split) gives each rank NH/t
  * query heads and the NKV/t kv heads of their groups (q | k | v and gate | up
@@ -22,63 +21,6 @@
 #include "model/model_internal.h"
 
 static lin_in atty_in(const block_acts *a) { return (lin_in){a->atty, a->atty_bf}; }
-static int grouped(const model_stage *m) { return m->NKVl < m->NHl; }
-
-/* wide (N,3C) = q | k | v with kv head h / group copied to head h, from
- * qkv (N, C + 2 KV); elements of es bytes (fp32, or bf16 in a bf16 stage). */
-static void kv_repeat(const model_stage *m, void *wide, const void *qkv, size_t es, int N)
-{
-    int C = m->Cl, KV = m->KVl, W = m->Wqkv, hs = C / m->NHl, group = m->NHl / m->NKVl;
-    #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const char *src = (const char *)qkv + (size_t)n * W * es;
-        char *dst = (char *)wide + (size_t)n * 3 * C * es;
-        memcpy(dst, src, (size_t)C * es);
-        for (int h = 0; h < m->NHl; h++) {
-            size_t kv = (size_t)(h / group) * hs;
-            memcpy(dst + (C + (size_t)h * hs) * es, src + (C + kv) * es, (size_t)hs * es);
-            memcpy(dst + (2 * (size_t)C + (size_t)h * hs) * es, src + (C + (size_t)KV + kv) * es, (size_t)hs * es);
-        }
-    }
-}
-
-/* The transpose of kv_repeat: dqkv (N, C + 2 KV) = dq, and each kv head the
- * sum of its group's heads of dwide (N,3C), in head order. */
-static void kv_reduce(const model_stage *m, float *dqkv, const float *dwide, int N)
-{
-    int C = m->Cl, KV = m->KVl, W = m->Wqkv, hs = C / m->NHl, group = m->NHl / m->NKVl;
-    #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *src = dwide + (size_t)n * 3 * C;
-        float *dst = dqkv + (size_t)n * W;
-        memcpy(dst, src, (size_t)C * sizeof(float));
-        memset(dst + C, 0, 2 * (size_t)KV * sizeof(float));
-        for (int h = 0; h < m->NHl; h++) {
-            float *dk = dst + C + (size_t)(h / group) * hs, *dv = dk + KV;
-            const float *sk = src + C + (size_t)h * hs, *sv = sk + C;
-            for (int i = 0; i < hs; i++) {
-                dk[i] += sk[i];
-                dv[i] += sv[i];
-            }
-        }
-    }
-}
-
-/* The q | k | v the attention kernel reads (*f or, in a bf16 stage, *h): the
- * block's own, or its kv heads repeated into the scratch. */
-static void attention_qkv(model_stage *m, const block_acts *a, int N, const float **f, const bf16 **h)
-{
-    *f = a->qkv;
-    *h = a->qkv_bf;
-    if (!grouped(m)) return;
-    if (a->qkv_bf) {
-        kv_repeat(m, m->s.qkv_rep_bf, a->qkv_bf, sizeof(bf16), N);
-        *h = m->s.qkv_rep_bf;
-    } else {
-        kv_repeat(m, m->s.qkv_rep, a->qkv, sizeof(float), N);
-        *f = m->s.qkv_rep;
-    }
-}
 
 static void rope_qk(const model_stage *m, float *qkv, void (*rope)(float *, int, int, int, int, int, const float *))
 {
@@ -96,11 +38,8 @@ status_t llama_block_forward(model_stage *m, int l, const block_params *p, const
     TRY(model_stage_linear_forward(m, a->qkv, W, lin_f32(a->ln1), p->qkv_w, NULL, W_OUT_IN, N, C, W));
     rope_qk(m, a->qkv, rope_forward);
     model_stage_keep_qkv(m, a);
-    const float *qf;
-    const bf16 *qh;
-    attention_qkv(m, a, N, &qf, &qh);
-    TRY(attention_forward(a->atty, a->att_stat, qf, qh, NULL, 1, model_dropout(m, pass, l, SITE_ATT), m->B,
-                          c->seq_len, m->Cl, m->NHl, c->bf16));
+    TRY(attention_forward_gqa(a->atty, a->att_stat, a->qkv, a->qkv_bf, NULL, 1, model_dropout(m, pass, l, SITE_ATT),
+                              m->B, c->seq_len, m->Cl, m->NHl, m->NKVl, c->bf16));
     TRY(row_parallel_forward(m, m->s.tmp, atty_in(a), p->proj_w, NULL, N, m->Cl, C));
     dropout_add_forward(a->res1, x, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     model_poll(pass);
@@ -136,18 +75,11 @@ static status_t attention_backward_llama(model_stage *m, int l, const block_para
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     TRY(model_stage_linear_backward(m, m->s.dA, g->proj_w, NULL, m->s.dtmp, C, atty_in(a), p->proj_w, W_OUT_IN, N, m->Cl,
                               C, 0));
-    const float *qf;
-    const bf16 *qh;
-    attention_qkv(m, a, N, &qf, &qh);
-    TRY(attention_backward(m->s.dqkv, m->s.dA, qf, qh, a->att_stat, NULL, 1,
-                           model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, m->Cl, m->NHl, c->bf16));
-    float *dqkv = m->s.dqkv;
-    if (grouped(m)) {
-        kv_reduce(m, m->s.dqkv_kv, m->s.dqkv, N);
-        dqkv = m->s.dqkv_kv;
-    }
-    rope_qk(m, dqkv, rope_backward);
-    return column_parallel_backward(m, dln, g->qkv_w, NULL, dqkv, NULL, model_stage_norm_again(m, p, a, 1, x), p->qkv_w,
+    TRY(attention_backward_gqa(m->s.dqkv, m->s.dA, a->qkv, a->qkv_bf, a->att_stat, NULL, 1,
+                               model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, m->Cl, m->NHl, m->NKVl,
+                               c->bf16));
+    rope_qk(m, m->s.dqkv, rope_backward);
+    return column_parallel_backward(m, dln, g->qkv_w, NULL, m->s.dqkv, NULL, model_stage_norm_again(m, p, a, 1, x), p->qkv_w,
                                     N, C, W);
 }
 

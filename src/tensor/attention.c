@@ -20,7 +20,13 @@
  * A bf16 stage keeps q | k | v in bf16 (qkv_bf): each thread widens the
  * head at hand into its buffer too (T x 3 hs floats, in cache) before its
  * GEMMs, which round them back to the same bf16 values, so keeping them so
- * changes no result. */
+ * changes no result.
+ *
+ * Grouped-query attention (NKV < NH key/value heads, Llama): a row is
+ * q (C) | k (KV) | v (KV), KV = NKV hs, and query head h reads kv head
+ * h / (NH / NKV) in place: no repeated copy. Backward takes the heads of one
+ * kv head as one task (one thread), so their d(k), d(v) add up in place, in
+ * head order. */
 #include <math.h>
 #include <string.h>
 
@@ -117,28 +123,46 @@ static void logits_block(float *P, const float *Q, const float *K, int i0, int i
     att_gemm(half, 0, 1, i1 - i0, kend, hs, scale, Q + (size_t)i0 * ld, ld, K, ld, 0.0f, P, T);
 }
 
-/* Head h of sequence b: returns its q (T rows, *ld floats apart), its k and
- * v at *kv and 2 *kv past each q row: read in place in qkv (rows of 3C), or
- * widened from the bf16 copy into wide (rows of 3 hs: q | k | v). */
-static const float *head_qkv(const float *qkv, const bf16 *qkv_bf, float *wide, int b, int h, int T, int C, int hs,
-                             int *ld, size_t *kv)
+/* The shape of one call: heads, kv heads, widths. A row of q | k | v is
+ * W = C + 2 KV wide; query head h reads kv head h / group. */
+typedef struct att_shape {
+    int B, T, C, NH, NKV, hs, group, KV, W;
+} att_shape;
+
+static att_shape shape_of(int B, int T, int C, int NH, int NKV)
 {
-    size_t off = (size_t)b * T * 3 * C + (size_t)h * hs;
+    int hs = C / NH;
+    return (att_shape){B, T, C, NH, NKV, hs, NH / NKV, NKV * hs, C + 2 * NKV * hs};
+}
+
+/* Head h of sequence b: returns its q (T rows, *ld floats apart), its k and
+ * v at *k and *v floats past each q row: read in place in qkv (rows of W),
+ * or widened from the bf16 copy into wide (rows of 3 hs: q | k | v). */
+static const float *head_qkv(const float *qkv, const bf16 *qkv_bf, float *wide, const att_shape *s, int b, int h,
+                             int *ld, size_t *k, size_t *v)
+{
+    size_t row0 = (size_t)b * s->T * s->W, q = (size_t)h * s->hs;
+    size_t ko = (size_t)s->C + (size_t)(h / s->group) * s->hs, vo = ko + (size_t)s->KV;
     if (!qkv_bf) {
-        *ld = 3 * C;
-        *kv = (size_t)C;
-        return qkv + off;
+        *ld = s->W;
+        *k = ko - q;
+        *v = vo - q;
+        return qkv + row0 + q;
     }
-    for (int t = 0; t < T; t++) {
-        const bf16 *src = qkv_bf + off + (size_t)t * 3 * C;
+    int hs = s->hs;
+    for (int t = 0; t < s->T; t++) {
+        const bf16 *src = qkv_bf + row0 + (size_t)t * s->W;
         float *dst = wide + (size_t)t * 3 * hs;
-        for (int part = 0; part < 3; part++) {
-            #pragma omp simd
-            for (int i = 0; i < hs; i++) dst[part * hs + i] = bf16_value(src[(size_t)part * C + i]);
-        }
+        #pragma omp simd
+        for (int i = 0; i < hs; i++) dst[i] = bf16_value(src[q + i]);
+        #pragma omp simd
+        for (int i = 0; i < hs; i++) dst[hs + i] = bf16_value(src[ko + i]);
+        #pragma omp simd
+        for (int i = 0; i < hs; i++) dst[2 * hs + i] = bf16_value(src[vo + i]);
     }
     *ld = 3 * hs;
-    *kv = (size_t)hs;
+    *k = (size_t)hs;
+    *v = 2 * (size_t)hs;
     return wide;
 }
 
@@ -146,12 +170,12 @@ static const float *head_qkv(const float *qkv, const bf16 *qkv_bf, float *wide, 
  * probabilities (block floats each) followed, from a bf16 copy, by the head's
  * q | k | v widened to fp32; returns q as head_qkv does, or NULL when the
  * buffer cannot be had. */
-static const float *pair_begin(const float *qkv, const bf16 *qkv_bf, size_t block, int b, int h, int T, int C, int hs,
-                               float **P, int *ld, size_t *kv)
+static const float *pair_begin(const float *qkv, const bf16 *qkv_bf, size_t block, const att_shape *s, int b, int h,
+                               float **P, int *ld, size_t *k, size_t *v)
 {
-    size_t n = 2 * block + (qkv_bf ? (size_t)T * 3 * hs : 0);
+    size_t n = 2 * block + (qkv_bf ? (size_t)s->T * 3 * s->hs : 0);
     *P = thread_buffer(TB_ATTENTION, n * sizeof(float));
-    return *P ? head_qkv(qkv, qkv_bf, *P + 2 * block, b, h, T, C, hs, ld, kv) : NULL;
+    return *P ? head_qkv(qkv, qkv_bf, *P + 2 * block, s, b, h, ld, k, v) : NULL;
 }
 
 /* First mask element of (sequence b, local head h): keyed by the global head. */
@@ -161,26 +185,27 @@ static size_t mask_base(const dropout_site *d, int b, int h, int NH, int T)
     return ((size_t)b * heads + (size_t)d->head0 + h) * T * T;
 }
 
-status_t attention_forward(float *out, float *stat, const float *qkv, const bf16 *qkv_bf,
-                           const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH,
-                           int half)
+status_t attention_forward_gqa(float *out, float *stat, const float *qkv, const bf16 *qkv_bf,
+                               const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH,
+                               int NKV, int half)
 {
-    int hs = C / NH, failed = 0;
+    att_shape sh = shape_of(B, T, C, NH, NKV);
+    int hs = sh.hs, failed = 0;
     float scale = 1.0f / sqrtf((float)hs);
     size_t block = (T < RB ? (size_t)T : RB) * T;
     drop_plan pl = drop_plan_make(drop);
     #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH, ld;
-        size_t kv;
+        size_t ko, vo;
         float *P;
-        const float *Q = pair_begin(qkv, qkv_bf, block, b, h, T, C, hs, &P, &ld, &kv);
+        const float *Q = pair_begin(qkv, qkv_bf, block, &sh, b, h, &P, &ld, &ko, &vo);
         if (!Q) {
             failed = 1;
             continue;
         }
         float *Pd = drop.p > 0.0f ? P + block : P;
-        const float *K = Q + kv, *V = Q + 2 * kv;
+        const float *K = Q + ko, *V = Q + vo;
         size_t base = mask_base(&drop, b, h, NH, T);
         float *O = out + (size_t)b * T * C + h * hs;
         const int32_t *km = key_mask ? key_mask + (size_t)b * T : NULL;
@@ -211,55 +236,71 @@ static void softmax_backward_rows(float *dP, const float *P, int rows, int T, in
     }
 }
 
-/* Per block of query rows, with its probabilities P recomputed and Pd their
- * dropout: dV += Pd^T dO, dP = dO V^T (then dropout's backward), dS from the
- * softmax's backward, dQ = dS K (the block's rows), dK += dS^T Q. */
-status_t attention_backward(float *dqkv, const float *dout, const float *qkv, const bf16 *qkv_bf,
-                            const float *stat, const int32_t *key_mask, int causal, dropout_site drop, int B, int T,
-                            int C, int NH, int half)
+/* Head h of sequence b, per block of query rows, with its probabilities P
+ * recomputed and Pd their dropout: dV += Pd^T dO, dP = dO V^T (then
+ * dropout's backward), dS from the softmax's backward, dQ = dS K (the
+ * block's rows), dK += dS^T Q. dK, dV (rows of W) add to what is there.
+ * Returns 0 when the thread's buffer cannot be had. */
+static int head_backward(float *dqkv, const float *dout, const float *qkv, const bf16 *qkv_bf, const float *stat,
+                         const int32_t *key_mask, int causal, const dropout_site *drop, const drop_plan *pl,
+                         const att_shape *s, int b, int h, int half)
 {
-    int hs = C / NH, C3 = 3 * C, failed = 0;
+    int T = s->T, C = s->C, W = s->W, hs = s->hs, ld;
     float scale = 1.0f / sqrtf((float)hs);
-    size_t block = (T < RB ? (size_t)T : RB) * T;
+    size_t block = (T < RB ? (size_t)T : RB) * T, ko, vo;
+    float *P;
+    const float *Q = pair_begin(qkv, qkv_bf, block, s, b, h, &P, &ld, &ko, &vo);
+    if (!Q) return 0;
+    float *dP = P + block;
+    const float *K = Q + ko, *V = Q + vo;
+    size_t row0 = (size_t)b * T * W, kvo = (size_t)C + (size_t)(h / s->group) * hs;
+    float *dQ = dqkv + row0 + (size_t)h * hs, *dK = dqkv + row0 + kvo, *dV = dK + s->KV;
+    const float *dO = dout + (size_t)b * T * C + (size_t)h * hs;
+    const int32_t *km = key_mask ? key_mask + (size_t)b * T : NULL;
+    size_t base = mask_base(drop, b, h, s->NH, T);
+    stat += ((size_t)b * s->NH + h) * 2 * T;
+    for (int i0 = 0; i0 < T; i0 += RB) {
+        int i1 = i0 + RB < T ? i0 + RB : T, kend = key_end(causal, i1, T), rows = i1 - i0;
+        logits_block(P, Q, K, i0, i1, kend, hs, T, ld, scale, half);
+        softmax_again(P, stat, i0, i1, T, kend, causal, km);
+        const float *Pd = P;
+        if (drop->p > 0.0f) { /* the dropped probabilities, in dP until dP is made */
+            dropout_rows(dP, P, i0, i1, T, kend, pl, base);
+            Pd = dP;
+        }
+        att_gemm(half, 1, 0, kend, hs, rows, 1.0f, Pd, T, dO + (size_t)i0 * C, C, 1.0f, dV, W);
+        att_gemm(half, 0, 1, rows, kend, hs, 1.0f, dO + (size_t)i0 * C, C, V, ld, 0.0f, dP, T);
+        if (drop->p > 0.0f) dropout_rows(dP, dP, i0, i1, T, kend, pl, base);
+        softmax_backward_rows(dP, P, rows, T, kend, scale);
+        att_gemm(half, 0, 0, rows, hs, kend, 1.0f, dP, T, K, ld, 0.0f, dQ + (size_t)i0 * W, W);
+        att_gemm(half, 1, 0, kend, hs, rows, 1.0f, dP, T, Q + (size_t)i0 * ld, ld, 1.0f, dK, W);
+    }
+    return 1;
+}
+
+/* One task per (sequence, kv head): its d(k), d(v) zeroed, then each query
+ * head of its group adds to them, in head order (deterministic). */
+status_t attention_backward_gqa(float *dqkv, const float *dout, const float *qkv, const bf16 *qkv_bf,
+                                const float *stat, const int32_t *key_mask, int causal, dropout_site drop, int B,
+                                int T, int C, int NH, int NKV, int half)
+{
+    att_shape sh = shape_of(B, T, C, NH, NKV);
+    int failed = 0;
     drop_plan pl = drop_plan_make(drop);
     #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
-    for (int bh = 0; bh < B * NH; bh++) {
-        int b = bh / NH, h = bh % NH, ld;
-        size_t kv;
-        float *P;
-        const float *Q = pair_begin(qkv, qkv_bf, block, b, h, T, C, hs, &P, &ld, &kv);
-        if (!Q) {
-            failed = 1;
-            continue;
-        }
-        float *dP = P + block;
-        const float *K = Q + kv, *V = Q + 2 * kv;
-        float *dQ = dqkv + (size_t)b * T * C3 + h * hs, *dK = dQ + C, *dV = dQ + 2 * C;
-        const float *dO = dout + (size_t)b * T * C + h * hs;
-        const int32_t *km = key_mask ? key_mask + (size_t)b * T : NULL;
-        size_t base = mask_base(&drop, b, h, NH, T);
+    for (int bg = 0; bg < B * NKV; bg++) {
+        int b = bg / NKV, g = bg % NKV;
+        float *dK = dqkv + (size_t)b * T * sh.W + C + (size_t)g * sh.hs, *dV = dK + sh.KV;
         for (int t = 0; t < T; t++) {
-            memset(dK + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
-            memset(dV + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
+            memset(dK + (size_t)t * sh.W, 0, (size_t)sh.hs * sizeof(float));
+            memset(dV + (size_t)t * sh.W, 0, (size_t)sh.hs * sizeof(float));
         }
-        for (int i0 = 0; i0 < T; i0 += RB) {
-            int i1 = i0 + RB < T ? i0 + RB : T, kend = key_end(causal, i1, T), rows = i1 - i0;
-            logits_block(P, Q, K, i0, i1, kend, hs, T, ld, scale, half);
-            softmax_again(P, stat + (size_t)bh * 2 * T, i0, i1, T, kend, causal, km);
-            const float *Pd = P;
-            if (drop.p > 0.0f) { /* the dropped probabilities, in dP until dP is made */
-                dropout_rows(dP, P, i0, i1, T, kend, &pl, base);
-                Pd = dP;
-            }
-            att_gemm(half, 1, 0, kend, hs, rows, 1.0f, Pd, T, dO + (size_t)i0 * C, C, 1.0f, dV, C3);
-            att_gemm(half, 0, 1, rows, kend, hs, 1.0f, dO + (size_t)i0 * C, C, V, ld, 0.0f, dP, T);
-            if (drop.p > 0.0f) dropout_rows(dP, dP, i0, i1, T, kend, &pl, base);
-            softmax_backward_rows(dP, P, rows, T, kend, scale);
-            att_gemm(half, 0, 0, rows, hs, kend, 1.0f, dP, T, K, ld, 0.0f, dQ + (size_t)i0 * C3, C3);
-            att_gemm(half, 1, 0, kend, hs, rows, 1.0f, dP, T, Q + (size_t)i0 * ld, ld, 1.0f, dK, C3);
-        }
+        for (int h = g * sh.group; h < (g + 1) * sh.group && !failed; h++)
+            if (!head_backward(dqkv, dout, qkv, qkv_bf, stat, key_mask, causal, &drop, &pl, &sh, b, h, half))
+                failed = 1;
     }
+    size_t block = (T < RB ? (size_t)T : RB) * T;
     FAIL_IF(failed, ST_NOMEM, "attention: out of memory for a thread's %zu-byte buffer",
-            (2 * block + (qkv_bf ? (size_t)T * 3 * hs : 0)) * sizeof(float));
+            (2 * block + (qkv_bf ? (size_t)T * 3 * sh.hs : 0)) * sizeof(float));
     return ST_OK;
 }

@@ -118,22 +118,40 @@ typedef struct dropout_site {
     int head0, n_head;
 } dropout_site;
 
-/* half = 1 (a bf16 stage, on a CPU with AVX512-BF16): the GEMMs q k^T,
- * P v and those of backward take bf16-rounded operands and sum in fp32;
- * softmax, its statistics and dropout stay fp32. qkv_bf (B,T,3C), when not
- * NULL, is q | k | v in bf16 and read instead of qkv (which may be NULL):
+/* out (B,T,C) from qkv (B,T,W): rows of q (C = NH hs) | k | v (NKV hs each,
+ * W = C + 2 NKV hs); query head h attends with kv head h / (NH / NKV)
+ * (grouped-query attention; NKV = NH: multi-head, W = 3C). stat (B,NH,T,2)
+ * kept for backward. half = 1 (a bf16 stage, on a CPU with AVX512-BF16):
+ * the GEMMs q k^T, P v and those of backward take bf16-rounded operands and
+ * sum in fp32; softmax, its statistics and dropout stay fp32. qkv_bf, when
+ * not NULL, is q | k | v in bf16 and read instead of qkv (which may be NULL):
  * a bf16 stage keeps them so, and the result is bitwise that of qkv holding
  * the same values. Each thread works in a buffer of its own (the pair's
  * probabilities; the head's q | k | v widened from qkv_bf), made on its first
  * call and kept (tensor/internal.h thread_buffer: later calls of the same
  * shape allocate nothing); the calls fail only when it cannot be had. */
-status_t attention_forward(float *out, float *stat, const float *qkv, const bf16 *qkv_bf, const int32_t *key_mask,
-                           int causal, dropout_site drop, int B, int T, int C, int NH, int half);
-/* dqkv (B,T,3C) overwritten, given d(out) and forward's qkv (or qkv_bf),
- * stat, key_mask, causal, drop and half. */
-status_t attention_backward(float *dqkv, const float *dout, const float *qkv, const bf16 *qkv_bf, const float *stat,
-                            const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH,
-                            int half);
+status_t attention_forward_gqa(float *out, float *stat, const float *qkv, const bf16 *qkv_bf,
+                               const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C, int NH,
+                               int NKV, int half);
+/* dqkv (same rows as qkv) overwritten, given d(out) and forward's qkv (or
+ * qkv_bf), stat, key_mask, causal, drop and half; a kv head's d(k), d(v) sum
+ * over its query heads. */
+status_t attention_backward_gqa(float *dqkv, const float *dout, const float *qkv, const bf16 *qkv_bf,
+                                const float *stat, const int32_t *key_mask, int causal, dropout_site drop, int B,
+                                int T, int C, int NH, int NKV, int half);
+/* Multi-head attention: NKV = NH, rows of 3C. */
+static inline status_t attention_forward(float *out, float *stat, const float *qkv, const bf16 *qkv_bf,
+                                         const int32_t *key_mask, int causal, dropout_site drop, int B, int T, int C,
+                                         int NH, int half)
+{
+    return attention_forward_gqa(out, stat, qkv, qkv_bf, key_mask, causal, drop, B, T, C, NH, NH, half);
+}
+static inline status_t attention_backward(float *dqkv, const float *dout, const float *qkv, const bf16 *qkv_bf,
+                                          const float *stat, const int32_t *key_mask, int causal, dropout_site drop,
+                                          int B, int T, int C, int NH, int half)
+{
+    return attention_backward_gqa(dqkv, dout, qkv, qkv_bf, stat, key_mask, causal, drop, B, T, C, NH, NH, half);
+}
 
 /* ---- Llama-style decoder kernels (tensor/llama.c) ----------------------------- */
 

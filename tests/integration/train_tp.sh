@@ -12,7 +12,7 @@
 #   tp = 2 in 2d from the start gives tp = 1's losses and its checkpoint
 #   resumes at tp = 1; so does pp 2 x tp 2 in 2d (GPipe, recomputation);
 # - Llama (4 query heads over 2 key/value heads, untied lm_head split by
-#   vocabulary): tp = 2, pp 2 x tp 2 (recompute) and dp 2 x tp 2 (ZeRO 2) give tp = 1's losses
+#   vocabulary): tp = 2, pp 2 x tp 2 (recompute), dp 2 x tp 2 (ZeRO 2) and tp = 2 with model.recompute = ffn give tp = 1's losses
 #   within 1e-5 (dropout 0.1: masks keyed by the global head), and its tp = 2
 #   checkpoint resumes at tp = 1;
 # - bad layouts are refused before any work (exit 2, naming the key).
@@ -112,7 +112,8 @@ set -- --set model.family=llama --set model.n_kv_head=2 --set model.vocab_size=5
 train 1 "$d/llama-1.log" "$@" --set run.dir="$d/llama-1" || { tail -5 "$d/llama-1.log"; fail "llama tp = 1"; }
 losses "$d/llama-1" > "$d/a"
 for case in tp2:2:--set:dist.tp=2 pp2tp2:4:--set:dist.pp=2:--set:dist.tp=2:--set:model.recompute=true \
-  dp2tp2:4:--set:dist.tp=2:--set:dist.zero=2:--set:train.micro_batches=2; do
+  dp2tp2:4:--set:dist.tp=2:--set:dist.zero=2:--set:train.micro_batches=2 \
+  tp2ffn:2:--set:dist.tp=2:--set:model.recompute=ffn; do
   name=${case%%:*} rest=${case#*:} np=${rest%%:*} opts=$(echo "${rest#*:}" | tr : ' ')
   # shellcheck disable=SC2086
   train "$np" "$d/llama-$name.log" "$@" $opts --set run.dir="$d/llama-$name" ||
@@ -142,4 +143,6 @@ refused 2 "dist.tp: 5 ranks (a prime) have no 2D grid.*dist.tp_mode = 1d" --set 
 refused 2 "dist.tp = 2 does not divide model.n_kv_head = 1" --set model.family=llama --set dist.tp=2 \
   --set model.n_head=2 --set model.n_kv_head=1
 refused 2 "dist.tp_mode = 2d with model.family = llama" --set model.family=llama --set dist.tp=2 --set dist.tp_mode=2d
+refused 2 "model.recompute = ffn with dist.tp_mode = 2d" --set dist.tp=2 --set dist.tp_mode=2d \
+  --set model.recompute=ffn --set train.precision=fp32
 exit 0

@@ -232,12 +232,12 @@ Test(model, recompute_gives_the_same_gradients)
  * so (q | k | v, the FFN's pre-activation, the attention output) and remade
  * where it remakes them (the pre-norm outputs): bitwise the same loss and
  * gradients as without (dropout on, so the masks must be remade alike too). */
-static void check_recompute_bf16(model_family f)
+static void check_recompute(model_family f, int half)
 {
     init();
     model_config c = tiny(f);
     c.dropout = 0.2f;
-    c.bf16 = 1;
+    c.bf16 = half;
     model_stage *st[3];
     for (int r = RECOMPUTE_NONE; r <= RECOMPUTE_FFN; r++) {
         c.recompute = r;
@@ -252,9 +252,10 @@ static void check_recompute_bf16(model_family f)
     for (int r = RECOMPUTE_FULL; r <= RECOMPUTE_FFN; r++) {
         double l = run(&st[r], 1, &b, &pass, 1);
         const char *name = model_recompute_name(r);
-        cr_expect(l0 == l, "family %d: bf16 loss %.9g with recompute = %s, %.9g without", (int)f, l, name, l0);
+        cr_expect(l0 == l, "family %d bf16 %d: loss %.9g with recompute = %s, %.9g without", (int)f, half, l, name,
+                  l0);
         cr_expect(memcmp(model_grads(st[0]), model_grads(st[r]), model_n_params(st[0]) * sizeof(float)) == 0,
-                  "family %d: bf16 gradients differ with recompute = %s", (int)f, name);
+                  "family %d bf16 %d: gradients differ with recompute = %s", (int)f, half, name);
     }
     batch_free(&b);
     for (int r = RECOMPUTE_NONE; r <= RECOMPUTE_FFN; r++) model_stage_free(st[r]);
@@ -263,9 +264,18 @@ static void check_recompute_bf16(model_family f)
 Test(model, bf16_recompute_gives_bitwise_the_same_gradients)
 {
     if (!bf16_cpu_supported(NULL)) cr_skip_test("the CPU has no AVX512-BF16");
-    check_recompute_bf16(MODEL_GPT);
-    check_recompute_bf16(MODEL_BERT);
-    check_recompute_bf16(MODEL_LLAMA);
+    check_recompute(MODEL_GPT, 1);
+    check_recompute(MODEL_BERT, 1);
+    check_recompute(MODEL_LLAMA, 1);
+}
+
+/* The same in fp32: a block's forward run again (true) or the FFN's first
+ * GEMM run again (ffn) on the same inputs gives bitwise the same values. */
+Test(model, fp32_recompute_gives_bitwise_the_same_gradients)
+{
+    check_recompute(MODEL_GPT, 0);
+    check_recompute(MODEL_BERT, 0);
+    check_recompute(MODEL_LLAMA, 0);
 }
 
 /* poll: records the finished gradient ranges in the order reported */

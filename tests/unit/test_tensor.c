@@ -552,3 +552,55 @@ Test(tensor, block_cyclic_deals_every_index_once)
     cr_assert_eq(block_cyclic_count(10, 4, 2, 3), 2);
     cr_assert_eq(block_cyclic_count(10, 4, 1, 3), 4);
 }
+
+/* Grouped-query attention (NKV < NH kv heads, rows q | k | v of C + 2 NKV hs)
+ * computes what multi-head attention computes on the kv heads repeated per
+ * query head (head h reads kv head h / (NH / NKV)); its backward gives each
+ * kv head the sum of its query heads' d(k), d(v). Causal with dropout, and a
+ * key mask; 70 positions span two query blocks; fp32 and bf16 operands. */
+Test(tensor, grouped_query_attention_equals_attention_on_repeated_kv_heads)
+{
+    setup();
+    enum { B = 2, T = 70, NH = 4, NKV = 2, hs = 4, C = NH * hs, KV = NKV * hs, W = C + 2 * KV, G = NH / NKV };
+    size_t rows = (size_t)B * T;
+    float *qkv = vec(rows * W, 3, 1), *wide = vec(rows * 3 * C, 0, 0), *dout = vec(rows * C, 4, 1);
+    float *o1 = vec(rows * C, 0, 0), *o2 = vec(rows * C, 0, 0), *s1 = vec((size_t)B * NH * T * 2, 0, 0);
+    float *s2 = vec((size_t)B * NH * T * 2, 0, 0), *d1 = vec(rows * W, 0, 0), *d2 = vec(rows * 3 * C, 0, 0);
+    int32_t km[B * T];
+    for (int i = 0; i < B * T; i++) km[i] = (i % T) < T - 5 * (i / T + 1);
+    for (size_t r = 0; r < rows; r++) {
+        memcpy(wide + r * 3 * C, qkv + r * W, C * sizeof(float));
+        for (int h = 0; h < NH; h++) {
+            memcpy(wide + r * 3 * C + C + h * hs, qkv + r * W + C + (h / G) * hs, hs * sizeof(float));
+            memcpy(wide + r * 3 * C + 2 * C + h * hs, qkv + r * W + C + KV + (h / G) * hs, hs * sizeof(float));
+        }
+    }
+    for (int half = 0; half <= 1; half++)
+        for (int causal = 0; causal <= 1; causal++) {
+            dropout_site d = {.key = rng_key_make(5, RNG_DROPOUT), .stream = 9, .p = causal ? 0.3f : 0.0f};
+            const int32_t *mask = causal ? NULL : km;
+            cr_assert_eq(attention_forward_gqa(o1, s1, qkv, NULL, mask, causal, d, B, T, C, NH, NKV, half), ST_OK);
+            cr_assert_eq(attention_forward(o2, s2, wide, NULL, mask, causal, d, B, T, C, NH, half), ST_OK);
+            for (size_t i = 0; i < rows * C; i++)
+                cr_assert(fabsf(o1[i] - o2[i]) <= 1e-6f * (1.0f + fabsf(o2[i])), "half %d causal %d: out[%zu] %g vs %g",
+                          half, causal, i, o1[i], o2[i]);
+            memset(d1, 0xFF, rows * W * sizeof *d1); /* every gradient must be written */
+            cr_assert_eq(attention_backward_gqa(d1, dout, qkv, NULL, s1, mask, causal, d, B, T, C, NH, NKV, half),
+                         ST_OK);
+            cr_assert_eq(attention_backward(d2, dout, wide, NULL, s2, mask, causal, d, B, T, C, NH, half), ST_OK);
+            for (size_t r = 0; r < rows; r++)
+                for (int c = 0; c < W; c++) {
+                    double want = 0.0;
+                    if (c < C) {
+                        want = d2[r * 3 * C + c];
+                    } else { /* kv head g's channel i: its query heads' sum */
+                        int part = c < C + KV ? 1 : 2, g = (c - C - (part - 1) * KV) / hs, i = (c - C) % hs;
+                        for (int h = g * G; h < (g + 1) * G; h++) want += d2[r * 3 * C + part * C + h * hs + i];
+                    }
+                    float got = d1[r * W + c];
+                    cr_assert(fabs(got - want) <= 1e-5 * (1.0 + fabs(want)), "half %d causal %d: d[%zu][%d] %g vs %g",
+                              half, causal, r, c, got, want);
+                }
+        }
+    free(qkv), free(wide), free(dout), free(o1), free(o2), free(s1), free(s2), free(d1), free(d2);
+}
