@@ -195,5 +195,10 @@ status_t dist_train_step(dist_engine *e, optim_state *w, int64_t step, dist_fill
  * The parameters, moments, gradients and everything the next step reads are
  * untouched. Collective over the replica's pipeline and tensor group. */
 status_t dist_eval_forward(dist_engine *e, const batch *b, model_losses *losses);
+/* Collective over the dp group: makes every parameter of the stage whole on
+ * this rank. Under ZeRO a bf16 state's update all-gathers the high halves
+ * but only the low halves read in fp32 (docs/design.md); a checkpoint, which
+ * reads every parameter, calls this first (nothing to do otherwise). */
+status_t dist_params_complete(dist_engine *e);
 
 #endif

@@ -100,6 +100,17 @@ struct dist_engine {
      * [lay.ulo, lay.uhi), the buckets and the tied embedding (layout.h) */
     layout_rank lay;
     int *counts, *displs;         /* [dp] every rank's shard, for the all-gather */
+    /* bf16 pairs under ZeRO: the all-gather after the update moves every high
+       half (the GEMMs' weights) but only the low halves the stage reads in
+       fp32 (model_tensor_read_fp32: norms, biases, position tables, the
+       word embedding's lookup), packed: lo_runs [2 n_lo_runs] start, end of
+       those ranges; lo_counts, lo_displs [dp] each rank's packed part of
+       lo_buf. The other low halves of other ranks' shards are stale until
+       dist_params_complete (a checkpoint reads every parameter). */
+    size_t *lo_runs, n_lo_runs;
+    int *lo_counts, *lo_displs;
+    uint16_t *lo_buf;
+    int lo_stale;
     optim_state *w;               /* the training state of the running step (dist_train_step's) */
     float *grad_shard;            /* zero 2: [hi - lo] reduced gradients */
     int *bucket_counts;           /* [n_buckets][dp] the floats of bucket b in rank r's shard */
@@ -139,6 +150,9 @@ static inline MPI_Request *dist_other(dist_engine *e) { return &e->coll[(size_t)
 /* Waits for *req, polling MPI_Test against the step's deadline; what names
  * the wait in the watchdog's report. */
 status_t dist_wait(dist_engine *e, MPI_Request *req, const char *what);
+/* bf16 pairs under ZeRO (dp > 1): which low halves the update's all-gather
+ * moves (lo_runs ...), made once the stage exists. */
+status_t dist_lo_plan(dist_engine *e);
 
 /* ZeRO 2: gradients [lo, hi) are final for this step; posts the buckets that
  * became complete. */

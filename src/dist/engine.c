@@ -163,6 +163,8 @@ static status_t engine_setup(dist_engine *e, const model_config *mc, MPI_Comm wo
         tp.gather = tp_gather;
     }
     TRY(setup_stage(e, &tp, w));
+    e->w = w;
+    TRY(dist_lo_plan(e));
     TRY(setup_reduce_bf16(e));
     return setup_executor(e);
 }
@@ -203,6 +205,10 @@ void dist_engine_free(dist_engine *e)
     free(e->slot_mb);
     free(e->counts);
     free(e->displs);
+    free(e->lo_runs);
+    free(e->lo_counts);
+    free(e->lo_displs);
+    free(e->lo_buf);
     free(e->grad_shard);
     free(e->reduce_bf);
     free(e->shard_bf);

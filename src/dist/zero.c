@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/timer.h"
 #include "dist/dist_internal.h"
@@ -254,6 +255,94 @@ static status_t agree_finite(dist_engine *e, int bad)
                    "checkpoint the run started from", name, (long long)e->step + 1, first);
 }
 
+/* ---- the low halves a rank reads outside its shard ---------------------------- */
+
+/* The floats of [a, z) inside rank r's shard. */
+static size_t in_shard(const dist_engine *e, int r, size_t a, size_t z, size_t *x)
+{
+    size_t lo = (size_t)e->displs[r], hi = lo + (size_t)e->counts[r];
+    *x = a > lo ? a : lo;
+    size_t y = z < hi ? z : hi;
+    return y > *x ? y - *x : 0;
+}
+
+status_t dist_lo_plan(dist_engine *e)
+{
+    if (!e->w->hi || e->dc.zero == 0 || e->topo.dp == 1) return ST_OK;
+    int n_t = model_n_tensors(e->stage), dp = e->topo.dp;
+    e->lo_runs = malloc(2 * (size_t)(n_t + 1) * sizeof *e->lo_runs);
+    e->lo_counts = calloc((size_t)dp, sizeof(int));
+    e->lo_displs = calloc((size_t)dp, sizeof(int));
+    FAIL_IF(!e->lo_runs || !e->lo_counts || !e->lo_displs, ST_NOMEM, "dist: out of memory");
+    size_t k = 0; /* ranges in offset order, adjacent ones merged */
+    for (int i = 0; i < n_t; i++) {
+        const model_tensor *t = model_tensor_at(e->stage, i);
+        if (!model_tensor_read_fp32(e->stage, i) || t->numel == 0) continue;
+        if (k && e->lo_runs[2 * k - 1] == t->offset) {
+            e->lo_runs[2 * k - 1] += t->numel;
+        } else {
+            e->lo_runs[2 * k] = t->offset;
+            e->lo_runs[2 * k + 1] = t->offset + t->numel;
+            k++;
+        }
+    }
+    e->n_lo_runs = k;
+    size_t total = 0, x;
+    for (int r = 0; r < dp; r++) {
+        size_t c = 0;
+        for (size_t j = 0; j < k; j++) c += in_shard(e, r, e->lo_runs[2 * j], e->lo_runs[2 * j + 1], &x);
+        e->lo_counts[r] = (int)c;
+        e->lo_displs[r] = (int)total;
+        total += c;
+    }
+    e->lo_buf = malloc((total ? total : 1) * sizeof *e->lo_buf);
+    FAIL_IF(!e->lo_buf, ST_NOMEM, "dist: out of memory for %zu low halves", total);
+    return ST_OK;
+}
+
+/* rank r's part of the packed low halves from lo (pack) or into it. */
+static void lo_pack(dist_engine *e, int r, int pack)
+{
+    uint16_t *p = e->lo_buf + e->lo_displs[r];
+    for (size_t j = 0; j < e->n_lo_runs; j++) {
+        size_t x, n = in_shard(e, r, e->lo_runs[2 * j], e->lo_runs[2 * j + 1], &x);
+        if (pack) memcpy(p, e->w->lo + x, n * sizeof *p);
+        else memcpy(e->w->lo + x, p, n * sizeof *p);
+        p += n;
+    }
+}
+
+/* Every rank's high halves, and the low halves of the ranges read in fp32;
+ * the rest of the low halves stays stale (lo_stale). */
+static status_t gather_pairs(dist_engine *e)
+{
+    FAIL_IF(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, e->w->hi, e->counts, e->displs, MPI_UINT16_T,
+                            e->topo.dp_comm, dist_other(e)) != MPI_SUCCESS, ST_MPI,
+            "dist: parameter all-gather (high halves) failed");
+    TRY(dist_wait(e, dist_other(e), "the parameter all-gather over the dp group"));
+    int me = e->topo.replica;
+    lo_pack(e, me, 1);
+    FAIL_IF(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, e->lo_buf, e->lo_counts, e->lo_displs,
+                            MPI_UINT16_T, e->topo.dp_comm, dist_other(e)) != MPI_SUCCESS, ST_MPI,
+            "dist: parameter all-gather (low halves read in fp32) failed");
+    TRY(dist_wait(e, dist_other(e), "the parameter all-gather over the dp group"));
+    for (int r = 0; r < e->topo.dp; r++)
+        if (r != me) lo_pack(e, r, 0);
+    e->lo_stale = 1;
+    return ST_OK;
+}
+
+status_t dist_params_complete(dist_engine *e)
+{
+    if (!e->lo_stale) return ST_OK;
+    FAIL_IF(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, e->w->lo, e->counts, e->displs, MPI_UINT16_T,
+                            e->topo.dp_comm, dist_other(e)) != MPI_SUCCESS, ST_MPI,
+            "dist: parameter all-gather (low halves) failed");
+    TRY(dist_wait(e, dist_other(e), "the parameter all-gather (low halves) over the dp group"));
+    e->lo_stale = 0;
+    return ST_OK;
+}
+
 status_t dist_update(dist_engine *e, dist_step_result *r)
 {
     double sumsq, losses[3];
@@ -284,13 +373,5 @@ status_t dist_update(dist_engine *e, dist_step_result *r)
                 "dist: parameter all-gather failed");
         return dist_wait(e, dist_other(e), "the parameter all-gather over the dp group");
     }
-    /* bf16 pairs: the high halves (the GEMMs' weights), then the low ones */
-    void *half[2] = {e->w->hi, e->w->lo};
-    for (int k = 0; k < 2; k++) {
-        FAIL_IF(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, half[k], e->counts, e->displs, MPI_UINT16_T,
-                                e->topo.dp_comm, dist_other(e)) != MPI_SUCCESS, ST_MPI,
-                "dist: parameter all-gather (%s halves) failed", k ? "low" : "high");
-        TRY(dist_wait(e, dist_other(e), "the parameter all-gather over the dp group"));
-    }
-    return ST_OK;
+    return gather_pairs(e); /* bf16 pairs */
 }

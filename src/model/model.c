@@ -103,7 +103,9 @@ static void carve_scratch(carver *cv, model_stage *m)
     scratch *s = &m->s;
     if (c->family == MODEL_LLAMA) { /* silu(gate) up in fp32 (bf16: made in bf16, model_stage_swiglu) */
         s->gelu = c->bf16 ? NULL : carve(cv, N * (size_t)m->Fl);
-        s->dh = carve(cv, N * (size_t)m->Fl);
+        /* d(silu(gate) up): fp32 stages write it over silu(gate) up (the down
+           projection's backward reads its input before it writes d(input)) */
+        s->dh = c->bf16 ? carve(cv, N * (size_t)m->Fl) : s->gelu;
         s->rope = carve(cv, (size_t)c->seq_len * (C / (size_t)c->n_head));
     } else {
         s->gelu = c->bf16 ? NULL : carve(cv, m->nh); /* bf16: made in bf16 (model_stage_gelu) */
@@ -233,6 +235,13 @@ static status_t mirror_create(model_stage *m)
     }
     return ST_OK;
 }
+
+int model_table_read_fp32(const model_tensor *t, int first)
+{
+    return model_mirrored(t) || (first && t->layer < 0 && t->view == (int)offsetof(stage_params, wte));
+}
+
+int model_tensor_read_fp32(const model_stage *m, int i) { return model_table_read_fp32(&m->tensors[i], m->first); }
 
 size_t model_stage_mirror_bytes(const model_stage *m)
 {

@@ -115,6 +115,13 @@ void model_init_params_into(model_stage *m, uint64_t seed, float *params);
 /* Bytes of a split stage's fp32 mirror (the tensors read outside GEMMs), 0
  * for fp32 stages. */
 size_t model_stage_mirror_bytes(const model_stage *m);
+/* Tensor i of a stage over bf16 pairs is read in fp32, low halves included
+ * (its fp32 mirror, or the first stage's word embedding, whose lookup joins
+ * the pairs); the others are read as their high halves only (GEMMs). */
+int model_tensor_read_fp32(const model_stage *m, int i);
+/* The same for an entry of a stage's table (model_stage_table), first: the
+ * table's stage holds the embeddings. */
+int model_table_read_fp32(const model_tensor *t, int first);
 
 /* The activation a non-first stage receives (B,T,C) and the one a non-last
  * stage sends, for slot s; and their gradients. Backward consumes doutput in

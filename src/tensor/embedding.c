@@ -104,6 +104,19 @@ void sinusoidal_positions(float *pe, int P, int C)
         }
 }
 
+/* A row's loss, -log softmax at the target: log(sum of exp(x - max)) - (x_y - max). */
+static inline float ce_row_loss(float sum, float xy, float mx) { return logf(sum) - (xy - mx); }
+
+/* The cross-entropy kernels' end: the hits counted, the row losses summed in
+ * row order (deterministic, whatever the threads). */
+static double ce_total(const float *row_loss, int N, int hits, int *correct)
+{
+    if (correct) *correct += hits;
+    double loss = 0.0;
+    for (int n = 0; n < N; n++) loss += row_loss[n];
+    return loss;
+}
+
 /* One pass for the max, one for the sum of exponentials, one writing the
  * gradient over the logits: the probabilities are never stored apart. The
  * max and the sum are SIMD reductions (a fixed order per row: deterministic,
@@ -136,15 +149,12 @@ double crossentropy_fused(float *logits, int ld, const int32_t *targets, int N, 
             row[v] = exp_fast(row[v] - mx);
             sum += row[v];
         }
-        row_loss[n] = logf(sum) - (xy - mx);
+        row_loss[n] = ce_row_loss(sum, xy, mx);
         float k = scale / sum;
         for (int v = 0; v < V; v++) row[v] *= k;
         row[y] -= scale;
     }
-    if (correct) *correct += hits;
-    double loss = 0.0;
-    for (int n = 0; n < N; n++) loss += row_loss[n];
-    return loss;
+    return ce_total(row_loss, N, hits, correct);
 }
 
 void crossentropy_slice_max(const float *logits, int ld, int N, int nv, float *mx)
@@ -194,16 +204,13 @@ double crossentropy_slice_grad(float *logits, int ld, const int32_t *targets, in
         }
         float sum = st[2 * n], xy = st[2 * n + 1];
         hits += xy >= mx[n];
-        row_loss[n] = logf(sum) - (xy - mx[n]);
+        row_loss[n] = ce_row_loss(sum, xy, mx[n]);
         float k = scale / sum;
         for (int v = 0; v < nv; v++) row[v] *= k;
         int y = targets[n] - v0;
         if (y >= 0 && y < nv) row[y] -= scale;
     }
-    if (correct) *correct += hits;
-    double loss = 0.0;
-    for (int n = 0; n < N; n++) loss += row_loss[n];
-    return loss;
+    return ce_total(row_loss, N, hits, correct);
 }
 
 /* ---- cross-entropy over bf16 logits ---------------------------------------
@@ -295,13 +302,10 @@ double crossentropy_fused_bf16(bf16 *logits, int ld, const float *bias, const in
         for (int v = 0; first && v < y; v++) first = ce_logit(row, bias, v) != mx;
         hits += first;
         float sum = ce_row_sumexp(row, bias, V, mx);
-        row_loss[n] = logf(sum) - (xy - mx);
+        row_loss[n] = ce_row_loss(sum, xy, mx);
         ce_row_grad(row, bias, V, y, mx, sum, scale);
     }
-    if (correct) *correct += hits;
-    double loss = 0.0;
-    for (int n = 0; n < N; n++) loss += row_loss[n];
-    return loss;
+    return ce_total(row_loss, N, hits, correct);
 }
 
 void crossentropy_slice_max_bf16(const bf16 *logits, int ld, const float *bias, int N, int nv, float *mx)
@@ -339,11 +343,8 @@ double crossentropy_slice_grad_bf16(bf16 *logits, int ld, const float *bias, con
         }
         float sum = st[2 * n], xy = st[2 * n + 1];
         hits += xy >= mx[n];
-        row_loss[n] = logf(sum) - (xy - mx[n]);
+        row_loss[n] = ce_row_loss(sum, xy, mx[n]);
         ce_row_grad(row, bias, nv, targets[n] - v0, mx[n], sum, scale);
     }
-    if (correct) *correct += hits;
-    double loss = 0.0;
-    for (int n = 0; n < N; n++) loss += row_loss[n];
-    return loss;
+    return ce_total(row_loss, N, hits, correct);
 }

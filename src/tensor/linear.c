@@ -88,14 +88,15 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
                      int OC, int accumulate)
 {
     float beta = accumulate ? 1.0f : 0.0f;
+    /* the weight's gradient first: then dinp may be inp */
     if (lay == W_OUT_IN) {
-        /* dinp (N,C) = dout (N,OC) W (OC,C); dW (OC,C) += dout^T inp */
-        if (dinp) tensor_gemm(0, 0, N, C, OC, 1.0f, dout, ldd, weight, C, beta, dinp, C);
+        /* dW (OC,C) += dout^T inp; dinp (N,C) = dout (N,OC) W (OC,C) */
         tensor_gemm(1, 0, OC, C, N, 1.0f, dout, ldd, inp, C, 1.0f, dweight, C);
+        if (dinp) tensor_gemm(0, 0, N, C, OC, 1.0f, dout, ldd, weight, C, beta, dinp, C);
     } else {
-        /* dinp (N,C) = dout (N,OC) W^T, W (C,OC); dW (C,OC) += inp^T dout */
-        if (dinp) tensor_gemm(0, 1, N, C, OC, 1.0f, dout, ldd, weight, OC, beta, dinp, C);
+        /* dW (C,OC) += inp^T dout, W (C,OC); dinp (N,C) = dout (N,OC) W^T */
         tensor_gemm(1, 0, C, OC, N, 1.0f, inp, C, dout, ldd, 1.0f, dweight, OC);
+        if (dinp) tensor_gemm(0, 1, N, C, OC, 1.0f, dout, ldd, weight, OC, beta, dinp, C);
     }
     if (dbias) bias_backward(dbias, dout, ldd, N, OC);
 }

@@ -70,7 +70,8 @@ typedef enum { W_OUT_IN = 0, W_IN_OUT = 1 } weight_layout; /* nn.Linear / Conv1D
 void linear_forward(float *out, int ldo, const float *inp, const float *weight,
                     const float *bias, weight_layout lay, int N, int C, int OC);
 /* dout (N,OC) row stride ldd. dinp (N,C): overwritten (accumulate = 0) or
- * added to (1); may be NULL. dweight, dbias accumulate (dbias may be NULL). */
+ * added to (1); may be NULL, or inp itself (the weight's gradient is made
+ * first). dweight, dbias accumulate (dbias may be NULL). */
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, int ldd,
                      const float *inp, const float *weight, weight_layout lay, int N, int C,
                      int OC, int accumulate);

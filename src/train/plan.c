@@ -271,26 +271,34 @@ static status_t predict(job *j, plan_layout *l)
         size_t n;
         model_tp mtp = {.size = l->tp, .rank = 0};
         TRY(model_stage_table(mc, a, b, first, last, &mtp, &tab, &nt, &n));
-        double wte = 0.0; /* the tied embedding, summed over the pipeline's ends */
-        for (int i = 0; l->pp > 1 && i < nt; i++)
-            if (tab[i].tied) wte = (double)tab[i].numel;
+        double wte = 0.0, read32 = 0.0; /* the tied embedding, summed over the pipeline's ends */
+        for (int i = 0; i < nt; i++) {
+            if (l->pp > 1 && tab[i].tied) wte = (double)tab[i].numel;
+            if (model_table_read_fp32(&tab[i], first)) read32 += (double)tab[i].numel;
+        }
         free(tab);
-        double red = l->zero == 2 ? reduce_scatter(w, l->dp, (double)n) : all_reduce(w, l->dp, (double)n);
+        /* what the messages carry, in floats' worth (4 bytes): bf16 states gather the parameters'
+           high halves and the low halves of what is read in fp32 (dist_params_complete), send
+           pipeline activations in bf16, and reduce in bf16 with dist.grad_reduce = bf16 */
+        double half = mc->bf16 ? 0.5 : 1.0, rw = dc.grad_reduce == DIST_REDUCE_BF16 ? 0.5 : 1.0;
+        double gw = mc->bf16 ? 0.5 * ((double)n + read32) : (double)n;
+        double red = l->zero == 2 ? reduce_scatter(w, l->dp, rw * n) : all_reduce(w, l->dp, rw * n);
         /* zero 2 posts its buckets during the last backward, but a rank's MPI progress and the sums
            run on its own cores between layers (shared memory, or a NIC without reduction offload),
            so the reduction is not taken as hidden */
-        double gather = l->zero > 0 ? all_gather(w, l->dp, (double)n) : 0.0;
+        double gather = l->zero > 0 ? all_gather(w, l->dp, gw) : 0.0;
         double tied = all_reduce(w, 2, wte);
         double upd = c->adam * (l->zero > 0 && l->dp > 1 ? (double)n / l->dp : (double)n);
         after_max = fmax(after_max, red + gather + tied + upd);
-        /* ring passes of 4 n (dp - 1) / dp bytes each: zero 0 an all-reduce (2), zero 1 also the
-           all-gather (3), zero 2 a reduce-scatter and the all-gather (2) */
-        double dp_bytes = l->dp > 1 ? 4.0 * n * (l->zero == 1 ? 3.0 : 2.0) * (l->dp - 1) / l->dp : 0.0;
-        double pipe_bytes = 4.0 * act * l->m * ((s > 0) + (s < l->pp - 1));
+        /* ring passes of (dp - 1) / dp of the message each: zero 0 an all-reduce (2), zero 1 also
+           the all-gather, zero 2 a reduce-scatter and the all-gather */
+        double dp_floats = rw * n * (l->zero == 2 ? 1.0 : 2.0) + (l->zero > 0 ? gw : 0.0);
+        double dp_bytes = l->dp > 1 ? 4.0 * dp_floats * (l->dp - 1) / l->dp : 0.0;
+        double pipe_bytes = 4.0 * half * act * l->m * ((s > 0) + (s < l->pp - 1));
         double tp_bytes = l->tp > 1 ? 4.0 * (b - a) * l->m * 2.0 * 4.0 * act * (l->tp - 1) / l->tp : 0.0;
         sent = fmax(sent, dp_bytes + pipe_bytes + tp_bytes + 4.0 * wte);
     }
-    double p2p = w->latency_s + 4.0 * act / w->bytes_per_s;
+    double p2p = w->latency_s + (mc->bf16 ? 2.0 : 4.0) * act / w->bytes_per_s;
     double pipe = (l->m + l->pp - 1) * tmax + 2.0 * (l->pp - 1) * p2p;
     l->bubble = l->pp > 1 ? 1.0 - l->m * tmax / pipe : 0.0;
     l->step_s = pipe + after_max + w->latency_s * log2((double)j->o->np + 1);

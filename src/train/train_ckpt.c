@@ -386,6 +386,7 @@ static status_t save(trainer *t, int best)
 {
     int64_t step = t->state.step;
     char tmp[4200] = "";
+    TRY(agree(t, dist_params_complete(t->engine))); /* the low halves the update did not gather */
     status_t st = t->rank == 0 ? ckpt_begin(t->tc.run_dir, step, tmp, sizeof tmp) : ST_OK;
     TRY(agree(t, st));
     FAIL_IF(MPI_Bcast(tmp, sizeof tmp, MPI_CHAR, 0, t->comm) != MPI_SUCCESS, ST_MPI,
