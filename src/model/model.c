@@ -288,7 +288,7 @@ static status_t stage_plan(model_stage *m, float *params, bf16 *hi, uint16_t *lo
     m->arena_bytes = sizeof(float) * cv.used;
     FAIL_IF(!m->params || !m->grads || !m->arena, ST_NOMEM,
             "model: out of memory allocating %.1f MiB of parameters, gradients and activations "
-            "(lower train.micro_batch or model sizes, or set model.recompute = true)",
+            "(lower train.micro_batch or model sizes, or set model.recompute = ffn or true)",
             (2.0 * m->n_params + cv.used) * 4.0 / 1048576.0);
     cv = (carver){.base = m->arena};
     carve_all(&cv, m);

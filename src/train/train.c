@@ -179,7 +179,7 @@ static status_t choose_layout(trainer *t)
             "train: rank %d: receiving the planned layout failed (MPI_Bcast)", t->rank);
     if (bad) return t->rank == 0 ? st : st_fail(ST_CONFIG, "dist.layout = auto: planning failed on rank 0");
     FAIL_IF(!pick[0], ST_CONFIG, "dist.layout = auto: no layout of %d ranks fits (%s); add ranks, lower "
-            "train.micro_batch or set model.recompute = true", t->size, why);
+            "train.micro_batch or set model.recompute = ffn or true", t->size, why);
     tc->dist.pp = pick[1], tc->dist.tp = pick[2], tc->dist.dp = 0, tc->dist.zero = pick[3];
     tc->dist.schedule = (dist_schedule_kind)pick[4], tc->dist.tp_mode = DIST_TP_1D, tc->dist.n_stages = 0;
     tc->global_batch = pick[5];

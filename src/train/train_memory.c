@@ -85,7 +85,7 @@ static status_t refuse(const trainer *t, const memory_need *n, const dist_memory
                    "memory: this layout needs about %.0f MiB on rank %d (params %.1f + gradients %.1f + optimizer %.1f"
                    " + activations %.1f + other buffers %.1f MiB, plus %.0f%% and %.0f MiB for the runtime), but the "
                    "rank may use %.0f MiB (%s%s); "
-                   "lower it with model.recompute = true, a larger dist.pp or dist.tp, dist.zero = 2, or a smaller "
+                   "lower it with model.recompute = ffn (or true), a larger dist.pp or dist.tp, dist.zero = 2, or a smaller "
                    "train.micro_batch (MPILM_MEMORY_CHECK=0 skips this check)",
                    (shared ? n->resident : n->virt) / MIB, t->rank, (m->params + m->params_mirror) / MIB,
                    (m->grad_accum + m->grads) / MIB, m->optimizer / MIB, m->activations / MIB,

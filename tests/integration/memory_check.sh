@@ -28,7 +28,7 @@ refused() {
   rc=$?
   [ $rc -eq 2 ] || { tail -5 "$log"; fail "$*: exit $rc (expected 2)"; }
   for want in "memory: this layout needs about" "ulimit -v (RLIMIT_AS) = $limit kB" "activations" \
-    "model.recompute = true" "dist.zero = 2" "train.micro_batch" "MPILM_MEMORY_CHECK=0"; do
+    "model.recompute = ffn (or true)" "dist.zero = 2" "train.micro_batch" "MPILM_MEMORY_CHECK=0"; do
     grep -qF "$want" "$log" || { cat "$log"; fail "the refusal does not say '$want'"; }
   done
   [ ! -e "$d/big/latest" ] || fail "a refused run wrote a checkpoint"
