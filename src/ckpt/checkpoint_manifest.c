@@ -21,7 +21,8 @@ static cJSON *model_json(const model_config *c)
     for (int i = 0; i < MODEL_N_FIELDS; i++) {
         const model_field *f = &model_fields[i];
         if (!model_field_of(f, c->family)) continue;
-        if (f->type == MODEL_FIELD_RECOMPUTE && c->recompute != RECOMPUTE_FFN) /* a boolean, as before ffn */
+        if (f->type == MODEL_FIELD_RECOMPUTE && (c->recompute == RECOMPUTE_NONE || c->recompute == RECOMPUTE_FULL))
+            /* a boolean, as before ffn and attention */
             cJSON_AddBoolToObject(o, f->key.key, c->recompute == RECOMPUTE_FULL);
         else if (model_field_name(f, c))
             cJSON_AddStringToObject(o, f->key.key, model_field_name(f, c));
@@ -231,7 +232,7 @@ static status_t get_obj(json_ctx c, const char *key, json_ctx *out)
 }
 
 /* One field of model (model_fields): a name, a boolean or a number
- * (recompute: a boolean, or the name "ffn"). */
+ * (recompute: a boolean, or the name "ffn" or "attention"). */
 static status_t parse_model_field(json_ctx c, const model_field *f, model_config *m)
 {
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(c.obj, f->key.key);

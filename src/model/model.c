@@ -50,12 +50,16 @@ static void carve_block(carver *cv, const model_stage *m, block_acts *a, float *
         a->qkv = carve(cv, N * (size_t)m->Wqkv);
     }
     a->att_stat = carve(cv, (size_t)m->B * m->NHl * m->cfg.seq_len * 2);
-    a->atty = half ? m->s.gemm_in : carve(cv, N * Cl);
-    if (half) a->atty_bf = carve_bf16(cv, N * Cl);
+    if (model_remakes_attention(&m->cfg)) { /* made again in backward (model_attention_out) */
+        a->atty = m->s.dA;
+    } else {
+        a->atty = half ? m->s.gemm_in : carve(cv, N * Cl);
+        if (half) a->atty_bf = carve_bf16(cv, N * Cl);
+    }
     a->res1 = carve(cv, N * C);
     a->ln2_mean = carve(cv, N);
     a->ln2_rstd = carve(cv, N);
-    int ffn_again = m->cfg.recompute == RECOMPUTE_FFN; /* one pre-activation, made again in backward */
+    int ffn_again = model_remakes_ffn(&m->cfg); /* one pre-activation, made again in backward */
     if (half) { /* likewise, in backward's dfch (Llama: gate | up written in bf16 only) */
         a->fch = m->cfg.family == MODEL_LLAMA ? NULL : m->s.dfch;
         a->fch_bf = ffn_again ? m->s.fch_bf : carve_bf16(cv, m->nh);
@@ -114,7 +118,7 @@ static void carve_scratch(carver *cv, model_stage *m)
     s->tmp = carve(cv, N * C);
     s->dA = carve(cv, N * C);
     s->dtmp = carve(cv, N * C);
-    if (c->recompute == RECOMPUTE_FFN) { /* the one FFN pre-activation (carve_block) */
+    if (model_remakes_ffn(c)) { /* the one FFN pre-activation (carve_block) */
         if (c->bf16) s->fch_bf = carve_bf16(cv, m->nh);
         else s->fch = carve(cv, m->nh);
     }
@@ -351,9 +355,10 @@ static status_t stage_set_tp(model_stage *m, const model_tp *tp)
         FAIL_IF(c->bf16, ST_CONFIG,
                 "train.precision = bf16 with dist.tp_mode = 2d: the 2d FFN multiplies over ScaLAPACK, which has "
                 "no bf16 GEMM; set train.precision = fp32, or dist.tp_mode = 1d to train in bf16");
-        FAIL_IF(c->recompute == RECOMPUTE_FFN, ST_CONFIG,
-                "model.recompute = ffn with dist.tp_mode = 2d: the 2d FFN keeps its distributed pre-activation; "
-                "set model.recompute = true or false, or dist.tp_mode = 1d");
+        FAIL_IF(model_remakes_ffn(c), ST_CONFIG,
+                "model.recompute = %s with dist.tp_mode = 2d: the 2d FFN keeps its distributed pre-activation; "
+                "set model.recompute = attention, true or false, or dist.tp_mode = 1d",
+                model_recompute_name(c->recompute));
     } else {
         m->tp.grid_p = m->tp.grid_q = 0;
     }

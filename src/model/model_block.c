@@ -70,6 +70,27 @@ status_t column_parallel_backward(model_stage *m, float *dacc, float *dw, float 
     return ST_OK;
 }
 
+status_t model_attention(model_stage *m, int l, const block_acts *a, float *out, const batch *b,
+                         const model_pass *pass)
+{
+    const model_config *c = &m->cfg;
+    return attention_forward_gqa(out, a->att_stat, a->qkv, a->qkv_bf, b ? key_mask_of(m, b) : NULL,
+                                 c->family != MODEL_BERT, model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len,
+                                 m->Cl, m->NHl, m->NKVl, c->bf16);
+}
+
+status_t model_attention_out(model_stage *m, int l, const block_acts *a, const batch *b, const model_pass *pass,
+                             lin_in *out)
+{
+    if (!model_remakes_attention(&m->cfg)) {
+        *out = (lin_in){a->atty, a->atty_bf};
+        return ST_OK;
+    }
+    TRY(model_attention(m, l, a, m->s.tmp, b, pass));
+    *out = lin_f32(m->s.tmp);
+    return ST_OK;
+}
+
 /* qkv -> atty -> res1 = x + drop(atty Wo): the attention half of a block. */
 static status_t attention_half(model_stage *m, int l, const block_params *p, const block_acts *a,
                                const float *x, lin_in attn_in, const batch *b, const model_pass *pass)
@@ -78,9 +99,7 @@ static status_t attention_half(model_stage *m, int l, const block_params *p, con
     int N = m->B * c->seq_len, C = c->d_model, Cl = m->Cl;
     TRY(model_stage_linear_forward(m, a->qkv, 3 * Cl, attn_in, p->qkv_w, p->qkv_b, layout_of(m), N, C, 3 * Cl));
     model_stage_keep_qkv(m, a);
-    TRY(attention_forward(a->atty, a->att_stat, a->qkv, a->qkv_bf, key_mask_of(m, b),
-                          c->family == MODEL_GPT, model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl,
-                          c->bf16));
+    TRY(model_attention(m, l, a, a->atty, b, pass));
     TRY(row_parallel_forward(m, m->s.tmp, (lin_in){a->atty, a->atty_bf}, p->proj_w, p->proj_b, N, Cl, C));
     dropout_add_forward(a->res1, x, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     return ST_OK;
@@ -150,7 +169,7 @@ static status_t ffn_half_backward(model_stage *m, int l, const block_params *p, 
         model_poll(pass);
         return ST_OK;
     }
-    if (c->recompute == RECOMPUTE_FFN) TRY(model_ffn_in(m, a, ffn_in, p->fc_w, p->fc_b, F));
+    if (model_remakes_ffn(c)) TRY(model_ffn_in(m, a, ffn_in, p->fc_w, p->fc_b, F));
     lin_in h = model_stage_gelu(m, a, (size_t)N * F, gelu_of(m));
     TRY(model_stage_linear_backward(m, m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, h, p->fc2_w, layout_of(m), N, F, C,
                               0));
@@ -168,9 +187,11 @@ static status_t attention_half_backward(model_stage *m, int l, const block_param
 {
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, Cl = m->Cl;
+    lin_in atty;
+    TRY(model_attention_out(m, l, a, b, pass, &atty));
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
-    TRY(model_stage_linear_backward(m, m->s.dA, g->proj_w, g->proj_b, m->s.dtmp, C, (lin_in){a->atty, a->atty_bf}, p->proj_w, layout_of(m), N,
-                    Cl, C, 0));
+    TRY(model_stage_linear_backward(m, m->s.dA, g->proj_w, g->proj_b, m->s.dtmp, C, atty, p->proj_w, layout_of(m),
+                                    N, Cl, C, 0));
     TRY(attention_backward(m->s.dqkv, m->s.dA, a->qkv, a->qkv_bf, a->att_stat, key_mask_of(m, b),
                            c->family == MODEL_GPT, model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, Cl, m->NHl,
                            c->bf16));

@@ -13,7 +13,8 @@ const char *model_family_name(model_family f) { return family_names[f]; }
 
 const char *model_recompute_name(int r)
 {
-    return r == RECOMPUTE_FULL ? "true" : r == RECOMPUTE_FFN ? "ffn" : "false";
+    static const char *const names[] = {"false", "true", "ffn", "attention", "ffn+attention"};
+    return names[r];
 }
 
 int model_family_parse(const char *name, model_family *out)
@@ -68,9 +69,10 @@ const model_field model_fields[MODEL_N_FIELDS] = {
     /* export writes it under each family's names (GPT-2 has three) */
     {{"model", "dropout", CFG_FLOAT, "0.1", NULL, 0, 0.99, "dropout probability"},
      MODEL_FIELD_FLOAT, AT(dropout), ALL, 0, NO_HF, 0},
-    {{"model", "recompute", CFG_ENUM, "false", "false|ffn|true", NO_RANGE,
+    {{"model", "recompute", CFG_ENUM, "false", "false|ffn|attention|ffn+attention|true", NO_RANGE,
       "activations made again in backward instead of kept: ffn = the FFN's pre-activation (one more GEMM a "
-      "block), true = all but each block's input (its whole forward again)"},
+      "block), attention = the attention's output (the attention kernel again), ffn+attention = both, true = "
+      "all but each block's input (its whole forward again)"},
      MODEL_FIELD_RECOMPUTE, AT(recompute), ALL, 0, NO_HF, 0},
     /* transformers reads an absent num_key_value_heads as num_attention_heads */
     {{"model", "n_kv_head", CFG_INT, "auto", "auto", 1, MODEL_MAX_HEADS,
@@ -146,7 +148,7 @@ int model_field_set_name(const model_field *f, model_config *c, const char *name
         c->pre_ln = strcmp(name, "pre") == 0;
         return 0;
     case MODEL_FIELD_RECOMPUTE:
-        for (int r = RECOMPUTE_NONE; r <= RECOMPUTE_FFN; r++)
+        for (int r = RECOMPUTE_NONE; r <= RECOMPUTE_LAST; r++)
             if (strcmp(name, model_recompute_name(r)) == 0) {
                 c->recompute = r;
                 return 0;

@@ -25,8 +25,18 @@ typedef enum { MODEL_GPT = 0, MODEL_BERT = 1, MODEL_LLAMA = 2 } model_family;
  * each block's input and run the block's forward again in backward (true);
  * keep all but the FFN's pre-activation (GELU's input, Llama's gate | up),
  * which backward makes again from the remade norm output with the FFN's
- * first GEMM (ffn: the widest activation for one more GEMM a block). */
-typedef enum { RECOMPUTE_NONE = 0, RECOMPUTE_FULL = 1, RECOMPUTE_FFN = 2 } model_recompute;
+ * first GEMM (ffn: the widest activation for one more GEMM a block); keep
+ * all but the attention's output, which backward makes again with the
+ * attention kernel from the kept q | k | v and softmax statistics
+ * (attention: Megatron-LM's selective recomputation); both (ffn+attention). */
+typedef enum {
+    RECOMPUTE_NONE = 0,
+    RECOMPUTE_FULL = 1,
+    RECOMPUTE_FFN = 2,
+    RECOMPUTE_ATTENTION = 3,
+    RECOMPUTE_FFN_ATTENTION = 4,
+    RECOMPUTE_LAST = RECOMPUTE_FFN_ATTENTION
+} model_recompute;
 
 typedef struct model_config {
     model_family family;
@@ -52,6 +62,16 @@ typedef struct model_config {
 const char *model_family_name(model_family f);
 /* model.recompute's name of a model_recompute: false, true or ffn. */
 const char *model_recompute_name(int r);
+/* Whether backward makes the attention's output again (attention,
+ * ffn+attention), the FFN's pre-activation (ffn, ffn+attention). */
+static inline int model_remakes_attention(const model_config *c)
+{
+    return c->recompute == RECOMPUTE_ATTENTION || c->recompute == RECOMPUTE_FFN_ATTENTION;
+}
+static inline int model_remakes_ffn(const model_config *c)
+{
+    return c->recompute == RECOMPUTE_FFN || c->recompute == RECOMPUTE_FFN_ATTENTION;
+}
 int model_family_parse(const char *name, model_family *out);
 
 /* Causal-LM families (GPT, Llama): the LM objective, data and loss. */

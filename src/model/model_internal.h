@@ -241,6 +241,16 @@ status_t row_parallel_forward(model_stage *m, float *out, lin_in inp, const floa
                               int OC);
 status_t column_parallel_backward(model_stage *m, float *dacc, float *dw, float *db, const float *dout,
                                   const bf16 *dout_bf, lin_in inp, const float *w, int N, int C, int OC);
+/* The attention of a block (its family's mask and causality), out (N,Cl)
+ * from a->qkv (or a->qkv_bf), writing a->att_stat: forward, and backward
+ * again when model.recompute = attention or ffn (the same inputs and dropout
+ * site: bitwise forward's values). b NULL: no key mask (GPT, Llama). */
+status_t model_attention(model_stage *m, int l, const block_acts *a, float *out, const batch *b,
+                         const model_pass *pass);
+/* The attention output as the output projection's input in backward: the
+ * kept one, or made again into the scratch tmp (model_remakes_attention). */
+status_t model_attention_out(model_stage *m, int l, const block_acts *a, const batch *b, const model_pass *pass,
+                             lin_in *out);
 /* The FFN's first (column-parallel) GEMM, ffn_in (N,C) -> the pre-activation
  * (N,OC) in a->fch, or a->fch_bf in a bf16 stage: forward, and backward again
  * when model.recompute = ffn (the same inputs: bitwise forward's values). */

@@ -20,8 +20,6 @@
 
 #include "model/model_internal.h"
 
-static lin_in atty_in(const block_acts *a) { return (lin_in){a->atty, a->atty_bf}; }
-
 static void rope_qk(const model_stage *m, float *qkv, void (*rope)(float *, int, int, int, int, int, const float *))
 {
     int T = m->cfg.seq_len, hs = m->Cl / m->NHl;
@@ -38,9 +36,8 @@ status_t llama_block_forward(model_stage *m, int l, const block_params *p, const
     TRY(model_stage_linear_forward(m, a->qkv, W, lin_f32(a->ln1), p->qkv_w, NULL, W_OUT_IN, N, C, W));
     rope_qk(m, a->qkv, rope_forward);
     model_stage_keep_qkv(m, a);
-    TRY(attention_forward_gqa(a->atty, a->att_stat, a->qkv, a->qkv_bf, NULL, 1, model_dropout(m, pass, l, SITE_ATT),
-                              m->B, c->seq_len, m->Cl, m->NHl, m->NKVl, c->bf16));
-    TRY(row_parallel_forward(m, m->s.tmp, atty_in(a), p->proj_w, NULL, N, m->Cl, C));
+    TRY(model_attention(m, l, a, a->atty, NULL, pass));
+    TRY(row_parallel_forward(m, m->s.tmp, (lin_in){a->atty, a->atty_bf}, p->proj_w, NULL, N, m->Cl, C));
     dropout_add_forward(a->res1, x, m->s.tmp, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
     model_poll(pass);
     rmsnorm_forward(a->ln2, a->ln2_rstd, a->res1, p->ln2_w, N, C, c->norm_eps);
@@ -57,7 +54,7 @@ static status_t ffn_backward(model_stage *m, int l, const block_params *p, const
 {
     int N = m->B * m->cfg.seq_len, C = m->cfg.d_model, F = m->Fl;
     lin_in ln2 = model_stage_norm_again(m, p, a, 2, a->res1);
-    if (m->cfg.recompute == RECOMPUTE_FFN) TRY(model_ffn_in(m, a, ln2, p->fc_w, NULL, 2 * F));
+    if (model_remakes_ffn(&m->cfg)) TRY(model_ffn_in(m, a, ln2, p->fc_w, NULL, 2 * F));
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_FFN));
     lin_in h = model_stage_swiglu(m, a); /* the down projection's input, again */
     TRY(model_stage_linear_backward(m, m->s.dh, g->fc2_w, NULL, m->s.dtmp, C, h, p->fc2_w, W_OUT_IN, N, F, C, 0));
@@ -72,9 +69,11 @@ static status_t attention_backward_llama(model_stage *m, int l, const block_para
 {
     const model_config *c = &m->cfg;
     int N = m->B * c->seq_len, C = c->d_model, W = m->Wqkv;
+    lin_in atty;
+    TRY(model_attention_out(m, l, a, NULL, pass, &atty));
     dropout_backward(m->s.dtmp, dres, (size_t)N * C, model_dropout(m, pass, l, SITE_PROJ));
-    TRY(model_stage_linear_backward(m, m->s.dA, g->proj_w, NULL, m->s.dtmp, C, atty_in(a), p->proj_w, W_OUT_IN, N, m->Cl,
-                              C, 0));
+    TRY(model_stage_linear_backward(m, m->s.dA, g->proj_w, NULL, m->s.dtmp, C, atty, p->proj_w, W_OUT_IN, N, m->Cl, C,
+                                    0));
     TRY(attention_backward_gqa(m->s.dqkv, m->s.dA, a->qkv, a->qkv_bf, a->att_stat, NULL, 1,
                                model_dropout(m, pass, l, SITE_ATT), m->B, c->seq_len, m->Cl, m->NHl, m->NKVl,
                                c->bf16));

@@ -17,7 +17,7 @@
 # columns read 0.
 #
 # Columns of the table, one row per model and precision:
-#   model, prec          NAME (+recompute, +ffn) and the precision of both sides
+#   model, prec          NAME (+LEVEL) and the precision of both sides
 #   mpilm_tok/s          mpilm's tokens/s, median over the timed steps, its best
 #                        layout (1 rank x 2 threads, or 2 ranks x 1 thread when
 #                        that is more than 5% faster)
@@ -35,19 +35,21 @@
 # then per model, when both precisions ran: "mpilm bf16/fp32 NAME: S" (mpilm's
 # bf16 tokens/s over its fp32 tokens/s) with the peer's same ratio and RSS ratios.
 # A model written NAME+recompute runs mpilm with model.recompute = true (less
-# memory, more compute), NAME+ffn with model.recompute = ffn (the FFN's
-# pre-activation made again); the PyTorch peer runs once per NAME and precision.
+# memory, more compute), NAME+LEVEL with model.recompute = LEVEL (false, ffn,
+# attention, ffn+attention: launch/configs/llama-small.ini sets
+# ffn+attention, llama-small+false is it without); the PyTorch peer runs once
+# per NAME and precision.
 # The llama rows' peer is tests/reference/torch_models.py's Llama (transformers'
 # LlamaForCausalLM written in torch.nn: RMSNorm, RoPE, SwiGLU, GQA by
 # repeat_interleave, eager attention as torch 1.13 has no fused one).
 # Environment: BENCH_MODELS (default "gpt-mini bert-mini gpt2-small
-#   gpt2-small+recompute llama-mini llama-small llama-small+ffn"),
+#   gpt2-small+recompute llama-mini llama-small llama-small+false"),
 #   BENCH_STEPS (timed steps, default 8; 2 more warm up), BENCH_PRECISIONS
 #   (default "fp32 bf16"), MPILM, BUILD.
 MPILM=${MPILM:-./mpilm}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
 . tests/bench/bench_torch_env.sh
-MODELS=${BENCH_MODELS:-gpt-mini bert-mini gpt2-small gpt2-small+recompute llama-mini llama-small llama-small+ffn}
+MODELS=${BENCH_MODELS:-gpt-mini bert-mini gpt2-small gpt2-small+recompute llama-mini llama-small llama-small+false}
 STEPS=${BENCH_STEPS:-8}
 PRECISIONS=${BENCH_PRECISIONS:-fp32 bf16}
 for p in $PRECISIONS; do
@@ -123,7 +125,7 @@ for spec in $MODELS; do
   m=${spec%%+*} EXTRA=""
   case $spec in
     "$m+recompute") EXTRA="--set model.recompute=true" ;;
-    "$m+ffn") EXTRA="--set model.recompute=ffn" ;;
+    "$m+"*) EXTRA="--set model.recompute=${spec#*+}" ;; # +false, +ffn, +attention, +ffn+attention
   esac
   case $m in
     gpt-mini|llama-mini) L=4 C=256 T=256 ;; bert-mini) L=4 C=256 T=128 ;;

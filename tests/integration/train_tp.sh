@@ -12,7 +12,7 @@
 #   tp = 2 in 2d from the start gives tp = 1's losses and its checkpoint
 #   resumes at tp = 1; so does pp 2 x tp 2 in 2d (GPipe, recomputation);
 # - Llama (4 query heads over 2 key/value heads, untied lm_head split by
-#   vocabulary): tp = 2, pp 2 x tp 2 (recompute), dp 2 x tp 2 (ZeRO 2) and tp = 2 with model.recompute = ffn give tp = 1's losses
+#   vocabulary): tp = 2, pp 2 x tp 2 (recompute), dp 2 x tp 2 (ZeRO 2) and tp = 2 with model.recompute = ffn and ffn+attention give tp = 1's losses
 #   within 1e-5 (dropout 0.1: masks keyed by the global head), and its tp = 2
 #   checkpoint resumes at tp = 1;
 # - bad layouts are refused before any work (exit 2, naming the key).
@@ -113,7 +113,7 @@ train 1 "$d/llama-1.log" "$@" --set run.dir="$d/llama-1" || { tail -5 "$d/llama-
 losses "$d/llama-1" > "$d/a"
 for case in tp2:2:--set:dist.tp=2 pp2tp2:4:--set:dist.pp=2:--set:dist.tp=2:--set:model.recompute=true \
   dp2tp2:4:--set:dist.tp=2:--set:dist.zero=2:--set:train.micro_batches=2 \
-  tp2ffn:2:--set:dist.tp=2:--set:model.recompute=ffn; do
+  tp2ffn:2:--set:dist.tp=2:--set:model.recompute=ffn tp2ffnatt:2:--set:dist.tp=2:--set:model.recompute=ffn+attention; do
   name=${case%%:*} rest=${case#*:} np=${rest%%:*} opts=$(echo "${rest#*:}" | tr : ' ')
   # shellcheck disable=SC2086
   train "$np" "$d/llama-$name.log" "$@" $opts --set run.dir="$d/llama-$name" ||

@@ -124,8 +124,9 @@ int main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     for (int f = 0; f < 2; f++)
-        for (int recompute = RECOMPUTE_NONE; recompute <= RECOMPUTE_FFN; recompute++)
-            for (int mode2d = 0; mode2d < 2 - (recompute == RECOMPUTE_FFN); mode2d++) /* ffn: 1d only */
+        for (int recompute = RECOMPUTE_NONE; recompute <= RECOMPUTE_LAST; recompute++)
+            for (int mode2d = 0; mode2d < 2 - (recompute == RECOMPUTE_FFN || recompute == RECOMPUTE_FFN_ATTENTION);
+                 mode2d++) /* ffn: 1d only */
                 run_case(f ? MODEL_BERT : MODEL_GPT, recompute, mode2d, 2);
     /* 8 x 16 tokens turn the 2-rank grid to 1 x 2 (2 x 16 made it 2 x 1) */
     run_case(MODEL_GPT, 0, 1, 8);

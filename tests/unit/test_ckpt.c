@@ -405,7 +405,8 @@ static model_config distinct_config(model_family family)
 {
     model_config c = tiny_config(family);
     c.seq_len = 7, c.dropout = 0.25f, c.sinusoidal = family == MODEL_BERT;
-    c.recompute = family == MODEL_LLAMA ? RECOMPUTE_FFN : RECOMPUTE_FULL; /* a name, and a boolean */
+    /* two names, and a boolean */
+    c.recompute = family == MODEL_LLAMA ? RECOMPUTE_FFN : family == MODEL_BERT ? RECOMPUTE_FFN_ATTENTION : RECOMPUTE_FULL;
     if (family == MODEL_LLAMA)
         c.pre_ln = 1, c.n_kv_head = 1, c.norm_eps = 1e-6f, c.rope_theta = 500.0f, c.tie_embeddings = 1;
     return c;

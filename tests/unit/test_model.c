@@ -220,7 +220,7 @@ Test(model, bert_three_stages_compute_what_one_stage_computes) { check_split(MOD
 Test(model, llama_three_stages_compute_what_one_stage_computes) { check_split(MODEL_LLAMA, 0); }
 Test(model, recompute_gives_the_same_gradients)
 {
-    for (int r = RECOMPUTE_FULL; r <= RECOMPUTE_FFN; r++) {
+    for (int r = RECOMPUTE_FULL; r <= RECOMPUTE_LAST; r++) {
         check_split(MODEL_GPT, r);
         check_split(MODEL_BERT, r);
         check_split(MODEL_LLAMA, r);
@@ -228,7 +228,8 @@ Test(model, recompute_gives_the_same_gradients)
 }
 
 /* A bf16 stage with recomputation (true: each block's activations; ffn: the
- * FFN's pre-activation) remakes them kept in bf16 where the stage keeps them
+ * FFN's pre-activation; attention: the attention output; ffn+attention:
+ * both) remakes them kept in bf16 where the stage keeps them
  * so (q | k | v, the FFN's pre-activation, the attention output) and remade
  * where it remakes them (the pre-norm outputs): bitwise the same loss and
  * gradients as without (dropout on, so the masks must be remade alike too). */
@@ -238,8 +239,8 @@ static void check_recompute(model_family f, int half)
     model_config c = tiny(f);
     c.dropout = 0.2f;
     c.bf16 = half;
-    model_stage *st[3];
-    for (int r = RECOMPUTE_NONE; r <= RECOMPUTE_FFN; r++) {
+    model_stage *st[RECOMPUTE_LAST + 1];
+    for (int r = RECOMPUTE_NONE; r <= RECOMPUTE_LAST; r++) {
         c.recompute = r;
         cr_assert_eq(model_stage_create(&st[r], &c, 0, c.n_layer, 2, 1), ST_OK, "%s", st_message());
         model_init_params(st[r], 7);
@@ -249,7 +250,7 @@ static void check_recompute(model_family f, int half)
     fill_batch(&b, f, c.vocab_size);
     model_pass pass = {.train = 1, .seed = 3, .sample0 = 10, .loss_scale = 1.0f};
     double l0 = run(&st[0], 1, &b, &pass, 1);
-    for (int r = RECOMPUTE_FULL; r <= RECOMPUTE_FFN; r++) {
+    for (int r = RECOMPUTE_FULL; r <= RECOMPUTE_LAST; r++) {
         double l = run(&st[r], 1, &b, &pass, 1);
         const char *name = model_recompute_name(r);
         cr_expect(l0 == l, "family %d bf16 %d: loss %.9g with recompute = %s, %.9g without", (int)f, half, l, name,
@@ -258,7 +259,37 @@ static void check_recompute(model_family f, int half)
                   "family %d bf16 %d: gradients differ with recompute = %s", (int)f, half, name);
     }
     batch_free(&b);
-    for (int r = RECOMPUTE_NONE; r <= RECOMPUTE_FFN; r++) model_stage_free(st[r]);
+    for (int r = RECOMPUTE_NONE; r <= RECOMPUTE_LAST; r++) model_stage_free(st[r]);
+}
+
+/* What each value of model.recompute keeps: attention drops each block's
+ * attention output (N x C floats, or its bf16 copy in a bf16 stage) from
+ * every slot, ffn the FFN's pre-activation, ffn+attention both, true all but
+ * each block's input. */
+Test(model, recompute_keeps_less)
+{
+    init();
+    for (int f = MODEL_GPT; f <= MODEL_LLAMA; f++)
+        for (int half = 0; half <= bf16_cpu_supported(NULL); half++) {
+            model_config c = tiny((model_family)f);
+            c.bf16 = half;
+            size_t bytes[RECOMPUTE_LAST + 1];
+            for (int r = RECOMPUTE_NONE; r <= RECOMPUTE_LAST; r++) {
+                model_stage *m;
+                c.recompute = r;
+                cr_assert_eq(model_stage_create(&m, &c, 0, c.n_layer, 2, 2), ST_OK, "%s", st_message());
+                bytes[r] = model_stage_arena_bytes(m);
+                model_stage_free(m);
+            }
+            size_t N = 2 * (size_t)c.seq_len, atty = N * c.d_model * (half ? 2 : 4);
+            cr_expect_eq(bytes[RECOMPUTE_NONE] - bytes[RECOMPUTE_ATTENTION], 2 * c.n_layer * atty,
+                         "family %d bf16 %d: attention keeps %zu bytes instead of %zu", f, half,
+                         bytes[RECOMPUTE_ATTENTION], bytes[RECOMPUTE_NONE] - 2 * c.n_layer * atty);
+            cr_expect_eq(bytes[RECOMPUTE_FFN] - bytes[RECOMPUTE_FFN_ATTENTION], 2 * c.n_layer * atty,
+                         "family %d bf16 %d", f, half);
+            cr_expect_lt(bytes[RECOMPUTE_FFN], bytes[RECOMPUTE_ATTENTION], "family %d bf16 %d", f, half);
+            cr_expect_lt(bytes[RECOMPUTE_FULL], bytes[RECOMPUTE_FFN_ATTENTION], "family %d bf16 %d", f, half);
+        }
 }
 
 Test(model, bf16_recompute_gives_bitwise_the_same_gradients)
@@ -269,8 +300,9 @@ Test(model, bf16_recompute_gives_bitwise_the_same_gradients)
     check_recompute(MODEL_LLAMA, 1);
 }
 
-/* The same in fp32: a block's forward run again (true) or the FFN's first
- * GEMM run again (ffn) on the same inputs gives bitwise the same values. */
+/* The same in fp32: a block's forward run again (true), the FFN's first GEMM
+ * (ffn) or the attention kernel (attention) run again on the same inputs
+ * gives bitwise the same values. */
 Test(model, fp32_recompute_gives_bitwise_the_same_gradients)
 {
     check_recompute(MODEL_GPT, 0);
