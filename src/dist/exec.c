@@ -199,6 +199,7 @@ static status_t run_compute(dist_engine *e, const dist_instr *in, dist_fill_fn f
                        .loss_scale = 1.0f / (float)(e->m * e->topo.dp), .poll = poll, .poll_ctx = e,
                        .defer_head = 1};
     e->final_pass = e->pc == (in->op == DIST_FWD ? e->last_fwd : e->last_bwd);
+    pass.head_dw_wait = !e->final_pass;
     if (in->op == DIST_FWD) {
         TRY(finish_sends(e, in->slot));
         e->slot_mb[in->slot] = in->mb;

@@ -137,6 +137,8 @@ static void carve_scratch(carver *cv, model_stage *m)
     if (m->last) {
         if (c->bf16) s->logits_bf = carve_bf16(cv, (size_t)HEAD_ROWS * V);
         else s->logits = carve(cv, (size_t)HEAD_ROWS * V);
+        if (c->bf16) s->head_h_bf = carve_bf16(cv, (size_t)HEAD_ROWS * C);
+        else s->head_h = carve(cv, (size_t)HEAD_ROWS * C);
         s->ce_max = carve(cv, HEAD_ROWS);
         s->ce_st = carve(cv, 2 * HEAD_ROWS);
         s->row_loss = carve(cv, N);

@@ -158,6 +158,14 @@ typedef struct model_pass {
        heads in the forward, GPipe's last stage is forward-heavy and the
        first backward-heavy, and the pipeline drains late). */
     int defer_head;
+    /* 1: the heads' output-weight gradient may wait for later micro-batches'
+       rows (the logits buffer keeps up to HEAD_ROWS rows of logit gradients
+       and one GEMM adds them up: BERT's MLM head has ~15% of a micro-batch's
+       rows, and its (V, C) gradient read and written once per micro-batch
+       made it memory-bound). The caller sets 0 on the step's last
+       micro-batch (the gradient is then complete); dist does. 0: complete
+       after every model_head. */
+    int head_dw_wait;
 } model_pass;
 
 /* Forward of slot s. The first stage reads b->input_ids / token_type_ids;

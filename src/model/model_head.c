@@ -21,38 +21,55 @@
  * split across the tensor group: row max and sum-exp reduced over the group,
  * the target's logit from the rank that holds it; the full logits are never
  * gathered. Leaves the gradient in the logits like crossentropy_fused: the
- * fp32 chunk, or (lg, a bf16 stage) the bf16 one, whose bias is added as it
- * is read. */
-static status_t parallel_crossentropy(model_stage *m, bf16 *lg, const float *bias, int n, const int32_t *targets,
-                                      float scale, int *correct, double *loss)
+ * fp32 rows lf, or (lg, a bf16 stage) the bf16 ones, whose bias is added as
+ * they are read. */
+static status_t parallel_crossentropy(model_stage *m, float *lf, bf16 *lg, const float *bias, int n,
+                                      const int32_t *targets, float scale, int *correct, double *loss)
 {
     scratch *k = &m->s;
     if (lg) crossentropy_slice_max_bf16(lg, m->Vl, bias, n, m->nv, k->ce_max);
-    else crossentropy_slice_max(k->logits, m->Vl, n, m->nv, k->ce_max);
+    else crossentropy_slice_max(lf, m->Vl, n, m->nv, k->ce_max);
     TRY(m->tp.allreduce_max(m->tp.ctx, k->ce_max, (size_t)n));
     if (lg) crossentropy_slice_sumexp_bf16(lg, m->Vl, bias, targets, n, m->v0, m->nv, k->ce_max, k->ce_st);
-    else crossentropy_slice_sumexp(k->logits, m->Vl, targets, n, m->v0, m->nv, k->ce_max, k->ce_st);
+    else crossentropy_slice_sumexp(lf, m->Vl, targets, n, m->v0, m->nv, k->ce_max, k->ce_st);
     TRY(model_tp_sum(m, k->ce_st, 2 * (size_t)n));
     if (lg)
         *loss += crossentropy_slice_grad_bf16(lg, m->Vl, bias, targets, n, m->v0, m->nv, k->ce_max, k->ce_st, scale,
                                               k->row_loss, correct);
     else
-        *loss += crossentropy_slice_grad(k->logits, m->Vl, targets, n, m->v0, m->nv, k->ce_max, k->ce_st, scale,
+        *loss += crossentropy_slice_grad(lf, m->Vl, targets, n, m->v0, m->nv, k->ce_max, k->ce_st, scale,
                                          k->row_loss, correct);
     return ST_OK;
 }
 
-/* One chunk of n rows hc (n,C) of a bf16 stage's head: the logits in bf16,
- * as autocast's linear writes them; the cross-entropy reads them (the bias
- * added in fp32) and leaves their gradient in their place in bf16, which
- * the backward GEMMs read as it is (no fp32 gradient, no second copy). */
-static status_t head_chunk_bf16(model_stage *m, const float *w, float *dw, const float *hc, float *dhc, int n,
+/* The output weight's gradient of the rows the logits buffer holds: their
+ * logit gradients (from row 0, HEAD_ROWS at most, of one or more chunks and
+ * micro-batches) and their inputs (head_h, head_h_bf), in one GEMM. */
+static status_t head_dw_flush(model_stage *m, const float *w, float *dw)
+{
+    scratch *k = &m->s;
+    int n = k->head_fill, C = m->cfg.d_model, V = m->nv, ld = m->Vl;
+    k->head_fill = 0;
+    if (!n || !V) return ST_OK;
+    if (m->cfg.bf16)
+        return model_stage_linear_backward_dout16(m, NULL, dw, NULL, k->logits_bf, ld, (lin_in){NULL, k->head_h_bf},
+                                                  w, W_OUT_IN, n, C, V, 0);
+    return model_stage_linear_backward(m, NULL, dw, NULL, k->logits, ld, lin_f32(k->head_h), w, W_OUT_IN, n, C, V, 0);
+}
+
+/* One chunk of n rows hc (n,C) of a bf16 stage's head, at row `at` of the
+ * logits buffer: the logits in bf16, as autocast's linear writes them; the
+ * cross-entropy reads them (the bias added in fp32) and leaves their
+ * gradient in their place in bf16, which the backward GEMMs read as it is
+ * (no fp32 gradient, no second copy): d(hc) now, the weight's gradient at
+ * head_dw_flush (hc's bf16 copy waits in head_h_bf). */
+static status_t head_chunk_bf16(model_stage *m, const float *w, const float *hc, float *dhc, int at, int n,
                                 const int32_t *rows, const int32_t *targets, const float *bias, float *dbias,
                                 float scale, const model_pass *pass, int *correct, double *loss)
 {
     int C = m->cfg.d_model, V = m->nv, ld = m->Vl;
-    bf16 *lg = m->s.logits_bf;
-    if (V) TRY(model_stage_linear_forward_out16(m, lg, ld, lin_f32(hc), w, W_OUT_IN, n, C, V));
+    bf16 *lg = m->s.logits_bf + (size_t)at * ld, *hb = m->s.head_h_bf + (size_t)at * C;
+    if (V) TRY(model_stage_linear_forward_out16(m, lg, ld, (lin_in){hc, hb}, w, W_OUT_IN, n, C, V));
     if (pass->logits) {
         #pragma omp parallel for schedule(static)
         for (int i = 0; i < n; i++) {
@@ -64,11 +81,35 @@ static status_t head_chunk_bf16(model_stage *m, const float *w, float *dw, const
     if (m->tp.size == 1)
         *loss += crossentropy_fused_bf16(lg, ld, bias, targets, n, V, scale, m->s.row_loss, correct);
     else
-        TRY(parallel_crossentropy(m, lg, bias, n, targets, scale, correct, loss));
+        TRY(parallel_crossentropy(m, NULL, lg, bias, n, targets, scale, correct, loss));
     if (pass->train && V)
-        TRY(model_stage_linear_backward_dout16(m, dhc, dw, dbias, lg, ld, lin_f32(hc), w, W_OUT_IN, n, C, V, 0));
+        TRY(model_stage_linear_backward_dout16(m, dhc, NULL, dbias, lg, ld, (lin_in){NULL, hb}, w, W_OUT_IN, n, C, V,
+                                               0));
     else if (pass->train)
         memset(dhc, 0, (size_t)n * C * sizeof(float));
+    return ST_OK;
+}
+
+/* The same in fp32: the logits and their gradient in fp32, hc copied to
+ * head_h for the weight's gradient. */
+static status_t head_chunk(model_stage *m, const float *w, const float *hc, float *dhc, int at, int n,
+                           const int32_t *rows, const int32_t *targets, const float *bias, float *dbias, float scale,
+                           const model_pass *pass, int *correct, double *loss)
+{
+    int C = m->cfg.d_model, V = m->nv, ld = m->Vl;
+    float *lf = m->s.logits + (size_t)at * ld;
+    if (V) TRY(model_stage_linear_forward(m, lf, ld, lin_f32(hc), w, bias, W_OUT_IN, n, C, V));
+    if (pass->logits)
+        for (int i = 0; i < n; i++)
+            memcpy(pass->logits + (size_t)rows[i] * V, lf + (size_t)i * ld, (size_t)V * sizeof(float));
+    if (m->tp.size == 1)
+        *loss += crossentropy_fused(lf, ld, targets, n, V, scale, m->s.row_loss, correct);
+    else
+        TRY(parallel_crossentropy(m, lf, NULL, NULL, n, targets, scale, correct, loss));
+    if (!pass->train) return ST_OK;
+    memcpy(m->s.head_h + (size_t)at * C, hc, (size_t)n * C * sizeof(float));
+    if (V) TRY(model_stage_linear_backward(m, dhc, NULL, dbias, lf, ld, lin_f32(hc), w, W_OUT_IN, n, C, V, 0));
+    else memset(dhc, 0, (size_t)n * C * sizeof(float));
     return ST_OK;
 }
 
@@ -76,40 +117,32 @@ static status_t head_chunk_bf16(model_stage *m, const float *w, float *dw, const
  * embedding, or Llama's lm_head; this rank's vocabulary slice — chunk by
  * chunk; fills pass->logits rows (at their batch positions)
  * if asked; when training, leaves d(loss)/d(h) in dh (R,C) (summed over the
- * tensor group) and adds to the embedding and bias grads. Adds the loss sum
- * to *loss; dw receives the weight's gradient. */
+ * tensor group) and adds to the bias grad now and to the weight's, dw, when
+ * the logits buffer is full or the pass ends (not before a later pass with
+ * pass->head_dw_wait: head_dw_flush). Adds the loss sum to *loss. */
 static status_t tied_logits_loss(model_stage *m, const float *w, float *dw, const float *h, float *dh, int R,
                                  const int32_t *rows, const int32_t *targets, const float *bias,
                                  float *dbias, float scale, const model_pass *pass, int *correct,
                                  double *loss)
 {
-    int C = m->cfg.d_model, V = m->nv, ld = m->Vl;
+    int C = m->cfg.d_model;
+    scratch *k = &m->s;
+    FAIL_IF(k->head_fill && !pass->train, ST_ERROR,
+            "model: the heads hold %d rows of a training step's gradient; an evaluation pass must wait for the "
+            "step's last micro-batch", k->head_fill);
     for (int r0 = 0; r0 < R; r0 += HEAD_ROWS) {
         int n = R - r0 < HEAD_ROWS ? R - r0 : HEAD_ROWS;
+        if (k->head_fill + n > HEAD_ROWS) TRY(head_dw_flush(m, w, dw));
         const float *hc = h + (size_t)r0 * C;
-        if (m->cfg.bf16) {
-            TRY(head_chunk_bf16(m, w, dw, hc, dh + (size_t)r0 * C, n, rows + r0, targets + r0, bias, dbias, scale,
-                                pass, correct, loss));
-            model_poll(pass);
-            continue;
-        }
-        if (V) TRY(model_stage_linear_forward(m, m->s.logits, ld, lin_f32(hc), w, bias, W_OUT_IN, n, C, V));
-        if (pass->logits)
-            for (int i = 0; i < n; i++)
-                memcpy(pass->logits + (size_t)rows[r0 + i] * V, m->s.logits + (size_t)i * V,
-                       (size_t)V * sizeof(float));
-        if (m->tp.size == 1)
-            *loss += crossentropy_fused(m->s.logits, V, targets + r0, n, V, scale, m->s.row_loss,
-                                        correct);
-        else
-            TRY(parallel_crossentropy(m, NULL, NULL, n, targets + r0, scale, correct, loss));
-        if (pass->train && V)
-            TRY(model_stage_linear_backward(m, dh + (size_t)r0 * C, dw, dbias, m->s.logits, ld, lin_f32(hc), w, W_OUT_IN, n,
-                                      C, V, 0));
-        else if (pass->train)
-            memset(dh + (size_t)r0 * C, 0, (size_t)n * C * sizeof(float));
+        status_t (*chunk)(model_stage *, const float *, const float *, float *, int, int, const int32_t *,
+                          const int32_t *, const float *, float *, float, const model_pass *, int *, double *) =
+            m->cfg.bf16 ? head_chunk_bf16 : head_chunk;
+        TRY(chunk(m, w, hc, dh + (size_t)r0 * C, k->head_fill, n, rows + r0, targets + r0, bias, dbias, scale, pass,
+                  correct, loss));
+        if (pass->train) k->head_fill += n;
         model_poll(pass);
     }
+    if (pass->train && !pass->head_dw_wait) TRY(head_dw_flush(m, w, dw));
     return pass->train ? model_tp_sum(m, dh, (size_t)R * C) : ST_OK;
 }
 

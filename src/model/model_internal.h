@@ -62,6 +62,9 @@ typedef struct scratch {
     float *gelu;                      /* gelu(fch) of the block at hand (N,F); Llama: silu(gate) up */
     float *logits, *row_loss;         /* (RC,V) fp32 stages, (B*T) */
     bf16 *logits_bf;                  /* (RC,V) bf16 stages: the head's logits and their gradient */
+    float *head_h;                    /* (RC,C) the input rows of the gradient rows the logits hold */
+    bf16 *head_h_bf;                  /* the same in a bf16 stage */
+    int head_fill;                    /* gradient rows held, their weight gradient not yet made */
     float *h_in, *h_t, *h_g, *h_l, *h_mean, *h_rstd, *dh_l, *dh_g; /* head rows (B*T,C); h_in, h_t, h_l
                                                                         and dh_l are tmp, dtmp, dA, dfch */
     int32_t *rows, *row_targets;      /* head rows and their targets (B*T) */

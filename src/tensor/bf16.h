@@ -166,7 +166,7 @@ status_t linear_forward_bf16_out16(bf16 *out, int ldo, const bf16 *inp_bf, const
                                    int C, int OC);
 /* dout (N,OC) fp32 row stride ldd (for the bias gradient) and its bf16 copy
  * dout_bf with the same row stride; dinp (N,C) overwritten or accumulated,
- * may be NULL; dweight (fp32) and dbias accumulate. dout NULL: the bias
+ * may be NULL; dweight (fp32) and dbias accumulate, either may be NULL. dout NULL: the bias
  * gradient sums dout_bf (the bf16 head's, whose gradient exists only so). */
 status_t linear_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const bf16 *dout_bf,
                               int ldd, const bf16 *inp_bf, const bf16 *w_bf, weight_layout lay, int N, int C,

@@ -91,11 +91,11 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
     /* the weight's gradient first: then dinp may be inp */
     if (lay == W_OUT_IN) {
         /* dW (OC,C) += dout^T inp; dinp (N,C) = dout (N,OC) W (OC,C) */
-        tensor_gemm(1, 0, OC, C, N, 1.0f, dout, ldd, inp, C, 1.0f, dweight, C);
+        if (dweight) tensor_gemm(1, 0, OC, C, N, 1.0f, dout, ldd, inp, C, 1.0f, dweight, C);
         if (dinp) tensor_gemm(0, 0, N, C, OC, 1.0f, dout, ldd, weight, C, beta, dinp, C);
     } else {
         /* dW (C,OC) += inp^T dout, W (C,OC); dinp (N,C) = dout (N,OC) W^T */
-        tensor_gemm(1, 0, C, OC, N, 1.0f, inp, C, dout, ldd, 1.0f, dweight, OC);
+        if (dweight) tensor_gemm(1, 0, C, OC, N, 1.0f, inp, C, dout, ldd, 1.0f, dweight, OC);
         if (dinp) tensor_gemm(0, 1, N, C, OC, 1.0f, dout, ldd, weight, OC, beta, dinp, C);
     }
     if (dbias) bias_backward(dbias, dout, ldd, N, OC);
@@ -138,10 +138,10 @@ status_t linear_backward_bf16(float *dinp, float *dweight, float *dbias, const f
     float beta = accumulate ? 1.0f : 0.0f;
     if (lay == W_OUT_IN) {
         if (dinp) TRY(tensor_gemm_bf16(0, 0, N, C, OC, dout_bf, ldd, w_bf, C, beta, dinp, C));
-        TRY(tensor_gemm_bf16(1, 0, OC, C, N, dout_bf, ldd, inp_bf, C, 1.0f, dweight, C));
+        if (dweight) TRY(tensor_gemm_bf16(1, 0, OC, C, N, dout_bf, ldd, inp_bf, C, 1.0f, dweight, C));
     } else {
         if (dinp) TRY(tensor_gemm_bf16(0, 1, N, C, OC, dout_bf, ldd, w_bf, OC, beta, dinp, C));
-        TRY(tensor_gemm_bf16(1, 0, C, OC, N, inp_bf, C, dout_bf, ldd, 1.0f, dweight, OC));
+        if (dweight) TRY(tensor_gemm_bf16(1, 0, C, OC, N, inp_bf, C, dout_bf, ldd, 1.0f, dweight, OC));
     }
     if (dbias && dout) bias_backward(dbias, dout, ldd, N, OC);
     else if (dbias) bias_backward_bf16(dbias, dout_bf, ldd, N, OC);

@@ -71,7 +71,7 @@ void linear_forward(float *out, int ldo, const float *inp, const float *weight,
                     const float *bias, weight_layout lay, int N, int C, int OC);
 /* dout (N,OC) row stride ldd. dinp (N,C): overwritten (accumulate = 0) or
  * added to (1); may be NULL, or inp itself (the weight's gradient is made
- * first). dweight, dbias accumulate (dbias may be NULL). */
+ * first). dweight, dbias accumulate (either may be NULL). */
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, int ldd,
                      const float *inp, const float *weight, weight_layout lay, int N, int C,
                      int OC, int accumulate);

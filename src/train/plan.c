@@ -58,7 +58,9 @@ static status_t time_stage(const model_config *mc, int a, int b, int B, int tp, 
     enum { REPS = 5 };
     double t_run[REPS];
     for (int r = -1; st == ST_OK && r < REPS; r++) {
-        model_pass pass = {.train = 1, .seed = 1, .sample0 = 0, .loss_scale = 1.0f};
+        /* as in training: the head's weight gradient waits for later
+           micro-batches' rows (model_pass.head_dw_wait), complete at the last */
+        model_pass pass = {.train = 1, .seed = 1, .sample0 = 0, .loss_scale = 1.0f, .head_dw_wait = r < REPS - 1};
         model_losses l = {0};
         double t0 = time_now();
         st = model_forward(m, 0, &bt, &pass, &l);
@@ -95,7 +97,7 @@ status_t plan_measure_costs(const model_config *mc, int B, int tp, int threads, 
                             int *measured)
 {
     char key[512], path[2200], line[256];
-    snprintf(key, sizeof key, "plan v1 %d L%d C%d F%d H%d T%d V%d P%d sin%d pre%d B%d tp%d bf16 %d rec%d drop%d thr%d",
+    snprintf(key, sizeof key, "plan v2 %d L%d C%d F%d H%d T%d V%d P%d sin%d pre%d B%d tp%d bf16 %d rec%d drop%d thr%d",
              (int)mc->family, mc->n_layer > 2, mc->d_model, mc->d_ff, mc->n_head, mc->seq_len, mc->vocab_size,
              mc->max_positions, mc->sinusoidal, mc->pre_ln, B, tp, mc->bf16, mc->recompute, mc->dropout > 0, threads);
     int cached = cache && train_cache_file("plan", key, path, sizeof path);

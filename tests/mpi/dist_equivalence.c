@@ -107,7 +107,9 @@ static void reference_run(reference *ref, const model_config *mc, random_spec *s
             for (int j = 0; j < per; j++) {
                 uint64_t gi = (uint64_t)step * M + (uint64_t)r * per + j;
                 random_batch_fill(&b, spec, gi * B);
-                model_pass pass = {.train = 1, .seed = spec->seed, .sample0 = gi * B, .loss_scale = 1.0f / M};
+                /* as the executor: the head's weight gradient waits for the replica's last micro-batch */
+                model_pass pass = {.train = 1, .seed = spec->seed, .sample0 = gi * B, .loss_scale = 1.0f / M,
+                                   .head_dw_wait = j < per - 1};
                 model_losses l = {0};
                 ok_or_die(model_forward(m, 0, &b, &pass, &l), "reference forward");
                 ok_or_die(model_backward(m, 0, &b, &pass), "reference backward");

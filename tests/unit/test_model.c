@@ -371,6 +371,69 @@ Test(model, deferred_heads_match_the_fused_forward)
     check_deferred_head(MODEL_LLAMA);
 }
 
+/* With pass.head_dw_wait the output weight's gradient of 30 micro-batches'
+ * rows is made once per full logits buffer (HEAD_ROWS rows; GPT's and
+ * Llama's 10 rows a micro-batch overflow it) and at the last micro-batch:
+ * the same gradients as making it every micro-batch, to the summation order
+ * (the loss bitwise); before the last micro-batch it is incomplete; an
+ * evaluation pass between them is refused. */
+static void check_head_dw_wait(model_family f, int half)
+{
+    init();
+    model_config c = tiny(f);
+    c.dropout = 0.1f;
+    c.bf16 = half;
+    model_stage *a, *d;
+    cr_assert_eq(model_stage_create(&a, &c, 0, 2, 2, 1), ST_OK);
+    cr_assert_eq(model_stage_create(&d, &c, 0, 2, 2, 1), ST_OK);
+    model_init_params(a, 3);
+    model_init_params(d, 3);
+    batch b;
+    batch_alloc(&b, 2, c.seq_len);
+    fill_batch(&b, f, c.vocab_size);
+    enum { M = 30 };
+    size_t n = model_n_params(a);
+    const char *out_w = f == MODEL_GPT    ? "transformer.wte.weight"
+                        : f == MODEL_BERT ? "bert.embeddings.word_embeddings.weight"
+                                          : "lm_head.weight";
+    const model_tensor *wt = model_tensor_find(a, out_w);
+    cr_assert(wt);
+    for (int mb = 0; mb < M; mb++) {
+        model_pass now = {.train = 1, .seed = 3, .sample0 = 2 * (uint64_t)mb, .loss_scale = 1.0f / M};
+        model_pass wait = now;
+        wait.head_dw_wait = mb < M - 1;
+        double la = run(&a, 1, &b, &now, 1), ld = run(&d, 1, &b, &wait, 1);
+        cr_assert(la == ld, "family %d bf16 %d micro-batch %d: loss %.9g, waiting %.9g", f, half, mb, la, ld);
+        if (mb == M - 2) {
+            cr_expect(memcmp(model_grads(a) + wt->offset, model_grads(d) + wt->offset, wt->numel * sizeof(float)),
+                      "family %d bf16 %d: the output weight's gradient did not wait", f, half);
+            model_pass eval = {.seed = 3};
+            model_losses l = {0};
+            cr_expect_eq(model_forward(d, 0, &b, &eval, &l), ST_ERROR, "family %d: an evaluation ran between the "
+                         "micro-batches of a step whose head gradient waits", f);
+        }
+    }
+    double worst = 0, big = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs(model_grads(a)[i] - model_grads(d)[i]);
+        if (e > worst) worst = e;
+        if (fabs(model_grads(a)[i]) > big) big = fabs(model_grads(a)[i]);
+    }
+    cr_expect(worst <= 1e-5 * big, "family %d bf16 %d: gradients differ by %g (largest %g)", f, half, worst, big);
+    batch_free(&b);
+    model_stage_free(a);
+    model_stage_free(d);
+}
+
+Test(model, head_weight_gradient_waits_for_the_step)
+{
+    for (int half = 0; half <= bf16_cpu_supported(NULL); half++) {
+        check_head_dw_wait(MODEL_GPT, half);
+        check_head_dw_wait(MODEL_BERT, half);
+        check_head_dw_wait(MODEL_LLAMA, half);
+    }
+}
+
 Test(model, dropout_depends_on_seed_and_sample_not_on_repetition)
 {
     init();
