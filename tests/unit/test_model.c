@@ -322,19 +322,25 @@ static void record_range(void *ctx, size_t lo, size_t hi)
 /* model_head after a forward with defer_head gives the fused forward's loss
  * and gradients bit for bit; poll reports the heads, each block and the
  * embeddings as finished, from the end of the buffer down to 0. */
+/* Two whole stages of c with the same parameters, and a batch for them. */
+static void twin_stages(const model_config *c, model_stage **a, model_stage **d, batch *b)
+{
+    cr_assert_eq(model_stage_create(a, c, 0, c->n_layer, 2, 1), ST_OK, "%s", st_message());
+    cr_assert_eq(model_stage_create(d, c, 0, c->n_layer, 2, 1), ST_OK, "%s", st_message());
+    model_init_params(*a, 3);
+    model_init_params(*d, 3);
+    batch_alloc(b, 2, c->seq_len);
+    fill_batch(b, c->family, c->vocab_size);
+}
+
 static void check_deferred_head(model_family f)
 {
     init();
     model_config c = tiny(f);
     c.dropout = 0.1f;
     model_stage *a, *d;
-    cr_assert_eq(model_stage_create(&a, &c, 0, 2, 2, 1), ST_OK);
-    cr_assert_eq(model_stage_create(&d, &c, 0, 2, 2, 1), ST_OK);
-    model_init_params(a, 3);
-    model_init_params(d, 3);
     batch b;
-    batch_alloc(&b, 2, c.seq_len);
-    fill_batch(&b, f, c.vocab_size);
+    twin_stages(&c, &a, &d, &b);
     model_pass pass = {.train = 1, .seed = 3, .sample0 = 4, .loss_scale = 1.0f};
     double fused = run(&a, 1, &b, &pass, 1);
     ranges r = {0};
@@ -384,13 +390,8 @@ static void check_head_dw_wait(model_family f, int half)
     c.dropout = 0.1f;
     c.bf16 = half;
     model_stage *a, *d;
-    cr_assert_eq(model_stage_create(&a, &c, 0, 2, 2, 1), ST_OK);
-    cr_assert_eq(model_stage_create(&d, &c, 0, 2, 2, 1), ST_OK);
-    model_init_params(a, 3);
-    model_init_params(d, 3);
     batch b;
-    batch_alloc(&b, 2, c.seq_len);
-    fill_batch(&b, f, c.vocab_size);
+    twin_stages(&c, &a, &d, &b);
     enum { M = 30 };
     size_t n = model_n_params(a);
     const char *out_w = f == MODEL_GPT    ? "transformer.wte.weight"
