@@ -170,10 +170,12 @@ static status_t ffn_half_backward(model_stage *m, int l, const block_params *p, 
         return ST_OK;
     }
     if (model_remakes_ffn(c)) TRY(model_ffn_in(m, a, ffn_in, p->fc_w, p->fc_b, F));
-    lin_in h = model_stage_gelu(m, a, (size_t)N * F, gelu_of(m));
-    TRY(model_stage_linear_backward(m, m->s.dfch, g->fc2_w, g->fc2_b, m->s.dtmp, C, h, p->fc2_w, layout_of(m), N, F, C,
-                              0));
-    model_stage_gelu_backward(m, a, (size_t)N * F, gelu_of(m));
+    /* d(gelu) first (it needs no input), then one pass gives d(fch) and
+       gelu(fch) again, which the weight's gradient reads */
+    TRY(model_stage_linear_backward(m, m->s.dfch, NULL, g->fc2_b, m->s.dtmp, C, (lin_in){NULL, NULL}, p->fc2_w,
+                                    layout_of(m), N, F, C, 0));
+    lin_in h = model_stage_gelu_backward(m, a, (size_t)N * F, gelu_of(m));
+    TRY(model_stage_linear_backward(m, NULL, g->fc2_w, NULL, m->s.dtmp, C, h, p->fc2_w, layout_of(m), N, F, C, 0));
     TRY(column_parallel_backward(m, dacc, g->fc_w, g->fc_b, m->s.dfch, NULL, ffn_in, p->fc_w, N, C, F));
     model_poll(pass);
     return ST_OK;

@@ -112,7 +112,7 @@ status_t model_ffn2d_backward(model_stage *m, const block_params *p, const block
     model_dmat dw1 = weight_of(m, g->fc_w, C, F), dw2 = weight_of(m, g->fc2_w, F, C);
     gelu_forward(a->fch_gelu, a->fch, m->nh, gelu);
     TRY(dlinear_backward(m, &dh, &dw2, &dy, &gl, &w2));
-    gelu_backward(m->s.dfch, h.data, m->s.dfch, m->nh, gelu);
+    gelu_backward(m->s.dfch, NULL, h.data, m->s.dfch, m->nh, gelu);
     model_dmat_local(&m->tp, N, F, &lr, &lc);
     TRY(col_bias_backward(m, g->fc_b, m->s.dfch, lr, lc));
     TRY(dlinear_backward(m, NULL, &dw1, &dh, &x, &w1));

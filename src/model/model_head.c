@@ -256,7 +256,7 @@ static status_t bert_mlm(model_stage *m, slot_acts *s, const batch *b, const mod
     memset(k->dh_g, 0, (size_t)Rp * C * sizeof(float));
     layernorm_backward(k->dh_g, m->g.tr_ln_w, m->g.tr_ln_b, k->dh_l, k->h_g, m->p.tr_ln_w,
                        k->h_mean, k->h_rstd, Rp, C);
-    gelu_backward(k->dh_g, k->h_t, k->dh_g, (size_t)Rp * C, GELU_ERF);
+    gelu_backward(k->dh_g, NULL, k->h_t, k->dh_g, (size_t)Rp * C, GELU_ERF);
     TRY(model_stage_linear_backward(m, k->dh_l, m->g.tr_w, m->g.tr_b, k->dh_g, C, lin_f32(k->h_in), m->p.tr_w, W_OUT_IN, Rp,
                               C, C, 0));
     scatter_add_rows(s->doutput, k->dh_l, k->rows, R, C);

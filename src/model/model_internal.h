@@ -202,7 +202,9 @@ status_t model_stage_linear_backward_dout16(model_stage *m, float *dinp, float *
  * gelu(fch) in fp32 into fch_gelu, or (bf16 stage) gelu(fch_bf) in bf16
  * straight into the GEMM scratch; Llama's silu(gate) up likewise (into the
  * gelu scratch or the GEMM scratch). GELU's backward overwrites dfch (the
- * gradient of the activation on entry) with that of fch. SwiGLU's takes
+ * gradient of the activation on entry) with that of fch, and makes the
+ * activation again in the same pass, where model_stage_gelu puts it (the
+ * second GEMM's weight gradient reads it, returned). SwiGLU's takes
  * d(silu(gate) up) in dh and writes d(gate) | d(up) over gate | up (a->fch,
  * or a->fch_bf in bf16: the gate | up GEMM's backward reads it as it is),
  * which backward needs no more, and returns where. */
@@ -211,7 +213,7 @@ typedef struct lin_out { /* a linear's output gradient: fp32 f, or bf16 h */
     const bf16 *h;
 } lin_out;
 lin_in model_stage_gelu(model_stage *m, const block_acts *a, size_t n, gelu_kind kind);
-void model_stage_gelu_backward(model_stage *m, const block_acts *a, size_t n, gelu_kind kind);
+lin_in model_stage_gelu_backward(model_stage *m, const block_acts *a, size_t n, gelu_kind kind);
 lin_in model_stage_swiglu(model_stage *m, const block_acts *a);
 lin_out model_stage_swiglu_backward(model_stage *m, const block_acts *a);
 /* A pre-norm block's normalised input of its QKV (which = 1) or FFN (2)

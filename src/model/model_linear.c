@@ -66,8 +66,8 @@ status_t model_stage_linear_backward_dout16(model_stage *m, float *dinp, float *
                                             int OC, int accumulate)
 {
     if (N == 0) return ST_OK;
-    return linear_backward_bf16(dinp, dw, db, NULL, dout_bf, ldd, backward_input(m, inp, N, C), weight_bf16(m, w),
-                                lay, N, C, OC, accumulate);
+    return linear_backward_bf16(dinp, dw, db, NULL, dout_bf, ldd, dw ? backward_input(m, inp, N, C) : NULL,
+                                weight_bf16(m, w), lay, N, C, OC, accumulate);
 }
 
 status_t model_stage_linear_backward(model_stage *m, float *dinp, float *dw, float *db, const float *dout, int ldd,
@@ -80,8 +80,8 @@ status_t model_stage_linear_backward(model_stage *m, float *dinp, float *dw, flo
     }
     /* dout's rows with their stride (a vocabulary slice's padding included) */
     bf16_from_f32(m->s.dbf, dout, (size_t)(N - 1) * ldd + OC);
-    return linear_backward_bf16(dinp, dw, db, dout, m->s.dbf, ldd, backward_input(m, inp, N, C), weight_bf16(m, w),
-                                lay, N, C, OC, accumulate);
+    return linear_backward_bf16(dinp, dw, db, dout, m->s.dbf, ldd, dw ? backward_input(m, inp, N, C) : NULL,
+                                weight_bf16(m, w), lay, N, C, OC, accumulate);
 }
 
 lin_in model_stage_gelu(model_stage *m, const block_acts *a, size_t n, gelu_kind kind)
@@ -94,10 +94,14 @@ lin_in model_stage_gelu(model_stage *m, const block_acts *a, size_t n, gelu_kind
     return (lin_in){NULL, m->s.xbf};
 }
 
-void model_stage_gelu_backward(model_stage *m, const block_acts *a, size_t n, gelu_kind kind)
+lin_in model_stage_gelu_backward(model_stage *m, const block_acts *a, size_t n, gelu_kind kind)
 {
-    if (a->fch_bf) gelu_backward_bf16(m->s.dfch, a->fch_bf, m->s.dfch, n, kind);
-    else gelu_backward(m->s.dfch, a->fch, m->s.dfch, n, kind);
+    if (a->fch_bf) {
+        gelu_backward_bf16(m->s.dfch, m->s.xbf, a->fch_bf, m->s.dfch, n, kind);
+        return (lin_in){NULL, m->s.xbf};
+    }
+    gelu_backward(m->s.dfch, a->fch_gelu, a->fch, m->s.dfch, n, kind);
+    return lin_f32(a->fch_gelu);
 }
 
 lin_in model_stage_swiglu(model_stage *m, const block_acts *a)

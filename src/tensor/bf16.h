@@ -105,8 +105,9 @@ void rmsnorm_apply_bf16(bf16 *out, const float *inp, const float *rstd, const fl
 
 /* out = bf16(gelu(inp)), n elements: the FFN's second GEMM input. */
 void gelu_forward_bf16(bf16 *out, const bf16 *inp, size_t n, gelu_kind kind);
-/* dinp = gelu'(inp) * dout (fp32; dinp may alias dout). */
-void gelu_backward_bf16(float *dinp, const bf16 *inp, const float *dout, size_t n, gelu_kind kind);
+/* dinp = gelu'(inp) * dout (fp32; dinp may alias dout); out, when not NULL,
+ * = bf16(gelu(inp)) in the same pass (bitwise gelu_forward_bf16's). */
+void gelu_backward_bf16(float *dinp, bf16 *out, const bf16 *inp, const float *dout, size_t n, gelu_kind kind);
 /* swiglu_forward / swiglu_backward (tensor.h) from bf16 gate and up; their
  * outputs rounded to bf16 (the GEMM inputs: the down projection's in
  * forward, d(gate | up) for the gate | up GEMM's backward). dgate, dup may

@@ -113,11 +113,27 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 #define INV_SQRT_2 0.7071067811865476f
 #define INV_SQRT_2PI 0.3989422804014327f
 
-static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erf_fast(x * INV_SQRT_2)); }
-static inline float gelu_tanh(float x)
+/* Each form from its one transcendental t of x (erf, tanh): the value and
+ * the slope share it, so a backward that makes the value again computes it
+ * once, and the value is bitwise the forward's. */
+static inline float gelu_erf_t(float x) { return erf_fast(x * INV_SQRT_2); }
+static inline float gelu_erf_value(float x, float t) { return 0.5f * x * (1.0f + t); }
+static inline float gelu_erf_slope(float x, float t)
 {
-    return 0.5f * x * (1.0f + tanh_fast(SQRT_2_OVER_PI * (x + 0.044715f * x * x * x)));
+    float cdf = 0.5f * (1.0f + t);
+    float pdf = INV_SQRT_2PI * exp_fast(-0.5f * x * x);
+    return cdf + x * pdf;
 }
+static inline float gelu_tanh_t(float x) { return tanh_fast(SQRT_2_OVER_PI * (x + 0.044715f * x * x * x)); }
+static inline float gelu_tanh_value(float x, float t) { return 0.5f * x * (1.0f + t); }
+static inline float gelu_tanh_slope(float x, float t)
+{
+    float sech2 = 1.0f - t * t;
+    float du = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);
+    return 0.5f * (1.0f + t) + 0.5f * x * sech2 * du;
+}
+static inline float gelu_erf(float x) { return gelu_erf_value(x, gelu_erf_t(x)); }
+static inline float gelu_tanh(float x) { return gelu_tanh_value(x, gelu_tanh_t(x)); }
 
 void gelu_forward(float *out, const float *inp, size_t n, gelu_kind kind)
 {
@@ -130,30 +146,22 @@ void gelu_forward(float *out, const float *inp, size_t n, gelu_kind kind)
     }
 }
 
-/* gelu'(x) of each form. */
-static inline float gelu_erf_grad(float x)
-{
-    float cdf = 0.5f * (1.0f + erf_fast(x * INV_SQRT_2));
-    float pdf = INV_SQRT_2PI * exp_fast(-0.5f * x * x);
-    return cdf + x * pdf;
-}
-static inline float gelu_tanh_grad(float x)
-{
-    float u = SQRT_2_OVER_PI * (x + 0.044715f * x * x * x);
-    float t = tanh_fast(u);
-    float sech2 = 1.0f - t * t;
-    float du = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);
-    return 0.5f * (1.0f + t) + 0.5f * x * sech2 * du;
-}
-
-void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n, gelu_kind kind)
+void gelu_backward(float *dinp, float *out, const float *inp, const float *dout, size_t n, gelu_kind kind)
 {
     if (kind == GELU_ERF) {
         #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) dinp[i] = gelu_erf_grad(inp[i]) * dout[i];
+        for (size_t i = 0; i < n; i++) {
+            float x = inp[i], t = gelu_erf_t(x);
+            if (out) out[i] = gelu_erf_value(x, t);
+            dinp[i] = gelu_erf_slope(x, t) * dout[i];
+        }
     } else {
         #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) dinp[i] = gelu_tanh_grad(inp[i]) * dout[i];
+        for (size_t i = 0; i < n; i++) {
+            float x = inp[i], t = gelu_tanh_t(x);
+            if (out) out[i] = gelu_tanh_value(x, t);
+            dinp[i] = gelu_tanh_slope(x, t) * dout[i];
+        }
     }
 }
 
@@ -171,14 +179,22 @@ void gelu_forward_bf16(bf16 *out, const bf16 *inp, size_t n, gelu_kind kind)
     }
 }
 
-void gelu_backward_bf16(float *dinp, const bf16 *inp, const float *dout, size_t n, gelu_kind kind)
+void gelu_backward_bf16(float *dinp, bf16 *out, const bf16 *inp, const float *dout, size_t n, gelu_kind kind)
 {
     if (kind == GELU_ERF) {
         #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) dinp[i] = gelu_erf_grad(bf16_value(inp[i])) * dout[i];
+        for (size_t i = 0; i < n; i++) {
+            float x = bf16_value(inp[i]), t = gelu_erf_t(x);
+            if (out) out[i] = bf16_round(gelu_erf_value(x, t));
+            dinp[i] = gelu_erf_slope(x, t) * dout[i];
+        }
     } else {
         #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) dinp[i] = gelu_tanh_grad(bf16_value(inp[i])) * dout[i];
+        for (size_t i = 0; i < n; i++) {
+            float x = bf16_value(inp[i]), t = gelu_tanh_t(x);
+            if (out) out[i] = bf16_round(gelu_tanh_value(x, t));
+            dinp[i] = gelu_tanh_slope(x, t) * dout[i];
+        }
     }
 }
 

@@ -97,8 +97,11 @@ typedef enum { GELU_ERF = 0, GELU_TANH = 1 } gelu_kind;
 
 /* out = gelu(inp), n elements. */
 void gelu_forward(float *out, const float *inp, size_t n, gelu_kind kind);
-/* dinp = gelu'(inp) * dout (overwrites; dinp may alias dout). */
-void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n, gelu_kind kind);
+/* dinp = gelu'(inp) * dout (overwrites; dinp may alias dout); out, when not
+ * NULL, = gelu(inp) again in the same pass (bitwise gelu_forward's: the
+ * second linear's input for its weight gradient, made with the slope's erf
+ * or tanh rather than by a second pass). */
+void gelu_backward(float *dinp, float *out, const float *inp, const float *dout, size_t n, gelu_kind kind);
 
 /* ---- attention ------------------------------------------------------------- */
 

@@ -235,7 +235,7 @@ static void ffn_reference(ffn_ref *r)
     gelu_forward(r->h, r->y1, (size_t)FN * FF, GELU_TANH);
     linear_forward(r->out, FC, r->h, r->w_proj, r->b_proj, W_OUT_IN, FN, FF, FC);
     linear_backward(r->dh, r->dw_proj, r->db_proj, r->dout, FC, r->h, r->w_proj, W_OUT_IN, FN, FF, FC, 0);
-    gelu_backward(r->dh, r->y1, r->dh, (size_t)FN * FF, GELU_TANH);
+    gelu_backward(r->dh, NULL, r->y1, r->dh, (size_t)FN * FF, GELU_TANH);
     linear_backward(r->dx, r->dw_fc, r->db_fc, r->dh, FF, r->x, r->w_fc, W_OUT_IN, FN, FC, FF, 0);
 }
 
@@ -268,7 +268,7 @@ static void ffn_distributed_backward(const pgemm_grid *g, ffn_dist *d, const ffn
         pgemm_matrix_create(&d->dw_proj, g, FC, FF, FB, FB) || pgemm_matrix_create(&d->dx, g, FN, FC, FB, FB) ||
         pgemm_run(1, 0, 1, &d->dy2, &d->h, 1, &d->dw_proj) || pgemm_run(0, 0, 1, &d->dy2, &d->w_proj, 0, &d->dh))
         CHECK(0, "ffn backward set-up: %s", st_message());
-    gelu_backward(d->dh.data, d->y1.data, d->dh.data, (size_t)d->dh.local_rows * d->dh.local_cols, GELU_TANH);
+    gelu_backward(d->dh.data, NULL, d->y1.data, d->dh.data, (size_t)d->dh.local_rows * d->dh.local_cols, GELU_TANH);
     float part[FF] = {0};
     for (int i = 0; i < d->dh.local_rows; i++)
         for (int j = 0; j < d->dh.local_cols; j++)

@@ -169,9 +169,16 @@ static void check_gelu(gelu_kind kind)
     setup();
     gelu_ctx k = {vec(50, 1, 2), 50, kind};
     fd_case c = {gelu_fwd, vec(50, 0, 0), vec(50, 2, 1), 50, &k};
-    float *d = vec(50, 0, 0);
-    gelu_backward(d, k.inp, c.R, 50, kind);
+    float *d = vec(50, 0, 0), *again = vec(50, 0, 0), *y = vec(50, 0, 0);
+    gelu_backward(d, again, k.inp, c.R, 50, kind);
     fd_check(&c, k.inp, d, 50, kind == GELU_ERF ? "gelu erf" : "gelu tanh");
+    /* the value made again in the same pass is the forward's, bit for bit */
+    gelu_forward(y, k.inp, 50, kind);
+    cr_expect(memcmp(y, again, 50 * sizeof(float)) == 0, "gelu kind %d: backward's value differs from forward's",
+              (int)kind);
+    float *d2 = vec(50, 0, 0);
+    gelu_backward(d2, NULL, k.inp, c.R, 50, kind);
+    cr_expect(memcmp(d, d2, 50 * sizeof(float)) == 0, "gelu kind %d: the slope depends on out", (int)kind);
 }
 
 Test(tensor, gelu_erf_backward_matches_finite_differences) { check_gelu(GELU_ERF); }

@@ -464,12 +464,16 @@ Test(bf16, gelu_and_swiglu_from_bf16_inputs_equal_the_fp32_kernels_on_their_valu
         for (size_t i = 0; i < n; i++)
             cr_assert(is_rounding_of(yb[i], y[i]), "gelu kind %d [%zu]: bf16 %.9g, fp32 %.9g", kind, i,
                       bf16_value(yb[i]), y[i]);
-        gelu_backward(g1, x, dy, n, (gelu_kind)kind);
-        gelu_backward_bf16(g2, xb, dy, n, (gelu_kind)kind);
+        gelu_backward(g1, NULL, x, dy, n, (gelu_kind)kind);
+        gelu_backward_bf16(g2, NULL, xb, dy, n, (gelu_kind)kind);
         expect_close(g1, g2, n, "gelu backward");
-        memcpy(g3, dy, n * sizeof *g3); /* in place over dout, as the model calls it */
-        gelu_backward_bf16(g3, xb, g3, n, (gelu_kind)kind);
+        memcpy(g3, dy, n * sizeof *g3); /* in place over dout, the value again, as the model calls it */
+        bf16 *again = malloc(n * sizeof *again);
+        gelu_backward_bf16(g3, again, xb, g3, n, (gelu_kind)kind);
         expect_close(g1, g3, n, "gelu backward in place");
+        cr_expect(memcmp(again, yb, n * sizeof *yb) == 0, "gelu kind %d: backward's bf16 value differs from forward's",
+                  kind);
+        free(again);
     }
     /* SwiGLU over (N, 2F) rows: gate | up */
     swiglu_forward(y, F, x, x + F, 2 * F, N, F);
