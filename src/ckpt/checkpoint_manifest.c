@@ -232,7 +232,7 @@ static status_t get_obj(json_ctx c, const char *key, json_ctx *out)
 }
 
 /* One field of model (model_fields): a name, a boolean or a number
- * (recompute: a boolean, or the name "ffn" or "attention"). */
+ * (recompute: a boolean, or the name "ffn", "attention" or "ffn+attention"). */
 static status_t parse_model_field(json_ctx c, const model_field *f, model_config *m)
 {
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(c.obj, f->key.key);
