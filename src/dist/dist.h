@@ -121,6 +121,8 @@ typedef struct dist_memory {
     size_t messages_bf16; /* bf16 message buffers: the dp reduction's 2 n (+ 2 shard at zero 2) with
                              dist.grad_reduce = bf16 at dp > 1; the pipeline's 3 x slots x 2 B T C
                              (a receive and two sends per slot) with bf16 stages at pp > 1 */
+    size_t tied_recv;    /* the first stage at pp > 1 with a tied word embedding: the last stage's part of
+                            its gradient, received during the pipeline phase (4 x its V x C slice) */
     size_t activations;  /* the stage's arena (activations of its slots and scratch) and the
                             slots' micro-batches */
     size_t ckpt_part;    /* tp > 1: a checkpoint save's part of the unsplit stage, parameters, m

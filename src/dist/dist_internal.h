@@ -119,6 +119,15 @@ struct dist_engine {
     unsigned char *bucket_posted; /* [n_buckets] this step */
     int next_bucket;              /* zero 2: the next bucket to post, descending */
     size_t final_lo;              /* zero 2: gradients [final_lo, n) are final this step */
+    size_t *final_pend;           /* zero 2: [2 max_final_pend] ranges lo, hi final this step but not
+                                     yet joined to [final_lo, n) */
+    int n_final_pend, max_final_pend;
+    /* the tied embedding's gradient sum across the pipeline (pp > 1): the last
+       stage's part arrives in the first stage's tied_peer [lay.tied_n] during
+       the pipeline phase, the sum goes back after it; tied_req: the receive,
+       the send */
+    float *tied_peer;
+    MPI_Request tied_req[2];
     MPI_Request tp_req;           /* the model's tensor-group reduction in flight */
     double tp_comm;               /* seconds in tensor-group reductions this step */
 
@@ -164,6 +173,11 @@ status_t dist_run_pipeline(dist_engine *e, dist_fill_fn fill, void *ctx);
 /* Tied-embedding sum and the dp reduction of the gradients (ZeRO 0/1/2);
  * then the update of this rank's part and the parameter all-gather. */
 status_t dist_sync_grads(dist_engine *e);
+/* The tied sum's first half: on the first stage, the receive of the last
+ * stage's part (posted when the pipeline phase starts); on the last, its send
+ * (once that part is complete). No-ops elsewhere and at pp = 1. */
+status_t dist_tied_recv(dist_engine *e);
+status_t dist_tied_send(dist_engine *e);
 status_t dist_update(dist_engine *e, dist_step_result *r);
 
 /* The engine's verified plan (tests). */

@@ -93,6 +93,13 @@ static status_t setup_executor(dist_engine *e)
     e->slot_fwd = e->slot_mb + k;
     for (int i = 0; i < 3 * k; i++) e->recv_req[i] = MPI_REQUEST_NULL;
     for (int i = 0; i < k; i++) TRY(batch_alloc(&e->batches[i], e->B, e->mc.seq_len));
+    e->max_final_pend = e->topo.layer_end - e->topo.layer_begin + 2; /* the embeddings, the blocks, the heads */
+    e->final_pend = zalloc((size_t)e->max_final_pend * 2, sizeof(size_t));
+    FAIL_IF(!e->final_pend, ST_NOMEM, "dist: out of memory");
+    if (e->topo.tied != MPI_COMM_NULL && e->topo.stage == 0) {
+        e->tied_peer = bigmem_alloc(e->lay.tied_n * sizeof(float));
+        FAIL_IF(!e->tied_peer, ST_NOMEM, "dist: out of memory for the last stage's tied-embedding gradient");
+    }
     return setup_pipe_bf16(e);
 }
 
@@ -178,7 +185,7 @@ status_t dist_engine_create(dist_engine **out, const dist_config *dc, const mode
     dist_engine *e = calloc(1, sizeof *e);
     FAIL_IF(!e, ST_NOMEM, "dist: out of memory");
     e->topo.comm = e->topo.pipe = e->topo.dp_comm = e->topo.tied = e->topo.tp_comm = MPI_COMM_NULL;
-    e->tp_req = MPI_REQUEST_NULL;
+    e->tp_req = e->tied_req[0] = e->tied_req[1] = MPI_REQUEST_NULL;
     e->bf16_sum = MPI_OP_NULL;
     e->dc = *dc;
     e->mc = *mc;
@@ -213,6 +220,8 @@ void dist_engine_free(dist_engine *e)
     free(e->reduce_bf);
     free(e->shard_bf);
     free(e->pipe_bf);
+    free(e->tied_peer);
+    free(e->final_pend);
     if (e->bf16_sum != MPI_OP_NULL) MPI_Op_free(&e->bf16_sum);
     free(e->coll);
     free(e->bucket_counts);
@@ -238,7 +247,7 @@ int dist_engine_tp_grid(const dist_engine *e, int *P, int *Q, int *block)
 
 /* The training state around a stage of n floats, from the configuration
  * alone (so the estimate before allocation and the report after agree). */
-static dist_memory memory_plan(const dist_engine *e, size_t n, size_t full_n, size_t mirror)
+static dist_memory memory_plan(const dist_engine *e, size_t n, size_t full_n, size_t mirror, size_t tied_n)
 {
     size_t f = sizeof(float), h = sizeof(bf16), lo, hi;
     int dp = e->topo.dp, zero2 = e->dc.zero == 2 && dp > 1, sharded = e->dc.zero > 0 && dp > 1;
@@ -255,6 +264,7 @@ static dist_memory memory_plan(const dist_engine *e, size_t n, size_t full_n, si
                          .optimizer = 2 * f * updated,
                          .shard = shard,
                          .messages_bf16 = messages,
+                         .tied_recv = e->topo.stage == 0 ? f * tied_n : 0,
                          .activations = batches,
                          .ckpt_part = e->topo.tp > 1 ? 3 * f * ((full_n + (size_t)(dp * e->topo.tp) - 1) /
                                                                  (size_t)(dp * e->topo.tp)) : 0};
@@ -262,7 +272,7 @@ static dist_memory memory_plan(const dist_engine *e, size_t n, size_t full_n, si
 
 dist_memory dist_engine_memory(const dist_engine *e)
 {
-    dist_memory m = memory_plan(e, e->lay.n, e->lay.full_n, model_stage_mirror_bytes(e->stage));
+    dist_memory m = memory_plan(e, e->lay.n, e->lay.full_n, model_stage_mirror_bytes(e->stage), e->lay.tied_n);
     m.activations += model_stage_arena_bytes(e->stage);
     return m;
 }
@@ -300,8 +310,12 @@ status_t dist_memory_of_rank(const dist_config *dc, const model_config *mc, int 
         int lb = e->topo.bounds[e->topo.stage], le = e->topo.bounds[e->topo.stage + 1];
         if (st == ST_OK) st = model_stage_table(mc, lb, le, lb == 0, le == mc->n_layer, NULL, &full, &nf, &full_n);
         free(full);
+        layout_spec spec = layout_of(e, &mtp);
+        layout_rank lay;
+        if (st == ST_OK) st = layout_rank_build(&spec, rank, &lay);
         if (st == ST_OK) {
-            *out = memory_plan(e, sm.n_params, full_n, sm.params_mirror);
+            *out = memory_plan(e, sm.n_params, full_n, sm.params_mirror, lay.tied_n);
+            layout_rank_free(&lay);
             out->activations += sm.activations;
         }
     }

@@ -37,6 +37,10 @@ static void describe_pending(const dist_engine *e, char *buf, size_t n)
                 used += (size_t)snprintf(buf + used, n - used, "%s%s slot %d (micro-batch %d)",
                                          used ? ", " : "", kind[j], k, e->slot_mb[k]);
     }
+    static const char *tied[2] = {"the tied-embedding gradient's receive", "the tied-embedding gradient's send"};
+    for (int k = 0; k < 2 && used < n; k++)
+        if (e->tied_req[k] != MPI_REQUEST_NULL)
+            used += (size_t)snprintf(buf + used, n - used, "%s%s", used ? ", " : "", tied[k]);
     if (!used) snprintf(buf, n, "none besides this wait");
 }
 
@@ -95,6 +99,8 @@ static void poll(void *ctx, size_t lo, size_t hi)
     }
     for (size_t i = 0, n = (size_t)e->lay.n_buckets * e->topo.dp + 1; i < n; i++)
         if (e->coll[i] != MPI_REQUEST_NULL) MPI_Test(&e->coll[i], &done, MPI_STATUS_IGNORE);
+    for (int k = 0; k < 2; k++)
+        if (e->tied_req[k] != MPI_REQUEST_NULL) MPI_Test(&e->tied_req[k], &done, MPI_STATUS_IGNORE);
 }
 
 /* The fp32 array a message fills or comes from. */
@@ -193,13 +199,16 @@ static status_t run_compute(dist_engine *e, const dist_instr *in, dist_fill_fn f
 {
     TRY(prefetch(e));
     double t0 = time_now();
+    int s = e->topo.stage;
     batch *b = &e->batches[in->slot];
     uint64_t g = dist_microbatch_index(e->step, e->topo.dp, e->topo.replica, e->m, in->mb);
     model_pass pass = {.train = 1, .seed = e->seed, .sample0 = g * (uint64_t)e->B,
                        .loss_scale = 1.0f / (float)(e->m * e->topo.dp), .poll = poll, .poll_ctx = e,
                        .defer_head = 1};
     e->final_pass = e->pc == (in->op == DIST_FWD ? e->last_fwd : e->last_bwd);
-    pass.head_dw_wait = !e->final_pass;
+    /* a last stage after others flushes the heads' rows once the step's last
+       gradient is on its way (finish_heads), a single stage at its last pass */
+    pass.head_dw_wait = !e->final_pass || s > 0;
     if (in->op == DIST_FWD) {
         TRY(finish_sends(e, in->slot));
         e->slot_mb[in->slot] = in->mb;
@@ -222,6 +231,21 @@ static status_t run_compute(dist_engine *e, const dist_instr *in, dist_fill_fn f
     return ST_OK;
 }
 
+/* A last stage after others, once its last gradient send is posted: the
+ * output weight's gradient of the rows its heads still hold, which the
+ * previous stage's last backward does not wait for; then that stage's part of
+ * the tied embedding's gradient is complete and goes to the first stage. */
+static status_t finish_heads(dist_engine *e)
+{
+    if (e->topo.stage == 0 || !model_stage_last(e->stage)) return ST_OK;
+    double t0 = time_now();
+    model_pass pass = {.train = 1, .poll = poll, .poll_ctx = e};
+    TRY(model_head_flush(e->stage, &pass));
+    TRY(e->poll_status);
+    e->busy += time_now() - t0;
+    return dist_tied_send(e);
+}
+
 status_t dist_run_pipeline(dist_engine *e, dist_fill_fn fill, void *ctx)
 {
     int s = e->topo.stage;
@@ -234,8 +258,10 @@ status_t dist_run_pipeline(dist_engine *e, dist_fill_fn fill, void *ctx)
     }
     e->poll_status = ST_OK;
     e->final_lo = e->lay.n;
+    e->n_final_pend = 0;
     e->next_bucket = e->lay.n_buckets - 1;
     memset(e->bucket_posted, 0, (size_t)e->lay.n_buckets);
+    TRY(dist_tied_recv(e));
     for (e->pc = 0; e->pc < e->plan.n_instr[s]; e->pc++) {
         const dist_instr *in = &e->plan.instr[s][e->pc];
         switch (in->op) {
@@ -247,6 +273,7 @@ status_t dist_run_pipeline(dist_engine *e, dist_fill_fn fill, void *ctx)
         case DIST_BWD: TRY(run_compute(e, in, fill, ctx)); break;
         }
     }
+    TRY(finish_heads(e));
     for (int k = 0; k < e->n_slots; k++) TRY(finish_sends(e, k));
     return ST_OK;
 }

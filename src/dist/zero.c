@@ -12,13 +12,65 @@
 #include "base/timer.h"
 #include "dist/dist_internal.h"
 
+/* ---- the tied embedding's gradient across the pipeline ----------------------------
+ * The first stage's copy gets gradient from the lookup, the last stage's from
+ * the heads; both need the sum, bitwise the same. The last stage's part is
+ * complete when its pipeline phase ends, before the first stage's last
+ * backward does: it is sent then (dist_tied_send) and arrives in tied_peer
+ * while that backward runs (the executor's poll progresses it). Once the
+ * first stage's own part is complete, it adds the two (first + last, as the
+ * allreduce this replaces did) and sends the sum back. Only the sum's way
+ * back follows the last backward: one message of the stage's slice of
+ * V x C floats instead of an allreduce's two and its additions on both. */
+enum { TAG_TIED_PART = 1, TAG_TIED_SUM = 2 };
+
+static float *tied_grads(dist_engine *e) { return e->w->grads + e->lay.tied_off; }
+
+status_t dist_tied_recv(dist_engine *e)
+{
+    if (e->topo.tied == MPI_COMM_NULL || e->topo.stage != 0) return ST_OK;
+    FAIL_IF(MPI_Irecv(e->tied_peer, (int)e->lay.tied_n, MPI_FLOAT, 1, TAG_TIED_PART, e->topo.tied, &e->tied_req[0]) !=
+            MPI_SUCCESS, ST_MPI, "dist: posting the receive of the last stage's tied-embedding gradient failed");
+    return ST_OK;
+}
+
+status_t dist_tied_send(dist_engine *e)
+{
+    if (e->topo.tied == MPI_COMM_NULL || e->topo.stage == 0) return ST_OK;
+    FAIL_IF(MPI_Isend(tied_grads(e), (int)e->lay.tied_n, MPI_FLOAT, 0, TAG_TIED_PART, e->topo.tied,
+                      &e->tied_req[1]) != MPI_SUCCESS, ST_MPI,
+            "dist: sending the tied-embedding gradient to the first stage failed");
+    return ST_OK;
+}
+
+static status_t tied_send_done(dist_engine *e)
+{
+    if (e->topo.tied == MPI_COMM_NULL || e->topo.stage != 0) return ST_OK;
+    return dist_wait(e, &e->tied_req[1], "the last stage's receive of the tied-embedding gradient's sum");
+}
+
+/* The sum, after the pipeline phase. The first stage's send of it is
+ * completed before the dp allreduce overwrites the buffer (ZeRO 0/1 at
+ * dp > 1), else after the update (dist_update: nothing writes the gradients
+ * before the next step). */
 static status_t tied_sum(dist_engine *e)
 {
     if (e->topo.tied == MPI_COMM_NULL) return ST_OK;
-    float *g = e->w->grads + e->lay.tied_off;
-    FAIL_IF(MPI_Iallreduce(MPI_IN_PLACE, g, (int)e->lay.tied_n, MPI_FLOAT, MPI_SUM, e->topo.tied, dist_other(e)) !=
-            MPI_SUCCESS, ST_MPI, "dist: tied-embedding allreduce failed");
-    return dist_wait(e, dist_other(e), "the tied-embedding gradient sum (first + last stage)");
+    float *g = tied_grads(e);
+    int n = (int)e->lay.tied_n;
+    if (e->topo.stage != 0) {
+        TRY(dist_wait(e, &e->tied_req[1], "the first stage's receive of this stage's tied-embedding gradient"));
+        FAIL_IF(MPI_Irecv(g, n, MPI_FLOAT, 0, TAG_TIED_SUM, e->topo.tied, &e->tied_req[0]) != MPI_SUCCESS, ST_MPI,
+                "dist: posting the receive of the tied-embedding gradient's sum failed");
+        return dist_wait(e, &e->tied_req[0], "the tied-embedding gradient's sum from the first stage");
+    }
+    TRY(dist_wait(e, &e->tied_req[0], "the last stage's tied-embedding gradient"));
+    const float *p = e->tied_peer;
+    for (int i = 0; i < n; i++) g[i] += p[i];
+    FAIL_IF(MPI_Isend(g, n, MPI_FLOAT, 1, TAG_TIED_SUM, e->topo.tied, &e->tied_req[1]) != MPI_SUCCESS, ST_MPI,
+            "dist: sending the tied-embedding gradient's sum to the last stage failed");
+    if (e->topo.dp > 1 && e->dc.zero != 2) return tied_send_done(e);
+    return ST_OK;
 }
 
 void dist_bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type)
@@ -96,11 +148,33 @@ static status_t post_bucket(dist_engine *e, int b)
 /* Buckets go in descending order (backward finishes the buffer from its end),
  * the same order on every rank of the dp group: those wholly at or above
  * final_lo as soon as it reaches them, except the ones holding the tied
- * embedding, which wait for its sum across the pipeline in dist_sync_grads. */
+ * embedding, which wait for its sum across the pipeline in dist_sync_grads.
+ * A range that is not next below final_lo (a last stage's heads, complete
+ * after its blocks when it flushes them late: finish_heads in exec.c) waits
+ * in final_pend until the ranges above it are final. */
 status_t dist_grads_final(dist_engine *e, size_t lo, size_t hi)
 {
-    if (e->dc.zero != 2 || e->topo.dp == 1) return ST_OK;
-    if (hi == e->final_lo && lo < hi) e->final_lo = lo;
+    if (e->dc.zero != 2 || e->topo.dp == 1 || lo >= hi) return ST_OK;
+    if (hi != e->final_lo) {
+        FAIL_IF(e->n_final_pend == e->max_final_pend, ST_ERROR,
+                "dist: more than %d gradient ranges of stage %d finished out of order", e->max_final_pend,
+                e->topo.stage);
+        e->final_pend[2 * e->n_final_pend] = lo;
+        e->final_pend[2 * e->n_final_pend++ + 1] = hi;
+        return ST_OK;
+    }
+    e->final_lo = lo;
+    for (int k = 0; k < e->n_final_pend;) {
+        if (e->final_pend[2 * k + 1] != e->final_lo) {
+            k++;
+            continue;
+        }
+        e->final_lo = e->final_pend[2 * k];
+        e->n_final_pend--;
+        e->final_pend[2 * k] = e->final_pend[2 * e->n_final_pend];
+        e->final_pend[2 * k + 1] = e->final_pend[2 * e->n_final_pend + 1];
+        k = 0;
+    }
     for (; e->next_bucket >= 0; e->next_bucket--) {
         size_t a, z;
         bucket_range(e, e->next_bucket, &a, &z);
@@ -365,6 +439,7 @@ status_t dist_update(dist_engine *e, dist_step_result *r)
     int bad = adamw_range(e, e->step + 1, r->lr, optim_clip_factor(&e->oc, r->grad_norm));
     model_params_changed(e->stage); /* and the all-gather below: the bf16 copy is remade before the next pass */
     r->update_s = time_now() - t0;
+    TRY(tied_send_done(e));
     TRY(agree_finite(e, bad));
     if (e->dc.zero == 0 || e->topo.dp == 1) return ST_OK;
     if (e->w->params) {

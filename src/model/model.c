@@ -655,7 +655,9 @@ status_t model_head(model_stage *m, int slot, const batch *b, const model_pass *
     FAIL_IF(slot < 0 || slot >= m->n_slots, ST_ERROR, "model: slot %d outside [0, %d)", slot, m->n_slots);
     model_stage_sync_bf16(m);
     TRY(model_head_forward(m, slot, b, pass, losses));
-    if (pass->train) model_part_done(m, pass, m->n_local + 1);
+    /* with rows held (pass->head_dw_wait) the heads' gradients are complete
+       only after model_head_flush, which reports them */
+    if (pass->train && !m->s.head_fill) model_part_done(m, pass, m->n_local + 1);
     return ST_OK;
 }
 

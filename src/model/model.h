@@ -163,8 +163,10 @@ typedef struct model_pass {
        and one GEMM adds them up: BERT's MLM head has ~15% of a micro-batch's
        rows, and its (V, C) gradient read and written once per micro-batch
        made it memory-bound). The caller sets 0 on the step's last
-       micro-batch (the gradient is then complete); dist does. 0: complete
-       after every model_head. */
+       micro-batch (the gradient is then complete), or calls
+       model_head_flush after it: dist does the latter on a last stage at
+       pp > 1, the former on a single stage. 0: complete after every
+       model_head. */
     int head_dw_wait;
 } model_pass;
 
@@ -181,6 +183,14 @@ status_t model_forward(model_stage *m, int slot, const batch *b, const model_pas
  * heads' backward down to d(last block output). */
 status_t model_head(model_stage *m, int slot, const batch *b, const model_pass *pass,
                     model_losses *losses);
+
+/* After a training model_head with pass->head_dw_wait: makes the output
+ * weight's gradient of the rows the heads hold (from that and earlier passes)
+ * and reports the heads' gradients final through pass->poll. Nothing to do
+ * when no rows are held. dist calls it on a last stage after the step's last
+ * micro-batch has sent its gradient on to the previous stage, so that GEMM
+ * runs while the previous stage's last backward does. */
+status_t model_head_flush(model_stage *m, const model_pass *pass);
 
 /* Backward of slot s: from the heads' gradient (last stage) or
  * model_stage_doutput (others) down to model_stage_dinput (non-first) or the

@@ -205,6 +205,28 @@ static void scatter_add_rows(float *dst, const float *src, const int32_t *rows, 
     }
 }
 
+/* The output weight of the logits and its gradient: the tied embedding, or
+ * Llama's lm_head when untied. */
+static void out_weight(model_stage *m, float **w, float **dw)
+{
+    int untied = !model_tied(&m->cfg);
+    *w = untied ? m->p.lm_head : m->p.wte;
+    *dw = untied ? m->g.lm_head : m->g.wte;
+}
+
+status_t model_head_flush(model_stage *m, const model_pass *pass)
+{
+    FAIL_IF(!m->last, ST_ERROR, "model: model_head_flush on a stage without the heads (layers [%d, %d) of %d)",
+            m->layer_begin, m->layer_end, m->cfg.n_layer);
+    if (!m->s.head_fill) return ST_OK;
+    model_stage_sync_bf16(m);
+    float *w, *dw;
+    out_weight(m, &w, &dw);
+    TRY(head_dw_flush(m, w, dw));
+    model_part_done(m, pass, m->n_local + 1);
+    return ST_OK;
+}
+
 /* GPT: LN_f then the tied embedding; Llama: RMSNorm then lm_head (or the
  * tied embedding). */
 static status_t lm_head(model_stage *m, slot_acts *s, const batch *b, const model_pass *pass,
@@ -219,8 +241,9 @@ static status_t lm_head(model_stage *m, slot_acts *s, const batch *b, const mode
     else
         layernorm_forward(m->s.h_l, m->s.h_mean, m->s.h_rstd, m->s.h_in, m->p.lnf_w, m->p.lnf_b, Rp, C, 1e-5f);
     float scale = valid ? pass->loss_scale / (float)valid : 0.0f;
-    int untied = !model_tied(&m->cfg);
-    TRY(tied_logits_loss(m, untied ? m->p.lm_head : m->p.wte, untied ? m->g.lm_head : m->g.wte, m->s.h_l,
+    float *w, *dw;
+    out_weight(m, &w, &dw);
+    TRY(tied_logits_loss(m, w, dw, m->s.h_l,
                          m->s.dh_l, Rp, m->s.rows, m->s.row_targets, NULL, NULL, scale, pass, &losses->lm_correct,
                          &losses->lm_loss_sum));
     losses->lm_count += valid;

@@ -107,12 +107,13 @@ static status_t setup_data(trainer *t)
 static status_t describe_layout(trainer *t)
 {
     dist_memory m = dist_engine_memory(t->engine);
-    double mine[7] = {m.params / 1048576.0, m.params_mirror / 1048576.0, m.grad_accum / 1048576.0,
+    enum { K = 8 };
+    double mine[K] = {m.params / 1048576.0, m.params_mirror / 1048576.0, m.grad_accum / 1048576.0,
                       m.grads / 1048576.0, m.optimizer / 1048576.0, m.messages_bf16 / 1048576.0,
-                      m.activations / 1048576.0};
+                      m.activations / 1048576.0, m.tied_recv / 1048576.0};
     double *all = t->rank == 0 ? malloc(sizeof mine * (size_t)t->size) : NULL;
     FAIL_IF(t->rank == 0 && !all, ST_NOMEM, "train: out of memory");
-    if (MPI_Gather(mine, 7, MPI_DOUBLE, all, 7, MPI_DOUBLE, 0, t->comm) != MPI_SUCCESS) {
+    if (MPI_Gather(mine, K, MPI_DOUBLE, all, K, MPI_DOUBLE, 0, t->comm) != MPI_SUCCESS) {
         free(all);
         return st_fail(ST_MPI, "train: gathering every rank's memory plan (MPI_Gather) failed");
     }
@@ -131,13 +132,15 @@ static status_t describe_layout(trainer *t)
         log_msg(LOG_INFO, "layout: pp %d x dp %d x tp %d (%s), %s schedule, ZeRO %d; placement:\n%s", p->pp, p->dp,
                 p->tp, mode, t->tc.dist.schedule == DIST_GPIPE ? "gpipe" : "1f1b", t->tc.dist.zero, text);
         for (int r = 0; r < t->size; r++) {
-            const double *a = all + 7 * r;
-            char bf[80] = "", shard[48] = "", msg[48] = "";
+            const double *a = all + K * r;
+            char bf[80] = "", shard[48] = "", msg[48] = "", tied[64] = "";
             if (a[1] > 0) snprintf(bf, sizeof bf, " (bf16 pairs) + fp32 vectors and position tables %.1f", a[1]);
             if (a[3] > 0) snprintf(shard, sizeof shard, " + reduced-gradient shard %.1f", a[3]);
             if (a[5] > 0) snprintf(msg, sizeof msg, " + bf16 message buffers %.1f", a[5]);
-            log_msg(LOG_INFO, "rank %d memory: params %.1f%s + gradients %.1f%s + optimizer %.1f%s + activations %.1f = "
-                    "%.1f MiB", r, a[0], bf, a[2], shard, a[4], msg, a[6], a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6]);
+            if (a[7] > 0) snprintf(tied, sizeof tied, " + the last stage's tied-embedding gradient %.1f", a[7]);
+            log_msg(LOG_INFO, "rank %d memory: params %.1f%s + gradients %.1f%s + optimizer %.1f%s%s + activations %.1f = "
+                    "%.1f MiB", r, a[0], bf, a[2], shard, a[4], msg, tied, a[6],
+                    a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7]);
         }
     }
     free(text);

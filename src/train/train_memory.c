@@ -43,7 +43,7 @@ status_t trainer_local_ranks(MPI_Comm comm, int *n)
 static double plan_bytes(const dist_memory *m)
 {
     return (double)(m->params + m->params_mirror + m->grad_accum + m->grads + m->optimizer + m->messages_bf16 +
-                    m->activations + m->ckpt_part);
+                    m->tied_recv + m->activations + m->ckpt_part);
 }
 
 /* VmRSS of this process now, bytes (0 when unknown). */
@@ -89,7 +89,7 @@ static status_t refuse(const trainer *t, const memory_need *n, const dist_memory
                    "train.micro_batch (MPILM_MEMORY_CHECK=0 skips this check)",
                    (shared ? n->resident : n->virt) / MIB, t->rank, (m->params + m->params_mirror) / MIB,
                    (m->grad_accum + m->grads) / MIB, m->optimizer / MIB, m->activations / MIB,
-                   (m->messages_bf16 + m->ckpt_part) / MIB, 100.0 * (PLAN_SLACK - 1.0), shared ? RUNTIME_MIB : VIRTUAL_MIB,
+                   (m->messages_bf16 + m->tied_recv + m->ckpt_part) / MIB, 100.0 * (PLAN_SLACK - 1.0), shared ? RUNTIME_MIB : VIRTUAL_MIB,
                    share / MIB, source, split);
 }
 

@@ -22,9 +22,12 @@
  *   the dp inputs and dp - 1 sums rounds once by at most u); the 10 steps'
  *   losses within TOL_REDUCE of the fp32 reduction's, the parameters not
  *   bitwise equal. At 4 ranks pp = 2 x dp = 2 runs both bf16 kinds together.
- * - bytes, counted by PMPI wrappers of MPI_Isend (the pipeline) and the dp
- *   group's MPI_Iallreduce / MPI_Ireduce: per step a stage sends m B T C
- *   values of 2 bytes (4 in fp32), the reduction n values of 2 bytes (4).
+ * - bytes, counted by PMPI wrappers of MPI_Isend (the pipeline, the tied
+ *   pair) and the dp group's MPI_Iallreduce / MPI_Ireduce: per step a stage
+ *   sends m B T C values of 2 bytes (4 in fp32), the reduction n values of 2
+ *   bytes (4); the first and the last stage each send the tied embedding's
+ *   gradient once in fp32 (the last its part, the first the sum), and only
+ *   the first holds a buffer for it.
  * - bf16 stages at dp = world, ZeRO 1 and 2: the bf16-pair state's shards
  *   all-gathered into identical replicas, losses within TOL_REDUCE of ZeRO 0
  *   (measured equal at 2 ranks).
@@ -61,8 +64,9 @@ static const double U = 1.0 / 256;
 
 /* ---- byte counts: PMPI wrappers of the calls that carry bf16 messages ---- */
 
-static unsigned long long p2p_bytes, reduce_bytes;
-static MPI_Comm counted_dp = MPI_COMM_NULL; /* the dp group whose reductions are counted */
+static unsigned long long p2p_bytes, tied_bytes, reduce_bytes;
+/* the dp group whose reductions are counted, the pipeline and the tied pair whose sends are */
+static MPI_Comm counted_dp = MPI_COMM_NULL, counted_pipe = MPI_COMM_NULL, counted_tied = MPI_COMM_NULL;
 
 static unsigned long long bytes_of(int count, MPI_Datatype type)
 {
@@ -73,7 +77,8 @@ static unsigned long long bytes_of(int count, MPI_Datatype type)
 
 int MPI_Isend(const void *buf, int count, MPI_Datatype type, int dest, int tag, MPI_Comm comm, MPI_Request *req)
 {
-    p2p_bytes += bytes_of(count, type);
+    if (comm == counted_pipe) p2p_bytes += bytes_of(count, type);
+    if (comm == counted_tied) tied_bytes += bytes_of(count, type);
     return PMPI_Isend(buf, count, type, dest, tag, comm, req);
 }
 
@@ -219,7 +224,7 @@ static status_t fill(void *ctx, uint64_t g, batch *b)
 
 typedef struct run {
     double loss[STEPS];
-    unsigned long long p2p, reduce; /* this rank's bytes in the last step */
+    unsigned long long p2p, tied, reduce; /* this rank's bytes in the last step */
 } run;
 
 /* An engine and the training state it was created over. */
@@ -254,8 +259,10 @@ static void train(job *e, random_spec *spec, int from, int to, run *r, MPI_Comm 
     int size;
     MPI_Comm_size(comm, &size);
     counted_dp = dist_engine_topology(e->e)->dp_comm;
+    counted_pipe = dist_engine_topology(e->e)->pipe;
+    counted_tied = dist_engine_topology(e->e)->tied;
     for (int step = from; step < to; step++) {
-        p2p_bytes = reduce_bytes = 0;
+        p2p_bytes = tied_bytes = reduce_bytes = 0;
         dist_step_result res;
         ok_or_die(dist_train_step(e->e, &e->w, step, fill, spec, &res), label);
         r->loss[step] = res.loss;
@@ -264,8 +271,9 @@ static void train(job *e, random_spec *spec, int from, int to, run *r, MPI_Comm 
         for (int k = 1; k < size; k++) CHECK(all[k] == all[0], "%s step %d: rank %d's loss differs", label, step, k);
     }
     r->p2p = p2p_bytes;
+    r->tied = tied_bytes;
     r->reduce = reduce_bytes;
-    counted_dp = MPI_COMM_NULL;
+    counted_dp = counted_pipe = counted_tied = MPI_COMM_NULL;
 }
 
 /* The 1-rank run of mc (rank 0 only). */
@@ -419,6 +427,12 @@ static void pipeline_case(const model_config *mc, random_spec *spec, dist_schedu
     unsigned long long want = (unsigned long long)m * B * mc->seq_len * mc->d_model * sizeof(bf16);
     CHECK(r.p2p == want, "%s: stage %d sent %llu bytes in a step, expected m B T C x 2 = %llu", label, t->stage, r.p2p,
           want);
+    /* the tied embedding's gradient: the last stage's part one way, the sum the other, in fp32 */
+    size_t tied_n = dist_engine_layout(e->e)->tied_n;
+    CHECK(tied_n > 0 && r.tied == 4ull * tied_n, "%s: stage %d sent %llu bytes of the tied embedding's gradient in a "
+          "step, expected its %zu floats once", label, t->stage, r.tied, tied_n);
+    CHECK(dist_engine_memory(e->e).tied_recv == (t->stage == 0 ? 4 * tied_n : 0), "%s: stage %d's buffer for the tied "
+          "gradient is %zu bytes", label, t->stage, dist_engine_memory(e->e).tied_recv);
     size_t extra = red == DIST_REDUCE_BF16 && t->dp > 1 ? sizeof(bf16) * model_n_params(dist_engine_stage(e->e)) : 0;
     size_t slots = (size_t)dist_engine_plan(e->e)->n_slots[t->stage];
     CHECK(dist_engine_memory(e->e).messages_bf16 == extra + 3 * sizeof(bf16) * slots * B * mc->seq_len * mc->d_model,

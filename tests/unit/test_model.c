@@ -379,11 +379,13 @@ Test(model, deferred_heads_match_the_fused_forward)
 
 /* With pass.head_dw_wait the output weight's gradient of 30 micro-batches'
  * rows is made once per full logits buffer (HEAD_ROWS rows; GPT's and
- * Llama's 10 rows a micro-batch overflow it) and at the last micro-batch:
- * the same gradients as making it every micro-batch, to the summation order
- * (the loss bitwise); before the last micro-batch it is incomplete; an
+ * Llama's 10 rows a micro-batch overflow it) and at the last micro-batch, or
+ * (flush = 1: the last one waits too) by model_head_flush after its
+ * backward: the same gradients as making it every micro-batch, to the
+ * summation order (the loss bitwise); before the last micro-batch (before
+ * the flush) it is incomplete and poll has not reported the heads' range; an
  * evaluation pass between them is refused. */
-static void check_head_dw_wait(model_family f, int half)
+static void check_head_dw_wait(model_family f, int half, int flush)
 {
     init();
     model_config c = tiny(f);
@@ -402,9 +404,24 @@ static void check_head_dw_wait(model_family f, int half)
     for (int mb = 0; mb < M; mb++) {
         model_pass now = {.train = 1, .seed = 3, .sample0 = 2 * (uint64_t)mb, .loss_scale = 1.0f / M};
         model_pass wait = now;
-        wait.head_dw_wait = mb < M - 1;
+        wait.head_dw_wait = mb < M - 1 || flush;
+        ranges r = {0};
+        wait.poll = record_range;
+        wait.poll_ctx = &r;
         double la = run(&a, 1, &b, &now, 1), ld = run(&d, 1, &b, &wait, 1);
         cr_assert(la == ld, "family %d bf16 %d micro-batch %d: loss %.9g, waiting %.9g", f, half, mb, la, ld);
+        int heads_reported = r.n > 0 && r.hi[0] == n;
+        if (mb == M - 1 && flush) {
+            cr_expect(!heads_reported, "family %d bf16 %d: the heads were reported final with rows held", f, half);
+            model_losses l = {0};
+            cr_expect_eq(model_forward(d, 0, &b, &(model_pass){.seed = 3}, &l), ST_ERROR);
+            cr_assert_eq(model_head_flush(d, &wait), ST_OK, "%s", st_message());
+            cr_expect(r.n > 0 && r.hi[r.n - 1] == n, "family %d bf16 %d: the flush did not report the heads", f,
+                      half);
+            cr_expect_eq(model_head_flush(d, &wait), ST_OK, "a second flush has nothing to do");
+        } else if (mb == M - 1) {
+            cr_expect(heads_reported, "family %d bf16 %d: the complete heads were not reported", f, half);
+        }
         if (mb == M - 2) {
             cr_expect(memcmp(model_grads(a) + wt->offset, model_grads(d) + wt->offset, wt->numel * sizeof(float)),
                       "family %d bf16 %d: the output weight's gradient did not wait", f, half);
@@ -429,10 +446,19 @@ static void check_head_dw_wait(model_family f, int half)
 Test(model, head_weight_gradient_waits_for_the_step)
 {
     for (int half = 0; half <= bf16_cpu_supported(NULL); half++) {
-        check_head_dw_wait(MODEL_GPT, half);
-        check_head_dw_wait(MODEL_BERT, half);
-        check_head_dw_wait(MODEL_LLAMA, half);
+        for (int flush = 0; flush <= 1; flush++) {
+            check_head_dw_wait(MODEL_GPT, half, flush);
+            check_head_dw_wait(MODEL_BERT, half, flush);
+            check_head_dw_wait(MODEL_LLAMA, half, flush);
+        }
     }
+    /* a stage without the heads has nothing to flush */
+    model_config c = tiny(MODEL_GPT);
+    model_stage *mid;
+    cr_assert_eq(model_stage_create(&mid, &c, 0, 1, 2, 1), ST_OK);
+    cr_expect_eq(model_head_flush(mid, &(model_pass){.train = 1}), ST_ERROR);
+    cr_expect(strstr(st_message(), "without the heads"), "%s", st_message());
+    model_stage_free(mid);
 }
 
 Test(model, dropout_depends_on_seed_and_sample_not_on_repetition)
