@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "tensor/block_cyclic.h"
+#include "tensor/internal.h"
 #include "tensor/tensor.h"
 
 static void fill(float *x, size_t n, uint64_t stream, float std)
@@ -611,3 +612,28 @@ Test(tensor, grouped_query_attention_equals_attention_on_repeated_kv_heads)
         }
     free(qkv), free(wide), free(dout), free(o1), free(o2), free(s1), free(s2), free(d1), free(d2);
 }
+
+/* exp_fast (tensor/internal.h, under softmax, GELU, SiLU and the
+ * cross-entropy): within its stated 2e-7 relative error of exp over the
+ * clamp's range [-87, 88], beyond it the clamp's values, NaN in NaN out. */
+Test(tensor, exp_fast_is_within_its_bound_and_keeps_nan)
+{
+    double worst = 0;
+    for (int i = 0; i <= 2000000; i++) {
+        float x = -87.0f + 175.0f * (float)i / 2000000.0f;
+        double e = exp((double)x), r = fabs(exp_fast(x) - e) / e;
+        if (r > worst) worst = r;
+    }
+    cr_expect(worst < 2e-7, "relative error %.3g", worst);
+    cr_expect(exp_fast(-1000.0f) == exp_fast(-87.0f) && exp_fast(-INFINITY) == exp_fast(-87.0f));
+    cr_expect(exp_fast(1000.0f) == exp_fast(88.0f) && exp_fast(INFINITY) == exp_fast(88.0f));
+    cr_expect(exp_fast(0.0f) == 1.0f);
+    float in[64], out[64];
+    for (int i = 0; i < 64; i++) in[i] = i % 3 ? (float)i / 8.0f : NAN;
+    #pragma omp simd
+    for (int i = 0; i < 64; i++) out[i] = exp_fast(in[i]);
+    for (int i = 0; i < 64; i++)
+        cr_expect(i % 3 ? out[i] == exp_fast((float)i / 8.0f) : isnan(out[i]), "lane %d: exp_fast(%g) = %g", i,
+                  in[i], out[i]);
+}
+
