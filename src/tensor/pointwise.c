@@ -1,6 +1,10 @@
 /* tensor/pointwise — LayerNorm, GELU, dropout: one pass over memory each. */
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "tensor/bf16.h"
 #include "tensor/internal.h"
@@ -167,35 +171,72 @@ void gelu_backward(float *dinp, float *out, const float *inp, const float *dout,
 
 /* The same from a bf16 input (a bf16 stage keeps the FFN's pre-activation
  * in bf16): the arithmetic is gelu_forward's and gelu_backward's on the
- * input's value. */
+ * input's value. A bf16 input has 65,536 values, so each form's value
+ * (rounded to bf16) and slope are tabled once, by that arithmetic, and the
+ * passes look them up, 16 at a time with AVX-512 gathers: the same bits
+ * (tested for every input), a gather instead of ~65 vector instructions and
+ * a division per 16 elements (erf forward 1.30 -> 0.19 ns an element).
+ * 384 KiB a form (L2-resident during the pass), made on first use. */
+enum { GELU_TAB = 65536, GELU_CHUNK = 4096 };
+/* one entry more: a 4-byte gather of the last 2-byte entry reads it */
+static bf16 gelu_tab_value[2][GELU_TAB + 1];
+static float gelu_tab_slope[2][GELU_TAB];
+static pthread_once_t gelu_tab_once = PTHREAD_ONCE_INIT;
+
+static void gelu_tab_make(void)
+{
+    #pragma omp parallel for schedule(static)
+    for (int u = 0; u < GELU_TAB; u++) {
+        float x = bf16_value((bf16)u), te = gelu_erf_t(x), tt = gelu_tanh_t(x);
+        gelu_tab_value[GELU_ERF][u] = bf16_round(gelu_erf_value(x, te));
+        gelu_tab_slope[GELU_ERF][u] = gelu_erf_slope(x, te);
+        gelu_tab_value[GELU_TANH][u] = bf16_round(gelu_tanh_value(x, tt));
+        gelu_tab_slope[GELU_TANH][u] = gelu_tanh_slope(x, tt);
+    }
+}
+
+/* Elements [a, b): out = value[inp] (when out), d = slope[inp] * dout (when d). */
+static void gelu_lookup(bf16 *out, float *d, const bf16 *inp, const float *dout, size_t a, size_t b,
+                        const bf16 *value, const float *slope)
+{
+    size_t i = a;
+#ifdef __AVX512F__
+    for (; i + 16 <= b; i += 16) {
+        __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(inp + i)));
+        if (out) {
+            __m512i v = _mm512_i32gather_epi32(u, (const void *)value, 2);
+            _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtepi32_epi16(v));
+        }
+        if (d) _mm512_storeu_ps(d + i, _mm512_mul_ps(_mm512_i32gather_ps(u, slope, 4), _mm512_loadu_ps(dout + i)));
+    }
+#endif
+    for (; i < b; i++) {
+        if (out) out[i] = value[inp[i]];
+        if (d) d[i] = slope[inp[i]] * dout[i];
+    }
+}
+
+static void gelu_lookups(bf16 *out, float *d, const bf16 *inp, const float *dout, size_t n, gelu_kind kind)
+{
+    pthread_once(&gelu_tab_once, gelu_tab_make);
+    const bf16 *value = gelu_tab_value[kind];
+    const float *slope = gelu_tab_slope[kind];
+    size_t chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
+    #pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < chunks; c++) {
+        size_t a = c * GELU_CHUNK, b = a + GELU_CHUNK < n ? a + GELU_CHUNK : n;
+        gelu_lookup(out, d, inp, dout, a, b, value, slope);
+    }
+}
+
 void gelu_forward_bf16(bf16 *out, const bf16 *inp, size_t n, gelu_kind kind)
 {
-    if (kind == GELU_ERF) {
-        #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) out[i] = bf16_round(gelu_erf(bf16_value(inp[i])));
-    } else {
-        #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) out[i] = bf16_round(gelu_tanh(bf16_value(inp[i])));
-    }
+    gelu_lookups(out, NULL, inp, NULL, n, kind);
 }
 
 void gelu_backward_bf16(float *dinp, bf16 *out, const bf16 *inp, const float *dout, size_t n, gelu_kind kind)
 {
-    if (kind == GELU_ERF) {
-        #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float x = bf16_value(inp[i]), t = gelu_erf_t(x);
-            if (out) out[i] = bf16_round(gelu_erf_value(x, t));
-            dinp[i] = gelu_erf_slope(x, t) * dout[i];
-        }
-    } else {
-        #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) {
-            float x = bf16_value(inp[i]), t = gelu_tanh_t(x);
-            if (out) out[i] = bf16_round(gelu_tanh_value(x, t));
-            dinp[i] = gelu_tanh_slope(x, t) * dout[i];
-        }
-    }
+    gelu_lookups(out, dinp, inp, dout, n, kind);
 }
 
 /* ---- dropout (masks: see tensor/internal.h) ------------------------------ */

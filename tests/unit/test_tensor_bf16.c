@@ -493,6 +493,43 @@ Test(bf16, gelu_and_swiglu_from_bf16_inputs_equal_the_fp32_kernels_on_their_valu
     free(x), free(dy), free(y), free(g1), free(g2), free(g3), free(xb), free(yb);
 }
 
+/* The bf16 GELU passes look the value and the slope up in tables made once:
+ * for every one of the 65,536 bf16 inputs (NaN, infinities and subnormals
+ * included; 7 more at the end for the scalar tail), the bits of the fp32
+ * kernels on the input's value — the value rounded to bf16 (nearest even),
+ * the slope times d(out) — in and out of place. */
+Test(bf16, gelu_tables_give_the_fp32_kernels_bits_for_every_bf16_input)
+{
+    enum { n = 65536 + 7 };
+    bf16 *xb = malloc(n * sizeof *xb), *yb = malloc(n * sizeof *yb), *again = malloc(n * sizeof *again);
+    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y), *dy = malloc(n * sizeof *dy);
+    float *g1 = malloc(n * sizeof *g1), *g2 = malloc(n * sizeof *g2);
+    for (int i = 0; i < n; i++) xb[i] = (bf16)(i < 65536 ? i : 0x3F80 + i);
+    bf16_to_f32(x, xb, n);
+    fill(dy, n, 33, 1.0f);
+    for (int kind = GELU_ERF; kind <= GELU_TANH; kind++) {
+        gelu_forward(y, x, n, (gelu_kind)kind);
+        gelu_forward_bf16(yb, xb, n, (gelu_kind)kind);
+        gelu_backward(g1, NULL, x, dy, n, (gelu_kind)kind);
+        memcpy(g2, dy, n * sizeof *g2);
+        gelu_backward_bf16(g2, again, xb, g2, n, (gelu_kind)kind);
+        for (int i = 0; i < n; i++) {
+            int nan = isnan(x[i]);
+            cr_assert(nan ? isnan(bf16_value(yb[i])) : yb[i] == bf16_round(y[i]), "kind %d input 0x%04x: value 0x%04x, "
+                      "fp32 kernel %.9g", kind, xb[i], yb[i], y[i]);
+            cr_assert(again[i] == yb[i] || (nan && isnan(bf16_value(again[i]))), "kind %d input 0x%04x: backward's "
+                      "value differs", kind, xb[i]);
+            cr_assert(nan ? isnan(g2[i]) : memcmp(&g1[i], &g2[i], sizeof *g1) == 0, "kind %d input 0x%04x: d(in) %.9g, "
+                      "fp32 kernel %.9g", kind, xb[i], g2[i], g1[i]);
+        }
+        gelu_backward_bf16(g2, NULL, xb, dy, n, (gelu_kind)kind); /* without the value, not in place */
+        for (int i = 0; i < n; i++)
+            cr_assert(isnan(x[i]) ? isnan(g2[i]) : memcmp(&g1[i], &g2[i], sizeof *g1) == 0, "kind %d input 0x%04x",
+                      kind, xb[i]);
+    }
+    free(xb), free(yb), free(again), free(x), free(y), free(dy), free(g1), free(g2);
+}
+
 /* A stage remakes a pre-norm block's normalised GEMM input in backward from
  * the norm's input and kept statistics: it must be bitwise forward's output
  * (fp32), or that output rounded to bf16, or backward's weight gradients
