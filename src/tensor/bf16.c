@@ -105,14 +105,15 @@ int bf16_all_finite(const bf16 *hi, size_t n)
 
 typedef struct gemm_key {
     int ta, tb, M, N, K, lda, ldb, ldc, beta;
-    int f32; /* operands fp32 (tensor_gemm_onednn_f32) instead of bf16 */
-    int c16; /* the result rounded to bf16 (tensor_gemm_bf16_out16) instead of fp32 */
+    int f32;  /* operands fp32 (tensor_gemm_onednn_f32) instead of bf16 */
+    int c16;  /* the result rounded to bf16 (tensor_gemm_bf16_out16) instead of fp32 */
+    int bias; /* an fp32 row (N) added to every row of the result (the _bias variants) */
 } gemm_key;
 
 typedef struct gemm_prim {
     gemm_key key;
     dnnl_primitive_t prim;
-    dnnl_memory_t a, b, c, scratch;
+    dnnl_memory_t a, b, c, scratch, bias;
     uint64_t used; /* the call count when last run (least recently used goes first) */
 } gemm_prim;
 
@@ -186,8 +187,10 @@ static status_t prim_create(gemm_prim *g, const gemm_key *k)
     TRY(md_of(&a, k->M, k->K, k->lda, k->ta, in));
     TRY(md_of(&b, k->K, k->N, k->ldb, k->tb, in));
     TRY(md_of(&c, k->M, k->N, k->ldc, 0, k->c16 ? dnnl_bf16 : dnnl_f32));
+    dnnl_memory_desc_t bias;
+    if (k->bias) TRY(md_of(&bias, 1, k->N, k->N, 0, dnnl_f32));
     dnnl_matmul_desc_t desc;
-    TRY(dnnl_ok(dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c), "describing a bf16 matmul"));
+    TRY(dnnl_ok(dnnl_matmul_desc_init(&desc, &a, &b, k->bias ? &bias : NULL, &c), "describing a bf16 matmul"));
     dnnl_primitive_attr_t attr;
     TRY(attr_of(&attr, k->beta));
     dnnl_primitive_desc_t pd;
@@ -200,6 +203,8 @@ static status_t prim_create(gemm_prim *g, const gemm_key *k)
     if (st == ST_OK) st = dnnl_ok(dnnl_memory_create(&g->a, &a, G.engine, DNNL_MEMORY_NONE), "a GEMM operand");
     if (st == ST_OK) st = dnnl_ok(dnnl_memory_create(&g->b, &b, G.engine, DNNL_MEMORY_NONE), "a GEMM operand");
     if (st == ST_OK) st = dnnl_ok(dnnl_memory_create(&g->c, &c, G.engine, DNNL_MEMORY_NONE), "a GEMM operand");
+    if (st == ST_OK && k->bias)
+        st = dnnl_ok(dnnl_memory_create(&g->bias, &bias, G.engine, DNNL_MEMORY_NONE), "a GEMM bias");
     if (st == ST_OK && smd)
         st = dnnl_ok(dnnl_memory_create(&g->scratch, smd, G.engine, DNNL_MEMORY_NONE), "the GEMM scratchpad");
     dnnl_primitive_desc_destroy(pd);
@@ -210,8 +215,8 @@ static status_t prim_create(gemm_prim *g, const gemm_key *k)
 static void prim_destroy(gemm_prim *g)
 {
     if (g->prim) dnnl_primitive_destroy(g->prim);
-    dnnl_memory_t mem[4] = {g->a, g->b, g->c, g->scratch};
-    for (int i = 0; i < 4; i++)
+    dnnl_memory_t mem[5] = {g->a, g->b, g->c, g->scratch, g->bias};
+    for (int i = 0; i < 5; i++)
         if (mem[i]) dnnl_memory_destroy(mem[i]);
     memset(g, 0, sizeof *g);
 }
@@ -250,25 +255,35 @@ static status_t prim_find(const gemm_key *k, gemm_prim **out)
     return ST_OK;
 }
 
-/* C = op(A) op(B) + beta C through the primitive of key k (A, B, C of its types). */
-static status_t gemm_run(const gemm_key *kk, const void *A, const void *Bm, float beta, void *Cm)
+/* C = op(A) op(B) (+ bias in every row) + beta C through the primitive of
+ * key k (A, B, C of its types). */
+static status_t gemm_run(const gemm_key *kk, const void *A, const void *Bm, const float *bias, float beta, void *Cm)
 {
     gemm_key k = *kk;
     if (k.M == 0 || k.N == 0) return ST_OK;
     FAIL_IF(beta != 0.0f && beta != 1.0f, ST_ERROR, "tensor_gemm_bf16: beta %g (expected 0 or 1)", beta);
     if (k.K == 0) {
         size_t es = k.c16 ? sizeof(bf16) : sizeof(float);
-        for (int i = 0; beta == 0.0f && i < k.M; i++) memset((char *)Cm + (size_t)i * k.ldc * es, 0, (size_t)k.N * es);
+        for (int i = 0; i < k.M; i++) {
+            float *row = (float *)((char *)Cm + (size_t)i * k.ldc * es);
+            if (beta == 0.0f && !bias) memset(row, 0, (size_t)k.N * es);
+            for (int j = 0; bias && j < k.N; j++) row[j] = beta == 0.0f ? bias[j] : row[j] + bias[j]; /* fp32 C only */
+        }
         return ST_OK;
     }
     k.beta = beta != 0.0f;
+    k.bias = bias != NULL;
     gemm_prim *g = NULL;
     TRY(prim_find(&k, &g));
     dnnl_memory_set_data_handle(g->a, (void *)A);
     dnnl_memory_set_data_handle(g->b, (void *)Bm);
     dnnl_memory_set_data_handle(g->c, Cm);
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, g->a}, {DNNL_ARG_WEIGHTS, g->b}, {DNNL_ARG_DST, g->c}};
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, g->a}, {DNNL_ARG_WEIGHTS, g->b}, {DNNL_ARG_DST, g->c}};
     int nargs = 3;
+    if (g->bias) {
+        dnnl_memory_set_data_handle(g->bias, (void *)bias);
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, g->bias};
+    }
     if (g->scratch) {
         dnnl_memory_set_data_handle(g->scratch, G.scratch);
         args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, g->scratch};
@@ -280,22 +295,36 @@ static status_t gemm_run(const gemm_key *kk, const void *A, const void *Bm, floa
 status_t tensor_gemm_bf16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
                    float beta, float *Cm, int ldc)
 {
-    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 0, 0};
-    return gemm_run(&k, A, Bm, beta, Cm);
+    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 0, 0, 0};
+    return gemm_run(&k, A, Bm, NULL, beta, Cm);
+}
+
+status_t tensor_gemm_bf16_bias(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
+                               const float *bias, float *Cm, int ldc)
+{
+    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 0, 0, 0};
+    return gemm_run(&k, A, Bm, bias, 0.0f, Cm);
 }
 
 status_t tensor_gemm_bf16_out16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
                                 bf16 *Cm, int ldc)
 {
-    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 0, 1};
-    return gemm_run(&k, A, Bm, 0.0f, Cm);
+    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 0, 1, 0};
+    return gemm_run(&k, A, Bm, NULL, 0.0f, Cm);
 }
 
 status_t tensor_gemm_onednn_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *Bm, int ldb,
                          float beta, float *Cm, int ldc)
 {
-    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 1, 0};
-    return gemm_run(&k, A, Bm, beta, Cm);
+    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 1, 0, 0};
+    return gemm_run(&k, A, Bm, NULL, beta, Cm);
+}
+
+status_t tensor_gemm_onednn_f32_bias(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *Bm,
+                                     int ldb, const float *bias, float *Cm, int ldc)
+{
+    gemm_key k = {ta, tb, M, N, K, lda, ldb, ldc, 0, 1, 0, 0};
+    return gemm_run(&k, A, Bm, bias, 0.0f, Cm);
 }
 
 int tensor_gemm_bf16_primitives(void) { return G.n_prims; }

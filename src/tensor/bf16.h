@@ -125,6 +125,12 @@ void swiglu_backward_bf16(bf16 *dgate, bf16 *dup, int ldd, const float *dout, in
 status_t tensor_gemm_bf16(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
                    float beta, float *Cm, int ldc);
 
+/* C = op(A) op(B) + bias, bias (N floats) added to every row by oneDNN as
+ * it writes C (a linear layer's forward: no pass that fills C with the bias
+ * first, no read of C by the GEMM). */
+status_t tensor_gemm_bf16_bias(int ta, int tb, int M, int N, int K, const bf16 *A, int lda, const bf16 *Bm, int ldb,
+                               const float *bias, float *Cm, int ldc);
+
 /* C = op(A) op(B) (beta 0) rounded to bf16 (nearest even) by oneDNN as it
  * writes it: the bf16 head's logits, which the cross-entropy reads in bf16
  * as autocast's does (crossentropy_fused_bf16). */
@@ -135,6 +141,8 @@ status_t tensor_gemm_bf16_out16(int ta, int tb, int M, int N, int K, const bf16 
  * tensor.h's tensor_gemm runs for the linear layers in fp32). */
 status_t tensor_gemm_onednn_f32(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *Bm, int ldb,
                          float beta, float *Cm, int ldc);
+status_t tensor_gemm_onednn_f32_bias(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *Bm,
+                                     int ldb, const float *bias, float *Cm, int ldc);
 
 /* crossentropy_fused and the crossentropy_slice_* phases (tensor.h) over
  * bf16 logits (N, V or nv) row stride ld, with bias (V or nv, fp32; NULL:

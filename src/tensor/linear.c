@@ -60,6 +60,11 @@ static float bias_fill(float *out, int ldo, const float *bias, int N, int OC)
 void linear_forward(float *out, int ldo, const float *inp, const float *weight,
                     const float *bias, weight_layout lay, int N, int C, int OC)
 {
+    if (bias && !omp_in_parallel()) { /* oneDNN adds the bias as it writes (tensor_gemm's rule for its f32 path) */
+        int t = lay == W_OUT_IN;
+        if (tensor_gemm_onednn_f32_bias(0, t, N, OC, C, inp, C, weight, t ? C : OC, bias, out, ldo) == ST_OK) return;
+        st_clear();
+    }
     float beta = bias_fill(out, ldo, bias, N, OC);
     if (lay == W_OUT_IN)
         tensor_gemm(0, 1, N, OC, C, 1.0f, inp, C, weight, C, beta, out, ldo);
@@ -104,9 +109,9 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
 status_t linear_forward_bf16(float *out, int ldo, const bf16 *inp_bf, const bf16 *w_bf, const float *bias,
                              weight_layout lay, int N, int C, int OC)
 {
-    float beta = bias_fill(out, ldo, bias, N, OC);
-    if (lay == W_OUT_IN) return tensor_gemm_bf16(0, 1, N, OC, C, inp_bf, C, w_bf, C, beta, out, ldo);
-    return tensor_gemm_bf16(0, 0, N, OC, C, inp_bf, C, w_bf, OC, beta, out, ldo);
+    int t = lay == W_OUT_IN;
+    if (bias) return tensor_gemm_bf16_bias(0, t, N, OC, C, inp_bf, C, w_bf, t ? C : OC, bias, out, ldo);
+    return tensor_gemm_bf16(0, t, N, OC, C, inp_bf, C, w_bf, t ? C : OC, 0.0f, out, ldo);
 }
 
 status_t linear_forward_bf16_out16(bf16 *out, int ldo, const bf16 *inp_bf, const bf16 *w_bf, weight_layout lay, int N,
